@@ -1,0 +1,1 @@
+"""Putting mlstorlets on a Swift cluster: node configuration and storlets."""

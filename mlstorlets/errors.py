@@ -1,0 +1,23 @@
+"""Exceptions shared by the library, the storlets and the client."""
+
+
+class ObjectError(ValueError):
+    """An object that cannot be processed.
+
+    Carries the object's name and the reason, so that every layer (a storlet
+    in the cluster, the batch runner, the CLI) can report precisely which
+    object failed and why.
+
+    Parameters
+    ----------
+    name : str
+        The object's name (``container/object`` or a URI); may be empty when
+        the caller does not know it, in which case ``reason`` stands alone.
+    reason : str
+        What is wrong with it, in words a user can act on.
+    """
+
+    def __init__(self, name, reason):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}" if name else reason)

@@ -1,0 +1,1 @@
+"""Storlet gateways of mlstorlets: ways to run the upstream storlet agent."""

@@ -1,0 +1,1 @@
+"""WSGI middleware that mlstorlets adds to Swift pipelines."""

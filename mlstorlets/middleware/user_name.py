@@ -1,0 +1,30 @@
+"""Give the storlet ACL code the user name under tempauth.
+
+The storlet middleware checks storlet ACLs against keystone's
+``X-User-Name``.  tempauth does not set it; this filter, placed right after
+tempauth, sets ``HTTP_X_USER_NAME`` from the authenticated ``REMOTE_USER``
+and always overwrites what a client sent, so the header cannot be forged.
+"""
+
+
+class UserNameMiddleware(object):
+
+    def __init__(self, app, conf):
+        self.app = app
+
+    def __call__(self, env, start_response):
+        env.pop('HTTP_X_USER_NAME', None)
+        remote_user = env.get('REMOTE_USER')
+        if remote_user:
+            # tempauth sets "account:user,account:user,AUTH_account"
+            user = remote_user.split(',')[0]
+            env['HTTP_X_USER_NAME'] = user.split(':', 1)[-1]
+        return self.app(env, start_response)
+
+
+def filter_factory(global_conf, **local_conf):
+    conf = dict(global_conf, **local_conf)
+
+    def user_name_filter(app):
+        return UserNameMiddleware(app, conf)
+    return user_name_filter

@@ -1,0 +1,164 @@
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from sklearn.linear_model import SGDClassifier as SkSGDClassifier
+from sklearn.linear_model import SGDRegressor as SkSGDRegressor
+
+from mlstorlets.errors import ObjectError
+from mlstorlets.linear_model import state, training
+from sgd_fakes import FakeInput, FakeOutput
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_storlet():
+    spec = importlib.util.spec_from_file_location(
+        "sgd_estimator", os.path.join(ROOT, "storlets", "sgd_estimator.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SGDEstimatorStorlet
+
+
+class Logger:
+    def __init__(self):
+        self.messages = []
+
+    def info(self, msg):
+        self.messages.append(msg)
+
+
+def csv_bytes(X, y):
+    rows = [",".join(repr(float(v)) for v in x) + "," + repr(float(t)) for x, t in zip(X, y)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def make_batches(seed, n_batches=3, n=40, d=5, classes=(0, 1, 2), regression=False):
+    rng = np.random.RandomState(seed)
+    coef = rng.normal(size=d)
+    out = []
+    for _ in range(n_batches):
+        X = rng.normal(size=(n, d))
+        if regression:
+            y = X @ coef + 0.1 * rng.normal(size=n)
+        else:
+            y = np.asarray(classes)[rng.randint(len(classes), size=n)]
+        out.append((X, y))
+    return out
+
+
+def storlet_pass(blob, payloads, extra_params=None, via_resource=False):
+    storlet = load_storlet()(Logger())
+    for payload in payloads:
+        params = {"op": "partial_fit", "name": "c/o"}
+        params.update(extra_params or {})
+        in_files = [FakeInput(payload)]
+        if via_resource:
+            in_files.append(FakeInput(blob))
+        else:
+            params.update(training.encode_state_params(blob, 8000))
+        out = FakeOutput()
+        storlet(in_files, [out], params)
+        assert out.closed and all(f.closed for f in in_files)
+        blob = out.body
+    return blob
+
+
+@pytest.mark.parametrize("loss", ["hinge", "log_loss", "modified_huber"])
+@pytest.mark.parametrize("classes", [(0, 1), (0, 1, 2)])
+@pytest.mark.parametrize("average", [False, True, 30])
+def test_classifier_storlet_matches_local_partial_fit(loss, classes, average):
+    batches = make_batches(0, classes=classes)
+    params = dict(loss=loss, average=average, random_state=7, alpha=0.01)
+    local = SkSGDClassifier(**params)
+    for X, y in batches:
+        local.partial_fit(X, y, classes=np.array(classes))
+    blob = state.dumps(SkSGDClassifier(**params), pending_classes=np.array(classes))
+    blob = storlet_pass(blob, [csv_bytes(X, y) for X, y in batches])
+    remote = state.loads(blob).build()
+    np.testing.assert_allclose(remote.coef_, local.coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(remote.intercept_, local.intercept_, rtol=0, atol=1e-12)
+    assert remote.t_ == local.t_
+    # continuing both with the same batches must stay identical (aliases kept)
+    for X, y in batches:
+        local.partial_fit(X, y)
+        remote.partial_fit(X, y)
+    np.testing.assert_allclose(remote.coef_, local.coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(remote.intercept_, local.intercept_, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("average", [False, True])
+@pytest.mark.parametrize("via_resource", [False, True])
+def test_regressor_storlet_matches_local_partial_fit(average, via_resource):
+    batches = make_batches(1, regression=True)
+    params = dict(average=average, random_state=3, penalty="elasticnet")
+    local = SkSGDRegressor(**params)
+    for X, y in batches:
+        local.partial_fit(X, y)
+    blob = storlet_pass(state.dumps(SkSGDRegressor(**params)),
+                        [csv_bytes(X, y) for X, y in batches], via_resource=via_resource)
+    remote = state.loads(blob).build()
+    np.testing.assert_allclose(remote.coef_, local.coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(remote.intercept_, local.intercept_, rtol=0, atol=1e-12)
+
+
+def test_mini_batches_equal_local_partial_fit_on_the_same_chunks():
+    (X, y), = make_batches(2, n_batches=1, n=50, regression=True)
+    local = SkSGDRegressor(random_state=0)
+    for start in range(0, 50, 16):
+        local.partial_fit(X[start:start + 16], y[start:start + 16])
+    blob = storlet_pass(state.dumps(SkSGDRegressor(random_state=0)), [csv_bytes(X, y)],
+                        extra_params={"batch_size": "16"})
+    remote = state.loads(blob)
+    np.testing.assert_allclose(remote.attrs["coef_"], local.coef_, rtol=0, atol=1e-12)
+    assert remote.report["n_batches"] == 4 and remote.report["n_samples"] == 50
+
+
+def test_objective_report_matches_scikit_learn_terms():
+    (X, y), = make_batches(4, n_batches=1, n=30, regression=True)
+    est = SkSGDRegressor(random_state=0, alpha=0.1).partial_fit(X, y)
+    blob = storlet_pass(state.dumps(est), [csv_bytes(X, y)])
+    expected = 0.5 * np.sum((X @ est.coef_ + est.intercept_ - y) ** 2) + \
+        30 * 0.1 * 0.5 * est.coef_ @ est.coef_
+    assert state.loads(blob).report["objective"] == pytest.approx([expected], rel=1e-12)
+
+
+def test_storlet_writes_nothing_on_bad_input():
+    storlet = load_storlet()(Logger())
+    blob = state.dumps(SkSGDClassifier(), pending_classes=np.array([0, 1]))
+    params = dict(training.encode_state_params(blob, 8000), name="c/bad.csv")
+    out = FakeOutput()
+    with pytest.raises(ObjectError) as err:
+        storlet([FakeInput(b"1,2,0\n1,2,5\n")], [out], params)
+    assert "c/bad.csv" in str(err.value) and "line 2" in str(err.value)
+    assert out.metadata is None and out.chunks == []
+
+
+def test_storlet_refuses_invalid_state():
+    storlet = load_storlet()(Logger())
+    blob = bytearray(state.dumps(SkSGDRegressor().partial_fit([[1.0, 2.0]], [1.0])))
+    blob[-8:] = np.array([np.nan]).tobytes()
+    out = FakeOutput()
+    with pytest.raises(ObjectError, match="NaN"):
+        storlet([FakeInput(b"1,2,3\n")], [out],
+                dict(training.encode_state_params(bytes(blob), 8000), name="c/o"))
+    assert out.metadata is None
+
+
+def test_storlet_without_state_fails():
+    with pytest.raises(ObjectError, match="no model state"):
+        training.run([FakeInput(b"1,2\n")], {"op": "partial_fit"})
+
+
+def test_score_and_labels_ops():
+    (X, y), = make_batches(5, n_batches=1, n=60, classes=(0, 1))
+    est = SkSGDClassifier(random_state=0).fit(X, y)
+    params = dict(training.encode_state_params(state.dumps(est), 8000), op="score")
+    _, body = training.run([FakeInput(csv_bytes(X, y))], params)
+    import json
+    sums = json.loads(body)
+    assert sums["correct"] / sums["weight_sum"] == pytest.approx(est.score(X, y))
+    _, body = training.run([FakeInput(csv_bytes(X, y))], {"op": "labels"})
+    labels = json.loads(body)
+    assert labels["labels"] == [0.0, 1.0] and sum(labels["counts"]) == 60
