@@ -7,7 +7,7 @@ if os.path.exists(_LIB) and _LIB not in sys.path:
 # The logic lives in mlstorlets.linear_model.training so that it is tested
 # without an engine; this class only moves bytes.
 
-from mlstorlets.errors import ObjectError  # noqa: E402
+from mlstorlets import invocation  # noqa: E402
 from mlstorlets.linear_model import training  # noqa: E402
 
 
@@ -24,17 +24,5 @@ class SGDEstimatorStorlet(object):
         self.logger = logger
 
     def __call__(self, in_files, out_files, params):
-        out = out_files[0]
-        try:
-            # The whole result is computed before anything is written, so a
-            # failure never leaves half an output behind.
-            metadata, body = training.run(in_files, dict(params))
-        except ObjectError as exc:
-            self.logger.info('sgd_estimator refused %s' % exc)
-            raise
-        finally:
-            for f in in_files:
-                f.close()
-        out.set_metadata(metadata)
-        out.write(body)
-        out.close()
+        invocation.run(self.logger, in_files, out_files, params,
+                       training.run)

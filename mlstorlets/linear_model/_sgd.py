@@ -396,7 +396,7 @@ class SGDClassifier(_RemoteSGDMixin, _SkSGDClassifier):
     connection : swiftclient.client.Connection, default=None
         Used by the ``remote_*`` methods; None builds one from the ``swift``
         CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
-    storlet : str, default='sgd_estimator.SGDEstimatorStorlet'
+    storlet : str, default='sgd_estimator.py'
         Value of ``X-Run-Storlet``.
 """
 
@@ -429,7 +429,7 @@ class SGDRegressor(_RemoteSGDMixin, _SkSGDRegressor):
     connection : swiftclient.client.Connection, default=None
         Used by the ``remote_*`` methods; None builds one from the ``swift``
         CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
-    storlet : str, default='sgd_estimator.SGDEstimatorStorlet'
+    storlet : str, default='sgd_estimator.py'
         Value of ``X-Run-Storlet``.
 """
 

@@ -30,12 +30,13 @@ from urllib.parse import quote
 from swiftclient import client as swift_client
 from swiftclient.exceptions import ClientException
 
+from mlstorlets.connection import connection_from_environment  # noqa: F401
 from mlstorlets.errors import ObjectError
+from mlstorlets.uri import format_uri, parse_uri
 from mlstorlets.linear_model.training import encode_state_params
 
-STORLET_NAME = "sgd_estimator.SGDEstimatorStorlet"
+STORLET_NAME = "sgd_estimator.py"
 STATE_PREFIX = ".mlstorlets-state/"
-SCHEME = "swift://"
 
 # Limits of the servers a storlet GET crosses (proxy, then object server):
 # swift sets eventlet's per-line limit to its max_header_size constraint
@@ -89,55 +90,13 @@ class HeaderBudget:
         return n_bytes <= self.max_state_bytes
 
 
-def connection_from_environment(environ=None):
-    """A swiftclient Connection configured like the ``swift`` command line.
-
-    Reads ``ST_AUTH``/``ST_USER``/``ST_KEY`` (v1 auth) or the ``OS_*``
-    keystone variables, as swiftclient's own CLI does.
-
-    Raises
-    ------
-    ValueError
-        When the environment configures no authentication.
-    """
-    from swiftclient import service
-
-    saved = service.environ
-    try:
-        if environ is not None:
-            service.environ = environ
-        options = service._build_default_global_options()
-    finally:
-        service.environ = saved
-    if not (options.get("auth") or options.get("os_auth_url")
-            or (options.get("os_storage_url") and options.get("os_auth_token"))):
-        raise ValueError("no Swift credentials: set ST_AUTH, ST_USER and ST_KEY, or the "
-                         "OS_* variables, or pass connection=")
-    service.process_options(options)
-    return service.get_conn(options)
-
-
-def parse_uri(uri):
-    """``swift://container/object`` -> (container, object); object may be a prefix."""
-    if not isinstance(uri, str) or not uri.startswith(SCHEME):
-        raise ValueError(f"not a swift:// URI: {uri!r}")
-    container, _, obj = uri[len(SCHEME):].partition("/")
-    if not container:
-        raise ValueError(f"no container in {uri!r}")
-    return container, obj
-
-
-def format_uri(container, obj):
-    return f"{SCHEME}{container}/{obj}"
-
-
 class StorletTransport:
     """Runs the SGD storlet on objects through a swiftclient Connection.
 
     Parameters
     ----------
     connection : swiftclient.client.Connection
-    storlet : str, default='sgd_estimator.SGDEstimatorStorlet'
+    storlet : str, default='sgd_estimator.py'
         Value of ``X-Run-Storlet``.
     budget : HeaderBudget, default=None
         None reads ``max_header_size`` from the cluster's ``/info`` on first
@@ -224,7 +183,11 @@ class StorletTransport:
                 headers["X-Storlet-Extra-Resources"] = f"/{container}/{temp}"
             _, body = self.connection.get_object(container, obj, headers=headers)
         except ClientException as exc:
-            raise ObjectError(uri, f"storlet GET failed: {exc}") from exc
+            # The proxy names the object and the reason in the body.
+            reason = (exc.http_response_content or b"")
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            raise ObjectError(uri, reason.strip() or f"storlet GET failed: {exc}") from exc
         finally:
             if temp is not None:
                 try:

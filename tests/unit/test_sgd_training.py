@@ -129,10 +129,11 @@ def test_storlet_writes_nothing_on_bad_input():
     blob = state.dumps(SkSGDClassifier(), pending_classes=np.array([0, 1]))
     params = dict(training.encode_state_params(blob, 8000), name="c/bad.csv")
     out = FakeOutput()
-    with pytest.raises(ObjectError) as err:
-        storlet([FakeInput(b"1,2,0\n1,2,5\n")], [out], params)
-    assert "c/bad.csv" in str(err.value) and "line 2" in str(err.value)
-    assert out.metadata is None and out.chunks == []
+    storlet([FakeInput(b"1,2,0\n1,2,5\n")], [out], params)
+    # The refusal travels as metadata only; the proxy turns it into a 422.
+    reason = out.metadata["Storlet-Error"]
+    assert "c/bad.csv" in reason and "line 2" in reason
+    assert list(out.metadata) == ["Storlet-Error"] and out.chunks == []
 
 
 def test_storlet_refuses_invalid_state():
@@ -140,10 +141,9 @@ def test_storlet_refuses_invalid_state():
     blob = bytearray(state.dumps(SkSGDRegressor().partial_fit([[1.0, 2.0]], [1.0])))
     blob[-8:] = np.array([np.nan]).tobytes()
     out = FakeOutput()
-    with pytest.raises(ObjectError, match="NaN"):
-        storlet([FakeInput(b"1,2,3\n")], [out],
-                dict(training.encode_state_params(bytes(blob), 8000), name="c/o"))
-    assert out.metadata is None
+    storlet([FakeInput(b"1,2,3\n")], [out],
+            dict(training.encode_state_params(bytes(blob), 8000), name="c/o"))
+    assert "NaN" in out.metadata["Storlet-Error"] and out.chunks == []
 
 
 def test_storlet_without_state_fails():

@@ -1,0 +1,136 @@
+"""The ``mlstorlets`` command line."""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+import warnings
+
+
+def _cluster(args):
+    from mlstorlets.aio import Cluster
+    return Cluster(args.state_dir)
+
+
+def cmd_aio_up(args):
+    started = time.monotonic()
+    _cluster(args).up(base_port=args.base_port, nodes=args.nodes)
+    print('(%.1f s)' % (time.monotonic() - started))
+
+
+def cmd_aio_status(args):
+    cluster = _cluster(args)
+    layout = cluster.layout
+    status = cluster.status()
+    for name, pid in status.items():
+        print('%-18s %s' % (name, 'running (pid %d)' % pid if pid
+                            else 'stopped'))
+    print('proxy: %s  state: %s' % (layout.auth_url, layout.state_dir))
+    return 0 if all(status.values()) else 3
+
+
+def cmd_aio_env(args):
+    env = _cluster(args).env(args.account)
+    print('export ' + ' '.join('%s=%s' % (k, shlex.quote(v))
+                               for k, v in env.items()))
+
+
+def cmd_aio_down(args):
+    _cluster(args).down(purge=args.purge)
+
+
+def cmd_deploy(args):
+    from mlstorlets.connection import connection_from_environment
+    from mlstorlets.deployment.storlets import deploy
+    deploy(connection_from_environment(), args.source,
+           library=not args.no_library)
+
+
+def cmd_node_config(args):
+    from mlstorlets.deployment.node import configure_node
+    written = configure_node(
+        args.server_conf, args.role, args.conf_dir, args.host_root,
+        gateway=args.gateway, memcache_servers=args.memcache_servers,
+        name=args.name, native_lib_dir=args.native_lib_dir,
+        container_mem_limit=args.mem_limit)
+    for what, path in written.items():
+        print('%-22s %s' % (what, path))
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog='mlstorlets',
+        description='Machine learning inside an OpenStack Swift cluster.')
+    sub = p.add_subparsers(dest='command', required=True)
+
+    aio = sub.add_parser('aio', help='the embedded all-in-one cluster')
+    aio_sub = aio.add_subparsers(dest='aio_command', required=True)
+    for name, func, help_ in (
+            ('up', cmd_aio_up, 'start it (idempotent)'),
+            ('status', cmd_aio_status, 'show its processes'),
+            ('env', cmd_aio_env, 'print the variables that reach it'),
+            ('down', cmd_aio_down, 'stop it')):
+        sp = aio_sub.add_parser(name, help=help_)
+        sp.add_argument('--state-dir', default=None,
+                        help='default: $MLSTORLETS_AIO_DIR or '
+                             '~/.local/state/mlstorlets/aio')
+        sp.set_defaults(func=func)
+        if name == 'up':
+            sp.add_argument('--nodes', type=int, default=None,
+                            help='object servers, one replica each '
+                                 '(default 1)')
+            sp.add_argument('--base-port', type=int, default=None,
+                            help='proxy port; the other servers use the '
+                                 'next ones (default 8080)')
+        elif name == 'env':
+            sp.add_argument('--account', choices=('main', 'other'),
+                            default='main')
+        elif name == 'down':
+            sp.add_argument('--purge', action='store_true',
+                            help='also remove its state directory')
+
+    dp = sub.add_parser('deploy', help='upload the storlets to the cluster '
+                        'named by ST_AUTH/ST_USER/ST_KEY or OS_*')
+    dp.add_argument('--source', default=None,
+                    help='directory of storlet modules (default: the '
+                         "project's storlets/)")
+    dp.add_argument('--no-library', action='store_true',
+                    help='do not upload mlstorlets.zip')
+    dp.set_defaults(func=cmd_deploy)
+
+    nc = sub.add_parser('node-config', help='add storlets to one Swift '
+                        "server's configuration (run on every node)")
+    nc.add_argument('--role', choices=('proxy', 'object'), required=True)
+    nc.add_argument('--server-conf', required=True,
+                    help='e.g. /etc/swift/proxy-server.conf')
+    nc.add_argument('--conf-dir', default='/etc/swift')
+    nc.add_argument('--host-root', default='/var/lib/storlets')
+    nc.add_argument('--gateway', default='bubblewrap',
+                    choices=('bubblewrap', 'docker', 'podman'))
+    nc.add_argument('--memcache-servers', default='127.0.0.1:11211')
+    nc.add_argument('--name', default='')
+    nc.add_argument('--native-lib-dir', default=None,
+                    help='where libsbus.so is (bubblewrap gateway)')
+    nc.add_argument('--mem-limit', type=int, default=None,
+                    help='bytes of address space per sandbox')
+    nc.set_defaults(func=cmd_node_config)
+    return p
+
+
+def main(argv=None):
+    # eventlet, imported by the storlets engine, warns of its own future.
+    warnings.filterwarnings('ignore', module='storlets')
+    warnings.filterwarnings('ignore', message='.*[Ee]ventlet.*')
+    args = parser().parse_args(argv)
+    from mlstorlets.aio import ClusterError
+    from mlstorlets.errors import ObjectError
+    try:
+        return args.func(args) or 0
+    except (ClusterError, ObjectError, ValueError, FileNotFoundError) as err:
+        print('mlstorlets: %s' % err, file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

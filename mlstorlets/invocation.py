@@ -1,0 +1,57 @@
+"""How an mlstorlets storlet answers an invocation.
+
+Every storlet of the project computes its whole result first, then answers
+through :func:`run`, which speaks the small protocol the project's proxy
+middleware (:mod:`mlstorlets.middleware.storlet_copy`) understands:
+
+* bad input (:class:`~mlstorlets.errors.ObjectError`) is reported in the
+  output metadata as ``Storlet-Error``, with no body; the middleware turns it
+  into ``422`` naming the object and the reason, and writes no output object;
+* a result declares its length as ``Storlet-Output-Length``, so that an
+  output cut short is never stored.
+
+Anything else a storlet raises is a bug, and the engine reports it as a
+failed storlet (``502`` from the proxy).
+"""
+
+from mlstorlets.errors import ObjectError
+
+ERROR_KEY = 'Storlet-Error'
+LENGTH_KEY = 'Storlet-Output-Length'
+# Swift stores metadata in xattrs and caps a header at 8 KiB: a reason is
+# for a human to read, not a dump.
+MAX_REASON = 1024
+
+
+def run(logger, in_files, out_files, params, compute):
+    """Call ``compute(in_files, params)`` and send its result or refusal.
+
+    Parameters
+    ----------
+    logger : storlet logger
+    in_files, out_files : lists of storlet files
+    params : dict of str
+    compute : callable
+        Returns ``(metadata, body)``: a dict of str to str and bytes.
+    """
+    out = out_files[0]
+    try:
+        metadata, body = compute(in_files, dict(params))
+    except ObjectError as err:
+        logger.info('refused: %s' % err)
+        out.set_metadata({ERROR_KEY: str(err)[:MAX_REASON]})
+        out.close()
+        return
+    finally:
+        for f in in_files:
+            f.close()
+    metadata = {k: str(v) for k, v in metadata.items()}
+    metadata[LENGTH_KEY] = str(len(body))
+    out.set_metadata(metadata)
+    out.write(body)
+    out.close()
+
+
+def refusal(headers):
+    """The refusal carried by a storlet response's headers, or None."""
+    return headers.get('x-object-meta-' + ERROR_KEY.lower())

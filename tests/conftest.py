@@ -1,0 +1,75 @@
+"""Fixtures shared by the whole suite: one real embedded cluster a session.
+
+The cluster is real Swift with the real storlets engine and the bubblewrap
+sandbox.  If it cannot start, every test that needs it errors: a cluster
+that is missing is a failure to report, never a skip.
+"""
+
+import os
+import re
+import warnings
+
+import pytest
+
+from mlstorlets.aio import Cluster
+from mlstorlets.aio.processes import port_in_use
+from mlstorlets.deployment.storlets import deploy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TEST_STORLETS = os.path.join(HERE, 'storlets')
+NODES = 3
+
+warnings.filterwarnings('ignore', message='.*[Ee]ventlet.*')
+
+
+def free_base_port(span=20, start=21000, stop=40000):
+    """A base port whose block of ``span`` ports is free on 127.0.0.1."""
+    for base in range(start + os.getpid() % 50 * 100, stop, span):
+        if not any(port_in_use(p) for p in range(base, base + span)):
+            return base
+    raise RuntimeError('no free block of %d ports' % span)
+
+
+def data_dir():
+    """The sample faces: $DATA, or ../shared/data/faces beside the repo."""
+    path = os.environ.get('DATA') or os.path.join(
+        os.path.dirname(REPO), 'shared', 'data', 'faces')
+    if not os.path.isdir(path):
+        raise RuntimeError('no sample data at %s: set DATA=/path/to/faces'
+                           % path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp('aio')
+    cluster = Cluster(str(state))
+    cluster.up(base_port=free_base_port(), nodes=NODES, log=lambda msg: None)
+    quiet = lambda msg: None  # noqa: E731
+    for account in ('main', 'other'):
+        deploy(cluster.connection(account), log=quiet)
+    deploy(cluster.connection(), TEST_STORLETS, library=False, log=quiet)
+    yield cluster
+    cluster.down(log=quiet)
+
+
+@pytest.fixture(scope='session')
+def conn(cluster):
+    return cluster.connection()
+
+
+@pytest.fixture(scope='session')
+def other_conn(cluster):
+    return cluster.connection('other')
+
+
+@pytest.fixture
+def container(conn, request):
+    """A fresh container for one test, removed with its objects after it."""
+    name = 'test-' + re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:80]
+    conn.put_container(name)
+    yield name
+    for entry in conn.get_container(name, full_listing=True)[1]:
+        conn.delete_object(name, entry['name'])
+    conn.delete_container(name)
