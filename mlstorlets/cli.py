@@ -1,7 +1,6 @@
 """The ``mlstorlets`` command line."""
 
 import argparse
-import os
 import shlex
 import sys
 import time
@@ -47,6 +46,32 @@ def cmd_deploy(args):
            library=not args.no_library)
 
 
+def parse_params(pairs):
+    """``['k=v', ...]`` -> dict, refusing anything else."""
+    params = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise ValueError('parameter %r is not of the form key=value'
+                             % pair)
+        params[key] = value
+    return params
+
+
+def report(summary):
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+def cmd_run(args):
+    from mlstorlets.batch import run_batch
+    from mlstorlets.connection import connection_from_environment
+    return report(run_batch(
+        connection_from_environment(), args.storlet, args.src, args.dest,
+        params=parse_params(args.param), concurrency=args.concurrency,
+        resume=not args.no_resume, extra_resources=args.extra_resource))
+
+
 def cmd_node_config(args):
     from mlstorlets.deployment.node import configure_node
     written = configure_node(
@@ -56,6 +81,15 @@ def cmd_node_config(args):
         container_mem_limit=args.mem_limit)
     for what, path in written.items():
         print('%-22s %s' % (what, path))
+
+
+def add_batch_options(sp):
+    sp.add_argument('-p', '--param', action='append', metavar='KEY=VALUE',
+                    help='a storlet parameter (repeatable)')
+    sp.add_argument('-j', '--concurrency', type=int, default=4,
+                    help='invocations in flight (default 4)')
+    sp.add_argument('--no-resume', action='store_true',
+                    help='redo outputs that already exist')
 
 
 def parser():
@@ -98,6 +132,18 @@ def parser():
     dp.add_argument('--no-library', action='store_true',
                     help='do not upload mlstorlets.zip')
     dp.set_defaults(func=cmd_deploy)
+
+    rp = sub.add_parser('run', help='run a deployed storlet over every '
+                        'object under SRC, writing to DEST in the cluster')
+    rp.add_argument('storlet', help="the storlet object, e.g. extract_face.py")
+    rp.add_argument('src', help='swift://container/object or '
+                                'swift://container/prefix/')
+    rp.add_argument('dest', help='swift://container/prefix/ (or one object)')
+    add_batch_options(rp)
+    rp.add_argument('--extra-resource', action='append', default=None,
+                    metavar='/CONTAINER/OBJECT',
+                    help='another input of every invocation (repeatable)')
+    rp.set_defaults(func=cmd_run)
 
     nc = sub.add_parser('node-config', help='add storlets to one Swift '
                         "server's configuration (run on every node)")

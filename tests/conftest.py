@@ -7,38 +7,17 @@ that is missing is a failure to report, never a skip.
 
 import os
 import re
-import warnings
 
 import pytest
 
 from mlstorlets.aio import Cluster
-from mlstorlets.aio.processes import port_in_use
 from mlstorlets.deployment.storlets import deploy
+from support import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 TEST_STORLETS = os.path.join(HERE, 'storlets')
 NODES = 3
 
-warnings.filterwarnings('ignore', message='.*[Ee]ventlet.*')
-
-
-def free_base_port(span=20, start=21000, stop=40000):
-    """A base port whose block of ``span`` ports is free on 127.0.0.1."""
-    for base in range(start + os.getpid() % 50 * 100, stop, span):
-        if not any(port_in_use(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError('no free block of %d ports' % span)
-
-
-def data_dir():
-    """The sample faces: $DATA, or ../shared/data/faces beside the repo."""
-    path = os.environ.get('DATA') or os.path.join(
-        os.path.dirname(REPO), 'shared', 'data', 'faces')
-    if not os.path.isdir(path):
-        raise RuntimeError('no sample data at %s: set DATA=/path/to/faces'
-                           % path)
-    return path
 
 
 @pytest.fixture(scope='session')

@@ -1,0 +1,56 @@
+# Two commands for a newcomer on a fresh Debian machine (run as root, or
+# with sudo available for the system packages):
+#   make demo   install everything, boot the embedded cluster, run the
+#               face pipeline on the sample data
+#   make test   install everything and run the whole test suite
+# DATA=/path/to/faces points the demo and the tests at other labelled photos.
+
+PYTHON ?= python3
+VENV ?= .venv
+DATA ?= $(abspath ../shared/data/faces)
+# e.g. AIO_ARGS="--base-port 9080" when 8080 is taken
+AIO_ARGS ?=
+NATIVE := $(VENV)/lib/storlets/libsbus.so
+DEBIAN_PACKAGES := bubblewrap memcached gcc make
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system venv native demo test bench clean
+
+setup: system venv native
+
+system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[cluster,test]'
+	touch $@
+
+native: $(NATIVE)
+
+$(NATIVE): deploy/build-libsbus.sh | venv
+	PYTHON=$(VENV)/bin/python deploy/build-libsbus.sh $(VENV)/lib/storlets
+
+demo: setup
+	$(VENV)/bin/mlstorlets aio up $(AIO_ARGS)
+	$(VENV)/bin/mlstorlets demo --data "$(DATA)"
+
+test: setup
+	DATA="$(DATA)" $(VENV)/bin/pytest -p no:cacheprovider tests
+
+bench: setup
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py
+	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py
+
+clean:
+	-$(VENV)/bin/mlstorlets aio down
+	rm -rf $(VENV) *.egg-info

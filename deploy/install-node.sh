@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Put mlstorlets' storlet engine on one node of an existing Swift cluster.
+# Run on every proxy and every object node, as root, in the environment
+# (venv) the Swift servers run from:
+#
+#   deploy/install-node.sh proxy  /etc/swift/proxy-server.conf
+#   deploy/install-node.sh object /etc/swift/object-server.conf
+#
+# Environment: GATEWAY (bubblewrap | docker | podman, default bubblewrap),
+# HOST_ROOT (default /var/lib/storlets), MEMCACHE (default 127.0.0.1:11211),
+# PYTHON (the Swift environment's python, default python3).
+# Restart the Swift server afterwards; then, once per account, run
+# `mlstorlets deploy` with that account's ST_* or OS_* variables.
+set -euo pipefail
+role=${1:?usage: install-node.sh proxy|object SERVER_CONF}
+conf=${2:?usage: install-node.sh proxy|object SERVER_CONF}
+gateway=${GATEWAY:-bubblewrap}
+python=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+
+if [ "$gateway" = bubblewrap ] && ! command -v bwrap >/dev/null; then
+    apt-get install -y bubblewrap
+fi
+"$python" -m pip install --quiet "$here/..[cluster]"
+native=$("$python" -c 'import sys, os; print(os.path.join(sys.prefix, "lib", "storlets"))')
+PYTHON=$python "$here/build-libsbus.sh" "$native"
+"$python" -m mlstorlets.cli node-config --role "$role" --server-conf "$conf" \
+    --conf-dir "$(dirname "$conf")" --host-root "${HOST_ROOT:-/var/lib/storlets}" \
+    --gateway "$gateway" --memcache-servers "${MEMCACHE:-127.0.0.1:11211}" \
+    --native-lib-dir "$native"
+echo "configured $conf for storlets ($gateway); restart the server"

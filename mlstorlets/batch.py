@@ -1,0 +1,305 @@
+"""Run a storlet over every object of a set, with copy semantics.
+
+For each source object ``A`` under ``src`` the runner asks the cluster to
+make ``B`` (under ``dest``) the storlet's output over ``A``: a ``PUT`` of
+``B`` with ``X-Copy-From: A`` and ``X-Run-Storlet``.  The data never passes
+through the client; only requests, answers and (for listings) names do.
+
+* Concurrency is bounded: ``concurrency`` requests in flight, each worker
+  thread with its own connection (a swiftclient ``Connection`` is not
+  thread-safe), sharing one token.
+* It resumes: every output records its source's ETag
+  (``X-Object-Meta-Source-Etag``), and an output that already exists for the
+  same source content is skipped.
+* A failure is per object: the summary lists each with the server's reason,
+  and the other objects go on.
+"""
+
+import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from swiftclient.client import Connection
+from swiftclient.exceptions import ClientException
+
+from mlstorlets.errors import ObjectError
+from mlstorlets.uri import format_uri, parse_uri
+
+SOURCE_ETAG = 'X-Object-Meta-Source-Etag'
+# Objects the project keeps for itself inside user containers.
+INTERNAL_PREFIX = '.mlstorlets'
+# Failures a summary prints one by one; the rest are counted.
+MAX_LISTED = 20
+
+
+@dataclasses.dataclass
+class Task:
+    """One invocation: the storlet over ``source``, written to ``dest``."""
+
+    container: str
+    name: str
+    etag: str
+    size: int
+    dest_container: str
+    dest_name: str
+
+    @property
+    def source(self):
+        return '%s/%s' % (self.container, self.name)
+
+    @property
+    def dest(self):
+        return '%s/%s' % (self.dest_container, self.dest_name)
+
+
+@dataclasses.dataclass
+class BatchSummary:
+    """What a batch did.
+
+    ``client_bytes`` counts the body bytes of the storlet requests and their
+    answers that went through the client (with copy semantics, only error
+    messages); ``source_bytes`` the data the storlet read in the cluster.
+    """
+
+    storlet: str
+    done: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
+    client_bytes: int = 0
+    source_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self):
+        return not self.failed
+
+    def format(self):
+        lines = ['%s: %d done, %d skipped, %d failed in %.1f s; %d bytes '
+                 'through the client for %d bytes of data in the cluster'
+                 % (self.storlet, len(self.done), len(self.skipped),
+                    len(self.failed), self.seconds, self.client_bytes,
+                    self.source_bytes)]
+        for name, reason in self.failed[:MAX_LISTED]:
+            lines.append('  failed %s: %s' % (name, reason))
+        if len(self.failed) > MAX_LISTED:
+            lines.append('  ... and %d more failures'
+                         % (len(self.failed) - MAX_LISTED))
+        return '\n'.join(lines)
+
+
+def list_objects(conn, uri):
+    """(container, prefix, entries) of every object named by ``uri``.
+
+    ``swift://c/o`` names one object; ``swift://c/p/`` or ``swift://c`` all
+    the objects whose names start with the prefix.  Entries are listing
+    dicts (name, hash, bytes, content_type).
+    """
+    container, prefix = parse_uri(uri)
+    if prefix and not prefix.endswith('/'):
+        try:
+            headers = conn.head_object(container, prefix)
+        except ClientException as err:
+            if err.http_status == 404:
+                raise ObjectError(uri, 'no such object (to name every '
+                                  'object under a prefix, end it with /)')
+            raise
+        return container, prefix, [{
+            'name': prefix, 'hash': headers['etag'],
+            'bytes': int(headers['content-length']),
+            'content_type': headers.get('content-type', '')}]
+    _, listing = conn.get_container(container, prefix=prefix or None,
+                                    full_listing=True)
+    return container, prefix, [e for e in listing
+                                if not e['name'].startswith(INTERNAL_PREFIX)]
+
+
+def plan(src, dest, entries, src_container, src_prefix):
+    """The tasks that make ``dest`` from the listed ``entries`` of ``src``.
+
+    A prefix ``dest`` (ending in ``/``, or a bare container) receives each
+    source under its name relative to the source prefix; a ``dest`` naming
+    one object is allowed only for one source.
+    """
+    dest_container, dest_prefix = parse_uri(dest)
+    single = src_prefix and not src_prefix.endswith('/')
+    tasks = []
+    for entry in entries:
+        if dest_prefix and not dest_prefix.endswith('/'):
+            if len(entries) != 1:
+                raise ValueError('%s names one object, but %s names %d; end '
+                                 'it with / to make it a prefix'
+                                 % (dest, src, len(entries)))
+            name = dest_prefix
+        else:
+            relative = entry['name'].rsplit('/', 1)[-1] if single else \
+                entry['name'][len(src_prefix):]
+            name = dest_prefix + relative
+        if (dest_container, name) == (src_container, entry['name']):
+            raise ValueError('%s would overwrite its own source'
+                             % format_uri(dest_container, name))
+        tasks.append(Task(src_container, entry['name'], entry['hash'],
+                          entry['bytes'], dest_container, name))
+    return tasks
+
+
+def storlet_headers(storlet, params=None, extra_resources=None):
+    """Request headers that run ``storlet`` with ``params``."""
+    headers = {'X-Run-Storlet': storlet}
+    for i, (key, value) in enumerate(sorted((params or {}).items()), 1):
+        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
+    if extra_resources:
+        headers['X-Storlet-Extra-Resources'] = ','.join(extra_resources)
+    return headers
+
+
+def error_reason(err):
+    """The server's reason for a failed request, in one line."""
+    body = err.http_response_content or b''
+    if isinstance(body, bytes):
+        body = body.decode('utf-8', 'replace')
+    body = ' '.join(body.split())
+    if err.http_status:
+        return '%s %s' % (err.http_status, body or err.http_reason)
+    return str(err)
+
+
+class _Connections(threading.local):
+    """One swiftclient connection per thread, sharing the token."""
+
+    def __init__(self, conn):
+        self.parent = conn
+
+    def get(self):
+        conn = getattr(self, 'conn', None)
+        if conn is None:
+            parent = self.parent
+            url, token = parent.get_auth() if not parent.url else \
+                (parent.url, parent.token)
+            conn = self.conn = Connection(
+                authurl=parent.authurl, user=parent.user, key=parent.key,
+                auth_version=parent.auth_version,
+                os_options=parent.os_options, preauthurl=url,
+                preauthtoken=token, retries=1, insecure=parent.insecure,
+                timeout=parent.timeout)
+        return conn
+
+
+def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
+              resume=True, extra_resources=None, progress=None,
+              per_object_params=None):
+    """Run ``storlet`` over every object named by ``src`` into ``dest``.
+
+    Parameters
+    ----------
+    conn : swiftclient.client.Connection
+    storlet : str
+        The storlet object's name, e.g. ``'extract_face.py'``.
+    src, dest : str
+        ``swift://container/object`` or ``swift://container/prefix/``.
+    params : dict, optional
+        Storlet parameters, the same for every object.  The source's name is
+        always passed as ``source``.
+    concurrency : int
+        Invocations in flight at once.
+    resume : bool
+        Skip sources whose output exists for the same source content.
+    extra_resources : list of str, optional
+        ``/container/object`` paths every invocation also reads (the storlet
+        then runs on the proxy).
+    progress : bool, optional
+        Show a progress bar; default: when stderr is a terminal.
+    per_object_params : callable, optional
+        ``task -> dict`` of parameters particular to one source.
+
+    Returns
+    -------
+    BatchSummary
+    """
+    if concurrency < 1:
+        raise ValueError('concurrency must be at least 1')
+    started = time.monotonic()
+    summary = BatchSummary(storlet)
+    src_container, src_prefix, entries = list_objects(conn, src)
+    tasks = plan(src, dest, entries, src_container, src_prefix)
+    summary.source_bytes = sum(t.size for t in tasks)
+    existing = _existing_outputs(conn, dest)
+    if not resume:
+        existing = {}
+    connections = _Connections(conn)
+    lock = threading.Lock()
+
+    def invoke(task):
+        if task.dest_name in existing and \
+                _output_etag(connections.get(), task) == task.etag:
+            return task, 'skipped', None, 0
+        task_params = dict(params or {}, source=task.source)
+        if per_object_params:
+            task_params.update(per_object_params(task))
+        headers = storlet_headers(storlet, task_params, extra_resources)
+        headers['X-Copy-From'] = '/%s/%s' % (task.container, task.name)
+        headers[SOURCE_ETAG] = task.etag
+        response = {}
+        try:
+            connections.get().put_object(
+                task.dest_container, task.dest_name, b'', headers=headers,
+                response_dict=response)
+        except ClientException as err:
+            return task, 'failed', error_reason(err), len(
+                err.http_response_content or b'')
+        return task, 'done', None, 0
+
+    bar = _progress(len(tasks), storlet, progress)
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for future in as_completed([pool.submit(invoke, t)
+                                        for t in tasks]):
+                task, status, reason, nbytes = future.result()
+                with lock:
+                    summary.client_bytes += nbytes
+                    if status == 'failed':
+                        summary.failed.append((task.source, reason))
+                    else:
+                        getattr(summary, status).append(task.source)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.failed.sort()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _existing_outputs(conn, dest):
+    """{name: etag} of the objects already under ``dest``; creates its
+    container if there is none."""
+    container, prefix = parse_uri(dest)
+    try:
+        _, listing = conn.get_container(container, prefix=prefix or None,
+                                        full_listing=True)
+    except ClientException as err:
+        if err.http_status != 404:
+            raise
+        conn.put_container(container)
+        return {}
+    return {e['name']: e['hash'] for e in listing}
+
+
+def _output_etag(conn, task):
+    """The source ETag an existing output was made from, or None."""
+    try:
+        headers = conn.head_object(task.dest_container, task.dest_name)
+    except ClientException:
+        return None
+    return headers.get(SOURCE_ETAG.lower())
+
+
+def _progress(total, label, enabled):
+    import sys
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit='obj', file=sys.stderr)

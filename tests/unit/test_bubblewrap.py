@@ -1,0 +1,80 @@
+"""The sandbox the bubblewrap gateway builds (argument level).
+
+The functional tests show the isolation from inside a running sandbox;
+these pin down the command line that gives it.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlstorlets.gateway.bubblewrap import BubblewrapRunTimeSandbox, \
+    _parse_cpuset
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
+            'sandbox_hostname': 'object-server-7',
+            'container_mem_limit': str(2 ** 31),
+            'container_cpuset_cpus': '0', 'sandbox_file_size_limit': '1000'}
+    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    sbox.paths.create_host_pipe_dir()
+    return sbox
+
+
+def test_isolation_flags(sandbox):
+    argv = sandbox._command('image_AUTH_x')
+    for flag in ('--unshare-net', '--unshare-pid', '--unshare-ipc',
+                 '--unshare-uts', '--die-with-parent', '--new-session',
+                 '--clearenv'):
+        assert flag in argv
+    assert argv[argv.index('--cap-drop') + 1] == 'ALL'
+    assert argv[argv.index('--hostname') + 1] == 'object-server-7'
+    # The root is a tmpfs made read-only once everything is mounted.
+    assert argv[argv.index('--tmpfs') + 1] == '/'
+    assert argv[argv.index('--remount-ro') + 1] == '/'
+    assert argv.index('--remount-ro') > argv.index('/mnt/channels')
+    assert argv[argv.index('--proc') + 1] == '/proc'
+    assert '/tmp' in [argv[i + 1] for i, a in enumerate(argv)
+                      if a == '--tmpfs']
+
+
+def test_only_what_storlets_need_is_visible(sandbox):
+    argv = sandbox._command('image_AUTH_x')
+    sources = [argv[i + 1] for i, a in enumerate(argv)
+               if a in ('--ro-bind', '--bind')]
+    writable = [argv[i + 1] for i, a in enumerate(argv) if a == '--bind']
+    assert '/' not in sources and '/root' not in sources
+    assert '/var' not in sources and '/srv' not in sources
+    # Only the pipes (and the log socket, when there is one) are writable.
+    assert writable[0] == sandbox.paths.host_pipe_dir
+    assert set(writable[1:]) <= {'/dev/log'}
+    # The storlet code is mounted read-only.
+    storlets = argv.index(sandbox.paths.sandbox_storlet_base_dir)
+    assert argv[storlets - 2] == '--ro-bind'
+
+
+def test_python_wrapper_runs_the_configured_interpreter(sandbox):
+    path = sandbox._python_wrapper()
+    with open(path) as f:
+        assert f.read().endswith('exec %s "$@"\n' % sandbox.sandbox_python)
+    assert os.access(path, os.X_OK)
+
+
+def test_limits_are_applied_in_the_child(sandbox):
+    # Applied the way the gateway applies them: between fork and exec.
+    probe = ('import os, resource; print(resource.getrlimit('
+             'resource.RLIMIT_AS)[0], resource.getrlimit('
+             'resource.RLIMIT_FSIZE)[0], sorted(os.sched_getaffinity(0)))')
+    out = subprocess.run([sys.executable, '-c', probe], capture_output=True,
+                         text=True, preexec_fn=sandbox._limits(), check=True)
+    assert out.stdout.split(None, 2) == [str(2 ** 31), '1000', '[0]\n']
+
+
+def test_cpuset_syntax():
+    assert _parse_cpuset('0-2,5') == {0, 1, 2, 5}
+    assert _parse_cpuset('3') == {3}
