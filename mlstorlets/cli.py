@@ -166,8 +166,7 @@ def parser():
 
 def main(argv=None):
     # eventlet, imported by the storlets engine, warns of its own future.
-    warnings.filterwarnings('ignore', module='storlets')
-    warnings.filterwarnings('ignore', message='.*[Ee]ventlet.*')
+    warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
     args = parser().parse_args(argv)
     from mlstorlets.aio import ClusterError
     from mlstorlets.errors import ObjectError
