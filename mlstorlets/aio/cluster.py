@@ -193,9 +193,13 @@ class Cluster:
         return layout.auth_url, layout.other_user, layout.other_key
 
     def env(self, account='main'):
-        """The environment the ``swift`` CLI and mlstorlets read."""
+        """The environment the ``swift`` CLI, AWS clients and mlstorlets
+        read to reach this cluster (Swift API and S3 API)."""
         auth, user, key = self.credentials(account)
-        return {'ST_AUTH': auth, 'ST_USER': user, 'ST_KEY': key}
+        return {'ST_AUTH': auth, 'ST_USER': user, 'ST_KEY': key,
+                'AWS_ACCESS_KEY_ID': user, 'AWS_SECRET_ACCESS_KEY': key,
+                'AWS_ENDPOINT_URL': auth.rsplit('/auth/', 1)[0],
+                'AWS_DEFAULT_REGION': 'us-east-1'}
 
     def connection(self, account='main', layout=None, **kwargs):
         from swiftclient.client import Connection

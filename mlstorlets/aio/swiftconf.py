@@ -17,7 +17,7 @@ SERVER_NAMES = ('proxy-server', 'account-server', 'container-server')
 
 PROXY_PIPELINE = (
     'catch_errors gatekeeper healthcheck proxy-logging cache listing_formats '
-    'bulk tempurl tempauth copy slo dlo versioned_writes symlink '
+    'bulk tempurl s3api tempauth copy slo dlo versioned_writes symlink '
     'proxy-logging proxy-server')
 
 
@@ -46,6 +46,9 @@ def _proxy(layout):
         'listing_formats': 'listing_formats', 'bulk': 'bulk',
         'tempurl': 'tempurl', 'copy': 'copy', 'slo': 'slo', 'dlo': 'dlo',
         'versioned_writes': 'versioned_writes', 'symlink': 'symlink',
+        # The S3 API, authenticated by tempauth: access key "account:user",
+        # secret key the user's key.
+        's3api': 's3api',
     }
     sections = {
         'DEFAULT': dict(_common(layout, 'proxy-server'),

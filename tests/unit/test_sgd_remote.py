@@ -8,6 +8,7 @@ from sklearn.linear_model import SGDClassifier as SkSGDClassifier
 from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 from swiftclient.exceptions import ClientException
 
+from mlstorlets import invocation
 from mlstorlets.errors import ObjectError
 from mlstorlets.linear_model import SGDClassifier, SGDRegressor, remote
 from sgd_fakes import FakeInput, FakeOutput
@@ -58,11 +59,18 @@ class InProcessConnection:
             _, c, o = headers["X-Storlet-Extra-Resources"].split("/", 2)
             in_files.append(FakeInput(self.objects[(c, o)]))
         out = FakeOutput()
-        try:
-            self.storlet(in_files, [out], params)
-        except ObjectError as exc:
-            raise ClientException(f"storlet failed: {exc}", http_status=503)
-        return {}, out.body
+        self.storlet(in_files, [out], params)
+        assert out.closed and all(f.closed for f in in_files)
+        # what mlstorlets.middleware.storlet_copy makes of the storlet's answer
+        if invocation.ERROR_KEY in out.metadata:
+            assert not out.body
+            raise ClientException(
+                "storlet refused", http_status=422,
+                http_response_content=(f"storlet {headers['X-Run-Storlet']} refused "
+                                       f"{container}/{obj}: "
+                                       f"{out.metadata[invocation.ERROR_KEY]}\n").encode())
+        assert int(out.metadata.pop(invocation.LENGTH_KEY)) == len(out.body)
+        return {f"x-object-meta-{k.lower()}": v for k, v in out.metadata.items()}, out.body
 
 
 def store(batches, container="data"):
@@ -90,8 +98,11 @@ def test_failure_leaves_estimator_exactly_as_before():
     est = SGDRegressor(random_state=0, connection=conn)
     est.remote_partial_fit(["swift://data/part-0.csv"])
     before = copy.deepcopy(est.__dict__)
-    with pytest.raises(ObjectError, match="part-9.csv"):
+    with pytest.raises(ObjectError, match="part-9.csv") as err:
         est.remote_partial_fit("swift://data/")
+    assert "refused data/part-9.csv" in str(err.value)
+    assert "line 2: non-numeric value 'x'" in str(err.value)
+    assert err.value.name == "swift://data/part-9.csv"
     assert est.__dict__.keys() == before.keys()
     for key, value in before.items():
         if isinstance(value, np.ndarray):
