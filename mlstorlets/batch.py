@@ -24,7 +24,7 @@ from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.errors import ObjectError
-from mlstorlets.uri import format_uri, parse_uri
+from mlstorlets.uri import parse_uri, plan_keys
 
 SOURCE_ETAG = 'X-Object-Meta-Source-Etag'
 # Objects the project keeps for itself inside user containers.
@@ -57,9 +57,13 @@ class Task:
 class BatchSummary:
     """What a batch did.
 
-    ``client_bytes`` counts the body bytes of the storlet requests and their
-    answers that went through the client (with copy semantics, only error
-    messages); ``source_bytes`` the data the storlet read in the cluster.
+    ``placement`` says where the work ran: ``'cluster'`` (next to the data,
+    with copy semantics) or ``'client'`` (downloaded, computed and uploaded
+    by this process, see :mod:`mlstorlets.placement`).  ``client_bytes``
+    counts the body bytes that went through the client: in the cluster,
+    only the error messages of the storlet requests; on the client, every
+    byte downloaded and uploaded.  ``source_bytes`` is the data the work
+    read.
     """
 
     storlet: str
@@ -69,16 +73,19 @@ class BatchSummary:
     client_bytes: int = 0
     source_bytes: int = 0
     seconds: float = 0.0
+    placement: str = 'cluster'
 
     @property
     def ok(self):
         return not self.failed
 
     def format(self):
-        lines = ['%s: %d done, %d skipped, %d failed in %.1f s; %d bytes '
-                 'through the client for %d bytes of data in the cluster'
+        where = 'in the cluster' if self.placement == 'cluster' \
+            else 'on the client'
+        lines = ['%s: %d done, %d skipped, %d failed in %.1f s %s; %d bytes '
+                 'through the client for %d bytes of data'
                  % (self.storlet, len(self.done), len(self.skipped),
-                    len(self.failed), self.seconds, self.client_bytes,
+                    len(self.failed), self.seconds, where, self.client_bytes,
                     self.source_bytes)]
         for name, reason in self.failed[:MAX_LISTED]:
             lines.append('  failed %s: %s' % (name, reason))
@@ -121,26 +128,11 @@ def plan(src, dest, entries, src_container, src_prefix):
     source under its name relative to the source prefix; a ``dest`` naming
     one object is allowed only for one source.
     """
-    dest_container, dest_prefix = parse_uri(dest)
-    single = src_prefix and not src_prefix.endswith('/')
-    tasks = []
-    for entry in entries:
-        if dest_prefix and not dest_prefix.endswith('/'):
-            if len(entries) != 1:
-                raise ValueError('%s names one object, but %s names %d; end '
-                                 'it with / to make it a prefix'
-                                 % (dest, src, len(entries)))
-            name = dest_prefix
-        else:
-            relative = entry['name'].rsplit('/', 1)[-1] if single else \
-                entry['name'][len(src_prefix):]
-            name = dest_prefix + relative
-        if (dest_container, name) == (src_container, entry['name']):
-            raise ValueError('%s would overwrite its own source'
-                             % format_uri(dest_container, name))
-        tasks.append(Task(src_container, entry['name'], entry['hash'],
-                          entry['bytes'], dest_container, name))
-    return tasks
+    dest_container, _ = parse_uri(dest)
+    pairs = plan_keys(src, dest, [e['name'] for e in entries])
+    return [Task(src_container, entry['name'], entry['hash'], entry['bytes'],
+                 dest_container, name)
+            for entry, (_, name) in zip(entries, pairs)]
 
 
 def storlet_headers(storlet, params=None, extra_resources=None):

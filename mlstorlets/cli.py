@@ -64,12 +64,17 @@ def report(summary):
 
 
 def cmd_run(args):
-    from mlstorlets.batch import run_batch
-    from mlstorlets.connection import connection_from_environment
-    return report(run_batch(
-        connection_from_environment(), args.storlet, args.src, args.dest,
-        params=parse_params(args.param), concurrency=args.concurrency,
-        resume=not args.no_resume, extra_resources=args.extra_resource))
+    from mlstorlets.placement import run_anywhere
+    return report(run_anywhere(
+        args.storlet, args.src, args.dest, params=parse_params(args.param),
+        concurrency=args.concurrency, resume=not args.no_resume,
+        extra_resources=args.extra_resource))
+
+
+def cmd_cp(args):
+    from mlstorlets.placement import copy
+    return report(copy(args.src, args.dest, concurrency=args.concurrency,
+                       resume=not args.no_resume))
 
 
 def cmd_node_config(args):
@@ -133,17 +138,26 @@ def parser():
                     help='do not upload mlstorlets.zip')
     dp.set_defaults(func=cmd_deploy)
 
-    rp = sub.add_parser('run', help='run a deployed storlet over every '
-                        'object under SRC, writing to DEST in the cluster')
+    rp = sub.add_parser('run', help='run a storlet over every object under '
+                        'SRC into DEST: in the cluster when both are in it, '
+                        'on the client otherwise')
     rp.add_argument('storlet', help="the storlet object, e.g. extract_face.py")
-    rp.add_argument('src', help='swift://container/object or '
-                                'swift://container/prefix/')
-    rp.add_argument('dest', help='swift://container/prefix/ (or one object)')
+    rp.add_argument('src', help='an object or a prefix (ending in /): '
+                                'swift://, s3://, file:// or dropbox://')
+    rp.add_argument('dest', help='a prefix (ending in /) or one object')
     add_batch_options(rp)
     rp.add_argument('--extra-resource', action='append', default=None,
                     metavar='/CONTAINER/OBJECT',
                     help='another input of every invocation (repeatable)')
     rp.set_defaults(func=cmd_run)
+
+    cp = sub.add_parser('cp', help='copy objects between stores (swift://, '
+                        's3://, file://, dropbox://)')
+    cp.add_argument('src')
+    cp.add_argument('dest')
+    cp.add_argument('-j', '--concurrency', type=int, default=4)
+    cp.add_argument('--no-resume', action='store_true')
+    cp.set_defaults(func=cmd_cp)
 
     nc = sub.add_parser('node-config', help='add storlets to one Swift '
                         "server's configuration (run on every node)")

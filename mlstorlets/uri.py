@@ -1,21 +1,204 @@
-"""Names of objects and sets of objects: ``swift://container/object``.
+"""Names of objects and sets of objects, in any store mlstorlets reaches.
 
-A name ending in ``/`` (or naming a bare container) is a prefix: the set of
-objects whose names start with it.
+=====================================  ==================================
+``swift://container/object``           an object of the default cluster
+``s3://bucket/key``                    an object of an S3 endpoint
+``file:///path``                       a local file (absolute path)
+``dropbox://path``                     a file in a Dropbox account
+=====================================  ==================================
+
+A name ending in ``/``, or naming a bare container, bucket or root, is a
+prefix: the set of objects whose names start with it.  Names are taken
+literally (no percent-decoding), as the ``swift`` command line does.
+
+Every URI is validated as its store would validate the name, so that a name
+the store would refuse is reported before any work, naming the URI.
 """
 
+import dataclasses
+import re
+
 SCHEME = "swift://"
+SCHEMES = ("swift", "s3", "file", "dropbox")
+
+# Swift's defaults (swift.common.constraints); a cluster may configure lower
+# limits, which it then reports when a request exceeds them.
+MAX_CONTAINER_NAME_LENGTH = 256
+MAX_OBJECT_NAME_LENGTH = 1024
+# S3: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+MAX_KEY_LENGTH = 1024
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class URI:
+    """A parsed, validated URI.
+
+    Attributes
+    ----------
+    scheme : str
+        ``'swift'``, ``'s3'``, ``'file'`` or ``'dropbox'``.
+    location : str
+        The container or bucket; ``''`` for ``file`` and ``dropbox``, whose
+        names start at the root.
+    key : str
+        The object's name inside ``location``, without a leading ``/`` for
+        ``file`` and ``dropbox`` (``file:///a/b`` has key ``'a/b'``);
+        ``''`` or a name ending in ``/`` is a prefix.
+    """
+
+    scheme: str
+    location: str
+    key: str
+
+    @property
+    def is_prefix(self):
+        """True when the URI names a set of objects, not one."""
+        return self.key == "" or self.key.endswith("/")
+
+    def with_key(self, key):
+        """The URI of ``key`` in the same store and location."""
+        return dataclasses.replace(self, key=key)
+
+    def __str__(self):
+        if self.scheme == "file":
+            return "file:///" + self.key
+        if self.scheme == "dropbox":
+            return "dropbox://" + self.key
+        return "%s://%s/%s" % (self.scheme, self.location, self.key)
+
+
+def parse(uri):
+    """Parse and validate a URI of any supported store.
+
+    Parameters
+    ----------
+    uri : str or URI
+
+    Returns
+    -------
+    URI
+
+    Raises
+    ------
+    ValueError
+        An unknown scheme, an empty or invalid container or bucket, or a
+        name the store would refuse; the message names ``uri``.
+    """
+    if isinstance(uri, URI):
+        return uri
+    if not isinstance(uri, str):
+        raise ValueError("not a URI: %r" % (uri,))
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(
+            "%r: unknown scheme; expected swift://container/object, "
+            "s3://bucket/key, file:///path or dropbox://path" % uri)
+    if "\x00" in uri:
+        raise ValueError("%r: a name cannot contain NUL" % uri)
+    try:
+        uri.encode("utf-8")
+    except UnicodeError:
+        raise ValueError("%r: not valid UTF-8" % uri) from None
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise ValueError("%r: a file URI names an absolute path, "
+                             "file:///path" % uri)
+        key = rest.lstrip("/")
+        if any(part in (".", "..") for part in key.split("/")):
+            raise ValueError("%r: no . or .. in a file URI" % uri)
+        return URI("file", "", key)
+    if scheme == "dropbox":
+        return URI("dropbox", "", rest.lstrip("/"))
+    location, _, key = rest.partition("/")
+    if scheme == "swift":
+        _check_swift(uri, location, key)
+    else:
+        _check_s3(uri, location, key)
+    return URI(scheme, location, key)
+
+
+def _check_swift(uri, container, obj):
+    if not container:
+        raise ValueError("%r: no container" % uri)
+    if len(container.encode("utf-8")) > MAX_CONTAINER_NAME_LENGTH:
+        raise ValueError("%r: a container name is at most %d bytes"
+                         % (uri, MAX_CONTAINER_NAME_LENGTH))
+    if len(obj.encode("utf-8")) > MAX_OBJECT_NAME_LENGTH:
+        raise ValueError("%r: an object name is at most %d bytes"
+                         % (uri, MAX_OBJECT_NAME_LENGTH))
+
+
+def _check_s3(uri, bucket, key):
+    if not bucket:
+        raise ValueError("%r: no bucket" % uri)
+    if not _BUCKET.match(bucket) or ".." in bucket or ".-" in bucket \
+            or "-." in bucket or _IPV4.match(bucket):
+        raise ValueError(
+            "%r: %r is not a valid bucket name (3-63 characters: lower case "
+            "letters, digits, '.' and '-', starting and ending with a letter "
+            "or digit, not an IP address)" % (uri, bucket))
+    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+        raise ValueError("%r: a key is at most %d bytes"
+                         % (uri, MAX_KEY_LENGTH))
 
 
 def parse_uri(uri):
-    """``swift://container/object`` -> (container, object); object may be a prefix."""
-    if not isinstance(uri, str) or not uri.startswith(SCHEME):
+    """``swift://container/object`` -> (container, object).
+
+    The object may be a prefix (empty, or ending in ``/``).
+    """
+    parsed = parse(uri)
+    if parsed.scheme != "swift":
         raise ValueError(f"not a swift:// URI: {uri!r}")
-    container, _, obj = uri[len(SCHEME):].partition("/")
-    if not container:
-        raise ValueError(f"no container in {uri!r}")
-    return container, obj
+    return parsed.location, parsed.key
 
 
 def format_uri(container, obj):
+    """The ``swift://`` URI of ``obj`` in ``container``."""
     return f"{SCHEME}{container}/{obj}"
+
+
+def dest_key(src, dest, name):
+    """The key in ``dest`` that receives the source object ``name``.
+
+    A prefix ``dest`` receives each source under its name relative to the
+    ``src`` prefix (or, when ``src`` names one object, under its base name);
+    a ``dest`` naming one object receives it as is.
+
+    Parameters
+    ----------
+    src, dest : URI
+    name : str
+        A key listed under ``src``.
+    """
+    if not dest.is_prefix:
+        return dest.key
+    relative = name.rsplit("/", 1)[-1] if not src.is_prefix \
+        else name[len(src.key):]
+    return dest.key + relative
+
+
+def plan_keys(src, dest, names):
+    """[(source key, destination key)] for the listed ``names`` of ``src``.
+
+    Raises
+    ------
+    ValueError
+        ``dest`` names one object for several sources, or an output would
+        overwrite its own source.
+    """
+    src, dest = parse(src), parse(dest)
+    if not dest.is_prefix and len(names) != 1:
+        raise ValueError("%s names one object, but %s names %d; end it with "
+                         "/ to make it a prefix" % (dest, src, len(names)))
+    pairs = []
+    for name in names:
+        key = dest_key(src, dest, name)
+        if (dest.scheme, dest.location, key) == \
+                (src.scheme, src.location, name):
+            raise ValueError("%s would overwrite its own source"
+                             % dest.with_key(key))
+        pairs.append((name, key))
+    return pairs

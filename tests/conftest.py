@@ -7,6 +7,7 @@ that is missing is a failure to report, never a skip.
 
 import os
 import re
+import tempfile
 
 import pytest
 
@@ -21,16 +22,18 @@ NODES = 3
 
 
 @pytest.fixture(scope='session')
-def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp('aio')
-    cluster = Cluster(str(state))
+def cluster():
+    # Not under pytest's deep tmp_path: the sandboxes' Unix socket paths,
+    # which live in the state directory, must stay under 108 bytes.
+    state = tempfile.mkdtemp(prefix='mls-')
+    cluster = Cluster(state)
     cluster.up(base_port=free_base_port(), nodes=NODES, log=lambda msg: None)
     quiet = lambda msg: None  # noqa: E731
     for account in ('main', 'other'):
         deploy(cluster.connection(account), log=quiet)
     deploy(cluster.connection(), TEST_STORLETS, library=False, log=quiet)
     yield cluster
-    cluster.down(log=quiet)
+    cluster.down(purge=True, log=quiet)
 
 
 @pytest.fixture(scope='session')

@@ -23,3 +23,75 @@ def data_dir():
         raise RuntimeError('no sample data at %s: set DATA=/path/to/faces'
                            % path)
     return path
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``target`` that, for a request
+    whose first line contains ``cut``, forwards the answer's headers and
+    half its body, then closes the connection: a transfer dropped
+    mid-body."""
+
+    def __init__(self, target, cut):
+        import socket
+        import threading
+        self.target, self.cut = target, cut.encode()
+        self.times = 1
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.listener.close()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            armed = []
+            for args in ((client, upstream, armed, False),
+                         (upstream, client, armed, True)):
+                self._threading.Thread(target=self._pump, args=args,
+                                       daemon=True).start()
+
+    def _pump(self, src, dst, armed, answers):
+        buf = b''
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not answers:
+                    if self.cut in data.split(b'\r\n', 1)[0] and self.times:
+                        self.times -= 1
+                        armed.append(True)
+                    dst.sendall(data)
+                    continue
+                if not armed:
+                    dst.sendall(data)
+                    continue
+                buf += data
+                head, sep, body = buf.partition(b'\r\n\r\n')
+                if not sep:
+                    continue
+                length = int([line.split(b':')[1] for line in
+                              head.split(b'\r\n')
+                              if line.lower().startswith(
+                                  b'content-length:')][0])
+                if len(body) >= length // 2:
+                    dst.sendall(head + sep + body[:length // 2])
+                    break
+        except Exception:
+            # The other direction closed both sockets (under eventlet's
+            # green sockets this is not an OSError).
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+            sock.close()

@@ -90,6 +90,16 @@ class Layout:
     def storlets_root(self, server):
         return self.path('storlets', server)
 
+    def pipes_dir(self, server):
+        """Where a server's sandboxes keep their SBus sockets.
+
+        A Unix socket path holds at most 107 bytes and the engine appends
+        ``/<account>/<module.Class>`` to this directory, so it is kept short:
+        ``<state>/p/<n>``.
+        """
+        return self.path('p', 'x' if server == 'proxy'
+                         else server.rsplit('-', 1)[-1])
+
     @property
     def auth_url(self):
         return 'http://127.0.0.1:%d/auth/v1.0' % self.proxy_port

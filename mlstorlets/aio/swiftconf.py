@@ -134,6 +134,7 @@ def write_all(layout, native_lib_dir):
                    sandbox_file_size_limit=2 * 1024 ** 3)
     configure_node(layout.conf('proxy-server'), 'proxy', layout.swift_dir,
                    layout.storlets_root('proxy'), sandbox_hostname='proxy',
+                   pipes_dir=layout.pipes_dir('proxy'),
                    name='proxy', **gateway)
     for node in range(layout.nodes):
         name = object_server(node)
@@ -142,4 +143,5 @@ def write_all(layout, native_lib_dir):
             layout.devices(node)))
         configure_node(layout.conf(name), 'object', layout.swift_dir,
                        layout.storlets_root(name), sandbox_hostname=name,
+                       pipes_dir=layout.pipes_dir(name),
                        name=name, **gateway)
