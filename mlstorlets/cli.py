@@ -135,7 +135,7 @@ def parser():
                     help='directory of storlet modules (default: the '
                          "project's storlets/)")
     dp.add_argument('--no-library', action='store_true',
-                    help='do not upload mlstorlets.zip')
+                    help='do not upload the library zip')
     dp.set_defaults(func=cmd_deploy)
 
     rp = sub.add_parser('run', help='run a storlet over every object under '

@@ -1,7 +1,12 @@
-import os, sys
-_LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mlstorlets.zip')
-if os.path.exists(_LIB) and _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
+import os
+import sys
+
+# `mlstorlets deploy` sets this to the library dependency it uploads with
+# this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet training and scoring mlstorlets' SGD estimators next to the data.
 # The logic lives in mlstorlets.linear_model.training so that it is tested

@@ -3,14 +3,22 @@
 A storlet module in ``storlets/`` is one Python file holding one class whose
 name ends in ``Storlet``; it is registered as ``<module>.<Class>``.  The
 library code the storlets import (``mlstorlets`` itself) travels as a
-dependency object, ``mlstorlets.zip``, which the engine places beside each
-storlet in the sandbox, so a new version of the library needs no new sandbox
-image.  The zip is built reproducibly, so an unchanged library has an
-unchanged ETag and is not uploaded again.
+dependency object, ``mlstorlets-<hash>.zip``, which the engine places beside
+each storlet in the sandbox, so a new version of the library needs no new
+sandbox image.
+
+The zip is built reproducibly and named by its content.  The engine never
+refreshes a dependency a node has cached (only storlets are compared with
+Swift), so a library that changes must change name.  Each storlet module
+declares ``LIBRARY = None``; the upload sets it to the current zip's name,
+so a new library changes every storlet that uses it: they are uploaded
+again, and the engine restarts their daemons with exactly that library.  An
+unchanged library uploads nothing.
 """
 
 import ast
 import dataclasses
+import re
 import hashlib
 import io
 import os
@@ -19,7 +27,9 @@ import zipfile
 
 import mlstorlets
 
-LIBRARY_OBJECT = 'mlstorlets.zip'
+LIBRARY_PREFIX = 'mlstorlets-'
+# The line of a storlet module that deploy fills in with the library's name.
+LIBRARY_LINE = re.compile(rb'^LIBRARY = None$', re.M)
 # Parts of the package that only ever run on the client or a server's host,
 # never inside a sandbox.
 HOST_ONLY = ('aio', 'gateway', 'deployment', 'middleware', 'cli')
@@ -92,9 +102,13 @@ def artifacts(source_dir=None, library=True):
     """Every object that deploying ``source_dir`` uploads."""
     source_dir = source_dir or default_source_dir()
     found = []
-    dependencies = [LIBRARY_OBJECT] if library else []
+    dependencies = []
     if library:
-        found.append(Artifact('dependency', LIBRARY_OBJECT, library_zip(), {
+        body = library_zip()
+        name = '%s%s.zip' % (LIBRARY_PREFIX,
+                             hashlib.sha256(body).hexdigest()[:16])
+        dependencies.append(name)
+        found.append(Artifact('dependency', name, body, {
             'X-Object-Meta-Storlet-Dependency-Version': mlstorlets.__version__,
         }))
     for filename in sorted(os.listdir(source_dir)):
@@ -113,23 +127,50 @@ def artifacts(source_dir=None, library=True):
             headers['X-Object-Meta-Storlet-Dependency'] = ','.join(
                 dependencies)
         with open(path, 'rb') as f:
-            found.append(Artifact('storlet', filename, f.read(), headers))
+            body = f.read()
+        if dependencies:
+            body = _with_library(body, dependencies[0], path)
+        found.append(Artifact('storlet', filename, body, headers))
     return found
 
 
-def _current(conn, artifact):
-    """True if the cluster already has exactly this artifact."""
+def _with_library(body, library, path):
+    """The storlet module ``body`` with its ``LIBRARY`` line set."""
+    body, count = LIBRARY_LINE.subn(
+        ('LIBRARY = %r' % library).encode(), body)
+    if count != 1:
+        raise ValueError('%s must have exactly one line "LIBRARY = None" to '
+                         'receive the library it is deployed with' % path)
+    return body
+
+
+# The engine copies a storlet anew into its sandboxes only when the copy's
+# size changes (upstream compares sizes and modification times, the latter
+# the wrong way round).  A changed storlet of the same size as the deployed
+# one is therefore uploaded with this padding, which Python ignores.
+PADDING = b'\n'
+
+
+def _deployed(conn, artifact):
+    """The cluster's headers for ``artifact``, or None if it has none."""
     from swiftclient.exceptions import ClientException
     try:
-        headers = conn.head_object(artifact.container, artifact.name)
+        return conn.head_object(artifact.container, artifact.name)
     except ClientException as err:
         if err.http_status == 404:
-            return False
+            return None
         raise
-    if headers.get('etag') != artifact.etag:
+
+
+def _current(artifact, headers):
+    """True if ``headers`` describe exactly this artifact (padded or not)."""
+    if headers is None:
         return False
-    return all(headers.get(k.lower()) == v
-               for k, v in artifact.headers.items())
+    etags = {artifact.etag}
+    if artifact.container == 'storlet':
+        etags.add(hashlib.md5(artifact.body + PADDING).hexdigest())
+    return headers.get('etag') in etags and all(
+        headers.get(k.lower()) == v for k, v in artifact.headers.items())
 
 
 def deploy(conn, source_dir=None, library=True, log=print):
@@ -142,16 +183,40 @@ def deploy(conn, source_dir=None, library=True, log=print):
     source_dir : str, optional
         Directory of storlet modules; default: the project's ``storlets/``.
     library : bool
-        Upload ``mlstorlets.zip`` and make every storlet depend on it.
+        Upload the library zip, make every storlet depend on it, and remove
+        the versions it supersedes.
     """
     uploaded = []
     for artifact in artifacts(source_dir, library):
         where = '%s/%s' % (artifact.container, artifact.name)
-        if _current(conn, artifact):
+        headers = _deployed(conn, artifact)
+        if _current(artifact, headers):
             log('unchanged  %s' % where)
             continue
+        if artifact.container == 'storlet' and headers is not None and \
+                int(headers['content-length']) == len(artifact.body):
+            artifact = dataclasses.replace(artifact,
+                                           body=artifact.body + PADDING)
         conn.put_object(artifact.container, artifact.name, artifact.body,
                         headers=artifact.headers, etag=artifact.etag)
         uploaded.append(where)
         log('uploaded   %s (%d bytes)' % (where, len(artifact.body)))
+    if library:
+        _remove_stale_libraries(conn, log)
     return uploaded
+
+
+def _remove_stale_libraries(conn, log):
+    """Delete the library versions that no storlet of the account names."""
+    _, storlets = conn.get_container('storlet', full_listing=True)
+    keep = set()
+    for entry in storlets:
+        headers = conn.head_object('storlet', entry['name'])
+        keep.update(d.strip() for d in headers.get(
+            'x-object-meta-storlet-dependency', '').split(','))
+    _, listing = conn.get_container('dependency', prefix=LIBRARY_PREFIX,
+                                    full_listing=True)
+    for entry in listing:
+        if entry['name'] not in keep and entry['name'].endswith('.zip'):
+            conn.delete_object('dependency', entry['name'])
+            log('removed    dependency/%s (superseded)' % entry['name'])

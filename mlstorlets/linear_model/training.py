@@ -94,13 +94,47 @@ def _check_labels(classes, batch, name):
     if classes is None:
         return
     if batch.y.dtype.kind == "U" and classes.dtype.kind != "U":
-        raise ObjectError(name, f"{batch.where(0)}: label {batch.y[0]!r} is not a number "
+        raise ObjectError(name, f"{batch.where(0)}: label {batch.y[0].item()!r} is not a number "
                                 "but the classes are")
     bad = ~np.isin(batch.y, classes)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ObjectError(name, f"{batch.where(row)}: label {batch.y[row]!r} is not one of "
+        raise ObjectError(name, f"{batch.where(row)}: label {batch.y[row].item()!r} is not one of "
                                 f"the classes {classes.tolist()}")
+
+
+def pointwise_loss(estimator, loss, target, raw):
+    """The loss of each row, as scikit-learn's SGD computes it (``cy_loss``).
+
+    scikit-learn's common losses (``log_loss``, ``squared_error``,
+    ``huber``) compute it vectorized with ``loss.loss``. The SGD-only ones
+    (hinge, squared hinge, perceptron, modified Huber, the epsilon-insensitive
+    losses) inherit a ``loss`` method that writes nothing, so their formulas
+    from ``sklearn.linear_model._sgd_fast`` are applied here.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not hasattr(loss, "py_loss"):
+            out = np.empty_like(raw)
+            loss.loss(target, raw, None, out)
+            return out
+        name = estimator.loss
+        args = estimator.loss_functions[name][1:]
+        if name in ("epsilon_insensitive", "squared_epsilon_insensitive"):
+            args = (estimator.epsilon,)
+        z = raw * target
+        if name in ("hinge", "perceptron"):
+            return np.maximum(args[0] - z, 0.0)
+        if name == "squared_hinge":
+            return np.maximum(args[0] - z, 0.0) ** 2
+        if name == "modified_huber":
+            return np.where(z >= 1.0, 0.0, np.where(z >= -1.0, (1.0 - z) ** 2, -4.0 * z))
+        if name == "epsilon_insensitive":
+            return np.maximum(np.abs(target - raw) - args[0], 0.0)
+        if name == "squared_epsilon_insensitive":
+            return np.maximum(np.abs(target - raw) - args[0], 0.0) ** 2
+        # a loss this module does not know: scikit-learn's scalar version
+        return np.fromiter((loss.py_loss(p, t) for p, t in zip(raw, target)),
+                           dtype=np.float64, count=len(raw))
 
 
 def objective_sums(estimator, X, y, classes):
@@ -148,9 +182,7 @@ def objective_sums(estimator, X, y, classes):
             positive = classes[1] if len(classes) == 2 else classes[i]
             target = np.where(y == positive, 1.0, 0.0 if label_encode else -1.0)
         raw = np.ascontiguousarray(X @ W[i] + b[i])
-        out = np.empty_like(raw)
-        loss.loss(np.ascontiguousarray(target), raw, None, out)
-        total = float(out.sum())
+        total = float(pointwise_loss(estimator, loss, np.ascontiguousarray(target), raw).sum())
         if l1_ratio is not None:
             w = W[i]
             total += len(y) * estimator.alpha * (

@@ -1,9 +1,11 @@
 """The embedded cluster's life cycle and the deploy command."""
 
+import io
 import os
 import socket
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -83,15 +85,82 @@ def test_down_stops_only_what_it_started(tmp_path):
         bystander.kill()
 
 
+def test_a_new_library_reaches_running_storlets(cluster, other_conn,
+                                                tmp_path, monkeypatch):
+    """The engine never refreshes a cached dependency: a changed library
+    must still reach a storlet that has already run."""
+    import mlstorlets
+    from mlstorlets.deployment import storlets as deployment
+    source = tmp_path / 'storlets'
+    source.mkdir()
+    (source / 'version.py').write_text(VERSION_STORLET)
+    other_conn.put_container('v')
+    other_conn.put_object('v', 'x', b'x')
+
+    def version():
+        headers, _ = other_conn.get_object(
+            'v', 'x', headers={'X-Run-Storlet': 'version.py'})
+        return headers['x-object-meta-library-version']
+
+    quiet = lambda m: None  # noqa: E731
+    deploy(other_conn, str(source), log=quiet)
+    assert version() == mlstorlets.__version__
+    built = deployment.library_zip()
+
+    def next_version():
+        # The same library with another version string.
+        old, new = zipfile.ZipFile(io.BytesIO(built)), io.BytesIO()
+        with zipfile.ZipFile(new, 'w') as zf:
+            for info in old.infolist():
+                data = old.read(info)
+                if info.filename == 'mlstorlets/__init__.py':
+                    data = data.replace(mlstorlets.__version__.encode(),
+                                        b'99.0')
+                zf.writestr(info, data)
+        return new.getvalue()
+
+    monkeypatch.setattr(deployment, 'library_zip', next_version)
+    deploy(other_conn, str(source), log=quiet)
+    assert version() == '99.0'
+    monkeypatch.undo()
+    deploy(other_conn, str(source), log=quiet)
+    assert version() == mlstorlets.__version__
+    # The version superseded twice is gone; the one the project's storlets
+    # (deployed to this account by the session) use is kept.
+    _, deps = other_conn.get_container('dependency')
+    assert [d['name'] for d in deps] == [deployment.artifacts(
+        str(source))[0].name]
+
+
+VERSION_STORLET = """
+import os, sys
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), LIBRARY))
+
+
+class VersionStorlet(object):
+    def __init__(self, logger):
+        pass
+
+    def __call__(self, in_files, out_files, params):
+        import mlstorlets
+        in_files[0].read()
+        out_files[0].set_metadata({'Library-Version': mlstorlets.__version__})
+        out_files[0].close()
+"""
+
+
 def test_deploy_uploads_only_what_changed(cluster, conn):
     # The session fixture deployed everything already.
     assert deploy(conn, log=lambda m: None) == []
     names = {a.name for a in artifacts()}
-    assert 'mlstorlets.zip' in names and 'sgd_estimator.py' in names
+    library = [n for n in names if n.startswith('mlstorlets-')]
+    assert len(library) == 1 and 'sgd_estimator.py' in names
     for artifact in artifacts():
         headers = conn.head_object(artifact.container, artifact.name)
         assert headers['etag'] == artifact.etag
     main = conn.head_object('storlet', 'sgd_estimator.py')
     assert main['x-object-meta-storlet-main'] == \
         'sgd_estimator.SGDEstimatorStorlet'
-    assert main['x-object-meta-storlet-dependency'] == 'mlstorlets.zip'
+    assert main['x-object-meta-storlet-dependency'] == library[0]

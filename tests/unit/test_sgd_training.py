@@ -162,3 +162,52 @@ def test_score_and_labels_ops():
     _, body = training.run([FakeInput(csv_bytes(X, y))], {"op": "labels"})
     labels = json.loads(body)
     assert labels["labels"] == [0.0, 1.0] and sum(labels["counts"]) == 60
+
+
+def _scalar_losses(estimator, target, raw):
+    """Reference pointwise losses: scikit-learn's own scalar code, or formulas."""
+    loss = estimator._get_loss_function(estimator.loss)
+    if hasattr(loss, "py_loss"):
+        return np.array([loss.py_loss(p, t) for p, t in zip(raw, target)])
+    r = raw - target
+    if estimator.loss == "log_loss":
+        return np.log1p(np.exp(raw)) - target * raw
+    if estimator.loss == "squared_error":
+        return 0.5 * r ** 2
+    assert estimator.loss == "huber"
+    eps = estimator.epsilon
+    return np.where(np.abs(r) <= eps, 0.5 * r ** 2, eps * (np.abs(r) - 0.5 * eps))
+
+
+@pytest.mark.parametrize("loss", sorted(SkSGDClassifier.loss_functions))
+def test_pointwise_loss_of_every_classifier_loss(loss):
+    rng = np.random.RandomState(0)
+    est = SkSGDClassifier(loss=loss, epsilon=0.3)
+    raw = 3 * rng.normal(size=200)
+    labels = rng.randint(2, size=200)
+    target = labels.astype(float) if loss == "log_loss" else 2.0 * labels - 1
+    got = training.pointwise_loss(est, est._get_loss_function(loss), target, raw)
+    np.testing.assert_allclose(got, _scalar_losses(est, target, raw), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", sorted(SkSGDRegressor.loss_functions))
+def test_pointwise_loss_of_every_regressor_loss(loss):
+    rng = np.random.RandomState(1)
+    est = SkSGDRegressor(loss=loss, epsilon=0.3)
+    raw, target = 3 * rng.normal(size=200), rng.normal(size=200)
+    got = training.pointwise_loss(est, est._get_loss_function(loss), target, raw)
+    np.testing.assert_allclose(got, _scalar_losses(est, target, raw), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "modified_huber", "perceptron"])
+def test_objective_of_sgd_only_losses_is_the_sum_of_their_losses(loss):
+    # These losses' vectorized ``loss`` method writes nothing: an objective
+    # read from it was uninitialized memory, sometimes NaN ("diverged").
+    (X, y), = make_batches(6, n_batches=1, n=80, classes=(0, 1))
+    est = SkSGDClassifier(loss=loss, random_state=0, alpha=0.01).partial_fit(X, y, classes=[0, 1])
+    raw = X @ est.coef_[0] + est.intercept_[0]
+    target = np.where(y == 1, 1.0, -1.0)
+    expected = _scalar_losses(est, target, raw).sum() + 80 * 0.01 * 0.5 * est.coef_[0] @ est.coef_[0]
+    for _ in range(20):
+        assert training.objective_sums(est, X, y, np.array([0, 1])) == pytest.approx(
+            [expected], rel=1e-12)

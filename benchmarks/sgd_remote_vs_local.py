@@ -1,0 +1,403 @@
+"""Training next to the data vs downloading it: SGD on an embedded cluster.
+
+Starts its own embedded Swift + storlets cluster (one object server) in a
+temporary directory, uploads a synthetic data set with a known linear model,
+then measures in one run:
+
+(a) ``remote_fit``: every pass runs the ``sgd_estimator.py`` storlet on each
+    object where it is stored; only the model state crosses the network
+    (base64 in request headers, raw in the response body);
+(b) the baseline: every pass downloads every object through the proxy and
+    runs scikit-learn's ``partial_fit`` locally, on the same mini-batches in
+    the same order.
+
+Both use ``shuffle=False`` and ``tol=None`` (a fixed number of passes), so
+(a) and (b) perform the same arithmetic: their coefficients must agree to
+rounding, and the script asserts it.  The data are ``.npy`` float64 (features
+then the target, row-major): parsing is a memory copy on both sides, so the
+comparison measures moving data versus moving the model, not text parsing
+(CSV would add the same, much larger, parsing cost to both).
+
+Bytes "through the client" are counted at the swiftclient call level:
+request bodies plus the storlet parameter headers that carry the state, and
+response bodies; header bytes are reported apart.  The storlet sandbox's
+one-time start (daemon start, numpy/scikit-learn imports) is measured by a
+warm-up call and reported apart from (a).
+
+Usage::
+
+    .venv/bin/python benchmarks/sgd_remote_vs_local.py                # 200 MB, 50 objects
+    .venv/bin/python benchmarks/sgd_remote_vs_local.py --size-mb 20 --objects 10
+"""
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+CONTAINER = 'sgd-bench'
+# The engine reaches each storlet daemon through a Unix socket under the
+# cluster's state directory, and a socket path holds at most 107 bytes: keep
+# the directory short (hence /tmp rather than $TMPDIR or the home).
+STATE_PARENT = '/tmp'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--size-mb', type=float, default=200.0,
+                   help='size of the data set in MB (10^6 bytes); default 200')
+    p.add_argument('--objects', type=int, default=50, help='number of objects; default 50')
+    p.add_argument('--features', type=int, default=20, help='features per row; default 20')
+    p.add_argument('--passes', type=int, default=5, help='passes over the data; default 5')
+    p.add_argument('--model', choices=('regressor', 'classifier'), default='regressor')
+    p.add_argument('--batch-size', type=int, default=65536,
+                   help='rows per partial_fit call; default 65536')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--base-port', type=int, default=None,
+                   help='first of the cluster\'s ports; default: a free block')
+    p.add_argument('--output', default=os.path.join(HERE, 'results',
+                                                    'sgd_remote_vs_local.json'))
+    args = p.parse_args(argv)
+    if args.objects < 1 or args.size_mb <= 0 or args.passes < 1 or args.features < 1:
+        p.error('sizes must be positive')
+    return args
+
+
+# -- counting what crosses the network ---------------------------------------
+
+def counting_connection_class():
+    from swiftclient.client import Connection
+
+    def header_bytes(headers):
+        return sum(len(str(k)) + len(str(v)) + 4 for k, v in (headers or {}).items())
+
+    class CountingConnection(Connection):
+        """swiftclient Connection that adds up what its object calls move."""
+
+        def reset(self):
+            self.counts = dict(requests=0, request_body=0, state_headers=0,
+                               response_body=0, request_headers=0,
+                               response_headers=0)
+
+        def _add(self, **kw):
+            if not hasattr(self, 'counts'):
+                self.reset()
+            for k, v in kw.items():
+                self.counts[k] += v
+
+        def get_object(self, container, obj, *args, **kwargs):
+            sent = kwargs.get('headers') or {}
+            headers, body = super().get_object(container, obj, *args, **kwargs)
+            state = sum(len(v) for k, v in sent.items()
+                        if k.lower().startswith('x-storlet-parameter-'))
+            self._add(requests=1, state_headers=state, response_body=len(body),
+                      request_headers=header_bytes(sent),
+                      response_headers=header_bytes(headers))
+            return headers, body
+
+        def put_object(self, container, obj, contents, *args, **kwargs):
+            n = len(contents) if isinstance(contents, (bytes, bytearray)) else 0
+            self._add(requests=1, request_body=n,
+                      request_headers=header_bytes(kwargs.get('headers')))
+            return super().put_object(container, obj, contents, *args, **kwargs)
+
+        def delete_object(self, container, obj, *args, **kwargs):
+            self._add(requests=1)
+            return super().delete_object(container, obj, *args, **kwargs)
+
+        def get_container(self, container, *args, **kwargs):
+            headers, listing = super().get_container(container, *args, **kwargs)
+            self._add(requests=1, response_body=len(json.dumps(listing)),
+                      response_headers=header_bytes(headers))
+            return headers, listing
+
+    return CountingConnection
+
+
+# -- the data ------------------------------------------------------------------
+
+def true_model(args):
+    rng = np.random.RandomState(args.seed)
+    return rng.normal(size=args.features), 0.5
+
+
+def make_object(args, i, rows, w, b):
+    """One object's rows: .npy bytes of [X | y]."""
+    rng = np.random.RandomState(args.seed + 1 + i)
+    arr = np.empty((rows, args.features + 1))
+    arr[:, :-1] = rng.normal(size=(rows, args.features))
+    margin = arr[:, :-1] @ w + b
+    if args.model == 'regressor':
+        arr[:, -1] = margin + 0.5 * rng.normal(size=rows)
+    else:
+        # the known hyperplane w.x + b = 0, with 2 % of the labels flipped
+        label = margin > 0
+        flip = rng.random_sample(rows) < 0.02
+        arr[:, -1] = np.where(flip, ~label, label)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def object_names(args):
+    width = len(str(args.objects - 1))
+    return ['part-%0*d.npy' % (width, i) for i in range(args.objects)]
+
+
+# -- the two ways ----------------------------------------------------------
+
+def estimator_params(args):
+    return dict(random_state=0, shuffle=False, max_iter=args.passes, tol=None)
+
+
+def remote_estimator(args, conn):
+    from mlstorlets.linear_model import SGDClassifier, SGDRegressor
+    cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
+    return cls(connection=conn, **estimator_params(args))
+
+
+def local_estimator(args):
+    from sklearn.linear_model import SGDClassifier, SGDRegressor
+    cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
+    return cls(**estimator_params(args))
+
+
+def run_remote(args, conn):
+    est = remote_estimator(args, conn)
+    extra = {'classes': [0, 1]} if args.model == 'classifier' else {}
+    conn.reset()
+    start = time.perf_counter()
+    est.remote_fit('swift://%s/' % CONTAINER,
+                   data_options={'batch_size': args.batch_size}, **extra)
+    wall = time.perf_counter() - start
+    return est, wall, dict(conn.counts)
+
+
+def run_baseline(args, conn, names):
+    """Per pass: download each object, partial_fit on its mini-batches."""
+    est = local_estimator(args)
+    extra = {'classes': np.array([0, 1])} if args.model == 'classifier' else {}
+    conn.reset()
+    download = compute = 0.0
+    start = time.perf_counter()
+    for _ in range(args.passes):
+        _, listing = conn.get_container(CONTAINER, full_listing=True)
+        assert [e['name'] for e in listing] == names
+        for entry in listing:
+            t0 = time.perf_counter()
+            _, body = conn.get_object(CONTAINER, entry['name'])
+            t1 = time.perf_counter()
+            arr = np.load(io.BytesIO(body), allow_pickle=False)
+            X, y = arr[:, :-1], arr[:, -1]
+            for s in range(0, len(y), args.batch_size):
+                est.partial_fit(X[s:s + args.batch_size], y[s:s + args.batch_size], **extra)
+            download += t1 - t0
+            compute += time.perf_counter() - t1
+    wall = time.perf_counter() - start
+    return est, wall, dict(conn.counts), download, compute
+
+
+def evaluate(conn, names, models):
+    """Local score of each model on the whole data set, downloaded once."""
+    parts = [np.load(io.BytesIO(conn.get_object(CONTAINER, n)[1]), allow_pickle=False)
+             for n in names]
+    data = np.vstack(parts)
+    X, y = data[:, :-1], data[:, -1]
+    return [float(m.score(X, y)) for m in models], len(y)
+
+
+# -- the cluster -------------------------------------------------------------
+
+def free_base_port(span=20, start=26000, stop=40000):
+    from mlstorlets.aio.processes import port_in_use
+    for base in range(start + os.getpid() % 50 * 100, stop, span):
+        if not any(port_in_use(p) for p in range(base, base + span)):
+            return base
+    raise RuntimeError('no free block of %d ports' % span)
+
+
+def mb(n):
+    return n / 1e6
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mlstorlets.aio import Cluster
+    from mlstorlets.deployment.storlets import deploy
+
+    quiet = lambda msg: None  # noqa: E731
+    state_dir = tempfile.mkdtemp(prefix='mlsb-', dir=STATE_PARENT)
+    cluster = Cluster(os.path.join(state_dir, 'aio'))
+    results = {'parameters': vars(args).copy()}
+    load_at_start = list(os.getloadavg())
+    try:
+        t0 = time.perf_counter()
+        cluster.up(base_port=args.base_port or free_base_port(), nodes=1, log=quiet)
+        deploy(cluster.connection(), log=quiet)
+        auth, user, key = cluster.credentials()
+        conn = counting_connection_class()(authurl=auth, user=user, key=key, retries=2)
+        conn.reset()
+        startup = time.perf_counter() - t0
+
+        # data set
+        w, b = true_model(args)
+        row_bytes = 8 * (args.features + 1)
+        total_rows = int(math.ceil(args.size_mb * 1e6 / row_bytes))
+        per_object = int(math.ceil(total_rows / args.objects))
+        names = object_names(args)
+        conn.put_container(CONTAINER)
+        t0 = time.perf_counter()
+        stored = 0
+        for i, name in enumerate(names):
+            body = make_object(args, i, per_object, w, b)
+            conn.put_object(CONTAINER, name, body, content_type='application/octet-stream')
+            stored += len(body)
+        upload = time.perf_counter() - t0
+        n_rows = per_object * args.objects
+        print('cluster up and storlets deployed in %.1f s; uploaded %d objects, %d rows x %d '
+              'features, %.1f MB (.npy float64) in %.1f s'
+              % (startup, args.objects, n_rows, args.features, mb(stored), upload), flush=True)
+
+        # warm-up: the storlet sandbox starts and imports numpy/scikit-learn
+        # once, on a tiny object of another container
+        conn.put_container(CONTAINER + '-warmup')
+        conn.put_object(CONTAINER + '-warmup', 'tiny.npy',
+                        make_object(args, -1, 10, w, b))
+        t0 = time.perf_counter()
+        warm = remote_estimator(args, conn)
+        warm.remote_partial_fit('swift://%s-warmup/tiny.npy' % CONTAINER,
+                                **({'classes': [0, 1]} if args.model == 'classifier' else {}))
+        warmup = time.perf_counter() - t0
+
+        print('(a) remote_fit: %d passes over %d objects ...' % (args.passes, args.objects),
+              flush=True)
+        remote_est, remote_wall, remote_counts = run_remote(args, conn)
+        print('(b) baseline: download + local partial_fit ...', flush=True)
+        local_est, local_wall, local_counts, dl_time, fit_time = run_baseline(args, conn, names)
+
+        # scores
+        t0 = time.perf_counter()
+        remote_score = remote_est.remote_score('swift://%s/' % CONTAINER)
+        remote_score_wall = time.perf_counter() - t0
+        (score_remote_model, score_local_model), n_scored = evaluate(
+            conn, names, [remote_est, local_est])
+        coef_diff = float(np.max(np.abs(np.ravel(remote_est.coef_) - np.ravel(local_est.coef_))))
+        intercept_diff = float(np.max(np.abs(np.ravel(remote_est.intercept_)
+                                             - np.ravel(local_est.intercept_))))
+        true_coef = w if args.model == 'regressor' else w / np.linalg.norm(w)
+        fitted = np.ravel(remote_est.coef_)
+        if args.model == 'classifier':
+            fitted = fitted / np.linalg.norm(fitted)
+        coef_error = float(np.linalg.norm(fitted - true_coef) / np.linalg.norm(true_coef))
+
+        def moved(c, state_in_headers):
+            body = c['request_body'] + c['response_body']
+            return dict(c, body_bytes=body + (c['state_headers'] if state_in_headers else 0))
+
+        results.update({
+            'data': {'format': 'npy float64, row-major, [X | y]', 'objects': args.objects,
+                     'rows': n_rows, 'features': args.features, 'bytes': stored,
+                     'true_coef': w.tolist(), 'true_intercept': b},
+            'setup': {'cluster_up_and_deploy_s': startup, 'upload_s': upload,
+                      'storlet_sandbox_warmup_s': warmup},
+            'remote_fit': {'wall_s': remote_wall, 'passes': int(remote_est.n_iter_),
+                           'invocations': remote_counts['requests'] - 1,
+                           'bytes': moved(remote_counts, True)},
+            'baseline': {'wall_s': local_wall, 'download_s': dl_time, 'local_fit_s': fit_time,
+                         'passes': args.passes, 'bytes': moved(local_counts, False),
+                         'bytes_if_downloaded_once': stored},
+            'scores': {'metric': 'R^2' if args.model == 'regressor' else 'accuracy',
+                       'remote_score': remote_score, 'remote_score_wall_s': remote_score_wall,
+                       'remote_model_local_score': score_remote_model,
+                       'baseline_model_local_score': score_local_model,
+                       'remote_vs_baseline_score_diff': abs(score_remote_model - score_local_model),
+                       'remote_score_vs_local_diff': abs(remote_score - score_remote_model),
+                       'max_coef_diff': coef_diff, 'max_intercept_diff': intercept_diff,
+                       'relative_coef_error_vs_truth': coef_error, 'rows_scored': n_scored},
+            'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(),
+                        'load_average_at_start': load_at_start,
+                        'load_average_at_end': list(os.getloadavg()),
+                        'numpy': np.__version__,
+                        'sklearn': __import__('sklearn').__version__,
+                        'cluster': '1 object server, embedded, localhost'},
+        })
+        results['ratios'] = {
+            'wall_remote_over_baseline': remote_wall / local_wall,
+            'bytes_baseline_over_remote': (results['baseline']['bytes']['body_bytes']
+                                           / results['remote_fit']['bytes']['body_bytes']),
+        }
+        report(results)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, 'w') as f:
+            json.dump(results, f, indent=2)
+        print('saved %s' % args.output)
+
+        s = results['scores']
+        assert s['max_coef_diff'] < 1e-9 and s['max_intercept_diff'] < 1e-9, s
+        assert s['remote_vs_baseline_score_diff'] < 1e-9, s
+        assert s['remote_score_vs_local_diff'] < 1e-9, s
+        return results
+    finally:
+        cluster.down(purge=True, log=quiet)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def report(r):
+    a, b, s = r['remote_fit'], r['baseline'], r['scores']
+    rows = [
+        ('', '(a) remote_fit', '(b) download + local'),
+        ('wall time (s)', '%.2f' % a['wall_s'], '%.2f' % b['wall_s']),
+        ('  of which download / local fit (s)', '-',
+         '%.2f / %.2f' % (b['download_s'], b['local_fit_s'])),
+        ('requests', str(a['bytes']['requests']), str(b['bytes']['requests'])),
+        ('body bytes through the client (MB)', '%.3f' % mb(a['bytes']['body_bytes']),
+         '%.1f' % mb(b['bytes']['body_bytes'])),
+        ('  up: request bodies + state headers (MB)',
+         '%.3f' % mb(a['bytes']['request_body'] + a['bytes']['state_headers']),
+         '%.3f' % mb(b['bytes']['request_body'])),
+        ('  down: response bodies (MB)', '%.3f' % mb(a['bytes']['response_body']),
+         '%.1f' % mb(b['bytes']['response_body'])),
+        ('all header bytes (MB)',
+         '%.3f' % mb(a['bytes']['request_headers'] + a['bytes']['response_headers']),
+         '%.3f' % mb(b['bytes']['request_headers'] + b['bytes']['response_headers'])),
+        ('%s of the final model' % s['metric'], '%.6f' % s['remote_model_local_score'],
+         '%.6f' % s['baseline_model_local_score']),
+    ]
+    width = max(len(x[0]) for x in rows)
+    print()
+    for name, x, y in rows:
+        print('%-*s  %22s  %22s' % (width, name, x, y))
+    print()
+    print('data: %d objects, %d rows x %d features, %.1f MB; %d passes'
+          % (r['data']['objects'], r['data']['rows'], r['data']['features'],
+             mb(r['data']['bytes']), b['passes']))
+    print('wall time remote / baseline: %.2f; bytes baseline / remote: %.0f'
+          % (r['ratios']['wall_remote_over_baseline'],
+             r['ratios']['bytes_baseline_over_remote']))
+    m = r['machine']
+    if max(m['load_average_at_start'][0], m['load_average_at_end'][0]) > m['cpus']:
+        print('WARNING: the machine was busy (1-minute load %.1f at start, %.1f at end, '
+              '%d CPUs): the wall times are not reliable'
+              % (m['load_average_at_start'][0], m['load_average_at_end'][0], m['cpus']))
+    print('storlet sandbox cold start (once, not in (a)): %.2f s' % r['setup']['storlet_sandbox_warmup_s'])
+    print('score difference (a) vs (b): %.3g; remote_score %.9f vs local %.9f (diff %.3g, '
+          'in %.2f s); max |coef diff| %.3g; coef error vs the true model %.4f'
+          % (s['remote_vs_baseline_score_diff'], s['remote_score'],
+             s['remote_model_local_score'], s['remote_score_vs_local_diff'],
+             s['remote_score_wall_s'], s['max_coef_diff'],
+             s['relative_coef_error_vs_truth']))
+
+
+if __name__ == '__main__':
+    main()
