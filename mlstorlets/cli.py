@@ -77,6 +77,14 @@ def cmd_cp(args):
                        resume=not args.no_resume))
 
 
+def cmd_demo(args):
+    from mlstorlets import demo
+    cluster = _cluster(args)
+    result = demo.run(cluster.connection(), args.data,
+                      threshold=args.threshold)
+    return 0 if result['photos_correct'] else 1
+
+
 def cmd_node_config(args):
     from mlstorlets.deployment.node import configure_node
     written = configure_node(
@@ -158,6 +166,14 @@ def parser():
     cp.add_argument('-j', '--concurrency', type=int, default=4)
     cp.add_argument('--no-resume', action='store_true')
     cp.set_defaults(func=cmd_cp)
+
+    de = sub.add_parser('demo', help='run the face pipeline on a labelled '
+                        'data set in the embedded cluster')
+    de.add_argument('--data', required=True,
+                    help='folder with train/, test/ and video/')
+    de.add_argument('--state-dir', default=None)
+    de.add_argument('--threshold', type=float, default=0.5)
+    de.set_defaults(func=cmd_demo)
 
     nc = sub.add_parser('node-config', help='add storlets to one Swift '
                         "server's configuration (run on every node)")

@@ -1,0 +1,34 @@
+import os
+import sys
+
+# `mlstorlets deploy` sets this to the library dependency it uploads with
+# this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+
+# Storlet cutting the largest face out of a photo, next to the photo: on the
+# object server holding it (GET, or PUT with X-Copy-From).  The logic lives
+# in mlstorlets.faces.tasks.extract, which documents the parameters
+# (size, margin, label_key, source) and the output metadata (the label,
+# Source, Face-Box).
+
+from mlstorlets import invocation  # noqa: E402
+from mlstorlets.faces import tasks  # noqa: E402
+
+
+class ExtractFaceStorlet(object):
+    """Output the largest face of the input photo as a grayscale PNG crop.
+
+    Parameters
+    ----------
+    logger : logging.Logger-like
+        The engine's storlet logger.
+    """
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __call__(self, in_files, out_files, params):
+        invocation.run(self.logger, in_files, out_files, params, tasks.extract)

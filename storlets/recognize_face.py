@@ -1,0 +1,37 @@
+import os
+import sys
+
+# `mlstorlets deploy` sets this to the library dependency it uploads with
+# this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+
+# Storlet naming the person in a photo, or in every frame of a video.
+# Inputs, in the engine's order: in_files[0] is the object the request names
+# (photo or video), in_files[1] the model, named by
+# X-Storlet-Extra-Resources: /container/model-object -- which makes the
+# storlet run on the proxy.  Parameters (threshold, kind, max_frames, source,
+# model) and output metadata (Face-Name, Face-Confidence, Face-Box,
+# Face-Frames) are documented in mlstorlets.faces.tasks.recognize.
+
+from mlstorlets import invocation  # noqa: E402
+from mlstorlets.faces import tasks  # noqa: E402
+
+
+class RecognizeFaceStorlet(object):
+    """Tag a photo with the recognised person, or annotate a video.
+
+    Parameters
+    ----------
+    logger : logging.Logger-like
+        The engine's storlet logger.
+    """
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __call__(self, in_files, out_files, params):
+        invocation.run(self.logger, in_files, out_files, params,
+                       tasks.recognize)

@@ -1,0 +1,34 @@
+import os
+import sys
+
+# `mlstorlets deploy` sets this to the library dependency it uploads with
+# this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+
+# Storlet training the face model in steps (parameter step): pack face crops
+# into a shard of feature rows, merge shards, fit the model over shards.
+# Each request reads several objects (X-Storlet-Extra-Resources), so it runs
+# on the proxy.  mlstorlets.faces.shards documents the steps and their
+# parameters; mlstorlets.faces.pipeline.train plans the requests.
+
+from mlstorlets import invocation  # noqa: E402
+from mlstorlets.faces import shards  # noqa: E402
+
+
+class TrainStorlet(object):
+    """Run one step of face model training over the input objects.
+
+    Parameters
+    ----------
+    logger : logging.Logger-like
+        The engine's storlet logger.
+    """
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __call__(self, in_files, out_files, params):
+        invocation.run(self.logger, in_files, out_files, params, shards.run)

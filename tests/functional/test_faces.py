@@ -1,0 +1,232 @@
+"""The face pipeline in storage, end to end on the embedded cluster.
+
+Photos are uploaded once for the module (labels in ``X-Object-Meta-Name``
+from the file names), faces extracted and a model trained with
+:mod:`mlstorlets.faces.pipeline`; the tests then read the results from the
+outputs' metadata, as a user would.
+"""
+
+import json
+import os
+import pickle
+import re
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from swiftclient.exceptions import ClientException
+
+from mlstorlets.faces import pipeline, plan
+from support import data_dir
+
+META = "x-object-meta-"
+EXTRACT, RECOGNIZE = pipeline.EXTRACT, pipeline.RECOGNIZE
+
+
+def label_of(filename):
+    """``obama14.jpeg`` and ``obama_test1.jpeg`` -> ``obama``."""
+    return re.sub(r"\d", "", filename.split(".")[0].split("_")[0])
+
+
+def _files(kind):
+    root = os.path.join(data_dir(), kind)
+    return [(name, os.path.join(root, name)) for name in sorted(os.listdir(root))]
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def faces(conn):
+    """A container with the sample photos, their crops and a trained model."""
+    container = "test-faces"
+    conn.put_container(container)
+    for name, path in _files("train"):
+        conn.put_object(container, "train/" + name, _read(path),
+                        headers={"X-Object-Meta-Name": label_of(name)}, content_type="image/jpeg")
+    for name, path in _files("test"):
+        conn.put_object(container, "test/" + name, _read(path), content_type="image/jpeg")
+    for name, path in _files("video"):
+        conn.put_object(container, "video/" + name, _read(path), content_type="video/x-msvideo")
+    uri = "swift://%s/" % container
+    extracted = pipeline.extract(conn, uri + "train/", uri + "crops/", concurrency=4)
+    assert extracted.done and not extracted.failed, extracted.format()
+    report = pipeline.train(conn, uri + "crops/", uri + "models/faces.skops", concurrency=4)
+    yield {"container": container, "uri": uri, "extracted": extracted, "report": report}
+    for entry in conn.get_container(container, full_listing=True)[1]:
+        conn.delete_object(container, entry["name"])
+    conn.delete_container(container)
+
+
+def test_extract_writes_labelled_crops(conn, faces):
+    container, summary = faces["container"], faces["extracted"]
+    assert not summary.failed, summary.format()
+    assert len(summary.done) == len(_files("train"))
+    headers, body = conn.get_object(container, "crops/obama14.jpeg")
+    assert body.startswith(b"\x89PNG")
+    assert headers[META + "name"] == "obama"
+    assert headers[META + "source"] == container + "/train/obama14.jpeg"
+    x, y, w, h = map(int, headers[META + "face-box"].split(","))
+    assert w > 0 and h > 0
+
+
+def test_train_writes_a_model_and_removes_its_shards(conn, faces):
+    report, container = faces["report"], faces["container"]
+    assert report.faces == len(_files("train"))
+    assert report.classes == ["bibi", "merkel", "obama", "trump"]
+    headers = conn.head_object(container, "models/faces.skops")
+    assert json.loads(headers[META + "classes"]) == report.classes
+    assert headers[META + "samples"] == str(2 * report.faces)  # each crop mirrored too
+    assert json.loads(headers[META + "feature-spec"])["size"] == 64
+    assert int(headers[META + "shards"]) == report.fit_inputs
+    # The model does not inherit a crop's label.
+    assert META + "name" not in headers
+    assert conn.get_container(container, prefix=pipeline.SHARD_PREFIX)[1] == []
+
+
+def test_recognize_names_7_of_8_test_photos(conn, faces):
+    container, uri = faces["container"], faces["uri"]
+    summary = pipeline.recognize(conn, uri + "models/faces.skops", uri + "test/", uri + "tagged/")
+    assert not summary.failed, summary.format()
+    right = 0
+    for name, path in _files("test"):
+        headers, body = conn.get_object(container, "tagged/" + name)
+        assert body == _read(path)  # the photo itself is unchanged
+        # A photo where no face was found is tagged "none": counted wrong.
+        right += headers[META + "face-name"] == label_of(name)
+    assert right >= 7
+
+
+def test_recognize_annotates_the_video(conn, faces):
+    container, uri = faces["container"], faces["uri"]
+    summary = pipeline.recognize(conn, uri + "models/faces.skops", uri + "video/", uri + "annotated/")
+    assert not summary.failed, summary.format()
+    headers, body = conn.get_object(container, "annotated/obama_mov.avi")
+    assert body[:4] == b"RIFF" and body[8:12] == b"AVI "
+    assert headers[META + "face-name"] == "obama"
+    frames = json.loads(headers[META + "face-frames"])
+    with_face = sum(n for person, n in frames.items() if person != "none")
+    assert with_face > 0 and frames.get("obama", 0) >= 0.9 * with_face
+
+
+def _png_claiming(width, height):
+    """A small, valid PNG whose header claims ``width`` x ``height``."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def _refused(conn, container, source, dest, storlet, params, extra=None):
+    """Run ``storlet`` with copy semantics; return the 422 body."""
+    headers = {"X-Run-Storlet": storlet, "X-Copy-From": "%s/%s" % (container, source)}
+    for i, (key, value) in enumerate(sorted(params.items()), 1):
+        headers["X-Storlet-Parameter-%d" % i] = "%s:%s" % (key, value)
+    if extra:
+        headers["X-Storlet-Extra-Resources"] = extra
+    with pytest.raises(ClientException) as err:
+        conn.put_object(container, dest, b"", headers=headers)
+    assert err.value.http_status == 422, err.value.http_response_content
+    with pytest.raises(ClientException) as missing:
+        conn.head_object(container, dest)
+    assert missing.value.http_status == 404
+    return err.value.http_response_content.decode()
+
+
+def test_bad_photos_are_refused_by_name(conn, container):
+    good = _read(os.path.join(data_dir(), "train", "obama14.jpeg"))
+    bad = {
+        "not-an-image.jpg": (b"hello, I am text", "not a readable image"),
+        "truncated.jpeg": (good[: len(good) // 2], "corrupt or truncated"),
+        "empty.jpeg": (b"", "empty object"),
+        "huge.png": (_png_claiming(30000, 30000), "too large"),
+    }
+    for name, (data, _) in bad.items():
+        conn.put_object(container, name, data)
+    conn.put_object(container, "good.jpeg", good, headers={"X-Object-Meta-Name": "obama"})
+    for name, (data, reason) in bad.items():
+        source = "%s/%s" % (container, name)
+        body = _refused(conn, container, name, "crop-" + name, EXTRACT, {"source": source})
+        assert source in body and reason in body, body
+        assert conn.get_object(container, name)[1] == data  # untouched
+        # The storlet still serves the next request.
+        conn.put_object(container, "crop-good.png", b"", headers={
+            "X-Run-Storlet": EXTRACT, "X-Copy-From": "%s/good.jpeg" % container})
+        headers, body = conn.get_object(container, "crop-good.png")
+        assert body.startswith(b"\x89PNG") and headers[META + "name"] == "obama"
+        conn.delete_object(container, "crop-good.png")
+
+
+def test_a_photo_without_a_face_is_refused_by_extract(conn, container):
+    ok, grey = cv2.imencode(".png", np.full((120, 160), 128, np.uint8))
+    conn.put_object(container, "grey.png", grey.tobytes())
+    body = _refused(conn, container, "grey.png", "crop.png", EXTRACT, {"source": container + "/grey.png"})
+    assert container + "/grey.png: no face found" in body
+
+
+def test_bad_models_and_videos_are_refused_by_name(conn, container, faces):
+    model = "/%s/models/faces.skops" % faces["container"]
+    photo = _read(os.path.join(data_dir(), "test", "obama_test1.jpeg"))
+    conn.put_object(container, "photo.jpeg", photo)
+    conn.put_object(container, "garbage.skops", os.urandom(2048))
+    conn.put_object(container, "model.pkl", pickle.dumps({"estimator": "anything"}))
+    conn.put_object(container, "broken.avi", b"RIFF\x00\x10\x00\x00AVI LIST" + os.urandom(4096))
+    cases = [
+        ("photo.jpeg", "/%s/garbage.skops" % container, "not a skops model file", "garbage.skops"),
+        ("photo.jpeg", "/%s/model.pkl" % container, "is a pickle", "model.pkl"),
+        ("broken.avi", model, "cannot be decoded as a video", "broken.avi"),
+    ]
+    for source, model_path, reason, named in cases:
+        params = {"source": "%s/%s" % (container, source), "model": model_path.lstrip("/")}
+        body = _refused(conn, container, source, "out-" + source, RECOGNIZE, params, extra=model_path)
+        assert reason in body and named in body, body
+        # The next request with a good model works.
+        headers, body = conn.get_object(container, "photo.jpeg", headers={
+            "X-Run-Storlet": RECOGNIZE, "X-Storlet-Extra-Resources": model})
+        assert body == photo and headers[META + "face-name"] == "obama"
+    assert conn.get_object(container, "broken.avi")[1][:4] == b"RIFF"
+
+
+def test_training_scales_past_one_request(cluster, conn, faces):
+    """300 crops: more paths than one header holds, several shards, a merge."""
+    container, uri = faces["container"], faces["uri"]
+    crops = [e["name"] for e in conn.get_container(container, prefix="crops/")[1]]
+    copies = ["many/crop-%04d-%s" % (i, crops[i % len(crops)][len("crops/"):]) for i in range(300)]
+
+    def copy(job):
+        local = cluster.connection()
+        for i in job:
+            local.copy_object(container, crops[i % len(crops)], "/%s/%s" % (container, copies[i]))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(copy, [range(k, 300, 4) for k in range(4)]))
+    paths = [plan.resource_path(container, name) for name in copies]
+    assert len(",".join(paths)) > plan.HEADER_LIMIT
+
+    # A small budget makes the pack requests fill up fast and the shards
+    # too many for one fit request, so that they are merged first.
+    budget = 1800
+    report = pipeline.train(conn, uri + "many/", uri + "models/many.skops", budget=budget, keep_shards=True)
+    shards = conn.get_container(container, prefix=report.shard_prefix.split("/", 3)[3])[1]
+    packed = [s for s in shards if re.search(r"/L0-\d+$", s["name"])]
+    cheapest = min(plan.input_cost(_user_metadata(conn.head_object(container, name))) for name in copies[:96])
+    most_per_request = (budget - plan.input_cost({})) // cheapest
+    assert report.faces == 300 and report.shards == len(packed) >= -(-300 // most_per_request)
+    assert report.merges >= 1 and report.fit_inputs < report.shards
+    headers = conn.head_object(container, "models/many.skops")
+    assert headers[META + "samples"] == "600" and int(headers[META + "shards"]) == report.fit_inputs
+
+    found = pipeline.recognize(conn, uri + "models/many.skops", uri + "test/")
+    assert not found.failed
+    right = sum(tags["name"] == label_of(source.rsplit("/", 1)[1]) for source, tags in found.results.items())
+    assert right >= 7
+
+
+def _user_metadata(headers):
+    return {k[len(META):]: v for k, v in headers.items() if k.startswith(META)}
