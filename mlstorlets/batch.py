@@ -18,6 +18,7 @@ through the client; only requests, answers and (for listings) names do.
 import dataclasses
 import threading
 import time
+from urllib.parse import quote
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from swiftclient.client import Connection
@@ -156,8 +157,23 @@ def error_reason(err):
     return str(err)
 
 
+def clone_connection(conn):
+    """A connection like ``conn`` that shares its token.
+
+    swiftclient connections are not thread-safe: each worker thread of a
+    batch uses its own clone.
+    """
+    url, token = (conn.url, conn.token) if conn.url and conn.token else \
+        conn.get_auth()
+    return Connection(authurl=conn.authurl, user=conn.user, key=conn.key,
+                      auth_version=conn.auth_version,
+                      os_options=conn.os_options, preauthurl=url,
+                      preauthtoken=token, retries=1, insecure=conn.insecure,
+                      timeout=conn.timeout)
+
+
 class _Connections(threading.local):
-    """One swiftclient connection per thread, sharing the token."""
+    """One clone of a connection per thread."""
 
     def __init__(self, conn):
         self.parent = conn
@@ -165,16 +181,19 @@ class _Connections(threading.local):
     def get(self):
         conn = getattr(self, 'conn', None)
         if conn is None:
-            parent = self.parent
-            url, token = parent.get_auth() if not parent.url else \
-                (parent.url, parent.token)
-            conn = self.conn = Connection(
-                authurl=parent.authurl, user=parent.user, key=parent.key,
-                auth_version=parent.auth_version,
-                os_options=parent.os_options, preauthurl=url,
-                preauthtoken=token, retries=1, insecure=parent.insecure,
-                timeout=parent.timeout)
+            conn = self.conn = clone_connection(self.parent)
         return conn
+
+
+def parallel(conn, fn, items, concurrency):
+    """``[fn(connection, item) for item in items]``, ``concurrency`` at a
+    time, each thread with its own clone of ``conn``."""
+    if concurrency < 1:
+        raise ValueError('concurrency must be at least 1')
+    connections = _Connections(conn)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(lambda item: fn(connections.get(), item),
+                             items))
 
 
 def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
@@ -229,7 +248,9 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
         if per_object_params:
             task_params.update(per_object_params(task))
         headers = storlet_headers(storlet, task_params, extra_resources)
-        headers['X-Copy-From'] = '/%s/%s' % (task.container, task.name)
+        # The proxy unquotes it: a name with % or ? must be quoted.
+        headers['X-Copy-From'] = quote('/%s/%s' % (task.container,
+                                                   task.name))
         headers[SOURCE_ETAG] = task.etag
         response = {}
         try:

@@ -63,6 +63,24 @@ def run(logger, in_files, out_files, params, compute):
     _leave(logger)
 
 
+class Storlet(object):
+    """Base of the project's storlets: a thin shell over one function.
+
+    A storlet module defines a subclass whose ``compute`` is the plain
+    function (``compute(in_files, params) -> (metadata, body)``) that does
+    the work; the same function serves the client-side fallback and the
+    unit tests.
+    """
+
+    compute = None
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __call__(self, in_files, out_files, params):
+        run(self.logger, in_files, out_files, params, type(self).compute)
+
+
 def _in_daemon_child():
     """True inside a storlet daemon's per-invocation child process."""
     main = sys.modules.get('__main__')

@@ -18,17 +18,7 @@ from mlstorlets import invocation  # noqa: E402
 from mlstorlets.faces import tasks  # noqa: E402
 
 
-class ExtractFaceStorlet(object):
-    """Output the largest face of the input photo as a grayscale PNG crop.
+class ExtractFaceStorlet(invocation.Storlet):
+    """Output the largest face of the input photo as a grayscale PNG crop."""
 
-    Parameters
-    ----------
-    logger : logging.Logger-like
-        The engine's storlet logger.
-    """
-
-    def __init__(self, logger):
-        self.logger = logger
-
-    def __call__(self, in_files, out_files, params):
-        invocation.run(self.logger, in_files, out_files, params, tasks.extract)
+    compute = staticmethod(tasks.extract)

@@ -20,18 +20,7 @@ from mlstorlets import invocation  # noqa: E402
 from mlstorlets.faces import tasks  # noqa: E402
 
 
-class RecognizeFaceStorlet(object):
-    """Tag a photo with the recognised person, or annotate a video.
+class RecognizeFaceStorlet(invocation.Storlet):
+    """Tag a photo with the recognised person, or annotate a video."""
 
-    Parameters
-    ----------
-    logger : logging.Logger-like
-        The engine's storlet logger.
-    """
-
-    def __init__(self, logger):
-        self.logger = logger
-
-    def __call__(self, in_files, out_files, params):
-        invocation.run(self.logger, in_files, out_files, params,
-                       tasks.recognize)
+    compute = staticmethod(tasks.recognize)

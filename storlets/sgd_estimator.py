@@ -16,18 +16,7 @@ from mlstorlets import invocation  # noqa: E402
 from mlstorlets.linear_model import training  # noqa: E402
 
 
-class SGDEstimatorStorlet(object):
-    """Run one SGD operation (partial_fit, score, labels) on the input object.
+class SGDEstimatorStorlet(invocation.Storlet):
+    """Run one SGD operation (partial_fit, score, labels) on the input object."""
 
-    Parameters
-    ----------
-    logger : logging.Logger-like
-        The engine's storlet logger.
-    """
-
-    def __init__(self, logger):
-        self.logger = logger
-
-    def __call__(self, in_files, out_files, params):
-        invocation.run(self.logger, in_files, out_files, params,
-                       training.run)
+    compute = staticmethod(training.run)

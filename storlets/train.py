@@ -18,17 +18,7 @@ from mlstorlets import invocation  # noqa: E402
 from mlstorlets.faces import shards  # noqa: E402
 
 
-class TrainStorlet(object):
-    """Run one step of face model training over the input objects.
+class TrainStorlet(invocation.Storlet):
+    """Run one step of face model training over the input objects."""
 
-    Parameters
-    ----------
-    logger : logging.Logger-like
-        The engine's storlet logger.
-    """
-
-    def __init__(self, logger):
-        self.logger = logger
-
-    def __call__(self, in_files, out_files, params):
-        invocation.run(self.logger, in_files, out_files, params, shards.run)
+    compute = staticmethod(shards.run)

@@ -153,6 +153,8 @@ def configure_node(server_conf, role, conf_dir, host_root,
     }
     handler.update(STORLET_CONTAINERS)
     _set_section(parser, 'filter:storlet_handler', handler)
+    if role == 'proxy':
+        _cover_storlet_timeout(parser, gateway_extra.get('storlet_timeout'))
     pipeline = parser.get('pipeline:main', 'pipeline').split()
     for name, factory in OUR_FILTERS.items():
         if name in pipeline:
@@ -167,6 +169,21 @@ def configure_node(server_conf, role, conf_dir, host_root,
            ic_conf)
     return {'server_conf': server_conf, 'gateway_conf': gateway_conf,
             'internal_client_conf': ic_conf}
+
+
+def _cover_storlet_timeout(parser, storlet_timeout=None):
+    """Let the proxy wait for a storlet as long as the storlet may run.
+
+    A storlet on an object server sends its first byte only when it has its
+    output; with Swift's default ``node_timeout`` (10 s) the proxy gives up
+    on the node before, and retries the storlet on the next one.
+    """
+    needed = float(storlet_timeout or
+                   gateway_options('')['storlet_timeout']) + 5
+    section = 'app:proxy-server'
+    current = float(parser.get(section, 'node_timeout', fallback='10'))
+    if current < needed:
+        parser.set(section, 'node_timeout', '%g' % needed)
 
 
 def _parser(sections=None):

@@ -20,16 +20,13 @@ not only by Swift's 8 KB header: see :mod:`mlstorlets.faces.plan`.
 """
 
 import dataclasses
-import threading
 import time
 import urllib.parse
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
-from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
-from mlstorlets.batch import INTERNAL_PREFIX, error_reason, list_objects, run_batch, storlet_headers
+from mlstorlets.batch import INTERNAL_PREFIX, error_reason, list_objects, parallel, run_batch, storlet_headers
 from mlstorlets.errors import ObjectError
 from mlstorlets.faces import plan
 from mlstorlets.faces.shards import job_body
@@ -163,7 +160,7 @@ def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency
         return source, {k[len(prefix):]: v for k, v in response.items() if k.startswith(prefix)}, None
 
     found = Recognitions()
-    for source, tags, reason in _parallel(conn, tag, entries, concurrency):
+    for source, tags, reason in parallel(conn, tag, entries, concurrency):
         if reason is None:
             found.results[source] = tags
         else:
@@ -298,7 +295,7 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
     if not entries:
         raise ValueError(f"no face crops under {src}")
 
-    metadata = _parallel(conn, lambda c, e: _user_metadata(c.head_object(src_container, e["name"])),
+    metadata = parallel(conn, lambda c, e: _user_metadata(c.head_object(src_container, e["name"])),
                          entries, concurrency)
     labels = []
     for entry, meta in zip(entries, metadata):
@@ -364,7 +361,7 @@ def _run_step(conn, step, inputs, groups, container, prefix, params, concurrency
                 name + ".json", written)
         return _Input(container, name, _SHARD_COST, sum(inputs[i].faces for i in group))
 
-    return _parallel(conn, one, list(zip(groups, names)), concurrency)
+    return parallel(conn, one, list(zip(groups, names)), concurrency)
 
 
 def _invoke(conn, inputs, container, name, params, job, written, extra_headers=None):
@@ -415,7 +412,7 @@ def _delete(conn, container, names, concurrency):
             if err.http_status != 404:  # never written: its request failed
                 raise
 
-    _parallel(conn, remove, names, concurrency)
+    parallel(conn, remove, names, concurrency)
 
 
 # -- helpers ---------------------------------------------------------------
@@ -434,28 +431,3 @@ def _user_metadata(headers):
     """User metadata of a HEAD response, keys as the engine sees them."""
     return {"-".join(p.capitalize() for p in k[len(_META):].split("-")): v
             for k, v in headers.items() if k.lower().startswith(_META)}
-
-
-def _clone(conn):
-    """A connection like ``conn`` sharing its token (one per thread:
-    swiftclient connections are not thread-safe)."""
-    url, token = (conn.url, conn.token) if conn.url and conn.token else conn.get_auth()
-    return Connection(authurl=conn.authurl, user=conn.user, key=conn.key, auth_version=conn.auth_version,
-                      os_options=conn.os_options, preauthurl=url, preauthtoken=token, retries=1,
-                      insecure=conn.insecure, timeout=conn.timeout)
-
-
-def _parallel(conn, fn, items, concurrency):
-    """``[fn(connection, item) for item in items]``, ``concurrency`` at a time."""
-    if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
-    local = threading.local()
-
-    def call(item):
-        c = getattr(local, "conn", None)
-        if c is None:
-            c = local.conn = _clone(conn)
-        return fn(c, item)
-
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(call, items))

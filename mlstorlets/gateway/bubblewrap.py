@@ -129,6 +129,9 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         args = ['--tmpfs', '/']
         for entry in _host_root_entries():
             args.extend(entry)
+        # Private /proc, /dev and /tmp first: what is bound below must stay
+        # visible even when it lives under the host's /tmp (a checkout there).
+        args += ['--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp']
         # /usr is read-only, so the mount point of the native library
         # directory is made on a tmpfs over /usr/local/lib, into which the
         # host's own entries are bound back.
@@ -151,9 +154,6 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         for interpreter in _interpreters():
             args += ['--ro-bind', wrapper, interpreter]
         args += [
-            '--proc', '/proc',
-            '--dev', '/dev',
-            '--tmpfs', '/tmp',
             '--bind', self.paths.host_pipe_dir, self.paths.sandbox_pipe_dir,
             '--ro-bind', self.paths.host_storlet_base_dir,
             self.paths.sandbox_storlet_base_dir,

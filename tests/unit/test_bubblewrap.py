@@ -58,6 +58,20 @@ def test_only_what_storlets_need_is_visible(sandbox):
     assert argv[storlets - 2] == '--ro-bind'
 
 
+def test_an_environment_under_tmp_stays_visible(tmp_path):
+    venv = str(tmp_path / 'checkout' / '.venv')
+    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
+            'sandbox_python': venv + '/bin/python3'}
+    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    sbox.paths.create_host_pipe_dir()
+    argv = sbox._command('image_AUTH_x')
+    private_tmp = [i for i, a in enumerate(argv)
+                   if a == '--tmpfs' and argv[i + 1] == '/tmp']
+    assert len(private_tmp) == 1
+    # Mounted after the private /tmp, so not hidden by it.
+    assert argv.index(venv) > private_tmp[0]
+
+
 def test_python_wrapper_runs_the_configured_interpreter(sandbox):
     path = sandbox._python_wrapper()
     with open(path) as f:

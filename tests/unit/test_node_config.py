@@ -79,3 +79,15 @@ def test_configure_node_writes_the_three_files(tmp_path):
     client = configparser.RawConfigParser()
     client.read(written['internal_client_conf'])
     assert client.get('DEFAULT', 'swift_dir') == '/srv/swift'
+
+
+def test_the_proxy_waits_as_long_as_a_storlet_may_run(tmp_path):
+    conf = tmp_path / 'proxy-server.conf'
+    conf.write_text('[DEFAULT]\n[pipeline:main]\npipeline = catch_errors '
+                    'tempauth copy proxy-server\n[app:proxy-server]\n'
+                    'use = egg:swift#proxy\n')
+    configure_node(str(conf), 'proxy', str(tmp_path), '/var/lib/storlets',
+                   storlet_timeout=100)
+    server = configparser.RawConfigParser()
+    server.read(str(conf))
+    assert float(server.get('app:proxy-server', 'node_timeout')) >= 100
