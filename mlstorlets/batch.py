@@ -116,8 +116,13 @@ def list_objects(conn, uri):
             'name': prefix, 'hash': headers['etag'],
             'bytes': int(headers['content-length']),
             'content_type': headers.get('content-type', '')}]
-    _, listing = conn.get_container(container, prefix=prefix or None,
-                                    full_listing=True)
+    try:
+        _, listing = conn.get_container(container, prefix=prefix or None,
+                                        full_listing=True)
+    except ClientException as err:
+        if err.http_status == 404:
+            raise ObjectError(uri, 'no such container') from None
+        raise
     return container, prefix, [e for e in listing
                                 if not e['name'].startswith(INTERNAL_PREFIX)]
 

@@ -77,6 +77,43 @@ def cmd_cp(args):
                        resume=not args.no_resume))
 
 
+def cmd_faces_extract(args):
+    from mlstorlets.connection import connection_from_environment
+    from mlstorlets.faces import pipeline
+    return report(pipeline.extract(
+        connection_from_environment(), args.src, args.dest, size=args.size,
+        margin=args.margin, label_key=args.label_key,
+        concurrency=args.concurrency, resume=not args.no_resume))
+
+
+def cmd_faces_train(args):
+    from mlstorlets.connection import connection_from_environment
+    from mlstorlets.faces import pipeline
+    result = pipeline.train(connection_from_environment(), args.src,
+                            args.model, label_key=args.label_key,
+                            epochs=args.epochs, alpha=args.alpha,
+                            concurrency=args.concurrency)
+    print('trained %s on %d faces of %s: %d shard(s), %d merge(s), '
+          '%.1f s' % (result.model, result.faces, ', '.join(result.classes),
+                      result.shards, result.merges, result.seconds))
+
+
+def cmd_faces_recognize(args):
+    from mlstorlets.connection import connection_from_environment
+    from mlstorlets.faces import pipeline
+    result = pipeline.recognize(
+        connection_from_environment(), args.model, args.src, args.dest,
+        threshold=args.threshold, concurrency=args.concurrency)
+    if args.dest is not None:
+        return report(result)
+    for name, tags in sorted(result.results.items()):
+        print('%s: %s' % (name, ' '.join('%s=%s' % kv
+                                         for kv in sorted(tags.items()))))
+    for name, reason in result.failed:
+        print('failed %s: %s' % (name, reason))
+    return 1 if result.failed else 0
+
+
 def cmd_demo(args):
     from mlstorlets import demo
     cluster = _cluster(args)
@@ -167,6 +204,39 @@ def parser():
     cp.add_argument('--no-resume', action='store_true')
     cp.set_defaults(func=cmd_cp)
 
+    faces = sub.add_parser('faces', help='the face pipeline, in the cluster')
+    faces_sub = faces.add_subparsers(dest='faces_command', required=True)
+    fe = faces_sub.add_parser('extract', help='crop the face of every photo '
+                              'under SRC into DEST')
+    fe.add_argument('src')
+    fe.add_argument('dest')
+    fe.add_argument('--size', type=int, default=64)
+    fe.add_argument('--margin', type=float, default=0.2,
+                    help='forehead margin, a fraction of the face height')
+    fe.add_argument('--label-key', default='Name',
+                    help='metadata key of the label (X-Object-Meta-<key>)')
+    add_batch_options(fe)
+    fe.set_defaults(func=cmd_faces_extract)
+    ft = faces_sub.add_parser('train', help='train a recognizer from the '
+                              'labelled crops under SRC into MODEL')
+    ft.add_argument('src')
+    ft.add_argument('model', help='swift://container/object')
+    ft.add_argument('--label-key', default='Name')
+    ft.add_argument('--epochs', type=int, default=20)
+    ft.add_argument('--alpha', type=float, default=0.5)
+    ft.add_argument('-j', '--concurrency', type=int, default=4)
+    ft.set_defaults(func=cmd_faces_train)
+    fr = faces_sub.add_parser('recognize', help='name the faces in the '
+                              'photos and videos under SRC')
+    fr.add_argument('model')
+    fr.add_argument('src')
+    fr.add_argument('dest', nargs='?', default=None,
+                    help='write tagged copies here; without it, print the '
+                         'tags')
+    fr.add_argument('--threshold', type=float, default=0.5)
+    add_batch_options(fr)
+    fr.set_defaults(func=cmd_faces_recognize)
+
     de = sub.add_parser('demo', help='run the face pipeline on a labelled '
                         'data set in the embedded cluster')
     de.add_argument('--data', required=True,
@@ -198,12 +268,19 @@ def main(argv=None):
     # eventlet, imported by the storlets engine, warns of its own future.
     warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
     args = parser().parse_args(argv)
+    from swiftclient.exceptions import ClientException
     from mlstorlets.aio import ClusterError
+    from mlstorlets.batch import error_reason
     from mlstorlets.errors import ObjectError
     try:
         return args.func(args) or 0
     except (ClusterError, ObjectError, ValueError, FileNotFoundError) as err:
         print('mlstorlets: %s' % err, file=sys.stderr)
+        return 2
+    except ClientException as err:
+        print('mlstorlets: %s %s: %s' % (err.http_path or '', 'failed',
+                                          error_reason(err)),
+              file=sys.stderr)
         return 2
 
 

@@ -294,6 +294,7 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
     entries = [e for e in entries if (src_container, e["name"]) != (model_container, model_name)]
     if not entries:
         raise ValueError(f"no face crops under {src}")
+    conn.put_container(model_container)
 
     metadata = parallel(conn, lambda c, e: _user_metadata(c.head_object(src_container, e["name"])),
                          entries, concurrency)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from swiftclient.exceptions import ClientException
 
+from mlstorlets.cli import main
 from mlstorlets.faces import pipeline, plan
 from support import data_dir
 
@@ -61,6 +62,21 @@ def faces(conn):
     for entry in conn.get_container(container, full_listing=True)[1]:
         conn.delete_object(container, entry["name"])
     conn.delete_container(container)
+
+
+def test_the_faces_commands(cluster, faces, capsys, monkeypatch):
+    for key, value in cluster.env().items():
+        monkeypatch.setenv(key, value)
+    uri = faces["uri"]
+    assert main(["faces", "extract", uri + "test/", uri + "cli-crops/"]) == 0
+    assert "extract_face.py: 8 done" in capsys.readouterr().out
+    assert main(["faces", "recognize", uri + "models/faces.skops",
+                 uri + "test/"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and all(" name=" in line for line in lines)
+    assert main(["faces", "train", "swift://no-such-container/x/",
+                 uri + "models/other.skops"]) == 2
+    assert "no such container" in capsys.readouterr().err
 
 
 def test_extract_writes_labelled_crops(conn, faces):
