@@ -20,6 +20,7 @@ its answer is sent and every file closed, the child of an mlstorlets
 storlet leaves with ``os._exit(0)``, as a forked child should.
 """
 
+import math
 import os
 import sys
 
@@ -79,6 +80,39 @@ class Storlet(object):
 
     def __call__(self, in_files, out_files, params):
         run(self.logger, in_files, out_files, params, type(self).compute)
+
+
+def int_param(params, key, default, low, high, name):
+    """Parameter ``key`` as an int in [low, high]; ``default`` if absent.
+
+    A bad value is the caller's input error: an ObjectError naming ``name``.
+    """
+    raw = params.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ObjectError(name, f"parameter {key} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def float_param(params, key, default, low=-math.inf, high=math.inf,
+                name=""):
+    """Parameter ``key`` as a finite float in [low, high]; ``default`` if
+    absent."""
+    raw = params.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ObjectError(name, f"parameter {key} must be a number, got {raw!r}") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {raw}")
+    return value
 
 
 def _in_daemon_child():

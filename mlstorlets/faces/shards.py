@@ -41,12 +41,11 @@ import tempfile
 import numpy as np
 
 from mlstorlets.errors import ObjectError
+from mlstorlets.invocation import float_param, int_param
 from mlstorlets.faces.features import default_spec, feature_length, training_features
 from mlstorlets.faces.image import decode_image
 from mlstorlets.faces.model import dump_model, load_shard, pack_shard, train_incremental
 from mlstorlets.faces.tasks import (
-    _float_param,
-    _int_param,
     input_name,
     metadata_value,
     read_input,
@@ -99,8 +98,8 @@ def run(in_files, params):
 
 def _spec(params):
     name = input_name(params, 0)  # the job
-    size = _int_param(params, "size", 64, 16, 256, name)
-    margin = _float_param(params, "margin", 0.2, 0.0, 1.0, name)
+    size = int_param(params, "size", 64, 16, 256, name)
+    margin = float_param(params, "margin", 0.2, 0.0, 1.0, name)
     try:
         return default_spec(size=size, margin=margin)
     except ValueError as exc:
@@ -170,9 +169,9 @@ def fit(in_files, names, params):
     """Train the face model over every input shard."""
     spec = _spec(params)
     name = input_name(params, 0)
-    epochs = _int_param(params, "epochs", 20, 1, 1000, name)
-    alpha = _float_param(params, "alpha", 1.0, 1e-8, 1e4, name)
-    seed = _int_param(params, "seed", 0, 0, 2**31 - 1, name)
+    epochs = int_param(params, "epochs", 20, 1, 1000, name)
+    alpha = float_param(params, "alpha", 1.0, 1e-8, 1e4, name)
+    seed = int_param(params, "seed", 0, 0, 2**31 - 1, name)
     n_features = feature_length(spec)
     workdir = tempfile.mkdtemp(prefix="mlstorlets-train-")
     try:

@@ -17,13 +17,13 @@ writing an output of another type sets it on its request.
 """
 
 import json
-import math
 import mmap
 import os
 import shutil
 import tempfile
 
 from mlstorlets.errors import ObjectError
+from mlstorlets.invocation import float_param, int_param
 from mlstorlets.faces.detect import crop_face, encode_png, extract_face, largest_face
 from mlstorlets.faces.image import decode_image
 from mlstorlets.faces.model import load_model, recognize as recognize_crop
@@ -141,32 +141,6 @@ def _read_head(f, size=512):
     return head
 
 
-def _int_param(params, key, default, low, high, name):
-    raw = params.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ObjectError(name, f"parameter {key} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _float_param(params, key, default, low, high, name):
-    raw = params.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ObjectError(name, f"parameter {key} must be a number, got {raw!r}") from None
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {raw}")
-    return value
-
-
 def _box(box):
     return ",".join(str(int(v)) for v in box)
 
@@ -188,8 +162,8 @@ def extract(in_files, params):
         The grayscale crop, PNG.
     """
     name = input_name(params, 0)
-    size = _int_param(params, "size", 64, 16, 256, name)
-    margin = _float_param(params, "margin", 0.2, 0.0, 1.0, name)
+    size = int_param(params, "size", 64, 16, 256, name)
+    margin = float_param(params, "margin", 0.2, 0.0, 1.0, name)
     label_key = params.get("label_key") or "Name"
     data = read_input(in_files[0], name, MAX_IMAGE_BYTES)
     crop, box = extract_face(data, name, size=size, margin=margin)
@@ -230,7 +204,7 @@ def recognize(in_files, params):
         raise ObjectError(name, "recognition needs the model as the one extra resource "
                                 f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs")
     model_name = params.get("model") or "the model object (input 1)"
-    threshold = _float_param(params, "threshold", 0.5, 0.0, 1.0, name)
+    threshold = float_param(params, "threshold", 0.5, 0.0, 1.0, name)
     kind = params.get("kind") or "auto"
     if kind not in ("auto", "image", "video"):
         raise ObjectError(name, f"parameter kind must be image, video or auto, got {kind!r}")
@@ -246,7 +220,7 @@ def recognize(in_files, params):
     if kind == "video":
         if sniffed != "video":
             raise ObjectError(name, "not a video in a known container (AVI, MP4/MOV, Matroska, MPEG)")
-        max_frames = _int_param(params, "max_frames", MAX_FRAMES, 1, 10**6, name)
+        max_frames = int_param(params, "max_frames", MAX_FRAMES, 1, 10**6, name)
         tags, body = _recognize_video(model, in_files[0], head, name, threshold, max_frames)
     else:
         data = head + read_input(in_files[0], name, MAX_IMAGE_BYTES - len(head))

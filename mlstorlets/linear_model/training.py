@@ -33,6 +33,7 @@ import platform
 import numpy as np
 
 from mlstorlets.errors import ObjectError
+from mlstorlets.invocation import float_param
 from mlstorlets.linear_model import data, state
 
 OPERATIONS = ("partial_fit", "score", "labels")
@@ -69,19 +70,6 @@ def _read_all(f):
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _float_param(params, key, default, name):
-    raw = params.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ObjectError(name, f"bad parameter {key}={raw!r}") from None
-    if not math.isfinite(value):
-        raise ObjectError(name, f"parameter {key} must be finite")
-    return value
 
 
 def _weights(batch, object_weight):
@@ -361,15 +349,15 @@ def run(in_files, params):
     else:
         metadata["Mlstorlets-State-Via"] = "parameters"
     model = state.loads(blob, name="model state")
-    object_weight = _float_param(params, "object_weight", 1.0, name)
+    object_weight = float_param(params, "object_weight", 1.0, name=name)
     if object_weight < 0:
         raise ObjectError(name, "object_weight must be >= 0")
-    fraction = _float_param(params, "holdout_fraction", 0.0, name)
+    fraction = float_param(params, "holdout_fraction", 0.0, name=name)
     if not 0 <= fraction < 1:
         raise ObjectError(name, "holdout_fraction must be in [0, 1)")
     holdout = None
     if fraction > 0:
-        holdout = (fraction, int(_float_param(params, "holdout_seed", 0, name)))
+        holdout = (fraction, int(float_param(params, "holdout_seed", 0, name=name)))
     if op == "partial_fit":
         return metadata, partial_fit(model, batches, name, object_weight, holdout)
     sums = score_sums(model, batches, name, object_weight, holdout)
