@@ -16,6 +16,8 @@ through the client; only requests, answers and (for listings) names do.
 """
 
 import dataclasses
+import hashlib
+import json
 import threading
 import time
 from urllib.parse import quote
@@ -28,6 +30,10 @@ from mlstorlets.errors import ObjectError
 from mlstorlets.uri import parse_uri, plan_keys
 
 SOURCE_ETAG = 'X-Object-Meta-Source-Etag'
+# What made an output besides its source: the storlet, its parameters and
+# the content of its other inputs (a model, say).  An output is up to date
+# only if both match.
+RUN_KEY = 'Mlstorlets-Run'
 # Objects the project keeps for itself inside user containers.
 INTERNAL_PREFIX = '.mlstorlets'
 # Failures a summary prints one by one; the rest are counted.
@@ -141,6 +147,13 @@ def plan(src, dest, entries, src_container, src_prefix):
             for entry, (_, name) in zip(entries, pairs)]
 
 
+def run_digest(storlet, params=None, extra_etags=()):
+    """A short digest of everything but the source that made an output."""
+    params = {k: str(v) for k, v in (params or {}).items() if k != 'source'}
+    text = json.dumps([storlet, sorted(params.items()), list(extra_etags)])
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
 def storlet_headers(storlet, params=None, extra_resources=None):
     """Request headers that run ``storlet`` with ``params``."""
     headers = {'X-Run-Storlet': storlet}
@@ -242,21 +255,24 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
     existing = _existing_outputs(conn, dest)
     if not resume:
         existing = {}
+    extra_etags = [_etag(conn, path) for path in extra_resources or ()]
     connections = _Connections(conn)
     lock = threading.Lock()
 
     def invoke(task):
-        if task.dest_name in existing and \
-                _output_etag(connections.get(), task) == task.etag:
-            return task, 'skipped', None, 0
         task_params = dict(params or {}, source=task.source)
         if per_object_params:
             task_params.update(per_object_params(task))
+        run = run_digest(storlet, task_params, extra_etags)
+        if task.dest_name in existing and _made_from(
+                connections.get(), task) == (task.etag, run):
+            return task, 'skipped', None, 0
         headers = storlet_headers(storlet, task_params, extra_resources)
         # The proxy unquotes it: a name with % or ? must be quoted.
         headers['X-Copy-From'] = quote('/%s/%s' % (task.container,
                                                    task.name))
         headers[SOURCE_ETAG] = task.etag
+        headers['X-Object-Meta-' + RUN_KEY] = run
         response = {}
         try:
             connections.get().put_object(
@@ -304,13 +320,25 @@ def _existing_outputs(conn, dest):
     return {e['name']: e['hash'] for e in listing}
 
 
-def _output_etag(conn, task):
-    """The source ETag an existing output was made from, or None."""
+def _made_from(conn, task):
+    """(source ETag, run digest) an existing output records, or None."""
     try:
         headers = conn.head_object(task.dest_container, task.dest_name)
     except ClientException:
         return None
-    return headers.get(SOURCE_ETAG.lower())
+    return (headers.get(SOURCE_ETAG.lower()),
+            headers.get('x-object-meta-' + RUN_KEY.lower()))
+
+
+def _etag(conn, path):
+    """The ETag of ``/container/object`` (an extra resource)."""
+    container, _, name = path.lstrip('/').partition('/')
+    try:
+        return conn.head_object(container, name)['etag']
+    except ClientException as err:
+        if err.http_status == 404:
+            raise ObjectError(path, 'no such object (extra resource)')
+        raise
 
 
 def _progress(total, label, enabled):

@@ -15,11 +15,12 @@ leaves a partial output, and is listed in the summary with its reason.
 """
 
 import dataclasses
+import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from mlstorlets.batch import BatchSummary, _progress, run_batch
+from mlstorlets.batch import RUN_KEY, BatchSummary, _progress, run_batch, run_digest
 from mlstorlets.errors import ObjectError
 from mlstorlets.local_storlet import StorletFailed, invoke, load_storlet
 from mlstorlets.stores.base import SOURCE_ETAG, NotFound
@@ -107,8 +108,10 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
         # the storlet sets (see mlstorlets.middleware.storlet_copy).
         return body, dict(metadata, **out_metadata)
 
+    run = run_digest(storlet, params,
+                     [hashlib.md5(data).hexdigest() for data, _ in extras])
     return _on_client(storlet, stores, src, dest, transform, concurrency,
-                      resume, progress, same_content_is_done=False)
+                      resume, progress, same_content_is_done=False, run=run)
 
 
 def copy(src, dest, concurrency=4, resume=True, *, stores=None,
@@ -151,7 +154,7 @@ def copy(src, dest, concurrency=4, resume=True, *, stores=None,
 
 
 def _on_client(label, stores, src, dest, transform, concurrency, resume,
-               progress, same_content_is_done):
+               progress, same_content_is_done, run=None):
     """Download, ``transform`` and upload every source object."""
     started = time.monotonic()
     src_store, _ = stores.open(src)
@@ -170,8 +173,9 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
             return True
         if found.metadata is None:
             found = dest_store.head(task.dest_key)
-        return found is not None and found.metadata.get(SOURCE_ETAG) == \
-            task.source.etag
+        return found is not None and \
+            found.metadata.get(SOURCE_ETAG) == task.source.etag and \
+            (run is None or found.metadata.get(RUN_KEY) == run)
 
     def work(task, count):
         if up_to_date(task):
@@ -180,6 +184,8 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
         count(len(data))
         body, out_metadata = transform(task.source, data, metadata)
         out_metadata[SOURCE_ETAG] = task.source.etag
+        if run is not None:
+            out_metadata[RUN_KEY] = run
         # Counted before the upload: a failed upload moved bytes too.
         count(len(body))
         dest_store.put(task.dest_key, body, out_metadata)

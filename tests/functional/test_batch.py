@@ -36,6 +36,28 @@ def test_runs_over_every_object_and_resumes(conn, sources):
     assert conn.get_object(sources, 'out/o03.txt')[1] == b'changed'
 
 
+def test_resume_redoes_outputs_made_otherwise(conn, sources):
+    """Other parameters or another extra input (a new model) make other
+    outputs: resuming must not keep the old ones."""
+    src, dest = 'swift://%s/in/' % sources, 'swift://%s/run/' % sources
+    conn.put_object(sources, 'model', b'model 1')
+    extra = ['/%s/model' % sources]
+    first = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'},
+                      extra_resources=extra)
+    assert len(first.done) == 30
+    same = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'},
+                     extra_resources=extra)
+    assert len(same.skipped) == 30
+    other_params = run_batch(conn, 'probe.py', src, dest,
+                             params={'k': 'w'}, extra_resources=extra)
+    assert len(other_params.done) == 30
+    conn.put_object(sources, 'model', b'model 2')
+    new_model = run_batch(conn, 'probe.py', src, dest, params={'k': 'w'},
+                          extra_resources=extra)
+    assert len(new_model.done) == 30
+    assert conn.get_object(sources, 'run/o05.txt')[1].endswith(b'model 2')
+
+
 def test_failures_are_per_object_with_the_servers_reason(conn, sources):
     summary = run_batch(conn, 'probe.py', 'swift://%s/in/' % sources,
                         'swift://%s/bad/' % sources,

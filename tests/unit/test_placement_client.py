@@ -56,9 +56,13 @@ def test_file_to_file_runs_the_storlet_on_the_client(photos, stores):
                          storlets_dir=TEST_STORLETS)
     assert len(again.skipped) == 6 and again.client_bytes == 0
     FileStore(str(photos)).put('in/d0/p0.jpg', b'changed')
-    again = run_anywhere('probe.py', src, dest, stores=stores,
+    again = run_anywhere('probe.py', src, dest, {'k': 'v'}, stores=stores,
                          storlets_dir=TEST_STORLETS)
     assert again.done == ['file://%s/in/d0/p0.jpg' % photos]
+    # Other parameters make other outputs: nothing is kept.
+    other = run_anywhere('probe.py', src, dest, {'k': 'w'}, stores=stores,
+                         storlets_dir=TEST_STORLETS)
+    assert len(other.done) == 6
 
 
 def test_failures_are_per_object_and_write_nothing(photos, stores):
