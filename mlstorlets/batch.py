@@ -266,43 +266,52 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
         run = run_digest(storlet, task_params, extra_etags)
         if task.dest_name in existing and _made_from(
                 connections.get(), task) == (task.etag, run):
-            return task, 'skipped', None, 0
+            return task.source, 'skipped', None
         headers = storlet_headers(storlet, task_params, extra_resources)
         # The proxy unquotes it: a name with % or ? must be quoted.
         headers['X-Copy-From'] = quote('/%s/%s' % (task.container,
                                                    task.name))
         headers[SOURCE_ETAG] = task.etag
         headers['X-Object-Meta-' + RUN_KEY] = run
-        response = {}
         try:
             connections.get().put_object(
-                task.dest_container, task.dest_name, b'', headers=headers,
-                response_dict=response)
+                task.dest_container, task.dest_name, b'', headers=headers)
         except ClientException as err:
-            return task, 'failed', error_reason(err), len(
-                err.http_response_content or b'')
-        return task, 'done', None, 0
+            with lock:
+                summary.client_bytes += len(err.http_response_content or b'')
+            return task.source, 'failed', error_reason(err)
+        return task.source, 'done', None
 
-    bar = _progress(len(tasks), storlet, progress)
+    record(summary, tasks, invoke, concurrency, progress)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def record(summary, tasks, work, concurrency, progress=None):
+    """Run ``work(task) -> (name, status, reason)`` over ``tasks``, at most
+    ``concurrency`` at a time, with a progress bar, into ``summary``.
+
+    ``status`` is ``'done'``, ``'skipped'`` or ``'failed'`` (with the
+    reason); the lists come out sorted by name.
+    """
+    bar = _progress(len(tasks), summary.storlet, progress)
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for future in as_completed([pool.submit(invoke, t)
+            for future in as_completed([pool.submit(work, t)
                                         for t in tasks]):
-                task, status, reason, nbytes = future.result()
-                with lock:
-                    summary.client_bytes += nbytes
-                    if status == 'failed':
-                        summary.failed.append((task.source, reason))
-                    else:
-                        getattr(summary, status).append(task.source)
+                name, status, reason = future.result()
+                if status == 'failed':
+                    summary.failed.append((name, reason))
+                else:
+                    getattr(summary, status).append(name)
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    summary.done.sort()
+    summary.skipped.sort()
     summary.failed.sort()
-    summary.seconds = time.monotonic() - started
-    return summary
 
 
 def _existing_outputs(conn, dest):

@@ -18,9 +18,8 @@ import dataclasses
 import hashlib
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from mlstorlets.batch import RUN_KEY, BatchSummary, _progress, run_batch, run_digest
+from mlstorlets.batch import RUN_KEY, BatchSummary, record, run_batch, run_digest
 from mlstorlets.errors import ObjectError
 from mlstorlets.local_storlet import StorletFailed, invoke, load_storlet
 from mlstorlets.stores.base import SOURCE_ETAG, NotFound
@@ -157,11 +156,8 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
                progress, same_content_is_done, run=None):
     """Download, ``transform`` and upload every source object."""
     started = time.monotonic()
-    src_store, _ = stores.open(src)
-    dest_store, _ = stores.open(dest)
-    tasks = _plan(src_store, src, dest)
-    _prepare_destination(dest_store, dest)
-    existing = _existing(dest_store, dest) if resume else {}
+    src_store, dest_store, tasks, existing = _open(stores, src, dest,
+                                                   resume)
     kinds_match = src_store.etag_kind == dest_store.etag_kind
 
     def up_to_date(task):
@@ -200,11 +196,8 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
 def _in_cluster_copy(stores, src, dest, concurrency, resume, progress):
     """A server-side copy of every source object (no data moves)."""
     started = time.monotonic()
-    src_store, _ = stores.open(src)
-    dest_store, _ = stores.open(dest)
-    tasks = _plan(src_store, src, dest)
-    _prepare_destination(dest_store, dest)
-    existing = _existing(dest_store, dest) if resume else {}
+    src_store, dest_store, tasks, existing = _open(stores, src, dest,
+                                                   resume)
 
     def work(task, count):
         found = existing.get(task.dest_key)
@@ -218,6 +211,17 @@ def _in_cluster_copy(stores, src, dest, concurrency, resume, progress):
                        progress)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _open(stores, src, dest, resume):
+    """The two stores, the tasks, and the outputs already there (for a
+    resume) of a job from ``src`` to ``dest``."""
+    src_store, _ = stores.open(src)
+    dest_store, _ = stores.open(dest)
+    tasks = _plan(src_store, src, dest)
+    _prepare_destination(dest_store, dest)
+    return src_store, dest_store, tasks, (
+        _existing(dest_store, dest) if resume else {})
 
 
 def _plan(src_store, src, dest):
@@ -283,28 +287,11 @@ def _execute(label, placement, src_store, tasks, work, concurrency,
             summary.client_bytes += nbytes
 
     def guarded(task):
+        name = src_store.uri(task.source.name)
         try:
-            return task, work(task, count), None
+            return name, work(task, count), None
         except (ObjectError, StorletFailed) as err:
-            return task, 'failed', str(err)
+            return name, 'failed', str(err)
 
-    bar = _progress(len(tasks), label, progress)
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for future in as_completed([pool.submit(guarded, t)
-                                        for t in tasks]):
-                task, status, reason = future.result()
-                name = src_store.uri(task.source.name)
-                if status == 'failed':
-                    summary.failed.append((name, reason))
-                else:
-                    getattr(summary, status).append(name)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    summary.failed.sort()
-    summary.done.sort()
-    summary.skipped.sort()
+    record(summary, tasks, guarded, concurrency, progress)
     return summary
