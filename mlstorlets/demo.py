@@ -12,7 +12,6 @@ then prints the accuracy and the bytes that went through the client for
 steps 2 to 4.
 """
 
-import collections
 import hashlib
 import json
 import time
@@ -70,11 +69,12 @@ def run(conn, data_dir, threshold=0.5, log=print):
     tests = [i for i in items if i.split == 'test']
     correct = 0
     for item in tests:
-        named = _tag(conn, item.name, 'face-name')
+        tags = _tags(conn, item.name)
+        named = tags.get('name')
         correct += named == item.label
         log('  %-28s %-8s -> %s (%s)' % (
             item.name, item.label, named or 'no face',
-            _tag(conn, item.name, 'face-confidence') or '-'))
+            tags.get('confidence', '-')))
     log('photos: %d of %d test photos named correctly' % (correct,
                                                           len(tests)))
     result = {'photos_correct': correct, 'photos': len(tests),
@@ -90,14 +90,15 @@ def run(conn, data_dir, threshold=0.5, log=print):
         log(tagged.format())
         client_bytes += tagged.client_bytes
         for item in videos:
-            frames = json.loads(_tag(conn, item.name, 'face-frames') or '{}')
+            tags = _tags(conn, item.name)
+            frames = json.loads(tags.get('frames', '{}'))
             with_face = sum(n for name, n in frames.items() if name != 'none')
             right = frames.get(item.label, 0)
             log('video %s: %d of %d frames with a face tagged %s (%.0f%%); '
                 'most frequent name: %s' % (
                     item.name, right, with_face, item.label,
                     100.0 * right / max(with_face, 1),
-                    _tag(conn, item.name, 'face-name')))
+                    tags.get('name')))
             result.setdefault('videos', {})[item.name] = frames
     result['client_bytes'] = client_bytes
     result['seconds'] = time.monotonic() - started
@@ -106,12 +107,13 @@ def run(conn, data_dir, threshold=0.5, log=print):
     return result
 
 
-def _tag(conn, name, key):
-    headers = conn.head_object(RESULTS, name)
-    return headers.get('x-object-meta-' + key)
+def _tags(conn, name):
+    """The ``Face-*`` metadata of a result, keys without the prefix."""
+    prefix = 'x-object-meta-face-'
+    return {k[len(prefix):]: v for k, v in
+            conn.head_object(RESULTS, name).items() if k.startswith(prefix)}
 
 
 def _counts(summary):
-    return collections.OrderedDict(done=len(summary.done),
-                                   skipped=len(summary.skipped),
-                                   failed=len(summary.failed))
+    return {'done': len(summary.done), 'skipped': len(summary.skipped),
+            'failed': len(summary.failed)}

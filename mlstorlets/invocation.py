@@ -44,22 +44,22 @@ def run(logger, in_files, out_files, params, compute):
     compute : callable
         Returns ``(metadata, body)``: a dict of str to str and bytes.
     """
-    out = out_files[0]
     try:
         metadata, body = compute(in_files, dict(params))
+        metadata = {k: str(v) for k, v in metadata.items()}
+        metadata[LENGTH_KEY] = str(len(body))
     except ObjectError as err:
         logger.info('refused: %s' % err)
-        out.set_metadata({ERROR_KEY: str(err)[:MAX_REASON]})
-        out.close()
-        _leave(logger)
-        return
+        # A refusal is metadata only: the proxy answers 422 and writes
+        # nothing.
+        metadata, body = {ERROR_KEY: str(err)[:MAX_REASON]}, b''
     finally:
         for f in in_files:
             f.close()
-    metadata = {k: str(v) for k, v in metadata.items()}
-    metadata[LENGTH_KEY] = str(len(body))
+    out = out_files[0]
     out.set_metadata(metadata)
-    out.write(body)
+    if body:
+        out.write(body)
     out.close()
     _leave(logger)
 
@@ -130,7 +130,3 @@ def _leave(logger):
         finally:
             os._exit(0)
 
-
-def refusal(headers):
-    """The refusal carried by a storlet response's headers, or None."""
-    return headers.get('x-object-meta-' + ERROR_KEY.lower())

@@ -176,7 +176,9 @@ def load_storlet(storlet, storlets_dir=None):
                 'mlstorlets_local_storlets.%s' % stem, path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            _cache[stamp] = getattr(module, storlet_class(path))
+            with open(path, 'rb') as f:
+                name = storlet_class(f.read(), path)
+            _cache[stamp] = getattr(module, name)
         return _cache[stamp]
 
 

@@ -62,10 +62,9 @@ def default_source_dir():
                             'mlstorlets; pass it explicitly')
 
 
-def storlet_class(path):
-    """The name of the storlet class defined in the module at ``path``."""
-    with open(path, 'rb') as f:
-        tree = ast.parse(f.read(), path)
+def storlet_class(source, path):
+    """The name of the storlet class defined by the module ``source``."""
+    tree = ast.parse(source, path)
     names = [node.name for node in tree.body
              if isinstance(node, ast.ClassDef) and node.name.endswith('Storlet')]
     if len(names) != 1:
@@ -102,34 +101,31 @@ def artifacts(source_dir=None, library=True):
     """Every object that deploying ``source_dir`` uploads."""
     source_dir = source_dir or default_source_dir()
     found = []
-    dependencies = []
+    library_name = None
     if library:
         body = library_zip()
-        name = '%s%s.zip' % (LIBRARY_PREFIX,
-                             hashlib.sha256(body).hexdigest()[:16])
-        dependencies.append(name)
-        found.append(Artifact('dependency', name, body, {
+        library_name = '%s%s.zip' % (LIBRARY_PREFIX,
+                                     hashlib.sha256(body).hexdigest()[:16])
+        found.append(Artifact('dependency', library_name, body, {
             'X-Object-Meta-Storlet-Dependency-Version': mlstorlets.__version__,
         }))
     for filename in sorted(os.listdir(source_dir)):
         if not filename.endswith('.py') or filename.startswith('_'):
             continue
         path = os.path.join(source_dir, filename)
-        main = '%s.%s' % (filename[:-3], storlet_class(path))
+        with open(path, 'rb') as f:
+            body = f.read()
         headers = {
             'X-Object-Meta-Storlet-Language': 'Python',
             'X-Object-Meta-Storlet-Language-Version': '3',
             'X-Object-Meta-Storlet-Interface-Version': '1.0',
             'X-Object-Meta-Storlet-Object-Metadata': 'no',
-            'X-Object-Meta-Storlet-Main': main,
+            'X-Object-Meta-Storlet-Main': '%s.%s' % (
+                filename[:-3], storlet_class(body, path)),
         }
-        if dependencies:
-            headers['X-Object-Meta-Storlet-Dependency'] = ','.join(
-                dependencies)
-        with open(path, 'rb') as f:
-            body = f.read()
-        if dependencies:
-            body = _with_library(body, dependencies[0], path)
+        if library_name:
+            headers['X-Object-Meta-Storlet-Dependency'] = library_name
+            body = _with_library(body, library_name, path)
         found.append(Artifact('storlet', filename, body, headers))
     return found
 

@@ -31,10 +31,13 @@ from swift.common.swob import HTTPBadRequest, HTTPBadGateway, \
 from swift.common.utils import FileLikeIter, close_if_possible, get_logger
 from swift.common.wsgi import make_subrequest
 
+from mlstorlets import invocation
+
 META = 'X-Object-Meta-'
-# Output metadata our storlets use to talk to this middleware; never stored.
-ERROR_KEY = META + 'Storlet-Error'
-LENGTH_KEY = META + 'Storlet-Output-Length'
+# Output metadata our storlets use to talk to this middleware (see
+# mlstorlets.invocation); never stored.
+ERROR_KEY = META + invocation.ERROR_KEY
+LENGTH_KEY = META + invocation.LENGTH_KEY
 INTERNAL = (ERROR_KEY.lower(), LENGTH_KEY.lower())
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ('x-run-storlet', 'x-auth-token', 'x-storlet-')
@@ -110,14 +113,19 @@ class StorletCopyMiddleware(object):
     # -- GET -------------------------------------------------------------
     def handle_get(self, req, start_response):
         resp = req.get_response(self.app)
-        if not is_success(resp.status_int) and resp.status_int != 416:
-            resp = self._failure(req, req.path_info, resp)
-        elif ERROR_KEY in resp.headers:
-            close_if_possible(resp.app_iter)
-            resp = self._storlet_error(req, req.path_info, resp)
-        else:
-            resp.headers.pop(LENGTH_KEY, None)
+        if resp.status_int != 416:
+            resp = self._unsuccessful(req, req.path_info, resp) or resp
+        resp.headers.pop(LENGTH_KEY, None)
         return resp(req.environ, start_response)
+
+    def _unsuccessful(self, req, source, resp, dest=None):
+        """The answer for a storlet that failed or refused, else None."""
+        if not is_success(resp.status_int):
+            return self._failure(req, source, resp, dest)
+        if ERROR_KEY in resp.headers:
+            close_if_possible(resp.app_iter)
+            return self._storlet_error(req, source, resp)
+        return None
 
     def _storlet_error(self, req, source, resp):
         storlet = req.headers['X-Run-Storlet']
@@ -160,13 +168,9 @@ class StorletCopyMiddleware(object):
         get.query_string = req.query_string
         resp = get.get_response(self.app)
 
-        if not is_success(resp.status_int):
-            return self._failure(req, source, resp, dest)(
-                req.environ, start_response)
-        if ERROR_KEY in resp.headers:
-            close_if_possible(resp.app_iter)
-            return self._storlet_error(req, source, resp)(
-                req.environ, start_response)
+        error = self._unsuccessful(req, source, resp, dest)
+        if error is not None:
+            return error(req.environ, start_response)
 
         length = resp.headers.get(LENGTH_KEY)
         length = int(length) if length and length.isdigit() else None
