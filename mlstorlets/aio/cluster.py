@@ -13,7 +13,7 @@ import sys
 import time
 
 from mlstorlets.aio import processes
-from mlstorlets.aio.layout import Layout, default_state_dir
+from mlstorlets.aio.layout import SUN_PATH_MAX, Layout, default_state_dir
 from mlstorlets.gateway.bubblewrap import default_native_lib_dir
 
 STORLET_CONTAINERS = ('storlet', 'dependency', 'log')
@@ -85,9 +85,9 @@ class Cluster:
                         layout.proxy_port))
         return servers
 
-    def status(self):
+    def status(self, layout=None):
         """{name: pid or None} for every process of the cluster."""
-        layout = self.layout
+        layout = layout or self.layout
         return {name: processes.running(layout.run_dir, name)
                 for name, _, _ in self.servers(layout)}
 
@@ -104,6 +104,12 @@ class Cluster:
         if new:
             layout = Layout(self.state_dir, base_port=base_port or 8080,
                             nodes=nodes or 1)
+            if layout.longest_socket_path() > SUN_PATH_MAX:
+                raise ClusterError(
+                    'the state directory %s is too long: the sandboxes\' '
+                    'sockets under it would exceed the %d bytes of a Unix '
+                    'socket path; choose a shorter --state-dir'
+                    % (self.state_dir, SUN_PATH_MAX))
         else:
             layout = self.layout
             for asked, have, what in ((base_port, layout.base_port,
@@ -114,13 +120,13 @@ class Cluster:
                         'the cluster at %s was made with %s %s, not %s; '
                         '"mlstorlets aio down --purge" first to change it'
                         % (self.state_dir, what, have, asked))
-        status = {name: processes.running(layout.run_dir, name)
-                  for name, _, _ in self.servers(layout)}
+        servers = self.servers(layout)
+        status = self.status(layout)
         if all(status.values()):
             log('embedded cluster already running at %s (proxy %s); '
                 'nothing changed' % (self.state_dir, layout.auth_url))
             return False
-        for name, _, port in self.servers(layout):
+        for name, _, port in servers:
             if port and not status[name] and processes.port_in_use(port):
                 raise ClusterError(
                     'port %d (for %s) is taken by another process; choose '
@@ -130,7 +136,7 @@ class Cluster:
             swiftconf.write_all(layout, native_lib_dir)
             layout.save()
         started = []
-        for name, argv, port in self.servers(layout):
+        for name, argv, port in servers:
             if status[name]:
                 continue
             pid = processes.start(layout.run_dir, layout.log_dir, name, argv)

@@ -10,6 +10,10 @@ ACCOUNT = 'mlstorlets'
 USER = 'admin'
 # A second account, so that isolation between accounts can be shown.
 OTHER_ACCOUNT = 'other'
+# A Unix socket path holds at most 107 bytes (sun_path with its NUL); the
+# engine names a storlet's socket <pipes dir>/<account>/<module.Class>.
+SUN_PATH_MAX = 107
+STORLET_ID_MAX = 48
 
 
 def default_state_dir():
@@ -89,6 +93,17 @@ class Layout:
 
     def storlets_root(self, server):
         return self.path('storlets', server)
+
+    def longest_socket_path(self):
+        """The longest SBus socket path the cluster's sandboxes may use.
+
+        Allows storlet ids (``module.Class``) of up to ``STORLET_ID_MAX``
+        characters under either account.
+        """
+        return max(len(os.path.join(self.pipes_dir(server), account,
+                                    'x' * STORLET_ID_MAX).encode())
+                   for server in ('proxy', 'object-server-%d' % self.nodes)
+                   for account in (ACCOUNT, OTHER_ACCOUNT))
 
     def pipes_dir(self, server):
         """Where a server's sandboxes keep their SBus sockets.

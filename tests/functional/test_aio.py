@@ -2,9 +2,12 @@
 
 import io
 import os
+import pathlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import pytest
@@ -50,7 +53,16 @@ def test_changing_the_node_count_is_refused(cluster):
         cluster.up(nodes=1)
 
 
-def test_a_taken_port_is_refused_clearly(tmp_path):
+@pytest.fixture
+def short_tmp():
+    """A state directory short enough for the sandboxes' socket paths."""
+    path = tempfile.mkdtemp(prefix='mls-')
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_taken_port_is_refused_clearly(short_tmp):
+    tmp_path = short_tmp
     base = free_base_port()
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', base + 2))
@@ -61,13 +73,21 @@ def test_a_taken_port_is_refused_clearly(tmp_path):
     assert not os.path.exists(tmp_path / 'cluster.json')
 
 
+def test_a_state_directory_too_deep_for_sockets_is_refused(tmp_path):
+    deep = tmp_path / ('d' * 60)
+    with pytest.raises(ClusterError, match='too long'):
+        Cluster(str(deep)).up(base_port=free_base_port(), log=lambda m: None)
+    assert not deep.exists()
+
+
 def test_a_missing_prerequisite_is_refused_clearly(tmp_path):
     with pytest.raises(ClusterError, match='libsbus.so'):
         Cluster(str(tmp_path)).up(base_port=free_base_port(),
                                   native_lib_dir=str(tmp_path / 'none'))
 
 
-def test_down_stops_only_what_it_started(tmp_path):
+def test_down_stops_only_what_it_started(short_tmp):
+    tmp_path = short_tmp
     cluster = Cluster(str(tmp_path))
     cluster.up(base_port=free_base_port(), log=lambda m: None)
     pids = cluster.status()

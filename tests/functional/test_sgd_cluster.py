@@ -62,35 +62,6 @@ class RecordingConnection(Connection):
                 for _, obj, req, resp in self.gets if 'X-Run-Storlet' in req]
 
 
-# A Unix socket's path holds at most 107 bytes (sun_path is 108 with its NUL).
-SUN_PATH_MAX = 107
-
-
-@pytest.fixture(autouse=True, scope='module')
-def storlet_pipes_fit(cluster):
-    """Fail clearly when the engine cannot reach the SGD storlet's daemon.
-
-    The engine talks to a storlet daemon through a Unix socket named
-    ``<storlets root>/pipes/scopes/<account>/<module>.<Class>``. A longer
-    path than sun_path allows makes every invocation fail with "the storlet
-    failed before producing output", which says nothing of the cause.
-    """
-    from mlstorlets.aio.layout import ACCOUNT as SCOPE
-    from mlstorlets.aio.swiftconf import object_server
-    from mlstorlets.deployment.storlets import default_source_dir, storlet_class
-
-    module = os.path.join(default_source_dir(), remote.STORLET_NAME)
-    storlet_id = '%s.%s' % (remote.STORLET_NAME[:-3], storlet_class(module))
-    servers = ['proxy'] + [object_server(n) for n in range(cluster.layout.nodes)]
-    pipe = max((os.path.join(cluster.layout.storlets_root(s), 'pipes', 'scopes',
-                             SCOPE, storlet_id) for s in servers), key=len)
-    if len(pipe.encode()) > SUN_PATH_MAX:
-        pytest.fail('the storlet daemon socket %s is %d bytes long, more than a '
-                    'Unix socket path may be (%d): every invocation would fail. '
-                    'Give the cluster a shorter state directory (e.g. pytest '
-                    '--basetemp=/tmp/mls)' % (pipe, len(pipe.encode()), SUN_PATH_MAX))
-
-
 @pytest.fixture
 def rconn(cluster):
     auth, user, key = cluster.credentials()
