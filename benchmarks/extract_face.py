@@ -5,7 +5,7 @@ One run, on an embedded cluster this script starts (one object server):
 * **storlets**: ``mlstorlets run extract_face.py`` over the training photos
   (copy semantics: each crop is made and written inside the cluster);
 * **baseline**: download each photo, run the same storlet code locally
-  (``mlstorlets.local_storlet``, the client-side fallback), upload the crop.
+  (``mlstorlets.client.local_storlet``, the client-side fallback), upload the crop.
 
 Both with the same concurrency, after a warm-up of each.  Reports images per
 second and the bytes that went through the client, prints a table and saves
@@ -29,10 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
-from mlstorlets import datasets, local_storlet  # noqa: E402
-from mlstorlets.aio import Cluster  # noqa: E402
-from mlstorlets.batch import run_batch  # noqa: E402
-from mlstorlets.deployment.storlets import deploy  # noqa: E402
+from mlstorlets.client import datasets, local_storlet  # noqa: E402
+from mlstorlets.server.aio import Cluster  # noqa: E402
+from mlstorlets.client.batch import run_batch  # noqa: E402
+from mlstorlets.client.deploy import deploy  # noqa: E402
 from support import data_dir, free_base_port  # noqa: E402
 
 STORLET = 'extract_face.py'

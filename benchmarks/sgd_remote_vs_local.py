@@ -162,7 +162,7 @@ def estimator_params(args):
 
 
 def remote_estimator(args, conn):
-    from mlstorlets.linear_model import SGDClassifier, SGDRegressor
+    from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor
     cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
     return cls(connection=conn, **estimator_params(args))
 
@@ -220,7 +220,7 @@ def evaluate(conn, names, models):
 # -- the cluster -------------------------------------------------------------
 
 def free_base_port(span=20, start=26000, stop=40000):
-    from mlstorlets.aio.processes import port_in_use
+    from mlstorlets.server.aio.processes import port_in_use
     for base in range(start + os.getpid() % 50 * 100, stop, span):
         if not any(port_in_use(p) for p in range(base, base + span)):
             return base
@@ -233,8 +233,8 @@ def mb(n):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mlstorlets.aio import Cluster
-    from mlstorlets.deployment.storlets import deploy
+    from mlstorlets.server.aio import Cluster
+    from mlstorlets.client.deploy import deploy
 
     quiet = lambda msg: None  # noqa: E731
     state_dir = tempfile.mkdtemp(prefix='mlsb-', dir=STATE_PARENT)

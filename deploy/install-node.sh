@@ -24,7 +24,7 @@ fi
 "$python" -m pip install --quiet "$here/..[cluster]"
 native=$("$python" -c 'import sys, os; print(os.path.join(sys.prefix, "lib", "storlets"))')
 PYTHON=$python "$here/build-libsbus.sh" "$native"
-"$python" -m mlstorlets.cli node-config --role "$role" --server-conf "$conf" \
+"$python" -m mlstorlets.client.cli node-config --role "$role" --server-conf "$conf" \
     --conf-dir "$(dirname "$conf")" --host-root "${HOST_ROOT:-/var/lib/storlets}" \
     --gateway "$gateway" --memcache-servers "${MEMCACHE:-127.0.0.1:11211}" \
     --native-lib-dir "$native"

@@ -10,12 +10,12 @@ if LIBRARY:
 
 # Storlet cutting the largest face out of a photo, next to the photo: on the
 # object server holding it (GET, or PUT with X-Copy-From).  The logic lives
-# in mlstorlets.faces.tasks.extract, which documents the parameters
+# in mlstorlets.sandbox.faces.tasks.extract, which documents the parameters
 # (size, margin, label_key, source) and the output metadata (the label,
 # Source, Face-Box).
 
-from mlstorlets import invocation  # noqa: E402
-from mlstorlets.faces import tasks  # noqa: E402
+from mlstorlets.sandbox import invocation  # noqa: E402
+from mlstorlets.sandbox.faces import tasks  # noqa: E402
 
 
 class ExtractFaceStorlet(invocation.Storlet):

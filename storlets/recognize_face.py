@@ -14,10 +14,10 @@ if LIBRARY:
 # X-Storlet-Extra-Resources: /container/model-object -- which makes the
 # storlet run on the proxy.  Parameters (threshold, kind, max_frames, source,
 # model) and output metadata (Face-Name, Face-Confidence, Face-Box,
-# Face-Frames) are documented in mlstorlets.faces.tasks.recognize.
+# Face-Frames) are documented in mlstorlets.sandbox.faces.tasks.recognize.
 
-from mlstorlets import invocation  # noqa: E402
-from mlstorlets.faces import tasks  # noqa: E402
+from mlstorlets.sandbox import invocation  # noqa: E402
+from mlstorlets.sandbox.faces import tasks  # noqa: E402
 
 
 class RecognizeFaceStorlet(invocation.Storlet):

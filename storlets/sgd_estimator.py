@@ -9,11 +9,11 @@ if LIBRARY:
         os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet training and scoring mlstorlets' SGD estimators next to the data.
-# The logic lives in mlstorlets.linear_model.training so that it is tested
+# The logic lives in mlstorlets.sandbox.sgd.training so that it is tested
 # without an engine; this class only moves bytes.
 
-from mlstorlets import invocation  # noqa: E402
-from mlstorlets.linear_model import training  # noqa: E402
+from mlstorlets.sandbox import invocation  # noqa: E402
+from mlstorlets.sandbox.sgd import training  # noqa: E402
 
 
 class SGDEstimatorStorlet(invocation.Storlet):

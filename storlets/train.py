@@ -11,11 +11,11 @@ if LIBRARY:
 # Storlet training the face model in steps (parameter step): pack face crops
 # into a shard of feature rows, merge shards, fit the model over shards.
 # Each request reads several objects (X-Storlet-Extra-Resources), so it runs
-# on the proxy.  mlstorlets.faces.shards documents the steps and their
-# parameters; mlstorlets.faces.pipeline.train plans the requests.
+# on the proxy.  mlstorlets.sandbox.faces.shards documents the steps and their
+# parameters; mlstorlets.client.faces.pipeline.train plans the requests.
 
-from mlstorlets import invocation  # noqa: E402
-from mlstorlets.faces import shards  # noqa: E402
+from mlstorlets.sandbox import invocation  # noqa: E402
+from mlstorlets.sandbox.faces import shards  # noqa: E402
 
 
 class TrainStorlet(invocation.Storlet):

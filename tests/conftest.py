@@ -11,8 +11,8 @@ import tempfile
 
 import pytest
 
-from mlstorlets.aio import Cluster
-from mlstorlets.deployment.storlets import deploy
+from mlstorlets.server.aio import Cluster
+from mlstorlets.client.deploy import deploy
 from support import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -2,7 +2,7 @@
 
 import os
 
-from mlstorlets.aio.processes import port_in_use
+from mlstorlets.server.aio.processes import port_in_use
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,12 +12,12 @@ import zipfile
 
 import pytest
 
-from mlstorlets.aio import Cluster, ClusterError
-from mlstorlets.deployment.storlets import artifacts, deploy
+from mlstorlets.server.aio import Cluster, ClusterError
+from mlstorlets.client.deploy import artifacts, deploy
 
 from support import free_base_port
 
-CLI = [sys.executable, '-m', 'mlstorlets.cli']
+CLI = [sys.executable, '-m', 'mlstorlets.client.cli']
 
 
 def cli(*args, env=None):
@@ -43,7 +43,7 @@ def test_status_and_env_commands(cluster):
     assert env.stdout.startswith('export ST_AUTH=http://127.0.0.1:')
     values = dict(part.split('=', 1) for part in env.stdout.split()[1:])
     # The printed credentials work with the swift CLI's variables.
-    conn = __import__('mlstorlets.connection', fromlist=['x']) \
+    conn = __import__('mlstorlets.client.connection', fromlist=['x']) \
         .connection_from_environment(values)
     assert conn.head_account()['x-account-meta-storlet-enabled'] == 'True'
 
@@ -110,7 +110,7 @@ def test_a_new_library_reaches_running_storlets(cluster, other_conn,
     """The engine never refreshes a cached dependency: a changed library
     must still reach a storlet that has already run."""
     import mlstorlets
-    from mlstorlets.deployment import storlets as deployment
+    from mlstorlets.client import deploy as deployment
     source = tmp_path / 'storlets'
     source.mkdir()
     (source / 'version.py').write_text(VERSION_STORLET)

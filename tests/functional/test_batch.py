@@ -2,9 +2,9 @@
 
 import pytest
 
-from mlstorlets.batch import run_batch
-from mlstorlets.cli import main
-from mlstorlets.errors import ObjectError
+from mlstorlets.client.batch import run_batch
+from mlstorlets.client.cli import main
+from mlstorlets.sandbox.errors import ObjectError
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Photos are uploaded once for the module (labels in ``X-Object-Meta-Name``
 from the file names), faces extracted and a model trained with
-:mod:`mlstorlets.faces.pipeline`; the tests then read the results from the
+:mod:`mlstorlets.client.faces.pipeline`; the tests then read the results from the
 outputs' metadata, as a user would.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from swiftclient.exceptions import ClientException
 
-from mlstorlets.cli import main
-from mlstorlets.faces import pipeline, plan
+from mlstorlets.client.cli import main
+from mlstorlets.client.faces import pipeline, plan
 from support import data_dir
 
 META = "x-object-meta-"

@@ -1,6 +1,6 @@
 """SGD estimators trained next to the data, on the real 3-node cluster.
 
-The estimators of :mod:`mlstorlets.linear_model` talk to the real proxy
+The estimators of :mod:`mlstorlets.client.linear_model` talk to the real proxy
 through python-swiftclient; the storlet ``sgd_estimator.py`` runs in the
 bubblewrap sandbox of an object server (state in headers) or of the proxy
 (state as a temporary object).  The connection used here records every
@@ -24,8 +24,9 @@ from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.linear_model import SGDClassifier, SGDRegressor, remote, state
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor, remote
+from mlstorlets.sandbox.sgd import state
 
 ACCOUNT = 'AUTH_mlstorlets'
 META = 'x-object-meta-'

@@ -11,9 +11,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from mlstorlets.placement import copy, run_anywhere
-from mlstorlets.stores import NotFound, StoreError, Stores
-from mlstorlets.stores.local import FileStore
+from mlstorlets.client.placement import copy, run_anywhere
+from mlstorlets.client.stores import NotFound, StoreError, Stores
+from mlstorlets.client.stores.local import FileStore
 from support import REPO, CuttingProxy
 
 TEST_STORLETS = os.path.join(REPO, 'tests', 'storlets')

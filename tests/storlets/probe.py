@@ -25,7 +25,7 @@ class ProbeStorlet(object):
         metadata['Probe-Host'] = socket.gethostname()
         metadata['Probe-Inputs'] = str(len(in_files))
         # Declared so that a copy that fails half-way is detected and
-        # nothing is stored (see mlstorlets.middleware.storlet_copy).
+        # nothing is stored (see mlstorlets.server.middleware.storlet_copy).
         metadata['Storlet-Output-Length'] = str(len(body))
         metadata['Probe-Params'] = ','.join(
             '%s=%s' % kv for kv in sorted(params.items())

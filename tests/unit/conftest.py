@@ -35,7 +35,7 @@ def face_label(path):
 @pytest.fixture(scope="session")
 def faces_training(faces_data):
     """Feature rows of every training photo (mirrored too) and the spec."""
-    from mlstorlets import faces
+    from mlstorlets.sandbox import faces
 
     spec = faces.default_spec()
     rows, labels = [], []
@@ -50,7 +50,7 @@ def faces_training(faces_data):
 @pytest.fixture(scope="session")
 def faces_model(faces_training):
     """A recognizer trained in memory on the whole training set."""
-    from mlstorlets import faces
+    from mlstorlets.sandbox import faces
 
     X, y, spec = faces_training
     return faces.train(X, y, spec)

@@ -10,7 +10,7 @@ import resource
 
 import pytest
 
-from mlstorlets.gateway.bubblewrap import BubblewrapRunTimeSandbox, \
+from mlstorlets.server.gateway.bubblewrap import BubblewrapRunTimeSandbox, \
     _parse_cpuset
 
 

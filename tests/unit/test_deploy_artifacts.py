@@ -5,18 +5,17 @@ import io
 
 import pytest
 
-from mlstorlets.deployment.storlets import artifacts, library_zip
+from mlstorlets.client.deploy import artifacts, library_zip
 
 
 def test_library_zip_is_reproducible_and_holds_only_sandbox_code():
     first, second = library_zip(), library_zip()
     assert first == second
     names = zipfile.ZipFile(io.BytesIO(first)).namelist()
-    assert 'mlstorlets/faces/image.py' in names
-    assert 'mlstorlets/invocation.py' in names
-    for host_only in ('mlstorlets/cli.py', 'mlstorlets/aio/cluster.py',
-                      'mlstorlets/gateway/bubblewrap.py'):
-        assert host_only not in names
+    assert 'mlstorlets/sandbox/faces/image.py' in names
+    assert 'mlstorlets/sandbox/invocation.py' in names
+    assert all(n == 'mlstorlets/__init__.py' or n.startswith('mlstorlets/sandbox/')
+               for n in names), names
 
 
 def test_each_storlet_is_given_the_library_it_is_deployed_with():

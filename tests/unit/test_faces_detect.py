@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.faces.detect import crop_face, encode_png, extract_face, largest_face
-from mlstorlets.faces.image import decode_image
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.faces.detect import crop_face, encode_png, extract_face, largest_face
+from mlstorlets.sandbox.faces.image import decode_image
 
 
 @pytest.mark.parametrize("size", [64, 96])

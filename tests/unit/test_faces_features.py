@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mlstorlets.faces.features import (
+from mlstorlets.sandbox.faces.features import (
     default_spec,
     feature_length,
     features,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.faces.image import decode_image
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.faces.image import decode_image
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import skops.io
 from sklearn.linear_model import LogisticRegression
 
-from mlstorlets import faces
-from mlstorlets.errors import ObjectError
-from mlstorlets.faces.model import dump_model, load_model, load_shard, pack_shard, train_incremental
+from mlstorlets.sandbox import faces
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.faces.model import dump_model, load_model, load_shard, pack_shard, train_incremental
 
 from conftest import face_label
 
@@ -139,7 +139,7 @@ def test_model_file_with_untrusted_types_is_refused(faces_model, faces_training)
     # trusts only its own pipeline.
     other = LogisticRegression(max_iter=50).fit(X[::8], y[::8])
     for intruder in (other, Payload()):
-        bundle = {"format": "mlstorlets.faces.model", "version": 1, "estimator": intruder,
+        bundle = {"format": "mlstorlets.sandbox.faces.model", "version": 1, "estimator": intruder,
                   "spec": spec, "classes": list(faces_model.classes), "n_samples": 1}
         with pytest.raises(ObjectError, match="untrusted types") as caught:
             load_model(skops.io.dumps(bundle), "models/evil")

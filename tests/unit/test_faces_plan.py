@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mlstorlets.faces import plan
+from mlstorlets.client.faces import plan
 
 
 def test_input_cost_is_the_json_the_engine_sends():

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mlstorlets import faces, invocation
-from mlstorlets.errors import ObjectError
-from mlstorlets.faces import shards, tasks
+from mlstorlets.sandbox import faces, invocation
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.faces import shards, tasks
 
 from conftest import face_label
 from sgd_fakes import FakeInput, FakeOutput

@@ -3,8 +3,8 @@
 import cv2
 import pytest
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.faces.video import NO_FACE, recognize_video
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.faces.video import NO_FACE, recognize_video
 
 
 def _frame_count(path):

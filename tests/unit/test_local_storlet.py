@@ -5,17 +5,17 @@ import textwrap
 
 import pytest
 
-from mlstorlets.deployment.storlets import default_source_dir
-from mlstorlets.errors import ObjectError
-from mlstorlets.local_storlet import (InputFile, OutputFile, StorletFailed,
+from mlstorlets.client.deploy import default_source_dir
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.local_storlet import (InputFile, OutputFile, StorletFailed,
                                       invoke, load_storlet)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_STORLETS = os.path.join(os.path.dirname(HERE), 'storlets')
 
 REFUSER = '''
-from mlstorlets import invocation
-from mlstorlets.errors import ObjectError
+from mlstorlets.sandbox import invocation
+from mlstorlets.sandbox.errors import ObjectError
 
 
 def compute(in_files, params):

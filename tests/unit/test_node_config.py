@@ -4,7 +4,7 @@ import configparser
 
 import pytest
 
-from mlstorlets.deployment.node import configure_node, insert_into_pipeline
+from mlstorlets.server.node import configure_node, insert_into_pipeline
 
 PROXY = ('catch_errors gatekeeper healthcheck proxy-logging cache '
          'tempauth copy slo dlo proxy-logging proxy-server')
@@ -69,7 +69,7 @@ def test_configure_node_writes_the_three_files(tmp_path):
     assert handler['storlet_gateway_module'] == 'bubblewrap'
     assert handler['storlet_gateway_conf'] == written['gateway_conf']
     assert server.get('filter:storlet_failure', 'paste.filter_factory') == (
-        'mlstorlets.middleware.storlet_failure:filter_factory')
+        'mlstorlets.server.middleware.storlet_failure:filter_factory')
     gateway = configparser.RawConfigParser()
     gateway.read(written['gateway_conf'])
     assert gateway.get('DEFAULT', 'native_lib_dir') == '/opt/sbus'

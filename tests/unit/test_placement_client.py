@@ -6,10 +6,10 @@ import os
 import pytest
 
 from dropbox_server import TOKEN, DropboxServer, dropbox_hash, session_for
-from mlstorlets.placement import copy, run_anywhere
-from mlstorlets.stores import NotFound, Stores
-from mlstorlets.stores.dropbox import make_client
-from mlstorlets.stores.local import FileStore
+from mlstorlets.client.placement import copy, run_anywhere
+from mlstorlets.client.stores import NotFound, Stores
+from mlstorlets.client.stores.dropbox import make_client
+from mlstorlets.client.stores.local import FileStore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_STORLETS = os.path.join(os.path.dirname(HERE), 'storlets')

@@ -3,8 +3,8 @@ import io
 import numpy as np
 import pytest
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.linear_model.data import DataOptions, holdout_mask, iter_batches
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.sgd.data import DataOptions, holdout_mask, iter_batches
 from sgd_fakes import FakeInput
 
 

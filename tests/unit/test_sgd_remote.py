@@ -8,9 +8,9 @@ from sklearn.linear_model import SGDClassifier as SkSGDClassifier
 from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 from swiftclient.exceptions import ClientException
 
-from mlstorlets import invocation
-from mlstorlets.errors import ObjectError
-from mlstorlets.linear_model import SGDClassifier, SGDRegressor, remote
+from mlstorlets.sandbox import invocation
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor, remote
 from sgd_fakes import FakeInput, FakeOutput
 from test_sgd_training import Logger, csv_bytes, load_storlet, make_batches
 
@@ -61,7 +61,7 @@ class InProcessConnection:
         out = FakeOutput()
         self.storlet(in_files, [out], params)
         assert out.closed and all(f.closed for f in in_files)
-        # what mlstorlets.middleware.storlet_copy makes of the storlet's answer
+        # what mlstorlets.server.middleware.storlet_copy makes of the storlet's answer
         if invocation.ERROR_KEY in out.metadata:
             assert not out.body
             raise ClientException(

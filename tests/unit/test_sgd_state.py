@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn.base import clone
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.linear_model import SGDClassifier, SGDRegressor, state
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor
+from mlstorlets.sandbox.sgd import state
 
 
 @settings(max_examples=25, deadline=None)

@@ -6,8 +6,8 @@ import pytest
 from sklearn.linear_model import SGDClassifier as SkSGDClassifier
 from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 
-from mlstorlets.errors import ObjectError
-from mlstorlets.linear_model import state, training
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.sgd import state, training
 from sgd_fakes import FakeInput, FakeOutput
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from mlstorlets.stores import NotFound, StoreError
-from mlstorlets.stores.local import FileStore
+from mlstorlets.client.stores import NotFound, StoreError
+from mlstorlets.client.stores.local import FileStore
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlstorlets.uri import URI, parse, parse_uri, plan_keys
+from mlstorlets.client.uri import URI, parse, parse_uri, plan_keys
 
 
 @pytest.mark.parametrize('uri, scheme, location, key, prefix', [

@@ -1,5 +1,0 @@
-"""The embedded all-in-one cluster: real Swift + storlets on 127.0.0.1."""
-
-from mlstorlets.aio.cluster import Cluster, ClusterError
-
-__all__ = ['Cluster', 'ClusterError']

@@ -1,0 +1,288 @@
+"""The ``mlstorlets`` command line."""
+
+import argparse
+import shlex
+import sys
+import time
+import warnings
+
+
+def _cluster(args):
+    from mlstorlets.server.aio import Cluster
+    return Cluster(args.state_dir)
+
+
+def cmd_aio_up(args):
+    started = time.monotonic()
+    _cluster(args).up(base_port=args.base_port, nodes=args.nodes)
+    print('(%.1f s)' % (time.monotonic() - started))
+
+
+def cmd_aio_status(args):
+    cluster = _cluster(args)
+    layout = cluster.layout
+    status = cluster.status()
+    for name, pid in status.items():
+        print('%-18s %s' % (name, 'running (pid %d)' % pid if pid
+                            else 'stopped'))
+    print('proxy: %s  state: %s' % (layout.auth_url, layout.state_dir))
+    return 0 if all(status.values()) else 3
+
+
+def cmd_aio_env(args):
+    env = _cluster(args).env(args.account)
+    print('export ' + ' '.join('%s=%s' % (k, shlex.quote(v))
+                               for k, v in env.items()))
+
+
+def cmd_aio_down(args):
+    _cluster(args).down(purge=args.purge)
+
+
+def cmd_deploy(args):
+    from mlstorlets.client.connection import connection_from_environment
+    from mlstorlets.client.deploy import deploy
+    deploy(connection_from_environment(), args.source,
+           library=not args.no_library)
+
+
+def parse_params(pairs):
+    """``['k=v', ...]`` -> dict, refusing anything else."""
+    params = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise ValueError('parameter %r is not of the form key=value'
+                             % pair)
+        params[key] = value
+    return params
+
+
+def report(summary):
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+def cmd_run(args):
+    from mlstorlets.client.placement import run_anywhere
+    return report(run_anywhere(
+        args.storlet, args.src, args.dest, params=parse_params(args.param),
+        concurrency=args.concurrency, resume=not args.no_resume,
+        extra_resources=args.extra_resource))
+
+
+def cmd_cp(args):
+    from mlstorlets.client.placement import copy
+    return report(copy(args.src, args.dest, concurrency=args.concurrency,
+                       resume=not args.no_resume))
+
+
+def cmd_faces_extract(args):
+    from mlstorlets.client.connection import connection_from_environment
+    from mlstorlets.client.faces import pipeline
+    return report(pipeline.extract(
+        connection_from_environment(), args.src, args.dest, size=args.size,
+        margin=args.margin, label_key=args.label_key,
+        concurrency=args.concurrency, resume=not args.no_resume))
+
+
+def cmd_faces_train(args):
+    from mlstorlets.client.connection import connection_from_environment
+    from mlstorlets.client.faces import pipeline
+    result = pipeline.train(connection_from_environment(), args.src,
+                            args.model, label_key=args.label_key,
+                            epochs=args.epochs, alpha=args.alpha,
+                            concurrency=args.concurrency)
+    print('trained %s on %d faces of %s: %d shard(s), %d merge(s), '
+          '%.1f s' % (result.model, result.faces, ', '.join(result.classes),
+                      result.shards, result.merges, result.seconds))
+
+
+def cmd_faces_recognize(args):
+    from mlstorlets.client.connection import connection_from_environment
+    from mlstorlets.client.faces import pipeline
+    result = pipeline.recognize(
+        connection_from_environment(), args.model, args.src, args.dest,
+        threshold=args.threshold, concurrency=args.concurrency)
+    if args.dest is not None:
+        return report(result)
+    for name, tags in sorted(result.results.items()):
+        print('%s: %s' % (name, ' '.join('%s=%s' % kv
+                                         for kv in sorted(tags.items()))))
+    for name, reason in result.failed:
+        print('failed %s: %s' % (name, reason))
+    return 1 if result.failed else 0
+
+
+def cmd_demo(args):
+    from mlstorlets.client import demo
+    cluster = _cluster(args)
+    result = demo.run(cluster.connection(), args.data,
+                      threshold=args.threshold)
+    return 0 if result['photos_correct'] else 1
+
+
+def cmd_node_config(args):
+    from mlstorlets.server.node import configure_node
+    written = configure_node(
+        args.server_conf, args.role, args.conf_dir, args.host_root,
+        gateway=args.gateway, memcache_servers=args.memcache_servers,
+        name=args.name, native_lib_dir=args.native_lib_dir,
+        container_mem_limit=args.mem_limit)
+    for what, path in written.items():
+        print('%-22s %s' % (what, path))
+
+
+def add_batch_options(sp):
+    sp.add_argument('-p', '--param', action='append', metavar='KEY=VALUE',
+                    help='a storlet parameter (repeatable)')
+    sp.add_argument('-j', '--concurrency', type=int, default=4,
+                    help='invocations in flight (default 4)')
+    sp.add_argument('--no-resume', action='store_true',
+                    help='redo outputs that already exist')
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog='mlstorlets',
+        description='Machine learning inside an OpenStack Swift cluster.')
+    sub = p.add_subparsers(dest='command', required=True)
+
+    aio = sub.add_parser('aio', help='the embedded all-in-one cluster')
+    aio_sub = aio.add_subparsers(dest='aio_command', required=True)
+    for name, func, help_ in (
+            ('up', cmd_aio_up, 'start it (idempotent)'),
+            ('status', cmd_aio_status, 'show its processes'),
+            ('env', cmd_aio_env, 'print the variables that reach it'),
+            ('down', cmd_aio_down, 'stop it')):
+        sp = aio_sub.add_parser(name, help=help_)
+        sp.add_argument('--state-dir', default=None,
+                        help='default: $MLSTORLETS_AIO_DIR or '
+                             '~/.local/state/mlstorlets/aio')
+        sp.set_defaults(func=func)
+        if name == 'up':
+            sp.add_argument('--nodes', type=int, default=None,
+                            help='object servers, one replica each '
+                                 '(default 1)')
+            sp.add_argument('--base-port', type=int, default=None,
+                            help='proxy port; the other servers use the '
+                                 'next ones (default 8080)')
+        elif name == 'env':
+            sp.add_argument('--account', choices=('main', 'other'),
+                            default='main')
+        elif name == 'down':
+            sp.add_argument('--purge', action='store_true',
+                            help='also remove its state directory')
+
+    dp = sub.add_parser('deploy', help='upload the storlets to the cluster '
+                        'named by ST_AUTH/ST_USER/ST_KEY or OS_*')
+    dp.add_argument('--source', default=None,
+                    help='directory of storlet modules (default: the '
+                         "project's storlets/)")
+    dp.add_argument('--no-library', action='store_true',
+                    help='do not upload the library zip')
+    dp.set_defaults(func=cmd_deploy)
+
+    rp = sub.add_parser('run', help='run a storlet over every object under '
+                        'SRC into DEST: in the cluster when both are in it, '
+                        'on the client otherwise')
+    rp.add_argument('storlet', help="the storlet object, e.g. extract_face.py")
+    rp.add_argument('src', help='an object or a prefix (ending in /): '
+                                'swift://, s3://, file:// or dropbox://')
+    rp.add_argument('dest', help='a prefix (ending in /) or one object')
+    add_batch_options(rp)
+    rp.add_argument('--extra-resource', action='append', default=None,
+                    metavar='/CONTAINER/OBJECT',
+                    help='another input of every invocation (repeatable)')
+    rp.set_defaults(func=cmd_run)
+
+    cp = sub.add_parser('cp', help='copy objects between stores (swift://, '
+                        's3://, file://, dropbox://)')
+    cp.add_argument('src')
+    cp.add_argument('dest')
+    cp.add_argument('-j', '--concurrency', type=int, default=4)
+    cp.add_argument('--no-resume', action='store_true')
+    cp.set_defaults(func=cmd_cp)
+
+    faces = sub.add_parser('faces', help='the face pipeline, in the cluster')
+    faces_sub = faces.add_subparsers(dest='faces_command', required=True)
+    fe = faces_sub.add_parser('extract', help='crop the face of every photo '
+                              'under SRC into DEST')
+    fe.add_argument('src')
+    fe.add_argument('dest')
+    fe.add_argument('--size', type=int, default=64)
+    fe.add_argument('--margin', type=float, default=0.2,
+                    help='forehead margin, a fraction of the face height')
+    fe.add_argument('--label-key', default='Name',
+                    help='metadata key of the label (X-Object-Meta-<key>)')
+    add_batch_options(fe)
+    fe.set_defaults(func=cmd_faces_extract)
+    ft = faces_sub.add_parser('train', help='train a recognizer from the '
+                              'labelled crops under SRC into MODEL')
+    ft.add_argument('src')
+    ft.add_argument('model', help='swift://container/object')
+    ft.add_argument('--label-key', default='Name')
+    ft.add_argument('--epochs', type=int, default=20)
+    ft.add_argument('--alpha', type=float, default=0.5)
+    ft.add_argument('-j', '--concurrency', type=int, default=4)
+    ft.set_defaults(func=cmd_faces_train)
+    fr = faces_sub.add_parser('recognize', help='name the faces in the '
+                              'photos and videos under SRC')
+    fr.add_argument('model')
+    fr.add_argument('src')
+    fr.add_argument('dest', nargs='?', default=None,
+                    help='write tagged copies here; without it, print the '
+                         'tags')
+    fr.add_argument('--threshold', type=float, default=0.5)
+    add_batch_options(fr)
+    fr.set_defaults(func=cmd_faces_recognize)
+
+    de = sub.add_parser('demo', help='run the face pipeline on a labelled '
+                        'data set in the embedded cluster')
+    de.add_argument('--data', required=True,
+                    help='folder with train/, test/ and video/')
+    de.add_argument('--state-dir', default=None)
+    de.add_argument('--threshold', type=float, default=0.5)
+    de.set_defaults(func=cmd_demo)
+
+    nc = sub.add_parser('node-config', help='add storlets to one Swift '
+                        "server's configuration (run on every node)")
+    nc.add_argument('--role', choices=('proxy', 'object'), required=True)
+    nc.add_argument('--server-conf', required=True,
+                    help='e.g. /etc/swift/proxy-server.conf')
+    nc.add_argument('--conf-dir', default='/etc/swift')
+    nc.add_argument('--host-root', default='/var/lib/storlets')
+    nc.add_argument('--gateway', default='bubblewrap',
+                    choices=('bubblewrap', 'docker', 'podman'))
+    nc.add_argument('--memcache-servers', default='127.0.0.1:11211')
+    nc.add_argument('--name', default='')
+    nc.add_argument('--native-lib-dir', default=None,
+                    help='where libsbus.so is (bubblewrap gateway)')
+    nc.add_argument('--mem-limit', type=int, default=None,
+                    help='bytes of address space per sandbox')
+    nc.set_defaults(func=cmd_node_config)
+    return p
+
+
+def main(argv=None):
+    # eventlet, imported by the storlets engine, warns of its own future.
+    warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+    args = parser().parse_args(argv)
+    from swiftclient.exceptions import ClientException
+    from mlstorlets.server.aio import ClusterError
+    from mlstorlets.client.batch import error_reason
+    from mlstorlets.sandbox.errors import ObjectError
+    try:
+        return args.func(args) or 0
+    except (ClusterError, ObjectError, ValueError, FileNotFoundError) as err:
+        print('mlstorlets: %s' % err, file=sys.stderr)
+        return 2
+    except ClientException as err:
+        print('mlstorlets: %s %s: %s' % (err.http_path or '', 'failed',
+                                          error_reason(err)),
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

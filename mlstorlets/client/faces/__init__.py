@@ -1,0 +1,1 @@
+"""The face pipeline as the client drives it: extract, train, recognize."""

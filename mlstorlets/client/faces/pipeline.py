@@ -1,0 +1,434 @@
+"""The face pipeline in storage: extract faces, train, recognize.
+
+Client functions over a swiftclient ``Connection``; the data stays in the
+cluster and only requests, names and metadata pass through the client.
+
+Where the work runs:
+
+* :func:`extract` runs ``extract_face.py`` once per photo with copy
+  semantics; each invocation reads one object, so it runs on an object
+  server holding the photo.
+* :func:`train` runs ``train.py`` over many crops per request.  Reading
+  several objects makes the engine run a storlet on the proxy, which fetches
+  the objects from the object servers: packing crops into shards, merging
+  shards, and fitting the model all run on the proxy.
+* :func:`recognize` runs ``recognize_face.py`` with the model as an extra
+  resource, so on the proxy too.
+
+How many objects one request can read is bounded by the storlets engine,
+not only by Swift's 8 KB header: see :mod:`mlstorlets.client.faces.plan`.
+"""
+
+import dataclasses
+import time
+import urllib.parse
+import uuid
+
+from swiftclient.exceptions import ClientException
+
+from mlstorlets.client.batch import INTERNAL_PREFIX, error_reason, list_objects, parallel, run_batch, storlet_headers
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.faces import plan
+from mlstorlets.sandbox.faces.shards import job_body
+from mlstorlets.sandbox.faces.tasks import metadata_value
+from mlstorlets.client.uri import format_uri, parse_uri
+
+__all__ = [
+    "EXTRACT",
+    "RECOGNIZE",
+    "TRAIN",
+    "SHARD_PREFIX",
+    "TrainReport",
+    "Recognitions",
+    "extract",
+    "train",
+    "recognize",
+]
+
+EXTRACT = "extract_face.py"
+RECOGNIZE = "recognize_face.py"
+TRAIN = "train.py"
+
+#: Where :func:`train` writes its intermediate objects (shards, and the job
+#: objects its requests run on), in the model's container:
+#: ``<SHARD_PREFIX><model object>/<run>/``.  Under the project's internal
+#: prefix, which the batch runner's listings leave out.
+SHARD_PREFIX = INTERNAL_PREFIX + "/shards/"
+
+_META = "x-object-meta-"
+# Metadata a shard carries (it inherits none from its job), counted
+# generously; and what the job object a request runs on costs.
+_SHARD_COST = plan.input_cost({"Shard-Rows": "9" * 9})
+_JOB_COST = plan.input_cost({})
+
+
+# -- extract ---------------------------------------------------------------
+def extract(conn, src, dest, size=64, margin=0.2, label_key="Name", **batch_options):
+    """Crop the largest face of every photo under ``src`` into ``dest``.
+
+    Runs ``extract_face.py`` on the object servers, one photo per
+    invocation, through :func:`mlstorlets.client.batch.run_batch` (which passes each
+    photo's name as ``source``, skips outputs already made from the same
+    photo, and reports failures per photo: no face, not an image...).
+
+    Parameters
+    ----------
+    conn : swiftclient.client.Connection
+    src, dest : str
+        ``swift://container/prefix/`` of the photos and of the crops.
+    size, margin : int, float
+        Crop side and forehead margin; :func:`train` must be given the same.
+    label_key : str, default="Name"
+        Metadata key holding the person's name, copied to the crop.
+    **batch_options
+        ``concurrency``, ``resume``, ``progress``: see ``run_batch``.
+
+    Returns
+    -------
+    summary : mlstorlets.client.batch.BatchSummary
+    """
+    params = {"size": size, "margin": margin, "label_key": label_key}
+    return run_batch(conn, EXTRACT, src, dest, params=params, **batch_options)
+
+
+# -- recognize -------------------------------------------------------------
+@dataclasses.dataclass
+class Recognitions:
+    """Tags read back by :func:`recognize` without an output.
+
+    ``results`` maps ``container/object`` to its ``Face-*`` metadata (keys
+    lower case, without the ``Face-`` prefix: ``name``, ``confidence``,
+    ``box``, ``frames``); ``failed`` lists ``(container/object, reason)``.
+    """
+
+    results: dict = dataclasses.field(default_factory=dict)
+    failed: list = dataclasses.field(default_factory=list)
+
+
+def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency=4, **batch_options):
+    """Name the people in the photos and videos under ``src``.
+
+    Runs ``recognize_face.py`` on the proxy (the model is an extra
+    resource).
+
+    Parameters
+    ----------
+    conn : swiftclient.client.Connection
+    model : str
+        ``swift://container/object`` of a model made by :func:`train`.
+    src : str
+        ``swift://container/prefix/`` (or one object).
+    dest : str, optional
+        Where to write the outputs (photos unchanged and tagged in their
+        metadata, annotated videos), through the batch runner.  Without it
+        nothing is written and the tags are returned.
+    threshold : float, default=0.5
+        Below this confidence a face is named ``unknown``.
+    kind : {'image', 'video'}, optional
+        Force the kind of every object; by default each is sniffed.
+    concurrency : int, default=4
+    **batch_options
+        ``resume``, ``progress``: see ``run_batch``.
+
+    Returns
+    -------
+    mlstorlets.client.batch.BatchSummary, or Recognitions when ``dest`` is None
+    """
+    model_container, model_name = parse_uri(model)
+    _require_object(conn, model_container, model_name)
+    params = {"threshold": threshold, "model": "%s/%s" % (model_container, model_name)}
+    if kind:
+        params["kind"] = kind
+    extra = [plan.resource_path(model_container, model_name)]
+    if dest is not None:
+        return run_batch(conn, RECOGNIZE, src, dest, params=params, extra_resources=extra,
+                         concurrency=concurrency, **batch_options)
+
+    container, _, entries = list_objects(conn, src)
+
+    def tag(c, entry):
+        source = "%s/%s" % (container, entry["name"])
+        headers = storlet_headers(RECOGNIZE, dict(params, source=source), extra)
+        try:
+            response, body = c.get_object(container, entry["name"], headers=headers, resp_chunk_size=65536)
+        except ClientException as err:
+            return source, None, error_reason(err)
+        # The tags are in the headers; the body (the photo, or a whole
+        # annotated video) is not needed.
+        body.close()
+        prefix = _META + "face-"
+        return source, {k[len(prefix):]: v for k, v in response.items() if k.startswith(prefix)}, None
+
+    found = Recognitions()
+    for source, tags, reason in parallel(conn, tag, entries, concurrency):
+        if reason is None:
+            found.results[source] = tags
+        else:
+            found.failed.append((source, reason))
+    found.failed.sort()
+    return found
+
+
+# -- train -----------------------------------------------------------------
+@dataclasses.dataclass
+class TrainReport:
+    """What :func:`train` did.
+
+    Attributes
+    ----------
+    model : str
+        The model's URI.
+    faces : int
+        Face crops trained on.
+    classes : list of str
+        The people the model names.
+    shards : int
+        Shards packed from the crops (one request each).
+    merges : int
+        Merge requests (when there were more shards than a request reads).
+    fit_inputs : int
+        Shards read by the final fit.
+    shard_prefix : str
+        Where the shards were written (removed unless kept).
+    metadata : dict
+        The model object's ``X-Object-Meta-*`` headers.
+    seconds : float
+    """
+
+    model: str
+    faces: int
+    classes: list
+    shards: int
+    merges: int
+    fit_inputs: int
+    shard_prefix: str
+    metadata: dict
+    seconds: float
+
+
+@dataclasses.dataclass
+class _Input:
+    container: str
+    name: str
+    cost: int
+    faces: int
+
+    @property
+    def path(self):
+        return plan.resource_path(self.container, self.name)
+
+    @property
+    def label(self):
+        return "%s/%s" % (self.container, self.name)
+
+
+def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, alpha=0.5, seed=0,
+          shard_size=None, max_shard_faces=5000, keep_shards=False, concurrency=4,
+          budget=plan.SBUS_LIMIT - plan.RESERVED):
+    """Train a face model on the labelled crops under ``src``, in the cluster.
+
+    1. The client reads each crop's metadata (HEAD): the labels, checked
+       before any storlet runs, and the metadata size, which bounds how many
+       crops one request can read (:mod:`mlstorlets.client.faces.plan`).
+    2. Crops are put in an order that mixes people, and packed, a request a
+       group, into shard objects of feature rows (``train.py``,
+       ``step=pack``, on the proxy), ``concurrency`` requests at a time.
+    3. While there are more shards than one request can read, groups of
+       them are merged into larger shards (``step=merge``), each holding at
+       most ``max_shard_faces`` faces.
+    4. One request fits the model over all the shards (``step=fit``, on the
+       proxy), spilling them to the sandbox's ``/tmp`` so that epochs re-read
+       them from disk, and writes ``model``.
+
+    Parameters
+    ----------
+    conn : swiftclient.client.Connection
+    src : str
+        ``swift://container/prefix/`` of face crops from :func:`extract`.
+    model : str
+        ``swift://container/object`` to write the model (skops) to.  Its
+        metadata: ``Classes``, ``Class-Count``, ``Samples`` (rows, two a face:
+        each is also mirrored), ``Feature-Spec``, ``Shards``.
+    label_key : str, default="Name"
+        Metadata key holding each crop's person.
+    size, margin : int, float
+        As given to :func:`extract`.
+    epochs, alpha, seed
+        See :func:`mlstorlets.sandbox.faces.model.train_incremental`.  ``alpha``
+        defaults to 0.5 here: with the small, mixed shards this pipeline
+        writes, alpha=1 named 6 or 7 of the 8 sample test photos depending
+        on the seed (measured over seeds 0-3), alpha=0.5 named 7 in 15 of 16
+        runs (shards of 8 and 15 crops, seeds 0-7).
+    shard_size : int, optional
+        Most crops a packed shard holds; by default as many as one request
+        can read.
+    max_shard_faces : int, default=5000
+        Most faces a merged shard holds (about 14 MB of rows a 1000 faces
+        with the default spec): bounds the storlet's memory.
+    keep_shards : bool, default=False
+        Keep the shards (under :data:`SHARD_PREFIX`) instead of removing
+        them, e.g. to inspect them.
+    concurrency : int, default=4
+        Pack and merge requests in flight.
+    budget : int
+        Datagram bytes a request's inputs may use; see
+        :func:`mlstorlets.client.faces.plan.plan_groups`.
+
+    Returns
+    -------
+    report : TrainReport
+
+    Raises
+    ------
+    ObjectError
+        Naming the crop or shard a storlet refused, or a crop without label.
+    ValueError
+        If there are no crops, or too many for one fit request with this
+        ``max_shard_faces``.
+    """
+    started = time.monotonic()
+    model_container, model_name = parse_uri(model)
+    if not model_name or model_name.endswith("/"):
+        raise ValueError(f"{model} must name an object")
+    src_container, _, entries = list_objects(conn, src)
+    entries = [e for e in entries if (src_container, e["name"]) != (model_container, model_name)]
+    if not entries:
+        raise ValueError(f"no face crops under {src}")
+    conn.put_container(model_container)
+
+    metadata = parallel(conn, lambda c, e: _user_metadata(c.head_object(src_container, e["name"])),
+                         entries, concurrency)
+    labels = []
+    for entry, meta in zip(entries, metadata):
+        label = metadata_value(meta, label_key)
+        if not label:
+            raise ObjectError(format_uri(src_container, entry["name"]),
+                              f"no label: the crop has no X-Object-Meta-{label_key}")
+        labels.append(label)
+    crops = [_Input(src_container, entries[i]["name"], plan.input_cost(metadata[i]), 1)
+             for i in plan.mix_by_label(labels, seed)]
+
+    run = "%s/%s-%s/" % (model_name, time.strftime("%Y%m%dT%H%M%S"), uuid.uuid4().hex[:8])
+    prefix = SHARD_PREFIX + run
+    written = []
+    common = {"size": size, "margin": margin}
+    try:
+        groups = plan.plan_groups([c.cost for c in crops], [c.path for c in crops],
+                                  max_weight=shard_size, budget=budget - _JOB_COST)
+        shards = _run_step(conn, "pack", crops, groups, model_container, prefix + "L0-",
+                           dict(common, label_key=label_key), concurrency, written)
+        n_packed, merges, level = len(shards), 0, 0
+        while len(_plan(shards, budget)) > 1:
+            level += 1
+            groups = _plan(shards, budget, max_shard_faces)
+            if len(groups) == len(shards):
+                raise ValueError(
+                    f"{len(crops)} faces need more than one fit request with max_shard_faces="
+                    f"{max_shard_faces}; raise it")
+            merged = _run_step(conn, "merge", shards, [g for g in groups if len(g) > 1], model_container,
+                               prefix + "L%d-" % level, common, concurrency, written)
+            # A group of one shard needs no request: the shard goes up as is.
+            merged = iter(merged)
+            shards = [next(merged) if len(g) > 1 else shards[g[0]] for g in groups]
+            merges += sum(len(g) > 1 for g in groups)
+        params = dict(common, step="fit", epochs=epochs, alpha=alpha, seed=seed)
+        _invoke(conn, shards, model_container, model_name, params, prefix + "fit.json", written,
+                {"X-Object-Meta-Training-Data": src[:256]})
+        headers = conn.head_object(model_container, model_name)
+    finally:
+        if not keep_shards:
+            _delete(conn, model_container, written, concurrency)
+    model_meta = _user_metadata(headers)
+    return TrainReport(
+        model=model, faces=len(crops), classes=sorted(set(labels)), shards=n_packed, merges=merges,
+        fit_inputs=len(shards), shard_prefix=format_uri(model_container, prefix), metadata=model_meta,
+        seconds=time.monotonic() - started)
+
+
+def _plan(shards, budget, max_faces=None):
+    return plan.plan_groups([s.cost for s in shards], [s.path for s in shards],
+                            weights=[s.faces for s in shards], max_weight=max_faces,
+                            budget=budget - _JOB_COST)
+
+
+def _run_step(conn, step, inputs, groups, container, prefix, params, concurrency, written):
+    """Run ``step`` once a group, writing ``<prefix>NNNNN`` shards."""
+    names = ["%s%05d" % (prefix, i) for i in range(len(groups))]
+
+    def one(c, job):
+        group, name = job
+        written.append(name)
+        _invoke(c, [inputs[i] for i in group], container, name, dict(params, step=step),
+                name + ".json", written)
+        return _Input(container, name, _SHARD_COST, sum(inputs[i].faces for i in group))
+
+    return parallel(conn, one, list(zip(groups, names)), concurrency)
+
+
+def _invoke(conn, inputs, container, name, params, job, written, extra_headers=None):
+    """Write ``container/name`` as ``train.py``'s output over ``inputs``.
+
+    The request runs on the job object ``container/job``, written first,
+    which names the inputs for the storlet's messages.  The job's name goes
+    to ``written`` before it is written, so that removing ``written`` after
+    a failure leaves nothing behind.
+    """
+    written.append(job)
+    conn.put_object(container, job, job_body([i.label for i in inputs]), content_type="application/json")
+    headers = storlet_headers(TRAIN, dict(params, source="%s/%s" % (container, job)),
+                              [i.path for i in inputs])
+    headers["X-Copy-From"] = urllib.parse.quote("/%s/%s" % (container, job))
+    headers.update(extra_headers or {})
+    try:
+        conn.put_object(container, name, b"", headers=headers, content_type="application/octet-stream")
+    except ClientException as err:
+        raise _storlet_error(err, "%s/%s" % (container, job), inputs) from None
+
+
+def _storlet_error(err, job, inputs):
+    """An ObjectError naming the object a storlet refused, or a RuntimeError.
+
+    The proxy answers a refusal with ``storlet train.py refused <job>:
+    <object>: <reason>``.
+    """
+    body = err.http_response_content or b""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    body = body.strip()
+    lead = "storlet %s refused %s: " % (TRAIN, job)
+    if err.http_status != 422 or not body.startswith(lead):
+        return RuntimeError("%s over %s: %s" % (TRAIN, job, error_reason(err)))
+    message = body[len(lead):]
+    for name in [i.label for i in inputs] + [job]:
+        if message.startswith(name + ": "):
+            return ObjectError(name, message[len(name) + 2:])
+    return ObjectError(job, message)
+
+
+def _delete(conn, container, names, concurrency):
+    def remove(c, name):
+        try:
+            c.delete_object(container, name)
+        except ClientException as err:
+            if err.http_status != 404:  # never written: its request failed
+                raise
+
+    parallel(conn, remove, names, concurrency)
+
+
+# -- helpers ---------------------------------------------------------------
+def _require_object(conn, container, name):
+    # The engine feeds a missing extra resource to the storlet as the 404
+    # page; asking first gives the user the real reason.
+    try:
+        conn.head_object(container, name)
+    except ClientException as err:
+        if err.http_status == 404:
+            raise ObjectError(format_uri(container, name), "not found") from None
+        raise
+
+
+def _user_metadata(headers):
+    """User metadata of a HEAD response, keys as the engine sees them."""
+    return {"-".join(p.capitalize() for p in k[len(_META):].split("-")): v
+            for k, v in headers.items() if k.lower().startswith(_META)}

@@ -1,0 +1,193 @@
+"""How many objects one storlet request can read: planning multi-input calls.
+
+A storlet reads more than one object through ``X-Storlet-Extra-Resources``.
+Two limits bound how many objects one request can name, and the first one
+met is rarely the obvious one:
+
+* Swift (eventlet) refuses a request header line over 8192 bytes, so the
+  comma-separated list of ``/container/object`` paths must fit in it;
+* the storlets engine hands every input to the sandbox in one SBus datagram
+  that ``libsbus`` receives into a 4096-byte buffer.  The datagram holds,
+  as JSON, each input's *user metadata* and the invocation parameters; a
+  request whose datagram is longer fails (the storlet never starts).  With
+  face crops carrying four short metadata values this allows about 15
+  inputs, with objects without metadata about 59 (measured on the embedded
+  cluster), far fewer than the header allows.
+
+This module is pure logic, so that the client can plan requests (and the
+tests check the plans) without a cluster.
+"""
+
+import json
+import random
+import urllib.parse
+
+__all__ = [
+    "HEADER_LIMIT",
+    "SBUS_LIMIT",
+    "RESERVED",
+    "input_cost",
+    "resource_path",
+    "plan_groups",
+    "mix_by_label",
+]
+
+#: Longest request header line Swift accepts (``max_header_size``).
+HEADER_LIMIT = 8192
+
+#: Size of the buffer the sandbox receives an invocation datagram into
+#: (``MAX_MSG_LENGTH`` in storlets' ``sbus.c``).
+SBUS_LIMIT = 4096
+
+#: Datagram bytes kept for what is not an input: the output, metadata and
+#: logger descriptors and the engine's own parameters (together 350 to 380
+#: bytes, found by bisection on the embedded cluster), and the storlet's
+#: parameters (under 300 bytes for the face storlets).
+RESERVED = 1024
+
+_HEADER_NAME = "X-Storlet-Extra-Resources: "
+
+# What the engine sends for an input besides its metadata: the JSON
+# {"storlets": {"type": "SBUS_FD_INPUT_OBJECT"}, "storage": <metadata>}
+# and the ", " separating it from the next descriptor.
+_INPUT_OVERHEAD = len(json.dumps({"storlets": {"type": "SBUS_FD_INPUT_OBJECT"}, "storage": None})) - len("null") + 2
+
+
+def input_cost(metadata):
+    """Datagram bytes one input object costs, given its user metadata.
+
+    Parameters
+    ----------
+    metadata : dict of str to str
+        The object's user metadata, keys without ``X-Object-Meta-``; keys
+        starting ``Storlet-`` are not sent and not counted.
+
+    Returns
+    -------
+    cost : int
+    """
+    sent = {}
+    for key, value in metadata.items():
+        if key.lower().startswith("storlet-"):
+            continue
+        # The engine sees WSGI strings (UTF-8 bytes read as Latin-1), which
+        # JSON escapes to six characters a non-ASCII byte.
+        sent[_wsgi(key)] = _wsgi(value)
+    return _INPUT_OVERHEAD + len(json.dumps(sent))
+
+
+def _wsgi(text):
+    return str(text).encode("utf-8").decode("latin-1")
+
+
+def resource_path(container, obj):
+    """``/container/object`` for ``X-Storlet-Extra-Resources``, quoted.
+
+    The engine splits the header on commas and unquotes each path, so
+    quoting keeps a comma, ``%`` or non-ASCII character in a name intact.
+    """
+    return urllib.parse.quote("/%s/%s" % (container, obj), safe="/")
+
+
+def plan_groups(costs, paths, weights=None, max_weight=None, budget=SBUS_LIMIT - RESERVED,
+                header_limit=HEADER_LIMIT):
+    """Split inputs, in order, into the fewest consecutive requests that fit.
+
+    Every input of a group goes into the request's
+    ``X-Storlet-Extra-Resources`` header; the object the request runs on is
+    not an input here, and its cost is to be left out of ``budget``.
+
+    Parameters
+    ----------
+    costs : sequence of int
+        :func:`input_cost` of each input.
+    paths : sequence of str
+        :func:`resource_path` of each input.
+    weights : sequence of int, optional
+        What each input adds to its group's output (e.g. its faces); by
+        default 1 each, so that ``max_weight`` counts inputs.
+    max_weight : int, optional
+        Largest total weight of a group (e.g. faces in a shard), unless a
+        single input weighs more.
+    budget : int, default=SBUS_LIMIT - RESERVED
+        Datagram bytes the inputs of one request may use.
+    header_limit : int, default=HEADER_LIMIT
+        Longest header line.
+
+    Returns
+    -------
+    groups : list of list of int
+        Indices into ``costs``, each group non-empty, in input order.
+
+    Raises
+    ------
+    ValueError
+        If one input alone exceeds the budget (its metadata is too large to
+        be read with any other), or ``max_weight`` is below 1.
+    """
+    if len(costs) != len(paths):
+        raise ValueError("costs and paths differ in length")
+    if max_weight is not None and max_weight < 1:
+        raise ValueError("max_weight must be at least 1")
+    if weights is None:
+        weights = [1] * len(costs)
+    header_room = header_limit - len(_HEADER_NAME) - 2  # CRLF
+    groups, group, used, header, weight = [], [], 0, -1, 0
+    for index, (cost, path, item_weight) in enumerate(zip(costs, paths, weights)):
+        if cost > budget or len(path) > header_room:
+            raise ValueError(
+                f"input {index} ({path}) cannot be read by a storlet request: it has {cost} "
+                f"bytes of metadata to send (budget {budget}) and a path of {len(path)} "
+                f"characters (room {header_room})"
+            )
+        extra_header = len(path) + 1  # and a comma
+        full = (
+            used + cost > budget
+            or header + extra_header > header_room
+            or (max_weight is not None and weight + item_weight > max_weight)
+        )
+        if group and full:
+            groups.append(group)
+            group, used, header, weight = [], 0, -1, 0
+        group.append(index)
+        used += cost
+        header += extra_header
+        weight += item_weight
+    if group:
+        groups.append(group)
+    return groups
+
+
+def mix_by_label(labels, seed=0):
+    """An order of the items that spreads every label over the whole sequence.
+
+    Consecutive groups of the result then each hold a mix of people, which
+    incremental SGD needs (see :func:`mlstorlets.sandbox.faces.model.train_incremental`):
+    items are shuffled within each label, then interleaved so that each
+    label's items sit at evenly spaced positions, with random phases.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        The label of each item.
+    seed : int, default=0
+
+    Returns
+    -------
+    order : list of int
+        A permutation of ``range(len(labels))``.
+    """
+    rng = random.Random(seed)
+    by_label = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    keyed = []
+    for label in sorted(by_label):
+        items = by_label[label]
+        rng.shuffle(items)
+        phase = rng.random()
+        step = 1.0 / len(items)
+        keyed.extend(((i + phase) * step, rng.random(), item) for i, item in enumerate(items))
+    keyed.sort()
+    return [item for _, _, item in keyed]
+

@@ -1,0 +1,236 @@
+"""Run a storlet module on the client, with the storlet file API.
+
+When the data is not in the cluster, the storlet's own class runs here: the
+same code, the same protocol.  The files below behave like the engine's
+(:mod:`storlets.agent.daemon.files`): an input file reads its body and
+gives its metadata; an output file takes its metadata once, then its body.
+:func:`invoke` then reads the answer as the project's proxy middleware does
+(:mod:`mlstorlets.server.middleware.storlet_copy`): a ``Storlet-Error`` is a
+refusal, a body that does not match ``Storlet-Output-Length`` a failure,
+and neither key is stored.
+"""
+
+import copy
+import importlib.util
+import io
+import logging
+import os
+import threading
+
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.invocation import ERROR_KEY, LENGTH_KEY
+
+_cache = {}
+_cache_lock = threading.Lock()
+
+
+class StorletFailed(Exception):
+    """A storlet raised, or answered something the engine would not store.
+
+    The cluster answers such a storlet ``502``; the summary lists it the
+    same way.
+    """
+
+
+class InputFile:
+    """A storlet input over a body held in memory.
+
+    Parameters
+    ----------
+    data : bytes
+    metadata : dict
+        The object's user metadata, as the storlet sees it in the cluster.
+    """
+
+    def __init__(self, data, metadata):
+        self._body = io.BytesIO(data)
+        self._metadata = dict(metadata)
+
+    def get_metadata(self):
+        return copy.deepcopy(self._metadata)
+
+    def read(self, size=-1):
+        return self._body.read(size)
+
+    def readline(self, size=-1):
+        return self._body.readline(size)
+
+    def readlines(self, sizehint=-1):
+        return self._body.readlines(sizehint)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        # The engine's files iterate by whole reads, not by lines.
+        buf = self.read()
+        if not buf:
+            raise StopIteration
+        return buf
+
+    next = __next__
+
+    @property
+    def closed(self):
+        return self._body.closed
+
+    def close(self):
+        self._body.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class OutputFile:
+    """A storlet output collected in memory: metadata first, then body."""
+
+    def __init__(self):
+        self._metadata = None
+        self._body = io.BytesIO()
+        self.body = None
+        self.closed = False
+
+    def set_metadata(self, metadata):
+        if self._metadata is not None:
+            raise IOError('Sending metadata twice is not allowed')
+        self._metadata = dict(metadata)
+
+    def get_metadata(self):
+        if self._metadata is None:
+            raise IOError('Metadata is not set yet')
+        return copy.deepcopy(self._metadata)
+
+    def write(self, buf):
+        if self._metadata is None:
+            raise IOError('Body should be sent after metadata is sent')
+        self._body.write(buf)
+
+    def writelines(self, seq):
+        for buf in seq:
+            self.write(buf)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        if not self.closed:
+            self.body = self._body.getvalue()
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Logger:
+    """The storlet logger's interface over :mod:`logging`."""
+
+    def __init__(self, storlet):
+        self._log = logging.getLogger('mlstorlets.storlet.' + storlet)
+
+    def debug(self, msg):
+        self._log.debug(msg)
+
+    def info(self, msg):
+        self._log.info(msg)
+
+    def warn(self, msg):
+        self._log.warning(msg)
+
+    warning = warn
+
+    def error(self, msg):
+        self._log.error(msg)
+
+
+def storlet_path(storlet, storlets_dir=None):
+    """The module file of ``storlet`` (e.g. ``'probe.py'``)."""
+    if storlets_dir is None:
+        from mlstorlets.client.deploy import default_source_dir
+        storlets_dir = default_source_dir()
+    name = storlet if storlet.endswith('.py') else storlet + '.py'
+    path = os.path.join(storlets_dir, os.path.basename(name))
+    if not os.path.isfile(path):
+        raise ValueError('no storlet %s in %s' % (name, storlets_dir))
+    return path
+
+
+def load_storlet(storlet, storlets_dir=None):
+    """The storlet class of the module ``storlet`` in ``storlets_dir``.
+
+    The module is loaded from its file (``storlets/`` is not a package) once
+    per process and version of the file.
+    """
+    from mlstorlets.client.deploy import storlet_class
+    path = storlet_path(storlet, storlets_dir)
+    stamp = (path, os.stat(path).st_mtime_ns)
+    with _cache_lock:
+        if stamp not in _cache:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            spec = importlib.util.spec_from_file_location(
+                'mlstorlets_local_storlets.%s' % stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            with open(path, 'rb') as f:
+                name = storlet_class(f.read(), path)
+            _cache[stamp] = getattr(module, name)
+        return _cache[stamp]
+
+
+def invoke(cls, inputs, params, name='', storlet=''):
+    """Run the storlet class ``cls`` over ``inputs``; (metadata, body).
+
+    Parameters
+    ----------
+    cls : type
+        A storlet class: ``cls(logger)(in_files, out_files, params)``.
+    inputs : list of (bytes, dict)
+        The bodies and metadata of the inputs, the object first.
+    params : dict of str
+    name : str
+        The object's name, for errors.
+    storlet : str
+        The storlet's name, for errors and its logger.
+
+    Returns
+    -------
+    metadata : dict
+        The storlet's output metadata, without the protocol's keys.
+    body : bytes
+
+    Raises
+    ------
+    ObjectError
+        The storlet refused the object (``Storlet-Error``).
+    StorletFailed
+        It raised, set no metadata, or wrote a body of the wrong length.
+    """
+    in_files = [InputFile(data, metadata) for data, metadata in inputs]
+    out = OutputFile()
+    try:
+        cls(Logger(storlet))(in_files, [out],
+                             {k: str(v) for k, v in params.items()})
+    except Exception as err:
+        raise StorletFailed('storlet %s failed over %s (%s: %s)'
+                            % (storlet, name, type(err).__name__, err)) \
+            from err
+    finally:
+        out.close()
+    if out._metadata is None:
+        raise StorletFailed('storlet %s over %s sent no metadata'
+                            % (storlet, name))
+    metadata = {k.title(): str(v) for k, v in out._metadata.items()}
+    if ERROR_KEY in metadata:
+        raise ObjectError(name, 'storlet %s refused it: %s'
+                          % (storlet, metadata[ERROR_KEY]))
+    length = metadata.pop(LENGTH_KEY, None)
+    if length is not None and length.isdigit() and \
+            int(length) != len(out.body):
+        raise StorletFailed('storlet %s output over %s ended after %d of %s '
+                            'bytes' % (storlet, name, len(out.body), length))
+    return metadata, out.body

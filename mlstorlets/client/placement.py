@@ -1,0 +1,297 @@
+"""Run a storlet, or copy, wherever the data is: in place when possible.
+
+* When source and destination are both in the cluster (``swift://``, or
+  ``s3://`` through the cluster's own S3 API), the storlet runs in place,
+  next to the data, with copy semantics (:func:`mlstorlets.client.batch.run_batch`)
+  and a copy is a server-side copy: no data passes through the client.
+* Otherwise the same storlet module runs here (:mod:`mlstorlets.client.local_storlet`):
+  each source object is downloaded, computed and uploaded, and every byte
+  that moves is counted.
+
+Either way every output records its source's hash (metadata
+``Source-Etag``), so that a second run skips what is up to date and does
+the rest: a failure (a refusal, a broken connection) is per object, never
+leaves a partial output, and is listed in the summary with its reason.
+"""
+
+import dataclasses
+import hashlib
+import threading
+import time
+
+from mlstorlets.client.batch import RUN_KEY, BatchSummary, record, run_batch, run_digest
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.local_storlet import StorletFailed, invoke, load_storlet
+from mlstorlets.client.stores.base import SOURCE_ETAG, NotFound
+from mlstorlets.client.stores.registry import Stores
+from mlstorlets.client.uri import parse, plan_keys
+
+COPY = 'copy'
+
+
+@dataclasses.dataclass
+class _Task:
+    source: object  # Entry
+    dest_key: str
+
+
+def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
+                 *, stores=None, storlets_dir=None, extra_resources=None,
+                 progress=None):
+    """Run ``storlet`` over every object named by ``src`` into ``dest``.
+
+    Parameters
+    ----------
+    storlet : str
+        The storlet module, e.g. ``'extract_face.py'``: deployed in the
+        cluster, and in ``storlets_dir`` for the client.
+    src, dest : str
+        URIs of any store (see :mod:`mlstorlets.client.uri`); a prefix names every
+        object under it.
+    params : dict, optional
+        Storlet parameters; the source's name is always passed as
+        ``source``.
+    concurrency : int
+        Objects in flight at once.
+    resume : bool
+        Skip sources whose output exists for the same source content.
+    stores : Stores, optional
+        The connectors (default: from the environment).
+    storlets_dir : str, optional
+        Where the storlet module is loaded from when it runs on the client
+        (default: the project's ``storlets/``).
+    extra_resources : list of str, optional
+        ``/container/object`` paths in the cluster that every invocation
+        also reads.
+    progress : bool, optional
+        Show a progress bar; default: when stderr is a terminal.
+
+    Returns
+    -------
+    mlstorlets.client.batch.BatchSummary
+        With ``placement`` ``'cluster'`` or ``'client'``.
+
+    Raises
+    ------
+    ValueError
+        A bad URI, or a destination naming one object for several sources.
+    StoreError
+        A store cannot be reached or refused the credentials, the source or
+        the destination bucket does not exist; the message names the URI.
+    """
+    if concurrency < 1:
+        raise ValueError('concurrency must be at least 1')
+    stores = stores or Stores()
+    src, dest = parse(src), parse(dest)
+    if stores.in_cluster(src) and stores.in_cluster(dest):
+        summary = run_batch(stores.swift_connection(), storlet,
+                            str(stores.as_swift(src)),
+                            str(stores.as_swift(dest)), params=params,
+                            concurrency=concurrency, resume=resume,
+                            extra_resources=extra_resources,
+                            progress=progress)
+        summary.placement = 'cluster'
+        return summary
+
+    cls = load_storlet(storlet, storlets_dir)
+    extras = _extra_inputs(stores, extra_resources)
+    src_store, _ = stores.open(src)
+
+    def transform(entry, data, metadata):
+        inputs = [(data, metadata)] + extras
+        # The same parameter the batch runner gives: where the source is.
+        task_params = dict(params or {}, source=src_store.uri(entry.name))
+        out_metadata, body = invoke(cls, inputs, task_params,
+                                    src_store.uri(entry.name), storlet)
+        # In the cluster, the output keeps its source's metadata under what
+        # the storlet sets (see mlstorlets.server.middleware.storlet_copy).
+        return body, dict(metadata, **out_metadata)
+
+    run = run_digest(storlet, params,
+                     [hashlib.md5(data).hexdigest() for data, _ in extras])
+    return _on_client(storlet, stores, src, dest, transform, concurrency,
+                      resume, progress, same_content_is_done=False, run=run)
+
+
+def copy(src, dest, concurrency=4, resume=True, *, stores=None,
+         progress=None):
+    """Copy every object named by ``src`` to ``dest``, between any stores.
+
+    Within the cluster the copy is server-side; otherwise the data goes
+    through the client.  The outputs keep their sources' metadata and
+    record their hashes.
+
+    Parameters
+    ----------
+    src, dest : str
+        URIs of any store; a prefix copies every object under it.
+    concurrency : int
+    resume : bool
+        Skip outputs that exist with the same content: same hash when the
+        two stores use the same kind of hash, or made from this source's
+        content (``Source-Etag``).
+    stores : Stores, optional
+    progress : bool, optional
+
+    Returns
+    -------
+    mlstorlets.client.batch.BatchSummary
+        ``storlet`` is ``'copy'``.
+    """
+    if concurrency < 1:
+        raise ValueError('concurrency must be at least 1')
+    stores = stores or Stores()
+    src, dest = parse(src), parse(dest)
+    if stores.in_cluster(src) and stores.in_cluster(dest):
+        return _in_cluster_copy(stores, stores.as_swift(src),
+                                stores.as_swift(dest), concurrency, resume,
+                                progress)
+    return _on_client(COPY, stores, src, dest,
+                      lambda entry, data, metadata: (data, metadata),
+                      concurrency, resume, progress,
+                      same_content_is_done=True)
+
+
+def _on_client(label, stores, src, dest, transform, concurrency, resume,
+               progress, same_content_is_done, run=None):
+    """Download, ``transform`` and upload every source object."""
+    started = time.monotonic()
+    src_store, dest_store, tasks, existing = _open(stores, src, dest,
+                                                   resume)
+    kinds_match = src_store.etag_kind == dest_store.etag_kind
+
+    def up_to_date(task):
+        found = existing.get(task.dest_key)
+        if found is None:
+            return False
+        if same_content_is_done and kinds_match and found.etag and \
+                found.etag == task.source.etag:
+            return True
+        if found.metadata is None:
+            found = dest_store.head(task.dest_key)
+        return found is not None and \
+            found.metadata.get(SOURCE_ETAG) == task.source.etag and \
+            (run is None or found.metadata.get(RUN_KEY) == run)
+
+    def work(task, count):
+        if up_to_date(task):
+            return 'skipped'
+        data, metadata = src_store.get(task.source.name)
+        count(len(data))
+        body, out_metadata = transform(task.source, data, metadata)
+        out_metadata[SOURCE_ETAG] = task.source.etag
+        if run is not None:
+            out_metadata[RUN_KEY] = run
+        # Counted before the upload: a failed upload moved bytes too.
+        count(len(body))
+        dest_store.put(task.dest_key, body, out_metadata)
+        return 'done'
+
+    summary = _execute(label, 'client', src_store, tasks, work, concurrency,
+                       progress)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _in_cluster_copy(stores, src, dest, concurrency, resume, progress):
+    """A server-side copy of every source object (no data moves)."""
+    started = time.monotonic()
+    src_store, dest_store, tasks, existing = _open(stores, src, dest,
+                                                   resume)
+
+    def work(task, count):
+        found = existing.get(task.dest_key)
+        if found is not None and found.etag == task.source.etag:
+            return 'skipped'
+        dest_store.copy_from(src.location, task.source.name, task.dest_key,
+                             {SOURCE_ETAG: task.source.etag})
+        return 'done'
+
+    summary = _execute(COPY, 'cluster', src_store, tasks, work, concurrency,
+                       progress)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _open(stores, src, dest, resume):
+    """The two stores, the tasks, and the outputs already there (for a
+    resume) of a job from ``src`` to ``dest``."""
+    src_store, _ = stores.open(src)
+    dest_store, _ = stores.open(dest)
+    tasks = _plan(src_store, src, dest)
+    _prepare_destination(dest_store, dest)
+    return src_store, dest_store, tasks, (
+        _existing(dest_store, dest) if resume else {})
+
+
+def _plan(src_store, src, dest):
+    """The tasks of a job: every listed source and its output's key."""
+    if src.is_prefix:
+        entries = src_store.list(src.key)
+    else:
+        entry = src_store.head(src.key)
+        if entry is None:
+            raise NotFound(src, 'no such object (to name every object '
+                           'under a prefix, end it with /)')
+        entries = [entry]
+    pairs = plan_keys(src, dest, [e.name for e in entries])
+    return [_Task(entry, key) for entry, (_, key) in zip(entries, pairs)]
+
+
+def _prepare_destination(store, dest):
+    """Make sure outputs can be written before any work is done: a Swift
+    container is created (as ``run_batch`` does), an S3 bucket must
+    exist."""
+    if store.scheme == 'swift':
+        store.ensure_container()
+    elif store.scheme == 's3':
+        store.check()
+
+
+def _existing(store, dest):
+    """{key: Entry} of the outputs already under ``dest``."""
+    if not dest.is_prefix:
+        entry = store.head(dest.key)
+        return {entry.name: entry} if entry else {}
+    try:
+        return {e.name: e for e in store.list(dest.key)}
+    except NotFound:
+        # A folder not made yet: put makes it.
+        return {}
+
+
+def _extra_inputs(stores, extra_resources):
+    """(body, metadata) of each ``/container/object`` extra resource."""
+    inputs = []
+    for path in extra_resources or ():
+        container, _, name = path.lstrip('/').partition('/')
+        store, uri = stores.open('swift://%s/%s' % (container, name))
+        inputs.append(store.get(uri.key))
+    return inputs
+
+
+def _execute(label, placement, src_store, tasks, work, concurrency,
+             progress):
+    """Run ``work(task, count) -> 'done' | 'skipped'`` over ``tasks``.
+
+    ``work`` calls ``count(n)`` for every ``n`` bytes it moves through the
+    client.  A refusal, a storlet failure or a store error fails one
+    object; the others go on.
+    """
+    summary = BatchSummary(label, placement=placement,
+                           source_bytes=sum(t.source.size for t in tasks))
+    lock = threading.Lock()
+
+    def count(nbytes):
+        with lock:
+            summary.client_bytes += nbytes
+
+    def guarded(task):
+        name = src_store.uri(task.source.name)
+        try:
+            return name, work(task, count), None
+        except (ObjectError, StorletFailed) as err:
+            return name, 'failed', str(err)
+
+    record(summary, tasks, guarded, concurrency, progress)
+    return summary

@@ -1,0 +1,190 @@
+"""``file:///path``: local files.
+
+Writes are atomic: the body goes to a temporary file in the destination's
+own directory (so that the rename does not cross file systems), is synced,
+then renamed over the name.  A reader sees the old file or the new one,
+never part of one; a failure removes the temporary file.
+
+User metadata lives in a sidecar, ``DIR/.mlstorlets/NAME.json``, rather
+than in extended attributes, which many file systems (tmpfs on older
+kernels, NFS, most archives and copies) drop or refuse.  The sidecar also
+records the body's MD5 with the file's inode, size and modification time;
+a sidecar that no longer matches its file (the file was replaced by
+something else) is ignored, and the MD5 is then computed from the file.
+Listings never include the ``.mlstorlets`` directories.
+"""
+
+import json
+import os
+import tempfile
+
+from mlstorlets.client.stores.base import (INTERNAL_PREFIX, Entry, NotFound, Store,
+                                    StoreError, is_internal, md5_hex,
+                                    normalize_metadata)
+
+TEMP_PREFIX = INTERNAL_PREFIX + '-tmp-'
+CHUNK = 1 << 20
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes 0600 files; a file put here gets the mode open() would give.
+FILE_MODE = 0o666 & ~_umask()
+
+
+class FileStore(Store):
+    """Files under ``root`` (``/`` for ``file://`` URIs).
+
+    Parameters
+    ----------
+    root : str
+        The directory keys are relative to.
+    """
+
+    scheme = 'file'
+    creates_parents = True
+
+    def __init__(self, root='/'):
+        self.root = os.path.abspath(root)
+
+    def uri(self, key=''):
+        return 'file://' + self.path(key)
+
+    def path(self, key):
+        return os.path.join(self.root, key)
+
+    def _sidecar(self, path):
+        head, tail = os.path.split(path)
+        return os.path.join(head, INTERNAL_PREFIX, tail + '.json')
+
+    def _entry(self, key, path, st):
+        """The Entry of a file, trusting its sidecar only if it matches."""
+        metadata, etag = {}, None
+        try:
+            with open(self._sidecar(path), 'rb') as f:
+                sidecar = json.load(f)
+            if sidecar.get('stat') == _stat_key(st):
+                metadata, etag = sidecar['metadata'], sidecar['md5']
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if etag is None:
+            etag = _file_md5(path)
+        return Entry(key, st.st_size, etag, normalize_metadata(metadata))
+
+    def list(self, prefix=''):
+        base = self.path(prefix if prefix.endswith('/') or not prefix
+                         else os.path.dirname(prefix))
+        if not os.path.isdir(base):
+            raise NotFound(self.uri(prefix), 'no such directory')
+        entries = []
+        for top, dirs, files in os.walk(base, onerror=self._walk_error):
+            dirs[:] = sorted(d for d in dirs if not is_internal(d))
+            for name in sorted(files):
+                path = os.path.join(top, name)
+                key = os.path.relpath(path, self.root)
+                if is_internal(name) or not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # removed while listing
+                if os.path.isfile(path):
+                    entries.append(self._entry(key, path, st))
+        entries.sort(key=lambda e: e.name)
+        return entries
+
+    def _walk_error(self, err):
+        raise StoreError('file://' + (err.filename or self.root),
+                         err.strerror or str(err))
+
+    def head(self, key):
+        path = self.path(key)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StoreError(self.uri(key), err.strerror) from None
+        if not os.path.isfile(path):
+            return None
+        return self._entry(key, path, st)
+
+    def get(self, key):
+        path = self.path(key)
+        try:
+            with open(path, 'rb') as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise NotFound(self.uri(key), 'no such file') from None
+        except IsADirectoryError:
+            raise StoreError(self.uri(key), 'a directory (end the URI with '
+                             '/ to name the files under it)') from None
+        except OSError as err:
+            raise StoreError(self.uri(key), err.strerror) from None
+        entry = self.head(key)
+        return data, entry.metadata if entry else {}
+
+    def put(self, key, data, metadata=None):
+        path = self.path(key)
+        metadata = normalize_metadata(metadata)
+        try:
+            st = _atomic_write(path, data)
+            # After the body: a sidecar left over from an older body no
+            # longer matches the new file's inode and is ignored.
+            _atomic_write(self._sidecar(path), json.dumps({
+                'md5': md5_hex(data), 'stat': _stat_key(st),
+                'metadata': metadata}, sort_keys=True).encode('utf-8'))
+        except OSError as err:
+            raise StoreError(self.uri(key), err.strerror or str(err)) \
+                from None
+        return Entry(key, len(data), md5_hex(data), metadata)
+
+    def delete(self, key):
+        path = self.path(key)
+        for name in (path, self._sidecar(path)):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise StoreError(self.uri(key), err.strerror) from None
+
+
+def _stat_key(st):
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _file_md5(path):
+    import hashlib
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(CHUNK), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path, data):
+    """Write ``data`` to ``path`` through a temporary file and a rename;
+    returns the new file's stat."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        st = os.stat(temp)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    return st

@@ -1,1 +1,0 @@
-"""Putting mlstorlets on a Swift cluster: node configuration and storlets."""

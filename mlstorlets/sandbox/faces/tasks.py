@@ -1,0 +1,288 @@
+"""What the face storlets compute, as functions of their inputs.
+
+Each function here takes the storlet's input files and its string
+parameters and returns ``(metadata, body)`` for
+:func:`mlstorlets.sandbox.invocation.run`; the storlet classes in ``storlets/`` only
+hand them over.  Inputs are any objects with ``read(size)`` and
+``get_metadata()``, so that the tests need no engine.
+
+The engine does not tell a storlet the names of its inputs: the client
+passes the name of the object a request runs on as parameter ``source``
+(the batch runner always does), and of a model as ``model``.
+
+The engine copies the user metadata of the object a request runs on to the
+output, and the metadata a storlet sets overrides it key by key (a key
+cannot be removed).  The output keeps the input's content type: a client
+writing an output of another type sets it on its request.
+"""
+
+import json
+import mmap
+import os
+import shutil
+import tempfile
+
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.invocation import float_param, int_param
+from mlstorlets.sandbox.faces.detect import crop_face, encode_png, extract_face, largest_face
+from mlstorlets.sandbox.faces.image import decode_image
+from mlstorlets.sandbox.faces.model import load_model, recognize as recognize_crop
+from mlstorlets.sandbox.faces.video import MAX_FRAMES, NO_FACE, recognize_video
+
+__all__ = [
+    "extract",
+    "recognize",
+    "input_name",
+    "read_input",
+    "spill_input",
+    "sniff",
+    "metadata_value",
+]
+
+#: Largest photo read into memory; a 40 megapixel JPEG is about 20 MB.
+MAX_IMAGE_BYTES = 64 * 2**20
+#: Largest model object; a face model is a few hundred kilobytes.
+MAX_MODEL_BYTES = 64 * 2**20
+#: Largest video spilled to the sandbox's /tmp; the annotated copy needs room
+#: too, and the sandbox caps any one file at 2 GiB.
+MAX_VIDEO_BYTES = 1024 * 2**20
+
+# Metadata the face storlets write; stale values are dropped from an input's
+# metadata before fresh ones are added.
+TAG_PREFIX = "Face-"
+# Swift: a metadata value is at most 256 bytes, all of them at most 4096.
+MAX_META_VALUE = 256
+MAX_META_TOTAL = 4096
+
+_CHUNK = 1 << 20
+
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+
+
+def input_name(params, index):
+    """The name errors give input ``index`` (0 is the request's object)."""
+    if index == 0:
+        return params.get("source") or "the input object"
+    return f"input {index}"
+
+
+def metadata_value(metadata, key):
+    """``metadata[key]`` compared case-insensitively, or None.
+
+    Swift title-cases metadata keys (``X-Object-Meta-name`` is stored as
+    ``Name``), so a key given by a user may differ in case.
+    """
+    wanted = key.lower()
+    for candidate, value in metadata.items():
+        if candidate.lower() == wanted:
+            return value
+    return None
+
+
+def read_input(f, name, limit):
+    """Read a whole input into memory, refusing more than ``limit`` bytes."""
+    chunks, total = [], 0
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise ObjectError(name, f"larger than the {limit} bytes accepted")
+        chunks.append(chunk)
+
+
+def spill_input(f, path, name, limit, head=b""):
+    """Copy an input to a local file, refusing more than ``limit`` bytes.
+
+    Returns the number of bytes written. ``head`` is data already read from
+    ``f`` (e.g. to sniff its type) and is written first.
+    """
+    total = len(head)
+    with open(path, "wb") as out:
+        out.write(head)
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                return total
+            total += len(chunk)
+            if total > limit:
+                raise ObjectError(name, f"larger than the {limit} bytes accepted")
+            out.write(chunk)
+
+
+def sniff(head):
+    """``'image'``, ``'video'`` or None from the first bytes of an object.
+
+    Only containers FFmpeg reads without following references are called
+    videos: a playlist (HLS, concat) handed to FFmpeg could make it read
+    other files of the sandbox into the output.
+    """
+    if head.startswith(_IMAGE_MAGIC):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+        return "video"  # ISO base media: MP4, MOV, 3GP
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video"  # Matroska, WebM
+    if head.startswith(b"\x00\x00\x01\xba") or (len(head) > 376 and head[0] == head[188] == head[376] == 0x47):
+        return "video"  # MPEG program and transport streams
+    return None
+
+
+def _read_head(f, size=512):
+    head = b""
+    while len(head) < size:
+        chunk = f.read(size - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _box(box):
+    return ",".join(str(int(v)) for v in box)
+
+
+def extract(in_files, params):
+    """The ``extract_face`` storlet: the largest face of a photo, as PNG.
+
+    Parameters (all optional): ``size`` (crop side, default 64), ``margin``
+    (forehead margin, default 0.2), ``label_key`` (metadata key of the
+    person's name, default ``Name``), ``source`` (the object's name, for
+    messages and the output's ``Source``).
+
+    Returns
+    -------
+    metadata : dict
+        The label under ``label_key`` when the photo has one, ``Source`` when
+        given, ``Face-Box`` (``x,y,w,h`` in the photo).
+    body : bytes
+        The grayscale crop, PNG.
+    """
+    name = input_name(params, 0)
+    size = int_param(params, "size", 64, 16, 256, name)
+    margin = float_param(params, "margin", 0.2, 0.0, 1.0, name)
+    label_key = params.get("label_key") or "Name"
+    data = read_input(in_files[0], name, MAX_IMAGE_BYTES)
+    crop, box = extract_face(data, name, size=size, margin=margin)
+    metadata = {"Face-Box": _box(box)}
+    label = metadata_value(in_files[0].get_metadata(), label_key)
+    if label:
+        metadata[label_key] = label
+    if params.get("source"):
+        metadata["Source"] = params["source"][:MAX_META_VALUE]
+    return metadata, encode_png(crop, name)
+
+
+def recognize(in_files, params):
+    """The ``recognize_face`` storlet: tag a photo, or annotate a video.
+
+    Inputs: ``in_files[0]`` the photo or video (the request's object),
+    ``in_files[1]`` the model (the single extra resource).
+
+    Parameters (all optional): ``threshold`` (below it a face is
+    ``unknown``, default 0.5), ``kind`` (``image``, ``video`` or ``auto``,
+    the default, which reads the object's first bytes), ``max_frames``
+    (video, default :data:`~mlstorlets.sandbox.faces.video.MAX_FRAMES`), ``source``
+    and ``model`` (names of the two objects, for messages).
+
+    Returns
+    -------
+    metadata : dict
+        The input's own metadata (earlier ``Face-*`` tags blanked) plus, for
+        a photo, ``Face-Name`` (``none`` when no face is found),
+        ``Face-Confidence`` and ``Face-Box``; for a video ``Face-Name`` (the
+        most frequent) and ``Face-Frames`` (JSON counts, ``none`` counting
+        frames without a face).
+    body : bytes-like
+        The photo unchanged, or the annotated video (Motion JPEG AVI).
+    """
+    name = input_name(params, 0)
+    if len(in_files) != 2:
+        raise ObjectError(name, "recognition needs the model as the one extra resource "
+                                f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs")
+    model_name = params.get("model") or "the model object (input 1)"
+    threshold = float_param(params, "threshold", 0.5, 0.0, 1.0, name)
+    kind = params.get("kind") or "auto"
+    if kind not in ("auto", "image", "video"):
+        raise ObjectError(name, f"parameter kind must be image, video or auto, got {kind!r}")
+    # The model first: a bad model is refused before any work on the data.
+    model = load_model(read_input(in_files[1], model_name, MAX_MODEL_BYTES), model_name)
+    # Tags of an earlier recognition would survive on the output (the engine
+    # keeps the input's metadata), so they are blanked, then set afresh.
+    inherited = {k: ("" if k.startswith(TAG_PREFIX) else v) for k, v in in_files[0].get_metadata().items()}
+    head = _read_head(in_files[0])
+    sniffed = sniff(head)
+    if kind == "auto":
+        kind = "video" if sniffed == "video" else "image"
+    if kind == "video":
+        if sniffed != "video":
+            raise ObjectError(name, "not a video in a known container (AVI, MP4/MOV, Matroska, MPEG)")
+        max_frames = int_param(params, "max_frames", MAX_FRAMES, 1, 10**6, name)
+        tags, body = _recognize_video(model, in_files[0], head, name, threshold, max_frames)
+    else:
+        data = head + read_input(in_files[0], name, MAX_IMAGE_BYTES - len(head))
+        tags, body = _recognize_photo(model, data, name, threshold), data
+    if params.get("model"):
+        tags["Face-Model"] = params["model"][:MAX_META_VALUE]
+    return _merge_metadata(inherited, tags, name), body
+
+
+def _recognize_photo(model, data, name, threshold):
+    spec = model.spec
+    gray = decode_image(data, name)
+    box = largest_face(gray)
+    if box is None:
+        # A photo without a face is an answer, not an error: it keeps its
+        # place in a tagged collection.
+        return {"Face-Name": NO_FACE}
+    crop = crop_face(gray, box, size=spec["size"], margin=spec["margin"], equalize=spec["equalize"])
+    person, confidence = recognize_crop(model, crop, threshold=threshold)
+    return {"Face-Name": person, "Face-Confidence": f"{confidence:.3f}", "Face-Box": _box(box)}
+
+
+def _recognize_video(model, f, head, name, threshold, max_frames):
+    # FFmpeg needs a seekable file; the sandbox's /tmp is private to this
+    # storlet and both files are removed before returning.
+    workdir = tempfile.mkdtemp(prefix="mlstorlets-video-")
+    try:
+        src = os.path.join(workdir, "input")
+        dst = os.path.join(workdir, "annotated.avi")
+        spill_input(f, src, name, MAX_VIDEO_BYTES, head=head)
+        summary = recognize_video(model, src, dst, name, threshold=threshold, max_frames=max_frames)
+        with open(dst, "rb") as out:
+            # Mapped rather than read: the annotated video can be large, and
+            # the pages stay valid after the file is unlinked.
+            body = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    tags = {"Face-Name": summary["name"], "Face-Frames": _frames_json(summary["frames"])}
+    if summary["truncated"]:
+        tags["Face-Truncated"] = str(max_frames)
+    return tags, body
+
+
+def _frames_json(frames):
+    """Frame counts as compact JSON within a metadata value's 256 bytes.
+
+    The rarest names are left out first when there are too many to fit;
+    ``none`` always stays.
+    """
+    ranked = sorted(frames.items(), key=lambda kv: (kv[0] != NO_FACE, -kv[1], kv[0]))
+    while True:
+        text = json.dumps(dict(sorted(ranked)), separators=(",", ":"))
+        if len(text.encode()) <= MAX_META_VALUE or len(ranked) <= 1:
+            return text
+        ranked.pop()
+
+
+def _merge_metadata(inherited, tags, name):
+    merged = dict(inherited)
+    merged.update(tags)
+    total = sum(len(k.encode()) + len(str(v).encode()) for k, v in merged.items())
+    if total > MAX_META_TOTAL - 256:
+        raise ObjectError(name, f"its metadata ({total} bytes) leaves no room for the face tags "
+                                f"under Swift's {MAX_META_TOTAL}-byte limit")
+    return merged

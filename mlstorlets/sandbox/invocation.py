@@ -1,0 +1,132 @@
+"""How an mlstorlets storlet answers an invocation.
+
+Every storlet of the project computes its whole result first, then answers
+through :func:`run`, which speaks the small protocol the project's proxy
+middleware (:mod:`mlstorlets.server.middleware.storlet_copy`) understands:
+
+* bad input (:class:`~mlstorlets.sandbox.errors.ObjectError`) is reported in the
+  output metadata as ``Storlet-Error``, with no body; the middleware turns it
+  into ``422`` naming the object and the reason, and writes no output object;
+* a result declares its length as ``Storlet-Output-Length``, so that an
+  output cut short is never stored.
+
+Anything else a storlet raises is a bug, and the engine reports it as a
+failed storlet (``502`` from the proxy).
+
+The storlet daemon forks a child per invocation and lets it end through
+``sys.exit()``: a full interpreter teardown, which with numpy, OpenCV and
+scikit-learn loaded costs more CPU than most invocations themselves.  Once
+its answer is sent and every file closed, the child of an mlstorlets
+storlet leaves with ``os._exit(0)``, as a forked child should.
+"""
+
+import math
+import os
+import sys
+
+from mlstorlets.sandbox.errors import ObjectError
+
+ERROR_KEY = 'Storlet-Error'
+LENGTH_KEY = 'Storlet-Output-Length'
+# Swift stores metadata in xattrs and caps a header at 8 KiB: a reason is
+# for a human to read, not a dump.
+MAX_REASON = 1024
+
+
+def run(logger, in_files, out_files, params, compute):
+    """Call ``compute(in_files, params)`` and send its result or refusal.
+
+    Parameters
+    ----------
+    logger : storlet logger
+    in_files, out_files : lists of storlet files
+    params : dict of str
+    compute : callable
+        Returns ``(metadata, body)``: a dict of str to str and bytes.
+    """
+    try:
+        metadata, body = compute(in_files, dict(params))
+        metadata = {k: str(v) for k, v in metadata.items()}
+        metadata[LENGTH_KEY] = str(len(body))
+    except ObjectError as err:
+        logger.info('refused: %s' % err)
+        # A refusal is metadata only: the proxy answers 422 and writes
+        # nothing.
+        metadata, body = {ERROR_KEY: str(err)[:MAX_REASON]}, b''
+    finally:
+        for f in in_files:
+            f.close()
+    out = out_files[0]
+    out.set_metadata(metadata)
+    if body:
+        out.write(body)
+    out.close()
+    _leave(logger)
+
+
+class Storlet(object):
+    """Base of the project's storlets: a thin shell over one function.
+
+    A storlet module defines a subclass whose ``compute`` is the plain
+    function (``compute(in_files, params) -> (metadata, body)``) that does
+    the work; the same function serves the client-side fallback and the
+    unit tests.
+    """
+
+    compute = None
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __call__(self, in_files, out_files, params):
+        run(self.logger, in_files, out_files, params, type(self).compute)
+
+
+def int_param(params, key, default, low, high, name):
+    """Parameter ``key`` as an int in [low, high]; ``default`` if absent.
+
+    A bad value is the caller's input error: an ObjectError naming ``name``.
+    """
+    raw = params.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ObjectError(name, f"parameter {key} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def float_param(params, key, default, low=-math.inf, high=math.inf,
+                name=""):
+    """Parameter ``key`` as a finite float in [low, high]; ``default`` if
+    absent."""
+    raw = params.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ObjectError(name, f"parameter {key} must be a number, got {raw!r}") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {raw}")
+    return value
+
+
+def _in_daemon_child():
+    """True inside a storlet daemon's per-invocation child process."""
+    main = sys.modules.get('__main__')
+    spec = getattr(main, '__spec__', None)
+    return bool(spec) and spec.name.startswith('storlets.agent.daemon')
+
+
+def _leave(logger):
+    """End a daemon's child at once: its work is done and sent."""
+    if _in_daemon_child():
+        try:
+            logger.close()
+        finally:
+            os._exit(0)
+

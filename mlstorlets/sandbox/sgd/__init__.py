@@ -1,0 +1,1 @@
+"""Incremental SGD over objects: data formats, model state, training."""

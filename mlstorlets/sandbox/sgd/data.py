@@ -1,0 +1,406 @@
+"""Formats of a training object and their streaming in mini-batches.
+
+A training object is one of:
+
+* delimited text: CSV (``,``), TSV (tab) or whitespace-separated numbers, one
+  sample a line, the label in one column (``label_column``, default the last),
+  optionally a per-row weight in another (``weight_column``), optionally
+  ``header_rows`` lines to skip. Blank lines and lines starting with ``#`` are
+  skipped (line numbers in errors still count them). Labels are numbers.
+* ``.npy``: one 2-D float array, label in ``label_column`` (default last),
+  weight in ``weight_column`` if given.
+* ``.npz``: arrays ``X`` (2-D) and ``y`` (1-D, numbers or strings), optional
+  ``sample_weight``; loaded with ``allow_pickle=False``.
+
+Text and C-ordered ``.npy`` objects are read incrementally, ``batch_size``
+rows at a time, so an object bigger than memory can be trained on; ``.npz``
+is a zip archive whose directory sits at the end, so it is read whole.
+
+Options come from the storlet parameters first, then from the object's user
+metadata (``X-Object-Meta-Num-Features`` and friends), then defaults.
+"""
+
+import io
+import zlib
+
+import numpy as np
+
+from mlstorlets.sandbox.errors import ObjectError
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+FORMATS = ("auto", "csv", "tsv", "whitespace", "npy", "npz")
+DELIMITERS = {"csv": ",", "tsv": "\t", "whitespace": None}
+DEFAULT_BATCH_SIZE = 65536
+
+#: option name -> (metadata key, parser); parameters use the option name.
+_OPTIONS = {
+    "format": ("Data-Format", str),
+    "num_features": ("Num-Features", int),
+    "label_column": ("Label-Column", int),
+    "weight_column": ("Weight-Column", int),
+    "header_rows": ("Header-Rows", int),
+    "batch_size": (None, int),
+}
+
+
+class DataOptions:
+    """How to read one object.
+
+    Parameters
+    ----------
+    format : {'auto', 'csv', 'tsv', 'whitespace', 'npy', 'npz'}, default='auto'
+        'auto' recognises ``.npy``/``.npz`` by their magic bytes and tells the
+        text delimiters apart from the first data line (comma, then tab, else
+        whitespace).
+    num_features : int, default=None
+        Expected number of features; None infers it from the first row.
+    label_column : int, default=-1
+        Column of the label (negative counts from the end).
+    weight_column : int, default=None
+        Column of a per-row sample weight, if any.
+    header_rows : int, default=0
+        Leading text lines to skip.
+    batch_size : int, default=65536
+        Rows per mini-batch.
+    """
+
+    def __init__(self, format="auto", num_features=None, label_column=-1,
+                 weight_column=None, header_rows=0, batch_size=DEFAULT_BATCH_SIZE):
+        self.format = format
+        self.num_features = num_features
+        self.label_column = label_column
+        self.weight_column = weight_column
+        self.header_rows = header_rows
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_sources(cls, params, metadata, name=""):
+        """Options from storlet parameters, else object metadata, else defaults."""
+        metadata = {str(k).lower(): v for k, v in (metadata or {}).items()}
+        kwargs = {}
+        for option, (meta_key, parse) in _OPTIONS.items():
+            raw = params.get(option)
+            if raw is None and meta_key is not None:
+                raw = metadata.get(meta_key.lower())
+            if raw is None or raw == "":
+                continue
+            try:
+                kwargs[option] = parse(raw)
+            except ValueError:
+                raise ObjectError(name, f"bad {option} {raw!r}") from None
+        options = cls(**kwargs)
+        options.check(name)
+        return options
+
+    def check(self, name=""):
+        if self.format not in FORMATS:
+            raise ObjectError(name, f"unknown format {self.format!r}, expected one of {FORMATS}")
+        if self.num_features is not None and self.num_features < 1:
+            raise ObjectError(name, "num_features must be >= 1")
+        if self.header_rows < 0:
+            raise ObjectError(name, "header_rows must be >= 0")
+        if self.batch_size < 1:
+            raise ObjectError(name, "batch_size must be >= 1")
+        if self.weight_column is not None and self.weight_column == self.label_column:
+            raise ObjectError(name, "weight_column and label_column are the same")
+
+
+class Batch:
+    """Rows of one mini-batch.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n, n_features), float64
+    y : ndarray of shape (n,)
+    sample_weight : ndarray of shape (n,) or None
+    lines : ndarray of shape (n,) or None
+        1-based line numbers of the rows, for text objects.
+    start : int
+        Index of the batch's first row in the object.
+    """
+
+    def __init__(self, X, y, sample_weight, lines, start):
+        self.X = X
+        self.y = y
+        self.sample_weight = sample_weight
+        self.lines = lines
+        self.start = start
+
+    def where(self, i):
+        """Words locating row ``i`` of the batch in its object."""
+        if self.lines is not None:
+            return f"line {int(self.lines[i])}"
+        return f"row {self.start + i}"
+
+
+class _RawReader(io.RawIOBase):
+    """A raw stream over anything with ``read(size)`` (a storlet input file)."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._source.read(len(buffer))
+        if not data:
+            return 0
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+def _buffered(source):
+    return io.BufferedReader(_RawReader(source), buffer_size=1 << 20)
+
+
+def _split_columns(arr, n_columns, options, name, where):
+    """Split a 2-D float array into X, y, w according to the column options."""
+    label = options.label_column
+    if not -n_columns <= label < n_columns:
+        raise ObjectError(name, f"{where}: label_column {label} is outside {n_columns} columns")
+    label %= n_columns
+    drop = [label]
+    weight = None
+    if options.weight_column is not None:
+        wcol = options.weight_column
+        if not -n_columns <= wcol < n_columns or wcol % n_columns == label:
+            raise ObjectError(name, f"{where}: weight_column {wcol} is invalid for "
+                                    f"{n_columns} columns")
+        weight = arr[:, wcol % n_columns].copy()
+        drop.append(wcol % n_columns)
+    keep = [c for c in range(n_columns) if c not in drop]
+    X = np.ascontiguousarray(arr[:, keep])
+    return X, arr[:, label].copy(), weight
+
+
+def _expected_columns(options):
+    if options.num_features is None:
+        return None
+    return options.num_features + 1 + (options.weight_column is not None)
+
+
+def _check_finite(batch, name):
+    for what, values in (("feature", batch.X), ("label", batch.y),
+                         ("sample weight", batch.sample_weight)):
+        if values is None or values.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ObjectError(name, f"{batch.where(row)}: {what} is NaN or infinite")
+    if batch.sample_weight is not None and (batch.sample_weight < 0).any():
+        row = int(np.argmax(batch.sample_weight < 0))
+        raise ObjectError(name, f"{batch.where(row)}: negative sample weight")
+
+
+def _parse_line(text, delimiter, n_columns, name, lineno):
+    fields = text.split(delimiter) if delimiter is not None else text.split()
+    if n_columns is not None and len(fields) != n_columns:
+        raise ObjectError(name, f"line {lineno}: {len(fields)} columns, expected {n_columns}")
+    try:
+        values = [float(f) for f in fields]
+    except ValueError:
+        bad = next(f for f in fields if not _is_float(f))
+        raise ObjectError(name, f"line {lineno}: non-numeric value {bad.strip()!r}") from None
+    return values
+
+
+def _is_float(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _sniff_delimiter(line):
+    if "," in line:
+        return ","
+    if "\t" in line:
+        return "\t"
+    return None
+
+
+def _text_batches(stream, options, name):
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline=None)
+    delimiter = DELIMITERS.get(options.format) if options.format != "auto" else "?"
+    n_columns = _expected_columns(options)
+    lines, numbers = [], []
+    start = 0
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(text, start=1):
+            if lineno <= options.header_rows:
+                continue
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if delimiter == "?":
+                delimiter = _sniff_delimiter(line)
+            if n_columns is None:
+                n_columns = len(line.split(delimiter) if delimiter else line.split())
+            lines.append(line)
+            numbers.append(lineno)
+            if len(lines) == options.batch_size:
+                yield _parse_text(lines, numbers, delimiter, n_columns, options, name, start)
+                start += len(lines)
+                lines, numbers = [], []
+    except UnicodeDecodeError as exc:
+        raise ObjectError(name, f"line {lineno + 1}: not UTF-8 text ({exc.reason})") from None
+    if lines:
+        yield _parse_text(lines, numbers, delimiter, n_columns, options, name, start)
+
+
+def _parse_text(lines, numbers, delimiter, n_columns, options, name, start):
+    try:
+        # numpy's C parser; on any failure the slow path below names the line.
+        arr = np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2,
+                         comments=None)
+        if arr.shape[1] != n_columns:
+            raise ValueError("column count")
+    except ValueError:
+        arr = np.array([_parse_line(text, delimiter, n_columns, name, lineno)
+                        for text, lineno in zip(lines, numbers)], dtype=np.float64)
+    X, y, w = _split_columns(arr, n_columns, options, name, f"line {numbers[0]}")
+    return Batch(X, y, w, np.asarray(numbers), start)
+
+
+def _npy_batches(stream, options, name):
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except ValueError as exc:
+        raise ObjectError(name, f"bad .npy header ({exc})") from None
+    if dtype.hasobject:
+        raise ObjectError(name, ".npy object arrays are refused (they need pickle)")
+    if dtype.kind not in "biuf":
+        raise ObjectError(name, f".npy dtype {dtype} is not numeric")
+    if len(shape) != 2:
+        raise ObjectError(name, f".npy array must be 2-D, got shape {shape}")
+    n_rows, n_columns = shape
+    expected = _expected_columns(options)
+    if expected is not None and n_columns != expected:
+        raise ObjectError(name, f".npy has {n_columns} columns, expected {expected}")
+    if fortran:
+        # column-major: rows are not contiguous, so the array is read whole
+        data = stream.read()
+        if len(data) != n_rows * n_columns * dtype.itemsize:
+            raise ObjectError(name, ".npy data is truncated")
+        arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F")
+        for start in range(0, n_rows, options.batch_size):
+            chunk = arr[start:start + options.batch_size].astype(np.float64)
+            X, y, w = _split_columns(chunk, n_columns, options, name, "row 0")
+            yield Batch(X, y, w, None, start)
+        return
+    row_bytes = n_columns * dtype.itemsize
+    for start in range(0, n_rows, options.batch_size):
+        n = min(options.batch_size, n_rows - start)
+        data = stream.read(n * row_bytes)
+        if len(data) != n * row_bytes:
+            raise ObjectError(name, f".npy data is truncated at row {start + len(data) // max(row_bytes, 1)}")
+        chunk = np.frombuffer(data, dtype=dtype).reshape(n, n_columns).astype(np.float64)
+        X, y, w = _split_columns(chunk, n_columns, options, name, f"row {start}")
+        yield Batch(X, y, w, None, start)
+    if stream.read(1):
+        raise ObjectError(name, ".npy has trailing bytes after its data")
+
+
+def _npz_batches(stream, options, name):
+    try:
+        with np.load(io.BytesIO(stream.read()), allow_pickle=False) as archive:
+            missing = {"X", "y"} - set(archive.files)
+            if missing:
+                raise ObjectError(name, f".npz lacks array(s) {sorted(missing)}")
+            X = archive["X"]
+            y = archive["y"]
+            w = archive["sample_weight"] if "sample_weight" in archive.files else None
+    except ObjectError:
+        raise
+    except (ValueError, OSError, zlib.error) as exc:
+        raise ObjectError(name, f"unreadable .npz ({exc})") from None
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        raise ObjectError(name, f".npz X must be a 2-D numeric array, got {X.dtype} {X.shape}")
+    if y.shape != (X.shape[0],) or y.dtype.kind not in "biufU":
+        raise ObjectError(name, f".npz y must be 1-D numbers or strings of length {X.shape[0]}")
+    if w is not None and (w.shape != (X.shape[0],) or w.dtype.kind not in "biuf"):
+        raise ObjectError(name, ".npz sample_weight must be 1-D numbers, one per row")
+    if options.num_features is not None and X.shape[1] != options.num_features:
+        raise ObjectError(name, f".npz X has {X.shape[1]} features, "
+                                f"expected {options.num_features}")
+    for start in range(0, X.shape[0], options.batch_size):
+        stop = start + options.batch_size
+        yield Batch(np.ascontiguousarray(X[start:stop], dtype=np.float64),
+                    y[start:stop] if y.dtype.kind == "U" else y[start:stop].astype(np.float64),
+                    None if w is None else w[start:stop].astype(np.float64),
+                    None, start)
+
+
+def iter_batches(source, options, name=""):
+    """Yield the object's rows as :class:`Batch` es of ``options.batch_size``.
+
+    Parameters
+    ----------
+    source : file-like
+        Anything with ``read(size)``: a storlet input file, an open file.
+    options : DataOptions
+    name : str
+        The object's name, for error messages.
+
+    Raises
+    ------
+    mlstorlets.sandbox.errors.ObjectError
+        Empty object, wrong column count, non-numeric value, NaN or infinity,
+        negative weight; text errors name the line.
+    """
+    stream = _buffered(source)
+    head = stream.peek(8)[:8]
+    fmt = options.format
+    if fmt == "auto":
+        fmt = "npy" if head.startswith(NPY_MAGIC) else "npz" if head.startswith(ZIP_MAGIC) else "text"
+    if fmt == "npy":
+        batches = _npy_batches(stream, options, name)
+    elif fmt == "npz":
+        batches = _npz_batches(stream, options, name)
+    else:
+        batches = _text_batches(stream, options, name)
+    n_features = None
+    empty = True
+    for batch in batches:
+        if n_features is None:
+            n_features = batch.X.shape[1]
+            if n_features < 1:
+                raise ObjectError(name, "no feature columns")
+        _check_finite(batch, name)
+        empty = False
+        yield batch
+    if empty:
+        raise ObjectError(name, "empty object: no data rows")
+
+
+def holdout_mask(n_rows, start, fraction, seed, name):
+    """Which rows of ``[start, start + n_rows)`` are held out for validation.
+
+    The draw depends only on the seed, the object's name and the row's index
+    in the object, so the training passes and the validation passes agree on
+    the split whatever the batch size.
+    """
+    if fraction <= 0:
+        return np.zeros(n_rows, dtype=bool)
+    key = [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))]
+    rows = np.arange(start, start + n_rows, dtype=np.uint64)
+    # a counter-based draw: a hash of (key, row) mapped to [0, 1)
+    h = rows * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64((key[0] << 32) | key[1])
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction

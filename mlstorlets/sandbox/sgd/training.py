@@ -1,0 +1,364 @@
+"""What the SGD storlet computes, as pure functions of its inputs.
+
+:func:`run` takes the storlet's input files and string parameters and returns
+the output metadata and body; the storlet class only moves bytes. Operations
+(parameter ``op``):
+
+``partial_fit``
+    Rebuild the estimator from the state, call scikit-learn's
+    ``partial_fit`` on each mini-batch of the object in order, return the new
+    state. Its ``report`` holds the sums :meth:`remote_fit` needs for its
+    stopping rule: ``objective`` (one sum per one-vs-rest problem, see
+    :func:`objective_sums`) and ``n_samples``.
+``score``
+    Return JSON sums that combine across objects: weighted correct count and
+    weight sum for a classifier; weighted SSE, weight sum, weighted mean and
+    weighted sum of squared deviations of ``y`` for a regressor.
+``labels``
+    Return JSON with the distinct labels, their counts, the number of rows and
+    of features, for :meth:`remote_fit` to find ``classes`` and
+    ``class_weight='balanced'`` weights.
+
+The state arrives either in parameters ``state_parts`` and ``state_0`` …
+(URL-safe base64 chunks) or, when too big for headers, as the second input
+file (an extra resource).
+"""
+
+import base64
+import binascii
+import json
+import math
+import platform
+
+import numpy as np
+
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.invocation import float_param
+from mlstorlets.sandbox.sgd import data, state
+
+OPERATIONS = ("partial_fit", "score", "labels")
+SCORE_FORMAT = "mlstorlets.sgd-score"
+LABELS_FORMAT = "mlstorlets.sgd-labels"
+MAX_LABELS = 10000
+
+
+def encode_state_params(blob, chunk_size):
+    """Storlet parameters carrying ``blob``, in chunks of ``chunk_size`` characters."""
+    text = base64.urlsafe_b64encode(blob).decode("ascii")
+    chunks = [text[i:i + chunk_size] for i in range(0, len(text), chunk_size)] or [""]
+    params = {"state_parts": str(len(chunks))}
+    params.update({f"state_{i}": c for i, c in enumerate(chunks)})
+    return params
+
+
+def decode_state_params(params):
+    """Inverse of :func:`encode_state_params`; None when the state is not in ``params``."""
+    if "state_parts" not in params:
+        return None
+    try:
+        parts = int(params["state_parts"])
+        text = "".join(params[f"state_{i}"] for i in range(parts))
+        return base64.urlsafe_b64decode(text.encode("ascii"))
+    except (ValueError, KeyError, binascii.Error) as exc:
+        raise ObjectError("model state", f"bad state parameters ({exc})") from None
+
+
+def _read_all(f):
+    chunks = []
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _weights(batch, object_weight):
+    if batch.sample_weight is None:
+        return np.full(batch.X.shape[0], object_weight)
+    return batch.sample_weight * object_weight
+
+
+def _check_labels(classes, batch, name):
+    if classes is None:
+        return
+    if batch.y.dtype.kind == "U" and classes.dtype.kind != "U":
+        raise ObjectError(name, f"{batch.where(0)}: label {batch.y[0].item()!r} is not a number "
+                                "but the classes are")
+    bad = ~np.isin(batch.y, classes)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ObjectError(name, f"{batch.where(row)}: label {batch.y[row].item()!r} is not one of "
+                                f"the classes {classes.tolist()}")
+
+
+def pointwise_loss(estimator, loss, target, raw):
+    """The loss of each row, as scikit-learn's SGD computes it (``cy_loss``).
+
+    scikit-learn's common losses (``log_loss``, ``squared_error``,
+    ``huber``) compute it vectorized with ``loss.loss``. The SGD-only ones
+    (hinge, squared hinge, perceptron, modified Huber, the epsilon-insensitive
+    losses) inherit a ``loss`` method that writes nothing, so their formulas
+    from ``sklearn.linear_model._sgd_fast`` are applied here.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not hasattr(loss, "py_loss"):
+            out = np.empty_like(raw)
+            loss.loss(target, raw, None, out)
+            return out
+        name = estimator.loss
+        args = estimator.loss_functions[name][1:]
+        if name in ("epsilon_insensitive", "squared_epsilon_insensitive"):
+            args = (estimator.epsilon,)
+        z = raw * target
+        if name in ("hinge", "perceptron"):
+            return np.maximum(args[0] - z, 0.0)
+        if name == "squared_hinge":
+            return np.maximum(args[0] - z, 0.0) ** 2
+        if name == "modified_huber":
+            return np.where(z >= 1.0, 0.0, np.where(z >= -1.0, (1.0 - z) ** 2, -4.0 * z))
+        if name == "epsilon_insensitive":
+            return np.maximum(np.abs(target - raw) - args[0], 0.0)
+        if name == "squared_epsilon_insensitive":
+            return np.maximum(np.abs(target - raw) - args[0], 0.0) ** 2
+        # a loss this module does not know: scikit-learn's scalar version
+        return np.fromiter((loss.py_loss(p, t) for p, t in zip(raw, target)),
+                           dtype=np.float64, count=len(raw))
+
+
+def objective_sums(estimator, X, y, classes):
+    """Sum over rows of scikit-learn's SGD objective, before training on them.
+
+    scikit-learn's ``fit`` stops on the mean over an epoch of ``loss(y, p) +
+    alpha * penalty(w)`` where ``p`` and ``w`` are taken just before each
+    sample's update. Within the storlet we cannot observe that without
+    re-implementing SGD, so we evaluate the same terms with the weights
+    current at the start of each mini-batch (a prequential estimate at
+    mini-batch granularity). Samples are unweighted, as in scikit-learn.
+
+    Returns
+    -------
+    sums : list of float
+        One sum per one-vs-rest problem (one for regression and binary).
+    """
+    n_features = X.shape[1]
+    loss = estimator._get_loss_function(estimator.loss)
+    if classes is not None:
+        n_out = 1 if len(classes) == 2 else len(classes)
+    else:
+        n_out = 1
+    if getattr(estimator, "coef_", None) is None:
+        W = np.zeros((n_out, n_features))
+        b = np.zeros(n_out)
+    elif estimator.average:
+        # scikit-learn's updates and losses use the standard weights
+        W = np.asarray(estimator._standard_coef).reshape(n_out, n_features)
+        b = np.asarray(estimator._standard_intercept).reshape(n_out)
+    else:
+        W = np.asarray(estimator.coef_).reshape(n_out, n_features)
+        b = np.asarray(estimator.intercept_).reshape(n_out)
+    penalty = estimator.penalty
+    if penalty is None or estimator.learning_rate in ("pa1", "pa2"):
+        l1_ratio = None
+    else:
+        l1_ratio = {"l2": 0.0, "l1": 1.0}.get(penalty, estimator.l1_ratio)
+    label_encode = estimator.loss == "log_loss"
+    sums = []
+    for i in range(n_out):
+        if classes is None:
+            target = np.ascontiguousarray(y, dtype=np.float64)
+        else:
+            positive = classes[1] if len(classes) == 2 else classes[i]
+            target = np.where(y == positive, 1.0, 0.0 if label_encode else -1.0)
+        raw = np.ascontiguousarray(X @ W[i] + b[i])
+        total = float(pointwise_loss(estimator, loss, np.ascontiguousarray(target), raw).sum())
+        if l1_ratio is not None:
+            w = W[i]
+            total += len(y) * estimator.alpha * (
+                (1 - l1_ratio) * 0.5 * float(w @ w) + l1_ratio * float(np.abs(w).sum()))
+        sums.append(total)
+    return sums
+
+
+def partial_fit(model, batches, name, object_weight=1.0, holdout=None):
+    """Train ``model`` (a :class:`state.State`) on ``batches`` with partial_fit semantics.
+
+    Parameters
+    ----------
+    model : mlstorlets.sandbox.sgd.state.State
+    batches : iterable of data.Batch
+    name : str
+    object_weight : float
+        Multiplies every row's sample weight.
+    holdout : (fraction, seed) or None
+        Rows drawn by :func:`data.holdout_mask` are skipped.
+
+    Returns
+    -------
+    blob : bytes
+        The new state, with its ``report``.
+    """
+    estimator = model.build()
+    classes = model.classes if model.kind == "SGDClassifier" else None
+    if classes is None and model.kind == "SGDClassifier":
+        raise ObjectError(name, "the classifier's classes are unknown (pass classes=)")
+    objective = None
+    n_samples = n_batches = 0
+    for batch in batches:
+        X, y = batch.X, batch.y
+        weights = _weights(batch, object_weight)
+        if holdout is not None:
+            keep = ~data.holdout_mask(len(y), batch.start, holdout[0], holdout[1], name)
+            X, y, weights = X[keep], y[keep], weights[keep]
+            if not len(y):
+                continue
+        _check_labels(classes, batch, name)
+        if model.fitted and X.shape[1] != estimator.n_features_in_:
+            raise ObjectError(name, f"{batch.where(0)}: {X.shape[1]} features, the model "
+                                    f"has {estimator.n_features_in_}")
+        sums = objective_sums(estimator, X, y, classes)
+        if not all(math.isfinite(v) for v in sums):
+            raise ObjectError(name, f"{batch.where(0)}: the loss overflowed; training "
+                                    "diverged (try a smaller eta0 or scaled features)")
+        objective = sums if objective is None else [a + b for a, b in zip(objective, sums)]
+        try:
+            if classes is not None:
+                first = getattr(estimator, "coef_", None) is None
+                estimator.partial_fit(X, y, classes=classes if first else None,
+                                      sample_weight=weights)
+            else:
+                estimator.partial_fit(X, y, sample_weight=weights)
+        except ValueError as exc:
+            # scikit-learn's own refusals, e.g. floating-point overflow
+            raise ObjectError(name, f"{batch.where(0)}: {exc}") from None
+        n_samples += len(y)
+        n_batches += 1
+    if not n_batches:
+        raise ObjectError(name, "no training rows (all held out)")
+    report = {"op": "partial_fit", "n_samples": n_samples, "n_batches": n_batches,
+              "objective": objective, "node": platform.node()}
+    return state.dumps(estimator, report=report)
+
+
+def score_sums(model, batches, name, object_weight=1.0, holdout=None):
+    """Sums over the object's rows from which a score across objects is computed."""
+    if not model.fitted:
+        raise ObjectError(name, "cannot score with a model that is not fitted")
+    estimator = model.build()
+    classifier = model.kind == "SGDClassifier"
+    sums = {"format": SCORE_FORMAT, "n": 0, "weight_sum": 0.0}
+    sums.update({"correct": 0.0} if classifier else {"sse": 0.0, "mean": 0.0, "m2": 0.0})
+    for batch in batches:
+        X, y = batch.X, batch.y
+        weights = _weights(batch, object_weight)
+        if holdout is not None:
+            keep = data.holdout_mask(len(y), batch.start, holdout[0], holdout[1], name)
+            X, y, weights = X[keep], y[keep], weights[keep]
+            if not len(y):
+                continue
+        if X.shape[1] != estimator.n_features_in_:
+            raise ObjectError(name, f"{batch.where(0)}: {X.shape[1]} features, the model "
+                                    f"has {estimator.n_features_in_}")
+        pred = estimator.predict(X)
+        sw = float(weights.sum())
+        if classifier:
+            sums["correct"] += float(weights @ (pred == y))
+        else:
+            sums["sse"] += float(weights @ (y - pred) ** 2)
+            if sw > 0:
+                mean = float(weights @ y) / sw
+                m2 = float(weights @ (y - mean) ** 2)
+                combine_moments(sums, sw, mean, m2)
+        if classifier or sw <= 0:
+            sums["weight_sum"] += sw
+        sums["n"] += len(y)
+    return sums
+
+
+def combine_moments(total, weight_sum, mean, m2):
+    """Merge weighted (sum, mean, M2) into ``total`` in place (Chan et al.)."""
+    w_a, w_b = total["weight_sum"], weight_sum
+    w = w_a + w_b
+    if w <= 0:
+        return total
+    delta = mean - total["mean"]
+    total["mean"] += delta * w_b / w
+    total["m2"] += m2 + delta * delta * w_a * w_b / w
+    total["weight_sum"] = w
+    return total
+
+
+def label_counts(batches, name):
+    """Distinct labels with their counts, number of rows and of features."""
+    counts = {}
+    n_rows = 0
+    n_features = None
+    for batch in batches:
+        values, c = np.unique(batch.y, return_counts=True)
+        for v, k in zip(values.tolist(), c.tolist()):
+            counts[v] = counts.get(v, 0) + k
+        if len(counts) > MAX_LABELS:
+            raise ObjectError(name, f"more than {MAX_LABELS} distinct labels; "
+                                    "is this a regression target?")
+        n_rows += len(batch.y)
+        n_features = batch.X.shape[1]
+    labels = sorted(counts)
+    return {"format": LABELS_FORMAT, "labels": labels, "counts": [counts[v] for v in labels],
+            "n_rows": n_rows, "n_features": n_features}
+
+
+def run(in_files, params):
+    """Everything the storlet does, given its input files and parameters.
+
+    Parameters
+    ----------
+    in_files : list of file-like
+        ``in_files[0]`` is the data object; ``in_files[1]``, if present, the
+        state object named by ``X-Storlet-Extra-Resources``. Each has
+        ``read(size)`` and ``get_metadata()``.
+    params : dict of str to str
+
+    Returns
+    -------
+    metadata : dict of str to str
+        User metadata of the output (returned as ``X-Object-Meta-*``).
+    body : bytes
+
+    Raises
+    ------
+    mlstorlets.sandbox.errors.ObjectError
+        Invalid state, parameters or data; nothing has been written.
+    """
+    name = params.get("name") or "object"
+    op = params.get("op", "partial_fit")
+    if op not in OPERATIONS:
+        raise ObjectError(name, f"unknown op {op!r}, expected one of {OPERATIONS}")
+    options = data.DataOptions.from_sources(params, in_files[0].get_metadata(), name)
+    batches = data.iter_batches(in_files[0], options, name)
+    metadata = {"Mlstorlets-Op": op, "Mlstorlets-Node": platform.node()}
+    if op == "labels":
+        body = json.dumps(label_counts(batches, name)).encode("utf-8")
+        return metadata, body
+
+    blob = decode_state_params(params)
+    if blob is None:
+        if len(in_files) < 2:
+            raise ObjectError(name, "no model state: neither state parameters nor a "
+                                    "state object")
+        blob = _read_all(in_files[1])
+        metadata["Mlstorlets-State-Via"] = "extra-resource"
+    else:
+        metadata["Mlstorlets-State-Via"] = "parameters"
+    model = state.loads(blob, name="model state")
+    object_weight = float_param(params, "object_weight", 1.0, name=name)
+    if object_weight < 0:
+        raise ObjectError(name, "object_weight must be >= 0")
+    fraction = float_param(params, "holdout_fraction", 0.0, name=name)
+    if not 0 <= fraction < 1:
+        raise ObjectError(name, "holdout_fraction must be in [0, 1)")
+    holdout = None
+    if fraction > 0:
+        holdout = (fraction, int(float_param(params, "holdout_seed", 0, name=name)))
+    if op == "partial_fit":
+        return metadata, partial_fit(model, batches, name, object_weight, holdout)
+    sums = score_sums(model, batches, name, object_weight, holdout)
+    return metadata, json.dumps(sums).encode("utf-8")

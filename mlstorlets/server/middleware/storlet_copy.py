@@ -1,0 +1,234 @@
+"""Copy through a storlet so that a failed storlet leaves nothing behind.
+
+A ``PUT`` with ``X-Copy-From``, or a ``COPY``, that carries
+``X-Run-Storlet`` makes the destination the storlet's output over the
+source.  Upstream, the storlet middleware writes whatever comes back as the
+destination: the error page of a storlet that raised, or the first half of
+an output whose storlet failed while writing.  This middleware, placed right
+before ``storlet_handler`` in the proxy pipeline, performs such copies
+itself:
+
+1. It GETs the source with the storlet headers.  The GET goes through the
+   storlet middleware, so the storlet runs where it would for a GET: on an
+   object server holding the source, or on the proxy when asked to or when
+   ``X-Storlet-Extra-Resources`` names more inputs.
+2. An error status, or a storlet that reported an error in its output
+   metadata (``Storlet-Error``), ends the request with a precise response
+   naming the source object and the storlet, before anything is written.
+3. Otherwise it PUTs the output to the destination.  A storlet may declare
+   its output length (``Storlet-Output-Length``); a stream that ends short
+   or runs long then aborts the PUT, and Swift commits nothing.
+
+A plain ``GET`` with ``X-Run-Storlet`` whose storlet reported an error is
+answered ``422`` with the reason, instead of ``200`` and an empty body.
+"""
+
+from swift.common.exceptions import ChunkReadError
+from swift.common.http import is_success
+from swift.common.request_helpers import check_path_header
+from swift.common.swob import HTTPBadRequest, HTTPBadGateway, \
+    HTTPUnprocessableEntity, Request, Response, wsgi_quote, wsgi_unquote
+from swift.common.utils import FileLikeIter, close_if_possible, get_logger
+from swift.common.wsgi import make_subrequest
+
+from mlstorlets.sandbox import invocation
+
+META = 'X-Object-Meta-'
+# Output metadata our storlets use to talk to this middleware (see
+# mlstorlets.sandbox.invocation); never stored.
+ERROR_KEY = META + invocation.ERROR_KEY
+LENGTH_KEY = META + invocation.LENGTH_KEY
+INTERNAL = (ERROR_KEY.lower(), LENGTH_KEY.lower())
+# What the storlet GET takes from the client's request.
+STORLET_HEADERS = ('x-run-storlet', 'x-auth-token', 'x-storlet-')
+
+
+class LengthCheckedInput(object):
+    """An iterator of chunks that fails unless exactly ``length`` bytes pass.
+
+    Raising ``ChunkReadError`` makes Swift's proxy abort the PUT (499) with
+    no object committed.
+    """
+
+    def __init__(self, app_iter, length, source):
+        self.app_iter = app_iter
+        self.length = length
+        self.source = source
+        self.seen = 0
+
+    def __iter__(self):
+        try:
+            for chunk in self.app_iter:
+                self.seen += len(chunk)
+                if self.length is not None and self.seen > self.length:
+                    raise ChunkReadError('storlet output over %s runs past '
+                                         'its declared length' % self.source)
+                yield chunk
+            if self.length is not None and self.seen != self.length:
+                raise ChunkReadError(
+                    'storlet output over %s ended after %d of %d bytes'
+                    % (self.source, self.seen, self.length))
+        finally:
+            close_if_possible(self.app_iter)
+
+
+class StorletCopyMiddleware(object):
+
+    def __init__(self, app, conf):
+        self.app = app
+        self.logger = get_logger(conf, log_route='storlet_copy')
+
+    def __call__(self, env, start_response):
+        req = Request(env)
+        if 'X-Run-Storlet' not in req.headers:
+            return self.app(env, start_response)
+        try:
+            version, account, container, obj = req.split_path(4, 4, True)
+        except ValueError:
+            return self.app(env, start_response)
+        if req.method == 'GET':
+            return self.handle_get(req, start_response)
+        if req.method == 'PUT' and 'X-Copy-From' in req.headers:
+            src_account = req.headers.get('X-Copy-From-Account', account)
+            src = check_path_header(
+                req, 'X-Copy-From', 2,
+                'X-Copy-From header must be of the form '
+                '<container name>/<object name>')
+            source = '/'.join((version, wsgi_unquote(src_account)) + tuple(src))
+            dest = req.path_info
+        elif req.method == 'COPY':
+            dest_account = req.headers.get('Destination-Account', account)
+            dst = check_path_header(
+                req, 'Destination', 2,
+                'Destination header must be of the form '
+                '<container name>/<object name>')
+            source = '/'.join((version, account, container, obj))
+            dest = '/' + '/'.join(
+                (version, wsgi_unquote(dest_account)) + tuple(dst))
+        else:
+            return self.app(env, start_response)
+        return self.handle_copy(req, '/' + source.lstrip('/'), dest,
+                                start_response)
+
+    # -- GET -------------------------------------------------------------
+    def handle_get(self, req, start_response):
+        resp = req.get_response(self.app)
+        if resp.status_int != 416:
+            resp = self._unsuccessful(req, req.path_info, resp) or resp
+        resp.headers.pop(LENGTH_KEY, None)
+        return resp(req.environ, start_response)
+
+    def _unsuccessful(self, req, source, resp, dest=None):
+        """The answer for a storlet that failed or refused, else None."""
+        if not is_success(resp.status_int):
+            return self._failure(req, source, resp, dest)
+        if ERROR_KEY in resp.headers:
+            close_if_possible(resp.app_iter)
+            return self._storlet_error(req, source, resp)
+        return None
+
+    def _storlet_error(self, req, source, resp):
+        storlet = req.headers['X-Run-Storlet']
+        return HTTPUnprocessableEntity(
+            body=('storlet %s refused %s: %s\n' % (
+                storlet, _object_name(source),
+                resp.headers[ERROR_KEY])).encode('utf8'),
+            content_type='text/plain', request=req)
+
+    def _failure(self, req, source, resp, dest=None):
+        """The response for a storlet request that did not succeed."""
+        storlet = req.headers['X-Run-Storlet']
+        body = resp.body.decode('utf8', 'replace').strip()
+        self.logger.warning('storlet %s over %s failed: %s %s',
+                            storlet, source, resp.status, body[:200])
+        text = 'storlet %s failed over %s (%s)' % (
+            storlet, _object_name(source), _reason(resp, body))
+        if dest:
+            text += ': nothing was written to %s' % _object_name(dest)
+        # A storlet that failed (422 from an object server, 5xx from the
+        # engine here) is a failure upstream of this proxy.
+        status = resp.status_int
+        if 'X-Storlet-Failure' in resp.headers or status >= 500:
+            status = 502
+        return Response(status=status, content_type='text/plain', request=req,
+                        body=(text + '\n').encode('utf8'))
+
+    # -- copy ------------------------------------------------------------
+    def handle_copy(self, req, source, dest, start_response):
+        if req.content_length:
+            return HTTPBadRequest(
+                body=b'Copy requests require a zero byte body\n',
+                request=req)(req.environ, start_response)
+        storlet = req.headers['X-Run-Storlet']
+        headers = {k: v for k, v in req.headers.items()
+                   if k.lower().startswith(STORLET_HEADERS)}
+        get = make_subrequest(req.environ, method='GET',
+                              path=wsgi_quote(source), headers=headers,
+                              swift_source='MLSC')
+        get.query_string = req.query_string
+        resp = get.get_response(self.app)
+
+        error = self._unsuccessful(req, source, resp, dest)
+        if error is not None:
+            return error(req.environ, start_response)
+
+        length = resp.headers.get(LENGTH_KEY)
+        length = int(length) if length and length.isdigit() else None
+        put_headers = {k: v for k, v in resp.headers.items()
+                       if k.lower().startswith(META.lower()) and
+                       k.lower() not in INTERNAL}
+        put_headers['Content-Type'] = req.headers.get(
+            'Content-Type', resp.headers.get('Content-Type',
+                                             'application/octet-stream'))
+        for key, value in req.headers.items():
+            if key.lower().startswith((META.lower(), 'x-delete-')):
+                put_headers[key] = value
+        put_headers['X-Auth-Token'] = req.headers.get('X-Auth-Token', '')
+        put = make_subrequest(req.environ, method='PUT',
+                              path=wsgi_quote(dest), headers=put_headers,
+                              swift_source='MLSC')
+        put.environ['wsgi.input'] = FileLikeIter(
+            LengthCheckedInput(resp.app_iter, length, source))
+        if length is None:
+            put.headers['Transfer-Encoding'] = 'chunked'
+        else:
+            put.content_length = length
+        put_resp = put.get_response(self.app)
+        if not is_success(put_resp.status_int):
+            self.logger.warning('storlet %s over %s: writing %s failed: %s',
+                                storlet, source, dest, put_resp.status)
+            return HTTPBadGateway(
+                body=('storlet %s over %s: its output could not be written '
+                      'to %s (%s); nothing was stored\n' % (
+                          storlet, _object_name(source), _object_name(dest),
+                          put_resp.status)).encode('utf8'),
+                content_type='text/plain',
+                request=req)(req.environ, start_response)
+        put_resp.headers['X-Copied-From'] = _object_name(source)
+        put_resp.headers['X-Storlet-Executed'] = storlet
+        return put_resp(req.environ, start_response)
+
+
+def _object_name(path):
+    """``container/object`` of a ``/v1/account/container/object`` path."""
+    return wsgi_unquote(path).lstrip('/').split('/', 2)[-1]
+
+
+def _reason(resp, body):
+    if 'X-Storlet-Failure' in resp.headers:
+        return resp.headers['X-Storlet-Failure']
+    if resp.status_int == 503:
+        # The storlet middleware answers 503 for a storlet that raised or
+        # died before it sent its output.
+        return 'the storlet failed before producing output'
+    if resp.status_int == 404:
+        return 'source object not found'
+    return body.splitlines()[0][:200] if body else resp.status
+
+
+def filter_factory(global_conf, **local_conf):
+    conf = dict(global_conf, **local_conf)
+
+    def storlet_copy_filter(app):
+        return StorletCopyMiddleware(app, conf)
+    return storlet_copy_filter
