@@ -18,7 +18,7 @@ import os
 import threading
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.invocation import ERROR_KEY, LENGTH_KEY
+from mlstorlets.sandbox.protocol import ERROR_KEY, LENGTH_KEY
 
 _cache = {}
 _cache_lock = threading.Lock()

@@ -25,12 +25,7 @@ import os
 import sys
 
 from mlstorlets.sandbox.errors import ObjectError
-
-ERROR_KEY = 'Storlet-Error'
-LENGTH_KEY = 'Storlet-Output-Length'
-# Swift stores metadata in xattrs and caps a header at 8 KiB: a reason is
-# for a human to read, not a dump.
-MAX_REASON = 1024
+from mlstorlets.sandbox.protocol import ERROR_KEY, LENGTH_KEY, MAX_REASON
 
 
 def run(logger, in_files, out_files, params, compute):

@@ -31,13 +31,13 @@ from swift.common.swob import HTTPBadRequest, HTTPBadGateway, \
 from swift.common.utils import FileLikeIter, close_if_possible, get_logger
 from swift.common.wsgi import make_subrequest
 
-from mlstorlets.sandbox import invocation
+from mlstorlets.sandbox import protocol
 
 META = 'X-Object-Meta-'
 # Output metadata our storlets use to talk to this middleware (see
 # mlstorlets.sandbox.invocation); never stored.
-ERROR_KEY = META + invocation.ERROR_KEY
-LENGTH_KEY = META + invocation.LENGTH_KEY
+ERROR_KEY = META + protocol.ERROR_KEY
+LENGTH_KEY = META + protocol.LENGTH_KEY
 INTERNAL = (ERROR_KEY.lower(), LENGTH_KEY.lower())
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ('x-run-storlet', 'x-auth-token', 'x-storlet-')
