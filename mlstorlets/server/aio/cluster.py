@@ -93,17 +93,20 @@ class Cluster:
 
     # -- up ------------------------------------------------------------
     def up(self, base_port=None, nodes=None, native_lib_dir=None,
-           log=print):
+           log=print, proxy_bind_ip=None):
         """Start the cluster; return True if anything was started.
 
         Idempotent: with every process already running it changes nothing.
+        ``proxy_bind_ip`` (default ``127.0.0.1``) is the address the proxy
+        listens on; every other server listens on loopback only.
         """
         native_lib_dir = native_lib_dir or default_native_lib_dir()
         check_prerequisites(native_lib_dir)
         new = not self.exists()
         if new:
             layout = Layout(self.state_dir, base_port=base_port or 8080,
-                            nodes=nodes or 1)
+                            nodes=nodes or 1,
+                            proxy_bind_ip=proxy_bind_ip or '127.0.0.1')
             if layout.longest_socket_path() > SUN_PATH_MAX:
                 raise ClusterError(
                     'the state directory %s is too long: the sandboxes\' '
@@ -114,7 +117,9 @@ class Cluster:
             layout = self.layout
             for asked, have, what in ((base_port, layout.base_port,
                                        'base port'),
-                                      (nodes, layout.nodes, 'nodes')):
+                                      (nodes, layout.nodes, 'nodes'),
+                                      (proxy_bind_ip, layout.proxy_bind_ip,
+                                       'proxy bind address')):
                 if asked is not None and asked != have:
                     raise ClusterError(
                         'the cluster at %s was made with %s %s, not %s; '

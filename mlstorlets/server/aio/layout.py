@@ -29,6 +29,9 @@ class Layout:
     base_port: int = DEFAULT_BASE_PORT
     nodes: int = 1
     key: str = ''
+    # The proxy alone may listen beyond loopback, e.g. '0.0.0.0' inside a
+    # network namespace that a benchmark's client reaches over a veth link.
+    proxy_bind_ip: str = '127.0.0.1'
     other_key: str = ''
 
     def __post_init__(self):

@@ -52,6 +52,7 @@ def _proxy(layout):
     }
     sections = {
         'DEFAULT': dict(_common(layout, 'proxy-server'),
+                        bind_ip=layout.proxy_bind_ip,
                         bind_port=str(layout.proxy_port)),
         'pipeline:main': {'pipeline': PROXY_PIPELINE},
         'app:proxy-server': {'use': 'egg:swift#proxy',
