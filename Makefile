@@ -11,7 +11,8 @@ DATA ?= $(abspath ../shared/data/faces)
 # e.g. AIO_ARGS="--base-port 9080" when 8080 is taken
 AIO_ARGS ?=
 NATIVE := $(VENV)/lib/storlets/libsbus.so
-DEBIAN_PACKAGES := bubblewrap memcached gcc make
+# iproute2: ip and tc, for the benchmarks' shaped link (benchmarks/link.py)
+DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system venv native demo test bench clean
@@ -47,9 +48,18 @@ demo: setup
 test: setup
 	DATA="$(DATA)" $(VENV)/bin/pytest -p no:cacheprovider tests
 
+# Every benchmark, each against its baseline in the same run; figures and
+# the issue's targets in benchmarks/results/ (about 15 minutes).  The shaped
+# link (two network namespaces) needs root.
 bench: setup
+	$(VENV)/bin/python benchmarks/link.py
+	$(VENV)/bin/python benchmarks/engine.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py --link 100mbit --rounds 1
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py --link 1gbit --rounds 1
 	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py
+	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py --link 100mbit
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/load.py
 
 clean:
 	-$(VENV)/bin/mlstorlets aio down

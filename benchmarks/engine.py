@@ -30,6 +30,7 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 from mlstorlets.server.aio import Cluster  # noqa: E402
 from mlstorlets.client.deploy import deploy  # noqa: E402
 from support import free_base_port  # noqa: E402
+import targets  # noqa: E402
 
 
 def timed(func):
@@ -95,6 +96,10 @@ def main():
         print('%-22s %8.1f %8.1f %8.1f' % (label, r['mean_ms'], r['p50_ms'],
                                            r['p95_ms']))
     print('storlet / plain (mean): %.2fx' % result['storlet_over_plain_mean'])
+    result['targets'] = [targets.check(
+        'identity storlet GET p50 / plain GET p50',
+        result['identity_storlet_get']['p50_ms'] /
+        result['plain_get']['p50_ms'], 2.0)]
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     with open(os.path.join(HERE, 'results', 'engine.json'), 'w') as f:
         json.dump(result, f, indent=2)

@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,9 +53,19 @@ SERVER_IP, CLIENT_IP = '10.213.0.1', '10.213.0.2'
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+class LinkError(RuntimeError):
+    """The link cannot be made."""
+
+
 def _run(*argv):
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not shutil.which(argv[0]):
+        raise LinkError('%s not found: a shaped link needs iproute2 '
+                        '(apt-get install iproute2)' % argv[0])
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode:
+        raise LinkError('%s failed: %s (a shaped link needs root)'
+                        % (' '.join(argv), done.stderr.decode().strip()))
 
 
 def _bytes_per_second(rate):
@@ -121,10 +132,12 @@ class Link:
         _remove_stale()
         self._opened = True
         atexit.register(self.close)
-        if threading.current_thread() is threading.main_thread():
+        try:
             # SIGTERM unwinds like Ctrl-C, through every finally: block.
             self._previous_sigterm = signal.signal(signal.SIGTERM,
                                                    _raise_interrupt)
+        except ValueError:
+            pass  # not the main thread, which alone receives signals
         try:
             self._build()
         except BaseException:

@@ -28,6 +28,7 @@ Usage::
 
     .venv/bin/python benchmarks/sgd_remote_vs_local.py                # 200 MB, 50 objects
     .venv/bin/python benchmarks/sgd_remote_vs_local.py --size-mb 20 --objects 10
+    .venv/bin/python benchmarks/sgd_remote_vs_local.py --link 100mbit    # across a shaped link (link.py)
 """
 
 import argparse
@@ -66,9 +67,14 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--base-port', type=int, default=None,
                    help='first of the cluster\'s ports; default: a free block')
-    p.add_argument('--output', default=os.path.join(HERE, 'results',
-                                                    'sgd_remote_vs_local.json'))
+    p.add_argument('--link', metavar='RATE',
+                   help='cluster and client across a veth link shaped to RATE (tc syntax: '
+                        '100mbit, 1gbit), see link.py; default: loopback')
+    p.add_argument('--output', default=None,
+                   help='default: results/sgd_remote_vs_local[_RATE].json')
     args = p.parse_args(argv)
+    args.output = args.output or os.path.join(
+        HERE, 'results', 'sgd_remote_vs_local%s.json' % ('_' + args.link if args.link else ''))
     if args.objects < 1 or args.size_mb <= 0 or args.passes < 1 or args.features < 1:
         p.error('sizes must be positive')
     return args
@@ -235,10 +241,13 @@ def main(argv=None):
     args = parse_args(argv)
     from mlstorlets.server.aio import Cluster
     from mlstorlets.client.deploy import deploy
+    from link import LinkedCluster
 
     quiet = lambda msg: None  # noqa: E731
     state_dir = tempfile.mkdtemp(prefix='mlsb-', dir=STATE_PARENT)
-    cluster = Cluster(os.path.join(state_dir, 'aio'))
+    # Across a link, this thread leaves up() in the client's namespace.
+    cluster = (LinkedCluster(os.path.join(state_dir, 'aio'), args.link) if args.link
+               else Cluster(os.path.join(state_dir, 'aio')))
     results = {'parameters': vars(args).copy()}
     load_at_start = list(os.getloadavg())
     try:
@@ -338,6 +347,7 @@ def main(argv=None):
                                            / results['remote_fit']['bytes']['body_bytes']),
         }
         report(results)
+        results['targets'] = check_targets(args, results)
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, 'w') as f:
             json.dump(results, f, indent=2)
@@ -397,6 +407,21 @@ def report(r):
              s['remote_model_local_score'], s['remote_score_vs_local_diff'],
              s['remote_score_wall_s'], s['max_coef_diff'],
              s['relative_coef_error_vs_truth']))
+
+
+def check_targets(args, r):
+    """The engine issue's targets (printed, never asserted)."""
+    from targets import check
+    remote, base = r['remote_fit']['wall_s'], r['baseline']
+    if not args.link:
+        # partial_fit's own time in (b) is local training on data in memory.
+        return [check('remote_fit / local partial_fit on data in memory (loopback)',
+                      remote / base['local_fit_s'], 4.0)]
+    if args.link.lower() == '100mbit':
+        return [check('download + partial_fit / remote_fit at 100 Mbit/s',
+                      base['wall_s'] / remote, 5.0, at_least=True)]
+    print('(the issue sets no target at %s)' % args.link)
+    return []
 
 
 if __name__ == '__main__':
