@@ -53,6 +53,12 @@ def test_changing_the_node_count_is_refused(cluster):
         cluster.up(nodes=1)
 
 
+def test_changing_the_proxy_bind_address_is_refused(cluster):
+    with pytest.raises(ClusterError, match='made with proxy bind address '
+                                           '127.0.0.1, not 0.0.0.0'):
+        cluster.up(proxy_bind_ip='0.0.0.0')
+
+
 @pytest.fixture
 def short_tmp():
     """A state directory short enough for the sandboxes' socket paths."""
