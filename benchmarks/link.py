@@ -43,8 +43,10 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 
-from mlstorlets.server.aio import Cluster
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+from mlstorlets.server.aio import Cluster  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = '/run/netns'
