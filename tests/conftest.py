@@ -31,7 +31,9 @@ def cluster():
     quiet = lambda msg: None  # noqa: E731
     for account in ('main', 'other'):
         deploy(cluster.connection(account), log=quiet)
-    deploy(cluster.connection(), TEST_STORLETS, library=False, log=quiet)
+        # Both accounts: the sandbox tests attack one from the other.
+        deploy(cluster.connection(account), TEST_STORLETS, library=False,
+               log=quiet)
     yield cluster
     cluster.down(purge=True, log=quiet)
 
