@@ -95,10 +95,14 @@ def test_a_planted_wrapper_symlink_writes_nothing(cluster, conn, target,
 
 def test_a_socket_symlink_does_not_reach_another_account(
         cluster, conn, other_conn, target, other_target):
-    other_uid = attack(other_conn, other_target, 'whoami', ON_PROXY)
-    other_socket = os.path.join(cluster.layout.pipes_dir('proxy'),
-                                scope(other_conn), 'hostile.HostileStorlet')
-    assert os.path.exists(other_socket)
+    attack(other_conn, other_target, 'whoami', ON_PROXY)
+    other_channels = os.path.join(cluster.layout.pipes_dir('proxy'),
+                                  scope(other_conn))
+    other_socket = os.path.join(other_channels, 'hostile.HostileStorlet')
+    assert stat.S_ISSOCK(os.stat(other_socket).st_mode)
+    # What only a storlet served by the other account's sandbox sees.
+    with open(os.path.join(other_channels, 'marker-of-other'), 'w'):
+        pass
     attack(conn, target, 'whoami', ON_PROXY)  # its daemon is running
     try:
         assert attack(conn, target, 'redirect', ON_PROXY,
@@ -108,11 +112,12 @@ def test_a_socket_symlink_does_not_reach_another_account(
         # the other account's sandbox.
         with pytest.raises(ClientException):
             report = attack(conn, target, 'whoami', ON_PROXY)
-            assert report != other_uid
+            assert 'marker-of-other' not in report
         # The other account is unaffected.
-        assert attack(other_conn, other_target, 'whoami',
-                      ON_PROXY) == other_uid
+        assert 'marker-of-other' in attack(other_conn, other_target,
+                                           'whoami', ON_PROXY)
     finally:
+        os.unlink(os.path.join(other_channels, 'marker-of-other'))
         restart_proxy(cluster)  # a broken daemon socket stays broken
     assert attack(conn, target, 'whoami', ON_PROXY).startswith('allowed')
 

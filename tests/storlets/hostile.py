@@ -6,15 +6,17 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 ``action``:
 
 ``whoami``
-    The uid and gid inside, and the entries of ``/etc``.
+    The uid and gid inside, and the entries of ``/mnt/channels`` and
+    ``/etc``.
 ``read``
     Read ``path``; reports its first bytes.
 ``plant-pid``
     Write ``pid`` into ``/mnt/channels/sandbox.pid``, where the host once
     read the pid it would SIGKILL at the next sandbox start.
 ``plant-wrapper``
-    Replace the interpreter wrapper the host once wrote in the channel
-    directory by a symlink ``python3.tmp`` to the host path ``target``.
+    Spoil the interpreter wrapper the host once wrote in the channel
+    directory, and plant ``python3.tmp``, which the host wrote the new one
+    to, as a symlink to the host path ``target``.
 ``redirect``
     Replace this account's socket of storlet ``storlet`` by a symlink to
     the host path ``target`` (another account's socket).
@@ -48,7 +50,7 @@ class HostileStorlet(object):
                 params)
         except Exception as err:
             result = 'denied: %s %s' % (type(err).__name__, err)
-        out_files[0].set_metadata({'Hostile-Result': result[:200],
+        out_files[0].set_metadata({'Hostile-Result': result[:250],
                                    'Storlet-Output-Length': str(len(body))})
         out_files[0].write(body)
         in_files[0].close()
@@ -56,8 +58,10 @@ class HostileStorlet(object):
 
     @staticmethod
     def whoami(params):
-        return 'uid=%d gid=%d etc=%s' % (os.getuid(), os.getgid(),
-                                         ','.join(sorted(os.listdir('/etc'))))
+        return 'uid=%d gid=%d channels=%s etc=%s' % (
+            os.getuid(), os.getgid(),
+            ','.join(sorted(os.listdir('/mnt/channels'))),
+            ','.join(sorted(os.listdir('/etc'))))
 
     @staticmethod
     def read(params):
@@ -72,11 +76,17 @@ class HostileStorlet(object):
 
     @staticmethod
     def plant_wrapper(params):
-        for name in ('python3', 'python3.tmp'):
-            try:
-                os.unlink(os.path.join('/mnt/channels', name))
-            except OSError:
-                pass
+        try:
+            os.unlink('/mnt/channels/python3.tmp')
+        except FileNotFoundError:
+            pass
+        try:
+            # The wrapper, while mounted over /usr/bin/python3, cannot be
+            # removed but can be changed, so the host writes it anew.
+            with open('/mnt/channels/python3', 'r+') as f:
+                f.write('spoilt')
+        except FileNotFoundError:
+            pass
         os.symlink(params['target'], '/mnt/channels/python3.tmp')
         return 'symlink'
 
