@@ -104,6 +104,8 @@ UID_BASE = 2000000000
 UID_RANGE = 2 ** 24
 # Seconds between SIGXCPU (the soft CPU-time limit) and SIGKILL.
 CPU_GRACE = 10
+# The host's top-level directories the sandbox's root is built from.
+ROOT_ENTRIES = ('usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32')
 # What of the host's /etc the dynamic loader and Python read; nothing else
 # of it (no shadow, no Swift or host configuration) is visible inside.
 ETC_ENTRIES = ('ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives',
@@ -144,30 +146,20 @@ def send_without_following_links(sbus_name, datagram):
         os.close(fd)
 
 
-def _host_root_entries():
-    """Top-level host directories re-exposed read-only inside the sandbox.
+def _host_entries(parent, names):
+    """bwrap arguments re-exposing ``parent/name`` read-only, as on the host.
 
-    On a merged-/usr system ``/bin``, ``/lib``... are symlinks into ``/usr``;
-    they are recreated as symlinks so that nothing else of the host leaks in.
+    On a merged-/usr system ``/bin``, ``/lib``... are symlinks into ``/usr``
+    (and ``/etc/localtime`` one into ``/usr/share/zoneinfo``): links are
+    recreated as links, so that nothing else of the host leaks in.
     """
     entries = []
-    for name in ('usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'):
-        path = '/' + name
+    for name in names:
+        path = os.path.join(parent, name)
         if os.path.islink(path):
-            entries.append(('--symlink', os.readlink(path), path))
-        elif os.path.isdir(path):
-            entries.append(('--ro-bind', path, path))
-    return entries
-
-
-def _etc_entries():
-    entries = []
-    for name in ETC_ENTRIES:
-        path = os.path.join('/etc', name)
-        if os.path.islink(path):
-            entries.append(('--symlink', os.readlink(path), path))
+            entries += ['--symlink', os.readlink(path), path]
         elif os.path.exists(path):
-            entries.append(('--ro-bind', path, path))
+            entries += ['--ro-bind', path, path]
     return entries
 
 
@@ -257,9 +249,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         ``data_fds`` maps each path of :meth:`_data` to the descriptor that
         carries its content.
         """
-        args = ['--tmpfs', '/']
-        for entry in _host_root_entries():
-            args.extend(entry)
+        args = ['--tmpfs', '/'] + _host_entries('/', ROOT_ENTRIES)
         # bwrap, run by root, makes the directories leading to a mount point
         # 0700: each is made first, readable by the sandbox user.
         made = {'/', '/usr', '/tmp', '/proc', '/dev', '/etc'}
@@ -274,8 +264,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             return out
 
         args += ['--perms', '0755', '--dir', '/etc']
-        for entry in _etc_entries():
-            args.extend(entry)
+        args += _host_entries('/etc', ETC_ENTRIES)
         # Private /proc, /dev and /tmp first: what is bound below must stay
         # visible even when it lives under the host's /tmp (a checkout there).
         args += ['--proc', '/proc', '--dev', '/dev', '--perms', '1777']
