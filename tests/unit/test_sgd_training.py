@@ -297,3 +297,21 @@ def test_the_state_read_is_bounded():
     with pytest.raises(ObjectError, match="over max_state_bytes=100 bytes"):
         _group_call(blob, [b"1,2,3\n", b"1,2,3\n"], ["c/a", "c/b"], via_resource=True,
                     extra_params={"max_state_bytes": "100"})
+
+
+def test_an_input_pipe_is_widened_and_other_inputs_are_left_alone(tmp_path):
+    import fcntl
+    import os
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(read_fd, "rb", closefd=False) as pipe:
+            training._widen_pipe(pipe)
+            assert fcntl.fcntl(read_fd, 1032) == training.PIPE_SIZE   # F_GETPIPE_SZ
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    path = tmp_path / "o"
+    path.write_bytes(b"1,2\n")
+    with open(path, "rb") as f:
+        training._widen_pipe(f)     # a regular file: nothing to do, no error
+    training._widen_pipe(FakeInput(b""))   # no fileno: nothing to do

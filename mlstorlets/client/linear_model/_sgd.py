@@ -101,7 +101,7 @@ class _RemoteSGDMixin:
             return list(uris)
         return [uris[i] for i in rng.permutation(len(uris))]
 
-    def _check_answer(self, blob, uri, sent):
+    def _check_answer(self, blob, uri, sent, with_objective=True):
         """Decode the storlet's new state and check it continues ``sent``."""
         new = state.loads(blob, name=uri)
         if new.kind != sent.kind or new.params != sent.params:
@@ -117,23 +117,33 @@ class _RemoteSGDMixin:
         report = new.report or {}
         n = report.get("n_samples")
         objective = report.get("objective")
-        if (not isinstance(n, int) or n < 1 or not isinstance(objective, list)
-                or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in objective)):
+        if with_objective:
+            valid = isinstance(objective, list) and all(
+                isinstance(v, (int, float)) and np.isfinite(v) for v in objective)
+        else:
+            valid = objective is None
+        if not isinstance(n, int) or n < 1 or not valid:
             raise ObjectError(uri, f"the storlet's report is malformed: {report!r}")
         if sent.fitted and new.attrs["t_"] != sent.attrs["t_"] + n:
             raise ObjectError(uri, "the storlet's t_ does not match its sample count")
         return new
 
-    def _train_pass(self, transport, uris, blob, data_options, sample_weight, holdout=None):
-        """One partial_fit per object, in the given order; returns the final
-        state blob, decoded state, summed objective and sample count."""
+    def _train_pass(self, transport, uris, blob, data_options, sample_weight, holdout=None,
+                    with_objective=True):
+        """partial_fit over the objects, in the given order; returns the final
+        state blob, decoded state, summed objective (None if not asked for)
+        and sample count."""
         objective, n_samples, current = None, 0, state.loads(blob, name="local state")
         for where, params, entries in self._calls(transport, uris, "partial_fit",
                                                   data_options, sample_weight, holdout):
+            if not with_objective:
+                params = dict(params, objective="0")
             blob = transport.run_group(entries, params, blob)
-            current = self._check_answer(blob, where, current)
-            sums = current.report["objective"]
-            objective = sums if objective is None else [a + b for a, b in zip(objective, sums)]
+            current = self._check_answer(blob, where, current, with_objective)
+            if with_objective:
+                sums = current.report["objective"]
+                objective = sums if objective is None else [a + b for a, b in
+                                                            zip(objective, sums)]
             n_samples += current.report["n_samples"]
         return blob, current, objective, n_samples
 
@@ -216,7 +226,8 @@ class _RemoteSGDMixin:
         uris = self._order(transport.list_objects(source), rng)
         blob = state.dumps(self, pending_classes=pending,
                            params={"random_state": self._seed(rng)})
-        _, final, _, _ = self._train_pass(transport, uris, blob, data_options, sample_weight)
+        _, final, _, _ = self._train_pass(transport, uris, blob, data_options, sample_weight,
+                                          with_objective=False)
         final.apply(self, params=False)
         return self
 
@@ -341,9 +352,9 @@ class _RemoteSGDMixin:
             seed = int(rng.randint(_MAX_SEED)) if self.shuffle else self._seed(rng)
             blob = self._reparam(blob, {"random_state": seed, "eta0": eta})
             order = self._order(uris, rng)
-            blob, final, objective, n = self._train_pass(transport, order, blob,
-                                                         data_options, sample_weight,
-                                                         holdout)
+            blob, final, objective, n = self._train_pass(
+                transport, order, blob, data_options, sample_weight, holdout,
+                with_objective=self.tol is not None and not self.early_stopping)
             n_iter = epoch + 1
             if self.early_stopping:
                 score = self._score_pass(transport, uris, blob, data_options,
@@ -353,7 +364,7 @@ class _RemoteSGDMixin:
                 else:
                     no_improvement = 0
                 best_score = max(best_score, score)
-            else:
+            elif self.tol is not None:
                 loss = sum(objective) / (len(objective) * n)
                 if self.tol is not None and loss > best_loss - self.tol:
                     no_improvement += 1

@@ -209,7 +209,11 @@ def _split_columns(arr, n_columns, options, name, where):
         weight = arr[:, wcol % n_columns].copy()
         drop.append(wcol % n_columns)
     keep = [c for c in range(n_columns) if c not in drop]
-    X = np.ascontiguousarray(arr[:, keep])
+    if keep and keep == list(range(keep[0], keep[-1] + 1)):
+        # the features are adjacent (the label first or last): one strided copy
+        X = np.ascontiguousarray(arr[:, keep[0]:keep[-1] + 1])
+    else:
+        X = np.take(arr, keep, axis=1)
     return X, arr[:, label].copy(), weight
 
 
@@ -223,6 +227,10 @@ def _check_finite(batch, name):
     for what, values in (("feature", batch.X), ("label", batch.y),
                          ("sample weight", batch.sample_weight)):
         if values is None or values.dtype.kind not in "fc":
+            continue
+        if np.isfinite(values.sum()):
+            # NaN or infinity anywhere makes the sum so; a sum that
+            # overflowed over finite values is checked value by value
             continue
         bad = ~np.isfinite(values)
         if bad.any():
@@ -401,15 +409,27 @@ def _npy_batches(stream, options, name):
     else:
         for start in range(0, n_rows, options.batch_size):
             n = min(options.batch_size, n_rows - start)
-            data = stream.read(n * row_bytes)
-            if len(data) != n * row_bytes:
+            chunk = np.empty((n, n_columns), dtype=dtype)
+            got = _read_into(stream, memoryview(chunk).cast("B"))
+            if got != n * row_bytes:
                 raise ObjectError(name, f".npy data is truncated at row "
-                                        f"{start + len(data) // max(row_bytes, 1)}")
-            chunk = np.frombuffer(data, dtype=dtype).reshape(n, n_columns).astype(np.float64)
+                                        f"{start + got // max(row_bytes, 1)}")
+            chunk = chunk.astype(np.float64, copy=False)
             X, y, w = _split_columns(chunk, n_columns, options, name, f"row {start}")
             yield Batch(X, y, w, None, start)
     if stream.read(1):
         raise ObjectError(name, ".npy has trailing bytes after its data")
+
+
+def _read_into(stream, view):
+    """Fill ``view`` from ``stream``; the number of bytes read (less at the end)."""
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _npz_member(archive, info, options, name):
