@@ -48,6 +48,27 @@ _REMOTE_DOC = """
 """
 
 
+_REMOTE_PARAMS_DOC = """
+    connection : swiftclient.client.Connection, default=None
+        Used by the ``remote_*`` methods; None builds one from the ``swift``
+        CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
+    storlet : str, default='sgd_estimator.py'
+        Value of ``X-Run-Storlet``.
+    objects_per_call : int, default=None
+        Most objects one storlet invocation reads in the ``remote_*``
+        methods.  None: as many as the engine's limits allow (a group runs
+        on the proxy, see :mod:`mlstorlets.client.linear_model.remote`);
+        1: one invocation per object, on an object server holding it.  The
+        result is the same.
+"""
+
+_REMOTE_CONSTRAINTS = {
+    "connection": "no_validation",
+    "storlet": [str],
+    "objects_per_call": [None, Interval(Integral, 1, None, closed="left")],
+}
+
+
 class _RemoteSGDMixin:
     """The remote_* methods shared by the classifier and the regressor."""
 
@@ -419,25 +440,11 @@ class _RemoteSGDMixin:
 
 
 class SGDClassifier(_RemoteSGDMixin, _SkSGDClassifier):
-    __doc__ = (_SkSGDClassifier.__doc__ or "") + _REMOTE_DOC + """
-    connection : swiftclient.client.Connection, default=None
-        Used by the ``remote_*`` methods; None builds one from the ``swift``
-        CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
-    storlet : str, default='sgd_estimator.py'
-        Value of ``X-Run-Storlet``.
-    objects_per_call : int, default=None
-        Most objects one storlet invocation reads in the ``remote_*``
-        methods.  None: as many as the engine's limits allow (a group runs
-        on the proxy, see :mod:`mlstorlets.client.linear_model.remote`);
-        1: one invocation per object, on an object server holding it.  The
-        result is the same.
-"""
+    __doc__ = (_SkSGDClassifier.__doc__ or "") + _REMOTE_DOC + _REMOTE_PARAMS_DOC
 
     _parameter_constraints = {
         **_SkSGDClassifier._parameter_constraints,
-        "connection": "no_validation",
-        "storlet": [str],
-        "objects_per_call": [None, Interval(Integral, 1, None, closed="left")],
+        **_REMOTE_CONSTRAINTS,
     }
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
@@ -460,25 +467,11 @@ class SGDClassifier(_RemoteSGDMixin, _SkSGDClassifier):
 
 
 class SGDRegressor(_RemoteSGDMixin, _SkSGDRegressor):
-    __doc__ = (_SkSGDRegressor.__doc__ or "") + _REMOTE_DOC + """
-    connection : swiftclient.client.Connection, default=None
-        Used by the ``remote_*`` methods; None builds one from the ``swift``
-        CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
-    storlet : str, default='sgd_estimator.py'
-        Value of ``X-Run-Storlet``.
-    objects_per_call : int, default=None
-        Most objects one storlet invocation reads in the ``remote_*``
-        methods.  None: as many as the engine's limits allow (a group runs
-        on the proxy, see :mod:`mlstorlets.client.linear_model.remote`);
-        1: one invocation per object, on an object server holding it.  The
-        result is the same.
-"""
+    __doc__ = (_SkSGDRegressor.__doc__ or "") + _REMOTE_DOC + _REMOTE_PARAMS_DOC
 
     _parameter_constraints = {
         **_SkSGDRegressor._parameter_constraints,
-        "connection": "no_validation",
-        "storlet": [str],
-        "objects_per_call": [None, Interval(Integral, 1, None, closed="left")],
+        **_REMOTE_CONSTRAINTS,
     }
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001,
