@@ -42,6 +42,12 @@ _REMOTE_DOC = """
     ``batch_size`` (see :class:`mlstorlets.sandbox.sgd.data.DataOptions`).
     An object is trained as consecutive ``partial_fit`` calls on
     ``batch_size`` rows, exactly as locally.
+    ``data_options`` also lowers or raises, within hard maxima, the bounds
+    the storlet decodes with (``max_rows``, ``max_line_bytes``,
+    ``max_features``, ``max_batch_bytes``, ``max_archive_bytes``,
+    ``max_array_bytes``, ``max_members``: see
+    :data:`mlstorlets.sandbox.sgd.data.LIMITS`); an object past one is
+    refused with a 422 naming it and the limit.
 
     Random state: ``random_state`` must be None or an int to travel; with a
     ``RandomState`` instance an int seed is drawn from it for each request.
