@@ -1,10 +1,17 @@
 """What every store connector offers, and the errors it raises.
 
 A connector is bound to one location (a container, a bucket, a file system,
-a Dropbox account) and names objects by keys inside it.  It moves whole
-objects: ``get`` returns the body and the user metadata, and ``put`` either
-stores the whole object or nothing, so that a job that fails half-way never
-leaves a partial output behind.
+a Dropbox account) and names objects by keys inside it.  It streams
+objects: ``reader`` opens a body as a file-like :class:`Reader` (with the
+object's metadata), ``write`` consumes one in chunks and either stores the
+whole object or nothing, so that a job that fails half-way never leaves a
+partial output behind, and memory stays bounded whatever the object's size.
+``get`` and ``put`` are the same over bytes in memory.
+
+Besides user metadata, an object carries the content headers of
+:data:`CONTENT_HEADERS` (``Content-Type``, ``Content-Disposition``) where
+its store can keep them (Swift and S3 natively, local files and Dropbox in
+the sidecar).
 
 User metadata is a dict of str to str whose keys are spelled the way Swift
 spells them (``'Source-Etag'``, ``str.title`` of the key): that is how a
@@ -14,6 +21,7 @@ on the client sees the same.
 
 import dataclasses
 import hashlib
+import io
 
 from mlstorlets.sandbox.errors import ObjectError
 
@@ -23,6 +31,10 @@ SOURCE_ETAG = 'Source-Etag'
 # Names the project keeps for itself (sidecars, temporary state); never
 # listed as data.
 INTERNAL_PREFIX = '.mlstorlets'
+# The system headers an object keeps across stores, besides user metadata.
+CONTENT_HEADERS = ('Content-Type', 'Content-Disposition')
+# Bytes read or written at once when streaming a body.
+CHUNK = 1 << 20
 
 
 class StoreError(ObjectError):
@@ -60,12 +72,121 @@ class Entry:
     metadata : dict or None
         Its user metadata, when the store gives it cheaply; None when
         unknown (ask ``head``).
+    headers : dict or None
+        Its content headers (keys of :data:`CONTENT_HEADERS`) that are set,
+        when known.
     """
 
     name: str
     size: int
     etag: str = None
     metadata: dict = None
+    headers: dict = None
+
+
+class Reader(io.RawIOBase):
+    """The body of one object, read in chunks; a readable file object.
+
+    Parameters
+    ----------
+    uri : str
+        For errors.
+    chunks : iterable of bytes
+        The body as the store's client yields it.
+    entry : Entry
+        The object: size, etag, metadata, content headers.
+    check : (hash object, str), optional
+        A hash to update with every byte and the hex digest it must end
+        with; a body that does not raises :class:`StoreError` at its end,
+        before the reader says EOF, so that a destination written from it
+        is never committed.
+    close : callable, optional
+        Releases the connection.
+    """
+
+    def __init__(self, uri, chunks, entry, check=None, close=None):
+        super().__init__()
+        self.uri = uri
+        self.entry = entry
+        self._chunks = iter(chunks)
+        self._pending, self._offset = b'', 0
+        self._check = check
+        self._release = close
+        self.bytes_read = 0
+
+    @property
+    def metadata(self):
+        return self.entry.metadata
+
+    @property
+    def headers(self):
+        return self.entry.headers or {}
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        while self._offset >= len(self._pending):
+            try:
+                self._pending, self._offset = next(self._chunks), 0
+            except StopIteration:
+                self._end()
+                return 0
+            except StoreError:
+                raise
+            except Exception as err:
+                # Each client has its own (urllib3, botocore, requests).
+                raise StoreError(self.uri, 'the download broke off: %s'
+                                 % (err,)) from None
+            if self._check:
+                self._check[0].update(self._pending)
+        n = min(len(buf), len(self._pending) - self._offset)
+        buf[:n] = self._pending[self._offset:self._offset + n]
+        self._offset += n
+        self.bytes_read += n
+        return n
+
+    def _end(self):
+        if self.entry.size is not None and \
+                self.bytes_read != self.entry.size:
+            raise StoreError(self.uri, 'the download ended after %d of %d '
+                             'bytes' % (self.bytes_read, self.entry.size))
+        if self._check and self._check[0].hexdigest() != self._check[1]:
+            raise StoreError(self.uri, 'the download arrived damaged '
+                             '(hash mismatch)')
+
+    def close(self):
+        if not self.closed and self._release is not None:
+            self._release()
+        super().close()
+
+
+class Counted(io.RawIOBase):
+    """A readable that calls ``count(n)`` for every ``n`` bytes read from
+    ``raw`` (bytes through the client)."""
+
+    def __init__(self, raw, count):
+        super().__init__()
+        self.raw, self._count = raw, count
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        data = self.raw.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        if n:
+            self._count(n)
+        return n
+
+
+def content_headers(headers):
+    """The :data:`CONTENT_HEADERS` set in ``headers`` (any case), spelled
+    as in :data:`CONTENT_HEADERS`."""
+    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
+    return {k: str(lower[k.lower()]) for k in CONTENT_HEADERS
+            if lower.get(k.lower())}
 
 
 def normalize_metadata(metadata):
@@ -117,8 +238,8 @@ class Store:
         exist."""
         raise NotImplementedError
 
-    def get(self, key):
-        """(body bytes, metadata dict) of ``key``.
+    def reader(self, key):
+        """The body of ``key``: a :class:`Reader` to read and close.
 
         Raises
         ------
@@ -127,8 +248,21 @@ class Store:
         """
         raise NotImplementedError
 
-    def put(self, key, data, metadata=None):
-        """Store ``data`` as ``key`` with ``metadata``, whole or not at all.
+    def write(self, key, body, metadata=None, headers=None, size=None):
+        """Store what ``body`` reads as ``key``, whole or not at all.
+
+        Parameters
+        ----------
+        key : str
+        body : readable file object
+            Read in chunks up to its end; memory stays bounded.
+        metadata : dict, optional
+            User metadata.
+        headers : dict, optional
+            Content headers (:data:`CONTENT_HEADERS`); others are ignored.
+        size : int, optional
+            The body's length when known (it picks single or segmented
+            uploads up front).
 
         Returns
         -------
@@ -136,6 +270,28 @@ class Store:
             The stored object.
         """
         raise NotImplementedError
+
+    def get(self, key):
+        """(body bytes, metadata dict) of ``key``, read into memory.
+
+        Raises
+        ------
+        NotFound
+        StoreError
+        """
+        with self.reader(key) as body:
+            return body.read(), body.metadata
+
+    def put(self, key, data, metadata=None, headers=None):
+        """Store ``data`` as ``key`` with ``metadata``, whole or not at all.
+
+        Returns
+        -------
+        Entry
+            The stored object.
+        """
+        return self.write(key, io.BytesIO(data), metadata, headers,
+                          size=len(data))
 
     def delete(self, key):
         """Remove ``key``; removing a missing key is not an error."""
