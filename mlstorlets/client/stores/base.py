@@ -181,6 +181,32 @@ class Counted(io.RawIOBase):
         return n
 
 
+def read_full(body, size):
+    """Up to ``size`` bytes of ``body``: fewer only at its end (a raw
+    stream's ``read`` may return fewer at any time)."""
+    parts, got = [], 0
+    while got < size:
+        part = body.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b''.join(parts)
+
+
+class FullReads:
+    """``body`` whose ``read(n)`` returns ``n`` bytes unless at its end,
+    as clients that take a short read for the end expect (s3transfer)."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            return b''.join(iter(lambda: self.body.read(CHUNK), b''))
+        return read_full(self.body, size)
+
+
 def content_headers(headers):
     """The :data:`CONTENT_HEADERS` set in ``headers`` (any case), spelled
     as in :data:`CONTENT_HEADERS`."""

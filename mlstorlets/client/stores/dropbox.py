@@ -32,7 +32,8 @@ from dropbox import exceptions, files
 from mlstorlets.client.stores.base import (CHUNK, INTERNAL_PREFIX, Entry,
                                            NotFound, Reader, Store,
                                            StoreError, content_headers,
-                                           is_internal, normalize_metadata)
+                                           is_internal, normalize_metadata,
+                                           read_full)
 
 # Dropbox's limit for one request is 150 MiB; smaller requests retry
 # cheaper.
@@ -234,7 +235,7 @@ class DropboxStore(Store):
         hasher = ContentHasher()
 
         def chunk():
-            data = _read_full(body, UPLOAD_CHUNK)
+            data = read_full(body, UPLOAD_CHUNK)
             hasher.update(data)
             return data
 
@@ -267,18 +268,6 @@ class DropboxStore(Store):
                 self._call(key, 'files_delete_v2', path)
             except NotFound:
                 pass
-
-
-def _read_full(body, size):
-    """Up to ``size`` bytes of ``body``: fewer only at its end."""
-    parts, got = [], 0
-    while got < size:
-        part = body.read(size - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b''.join(parts)
 
 
 def _path(key):

@@ -21,7 +21,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlstorlets.client.stores.base import (CHUNK, Entry, NotFound, Reader,
+from mlstorlets.client.stores.base import (CHUNK, Entry, FullReads,
+                                           NotFound, Reader,
                                            Store, StoreError,
                                            content_headers, is_internal,
                                            normalize_metadata)
@@ -158,7 +159,7 @@ class S3Store(Store):
         # which boto3's constructor does not take).
         config.max_in_memory_upload_chunks = PART_CONCURRENCY
         try:
-            self.client.upload_fileobj(body, self.location, key,
+            self.client.upload_fileobj(FullReads(body), self.location, key,
                                        ExtraArgs=extra, Config=config)
         except ClientError as err:
             error = err.response.get('Error', {})
