@@ -71,6 +71,8 @@ def test_a_big_file_becomes_a_static_large_object_copied_as_a_manifest(
     stores = Stores(env, segment_size=MIB)
     up = copy(src, 'swift://%s/big.png' % segmented, stores=stores)
     assert up.ok and up.placement == 'client'
+    # Uploaded by path, counted as read and sent.
+    assert up.client_bytes == 2 * len(data)
     headers = conn.head_object(segmented, 'big.png')
     assert headers['x-static-large-object'] == 'True'
     assert headers['content-type'] == HEADERS['Content-Type']

@@ -102,11 +102,16 @@ class Reader(io.RawIOBase):
         is never committed.
     close : callable, optional
         Releases the connection.
+    path : str, optional
+        The local file the body is, for a writer that uploads files by
+        path (in parallel segments, without buffering).
     """
 
-    def __init__(self, uri, chunks, entry, check=None, close=None):
+    def __init__(self, uri, chunks, entry, check=None, close=None,
+                 path=None):
         super().__init__()
         self.uri = uri
+        self.path = path
         self.entry = entry
         self._chunks = iter(chunks)
         self._pending, self._offset = b'', 0
@@ -163,11 +168,21 @@ class Reader(io.RawIOBase):
 
 class Counted(io.RawIOBase):
     """A readable that calls ``count(n)`` for every ``n`` bytes read from
-    ``raw`` (bytes through the client)."""
+    ``raw`` (bytes through the client).  A writer that uploads ``path``
+    instead of reading calls ``count`` itself."""
 
     def __init__(self, raw, count):
         super().__init__()
         self.raw, self._count = raw, count
+        self.path = getattr(raw, 'path', None)
+
+    def count(self, nbytes):
+        """Count ``nbytes`` moved by path, as if read through every
+        layer."""
+        self._count(nbytes)
+        inner = getattr(self.raw, 'count', None)
+        if inner is not None:
+            inner(nbytes)
 
     def readable(self):
         return True
@@ -179,6 +194,13 @@ class Counted(io.RawIOBase):
         if n:
             self._count(n)
         return n
+
+
+def local_path(body):
+    """The local file ``body`` reads, if any, and a function to call with
+    the bytes a writer uploaded from it by path."""
+    return getattr(body, 'path', None), getattr(body, 'count', None) or \
+        (lambda n: None)
 
 
 def read_full(body, size):

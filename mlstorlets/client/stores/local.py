@@ -134,7 +134,7 @@ class FileStore(Store):
             f.close()
             raise
         return Reader(self.uri(key), iter(lambda: f.read(CHUNK), b''),
-                      entry, close=f.close)
+                      entry, close=f.close, path=path)
 
     def write(self, key, body, metadata=None, headers=None, size=None):
         path = self.path(key)

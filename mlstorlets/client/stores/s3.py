@@ -14,6 +14,7 @@ checked against its MD5 at the end.
 """
 
 import hashlib
+import os
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -25,7 +26,7 @@ from mlstorlets.client.stores.base import (CHUNK, Entry, FullReads,
                                            NotFound, Reader,
                                            Store, StoreError,
                                            content_headers, is_internal,
-                                           normalize_metadata)
+                                           local_path, normalize_metadata)
 
 # A dropped connection is retried a few times, not the default's minutes.
 DEFAULT_CONFIG = Config(retries={'mode': 'standard', 'max_attempts': 3},
@@ -158,9 +159,17 @@ class S3Store(Store):
         # What bounds the memory of a stream's upload (s3transfer's option,
         # which boto3's constructor does not take).
         config.max_in_memory_upload_chunks = PART_CONCURRENCY
+        path, count = local_path(body)
         try:
-            self.client.upload_fileobj(FullReads(body), self.location, key,
-                                       ExtraArgs=extra, Config=config)
+            if path is not None:
+                # Parts read from the file, none buffered ahead.
+                self.client.upload_file(path, self.location, key,
+                                        ExtraArgs=extra, Config=config)
+                count(os.path.getsize(path))
+            else:
+                self.client.upload_fileobj(FullReads(body), self.location,
+                                           key, ExtraArgs=extra,
+                                           Config=config)
         except ClientError as err:
             error = err.response.get('Error', {})
             raise StoreError(self.uri(key), '%s %s' % (

@@ -14,8 +14,9 @@ and the manifest last, so that the object appears whole or not at all.
 Without an explicit ``segment_size``, only objects Swift could not hold
 whole (over ``MAX_OBJECT``, Swift's default ``max_file_size``) are
 segmented, in segments of ``DEFAULT_SEGMENT`` (more if the manifest would
-exceed ``MAX_SEGMENTS``).  SwiftService buffers one segment of a stream in
-memory.
+exceed ``MAX_SEGMENTS``).  A local file is uploaded by path, its segments
+read from the file, ``SEGMENT_THREADS`` at once; SwiftService buffers one
+segment of any other stream in memory.
 
 A server-side copy (``copy_from``) copies a large object's manifest
 (``multipart-manifest=get``) instead of its concatenated body: the copy
@@ -24,6 +25,7 @@ shares the source's segments, and objects over 5 GB copy too.
 
 import hashlib
 import json
+import os
 from urllib.parse import quote
 
 from swiftclient.client import ClientException
@@ -35,13 +37,16 @@ from mlstorlets.client.batch import _Connections, clone_connection, \
 from mlstorlets.client.stores.base import (CHUNK, Entry, NotFound, Reader,
                                            Store, StoreError,
                                            content_headers, is_internal,
-                                           normalize_metadata)
+                                           local_path, normalize_metadata)
 
 META = 'x-object-meta-'
 # Swift's default max_file_size and max_manifest_segments (constraints).
 MAX_OBJECT = 5 << 30
 MAX_SEGMENTS = 1000
-DEFAULT_SEGMENT = 64 << 20
+# Segments of a local file uploaded at once.
+SEGMENT_THREADS = 4
+# SwiftService holds a segment of a stream in memory, twice at times.
+DEFAULT_SEGMENT = 32 << 20
 
 
 class SwiftStore(Store):
@@ -106,16 +111,23 @@ class SwiftStore(Store):
         metadata = normalize_metadata(metadata)
         put = dict(content_headers(headers), **{
             'X-Object-Meta-' + k: v for k, v in metadata.items()})
+        path, count = local_path(body)
+        if path is not None:
+            size = os.path.getsize(path)
         options = {'header': ['%s: %s' % kv for kv in put.items()],
                    'segment_size': self._segment(size), 'use_slo': True,
                    'checksum': True, 'leave_segments': False}
         try:
+            # A local file goes by path: SwiftService then reads each
+            # segment from the file, several at once, buffering none.
             with _Service(self.conn) as service:
                 for result in service.upload(
-                        self.location, [SwiftUploadObject(body, key)],
+                        self.location, [SwiftUploadObject(path or body, key)],
                         options):
                     if not result['success']:
                         raise result['error']
+            if path is not None:
+                count(size)
         except StoreError:
             self._remove_orphans(key)
             raise
@@ -196,9 +208,9 @@ class _Service(SwiftService):
     authentication, same token), whatever auth ``conn`` uses."""
 
     def __init__(self, conn):
-        super().__init__({'object_uu_threads': 1})
+        super().__init__()
         self.thread_manager = MultiThreadingManager(
-            lambda: clone_connection(conn), segment_threads=1,
+            lambda: clone_connection(conn), segment_threads=SEGMENT_THREADS,
             object_dd_threads=1, object_uu_threads=1, container_threads=1)
 
 
