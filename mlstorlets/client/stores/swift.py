@@ -91,6 +91,29 @@ class SwiftStore(Store):
                 for e in listing
                 if 'name' in e and not is_internal(e['name'])]
 
+    def list_folder(self, prefix=''):
+        """([Entry] directly under ``prefix``, [sub-folder prefixes]),
+        ``/`` being the separator."""
+        try:
+            _, listing = self._call(prefix, 'get_container', self.location,
+                                    prefix=prefix or None, delimiter='/',
+                                    full_listing=True)
+        except NotFound:
+            raise NotFound(self.uri(prefix), 'no such container') from None
+        return ([Entry(e['name'], e['bytes'], e['hash']) for e in listing
+                 if 'name' in e and not is_internal(e['name'])],
+                [e['subdir'] for e in listing if 'subdir' in e
+                 and not is_internal(e['subdir'].rstrip('/'))])
+
+    def read_range(self, key, start, end):
+        """Bytes ``start`` to ``end`` (excluded) of ``key``."""
+        if end <= start:
+            return b''
+        _, body = self._call(key, 'get_object', self.location, key,
+                             headers={'Range': 'bytes=%d-%d'
+                                      % (start, end - 1)})
+        return body
+
     def head(self, key):
         try:
             headers = self._call(key, 'head_object', self.location, key)
