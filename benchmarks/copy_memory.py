@@ -11,7 +11,10 @@ its own whose peak resident set size (VmHWM) is measured, in one run:
 
 Paths: file -> swift (one streamed PUT), file -> swift in 64 MiB segments
 (a Static Large Object), swift -> file, file -> s3 (multipart, 8 MiB
-parts), s3 -> file.
+parts), s3 -> file, and a client-side storlet run (swift -> file through
+an identity storlet that reads and writes 1 MiB at a time: ``mlstorlets``
+is :func:`~mlstorlets.client.placement.run_anywhere`, ``whole object``
+the same storlet over the body read into memory, as before).
 
     .venv/bin/python benchmarks/copy_memory.py [--size BYTES]
 
@@ -33,17 +36,41 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 MIB = 1 << 20
 SEGMENT = 64 * MIB
+IDENTITY = """
+class IdentityStorlet:
+    def __init__(self, logger):
+        pass
+
+    def __call__(self, in_files, out_files, params):
+        out_files[0].set_metadata({})
+        for chunk in iter(lambda: in_files[0].read(1 << 20), b''):
+            out_files[0].write(chunk)
+        out_files[0].close()
+"""
 
 
 def child(mode, src, dest, segment_size):
     """One copy in this process (run by the parent in a child)."""
-    from mlstorlets.client.placement import copy
+    from mlstorlets.client.placement import copy, run_anywhere
     from mlstorlets.client.stores import Stores
     stores = Stores(segment_size=segment_size or None)
-    if mode == 'stream':
-        summary = copy(src, dest, stores=stores, resume=False)
+    if mode in ('stream', 'run'):
+        if mode == 'stream':
+            summary = copy(src, dest, stores=stores, resume=False)
+        else:
+            summary = run_anywhere('identity.py', src, dest, stores=stores,
+                                   resume=False, storlets_dir=os.environ[
+                                       'BENCH_STORLETS'])
         if not summary.ok:
             raise SystemExit(summary.format())
+    elif mode == 'run-whole':
+        from mlstorlets.client.local_storlet import invoke, load_storlet
+        source, src_uri = stores.open(src)
+        target, dest_uri = stores.open(dest)
+        data, metadata = source.get(src_uri.key)
+        cls = load_storlet('identity.py', os.environ['BENCH_STORLETS'])
+        out_metadata, body = invoke(cls, [(data, metadata)], {})
+        target.put(dest_uri.key, body, dict(metadata, **out_metadata))
     else:
         source, src_uri = stores.open(src)
         target, dest_uri = stores.open(dest)
@@ -83,6 +110,13 @@ def measure(argv, env):
     return peak / 1024, time.monotonic() - started
 
 
+def same_file(a, b):
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        return all(x == y for x, y in zip(iter(lambda: fa.read(MIB), b''),
+                                          iter(lambda: fb.read(MIB), b''))) \
+            and os.path.getsize(a) == os.path.getsize(b)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--size', type=int, default=1 << 30)
@@ -105,7 +139,9 @@ def main():
         cluster = Cluster(state)
         cluster.up(base_port=free_base_port(), log=quiet)
         try:
-            env = dict(os.environ, **cluster.env())
+            with open(os.path.join(files, 'identity.py'), 'w') as f:
+                f.write(IDENTITY)
+            env = dict(os.environ, BENCH_STORLETS=files, **cluster.env())
             conn = cluster.connection()
             conn.put_container('bench')
             s3 = boto3.client(
@@ -155,12 +191,14 @@ def main():
                                                   '0'])
             run('swift -> file', 'swift CLI', swift + [
                 'download', 'bench', 'one', '-o', out + '-cli'])
-            with open(out, 'rb') as a, open(path, 'rb') as b:
-                same = all(x == y for x, y in zip(
-                    iter(lambda: a.read(MIB), b''),
-                    iter(lambda: b.read(MIB), b'')))
-            if not same:
-                raise SystemExit('the copy differs from its source')
+            run('storlet run, swift -> file', 'mlstorlets', here + [
+                'run', 'swift://bench/one', 'file://' + out + '-run', '0'])
+            run('storlet run, swift -> file', 'whole object', here + [
+                'run-whole', 'swift://bench/one', 'file://' + out + '-rw',
+                '0'])
+            for copied in (out, out + '-run'):
+                if not same_file(copied, path):
+                    raise SystemExit('%s differs from its source' % copied)
         finally:
             cluster.down(log=quiet, purge=True)
     result = {'size_bytes': args.size, 'python': sys.version.split()[0],
