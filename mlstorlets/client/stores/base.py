@@ -20,7 +20,6 @@ on the client sees the same.
 """
 
 import dataclasses
-import hashlib
 import io
 
 from mlstorlets.sandbox.errors import ObjectError
@@ -242,10 +241,6 @@ def normalize_metadata(metadata):
     return {str(k).title(): str(v) for k, v in (metadata or {}).items()}
 
 
-def md5_hex(data):
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 def is_internal(key):
     """True for names the project keeps for itself (any path component)."""
     return any(part.startswith(INTERNAL_PREFIX) for part in key.split('/'))
@@ -255,8 +250,8 @@ class Store:
     """The interface of a connector bound to one location.
 
     Subclasses set ``scheme`` and ``etag_kind`` and implement ``list``,
-    ``head``, ``get``, ``put`` and ``delete``; they must be safe to call
-    from several threads at once.
+    ``head``, ``reader``, ``write`` and ``delete``; they must be safe to
+    call from several threads at once.
     """
 
     scheme = None
