@@ -8,6 +8,11 @@ gives its metadata; an output file takes its metadata once, then its body.
 (:mod:`mlstorlets.server.middleware.storlet_copy`): a ``Storlet-Error`` is a
 refusal, a body that does not match ``Storlet-Output-Length`` a failure,
 and neither key is stored.
+
+Memory stays bounded whatever the object's size: an input file reads its
+source store's stream as the storlet asks, and the output is spooled to a
+temporary file (in memory up to ``SPOOL``) until the storlet is done, then
+uploaded from there.
 """
 
 import copy
@@ -15,11 +20,14 @@ import importlib.util
 import io
 import logging
 import os
+import tempfile
 import threading
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.protocol import ERROR_KEY, LENGTH_KEY
 
+# Output bytes kept in memory before spooling to disk.
+SPOOL = 8 << 20
 _cache = {}
 _cache_lock = threading.Lock()
 
@@ -33,17 +41,23 @@ class StorletFailed(Exception):
 
 
 class InputFile:
-    """A storlet input over a body held in memory.
+    """A storlet input over a body.
 
     Parameters
     ----------
-    data : bytes
+    data : bytes or readable file object
+        A stream (a store's :class:`~mlstorlets.client.stores.base.Reader`)
+        is read as the storlet reads.
     metadata : dict
         The object's user metadata, as the storlet sees it in the cluster.
     """
 
     def __init__(self, data, metadata):
-        self._body = io.BytesIO(data)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self._body = io.BytesIO(data)
+        else:
+            # Buffered: readline is not a byte at a time.
+            self._body = io.BufferedReader(data, 1 << 20)
         self._metadata = dict(metadata)
 
     def get_metadata(self):
@@ -85,13 +99,28 @@ class InputFile:
 
 
 class OutputFile:
-    """A storlet output collected in memory: metadata first, then body."""
+    """A storlet output collected in a spooled temporary file: metadata
+    first, then body."""
 
     def __init__(self):
         self._metadata = None
-        self._body = io.BytesIO()
-        self.body = None
+        self._body = tempfile.SpooledTemporaryFile(SPOOL)
+        self.length = 0
         self.closed = False
+
+    @property
+    def body(self):
+        """The whole body, read into memory (once closed)."""
+        if not self.closed:
+            return None
+        self._body.seek(0)
+        return self._body.read()
+
+    def open_body(self):
+        """The body file, at its start (once closed); the caller closes
+        it."""
+        self._body.seek(0)
+        return self._body
 
     def set_metadata(self, metadata):
         if self._metadata is not None:
@@ -107,6 +136,7 @@ class OutputFile:
         if self._metadata is None:
             raise IOError('Body should be sent after metadata is sent')
         self._body.write(buf)
+        self.length += len(buf)
 
     def writelines(self, seq):
         for buf in seq:
@@ -116,9 +146,7 @@ class OutputFile:
         pass
 
     def close(self):
-        if not self.closed:
-            self.body = self._body.getvalue()
-            self.closed = True
+        self.closed = True
 
     def __enter__(self):
         return self
@@ -185,11 +213,21 @@ def load_storlet(storlet, storlets_dir=None):
 def invoke(cls, inputs, params, name='', storlet=''):
     """Run the storlet class ``cls`` over ``inputs``; (metadata, body).
 
+    :func:`stream` with the body read into memory.
+    """
+    metadata, body, _ = stream(cls, inputs, params, name, storlet)
+    with body:
+        return metadata, body.read()
+
+
+def stream(cls, inputs, params, name='', storlet=''):
+    """Run the storlet class ``cls`` over ``inputs``.
+
     Parameters
     ----------
     cls : type
         A storlet class: ``cls(logger)(in_files, out_files, params)``.
-    inputs : list of (bytes, dict)
+    inputs : list of (bytes or readable file, dict)
         The bodies and metadata of the inputs, the object first.
     params : dict of str
     name : str
@@ -201,7 +239,9 @@ def invoke(cls, inputs, params, name='', storlet=''):
     -------
     metadata : dict
         The storlet's output metadata, without the protocol's keys.
-    body : bytes
+    body : file object
+        The output, at its start; the caller closes it.
+    length : int
 
     Raises
     ------
@@ -213,24 +253,29 @@ def invoke(cls, inputs, params, name='', storlet=''):
     in_files = [InputFile(data, metadata) for data, metadata in inputs]
     out = OutputFile()
     try:
-        cls(Logger(storlet))(in_files, [out],
-                             {k: str(v) for k, v in params.items()})
-    except Exception as err:
-        raise StorletFailed('storlet %s failed over %s (%s: %s)'
-                            % (storlet, name, type(err).__name__, err)) \
-            from err
-    finally:
-        out.close()
-    if out._metadata is None:
-        raise StorletFailed('storlet %s over %s sent no metadata'
-                            % (storlet, name))
-    metadata = {k.title(): str(v) for k, v in out._metadata.items()}
-    if ERROR_KEY in metadata:
-        raise ObjectError(name, 'storlet %s refused it: %s'
-                          % (storlet, metadata[ERROR_KEY]))
-    length = metadata.pop(LENGTH_KEY, None)
-    if length is not None and length.isdigit() and \
-            int(length) != len(out.body):
-        raise StorletFailed('storlet %s output over %s ended after %d of %s '
-                            'bytes' % (storlet, name, len(out.body), length))
-    return metadata, out.body
+        try:
+            cls(Logger(storlet))(in_files, [out],
+                                 {k: str(v) for k, v in params.items()})
+        except Exception as err:
+            raise StorletFailed('storlet %s failed over %s (%s: %s)'
+                                % (storlet, name, type(err).__name__, err)) \
+                from err
+        finally:
+            out.close()
+        if out._metadata is None:
+            raise StorletFailed('storlet %s over %s sent no metadata'
+                                % (storlet, name))
+        metadata = {k.title(): str(v) for k, v in out._metadata.items()}
+        if ERROR_KEY in metadata:
+            raise ObjectError(name, 'storlet %s refused it: %s'
+                              % (storlet, metadata[ERROR_KEY]))
+        length = metadata.pop(LENGTH_KEY, None)
+        if length is not None and length.isdigit() and \
+                int(length) != out.length:
+            raise StorletFailed('storlet %s output over %s ended after %d '
+                                'of %s bytes' % (storlet, name, out.length,
+                                                 length))
+    except BaseException:
+        out._body.close()
+        raise
+    return metadata, out.open_body(), out.length

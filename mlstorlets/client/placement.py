@@ -5,8 +5,11 @@
   next to the data, with copy semantics (:func:`mlstorlets.client.batch.run_batch`)
   and a copy is a server-side copy: no data passes through the client.
 * Otherwise the same storlet module runs here (:mod:`mlstorlets.client.local_storlet`):
-  each source object is downloaded, computed and uploaded, and every byte
-  that moves is counted.
+  each source object is streamed from its store into the storlet, whose
+  output is spooled then streamed to the destination, and a copy streams
+  from store to store: memory stays bounded whatever the object's size.
+  Every byte that moves is counted.  Content headers (Content-Type,
+  Content-Disposition) and user metadata go with the body.
 
 Either way every output records its source's hash (metadata
 ``Source-Etag``), so that a second run skips what is up to date and does
@@ -14,6 +17,7 @@ the rest: a failure (a refusal, a broken connection) is per object, never
 leaves a partial output, and is listed in the summary with its reason.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import threading
@@ -21,8 +25,8 @@ import time
 
 from mlstorlets.client.batch import RUN_KEY, BatchSummary, record, run_batch, run_digest
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.client.local_storlet import StorletFailed, invoke, load_storlet
-from mlstorlets.client.stores.base import SOURCE_ETAG, NotFound
+from mlstorlets.client.local_storlet import StorletFailed, load_storlet, stream
+from mlstorlets.client.stores.base import SOURCE_ETAG, Counted, NotFound
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse, plan_keys
 
@@ -97,15 +101,16 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
     extras = _extra_inputs(stores, extra_resources)
     src_store, _ = stores.open(src)
 
-    def transform(entry, data, metadata):
-        inputs = [(data, metadata)] + extras
+    def transform(entry, source, body):
+        inputs = [(body, source.metadata)] + extras
         # The same parameter the batch runner gives: where the source is.
         task_params = dict(params or {}, source=src_store.uri(entry.name))
-        out_metadata, body = invoke(cls, inputs, task_params,
-                                    src_store.uri(entry.name), storlet)
+        out_metadata, body, length = stream(cls, inputs, task_params,
+                                            src_store.uri(entry.name),
+                                            storlet)
         # In the cluster, the output keeps its source's metadata under what
         # the storlet sets (see mlstorlets.server.middleware.storlet_copy).
-        return body, dict(metadata, **out_metadata)
+        return body, dict(source.metadata, **out_metadata), length
 
     run = run_digest(storlet, params,
                      [hashlib.md5(data).hexdigest() for data, _ in extras])
@@ -147,14 +152,17 @@ def copy(src, dest, concurrency=4, resume=True, *, stores=None,
                                 stores.as_swift(dest), concurrency, resume,
                                 progress)
     return _on_client(COPY, stores, src, dest,
-                      lambda entry, data, metadata: (data, metadata),
+                      lambda entry, source, body: (
+                          body, dict(source.metadata), source.entry.size),
                       concurrency, resume, progress,
                       same_content_is_done=True)
 
 
 def _on_client(label, stores, src, dest, transform, concurrency, resume,
                progress, same_content_is_done, run=None):
-    """Download, ``transform`` and upload every source object."""
+    """Stream every source object through ``transform(entry, reader,
+    body) -> (body file, metadata, size)`` to its destination; ``body``
+    reads ``reader`` counting the bytes."""
     started = time.monotonic()
     src_store, dest_store, tasks, existing = _open(stores, src, dest,
                                                    resume)
@@ -176,15 +184,18 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
     def work(task, count):
         if up_to_date(task):
             return 'skipped'
-        data, metadata = src_store.get(task.source.name)
-        count(len(data))
-        body, out_metadata = transform(task.source, data, metadata)
-        out_metadata[SOURCE_ETAG] = task.source.etag
-        if run is not None:
-            out_metadata[RUN_KEY] = run
-        # Counted before the upload: a failed upload moved bytes too.
-        count(len(body))
-        dest_store.put(task.dest_key, body, out_metadata)
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(src_store.reader(task.source.name))
+            # Every byte downloaded, then every byte uploaded (a failed
+            # upload moved bytes too).
+            body, out_metadata, size = transform(
+                task.source, source, Counted(source, count))
+            stack.enter_context(contextlib.closing(body))
+            out_metadata[SOURCE_ETAG] = task.source.etag
+            if run is not None:
+                out_metadata[RUN_KEY] = run
+            dest_store.write(task.dest_key, Counted(body, count),
+                             out_metadata, source.headers, size)
         return 'done'
 
     summary = _execute(label, 'client', src_store, tasks, work, concurrency,

@@ -165,7 +165,7 @@ def test_partial_fit_with_state_in_headers_equals_local(
     cls, sk = ((SGDClassifier, SkSGDClassifier) if classifier
                else (SGDRegressor, SkSGDRegressor))
     params = dict(random_state=3, shuffle=False, alpha=0.001)
-    est = cls(connection=rconn, **params)
+    est = cls(connection=rconn, objects_per_call=1, **params)
     local = sk(**params)
     extra = dict(classes=CLASSES) if classifier else {}
     batch = 32   # several partial_fit calls per object, as locally
@@ -202,7 +202,7 @@ def test_partial_fit_with_a_big_state_runs_on_the_proxy_and_cleans_up(
     uris = upload(rconn, container, parts, names, fmt='npy')
     cls, sk = ((SGDClassifier, SkSGDClassifier) if classifier
                else (SGDRegressor, SkSGDRegressor))
-    est = cls(connection=rconn, random_state=5, shuffle=False)
+    est = cls(connection=rconn, random_state=5, shuffle=False, objects_per_call=1)
     local = sk(random_state=5, shuffle=False)
     extra = dict(classes=CLASSES) if classifier else {}
     uploads = len(rconn.puts)
@@ -231,6 +231,78 @@ def test_partial_fit_with_a_big_state_runs_on_the_proxy_and_cleans_up(
         with pytest.raises(ClientException) as err:
             rconn.head_object(c, o)
         assert err.value.http_status == 404
+    listing = rconn.get_container(container, full_listing=True)[1]
+    assert sorted(e['name'] for e in listing) == names
+
+
+@pytest.mark.parametrize('kind', ['classifier', 'regressor'])
+def test_a_pass_in_groups_equals_local_and_fits_the_engine_limits(
+        rconn, container, kind):
+    # Twelve objects, each with 300 bytes of user metadata that the engine
+    # puts in the invocation's 4 KB SBus datagram: the plan must split them
+    # into several calls, every call must go through, and the result must
+    # be the same as local partial_fit over the objects in the same order.
+    classifier = kind == 'classifier'
+    parts = make_parts(21, n_parts=12, n=40, classifier=classifier)
+    names = ['g%02d.csv' % i for i in range(12)]
+    uris = upload(rconn, container, parts, names)
+    for name in names:
+        rconn.post_object(container, name, headers={META + 'note-a': 'n' * 150,
+                                                    META + 'note-b': 'n' * 150})
+    cls, sk = ((SGDClassifier, SkSGDClassifier) if classifier
+               else (SGDRegressor, SkSGDRegressor))
+    params = dict(random_state=4, shuffle=False, alpha=0.001)
+    est = cls(connection=rconn, **params)
+    local = sk(**params)
+    extra = dict(classes=CLASSES) if classifier else {}
+    order = [5, 0, 11, 3, 7, 1, 2, 4, 6, 8, 9, 10]
+    est.remote_partial_fit([uris[i] for i in order],
+                           data_options={'batch_size': 16}, **extra)
+    for i in order:
+        for Xb, yb in local_batches(*parts[i], 16):
+            local.partial_fit(Xb, yb, **extra)
+    np.testing.assert_allclose(est.coef_, local.coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(est.intercept_, local.intercept_, rtol=0, atol=1e-12)
+    assert est.t_ == local.t_
+    calls = [(obj, resp) for _, obj, req, resp in rconn.gets if 'X-Run-Storlet' in req]
+    assert 1 < len(calls) < 12
+    counts = [int(resp[META + 'mlstorlets-objects']) for _, resp in calls]
+    assert sum(counts) == 12
+    # each call starts where the previous one stopped
+    starts = np.cumsum([0] + counts[:-1])
+    assert [obj for obj, _ in calls] == [names[order[i]] for i in starts]
+    for (_, resp), n in zip(calls, counts):
+        assert resp[META + 'mlstorlets-node'] == (
+            'proxy' if n > 1 else resp[META + 'mlstorlets-node'])
+    # the job (names, weights, sizes) and the state ride in the parameters
+    # when the datagram has room left, else in a temporary object
+    temps = rconn.puts[12:]
+    vias = [resp[META + 'mlstorlets-state-via'] for _, resp in calls]
+    assert len(temps) == vias.count('extra-resource')
+    assert rconn.deletes == temps
+    listing = rconn.get_container(container, full_listing=True)[1]
+    assert sorted(e['name'] for e in listing) == names
+
+
+def test_a_group_with_a_big_state_sends_it_as_one_temporary_object(rconn, container):
+    # 3 classes x 2000 features: 48 KB of state, far over the datagram
+    parts = make_parts(22, n_parts=4, n=25, d=2000)
+    names = ['b%d.npy' % i for i in range(4)]
+    uris = upload(rconn, container, parts, names, fmt='npy')
+    est = SGDClassifier(connection=rconn, random_state=5, shuffle=False)
+    local = SkSGDClassifier(random_state=5, shuffle=False)
+    est.remote_partial_fit(uris[:1], classes=CLASSES)
+    local.partial_fit(*parts[0], classes=CLASSES)
+    uploads = len(rconn.puts)
+    est.remote_partial_fit([uris[3], uris[1], uris[2]])
+    for i in (3, 1, 2):
+        local.partial_fit(*parts[i])
+    np.testing.assert_allclose(est.coef_, local.coef_, rtol=0, atol=1e-12)
+    runs = rconn.storlet_runs()[1:]
+    assert runs == [('b3.npy', 'proxy', 'extra-resource')]
+    temps = rconn.puts[uploads:]
+    assert len(temps) == 1 and temps[0][1].startswith(remote.STATE_PREFIX)
+    assert rconn.deletes == temps
     listing = rconn.get_container(container, full_listing=True)[1]
     assert sorted(e['name'] for e in listing) == names
 
@@ -278,7 +350,8 @@ def test_a_get_runs_on_an_object_server_holding_the_object(
     assert rconn.get_auth()[0].rstrip('/').endswith('/' + ACCOUNT)
     names = ['part-%d.csv' % i for i in range(6)]
     uris = upload(rconn, container, make_parts(12, n_parts=6, n=20), names)
-    est = SGDClassifier(connection=rconn, random_state=0, shuffle=False)
+    est = SGDClassifier(connection=rconn, random_state=0, shuffle=False,
+                        objects_per_call=1)
     est.remote_partial_fit(uris, classes=CLASSES)
     runs = rconn.storlet_runs()
     assert [obj for obj, _, _ in runs] == names
@@ -386,13 +459,14 @@ BAD_OBJECTS = [
 @pytest.mark.parametrize('payload,obj,pattern',
                          [case[1:] for case in BAD_OBJECTS],
                          ids=[case[0] for case in BAD_OBJECTS])
+@pytest.mark.parametrize('per_call', [1, None], ids=['per-object', 'grouped'])
 def test_bad_objects_are_refused_and_the_estimator_is_untouched(
-        rconn, container, payload, obj, pattern):
+        rconn, container, payload, obj, pattern, per_call):
     rconn.put_object(container, 'good.csv', GOOD)
     if payload is not None:
         rconn.put_object(container, obj, payload)
     good, bad = ('swift://%s/%s' % (container, o) for o in ('good.csv', obj))
-    est = SGDClassifier(connection=rconn, random_state=0)
+    est = SGDClassifier(connection=rconn, random_state=0, objects_per_call=per_call)
 
     # unfitted: nothing is set
     before = snapshot(est)
@@ -420,12 +494,19 @@ def test_bad_objects_are_refused_and_the_estimator_is_untouched(
         status = err.value.__cause__.http_status
         if payload is None:
             assert status == 404
-            assert 'failed over %s/%s' % (container, obj) in message
-        else:
+            assert ('failed over %s/%s' % (container, obj) if per_call
+                    else 'source object not found (404') in message
+        elif per_call:
             # the middleware's answer to the storlet's refusal
             assert status == 422
             assert 'storlet %s refused %s/%s: ' % (
                 remote.STORLET_NAME, container, obj) in message
+        else:
+            # the proxy names the group's first object (either, as shuffled),
+            # the client the one the storlet refused
+            assert status == 422
+            assert 'storlet %s refused it, in a call over 2 objects from swift://%s/' % (
+                remote.STORLET_NAME, container) in message
 
 
 def test_remote_fit_failure_leaves_a_fitted_estimator_untouched(

@@ -1,4 +1,5 @@
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -86,3 +87,99 @@ def test_holdout_mask_is_independent_of_batching():
                             holdout_mask(70, 30, 0.3, 7, "c/o")])
     np.testing.assert_array_equal(whole, parts)
     assert 10 < whole.sum() < 50
+
+
+# -- bounds ------------------------------------------------------------------
+
+def npz_bytes(**arrays):
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def npy_member(shape, data):
+    """A .npy member whose header declares ``shape`` but holds ``data``."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def refused(payload, **params):
+    with pytest.raises(ObjectError) as err:
+        read(payload, **params)
+    assert err.value.name == "c/o"
+    return err.value.reason
+
+
+def test_a_line_longer_than_the_limit_is_refused_before_it_is_read_whole():
+    assert "line 2 is longer than max_line_bytes=64 bytes" in refused(
+        b"1,2\n" + b"1," * 100 + b"3\n", max_line_bytes=64)
+    # the limit counts the line, not its newline
+    X, _, _ = read(b"1" * 62 + b",2\n", max_line_bytes=64)
+    assert X.shape == (1, 1)
+
+
+def test_a_line_longer_than_the_default_limit_is_refused():
+    reason = refused(b"1," * (1 << 20) + b"2\n")
+    assert "line 1 is longer than max_line_bytes=1048576" in reason
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy", "npz"])
+def test_too_many_rows_are_refused(fmt):
+    arr = np.ones((5, 3))
+    if fmt == "csv":
+        payload = b"1,2,3\n" * 5
+    elif fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        payload = buf.getvalue()
+    else:
+        payload = npz_bytes(X=arr, y=np.ones(5))
+    assert "5 rows is over max_rows=4" in refused(payload, max_rows=4)
+    read(payload, max_rows=5)
+
+
+def test_too_many_features_and_too_big_batches_are_refused():
+    assert "line 1: 5 features is over max_features=4" in refused(b"1,2,3,4,5,6\n",
+                                                                  max_features=4)
+    reason = refused(b"1,2,3\n" * 100, max_batch_bytes=1000)
+    assert "over max_batch_bytes=1000; lower batch_size" in reason
+    read(b"1,2,3\n" * 100, max_batch_bytes=1000, batch_size=10)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated():
+    bomb = npz_bytes(X=np.zeros((6_250_000, 1)), y=np.zeros(1))   # 50 MB of zeros
+    assert len(bomb) < 200_000
+    reason = refused(bomb, max_array_bytes=1 << 20)
+    assert ".npz member X.npy of 50000128 bytes uncompressed is over " \
+           "max_array_bytes=1048576" in reason
+
+
+def test_an_npz_member_whose_header_lies_about_its_size_is_refused():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("X.npy", npy_member((100_000_000, 10), b"\0" * 80))
+        archive.writestr("y.npy", npy_member((10,), b"\0" * 80))
+    reason = refused(buf.getvalue())
+    assert "X.npy: its header declares 8000000000 bytes of data, the archive 80" in reason
+
+
+def test_archive_size_and_member_count_are_bounded():
+    payload = npz_bytes(X=np.ones((4, 2)), y=np.ones(4))
+    assert f"over max_archive_bytes=100 bytes" in refused(payload, max_archive_bytes=100)
+    many = npz_bytes(X=np.ones((4, 2)), y=np.ones(4),
+                     **{f"a{i}": np.ones(1) for i in range(20)})
+    assert ".npz with 22 members is over max_members=16" in refused(many)
+
+
+@pytest.mark.parametrize("limit, value", [("max_rows", 0), ("max_line_bytes", 1 << 30),
+                                          ("max_members", "x")])
+def test_limits_are_checked_against_their_hard_maxima(limit, value):
+    reason = refused(b"1,2\n", **{limit: value})
+    assert limit in reason
+
+
+def test_limits_are_never_read_from_metadata():
+    options = DataOptions.from_sources({}, {"Max-Rows": "1"}, "c/o")
+    assert options.max_rows == DataOptions().max_rows

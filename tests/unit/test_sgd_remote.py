@@ -40,6 +40,9 @@ class InProcessConnection:
     def put_object(self, container, name, contents, content_type=None):
         self.objects[(container, name)] = bytes(contents)
 
+    def head_object(self, container, name):
+        return {"content-length": str(len(self.objects[(container, name)]))}
+
     def delete_object(self, container, name):
         self.deleted.append(name)
         del self.objects[(container, name)]
@@ -55,8 +58,8 @@ class InProcessConnection:
                 k, v = unquote(value).split(":", 1)
                 params[k] = v
         in_files = [FakeInput(self.objects[(container, obj)])]
-        if "X-Storlet-Extra-Resources" in headers:
-            _, c, o = headers["X-Storlet-Extra-Resources"].split("/", 2)
+        for path in filter(None, headers.get("X-Storlet-Extra-Resources", "").split(",")):
+            _, c, o = unquote(path).split("/", 2)
             in_files.append(FakeInput(self.objects[(c, o)]))
         out = FakeOutput()
         self.storlet(in_files, [out], params)
@@ -100,7 +103,10 @@ def test_failure_leaves_estimator_exactly_as_before():
     before = copy.deepcopy(est.__dict__)
     with pytest.raises(ObjectError, match="part-9.csv") as err:
         est.remote_partial_fit("swift://data/")
-    assert "refused data/part-9.csv" in str(err.value)
+    # one call over the four objects (shuffled): the proxy names the first, the
+    # client the one the storlet refused
+    assert len(conn.requests) == 2
+    assert "refused it, in a call over 4 objects from swift://data/part-" in str(err.value)
     assert "line 2: non-numeric value 'x'" in str(err.value)
     assert err.value.name == "swift://data/part-9.csv"
     assert est.__dict__.keys() == before.keys()
@@ -192,3 +198,39 @@ def test_divergence_is_reported_not_serialized():
     with pytest.raises(ObjectError, match="huge.csv"):
         est.remote_fit("swift://data/huge.csv")
     assert not hasattr(est, "coef_")
+
+
+class HeadOnly:
+    """What plan() asks of a connection: sizes and metadata."""
+
+    def __init__(self, heads):
+        self.heads = heads
+
+    def get_capabilities(self):
+        return {"swift": {"max_header_size": 8192}}
+
+    def head_object(self, container, obj):
+        size, meta = self.heads[obj]
+        return {"content-length": str(size),
+                **{f"x-object-meta-{k}": v for k, v in meta.items()}}
+
+
+def test_plan_keeps_each_call_within_the_datagram_bytes_and_objects_limits():
+    from mlstorlets.client.faces import plan as sbus_plan
+    heads = {f"o{i}": (1000 + i, {"note": "n" * (20 * i)}) for i in range(40)}
+    uris = [f"swift://c/o{i}" for i in range(40)]
+    params = {"op": "partial_fit"}
+    transport = remote.StorletTransport(HeadOnly(heads))
+    groups = transport.plan(uris, params)
+    assert [u for g in groups for u in g] == uris and len(groups) > 1
+    for group in groups:
+        used = remote.SBUS_ENGINE_RESERVE + sbus_plan.input_cost({}) + remote.datagram_cost(
+            dict(params, job="resource")) + sum(
+                sbus_plan.input_cost(heads[u.split("/")[-1]][1]) for u in group)
+        assert used <= sbus_plan.SBUS_LIMIT
+    small = remote.StorletTransport(HeadOnly(heads), max_group_bytes=3100)
+    assert all(len(g) <= 3 for g in small.plan(uris, params))
+    three = remote.StorletTransport(HeadOnly(heads), objects_per_call=3)
+    assert [len(g) for g in three.plan(uris[:8], params)] == [3, 3, 2]
+    one = remote.StorletTransport(HeadOnly(heads), objects_per_call=1)
+    assert one.plan(uris[:3], params) == [[u] for u in uris[:3]]

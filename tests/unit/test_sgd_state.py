@@ -47,7 +47,7 @@ def test_get_set_params_clone_keep_remote_parameters():
     est = SGDClassifier(alpha=0.5, connection=conn, storlet="x.py")
     params = est.get_params()
     assert params["connection"] is conn and params["storlet"] == "x.py"
-    assert set(params) - {"connection", "storlet"} == set(state.sklearn_param_names("SGDClassifier"))
+    assert set(params) - {"connection", "storlet", "objects_per_call"} == set(state.sklearn_param_names("SGDClassifier"))
     assert clone(est).get_params()["alpha"] == 0.5
     est.set_params(storlet="y.py")
     assert est.storlet == "y.py"

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import is_classifier
@@ -9,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier as _SkSGDClassifier
 from sklearn.linear_model import SGDRegressor as _SkSGDRegressor
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from mlstorlets.sandbox.errors import ObjectError
@@ -40,17 +42,44 @@ _REMOTE_DOC = """
     ``batch_size`` (see :class:`mlstorlets.sandbox.sgd.data.DataOptions`).
     An object is trained as consecutive ``partial_fit`` calls on
     ``batch_size`` rows, exactly as locally.
+    ``data_options`` also lowers or raises, within hard maxima, the bounds
+    the storlet decodes with (``max_rows``, ``max_line_bytes``,
+    ``max_features``, ``max_batch_bytes``, ``max_archive_bytes``,
+    ``max_array_bytes``, ``max_members``: see
+    :data:`mlstorlets.sandbox.sgd.data.LIMITS`); an object past one is
+    refused with a 422 naming it and the limit.
 
     Random state: ``random_state`` must be None or an int to travel; with a
     ``RandomState`` instance an int seed is drawn from it for each request.
 """
 
 
+_REMOTE_PARAMS_DOC = """
+    connection : swiftclient.client.Connection, default=None
+        Used by the ``remote_*`` methods; None builds one from the ``swift``
+        CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
+    storlet : str, default='sgd_estimator.py'
+        Value of ``X-Run-Storlet``.
+    objects_per_call : int, default=None
+        Most objects one storlet invocation reads in the ``remote_*``
+        methods.  None: as many as the engine's limits allow (a group runs
+        on the proxy, see :mod:`mlstorlets.client.linear_model.remote`);
+        1: one invocation per object, on an object server holding it.  The
+        result is the same.
+"""
+
+_REMOTE_CONSTRAINTS = {
+    "connection": "no_validation",
+    "storlet": [str],
+    "objects_per_call": [None, Interval(Integral, 1, None, closed="left")],
+}
+
+
 class _RemoteSGDMixin:
     """The remote_* methods shared by the classifier and the regressor."""
 
     def _transport(self):
-        return remote.transport_for(self.connection, self.storlet)
+        return remote.transport_for(self.connection, self.storlet, self.objects_per_call)
 
     def _sk_params(self):
         names = state.sklearn_param_names(state._kind_of(self))
@@ -61,7 +90,8 @@ class _RemoteSGDMixin:
             return self.random_state
         return int(rng.randint(_MAX_SEED))
 
-    def _request_params(self, op, uri, data_options, sample_weight, holdout=None):
+    def _request_params(self, op, data_options, holdout=None):
+        """Storlet parameters common to every object of a pass."""
         params = {"op": op}
         for key, value in (data_options or {}).items():
             if key not in data._OPTIONS:
@@ -69,23 +99,36 @@ class _RemoteSGDMixin:
                                  f"{sorted(data._OPTIONS)}")
             if value is not None:
                 params[key] = str(value)
-        weight = 1.0 if sample_weight is None else sample_weight.get(uri, 1.0)
-        weight = float(weight)
-        if not np.isfinite(weight) or weight < 0:
-            raise ValueError(f"sample weight of {uri} must be finite and >= 0")
-        if weight != 1.0:
-            params["object_weight"] = repr(weight)
         if holdout is not None:
             params["holdout_fraction"] = repr(float(holdout[0]))
             params["holdout_seed"] = str(int(holdout[1]))
         return params
+
+    @staticmethod
+    def _object_weight(uri, sample_weight):
+        weight = 1.0 if sample_weight is None else sample_weight.get(uri, 1.0)
+        weight = float(weight)
+        if not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"sample weight of {uri} must be finite and >= 0")
+        return weight
+
+    def _calls(self, transport, uris, op, data_options, sample_weight, holdout=None):
+        """(what to name in errors, parameters, [(uri, weight)]) of each invocation."""
+        params = self._request_params(op, data_options, holdout)
+        entries = [(uri, self._object_weight(uri, sample_weight)) for uri in uris]
+        position = 0
+        for group in transport.plan(uris, params):
+            calls = entries[position:position + len(group)]
+            position += len(group)
+            where = group[0] if len(group) == 1 else f"{group[0]} (and {len(group) - 1} more)"
+            yield where, params, calls
 
     def _order(self, uris, rng):
         if not self.shuffle:
             return list(uris)
         return [uris[i] for i in rng.permutation(len(uris))]
 
-    def _check_answer(self, blob, uri, sent):
+    def _check_answer(self, blob, uri, sent, with_objective=True):
         """Decode the storlet's new state and check it continues ``sent``."""
         new = state.loads(blob, name=uri)
         if new.kind != sent.kind or new.params != sent.params:
@@ -101,33 +144,42 @@ class _RemoteSGDMixin:
         report = new.report or {}
         n = report.get("n_samples")
         objective = report.get("objective")
-        if (not isinstance(n, int) or n < 1 or not isinstance(objective, list)
-                or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in objective)):
+        if with_objective:
+            valid = isinstance(objective, list) and all(
+                isinstance(v, (int, float)) and np.isfinite(v) for v in objective)
+        else:
+            valid = objective is None
+        if not isinstance(n, int) or n < 1 or not valid:
             raise ObjectError(uri, f"the storlet's report is malformed: {report!r}")
         if sent.fitted and new.attrs["t_"] != sent.attrs["t_"] + n:
             raise ObjectError(uri, "the storlet's t_ does not match its sample count")
         return new
 
-    def _train_pass(self, transport, uris, blob, data_options, sample_weight, holdout=None):
-        """One partial_fit per object, in the given order; returns the final
-        state blob, decoded state, summed objective and sample count."""
+    def _train_pass(self, transport, uris, blob, data_options, sample_weight, holdout=None,
+                    with_objective=True):
+        """partial_fit over the objects, in the given order; returns the final
+        state blob, decoded state, summed objective (None if not asked for)
+        and sample count."""
         objective, n_samples, current = None, 0, state.loads(blob, name="local state")
-        for uri in uris:
-            params = self._request_params("partial_fit", uri, data_options, sample_weight,
-                                          holdout)
-            blob = transport.run(uri, params, blob)
-            current = self._check_answer(blob, uri, current)
-            sums = current.report["objective"]
-            objective = sums if objective is None else [a + b for a, b in zip(objective, sums)]
+        for where, params, entries in self._calls(transport, uris, "partial_fit",
+                                                  data_options, sample_weight, holdout):
+            if not with_objective:
+                params = dict(params, objective="0")
+            blob = transport.run_group(entries, params, blob)
+            current = self._check_answer(blob, where, current, with_objective)
+            if with_objective:
+                sums = current.report["objective"]
+                objective = sums if objective is None else [a + b for a, b in
+                                                            zip(objective, sums)]
             n_samples += current.report["n_samples"]
         return blob, current, objective, n_samples
 
     def _score_pass(self, transport, uris, blob, data_options, sample_weight, holdout=None):
         classifier = is_classifier(self)
         total = {"n": 0, "weight_sum": 0.0, "correct": 0.0, "sse": 0.0, "mean": 0.0, "m2": 0.0}
-        for uri in uris:
-            params = self._request_params("score", uri, data_options, sample_weight, holdout)
-            body = transport.run(uri, params, blob)
+        for uri, params, entries in self._calls(transport, uris, "score", data_options,
+                                                sample_weight, holdout):
+            body = transport.run_group(entries, params, blob)
             try:
                 sums = json.loads(body)
                 if sums.get("format") != training.SCORE_FORMAT:
@@ -201,15 +253,16 @@ class _RemoteSGDMixin:
         uris = self._order(transport.list_objects(source), rng)
         blob = state.dumps(self, pending_classes=pending,
                            params={"random_state": self._seed(rng)})
-        _, final, _, _ = self._train_pass(transport, uris, blob, data_options, sample_weight)
+        _, final, _, _ = self._train_pass(transport, uris, blob, data_options, sample_weight,
+                                          with_objective=False)
         final.apply(self, params=False)
         return self
 
     def _discover(self, transport, uris, data_options):
         """Classes and their counts over all objects (one 'labels' GET each)."""
         counts = {}
-        for uri in uris:
-            body = transport.run(uri, self._request_params("labels", uri, data_options, None))
+        for uri, params, entries in self._calls(transport, uris, "labels", data_options, None):
+            body = transport.run_group(entries, params)
             try:
                 answer = json.loads(body)
                 if answer.get("format") != training.LABELS_FORMAT:
@@ -326,9 +379,9 @@ class _RemoteSGDMixin:
             seed = int(rng.randint(_MAX_SEED)) if self.shuffle else self._seed(rng)
             blob = self._reparam(blob, {"random_state": seed, "eta0": eta})
             order = self._order(uris, rng)
-            blob, final, objective, n = self._train_pass(transport, order, blob,
-                                                         data_options, sample_weight,
-                                                         holdout)
+            blob, final, objective, n = self._train_pass(
+                transport, order, blob, data_options, sample_weight, holdout,
+                with_objective=self.tol is not None and not self.early_stopping)
             n_iter = epoch + 1
             if self.early_stopping:
                 score = self._score_pass(transport, uris, blob, data_options,
@@ -338,7 +391,7 @@ class _RemoteSGDMixin:
                 else:
                     no_improvement = 0
                 best_score = max(best_score, score)
-            else:
+            elif self.tol is not None:
                 loss = sum(objective) / (len(objective) * n)
                 if self.tol is not None and loss > best_loss - self.tol:
                     no_improvement += 1
@@ -393,18 +446,11 @@ class _RemoteSGDMixin:
 
 
 class SGDClassifier(_RemoteSGDMixin, _SkSGDClassifier):
-    __doc__ = (_SkSGDClassifier.__doc__ or "") + _REMOTE_DOC + """
-    connection : swiftclient.client.Connection, default=None
-        Used by the ``remote_*`` methods; None builds one from the ``swift``
-        CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
-    storlet : str, default='sgd_estimator.py'
-        Value of ``X-Run-Storlet``.
-"""
+    __doc__ = (_SkSGDClassifier.__doc__ or "") + _REMOTE_DOC + _REMOTE_PARAMS_DOC
 
     _parameter_constraints = {
         **_SkSGDClassifier._parameter_constraints,
-        "connection": "no_validation",
-        "storlet": [str],
+        **_REMOTE_CONSTRAINTS,
     }
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
@@ -412,7 +458,7 @@ class SGDClassifier(_RemoteSGDMixin, _SkSGDClassifier):
                  epsilon=0.1, n_jobs=None, random_state=None, learning_rate="optimal",
                  eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
-                 connection=None, storlet=remote.STORLET_NAME):
+                 connection=None, storlet=remote.STORLET_NAME, objects_per_call=None):
         super().__init__(
             loss=loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, shuffle=shuffle,
@@ -423,21 +469,15 @@ class SGDClassifier(_RemoteSGDMixin, _SkSGDClassifier):
             warm_start=warm_start, average=average)
         self.connection = connection
         self.storlet = storlet
+        self.objects_per_call = objects_per_call
 
 
 class SGDRegressor(_RemoteSGDMixin, _SkSGDRegressor):
-    __doc__ = (_SkSGDRegressor.__doc__ or "") + _REMOTE_DOC + """
-    connection : swiftclient.client.Connection, default=None
-        Used by the ``remote_*`` methods; None builds one from the ``swift``
-        CLI's environment (``ST_*`` or ``OS_*`` variables) at each call.
-    storlet : str, default='sgd_estimator.py'
-        Value of ``X-Run-Storlet``.
-"""
+    __doc__ = (_SkSGDRegressor.__doc__ or "") + _REMOTE_DOC + _REMOTE_PARAMS_DOC
 
     _parameter_constraints = {
         **_SkSGDRegressor._parameter_constraints,
-        "connection": "no_validation",
-        "storlet": [str],
+        **_REMOTE_CONSTRAINTS,
     }
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001,
@@ -446,7 +486,7 @@ class SGDRegressor(_RemoteSGDMixin, _SkSGDRegressor):
                  learning_rate="invscaling", eta0=0.01, power_t=0.25,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
                  warm_start=False, average=False, connection=None,
-                 storlet=remote.STORLET_NAME):
+                 storlet=remote.STORLET_NAME, objects_per_call=None):
         super().__init__(
             loss=loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol, shuffle=shuffle,
@@ -456,3 +496,4 @@ class SGDRegressor(_RemoteSGDMixin, _SkSGDRegressor):
             n_iter_no_change=n_iter_no_change, warm_start=warm_start, average=average)
         self.connection = connection
         self.storlet = storlet
+        self.objects_per_call = objects_per_call

@@ -1,10 +1,17 @@
 """What every store connector offers, and the errors it raises.
 
 A connector is bound to one location (a container, a bucket, a file system,
-a Dropbox account) and names objects by keys inside it.  It moves whole
-objects: ``get`` returns the body and the user metadata, and ``put`` either
-stores the whole object or nothing, so that a job that fails half-way never
-leaves a partial output behind.
+a Dropbox account) and names objects by keys inside it.  It streams
+objects: ``reader`` opens a body as a file-like :class:`Reader` (with the
+object's metadata), ``write`` consumes one in chunks and either stores the
+whole object or nothing, so that a job that fails half-way never leaves a
+partial output behind, and memory stays bounded whatever the object's size.
+``get`` and ``put`` are the same over bytes in memory.
+
+Besides user metadata, an object carries the content headers of
+:data:`CONTENT_HEADERS` (``Content-Type``, ``Content-Disposition``) where
+its store can keep them (Swift and S3 natively, local files and Dropbox in
+the sidecar).
 
 User metadata is a dict of str to str whose keys are spelled the way Swift
 spells them (``'Source-Etag'``, ``str.title`` of the key): that is how a
@@ -13,7 +20,7 @@ on the client sees the same.
 """
 
 import dataclasses
-import hashlib
+import io
 
 from mlstorlets.sandbox.errors import ObjectError
 
@@ -23,6 +30,10 @@ SOURCE_ETAG = 'Source-Etag'
 # Names the project keeps for itself (sidecars, temporary state); never
 # listed as data.
 INTERNAL_PREFIX = '.mlstorlets'
+# The system headers an object keeps across stores, besides user metadata.
+CONTENT_HEADERS = ('Content-Type', 'Content-Disposition')
+# Bytes read or written at once when streaming a body.
+CHUNK = 1 << 20
 
 
 class StoreError(ObjectError):
@@ -60,21 +71,174 @@ class Entry:
     metadata : dict or None
         Its user metadata, when the store gives it cheaply; None when
         unknown (ask ``head``).
+    headers : dict or None
+        Its content headers (keys of :data:`CONTENT_HEADERS`) that are set,
+        when known.
     """
 
     name: str
     size: int
     etag: str = None
     metadata: dict = None
+    headers: dict = None
+
+
+class Reader(io.RawIOBase):
+    """The body of one object, read in chunks; a readable file object.
+
+    Parameters
+    ----------
+    uri : str
+        For errors.
+    chunks : iterable of bytes
+        The body as the store's client yields it.
+    entry : Entry
+        The object: size, etag, metadata, content headers.
+    check : (hash object, str), optional
+        A hash to update with every byte and the hex digest it must end
+        with; a body that does not raises :class:`StoreError` at its end,
+        before the reader says EOF, so that a destination written from it
+        is never committed.
+    close : callable, optional
+        Releases the connection.
+    path : str, optional
+        The local file the body is, for a writer that uploads files by
+        path (in parallel segments, without buffering).
+    """
+
+    def __init__(self, uri, chunks, entry, check=None, close=None,
+                 path=None):
+        super().__init__()
+        self.uri = uri
+        self.path = path
+        self.entry = entry
+        self._chunks = iter(chunks)
+        self._pending, self._offset = b'', 0
+        self._check = check
+        self._release = close
+        self.bytes_read = 0
+
+    @property
+    def metadata(self):
+        return self.entry.metadata
+
+    @property
+    def headers(self):
+        return self.entry.headers or {}
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        while self._offset >= len(self._pending):
+            try:
+                self._pending, self._offset = next(self._chunks), 0
+            except StopIteration:
+                self._end()
+                return 0
+            except StoreError:
+                raise
+            except Exception as err:
+                # Each client has its own (urllib3, botocore, requests).
+                raise StoreError(self.uri, 'the download broke off: %s'
+                                 % (err,)) from None
+            if self._check:
+                self._check[0].update(self._pending)
+        n = min(len(buf), len(self._pending) - self._offset)
+        buf[:n] = self._pending[self._offset:self._offset + n]
+        self._offset += n
+        self.bytes_read += n
+        return n
+
+    def _end(self):
+        if self.entry.size is not None and \
+                self.bytes_read != self.entry.size:
+            raise StoreError(self.uri, 'the download ended after %d of %d '
+                             'bytes' % (self.bytes_read, self.entry.size))
+        if self._check and self._check[0].hexdigest() != self._check[1]:
+            raise StoreError(self.uri, 'the download arrived damaged '
+                             '(hash mismatch)')
+
+    def close(self):
+        if not self.closed and self._release is not None:
+            self._release()
+        super().close()
+
+
+class Counted(io.RawIOBase):
+    """A readable that calls ``count(n)`` for every ``n`` bytes read from
+    ``raw`` (bytes through the client).  A writer that uploads ``path``
+    instead of reading calls ``count`` itself."""
+
+    def __init__(self, raw, count):
+        super().__init__()
+        self.raw, self._count = raw, count
+        self.path = getattr(raw, 'path', None)
+
+    def count(self, nbytes):
+        """Count ``nbytes`` moved by path, as if read through every
+        layer."""
+        self._count(nbytes)
+        inner = getattr(self.raw, 'count', None)
+        if inner is not None:
+            inner(nbytes)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        data = self.raw.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        if n:
+            self._count(n)
+        return n
+
+
+def local_path(body):
+    """The local file ``body`` reads, if any, and a function to call with
+    the bytes a writer uploaded from it by path."""
+    return getattr(body, 'path', None), getattr(body, 'count', None) or \
+        (lambda n: None)
+
+
+def read_full(body, size):
+    """Up to ``size`` bytes of ``body``: fewer only at its end (a raw
+    stream's ``read`` may return fewer at any time)."""
+    parts, got = [], 0
+    while got < size:
+        part = body.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b''.join(parts)
+
+
+class FullReads:
+    """``body`` whose ``read(n)`` returns ``n`` bytes unless at its end,
+    as clients that take a short read for the end expect (s3transfer)."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            return b''.join(iter(lambda: self.body.read(CHUNK), b''))
+        return read_full(self.body, size)
+
+
+def content_headers(headers):
+    """The :data:`CONTENT_HEADERS` set in ``headers`` (any case), spelled
+    as in :data:`CONTENT_HEADERS`."""
+    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
+    return {k: str(lower[k.lower()]) for k in CONTENT_HEADERS
+            if lower.get(k.lower())}
 
 
 def normalize_metadata(metadata):
     """User metadata with keys spelled the way Swift spells them."""
     return {str(k).title(): str(v) for k, v in (metadata or {}).items()}
-
-
-def md5_hex(data):
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def is_internal(key):
@@ -86,8 +250,8 @@ class Store:
     """The interface of a connector bound to one location.
 
     Subclasses set ``scheme`` and ``etag_kind`` and implement ``list``,
-    ``head``, ``get``, ``put`` and ``delete``; they must be safe to call
-    from several threads at once.
+    ``head``, ``reader``, ``write`` and ``delete``; they must be safe to
+    call from several threads at once.
     """
 
     scheme = None
@@ -117,8 +281,8 @@ class Store:
         exist."""
         raise NotImplementedError
 
-    def get(self, key):
-        """(body bytes, metadata dict) of ``key``.
+    def reader(self, key):
+        """The body of ``key``: a :class:`Reader` to read and close.
 
         Raises
         ------
@@ -127,8 +291,21 @@ class Store:
         """
         raise NotImplementedError
 
-    def put(self, key, data, metadata=None):
-        """Store ``data`` as ``key`` with ``metadata``, whole or not at all.
+    def write(self, key, body, metadata=None, headers=None, size=None):
+        """Store what ``body`` reads as ``key``, whole or not at all.
+
+        Parameters
+        ----------
+        key : str
+        body : readable file object
+            Read in chunks up to its end; memory stays bounded.
+        metadata : dict, optional
+            User metadata.
+        headers : dict, optional
+            Content headers (:data:`CONTENT_HEADERS`); others are ignored.
+        size : int, optional
+            The body's length when known (it picks single or segmented
+            uploads up front).
 
         Returns
         -------
@@ -136,6 +313,28 @@ class Store:
             The stored object.
         """
         raise NotImplementedError
+
+    def get(self, key):
+        """(body bytes, metadata dict) of ``key``, read into memory.
+
+        Raises
+        ------
+        NotFound
+        StoreError
+        """
+        with self.reader(key) as body:
+            return body.read(), body.metadata
+
+    def put(self, key, data, metadata=None, headers=None):
+        """Store ``data`` as ``key`` with ``metadata``, whole or not at all.
+
+        Returns
+        -------
+        Entry
+            The stored object.
+        """
+        return self.write(key, io.BytesIO(data), metadata, headers,
+                          size=len(data))
 
     def delete(self, key):
         """Remove ``key``; removing a missing key is not an error."""

@@ -8,13 +8,19 @@ with ``files/upload``; a bigger one through an upload session, whose
 file only when all of it arrived (mode ``overwrite``), and the SDK sends
 each request's ``content_hash`` for Dropbox to check.
 
-Dropbox files have no free-form metadata, so the user metadata lives in a
-sidecar, ``DIR/.mlstorlets/NAME.json``, which records the file's
+Bodies stream: an upload reads its body a chunk at a time (two chunks in
+memory), a download is read in chunks and checked against the file's
+content hash at its end.
+
+Dropbox files have no free-form metadata, so the user metadata and the
+content headers (Content-Type, Content-Disposition) live in a sidecar,
+``DIR/.mlstorlets/NAME.json``, which records the file's
 ``content_hash``: a sidecar that no longer matches its file is ignored.
 ETags are Dropbox content hashes (``etag_kind = 'dropbox'``).
 """
 
 import hashlib
+import io
 import json
 import posixpath
 import threading
@@ -23,9 +29,11 @@ import dropbox
 import requests
 from dropbox import exceptions, files
 
-from mlstorlets.client.stores.base import (INTERNAL_PREFIX, Entry, NotFound, Store,
-                                    StoreError, is_internal,
-                                    normalize_metadata)
+from mlstorlets.client.stores.base import (CHUNK, INTERNAL_PREFIX, Entry,
+                                           NotFound, Reader, Store,
+                                           StoreError, content_headers,
+                                           is_internal, normalize_metadata,
+                                           read_full)
 
 # Dropbox's limit for one request is 150 MiB; smaller requests retry
 # cheaper.
@@ -33,15 +41,40 @@ UPLOAD_CHUNK = 8 << 20
 BLOCK = 4 << 20
 
 
-def content_hash(data):
-    """Dropbox's content hash: SHA-256 over the SHA-256 of each 4 MiB block.
+class ContentHasher:
+    """Dropbox's content hash, fed in pieces: SHA-256 over the SHA-256 of
+    each 4 MiB block.
 
     https://www.dropbox.com/developers/reference/content-hash
     """
-    outer = hashlib.sha256()
-    for start in range(0, len(data), BLOCK):
-        outer.update(hashlib.sha256(data[start:start + BLOCK]).digest())
-    return outer.hexdigest()
+
+    def __init__(self):
+        self._outer, self._block, self._filled = hashlib.sha256(), \
+            hashlib.sha256(), 0
+
+    def update(self, data):
+        view = memoryview(data)
+        while view:
+            take = min(len(view), BLOCK - self._filled)
+            self._block.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == BLOCK:
+                self._outer.update(self._block.digest())
+                self._block, self._filled = hashlib.sha256(), 0
+
+    def hexdigest(self):
+        outer = self._outer.copy()
+        if self._filled:
+            outer.update(self._block.digest())
+        return outer.hexdigest()
+
+
+def content_hash(data):
+    """Dropbox's content hash of ``data``."""
+    hasher = ContentHasher()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def make_client(environ, session=None, **kwargs):
@@ -151,10 +184,11 @@ class DropboxStore(Store):
         if not isinstance(md, files.FileMetadata):
             return None
         return Entry(key, md.size, md.content_hash,
-                     self._metadata(key, md.content_hash))
+                     *self._sidecar(key, md.content_hash))
 
-    def _metadata(self, key, file_hash):
-        """The sidecar's metadata, if it describes this content."""
+    def _sidecar(self, key, file_hash):
+        """(metadata, content headers) of the sidecar, if it describes this
+        content."""
         try:
             _, response = self._call(key, 'files_download', _sidecar(key))
             try:
@@ -162,56 +196,67 @@ class DropboxStore(Store):
             finally:
                 response.close()
         except NotFound:
-            return {}
+            return {}, {}
         except (ValueError, requests.RequestException):
-            return {}
+            return {}, {}
         if not isinstance(sidecar, dict) or \
                 sidecar.get('content_hash') != file_hash:
-            return {}
-        return normalize_metadata(sidecar.get('metadata'))
+            return {}, {}
+        return (normalize_metadata(sidecar.get('metadata')),
+                content_headers(sidecar.get('headers')))
 
-    def get(self, key):
+    def reader(self, key):
         md, response = self._call(key, 'files_download', _path(key))
         try:
-            data = response.content
-        except (requests.RequestException, OSError) as err:
-            raise StoreError(self.uri(key), 'the download broke off: %s'
-                             % (err,)) from None
-        finally:
+            entry = Entry(key, md.size, md.content_hash,
+                          *self._sidecar(key, md.content_hash))
+        except BaseException:
             response.close()
-        if md.content_hash and content_hash(data) != md.content_hash:
-            raise StoreError(self.uri(key), 'the download arrived damaged '
-                             '(content hash mismatch)')
-        return data, self._metadata(key, md.content_hash)
+            raise
+        check = (ContentHasher(), md.content_hash) if md.content_hash \
+            else None
+        return Reader(self.uri(key), response.iter_content(CHUNK), entry,
+                      check, close=response.close)
 
-    def put(self, key, data, metadata=None):
+    def write(self, key, body, metadata=None, headers=None, size=None):
         metadata = normalize_metadata(metadata)
-        md = self._upload(key, _path(key), data)
-        if metadata:
+        headers = content_headers(headers)
+        md = self._upload(key, _path(key), body)
+        if metadata or headers:
             sidecar = json.dumps({'content_hash': md.content_hash,
-                                  'metadata': metadata}, sort_keys=True)
-            self._upload(key, _sidecar(key), sidecar.encode('utf-8'))
-        return Entry(key, md.size, md.content_hash, metadata)
+                                  'metadata': metadata, 'headers': headers},
+                                 sort_keys=True)
+            self._upload(key, _sidecar(key),
+                         io.BytesIO(sidecar.encode('utf-8')))
+        return Entry(key, md.size, md.content_hash, metadata, headers)
 
-    def _upload(self, key, path, data):
+    def _upload(self, key, path, body):
         mode = files.WriteMode.overwrite
-        if len(data) <= UPLOAD_CHUNK:
+        hasher = ContentHasher()
+
+        def chunk():
+            data = read_full(body, UPLOAD_CHUNK)
+            hasher.update(data)
+            return data
+
+        data, following = chunk(), chunk()
+        if not following:
             return self._call(key, 'files_upload', data, path, mode=mode,
                               mute=True)
         # Nothing is visible at ``path`` until finish commits: a session
         # that breaks off leaves no file behind (Dropbox expires it).
-        start = self._call(key, 'files_upload_session_start',
-                           data[:UPLOAD_CHUNK])
-        offset = UPLOAD_CHUNK
-        while len(data) - offset > UPLOAD_CHUNK:
+        start = self._call(key, 'files_upload_session_start', data)
+        offset = len(data)
+        data, following = following, chunk()
+        while following:
             cursor = files.UploadSessionCursor(start.session_id, offset)
-            self._call(key, 'files_upload_session_append_v2',
-                       data[offset:offset + UPLOAD_CHUNK], cursor)
-            offset += UPLOAD_CHUNK
+            self._call(key, 'files_upload_session_append_v2', data, cursor)
+            offset += len(data)
+            data, following = following, chunk()
         cursor = files.UploadSessionCursor(start.session_id, offset)
-        md = self._call(key, 'files_upload_session_finish', data[offset:],
+        md = self._call(key, 'files_upload_session_finish', data,
                         cursor, files.CommitInfo(path, mode=mode, mute=True))
-        if md.content_hash != content_hash(data):
+        if md.content_hash != hasher.hexdigest():
             self.delete(key)
             raise StoreError(self.uri(key), 'the upload arrived damaged '
                              '(content hash mismatch); removed')

@@ -8,22 +8,24 @@ never part of one; a failure removes the temporary file.
 User metadata lives in a sidecar, ``DIR/.mlstorlets/NAME.json``, rather
 than in extended attributes, which many file systems (tmpfs on older
 kernels, NFS, most archives and copies) drop or refuse.  The sidecar also
-records the body's MD5 with the file's inode, size and modification time;
+records the body's MD5 and content headers (Content-Type,
+Content-Disposition) with the file's inode, size and modification time;
 a sidecar that no longer matches its file (the file was replaced by
 something else) is ignored, and the MD5 is then computed from the file.
 Listings never include the ``.mlstorlets`` directories.
 """
 
+import hashlib
 import json
 import os
 import tempfile
 
-from mlstorlets.client.stores.base import (INTERNAL_PREFIX, Entry, NotFound, Store,
-                                    StoreError, is_internal, md5_hex,
-                                    normalize_metadata)
+from mlstorlets.client.stores.base import (CHUNK, INTERNAL_PREFIX, Entry,
+                                           NotFound, Reader, Store,
+                                           StoreError, content_headers,
+                                           is_internal, normalize_metadata)
 
 TEMP_PREFIX = INTERNAL_PREFIX + '-tmp-'
-CHUNK = 1 << 20
 
 
 def _umask():
@@ -63,17 +65,19 @@ class FileStore(Store):
 
     def _entry(self, key, path, st):
         """The Entry of a file, trusting its sidecar only if it matches."""
-        metadata, etag = {}, None
+        metadata, etag, headers = {}, None, {}
         try:
             with open(self._sidecar(path), 'rb') as f:
                 sidecar = json.load(f)
             if sidecar.get('stat') == _stat_key(st):
                 metadata, etag = sidecar['metadata'], sidecar['md5']
-        except (OSError, ValueError, KeyError, TypeError):
+                headers = content_headers(sidecar.get('headers'))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         if etag is None:
             etag = _file_md5(path)
-        return Entry(key, st.st_size, etag, normalize_metadata(metadata))
+        return Entry(key, st.st_size, etag, normalize_metadata(metadata),
+                     headers)
 
     def list(self, prefix=''):
         base = self.path(prefix if prefix.endswith('/') or not prefix
@@ -113,11 +117,10 @@ class FileStore(Store):
             return None
         return self._entry(key, path, st)
 
-    def get(self, key):
+    def reader(self, key):
         path = self.path(key)
         try:
-            with open(path, 'rb') as f:
-                data = f.read()
+            f = open(path, 'rb')
         except FileNotFoundError:
             raise NotFound(self.uri(key), 'no such file') from None
         except IsADirectoryError:
@@ -125,23 +128,38 @@ class FileStore(Store):
                              '/ to name the files under it)') from None
         except OSError as err:
             raise StoreError(self.uri(key), err.strerror) from None
-        entry = self.head(key)
-        return data, entry.metadata if entry else {}
+        try:
+            entry = self._entry(key, path, os.fstat(f.fileno()))
+        except BaseException:
+            f.close()
+            raise
+        return Reader(self.uri(key), iter(lambda: f.read(CHUNK), b''),
+                      entry, close=f.close, path=path)
 
-    def put(self, key, data, metadata=None):
+    def write(self, key, body, metadata=None, headers=None, size=None):
         path = self.path(key)
         metadata = normalize_metadata(metadata)
+        headers = content_headers(headers)
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def copy(f):
+            for chunk in iter(lambda: body.read(CHUNK), b''):
+                digest.update(chunk)
+                f.write(chunk)
+
         try:
-            st = _atomic_write(path, data)
+            st = _atomic_write(path, copy)
             # After the body: a sidecar left over from an older body no
             # longer matches the new file's inode and is ignored.
-            _atomic_write(self._sidecar(path), json.dumps({
-                'md5': md5_hex(data), 'stat': _stat_key(st),
-                'metadata': metadata}, sort_keys=True).encode('utf-8'))
+            sidecar = json.dumps({
+                'md5': digest.hexdigest(), 'stat': _stat_key(st),
+                'metadata': metadata, 'headers': headers},
+                sort_keys=True).encode('utf-8')
+            _atomic_write(self._sidecar(path), lambda f: f.write(sidecar))
         except OSError as err:
             raise StoreError(self.uri(key), err.strerror or str(err)) \
                 from None
-        return Entry(key, len(data), md5_hex(data), metadata)
+        return Entry(key, st.st_size, digest.hexdigest(), metadata, headers)
 
     def delete(self, key):
         path = self.path(key)
@@ -159,7 +177,6 @@ def _stat_key(st):
 
 
 def _file_md5(path):
-    import hashlib
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(CHUNK), b''):
@@ -167,16 +184,16 @@ def _file_md5(path):
     return digest.hexdigest()
 
 
-def _atomic_write(path, data):
-    """Write ``data`` to ``path`` through a temporary file and a rename;
-    returns the new file's stat."""
+def _atomic_write(path, fill):
+    """Write what ``fill(file)`` writes to ``path`` through a temporary file
+    and a rename; returns the new file's stat."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, 'wb') as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         st = os.stat(temp)

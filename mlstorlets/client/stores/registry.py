@@ -28,10 +28,17 @@ class Stores:
     swift : swiftclient.client.Connection, optional
     s3 : botocore S3 client, optional
     dropbox : dropbox.Dropbox, optional
+    segment_size : int, optional
+        Write objects bigger than this as segmented objects in segments
+        (parts) of this size: Static Large Objects in Swift, multipart
+        uploads in S3 (at least 5 MiB there).  Default: Swift segments only
+        objects over 5 GiB (in 64 MiB segments), S3 uses 8 MiB parts.
     """
 
-    def __init__(self, environ=None, swift=None, s3=None, dropbox=None):
+    def __init__(self, environ=None, swift=None, s3=None, dropbox=None,
+                 segment_size=None):
         self.environ = os.environ if environ is None else environ
+        self.segment_size = segment_size
         self._swift, self._s3, self._dropbox = swift, s3, dropbox
         self._stores = {}
         self._s3_in_cluster = None
@@ -81,10 +88,11 @@ class Stores:
                 raise StoreError(uri, 'no Swift credentials: set ST_AUTH, '
                                  'ST_USER and ST_KEY, or the OS_* variables')
             from mlstorlets.client.stores.swift import SwiftStore
-            return SwiftStore(conn, uri.location)
+            return SwiftStore(conn, uri.location, self.segment_size)
         if uri.scheme == 's3':
             from mlstorlets.client.stores.s3 import S3Store
-            return S3Store(self._s3_client(), uri.location)
+            return S3Store(self._s3_client(), uri.location,
+                           self.segment_size)
         if uri.scheme == 'file':
             from mlstorlets.client.stores.local import FileStore
             return FileStore('/')

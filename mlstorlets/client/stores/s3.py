@@ -2,25 +2,43 @@
 
 Credentials, region and endpoint come from where boto3 reads them: the
 ``AWS_*`` variables (``AWS_ENDPOINT_URL`` included), a profile
-(``AWS_PROFILE`` or ``profile=``), the shared files.  A ``PUT`` is one
-request carrying ``Content-MD5``: S3 stores the whole object or none, and
-refuses a body that arrived damaged.
+(``AWS_PROFILE`` or ``profile=``), the shared files.
+
+Bodies stream both ways.  An upload goes through boto3's transfer manager
+(``upload_fileobj``): up to the part size one ``PUT``, above it a multipart
+upload in parts of that size, a few in flight, which S3 commits only at its
+end (a failed one is aborted): the object exists whole or not at all, and
+botocore checksums every request.  A download is read in chunks and,
+unless it was a multipart upload (whose ETag is not its body's MD5),
+checked against its MD5 at the end.
 """
 
-import base64
 import hashlib
+import os
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlstorlets.client.stores.base import (Entry, NotFound, Store, StoreError,
-                                    is_internal, normalize_metadata)
+from mlstorlets.client.stores.base import (CHUNK, Entry, FullReads,
+                                           NotFound, Reader,
+                                           Store, StoreError,
+                                           content_headers, is_internal,
+                                           local_path, normalize_metadata)
 
 # A dropped connection is retried a few times, not the default's minutes.
 DEFAULT_CONFIG = Config(retries={'mode': 'standard', 'max_attempts': 3},
                         connect_timeout=10, read_timeout=60)
 _MISSING = ('404', 'NoSuchKey', 'NoSuchBucket', 'NotFound')
+# boto3's default part size, and S3's limits on parts.
+DEFAULT_PART = 8 << 20
+MAX_PARTS = 10000
+# Parts in flight (and buffered, for a stream) at once.
+PART_CONCURRENCY = 4
+_EXTRA = {'Content-Type': 'ContentType',
+          'Content-Disposition': 'ContentDisposition'}
 
 
 def make_client(profile=None, endpoint_url=None, config=None, environ=None):
@@ -63,13 +81,18 @@ class S3Store(Store):
     client : botocore S3 client
         Thread-safe; shared by every thread.
     bucket : str
+    part_size : int, optional
+        Objects bigger than this are multipart uploads in parts of this
+        size (at least 5 MiB, S3's minimum); default 8 MiB, more for an
+        object that would need over 10 000 parts.
     """
 
     scheme = 's3'
 
-    def __init__(self, client, bucket):
+    def __init__(self, client, bucket, part_size=None):
         self.client = client
         self.location = bucket
+        self.part_size = part_size
 
     @property
     def endpoint_url(self):
@@ -112,28 +135,53 @@ class S3Store(Store):
             answer = self._call(key, 'head_object', Key=key)
         except NotFound:
             return None
-        return Entry(key, answer['ContentLength'],
-                     answer['ETag'].strip('"'),
-                     normalize_metadata(answer.get('Metadata')))
+        return _entry(key, answer)
 
-    def get(self, key):
+    def reader(self, key):
         answer = self._call(key, 'get_object', Key=key)
-        try:
-            body = answer['Body'].read()
-        except (BotoCoreError, OSError) as err:
-            raise StoreError(self.uri(key), 'the download broke off: %s'
-                             % err) from None
-        # urllib3 checks the length; a body cut short raises above.
-        return body, normalize_metadata(answer.get('Metadata'))
+        entry = _entry(key, answer)
+        check = None
+        if '-' not in entry.etag:
+            check = (hashlib.md5(usedforsecurity=False), entry.etag)
+        body = answer['Body']
+        return Reader(self.uri(key), body.iter_chunks(CHUNK), entry, check,
+                      close=body.close)
 
-    def put(self, key, data, metadata=None):
+    def write(self, key, body, metadata=None, headers=None, size=None):
         metadata = normalize_metadata(metadata)
-        digest = hashlib.md5(data, usedforsecurity=False)
-        answer = self._call(
-            key, 'put_object', Key=key, Body=data,
-            ContentMD5=base64.b64encode(digest.digest()).decode('ascii'),
-            Metadata={k.lower(): v for k, v in metadata.items()})
-        return Entry(key, len(data), answer['ETag'].strip('"'), metadata)
+        extra = {_EXTRA[k]: v for k, v in content_headers(headers).items()}
+        extra['Metadata'] = {k.lower(): v for k, v in metadata.items()}
+        part = max(self.part_size or DEFAULT_PART,
+                   -(-(size or 0) // MAX_PARTS))
+        config = TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part,
+            max_concurrency=PART_CONCURRENCY)
+        # What bounds the memory of a stream's upload (s3transfer's option,
+        # which boto3's constructor does not take).
+        config.max_in_memory_upload_chunks = PART_CONCURRENCY
+        path, count = local_path(body)
+        try:
+            if path is not None:
+                # Parts read from the file, none buffered ahead.
+                self.client.upload_file(path, self.location, key,
+                                        ExtraArgs=extra, Config=config)
+                count(os.path.getsize(path))
+            else:
+                self.client.upload_fileobj(FullReads(body), self.location,
+                                           key, ExtraArgs=extra,
+                                           Config=config)
+        except ClientError as err:
+            error = err.response.get('Error', {})
+            raise StoreError(self.uri(key), '%s %s' % (
+                error.get('Code', ''), error.get('Message') or err)) \
+                from None
+        except (BotoCoreError, S3UploadFailedError) as err:
+            raise StoreError(self.uri(key), 'the upload failed: %s'
+                             % (err,)) from None
+        entry = self.head(key)
+        if entry is None:
+            raise StoreError(self.uri(key), 'missing after its upload')
+        return entry
 
     def delete(self, key):
         self._call(key, 'delete_object', Key=key)
@@ -146,3 +194,9 @@ class S3Store(Store):
             # HEAD has no body to say which: the bucket is what is missing.
             raise NotFound(self.uri(), 'no such bucket %r at %s' % (
                 self.location, self.endpoint_url)) from None
+
+
+def _entry(key, answer):
+    return Entry(key, answer['ContentLength'], answer['ETag'].strip('"'),
+                 normalize_metadata(answer.get('Metadata')),
+                 {k: answer[v] for k, v in _EXTRA.items() if answer.get(v)})

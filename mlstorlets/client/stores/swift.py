@@ -2,19 +2,51 @@
 
 A swiftclient ``Connection`` is not thread-safe: each thread gets its own,
 sharing the first one's token (see :class:`mlstorlets.client.batch._Connections`).
-A ``PUT`` carries the body's MD5 as its ETag, so that Swift refuses a body
-that arrived damaged, and commits an object only when all of it arrived.
+
+Bodies stream both ways.  A download is read in chunks and checked against
+the object's MD5 at its end (not for a Static or Dynamic Large Object,
+whose ETag is not its body's hash).  An upload goes through swiftclient's
+``SwiftService``, as ``swift upload`` does: a body up to the segment size
+is one streamed ``PUT`` that Swift commits only when all of it arrived and
+whose MD5 swiftclient checks; a bigger one is written as a Static Large
+Object, segments under ``<container>_segments`` (SwiftService's layout)
+and the manifest last, so that the object appears whole or not at all.
+Without an explicit ``segment_size``, only objects Swift could not hold
+whole (over ``MAX_OBJECT``, Swift's default ``max_file_size``) are
+segmented, in segments of ``DEFAULT_SEGMENT`` (more if the manifest would
+exceed ``MAX_SEGMENTS``).  A local file is uploaded by path, its segments
+read from the file, ``SEGMENT_THREADS`` at once; SwiftService buffers one
+segment of any other stream in memory.
+
+A server-side copy (``copy_from``) copies a large object's manifest
+(``multipart-manifest=get``) instead of its concatenated body: the copy
+shares the source's segments, and objects over 5 GB copy too.
 """
 
+import hashlib
+import json
+import os
 from urllib.parse import quote
 
-from swiftclient.exceptions import ClientException
+from swiftclient.client import ClientException
+from swiftclient.multithreading import MultiThreadingManager
+from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
-from mlstorlets.client.batch import _Connections, error_reason
-from mlstorlets.client.stores.base import (Entry, NotFound, Store, StoreError,
-                                    is_internal, md5_hex, normalize_metadata)
+from mlstorlets.client.batch import _Connections, clone_connection, \
+    error_reason
+from mlstorlets.client.stores.base import (CHUNK, Entry, NotFound, Reader,
+                                           Store, StoreError,
+                                           content_headers, is_internal,
+                                           local_path, normalize_metadata)
 
 META = 'x-object-meta-'
+# Swift's default max_file_size and max_manifest_segments (constraints).
+MAX_OBJECT = 5 << 30
+MAX_SEGMENTS = 1000
+# Segments of a local file uploaded at once.
+SEGMENT_THREADS = 4
+# SwiftService holds a segment of a stream in memory, twice at times.
+DEFAULT_SEGMENT = 32 << 20
 
 
 class SwiftStore(Store):
@@ -24,13 +56,18 @@ class SwiftStore(Store):
     ----------
     conn : swiftclient.client.Connection
     container : str
+    segment_size : int, optional
+        Write objects bigger than this as Static Large Objects in segments
+        of this size (``swift upload --segment-size``); default: only
+        objects over ``MAX_OBJECT``.
     """
 
     scheme = 'swift'
 
-    def __init__(self, conn, container):
+    def __init__(self, conn, container, segment_size=None):
         self.conn = conn
         self.location = container
+        self.segment_size = segment_size
         self._connections = _Connections(conn)
 
     def _call(self, key, method, *args, **kwargs):
@@ -54,25 +91,118 @@ class SwiftStore(Store):
                 for e in listing
                 if 'name' in e and not is_internal(e['name'])]
 
+    def list_folder(self, prefix=''):
+        """([Entry] directly under ``prefix``, [sub-folder prefixes]),
+        ``/`` being the separator."""
+        try:
+            _, listing = self._call(prefix, 'get_container', self.location,
+                                    prefix=prefix or None, delimiter='/',
+                                    full_listing=True)
+        except NotFound:
+            raise NotFound(self.uri(prefix), 'no such container') from None
+        return ([Entry(e['name'], e['bytes'], e['hash']) for e in listing
+                 if 'name' in e and not is_internal(e['name'])],
+                [e['subdir'] for e in listing if 'subdir' in e
+                 and not is_internal(e['subdir'].rstrip('/'))])
+
+    def read_range(self, key, start, end):
+        """Bytes ``start`` to ``end`` (excluded) of ``key``."""
+        if end <= start:
+            return b''
+        _, body = self._call(key, 'get_object', self.location, key,
+                             headers={'Range': 'bytes=%d-%d'
+                                      % (start, end - 1)})
+        return body
+
     def head(self, key):
         try:
             headers = self._call(key, 'head_object', self.location, key)
         except NotFound:
             return None
-        return Entry(key, int(headers['content-length']),
-                     headers['etag'].strip('"'), _metadata(headers))
+        return _entry(key, headers)
 
-    def get(self, key):
-        headers, body = self._call(key, 'get_object', self.location, key)
-        return body, _metadata(headers)
+    def reader(self, key):
+        headers, body = self._call(key, 'get_object', self.location, key,
+                                   resp_chunk_size=CHUNK)
+        entry = _entry(key, headers)
+        check = None
+        if not _is_manifest(headers):
+            check = (hashlib.md5(usedforsecurity=False), entry.etag)
+        return Reader(self.uri(key), body, entry, check, close=body.close)
 
-    def put(self, key, data, metadata=None):
-        headers = {'X-Object-Meta-' + k: v
-                   for k, v in normalize_metadata(metadata).items()}
-        etag = md5_hex(data)
-        self._call(key, 'put_object', self.location, key, data,
-                   etag=etag, headers=headers)
-        return Entry(key, len(data), etag, normalize_metadata(metadata))
+    def write(self, key, body, metadata=None, headers=None, size=None):
+        metadata = normalize_metadata(metadata)
+        put = dict(content_headers(headers), **{
+            'X-Object-Meta-' + k: v for k, v in metadata.items()})
+        path, count = local_path(body)
+        if path is not None:
+            size = os.path.getsize(path)
+        options = {'header': ['%s: %s' % kv for kv in put.items()],
+                   'segment_size': self._segment(size), 'use_slo': True,
+                   'checksum': True, 'leave_segments': False}
+        try:
+            # A local file goes by path: SwiftService then reads each
+            # segment from the file, several at once, buffering none.
+            with _Service(self.conn) as service:
+                for result in service.upload(
+                        self.location, [SwiftUploadObject(path or body, key)],
+                        options):
+                    if not result['success']:
+                        raise result['error']
+            if path is not None:
+                count(size)
+        except StoreError:
+            self._remove_orphans(key)
+            raise
+        except (ClientException, SwiftError, OSError) as err:
+            self._remove_orphans(key)
+            if isinstance(err, SwiftError) and 'md5 mismatch' in str(err):
+                self.delete(key)
+                raise StoreError(self.uri(key), 'the upload arrived damaged '
+                                 '(MD5 mismatch); removed') from None
+            reason = error_reason(err) if isinstance(err, ClientException) \
+                else str(err)
+            raise StoreError(self.uri(key), reason) from None
+        entry = self.head(key)
+        if entry is None:
+            raise StoreError(self.uri(key), 'missing after its upload')
+        return entry
+
+    def _segment(self, size):
+        """The segment size of an upload of ``size`` bytes, or None for a
+        single streamed PUT."""
+        if self.segment_size:
+            return self.segment_size
+        if size is not None and size <= MAX_OBJECT:
+            return None
+        # A size not known up front: SwiftService writes one object if the
+        # stream ends within the first segment.
+        return max(DEFAULT_SEGMENT, -(-(size or 0) // MAX_SEGMENTS))
+
+    def _remove_orphans(self, key):
+        """Delete the segments of a failed upload of ``key``: those under
+        its SwiftService prefix that its manifest (if any) does not use."""
+        segments = self.location + '_segments'
+        try:
+            _, listing = self._call(key, 'get_container', segments,
+                                    prefix=key + '/slo/', full_listing=True)
+        except StoreError:
+            return  # no segments container: nothing was written
+        used = set()
+        try:
+            _, manifest = self._call(key, 'get_object', self.location, key,
+                                     query_string='multipart-manifest=get')
+            used = {s.get('name', '').lstrip('/')
+                    for s in json.loads(manifest)}
+        except (StoreError, ValueError, TypeError, AttributeError):
+            pass
+        for segment in listing:
+            if '%s/%s' % (segments, segment['name']) not in used:
+                try:
+                    self._call(key, 'delete_object', segments,
+                               segment['name'])
+                except StoreError:
+                    pass
 
     def delete(self, key):
         try:
@@ -82,17 +212,42 @@ class SwiftStore(Store):
 
     def copy_from(self, container, name, key, metadata=None):
         """Make ``key`` a server-side copy of ``container/name``, keeping
-        its metadata and adding ``metadata`` (no data moves)."""
+        its metadata and adding ``metadata`` (no data moves).  A large
+        object's manifest is copied, not its concatenation."""
         headers = {'X-Object-Meta-' + k: v
                    for k, v in normalize_metadata(metadata).items()}
         headers['X-Copy-From'] = quote('/%s/%s' % (container, name))
         self._call(key, 'put_object', self.location, key, b'',
-                   headers=headers)
+                   headers=headers, query_string='multipart-manifest=get')
 
     def ensure_container(self):
         """Create the container when it does not exist (as ``swift upload``
         does)."""
         self._call('', 'put_container', self.location)
+
+
+class _Service(SwiftService):
+    """A SwiftService whose connections are clones of ``conn`` (same
+    authentication, same token), whatever auth ``conn`` uses."""
+
+    def __init__(self, conn):
+        super().__init__()
+        self.thread_manager = MultiThreadingManager(
+            lambda: clone_connection(conn), segment_threads=SEGMENT_THREADS,
+            object_dd_threads=1, object_uu_threads=1, container_threads=1)
+
+
+def _is_manifest(headers):
+    return 'x-object-manifest' in headers or \
+        headers.get('x-static-large-object', '').lower() == 'true'
+
+
+def _entry(key, headers):
+    # A Dynamic Large Object of many segments comes without a length.
+    size = headers.get('content-length')
+    return Entry(key, int(size) if size is not None else None,
+                 headers['etag'].strip('"'), _metadata(headers),
+                 content_headers(headers))
 
 
 def _metadata(headers):

@@ -18,9 +18,17 @@ is a zip archive whose directory sits at the end, so it is read whole.
 
 Options come from the storlet parameters first, then from the object's user
 metadata (``X-Object-Meta-Num-Features`` and friends), then defaults.
+
+Every decoder is bounded (see :data:`LIMITS`): rows per object, bytes per
+text line, features, bytes of one mini-batch, bytes of an ``.npz`` archive,
+of each of its arrays and number of its members.  A caller may set each
+limit through a parameter of the same name (``max_rows=1000``), never above
+its hard maximum; limits are never read from object metadata.  A refusal is
+an :class:`ObjectError` naming the object and the limit.
 """
 
 import io
+import zipfile
 import zlib
 
 import numpy as np
@@ -33,6 +41,19 @@ FORMATS = ("auto", "csv", "tsv", "whitespace", "npy", "npz")
 DELIMITERS = {"csv": ",", "tsv": "\t", "whitespace": None}
 DEFAULT_BATCH_SIZE = 65536
 
+#: limit -> (default, hard maximum).  Sized so that one decoding stays well
+#: below a sandbox's memory: a batch is held about three times (text or
+#: raw, float64 values, the split X), an archive once plus its arrays.
+LIMITS = {
+    "max_rows": (100_000_000, 10_000_000_000),
+    "max_line_bytes": (1 << 20, 16 << 20),
+    "max_features": (100_000, 10_000_000),
+    "max_batch_bytes": (256 << 20, 2 << 30),
+    "max_archive_bytes": (512 << 20, 4 << 30),
+    "max_array_bytes": (512 << 20, 4 << 30),
+    "max_members": (16, 1024),
+}
+
 #: option name -> (metadata key, parser); parameters use the option name.
 _OPTIONS = {
     "format": ("Data-Format", str),
@@ -41,6 +62,7 @@ _OPTIONS = {
     "weight_column": ("Weight-Column", int),
     "header_rows": ("Header-Rows", int),
     "batch_size": (None, int),
+    **{limit: (None, int) for limit in LIMITS},
 }
 
 
@@ -63,16 +85,24 @@ class DataOptions:
         Leading text lines to skip.
     batch_size : int, default=65536
         Rows per mini-batch.
+    **limits : int
+        Any of :data:`LIMITS`, each in [1, its hard maximum].
     """
 
     def __init__(self, format="auto", num_features=None, label_column=-1,
-                 weight_column=None, header_rows=0, batch_size=DEFAULT_BATCH_SIZE):
+                 weight_column=None, header_rows=0, batch_size=DEFAULT_BATCH_SIZE,
+                 **limits):
         self.format = format
         self.num_features = num_features
         self.label_column = label_column
         self.weight_column = weight_column
         self.header_rows = header_rows
         self.batch_size = batch_size
+        unknown = set(limits) - set(LIMITS)
+        if unknown:
+            raise TypeError(f"unknown limits {sorted(unknown)}")
+        for limit, (default, _) in LIMITS.items():
+            setattr(self, limit, limits.get(limit, default))
 
     @classmethod
     def from_sources(cls, params, metadata, name=""):
@@ -104,6 +134,13 @@ class DataOptions:
             raise ObjectError(name, "batch_size must be >= 1")
         if self.weight_column is not None and self.weight_column == self.label_column:
             raise ObjectError(name, "weight_column and label_column are the same")
+        for limit, (_, hard) in LIMITS.items():
+            value = getattr(self, limit)
+            if not 1 <= value <= hard:
+                raise ObjectError(name, f"{limit} must be in [1, {hard}], got {value}")
+        if self.num_features is not None and self.num_features > self.max_features:
+            raise ObjectError(name, f"num_features {self.num_features} is over "
+                                    f"max_features={self.max_features}")
 
 
 class Batch:
@@ -172,7 +209,11 @@ def _split_columns(arr, n_columns, options, name, where):
         weight = arr[:, wcol % n_columns].copy()
         drop.append(wcol % n_columns)
     keep = [c for c in range(n_columns) if c not in drop]
-    X = np.ascontiguousarray(arr[:, keep])
+    if keep and keep == list(range(keep[0], keep[-1] + 1)):
+        # the features are adjacent (the label first or last): one strided copy
+        X = np.ascontiguousarray(arr[:, keep[0]:keep[-1] + 1])
+    else:
+        X = np.take(arr, keep, axis=1)
     return X, arr[:, label].copy(), weight
 
 
@@ -186,6 +227,10 @@ def _check_finite(batch, name):
     for what, values in (("feature", batch.X), ("label", batch.y),
                          ("sample weight", batch.sample_weight)):
         if values is None or values.dtype.kind not in "fc":
+            continue
+        if np.isfinite(values.sum()):
+            # NaN or infinity anywhere makes the sum so; a sum that
+            # overflowed over finite values is checked value by value
             continue
         bad = ~np.isfinite(values)
         if bad.any():
@@ -224,32 +269,81 @@ def _sniff_delimiter(line):
     return None
 
 
+def _refuse(name, what, limit, options, hint=""):
+    return ObjectError(name, f"{what} is over {limit}={getattr(options, limit)}{hint}")
+
+
+def _check_columns(n_columns, options, name, where):
+    n_features = n_columns - 1 - (options.weight_column is not None)
+    if n_features > options.max_features:
+        raise _refuse(name, f"{where}: {n_features} features", "max_features", options)
+
+
+def _check_rows(n_rows, options, name):
+    if n_rows > options.max_rows:
+        raise _refuse(name, f"{n_rows} rows", "max_rows", options)
+
+
+def _check_batch(n_rows, n_columns, options, name, where):
+    """Refuse a mini-batch whose float64 values would pass max_batch_bytes."""
+    if n_rows * n_columns * 8 > options.max_batch_bytes:
+        raise _refuse(name, f"{where}: a mini-batch of {n_rows} rows x {n_columns} columns "
+                            f"({n_rows * n_columns * 8} bytes)", "max_batch_bytes", options,
+                      "; lower batch_size")
+
+
+def _lines(stream, options, name):
+    """(line number, text) of every line; none longer than max_line_bytes.
+
+    Lines are cut on b"\n" (a "\r" before it is stripped with the other
+    blanks) before decoding, so that one huge line is never held whole.
+    """
+    limit = options.max_line_bytes
+    lineno = 0
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            raise ObjectError(name, f"line {lineno} is longer than "
+                                    f"max_line_bytes={limit} bytes")
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ObjectError(name, f"line {lineno}: not UTF-8 text ({exc.reason})") from None
+
+
 def _text_batches(stream, options, name):
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline=None)
     delimiter = DELIMITERS.get(options.format) if options.format != "auto" else "?"
     n_columns = _expected_columns(options)
     lines, numbers = [], []
-    start = 0
-    lineno = 0
-    try:
-        for lineno, raw in enumerate(text, start=1):
-            if lineno <= options.header_rows:
-                continue
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if delimiter == "?":
-                delimiter = _sniff_delimiter(line)
-            if n_columns is None:
-                n_columns = len(line.split(delimiter) if delimiter else line.split())
-            lines.append(line)
-            numbers.append(lineno)
-            if len(lines) == options.batch_size:
-                yield _parse_text(lines, numbers, delimiter, n_columns, options, name, start)
-                start += len(lines)
-                lines, numbers = [], []
-    except UnicodeDecodeError as exc:
-        raise ObjectError(name, f"line {lineno + 1}: not UTF-8 text ({exc.reason})") from None
+    start = text_bytes = 0
+    for lineno, raw in _lines(stream, options, name):
+        if lineno <= options.header_rows:
+            continue
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if delimiter == "?":
+            delimiter = _sniff_delimiter(line)
+        if n_columns is None:
+            n_columns = len(line.split(delimiter) if delimiter else line.split())
+            _check_columns(n_columns, options, name, f"line {lineno}")
+        _check_rows(start + len(lines) + 1, options, name)
+        text_bytes += len(line)
+        if text_bytes > options.max_batch_bytes:
+            raise _refuse(name, f"line {lineno}: the text of a mini-batch of "
+                                f"{len(lines) + 1} rows", "max_batch_bytes", options,
+                          "; lower batch_size")
+        _check_batch(len(lines) + 1, n_columns, options, name, f"line {lineno}")
+        lines.append(line)
+        numbers.append(lineno)
+        if len(lines) == options.batch_size:
+            yield _parse_text(lines, numbers, delimiter, n_columns, options, name, start)
+            start += len(lines)
+            lines, numbers = [], []
+            text_bytes = 0
     if lines:
         yield _parse_text(lines, numbers, delimiter, n_columns, options, name, start)
 
@@ -268,7 +362,8 @@ def _parse_text(lines, numbers, delimiter, n_columns, options, name, start):
     return Batch(X, y, w, np.asarray(numbers), start)
 
 
-def _npy_batches(stream, options, name):
+def _read_npy_header(stream, name, what):
+    """Shape, order and dtype of a ``.npy`` stream, refusing object arrays."""
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -278,9 +373,14 @@ def _npy_batches(stream, options, name):
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except ValueError as exc:
-        raise ObjectError(name, f"bad .npy header ({exc})") from None
+        raise ObjectError(name, f"bad {what} header ({exc})") from None
     if dtype.hasobject:
-        raise ObjectError(name, ".npy object arrays are refused (they need pickle)")
+        raise ObjectError(name, f"{what} object arrays are refused (they need pickle)")
+    return shape, fortran, dtype
+
+
+def _npy_batches(stream, options, name):
+    shape, fortran, dtype = _read_npy_header(stream, name, ".npy")
     if dtype.kind not in "biuf":
         raise ObjectError(name, f".npy dtype {dtype} is not numeric")
     if len(shape) != 2:
@@ -289,43 +389,98 @@ def _npy_batches(stream, options, name):
     expected = _expected_columns(options)
     if expected is not None and n_columns != expected:
         raise ObjectError(name, f".npy has {n_columns} columns, expected {expected}")
+    _check_columns(n_columns, options, name, ".npy")
+    _check_rows(n_rows, options, name)
+    _check_batch(min(options.batch_size, n_rows), n_columns, options, name, ".npy")
+    row_bytes = n_columns * dtype.itemsize
     if fortran:
         # column-major: rows are not contiguous, so the array is read whole
-        data = stream.read()
-        if len(data) != n_rows * n_columns * dtype.itemsize:
+        if n_rows * row_bytes > options.max_array_bytes:
+            raise _refuse(name, f"a column-major .npy of {n_rows * row_bytes} bytes",
+                          "max_array_bytes", options)
+        data = stream.read(n_rows * row_bytes)
+        if len(data) != n_rows * row_bytes:
             raise ObjectError(name, ".npy data is truncated")
         arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F")
         for start in range(0, n_rows, options.batch_size):
             chunk = arr[start:start + options.batch_size].astype(np.float64)
             X, y, w = _split_columns(chunk, n_columns, options, name, "row 0")
             yield Batch(X, y, w, None, start)
-        return
-    row_bytes = n_columns * dtype.itemsize
-    for start in range(0, n_rows, options.batch_size):
-        n = min(options.batch_size, n_rows - start)
-        data = stream.read(n * row_bytes)
-        if len(data) != n * row_bytes:
-            raise ObjectError(name, f".npy data is truncated at row {start + len(data) // max(row_bytes, 1)}")
-        chunk = np.frombuffer(data, dtype=dtype).reshape(n, n_columns).astype(np.float64)
-        X, y, w = _split_columns(chunk, n_columns, options, name, f"row {start}")
-        yield Batch(X, y, w, None, start)
+    else:
+        for start in range(0, n_rows, options.batch_size):
+            n = min(options.batch_size, n_rows - start)
+            chunk = np.empty((n, n_columns), dtype=dtype)
+            got = _read_into(stream, memoryview(chunk).cast("B"))
+            if got != n * row_bytes:
+                raise ObjectError(name, f".npy data is truncated at row "
+                                        f"{start + got // max(row_bytes, 1)}")
+            chunk = chunk.astype(np.float64, copy=False)
+            X, y, w = _split_columns(chunk, n_columns, options, name, f"row {start}")
+            yield Batch(X, y, w, None, start)
     if stream.read(1):
         raise ObjectError(name, ".npy has trailing bytes after its data")
 
 
-def _npz_batches(stream, options, name):
+def _read_into(stream, view):
+    """Fill ``view`` from ``stream``; the number of bytes read (less at the end)."""
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _npz_member(archive, info, options, name):
+    """One array of an ``.npz``, its declared and actual sizes bounded.
+
+    The zip directory declares each member's uncompressed size and
+    :mod:`zipfile` never inflates past it; the ``.npy`` header inside must
+    then account for exactly those bytes, so a member that lies about its
+    size is refused before its array is allocated.
+    """
+    what = f".npz member {info.filename}"
+    if info.file_size > options.max_array_bytes:
+        raise _refuse(name, f"{what} of {info.file_size} bytes uncompressed",
+                      "max_array_bytes", options)
+    with archive.open(info) as member:
+        shape, fortran, dtype = _read_npy_header(member, name, what)
+        n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if member.tell() + n_bytes != info.file_size:
+            raise ObjectError(name, f"{what}: its header declares {n_bytes} bytes of data, "
+                                    f"the archive {info.file_size - member.tell()}")
+        data = member.read(n_bytes)
+    if len(data) != n_bytes:
+        raise ObjectError(name, f"{what} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _npz_arrays(stream, options, name):
+    blob = stream.read(options.max_archive_bytes + 1)
+    if len(blob) > options.max_archive_bytes:
+        raise _refuse(name, "the .npz archive", "max_archive_bytes", options, " bytes")
     try:
-        with np.load(io.BytesIO(stream.read()), allow_pickle=False) as archive:
-            missing = {"X", "y"} - set(archive.files)
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            members = archive.infolist()
+            if len(members) > options.max_members:
+                raise _refuse(name, f".npz with {len(members)} members", "max_members",
+                              options)
+            by_name = {info.filename: info for info in members}
+            missing = {"X.npy", "y.npy"} - set(by_name)
             if missing:
-                raise ObjectError(name, f".npz lacks array(s) {sorted(missing)}")
-            X = archive["X"]
-            y = archive["y"]
-            w = archive["sample_weight"] if "sample_weight" in archive.files else None
-    except ObjectError:
-        raise
-    except (ValueError, OSError, zlib.error) as exc:
+                raise ObjectError(name, f".npz lacks array(s) "
+                                        f"{sorted(m[:-4] for m in missing)}")
+            return [None if key not in by_name else _npz_member(archive, by_name[key],
+                                                                 options, name)
+                    for key in ("X.npy", "y.npy", "sample_weight.npy")]
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile,
+            NotImplementedError) as exc:
         raise ObjectError(name, f"unreadable .npz ({exc})") from None
+
+
+def _npz_batches(stream, options, name):
+    X, y, w = _npz_arrays(stream, options, name)
     if X.ndim != 2 or X.dtype.kind not in "biuf":
         raise ObjectError(name, f".npz X must be a 2-D numeric array, got {X.dtype} {X.shape}")
     if y.shape != (X.shape[0],) or y.dtype.kind not in "biufU":
@@ -335,6 +490,10 @@ def _npz_batches(stream, options, name):
     if options.num_features is not None and X.shape[1] != options.num_features:
         raise ObjectError(name, f".npz X has {X.shape[1]} features, "
                                 f"expected {options.num_features}")
+    if X.shape[1] > options.max_features:
+        raise _refuse(name, f".npz X: {X.shape[1]} features", "max_features", options)
+    _check_rows(X.shape[0], options, name)
+    _check_batch(min(options.batch_size, X.shape[0]), X.shape[1], options, name, ".npz X")
     for start in range(0, X.shape[0], options.batch_size):
         stop = start + options.batch_size
         yield Batch(np.ascontiguousarray(X[start:stop], dtype=np.float64),

@@ -9,7 +9,8 @@ the output metadata and body; the storlet class only moves bytes. Operations
     ``partial_fit`` on each mini-batch of the object in order, return the new
     state. Its ``report`` holds the sums :meth:`remote_fit` needs for its
     stopping rule: ``objective`` (one sum per one-vs-rest problem, see
-    :func:`objective_sums`) and ``n_samples``.
+    :func:`objective_sums`; null with parameter ``objective=0``) and
+    ``n_samples``.
 ``score``
     Return JSON sums that combine across objects: weighted correct count and
     weight sum for a classifier; weighted SSE, weight sum, weighted mean and
@@ -19,27 +20,50 @@ the output metadata and body; the storlet class only moves bytes. Operations
     of features, for :meth:`remote_fit` to find ``classes`` and
     ``class_weight='balanced'`` weights.
 
-The state arrives either in parameters ``state_parts`` and ``state_0`` …
-(URL-safe base64 chunks) or, when too big for headers, as the second input
-file (an extra resource).
+One invocation reads one object or a *group* of objects, in order, as if
+each had been read by its own invocation but with the model kept in memory
+between them (one round trip instead of one per object).
+
+* One object: parameter ``name``; the state arrives either in parameters
+  ``state_parts`` and ``state_0`` … (URL-safe base64 chunks) or, when too
+  big for the request, as the second input file (an extra resource).
+* A group: parameter ``job`` is the JSON list of the inputs,
+  ``[[name, object_weight, bytes or null], ...]``, and the state rides in
+  ``state_parts`` as above; input files are the data objects in order.  When
+  that is too big for the request, ``job=resource`` and the second input
+  file holds ``<JSON list>\n<state>``, the data objects being the first
+  and the third onwards.  The engine passes extra resources on the proxy, so
+  a group runs there.  ``bytes`` (from the client's listing) is checked
+  against what was read, so an object that vanished or changed under the
+  fit is refused rather than trained on an error page.
 """
 
 import base64
 import binascii
+import fcntl
+import io
 import json
 import math
+import os
 import platform
+import stat
 
 import numpy as np
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.invocation import float_param
+from mlstorlets.sandbox.invocation import float_param, int_param
 from mlstorlets.sandbox.sgd import data, state
 
 OPERATIONS = ("partial_fit", "score", "labels")
 SCORE_FORMAT = "mlstorlets.sgd-score"
 LABELS_FORMAT = "mlstorlets.sgd-labels"
 MAX_LABELS = 10000
+#: Bytes of a state the storlet reads: default and hard maximum (parameter
+#: ``max_state_bytes``).  A 3-class, 1M-feature averaged state is 72 MB.
+MAX_STATE_BYTES = (128 << 20, 1 << 30)
+#: Longest ``job`` list, in bytes of JSON.
+MAX_JOB_BYTES = 1 << 20
+RESOURCE = "resource"
 
 
 def encode_state_params(blob, chunk_size):
@@ -63,13 +87,141 @@ def decode_state_params(params):
         raise ObjectError("model state", f"bad state parameters ({exc})") from None
 
 
-def _read_all(f):
-    chunks = []
+def _read_bounded(f, limit, name, what):
+    chunks, n = [], 0
     while True:
-        chunk = f.read(1 << 20)
+        chunk = f.read(min(1 << 20, limit + 1 - n))
         if not chunk:
             return b"".join(chunks)
+        n += len(chunk)
+        if n > limit:
+            raise ObjectError(name, f"{what} is over max_state_bytes={limit} bytes")
         chunks.append(chunk)
+
+
+#: Linux's fcntl command to resize a pipe (not in Python's fcntl before 3.10
+#: on every platform), and the size asked for: the default pipe-max-size.
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(source):
+    """Let the engine write up to 1 MiB ahead into an input pipe.
+
+    On the proxy, the engine feeds each input from its event loop through a
+    blocking write to a 64 KiB pipe: every 64 KiB the proxy process waits
+    for this one to read, a pair of process switches.  A pipe's size
+    belongs to the pipe, so the reading end may set it.  Not a pipe, or not
+    allowed: left as is.
+    """
+    try:
+        fd = source.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+class _Counted:
+    """A storlet input that counts the bytes read from it."""
+
+    def __init__(self, source):
+        self._source = source
+        self.n_bytes = 0
+
+    def read(self, size=-1):
+        data = self._source.read(size)
+        self.n_bytes += len(data)
+        return data
+
+    def get_metadata(self):
+        return self._source.get_metadata()
+
+
+class Input:
+    """One data object of an invocation: its name, weight, expected size, file."""
+
+    def __init__(self, name, weight, size, file):
+        self.name = name
+        self.weight = weight
+        self.size = size
+        _widen_pipe(file)
+        self.file = _Counted(file)
+
+    def batches(self, params):
+        options = data.DataOptions.from_sources(params, self.file.get_metadata(), self.name)
+        yield from data.iter_batches(self.file, options, self.name)
+        if self.size is not None:
+            while self.file.read(1 << 20):
+                pass
+            if self.file.n_bytes != self.size:
+                raise ObjectError(self.name, f"read {self.file.n_bytes} bytes where the "
+                                             f"listing said {self.size}: the object "
+                                             "changed or vanished during the call")
+
+
+def encode_job(inputs):
+    """The ``job`` JSON of a group: ``inputs`` is a list of (name, weight, bytes)."""
+    return json.dumps([[n, float(w), None if b is None else int(b)] for n, w, b in inputs],
+                      separators=(",", ":"))
+
+
+def decode_job(text, n_files):
+    """Inverse of :func:`encode_job`, checked against the number of data files."""
+    try:
+        inputs = json.loads(text)
+        if not isinstance(inputs, list) or len(inputs) != n_files:
+            raise ValueError(f"{n_files} data inputs")
+        for entry in inputs:
+            name, weight, size = entry
+            if (not isinstance(name, str) or not isinstance(weight, (int, float))
+                    or not math.isfinite(weight) or weight < 0
+                    or not (size is None or (isinstance(size, int) and size >= 0))):
+                raise ValueError(f"bad entry {entry!r}")
+    except (ValueError, TypeError) as exc:
+        raise ObjectError("job", f"bad job parameter ({exc})") from None
+    return [tuple(entry) for entry in inputs]
+
+
+def read_inputs(in_files, params):
+    """The data inputs of an invocation and its state blob (or None).
+
+    Returns
+    -------
+    inputs : list of Input
+    blob : bytes or None
+    via : {'parameters', 'extra-resource'}
+    """
+    limit = int_param(params, "max_state_bytes", MAX_STATE_BYTES[0], 1, MAX_STATE_BYTES[1],
+                      params.get("name") or "job")
+    job = params.get("job")
+    blob = decode_state_params(params)
+    via = "parameters"
+    if job is None:
+        name = params.get("name") or "object"
+        weight = float_param(params, "object_weight", 1.0, name=name)
+        if weight < 0:
+            raise ObjectError(name, "object_weight must be >= 0")
+        if blob is None and len(in_files) > 1:
+            blob, via = _read_bounded(in_files[1], limit, name, "the state"), "extra-resource"
+        return [Input(name, weight, None, in_files[0])], blob, via
+    files = list(in_files)
+    if job == RESOURCE:
+        if len(files) < 2:
+            raise ObjectError("job", "job=resource but no job input")
+        text = _read_bounded(files.pop(1), limit + MAX_JOB_BYTES, "job", "the job")
+        job, _, rest = text.partition(b"\n")
+        try:
+            job = job.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ObjectError("job", "the job is not UTF-8") from None
+        blob, via = (rest or None), "extra-resource"
+    elif len(job) > MAX_JOB_BYTES:
+        raise ObjectError("job", f"the job is over {MAX_JOB_BYTES} bytes")
+    entries = decode_job(job, len(files))
+    if blob is not None and len(blob) > limit:
+        raise ObjectError("model state", f"the state is over max_state_bytes={limit} bytes")
+    return [Input(n, w, b, f) for (n, w, b), f in zip(entries, files)], blob, via
 
 
 def _weights(batch, object_weight):
@@ -179,47 +331,39 @@ def objective_sums(estimator, X, y, classes):
     return sums
 
 
-def partial_fit(model, batches, name, object_weight=1.0, holdout=None):
-    """Train ``model`` (a :class:`state.State`) on ``batches`` with partial_fit semantics.
+def _rows(batch, object_weight, holdout, name, train):
+    """X, y and weights of the batch's training (or held-out) rows."""
+    X, y = batch.X, batch.y
+    weights = _weights(batch, object_weight)
+    if holdout is not None:
+        held = data.holdout_mask(len(y), batch.start, holdout[0], holdout[1], name)
+        keep = ~held if train else held
+        X, y, weights = X[keep], y[keep], weights[keep]
+    return X, y, weights
 
-    Parameters
-    ----------
-    model : mlstorlets.sandbox.sgd.state.State
-    batches : iterable of data.Batch
-    name : str
-    object_weight : float
-        Multiplies every row's sample weight.
-    holdout : (fraction, seed) or None
-        Rows drawn by :func:`data.holdout_mask` are skipped.
 
-    Returns
-    -------
-    blob : bytes
-        The new state, with its ``report``.
-    """
-    estimator = model.build()
-    classes = model.classes if model.kind == "SGDClassifier" else None
-    if classes is None and model.kind == "SGDClassifier":
-        raise ObjectError(name, "the classifier's classes are unknown (pass classes=)")
+def _train_object(estimator, classes, batches, name, object_weight, holdout,
+                  with_objective=True):
+    """partial_fit ``estimator`` on one object's batches.
+
+    Returns (objective sums, rows trained, batches trained)."""
     objective = None
     n_samples = n_batches = 0
     for batch in batches:
-        X, y = batch.X, batch.y
-        weights = _weights(batch, object_weight)
-        if holdout is not None:
-            keep = ~data.holdout_mask(len(y), batch.start, holdout[0], holdout[1], name)
-            X, y, weights = X[keep], y[keep], weights[keep]
-            if not len(y):
-                continue
+        X, y, weights = _rows(batch, object_weight, holdout, name, train=True)
+        if not len(y):
+            continue
         _check_labels(classes, batch, name)
-        if model.fitted and X.shape[1] != estimator.n_features_in_:
+        n_features = getattr(estimator, "n_features_in_", None)
+        if n_features is not None and X.shape[1] != n_features:
             raise ObjectError(name, f"{batch.where(0)}: {X.shape[1]} features, the model "
-                                    f"has {estimator.n_features_in_}")
-        sums = objective_sums(estimator, X, y, classes)
-        if not all(math.isfinite(v) for v in sums):
-            raise ObjectError(name, f"{batch.where(0)}: the loss overflowed; training "
-                                    "diverged (try a smaller eta0 or scaled features)")
-        objective = sums if objective is None else [a + b for a, b in zip(objective, sums)]
+                                    f"has {n_features}")
+        if with_objective:
+            sums = objective_sums(estimator, X, y, classes)
+            if not all(math.isfinite(v) for v in sums):
+                raise ObjectError(name, f"{batch.where(0)}: the loss overflowed; training "
+                                        "diverged (try a smaller eta0 or scaled features)")
+            objective = sums if objective is None else [a + b for a, b in zip(objective, sums)]
         try:
             if classes is not None:
                 first = getattr(estimator, "coef_", None) is None
@@ -232,45 +376,85 @@ def partial_fit(model, batches, name, object_weight=1.0, holdout=None):
             raise ObjectError(name, f"{batch.where(0)}: {exc}") from None
         n_samples += len(y)
         n_batches += 1
-    if not n_batches:
+    if not n_samples:
         raise ObjectError(name, "no training rows (all held out)")
+    return objective, n_samples, n_batches
+
+
+def partial_fit(model, objects, holdout=None, with_objective=True):
+    """Train ``model`` (a :class:`state.State`) with partial_fit semantics.
+
+    Parameters
+    ----------
+    model : mlstorlets.sandbox.sgd.state.State
+    objects : iterable of (batches, name, object_weight)
+        The objects in training order: an iterable of :class:`data.Batch`,
+        the object's name and the weight multiplying its rows' weights.
+    holdout : (fraction, seed) or None
+        Rows drawn by :func:`data.holdout_mask` are skipped.
+    with_objective : bool, default=True
+        Compute the objective sums of the report (None otherwise): only a
+        stopping rule on the training loss needs them, and they cost about
+        a quarter of the training.
+
+    Returns
+    -------
+    blob : bytes
+        The new state, with its ``report``.
+    """
+    estimator = model.build()
+    classes = model.classes if model.kind == "SGDClassifier" else None
+    if classes is None and model.kind == "SGDClassifier":
+        raise ObjectError("model state", "the classifier's classes are unknown (pass classes=)")
+    objective = None
+    n_samples = n_batches = n_objects = 0
+    for batches, name, object_weight in objects:
+        sums, n, nb = _train_object(estimator, classes, batches, name, object_weight, holdout,
+                                    with_objective)
+        if with_objective:
+            objective = sums if objective is None else [a + b for a, b in zip(objective, sums)]
+        n_samples += n
+        n_batches += nb
+        n_objects += 1
     report = {"op": "partial_fit", "n_samples": n_samples, "n_batches": n_batches,
+              "n_objects": n_objects,
               "objective": objective, "node": platform.node()}
     return state.dumps(estimator, report=report)
 
 
-def score_sums(model, batches, name, object_weight=1.0, holdout=None):
-    """Sums over the object's rows from which a score across objects is computed."""
+def score_sums(model, objects, holdout=None):
+    """Sums over the objects' rows from which a score across objects is computed.
+
+    ``objects`` is as for :func:`partial_fit`; with ``holdout``, only the
+    held-out rows count.
+    """
     if not model.fitted:
-        raise ObjectError(name, "cannot score with a model that is not fitted")
+        raise ObjectError("model state", "cannot score with a model that is not fitted")
     estimator = model.build()
     classifier = model.kind == "SGDClassifier"
     sums = {"format": SCORE_FORMAT, "n": 0, "weight_sum": 0.0}
     sums.update({"correct": 0.0} if classifier else {"sse": 0.0, "mean": 0.0, "m2": 0.0})
-    for batch in batches:
-        X, y = batch.X, batch.y
-        weights = _weights(batch, object_weight)
-        if holdout is not None:
-            keep = data.holdout_mask(len(y), batch.start, holdout[0], holdout[1], name)
-            X, y, weights = X[keep], y[keep], weights[keep]
+    for batches, name, object_weight in objects:
+        for batch in batches:
+            X, y, weights = _rows(batch, object_weight, holdout, name, train=False)
             if not len(y):
                 continue
-        if X.shape[1] != estimator.n_features_in_:
-            raise ObjectError(name, f"{batch.where(0)}: {X.shape[1]} features, the model "
-                                    f"has {estimator.n_features_in_}")
-        pred = estimator.predict(X)
-        sw = float(weights.sum())
-        if classifier:
-            sums["correct"] += float(weights @ (pred == y))
-        else:
-            sums["sse"] += float(weights @ (y - pred) ** 2)
-            if sw > 0:
-                mean = float(weights @ y) / sw
-                m2 = float(weights @ (y - mean) ** 2)
-                combine_moments(sums, sw, mean, m2)
-        if classifier or sw <= 0:
-            sums["weight_sum"] += sw
-        sums["n"] += len(y)
+            if X.shape[1] != estimator.n_features_in_:
+                raise ObjectError(name, f"{batch.where(0)}: {X.shape[1]} features, the "
+                                        f"model has {estimator.n_features_in_}")
+            pred = estimator.predict(X)
+            sw = float(weights.sum())
+            if classifier:
+                sums["correct"] += float(weights @ (pred == y))
+            else:
+                sums["sse"] += float(weights @ (y - pred) ** 2)
+                if sw > 0:
+                    mean = float(weights @ y) / sw
+                    m2 = float(weights @ (y - mean) ** 2)
+                    combine_moments(sums, sw, mean, m2)
+            if classifier or sw <= 0:
+                sums["weight_sum"] += sw
+            sums["n"] += len(y)
     return sums
 
 
@@ -287,20 +471,21 @@ def combine_moments(total, weight_sum, mean, m2):
     return total
 
 
-def label_counts(batches, name):
+def label_counts(objects):
     """Distinct labels with their counts, number of rows and of features."""
     counts = {}
     n_rows = 0
     n_features = None
-    for batch in batches:
-        values, c = np.unique(batch.y, return_counts=True)
-        for v, k in zip(values.tolist(), c.tolist()):
-            counts[v] = counts.get(v, 0) + k
-        if len(counts) > MAX_LABELS:
-            raise ObjectError(name, f"more than {MAX_LABELS} distinct labels; "
-                                    "is this a regression target?")
-        n_rows += len(batch.y)
-        n_features = batch.X.shape[1]
+    for batches, name, _ in objects:
+        for batch in batches:
+            values, c = np.unique(batch.y, return_counts=True)
+            for v, k in zip(values.tolist(), c.tolist()):
+                counts[v] = counts.get(v, 0) + k
+            if len(counts) > MAX_LABELS:
+                raise ObjectError(name, f"more than {MAX_LABELS} distinct labels; "
+                                        "is this a regression target?")
+            n_rows += len(batch.y)
+            n_features = batch.X.shape[1]
     labels = sorted(counts)
     return {"format": LABELS_FORMAT, "labels": labels, "counts": [counts[v] for v in labels],
             "n_rows": n_rows, "n_features": n_features}
@@ -312,9 +497,8 @@ def run(in_files, params):
     Parameters
     ----------
     in_files : list of file-like
-        ``in_files[0]`` is the data object; ``in_files[1]``, if present, the
-        state object named by ``X-Storlet-Extra-Resources``. Each has
-        ``read(size)`` and ``get_metadata()``.
+        The data objects and, as an extra resource, the state or job (see the
+        module's docstring).  Each has ``read(size)`` and ``get_metadata()``.
     params : dict of str to str
 
     Returns
@@ -328,30 +512,23 @@ def run(in_files, params):
     mlstorlets.sandbox.errors.ObjectError
         Invalid state, parameters or data; nothing has been written.
     """
-    name = params.get("name") or "object"
     op = params.get("op", "partial_fit")
     if op not in OPERATIONS:
-        raise ObjectError(name, f"unknown op {op!r}, expected one of {OPERATIONS}")
-    options = data.DataOptions.from_sources(params, in_files[0].get_metadata(), name)
-    batches = data.iter_batches(in_files[0], options, name)
-    metadata = {"Mlstorlets-Op": op, "Mlstorlets-Node": platform.node()}
+        raise ObjectError(params.get("name") or "object",
+                          f"unknown op {op!r}, expected one of {OPERATIONS}")
+    inputs, blob, via = read_inputs(in_files, params)
+    # Each object's options (and its metadata) are read when its turn comes.
+    objects = ((i.batches(params), i.name, i.weight) for i in inputs)
+    metadata = {"Mlstorlets-Op": op, "Mlstorlets-Node": platform.node(),
+                "Mlstorlets-Objects": str(len(inputs))}
     if op == "labels":
-        body = json.dumps(label_counts(batches, name)).encode("utf-8")
-        return metadata, body
-
-    blob = decode_state_params(params)
+        return metadata, json.dumps(label_counts(objects)).encode("utf-8")
+    name = inputs[0].name
     if blob is None:
-        if len(in_files) < 2:
-            raise ObjectError(name, "no model state: neither state parameters nor a "
-                                    "state object")
-        blob = _read_all(in_files[1])
-        metadata["Mlstorlets-State-Via"] = "extra-resource"
-    else:
-        metadata["Mlstorlets-State-Via"] = "parameters"
+        raise ObjectError(name, "no model state: neither state parameters nor a "
+                                "state object")
+    metadata["Mlstorlets-State-Via"] = via
     model = state.loads(blob, name="model state")
-    object_weight = float_param(params, "object_weight", 1.0, name=name)
-    if object_weight < 0:
-        raise ObjectError(name, "object_weight must be >= 0")
     fraction = float_param(params, "holdout_fraction", 0.0, name=name)
     if not 0 <= fraction < 1:
         raise ObjectError(name, "holdout_fraction must be in [0, 1)")
@@ -359,6 +536,5 @@ def run(in_files, params):
     if fraction > 0:
         holdout = (fraction, int(float_param(params, "holdout_seed", 0, name=name)))
     if op == "partial_fit":
-        return metadata, partial_fit(model, batches, name, object_weight, holdout)
-    sums = score_sums(model, batches, name, object_weight, holdout)
-    return metadata, json.dumps(sums).encode("utf-8")
+        return metadata, partial_fit(model, objects, holdout, params.get("objective") != "0")
+    return metadata, json.dumps(score_sums(model, objects, holdout)).encode("utf-8")
