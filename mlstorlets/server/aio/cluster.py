@@ -93,10 +93,11 @@ class Cluster:
 
     # -- up ------------------------------------------------------------
     def up(self, base_port=None, nodes=None, native_lib_dir=None,
-           log=print):
+           log=print, storlet_timeout=None):
         """Start the cluster; return True if anything was started.
 
         Idempotent: with every process already running it changes nothing.
+        ``storlet_timeout`` (seconds) applies to a new cluster only.
         """
         native_lib_dir = native_lib_dir or default_native_lib_dir()
         check_prerequisites(native_lib_dir)
@@ -133,7 +134,8 @@ class Cluster:
                     'other ports with --base-port' % (port, name))
         if new:
             from mlstorlets.server.aio import swiftconf
-            swiftconf.write_all(layout, native_lib_dir)
+            swiftconf.write_all(layout, native_lib_dir,
+                                storlet_timeout=storlet_timeout)
             layout.save()
         started = []
         for name, argv, port in servers:

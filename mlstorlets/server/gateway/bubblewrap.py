@@ -28,20 +28,56 @@ top of the upstream ones (``host_root``, ``storlet_timeout``, ...):
 ``sandbox_file_size_limit``
     ``RLIMIT_FSIZE`` in bytes: bounds any file a storlet writes to its
     private ``/tmp``.
+``storlet_cancel_timeout``
+    Seconds the host waits for the sandbox to cancel a storlet past its
+    timeout (default 2); past that, the account's sandbox is killed.
+
+Every wait of the invocation is bounded.  Upstream waits on SBus without a
+timeout for the daemon factory's and the daemon's answers (a daemon whose
+pool is full of spinning storlets answers nothing, so the host's cancel and
+every later request of the account hung), and sends its commands with a
+blocking ``sendmsg`` that, once the socket's queue is full, stops the whole
+server worker.  Here every SBus command is sent without blocking and
+answered within a bound; ``storlet_timeout`` bounds the whole invocation,
+from the first request's sandbox start to the storlet's first output; a
+storlet past it is cancelled (or its sandbox killed) and answered ``504``
+with the protocol's headers (:mod:`mlstorlets.sandbox.protocol`).  Within
+one server worker, one lock per account serialises the sandbox's start and
+the storlet cache updates, so concurrent first requests start one sandbox.
 """
 
+import array
+import collections
 import os
 import re
 import resource
+import select
 import signal
+import struct
 import subprocess
 import sys
+import time
 
-from storlets.gateway.common.exceptions import StorletRuntimeException
+import eventlet
+from eventlet import patcher
+from eventlet.semaphore import Semaphore
+from storlets.gateway.common.exceptions import StorletRuntimeException, \
+    StorletTimeout
+from storlets.gateway.common.stob import FileDescriptorIterator
 from storlets.gateway.gateways.container.gateway import \
     StorletGatewayContainer
-from storlets.gateway.gateways.container.runtime import RunTimeSandbox
+from storlets.gateway.gateways.container.runtime import RunTimeSandbox, \
+    StorletInvocationProtocol
 from storlets.sbus import SBus
+from storlets.sbus.client import SBusClient
+from storlets.sbus.client.exceptions import SBusClientException, \
+    SBusClientIOError, SBusClientSendError
+from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
+from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
+from swift.common.swob import status_map
+
+from mlstorlets.sandbox import protocol
+from mlstorlets.server.middleware.storlet_failure import protocol_headers
 
 SANDBOX_NATIVE_LIB_DIR = '/usr/local/lib/storlets'
 PIDFILE = 'sandbox.pid'
@@ -49,6 +85,15 @@ PIDFILE = 'sandbox.pid'
 # The sandbox processes this worker started, by scope.  Kept so that a
 # restart reaps the old process instead of leaving a zombie behind.
 _running = {}
+# One lock per scope (account) in this worker: a sandbox's start and the
+# storlet cache it reads are changed by one request at a time.
+_scope_locks = collections.defaultdict(Semaphore)
+# How many times this worker killed each scope's sandbox to stop a storlet
+# past its timeout: the storlets it ran with it did not fail on their own.
+_kills = collections.Counter()
+# Not eventlet's green socket: a send that never blocks, and retries.
+_socket = patcher.original('socket')
+DEFAULT_CANCEL_TIMEOUT = 2.0
 
 
 def default_native_lib_dir():
@@ -252,8 +297,242 @@ def _parse_cpuset(spec):
     return cpus
 
 
+def sbus_send(path, datagram, timeout):
+    """Send an SBus datagram as libsbus does, but never block past timeout.
+
+    libsbus's ``sbus_send_msg`` is a blocking ``sendmsg`` called through
+    ctypes: when the receiver's queue is full it stops the whole (green)
+    server worker.  The message is libsbus's: three native ints (number of
+    file descriptors, lengths of the metadata and of the parameters), the
+    two JSON strings, a NUL, and the descriptors as ``SCM_RIGHTS``.
+    """
+    fds = datagram.fds
+    metadata = (datagram.serialized_metadata if fds else '').encode('utf8')
+    params = datagram.serialized_cmd_params.encode('utf8')
+    message = struct.pack('iii', len(fds), len(metadata), len(params)) + \
+        metadata + params + b'\0'
+    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array('i', fds))]
+    deadline = time.monotonic() + timeout
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
+        while True:
+            try:
+                sock.sendmsg([message], rights, _socket.MSG_DONTWAIT, path)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SBusClientSendError(
+                        'SBus %s: nobody read the command in %g s'
+                        % (path, timeout))
+                eventlet.sleep(0.01)
+            except OSError as err:
+                raise SBusClientSendError('SBus %s: %s' % (path, err))
+
+
+class BoundedSBusClient(SBusClient):
+    """An SBus client whose every command is answered within ``timeout``
+    seconds, or raises :class:`SBusClientException`."""
+
+    def __init__(self, socket_path, timeout):
+        super().__init__(socket_path)
+        self.timeout = timeout
+
+    def _request(self, command, params=None, task_id=None, extra_fds=None):
+        deadline = time.monotonic() + self.timeout
+        read_fd, write_fd = os.pipe()
+        try:
+            try:
+                datagram = build_datagram(
+                    command, [SBusFileDescriptor(SBUS_FD_SERVICE_OUT,
+                                                 write_fd)] +
+                    (extra_fds or []), params, task_id)
+                sbus_send(self.socket_path, datagram, self.timeout)
+            finally:
+                # The other side holds its copy; ours would keep the
+                # reply from ever ending.
+                os.close(write_fd)
+            reply = b''
+            while True:
+                left = deadline - time.monotonic()
+                ready = left > 0 and select.select([read_fd], [], [], left)[0]
+                if not ready:
+                    raise SBusClientIOError(
+                        'SBus %s: no answer to %s in %g s'
+                        % (self.socket_path, command, self.timeout))
+                chunk = os.read(read_fd, 4096)
+                if not chunk:
+                    break
+                reply += chunk
+        finally:
+            os.close(read_fd)
+        return self._parse_response(reply.decode('utf-8'))
+
+
+class BoundedSandbox(BubblewrapRunTimeSandbox):
+    """The bubblewrap sandbox, whose daemon factory commands are bounded.
+
+    ``deadline`` (a ``time.monotonic()`` value), when set, also bounds them:
+    the invocation's storlet timeout covers the sandbox's start.
+    """
+
+    deadline = None
+
+    def __init__(self, scope, conf, logger):
+        super().__init__(scope, conf, logger)
+        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
+                                             DEFAULT_CANCEL_TIMEOUT))
+
+    def restart(self):
+        # Logged: one start per account and worker is what the lock is for.
+        self.logger.info('starting the sandbox of scope %s' % self.scope)
+        super().restart()
+
+    def _factory(self, timeout):
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise StorletTimeout()
+        return BoundedSBusClient(self.paths.host_factory_pipe, timeout)
+
+    def ping(self):
+        try:
+            return self._factory(self.sandbox_ping_interval * 4).ping().status
+        except SBusClientException:
+            return False
+
+    def _get_storlet_daemon_status(self, storlet_id):
+        try:
+            return bool(self._factory(self.cancel_timeout)
+                        .daemon_status(storlet_id).status)
+        except SBusClientException as err:
+            raise StorletRuntimeException(
+                'Failed to get status about storlet daemon: %s' % err)
+
+    def start_storlet_daemon(self, spath, storlet_id, language,
+                             language_version=None):
+        try:
+            resp = self._factory(self.sandbox_wait_timeout).start_daemon(
+                language.lower(), spath, storlet_id,
+                self.paths.get_sbox_storlet_pipe(storlet_id),
+                self.storlet_daemon_debug_level,
+                self.storlet_daemon_thread_pool_size, language_version)
+        except SBusClientException as err:
+            raise StorletRuntimeException('Daemon start failed: %s' % err)
+        if not resp.status:
+            raise StorletRuntimeException(
+                'Daemon start failed: %s' % resp.message)
+
+    def stop_storlet_daemon(self, storlet_id):
+        try:
+            resp = self._factory(self.cancel_timeout).stop_daemon(storlet_id)
+        except SBusClientException as err:
+            raise StorletRuntimeException('Daemon stop failed: %s' % err)
+        if not resp.status:
+            raise StorletRuntimeException(
+                'Daemon stop failed: %s' % resp.message)
+
+    def recover(self, storlet_id, cancelled):
+        """Leave the sandbox able to serve after a storlet's timeout.
+
+        Upstream's daemon leaves its main loop after any cancel and waits
+        for its other tasks before it exits, reading no command meanwhile:
+        a cancelled storlet's daemon is stopped, so that the next request
+        starts another.  A sandbox that could not cancel is killed, and
+        every storlet it runs with it; the next request starts another.
+        """
+        self.deadline = None
+        lock = _scope_locks[self.scope]
+        if not lock.acquire(timeout=self.cancel_timeout):
+            return  # the next activation's bounded checks restart it
+        try:
+            if cancelled:
+                try:
+                    self.stop_storlet_daemon(storlet_id)
+                    return
+                except StorletRuntimeException as err:
+                    self.logger.warning(str(err))
+            self.logger.warning('killing the sandbox of scope %s'
+                                % self.scope)
+            _kills[self.scope] += 1
+            self._stop_previous()
+        finally:
+            lock.release()
+
+
+class StorletOutputIterator(FileDescriptorIterator):
+    """A storlet's output that fails, instead of ending, when the storlet
+    sends nothing for ``timeout`` seconds.
+
+    Upstream ends the iteration: a storlet stalled mid-output would give
+    a truncated object that looks whole.
+    """
+
+    def next(self, size=64 * 1024):
+        if not self.buf and not self.closed and \
+                not select.select([self.fd], [], [], self.timeout)[0]:
+            if self.cancel_func:
+                self.cancel_func()
+            self.close()
+            raise StorletTimeout()
+        return super().next(size)
+
+    __next__ = next
+
+
+class BoundedInvocationProtocol(StorletInvocationProtocol):
+    """The invocation protocol with a bounded execute and cancel.
+
+    ``recover(cancelled)`` is called after a cancel (``cancelled`` says
+    whether the daemon cancelled the task) and when the daemon takes no
+    task in time (``False``).
+    """
+
+    def __init__(self, srequest, storlet_pipe_path, storlet_logger_path,
+                 timeout, logger, cancel_timeout, recover):
+        super().__init__(srequest, storlet_pipe_path, storlet_logger_path,
+                         timeout, logger)
+        self.cancel_timeout = cancel_timeout
+        self.recover = recover
+
+    def _send_execute_command(self):
+        client = BoundedSBusClient(self.storlet_pipe_path, self.timeout)
+        try:
+            resp = client.execute(self.srequest.params, self.remote_fds)
+        except SBusClientException as err:
+            # A daemon whose pool is full waits for a slot before it
+            # answers: with no answer within the storlet's time, its
+            # storlets are stuck.
+            self.logger.warning('storlet daemon %s took no task: %s'
+                                % (self.storlet_pipe_path, err))
+            self.recover(False)
+            raise StorletTimeout()
+        if not resp.status:
+            raise StorletRuntimeException('Failed to send execute command')
+        if not resp.task_id:
+            raise StorletRuntimeException('Missing task id')
+        self.task_id = resp.task_id
+
+    def _cancel(self):
+        client = BoundedSBusClient(self.storlet_pipe_path,
+                                   self.cancel_timeout)
+        try:
+            cancelled = client.cancel(self.task_id).status
+        except SBusClientException:
+            cancelled = False
+        if not cancelled:
+            self.logger.warning('task %s of %s could not be cancelled'
+                                % (self.task_id, self.storlet_pipe_path))
+        self.recover(cancelled)
+
+    def communicate(self):
+        sresp = super().communicate()
+        data = sresp.data
+        data._data_iter = StorletOutputIterator(data.data_fd, self.timeout,
+                                                data.cancel)
+        return sresp
+
+
 class BubblewrapStorletGateway(StorletGatewayContainer):
-    sandbox = BubblewrapRunTimeSandbox
+    sandbox = BoundedSandbox
 
     def __init__(self, conf, logger, scope):
         super().__init__(conf, logger, scope)
@@ -261,3 +540,58 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         SBus.SBUS_SO_NAME = os.path.join(
             conf.get('native_lib_dir', default_native_lib_dir()),
             'libsbus.so')
+        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
+                                             DEFAULT_CANCEL_TIMEOUT))
+
+    def invocation_flow(self, sreq):
+        """Run a storlet within ``storlet_timeout``; see the module.
+
+        Raises
+        ------
+        swift.common.swob.HTTPException
+            ``504`` with the protocol's headers for a storlet (or its
+            sandbox's start) past the storlet timeout; ``502`` for one
+            whose sandbox was killed to stop another.
+        """
+        deadline = time.monotonic() + self.storlet_timeout
+        sandbox = self.sandbox(self.scope, self.conf, self.logger)
+        sandbox.deadline = deadline
+        kills = _kills[self.scope]
+        try:
+            lock = _scope_locks[self.scope]
+            if not lock.acquire(timeout=self.storlet_timeout):
+                raise StorletTimeout()
+            try:
+                updated = self.update_container_from_cache(sreq)
+                sandbox.activate_storlet_daemon(sreq, updated)
+            finally:
+                lock.release()
+            self._add_system_params(sreq)
+            slog_path = self.paths.get_host_slog_path(sreq.storlet_main)
+            sprotocol = BoundedInvocationProtocol(
+                sreq, self.paths.get_host_storlet_pipe(sreq.storlet_main),
+                slog_path, max(deadline - time.monotonic(), 0.001),
+                self.logger, self.cancel_timeout,
+                lambda cancelled: sandbox.recover(sreq.storlet_main,
+                                                  cancelled))
+            sresp = sprotocol.communicate()
+        except StorletTimeout:
+            raise self._answer(sreq, protocol.TIMED_OUT,
+                               'no output within the storlet timeout of '
+                               '%g s' % self.storlet_timeout)
+        except StorletRuntimeException:
+            if _kills[self.scope] == kills:
+                raise
+            raise self._answer(sreq, protocol.FAILED,
+                               'its sandbox was killed to stop another '
+                               'storlet of the account past its timeout')
+        self._upload_storlet_logs(slog_path, sreq)
+        return sresp
+
+    def _answer(self, sreq, kind, reason):
+        """The HTTP error that the storlet handler passes on."""
+        self.logger.warning('storlet %s %s: %s'
+                            % (sreq.storlet_id, kind, reason))
+        return status_map[protocol.STATUS[kind]](
+            body=reason + '\n', content_type='text/plain',
+            headers=protocol_headers(kind, reason))
