@@ -91,6 +91,14 @@ class Cluster:
         return {name: processes.running(layout.run_dir, name)
                 for name, _, _ in self.servers(layout)}
 
+    def orphans(self, layout=None):
+        """{name: pids} of the workers left serving by a server whose
+        parent died (see :func:`mlstorlets.server.aio.processes.orphans`)."""
+        layout = layout or self.layout
+        found = {name: processes.orphans(layout.run_dir, name)
+                 for name, _, _ in self.servers(layout)}
+        return {name: pids for name, pids in found.items() if pids}
+
     # -- up ------------------------------------------------------------
     def up(self, base_port=None, nodes=None, native_lib_dir=None,
            log=print, storlet_timeout=None):
@@ -122,6 +130,10 @@ class Cluster:
                         '"mlstorlets aio down --purge" first to change it'
                         % (self.state_dir, what, have, asked))
         servers = self.servers(layout)
+        for name, pids in self.orphans(layout).items():
+            processes.stop(layout.run_dir, name)
+            log('stopped the workers %s left serving when its parent died: '
+                'pid %s' % (name, ', '.join(map(str, pids))))
         status = self.status(layout)
         if all(status.values()):
             log('embedded cluster already running at %s (proxy %s); '
