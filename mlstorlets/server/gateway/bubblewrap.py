@@ -441,7 +441,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         """
         self.deadline = None
         lock = _scope_locks[self.scope]
-        if not lock.acquire(timeout=self.cancel_timeout):
+        if not lock.acquire(timeout=self.sandbox_wait_timeout):
             return  # the next activation's bounded checks restart it
         try:
             if cancelled:
@@ -481,9 +481,12 @@ class StorletOutputIterator(FileDescriptorIterator):
 class BoundedInvocationProtocol(StorletInvocationProtocol):
     """The invocation protocol with a bounded execute and cancel.
 
-    ``recover(cancelled)`` is called after a cancel (``cancelled`` says
-    whether the daemon cancelled the task) and when the daemon takes no
-    task in time (``False``).
+    ``recover(cancelled)`` runs after a cancel (``cancelled`` says whether
+    the daemon cancelled the task) and when the daemon takes no task in
+    time (``False``), in a green thread of its own: the client's answer
+    does not wait for it (the proxy gives an object server only 5 s past
+    the storlet timeout), the account's next activation does (it takes
+    the account's lock first).
     """
 
     def __init__(self, srequest, storlet_pipe_path, storlet_logger_path,
@@ -503,7 +506,7 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # storlets are stuck.
             self.logger.warning('storlet daemon %s took no task: %s'
                                 % (self.storlet_pipe_path, err))
-            self.recover(False)
+            eventlet.spawn_n(self.recover, False)
             raise StorletTimeout()
         if not resp.status:
             raise StorletRuntimeException('Failed to send execute command')
@@ -521,7 +524,7 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         if not cancelled:
             self.logger.warning('task %s of %s could not be cancelled'
                                 % (self.task_id, self.storlet_pipe_path))
-        self.recover(cancelled)
+        eventlet.spawn_n(self.recover, cancelled)
 
     def communicate(self):
         sresp = super().communicate()
