@@ -1,6 +1,6 @@
 """A storlet past its timeout, on a cluster of its own with a short one.
 
-The storlet timeout here is 5 s (the session's cluster keeps the default
+The storlet timeout here is 8 s (the session's cluster keeps the default
 40 s), so each case below costs seconds.  It covers a sandbox's start: the
 first request of each account must fit in it too.  The probe's ``spin`` action loops
 forever before any output.
@@ -19,14 +19,14 @@ from mlstorlets.server.aio import Cluster
 from support import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STORLET_TIMEOUT = 5
+STORLET_TIMEOUT = 8
 PROBE = 'probe.py'
 ON_PROXY = {'X-Storlet-Run-On-Proxy': ''}
 
 
 @pytest.fixture(scope='module')
 def short():
-    """A 3-node cluster whose storlets time out after 5 s."""
+    """A 3-node cluster whose storlets time out after 8 s."""
     cluster = Cluster(tempfile.mkdtemp(prefix='mlt-'))
     quiet = lambda msg: None  # noqa: E731
     cluster.up(base_port=free_base_port(), nodes=3, log=quiet,

@@ -108,12 +108,15 @@ def test_a_missing_source_stays_404(swift):
 
 
 def test_a_reason_that_is_not_ascii_is_quoted(swift):
-    swift.register('GET', SRC, '200 OK', {
-        'X-Object-Meta-Storlet-Error': 'caf\u00e9 is not an image'
-        .encode('utf8').decode('latin-1')}, b'')
-    status, headers, body = call(copy_app(swift), get())
+    path = '/v1/AUTH_a/c/caf%C3%A9'
+    swift.register('GET', path, '200 OK', {
+        'X-Object-Meta-Storlet-Error': 'not an image'}, b'')
+    status, headers, body = call(copy_app(swift), get(path))
     assert status == 422
     assert headers[REASON].isascii()
+    assert protocol_of(headers)[1] == \
+        'storlet probe.py refused c/caf\u00e9: not an image'
+    assert body.decode('utf8').startswith('storlet probe.py refused c/caf\u00e9')
 
 
 # -- storlet_copy: copies -------------------------------------------------

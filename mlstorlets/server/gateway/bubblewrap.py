@@ -401,7 +401,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
 
     def _get_storlet_daemon_status(self, storlet_id):
         try:
-            return bool(self._factory(self.cancel_timeout)
+            return bool(self._factory(self.sandbox_wait_timeout)
                         .daemon_status(storlet_id).status)
         except SBusClientException as err:
             raise StorletRuntimeException(
@@ -410,7 +410,10 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
     def start_storlet_daemon(self, spath, storlet_id, language,
                              language_version=None):
         try:
-            resp = self._factory(self.sandbox_wait_timeout).start_daemon(
+            # The factory gives a daemon 5 pings a second apart after its
+            # start, which imports the storlet; a loaded machine takes
+            # longer, and a factory whose answer nobody reads dies of it.
+            resp = self._factory(self.sandbox_wait_timeout * 3).start_daemon(
                 language.lower(), spath, storlet_id,
                 self.paths.get_sbox_storlet_pipe(storlet_id),
                 self.storlet_daemon_debug_level,
@@ -423,7 +426,8 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
 
     def stop_storlet_daemon(self, storlet_id):
         try:
-            resp = self._factory(self.cancel_timeout).stop_daemon(storlet_id)
+            resp = self._factory(self.sandbox_wait_timeout).stop_daemon(
+                storlet_id)
         except SBusClientException as err:
             raise StorletRuntimeException('Daemon stop failed: %s' % err)
         if not resp.status:
@@ -567,6 +571,13 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             try:
                 updated = self.update_container_from_cache(sreq)
                 sandbox.activate_storlet_daemon(sreq, updated)
+            except StorletTimeout:
+                if time.monotonic() < deadline:
+                    # Upstream's wait for a new sandbox, not ours.
+                    raise StorletRuntimeException(
+                        'the sandbox did not start in %g s'
+                        % sandbox.sandbox_wait_timeout)
+                raise
             finally:
                 lock.release()
             self._add_system_params(sreq)

@@ -34,7 +34,7 @@ from swift.common.exceptions import ChunkReadError
 from swift.common.http import is_success
 from swift.common.request_helpers import check_path_header
 from swift.common.swob import HTTPBadRequest, Request, \
-    Response, wsgi_quote, wsgi_unquote
+    Response, wsgi_quote, wsgi_to_str, wsgi_unquote
 from swift.common.utils import FileLikeIter, close_if_possible, get_logger
 from swift.common.wsgi import make_subrequest
 
@@ -156,7 +156,7 @@ class StorletCopyMiddleware(object):
 
     def _error(self, req, kind, storlet, source, reason, dest=None):
         """The protocol's answer for a storlet that produced no output."""
-        name = _object_name(source)
+        name = _text_name(source)
         if kind == protocol.REFUSED:
             text = 'storlet %s refused %s: %s' % (storlet, name, reason)
         elif kind == protocol.TIMED_OUT:
@@ -165,7 +165,7 @@ class StorletCopyMiddleware(object):
         else:
             text = 'storlet %s failed over %s (%s)' % (storlet, name, reason)
         if dest:
-            text += ': nothing was written to %s' % _object_name(dest)
+            text += ': nothing was written to %s' % _text_name(dest)
         if kind != protocol.REFUSED:
             self.logger.warning(text)
         return Response(status=protocol.STATUS[kind], request=req,
@@ -182,9 +182,9 @@ class StorletCopyMiddleware(object):
             return self._error(req, protocol.FAILED, storlet, source,
                                _reason(resp, body), dest)
         text = 'storlet %s failed over %s (%s)' % (
-            storlet, _object_name(source), _reason(resp, body))
+            storlet, _text_name(source), _reason(resp, body))
         if dest:
-            text += ': nothing was written to %s' % _object_name(dest)
+            text += ': nothing was written to %s' % _text_name(dest)
         return Response(status=resp.status_int, content_type='text/plain',
                         request=req, body=(text + '\n').encode('utf8'))
 
@@ -238,6 +238,11 @@ class StorletCopyMiddleware(object):
         put_resp.headers['X-Copied-From'] = _object_name(source)
         put_resp.headers['X-Storlet-Executed'] = storlet
         return put_resp(req.environ, start_response)
+
+
+def _text_name(path):
+    """:func:`_object_name` as text (a WSGI string holds UTF-8 bytes)."""
+    return wsgi_to_str(_object_name(path))
 
 
 def _object_name(path):
