@@ -410,7 +410,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
     def start_storlet_daemon(self, spath, storlet_id, language,
                              language_version=None):
         try:
-            # The factory gives a daemon 5 pings a second apart after its
+            # The factory gives a daemon 10 pings a second apart after its
             # start, which imports the storlet; a loaded machine takes
             # longer, and a factory whose answer nobody reads dies of it.
             resp = self._factory(self.sandbox_wait_timeout * 3).start_daemon(
@@ -420,9 +420,31 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
                 self.storlet_daemon_thread_pool_size, language_version)
         except SBusClientException as err:
             raise StorletRuntimeException('Daemon start failed: %s' % err)
-        if not resp.status:
+        if not resp.status and not self._started_late(storlet_id):
             raise StorletRuntimeException(
                 'Daemon start failed: %s' % resp.message)
+
+    def _started_late(self, storlet_id):
+        """Whether a daemon the factory gave up on answers after all.
+
+        The factory gives up after ten pings, but leaves the daemon running:
+        on a loaded machine its import of the storlet (OpenCV, scikit-learn)
+        takes longer.  Waits while the factory sees it alive, until the
+        invocation's deadline.
+        """
+        pipe = self.paths.get_host_storlet_pipe(storlet_id)
+        deadline = self.deadline or \
+            time.monotonic() + self.sandbox_wait_timeout
+        while time.monotonic() < deadline:
+            try:
+                if BoundedSBusClient(pipe, 1).ping().status:
+                    return True
+            except SBusClientException:
+                pass
+            if not self._get_storlet_daemon_status(storlet_id):
+                return False
+            eventlet.sleep(self.sandbox_ping_interval)
+        return False
 
     def stop_storlet_daemon(self, storlet_id):
         try:
