@@ -22,9 +22,17 @@ def cmd_aio_status(args):
     cluster = _cluster(args)
     layout = cluster.layout
     status = cluster.status()
+    orphans = cluster.orphans(layout)
     for name, pid in status.items():
-        print('%-18s %s' % (name, 'running (pid %d)' % pid if pid
-                            else 'stopped'))
+        if pid:
+            state = 'running (pid %d)' % pid
+        elif name in orphans:
+            state = ('stopped, its workers still serving (pid %s): "aio up" '
+                     'or "aio down" stops them'
+                     % ', '.join(map(str, orphans[name])))
+        else:
+            state = 'stopped'
+        print('%-18s %s' % (name, state))
     print('proxy: %s  state: %s' % (layout.auth_url, layout.state_dir))
     return 0 if all(status.values()) else 3
 

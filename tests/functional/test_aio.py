@@ -190,3 +190,65 @@ def test_deploy_uploads_only_what_changed(cluster, conn):
     assert main['x-object-meta-storlet-main'] == \
         'sgd_estimator.SGDEstimatorStorlet'
     assert main['x-object-meta-storlet-dependency'] == library[0]
+
+
+def _children(pid):
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != 'Z':
+            found.append(int(entry))
+    return found
+
+
+def test_up_and_down_stop_the_workers_of_a_killed_server(short_tmp):
+    import signal
+    import time
+    import urllib.request
+    from mlstorlets.server.aio import processes
+    cluster = Cluster(str(short_tmp))
+    quiet = lambda m: None  # noqa: E731
+    cluster.up(base_port=free_base_port(), log=quiet)
+    try:
+        port = cluster.layout.object_port(0)
+        parent = cluster.status()['object-server-0']
+        workers = _children(parent)
+        assert workers
+        os.kill(parent, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while processes.alive(parent) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The orphaned worker goes on serving the port.
+        with urllib.request.urlopen('http://127.0.0.1:%d/healthcheck'
+                                    % port, timeout=5) as resp:
+            assert resp.status == 200
+        status = cli('aio', 'status', '--state-dir', str(short_tmp))
+        assert status.returncode == 3
+        line = [l for l in status.stdout.splitlines()
+                if l.startswith('object-server-0')][0]
+        assert 'still serving' in line and str(workers[0]) in line
+        messages = []
+        assert cluster.up(log=messages.append)
+        assert any('object-server-0' in m and str(workers[0]) in m
+                   for m in messages)
+        assert not any(processes.alive(w) for w in workers)
+        assert all(cluster.status().values())
+        conn = cluster.connection()
+        conn.put_container('c')
+        conn.put_object('c', 'o', b'served again')
+        assert conn.get_object('c', 'o')[1] == b'served again'
+        # down, too, stops what a dead parent left behind.
+        parent = cluster.status()['object-server-0']
+        workers = _children(parent)
+        os.kill(parent, signal.SIGKILL)
+        while processes.alive(parent) and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        cluster.down(log=quiet)
+        assert not any(processes.alive(w) for w in workers)
+        assert not processes.port_in_use(port)
+    finally:
+        cluster.down(purge=True, log=quiet)

@@ -166,3 +166,21 @@ def test_one_accounts_storlets_are_not_anothers(conn, other_conn):
         other_conn.get_object('storlet', PROBE)
     assert err.value.http_status in (401, 403, 404)
     other_conn.delete_object('mine', 'x.txt')
+
+
+def test_the_swift_cli_downloads_a_storlets_output(cluster, conn, container,
+                                                   source):
+    """The swift CLI checks a body against its ETag: a storlet's output
+    (here, the source and a second object) must not carry the source's."""
+    import subprocess
+    import sys
+    conn.put_object(container, 'second.txt', b' and more')
+    env = dict(os.environ, **cluster.env())
+    swift = os.path.join(os.path.dirname(sys.executable), 'swift')
+    result = subprocess.run(
+        [swift, 'download', container, source, '-o', '-',
+         '-H', 'X-Run-Storlet: %s' % PROBE,
+         '-H', 'X-Storlet-Extra-Resources: /%s/second.txt' % container],
+        env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b'hello storlets and more'

@@ -7,7 +7,8 @@ it ran and what it could and could not do.  Parameters:
 ``action``
     ``copy`` (default); ``connect`` (to ``host``:``port``); ``write`` (to
     ``path``); ``read`` (``path``); ``fail`` (raise before any output);
-    ``fail-late`` (raise after writing part of the output).
+    ``fail-late`` (raise after writing part of the output); ``spin`` (loop
+forever before any output).
 """
 
 import socket
@@ -32,6 +33,8 @@ class ProbeStorlet(object):
             if kv[0] != 'storlet_execution_path')
         if action == 'fail':
             raise RuntimeError('probe asked to fail')
+        while action == 'spin':
+            pass
         if action != 'copy':
             metadata['Probe-Result'] = self._try(action, params)
         out_files[0].set_metadata(metadata)

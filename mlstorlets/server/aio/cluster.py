@@ -91,14 +91,23 @@ class Cluster:
         return {name: processes.running(layout.run_dir, name)
                 for name, _, _ in self.servers(layout)}
 
+    def orphans(self, layout=None):
+        """{name: pids} of the workers left serving by a server whose
+        parent died (see :func:`mlstorlets.server.aio.processes.orphans`)."""
+        layout = layout or self.layout
+        found = {name: processes.orphans(layout.run_dir, name)
+                 for name, _, _ in self.servers(layout)}
+        return {name: pids for name, pids in found.items() if pids}
+
     # -- up ------------------------------------------------------------
     def up(self, base_port=None, nodes=None, native_lib_dir=None,
-           log=print, proxy_bind_ip=None):
+           log=print, proxy_bind_ip=None, storlet_timeout=None):
         """Start the cluster; return True if anything was started.
 
         Idempotent: with every process already running it changes nothing.
         ``proxy_bind_ip`` (default ``127.0.0.1``) is the address the proxy
         listens on; every other server listens on loopback only.
+        ``storlet_timeout`` (seconds) applies to a new cluster only.
         """
         native_lib_dir = native_lib_dir or default_native_lib_dir()
         check_prerequisites(native_lib_dir)
@@ -126,6 +135,10 @@ class Cluster:
                         '"mlstorlets aio down --purge" first to change it'
                         % (self.state_dir, what, have, asked))
         servers = self.servers(layout)
+        for name, pids in self.orphans(layout).items():
+            processes.stop(layout.run_dir, name)
+            log('stopped the workers %s left serving when its parent died: '
+                'pid %s' % (name, ', '.join(map(str, pids))))
         status = self.status(layout)
         if all(status.values()):
             log('embedded cluster already running at %s (proxy %s); '
@@ -138,7 +151,8 @@ class Cluster:
                     'other ports with --base-port' % (port, name))
         if new:
             from mlstorlets.server.aio import swiftconf
-            swiftconf.write_all(layout, native_lib_dir)
+            swiftconf.write_all(layout, native_lib_dir,
+                                storlet_timeout=storlet_timeout)
             layout.save()
         started = []
         for name, argv, port in servers:

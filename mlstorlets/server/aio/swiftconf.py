@@ -101,8 +101,12 @@ def _ring(path, replicas, devices):
     builder.get_ring().save(path)
 
 
-def write_all(layout, native_lib_dir):
-    """Write every configuration file and ring of the cluster."""
+def write_all(layout, native_lib_dir, **gateway_extra):
+    """Write every configuration file and ring of the cluster.
+
+    ``gateway_extra`` are further storlet gateway options
+    (``storlet_timeout``, ...).
+    """
     for path in (layout.swift_dir, layout.run_dir, layout.log_dir):
         os.makedirs(path, exist_ok=True)
     for node in range(layout.nodes):
@@ -133,6 +137,7 @@ def write_all(layout, native_lib_dir):
                    # The sandbox limits are node-config's defaults
                    # (mlstorlets.server.node.SANDBOX_LIMITS).
                    memcache_servers=_memcache(layout))
+    gateway.update(gateway_extra)
     configure_node(layout.conf('proxy-server'), 'proxy', layout.swift_dir,
                    layout.storlets_root('proxy'), sandbox_hostname='proxy',
                    pipes_dir=layout.pipes_dir('proxy'),

@@ -19,19 +19,28 @@ itself:
    its output length (``Storlet-Output-Length``); a stream that ends short
    or runs long then aborts the PUT, and Swift commits nothing.
 
-A plain ``GET`` with ``X-Run-Storlet`` whose storlet reported an error is
-answered ``422`` with the reason, instead of ``200`` and an empty body.
+A storlet that produced no output is answered in the protocol of
+:mod:`mlstorlets.sandbox.protocol`: ``422`` (refused), ``502`` (failed) or
+``504`` (timed out), with ``X-Mlstorlets-Error`` and ``X-Mlstorlets-Reason``
+and the same text in the body, whether it ran here or on an object server
+(whose ``storlet_failure`` filter reports it in the same headers).  A plain
+``GET`` with ``X-Run-Storlet`` that succeeds loses the source's ``ETag``,
+which does not describe the storlet's output.
 """
+
+from urllib.parse import unquote
 
 from swift.common.exceptions import ChunkReadError
 from swift.common.http import is_success
 from swift.common.request_helpers import check_path_header
-from swift.common.swob import HTTPBadRequest, HTTPBadGateway, \
-    HTTPUnprocessableEntity, Request, Response, wsgi_quote, wsgi_unquote
+from swift.common.swob import HTTPBadRequest, Request, \
+    Response, wsgi_quote, wsgi_to_str, wsgi_unquote
 from swift.common.utils import FileLikeIter, close_if_possible, get_logger
 from swift.common.wsgi import make_subrequest
 
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.middleware.storlet_failure import classify, \
+    protocol_headers
 
 META = 'X-Object-Meta-'
 # Output metadata our storlets use to talk to this middleware (see
@@ -115,43 +124,69 @@ class StorletCopyMiddleware(object):
         resp = req.get_response(self.app)
         if resp.status_int != 416:
             resp = self._unsuccessful(req, req.path_info, resp) or resp
+        if is_success(resp.status_int):
+            # The source's ETag is not the output's: a client that checks
+            # it (the swift CLI does) would reject a correct answer.
+            resp.headers.pop('Etag', None)
         resp.headers.pop(LENGTH_KEY, None)
         return resp(req.environ, start_response)
 
     def _unsuccessful(self, req, source, resp, dest=None):
         """The answer for a storlet that failed or refused, else None."""
+        storlet = req.headers['X-Run-Storlet']
+        kind = resp.headers.get(protocol.ERROR_HEADER)
+        if kind in protocol.STATUS:
+            # An object server's storlet_failure speaking the protocol.
+            close_if_possible(resp.app_iter)
+            reason = unquote(resp.headers.get(protocol.REASON_HEADER, ''))
+            return self._error(req, kind, storlet, source, reason, dest)
         if not is_success(resp.status_int):
+            failure = classify(resp)
+            if failure:
+                # The storlet ran here, on the proxy.
+                kind, what = failure
+                return self._error(req, kind, storlet, source,
+                                   'the storlet ' + what, dest)
             return self._failure(req, source, resp, dest)
         if ERROR_KEY in resp.headers:
             close_if_possible(resp.app_iter)
-            return self._storlet_error(req, source, resp)
+            return self._error(req, protocol.REFUSED, storlet, source,
+                               resp.headers[ERROR_KEY], dest)
         return None
 
-    def _storlet_error(self, req, source, resp):
-        storlet = req.headers['X-Run-Storlet']
-        return HTTPUnprocessableEntity(
-            body=('storlet %s refused %s: %s\n' % (
-                storlet, _object_name(source),
-                resp.headers[ERROR_KEY])).encode('utf8'),
-            content_type='text/plain', request=req)
+    def _error(self, req, kind, storlet, source, reason, dest=None):
+        """The protocol's answer for a storlet that produced no output."""
+        name = _text_name(source)
+        if kind == protocol.REFUSED:
+            text = 'storlet %s refused %s: %s' % (storlet, name, reason)
+        elif kind == protocol.TIMED_OUT:
+            text = 'storlet %s timed out over %s (%s)' % (storlet, name,
+                                                          reason)
+        else:
+            text = 'storlet %s failed over %s (%s)' % (storlet, name, reason)
+        if dest:
+            text += ': nothing was written to %s' % _text_name(dest)
+        if kind != protocol.REFUSED:
+            self.logger.warning(text)
+        return Response(status=protocol.STATUS[kind], request=req,
+                        headers=protocol_headers(kind, text),
+                        content_type='text/plain',
+                        body=(text + '\n').encode('utf8'))
 
     def _failure(self, req, source, resp, dest=None):
-        """The response for a storlet request that did not succeed."""
+        """The response for a storlet request that Swift did not serve."""
         storlet = req.headers['X-Run-Storlet']
         body = resp.body.decode('utf8', 'replace').strip()
-        self.logger.warning('storlet %s over %s failed: %s %s',
-                            storlet, source, resp.status, body[:200])
+        if resp.status_int >= 500:
+            # Swift failed upstream of this proxy (no node, ...).
+            return self._error(req, protocol.FAILED, storlet, source,
+                               _reason(resp, body), dest)
         text = 'storlet %s failed over %s (%s)' % (
-            storlet, _object_name(source), _reason(resp, body))
+            storlet, _text_name(source), _reason(resp, body))
         if dest:
-            text += ': nothing was written to %s' % _object_name(dest)
-        # A storlet that failed (422 from an object server, 5xx from the
-        # engine here) is a failure upstream of this proxy.
-        status = resp.status_int
-        if 'X-Storlet-Failure' in resp.headers or status >= 500:
-            status = 502
-        return Response(status=status, content_type='text/plain', request=req,
-                        body=(text + '\n').encode('utf8'))
+            text += ': nothing was written to %s' % _text_name(dest)
+        return Response(status=resp.status_int, content_type='text/plain',
+                        request=req, body=(text + '\n').encode('utf8'))
 
     # -- copy ------------------------------------------------------------
     def handle_copy(self, req, source, dest, start_response):
@@ -195,18 +230,19 @@ class StorletCopyMiddleware(object):
             put.content_length = length
         put_resp = put.get_response(self.app)
         if not is_success(put_resp.status_int):
-            self.logger.warning('storlet %s over %s: writing %s failed: %s',
-                                storlet, source, dest, put_resp.status)
-            return HTTPBadGateway(
-                body=('storlet %s over %s: its output could not be written '
-                      'to %s (%s); nothing was stored\n' % (
-                          storlet, _object_name(source), _object_name(dest),
-                          put_resp.status)).encode('utf8'),
-                content_type='text/plain',
-                request=req)(req.environ, start_response)
+            close_if_possible(put_resp.app_iter)
+            return self._error(
+                req, protocol.FAILED, storlet, source,
+                'its output could not be written: %s' % put_resp.status,
+                dest)(req.environ, start_response)
         put_resp.headers['X-Copied-From'] = _object_name(source)
         put_resp.headers['X-Storlet-Executed'] = storlet
         return put_resp(req.environ, start_response)
+
+
+def _text_name(path):
+    """:func:`_object_name` as text (a WSGI string holds UTF-8 bytes)."""
+    return wsgi_to_str(_object_name(path))
 
 
 def _object_name(path):
@@ -215,12 +251,6 @@ def _object_name(path):
 
 
 def _reason(resp, body):
-    if 'X-Storlet-Failure' in resp.headers:
-        return resp.headers['X-Storlet-Failure']
-    if resp.status_int == 503:
-        # The storlet middleware answers 503 for a storlet that raised or
-        # died before it sent its output.
-        return 'the storlet failed before producing output'
     if resp.status_int == 404:
         return 'source object not found'
     return body.splitlines()[0][:200] if body else resp.status

@@ -1,27 +1,63 @@
-"""Keep a failing storlet from marking its object server as failing.
+"""Answer a storlet that failed on an object server in the storlet protocol.
 
 On an object server, the upstream storlet middleware answers a storlet that
-raised, died or timed out with a 5xx.  The proxy counts every 5xx against
-the node that sent it and, after ten in a minute, stops using that node: so
-any user could take object servers out of service by running a storlet that
-fails.  Placed right before ``storlet_handler`` in the object pipeline, this
-filter turns exactly those answers into ``422 Unprocessable Entity`` with the
-reason in ``X-Storlet-Failure``; the proxy passes a 4xx through without
-error-limiting the node.  Every other response is left alone.
+raised, died or timed out with a 5xx.  The proxy handles any status other
+than 2xx, 3xx or 416 from an object server by trying the next replica: the
+storlet runs again there, and again on the third (a spinning storlet costs
+three storlet timeouts of CPU before the client hears of it).  A 5xx also
+counts against the node, and after ten in a minute the proxy stops using
+it: any user could take object servers out of service with a failing
+storlet.
+
+Placed right before ``storlet_handler`` in the object pipeline, this
+filter turns exactly those answers into ``200 OK`` with an empty body and
+the protocol's ``X-Mlstorlets-Error`` (``failed`` or ``timed-out``) and
+``X-Mlstorlets-Reason`` headers.  The proxy takes a 200 as its source and
+asks no other replica; ``storlet_copy``, in the proxy, turns it into the
+client's ``502`` or ``504``.  Every other response is left alone.
 """
 
+from urllib.parse import quote
+
 from swift.common.swob import Request, Response
+from swift.common.utils import close_if_possible
+
+from mlstorlets.sandbox import protocol
 
 # The bodies upstream's storlet_handler gives the 5xx it raises on a storlet
-# failure; a 5xx without one of them comes from Swift itself and is kept.
+# failure, with the protocol's kind for each; a 5xx without one of them
+# comes from Swift itself and is kept.
 STORLET_FAILURES = {
-    b'Storlet execution failed': 'the storlet failed',
-    b'Storlet execution timed out': 'the storlet timed out',
-    b'Internal request timed out': 'the storlet timed out',
+    b'Storlet execution failed':
+        (protocol.FAILED, 'failed'),
+    b'Storlet execution timed out':
+        (protocol.TIMED_OUT, 'timed out'),
+    b'Internal request timed out':
+        (protocol.TIMED_OUT, 'timed out'),
     b'<html><h1>Service Unavailable</h1><p>The server is currently '
     b'unavailable. Please try again at a later time.</p></html>':
-        'the storlet failed before producing output',
+        (protocol.FAILED, 'failed before producing output'),
 }
+# A header value is latin-1 on the wire: quote the rest (and '%').
+_REASON_SAFE = ''.join(chr(c) for c in range(32, 127) if chr(c) != '%')
+
+
+def classify(resp):
+    """``(kind, what)`` of an upstream storlet failure response, else None.
+
+    Reads (and so consumes) the body of a 500 or 503 only.
+    """
+    if resp.status_int not in (500, 503):
+        return None
+    return STORLET_FAILURES.get(resp.body.strip())
+
+
+def protocol_headers(kind, reason):
+    """The protocol's headers for a storlet that produced no output."""
+    return {protocol.ERROR_HEADER: kind,
+            protocol.REASON_HEADER: quote(
+                ' '.join(reason.split())[:protocol.MAX_REASON],
+                safe=_REASON_SAFE)}
 
 
 class StorletFailureMiddleware(object):
@@ -31,17 +67,25 @@ class StorletFailureMiddleware(object):
 
     def __call__(self, env, start_response):
         req = Request(env)
-        if 'X-Run-Storlet' not in req.headers:
+        if req.method != 'GET' or 'X-Run-Storlet' not in req.headers:
             return self.app(env, start_response)
         resp = req.get_response(self.app)
-        if resp.status_int in (500, 503):
-            reason = STORLET_FAILURES.get(resp.body.strip())
-            if reason:
-                resp = Response(status=422, request=req,
-                                headers={'X-Storlet-Failure': reason},
-                                body=reason.encode('utf8') + b'\n',
-                                content_type='text/plain')
-        return resp(env, start_response)
+        if resp.status_int == 200:
+            return resp(env, start_response)
+        if protocol.ERROR_HEADER in resp.headers:
+            # The gateway's own answer (a storlet past its timeout).
+            headers = {key: resp.headers[key] for key in
+                       (protocol.ERROR_HEADER, protocol.REASON_HEADER)
+                       if key in resp.headers}
+        else:
+            failure = classify(resp)
+            if not failure:
+                return resp(env, start_response)
+            kind, what = failure
+            headers = protocol_headers(kind, 'the storlet ' + what)
+        close_if_possible(resp.app_iter)
+        return Response(status=200, request=req, body=b'', headers=headers,
+                        content_type='text/plain')(env, start_response)
 
 
 def filter_factory(global_conf, **local_conf):
