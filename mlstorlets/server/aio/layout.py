@@ -30,6 +30,11 @@ class Layout:
     nodes: int = 1
     key: str = ''
     other_key: str = ''
+    # Set when the proxy authenticates with Keystone instead of tempauth:
+    # the OS_* variables of the cluster's operator, read as the swift CLI
+    # reads them (mlstorlets.client.connection).  Its project is the one
+    # account of the cluster.
+    keystone: dict = None
 
     def __post_init__(self):
         self.state_dir = os.path.abspath(self.state_dir)
@@ -114,6 +119,11 @@ class Layout:
         """
         return self.path('p', 'x' if server == 'proxy'
                          else server.rsplit('-', 1)[-1])
+
+    @property
+    def accounts(self):
+        """The accounts the cluster prepares for storlets."""
+        return ('main',) if self.keystone else ('main', 'other')
 
     @property
     def auth_url(self):
