@@ -115,6 +115,12 @@ class Cluster:
                     'sockets under it would exceed the %d bytes of a Unix '
                     'socket path; choose a shorter --state-dir'
                     % (self.state_dir, SUN_PATH_MAX))
+            if keystone:
+                from mlstorlets.server.aio.swiftconf import keystone_filters
+                try:
+                    keystone_filters(keystone)
+                except ValueError as err:
+                    raise ClusterError(str(err)) from None
         else:
             layout = self.layout
             for asked, have, what in ((base_port, layout.base_port,
@@ -140,10 +146,7 @@ class Cluster:
                     'other ports with --base-port' % (port, name))
         if new:
             from mlstorlets.server.aio import swiftconf
-            try:
-                swiftconf.write_all(layout, native_lib_dir)
-            except ValueError as err:
-                raise ClusterError(str(err)) from None
+            swiftconf.write_all(layout, native_lib_dir)
             layout.save()
         started = []
         for name, argv, port in servers:
