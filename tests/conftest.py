@@ -7,6 +7,7 @@ that is missing is a failure to report, never a skip.
 
 import os
 import re
+import shutil
 import tempfile
 
 import pytest
@@ -32,6 +33,12 @@ def cluster():
     for account in ('main', 'other'):
         deploy(cluster.connection(account), log=quiet)
     deploy(cluster.connection(), TEST_STORLETS, library=False, log=quiet)
+    # The hostile storlet in the other account too (the sandbox tests attack
+    # one account from the other); the probe stays the main account's.
+    with tempfile.TemporaryDirectory() as hostile:
+        shutil.copy(os.path.join(TEST_STORLETS, 'hostile.py'), hostile)
+        deploy(cluster.connection('other'), hostile, library=False,
+               log=quiet)
     yield cluster
     cluster.down(purge=True, log=quiet)
 

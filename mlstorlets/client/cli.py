@@ -133,7 +133,9 @@ def cmd_node_config(args):
         args.server_conf, args.role, args.conf_dir, args.host_root,
         gateway=args.gateway, memcache_servers=args.memcache_servers,
         name=args.name, native_lib_dir=args.native_lib_dir,
-        container_mem_limit=args.mem_limit)
+        container_mem_limit=args.mem_limit,
+        container_pids_limit=args.pids_limit,
+        sandbox_cpu_time_limit=args.cpu_time_limit)
     for what, path in written.items():
         print('%-22s %s' % (what, path))
 
@@ -268,7 +270,13 @@ def parser():
     nc.add_argument('--native-lib-dir', default=None,
                     help='where libsbus.so is (bubblewrap gateway)')
     nc.add_argument('--mem-limit', type=int, default=None,
-                    help='bytes of address space per sandbox')
+                    help='bytes of address space per sandbox process '
+                    '(default 4 GiB; 0: no limit)')
+    nc.add_argument('--pids-limit', type=int, default=None,
+                    help='processes and threads per sandbox (default 256)')
+    nc.add_argument('--cpu-time-limit', type=int, default=None,
+                    help='CPU-seconds per sandbox process, bubblewrap only '
+                    '(default 3600)')
     nc.set_defaults(func=cmd_node_config)
     return p
 

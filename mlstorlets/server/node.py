@@ -23,6 +23,26 @@ COPY_FILTER = 'storlet_copy'
 # Keeps a failing storlet from error-limiting its object server.
 FAILURE_FILTER = 'storlet_failure'
 AUTH_FILTERS = ('tempauth', 'keystoneauth')
+GiB = 1024 ** 3
+# Limits every sandbox gets unless configured otherwise (0 lifts one).
+# Upstream's names where upstream has the option; see
+# mlstorlets.server.gateway.bubblewrap for how each is enforced there.
+SANDBOX_LIMITS = {
+    # Address space of each sandbox process (a daemon with numpy, OpenCV
+    # and scikit-learn loaded maps about 0.7 GB).
+    'container_mem_limit': str(4 * GiB),
+    # Processes and threads of one sandbox (an idle daemon has about 10).
+    'container_pids_limit': '256',
+    # CPU-seconds of one sandbox process over its life: a backstop behind
+    # storlet_timeout, which bounds each request.
+    'sandbox_cpu_time_limit': '3600',
+    # Any file a storlet writes, and the whole of its private /tmp.
+    'sandbox_file_size_limit': str(GiB),
+    'sandbox_tmp_size': str(GiB),
+}
+# What the container engines enforce with cgroups instead (one CPU).
+CONTAINER_CPU_LIMITS = {'container_cpu_period': '100000',
+                        'container_cpu_quota': '100000'}
 OUR_FILTERS = {
     USER_NAME_FILTER: 'mlstorlets.server.middleware.user_name:filter_factory',
     COPY_FILTER: 'mlstorlets.server.middleware.storlet_copy:filter_factory',
@@ -84,6 +104,12 @@ def gateway_options(host_root, gateway='bubblewrap', **extra):
         'storlet_daemon_debug_level': 'INFO',
         'default_container_image_name': 'mlstorlets-sandbox',
     }
+    if gateway == 'bubblewrap':
+        options.update(SANDBOX_LIMITS)
+    else:
+        options.update((k, v) for k, v in SANDBOX_LIMITS.items()
+                       if k.startswith('container_'))
+        options.update(CONTAINER_CPU_LIMITS)
     options.update({k: str(v) for k, v in extra.items() if v is not None})
     return options
 

@@ -7,11 +7,14 @@ these pin down the command line that gives it.
 import logging
 import os
 import resource
+import socket
 
 import pytest
 
+from mlstorlets.server.gateway import bubblewrap
 from mlstorlets.server.gateway.bubblewrap import BubblewrapRunTimeSandbox, \
-    _parse_cpuset
+    _parse_cpuset, sandbox_uid, send_without_following_links
+from mlstorlets.server.node import SANDBOX_LIMITS
 
 
 @pytest.fixture
@@ -25,8 +28,13 @@ def sandbox(tmp_path):
     return sbox
 
 
+def command(sbox):
+    return sbox._command('image_AUTH_x', {p: 100 + i for i, p in
+                                          enumerate(sorted(sbox._data()))})
+
+
 def test_isolation_flags(sandbox):
-    argv = sandbox._command('image_AUTH_x')
+    argv = command(sandbox)
     for flag in ('--unshare-net', '--unshare-pid', '--unshare-ipc',
                  '--unshare-uts', '--die-with-parent', '--new-session',
                  '--clearenv'):
@@ -43,7 +51,7 @@ def test_isolation_flags(sandbox):
 
 
 def test_only_what_storlets_need_is_visible(sandbox):
-    argv = sandbox._command('image_AUTH_x')
+    argv = command(sandbox)
     sources = [argv[i + 1] for i, a in enumerate(argv)
                if a in ('--ro-bind', '--bind')]
     writable = [argv[i + 1] for i, a in enumerate(argv) if a == '--bind']
@@ -63,7 +71,7 @@ def test_an_environment_under_tmp_stays_visible(tmp_path):
             'sandbox_python': venv + '/bin/python3'}
     sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
     sbox.paths.create_host_pipe_dir()
-    argv = sbox._command('image_AUTH_x')
+    argv = command(sbox)
     private_tmp = [i for i, a in enumerate(argv)
                    if a == '--tmpfs' and argv[i + 1] == '/tmp']
     assert len(private_tmp) == 1
@@ -71,11 +79,118 @@ def test_an_environment_under_tmp_stays_visible(tmp_path):
     assert argv.index(venv) > private_tmp[0]
 
 
-def test_python_wrapper_runs_the_configured_interpreter(sandbox):
-    path = sandbox._python_wrapper()
-    with open(path) as f:
-        assert f.read().endswith('exec %s "$@"\n' % sandbox.sandbox_python)
-    assert os.access(path, os.X_OK)
+def test_no_host_file_is_written_for_the_sandbox(sandbox):
+    # The interpreter wrapper and passwd reach bwrap as data on pipes.
+    argv = command(sandbox)
+    data = {argv[i + 2]: argv[i + 1] for i, a in enumerate(argv)
+            if a == '--ro-bind-data'}
+    assert '/etc/passwd' in data and '/etc/group' in data
+    assert any(p.startswith('/usr/bin/python3') for p in data)
+    files = sandbox._data()
+    wrapper = [text for path, (mode, text) in files.items()
+               if path.startswith('/usr/bin/python3')][0]
+    assert wrapper.endswith('exec %s "$@"\n' % sandbox.sandbox_python)
+    assert 'storlets:x:%d:%d:' % (sandbox.uid, sandbox.uid) in \
+        files['/etc/passwd'][1]
+    assert os.listdir(sandbox.paths.host_pipe_dir) == []
+
+
+def test_only_the_loaders_etc_is_visible(sandbox):
+    argv = command(sandbox)
+    etc = {argv[i + 2] for i, a in enumerate(argv)
+           if a in ('--ro-bind', '--symlink', '--ro-bind-data')
+           and argv[i + 2].startswith('/etc')}
+    assert etc <= {'/etc/' + n for n in bubblewrap.ETC_ENTRIES +
+                   ('passwd', 'group')}
+    assert '/etc/ld.so.cache' in etc
+    assert '/etc' not in [argv[i + 1] for i, a in enumerate(argv)
+                          if a in ('--ro-bind', '--bind')]
+
+
+def test_storlets_run_as_the_sandbox_uid(sandbox):
+    argv = command(sandbox)
+    setpriv = argv.index(bubblewrap.SETPRIV)
+    assert argv[setpriv + 1:setpriv + 5] == [
+        '--reuid', str(sandbox.uid), '--regid', str(sandbox.uid)]
+    assert '--no-new-privs' in argv[setpriv:]
+    assert argv[argv.index('--', setpriv) + 1] == '/usr/bin/python3'
+    # bwrap keeps for setpriv only what changing uid needs.
+    added = [argv[i + 1] for i, a in enumerate(argv) if a == '--cap-add']
+    assert sorted(added) == ['CAP_SETGID', 'CAP_SETUID']
+    assert sandbox.uid >= bubblewrap.UID_BASE
+
+
+def test_one_uid_per_server_and_account():
+    conf = {}
+    uids = {sandbox_uid(pipes, scope, conf)
+            for pipes in ('/srv/p/1', '/srv/p/2')
+            for scope in ('alice', 'bob')}
+    assert len(uids) == 4
+    assert sandbox_uid('/srv/p/1', 'alice', conf) == \
+        sandbox_uid('/srv/p/1', 'alice', {})
+    assert sandbox_uid('/p', 'a', {'sandbox_uid_base': '5000',
+                                   'sandbox_uid_range': '1'}) == 5000
+
+
+def test_limits_are_on_by_default(tmp_path):
+    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path)}
+    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    assert sbox.container_mem_limit == \
+        int(SANDBOX_LIMITS['container_mem_limit'])
+    assert sbox.container_pids_limit == \
+        int(SANDBOX_LIMITS['container_pids_limit'])
+    assert sbox.cpu_time_limit == \
+        int(SANDBOX_LIMITS['sandbox_cpu_time_limit'])
+    argv = command(sbox)
+    assert argv[argv.index('/tmp') - 2:argv.index('/tmp')] == [
+        SANDBOX_LIMITS['sandbox_tmp_size'], '--tmpfs']
+
+
+def test_channel_directory_belongs_to_the_sandbox_user(sandbox):
+    sandbox._prepare_host_dirs()
+    st = os.stat(sandbox.paths.host_pipe_dir)
+    assert (st.st_uid, st.st_gid) == (sandbox.uid, sandbox.uid)
+    assert st.st_mode & 0o777 == 0o700
+    assert os.stat(sandbox.state_dir).st_mode & 0o777 == 0o700
+    assert not os.path.commonpath([sandbox.state_dir,
+                                   sandbox.paths.host_pipe_dir]) == \
+        sandbox.paths.host_pipe_dir
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    calls = []
+
+    def record(path, datagram):
+        calls.append((path, os.readlink(path)))
+        return 0
+    monkeypatch.setattr(bubblewrap, '_upstream_send', record)
+    return calls
+
+
+def test_sbus_connects_to_the_socket_itself(tmp_path, sent):
+    path = str(tmp_path / 'storlet')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        assert send_without_following_links(path, None) == 0
+    fd_path, target = sent[0]
+    assert fd_path.startswith('/proc/self/fd/')
+    assert target == path
+
+
+def test_sbus_refuses_a_planted_link(tmp_path, sent):
+    other = str(tmp_path / 'other-account-socket')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(other)
+        os.symlink(other, str(tmp_path / 'storlet'))
+        assert send_without_following_links(
+            str(tmp_path / 'storlet'), None) == -1
+        (tmp_path / 'file').write_text('')
+        assert send_without_following_links(
+            str(tmp_path / 'file'), None) == -1
+        assert send_without_following_links(
+            str(tmp_path / 'x' / '..' / 'other-account-socket'), None) == -1
+    assert sent == []
 
 
 def test_limits_are_applied_in_the_child(sandbox):
@@ -90,6 +205,8 @@ def test_limits_are_applied_in_the_child(sandbox):
             apply()
             ok = (resource.getrlimit(resource.RLIMIT_AS)[0] == 2 ** 31 and
                   resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 1000 and
+                  resource.getrlimit(resource.RLIMIT_NPROC)[0] == 256 and
+                  resource.getrlimit(resource.RLIMIT_CPU) == (3600, 3610) and
                   os.sched_getaffinity(0) == {0})
         finally:
             os._exit(0 if ok else 1)

@@ -1,10 +1,14 @@
 """Configuring a Swift node for storlets (mlstorlets node-config)."""
 
 import configparser
+import json
+import os
+import tomllib
 
 import pytest
 
-from mlstorlets.server.node import configure_node, insert_into_pipeline
+from mlstorlets.server.node import SANDBOX_LIMITS, configure_node, \
+    gateway_options, insert_into_pipeline
 
 PROXY = ('catch_errors gatekeeper healthcheck proxy-logging cache '
          'tempauth copy slo dlo proxy-logging proxy-server')
@@ -91,3 +95,48 @@ def test_the_proxy_waits_as_long_as_a_storlet_may_run(tmp_path):
     server = configparser.RawConfigParser()
     server.read(str(conf))
     assert float(server.get('app:proxy-server', 'node_timeout')) >= 100
+
+
+def test_sandbox_limits_are_on_by_default():
+    options = gateway_options('/srv/storlets')
+    for key, value in SANDBOX_LIMITS.items():
+        assert options[key] == value
+    assert int(options['container_mem_limit']) > 0
+    assert int(options['container_pids_limit']) > 0
+    # An operator's value wins; None leaves the default.
+    options = gateway_options('/srv/storlets', container_pids_limit=64,
+                              container_mem_limit=None)
+    assert options['container_pids_limit'] == '64'
+    assert options['container_mem_limit'] == \
+        SANDBOX_LIMITS['container_mem_limit']
+
+
+@pytest.mark.parametrize('gateway', ['docker', 'podman'])
+def test_container_gateways_get_the_limits_they_enforce(gateway):
+    options = gateway_options('/srv/storlets', gateway)
+    assert options['container_mem_limit'] == \
+        SANDBOX_LIMITS['container_mem_limit']
+    assert options['container_pids_limit'] == \
+        SANDBOX_LIMITS['container_pids_limit']
+    assert options['container_cpu_quota'] and options['container_cpu_period']
+    assert not [k for k in options if k.startswith('sandbox_')]
+
+
+def test_the_container_engines_get_the_same_limits():
+    deploy = os.path.join(os.path.dirname(__file__), '..', '..', 'deploy')
+    with open(os.path.join(deploy, 'podman-containers.conf'), 'rb') as f:
+        podman = tomllib.load(f)['containers']
+    with open(os.path.join(deploy, 'docker-daemon.json')) as f:
+        docker = json.load(f)
+    cpu = int(SANDBOX_LIMITS['sandbox_cpu_time_limit'])
+    fsize = int(SANDBOX_LIMITS['sandbox_file_size_limit'])
+    assert podman['read_only'] is True
+    assert podman['default_capabilities'] == []
+    assert podman['netns'] == 'none'
+    assert podman['pids_limit'] == int(SANDBOX_LIMITS['container_pids_limit'])
+    assert sorted(podman['default_ulimits']) == [
+        'cpu=%d:%d' % (cpu, cpu + 10), 'fsize=%d:%d' % (fsize, fsize)]
+    assert docker['no-new-privileges'] is True
+    assert docker['userns-remap']
+    assert docker['default-ulimits']['cpu']['Soft'] == cpu
+    assert docker['default-ulimits']['fsize']['Hard'] == fsize

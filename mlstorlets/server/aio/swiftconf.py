@@ -187,9 +187,9 @@ def write_all(layout, native_lib_dir):
 
     gateway = dict(native_lib_dir=native_lib_dir,
                    sandbox_log_socket=layout.log_socket,
-                   memcache_servers=_memcache(layout),
-                   # Bounds what a storlet may write to its private /tmp.
-                   sandbox_file_size_limit=2 * 1024 ** 3)
+                   # The sandbox limits are node-config's defaults
+                   # (mlstorlets.server.node.SANDBOX_LIMITS).
+                   memcache_servers=_memcache(layout))
     configure_node(layout.conf('proxy-server'), 'proxy', layout.swift_dir,
                    layout.storlets_root('proxy'), sandbox_hostname='proxy',
                    pipes_dir=layout.pipes_dir('proxy'),

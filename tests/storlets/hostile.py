@@ -1,0 +1,127 @@
+"""A hostile storlet: the attacks the sandbox tests make from inside.
+
+Every action copies its input to its output and reports what happened in
+the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
+<error>``), so that a test can tell what a tenant could do.  Parameter
+``action``:
+
+``whoami``
+    The uid and gid inside, and the entries of ``/mnt/channels`` and
+    ``/etc``.
+``read``
+    Read ``path``; reports its first bytes.
+``plant-pid``
+    Write ``pid`` into ``/mnt/channels/sandbox.pid``, where the host once
+    read the pid it would SIGKILL at the next sandbox start.
+``plant-wrapper``
+    Spoil the interpreter wrapper the host once wrote in the channel
+    directory, and plant ``python3.tmp``, which the host wrote the new one
+    to, as a symlink to the host path ``target``.
+``redirect``
+    Replace this account's socket of storlet ``storlet`` by a symlink to
+    the host path ``target`` (another account's socket).
+``mmap``
+    Map ``gb`` GB of anonymous memory.
+``fork``
+    Fork ``n`` processes that wait, then release them; reports how many
+    were made.
+``hog``
+    Allocate ``gb`` GB and touch it (fails with MemoryError).
+"""
+
+import mmap
+import os
+
+
+class HostileStorlet(object):
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __call__(self, in_files, out_files, params):
+        body = in_files[0].read()
+        action = params.get('action', 'whoami')
+        if action == 'hog':
+            # No catching: the storlet fails, as a real one out of memory.
+            hog = b'x' * int(float(params['gb']) * 2 ** 30)
+            del hog
+        try:
+            result = 'allowed ' + getattr(self, action.replace('-', '_'))(
+                params)
+        except Exception as err:
+            result = 'denied: %s %s' % (type(err).__name__, err)
+        out_files[0].set_metadata({'Hostile-Result': result[:250],
+                                   'Storlet-Output-Length': str(len(body))})
+        out_files[0].write(body)
+        in_files[0].close()
+        out_files[0].close()
+
+    @staticmethod
+    def whoami(params):
+        return 'uid=%d gid=%d channels=%s etc=%s' % (
+            os.getuid(), os.getgid(),
+            ','.join(sorted(os.listdir('/mnt/channels'))),
+            ','.join(sorted(os.listdir('/etc'))))
+
+    @staticmethod
+    def read(params):
+        with open(params['path'], 'rb') as f:
+            return repr(f.read(100))
+
+    @staticmethod
+    def plant_pid(params):
+        with open('/mnt/channels/sandbox.pid', 'w') as f:
+            f.write('%s\n' % params['pid'])
+        return 'pid'
+
+    @staticmethod
+    def plant_wrapper(params):
+        try:
+            os.unlink('/mnt/channels/python3.tmp')
+        except FileNotFoundError:
+            pass
+        try:
+            # The wrapper, while mounted over /usr/bin/python3, cannot be
+            # removed but can be changed, so the host writes it anew.
+            with open('/mnt/channels/python3', 'r+') as f:
+                f.write('spoilt')
+        except FileNotFoundError:
+            pass
+        os.symlink(params['target'], '/mnt/channels/python3.tmp')
+        return 'symlink'
+
+    @staticmethod
+    def redirect(params):
+        path = os.path.join('/mnt/channels', params['storlet'])
+        os.unlink(path)
+        os.symlink(params['target'], path)
+        return 'symlink'
+
+    @staticmethod
+    def mmap(params):
+        size = int(float(params['gb']) * 10 ** 9)
+        mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                  prot=mmap.PROT_READ | mmap.PROT_WRITE).close()
+        return 'mapped %d' % size
+
+    @staticmethod
+    def fork(params):
+        wanted = int(params['n'])
+        release_r, release_w = os.pipe()
+        children = []
+        try:
+            for _ in range(wanted):
+                pid = os.fork()
+                if pid == 0:  # the child waits for the release, then exits
+                    os.close(release_w)
+                    os.read(release_r, 1)
+                    os._exit(0)
+                children.append(pid)
+        except OSError as err:
+            raise OSError('forked %d, then %s' % (len(children), err))
+        finally:
+            os.close(release_w)
+            os.close(release_r)
+            for pid in children:
+                os.waitpid(pid, 0)
+        return 'forked %d' % len(children)
