@@ -14,7 +14,12 @@ def _cluster(args):
 
 def cmd_aio_up(args):
     started = time.monotonic()
-    _cluster(args).up(base_port=args.base_port, nodes=args.nodes)
+    keystone = None
+    if args.keystone:
+        import os
+        keystone = {k: v for k, v in os.environ.items() if k.startswith('OS_')}
+    _cluster(args).up(base_port=args.base_port, nodes=args.nodes,
+                      keystone=keystone)
     print('(%.1f s)' % (time.monotonic() - started))
 
 
@@ -177,6 +182,10 @@ def parser():
             sp.add_argument('--base-port', type=int, default=None,
                             help='proxy port; the other servers use the '
                                  'next ones (default 8080)')
+            sp.add_argument('--keystone', action='store_true',
+                            help='authenticate with the Keystone (v3) named '
+                                 'by the OS_* variables instead of tempauth; '
+                                 'their user needs the admin role')
         elif name == 'env':
             sp.add_argument('--account', choices=('main', 'other'),
                             default='main')

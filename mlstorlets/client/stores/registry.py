@@ -42,6 +42,7 @@ class Stores:
         self._swift, self._s3, self._dropbox = swift, s3, dropbox
         self._stores = {}
         self._s3_in_cluster = None
+        self._swift_refusal = None
         self._lock = threading.RLock()
 
     # -- clients ---------------------------------------------------------
@@ -52,7 +53,9 @@ class Stores:
                 from mlstorlets.client.connection import connection_from_environment
                 try:
                     self._swift = connection_from_environment(self.environ)
-                except ValueError:
+                except ValueError as err:
+                    # Reported when a swift:// URI needs the connection.
+                    self._swift_refusal = str(err)
                     return None
             return self._swift
 
@@ -85,8 +88,7 @@ class Stores:
         if uri.scheme == 'swift':
             conn = self.swift_connection()
             if conn is None:
-                raise StoreError(uri, 'no Swift credentials: set ST_AUTH, '
-                                 'ST_USER and ST_KEY, or the OS_* variables')
+                raise StoreError(uri, self._swift_refusal)
             from mlstorlets.client.stores.swift import SwiftStore
             return SwiftStore(conn, uri.location, self.segment_size)
         if uri.scheme == 's3':

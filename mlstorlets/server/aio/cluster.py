@@ -1,10 +1,11 @@
 """Bring an embedded Swift + storlets cluster up and down.
 
 Everything runs as real servers on 127.0.0.1: memcached, a proxy with
-tempauth, an account and a container server, ``nodes`` object servers (one
-replica on each), the upstream storlet middleware in the proxy and object
-pipelines, and the bubblewrap sandbox gateway.  The pid of every process
-started is recorded in the state directory, and only those are stopped.
+tempauth (or a Keystone of the operator's), an account and a container
+server, ``nodes`` object servers (one replica on each), the upstream
+storlet middleware in the proxy and object pipelines, and the bubblewrap
+sandbox gateway.  The pid of every process started is recorded in the state
+directory, and only those are stopped.
 """
 
 import os
@@ -101,13 +102,18 @@ class Cluster:
 
     # -- up ------------------------------------------------------------
     def up(self, base_port=None, nodes=None, native_lib_dir=None,
-           log=print, proxy_bind_ip=None, storlet_timeout=None):
+           log=print, proxy_bind_ip=None, storlet_timeout=None,
+           keystone=None):
         """Start the cluster; return True if anything was started.
 
         Idempotent: with every process already running it changes nothing.
         ``proxy_bind_ip`` (default ``127.0.0.1``) is the address the proxy
         listens on; every other server listens on loopback only.
         ``storlet_timeout`` (seconds) applies to a new cluster only.
+        ``keystone``, the ``OS_*`` variables of an operator of a Keystone
+        (v3), makes the proxy authenticate with that Keystone instead of
+        tempauth; the Keystone must list the proxy as its ``object-store``
+        endpoint.
         """
         native_lib_dir = native_lib_dir or default_native_lib_dir()
         check_prerequisites(native_lib_dir)
@@ -115,20 +121,29 @@ class Cluster:
         if new:
             layout = Layout(self.state_dir, base_port=base_port or 8080,
                             nodes=nodes or 1,
-                            proxy_bind_ip=proxy_bind_ip or '127.0.0.1')
+                            proxy_bind_ip=proxy_bind_ip or '127.0.0.1',
+                            keystone=keystone or None)
             if layout.longest_socket_path() > SUN_PATH_MAX:
                 raise ClusterError(
                     'the state directory %s is too long: the sandboxes\' '
                     'sockets under it would exceed the %d bytes of a Unix '
                     'socket path; choose a shorter --state-dir'
                     % (self.state_dir, SUN_PATH_MAX))
+            if keystone:
+                from mlstorlets.server.aio.swiftconf import keystone_filters
+                try:
+                    keystone_filters(keystone)
+                except ValueError as err:
+                    raise ClusterError(str(err)) from None
         else:
             layout = self.layout
             for asked, have, what in ((base_port, layout.base_port,
                                        'base port'),
                                       (nodes, layout.nodes, 'nodes'),
                                       (proxy_bind_ip, layout.proxy_bind_ip,
-                                       'proxy bind address')):
+                                       'proxy bind address'),
+                                      (keystone, layout.keystone,
+                                       'Keystone settings')):
                 if asked is not None and asked != have:
                     raise ClusterError(
                         'the cluster at %s was made with %s %s, not %s; '
@@ -188,10 +203,21 @@ class Cluster:
             time.sleep(0.02)
 
     def _bootstrap(self, layout):
-        """Enable storlets on both accounts and create their containers."""
-        for account in ('main', 'other'):
+        """Enable storlets on the accounts and create their containers."""
+        from swiftclient.exceptions import ClientException
+        for account in layout.accounts:
             conn = self.connection(account, layout)
-            conn.post_account({'X-Account-Meta-Storlet-Enabled': 'True'})
+            try:
+                conn.post_account({'X-Account-Meta-Storlet-Enabled': 'True'})
+            except ClientException as err:
+                if not layout.keystone:
+                    raise
+                raise ClusterError(
+                    'cannot reach the proxy through Keystone (%s); the '
+                    'Keystone at %s must list http://127.0.0.1:%d/v1/'
+                    'AUTH_%%(project_id)s as its object-store endpoint'
+                    % (err, layout.keystone.get('OS_AUTH_URL'),
+                       layout.proxy_port)) from None
             for container in STORLET_CONTAINERS:
                 conn.put_container(container)
 
@@ -212,25 +238,40 @@ class Cluster:
 
     # -- clients -------------------------------------------------------
     def credentials(self, account='main', layout=None):
+        """tempauth's (auth URL, user, key) of an account."""
         layout = layout or self.layout
         if account == 'main':
             return layout.auth_url, layout.user, layout.key
         return layout.auth_url, layout.other_user, layout.other_key
 
-    def env(self, account='main'):
+    def env(self, account='main', layout=None):
         """The environment the ``swift`` CLI, AWS clients and mlstorlets
-        read to reach this cluster (Swift API and S3 API)."""
-        auth, user, key = self.credentials(account)
+        read to reach this cluster (Swift API and S3 API; under Keystone,
+        the operator's ``OS_*`` variables)."""
+        layout = layout or self.layout
+        if account not in layout.accounts:
+            raise ClusterError('the cluster at %s has no account %r (it has '
+                               '%s)' % (self.state_dir, account,
+                                        ', '.join(layout.accounts)))
+        if layout.keystone:
+            return dict(layout.keystone)
+        auth, user, key = self.credentials(account, layout)
         return {'ST_AUTH': auth, 'ST_USER': user, 'ST_KEY': key,
                 'AWS_ACCESS_KEY_ID': user, 'AWS_SECRET_ACCESS_KEY': key,
                 'AWS_ENDPOINT_URL': auth.rsplit('/auth/', 1)[0],
                 'AWS_DEFAULT_REGION': 'us-east-1'}
 
     def connection(self, account='main', layout=None, **kwargs):
+        """A swiftclient Connection to an account, made from :meth:`env`
+        as the client makes it."""
         from swiftclient.client import Connection
-        auth, user, key = self.credentials(account, layout)
+        from mlstorlets.client.connection import swift_options
+        options = swift_options(self.env(account, layout))
         kwargs.setdefault('retries', 2)
-        return Connection(authurl=auth, user=user, key=key, **kwargs)
+        return Connection(authurl=options['auth'], user=options['user'],
+                          key=options['key'],
+                          auth_version=options['auth_version'],
+                          os_options=options['os_options'], **kwargs)
 
 
 def check_prerequisites(native_lib_dir):

@@ -33,6 +33,11 @@ class Layout:
     # network namespace that a benchmark's client reaches over a veth link.
     proxy_bind_ip: str = '127.0.0.1'
     other_key: str = ''
+    # Set when the proxy authenticates with Keystone instead of tempauth:
+    # the OS_* variables of the cluster's operator, read as the swift CLI
+    # reads them (mlstorlets.client.connection).  Its project is the one
+    # account of the cluster.
+    keystone: dict = None
 
     def __post_init__(self):
         self.state_dir = os.path.abspath(self.state_dir)
@@ -117,6 +122,11 @@ class Layout:
         """
         return self.path('p', 'x' if server == 'proxy'
                          else server.rsplit('-', 1)[-1])
+
+    @property
+    def accounts(self):
+        """The accounts the cluster prepares for storlets."""
+        return ('main',) if self.keystone else ('main', 'other')
 
     @property
     def auth_url(self):

@@ -19,6 +19,10 @@ PROXY_PIPELINE = (
     'catch_errors gatekeeper healthcheck proxy-logging cache listing_formats '
     'bulk tempurl s3api tempauth copy slo dlo versioned_writes symlink '
     'proxy-logging proxy-server')
+# Keystone in tempauth's place, in the order Swift documents: authtoken
+# validates the token (and sets X-User-Name, which the storlet ACLs read),
+# s3token the S3 signatures, keystoneauth authorizes.
+KEYSTONE_AUTH = 'authtoken s3api s3token keystoneauth'
 
 
 def object_server(node):
@@ -70,7 +74,61 @@ def _proxy(layout):
     }
     for name, egg in filters.items():
         sections['filter:' + name] = {'use': 'egg:swift#' + egg}
+    if layout.keystone:
+        del sections['filter:tempauth']
+        sections['pipeline:main']['pipeline'] = PROXY_PIPELINE.replace(
+            's3api tempauth', KEYSTONE_AUTH)
+        sections.update(keystone_filters(layout.keystone))
     return sections
+
+
+def keystone_filters(environ):
+    """The proxy's Keystone filters, for the operator in ``environ``.
+
+    Parameters
+    ----------
+    environ : mapping
+        ``OS_*`` variables, read as the ``swift`` command line reads them;
+        the user validates the tokens of every other user, so needs the
+        ``admin`` or ``service`` role.
+
+    Returns
+    -------
+    dict
+        ``filter:authtoken``, ``filter:s3token`` and ``filter:keystoneauth``.
+    """
+    from mlstorlets.client.connection import swift_options
+    options = swift_options(environ)
+    if options['auth_version'] != '3':
+        raise ValueError('Keystone authentication of the proxy needs the '
+                         'v3 identity API (OS_IDENTITY_API_VERSION=3)')
+    authtoken = {
+        'paste.filter_factory': 'keystonemiddleware.auth_token:filter_factory',
+        'www_authenticate_uri': options['auth'],
+        'auth_url': options['auth'],
+        'auth_type': 'password',
+        'username': options['user'],
+        'password': options['key'],
+        # Swift's own memcache client (from the cache filter), not
+        # python-memcached.
+        'cache': 'swift.cache',
+        # keystoneauth decides: anonymous requests may still pass a
+        # container's ACL or a temporary URL.
+        'delay_auth_decision': 'true',
+        'include_service_catalog': 'false',
+    }
+    for key in ('user_id', 'user_domain_id', 'user_domain_name', 'project_id',
+                'project_name', 'project_domain_id', 'project_domain_name'):
+        if options['os_options'].get(key):
+            authtoken[key] = options['os_options'][key]
+    return {
+        'filter:authtoken': authtoken,
+        'filter:s3token': {'use': 'egg:swift#s3token',
+                           'auth_uri': options['auth']},
+        'filter:keystoneauth': {'use': 'egg:swift#keystoneauth',
+                                'operator_roles': 'admin, member',
+                                'reseller_admin_role': 'ResellerAdmin'},
+    }
 
 
 def _backend(layout, name, kind, port, devices):
