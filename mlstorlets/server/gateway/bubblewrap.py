@@ -780,6 +780,8 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         SBus.send = staticmethod(send_without_following_links)
         self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope,
                                        conf)
+        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
+                                             DEFAULT_CANCEL_TIMEOUT))
 
     def bring_from_cache(self, obj_name, sreq, is_storlet):
         """Upstream's, then the copy made readable by the sandbox's group.
@@ -796,8 +798,6 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             os.chmod(path, stat.S_IMODE(mode) & 0o700 |
                      (mode & 0o500) >> 3)
         return updated
-        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
-                                             DEFAULT_CANCEL_TIMEOUT))
 
     def invocation_flow(self, sreq):
         """Run a storlet within ``storlet_timeout``; see the module.
