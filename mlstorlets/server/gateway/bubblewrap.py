@@ -28,6 +28,14 @@ top of the upstream ones (``host_root``, ``storlet_timeout``, ...):
 ``sandbox_file_size_limit``
     ``RLIMIT_FSIZE`` in bytes: bounds any file a storlet writes to its
     private ``/tmp``.
+``storlet_workers``
+    Worker processes per storlet in the sandbox's persistent agent
+    (:mod:`mlstorlets.server.agent`); default 0, the cores available to the
+    sandbox.  Requests beyond that many wait for a free worker.
+``storlet_agent``
+    ``persistent`` (default): the agent of :mod:`mlstorlets.server.agent`,
+    whose workers import a storlet once and serve request after request;
+    ``upstream``: upstream's daemon factory, forking a child per request.
 """
 
 import os
@@ -44,6 +52,9 @@ from storlets.gateway.gateways.container.runtime import RunTimeSandbox
 from storlets.sbus import SBus
 
 SANDBOX_NATIVE_LIB_DIR = '/usr/local/lib/storlets'
+# Where the engine's own package (the sandbox agent) is mounted read-only.
+SANDBOX_ENGINE_DIR = '/opt/mlstorlets-engine'
+AGENTS = ('persistent', 'upstream')
 PIDFILE = 'sandbox.pid'
 
 # The sandbox processes this worker started, by scope.  Kept so that a
@@ -97,6 +108,11 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         self.file_size_limit = self._load_int_opt(
             conf, 'sandbox_file_size_limit')
         self.bwrap = conf.get('bwrap_path', '/usr/bin/bwrap')
+        self.storlet_workers = int(conf.get('storlet_workers', 0))
+        self.agent = conf.get('storlet_agent', 'persistent')
+        if self.agent not in AGENTS:
+            raise ValueError('storlet_agent must be one of %s, not %r'
+                             % (AGENTS, self.agent))
         for option in ('container_cpu_quota', 'container_cpu_period',
                        'container_pids_limit'):
             if conf.get(option):
@@ -142,6 +158,8 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 path = os.path.join(local_lib, name)
                 args += ['--ro-bind', path, path]
         args += ['--ro-bind', self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
+        args += ['--ro-bind', _engine_package(),
+                 os.path.join(SANDBOX_ENGINE_DIR, 'mlstorlets')]
         # The interpreter, its standard library and the environment holding
         # numpy, OpenCV and scikit-learn, at the paths they have outside.
         venv = os.path.dirname(os.path.dirname(self.sandbox_python))
@@ -176,10 +194,20 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             '--setenv', 'PATH', '/usr/bin:/bin',
             '--setenv', 'HOME', '/tmp',
             '--setenv', 'TMPDIR', '/tmp',
-            '--setenv', 'PYTHONPATH',
+            '--setenv', 'PYTHONPATH', SANDBOX_ENGINE_DIR + ':' +
             os.path.join(SANDBOX_NATIVE_LIB_DIR, 'python'),
             '/usr/bin/python3',
         ] + self._get_container_command(container_name)
+
+    def _get_container_command(self, container_name):
+        if self.agent == 'upstream':
+            return super()._get_container_command(container_name)
+        return [
+            '-m', 'mlstorlets.server.agent.factory',
+            self.paths.sandbox_factory_pipe,
+            self.storlet_daemon_factory_debug_level,
+            container_name, '--workers', str(self.storlet_workers),
+        ]
 
     def _limits(self):
         """Limits applied to the sandbox between fork and exec."""
@@ -233,6 +261,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         _running[self.scope] = proc
         with open(self._pidfile, 'w') as f:
             f.write('%d\n' % proc.pid)
+
+
+def _engine_package():
+    """The host directory of this ``mlstorlets`` package (trusted code)."""
+    import mlstorlets
+    return os.path.dirname(os.path.abspath(mlstorlets.__file__))
 
 
 def _read_pid(path):
