@@ -220,6 +220,10 @@ class PersistentStorletDaemon(SBusServer):
             self._drop(worker, replace=False)
         elif worker.task is not None:
             task, worker.task = worker.task, None
+            # The worker that served last goes first: back-to-back
+            # requests find the state it keeps warm.
+            self.workers.remove(worker)
+            self.workers.insert(0, worker)
             self._answer(task, message, fds)
         else:
             channel.close_all(fds)

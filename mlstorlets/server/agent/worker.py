@@ -18,6 +18,7 @@ half-way sends nothing (see :mod:`mlstorlets.server.agent`).
 
 import argparse
 import importlib
+import logging
 import os
 import socket
 import sys
@@ -186,6 +187,8 @@ def main(argv=None):
     parser.add_argument('log_level')
     parser.add_argument('container_id')
     opts = parser.parse_args(argv)
+    # A log line that cannot be sent is lost, not printed to a stream.
+    logging.raiseExceptions = False
     logger = get_logger('storlets-worker', opts.log_level, opts.container_id)
     sock = socket.socket(fileno=opts.sock_fd)
     forget_engine()
