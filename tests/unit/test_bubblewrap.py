@@ -113,7 +113,7 @@ def test_the_persistent_agent_is_started_from_the_read_only_engine(sandbox):
     # Found on the interpreter's path before anything of the storlets'.
     path = argv[argv.index('PYTHONPATH') + 1]
     assert path.split(':')[0] == SANDBOX_ENGINE_DIR
-    tail = argv[argv.index('/usr/bin/python3') + 1:]
+    tail = argv[len(argv) - argv[::-1].index('/usr/bin/python3'):]
     assert tail[:2] == ['-m', 'mlstorlets.server.agent.factory']
     assert tail[-2:] == ['--workers', '0']
 
