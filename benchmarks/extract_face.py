@@ -5,15 +5,25 @@ One run, on an embedded cluster this script starts (one object server):
 * **storlets**: ``mlstorlets run extract_face.py`` over the training photos
   (copy semantics: each crop is made and written inside the cluster);
 * **baseline**: download each photo, run the same storlet code locally
-  (``mlstorlets.client.local_storlet``, the client-side fallback), upload the crop.
+  (``mlstorlets.client.local_storlet``, the client-side fallback), upload the crop;
+* **one local process**: the same storlet code over the photos already in
+  memory, one after the other, in this process: the rate that the cluster,
+  which has all the machine's cores, should beat (target: at least 1.6x on
+  2 cores).
 
-Both with the same concurrency, after a warm-up of each.  Reports images per
+The first two with the same concurrency, after a warm-up of each.
+``--agent`` chooses the sandbox agent (``persistent`` workers, or
+``upstream``'s fork per request), ``--storlet-workers``,
+``--object-workers`` and ``--proxy-workers`` the engine's and Swift's
+worker processes.  Reports images per
 second and the bytes that went through the client, prints a table and saves
 benchmarks/results/extract_face.json.  On this one machine the client and
 the cluster share the same two cores, so the wall-time comparison
 understates what a real cluster gains; the byte counts do not depend on it.
 
-    DATA=../shared/data/faces .venv/bin/python benchmarks/extract_face.py
+    DATA=../shared/data/faces .venv/bin/python benchmarks/extract_face.py \
+        [--concurrency 4] [--rounds 2] [--agent persistent] \
+        [--storlet-workers 0] [--object-workers 1] [--proxy-workers 1]
 """
 
 import argparse
@@ -34,6 +44,7 @@ from mlstorlets.server.aio import Cluster  # noqa: E402
 from mlstorlets.client.batch import run_batch  # noqa: E402
 from mlstorlets.client.deploy import deploy  # noqa: E402
 from support import data_dir, free_base_port  # noqa: E402
+from cluster_options import AGENTS, reconfigure  # noqa: E402
 
 STORLET = 'extract_face.py'
 
@@ -63,16 +74,42 @@ def baseline(conn_factory, names, dest, concurrency):
     return time.perf_counter() - started, sum(moved)
 
 
+def local_process(photos):
+    """Images per second of the storlet code in this one process."""
+    storlet = local_storlet.load_storlet(STORLET)
+    bodies = []
+    for item in photos:
+        with open(item.path, 'rb') as f:
+            bodies.append((item.name, f.read(), {'Name': item.label}))
+    local_storlet.invoke(storlet, [bodies[0][1:]], {}, name=bodies[0][0],
+                         storlet=STORLET)
+    started = time.perf_counter()
+    for name, body, metadata in bodies:
+        local_storlet.invoke(storlet, [(body, metadata)],
+                             {'source': 'photos/' + name}, name=name,
+                             storlet=STORLET)
+    return len(bodies) / (time.perf_counter() - started)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--concurrency', type=int, default=4)
     parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--agent', choices=AGENTS, default=AGENTS[0])
+    parser.add_argument('--storlet-workers', type=int, default=0,
+                        help='workers per storlet (0: the cores)')
+    parser.add_argument('--object-workers', type=int, default=1)
+    parser.add_argument('--proxy-workers', type=int, default=1)
     args = parser.parse_args()
     photos = [i for i in datasets.items(data_dir(), ('train',))]
     quiet = lambda msg: None  # noqa: E731
     with tempfile.TemporaryDirectory(prefix='mlsb-') as state:
         cluster = Cluster(state)
         cluster.up(base_port=free_base_port(), log=quiet)
+        reconfigure(cluster, agent=args.agent,
+                    storlet_workers=args.storlet_workers,
+                    object_workers=args.object_workers,
+                    proxy_workers=args.proxy_workers)
         try:
             conn = cluster.connection()
             deploy(conn, log=quiet)
@@ -99,6 +136,7 @@ def main():
                     cluster.connection, names, 'client-%d/' % r,
                     args.concurrency)
                 rounds.append({
+                    'local_process_images_per_s': local_process(photos),
                     'storlet_s': summary.seconds,
                     'storlet_client_bytes': summary.client_bytes,
                     'baseline_s': local_s, 'baseline_client_bytes':
@@ -108,13 +146,20 @@ def main():
     n = len(photos)
     best = min(rounds, key=lambda r: r['storlet_s'] + r['baseline_s'])
     result = {'images': n, 'concurrency': args.concurrency,
-              'rounds': rounds,
+              'agent': args.agent, 'storlet_workers': args.storlet_workers,
+              'object_workers': args.object_workers,
+              'proxy_workers': args.proxy_workers, 'rounds': rounds,
+              'local_process_images_per_s':
+                  best['local_process_images_per_s'],
               'storlet_images_per_s': n / best['storlet_s'],
               'baseline_images_per_s': n / best['baseline_s'],
               'storlet_client_bytes': best['storlet_client_bytes'],
               'baseline_client_bytes': best['baseline_client_bytes']}
     result['speed_ratio'] = (result['storlet_images_per_s'] /
                              result['baseline_images_per_s'])
+    result['storlet_over_local_process'] = (
+        result['storlet_images_per_s'] /
+        result['local_process_images_per_s'])
     print('extract_face over %d photos, concurrency %d (best of %d rounds)'
           % (n, args.concurrency, args.rounds))
     print('%-28s %12s %22s' % ('', 'images/s', 'bytes through client'))
@@ -124,7 +169,13 @@ def main():
     print('%-28s %12.1f %22d' % ('baseline (client-side)',
                                  result['baseline_images_per_s'],
                                  result['baseline_client_bytes']))
+    print('%-28s %12.1f %22d' % ('one local process (memory)',
+                                 result['local_process_images_per_s'], 0))
     print('storlets / baseline speed: %.2fx' % result['speed_ratio'])
+    print('storlets / one local process: %.2fx (target: at least 1.6x; '
+          'agent %s, %d object and %d proxy worker(s))' % (
+              result['storlet_over_local_process'], args.agent,
+              args.object_workers, args.proxy_workers))
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     with open(os.path.join(HERE, 'results', 'extract_face.json'), 'w') as f:
         json.dump(result, f, indent=2)
