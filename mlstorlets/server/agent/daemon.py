@@ -26,6 +26,7 @@ Started by :mod:`mlstorlets.server.agent.factory`::
 import argparse
 import collections
 import json
+import logging
 import os
 import select
 import signal
@@ -418,6 +419,23 @@ def _checked_outputs(metadata, fds, expected):
     return outputs
 
 
+def run_server(role, log_level, container_id, build):
+    """Run the SBus server ``build(logger)`` returns; exit with its status.
+
+    As upstream's agents do, logging to the sandbox's syslog socket; a
+    line that cannot be sent is lost, never printed to a stream.
+    """
+    logging.raiseExceptions = False
+    logger = get_logger(role, log_level, container_id)
+    try:
+        SBus.start_logger(log_level.upper(), container_id=container_id)
+        code = build(logger).main_loop()
+    except Exception:
+        logger.exception('Unhandled exception')
+        code = EXIT_FAILURE
+    sys.exit(code)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description='Storlet daemon over persistent worker processes')
@@ -428,19 +446,10 @@ def main(argv=None):
     parser.add_argument('container_id')
     parser.add_argument('storlet_dir')
     opts = parser.parse_args(argv)
-    logger = get_logger('storlets-daemon', opts.log_level, opts.container_id)
-    try:
-        SBus.start_logger(opts.log_level.upper(),
-                          container_id=opts.container_id)
-        daemon = PersistentStorletDaemon(
-            opts.storlet_name, opts.sbus_path, logger, opts.workers,
-            opts.storlet_dir, opts.log_level, opts.container_id)
-        code = daemon.main_loop()
-    except Exception:
-        logger.exception('Unhandled exception')
-        code = EXIT_FAILURE
-    sys.exit(code)
-
+    run_server('storlets-daemon', opts.log_level, opts.container_id,
+               lambda logger: PersistentStorletDaemon(
+                   opts.storlet_name, opts.sbus_path, logger, opts.workers,
+                   opts.storlet_dir, opts.log_level, opts.container_id))
 
 if __name__ == '__main__':
     main()

@@ -15,16 +15,14 @@ The bubblewrap gateway starts it inside the sandbox::
 import argparse
 import os
 import subprocess
-import sys
 import time
 
-from storlets.agent.common.server import EXIT_FAILURE
-from storlets.agent.common.utils import get_logger
 from storlets.agent.daemon_factory.server import SDaemonError, \
     StorletDaemonFactory
-from storlets.sbus import SBus
 from storlets.sbus.client import SBusClient
 from storlets.sbus.client.exceptions import SBusClientException
+
+from mlstorlets.server.agent.daemon import run_server
 
 SANDBOX_STORLET_DIR = '/var/lib/storlets'
 # How long a new daemon may take to load its storlet (numpy, OpenCV,
@@ -100,18 +98,9 @@ def main(argv=None):
                         help='worker processes per storlet (0: the cores '
                              'available)')
     opts = parser.parse_args(argv)
-    logger = get_logger('daemon-factory', opts.log_level, opts.container_id)
-    try:
-        SBus.start_logger(opts.log_level.upper(),
-                          container_id=opts.container_id)
-        factory = PersistentDaemonFactory(opts.sbus_path, logger,
-                                          opts.container_id, opts.workers)
-        code = factory.main_loop()
-    except Exception:
-        logger.exception('Unhandled exception')
-        code = EXIT_FAILURE
-    sys.exit(code)
-
+    run_server('daemon-factory', opts.log_level, opts.container_id,
+               lambda logger: PersistentDaemonFactory(
+                   opts.sbus_path, logger, opts.container_id, opts.workers))
 
 if __name__ == '__main__':
     main()

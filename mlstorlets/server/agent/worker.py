@@ -187,7 +187,6 @@ def main(argv=None):
     parser.add_argument('log_level')
     parser.add_argument('container_id')
     opts = parser.parse_args(argv)
-    # A log line that cannot be sent is lost, not printed to a stream.
     logging.raiseExceptions = False
     logger = get_logger('storlets-worker', opts.log_level, opts.container_id)
     sock = socket.socket(fileno=opts.sock_fd)
