@@ -1,6 +1,6 @@
 """Scenarios of the sandbox agent's daemon over real worker processes.
 
-Run by tests/unit/test_agent.py in a process of their own: the test
+Run by tests/unit/test_sandbox_agent.py in a process of their own: the test
 process is eventlet-patched (the server code it imports patches it), the
 sandbox is not.  ``python agent_scenarios.py NAME`` runs one; it fails with
 an AssertionError.
