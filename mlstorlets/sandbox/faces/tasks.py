@@ -22,17 +22,12 @@ import os
 import shutil
 import tempfile
 
-from mlstorlets.sandbox.content_cache import ContentCache
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.invocation import float_param, int_param
 from mlstorlets.sandbox.faces.detect import crop_face, encode_png, extract_face, largest_face
 from mlstorlets.sandbox.faces.image import decode_image
 from mlstorlets.sandbox.faces.model import load_model, recognize as recognize_crop
 from mlstorlets.sandbox.faces.video import MAX_FRAMES, NO_FACE, recognize_video
-
-#: Face models parsed in this process, by content: a storlet worker serves
-#: request after request with the same model object (a few MB at most).
-MODELS = ContentCache(max_items=4, max_bytes=256 * 1024**2)
 
 __all__ = [
     "extract",
@@ -214,8 +209,7 @@ def recognize(in_files, params):
     if kind not in ("auto", "image", "video"):
         raise ObjectError(name, f"parameter kind must be image, video or auto, got {kind!r}")
     # The model first: a bad model is refused before any work on the data.
-    model = MODELS.get(read_input(in_files[1], model_name, MAX_MODEL_BYTES),
-                       lambda data: load_model(data, model_name))
+    model = load_model(read_input(in_files[1], model_name, MAX_MODEL_BYTES), model_name)
     # Tags of an earlier recognition would survive on the output (the engine
     # keeps the input's metadata), so they are blanked, then set afresh.
     inherited = {k: ("" if k.startswith(TAG_PREFIX) else v) for k, v in in_files[0].get_metadata().items()}

@@ -158,7 +158,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 path = os.path.join(local_lib, name)
                 args += ['--ro-bind', path, path]
         args += ['--ro-bind', self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
-        args += ['--ro-bind', _engine_package(),
+        # Made traversable by any uid before the bind (bwrap makes missing
+        # parents 0700).
+        args += ['--perms', '0755', '--dir', os.path.dirname(
+                     SANDBOX_ENGINE_DIR),
+                 '--perms', '0755', '--dir', SANDBOX_ENGINE_DIR,
+                 '--ro-bind', _engine_package(),
                  os.path.join(SANDBOX_ENGINE_DIR, 'mlstorlets')]
         # The interpreter, its standard library and the environment holding
         # numpy, OpenCV and scikit-learn, at the paths they have outside.
