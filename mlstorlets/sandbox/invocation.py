@@ -13,11 +13,15 @@ middleware (:mod:`mlstorlets.server.middleware.storlet_copy`) understands:
 Anything else a storlet raises is a bug, and the engine reports it as a
 failed storlet (``502`` from the proxy).
 
-The storlet daemon forks a child per invocation and lets it end through
-``sys.exit()``: a full interpreter teardown, which with numpy, OpenCV and
-scikit-learn loaded costs more CPU than most invocations themselves.  Once
-its answer is sent and every file closed, the child of an mlstorlets
-storlet leaves with ``os._exit(0)``, as a forked child should.
+The sandbox's own agent (:mod:`mlstorlets.server.agent`) runs a storlet in
+persistent workers and declares every output's length itself, whatever
+the storlet does.  Upstream's storlet daemon (the docker and podman
+gateways, or ``storlet_agent = upstream``) forks a child per invocation and
+lets it end through ``sys.exit()``: a full interpreter teardown, which with
+numpy, OpenCV and scikit-learn loaded costs more CPU than most invocations
+themselves.  There, once its answer is sent and every file closed, the
+child of an mlstorlets storlet leaves with ``os._exit(0)``, as a forked
+child should.
 """
 
 import math
@@ -111,7 +115,7 @@ def float_param(params, key, default, low=-math.inf, high=math.inf,
 
 
 def _in_daemon_child():
-    """True inside a storlet daemon's per-invocation child process."""
+    """True inside upstream's storlet daemon's per-invocation child."""
     main = sys.modules.get('__main__')
     spec = getattr(main, '__spec__', None)
     return bool(spec) and spec.name.startswith('storlets.agent.daemon')

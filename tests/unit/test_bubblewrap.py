@@ -217,3 +217,33 @@ def test_limits_are_applied_in_the_child(sandbox):
 def test_cpuset_syntax():
     assert _parse_cpuset('0-2,5') == {0, 1, 2, 5}
     assert _parse_cpuset('3') == {3}
+
+
+def test_the_persistent_agent_is_started_from_the_read_only_engine(sandbox):
+    import mlstorlets
+    from mlstorlets.server.gateway.bubblewrap import SANDBOX_ENGINE_DIR
+    argv = command(sandbox)
+    engine = os.path.dirname(os.path.abspath(mlstorlets.__file__))
+    at = argv.index(engine)
+    assert argv[at - 1] == '--ro-bind'
+    assert argv[at + 1] == SANDBOX_ENGINE_DIR + '/mlstorlets'
+    # Found on the interpreter's path before anything of the storlets'.
+    path = argv[argv.index('PYTHONPATH') + 1]
+    assert path.split(':')[0] == SANDBOX_ENGINE_DIR
+    tail = argv[len(argv) - argv[::-1].index('/usr/bin/python3'):]
+    assert tail[:2] == ['-m', 'mlstorlets.server.agent.factory']
+    assert tail[-2:] == ['--workers', '0']
+
+
+def test_workers_and_agent_are_configurable(tmp_path):
+    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
+            'storlet_workers': '3'}
+    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    assert sbox._get_container_command('c')[-2:] == ['--workers', '3']
+    conf['storlet_agent'] = 'upstream'
+    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    assert sbox._get_container_command('c')[:2] == [
+        '-m', 'storlets.agent.daemon_factory']
+    conf['storlet_agent'] = 'fork'
+    with pytest.raises(ValueError, match='storlet_agent'):
+        BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())

@@ -77,6 +77,14 @@ top of the upstream ones (``host_root``, ``storlet_timeout``, ...):
     Applied as CPU affinity.
 ``container_cpu_quota``, ``container_cpu_period``
     Not available without cgroups: a warning says so if they are set.
+``storlet_workers``
+    Worker processes per storlet in the sandbox's persistent agent
+    (:mod:`mlstorlets.server.agent`); default 0, the cores available to the
+    sandbox.  Requests beyond that many wait for a free worker.
+``storlet_agent``
+    ``persistent`` (default): the agent of :mod:`mlstorlets.server.agent`,
+    whose workers import a storlet once and serve request after request;
+    ``upstream``: upstream's daemon factory, forking a child per request.
 ``storlet_cancel_timeout``
     Seconds the host waits for the sandbox to cancel a storlet past its
     timeout (default 2); past that, the account's sandbox is killed.
@@ -146,6 +154,9 @@ ROOT_ENTRIES = ('usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32')
 # of it (no shadow, no Swift or host configuration) is visible inside.
 ETC_ENTRIES = ('ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives',
                'localtime')
+# Where the engine's own package (the sandbox agent) is mounted read-only.
+SANDBOX_ENGINE_DIR = '/opt/mlstorlets-engine'
+AGENTS = ('persistent', 'upstream')
 
 # The sandbox processes this worker started, by scope.  Kept so that a
 # restart reaps the old process instead of leaving a zombie behind.
@@ -276,6 +287,11 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             conf, 'sandbox_cpu_time_limit')
         self.tmp_size = self._load_int_opt(conf, 'sandbox_tmp_size')
         self.bwrap = conf.get('bwrap_path', '/usr/bin/bwrap')
+        self.storlet_workers = int(conf.get('storlet_workers', 0))
+        self.agent = conf.get('storlet_agent', 'persistent')
+        if self.agent not in AGENTS:
+            raise ValueError('storlet_agent must be one of %s, not %r'
+                             % (AGENTS, self.agent))
         for option in ('container_cpu_quota', 'container_cpu_period'):
             if conf.get(option):
                 logger.warning('%s is set but not enforced: the bubblewrap '
@@ -341,6 +357,10 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 path = os.path.join(local_lib, name)
                 args += ['--ro-bind', path, path]
         args += ['--ro-bind', self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
+        # The engine's own package (the sandbox agent): trusted code, read
+        # from the host's install, never from a tenant-writable directory.
+        engine = os.path.join(SANDBOX_ENGINE_DIR, 'mlstorlets')
+        args += parents(engine) + ['--ro-bind', _engine_package(), engine]
         # The interpreter, its standard library and the environment holding
         # numpy, OpenCV and scikit-learn, at the paths they have outside.
         venv = os.path.dirname(os.path.dirname(self.sandbox_python))
@@ -380,12 +400,22 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             '--setenv', 'HOME', '/tmp',
             '--setenv', 'TMPDIR', '/tmp',
             '--setenv', 'USER', SANDBOX_USER,
-            '--setenv', 'PYTHONPATH',
+            '--setenv', 'PYTHONPATH', SANDBOX_ENGINE_DIR + ':' +
             os.path.join(SANDBOX_NATIVE_LIB_DIR, 'python'),
             SETPRIV, '--reuid', str(self.uid), '--regid', str(self.uid),
             '--clear-groups', '--inh-caps', '-all', '--no-new-privs', '--',
             '/usr/bin/python3',
         ] + self._get_container_command(container_name)
+
+    def _get_container_command(self, container_name):
+        if self.agent == 'upstream':
+            return super()._get_container_command(container_name)
+        return [
+            '-m', 'mlstorlets.server.agent.factory',
+            self.paths.sandbox_factory_pipe,
+            self.storlet_daemon_factory_debug_level,
+            container_name, '--workers', str(self.storlet_workers),
+        ]
 
     def _limits(self):
         """Limits applied to the sandbox between fork and exec."""
@@ -490,6 +520,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         with open(tmp, 'w') as f:
             f.write('%d %s\n' % (proc.pid, _start_time(proc.pid)))
         os.replace(tmp, self._record)
+
+
+def _engine_package():
+    """The host directory of this ``mlstorlets`` package (trusted code)."""
+    import mlstorlets
+    return os.path.dirname(os.path.abspath(mlstorlets.__file__))
 
 
 def _parse_cpuset(spec):
