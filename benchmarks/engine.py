@@ -21,7 +21,6 @@ Prints a table and saves benchmarks/results/engine.json.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
