@@ -108,10 +108,14 @@ def test_a_socket_symlink_does_not_reach_another_account(
         assert attack(conn, target, 'redirect', ON_PROXY,
                       storlet='hostile.HostileStorlet',
                       target=other_socket).startswith('allowed')
-        # The host refuses the link: the request fails rather than run in
-        # the other account's sandbox.
-        with pytest.raises(ClientException):
+        # The host refuses the link: the request fails, or runs in a daemon
+        # the engine restarts in the account's own sandbox; never in the
+        # other account's.
+        try:
             report = attack(conn, target, 'whoami', ON_PROXY)
+        except ClientException:
+            pass
+        else:
             assert 'marker-of-other' not in report
         # The other account is unaffected.
         assert 'marker-of-other' in attack(other_conn, other_target,
@@ -128,7 +132,7 @@ def test_no_host_secrets_are_readable(conn, target):
     environ = attack(conn, target, 'read', path='/proc/1/environ')
     assert environ.startswith('denied: PermissionError') or \
         environ == "allowed b''"
-    etc = attack(conn, target, 'whoami').split('etc=')[1]
+    etc = attack(conn, target, 'whoami').split('etc=')[1].split(' ')[0]
     assert set(etc.split(',')) <= ETC
 
 

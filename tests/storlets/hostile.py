@@ -58,10 +58,11 @@ class HostileStorlet(object):
 
     @staticmethod
     def whoami(params):
-        return 'uid=%d gid=%d channels=%s etc=%s' % (
+        # etc first: the channel list grows with every storlet that ran.
+        return 'uid=%d gid=%d etc=%s channels=%s' % (
             os.getuid(), os.getgid(),
-            ','.join(sorted(os.listdir('/mnt/channels'))),
-            ','.join(sorted(os.listdir('/etc'))))
+            ','.join(sorted(os.listdir('/etc'))),
+            ','.join(sorted(os.listdir('/mnt/channels'))))
 
     @staticmethod
     def read(params):

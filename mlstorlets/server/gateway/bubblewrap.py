@@ -702,13 +702,17 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
     def recover(self, storlet_id, cancelled):
         """Leave the sandbox able to serve after a storlet's timeout.
 
-        Upstream's daemon leaves its main loop after any cancel and waits
-        for its other tasks before it exits, reading no command meanwhile:
-        a cancelled storlet's daemon is stopped, so that the next request
-        starts another.  A sandbox that could not cancel is killed, and
-        every storlet it runs with it; the next request starts another.
+        The persistent agent's cancel kills only the cancelled request's
+        worker and replaces it: its other requests go on.  Upstream's daemon
+        leaves its main loop after any cancel and waits for its other tasks
+        before it exits, reading no command meanwhile: a cancelled storlet's
+        daemon is stopped, so that the next request starts another.  A
+        sandbox that could not cancel is killed, and every storlet it runs
+        with it; the next request starts another.
         """
         self.deadline = None
+        if cancelled and self.agent == 'persistent':
+            return
         lock = _scope_locks[self.scope]
         if not lock.acquire(timeout=self.sandbox_wait_timeout):
             return  # the next activation's bounded checks restart it
