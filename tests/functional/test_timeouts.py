@@ -138,8 +138,9 @@ def test_a_timed_out_copy_writes_nothing(short):
 
 
 def test_more_spinning_storlets_than_the_daemon_pool_all_time_out(short):
-    """The storlet daemon runs 5 tasks at once; with 5 spinning, it takes
-    no command (not even a cancel) until one ends."""
+    """More spinning storlets than the daemon runs at once (upstream's takes
+    no command, not even a cancel, with 5 spinning; the persistent agent
+    queues what its workers cannot take): every one is answered."""
     def spin(_):
         return timed_out(lambda: run(connect(short), 'action=spin', ON_PROXY),
                          killed_ok=True).http_status
