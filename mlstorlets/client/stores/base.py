@@ -16,13 +16,13 @@ import dataclasses
 import hashlib
 
 from mlstorlets.sandbox.errors import ObjectError
+# Names the project keeps for itself (sidecars, temporary state): one rule
+# for every store and the Swift gateway.
+from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F401
 
 # The user metadata key every output records its source's hash in: an output
 # whose Source-Etag matches its source is up to date (resume, skip).
 SOURCE_ETAG = 'Source-Etag'
-# Names the project keeps for itself (sidecars, temporary state); never
-# listed as data.
-INTERNAL_PREFIX = '.mlstorlets'
 
 
 class StoreError(ObjectError):
@@ -75,11 +75,6 @@ def normalize_metadata(metadata):
 
 def md5_hex(data):
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def is_internal(key):
-    """True for names the project keeps for itself (any path component)."""
-    return any(part.startswith(INTERNAL_PREFIX) for part in key.split('/'))
 
 
 class Store:

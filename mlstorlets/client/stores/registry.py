@@ -34,6 +34,7 @@ class Stores:
         self.environ = os.environ if environ is None else environ
         self._swift, self._s3, self._dropbox = swift, s3, dropbox
         self._stores = {}
+        self._gateway = None
         self._s3_in_cluster = None
         self._lock = threading.RLock()
 
@@ -81,7 +82,10 @@ class Stores:
                 raise StoreError(uri, 'no Swift credentials: set ST_AUTH, '
                                  'ST_USER and ST_KEY, or the OS_* variables')
             from mlstorlets.client.stores.swift import SwiftStore
-            return SwiftStore(conn, uri.location)
+            if self._gateway is None:
+                from mlstorlets.client.swift import Swift
+                self._gateway = Swift(conn)
+            return SwiftStore(self._gateway, uri.location)
         if uri.scheme == 's3':
             from mlstorlets.client.stores.s3 import S3Store
             return S3Store(self._s3_client(), uri.location)

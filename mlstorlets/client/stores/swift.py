@@ -1,18 +1,17 @@
 """``swift://``: a container of the default cluster, through swiftclient.
 
-A swiftclient ``Connection`` is not thread-safe: each thread gets its own,
-sharing the first one's token (see :class:`mlstorlets.client.batch._Connections`).
+Every request goes through the client's Swift gateway
+(:class:`mlstorlets.client.swift.Swift`): a connection per thread, one rule
+for internal names, errors as one-line reasons.
 A ``PUT`` carries the body's MD5 as its ETag, so that Swift refuses a body
 that arrived damaged, and commits an object only when all of it arrived.
 """
 
 from urllib.parse import quote
 
-from swiftclient.exceptions import ClientException
-
-from mlstorlets.client.batch import _Connections, error_reason
 from mlstorlets.client.stores.base import (Entry, NotFound, Store, StoreError,
-                                    is_internal, md5_hex, normalize_metadata)
+                                    md5_hex, normalize_metadata)
+from mlstorlets.client.swift import Swift, SwiftError
 
 META = 'x-object-meta-'
 
@@ -22,37 +21,33 @@ class SwiftStore(Store):
 
     Parameters
     ----------
-    conn : swiftclient.client.Connection
+    conn : swiftclient.client.Connection or mlstorlets.client.swift.Swift
     container : str
     """
 
     scheme = 'swift'
 
     def __init__(self, conn, container):
-        self.conn = conn
+        self.swift = conn if isinstance(conn, Swift) else Swift(conn)
         self.location = container
-        self._connections = _Connections(conn)
 
     def _call(self, key, method, *args, **kwargs):
         try:
-            return getattr(self._connections.get(), method)(*args, **kwargs)
-        except ClientException as err:
-            if err.http_status == 404:
+            return self.swift.call(self.uri(key), method, *args, **kwargs)
+        except SwiftError as err:
+            if err.status == 404:
                 raise NotFound(self.uri(key), 'not found') from None
-            raise StoreError(self.uri(key), error_reason(err)) from None
-        except OSError as err:
-            raise StoreError(self.uri(key), 'cannot reach Swift: %s'
-                             % err) from None
+            raise StoreError(self.uri(key), err.reason) from None
 
     def list(self, prefix=''):
         try:
-            _, listing = self._call(prefix, 'get_container', self.location,
-                                    prefix=prefix or None, full_listing=True)
-        except NotFound:
-            raise NotFound(self.uri(prefix), 'no such container') from None
-        return [Entry(e['name'], e['bytes'], e['hash'])
-                for e in listing
-                if 'name' in e and not is_internal(e['name'])]
+            listing = self.swift.listing(self.location, prefix)
+        except SwiftError as err:
+            if err.status == 404:
+                raise NotFound(self.uri(prefix), 'no such container') \
+                    from None
+            raise StoreError(self.uri(prefix), err.reason) from None
+        return [Entry(e['name'], e['bytes'], e['hash']) for e in listing]
 
     def head(self, key):
         try:
