@@ -107,7 +107,7 @@ class BatchSummary:
             lines = ['%s (dry run, %s): %d to do, %d up to date, %d bytes '
                      'of data' % (self.storlet, where, len(self.planned),
                                   len(self.skipped), self.source_bytes)]
-            lines += ['  would do %s' % name
+            lines += ['  would do %s' % printable(name)
                       for name in self.planned[:MAX_LISTED]]
             if len(self.planned) > MAX_LISTED:
                 lines.append('  ... and %d more'
@@ -119,7 +119,8 @@ class BatchSummary:
                     len(self.failed), self.seconds, where, self.client_bytes,
                     self.source_bytes)]
         for name, reason in self.failed[:MAX_LISTED]:
-            lines.append('  failed %s: %s' % (name, reason))
+            lines.append('  failed %s: %s' % (printable(name),
+                                              printable(reason)))
         if len(self.failed) > MAX_LISTED:
             lines.append('  ... and %d more failures'
                          % (len(self.failed) - MAX_LISTED))
@@ -137,6 +138,11 @@ class BatchSummary:
 
     def to_json(self):
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False)
+
+
+def printable(text):
+    """``text`` on one line: a name may hold CR, LF or other controls."""
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # -- the engine ------------------------------------------------------------

@@ -183,8 +183,17 @@ class Swift:
     # -- storlets --------------------------------------------------------
     def declared_parameters(self, storlet):
         """The parameters ``storlet`` declares (a set), or None when it
-        declares none; a storlet not deployed is a :class:`SwiftError`."""
-        headers = self.head(STORLET_CONTAINER, storlet)
+        declares none; a storlet not deployed is a :class:`SwiftError`.
+
+        A user the account lets run storlets but not read the storlet
+        container (a storlet ACL) cannot check: None, and the engine
+        answers each call."""
+        try:
+            headers = self.head(STORLET_CONTAINER, storlet)
+        except SwiftError as err:
+            if err.status in (401, 403):
+                return None
+            raise
         if headers is None:
             raise SwiftError(storlet, 'no such storlet in this account '
                              '(deploy it: mlstorlets deploy)', 404)
