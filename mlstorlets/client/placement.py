@@ -223,9 +223,11 @@ def _open(stores, src, dest, resume, dry_run=False):
     resume) of a job from ``src`` to ``dest``."""
     src_store, _ = stores.open(src)
     dest_store, _ = stores.open(dest)
+    tasks = _plan(src_store, src, dest)
     if dest_store.scheme == 's3':
         dest_store.check()  # outputs can be written: the bucket exists
-    tasks = _plan(src_store, src, dest)
+    if not tasks:
+        raise NotFound(src, 'no objects under this prefix')
     if dest_store.scheme == 'swift' and not dry_run:
         dest_store.ensure_container()  # as run_batch and swift upload do
     return src_store, dest_store, tasks, (
@@ -242,8 +244,6 @@ def _plan(src_store, src, dest):
             raise NotFound(src, 'no such object (to name every object '
                            'under a prefix, end it with /)')
         entries = [entry]
-    if not entries:
-        raise NotFound(src, 'no objects under this prefix')
     pairs = plan_keys(src, dest, [e.name for e in entries])
     return [_Task(entry, key, src_store.uri(entry.name))
             for entry, (_, key) in zip(entries, pairs)]
