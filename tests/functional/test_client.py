@@ -81,7 +81,7 @@ def test_the_cli_over_s3_end_to_end(env, photos, tmp_path):
                            's3://%s/train/' % bucket,
                            's3://%s/crops/' % bucket, '-p', 'size=48',
                            '--json')
-    assert status == 0, err
+    assert status == 0, (out, err)
     found = summary_of(out)
     assert found['placement'] == 'cluster' and found['client_bytes'] == 0
     assert len(found['done']) == len(files) and not found['failed']
