@@ -50,33 +50,29 @@ MAX_REASONS = 3
 
 def part(args):
     """Run one series; return its latencies (s) and failures."""
-    from mlstorlets.client.batch import error_reason, parallel
     from mlstorlets.client.connection import connection_from_environment
-    from swiftclient.exceptions import ClientException
-    conn = connection_from_environment()
-    _, listing = conn.get_container(CONTAINER, full_listing=True)
-    names = [e['name'] for e in listing]
+    from mlstorlets.client.swift import Swift, SwiftError
+    swift = Swift(connection_from_environment())
+    names = [e['name'] for e in swift.listing(CONTAINER)]
     headers = {'X-Run-Storlet': args.storlet} if args.storlet else {}
     lock = threading.Lock()
     failures = []
 
-    def call(connection, i):
+    def call(i):
+        name = names[i % len(names)]
         started = time.perf_counter()
         try:
-            connection.get_object(CONTAINER, names[i % len(names)],
-                                  headers=headers)
-        except (ClientException, OSError) as err:
+            swift.call(name, 'get_object', CONTAINER, name, headers=headers)
+        except SwiftError as err:
             with lock:
-                failures.append(error_reason(err)
-                                if isinstance(err, ClientException)
-                                else str(err))
+                failures.append(err.reason)
             return None
         return time.perf_counter() - started
 
-    parallel(conn, call, range(args.concurrency), args.concurrency)
+    swift.parallel(call, range(args.concurrency), args.concurrency)
     failures.clear()
     started = time.perf_counter()
-    latencies = parallel(conn, call, range(args.calls), args.concurrency)
+    latencies = swift.parallel(call, range(args.calls), args.concurrency)
     wall = time.perf_counter() - started
     return {'latencies_s': [x for x in latencies if x is not None],
             'failures': len(failures), 'failure_reasons':

@@ -21,4 +21,6 @@ from mlstorlets.sandbox.faces import tasks  # noqa: E402
 class ExtractFaceStorlet(invocation.Storlet):
     """Output the largest face of the input photo as a grayscale PNG crop."""
 
+    # What the client may pass (besides source): checked before any call.
+    parameters = ('size', 'margin', 'label_key')
     compute = staticmethod(tasks.extract)

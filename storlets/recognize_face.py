@@ -23,4 +23,6 @@ from mlstorlets.sandbox.faces import tasks  # noqa: E402
 class RecognizeFaceStorlet(invocation.Storlet):
     """Tag a photo with the recognised person, or annotate a video."""
 
+    # What the client may pass (besides source): checked before any call.
+    parameters = ('model', 'threshold', 'kind', 'max_frames')
     compute = staticmethod(tasks.recognize)

@@ -21,4 +21,7 @@ from mlstorlets.sandbox.faces import shards  # noqa: E402
 class TrainStorlet(invocation.Storlet):
     """Run one step of face model training over the input objects."""
 
+    # What the client may pass (besides source): checked before any call.
+    parameters = ('step', 'size', 'margin', 'label_key', 'epochs', 'alpha',
+                  'seed')
     compute = staticmethod(shards.run)

@@ -1,16 +1,22 @@
-"""Run a storlet over every object of a set, with copy semantics.
+"""The batch engine: one job over every object of a set.
 
-For each source object ``A`` under ``src`` the runner asks the cluster to
-make ``B`` (under ``dest``) the storlet's output over ``A``: a ``PUT`` of
-``B`` with ``X-Copy-From: A`` and ``X-Run-Storlet``.  The data never passes
-through the client; only requests, answers and (for listings) names do.
+:func:`execute` runs a job, in the cluster or on the client (see
+:mod:`mlstorlets.client.placement`): bounded concurrency, a progress bar, a
+summary of what was done, skipped or failed and why, resume, ``--dry-run``,
+and Ctrl-C (the work not started is cancelled, the work in flight stops at
+its next step, the summary so far is returned; running the job again
+completes it).
 
-* Concurrency is bounded: ``concurrency`` requests in flight, each worker
-  thread with its own connection (a swiftclient ``Connection`` is not
-  thread-safe), sharing one token.
+:func:`run_batch` is the job that runs a storlet inside the cluster: for
+each source object ``A`` under ``src`` it asks the cluster to make ``B``
+(under ``dest``) the storlet's output over ``A``, a ``PUT`` of ``B`` with
+``X-Copy-From: A`` and ``X-Run-Storlet``.  The data never passes through
+the client; only requests, answers and (for listings) names do.
+
 * It resumes: every output records its source's ETag
-  (``X-Object-Meta-Source-Etag``), and an output that already exists for the
-  same source content is skipped.
+  (``X-Object-Meta-Source-Etag``) and the digest of everything else that
+  made it (``Mlstorlets-Run``); an output that already exists for the same
+  source and run is skipped.
 * A failure is per object: the summary lists each with the server's reason,
   and the other objects go on.
 """
@@ -18,26 +24,27 @@ through the client; only requests, answers and (for listings) names do.
 import dataclasses
 import hashlib
 import json
+import sys
 import threading
 import time
-from urllib.parse import quote
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from swiftclient.client import Connection
-from swiftclient.exceptions import ClientException
-
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.swift import Swift, SwiftError
 from mlstorlets.client.uri import parse_uri, plan_keys
+from mlstorlets.sandbox.errors import ObjectError
 
 SOURCE_ETAG = 'X-Object-Meta-Source-Etag'
 # What made an output besides its source: the storlet, its parameters and
 # the content of its other inputs (a model, say).  An output is up to date
 # only if both match.
 RUN_KEY = 'Mlstorlets-Run'
-# Objects the project keeps for itself inside user containers.
-INTERNAL_PREFIX = '.mlstorlets'
-# Failures a summary prints one by one; the rest are counted.
+# Failures (and, in a dry run, planned objects) a summary prints one by
+# one; the rest are counted.
 MAX_LISTED = 20
+
+
+class Cancelled(Exception):
+    """The job was interrupted before this object's work was complete."""
 
 
 @dataclasses.dataclass
@@ -55,6 +62,8 @@ class Task:
     def source(self):
         return '%s/%s' % (self.container, self.name)
 
+    label = source
+
     @property
     def dest(self):
         return '%s/%s' % (self.dest_container, self.dest_name)
@@ -70,13 +79,18 @@ class BatchSummary:
     counts the body bytes that went through the client: in the cluster,
     only the error messages of the storlet requests; on the client, every
     byte downloaded and uploaded.  ``source_bytes`` is the data the work
-    read.
+    read.  ``planned`` lists what a dry run would do; ``cancelled`` counts
+    the objects an interrupted run did not finish.
     """
 
     storlet: str
     done: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
     failed: list = dataclasses.field(default_factory=list)
+    planned: list = dataclasses.field(default_factory=list)
+    cancelled: int = 0
+    interrupted: bool = False
+    dry_run: bool = False
     client_bytes: int = 0
     source_bytes: int = 0
     seconds: float = 0.0
@@ -84,53 +98,213 @@ class BatchSummary:
 
     @property
     def ok(self):
-        return not self.failed
+        return not self.failed and not self.interrupted
 
     def format(self):
         where = 'in the cluster' if self.placement == 'cluster' \
             else 'on the client'
+        if self.dry_run:
+            lines = ['%s (dry run, %s): %d to do, %d up to date, %d bytes '
+                     'of data' % (self.storlet, where, len(self.planned),
+                                  len(self.skipped), self.source_bytes)]
+            lines += ['  would do %s' % printable(name)
+                      for name in self.planned[:MAX_LISTED]]
+            if len(self.planned) > MAX_LISTED:
+                lines.append('  ... and %d more'
+                             % (len(self.planned) - MAX_LISTED))
+            return '\n'.join(lines)
         lines = ['%s: %d done, %d skipped, %d failed in %.1f s %s; %d bytes '
                  'through the client for %d bytes of data'
                  % (self.storlet, len(self.done), len(self.skipped),
                     len(self.failed), self.seconds, where, self.client_bytes,
                     self.source_bytes)]
         for name, reason in self.failed[:MAX_LISTED]:
-            lines.append('  failed %s: %s' % (name, reason))
+            lines.append('  failed %s: %s' % (printable(name),
+                                              printable(reason)))
         if len(self.failed) > MAX_LISTED:
             lines.append('  ... and %d more failures'
                          % (len(self.failed) - MAX_LISTED))
+        if self.interrupted:
+            lines.append('interrupted: %d not done; run the same command '
+                         'again to complete it' % self.cancelled)
         return '\n'.join(lines)
 
+    def as_dict(self):
+        """The summary as plain data (``--json``)."""
+        found = dataclasses.asdict(self)
+        found['failed'] = [{'name': n, 'reason': r} for n, r in self.failed]
+        found['ok'] = self.ok
+        return found
 
-def list_objects(conn, uri):
+    def to_json(self):
+        return json.dumps(self.as_dict(), indent=2, ensure_ascii=False)
+
+
+def printable(text):
+    """``text`` on one line: a name may hold CR, LF or other controls."""
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# -- the engine ------------------------------------------------------------
+class Job:
+    """What a job's ``work`` function gets besides its task."""
+
+    def __init__(self, summary, cancel):
+        self._summary = summary
+        self._cancel = cancel
+        self._lock = threading.Lock()
+
+    def count(self, nbytes):
+        """Count ``nbytes`` moved through the client."""
+        with self._lock:
+            self._summary.client_bytes += nbytes
+
+    def checkpoint(self):
+        """Stop here (raise :class:`Cancelled`) if the job was interrupted."""
+        if self._cancel.is_set():
+            raise Cancelled()
+
+
+def execute(summary, tasks, work, concurrency=4, progress=None,
+            up_to_date=None, dry_run=False):
+    """Run ``work(task, job)`` over ``tasks`` into ``summary``.
+
+    Parameters
+    ----------
+    summary : BatchSummary
+    tasks : list
+        Each with a ``label`` (its name in the summary) and a ``size``.
+    work : callable
+        ``work(task, job)`` does one object; :class:`Job` counts the bytes
+        it moves and stops it at a checkpoint when the job is interrupted.
+        An :class:`~mlstorlets.sandbox.errors.ObjectError` (or any error)
+        fails this object only.
+    concurrency : int
+    progress : bool, optional
+        Show a progress bar; default: when stderr is a terminal.
+    up_to_date : callable, optional
+        ``up_to_date(task) -> bool``: skip the object.
+    dry_run : bool
+        List in ``summary.planned`` what would be done; do nothing.
+
+    Returns
+    -------
+    BatchSummary
+        ``summary``, its lists sorted by name; ``interrupted`` when Ctrl-C
+        stopped it.
+    """
+    if concurrency < 1:
+        raise ValueError('concurrency must be at least 1')
+    started = time.monotonic()
+    summary.dry_run = dry_run
+    summary.source_bytes = sum(t.size for t in tasks)
+    cancel = threading.Event()
+    job = Job(summary, cancel)
+
+    def one(task):
+        try:
+            job.checkpoint()
+            if up_to_date is not None and up_to_date(task):
+                return 'skipped', None
+            if dry_run:
+                return 'planned', None
+            work(task, job)
+            return 'done', None
+        except Cancelled:
+            return 'cancelled', None
+        except ObjectError as err:
+            return 'failed', err.reason if err.name == task.label \
+                else str(err)
+        except Exception as err:  # one object's failure, whatever it is
+            return 'failed', '%s: %s' % (type(err).__name__, err)
+
+    bar = _progress(len(tasks), summary.storlet, progress)
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    futures = {pool.submit(one, task): task for task in tasks}
+    outcomes = {}
+    try:
+        for future in as_completed(futures):
+            outcomes[future] = future.result()
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing more starts, what runs stops at its next
+        # checkpoint, and the summary says what was done.
+        cancel.set()
+        summary.interrupted = True
+        for future in futures:
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                outcomes[future] = future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    summary.cancelled = len(tasks) - len(outcomes)
+    for future, (status, reason) in outcomes.items():
+        name = futures[future].label
+        if status == 'failed':
+            summary.failed.append((name, reason))
+        elif status == 'cancelled':
+            summary.cancelled += 1
+        else:
+            getattr(summary, status).append(name)
+    for names in (summary.done, summary.skipped, summary.failed,
+                  summary.planned):
+        names.sort()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _progress(total, label, enabled):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit='obj', file=sys.stderr)
+
+
+# -- storlets in the cluster -----------------------------------------------
+def gateway(conn):
+    """A :class:`~mlstorlets.client.swift.Swift` gateway over ``conn`` (a
+    swiftclient ``Connection``, or a gateway already)."""
+    return conn if isinstance(conn, Swift) else Swift(conn)
+
+
+def list_sources(swift, uri):
     """(container, prefix, entries) of every object named by ``uri``.
 
     ``swift://c/o`` names one object; ``swift://c/p/`` or ``swift://c`` all
-    the objects whose names start with the prefix.  Entries are listing
-    dicts (name, hash, bytes, content_type).
+    the objects whose names start with the prefix (internal names left
+    out).  Entries are listing dicts (name, hash, bytes, content_type).
+
+    Raises
+    ------
+    ObjectError
+        No such object or container, or nothing under the prefix.
     """
+    swift = gateway(swift)
     container, prefix = parse_uri(uri)
     if prefix and not prefix.endswith('/'):
-        try:
-            headers = conn.head_object(container, prefix)
-        except ClientException as err:
-            if err.http_status == 404:
-                raise ObjectError(uri, 'no such object (to name every '
-                                  'object under a prefix, end it with /)')
-            raise
+        headers = swift.head(container, prefix)
+        if headers is None:
+            raise ObjectError(uri, 'no such object (to name every object '
+                              'under a prefix, end it with /)')
         return container, prefix, [{
             'name': prefix, 'hash': headers['etag'],
             'bytes': int(headers['content-length']),
             'content_type': headers.get('content-type', '')}]
     try:
-        _, listing = conn.get_container(container, prefix=prefix or None,
-                                        full_listing=True)
-    except ClientException as err:
-        if err.http_status == 404:
+        entries = swift.listing(container, prefix)
+    except SwiftError as err:
+        if err.status == 404:
             raise ObjectError(uri, 'no such container') from None
         raise
-    return container, prefix, [e for e in listing
-                                if not e['name'].startswith(INTERNAL_PREFIX)]
+    if not entries:
+        raise ObjectError(uri, 'no objects under this prefix')
+    return container, prefix, entries
 
 
 def plan(src, dest, entries, src_container, src_prefix):
@@ -154,76 +328,18 @@ def run_digest(storlet, params=None, extra_etags=()):
     return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
 
 
-def storlet_headers(storlet, params=None, extra_resources=None):
-    """Request headers that run ``storlet`` with ``params``."""
-    headers = {'X-Run-Storlet': storlet}
-    for i, (key, value) in enumerate(sorted((params or {}).items()), 1):
-        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
-    if extra_resources:
-        headers['X-Storlet-Extra-Resources'] = ','.join(extra_resources)
-    return headers
-
-
-def error_reason(err):
-    """The server's reason for a failed request, in one line."""
-    body = err.http_response_content or b''
-    if isinstance(body, bytes):
-        body = body.decode('utf-8', 'replace')
-    body = ' '.join(body.split())
-    if err.http_status:
-        return '%s %s' % (err.http_status, body or err.http_reason)
-    return str(err)
-
-
-def clone_connection(conn):
-    """A connection like ``conn`` that shares its token.
-
-    swiftclient connections are not thread-safe: each worker thread of a
-    batch uses its own clone.
-    """
-    url, token = (conn.url, conn.token) if conn.url and conn.token else \
-        conn.get_auth()
-    return Connection(authurl=conn.authurl, user=conn.user, key=conn.key,
-                      auth_version=conn.auth_version,
-                      os_options=conn.os_options, preauthurl=url,
-                      preauthtoken=token, retries=1, insecure=conn.insecure,
-                      timeout=conn.timeout)
-
-
-class _Connections(threading.local):
-    """One clone of a connection per thread."""
-
-    def __init__(self, conn):
-        self.parent = conn
-
-    def get(self):
-        conn = getattr(self, 'conn', None)
-        if conn is None:
-            conn = self.conn = clone_connection(self.parent)
-        return conn
-
-
-def parallel(conn, fn, items, concurrency):
-    """``[fn(connection, item) for item in items]``, ``concurrency`` at a
-    time, each thread with its own clone of ``conn``."""
-    if concurrency < 1:
-        raise ValueError('concurrency must be at least 1')
-    connections = _Connections(conn)
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(lambda item: fn(connections.get(), item),
-                             items))
-
-
 def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
               resume=True, extra_resources=None, progress=None,
-              per_object_params=None):
+              dry_run=False):
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
     ----------
-    conn : swiftclient.client.Connection
+    conn : swiftclient.client.Connection or mlstorlets.client.swift.Swift
     storlet : str
-        The storlet object's name, e.g. ``'extract_face.py'``.
+        The storlet object's name, e.g. ``'extract_face.py'``.  It is
+        checked once, before any call: it must be deployed and declare
+        every key of ``params``.
     src, dest : str
         ``swift://container/object`` or ``swift://container/prefix/``.
     params : dict, optional
@@ -238,8 +354,8 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
         then runs on the proxy).
     progress : bool, optional
         Show a progress bar; default: when stderr is a terminal.
-    per_object_params : callable, optional
-        ``task -> dict`` of parameters particular to one source.
+    dry_run : bool
+        Say what would be done; write nothing, run nothing.
 
     Returns
     -------
@@ -247,114 +363,59 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
     """
     if concurrency < 1:
         raise ValueError('concurrency must be at least 1')
-    started = time.monotonic()
-    summary = BatchSummary(storlet)
-    src_container, src_prefix, entries = list_objects(conn, src)
+    swift = gateway(conn)
+    swift.check_storlet(storlet, params)
+    src_container, src_prefix, entries = list_sources(swift, src)
     tasks = plan(src, dest, entries, src_container, src_prefix)
-    summary.source_bytes = sum(t.size for t in tasks)
-    existing = _existing_outputs(conn, dest)
-    if not resume:
-        existing = {}
-    extra_etags = [_etag(conn, path) for path in extra_resources or ()]
-    connections = _Connections(conn)
-    lock = threading.Lock()
+    existing = _existing_outputs(swift, dest, create=not dry_run) \
+        if resume else {}
+    extra_etags = [_etag(swift, path) for path in extra_resources or ()]
 
-    def invoke(task):
-        task_params = dict(params or {}, source=task.source)
-        if per_object_params:
-            task_params.update(per_object_params(task))
-        run = run_digest(storlet, task_params, extra_etags)
-        if task.dest_name in existing and _made_from(
-                connections.get(), task) == (task.etag, run):
-            return task.source, 'skipped', None
-        headers = storlet_headers(storlet, task_params, extra_resources)
-        # The proxy unquotes it: a name with % or ? must be quoted.
-        headers['X-Copy-From'] = quote('/%s/%s' % (task.container,
-                                                   task.name))
-        headers[SOURCE_ETAG] = task.etag
-        headers['X-Object-Meta-' + RUN_KEY] = run
+    def task_params(task):
+        return dict(params or {}, source=task.source)
+
+    def up_to_date(task):
+        return task.dest_name in existing and _made_from(swift, task) == (
+            task.etag, run_digest(storlet, task_params(task), extra_etags))
+
+    def work(task, job):
         try:
-            connections.get().put_object(
-                task.dest_container, task.dest_name, b'', headers=headers)
-        except ClientException as err:
-            with lock:
-                summary.client_bytes += len(err.http_response_content or b'')
-            return task.source, 'failed', error_reason(err)
-        return task.source, 'done', None
+            swift.storlet_copy(
+                task.container, task.name, task.dest_container,
+                task.dest_name, storlet, task_params(task), extra_resources,
+                headers={SOURCE_ETAG: task.etag, 'X-Object-Meta-' + RUN_KEY:
+                         run_digest(storlet, task_params(task), extra_etags)})
+        except SwiftError as err:
+            job.count(len(err.reason))
+            raise SwiftError(task.label, err.reason, err.status,
+                             err.kind) from None
 
-    record(summary, tasks, invoke, concurrency, progress)
-    summary.seconds = time.monotonic() - started
-    return summary
-
-
-def record(summary, tasks, work, concurrency, progress=None):
-    """Run ``work(task) -> (name, status, reason)`` over ``tasks``, at most
-    ``concurrency`` at a time, with a progress bar, into ``summary``.
-
-    ``status`` is ``'done'``, ``'skipped'`` or ``'failed'`` (with the
-    reason); the lists come out sorted by name.
-    """
-    bar = _progress(len(tasks), summary.storlet, progress)
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for future in as_completed([pool.submit(work, t)
-                                        for t in tasks]):
-                name, status, reason = future.result()
-                if status == 'failed':
-                    summary.failed.append((name, reason))
-                else:
-                    getattr(summary, status).append(name)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    summary.done.sort()
-    summary.skipped.sort()
-    summary.failed.sort()
+    return execute(BatchSummary(storlet), tasks, work, concurrency, progress,
+                   up_to_date, dry_run)
 
 
-def _existing_outputs(conn, dest):
+def _existing_outputs(swift, dest, create=True):
     """{name: etag} of the objects already under ``dest``; creates its
-    container if there is none."""
+    container if there is none (unless ``create`` is false)."""
     container, prefix = parse_uri(dest)
-    try:
-        _, listing = conn.get_container(container, prefix=prefix or None,
-                                        full_listing=True)
-    except ClientException as err:
-        if err.http_status != 404:
-            raise
-        conn.put_container(container)
+    if swift.head(container) is None:
+        if create:
+            swift.ensure_container(container)
         return {}
-    return {e['name']: e['hash'] for e in listing}
+    return {e['name']: e['hash'] for e in swift.listing(container, prefix)}
 
 
-def _made_from(conn, task):
+def _made_from(swift, task):
     """(source ETag, run digest) an existing output records, or None."""
-    try:
-        headers = conn.head_object(task.dest_container, task.dest_name)
-    except ClientException:
-        return None
+    headers = swift.head(task.dest_container, task.dest_name) or {}
     return (headers.get(SOURCE_ETAG.lower()),
             headers.get('x-object-meta-' + RUN_KEY.lower()))
 
 
-def _etag(conn, path):
+def _etag(swift, path):
     """The ETag of ``/container/object`` (an extra resource)."""
     container, _, name = path.lstrip('/').partition('/')
-    try:
-        return conn.head_object(container, name)['etag']
-    except ClientException as err:
-        if err.http_status == 404:
-            raise ObjectError(path, 'no such object (extra resource)')
-        raise
-
-
-def _progress(total, label, enabled):
-    import sys
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=label, unit='obj', file=sys.stderr)
+    headers = swift.head(container, name)
+    if headers is None:
+        raise ObjectError(path, 'no such object (extra resource)')
+    return headers['etag']

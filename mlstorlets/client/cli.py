@@ -1,10 +1,24 @@
-"""The ``mlstorlets`` command line."""
+"""The ``mlstorlets`` command line.
+
+A client process: it imports server code (the embedded cluster, node
+configuration) only to run the commands that need it, ``aio``, ``demo``
+and ``node-config``, because the storlets engine monkey-patches eventlet
+when imported, which turns the client's threads green and breaks boto3's
+SSL.
+"""
 
 import argparse
+import dataclasses
+import json
 import shlex
 import sys
 import time
-import warnings
+
+import mlstorlets
+
+# Exit statuses: 1 some objects failed, 2 the command could not run, 130
+# interrupted (Ctrl-C).
+FAILED, ERROR, INTERRUPTED = 1, 2, 130
 
 
 def _cluster(args):
@@ -71,23 +85,29 @@ def parse_params(pairs):
     return params
 
 
-def report(summary):
-    print(summary.format())
-    return 0 if summary.ok else 1
+def report(summary, args):
+    """Print a batch summary (as JSON with ``--json``); the exit status."""
+    print(summary.to_json() if args.json else summary.format())
+    if summary.interrupted:
+        return INTERRUPTED
+    return 0 if summary.ok else FAILED
+
+
+def batch_options(args):
+    return dict(concurrency=args.concurrency, resume=not args.no_resume,
+                dry_run=args.dry_run)
 
 
 def cmd_run(args):
     from mlstorlets.client.placement import run_anywhere
     return report(run_anywhere(
         args.storlet, args.src, args.dest, params=parse_params(args.param),
-        concurrency=args.concurrency, resume=not args.no_resume,
-        extra_resources=args.extra_resource))
+        extra_resources=args.extra_resource, **batch_options(args)), args)
 
 
 def cmd_cp(args):
     from mlstorlets.client.placement import copy
-    return report(copy(args.src, args.dest, concurrency=args.concurrency,
-                       resume=not args.no_resume))
+    return report(copy(args.src, args.dest, **batch_options(args)), args)
 
 
 def cmd_faces_extract(args):
@@ -96,7 +116,7 @@ def cmd_faces_extract(args):
     return report(pipeline.extract(
         connection_from_environment(), args.src, args.dest, size=args.size,
         margin=args.margin, label_key=args.label_key,
-        concurrency=args.concurrency, resume=not args.no_resume))
+        **batch_options(args)), args)
 
 
 def cmd_faces_train(args):
@@ -105,10 +125,20 @@ def cmd_faces_train(args):
     result = pipeline.train(connection_from_environment(), args.src,
                             args.model, label_key=args.label_key,
                             epochs=args.epochs, alpha=args.alpha,
-                            concurrency=args.concurrency)
-    print('trained %s on %d faces of %s: %d shard(s), %d merge(s), '
-          '%.1f s' % (result.model, result.faces, ', '.join(result.classes),
-                      result.shards, result.merges, result.seconds))
+                            concurrency=args.concurrency,
+                            dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(dict(dataclasses.asdict(result),
+                              dry_run=args.dry_run), indent=2))
+    elif args.dry_run:
+        print('would train %s on %d faces of %s: %d shard(s) to pack'
+              % (result.model, result.faces, ', '.join(result.classes),
+                 result.shards))
+    else:
+        print('trained %s on %d faces of %s: %d shard(s), %d merge(s), '
+              '%.1f s' % (result.model, result.faces,
+                          ', '.join(result.classes), result.shards,
+                          result.merges, result.seconds))
 
 
 def cmd_faces_recognize(args):
@@ -116,15 +146,24 @@ def cmd_faces_recognize(args):
     from mlstorlets.client.faces import pipeline
     result = pipeline.recognize(
         connection_from_environment(), args.model, args.src, args.dest,
-        threshold=args.threshold, concurrency=args.concurrency)
+        threshold=args.threshold, concurrency=args.concurrency,
+        dry_run=args.dry_run, resume=not args.no_resume)
     if args.dest is not None:
-        return report(result)
-    for name, tags in sorted(result.results.items()):
-        print('%s: %s' % (name, ' '.join('%s=%s' % kv
-                                         for kv in sorted(tags.items()))))
-    for name, reason in result.failed:
-        print('failed %s: %s' % (name, reason))
-    return 1 if result.failed else 0
+        return report(result, args)
+    if args.json:
+        print(json.dumps({
+            'results': result.results, 'planned': result.planned,
+            'failed': [{'name': n, 'reason': r} for n, r in result.failed],
+            'dry_run': args.dry_run}, indent=2, ensure_ascii=False))
+    else:
+        for name in result.planned:
+            print('would recognize %s' % name)
+        for name, tags in sorted(result.results.items()):
+            print('%s: %s' % (name, ' '.join(
+                '%s=%s' % kv for kv in sorted(tags.items()))))
+        for name, reason in result.failed:
+            print('failed %s: %s' % (name, reason))
+    return FAILED if result.failed else 0
 
 
 def cmd_demo(args):
@@ -148,19 +187,36 @@ def cmd_node_config(args):
         print('%-22s %s' % (what, path))
 
 
-def add_batch_options(sp):
-    sp.add_argument('-p', '--param', action='append', metavar='KEY=VALUE',
-                    help='a storlet parameter (repeatable)')
-    sp.add_argument('-j', '--concurrency', type=int, default=4,
-                    help='invocations in flight (default 4)')
-    sp.add_argument('--no-resume', action='store_true',
-                    help='redo outputs that already exist')
+def add_batch_options(sp, params=True, resume=True):
+    if params:
+        sp.add_argument('-p', '--param', action='append',
+                        metavar='KEY=VALUE',
+                        help='a storlet parameter (repeatable); the storlet '
+                             'must declare it')
+    sp.add_argument('-j', '--concurrency', type=positive, default=4,
+                    help='objects in flight (default 4)')
+    if resume:
+        sp.add_argument('--no-resume', action='store_true',
+                        help='redo outputs that already exist')
+    sp.add_argument('--dry-run', action='store_true',
+                    help='say what would be done; do nothing')
+    sp.add_argument('--json', action='store_true',
+                    help='print the summary as JSON')
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError('must be at least 1')
+    return value
 
 
 def parser():
     p = argparse.ArgumentParser(
         prog='mlstorlets',
         description='Machine learning inside an OpenStack Swift cluster.')
+    p.add_argument('--version', action='version',
+                   version='%(prog)s ' + mlstorlets.__version__)
     sub = p.add_subparsers(dest='command', required=True)
 
     aio = sub.add_parser('aio', help='the embedded all-in-one cluster')
@@ -219,8 +275,7 @@ def parser():
                         's3://, file://, dropbox://)')
     cp.add_argument('src')
     cp.add_argument('dest')
-    cp.add_argument('-j', '--concurrency', type=int, default=4)
-    cp.add_argument('--no-resume', action='store_true')
+    add_batch_options(cp, params=False)
     cp.set_defaults(func=cmd_cp)
 
     faces = sub.add_parser('faces', help='the face pipeline, in the cluster')
@@ -234,7 +289,7 @@ def parser():
                     help='forehead margin, a fraction of the face height')
     fe.add_argument('--label-key', default='Name',
                     help='metadata key of the label (X-Object-Meta-<key>)')
-    add_batch_options(fe)
+    add_batch_options(fe, params=False)
     fe.set_defaults(func=cmd_faces_extract)
     ft = faces_sub.add_parser('train', help='train a recognizer from the '
                               'labelled crops under SRC into MODEL')
@@ -243,7 +298,7 @@ def parser():
     ft.add_argument('--label-key', default='Name')
     ft.add_argument('--epochs', type=int, default=20)
     ft.add_argument('--alpha', type=float, default=0.5)
-    ft.add_argument('-j', '--concurrency', type=int, default=4)
+    add_batch_options(ft, params=False, resume=False)
     ft.set_defaults(func=cmd_faces_train)
     fr = faces_sub.add_parser('recognize', help='name the faces in the '
                               'photos and videos under SRC')
@@ -253,7 +308,7 @@ def parser():
                     help='write tagged copies here; without it, print the '
                          'tags')
     fr.add_argument('--threshold', type=float, default=0.5)
-    add_batch_options(fr)
+    add_batch_options(fr, params=False)
     fr.set_defaults(func=cmd_faces_recognize)
 
     de = sub.add_parser('demo', help='run the face pipeline on a labelled '
@@ -289,24 +344,35 @@ def parser():
     return p
 
 
+# The commands that run server code; only they import it.
+SERVER_COMMANDS = ('aio', 'demo', 'node-config')
+
+
 def main(argv=None):
-    # eventlet, imported by the storlets engine, warns of its own future.
-    warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
     args = parser().parse_args(argv)
     from swiftclient.exceptions import ClientException
-    from mlstorlets.server.aio import ClusterError
-    from mlstorlets.client.batch import error_reason
+    from mlstorlets.client.swift import reason_of
     from mlstorlets.sandbox.errors import ObjectError
+    expected = (ObjectError, ValueError, FileNotFoundError)
+    if args.command in SERVER_COMMANDS:
+        import warnings
+        # eventlet, imported by the storlets engine, warns of its own future.
+        warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+        from mlstorlets.server.aio import ClusterError
+        expected += (ClusterError,)
     try:
         return args.func(args) or 0
-    except (ClusterError, ObjectError, ValueError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        print('mlstorlets: interrupted', file=sys.stderr)
+        return INTERRUPTED
+    except expected as err:
         print('mlstorlets: %s' % err, file=sys.stderr)
-        return 2
+        return ERROR
     except ClientException as err:
-        print('mlstorlets: %s %s: %s' % (err.http_path or '', 'failed',
-                                          error_reason(err)),
+        print('mlstorlets: %s failed: %s' % (err.http_path or 'a request',
+                                              reason_of(err)[1]),
               file=sys.stderr)
-        return 2
+        return ERROR
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ import sys
 import zipfile
 
 import mlstorlets
+from mlstorlets.sandbox import protocol
 
 LIBRARY_PREFIX = 'mlstorlets-'
 # The line of a storlet module that deploy fills in with the library's name.
@@ -71,6 +72,36 @@ def storlet_class(source, path):
         raise ValueError('%s must define exactly one class named *Storlet, '
                          'found %s' % (path, names or 'none'))
     return names[0]
+
+
+def declared_parameters(source, path):
+    """The ``parameters`` the storlet class of ``source`` declares (a
+    tuple of str), or None.
+
+    Read from the module's text, not imported: deploying runs no storlet
+    code.  The declaration must be a literal tuple or list of names.
+    """
+    tree = ast.parse(source, path)
+    name = storlet_class(source, path)
+    cls = next(node for node in tree.body
+               if isinstance(node, ast.ClassDef) and node.name == name)
+    for node in cls.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == 'parameters'
+                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = ()
+            if value is None:
+                return None
+            if not isinstance(value, (tuple, list)) or not all(
+                    isinstance(v, str) and v and ',' not in v
+                    for v in value):
+                raise ValueError('%s: %s.parameters must be a literal tuple '
+                                 'of names' % (path, name))
+            return tuple(value)
+    return None
 
 
 def library_zip():
@@ -123,6 +154,12 @@ def artifacts(source_dir=None, library=True):
             'X-Object-Meta-Storlet-Main': '%s.%s' % (
                 filename[:-3], storlet_class(body, path)),
         }
+        declared = declared_parameters(body, path)
+        if declared is not None:
+            # Read by the client (mlstorlets.client.swift) to refuse an
+            # undeclared parameter before any call.
+            headers['X-Object-Meta-' + protocol.PARAMETERS_KEY] = \
+                ','.join(declared)
         if library_name:
             headers['X-Object-Meta-Storlet-Dependency'] = library_name
             body = _with_library(body, library_name, path)

@@ -20,12 +20,11 @@ leaves a partial output, and is listed in the summary with its reason.
 import contextlib
 import dataclasses
 import hashlib
-import threading
-import time
 
-from mlstorlets.client.batch import RUN_KEY, BatchSummary, record, run_batch, run_digest
-from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.client.local_storlet import StorletFailed, load_storlet, stream
+from mlstorlets.client.batch import (RUN_KEY, BatchSummary, execute,
+                                     run_batch, run_digest)
+from mlstorlets.client.local_storlet import load_storlet, stream
+from mlstorlets.client.swift import check_parameters
 from mlstorlets.client.stores.base import SOURCE_ETAG, Counted, NotFound
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse, plan_keys
@@ -37,11 +36,16 @@ COPY = 'copy'
 class _Task:
     source: object  # Entry
     dest_key: str
+    label: str  # the source's URI
+
+    @property
+    def size(self):
+        return self.source.size
 
 
 def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
                  *, stores=None, storlets_dir=None, extra_resources=None,
-                 progress=None):
+                 progress=None, dry_run=False):
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
@@ -69,6 +73,8 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
         also reads.
     progress : bool, optional
         Show a progress bar; default: when stderr is a terminal.
+    dry_run : bool
+        Say what would be done, and where; do nothing.
 
     Returns
     -------
@@ -78,7 +84,8 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
     Raises
     ------
     ValueError
-        A bad URI, or a destination naming one object for several sources.
+        A bad URI, a destination naming one object for several sources, or
+        a parameter the storlet does not declare.
     StoreError
         A store cannot be reached or refused the credentials, the source or
         the destination bucket does not exist; the message names the URI.
@@ -93,11 +100,12 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
                             str(stores.as_swift(dest)), params=params,
                             concurrency=concurrency, resume=resume,
                             extra_resources=extra_resources,
-                            progress=progress)
+                            progress=progress, dry_run=dry_run)
         summary.placement = 'cluster'
         return summary
 
     cls = load_storlet(storlet, storlets_dir)
+    check_parameters(storlet, params, getattr(cls, 'parameters', None))
     extras = _extra_inputs(stores, extra_resources)
     src_store, _ = stores.open(src)
 
@@ -115,11 +123,12 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
     run = run_digest(storlet, params,
                      [hashlib.md5(data).hexdigest() for data, _ in extras])
     return _on_client(storlet, stores, src, dest, transform, concurrency,
-                      resume, progress, same_content_is_done=False, run=run)
+                      resume, progress, dry_run, same_content_is_done=False,
+                      run=run)
 
 
 def copy(src, dest, concurrency=4, resume=True, *, stores=None,
-         progress=None):
+         progress=None, dry_run=False):
     """Copy every object named by ``src`` to ``dest``, between any stores.
 
     Within the cluster the copy is server-side; otherwise the data goes
@@ -137,6 +146,8 @@ def copy(src, dest, concurrency=4, resume=True, *, stores=None,
         content (``Source-Etag``).
     stores : Stores, optional
     progress : bool, optional
+    dry_run : bool
+        Say what would be copied; copy nothing.
 
     Returns
     -------
@@ -150,22 +161,21 @@ def copy(src, dest, concurrency=4, resume=True, *, stores=None,
     if stores.in_cluster(src) and stores.in_cluster(dest):
         return _in_cluster_copy(stores, stores.as_swift(src),
                                 stores.as_swift(dest), concurrency, resume,
-                                progress)
+                                progress, dry_run)
     return _on_client(COPY, stores, src, dest,
                       lambda entry, source, body: (
                           body, dict(source.metadata), source.entry.size),
-                      concurrency, resume, progress,
+                      concurrency, resume, progress, dry_run,
                       same_content_is_done=True)
 
 
 def _on_client(label, stores, src, dest, transform, concurrency, resume,
-               progress, same_content_is_done, run=None):
+               progress, dry_run, same_content_is_done, run=None):
     """Stream every source object through ``transform(entry, reader,
     body) -> (body file, metadata, size)`` to its destination; ``body``
     reads ``reader`` counting the bytes."""
-    started = time.monotonic()
     src_store, dest_store, tasks, existing = _open(stores, src, dest,
-                                                   resume)
+                                                   resume, dry_run)
     kinds_match = src_store.etag_kind == dest_store.etag_kind
 
     def up_to_date(task):
@@ -181,56 +191,55 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
             found.metadata.get(SOURCE_ETAG) == task.source.etag and \
             (run is None or found.metadata.get(RUN_KEY) == run)
 
-    def work(task, count):
-        if up_to_date(task):
-            return 'skipped'
+    def work(task, job):
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(src_store.reader(task.source.name))
             # Every byte downloaded, then every byte uploaded (a failed
             # upload moved bytes too).
             body, out_metadata, size = transform(
-                task.source, source, Counted(source, count))
+                task.source, source, Counted(source, job.count))
             stack.enter_context(contextlib.closing(body))
             out_metadata[SOURCE_ETAG] = task.source.etag
             if run is not None:
                 out_metadata[RUN_KEY] = run
-            dest_store.write(task.dest_key, Counted(body, count),
+            job.checkpoint()
+            dest_store.write(task.dest_key, Counted(body, job.count),
                              out_metadata, source.headers, size)
-        return 'done'
 
-    summary = _execute(label, 'client', src_store, tasks, work, concurrency,
-                       progress)
-    summary.seconds = time.monotonic() - started
-    return summary
+    return execute(BatchSummary(label, placement='client'), tasks, work,
+                   concurrency, progress, up_to_date, dry_run)
 
 
-def _in_cluster_copy(stores, src, dest, concurrency, resume, progress):
+def _in_cluster_copy(stores, src, dest, concurrency, resume, progress,
+                     dry_run):
     """A server-side copy of every source object (no data moves)."""
-    started = time.monotonic()
     src_store, dest_store, tasks, existing = _open(stores, src, dest,
-                                                   resume)
+                                                   resume, dry_run)
 
-    def work(task, count):
+    def up_to_date(task):
         found = existing.get(task.dest_key)
-        if found is not None and found.etag == task.source.etag:
-            return 'skipped'
+        return found is not None and found.etag == task.source.etag
+
+    def work(task, job):
         dest_store.copy_from(src.location, task.source.name, task.dest_key,
                              {SOURCE_ETAG: task.source.etag})
-        return 'done'
 
-    summary = _execute(COPY, 'cluster', src_store, tasks, work, concurrency,
-                       progress)
-    summary.seconds = time.monotonic() - started
-    return summary
+    return execute(BatchSummary(COPY, placement='cluster'), tasks, work,
+                   concurrency, progress, up_to_date, dry_run)
 
 
-def _open(stores, src, dest, resume):
+def _open(stores, src, dest, resume, dry_run=False):
     """The two stores, the tasks, and the outputs already there (for a
     resume) of a job from ``src`` to ``dest``."""
     src_store, _ = stores.open(src)
     dest_store, _ = stores.open(dest)
     tasks = _plan(src_store, src, dest)
-    _prepare_destination(dest_store, dest)
+    if dest_store.scheme == 's3':
+        dest_store.check()  # outputs can be written: the bucket exists
+    if not tasks:
+        raise NotFound(src, 'no objects under this prefix')
+    if dest_store.scheme == 'swift' and not dry_run:
+        dest_store.ensure_container()  # as run_batch and swift upload do
     return src_store, dest_store, tasks, (
         _existing(dest_store, dest) if resume else {})
 
@@ -246,17 +255,8 @@ def _plan(src_store, src, dest):
                            'under a prefix, end it with /)')
         entries = [entry]
     pairs = plan_keys(src, dest, [e.name for e in entries])
-    return [_Task(entry, key) for entry, (_, key) in zip(entries, pairs)]
-
-
-def _prepare_destination(store, dest):
-    """Make sure outputs can be written before any work is done: a Swift
-    container is created (as ``run_batch`` does), an S3 bucket must
-    exist."""
-    if store.scheme == 'swift':
-        store.ensure_container()
-    elif store.scheme == 's3':
-        store.check()
+    return [_Task(entry, key, src_store.uri(entry.name))
+            for entry, (_, key) in zip(entries, pairs)]
 
 
 def _existing(store, dest):
@@ -280,29 +280,3 @@ def _extra_inputs(stores, extra_resources):
         inputs.append(store.get(uri.key))
     return inputs
 
-
-def _execute(label, placement, src_store, tasks, work, concurrency,
-             progress):
-    """Run ``work(task, count) -> 'done' | 'skipped'`` over ``tasks``.
-
-    ``work`` calls ``count(n)`` for every ``n`` bytes it moves through the
-    client.  A refusal, a storlet failure or a store error fails one
-    object; the others go on.
-    """
-    summary = BatchSummary(label, placement=placement,
-                           source_bytes=sum(t.source.size for t in tasks))
-    lock = threading.Lock()
-
-    def count(nbytes):
-        with lock:
-            summary.client_bytes += nbytes
-
-    def guarded(task):
-        name = src_store.uri(task.source.name)
-        try:
-            return name, work(task, count), None
-        except (ObjectError, StorletFailed) as err:
-            return name, 'failed', str(err)
-
-    record(summary, tasks, guarded, concurrency, progress)
-    return summary

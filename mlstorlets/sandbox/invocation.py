@@ -73,6 +73,10 @@ class Storlet(object):
     """
 
     compute = None
+    #: The parameter names the storlet takes, besides ``source``; ``mlstorlets
+    #: deploy`` records them on the storlet object, and the client refuses
+    #: any other before running it.  None: not declared, anything goes.
+    parameters = None
 
     def __init__(self, logger):
         self.logger = logger

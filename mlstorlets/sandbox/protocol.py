@@ -1,7 +1,7 @@
 """The storlet protocol: the names that storlets, the servers' middleware
 and the client use to talk about an invocation.
 
-One module, importable everywhere (it depends on nothing), so that no layer
+One module, importable everywhere (it imports only the standard library), so that no layer
 matches another's free text.
 
 Inside the cluster a storlet speaks through its output metadata:
@@ -27,6 +27,8 @@ reason (one line, UTF-8, percent-quoted where not ASCII).  The body repeats
 them for a human.
 """
 
+from urllib.parse import quote, unquote
+
 # Output metadata keys, as a storlet sets them (the engine prefixes them with
 # X-Object-Meta- on the way out).  Never stored on an object.
 ERROR_KEY = 'Storlet-Error'
@@ -41,3 +43,105 @@ ERROR_HEADER = 'X-Mlstorlets-Error'
 REASON_HEADER = 'X-Mlstorlets-Reason'
 REFUSED, FAILED, TIMED_OUT = 'refused', 'failed', 'timed-out'
 STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504}
+
+# -- parameters ------------------------------------------------------------
+# The storlets engine reads ``X-Storlet-Parameter-N: key:value`` headers and
+# percent-unquotes each once (storlets.swift_middleware.handlers.base), then
+# splits at the first colon.  Quoting key and value here, once, is what lets
+# any name or value (``%20``, ``&``, ``=``, CR/LF, non-ASCII) reach the
+# storlet exactly.
+PARAMETER_HEADER = 'X-Storlet-Parameter-%d'
+# Passed to every storlet a batch runs: the source object's name.  Never
+# declared by a storlet, always accepted.
+SOURCE_PARAMETER = 'source'
+# Object metadata of a deployed storlet (``X-Object-Meta-`` + this): the
+# parameters its class declares, comma-separated.  Absent: not declared.
+PARAMETERS_KEY = 'Mlstorlets-Parameters'
+
+
+def parameter_headers(params):
+    """``X-Storlet-Parameter-N`` headers that carry ``params`` exactly.
+
+    Parameters
+    ----------
+    params : dict
+        Names and values (made ``str``); a name must be non-empty and hold
+        no colon, which the engine splits at.
+
+    Returns
+    -------
+    dict of str
+        ASCII header values.
+    """
+    headers = {}
+    for i, (key, value) in enumerate(sorted(params.items()), 1):
+        key = str(key)
+        if not key or ':' in key:
+            raise ValueError('storlet parameter name %r: it must be non-empty '
+                             'and hold no colon' % key)
+        headers[PARAMETER_HEADER % i] = '%s:%s' % (
+            quote(key, safe=''), quote(str(value), safe=''))
+    return headers
+
+
+def parse_parameter(value):
+    """(key, value) of a parameter header, as the engine reads it."""
+    key, _, value = unquote(value).partition(':')
+    return key, value
+
+
+def undeclared(params, declared):
+    """The names in ``params`` that a storlet declaring ``declared`` does
+    not take (sorted); none when it declares nothing (``None``)."""
+    if declared is None:
+        return []
+    return sorted(set(params) - set(declared) - {SOURCE_PARAMETER})
+
+
+# -- errors ----------------------------------------------------------------
+def quote_reason(reason):
+    """``reason`` as the value of :data:`REASON_HEADER`: one line, at most
+    :data:`MAX_REASON` characters, percent-quoted where not printable
+    ASCII."""
+    line = ' '.join(str(reason).split())[:MAX_REASON]
+    return quote(line, safe=' !"#$&\'()*+,-./:;<=>?@[\\]^_`{|}~')
+
+
+def unquote_reason(value):
+    """The reason :func:`quote_reason` quoted."""
+    return unquote(value)
+
+
+def storlet_error(status, headers):
+    """(kind, reason) of a proxy's answer to a storlet request, or None.
+
+    Reads :data:`ERROR_HEADER` and :data:`REASON_HEADER`; a proxy that does
+    not send them is read from the status alone (reason ``None``).
+
+    Parameters
+    ----------
+    status : int
+    headers : mapping
+        Response headers, any case.
+    """
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    kind = lower.get(ERROR_HEADER.lower())
+    if kind in STATUS:
+        reason = lower.get(REASON_HEADER.lower())
+        return kind, unquote_reason(reason) if reason else None
+    for kind, code in STATUS.items():
+        if status == code:
+            return kind, None
+    return None
+
+
+# -- internal names --------------------------------------------------------
+# Names the project keeps for itself inside user containers (shards, job
+# objects, temporary state): never listed as data, never a batch's source.
+INTERNAL_PREFIX = '.mlstorlets'
+
+
+def is_internal(name):
+    """True for a name the project keeps for itself: one of its path
+    components starts with :data:`INTERNAL_PREFIX`."""
+    return any(part.startswith(INTERNAL_PREFIX) for part in name.split('/'))

@@ -61,3 +61,31 @@ def test_equalisation_normalises_exposure(faces_data):
 def test_png_encoding_round_trips():
     crop = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
     assert np.array_equal(decode_image(encode_png(crop), "c.png"), crop)
+
+
+def test_detection_from_eight_threads_matches_one(faces_data):
+    """OpenCV's cascade is not thread-safe: one classifier shared by
+    threads segfaults.  Run in a child so that a crash fails this test
+    instead of the suite."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import pathlib, sys
+        from concurrent.futures import ThreadPoolExecutor
+        from mlstorlets.sandbox.faces.detect import detect_faces
+        from mlstorlets.sandbox.faces.image import decode_image
+        photos = sorted(pathlib.Path(sys.argv[1]).glob('*/*.jpeg'))
+        grays = [decode_image(p.read_bytes(), p.name) for p in photos]
+        alone = [sorted(detect_faces(g).tolist()) for g in grays]
+        for _ in range(2):
+            with ThreadPoolExecutor(8) as pool:
+                together = list(pool.map(lambda g: sorted(detect_faces(g).tolist()),
+                                         grays * 2))
+            assert together == alone * 2, 'threads found other faces'
+        print(len(grays))
+    """)
+    done = subprocess.run([sys.executable, '-c', code, str(faces_data)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert int(done.stdout) > 50

@@ -1,6 +1,7 @@
 """The face pipeline in storage: extract faces, train, recognize.
 
-Client functions over a swiftclient ``Connection``; the data stays in the
+Client functions over a swiftclient ``Connection`` (or the client's Swift
+gateway, :class:`mlstorlets.client.swift.Swift`); the data stays in the
 cluster and only requests, names and metadata pass through the client.
 
 Where the work runs:
@@ -21,13 +22,12 @@ not only by Swift's 8 KB header: see :mod:`mlstorlets.client.faces.plan`.
 
 import dataclasses
 import time
-import urllib.parse
 import uuid
 
-from swiftclient.exceptions import ClientException
-
-from mlstorlets.client.batch import INTERNAL_PREFIX, error_reason, list_objects, parallel, run_batch, storlet_headers
+from mlstorlets.client.batch import gateway, list_sources, run_batch
+from mlstorlets.client.swift import SwiftError
 from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
 from mlstorlets.client.faces import plan
 from mlstorlets.sandbox.faces.shards import job_body
 from mlstorlets.sandbox.faces.tasks import metadata_value
@@ -81,7 +81,8 @@ def extract(conn, src, dest, size=64, margin=0.2, label_key="Name", **batch_opti
     label_key : str, default="Name"
         Metadata key holding the person's name, copied to the crop.
     **batch_options
-        ``concurrency``, ``resume``, ``progress``: see ``run_batch``.
+        ``concurrency``, ``resume``, ``progress``, ``dry_run``: see
+        ``run_batch``.
 
     Returns
     -------
@@ -98,14 +99,17 @@ class Recognitions:
 
     ``results`` maps ``container/object`` to its ``Face-*`` metadata (keys
     lower case, without the ``Face-`` prefix: ``name``, ``confidence``,
-    ``box``, ``frames``); ``failed`` lists ``(container/object, reason)``.
+    ``box``, ``frames``); ``failed`` lists ``(container/object, reason)``;
+    a dry run lists in ``planned`` the objects it would tag.
     """
 
     results: dict = dataclasses.field(default_factory=dict)
     failed: list = dataclasses.field(default_factory=list)
+    planned: list = dataclasses.field(default_factory=list)
 
 
-def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency=4, **batch_options):
+def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency=4, dry_run=False,
+              **batch_options):
     """Name the people in the photos and videos under ``src``.
 
     Runs ``recognize_face.py`` on the proxy (the model is an extra
@@ -127,6 +131,8 @@ def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency
     kind : {'image', 'video'}, optional
         Force the kind of every object; by default each is sniffed.
     concurrency : int, default=4
+    dry_run : bool, default=False
+        Say what would be recognized; run nothing.
     **batch_options
         ``resume``, ``progress``: see ``run_batch``.
 
@@ -134,25 +140,30 @@ def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency
     -------
     mlstorlets.client.batch.BatchSummary, or Recognitions when ``dest`` is None
     """
+    swift = gateway(conn)
     model_container, model_name = parse_uri(model)
-    _require_object(conn, model_container, model_name)
+    _require_object(swift, model_container, model_name)
     params = {"threshold": threshold, "model": "%s/%s" % (model_container, model_name)}
     if kind:
         params["kind"] = kind
-    extra = [plan.resource_path(model_container, model_name)]
+    extra = ["/%s/%s" % (model_container, model_name)]
     if dest is not None:
-        return run_batch(conn, RECOGNIZE, src, dest, params=params, extra_resources=extra,
-                         concurrency=concurrency, **batch_options)
+        return run_batch(swift, RECOGNIZE, src, dest, params=params, extra_resources=extra,
+                         concurrency=concurrency, dry_run=dry_run, **batch_options)
 
-    container, _, entries = list_objects(conn, src)
+    swift.check_storlet(RECOGNIZE, params)
+    container, _, entries = list_sources(swift, src)
+    if dry_run:
+        return Recognitions(planned=sorted("%s/%s" % (container, e["name"]) for e in entries))
 
-    def tag(c, entry):
+    def tag(entry):
         source = "%s/%s" % (container, entry["name"])
-        headers = storlet_headers(RECOGNIZE, dict(params, source=source), extra)
         try:
-            response, body = c.get_object(container, entry["name"], headers=headers, resp_chunk_size=65536)
-        except ClientException as err:
-            return source, None, error_reason(err)
+            response, body = swift.storlet_get(container, entry["name"], RECOGNIZE,
+                                               dict(params, source=source), extra,
+                                               resp_chunk_size=65536)
+        except SwiftError as err:
+            return source, None, err.reason
         # The tags are in the headers; the body (the photo, or a whole
         # annotated video) is not needed.
         body.close()
@@ -160,7 +171,7 @@ def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency
         return source, {k[len(prefix):]: v for k, v in response.items() if k.startswith(prefix)}, None
 
     found = Recognitions()
-    for source, tags, reason in parallel(conn, tag, entries, concurrency):
+    for source, tags, reason in swift.parallel(tag, entries, concurrency):
         if reason is None:
             found.results[source] = tags
         else:
@@ -215,7 +226,12 @@ class _Input:
 
     @property
     def path(self):
+        """Quoted, as the engine receives it: what a request's budget counts."""
         return plan.resource_path(self.container, self.name)
+
+    @property
+    def resource(self):
+        return "/%s/%s" % (self.container, self.name)
 
     @property
     def label(self):
@@ -224,7 +240,7 @@ class _Input:
 
 def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, alpha=0.5, seed=0,
           shard_size=None, max_shard_faces=5000, keep_shards=False, concurrency=4,
-          budget=plan.SBUS_LIMIT - plan.RESERVED):
+          budget=plan.SBUS_LIMIT - plan.RESERVED, dry_run=False):
     """Train a face model on the labelled crops under ``src``, in the cluster.
 
     1. The client reads each crop's metadata (HEAD): the labels, checked
@@ -273,6 +289,10 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
     budget : int
         Datagram bytes a request's inputs may use; see
         :func:`mlstorlets.client.faces.plan.plan_groups`.
+    dry_run : bool, default=False
+        Read and check the crops' labels and plan the shards; run nothing,
+        write nothing (the report's ``seconds`` is the planning time and
+        ``metadata`` is empty).
 
     Returns
     -------
@@ -287,17 +307,22 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
         ``max_shard_faces``.
     """
     started = time.monotonic()
+    swift = gateway(conn)
     model_container, model_name = parse_uri(model)
     if not model_name or model_name.endswith("/"):
         raise ValueError(f"{model} must name an object")
-    src_container, _, entries = list_objects(conn, src)
+    swift.check_storlet(TRAIN, {"step": "fit", "size": size, "margin": margin, "label_key": label_key,
+                                "epochs": epochs, "alpha": alpha, "seed": seed})
+    src_container, _, entries = list_sources(swift, src)
     entries = [e for e in entries if (src_container, e["name"]) != (model_container, model_name)]
     if not entries:
         raise ValueError(f"no face crops under {src}")
-    conn.put_container(model_container)
 
-    metadata = parallel(conn, lambda c, e: _user_metadata(c.head_object(src_container, e["name"])),
-                         entries, concurrency)
+    def crop_metadata(entry):
+        return _user_metadata(swift.call("%s/%s" % (src_container, entry["name"]), "head_object",
+                                         src_container, entry["name"]))
+
+    metadata = swift.parallel(crop_metadata, entries, concurrency)
     labels = []
     for entry, meta in zip(entries, metadata):
         label = metadata_value(meta, label_key)
@@ -312,10 +337,18 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
     prefix = SHARD_PREFIX + run
     written = []
     common = {"size": size, "margin": margin}
+    if dry_run:
+        groups = plan.plan_groups([c.cost for c in crops], [c.path for c in crops],
+                                  max_weight=shard_size, budget=budget - _JOB_COST)
+        return TrainReport(
+            model=model, faces=len(crops), classes=sorted(set(labels)), shards=len(groups), merges=0,
+            fit_inputs=0, shard_prefix=format_uri(model_container, prefix), metadata={},
+            seconds=time.monotonic() - started)
+    swift.ensure_container(model_container)
     try:
         groups = plan.plan_groups([c.cost for c in crops], [c.path for c in crops],
                                   max_weight=shard_size, budget=budget - _JOB_COST)
-        shards = _run_step(conn, "pack", crops, groups, model_container, prefix + "L0-",
+        shards = _run_step(swift, "pack", crops, groups, model_container, prefix + "L0-",
                            dict(common, label_key=label_key), concurrency, written)
         n_packed, merges, level = len(shards), 0, 0
         while len(_plan(shards, budget)) > 1:
@@ -325,19 +358,19 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
                 raise ValueError(
                     f"{len(crops)} faces need more than one fit request with max_shard_faces="
                     f"{max_shard_faces}; raise it")
-            merged = _run_step(conn, "merge", shards, [g for g in groups if len(g) > 1], model_container,
+            merged = _run_step(swift, "merge", shards, [g for g in groups if len(g) > 1], model_container,
                                prefix + "L%d-" % level, common, concurrency, written)
             # A group of one shard needs no request: the shard goes up as is.
             merged = iter(merged)
             shards = [next(merged) if len(g) > 1 else shards[g[0]] for g in groups]
             merges += sum(len(g) > 1 for g in groups)
         params = dict(common, step="fit", epochs=epochs, alpha=alpha, seed=seed)
-        _invoke(conn, shards, model_container, model_name, params, prefix + "fit.json", written,
+        _invoke(swift, shards, model_container, model_name, params, prefix + "fit.json", written,
                 {"X-Object-Meta-Training-Data": src[:256]})
-        headers = conn.head_object(model_container, model_name)
+        headers = swift.call(model, "head_object", model_container, model_name)
     finally:
         if not keep_shards:
-            _delete(conn, model_container, written, concurrency)
+            _delete(swift, model_container, written, concurrency)
     model_meta = _user_metadata(headers)
     return TrainReport(
         model=model, faces=len(crops), classes=sorted(set(labels)), shards=n_packed, merges=merges,
@@ -351,21 +384,21 @@ def _plan(shards, budget, max_faces=None):
                             budget=budget - _JOB_COST)
 
 
-def _run_step(conn, step, inputs, groups, container, prefix, params, concurrency, written):
+def _run_step(swift, step, inputs, groups, container, prefix, params, concurrency, written):
     """Run ``step`` once a group, writing ``<prefix>NNNNN`` shards."""
     names = ["%s%05d" % (prefix, i) for i in range(len(groups))]
 
-    def one(c, job):
+    def one(job):
         group, name = job
         written.append(name)
-        _invoke(c, [inputs[i] for i in group], container, name, dict(params, step=step),
+        _invoke(swift, [inputs[i] for i in group], container, name, dict(params, step=step),
                 name + ".json", written)
         return _Input(container, name, _SHARD_COST, sum(inputs[i].faces for i in group))
 
-    return parallel(conn, one, list(zip(groups, names)), concurrency)
+    return swift.parallel(one, list(zip(groups, names)), concurrency)
 
 
-def _invoke(conn, inputs, container, name, params, job, written, extra_headers=None):
+def _invoke(swift, inputs, container, name, params, job, written, extra_headers=None):
     """Write ``container/name`` as ``train.py``'s output over ``inputs``.
 
     The request runs on the job object ``container/job``, written first,
@@ -374,58 +407,50 @@ def _invoke(conn, inputs, container, name, params, job, written, extra_headers=N
     a failure leaves nothing behind.
     """
     written.append(job)
-    conn.put_object(container, job, job_body([i.label for i in inputs]), content_type="application/json")
-    headers = storlet_headers(TRAIN, dict(params, source="%s/%s" % (container, job)),
-                              [i.path for i in inputs])
-    headers["X-Copy-From"] = urllib.parse.quote("/%s/%s" % (container, job))
-    headers.update(extra_headers or {})
+    label = "%s/%s" % (container, job)
+    swift.call(label, "put_object", container, job, job_body([i.label for i in inputs]),
+               content_type="application/json")
     try:
-        conn.put_object(container, name, b"", headers=headers, content_type="application/octet-stream")
-    except ClientException as err:
-        raise _storlet_error(err, "%s/%s" % (container, job), inputs) from None
+        swift.storlet_copy(container, job, container, name, TRAIN, dict(params, source=label),
+                           [i.resource for i in inputs], headers=extra_headers,
+                           content_type="application/octet-stream")
+    except SwiftError as err:
+        raise _storlet_error(err, label, inputs) from None
 
 
 def _storlet_error(err, job, inputs):
     """An ObjectError naming the object a storlet refused, or a RuntimeError.
 
-    The proxy answers a refusal with ``storlet train.py refused <job>:
-    <object>: <reason>``.
+    A refusal's reason is the storlet's: ``<object>: <why>`` for the input
+    (a crop, a shard) it refused, which is named when it is one of
+    ``inputs``.
     """
-    body = err.http_response_content or b""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    body = body.strip()
-    lead = "storlet %s refused %s: " % (TRAIN, job)
-    if err.http_status != 422 or not body.startswith(lead):
-        return RuntimeError("%s over %s: %s" % (TRAIN, job, error_reason(err)))
-    message = body[len(lead):]
+    if err.kind != "refused":
+        return RuntimeError("%s over %s: %s" % (TRAIN, job, err.reason))
     for name in [i.label for i in inputs] + [job]:
-        if message.startswith(name + ": "):
-            return ObjectError(name, message[len(name) + 2:])
-    return ObjectError(job, message)
+        at = err.reason.find(name + ": ")
+        if at >= 0:
+            return ObjectError(name, err.reason[at + len(name) + 2:])
+    return ObjectError(job, err.reason)
 
 
-def _delete(conn, container, names, concurrency):
-    def remove(c, name):
+def _delete(swift, container, names, concurrency):
+    def remove(name):
         try:
-            c.delete_object(container, name)
-        except ClientException as err:
-            if err.http_status != 404:  # never written: its request failed
+            swift.call("%s/%s" % (container, name), "delete_object", container, name)
+        except SwiftError as err:
+            if err.status != 404:  # never written: its request failed
                 raise
 
-    parallel(conn, remove, names, concurrency)
+    swift.parallel(remove, names, concurrency)
 
 
 # -- helpers ---------------------------------------------------------------
-def _require_object(conn, container, name):
+def _require_object(swift, container, name):
     # The engine feeds a missing extra resource to the storlet as the 404
     # page; asking first gives the user the real reason.
-    try:
-        conn.head_object(container, name)
-    except ClientException as err:
-        if err.http_status == 404:
-            raise ObjectError(format_uri(container, name), "not found") from None
-        raise
+    if swift.head(container, name) is None:
+        raise ObjectError(format_uri(container, name), "not found")
 
 
 def _user_metadata(headers):

@@ -23,13 +23,13 @@ import dataclasses
 import io
 
 from mlstorlets.sandbox.errors import ObjectError
+# Names the project keeps for itself (sidecars, temporary state): one rule
+# for every store and the Swift gateway.
+from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F401
 
 # The user metadata key every output records its source's hash in: an output
 # whose Source-Etag matches its source is up to date (resume, skip).
 SOURCE_ETAG = 'Source-Etag'
-# Names the project keeps for itself (sidecars, temporary state); never
-# listed as data.
-INTERNAL_PREFIX = '.mlstorlets'
 # The system headers an object keeps across stores, besides user metadata.
 CONTENT_HEADERS = ('Content-Type', 'Content-Disposition')
 # Bytes read or written at once when streaming a body.
@@ -241,9 +241,6 @@ def normalize_metadata(metadata):
     return {str(k).title(): str(v) for k, v in (metadata or {}).items()}
 
 
-def is_internal(key):
-    """True for names the project keeps for itself (any path component)."""
-    return any(part.startswith(INTERNAL_PREFIX) for part in key.split('/'))
 
 
 class Store:

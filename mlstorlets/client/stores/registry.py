@@ -41,6 +41,7 @@ class Stores:
         self.segment_size = segment_size
         self._swift, self._s3, self._dropbox = swift, s3, dropbox
         self._stores = {}
+        self._gateway = None
         self._s3_in_cluster = None
         self._swift_refusal = None
         self._lock = threading.RLock()
@@ -90,7 +91,10 @@ class Stores:
             if conn is None:
                 raise StoreError(uri, self._swift_refusal)
             from mlstorlets.client.stores.swift import SwiftStore
-            return SwiftStore(conn, uri.location, self.segment_size)
+            if self._gateway is None:
+                from mlstorlets.client.swift import Swift
+                self._gateway = Swift(conn)
+            return SwiftStore(self._gateway, uri.location, self.segment_size)
         if uri.scheme == 's3':
             from mlstorlets.client.stores.s3 import S3Store
             return S3Store(self._s3_client(), uri.location,

@@ -1,7 +1,8 @@
 """``swift://``: a container of the default cluster, through swiftclient.
 
-A swiftclient ``Connection`` is not thread-safe: each thread gets its own,
-sharing the first one's token (see :class:`mlstorlets.client.batch._Connections`).
+Every request goes through the client's Swift gateway
+(:class:`mlstorlets.client.swift.Swift`): a connection per thread sharing one
+token, one rule for internal names, errors as one-line reasons.
 
 Bodies stream both ways.  A download is read in chunks and checked against
 the object's MD5 at its end (not for a Static or Dynamic Large Object,
@@ -32,8 +33,7 @@ from swiftclient.client import ClientException
 from swiftclient.multithreading import MultiThreadingManager
 from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
-from mlstorlets.client.batch import _Connections, clone_connection, \
-    error_reason
+from mlstorlets.client.swift import Swift, clone_connection, reason_of
 from mlstorlets.client.stores.base import (CHUNK, Entry, NotFound, Reader,
                                            Store, StoreError,
                                            content_headers, is_internal,
@@ -54,7 +54,7 @@ class SwiftStore(Store):
 
     Parameters
     ----------
-    conn : swiftclient.client.Connection
+    conn : swiftclient.client.Connection or mlstorlets.client.swift.Swift
     container : str
     segment_size : int, optional
         Write objects bigger than this as Static Large Objects in segments
@@ -65,18 +65,18 @@ class SwiftStore(Store):
     scheme = 'swift'
 
     def __init__(self, conn, container, segment_size=None):
-        self.conn = conn
+        self.swift = conn if isinstance(conn, Swift) else Swift(conn)
+        self.conn = self.swift.parent
         self.location = container
         self.segment_size = segment_size
-        self._connections = _Connections(conn)
 
     def _call(self, key, method, *args, **kwargs):
         try:
-            return getattr(self._connections.get(), method)(*args, **kwargs)
+            return getattr(self.swift.conn, method)(*args, **kwargs)
         except ClientException as err:
             if err.http_status == 404:
                 raise NotFound(self.uri(key), 'not found') from None
-            raise StoreError(self.uri(key), error_reason(err)) from None
+            raise StoreError(self.uri(key), reason_of(err)[1]) from None
         except OSError as err:
             raise StoreError(self.uri(key), 'cannot reach Swift: %s'
                              % err) from None
@@ -160,7 +160,7 @@ class SwiftStore(Store):
                 self.delete(key)
                 raise StoreError(self.uri(key), 'the upload arrived damaged '
                                  '(MD5 mismatch); removed') from None
-            reason = error_reason(err) if isinstance(err, ClientException) \
+            reason = reason_of(err)[1] if isinstance(err, ClientException) \
                 else str(err)
             raise StoreError(self.uri(key), reason) from None
         entry = self.head(key)

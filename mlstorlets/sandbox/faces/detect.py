@@ -1,7 +1,7 @@
 """Face detection with OpenCV's Haar cascade, and normalised face crops."""
 
-import functools
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -28,15 +28,22 @@ CASCADE = "haarcascade_frontalface_alt2.xml"
 DETECT_WIDTH = 640
 
 
-@functools.lru_cache(maxsize=None)
+# cv2.CascadeClassifier.detectMultiScale is not thread-safe: a classifier
+# shared by threads (a client-side run at concurrency 4) segfaults.  Each
+# thread loads its own; parsing the XML takes tens of milliseconds, once a
+# thread, and a storlet's daemon child has one thread.
+_classifiers = threading.local()
+
+
 def _cascade(filename=CASCADE):
-    # Parsing the XML takes tens of milliseconds; a storlet worker handles
-    # many objects, so the classifier is loaded once per process.
-    path = os.path.join(cv2.data.haarcascades, filename)
-    classifier = cv2.CascadeClassifier(path)
-    if classifier.empty():
-        raise RuntimeError(f"cannot load the Haar cascade {path}")
-    return classifier
+    loaded = _classifiers.__dict__
+    if filename not in loaded:
+        path = os.path.join(cv2.data.haarcascades, filename)
+        classifier = cv2.CascadeClassifier(path)
+        if classifier.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {path}")
+        loaded[filename] = classifier
+    return loaded[filename]
 
 
 def detect_faces(gray, detect_width=DETECT_WIDTH, scale_factor=1.05, min_neighbors=4, min_size=24):

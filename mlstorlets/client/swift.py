@@ -1,0 +1,260 @@
+"""The client's one way into Swift: connections, listings, storlet calls.
+
+Everything on the client that talks to the cluster (the batch engine,
+placement, the face pipeline, the ``swift://`` store, the estimators) goes
+through a :class:`Swift` gateway, so that they agree on four things:
+
+* **Connections**: a swiftclient ``Connection`` is not thread-safe; each
+  thread gets its own clone of the one given, sharing its token.
+* **Internal names**: a listing never shows the objects the project keeps
+  for itself (:func:`mlstorlets.sandbox.protocol.is_internal`).
+* **Storlet requests**: parameters are quoted once, by
+  :func:`mlstorlets.sandbox.protocol.parameter_headers`, so that any name or
+  value reaches the storlet exactly; a storlet is checked once, before any
+  call, against what it declares (:meth:`Swift.check_storlet`).
+* **Errors**: a failed request raises :class:`SwiftError`, an
+  :class:`~mlstorlets.sandbox.errors.ObjectError` naming the object, with a
+  one-line reason (the proxy's structured storlet error when it sends one,
+  else the status and the body without HTML).
+
+The API, for the modules that call it::
+
+    swift = Swift(conn)
+    swift.conn                         # this thread's connection
+    swift.call(name, 'put_object', c, o, body)   # any swiftclient call
+    swift.head(c, o) / swift.listing(c, prefix) / swift.ensure_container(c)
+    swift.check_storlet(storlet, params)          # once, before a batch
+    swift.storlet_get(c, o, storlet, params, extra_resources)
+    swift.storlet_copy(c, o, dest_c, dest_o, storlet, params, ...)
+    swift.parallel(fn, items, concurrency)        # fn(item), any thread
+"""
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+from swiftclient.client import Connection
+from swiftclient.exceptions import ClientException
+
+from mlstorlets.sandbox import protocol
+from mlstorlets.sandbox.errors import ObjectError
+
+# The account container the storlets engine reads storlets from.
+STORLET_CONTAINER = 'storlet'
+META = 'X-Object-Meta-'
+
+
+class SwiftError(ObjectError):
+    """Swift, or a storlet through it, refused or failed a request.
+
+    Attributes
+    ----------
+    name : str
+        ``container/object`` (or ``container``) the request was about.
+    status : int or None
+        The HTTP status; None when Swift could not be reached.
+    kind : {'refused', 'failed', 'timed-out'} or None
+        For a storlet request, what became of the storlet
+        (:data:`mlstorlets.sandbox.protocol.STATUS`).
+    reason : str
+        One line, for a human: the status, then why.
+    """
+
+    def __init__(self, name, reason, status=None, kind=None):
+        super().__init__(name, reason)
+        self.status = status
+        self.kind = kind
+
+
+def reason_of(err):
+    """(kind, reason) of a failed swiftclient request, in one line.
+
+    The reason leads with the status; a storlet error carries its kind and
+    the storlet's reason (:func:`mlstorlets.sandbox.protocol.storlet_error`).
+    """
+    if not err.http_status:
+        return None, 'cannot reach Swift: %s' % err.msg
+    found = protocol.storlet_error(err.http_status, err.http_response_headers)
+    kind, reason = found or (None, None)
+    if reason is None:
+        reason = _text(err.http_response_content) or err.http_reason or ''
+    return kind, ('%s %s' % (err.http_status, reason)).strip()
+
+
+def _text(body):
+    """A response body as one line of text, without markup."""
+    if isinstance(body, bytes):
+        body = body.decode('utf-8', 'replace')
+    return ' '.join(re.sub(r'<[^>]*>', ' ', body or '').split())
+
+
+def clone_connection(conn):
+    """A connection like ``conn`` that shares its token."""
+    url, token = (conn.url, conn.token) if conn.url and conn.token else \
+        conn.get_auth()
+    return Connection(authurl=conn.authurl, user=conn.user, key=conn.key,
+                      auth_version=conn.auth_version,
+                      os_options=conn.os_options, preauthurl=url,
+                      preauthtoken=token, retries=1, insecure=conn.insecure,
+                      timeout=conn.timeout)
+
+
+def storlet_headers(storlet, params=None, extra_resources=None):
+    """Request headers that run ``storlet`` with ``params`` (any str) and
+    the ``/container/object`` paths ``extra_resources`` (unquoted) as more
+    inputs."""
+    headers = {'X-Run-Storlet': storlet}
+    headers.update(protocol.parameter_headers(params or {}))
+    if extra_resources:
+        # The engine splits the header at commas and unquotes each path.
+        headers['X-Storlet-Extra-Resources'] = ','.join(
+            quote(path, safe='/') for path in extra_resources)
+    return headers
+
+
+class Swift:
+    """A gateway to one Swift account, usable from any thread.
+
+    Parameters
+    ----------
+    conn : swiftclient.client.Connection
+        Authenticated on first use; every thread works on its own clone,
+        sharing its token.
+    """
+
+    def __init__(self, conn):
+        self.parent = conn
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self):
+        """This thread's connection: a clone of the parent sharing its
+        token (the parent itself may be in use by its owner)."""
+        conn = getattr(self._local, 'conn', None)
+        if conn is None:
+            with self._lock:  # the first clone authenticates the parent
+                conn = self._local.conn = clone_connection(self.parent)
+        return conn
+
+    def call(self, name, method, *args, **kwargs):
+        """``self.conn.<method>(*args, **kwargs)``, its errors a
+        :class:`SwiftError` naming ``name``."""
+        try:
+            return getattr(self.conn, method)(*args, **kwargs)
+        except ClientException as err:
+            kind, reason = reason_of(err)
+            raise SwiftError(name, reason, err.http_status, kind) from None
+        except OSError as err:
+            raise SwiftError(name, 'cannot reach Swift: %s' % err) from None
+
+    # -- objects ---------------------------------------------------------
+    def head(self, container, name=None):
+        """The headers of an object (or a container), None if missing."""
+        what = container if name is None else '%s/%s' % (container, name)
+        try:
+            if name is None:
+                return self.call(what, 'head_container', container)
+            return self.call(what, 'head_object', container, name)
+        except SwiftError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def listing(self, container, prefix=''):
+        """Listing entries (dicts) under ``prefix``, internal names left
+        out; a missing container is a :class:`SwiftError` (404)."""
+        try:
+            _, entries = self.call(container, 'get_container', container,
+                                   prefix=prefix or None, full_listing=True)
+        except SwiftError as err:
+            if err.status == 404:
+                raise SwiftError(container, 'no such container', 404) \
+                    from None
+            raise
+        return [e for e in entries
+                if 'name' in e and not protocol.is_internal(e['name'])]
+
+    def ensure_container(self, container):
+        """Create ``container`` unless it exists (as ``swift upload``)."""
+        self.call(container, 'put_container', container)
+
+    # -- storlets --------------------------------------------------------
+    def declared_parameters(self, storlet):
+        """The parameters ``storlet`` declares (a set), or None when it
+        declares none; a storlet not deployed is a :class:`SwiftError`.
+
+        A user the account lets run storlets but not read the storlet
+        container (a storlet ACL) cannot check: None, and the engine
+        answers each call."""
+        try:
+            headers = self.head(STORLET_CONTAINER, storlet)
+        except SwiftError as err:
+            if err.status in (401, 403):
+                return None
+            raise
+        if headers is None:
+            raise SwiftError(storlet, 'no such storlet in this account '
+                             '(deploy it: mlstorlets deploy)', 404)
+        value = headers.get((META + protocol.PARAMETERS_KEY).lower())
+        if value is None:
+            return None
+        return {p for p in value.split(',') if p}
+
+    def check_storlet(self, storlet, params=None):
+        """Check once, before any call, that ``storlet`` is deployed and
+        takes ``params``.
+
+        Raises
+        ------
+        SwiftError
+            No such storlet.
+        ValueError
+            A parameter it does not declare.
+        """
+        check_parameters(storlet, params, self.declared_parameters(storlet))
+
+    def storlet_get(self, container, name, storlet, params=None,
+                    extra_resources=None, headers=None, **kwargs):
+        """``GET`` of the storlet's output over ``container/name``:
+        (headers, body); ``kwargs`` go to swiftclient's ``get_object``."""
+        request = dict(headers or {})
+        request.update(storlet_headers(storlet, params, extra_resources))
+        return self.call('%s/%s' % (container, name), 'get_object',
+                         container, name, headers=request, **kwargs)
+
+    def storlet_copy(self, container, name, dest_container, dest_name,
+                     storlet, params=None, extra_resources=None,
+                     headers=None, **kwargs):
+        """Make ``dest_container/dest_name`` the storlet's output over
+        ``container/name``, inside the cluster (``PUT`` with
+        ``X-Copy-From``); nothing is written if the storlet fails.
+        Returns the response headers."""
+        request = dict(headers or {})
+        request.update(storlet_headers(storlet, params, extra_resources))
+        # The proxy unquotes it: a name with % or ? must be quoted.
+        request['X-Copy-From'] = quote('/%s/%s' % (container, name))
+        response = {}
+        self.call('%s/%s' % (container, name), 'put_object', dest_container,
+                  dest_name, b'', headers=request, response_dict=response,
+                  **kwargs)
+        return response.get('headers', {})
+
+    def parallel(self, fn, items, concurrency):
+        """``[fn(item) for item in items]``, ``concurrency`` at a time (each
+        thread using its own connection through :attr:`conn`)."""
+        if concurrency < 1:
+            raise ValueError('concurrency must be at least 1')
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(pool.map(fn, items))
+
+
+def check_parameters(storlet, params, declared):
+    """Refuse a parameter ``storlet`` does not declare (``declared`` None:
+    it declares none, anything goes)."""
+    unknown = protocol.undeclared(params or {}, declared)
+    if unknown:
+        raise ValueError('storlet %s takes no parameter %s (it takes: %s)' % (
+            storlet, ', '.join(unknown),
+            ', '.join(sorted(declared)) or 'none'))
