@@ -15,7 +15,7 @@ NATIVE := $(VENV)/lib/storlets/libsbus.so
 DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv native demo test bench clean
+.PHONY: setup system venv native demo lint test bench clean
 
 setup: system venv native
 
@@ -45,7 +45,10 @@ demo: setup
 	$(VENV)/bin/mlstorlets aio up $(AIO_ARGS)
 	$(VENV)/bin/mlstorlets demo --data "$(DATA)"
 
-test: setup
+lint: venv
+	$(VENV)/bin/ruff check mlstorlets storlets tests benchmarks
+
+test: setup lint
 	DATA="$(DATA)" $(VENV)/bin/pytest -p no:cacheprovider tests
 
 # Every benchmark, each against its baseline in the same run; figures and

@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import boto3  # noqa: E402
+from support import data_dir, free_base_port  # noqa: E402
 
 from mlstorlets.client import datasets  # noqa: E402
 from mlstorlets.server.aio import Cluster  # noqa: E402
-from support import data_dir, free_base_port  # noqa: E402
 
 
 def run_cli(env, concurrency, dest):

@@ -128,9 +128,10 @@ def main():
         mode, src, dest, segment = args.child
         return child(mode, src, dest, int(segment))
 
-    from mlstorlets.server.aio import Cluster
-    from support import free_base_port
     import boto3
+    from support import free_base_port
+
+    from mlstorlets.server.aio import Cluster
 
     quiet = lambda msg: None  # noqa: E731
     rows = []

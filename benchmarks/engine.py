@@ -32,11 +32,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
-from mlstorlets.server.aio import Cluster  # noqa: E402
-from mlstorlets.client.deploy import deploy  # noqa: E402
-from support import free_base_port  # noqa: E402
-from cluster_options import AGENTS, reconfigure  # noqa: E402
 import targets  # noqa: E402
+from cluster_options import AGENTS, reconfigure  # noqa: E402
+from support import free_base_port  # noqa: E402
+
+from mlstorlets.client.deploy import deploy  # noqa: E402
+from mlstorlets.server.aio import Cluster  # noqa: E402
 
 
 def timed(func):

@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import targets  # noqa: E402
+
 from mlstorlets.client import datasets  # noqa: E402
 
 STORLET = 'extract_face.py'
@@ -176,10 +177,11 @@ def main(argv=None):
         print(json.dumps(PARTS[args.part](args)))
         return None
     from link import LinkedCluster
-    from mlstorlets.client.deploy import deploy
-    from mlstorlets.server.aio import Cluster
     from phone_photos import make
     from support import data_dir, free_base_port
+
+    from mlstorlets.client.deploy import deploy
+    from mlstorlets.server.aio import Cluster
 
     sources = [(os.path.basename(i.path), i.path)
                for i in datasets.items(data_dir(), ('train',))]

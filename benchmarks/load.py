@@ -125,10 +125,11 @@ def main(argv=None):
     if args.part:
         print(json.dumps(part(args)))
         return None
+    from support import data_dir, free_base_port
+
     from mlstorlets.client import datasets
     from mlstorlets.client.deploy import deploy
     from mlstorlets.server.aio import Cluster
-    from support import data_dir, free_base_port
 
     photos = [(os.path.basename(i.path), i.path)
               for i in datasets.items(data_dir(), ('train',))]

@@ -37,7 +37,7 @@ Usage::
 
     .venv/bin/python benchmarks/sgd_remote_vs_local.py                # 200 MB, 50 objects
     .venv/bin/python benchmarks/sgd_remote_vs_local.py --size-mb 20 --objects 10
-    .venv/bin/python benchmarks/sgd_remote_vs_local.py --link 100mbit    # across a shaped link (link.py)
+    .venv/bin/python benchmarks/sgd_remote_vs_local.py --link 100mbit  # across a shaped link
 """
 
 import argparse
@@ -65,31 +65,46 @@ STATE_PARENT = '/tmp'
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--size-mb', type=float, default=200.0,
-                   help='size of the data set in MB (10^6 bytes); default 200')
+    p.add_argument(
+        '--size-mb',
+        type=float,
+        default=200.0,
+        help='size of the data set in MB (10^6 bytes); default 200',
+    )
     p.add_argument('--objects', type=int, default=50, help='number of objects; default 50')
     p.add_argument('--features', type=int, default=20, help='features per row; default 20')
     p.add_argument('--passes', type=int, default=5, help='passes over the data; default 5')
     p.add_argument('--model', choices=('regressor', 'classifier'), default='regressor')
-    p.add_argument('--batch-size', type=int, default=65536,
-                   help='rows per partial_fit call; default 65536')
+    p.add_argument(
+        '--batch-size', type=int, default=65536, help='rows per partial_fit call; default 65536'
+    )
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--base-port', type=int, default=None,
-                   help='first of the cluster\'s ports; default: a free block')
-    p.add_argument('--link', metavar='RATE',
-                   help='cluster and client across a veth link shaped to RATE (tc syntax: '
-                        '100mbit, 1gbit), see link.py; default: loopback')
-    p.add_argument('--output', default=None,
-                   help='default: results/sgd_remote_vs_local[_RATE].json')
+    p.add_argument(
+        '--base-port',
+        type=int,
+        default=None,
+        help='first of the cluster\'s ports; default: a free block',
+    )
+    p.add_argument(
+        '--link',
+        metavar='RATE',
+        help='cluster and client across a veth link shaped to RATE (tc syntax: '
+        '100mbit, 1gbit), see link.py; default: loopback',
+    )
+    p.add_argument(
+        '--output', default=None, help='default: results/sgd_remote_vs_local[_RATE].json'
+    )
     args = p.parse_args(argv)
     args.output = args.output or os.path.join(
-        HERE, 'results', 'sgd_remote_vs_local%s.json' % ('_' + args.link if args.link else ''))
+        HERE, 'results', 'sgd_remote_vs_local%s.json' % ('_' + args.link if args.link else '')
+    )
     if args.objects < 1 or args.size_mb <= 0 or args.passes < 1 or args.features < 1:
         p.error('sizes must be positive')
     return args
 
 
 # -- counting what crosses the network ---------------------------------------
+
 
 def counting_connection_class():
     from swiftclient.client import Connection
@@ -101,9 +116,15 @@ def counting_connection_class():
         """swiftclient Connection that adds up what its object calls move."""
 
         def reset(self):
-            self.counts = dict(requests=0, storlet_calls=0, request_body=0, state_headers=0,
-                               response_body=0, request_headers=0,
-                               response_headers=0)
+            self.counts = dict(
+                requests=0,
+                storlet_calls=0,
+                request_body=0,
+                state_headers=0,
+                response_body=0,
+                request_headers=0,
+                response_headers=0,
+            )
 
         def _add(self, **kw):
             if not hasattr(self, 'counts'):
@@ -114,18 +135,24 @@ def counting_connection_class():
         def get_object(self, container, obj, *args, **kwargs):
             sent = kwargs.get('headers') or {}
             headers, body = super().get_object(container, obj, *args, **kwargs)
-            state = sum(len(v) for k, v in sent.items()
-                        if k.lower().startswith('x-storlet-parameter-'))
-            self._add(requests=1, state_headers=state, response_body=len(body),
-                      storlet_calls=int('X-Run-Storlet' in sent),
-                      request_headers=header_bytes(sent),
-                      response_headers=header_bytes(headers))
+            state = sum(
+                len(v) for k, v in sent.items() if k.lower().startswith('x-storlet-parameter-')
+            )
+            self._add(
+                requests=1,
+                state_headers=state,
+                response_body=len(body),
+                storlet_calls=int('X-Run-Storlet' in sent),
+                request_headers=header_bytes(sent),
+                response_headers=header_bytes(headers),
+            )
             return headers, body
 
         def put_object(self, container, obj, contents, *args, **kwargs):
             n = len(contents) if isinstance(contents, (bytes, bytearray)) else 0
-            self._add(requests=1, request_body=n,
-                      request_headers=header_bytes(kwargs.get('headers')))
+            self._add(
+                requests=1, request_body=n, request_headers=header_bytes(kwargs.get('headers'))
+            )
             return super().put_object(container, obj, contents, *args, **kwargs)
 
         def head_object(self, container, obj, *args, **kwargs):
@@ -138,14 +165,18 @@ def counting_connection_class():
 
         def get_container(self, container, *args, **kwargs):
             headers, listing = super().get_container(container, *args, **kwargs)
-            self._add(requests=1, response_body=len(json.dumps(listing)),
-                      response_headers=header_bytes(headers))
+            self._add(
+                requests=1,
+                response_body=len(json.dumps(listing)),
+                response_headers=header_bytes(headers),
+            )
             return headers, listing
 
     return CountingConnection
 
 
 # -- the data ------------------------------------------------------------------
+
 
 def true_model(args):
     rng = np.random.RandomState(args.seed)
@@ -177,18 +208,21 @@ def object_names(args):
 
 # -- the two ways ----------------------------------------------------------
 
+
 def estimator_params(args):
     return dict(random_state=0, shuffle=False, max_iter=args.passes, tol=None)
 
 
 def remote_estimator(args, conn):
     from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor
+
     cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
     return cls(connection=conn, **estimator_params(args))
 
 
 def local_estimator(args):
     from sklearn.linear_model import SGDClassifier, SGDRegressor
+
     cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
     return cls(**estimator_params(args))
 
@@ -199,8 +233,7 @@ def run_remote(args, conn, objects_per_call=None):
     extra = {'classes': [0, 1]} if args.model == 'classifier' else {}
     conn.reset()
     start = time.perf_counter()
-    est.remote_fit('swift://%s/' % CONTAINER,
-                   data_options={'batch_size': args.batch_size}, **extra)
+    est.remote_fit('swift://%s/' % CONTAINER, data_options={'batch_size': args.batch_size}, **extra)
     wall = time.perf_counter() - start
     return est, wall, dict(conn.counts)
 
@@ -222,7 +255,7 @@ def run_baseline(args, conn, names):
             arr = np.load(io.BytesIO(body), allow_pickle=False)
             X, y = arr[:, :-1], arr[:, -1]
             for s in range(0, len(y), args.batch_size):
-                est.partial_fit(X[s:s + args.batch_size], y[s:s + args.batch_size], **extra)
+                est.partial_fit(X[s : s + args.batch_size], y[s : s + args.batch_size], **extra)
             download += t1 - t0
             compute += time.perf_counter() - t1
     wall = time.perf_counter() - start
@@ -238,14 +271,15 @@ def run_in_memory(args, arrays):
         for arr in arrays:
             X, y = arr[:, :-1], arr[:, -1]
             for s in range(0, len(y), args.batch_size):
-                est.partial_fit(X[s:s + args.batch_size], y[s:s + args.batch_size], **extra)
+                est.partial_fit(X[s : s + args.batch_size], y[s : s + args.batch_size], **extra)
     return est, time.perf_counter() - start
 
 
 def evaluate(conn, names, models):
     """Local score of each model on the whole data set, downloaded once."""
-    parts = [np.load(io.BytesIO(conn.get_object(CONTAINER, n)[1]), allow_pickle=False)
-             for n in names]
+    parts = [
+        np.load(io.BytesIO(conn.get_object(CONTAINER, n)[1]), allow_pickle=False) for n in names
+    ]
     data = np.vstack(parts)
     X, y = data[:, :-1], data[:, -1]
     return [float(m.score(X, y)) for m in models], len(y)
@@ -281,11 +315,11 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
     t0 = time.perf_counter()
     remote_estimator(args, conn).remote_partial_fit('swift://%s/' % warm_container, **extra)
     remote_estimator(args, conn).set_params(objects_per_call=1).remote_partial_fit(
-        'swift://%s/' % warm_container, **extra)
+        'swift://%s/' % warm_container, **extra
+    )
     warmup = time.perf_counter() - t0
 
-    print('(a) remote_fit: %d passes over %d objects ...' % (args.passes, args.objects),
-          flush=True)
+    print('(a) remote_fit: %d passes over %d objects ...' % (args.passes, args.objects), flush=True)
     remote_est, remote_wall, remote_counts = run_remote(args, conn)
     print('(a1) remote_fit, one call per object ...', flush=True)
     per_object_est, per_object_wall, per_object_counts = run_remote(args, conn, 1)
@@ -297,10 +331,12 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
     remote_score = remote_est.remote_score('swift://%s/' % CONTAINER)
     remote_score_wall = time.perf_counter() - t0
     (score_remote_model, score_local_model), n_scored = evaluate(
-        conn, names, [remote_est, local_est])
+        conn, names, [remote_est, local_est]
+    )
     coef_diff = max(max_abs_diff(remote_est.coef_, m.coef_) for m in (local_est, per_object_est))
-    intercept_diff = max(max_abs_diff(remote_est.intercept_, m.intercept_)
-                         for m in (local_est, per_object_est))
+    intercept_diff = max(
+        max_abs_diff(remote_est.intercept_, m.intercept_) for m in (local_est, per_object_est)
+    )
     true_coef = w if args.model == 'regressor' else w / np.linalg.norm(w)
     fitted = np.ravel(remote_est.coef_)
     if args.model == 'classifier':
@@ -312,28 +348,47 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
         return dict(c, body_bytes=body + (c['state_headers'] if state_in_headers else 0))
 
     def remote_section(est, wall, counts):
-        return {'wall_s': wall, 'passes': int(est.n_iter_),
-                'invocations': counts['storlet_calls'], 'bytes': moved(counts, True)}
+        return {
+            'wall_s': wall,
+            'passes': int(est.n_iter_),
+            'invocations': counts['storlet_calls'],
+            'bytes': moved(counts, True),
+        }
 
     return {
-        'data': {'format': 'npy float64, row-major, [X | y]', 'objects': args.objects,
-                 'rows': n_rows, 'features': args.features, 'bytes': stored,
-                 'true_coef': w.tolist(), 'true_intercept': b},
+        'data': {
+            'format': 'npy float64, row-major, [X | y]',
+            'objects': args.objects,
+            'rows': n_rows,
+            'features': args.features,
+            'bytes': stored,
+            'true_coef': w.tolist(),
+            'true_intercept': b,
+        },
         'setup': {'storlet_sandbox_warmup_s': warmup},
         'remote_fit': remote_section(remote_est, remote_wall, remote_counts),
-        'remote_fit_per_object': remote_section(per_object_est, per_object_wall,
-                                                per_object_counts),
-        'baseline': {'wall_s': local_wall, 'download_s': dl_time, 'local_fit_s': fit_time,
-                     'passes': args.passes, 'bytes': moved(local_counts, False),
-                     'bytes_if_downloaded_once': stored},
-        'scores': {'metric': 'R^2' if args.model == 'regressor' else 'accuracy',
-                   'remote_score': remote_score, 'remote_score_wall_s': remote_score_wall,
-                   'remote_model_local_score': score_remote_model,
-                   'baseline_model_local_score': score_local_model,
-                   'remote_vs_baseline_score_diff': abs(score_remote_model - score_local_model),
-                   'remote_score_vs_local_diff': abs(remote_score - score_remote_model),
-                   'max_coef_diff': coef_diff, 'max_intercept_diff': intercept_diff,
-                   'relative_coef_error_vs_truth': coef_error, 'rows_scored': n_scored},
+        'remote_fit_per_object': remote_section(per_object_est, per_object_wall, per_object_counts),
+        'baseline': {
+            'wall_s': local_wall,
+            'download_s': dl_time,
+            'local_fit_s': fit_time,
+            'passes': args.passes,
+            'bytes': moved(local_counts, False),
+            'bytes_if_downloaded_once': stored,
+        },
+        'scores': {
+            'metric': 'R^2' if args.model == 'regressor' else 'accuracy',
+            'remote_score': remote_score,
+            'remote_score_wall_s': remote_score_wall,
+            'remote_model_local_score': score_remote_model,
+            'baseline_model_local_score': score_local_model,
+            'remote_vs_baseline_score_diff': abs(score_remote_model - score_local_model),
+            'remote_score_vs_local_diff': abs(remote_score - score_remote_model),
+            'max_coef_diff': coef_diff,
+            'max_intercept_diff': intercept_diff,
+            'relative_coef_error_vs_truth': coef_error,
+            'rows_scored': n_scored,
+        },
         '_remote_est': remote_est,
     }
 
@@ -343,11 +398,15 @@ def max_abs_diff(a, b):
 
 
 def machine(load_at_start):
-    return {'cpus': os.cpu_count(), 'python': platform.python_version(),
-            'load_average_at_start': load_at_start,
-            'load_average_at_end': list(os.getloadavg()),
-            'numpy': np.__version__, 'sklearn': __import__('sklearn').__version__,
-            'cluster': '1 object server, embedded, localhost'}
+    return {
+        'cpus': os.cpu_count(),
+        'python': platform.python_version(),
+        'load_average_at_start': load_at_start,
+        'load_average_at_end': list(os.getloadavg()),
+        'numpy': np.__version__,
+        'sklearn': __import__('sklearn').__version__,
+        'cluster': '1 object server, embedded, localhost',
+    }
 
 
 def ratios(r):
@@ -357,15 +416,18 @@ def ratios(r):
         'speedup_remote_over_baseline': r['baseline']['wall_s'] / remote,
         'wall_remote_over_in_memory': remote / r['in_memory']['wall_s'],
         'wall_per_object_over_remote': r['remote_fit_per_object']['wall_s'] / remote,
-        'bytes_baseline_over_remote': (r['baseline']['bytes']['body_bytes']
-                                       / r['remote_fit']['bytes']['body_bytes']),
+        'bytes_baseline_over_remote': (
+            r['baseline']['bytes']['body_bytes'] / r['remote_fit']['bytes']['body_bytes']
+        ),
     }
 
 
 # -- the cluster -------------------------------------------------------------
 
+
 def free_base_port(span=20, start=26000, stop=40000):
     from mlstorlets.server.aio.processes import port_in_use
+
     for base in range(start + os.getpid() % 50 * 100, stop, span):
         if not any(port_in_use(p) for p in range(base, base + span)):
             return base
@@ -378,15 +440,19 @@ def mb(n):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mlstorlets.server.aio import Cluster
-    from mlstorlets.client.deploy import deploy
     from link import LinkedCluster
+
+    from mlstorlets.client.deploy import deploy
+    from mlstorlets.server.aio import Cluster
 
     quiet = lambda msg: None  # noqa: E731
     state_dir = tempfile.mkdtemp(prefix='mlsb-', dir=STATE_PARENT)
     # Across a link, this thread leaves up() in the client's namespace.
-    cluster = (LinkedCluster(os.path.join(state_dir, 'aio'), args.link) if args.link
-               else Cluster(os.path.join(state_dir, 'aio')))
+    cluster = (
+        LinkedCluster(os.path.join(state_dir, 'aio'), args.link)
+        if args.link
+        else Cluster(os.path.join(state_dir, 'aio'))
+    )
     results = {'parameters': vars(args).copy()}
     load_at_start = list(os.getloadavg())
     try:
@@ -413,12 +479,17 @@ def main(argv=None):
             stored += len(body)
         upload = time.perf_counter() - t0
         n_rows = per_object * args.objects
-        print('cluster up and storlets deployed in %.1f s; uploaded %d objects, %d rows x %d '
-              'features, %.1f MB (.npy float64) in %.1f s'
-              % (startup, args.objects, n_rows, args.features, mb(stored), upload), flush=True)
+        print(
+            'cluster up and storlets deployed in %.1f s; uploaded %d objects, %d rows x %d '
+            'features, %.1f MB (.npy float64) in %.1f s'
+            % (startup, args.objects, n_rows, args.features, mb(stored), upload),
+            flush=True,
+        )
 
-        arrays = [np.load(io.BytesIO(make_object(args, i, per_object, w, b)),
-                          allow_pickle=False) for i in range(args.objects)]
+        arrays = [
+            np.load(io.BytesIO(make_object(args, i, per_object, w, b)), allow_pickle=False)
+            for i in range(args.objects)
+        ]
         print('(c) local partial_fit on the data in memory ...', flush=True)
         memory_est, memory_wall = run_in_memory(args, arrays)
         del arrays
@@ -427,7 +498,8 @@ def main(argv=None):
         remote_est = results.pop('_remote_est')
         results['scores']['max_diff_remote_vs_in_memory'] = max(
             max_abs_diff(remote_est.coef_, memory_est.coef_),
-            max_abs_diff(remote_est.intercept_, memory_est.intercept_))
+            max_abs_diff(remote_est.intercept_, memory_est.intercept_),
+        )
         results['setup'].update(cluster_up_and_deploy_s=startup, upload_s=upload)
         results['machine'] = machine(load_at_start)
         results['ratios'] = ratios(results)
@@ -454,66 +526,128 @@ def report(r):
     rows = [
         ('', '(a) remote_fit', '(a1) one call/object', '(b) download + local'),
         ('wall time (s)', '%.2f' % a['wall_s'], '%.2f' % a1['wall_s'], '%.2f' % b['wall_s']),
-        ('  of which download / local fit (s)', '-', '-',
-         '%.2f / %.2f' % (b['download_s'], b['local_fit_s'])),
+        (
+            '  of which download / local fit (s)',
+            '-',
+            '-',
+            '%.2f / %.2f' % (b['download_s'], b['local_fit_s']),
+        ),
         ('storlet calls', str(a['invocations']), str(a1['invocations']), '-'),
-        ('requests', str(a['bytes']['requests']), str(a1['bytes']['requests']),
-         str(b['bytes']['requests'])),
-        ('body bytes through the client (MB)', '%.3f' % mb(a['bytes']['body_bytes']),
-         '%.3f' % mb(a1['bytes']['body_bytes']), '%.1f' % mb(b['bytes']['body_bytes'])),
-        ('  up: request bodies + state headers (MB)',
-         '%.3f' % mb(a['bytes']['request_body'] + a['bytes']['state_headers']),
-         '%.3f' % mb(a1['bytes']['request_body'] + a1['bytes']['state_headers']),
-         '%.3f' % mb(b['bytes']['request_body'])),
-        ('  down: response bodies (MB)', '%.3f' % mb(a['bytes']['response_body']),
-         '%.3f' % mb(a1['bytes']['response_body']), '%.1f' % mb(b['bytes']['response_body'])),
-        ('all header bytes (MB)',
-         '%.3f' % mb(a['bytes']['request_headers'] + a['bytes']['response_headers']),
-         '%.3f' % mb(a1['bytes']['request_headers'] + a1['bytes']['response_headers']),
-         '%.3f' % mb(b['bytes']['request_headers'] + b['bytes']['response_headers'])),
-        ('%s of the final model' % s['metric'], '%.6f' % s['remote_model_local_score'], '',
-         '%.6f' % s['baseline_model_local_score']),
+        (
+            'requests',
+            str(a['bytes']['requests']),
+            str(a1['bytes']['requests']),
+            str(b['bytes']['requests']),
+        ),
+        (
+            'body bytes through the client (MB)',
+            '%.3f' % mb(a['bytes']['body_bytes']),
+            '%.3f' % mb(a1['bytes']['body_bytes']),
+            '%.1f' % mb(b['bytes']['body_bytes']),
+        ),
+        (
+            '  up: request bodies + state headers (MB)',
+            '%.3f' % mb(a['bytes']['request_body'] + a['bytes']['state_headers']),
+            '%.3f' % mb(a1['bytes']['request_body'] + a1['bytes']['state_headers']),
+            '%.3f' % mb(b['bytes']['request_body']),
+        ),
+        (
+            '  down: response bodies (MB)',
+            '%.3f' % mb(a['bytes']['response_body']),
+            '%.3f' % mb(a1['bytes']['response_body']),
+            '%.1f' % mb(b['bytes']['response_body']),
+        ),
+        (
+            'all header bytes (MB)',
+            '%.3f' % mb(a['bytes']['request_headers'] + a['bytes']['response_headers']),
+            '%.3f' % mb(a1['bytes']['request_headers'] + a1['bytes']['response_headers']),
+            '%.3f' % mb(b['bytes']['request_headers'] + b['bytes']['response_headers']),
+        ),
+        (
+            '%s of the final model' % s['metric'],
+            '%.6f' % s['remote_model_local_score'],
+            '',
+            '%.6f' % s['baseline_model_local_score'],
+        ),
     ]
     width = max(len(x[0]) for x in rows)
     print()
     for row in rows:
         print('%-*s  %16s  %20s  %20s' % ((width,) + row))
     print()
-    print('data: %d objects, %d rows x %d features, %.1f MB; %d passes'
-          % (r['data']['objects'], r['data']['rows'], r['data']['features'],
-             mb(r['data']['bytes']), b['passes']))
+    print(
+        'data: %d objects, %d rows x %d features, %.1f MB; %d passes'
+        % (
+            r['data']['objects'],
+            r['data']['rows'],
+            r['data']['features'],
+            mb(r['data']['bytes']),
+            b['passes'],
+        )
+    )
     q = r['ratios']
     print('(c) local partial_fit on the data in memory: %.2f s' % r['in_memory']['wall_s'])
-    print('remote_fit: %.2fx faster than download + partial_fit; %.2fx the time of '
-          'partial_fit in memory; %.2fx faster than one call per object; bytes baseline / '
-          'remote: %.0f' % (q['speedup_remote_over_baseline'], q['wall_remote_over_in_memory'],
-                            q['wall_per_object_over_remote'], q['bytes_baseline_over_remote']))
+    print(
+        'remote_fit: %.2fx faster than download + partial_fit; %.2fx the time of '
+        'partial_fit in memory; %.2fx faster than one call per object; bytes baseline / '
+        'remote: %.0f'
+        % (
+            q['speedup_remote_over_baseline'],
+            q['wall_remote_over_in_memory'],
+            q['wall_per_object_over_remote'],
+            q['bytes_baseline_over_remote'],
+        )
+    )
     m = r['machine']
     if max(m['load_average_at_start'][0], m['load_average_at_end'][0]) > m['cpus']:
-        print('WARNING: the machine was busy (1-minute load %.1f at start, %.1f at end, '
-              '%d CPUs): the wall times are not reliable'
-              % (m['load_average_at_start'][0], m['load_average_at_end'][0], m['cpus']))
-    print('storlet sandbox cold start (once, not in (a)): %.2f s'
-          % r['setup']['storlet_sandbox_warmup_s'])
-    print('score difference (a) vs (b): %.3g; remote_score %.9f vs local %.9f (diff %.3g, '
-          'in %.2f s); max |coef diff| vs (a1), (b): %.3g, vs (c): %.3g; coef error vs the '
-          'true model %.4f'
-          % (s['remote_vs_baseline_score_diff'], s['remote_score'],
-             s['remote_model_local_score'], s['remote_score_vs_local_diff'],
-             s['remote_score_wall_s'], s['max_coef_diff'], s['max_diff_remote_vs_in_memory'],
-             s['relative_coef_error_vs_truth']))
+        print(
+            'WARNING: the machine was busy (1-minute load %.1f at start, %.1f at end, '
+            '%d CPUs): the wall times are not reliable'
+            % (m['load_average_at_start'][0], m['load_average_at_end'][0], m['cpus'])
+        )
+    print(
+        'storlet sandbox cold start (once, not in (a)): %.2f s'
+        % r['setup']['storlet_sandbox_warmup_s']
+    )
+    print(
+        'score difference (a) vs (b): %.3g; remote_score %.9f vs local %.9f (diff %.3g, '
+        'in %.2f s); max |coef diff| vs (a1), (b): %.3g, vs (c): %.3g; coef error vs the '
+        'true model %.4f'
+        % (
+            s['remote_vs_baseline_score_diff'],
+            s['remote_score'],
+            s['remote_model_local_score'],
+            s['remote_score_vs_local_diff'],
+            s['remote_score_wall_s'],
+            s['max_coef_diff'],
+            s['max_diff_remote_vs_in_memory'],
+            s['relative_coef_error_vs_truth'],
+        )
+    )
 
 
 def check_targets(args, r):
     """The engine issue's targets (printed, never asserted)."""
     from targets import check
+
     remote, base = r['remote_fit']['wall_s'], r['baseline']
     if not args.link:
-        return [check('remote_fit / local partial_fit on data in memory (loopback)',
-                      remote / r['in_memory']['wall_s'], 4.0)]
+        return [
+            check(
+                'remote_fit / local partial_fit on data in memory (loopback)',
+                remote / r['in_memory']['wall_s'],
+                4.0,
+            )
+        ]
     if args.link.lower() == '100mbit':
-        return [check('download + partial_fit / remote_fit at 100 Mbit/s',
-                      base['wall_s'] / remote, 5.0, at_least=True)]
+        return [
+            check(
+                'download + partial_fit / remote_fit at 100 Mbit/s',
+                base['wall_s'] / remote,
+                5.0,
+                at_least=True,
+            )
+        ]
     print('(the issue sets no target at %s)' % args.link)
     return []
 

@@ -11,10 +11,10 @@ import shutil
 import tempfile
 
 import pytest
-
-from mlstorlets.server.aio import Cluster
-from mlstorlets.client.deploy import deploy
 from support import free_base_port
+
+from mlstorlets.client.deploy import deploy
+from mlstorlets.server.aio import Cluster
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_STORLETS = os.path.join(HERE, 'storlets')

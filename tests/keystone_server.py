@@ -167,8 +167,7 @@ def _user_and_group():
 def serve(conf, port):
     """Serve Keystone's public WSGI application on 127.0.0.1:``port``."""
     from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import (WSGIRequestHandler, WSGIServer,
-                                       make_server)
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     os.environ['OS_KEYSTONE_CONFIG_FILES'] = conf
     # oslo.config parses the command line when the application loads.

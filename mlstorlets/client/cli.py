@@ -351,6 +351,7 @@ SERVER_COMMANDS = ('aio', 'demo', 'node-config')
 def main(argv=None):
     args = parser().parse_args(argv)
     from swiftclient.exceptions import ClientException
+
     from mlstorlets.client.swift import reason_of
     from mlstorlets.sandbox.errors import ObjectError
     expected = (ObjectError, ValueError, FileNotFoundError)

@@ -18,10 +18,10 @@ unchanged library uploads nothing.
 
 import ast
 import dataclasses
-import re
 import hashlib
 import io
 import os
+import re
 import sys
 import zipfile
 

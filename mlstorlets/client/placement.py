@@ -21,12 +21,11 @@ import contextlib
 import dataclasses
 import hashlib
 
-from mlstorlets.client.batch import (RUN_KEY, BatchSummary, execute,
-                                     run_batch, run_digest)
+from mlstorlets.client.batch import RUN_KEY, BatchSummary, execute, run_batch, run_digest
 from mlstorlets.client.local_storlet import load_storlet, stream
-from mlstorlets.client.swift import check_parameters
 from mlstorlets.client.stores.base import SOURCE_ETAG, Counted, NotFound
 from mlstorlets.client.stores.registry import Stores
+from mlstorlets.client.swift import check_parameters
 from mlstorlets.client.uri import parse, plan_keys
 
 COPY = 'copy'

@@ -11,11 +11,10 @@ import tempfile
 import zipfile
 
 import pytest
-
-from mlstorlets.server.aio import Cluster, ClusterError
-from mlstorlets.client.deploy import artifacts, deploy
-
 from support import free_base_port
+
+from mlstorlets.client.deploy import artifacts, deploy
+from mlstorlets.server.aio import Cluster, ClusterError
 
 CLI = [sys.executable, '-m', 'mlstorlets.client.cli']
 
@@ -209,6 +208,7 @@ def test_up_and_down_stop_the_workers_of_a_killed_server(short_tmp):
     import signal
     import time
     import urllib.request
+
     from mlstorlets.server.aio import processes
     cluster = Cluster(str(short_tmp))
     quiet = lambda m: None  # noqa: E731
@@ -228,8 +228,8 @@ def test_up_and_down_stop_the_workers_of_a_killed_server(short_tmp):
             assert resp.status == 200
         status = cli('aio', 'status', '--state-dir', str(short_tmp))
         assert status.returncode == 3
-        line = [l for l in status.stdout.splitlines()
-                if l.startswith('object-server-0')][0]
+        line = [row for row in status.stdout.splitlines()
+                if row.startswith('object-server-0')][0]
         assert 'still serving' in line and str(workers[0]) in line
         messages = []
         assert cluster.up(log=messages.append)

@@ -2,9 +2,9 @@
 joined by a veth pair; needs root and iproute2, as the benchmarks do."""
 
 import os
+import shutil
 import socket
 import sys
-import shutil
 import tempfile
 
 import pytest
@@ -13,8 +13,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', '..', 'benchmarks'))
 
 from link import NETNS_DIR, Link, LinkedCluster  # noqa: E402
-from mlstorlets.server.aio.processes import alive  # noqa: E402
 from support import free_base_port  # noqa: E402
+
+from mlstorlets.server.aio.processes import alive  # noqa: E402
 
 
 def ours(link):

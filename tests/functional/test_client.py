@@ -6,8 +6,8 @@ eventlet, which a client must never import.
 """
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +16,10 @@ import uuid
 
 import boto3
 import pytest
+from support import REPO, data_dir
 
 from mlstorlets.client.batch import run_batch
 from mlstorlets.client.cli import main
-from support import REPO, data_dir
 
 META = 'x-object-meta-'
 

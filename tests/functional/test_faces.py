@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
+from support import data_dir
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.cli import main
 from mlstorlets.client.faces import pipeline, plan
-from support import data_dir
 
 META = "x-object-meta-"
 EXTRACT, RECOGNIZE = pipeline.EXTRACT, pipeline.RECOGNIZE
@@ -48,8 +48,13 @@ def faces(conn):
     container = "test-faces"
     conn.put_container(container)
     for name, path in _files("train"):
-        conn.put_object(container, "train/" + name, _read(path),
-                        headers={"X-Object-Meta-Name": label_of(name)}, content_type="image/jpeg")
+        conn.put_object(
+            container,
+            "train/" + name,
+            _read(path),
+            headers={"X-Object-Meta-Name": label_of(name)},
+            content_type="image/jpeg",
+        )
     for name, path in _files("test"):
         conn.put_object(container, "test/" + name, _read(path), content_type="image/jpeg")
     for name, path in _files("video"):
@@ -70,12 +75,10 @@ def test_the_faces_commands(cluster, faces, capsys, monkeypatch):
     uri = faces["uri"]
     assert main(["faces", "extract", uri + "test/", uri + "cli-crops/"]) == 0
     assert "extract_face.py: 8 done" in capsys.readouterr().out
-    assert main(["faces", "recognize", uri + "models/faces.skops",
-                 uri + "test/"]) == 0
+    assert main(["faces", "recognize", uri + "models/faces.skops", uri + "test/"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 and all(" name=" in line for line in lines)
-    assert main(["faces", "train", "swift://no-such-container/x/",
-                 uri + "models/other.skops"]) == 2
+    assert main(["faces", "train", "swift://no-such-container/x/", uri + "models/other.skops"]) == 2
     assert "no such container" in capsys.readouterr().err
 
 
@@ -120,7 +123,9 @@ def test_recognize_names_7_of_8_test_photos(conn, faces):
 
 def test_recognize_annotates_the_video(conn, faces):
     container, uri = faces["container"], faces["uri"]
-    summary = pipeline.recognize(conn, uri + "models/faces.skops", uri + "video/", uri + "annotated/")
+    summary = pipeline.recognize(
+        conn, uri + "models/faces.skops", uri + "video/", uri + "annotated/"
+    )
     assert not summary.failed, summary.format()
     headers, body = conn.get_object(container, "annotated/obama_mov.avi")
     assert body[:4] == b"RIFF" and body[8:12] == b"AVI "
@@ -132,11 +137,19 @@ def test_recognize_annotates_the_video(conn, faces):
 
 def _png_claiming(width, height):
     """A small, valid PNG whose header claims ``width`` x ``height``."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _refused(conn, container, source, dest, storlet, params, extra=None):
@@ -172,8 +185,12 @@ def test_bad_photos_are_refused_by_name(conn, container):
         assert source in body and reason in body, body
         assert conn.get_object(container, name)[1] == data  # untouched
         # The storlet still serves the next request.
-        conn.put_object(container, "crop-good.png", b"", headers={
-            "X-Run-Storlet": EXTRACT, "X-Copy-From": "%s/good.jpeg" % container})
+        conn.put_object(
+            container,
+            "crop-good.png",
+            b"",
+            headers={"X-Run-Storlet": EXTRACT, "X-Copy-From": "%s/good.jpeg" % container},
+        )
         headers, body = conn.get_object(container, "crop-good.png")
         assert body.startswith(b"\x89PNG") and headers[META + "name"] == "obama"
         conn.delete_object(container, "crop-good.png")
@@ -182,7 +199,9 @@ def test_bad_photos_are_refused_by_name(conn, container):
 def test_a_photo_without_a_face_is_refused_by_extract(conn, container):
     ok, grey = cv2.imencode(".png", np.full((120, 160), 128, np.uint8))
     conn.put_object(container, "grey.png", grey.tobytes())
-    body = _refused(conn, container, "grey.png", "crop.png", EXTRACT, {"source": container + "/grey.png"})
+    body = _refused(
+        conn, container, "grey.png", "crop.png", EXTRACT, {"source": container + "/grey.png"}
+    )
     assert container + "/grey.png: no face found" in body
 
 
@@ -200,11 +219,16 @@ def test_bad_models_and_videos_are_refused_by_name(conn, container, faces):
     ]
     for source, model_path, reason, named in cases:
         params = {"source": "%s/%s" % (container, source), "model": model_path.lstrip("/")}
-        body = _refused(conn, container, source, "out-" + source, RECOGNIZE, params, extra=model_path)
+        body = _refused(
+            conn, container, source, "out-" + source, RECOGNIZE, params, extra=model_path
+        )
         assert reason in body and named in body, body
         # The next request with a good model works.
-        headers, body = conn.get_object(container, "photo.jpeg", headers={
-            "X-Run-Storlet": RECOGNIZE, "X-Storlet-Extra-Resources": model})
+        headers, body = conn.get_object(
+            container,
+            "photo.jpeg",
+            headers={"X-Run-Storlet": RECOGNIZE, "X-Storlet-Extra-Resources": model},
+        )
         assert body == photo and headers[META + "face-name"] == "obama"
     assert conn.get_object(container, "broken.avi")[1][:4] == b"RIFF"
 
@@ -213,7 +237,7 @@ def test_training_scales_past_one_request(cluster, conn, faces):
     """300 crops: more paths than one header holds, several shards, a merge."""
     container, uri = faces["container"], faces["uri"]
     crops = [e["name"] for e in conn.get_container(container, prefix="crops/")[1]]
-    copies = ["many/crop-%04d-%s" % (i, crops[i % len(crops)][len("crops/"):]) for i in range(300)]
+    copies = ["many/crop-%04d-%s" % (i, crops[i % len(crops)][len("crops/") :]) for i in range(300)]
 
     def copy(job):
         local = cluster.connection()
@@ -228,10 +252,14 @@ def test_training_scales_past_one_request(cluster, conn, faces):
     # A small budget makes the pack requests fill up fast and the shards
     # too many for one fit request, so that they are merged first.
     budget = 1800
-    report = pipeline.train(conn, uri + "many/", uri + "models/many.skops", budget=budget, keep_shards=True)
+    report = pipeline.train(
+        conn, uri + "many/", uri + "models/many.skops", budget=budget, keep_shards=True
+    )
     shards = conn.get_container(container, prefix=report.shard_prefix.split("/", 3)[3])[1]
     packed = [s for s in shards if re.search(r"/L0-\d+$", s["name"])]
-    cheapest = min(plan.input_cost(_user_metadata(conn.head_object(container, name))) for name in copies[:96])
+    cheapest = min(
+        plan.input_cost(_user_metadata(conn.head_object(container, name))) for name in copies[:96]
+    )
     most_per_request = (budget - plan.input_cost({})) // cheapest
     assert report.faces == 300 and report.shards == len(packed) >= -(-300 // most_per_request)
     assert report.merges >= 1 and report.fit_inputs < report.shards
@@ -240,9 +268,11 @@ def test_training_scales_past_one_request(cluster, conn, faces):
 
     found = pipeline.recognize(conn, uri + "models/many.skops", uri + "test/")
     assert not found.failed
-    right = sum(tags["name"] == label_of(source.rsplit("/", 1)[1]) for source, tags in found.results.items())
+    right = sum(
+        tags["name"] == label_of(source.rsplit("/", 1)[1]) for source, tags in found.results.items()
+    )
     assert right >= 7
 
 
 def _user_metadata(headers):
-    return {k[len(META):]: v for k, v in headers.items() if k.startswith(META)}
+    return {k[len(META) :]: v for k, v in headers.items() if k.startswith(META)}

@@ -14,15 +14,15 @@ import sys
 import tempfile
 
 import pytest
+from keystone_server import Keystone
+from support import free_base_port
 from swiftclient.exceptions import ClientException
 
-from keystone_server import Keystone
 from mlstorlets.client.connection import connection_from_environment
 from mlstorlets.client.deploy import deploy
 from mlstorlets.client.placement import run_anywhere
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.server.aio import Cluster
-from support import free_base_port
 
 BIN = os.path.dirname(sys.executable)
 TEST_STORLETS = os.path.join(os.path.dirname(os.path.dirname(

@@ -24,8 +24,8 @@ from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
-from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor, remote
+from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.sgd import state
 
 ACCOUNT = 'AUTH_mlstorlets'
@@ -328,8 +328,8 @@ def object_ring(cluster, monkeypatch):
 
 def object_dir(cluster, node, account, container, obj):
     """Where object server ``node`` keeps the object (whether or not it does)."""
-    from swift.common.utils import hash_path
     from swift.common.ring import Ring
+    from swift.common.utils import hash_path
 
     ring = Ring(cluster.layout.swift_dir, ring_name='object')
     part = ring.get_part(account, container, obj)

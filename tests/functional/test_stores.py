@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 from botocore.config import Config
+from support import REPO, CuttingProxy
 
 from mlstorlets.client.placement import copy, run_anywhere
 from mlstorlets.client.stores import NotFound, StoreError, Stores
 from mlstorlets.client.stores.local import FileStore
-from support import REPO, CuttingProxy
 
 TEST_STORLETS = os.path.join(REPO, 'tests', 'storlets')
 N = 8

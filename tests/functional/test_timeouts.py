@@ -11,12 +11,12 @@ import os
 import tempfile
 
 import pytest
+from support import free_base_port
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.deploy import deploy
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.aio import Cluster
-from support import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STORLET_TIMEOUT = 8

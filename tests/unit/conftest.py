@@ -40,7 +40,9 @@ def faces_training(faces_data):
     spec = faces.default_spec()
     rows, labels = [], []
     for path in sorted((faces_data / "train").glob("*.jpeg")):
-        crop, _ = faces.extract_face(path.read_bytes(), path.name, size=spec["size"], margin=spec["margin"])
+        crop, _ = faces.extract_face(
+            path.read_bytes(), path.name, size=spec["size"], margin=spec["margin"]
+        )
         block = faces.training_features(crop, spec)
         rows.append(block)
         labels += [face_label(path)] * len(block)

@@ -12,8 +12,12 @@ import socket
 import pytest
 
 from mlstorlets.server.gateway import bubblewrap
-from mlstorlets.server.gateway.bubblewrap import BubblewrapRunTimeSandbox, \
-    _parse_cpuset, sandbox_uid, send_without_following_links
+from mlstorlets.server.gateway.bubblewrap import (
+    BubblewrapRunTimeSandbox,
+    _parse_cpuset,
+    sandbox_uid,
+    send_without_following_links,
+)
 from mlstorlets.server.node import SANDBOX_LIMITS
 
 

@@ -2,8 +2,7 @@
 
 import pytest
 
-from mlstorlets.client.connection import (connection_from_environment,
-                                          swift_options)
+from mlstorlets.client.connection import connection_from_environment, swift_options
 from mlstorlets.server.aio.layout import Layout
 from mlstorlets.server.aio.swiftconf import _proxy, keystone_filters
 from mlstorlets.server.node import insert_into_pipeline
@@ -81,6 +80,7 @@ def test_the_keystone_extra_is_installed():
 
 def test_the_environment_is_not_changed_by_a_parse():
     import os
+
     from swiftclient import shell
     before = dict(os.environ)
     swift_options(dict(V3, OS_IDENTITY_API_VERSION='3'))

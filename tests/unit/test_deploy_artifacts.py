@@ -1,7 +1,7 @@
 """What `mlstorlets deploy` uploads, without a cluster."""
 
-import zipfile
 import io
+import zipfile
 
 import pytest
 

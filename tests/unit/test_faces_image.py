@@ -28,10 +28,17 @@ def _png_header(width, height):
     """A tiny, valid-looking PNG that claims ``width`` x ``height`` pixels."""
 
     def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_jpeg_png_and_gif_decode_to_the_same_grayscale_picture(photo):
@@ -85,7 +92,9 @@ def test_jpeg_missing_only_its_end_marker_is_refused(photo):
 
 
 def test_jpeg_with_padding_after_its_end_marker_decodes(photo):
-    assert decode_image(photo + b"\0\0\n", "padded.jpeg").shape == decode_image(photo, "p.jpeg").shape
+    assert (
+        decode_image(photo + b"\0\0\n", "padded.jpeg").shape == decode_image(photo, "p.jpeg").shape
+    )
 
 
 def test_truncated_png_is_refused(photo):

@@ -6,13 +6,18 @@ import zipfile
 import numpy as np
 import pytest
 import skops.io
+from conftest import face_label
 from sklearn.linear_model import LogisticRegression
 
 from mlstorlets.sandbox import faces
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces.model import dump_model, load_model, load_shard, pack_shard, train_incremental
-
-from conftest import face_label
+from mlstorlets.sandbox.faces.model import (
+    dump_model,
+    load_model,
+    load_shard,
+    pack_shard,
+    train_incremental,
+)
 
 
 def _score(model, faces_data):
@@ -34,7 +39,10 @@ def test_model_trained_in_memory_names_7_of_8_test_photos(faces_model, faces_dat
 
 def _shards(X, y, size):
     # File order groups rows by person: the hardest order for SGD.
-    return [(f"shards/{i:03d}.npz", pack_shard(X[i : i + size], y[i : i + size])) for i in range(0, len(y), size)]
+    return [
+        (f"shards/{i:03d}.npz", pack_shard(X[i : i + size], y[i : i + size]))
+        for i in range(0, len(y), size)
+    ]
 
 
 def test_incremental_training_over_shards_names_7_of_8(faces_training, faces_model, faces_data):
@@ -89,7 +97,9 @@ def test_shard_whose_header_overstates_its_size_is_refused():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)}
+        )
         archive.writestr("X.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:])
         archive.writestr("y.npy", b"")
     with pytest.raises(ObjectError, match="more data than it holds"):
@@ -139,8 +149,14 @@ def test_model_file_with_untrusted_types_is_refused(faces_model, faces_training)
     # trusts only its own pipeline.
     other = LogisticRegression(max_iter=50).fit(X[::8], y[::8])
     for intruder in (other, Payload()):
-        bundle = {"format": "mlstorlets.sandbox.faces.model", "version": 1, "estimator": intruder,
-                  "spec": spec, "classes": list(faces_model.classes), "n_samples": 1}
+        bundle = {
+            "format": "mlstorlets.sandbox.faces.model",
+            "version": 1,
+            "estimator": intruder,
+            "spec": spec,
+            "classes": list(faces_model.classes),
+            "n_samples": 1,
+        }
         with pytest.raises(ObjectError, match="untrusted types") as caught:
             load_model(skops.io.dumps(bundle), "models/evil")
         assert "models/evil" in str(caught.value)
@@ -156,5 +172,7 @@ def test_low_confidence_faces_are_unknown(faces_model, faces_data):
     data = (faces_data / "test" / "obama_test1.jpeg").read_bytes()
     result = faces.recognize_image(faces_model, data, "o.jpeg")
     assert result["name"] == "obama" and 0.5 <= result["confidence"] <= 1
-    strict = faces.recognize_image(faces_model, data, "o.jpeg", threshold=result["confidence"] + 1e-6)
+    strict = faces.recognize_image(
+        faces_model, data, "o.jpeg", threshold=result["confidence"] + 1e-6
+    )
     assert strict["name"] == faces.UNKNOWN and strict["box"] == result["box"]

@@ -11,7 +11,9 @@ def test_input_cost_is_the_json_the_engine_sends():
     sent = json.dumps({"storlets": {"type": "SBUS_FD_INPUT_OBJECT"}, "storage": {"Name": "obama"}})
     assert plan.input_cost({"Name": "obama"}) == len(sent) + len(", ")
     # Storlet-* metadata is not sent to storlets.
-    assert plan.input_cost({"Name": "obama", "Storlet-Main": "x.Y"}) == plan.input_cost({"Name": "obama"})
+    assert plan.input_cost({"Name": "obama", "Storlet-Main": "x.Y"}) == plan.input_cost(
+        {"Name": "obama"}
+    )
     # A non-ASCII byte is escaped to \u00XX: six characters.
     assert plan.input_cost({"Name": "\u00e9"}) == plan.input_cost({"Name": "e"}) + 2 * 6 - 1
 
@@ -51,9 +53,15 @@ def test_groups_respect_the_header_line():
 
 
 def test_groups_respect_weights():
-    groups = plan.plan_groups([1] * 6, ["/c/o"] * 6, weights=[3, 3, 3, 1, 1, 7], max_weight=6, budget=100)
+    groups = plan.plan_groups(
+        [1] * 6, ["/c/o"] * 6, weights=[3, 3, 3, 1, 1, 7], max_weight=6, budget=100
+    )
     assert groups == [[0, 1], [2, 3, 4], [5]]
-    assert plan.plan_groups([1] * 5, ["/c/o"] * 5, max_weight=2, budget=100) == [[0, 1], [2, 3], [4]]
+    assert plan.plan_groups([1] * 5, ["/c/o"] * 5, max_weight=2, budget=100) == [
+        [0, 1],
+        [2, 3],
+        [4],
+    ]
 
 
 def test_an_input_too_large_for_any_request_is_refused():
@@ -65,8 +73,12 @@ def test_an_input_too_large_for_any_request_is_refused():
 
 def test_2000_crops_fit_in_bounded_requests():
     # Crops as extract_face writes them, with the batch runner's etag.
-    metadata = {"Name": "obama", "Face-Box": "120,85,240,240", "Source": "photos/train/obama%04d.jpeg" % 1999,
-                "Source-Etag": "0" * 32}
+    metadata = {
+        "Name": "obama",
+        "Face-Box": "120,85,240,240",
+        "Source": "photos/train/obama%04d.jpeg" % 1999,
+        "Source-Etag": "0" * 32,
+    }
     costs = [plan.input_cost(metadata)] * 2000
     paths = [plan.resource_path("crops", "faces/obama%04d.png" % i) for i in range(2000)]
     groups = plan.plan_groups(costs, paths)
@@ -82,6 +94,6 @@ def test_mix_by_label_spreads_every_label():
     assert sorted(order) == list(range(90))
     # Every window of 15 holds every person.
     for start in range(0, 90, 15):
-        assert {labels[i] for i in order[start:start + 15]} == {"a", "b", "c"}
+        assert {labels[i] for i in order[start : start + 15]} == {"a", "b", "c"}
     assert plan.mix_by_label(labels, seed=1) == order
     assert plan.mix_by_label(labels, seed=2) != order

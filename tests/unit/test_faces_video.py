@@ -21,7 +21,11 @@ def test_obama_is_named_in_at_least_90_percent_of_face_frames(faces_model, faces
     # Faces fill a third of this 1280x720 video; detecting at 320 px wide
     # finds them all at a quarter of the default's cost.
     summary = recognize_video(
-        faces_model, str(faces_data / "video" / "obama_mov.avi"), str(out), "videos/obama", detect_width=320
+        faces_model,
+        str(faces_data / "video" / "obama_mov.avi"),
+        str(out),
+        "videos/obama",
+        detect_width=320,
     )
     frames = summary["frames"]
     with_face = sum(count for person, count in frames.items() if person != NO_FACE)
@@ -35,7 +39,12 @@ def test_obama_is_named_in_at_least_90_percent_of_face_frames(faces_model, faces
 def test_max_frames_bounds_the_work_and_the_output(faces_model, faces_data, tmp_path):
     out = tmp_path / "short.avi"
     summary = recognize_video(
-        faces_model, str(faces_data / "video" / "obama_mov.avi"), str(out), "v", max_frames=5, detect_width=320
+        faces_model,
+        str(faces_data / "video" / "obama_mov.avi"),
+        str(out),
+        "v",
+        max_frames=5,
+        detect_width=320,
     )
     assert summary["truncated"] and sum(summary["frames"].values()) == 5
     assert _frame_count(out) == 5
@@ -55,7 +64,9 @@ def test_truncated_video_is_processed_up_to_the_cut(faces_model, faces_data, tmp
     data = (faces_data / "video" / "obama_mov.avi").read_bytes()
     src = tmp_path / "half.avi"
     src.write_bytes(data[: len(data) // 4])
-    summary = recognize_video(faces_model, str(src), str(tmp_path / "out.avi"), "half.avi", detect_width=320)
+    summary = recognize_video(
+        faces_model, str(src), str(tmp_path / "out.avi"), "half.avi", detect_width=320
+    )
     assert 10 < sum(summary["frames"].values()) < 122
     assert summary["name"] == "obama"
 

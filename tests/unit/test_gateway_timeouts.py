@@ -4,8 +4,7 @@ import socket
 import time
 
 import pytest
-from storlets.sbus.client.exceptions import SBusClientIOError, \
-    SBusClientSendError
+from storlets.sbus.client.exceptions import SBusClientIOError, SBusClientSendError
 
 from mlstorlets.server.gateway.bubblewrap import BoundedSBusClient
 

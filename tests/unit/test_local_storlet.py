@@ -6,9 +6,14 @@ import textwrap
 import pytest
 
 from mlstorlets.client.deploy import default_source_dir
+from mlstorlets.client.local_storlet import (
+    InputFile,
+    OutputFile,
+    StorletFailed,
+    invoke,
+    load_storlet,
+)
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.client.local_storlet import (InputFile, OutputFile, StorletFailed,
-                                      invoke, load_storlet)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_STORLETS = os.path.join(os.path.dirname(HERE), 'storlets')

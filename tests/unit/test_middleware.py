@@ -9,12 +9,11 @@ test_tenancy.py run the same middleware in the real cluster.
 import urllib.parse
 
 import pytest
+from fake_swift import FakeSwift, call
 from swift.common.swob import Request
 
-from fake_swift import FakeSwift, call
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.middleware import storlet_copy, storlet_failure, \
-    user_name
+from mlstorlets.server.middleware import storlet_copy, storlet_failure, user_name
 
 SRC = '/v1/AUTH_a/c/src'
 DST = '/v1/AUTH_a/c/dst'

@@ -3,12 +3,16 @@
 import configparser
 import json
 import os
-import tomllib
 
 import pytest
+import tomllib
 
-from mlstorlets.server.node import SANDBOX_LIMITS, configure_node, \
-    gateway_options, insert_into_pipeline
+from mlstorlets.server.node import (
+    SANDBOX_LIMITS,
+    configure_node,
+    gateway_options,
+    insert_into_pipeline,
+)
 
 PROXY = ('catch_errors gatekeeper healthcheck proxy-logging cache '
          'tempauth copy slo dlo proxy-logging proxy-server')

@@ -4,8 +4,8 @@ file:// and dropbox:// (a local stand-in for the Dropbox API)."""
 import os
 
 import pytest
-
 from dropbox_server import TOKEN, DropboxServer, dropbox_hash, session_for
+
 from mlstorlets.client.placement import copy, run_anywhere
 from mlstorlets.client.stores import NotFound, Stores
 from mlstorlets.client.stores.dropbox import make_client

@@ -9,8 +9,7 @@ import pytest
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.batch import BatchSummary, execute
-from mlstorlets.client.swift import check_parameters, reason_of, \
-    storlet_headers
+from mlstorlets.client.swift import check_parameters, reason_of, storlet_headers
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 

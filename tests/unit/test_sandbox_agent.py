@@ -12,12 +12,11 @@ import socket
 import subprocess
 import sys
 
+import agent_scenarios
 import pytest
+from agent_scenarios import STORLETS, pipe_with
 
 from mlstorlets.server.agent import channel, daemon, worker
-
-import agent_scenarios
-from agent_scenarios import STORLETS, pipe_with
 
 LOG = logging.getLogger('test-agent')
 @pytest.fixture

@@ -3,10 +3,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from sgd_fakes import FakeInput
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.sgd.data import DataOptions, holdout_mask, iter_batches
-from sgd_fakes import FakeInput
 
 
 def read(payload, metadata=None, **params):
@@ -167,7 +167,7 @@ def test_an_npz_member_whose_header_lies_about_its_size_is_refused():
 
 def test_archive_size_and_member_count_are_bounded():
     payload = npz_bytes(X=np.ones((4, 2)), y=np.ones(4))
-    assert f"over max_archive_bytes=100 bytes" in refused(payload, max_archive_bytes=100)
+    assert "over max_archive_bytes=100 bytes" in refused(payload, max_archive_bytes=100)
     many = npz_bytes(X=np.ones((4, 2)), y=np.ones(4),
                      **{f"a{i}": np.ones(1) for i in range(20)})
     assert ".npz with 22 members is over max_members=16" in refused(many)

@@ -4,15 +4,15 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from sgd_fakes import FakeInput, FakeOutput
 from sklearn.linear_model import SGDClassifier as SkSGDClassifier
 from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 from swiftclient.exceptions import ClientException
+from test_sgd_training import Logger, csv_bytes, load_storlet, make_batches
 
+from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor, remote
 from mlstorlets.sandbox import invocation
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor, remote
-from sgd_fakes import FakeInput, FakeOutput
-from test_sgd_training import Logger, csv_bytes, load_storlet, make_batches
 
 
 class InProcessConnection:
@@ -33,8 +33,9 @@ class InProcessConnection:
         return {"swift": {"max_header_size": 8192}}
 
     def get_container(self, container, prefix=None, full_listing=False):
-        names = sorted(o for (c, o) in self.objects if c == container
-                       and o.startswith(prefix or ""))
+        names = sorted(
+            o for (c, o) in self.objects if c == container and o.startswith(prefix or "")
+        )
         return {}, [{"name": n} for n in names]
 
     def put_object(self, container, name, contents, content_type=None):
@@ -68,10 +69,14 @@ class InProcessConnection:
         if invocation.ERROR_KEY in out.metadata:
             assert not out.body
             raise ClientException(
-                "storlet refused", http_status=422,
-                http_response_content=(f"storlet {headers['X-Run-Storlet']} refused "
-                                       f"{container}/{obj}: "
-                                       f"{out.metadata[invocation.ERROR_KEY]}\n").encode())
+                "storlet refused",
+                http_status=422,
+                http_response_content=(
+                    f"storlet {headers['X-Run-Storlet']} refused "
+                    f"{container}/{obj}: "
+                    f"{out.metadata[invocation.ERROR_KEY]}\n"
+                ).encode(),
+            )
         assert int(out.metadata.pop(invocation.LENGTH_KEY)) == len(out.body)
         return {f"x-object-meta-{k.lower()}": v for k, v in out.metadata.items()}, out.body
 
@@ -121,7 +126,9 @@ def test_tampered_answer_is_refused_before_assignment():
     batches = make_batches(2, regression=True)
     conn = InProcessConnection(store(batches))
     get = conn.get_object
-    conn.get_object = lambda *a, **k: (lambda h, b: (h, b[:-8] + np.array([np.nan]).tobytes()))(*get(*a, **k))
+    conn.get_object = lambda *a, **k: (lambda h, b: (h, b[:-8] + np.array([np.nan]).tobytes()))(
+        *get(*a, **k)
+    )
     est = SGDRegressor(random_state=0, connection=conn)
     with pytest.raises(ObjectError):
         est.remote_partial_fit("swift://data/")
@@ -161,16 +168,17 @@ def test_remote_fit_and_score():
 def test_remote_fit_regressor_weights_and_r2(early_stopping):
     batches = make_batches(4, n_batches=3, n=80, regression=True)
     conn = InProcessConnection(store(batches))
-    est = SGDRegressor(random_state=0, max_iter=30, early_stopping=early_stopping,
-                       connection=conn)
+    est = SGDRegressor(random_state=0, max_iter=30, early_stopping=early_stopping, connection=conn)
     weights = {"swift://data/part-0.csv": 2.0}
-    est.remote_fit("swift://data/", sample_weight=weights,
-                   coef_init=np.zeros(5), intercept_init=[0.5])
+    est.remote_fit(
+        "swift://data/", sample_weight=weights, coef_init=np.zeros(5), intercept_init=[0.5]
+    )
     X = np.vstack([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
     w = np.r_[np.full(80, 2.0), np.ones(160)]
     assert est.remote_score("swift://data/", sample_weight=weights) == pytest.approx(
-        est.score(X, y, sample_weight=w), abs=1e-9)
+        est.score(X, y, sample_weight=w), abs=1e-9
+    )
     assert est.score(X, y) > 0.9
 
 
@@ -178,7 +186,8 @@ def test_connection_from_environment_needs_credentials():
     with pytest.raises(ValueError, match="credentials"):
         remote.connection_from_environment({})
     conn = remote.connection_from_environment(
-        {"ST_AUTH": "http://127.0.0.1:8080/auth/v1.0", "ST_USER": "t:u", "ST_KEY": "k"})
+        {"ST_AUTH": "http://127.0.0.1:8080/auth/v1.0", "ST_USER": "t:u", "ST_KEY": "k"}
+    )
     assert conn.authurl == "http://127.0.0.1:8080/auth/v1.0" and conn.user == "t:u"
 
 
@@ -211,12 +220,12 @@ class HeadOnly:
 
     def head_object(self, container, obj):
         size, meta = self.heads[obj]
-        return {"content-length": str(size),
-                **{f"x-object-meta-{k}": v for k, v in meta.items()}}
+        return {"content-length": str(size), **{f"x-object-meta-{k}": v for k, v in meta.items()}}
 
 
 def test_plan_keeps_each_call_within_the_datagram_bytes_and_objects_limits():
     from mlstorlets.client.faces import plan as sbus_plan
+
     heads = {f"o{i}": (1000 + i, {"note": "n" * (20 * i)}) for i in range(40)}
     uris = [f"swift://c/o{i}" for i in range(40)]
     params = {"op": "partial_fit"}
@@ -224,9 +233,12 @@ def test_plan_keeps_each_call_within_the_datagram_bytes_and_objects_limits():
     groups = transport.plan(uris, params)
     assert [u for g in groups for u in g] == uris and len(groups) > 1
     for group in groups:
-        used = remote.SBUS_ENGINE_RESERVE + sbus_plan.input_cost({}) + remote.datagram_cost(
-            dict(params, job="resource")) + sum(
-                sbus_plan.input_cost(heads[u.split("/")[-1]][1]) for u in group)
+        used = (
+            remote.SBUS_ENGINE_RESERVE
+            + sbus_plan.input_cost({})
+            + remote.datagram_cost(dict(params, job="resource"))
+            + sum(sbus_plan.input_cost(heads[u.split("/")[-1]][1]) for u in group)
+        )
         assert used <= sbus_plan.SBUS_LIMIT
     small = remote.StorletTransport(HeadOnly(heads), max_group_bytes=3100)
     assert all(len(g) <= 3 for g in small.plan(uris, params))

@@ -3,18 +3,23 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 
-from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor
+from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.sgd import state
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), n_classes=st.integers(2, 4), d=st.integers(1, 6),
-       average=st.sampled_from([False, True, 5]),
-       loss=st.sampled_from(["hinge", "log_loss", "perceptron", "squared_hinge"]))
+@given(
+    seed=st.integers(0, 2**16),
+    n_classes=st.integers(2, 4),
+    d=st.integers(1, 6),
+    average=st.sampled_from([False, True, 5]),
+    loss=st.sampled_from(["hinge", "log_loss", "perceptron", "squared_hinge"]),
+)
 def test_classifier_round_trip_changes_no_prediction(seed, n_classes, d, average, loss):
     rng = np.random.RandomState(seed)
     X = rng.normal(size=(30, d))
@@ -47,7 +52,9 @@ def test_get_set_params_clone_keep_remote_parameters():
     est = SGDClassifier(alpha=0.5, connection=conn, storlet="x.py")
     params = est.get_params()
     assert params["connection"] is conn and params["storlet"] == "x.py"
-    assert set(params) - {"connection", "storlet", "objects_per_call"} == set(state.sklearn_param_names("SGDClassifier"))
+    assert set(params) - {"connection", "storlet", "objects_per_call"} == set(
+        state.sklearn_param_names("SGDClassifier")
+    )
     assert clone(est).get_params()["alpha"] == 0.5
     est.set_params(storlet="y.py")
     assert est.storlet == "y.py"
@@ -55,26 +62,30 @@ def test_get_set_params_clone_keep_remote_parameters():
 
 def _rewrite_header(blob, change):
     (hlen,) = struct.unpack_from("<I", blob, 6)
-    header = json.loads(blob[10:10 + hlen])
+    header = json.loads(blob[10 : 10 + hlen])
     change(header)
     text = json.dumps(header).encode()
-    return blob[:6] + struct.pack("<I", len(text)) + text + blob[10 + hlen:]
+    return blob[:6] + struct.pack("<I", len(text)) + text + blob[10 + hlen :]
 
 
 def _fitted_blob():
-    return state.dumps(SGDClassifier(random_state=0).partial_fit(
-        [[0.0, 1.0], [1.0, 0.0]], [0, 1], classes=[0, 1]))
+    return state.dumps(
+        SGDClassifier(random_state=0).partial_fit([[0.0, 1.0], [1.0, 0.0]], [0, 1], classes=[0, 1])
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda h: h.update(version=2), "version"),
-    (lambda h: h["params"].update(bogus=1), "unknown"),
-    (lambda h: h["params"].update(loss="nope"), "hyper-parameters"),
-    (lambda h: h["arrays"][0].update(shape=[3, 2]), "truncated|trailing|shape"),
-    (lambda h: h.update(n_features_in_=3), "shape"),
-    (lambda h: h.update(classes={"dtype": "int64", "values": [1, 0]}), "sorted"),
-    (lambda h: h.update(t_=0), "t_"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda h: h.update(version=2), "version"),
+        (lambda h: h["params"].update(bogus=1), "unknown"),
+        (lambda h: h["params"].update(loss="nope"), "hyper-parameters"),
+        (lambda h: h["arrays"][0].update(shape=[3, 2]), "truncated|trailing|shape"),
+        (lambda h: h.update(n_features_in_=3), "shape"),
+        (lambda h: h.update(classes={"dtype": "int64", "values": [1, 0]}), "sorted"),
+        (lambda h: h.update(t_=0), "t_"),
+    ],
+)
 def test_invalid_states_are_refused(change, message):
     with pytest.raises(ObjectError, match=message):
         state.loads(_rewrite_header(_fitted_blob(), change), name="s")

@@ -3,19 +3,20 @@ import os
 
 import numpy as np
 import pytest
+from sgd_fakes import FakeInput, FakeOutput
 from sklearn.linear_model import SGDClassifier as SkSGDClassifier
 from sklearn.linear_model import SGDRegressor as SkSGDRegressor
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.sgd import state, training
-from sgd_fakes import FakeInput, FakeOutput
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_storlet():
     spec = importlib.util.spec_from_file_location(
-        "sgd_estimator", os.path.join(ROOT, "storlets", "sgd_estimator.py"))
+        "sgd_estimator", os.path.join(ROOT, "storlets", "sgd_estimator.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.SGDEstimatorStorlet
@@ -96,31 +97,39 @@ def test_regressor_storlet_matches_local_partial_fit(average, via_resource):
     local = SkSGDRegressor(**params)
     for X, y in batches:
         local.partial_fit(X, y)
-    blob = storlet_pass(state.dumps(SkSGDRegressor(**params)),
-                        [csv_bytes(X, y) for X, y in batches], via_resource=via_resource)
+    blob = storlet_pass(
+        state.dumps(SkSGDRegressor(**params)),
+        [csv_bytes(X, y) for X, y in batches],
+        via_resource=via_resource,
+    )
     remote = state.loads(blob).build()
     np.testing.assert_allclose(remote.coef_, local.coef_, rtol=0, atol=1e-12)
     np.testing.assert_allclose(remote.intercept_, local.intercept_, rtol=0, atol=1e-12)
 
 
 def test_mini_batches_equal_local_partial_fit_on_the_same_chunks():
-    (X, y), = make_batches(2, n_batches=1, n=50, regression=True)
+    ((X, y),) = make_batches(2, n_batches=1, n=50, regression=True)
     local = SkSGDRegressor(random_state=0)
     for start in range(0, 50, 16):
-        local.partial_fit(X[start:start + 16], y[start:start + 16])
-    blob = storlet_pass(state.dumps(SkSGDRegressor(random_state=0)), [csv_bytes(X, y)],
-                        extra_params={"batch_size": "16"})
+        local.partial_fit(X[start : start + 16], y[start : start + 16])
+    blob = storlet_pass(
+        state.dumps(SkSGDRegressor(random_state=0)),
+        [csv_bytes(X, y)],
+        extra_params={"batch_size": "16"},
+    )
     remote = state.loads(blob)
     np.testing.assert_allclose(remote.attrs["coef_"], local.coef_, rtol=0, atol=1e-12)
     assert remote.report["n_batches"] == 4 and remote.report["n_samples"] == 50
 
 
 def test_objective_report_matches_scikit_learn_terms():
-    (X, y), = make_batches(4, n_batches=1, n=30, regression=True)
+    ((X, y),) = make_batches(4, n_batches=1, n=30, regression=True)
     est = SkSGDRegressor(random_state=0, alpha=0.1).partial_fit(X, y)
     blob = storlet_pass(state.dumps(est), [csv_bytes(X, y)])
-    expected = 0.5 * np.sum((X @ est.coef_ + est.intercept_ - y) ** 2) + \
-        30 * 0.1 * 0.5 * est.coef_ @ est.coef_
+    expected = (
+        0.5 * np.sum((X @ est.coef_ + est.intercept_ - y) ** 2)
+        + 30 * 0.1 * 0.5 * est.coef_ @ est.coef_
+    )
     assert state.loads(blob).report["objective"] == pytest.approx([expected], rel=1e-12)
 
 
@@ -141,8 +150,11 @@ def test_storlet_refuses_invalid_state():
     blob = bytearray(state.dumps(SkSGDRegressor().partial_fit([[1.0, 2.0]], [1.0])))
     blob[-8:] = np.array([np.nan]).tobytes()
     out = FakeOutput()
-    storlet([FakeInput(b"1,2,3\n")], [out],
-            dict(training.encode_state_params(bytes(blob), 8000), name="c/o"))
+    storlet(
+        [FakeInput(b"1,2,3\n")],
+        [out],
+        dict(training.encode_state_params(bytes(blob), 8000), name="c/o"),
+    )
     assert "NaN" in out.metadata["Storlet-Error"] and out.chunks == []
 
 
@@ -152,11 +164,12 @@ def test_storlet_without_state_fails():
 
 
 def test_score_and_labels_ops():
-    (X, y), = make_batches(5, n_batches=1, n=60, classes=(0, 1))
+    ((X, y),) = make_batches(5, n_batches=1, n=60, classes=(0, 1))
     est = SkSGDClassifier(random_state=0).fit(X, y)
     params = dict(training.encode_state_params(state.dumps(est), 8000), op="score")
     _, body = training.run([FakeInput(csv_bytes(X, y))], params)
     import json
+
     sums = json.loads(body)
     assert sums["correct"] / sums["weight_sum"] == pytest.approx(est.score(X, y))
     _, body = training.run([FakeInput(csv_bytes(X, y))], {"op": "labels"})
@@ -173,10 +186,10 @@ def _scalar_losses(estimator, target, raw):
     if estimator.loss == "log_loss":
         return np.log1p(np.exp(raw)) - target * raw
     if estimator.loss == "squared_error":
-        return 0.5 * r ** 2
+        return 0.5 * r**2
     assert estimator.loss == "huber"
     eps = estimator.epsilon
-    return np.where(np.abs(r) <= eps, 0.5 * r ** 2, eps * (np.abs(r) - 0.5 * eps))
+    return np.where(np.abs(r) <= eps, 0.5 * r**2, eps * (np.abs(r) - 0.5 * eps))
 
 
 @pytest.mark.parametrize("loss", sorted(SkSGDClassifier.loss_functions))
@@ -203,20 +216,25 @@ def test_pointwise_loss_of_every_regressor_loss(loss):
 def test_objective_of_sgd_only_losses_is_the_sum_of_their_losses(loss):
     # These losses' vectorized ``loss`` method writes nothing: an objective
     # read from it was uninitialized memory, sometimes NaN ("diverged").
-    (X, y), = make_batches(6, n_batches=1, n=80, classes=(0, 1))
+    ((X, y),) = make_batches(6, n_batches=1, n=80, classes=(0, 1))
     est = SkSGDClassifier(loss=loss, random_state=0, alpha=0.01).partial_fit(X, y, classes=[0, 1])
     raw = X @ est.coef_[0] + est.intercept_[0]
     target = np.where(y == 1, 1.0, -1.0)
-    expected = _scalar_losses(est, target, raw).sum() + 80 * 0.01 * 0.5 * est.coef_[0] @ est.coef_[0]
+    expected = (
+        _scalar_losses(est, target, raw).sum() + 80 * 0.01 * 0.5 * est.coef_[0] @ est.coef_[0]
+    )
     for _ in range(20):
         assert training.objective_sums(est, X, y, np.array([0, 1])) == pytest.approx(
-            [expected], rel=1e-12)
+            [expected], rel=1e-12
+        )
 
 
 # -- groups: several objects in one call ----------------------------------------
 
-def _group_call(blob, payloads, names, weights=None, via_resource=False, sizes=None,
-                extra_params=None):
+
+def _group_call(
+    blob, payloads, names, weights=None, via_resource=False, sizes=None, extra_params=None
+):
     weights = weights or [1.0] * len(payloads)
     sizes = sizes or [len(p) for p in payloads]
     job = training.encode_job(list(zip(names, weights, sizes)))
@@ -236,23 +254,33 @@ def test_a_group_equals_one_call_per_object_and_local_partial_fit(via_resource):
     payloads = [csv_bytes(X, y) for X, y in batches]
     blob = state.dumps(SkSGDClassifier(random_state=2), pending_classes=np.array([0, 1, 2]))
     weights = [1.0, 0.5, 2.0, 1.0]
-    metadata, grouped = _group_call(blob, payloads, [f"c/{i}" for i in range(4)], weights,
-                                    via_resource, extra_params={"batch_size": "16"})
+    metadata, grouped = _group_call(
+        blob,
+        payloads,
+        [f"c/{i}" for i in range(4)],
+        weights,
+        via_resource,
+        extra_params={"batch_size": "16"},
+    )
     assert metadata["Mlstorlets-Objects"] == "4"
-    assert metadata["Mlstorlets-State-Via"] == ("extra-resource" if via_resource
-                                                else "parameters")
+    assert metadata["Mlstorlets-State-Via"] == ("extra-resource" if via_resource else "parameters")
     local = SkSGDClassifier(random_state=2)
     for (X, y), w in zip(batches, weights):
         for s in range(0, len(y), 16):
-            local.partial_fit(X[s:s + 16], y[s:s + 16], classes=[0, 1, 2],
-                              sample_weight=np.full(len(y[s:s + 16]), w))
+            local.partial_fit(
+                X[s : s + 16],
+                y[s : s + 16],
+                classes=[0, 1, 2],
+                sample_weight=np.full(len(y[s : s + 16]), w),
+            )
     fitted = state.loads(grouped)
     np.testing.assert_allclose(fitted.attrs["coef_"], local.coef_, rtol=0, atol=1e-12)
     assert fitted.report["n_objects"] == 4 and fitted.report["n_samples"] == 160
     one_by_one = blob
     for payload, w in zip(payloads, weights):
-        one_by_one = storlet_pass(one_by_one, [payload],
-                                  {"batch_size": "16", "object_weight": repr(w)})
+        one_by_one = storlet_pass(
+            one_by_one, [payload], {"batch_size": "16", "object_weight": repr(w)}
+        )
     assert state.loads(one_by_one).attrs["coef_"].tobytes() == fitted.attrs["coef_"].tobytes()
 
 
@@ -267,18 +295,27 @@ def test_a_group_names_the_object_it_refuses():
 
 def test_a_group_refuses_an_object_of_another_size_than_listed():
     # what the proxy passes for an extra resource that vanished: an error page
-    (X, y), = make_batches(9, n_batches=1)
+    ((X, y),) = make_batches(9, n_batches=1)
     blob = state.dumps(SkSGDClassifier(), pending_classes=np.array([0, 1, 2]))
     payload = csv_bytes(X, y)
     with pytest.raises(ObjectError) as err:
-        _group_call(blob, [payload, payload], ["c/a", "c/b"],
-                    sizes=[len(payload), len(payload) + 7])
+        _group_call(
+            blob, [payload, payload], ["c/a", "c/b"], sizes=[len(payload), len(payload) + 7]
+        )
     assert err.value.name == "c/b"
     assert f"read {len(payload)} bytes where the listing said {len(payload) + 7}" in str(err.value)
 
 
-@pytest.mark.parametrize("job", ["[", '[["c/a", -1, null]]', '[["c/a", 1, null], ["c/b", 1, 3]]',
-                                 '{"a": 1}', '[["c/a", 1, -3]]'])
+@pytest.mark.parametrize(
+    "job",
+    [
+        "[",
+        '[["c/a", -1, null]]',
+        '[["c/a", 1, null], ["c/b", 1, 3]]',
+        '{"a": 1}',
+        '[["c/a", 1, -3]]',
+    ],
+)
 def test_a_bad_job_is_refused(job):
     blob = state.dumps(SkSGDClassifier(), pending_classes=np.array([0, 1]))
     params = dict(training.encode_state_params(blob, 8000), op="partial_fit", job=job)
@@ -292,26 +329,33 @@ def test_the_state_read_is_bounded():
     with pytest.raises(ObjectError, match="the state is over max_state_bytes=100 bytes"):
         training.run([FakeInput(b"1,2,3\n"), FakeInput(blob)], params)
     with pytest.raises(ObjectError, match=r"max_state_bytes must be in \[1, 1073741824\]"):
-        training.run([FakeInput(b"1,2,3\n"), FakeInput(blob)],
-                     dict(params, max_state_bytes=str(1 << 31)))
+        training.run(
+            [FakeInput(b"1,2,3\n"), FakeInput(blob)], dict(params, max_state_bytes=str(1 << 31))
+        )
     with pytest.raises(ObjectError, match="over max_state_bytes=100 bytes"):
-        _group_call(blob, [b"1,2,3\n", b"1,2,3\n"], ["c/a", "c/b"], via_resource=True,
-                    extra_params={"max_state_bytes": "100"})
+        _group_call(
+            blob,
+            [b"1,2,3\n", b"1,2,3\n"],
+            ["c/a", "c/b"],
+            via_resource=True,
+            extra_params={"max_state_bytes": "100"},
+        )
 
 
 def test_an_input_pipe_is_widened_and_other_inputs_are_left_alone(tmp_path):
     import fcntl
     import os
+
     read_fd, write_fd = os.pipe()
     try:
         with open(read_fd, "rb", closefd=False) as pipe:
             training._widen_pipe(pipe)
-            assert fcntl.fcntl(read_fd, 1032) == training.PIPE_SIZE   # F_GETPIPE_SZ
+            assert fcntl.fcntl(read_fd, 1032) == training.PIPE_SIZE  # F_GETPIPE_SZ
     finally:
         os.close(read_fd)
         os.close(write_fd)
     path = tmp_path / "o"
     path.write_bytes(b"1,2\n")
     with open(path, "rb") as f:
-        training._widen_pipe(f)     # a regular file: nothing to do, no error
-    training._widen_pipe(FakeInput(b""))   # no fileno: nothing to do
+        training._widen_pipe(f)  # a regular file: nothing to do, no error
+    training._widen_pipe(FakeInput(b""))  # no fileno: nothing to do

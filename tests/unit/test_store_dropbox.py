@@ -2,8 +2,8 @@
 for the Dropbox API (tests/dropbox_server.py)."""
 
 import pytest
-
 from dropbox_server import TOKEN, DropboxServer, dropbox_hash, session_for
+
 from mlstorlets.client.stores import NotFound, StoreError
 from mlstorlets.client.stores import dropbox as dropbox_store
 from mlstorlets.client.stores.dropbox import DropboxStore, content_hash, make_client

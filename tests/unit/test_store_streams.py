@@ -6,15 +6,13 @@ import hashlib
 import io
 
 import pytest
-
 from dropbox_server import TOKEN, DropboxServer, session_for
+
 from mlstorlets.client.local_storlet import InputFile, stream
 from mlstorlets.client.stores import StoreError
 from mlstorlets.client.stores import dropbox as dropbox_store
-from mlstorlets.client.stores.base import (Counted, Entry, FullReads,
-                                           Reader, content_headers)
-from mlstorlets.client.stores.dropbox import (ContentHasher, DropboxStore,
-                                              content_hash, make_client)
+from mlstorlets.client.stores.base import Counted, Entry, FullReads, Reader, content_headers
+from mlstorlets.client.stores.dropbox import ContentHasher, DropboxStore, content_hash, make_client
 from mlstorlets.client.stores.local import FileStore
 
 HEADERS = {'Content-Type': 'text/csv',

@@ -25,13 +25,13 @@ import time
 import uuid
 
 from mlstorlets.client.batch import gateway, list_sources, run_batch
-from mlstorlets.client.swift import SwiftError
-from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
 from mlstorlets.client.faces import plan
+from mlstorlets.client.swift import SwiftError
+from mlstorlets.client.uri import format_uri, parse_uri
+from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.shards import job_body
 from mlstorlets.sandbox.faces.tasks import metadata_value
-from mlstorlets.client.uri import format_uri, parse_uri
+from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
 
 __all__ = [
     "EXTRACT",
@@ -108,8 +108,17 @@ class Recognitions:
     planned: list = dataclasses.field(default_factory=list)
 
 
-def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency=4, dry_run=False,
-              **batch_options):
+def recognize(
+    conn,
+    model,
+    src,
+    dest=None,
+    threshold=0.5,
+    kind=None,
+    concurrency=4,
+    dry_run=False,
+    **batch_options,
+):
     """Name the people in the photos and videos under ``src``.
 
     Runs ``recognize_face.py`` on the proxy (the model is an extra
@@ -148,8 +157,17 @@ def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency
         params["kind"] = kind
     extra = ["/%s/%s" % (model_container, model_name)]
     if dest is not None:
-        return run_batch(swift, RECOGNIZE, src, dest, params=params, extra_resources=extra,
-                         concurrency=concurrency, dry_run=dry_run, **batch_options)
+        return run_batch(
+            swift,
+            RECOGNIZE,
+            src,
+            dest,
+            params=params,
+            extra_resources=extra,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            **batch_options,
+        )
 
     swift.check_storlet(RECOGNIZE, params)
     container, _, entries = list_sources(swift, src)
@@ -159,16 +177,25 @@ def recognize(conn, model, src, dest=None, threshold=0.5, kind=None, concurrency
     def tag(entry):
         source = "%s/%s" % (container, entry["name"])
         try:
-            response, body = swift.storlet_get(container, entry["name"], RECOGNIZE,
-                                               dict(params, source=source), extra,
-                                               resp_chunk_size=65536)
+            response, body = swift.storlet_get(
+                container,
+                entry["name"],
+                RECOGNIZE,
+                dict(params, source=source),
+                extra,
+                resp_chunk_size=65536,
+            )
         except SwiftError as err:
             return source, None, err.reason
         # The tags are in the headers; the body (the photo, or a whole
         # annotated video) is not needed.
         body.close()
         prefix = _META + "face-"
-        return source, {k[len(prefix):]: v for k, v in response.items() if k.startswith(prefix)}, None
+        return (
+            source,
+            {k[len(prefix) :]: v for k, v in response.items() if k.startswith(prefix)},
+            None,
+        )
 
     found = Recognitions()
     for source, tags, reason in swift.parallel(tag, entries, concurrency):
@@ -238,9 +265,23 @@ class _Input:
         return "%s/%s" % (self.container, self.name)
 
 
-def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, alpha=0.5, seed=0,
-          shard_size=None, max_shard_faces=5000, keep_shards=False, concurrency=4,
-          budget=plan.SBUS_LIMIT - plan.RESERVED, dry_run=False):
+def train(
+    conn,
+    src,
+    model,
+    label_key="Name",
+    size=64,
+    margin=0.2,
+    epochs=20,
+    alpha=0.5,
+    seed=0,
+    shard_size=None,
+    max_shard_faces=5000,
+    keep_shards=False,
+    concurrency=4,
+    budget=plan.SBUS_LIMIT - plan.RESERVED,
+    dry_run=False,
+):
     """Train a face model on the labelled crops under ``src``, in the cluster.
 
     1. The client reads each crop's metadata (HEAD): the labels, checked
@@ -311,45 +352,89 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
     model_container, model_name = parse_uri(model)
     if not model_name or model_name.endswith("/"):
         raise ValueError(f"{model} must name an object")
-    swift.check_storlet(TRAIN, {"step": "fit", "size": size, "margin": margin, "label_key": label_key,
-                                "epochs": epochs, "alpha": alpha, "seed": seed})
+    swift.check_storlet(
+        TRAIN,
+        {
+            "step": "fit",
+            "size": size,
+            "margin": margin,
+            "label_key": label_key,
+            "epochs": epochs,
+            "alpha": alpha,
+            "seed": seed,
+        },
+    )
     src_container, _, entries = list_sources(swift, src)
     entries = [e for e in entries if (src_container, e["name"]) != (model_container, model_name)]
     if not entries:
         raise ValueError(f"no face crops under {src}")
 
     def crop_metadata(entry):
-        return _user_metadata(swift.call("%s/%s" % (src_container, entry["name"]), "head_object",
-                                         src_container, entry["name"]))
+        return _user_metadata(
+            swift.call(
+                "%s/%s" % (src_container, entry["name"]),
+                "head_object",
+                src_container,
+                entry["name"],
+            )
+        )
 
     metadata = swift.parallel(crop_metadata, entries, concurrency)
     labels = []
     for entry, meta in zip(entries, metadata):
         label = metadata_value(meta, label_key)
         if not label:
-            raise ObjectError(format_uri(src_container, entry["name"]),
-                              f"no label: the crop has no X-Object-Meta-{label_key}")
+            raise ObjectError(
+                format_uri(src_container, entry["name"]),
+                f"no label: the crop has no X-Object-Meta-{label_key}",
+            )
         labels.append(label)
-    crops = [_Input(src_container, entries[i]["name"], plan.input_cost(metadata[i]), 1)
-             for i in plan.mix_by_label(labels, seed)]
+    crops = [
+        _Input(src_container, entries[i]["name"], plan.input_cost(metadata[i]), 1)
+        for i in plan.mix_by_label(labels, seed)
+    ]
 
     run = "%s/%s-%s/" % (model_name, time.strftime("%Y%m%dT%H%M%S"), uuid.uuid4().hex[:8])
     prefix = SHARD_PREFIX + run
     written = []
     common = {"size": size, "margin": margin}
     if dry_run:
-        groups = plan.plan_groups([c.cost for c in crops], [c.path for c in crops],
-                                  max_weight=shard_size, budget=budget - _JOB_COST)
+        groups = plan.plan_groups(
+            [c.cost for c in crops],
+            [c.path for c in crops],
+            max_weight=shard_size,
+            budget=budget - _JOB_COST,
+        )
         return TrainReport(
-            model=model, faces=len(crops), classes=sorted(set(labels)), shards=len(groups), merges=0,
-            fit_inputs=0, shard_prefix=format_uri(model_container, prefix), metadata={},
-            seconds=time.monotonic() - started)
+            model=model,
+            faces=len(crops),
+            classes=sorted(set(labels)),
+            shards=len(groups),
+            merges=0,
+            fit_inputs=0,
+            shard_prefix=format_uri(model_container, prefix),
+            metadata={},
+            seconds=time.monotonic() - started,
+        )
     swift.ensure_container(model_container)
     try:
-        groups = plan.plan_groups([c.cost for c in crops], [c.path for c in crops],
-                                  max_weight=shard_size, budget=budget - _JOB_COST)
-        shards = _run_step(swift, "pack", crops, groups, model_container, prefix + "L0-",
-                           dict(common, label_key=label_key), concurrency, written)
+        groups = plan.plan_groups(
+            [c.cost for c in crops],
+            [c.path for c in crops],
+            max_weight=shard_size,
+            budget=budget - _JOB_COST,
+        )
+        shards = _run_step(
+            swift,
+            "pack",
+            crops,
+            groups,
+            model_container,
+            prefix + "L0-",
+            dict(common, label_key=label_key),
+            concurrency,
+            written,
+        )
         n_packed, merges, level = len(shards), 0, 0
         while len(_plan(shards, budget)) > 1:
             level += 1
@@ -357,31 +442,60 @@ def train(conn, src, model, label_key="Name", size=64, margin=0.2, epochs=20, al
             if len(groups) == len(shards):
                 raise ValueError(
                     f"{len(crops)} faces need more than one fit request with max_shard_faces="
-                    f"{max_shard_faces}; raise it")
-            merged = _run_step(swift, "merge", shards, [g for g in groups if len(g) > 1], model_container,
-                               prefix + "L%d-" % level, common, concurrency, written)
+                    f"{max_shard_faces}; raise it"
+                )
+            merged = _run_step(
+                swift,
+                "merge",
+                shards,
+                [g for g in groups if len(g) > 1],
+                model_container,
+                prefix + "L%d-" % level,
+                common,
+                concurrency,
+                written,
+            )
             # A group of one shard needs no request: the shard goes up as is.
             merged = iter(merged)
             shards = [next(merged) if len(g) > 1 else shards[g[0]] for g in groups]
             merges += sum(len(g) > 1 for g in groups)
         params = dict(common, step="fit", epochs=epochs, alpha=alpha, seed=seed)
-        _invoke(swift, shards, model_container, model_name, params, prefix + "fit.json", written,
-                {"X-Object-Meta-Training-Data": src[:256]})
+        _invoke(
+            swift,
+            shards,
+            model_container,
+            model_name,
+            params,
+            prefix + "fit.json",
+            written,
+            {"X-Object-Meta-Training-Data": src[:256]},
+        )
         headers = swift.call(model, "head_object", model_container, model_name)
     finally:
         if not keep_shards:
             _delete(swift, model_container, written, concurrency)
     model_meta = _user_metadata(headers)
     return TrainReport(
-        model=model, faces=len(crops), classes=sorted(set(labels)), shards=n_packed, merges=merges,
-        fit_inputs=len(shards), shard_prefix=format_uri(model_container, prefix), metadata=model_meta,
-        seconds=time.monotonic() - started)
+        model=model,
+        faces=len(crops),
+        classes=sorted(set(labels)),
+        shards=n_packed,
+        merges=merges,
+        fit_inputs=len(shards),
+        shard_prefix=format_uri(model_container, prefix),
+        metadata=model_meta,
+        seconds=time.monotonic() - started,
+    )
 
 
 def _plan(shards, budget, max_faces=None):
-    return plan.plan_groups([s.cost for s in shards], [s.path for s in shards],
-                            weights=[s.faces for s in shards], max_weight=max_faces,
-                            budget=budget - _JOB_COST)
+    return plan.plan_groups(
+        [s.cost for s in shards],
+        [s.path for s in shards],
+        weights=[s.faces for s in shards],
+        max_weight=max_faces,
+        budget=budget - _JOB_COST,
+    )
 
 
 def _run_step(swift, step, inputs, groups, container, prefix, params, concurrency, written):
@@ -391,8 +505,15 @@ def _run_step(swift, step, inputs, groups, container, prefix, params, concurrenc
     def one(job):
         group, name = job
         written.append(name)
-        _invoke(swift, [inputs[i] for i in group], container, name, dict(params, step=step),
-                name + ".json", written)
+        _invoke(
+            swift,
+            [inputs[i] for i in group],
+            container,
+            name,
+            dict(params, step=step),
+            name + ".json",
+            written,
+        )
         return _Input(container, name, _SHARD_COST, sum(inputs[i].faces for i in group))
 
     return swift.parallel(one, list(zip(groups, names)), concurrency)
@@ -408,12 +529,26 @@ def _invoke(swift, inputs, container, name, params, job, written, extra_headers=
     """
     written.append(job)
     label = "%s/%s" % (container, job)
-    swift.call(label, "put_object", container, job, job_body([i.label for i in inputs]),
-               content_type="application/json")
+    swift.call(
+        label,
+        "put_object",
+        container,
+        job,
+        job_body([i.label for i in inputs]),
+        content_type="application/json",
+    )
     try:
-        swift.storlet_copy(container, job, container, name, TRAIN, dict(params, source=label),
-                           [i.resource for i in inputs], headers=extra_headers,
-                           content_type="application/octet-stream")
+        swift.storlet_copy(
+            container,
+            job,
+            container,
+            name,
+            TRAIN,
+            dict(params, source=label),
+            [i.resource for i in inputs],
+            headers=extra_headers,
+            content_type="application/octet-stream",
+        )
     except SwiftError as err:
         raise _storlet_error(err, label, inputs) from None
 
@@ -430,7 +565,7 @@ def _storlet_error(err, job, inputs):
     for name in [i.label for i in inputs] + [job]:
         at = err.reason.find(name + ": ")
         if at >= 0:
-            return ObjectError(name, err.reason[at + len(name) + 2:])
+            return ObjectError(name, err.reason[at + len(name) + 2 :])
     return ObjectError(job, err.reason)
 
 
@@ -455,5 +590,8 @@ def _require_object(swift, container, name):
 
 def _user_metadata(headers):
     """User metadata of a HEAD response, keys as the engine sees them."""
-    return {"-".join(p.capitalize() for p in k[len(_META):].split("-")): v
-            for k, v in headers.items() if k.lower().startswith(_META)}
+    return {
+        "-".join(p.capitalize() for p in k[len(_META) :].split("-")): v
+        for k, v in headers.items()
+        if k.lower().startswith(_META)
+    }

@@ -50,7 +50,11 @@ _HEADER_NAME = "X-Storlet-Extra-Resources: "
 # What the engine sends for an input besides its metadata: the JSON
 # {"storlets": {"type": "SBUS_FD_INPUT_OBJECT"}, "storage": <metadata>}
 # and the ", " separating it from the next descriptor.
-_INPUT_OVERHEAD = len(json.dumps({"storlets": {"type": "SBUS_FD_INPUT_OBJECT"}, "storage": None})) - len("null") + 2
+_INPUT_OVERHEAD = (
+    len(json.dumps({"storlets": {"type": "SBUS_FD_INPUT_OBJECT"}, "storage": None}))
+    - len("null")
+    + 2
+)
 
 
 def input_cost(metadata):
@@ -89,8 +93,14 @@ def resource_path(container, obj):
     return urllib.parse.quote("/%s/%s" % (container, obj), safe="/")
 
 
-def plan_groups(costs, paths, weights=None, max_weight=None, budget=SBUS_LIMIT - RESERVED,
-                header_limit=HEADER_LIMIT):
+def plan_groups(
+    costs,
+    paths,
+    weights=None,
+    max_weight=None,
+    budget=SBUS_LIMIT - RESERVED,
+    header_limit=HEADER_LIMIT,
+):
     """Split inputs, in order, into the fewest consecutive requests that fit.
 
     Every input of a group goes into the request's
@@ -190,4 +200,3 @@ def mix_by_label(labels, seed=0):
         keyed.extend(((i + phase) * step, rng.random(), item) for i, item in enumerate(items))
     keyed.sort()
     return [item for _, _, item in keyed]
-

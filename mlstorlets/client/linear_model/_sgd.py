@@ -13,8 +13,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.client.linear_model import remote
+from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.sgd import data, state, training
 
 _MAX_SEED = np.iinfo(np.int32).max

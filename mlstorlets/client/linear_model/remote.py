@@ -48,9 +48,9 @@ from swiftclient import client as swift_client
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.connection import connection_from_environment  # noqa: F401
-from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.client.uri import format_uri, parse_uri
 from mlstorlets.client.faces import plan as sbus_plan
+from mlstorlets.client.uri import format_uri, parse_uri
+from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.sgd.training import RESOURCE, encode_job, encode_state_params
 
 STORLET_NAME = "sgd_estimator.py"

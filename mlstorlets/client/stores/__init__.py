@@ -4,8 +4,7 @@ See ``docs/stores.md``.  Every connector implements
 :class:`~mlstorlets.client.stores.base.Store`; :class:`Stores` picks one for a URI.
 """
 
-from mlstorlets.client.stores.base import (SOURCE_ETAG, Entry, NotFound, Store,
-                                    StoreError)
+from mlstorlets.client.stores.base import SOURCE_ETAG, Entry, NotFound, Store, StoreError
 from mlstorlets.client.stores.registry import Stores
 
 __all__ = ['SOURCE_ETAG', 'Entry', 'NotFound', 'Store', 'StoreError',

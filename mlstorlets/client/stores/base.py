@@ -23,6 +23,7 @@ import dataclasses
 import io
 
 from mlstorlets.sandbox.errors import ObjectError
+
 # Names the project keeps for itself (sidecars, temporary state): one rule
 # for every store and the Swift gateway.
 from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F401

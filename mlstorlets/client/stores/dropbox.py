@@ -29,11 +29,19 @@ import dropbox
 import requests
 from dropbox import exceptions, files
 
-from mlstorlets.client.stores.base import (CHUNK, INTERNAL_PREFIX, Entry,
-                                           NotFound, Reader, Store,
-                                           StoreError, content_headers,
-                                           is_internal, normalize_metadata,
-                                           read_full)
+from mlstorlets.client.stores.base import (
+    CHUNK,
+    INTERNAL_PREFIX,
+    Entry,
+    NotFound,
+    Reader,
+    Store,
+    StoreError,
+    content_headers,
+    is_internal,
+    normalize_metadata,
+    read_full,
+)
 
 # Dropbox's limit for one request is 150 MiB; smaller requests retry
 # cheaper.

@@ -20,10 +20,18 @@ import json
 import os
 import tempfile
 
-from mlstorlets.client.stores.base import (CHUNK, INTERNAL_PREFIX, Entry,
-                                           NotFound, Reader, Store,
-                                           StoreError, content_headers,
-                                           is_internal, normalize_metadata)
+from mlstorlets.client.stores.base import (
+    CHUNK,
+    INTERNAL_PREFIX,
+    Entry,
+    NotFound,
+    Reader,
+    Store,
+    StoreError,
+    content_headers,
+    is_internal,
+    normalize_metadata,
+)
 
 TEMP_PREFIX = INTERNAL_PREFIX + '-tmp-'
 

@@ -22,11 +22,19 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mlstorlets.client.stores.base import (CHUNK, Entry, FullReads,
-                                           NotFound, Reader,
-                                           Store, StoreError,
-                                           content_headers, is_internal,
-                                           local_path, normalize_metadata)
+from mlstorlets.client.stores.base import (
+    CHUNK,
+    Entry,
+    FullReads,
+    NotFound,
+    Reader,
+    Store,
+    StoreError,
+    content_headers,
+    is_internal,
+    local_path,
+    normalize_metadata,
+)
 
 # A dropped connection is retried a few times, not the default's minutes.
 DEFAULT_CONFIG = Config(retries={'mode': 'standard', 'max_attempts': 3},

@@ -33,11 +33,19 @@ from swiftclient.client import ClientException
 from swiftclient.multithreading import MultiThreadingManager
 from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
+from mlstorlets.client.stores.base import (
+    CHUNK,
+    Entry,
+    NotFound,
+    Reader,
+    Store,
+    StoreError,
+    content_headers,
+    is_internal,
+    local_path,
+    normalize_metadata,
+)
 from mlstorlets.client.swift import Swift, clone_connection, reason_of
-from mlstorlets.client.stores.base import (CHUNK, Entry, NotFound, Reader,
-                                           Store, StoreError,
-                                           content_headers, is_internal,
-                                           local_path, normalize_metadata)
 
 META = 'x-object-meta-'
 # Swift's default max_file_size and max_manifest_segments (constraints).

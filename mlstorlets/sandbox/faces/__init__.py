@@ -19,8 +19,20 @@ video
     Frame-by-frame recognition with an annotated output video.
 """
 
-from mlstorlets.sandbox.faces.detect import crop_face, detect_faces, encode_png, extract_face, largest_face
-from mlstorlets.sandbox.faces.features import default_spec, feature_length, features, training_features, validate_spec
+from mlstorlets.sandbox.faces.detect import (
+    crop_face,
+    detect_faces,
+    encode_png,
+    extract_face,
+    largest_face,
+)
+from mlstorlets.sandbox.faces.features import (
+    default_spec,
+    feature_length,
+    features,
+    training_features,
+    validate_spec,
+)
 from mlstorlets.sandbox.faces.image import decode_image
 from mlstorlets.sandbox.faces.model import (
     UNKNOWN,

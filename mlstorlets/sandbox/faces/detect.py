@@ -137,13 +137,17 @@ def crop_face(gray, box, size=64, margin=0.2, equalize=True):
     # Shrinking needs area averaging to avoid aliasing; enlarging a small
     # face needs interpolation.
     shrink = face.shape[0] >= size and face.shape[1] >= size
-    crop = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    crop = cv2.resize(
+        face, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
     if equalize:
         crop = cv2.equalizeHist(crop)
     return crop
 
 
-def extract_face(data, name, size=64, margin=0.2, equalize=True, max_pixels=MAX_PIXELS, **detect_params):
+def extract_face(
+    data, name, size=64, margin=0.2, equalize=True, max_pixels=MAX_PIXELS, **detect_params
+):
     """Decode an image object and return its largest face, cropped.
 
     Parameters

@@ -93,13 +93,17 @@ def validate_spec(spec):
         raise ValueError(f"feature spec must be a mapping, not {type(spec).__name__}") from None
     expected = {"kind", "margin", "equalize", *_INT_FIELDS}
     if set(spec) != expected:
-        raise ValueError(f"feature spec needs exactly the fields {sorted(expected)}, got {sorted(spec)}")
+        raise ValueError(
+            f"feature spec needs exactly the fields {sorted(expected)}, got {sorted(spec)}"
+        )
     if spec["kind"] not in _KINDS:
         raise ValueError(f"unknown feature kind {spec['kind']!r}, expected one of {_KINDS}")
     for field, (low, high) in _INT_FIELDS.items():
         value = spec[field]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"feature spec field {field!r} must be an int in [{low}, {high}], got {value!r}")
+            raise ValueError(
+                f"feature spec field {field!r} must be an int in [{low}, {high}], got {value!r}"
+            )
     margin = spec["margin"]
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
         raise ValueError(f"feature spec field 'margin' must be a number in [0, 1], got {margin!r}")
@@ -129,7 +133,9 @@ def _hog(size, cell, block, stride, bins):
 def feature_length(spec):
     """Length of the vectors :func:`features` returns for ``spec``."""
     spec = validate_spec(spec)
-    return int(_hog(*(spec[k] for k in ("size", "cell", "block", "stride", "bins"))).getDescriptorSize())
+    return int(
+        _hog(*(spec[k] for k in ("size", "cell", "block", "stride", "bins"))).getDescriptorSize()
+    )
 
 
 def features(crop, spec):

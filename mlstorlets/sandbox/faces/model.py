@@ -144,7 +144,9 @@ def _check_xy(X, y, name, n_features=None):
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
-        raise ObjectError(name, f"expected X of shape (n, d) and y of shape (n,), got {X.shape} and {y.shape}")
+        raise ObjectError(
+            name, f"expected X of shape (n, d) and y of shape (n,), got {X.shape} and {y.shape}"
+        )
     if not np.issubdtype(X.dtype, np.floating) or not np.isfinite(X).all():
         raise ObjectError(name, "X must hold finite floating-point values")
     if y.dtype.kind != "U":
@@ -208,7 +210,9 @@ def _check_zip(data, name, what):
         raise ObjectError(name, f"not a {what} (not a zip archive)") from None
     unpacked = sum(member.file_size for member in members)
     if unpacked > MAX_UNPACKED_BYTES:
-        raise ObjectError(name, f"{what} unpacks to {unpacked} bytes, over the {MAX_UNPACKED_BYTES} limit")
+        raise ObjectError(
+            name, f"{what} unpacks to {unpacked} bytes, over the {MAX_UNPACKED_BYTES} limit"
+        )
     return archive
 
 
@@ -251,7 +255,9 @@ def load_shard(data, name):
     try:
         members = {member.filename: member for member in archive.infolist()}
         if set(members) != {"X.npy", "y.npy"}:
-            raise ObjectError(name, f"a shard holds exactly X.npy and y.npy, found {sorted(members)}")
+            raise ObjectError(
+                name, f"a shard holds exactly X.npy and y.npy, found {sorted(members)}"
+            )
         for member in members.values():
             _check_npy_header(archive, member, name)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -464,7 +470,9 @@ def load_model(data, name):
         raise ObjectError(name, "empty object, expected a model")
     data = bytes(data)
     if data[:1] == b"\x80":
-        raise ObjectError(name, "is a pickle; only skops model files are accepted, since unpickling runs code")
+        raise ObjectError(
+            name, "is a pickle; only skops model files are accepted, since unpickling runs code"
+        )
     archive = _check_zip(data, name, "skops model file")
     try:
         schema = json.loads(archive.read("schema.json"))
@@ -476,7 +484,9 @@ def load_model(data, name):
     try:
         bundle = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
     except Exception as exc:  # skops raises many types on malformed input
-        raise ObjectError(name, f"cannot load the model file ({type(exc).__name__}: {exc})") from None
+        raise ObjectError(
+            name, f"cannot load the model file ({type(exc).__name__}: {exc})"
+        ) from None
     return _check_bundle(bundle, name)
 
 
@@ -562,7 +572,12 @@ def recognize_image(model, data, name, threshold=0.5, max_pixels=MAX_PIXELS):
     """
     spec = model.spec
     crop, box = extract_face(
-        data, name, size=spec["size"], margin=spec["margin"], equalize=spec["equalize"], max_pixels=max_pixels
+        data,
+        name,
+        size=spec["size"],
+        margin=spec["margin"],
+        equalize=spec["equalize"],
+        max_pixels=max_pixels,
     )
     person, confidence = recognize(model, crop, threshold=threshold)
     return {"name": person, "confidence": confidence, "box": box}

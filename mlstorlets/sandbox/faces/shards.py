@@ -41,7 +41,6 @@ import tempfile
 import numpy as np
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.invocation import float_param, int_param
 from mlstorlets.sandbox.faces.features import default_spec, feature_length, training_features
 from mlstorlets.sandbox.faces.image import decode_image
 from mlstorlets.sandbox.faces.model import dump_model, load_shard, pack_shard, train_incremental
@@ -51,6 +50,7 @@ from mlstorlets.sandbox.faces.tasks import (
     read_input,
     spill_input,
 )
+from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = ["STEPS", "job_body", "run", "pack", "merge", "fit"]
 
@@ -79,8 +79,11 @@ def _job_inputs(f, name, n_inputs):
     if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
         raise ObjectError(name, "a training job's inputs must be a list of object names")
     if len(names) != n_inputs:
-        raise ObjectError(name, f"the job names {len(names)} inputs but the request reads "
-                                f"{n_inputs} (X-Storlet-Extra-Resources)")
+        raise ObjectError(
+            name,
+            f"the job names {len(names)} inputs but the request reads "
+            f"{n_inputs} (X-Storlet-Extra-Resources)",
+        )
     return names
 
 
@@ -125,8 +128,10 @@ def pack(in_files, names, params):
         crop = decode_image(read_input(f, name, MAX_CROP_BYTES), name)
         if crop.shape != (size, size):
             raise ObjectError(
-                name, f"a {crop.shape[1]}x{crop.shape[0]} image, not a {size}x{size} face crop "
-                      f"(extract the faces with size={size})")
+                name,
+                f"a {crop.shape[1]}x{crop.shape[0]} image, not a {size}x{size} face crop "
+                f"(extract the faces with size={size})",
+            )
         rows = training_features(crop, spec)
         blocks.append(rows)
         labels += [label] * len(rows)
@@ -184,14 +189,24 @@ def fit(in_files, names, params):
             with open(path, "rb") as spilled:
                 X, y = load_shard(spilled.read(), shard_name)
             if X.shape[1] != n_features:
-                raise ObjectError(shard_name, f"rows of {X.shape[1]} features, expected {n_features}")
+                raise ObjectError(
+                    shard_name, f"rows of {X.shape[1]} features, expected {n_features}"
+                )
             classes.update(y.tolist())
             del X, y
             entries.append((shard_name, path))
         if len(classes) < 2:
-            raise ObjectError(name, f"training needs faces of at least two people, found {sorted(classes)}")
-        model = train_incremental(SpilledShards(entries), sorted(classes), spec,
-                                  epochs=epochs, alpha=alpha, random_state=seed)
+            raise ObjectError(
+                name, f"training needs faces of at least two people, found {sorted(classes)}"
+            )
+        model = train_incremental(
+            SpilledShards(entries),
+            sorted(classes),
+            spec,
+            epochs=epochs,
+            alpha=alpha,
+            random_state=seed,
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     metadata = dict(model.metadata, shards=str(len(in_files)))

@@ -23,11 +23,12 @@ import shutil
 import tempfile
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.invocation import float_param, int_param
 from mlstorlets.sandbox.faces.detect import crop_face, encode_png, extract_face, largest_face
 from mlstorlets.sandbox.faces.image import decode_image
-from mlstorlets.sandbox.faces.model import load_model, recognize as recognize_crop
+from mlstorlets.sandbox.faces.model import load_model
+from mlstorlets.sandbox.faces.model import recognize as recognize_crop
 from mlstorlets.sandbox.faces.video import MAX_FRAMES, NO_FACE, recognize_video
+from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = [
     "extract",
@@ -126,7 +127,9 @@ def sniff(head):
         return "video"  # ISO base media: MP4, MOV, 3GP
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "video"  # Matroska, WebM
-    if head.startswith(b"\x00\x00\x01\xba") or (len(head) > 376 and head[0] == head[188] == head[376] == 0x47):
+    if head.startswith(b"\x00\x00\x01\xba") or (
+        len(head) > 376 and head[0] == head[188] == head[376] == 0x47
+    ):
         return "video"  # MPEG program and transport streams
     return None
 
@@ -201,8 +204,11 @@ def recognize(in_files, params):
     """
     name = input_name(params, 0)
     if len(in_files) != 2:
-        raise ObjectError(name, "recognition needs the model as the one extra resource "
-                                f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs")
+        raise ObjectError(
+            name,
+            "recognition needs the model as the one extra resource "
+            f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs",
+        )
     model_name = params.get("model") or "the model object (input 1)"
     threshold = float_param(params, "threshold", 0.5, 0.0, 1.0, name)
     kind = params.get("kind") or "auto"
@@ -212,14 +218,18 @@ def recognize(in_files, params):
     model = load_model(read_input(in_files[1], model_name, MAX_MODEL_BYTES), model_name)
     # Tags of an earlier recognition would survive on the output (the engine
     # keeps the input's metadata), so they are blanked, then set afresh.
-    inherited = {k: ("" if k.startswith(TAG_PREFIX) else v) for k, v in in_files[0].get_metadata().items()}
+    inherited = {
+        k: ("" if k.startswith(TAG_PREFIX) else v) for k, v in in_files[0].get_metadata().items()
+    }
     head = _read_head(in_files[0])
     sniffed = sniff(head)
     if kind == "auto":
         kind = "video" if sniffed == "video" else "image"
     if kind == "video":
         if sniffed != "video":
-            raise ObjectError(name, "not a video in a known container (AVI, MP4/MOV, Matroska, MPEG)")
+            raise ObjectError(
+                name, "not a video in a known container (AVI, MP4/MOV, Matroska, MPEG)"
+            )
         max_frames = int_param(params, "max_frames", MAX_FRAMES, 1, 10**6, name)
         tags, body = _recognize_video(model, in_files[0], head, name, threshold, max_frames)
     else:
@@ -283,6 +293,9 @@ def _merge_metadata(inherited, tags, name):
     merged.update(tags)
     total = sum(len(k.encode()) + len(str(v).encode()) for k, v in merged.items())
     if total > MAX_META_TOTAL - 256:
-        raise ObjectError(name, f"its metadata ({total} bytes) leaves no room for the face tags "
-                                f"under Swift's {MAX_META_TOTAL}-byte limit")
+        raise ObjectError(
+            name,
+            f"its metadata ({total} bytes) leaves no room for the face tags "
+            f"under Swift's {MAX_META_TOTAL}-byte limit",
+        )
     return merged

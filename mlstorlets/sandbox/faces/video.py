@@ -34,7 +34,9 @@ def _annotate(frame, box, label):
     scale = max(0.6, frame.shape[1] / 1280)
     # Above the box, or inside it when the face touches the top edge.
     baseline = y - 8 if y > 30 * scale else y + int(30 * scale)
-    cv2.putText(frame, label, (x, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+    cv2.putText(
+        frame, label, (x, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA
+    )
 
 
 def recognize_video(
@@ -102,7 +104,9 @@ def recognize_video(
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if width * height > max_pixels:
-            raise ObjectError(name, f"video frames too large: {width}x{height} exceeds {max_pixels} pixels")
+            raise ObjectError(
+                name, f"video frames too large: {width}x{height} exceeds {max_pixels} pixels"
+            )
         fps = capture.get(cv2.CAP_PROP_FPS)
         if not 0 < fps <= 240:
             fps = 25.0
@@ -121,7 +125,10 @@ def recognize_video(
                 raise ObjectError(name, f"unexpected frame of shape {frame.shape}")
             if writer is None:
                 writer = cv2.VideoWriter(
-                    dst_path, cv2.VideoWriter_fourcc(*_FOURCC), fps, (frame.shape[1], frame.shape[0])
+                    dst_path,
+                    cv2.VideoWriter_fourcc(*_FOURCC),
+                    fps,
+                    (frame.shape[1], frame.shape[0]),
                 )
                 if not writer.isOpened():
                     raise RuntimeError(f"cannot open {dst_path} for writing {_FOURCC} video")
@@ -130,7 +137,9 @@ def recognize_video(
             if box is None:
                 counts[NO_FACE] += 1
             else:
-                crop = crop_face(gray, box, size=spec["size"], margin=spec["margin"], equalize=spec["equalize"])
+                crop = crop_face(
+                    gray, box, size=spec["size"], margin=spec["margin"], equalize=spec["equalize"]
+                )
                 person, confidence = recognize(model, crop, threshold=threshold)
                 counts[person] += 1
                 _annotate(frame, box, f"{person} {confidence:.2f}")

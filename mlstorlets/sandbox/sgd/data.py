@@ -89,9 +89,16 @@ class DataOptions:
         Any of :data:`LIMITS`, each in [1, its hard maximum].
     """
 
-    def __init__(self, format="auto", num_features=None, label_column=-1,
-                 weight_column=None, header_rows=0, batch_size=DEFAULT_BATCH_SIZE,
-                 **limits):
+    def __init__(
+        self,
+        format="auto",
+        num_features=None,
+        label_column=-1,
+        weight_column=None,
+        header_rows=0,
+        batch_size=DEFAULT_BATCH_SIZE,
+        **limits,
+    ):
         self.format = format
         self.num_features = num_features
         self.label_column = label_column
@@ -139,8 +146,9 @@ class DataOptions:
             if not 1 <= value <= hard:
                 raise ObjectError(name, f"{limit} must be in [1, {hard}], got {value}")
         if self.num_features is not None and self.num_features > self.max_features:
-            raise ObjectError(name, f"num_features {self.num_features} is over "
-                                    f"max_features={self.max_features}")
+            raise ObjectError(
+                name, f"num_features {self.num_features} is over max_features={self.max_features}"
+            )
 
 
 class Batch:
@@ -204,14 +212,15 @@ def _split_columns(arr, n_columns, options, name, where):
     if options.weight_column is not None:
         wcol = options.weight_column
         if not -n_columns <= wcol < n_columns or wcol % n_columns == label:
-            raise ObjectError(name, f"{where}: weight_column {wcol} is invalid for "
-                                    f"{n_columns} columns")
+            raise ObjectError(
+                name, f"{where}: weight_column {wcol} is invalid for {n_columns} columns"
+            )
         weight = arr[:, wcol % n_columns].copy()
         drop.append(wcol % n_columns)
     keep = [c for c in range(n_columns) if c not in drop]
     if keep and keep == list(range(keep[0], keep[-1] + 1)):
         # the features are adjacent (the label first or last): one strided copy
-        X = np.ascontiguousarray(arr[:, keep[0]:keep[-1] + 1])
+        X = np.ascontiguousarray(arr[:, keep[0] : keep[-1] + 1])
     else:
         X = np.take(arr, keep, axis=1)
     return X, arr[:, label].copy(), weight
@@ -224,8 +233,11 @@ def _expected_columns(options):
 
 
 def _check_finite(batch, name):
-    for what, values in (("feature", batch.X), ("label", batch.y),
-                         ("sample weight", batch.sample_weight)):
+    for what, values in (
+        ("feature", batch.X),
+        ("label", batch.y),
+        ("sample weight", batch.sample_weight),
+    ):
         if values is None or values.dtype.kind not in "fc":
             continue
         if np.isfinite(values.sum()):
@@ -287,9 +299,14 @@ def _check_rows(n_rows, options, name):
 def _check_batch(n_rows, n_columns, options, name, where):
     """Refuse a mini-batch whose float64 values would pass max_batch_bytes."""
     if n_rows * n_columns * 8 > options.max_batch_bytes:
-        raise _refuse(name, f"{where}: a mini-batch of {n_rows} rows x {n_columns} columns "
-                            f"({n_rows * n_columns * 8} bytes)", "max_batch_bytes", options,
-                      "; lower batch_size")
+        raise _refuse(
+            name,
+            f"{where}: a mini-batch of {n_rows} rows x {n_columns} columns "
+            f"({n_rows * n_columns * 8} bytes)",
+            "max_batch_bytes",
+            options,
+            "; lower batch_size",
+        )
 
 
 def _lines(stream, options, name):
@@ -306,8 +323,7 @@ def _lines(stream, options, name):
             return
         lineno += 1
         if len(raw) > limit and not raw.endswith(b"\n"):
-            raise ObjectError(name, f"line {lineno} is longer than "
-                                    f"max_line_bytes={limit} bytes")
+            raise ObjectError(name, f"line {lineno} is longer than max_line_bytes={limit} bytes")
         try:
             yield lineno, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -333,9 +349,13 @@ def _text_batches(stream, options, name):
         _check_rows(start + len(lines) + 1, options, name)
         text_bytes += len(line)
         if text_bytes > options.max_batch_bytes:
-            raise _refuse(name, f"line {lineno}: the text of a mini-batch of "
-                                f"{len(lines) + 1} rows", "max_batch_bytes", options,
-                          "; lower batch_size")
+            raise _refuse(
+                name,
+                f"line {lineno}: the text of a mini-batch of {len(lines) + 1} rows",
+                "max_batch_bytes",
+                options,
+                "; lower batch_size",
+            )
         _check_batch(len(lines) + 1, n_columns, options, name, f"line {lineno}")
         lines.append(line)
         numbers.append(lineno)
@@ -351,13 +371,17 @@ def _text_batches(stream, options, name):
 def _parse_text(lines, numbers, delimiter, n_columns, options, name, start):
     try:
         # numpy's C parser; on any failure the slow path below names the line.
-        arr = np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2,
-                         comments=None)
+        arr = np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2, comments=None)
         if arr.shape[1] != n_columns:
             raise ValueError("column count")
     except ValueError:
-        arr = np.array([_parse_line(text, delimiter, n_columns, name, lineno)
-                        for text, lineno in zip(lines, numbers)], dtype=np.float64)
+        arr = np.array(
+            [
+                _parse_line(text, delimiter, n_columns, name, lineno)
+                for text, lineno in zip(lines, numbers)
+            ],
+            dtype=np.float64,
+        )
     X, y, w = _split_columns(arr, n_columns, options, name, f"line {numbers[0]}")
     return Batch(X, y, w, np.asarray(numbers), start)
 
@@ -396,14 +420,18 @@ def _npy_batches(stream, options, name):
     if fortran:
         # column-major: rows are not contiguous, so the array is read whole
         if n_rows * row_bytes > options.max_array_bytes:
-            raise _refuse(name, f"a column-major .npy of {n_rows * row_bytes} bytes",
-                          "max_array_bytes", options)
+            raise _refuse(
+                name,
+                f"a column-major .npy of {n_rows * row_bytes} bytes",
+                "max_array_bytes",
+                options,
+            )
         data = stream.read(n_rows * row_bytes)
         if len(data) != n_rows * row_bytes:
             raise ObjectError(name, ".npy data is truncated")
         arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F")
         for start in range(0, n_rows, options.batch_size):
-            chunk = arr[start:start + options.batch_size].astype(np.float64)
+            chunk = arr[start : start + options.batch_size].astype(np.float64)
             X, y, w = _split_columns(chunk, n_columns, options, name, "row 0")
             yield Batch(X, y, w, None, start)
     else:
@@ -412,8 +440,9 @@ def _npy_batches(stream, options, name):
             chunk = np.empty((n, n_columns), dtype=dtype)
             got = _read_into(stream, memoryview(chunk).cast("B"))
             if got != n * row_bytes:
-                raise ObjectError(name, f".npy data is truncated at row "
-                                        f"{start + got // max(row_bytes, 1)}")
+                raise ObjectError(
+                    name, f".npy data is truncated at row {start + got // max(row_bytes, 1)}"
+                )
             chunk = chunk.astype(np.float64, copy=False)
             X, y, w = _split_columns(chunk, n_columns, options, name, f"row {start}")
             yield Batch(X, y, w, None, start)
@@ -442,14 +471,18 @@ def _npz_member(archive, info, options, name):
     """
     what = f".npz member {info.filename}"
     if info.file_size > options.max_array_bytes:
-        raise _refuse(name, f"{what} of {info.file_size} bytes uncompressed",
-                      "max_array_bytes", options)
+        raise _refuse(
+            name, f"{what} of {info.file_size} bytes uncompressed", "max_array_bytes", options
+        )
     with archive.open(info) as member:
         shape, fortran, dtype = _read_npy_header(member, name, what)
         n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if member.tell() + n_bytes != info.file_size:
-            raise ObjectError(name, f"{what}: its header declares {n_bytes} bytes of data, "
-                                    f"the archive {info.file_size - member.tell()}")
+            raise ObjectError(
+                name,
+                f"{what}: its header declares {n_bytes} bytes of data, "
+                f"the archive {info.file_size - member.tell()}",
+            )
         data = member.read(n_bytes)
     if len(data) != n_bytes:
         raise ObjectError(name, f"{what} is truncated")
@@ -464,18 +497,23 @@ def _npz_arrays(stream, options, name):
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             members = archive.infolist()
             if len(members) > options.max_members:
-                raise _refuse(name, f".npz with {len(members)} members", "max_members",
-                              options)
+                raise _refuse(name, f".npz with {len(members)} members", "max_members", options)
             by_name = {info.filename: info for info in members}
             missing = {"X.npy", "y.npy"} - set(by_name)
             if missing:
-                raise ObjectError(name, f".npz lacks array(s) "
-                                        f"{sorted(m[:-4] for m in missing)}")
-            return [None if key not in by_name else _npz_member(archive, by_name[key],
-                                                                 options, name)
-                    for key in ("X.npy", "y.npy", "sample_weight.npy")]
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile,
-            NotImplementedError) as exc:
+                raise ObjectError(name, f".npz lacks array(s) {sorted(m[:-4] for m in missing)}")
+            return [
+                None if key not in by_name else _npz_member(archive, by_name[key], options, name)
+                for key in ("X.npy", "y.npy", "sample_weight.npy")
+            ]
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zlib.error,
+        zipfile.BadZipFile,
+        NotImplementedError,
+    ) as exc:
         raise ObjectError(name, f"unreadable .npz ({exc})") from None
 
 
@@ -488,18 +526,22 @@ def _npz_batches(stream, options, name):
     if w is not None and (w.shape != (X.shape[0],) or w.dtype.kind not in "biuf"):
         raise ObjectError(name, ".npz sample_weight must be 1-D numbers, one per row")
     if options.num_features is not None and X.shape[1] != options.num_features:
-        raise ObjectError(name, f".npz X has {X.shape[1]} features, "
-                                f"expected {options.num_features}")
+        raise ObjectError(
+            name, f".npz X has {X.shape[1]} features, expected {options.num_features}"
+        )
     if X.shape[1] > options.max_features:
         raise _refuse(name, f".npz X: {X.shape[1]} features", "max_features", options)
     _check_rows(X.shape[0], options, name)
     _check_batch(min(options.batch_size, X.shape[0]), X.shape[1], options, name, ".npz X")
     for start in range(0, X.shape[0], options.batch_size):
         stop = start + options.batch_size
-        yield Batch(np.ascontiguousarray(X[start:stop], dtype=np.float64),
-                    y[start:stop] if y.dtype.kind == "U" else y[start:stop].astype(np.float64),
-                    None if w is None else w[start:stop].astype(np.float64),
-                    None, start)
+        yield Batch(
+            np.ascontiguousarray(X[start:stop], dtype=np.float64),
+            y[start:stop] if y.dtype.kind == "U" else y[start:stop].astype(np.float64),
+            None if w is None else w[start:stop].astype(np.float64),
+            None,
+            start,
+        )
 
 
 def iter_batches(source, options, name=""):
@@ -523,7 +565,9 @@ def iter_batches(source, options, name=""):
     head = stream.peek(8)[:8]
     fmt = options.format
     if fmt == "auto":
-        fmt = "npy" if head.startswith(NPY_MAGIC) else "npz" if head.startswith(ZIP_MAGIC) else "text"
+        fmt = (
+            "npy" if head.startswith(NPY_MAGIC) else "npz" if head.startswith(ZIP_MAGIC) else "text"
+        )
     if fmt == "npy":
         batches = _npy_batches(stream, options, name)
     elif fmt == "npz":

@@ -37,8 +37,14 @@ import threading
 import time
 import uuid
 
-from storlets.agent.common.server import command_handler, CommandFailure, \
-    CommandSuccess, EXIT_FAILURE, EXIT_SUCCESS, SBusServer
+from storlets.agent.common.server import (
+    EXIT_FAILURE,
+    EXIT_SUCCESS,
+    CommandFailure,
+    CommandSuccess,
+    SBusServer,
+    command_handler,
+)
 from storlets.agent.common.utils import get_logger
 from storlets.sbus import SBus
 

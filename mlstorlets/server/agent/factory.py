@@ -17,8 +17,7 @@ import os
 import subprocess
 import time
 
-from storlets.agent.daemon_factory.server import SDaemonError, \
-    StorletDaemonFactory
+from storlets.agent.daemon_factory.server import SDaemonError, StorletDaemonFactory
 from storlets.sbus.client import SBusClient
 from storlets.sbus.client.exceptions import SBusClientException
 

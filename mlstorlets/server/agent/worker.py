@@ -26,8 +26,12 @@ import tempfile
 import traceback
 
 from storlets.agent.common.utils import get_logger
-from storlets.agent.daemon.files import StorletFile, StorletInputFile, \
-    StorletLogger, StorletRangeInputFile
+from storlets.agent.daemon.files import (
+    StorletFile,
+    StorletInputFile,
+    StorletLogger,
+    StorletRangeInputFile,
+)
 
 from mlstorlets.server.agent import channel
 

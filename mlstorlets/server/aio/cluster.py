@@ -265,6 +265,7 @@ class Cluster:
         """A swiftclient Connection to an account, made from :meth:`env`
         as the client makes it."""
         from swiftclient.client import Connection
+
         from mlstorlets.client.connection import swift_options
         options = swift_options(self.env(account, layout))
         kwargs.setdefault('retries', 2)

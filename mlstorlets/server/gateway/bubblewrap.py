@@ -120,24 +120,23 @@ import time
 import eventlet
 from eventlet import patcher
 from eventlet.semaphore import Semaphore
-from storlets.gateway.common.exceptions import StorletRuntimeException, \
-    StorletTimeout
+from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.common.stob import FileDescriptorIterator
-from storlets.gateway.gateways.container.gateway import \
-    StorletGatewayContainer
-from storlets.gateway.gateways.container.runtime import RunTimeSandbox, \
-    StorletInvocationProtocol
+from storlets.gateway.gateways.container.gateway import StorletGatewayContainer
+from storlets.gateway.gateways.container.runtime import RunTimeSandbox, StorletInvocationProtocol
 from storlets.sbus import SBus
 from storlets.sbus.client import SBusClient
-from storlets.sbus.client.exceptions import SBusClientException, \
-    SBusClientIOError, SBusClientSendError
+from storlets.sbus.client.exceptions import (
+    SBusClientException,
+    SBusClientIOError,
+    SBusClientSendError,
+)
 from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
 from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
 from swift.common.swob import status_map
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
-
 from mlstorlets.server.node import SANDBOX_LIMITS
 
 SANDBOX_NATIVE_LIB_DIR = '/usr/local/lib/storlets'

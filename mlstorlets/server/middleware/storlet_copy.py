@@ -33,14 +33,19 @@ from urllib.parse import unquote
 from swift.common.exceptions import ChunkReadError
 from swift.common.http import is_success
 from swift.common.request_helpers import check_path_header
-from swift.common.swob import HTTPBadRequest, Request, \
-    Response, wsgi_quote, wsgi_to_str, wsgi_unquote
+from swift.common.swob import (
+    HTTPBadRequest,
+    Request,
+    Response,
+    wsgi_quote,
+    wsgi_to_str,
+    wsgi_unquote,
+)
 from swift.common.utils import FileLikeIter, close_if_possible, get_logger
 from swift.common.wsgi import make_subrequest
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.middleware.storlet_failure import classify, \
-    protocol_headers
+from mlstorlets.server.middleware.storlet_failure import classify, protocol_headers
 
 META = 'X-Object-Meta-'
 # Output metadata our storlets use to talk to this middleware (see
