@@ -7,6 +7,7 @@ base class.
 """
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -148,7 +149,9 @@ def test_a_timed_out_request_does_not_break_the_next(conn, container, source,
 
     thread = threading.Thread(target=slow)
     thread.start()
-    # While one worker is held by the slow request, the others serve.
+    # Once the slow request holds a worker (it sleeps 60 s in it), the
+    # others are served by the one worker left.
+    time.sleep(2)
     served = [count(conn, container, source, on_proxy=True)
               for _ in range(3)]
     thread.join()
