@@ -27,6 +27,8 @@ reason (one line, UTF-8, percent-quoted where not ASCII).  The body repeats
 them for a human.
 """
 
+import base64
+import binascii
 from urllib.parse import quote, unquote
 
 # Output metadata keys, as a storlet sets them (the engine prefixes them with
@@ -96,6 +98,52 @@ def undeclared(params, declared):
     if declared is None:
         return []
     return sorted(set(params) - set(declared) - {SOURCE_PARAMETER})
+
+
+# -- state -----------------------------------------------------------------
+# A model's state (bytes) rides in parameters as URL-safe base64, in chunks
+# of at most STATE_CHUNK characters (far below any header line limit):
+# ``state_parts`` says how many, ``state_0`` ... hold them.  The request's
+# other limits (the engine's 4 KiB SBus datagram holds every parameter) are
+# the caller's ``budget``: a state over it travels as an object instead.
+STATE_PARTS = 'state_parts'
+STATE_CHUNK = 4000
+
+
+def state_parameters(blob, budget=None):
+    """Parameters carrying ``blob`` exactly, or None if its encoding is
+    over ``budget`` characters (None: no budget)."""
+    text = base64.urlsafe_b64encode(blob).decode('ascii')
+    if budget is not None and len(text) > budget:
+        return None
+    chunks = [text[i:i + STATE_CHUNK]
+              for i in range(0, len(text), STATE_CHUNK)] or ['']
+    params = {STATE_PARTS: str(len(chunks))}
+    params.update(('state_%d' % i, c) for i, c in enumerate(chunks))
+    return params
+
+
+def read_state_parameters(params, limit):
+    """The blob :func:`state_parameters` carried in ``params``; None when
+    there is none.
+
+    Raises
+    ------
+    ValueError
+        Missing or malformed chunks, or a blob over ``limit`` bytes.
+    """
+    if STATE_PARTS not in params:
+        return None
+    try:
+        parts = int(params[STATE_PARTS])
+        if not 0 < parts <= limit // STATE_CHUNK + 1:
+            raise ValueError('%d parts' % parts)
+        text = ''.join(params['state_%d' % i] for i in range(parts))
+        if len(text) > (limit + 2) // 3 * 4:
+            raise ValueError('over %d bytes' % limit)
+        return base64.urlsafe_b64decode(text.encode('ascii'))
+    except (KeyError, UnicodeEncodeError, binascii.Error) as err:
+        raise ValueError('bad state parameters (%s)' % err) from None
 
 
 # -- errors ----------------------------------------------------------------

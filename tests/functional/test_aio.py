@@ -181,13 +181,13 @@ def test_deploy_uploads_only_what_changed(cluster, conn):
     assert deploy(conn, log=lambda m: None) == []
     names = {a.name for a in artifacts()}
     library = [n for n in names if n.startswith('mlstorlets-')]
-    assert len(library) == 1 and 'sgd_estimator.py' in names
+    assert len(library) == 1 and 'estimator.py' in names
     for artifact in artifacts():
         headers = conn.head_object(artifact.container, artifact.name)
         assert headers['etag'] == artifact.etag
-    main = conn.head_object('storlet', 'sgd_estimator.py')
+    main = conn.head_object('storlet', 'estimator.py')
     assert main['x-object-meta-storlet-main'] == \
-        'sgd_estimator.SGDEstimatorStorlet'
+        'estimator.EstimatorStorlet'
     assert main['x-object-meta-storlet-dependency'] == library[0]
 
 

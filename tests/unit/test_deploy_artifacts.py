@@ -25,7 +25,7 @@ def test_each_storlet_is_given_the_library_it_is_deployed_with():
     assert library.name.startswith('mlstorlets-')
     storlets = {a.name: a for a in found if a.container == 'storlet'}
     assert {'extract_face.py', 'recognize_face.py', 'train.py',
-            'sgd_estimator.py'} <= set(storlets)
+            'estimator.py'} <= set(storlets)
     for artifact in storlets.values():
         assert ("LIBRARY = %r" % library.name).encode() in artifact.body
         assert artifact.headers['X-Object-Meta-Storlet-Dependency'] == \

@@ -99,7 +99,7 @@ def test_a_refusal_names_the_object(storlets_dir):
 
 
 def test_the_projects_storlets_load():
-    cls = load_storlet('sgd_estimator.py', default_source_dir())
-    assert cls.__name__ == 'SGDEstimatorStorlet'
+    cls = load_storlet('estimator.py', default_source_dir())
+    assert cls.__name__ == 'EstimatorStorlet'
     with pytest.raises(ValueError, match='no storlet nothing.py'):
         load_storlet('nothing.py', default_source_dir())

@@ -1,5 +1,6 @@
-"""Linear models trained by storlets inside Swift, next to the data."""
+"""scikit-learn's SGD estimators with remote methods (see
+:mod:`mlstorlets.client.incremental`, where they live with the others)."""
 
-from mlstorlets.client.linear_model._sgd import SGDClassifier, SGDRegressor
+from mlstorlets.client.incremental import SGDClassifier, SGDRegressor
 
 __all__ = ["SGDClassifier", "SGDRegressor"]

@@ -3,13 +3,15 @@
 A training object is one of:
 
 * delimited text: CSV (``,``), TSV (tab) or whitespace-separated numbers, one
-  sample a line, the label in one column (``label_column``, default the last),
+  sample a line, the label in one column (``label_column``, default the last;
+  ``none`` for objects without labels: clustering, or data to predict),
   optionally a per-row weight in another (``weight_column``), optionally
   ``header_rows`` lines to skip. Blank lines and lines starting with ``#`` are
   skipped (line numbers in errors still count them). Labels are numbers.
 * ``.npy``: one 2-D float array, label in ``label_column`` (default last),
   weight in ``weight_column`` if given.
-* ``.npz``: arrays ``X`` (2-D) and ``y`` (1-D, numbers or strings), optional
+* ``.npz``: arrays ``X`` (2-D) and ``y`` (1-D, numbers or strings; absent with
+  ``label_column=none``), optional
   ``sample_weight``; loaded with ``allow_pickle=False``.
 
 Text and C-ordered ``.npy`` objects are read incrementally, ``batch_size``
@@ -54,11 +56,16 @@ LIMITS = {
     "max_members": (16, 1024),
 }
 
+def _label_column(text):
+    """An int, or None for ``none`` (the object holds no labels)."""
+    return None if str(text).lower() == "none" else int(text)
+
+
 #: option name -> (metadata key, parser); parameters use the option name.
 _OPTIONS = {
     "format": ("Data-Format", str),
     "num_features": ("Num-Features", int),
-    "label_column": ("Label-Column", int),
+    "label_column": ("Label-Column", _label_column),
     "weight_column": ("Weight-Column", int),
     "header_rows": ("Header-Rows", int),
     "batch_size": (None, int),
@@ -77,8 +84,9 @@ class DataOptions:
         whitespace).
     num_features : int, default=None
         Expected number of features; None infers it from the first row.
-    label_column : int, default=-1
-        Column of the label (negative counts from the end).
+    label_column : int or None, default=-1
+        Column of the label (negative counts from the end); None: no label
+        (``Batch.y`` is None).
     weight_column : int, default=None
         Column of a per-row sample weight, if any.
     header_rows : int, default=0
@@ -204,14 +212,16 @@ def _buffered(source):
 def _split_columns(arr, n_columns, options, name, where):
     """Split a 2-D float array into X, y, w according to the column options."""
     label = options.label_column
-    if not -n_columns <= label < n_columns:
-        raise ObjectError(name, f"{where}: label_column {label} is outside {n_columns} columns")
-    label %= n_columns
-    drop = [label]
+    drop = []
+    if label is not None:
+        if not -n_columns <= label < n_columns:
+            raise ObjectError(name, f"{where}: label_column {label} is outside {n_columns} columns")
+        label %= n_columns
+        drop.append(label)
     weight = None
     if options.weight_column is not None:
         wcol = options.weight_column
-        if not -n_columns <= wcol < n_columns or wcol % n_columns == label:
+        if not -n_columns <= wcol < n_columns or wcol % n_columns in drop:
             raise ObjectError(
                 name, f"{where}: weight_column {wcol} is invalid for {n_columns} columns"
             )
@@ -223,13 +233,18 @@ def _split_columns(arr, n_columns, options, name, where):
         X = np.ascontiguousarray(arr[:, keep[0] : keep[-1] + 1])
     else:
         X = np.take(arr, keep, axis=1)
-    return X, arr[:, label].copy(), weight
+    return X, None if label is None else arr[:, label].copy(), weight
+
+
+def _extra_columns(options):
+    """Columns that are not features: the label's and the weight's."""
+    return (options.label_column is not None) + (options.weight_column is not None)
 
 
 def _expected_columns(options):
     if options.num_features is None:
         return None
-    return options.num_features + 1 + (options.weight_column is not None)
+    return options.num_features + _extra_columns(options)
 
 
 def _check_finite(batch, name):
@@ -286,7 +301,7 @@ def _refuse(name, what, limit, options, hint=""):
 
 
 def _check_columns(n_columns, options, name, where):
-    n_features = n_columns - 1 - (options.weight_column is not None)
+    n_features = n_columns - _extra_columns(options)
     if n_features > options.max_features:
         raise _refuse(name, f"{where}: {n_features} features", "max_features", options)
 
@@ -499,7 +514,8 @@ def _npz_arrays(stream, options, name):
             if len(members) > options.max_members:
                 raise _refuse(name, f".npz with {len(members)} members", "max_members", options)
             by_name = {info.filename: info for info in members}
-            missing = {"X.npy", "y.npy"} - set(by_name)
+            needed = {"X.npy"} if options.label_column is None else {"X.npy", "y.npy"}
+            missing = needed - set(by_name)
             if missing:
                 raise ObjectError(name, f".npz lacks array(s) {sorted(m[:-4] for m in missing)}")
             return [
@@ -521,7 +537,9 @@ def _npz_batches(stream, options, name):
     X, y, w = _npz_arrays(stream, options, name)
     if X.ndim != 2 or X.dtype.kind not in "biuf":
         raise ObjectError(name, f".npz X must be a 2-D numeric array, got {X.dtype} {X.shape}")
-    if y.shape != (X.shape[0],) or y.dtype.kind not in "biufU":
+    if options.label_column is None:
+        y = None
+    elif y.shape != (X.shape[0],) or y.dtype.kind not in "biufU":
         raise ObjectError(name, f".npz y must be 1-D numbers or strings of length {X.shape[0]}")
     if w is not None and (w.shape != (X.shape[0],) or w.dtype.kind not in "biuf"):
         raise ObjectError(name, ".npz sample_weight must be 1-D numbers, one per row")
@@ -537,7 +555,8 @@ def _npz_batches(stream, options, name):
         stop = start + options.batch_size
         yield Batch(
             np.ascontiguousarray(X[start:stop], dtype=np.float64),
-            y[start:stop] if y.dtype.kind == "U" else y[start:stop].astype(np.float64),
+            None if y is None else y[start:stop] if y.dtype.kind == "U"
+            else y[start:stop].astype(np.float64),
             None if w is None else w[start:stop].astype(np.float64),
             None,
             start,

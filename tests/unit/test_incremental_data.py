@@ -6,7 +6,7 @@ import pytest
 from sgd_fakes import FakeInput
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.sgd.data import DataOptions, holdout_mask, iter_batches
+from mlstorlets.sandbox.incremental.data import DataOptions, holdout_mask, iter_batches
 
 
 def read(payload, metadata=None, **params):

@@ -1,0 +1,551 @@
+"""The remote methods of an incremental scikit-learn estimator.
+
+:class:`RemoteIncrementalMixin` gives any estimator with ``partial_fit``
+(one of :data:`mlstorlets.sandbox.incremental.state.KINDS`, or a subclass)
+``remote_partial_fit``, ``remote_fit``, ``remote_score`` and
+``remote_predict`` (and ``remote_predict_proba``,
+``remote_decision_function``, ``remote_transform`` where the estimator has
+the method), run by the ``estimator.py`` storlet next to the data::
+
+    class MyRemotePerceptron(RemoteIncrementalMixin, Perceptron):
+        pass
+
+The state travels as scikit-learn's own estimator (its ``get_params()`` and
+fitted attributes, in a skops file, never pickle); the storlet calls the
+estimator's own ``partial_fit`` and ``predict``, so a pass is exactly local
+``partial_fit`` over the same mini-batches.  The estimator holds no
+connection and no credentials: each remote method takes ``connection`` (a
+swiftclient ``Connection`` or a :class:`~mlstorlets.client.swift.Swift`
+gateway) or ``stores``, and defaults to the ``swift`` CLI's environment.
+
+Sources are URIs of any store: ``swift://`` (and ``s3://`` through the
+cluster's S3 API) in place; ``file://``, ``s3://`` elsewhere, ``dropbox://``
+with the same storlet module run here.
+"""
+
+import copy
+import hashlib
+import json
+import sys
+import time
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone, is_classifier
+from sklearn.utils import check_random_state
+from sklearn.utils._available_if import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from mlstorlets.client.batch import list_sources
+from mlstorlets.client.faces.plan import SBUS_LIMIT
+from mlstorlets.client.incremental.transport import (
+    SBUS_ENGINE_RESERVE,
+    STATE_PREFIX,
+    STORLET_NAME,
+    UNKNOWN_METADATA_COST,
+    datagram_cost,
+    transport_for,
+)
+from mlstorlets.client.placement import run_anywhere
+from mlstorlets.client.stores.registry import Stores
+from mlstorlets.client.swift import Swift
+from mlstorlets.client.uri import parse
+from mlstorlets.sandbox import protocol
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.incremental import data, state, training
+
+_MAX_SEED = np.iinfo(np.int32).max
+
+REMOTE_DOC = """
+    Remote methods
+    --------------
+    ``remote_partial_fit``, ``remote_fit``, ``remote_score`` and
+    ``remote_predict`` (see :mod:`mlstorlets.client.incremental`) train and
+    apply this estimator next to the data, with its own ``partial_fit`` and
+    ``predict`` run by the ``estimator.py`` storlet.  ``source`` is a URI,
+    a list of URIs, or a prefix ending in ``/``.  The estimator is updated
+    only once every object has answered with a valid state: a failure leaves
+    it as it was.  It holds no connection: pickling it carries no
+    credentials.
+"""
+
+
+def _has(method):
+    return lambda self: hasattr(self, method)
+
+
+class RemoteIncrementalMixin:
+    """Remote training and prediction for an incremental estimator.
+
+    Attributes set by ``remote_fit``
+    --------------------------------
+    remote_history_ : list of dict
+        One record per epoch: ``epoch``, ``n_samples``, ``train_score`` (the
+        score of each mini-batch before training on it, when a stopping
+        rule needs it), ``validation_score`` (with ``early_stopping``, on
+        the held-out objects) and ``seconds``.
+    remote_validation_objects_ : list of str
+        The objects held out by ``early_stopping``.
+    """
+
+    # -- state ----------------------------------------------------------------
+    def _partial_fit_params(self, rng):
+        """Parameters the storlet's copy runs with: scikit-learn's
+        ``partial_fit`` refuses ``early_stopping`` (it belongs to ``fit``,
+        here ``remote_fit``), and a ``RandomState`` travels as a seed."""
+        params = {}
+        if getattr(self, "early_stopping", False):
+            params["early_stopping"] = False
+        seed = getattr(self, "random_state", None)
+        if seed is not None and not isinstance(seed, Integral):
+            params["random_state"] = int(check_random_state(seed).randint(_MAX_SEED))
+        return params
+
+    def _fitted_names(self):
+        names = set(self._get_param_names())
+        return [k for k in vars(self) if k not in names]
+
+    def _apply(self, estimator):
+        """Make ``self``'s fitted attributes those of ``estimator``."""
+        for key in self._fitted_names():
+            delattr(self, key)
+        names = set(self._get_param_names())
+        for key, value in vars(estimator).items():
+            if key not in names:
+                setattr(self, key, value)
+        return self
+
+    def to_sklearn(self):
+        """A plain scikit-learn estimator (its own class, no remote methods)
+        with this one's parameters and fitted attributes (copied)."""
+        return copy.deepcopy(state.plain(self))
+
+    # -- calls --------------------------------------------------------------
+    @staticmethod
+    def _request_params(op, data_options, extra=None):
+        params = {"op": op}
+        for key, value in (data_options or {}).items():
+            if key not in data._OPTIONS:
+                raise ValueError(f"unknown data option {key!r}; expected one of "
+                                 f"{sorted(data._OPTIONS)}")
+            if value is not None:
+                params[key] = str(value)
+        params.update(extra or {})
+        return params
+
+    @staticmethod
+    def _weights(uris, sample_weight):
+        """{uri: (object weight, row weights or None)} from ``sample_weight``."""
+        if sample_weight is None:
+            return {}
+        if not isinstance(sample_weight, dict):
+            if len(uris) != 1:
+                raise ValueError(f"an array of sample weights is for one object; {len(uris)} "
+                                 "objects given (pass a dict of URI to weights)")
+            sample_weight = {uris[0]: sample_weight}
+        unknown = set(sample_weight) - set(uris)
+        if unknown:
+            raise ValueError(f"sample weights for objects not in the source: {sorted(unknown)}")
+        weights = {}
+        for uri, value in sample_weight.items():
+            if np.ndim(value) == 0:
+                weight = float(value)
+                if not np.isfinite(weight) or weight < 0:
+                    raise ValueError(f"sample weight of {uri} must be finite and >= 0")
+                weights[uri] = (weight, None)
+            else:
+                array = np.asarray(value, dtype=np.float64)
+                if array.ndim != 1 or not np.all(np.isfinite(array)) or (array < 0).any():
+                    raise ValueError(f"sample weights of {uri} must be 1-D, finite and >= 0")
+                weights[uri] = (1.0, array)
+        return weights
+
+    def _groups(self, transport, uris, params, weights):
+        """[(entries, row weights or None)] of each invocation, in order: an
+        object with an array of weights is called alone."""
+        calls, run = [], []
+
+        def flush():
+            for group in transport.plan(run, params) if run else []:
+                calls.append(([(u, weights.get(u, (1.0, None))[0]) for u in group], None))
+            run.clear()
+
+        for uri in uris:
+            array = weights.get(uri, (1.0, None))[1]
+            if array is None:
+                run.append(uri)
+                continue
+            flush()
+            calls.append(([(uri, 1.0)], array))
+        flush()
+        return calls
+
+    @staticmethod
+    def _payload(transport, entries, blob, classes=None, sample_weight=None):
+        job = None
+        if len(entries) > 1:
+            sizes = getattr(transport, "_heads", {})
+            job = [[uri, float(w), sizes[uri][0] if uri in sizes else None]
+                   for uri, w in entries]
+        return state.pack(blob, classes=classes, sample_weight=sample_weight, job=job)
+
+    def _check_answer(self, where, body, metadata, sent):
+        """The storlet's new state, checked to continue ``sent``."""
+        new = state.loads(body, name=where, kind=state.kind_of(self))
+        if repr(sorted(new.get_params().items())) != repr(sorted(sent.get_params().items())):
+            raise ObjectError(where, "the storlet returned a state for other hyper-parameters")
+        if not hasattr(new, "n_features_in_"):
+            raise ObjectError(where, "the storlet returned an unfitted state")
+        if hasattr(sent, "n_features_in_") and new.n_features_in_ != sent.n_features_in_:
+            raise ObjectError(where, "the storlet changed the number of features")
+        if hasattr(sent, "classes_") and not np.array_equal(new.classes_, sent.classes_):
+            raise ObjectError(where, "the storlet returned other classes")
+        try:
+            report = json.loads(metadata[training.REPORT_KEY.lower()])
+            if not isinstance(report["n_samples"], int) or report["n_samples"] < 1:
+                raise ValueError("no samples")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ObjectError(where, f"the storlet's report is malformed ({exc})") from None
+        return new, report
+
+    def _train_pass(self, transport, uris, blob, params, weights, classes=None, bar=None):
+        """partial_fit over ``uris`` in order; the final state (bytes, and
+        decoded), the rows trained and the progressive score sums."""
+        current = state.loads(blob, kind=state.kind_of(self))
+        n_samples, progressive = 0, None
+        for entries, rows in self._groups(transport, uris, params, weights):
+            first = not hasattr(current, "n_features_in_")
+            payload = self._payload(transport, entries, blob, classes if first else None, rows)
+            where = entries[0][0] if len(entries) == 1 else \
+                f"{entries[0][0]} (and {len(entries) - 1} more)"
+            metadata, body = transport.call(entries, params, payload)
+            current, report = self._check_answer(where, body, metadata, current)
+            blob = body
+            n_samples += report["n_samples"]
+            if report.get("progressive"):
+                progressive = report["progressive"] if progressive is None else \
+                    training.merge_sums(progressive, report["progressive"])
+            if bar is not None:
+                bar.update(len(entries))
+        return blob, current, n_samples, progressive
+
+    def _score_pass(self, transport, uris, blob, params, weights):
+        total = None
+        for entries, rows in self._groups(transport, uris, params, weights):
+            payload = self._payload(transport, entries, blob, sample_weight=rows)
+            _, body = transport.call(entries, params, payload)
+            try:
+                sums = json.loads(body)
+                if sums.get("format") != training.SCORE_FORMAT:
+                    raise ValueError("not a score")
+                total = sums if total is None else training.merge_sums(total, sums)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ObjectError(entries[0][0], f"the storlet's score is malformed "
+                                                 f"({exc})") from None
+        return training.final_score(total)
+
+    def _discover(self, transport, uris, params):
+        """Classes over all objects (one 'labels' call per group)."""
+        counts = {}
+        for entries, _ in self._groups(transport, uris, params, {}):
+            _, body = transport.call(entries, params, self._payload(transport, entries, None))
+            try:
+                answer = json.loads(body)
+                if answer.get("format") != training.LABELS_FORMAT:
+                    raise ValueError("not a labels answer")
+                pairs = list(zip(answer["labels"], answer["counts"], strict=True))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ObjectError(entries[0][0], f"the storlet's labels are malformed "
+                                                 f"({exc})") from None
+            for label, count in pairs:
+                counts[label] = counts.get(label, 0) + int(count)
+        classes = np.array(sorted(counts))
+        if classes.dtype.kind == "f" and np.all(classes == np.round(classes)):
+            # text objects carry no type: integral labels become ints
+            classes = classes.astype(np.int64)
+        return classes
+
+    # -- the remote methods ---------------------------------------------------
+    def remote_partial_fit(self, source, classes=None, sample_weight=None, *,
+                           data_options=None, connection=None, stores=None,
+                           storlet=STORLET_NAME, objects_per_call=None):
+        """``partial_fit`` over each object named by ``source``, in order.
+
+        Each object is read in mini-batches of ``data_options['batch_size']``
+        rows, each one a ``partial_fit`` call of this estimator's own class,
+        exactly as locally.
+
+        Parameters
+        ----------
+        source : str or list of str
+            URIs (any store), or a prefix ending in ``/``.
+        classes : array-like, default=None
+            Required on the first call of a classifier, as for
+            ``partial_fit``.
+        sample_weight : array-like or dict, default=None
+            An array of one weight per row when ``source`` names one object;
+            or a dict of URI to a weight for all its rows, or to an array.
+        data_options : dict, default=None
+            How objects are read (see
+            :class:`mlstorlets.sandbox.incremental.data.DataOptions`).
+        connection : swiftclient Connection or Swift, default=None
+            None: the ``swift`` CLI's environment.
+        stores : mlstorlets.client.stores.registry.Stores, default=None
+        storlet : str, default='estimator.py'
+        objects_per_call : int, default=None
+            Most objects one invocation reads (None: as many as the engine's
+            limits allow; the result is the same).
+
+        Returns
+        -------
+        self : object
+        """
+        transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
+        uris = transport.list_objects(source)
+        weights = self._weights(uris, sample_weight)
+        first = not hasattr(self, "n_features_in_")
+        if first:
+            self._validate_params()
+        if is_classifier(self):
+            if first and classes is None:
+                raise ValueError("classes must be passed on the first call to "
+                                 "remote_partial_fit")
+            if not first and classes is not None and not np.array_equal(
+                    self.classes_, np.unique(classes)):
+                raise ValueError(f"classes={classes!r} is not the same as on the first call, "
+                                 f"{self.classes_!r}")
+            classes = np.unique(classes) if first else None
+        blob = state.dumps(self, self._partial_fit_params(None))
+        _, final, _, _ = self._train_pass(transport, uris, blob,
+                                          self._request_params("partial_fit", data_options),
+                                          weights, classes)
+        return self._apply(final)
+
+    def _fit_settings(self, epochs, validation_fraction):
+        max_iter = getattr(self, "max_iter", None)
+        if epochs is None:
+            # an estimator without max_iter (naive Bayes) learns in one pass:
+            # a second would count every row twice
+            epochs = max_iter if isinstance(max_iter, Integral) else 1
+        tol = getattr(self, "tol", None)
+        patience = getattr(self, "n_iter_no_change", getattr(self, "max_no_improvement", 5))
+        early = bool(getattr(self, "early_stopping", False))
+        fraction = validation_fraction if validation_fraction is not None else \
+            getattr(self, "validation_fraction", 0.1)
+        return int(epochs), tol, patience, early, fraction
+
+    def remote_fit(self, source, classes=None, sample_weight=None, *, epochs=None,
+                   validation_fraction=None, data_options=None, connection=None, stores=None,
+                   storlet=STORLET_NAME, objects_per_call=None, progress=None):
+        """Fit from scratch: epochs of ``partial_fit`` over every object.
+
+        As Dask-ML's ``Incremental``: each epoch visits the objects in an
+        order shuffled by ``random_state`` (unless ``shuffle=False``), each
+        object trained next to it with this estimator's own ``partial_fit``.
+        Stopping follows the estimator's own parameters where it has them:
+
+        * ``max_iter`` epochs at most (``epochs`` overrides; 1 for an
+          estimator without ``max_iter``);
+        * with ``tol`` not None, stop when the score has not improved by
+          ``tol`` for ``n_iter_no_change`` (or ``max_no_improvement``)
+          epochs: with ``early_stopping``, the score of ``validation_fraction``
+          of the *objects*, held out; otherwise the score of each mini-batch
+          taken just before training on it (no extra pass);
+        * ``verbose`` prints one line per epoch; ``progress`` (default: with
+          ``verbose``, on a terminal) shows progress bars per epoch and
+          object.
+
+        Parameters
+        ----------
+        source, classes, sample_weight, data_options, connection, stores, storlet, \
+objects_per_call
+            As for :meth:`remote_partial_fit`; ``classes`` of a classifier
+            default to the labels found in the objects (one extra call per
+            group).
+        epochs : int, default=None
+        validation_fraction : float, default=None
+            Of the objects, for ``early_stopping``; None: the estimator's.
+        progress : bool, default=None
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        epochs, tol, patience, early, fraction = self._fit_settings(epochs, validation_fraction)
+        rng = check_random_state(getattr(self, "random_state", None))
+        transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
+        uris = transport.list_objects(source)
+        weights = self._weights(uris, sample_weight)
+        held = []
+        if early:
+            if len(uris) < 2:
+                raise ValueError("early_stopping holds out objects: it needs at least two")
+            n_held = min(len(uris) - 1, max(1, int(round(fraction * len(uris)))))
+            order = rng.permutation(len(uris))
+            held = [uris[i] for i in sorted(order[:n_held])]
+            uris = [u for u in uris if u not in held]
+        params = self._request_params("partial_fit", data_options)
+        if is_classifier(self):
+            if classes is None:
+                classes = self._discover(transport, uris + held,
+                                         self._request_params("labels", data_options))
+            classes = np.unique(classes)
+        fresh = clone(self)
+        blob = state.dumps(fresh, self._partial_fit_params(rng))
+        stopping = tol is not None and epochs > 1
+        if stopping and not early:
+            params["progressive"] = "1"
+        verbose = int(getattr(self, "verbose", 0) or 0)
+        if progress is None:
+            progress = bool(verbose) and sys.stderr.isatty()
+        history, best, stale = [], -np.inf, 0
+        epoch_bar = _bar(progress, epochs, "epochs", "epoch")
+        final = None
+        try:
+            for epoch in range(1, epochs + 1):
+                started = time.monotonic()
+                order = [uris[i] for i in rng.permutation(len(uris))] \
+                    if getattr(self, "shuffle", True) else list(uris)
+                object_bar = _bar(progress, len(order), f"epoch {epoch}", "obj")
+                try:
+                    blob, final, n, progressive = self._train_pass(
+                        transport, order, blob, params, weights, classes, object_bar)
+                finally:
+                    if object_bar is not None:
+                        object_bar.close()
+                record = {"epoch": epoch, "n_samples": n, "train_score": None,
+                          "validation_score": None}
+                if progressive is not None and progressive["n"]:
+                    record["train_score"] = training.final_score(progressive)
+                if early:
+                    record["validation_score"] = self._score_pass(
+                        transport, held, blob, self._request_params("score", data_options),
+                        weights)
+                record["seconds"] = time.monotonic() - started
+                history.append(record)
+                if verbose:
+                    print(_epoch_line(record), flush=True)
+                if epoch_bar is not None:
+                    epoch_bar.update(1)
+                score = record["validation_score" if early else "train_score"]
+                if stopping and score is not None:
+                    stale = stale + 1 if score < best + tol else 0
+                    best = max(best, score)
+                    if stale >= patience:
+                        break
+        finally:
+            if epoch_bar is not None:
+                epoch_bar.close()
+        self._apply(final)
+        self.remote_history_ = history
+        self.remote_validation_objects_ = held
+        return self
+
+    def remote_score(self, source, sample_weight=None, *, data_options=None, connection=None,
+                     stores=None, storlet=STORLET_NAME, objects_per_call=None):
+        """``score`` over the rows of every object, computed next to them.
+
+        Each call returns sums that combine across objects, so the result
+        equals ``score`` on the concatenated rows: accuracy for a
+        classifier, R^2 for a regressor, the summed score of a clusterer.
+        """
+        check_is_fitted(self)
+        transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
+        uris = transport.list_objects(source)
+        blob = state.dumps(self, self._partial_fit_params(None))
+        return self._score_pass(transport, uris, blob,
+                                self._request_params("score", data_options),
+                                self._weights(uris, sample_weight))
+
+    def remote_predict(self, source, dest, *, data_options=None, concurrency=4, resume=True,
+                       progress=None, dry_run=False, connection=None, stores=None,
+                       storlet=STORLET_NAME, method="predict"):
+        """Write ``predict``'s output over each object under ``dest``.
+
+        One ``.npy`` object per source object, under the source's name
+        relative to its prefix, made next to the data with copy semantics
+        (``PUT`` with ``X-Copy-From`` and ``X-Run-Storlet``) when source and
+        destination are in the cluster; by the same storlet module here
+        otherwise.  It resumes: an output made from the same source content
+        by the same model is skipped.  Objects hold no label by default
+        (``data_options={'label_column': 'none'}``).
+
+        Returns
+        -------
+        summary : mlstorlets.client.batch.BatchSummary
+            What was done, skipped or failed, and where (``placement``).
+        """
+        check_is_fitted(self)
+        if not hasattr(self, method):
+            raise AttributeError(f"{type(self).__name__} has no {method}")
+        options = dict({"label_column": "none"}, **(data_options or {}))
+        params = self._request_params(method, options)
+        blob = state.pack(state.dumps(self, self._partial_fit_params(None)))
+        stores = stores or Stores(swift=connection.parent if isinstance(connection, Swift)
+                                  else connection)
+        extra, temp, swift = None, None, None
+        if stores.in_cluster(source) and stores.in_cluster(dest):
+            swift = Swift(stores.swift_connection())
+            src = str(stores.as_swift(parse(source)))
+            container, _, entries = list_sources(swift, src)
+            # every call's datagram holds the parameters, the source's name among them
+            longest = max(datagram_cost({"source": "%s/%s" % (container, e["name"])})
+                          for e in entries)
+            used = SBUS_ENGINE_RESERVE + UNKNOWN_METADATA_COST + datagram_cost(params) + longest
+            inline = protocol.state_parameters(blob, budget=SBUS_LIMIT - used)
+            if inline is None:
+                # named by its content: a second run finds the same run digest
+                temp = STATE_PREFIX + "model-" + hashlib.sha256(blob).hexdigest()[:32]
+                swift.call(temp, "put_object", container, temp, blob,
+                           content_type="application/octet-stream")
+                extra, params = ["/%s/%s" % (container, temp)], dict(params, payload="resource")
+            else:
+                params.update(inline)
+        else:
+            params.update(protocol.state_parameters(blob))
+        try:
+            summary = run_anywhere(storlet, source, dest, params, concurrency, resume,
+                                   stores=stores, extra_resources=extra, progress=progress,
+                                   dry_run=dry_run)
+        finally:
+            if temp is not None:
+                try:
+                    swift.call(temp, "delete_object", container, temp)
+                except ObjectError:
+                    pass
+        if int(getattr(self, "verbose", 0) or 0):
+            print(summary.format(), flush=True)
+        return summary
+
+    @available_if(_has("predict_proba"))
+    def remote_predict_proba(self, source, dest, **kwargs):
+        """:meth:`remote_predict` with ``predict_proba``."""
+        return self.remote_predict(source, dest, method="predict_proba", **kwargs)
+
+    @available_if(_has("decision_function"))
+    def remote_decision_function(self, source, dest, **kwargs):
+        """:meth:`remote_predict` with ``decision_function``."""
+        return self.remote_predict(source, dest, method="decision_function", **kwargs)
+
+    @available_if(_has("transform"))
+    def remote_transform(self, source, dest, **kwargs):
+        """:meth:`remote_predict` with ``transform``."""
+        return self.remote_predict(source, dest, method="transform", **kwargs)
+
+
+def _bar(enabled, total, label, unit):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False)
+
+
+def _epoch_line(record):
+    parts = [f"-- Epoch {record['epoch']}", f"{record['n_samples']} samples"]
+    if record["train_score"] is not None:
+        parts.append(f"train score {record['train_score']:.6g}")
+    if record["validation_score"] is not None:
+        parts.append(f"validation score {record['validation_score']:.6g}")
+    parts.append(f"{record['seconds']:.2f} s")
+    return ", ".join(parts)

@@ -1,1 +1,0 @@
-"""Incremental SGD over objects: data formats, model state, training."""
