@@ -137,12 +137,12 @@ def read_state_parameters(params, limit):
     try:
         parts = int(params[STATE_PARTS])
         if not 0 < parts <= limit // STATE_CHUNK + 1:
-            raise ValueError('%d parts' % parts)
+            raise ValueError('%d parts: over %d bytes' % (parts, limit))
         text = ''.join(params['state_%d' % i] for i in range(parts))
         if len(text) > (limit + 2) // 3 * 4:
             raise ValueError('over %d bytes' % limit)
         return base64.urlsafe_b64decode(text.encode('ascii'))
-    except (KeyError, UnicodeEncodeError, binascii.Error) as err:
+    except (KeyError, ValueError, UnicodeEncodeError, binascii.Error) as err:
         raise ValueError('bad state parameters (%s)' % err) from None
 
 

@@ -1,4 +1,4 @@
-"""The SGD storlet's decoding bounds, through the real cluster.
+"""The estimator storlet's decoding bounds, through the real cluster.
 
 Each object here would make an unbounded decoder hold gigabytes (a zip bomb
 ``.npz``, one huge CSV line) or run past what a caller allowed (too many
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from swiftclient.client import Connection
 
-from mlstorlets.client.linear_model import SGDRegressor, remote
+from mlstorlets.client.incremental import SGDRegressor
+from mlstorlets.client.incremental.transport import STATE_PREFIX
 from mlstorlets.sandbox.errors import ObjectError
 
 
@@ -85,34 +86,34 @@ def test_a_bound_refuses_the_object_and_the_cluster_keeps_serving(
     rconn.put_object(container, 'good2.csv', good_csv(4))
     etag = rconn.put_object(container, obj, payload)
     good, good2, bad = ('swift://%s/%s' % (container, o) for o in ('good.csv', 'good2.csv', obj))
-    est = SGDRegressor(connection=rconn, random_state=0, shuffle=False,
-                       objects_per_call=per_call)
+    est = SGDRegressor(random_state=0, shuffle=False)
+    call = dict(connection=rconn, objects_per_call=per_call, data_options=options)
 
     with pytest.raises(ObjectError) as err:
-        est.remote_partial_fit([good, bad], data_options=options)
+        est.remote_partial_fit([good, bad], **call)
     assert err.value.name == bad, str(err.value)
-    assert err.value.__cause__.http_status == 422
+    assert err.value.status == 422
     assert message in str(err.value)
     assert not hasattr(est, 'coef_')
 
     # nothing written, the object untouched
     listing = rconn.get_container(container, full_listing=True)[1]
     assert sorted(e['name'] for e in listing) == sorted(['good.csv', 'good2.csv', obj])
-    assert not any(e['name'].startswith(remote.STATE_PREFIX) for e in listing)
+    assert not any(e['name'].startswith(STATE_PREFIX) for e in listing)
     headers = rconn.head_object(container, obj)
     assert headers['etag'] == etag and int(headers['content-length']) == len(payload)
 
     # and the next calls work, alone and in a group
-    est.remote_partial_fit([good, good2], data_options=options)
-    est.remote_partial_fit(good, data_options=options)
+    est.remote_partial_fit([good, good2], **call)
+    est.remote_partial_fit(good, **call)
     assert est.t_ == 1 + 120
 
 
 def test_a_caller_cannot_raise_a_limit_past_its_hard_maximum(rconn, container):
     rconn.put_object(container, 'good.csv', good_csv(0))
-    est = SGDRegressor(connection=rconn, random_state=0)
+    est = SGDRegressor(random_state=0)
     with pytest.raises(ObjectError) as err:
-        est.remote_partial_fit('swift://%s/good.csv' % container,
+        est.remote_partial_fit('swift://%s/good.csv' % container, connection=rconn,
                                data_options={'max_array_bytes': 1 << 40})
-    assert err.value.__cause__.http_status == 422
+    assert err.value.status == 422
     assert 'max_array_bytes must be in [1, 4294967296]' in str(err.value)

@@ -116,3 +116,41 @@ def test_version():
         capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 0
     assert done.stdout.strip() == 'mlstorlets %s' % mlstorlets.__version__
+
+
+# The one client Swift gateway: the only modules that may open a way to Swift
+# (a swiftclient Connection, SwiftService, a raw request).  Others may name
+# swiftclient's exception types, which open nothing.
+GATEWAYS = {'mlstorlets/client/swift.py', 'mlstorlets/client/connection.py',
+            'mlstorlets/client/stores/swift.py', 'mlstorlets/client/stores/swiftfs.py'}
+
+
+def _python_files(*tops):
+    for top in tops:
+        for folder, _, files in os.walk(os.path.join(REPO, top)):
+            for name in files:
+                if name.endswith('.py'):
+                    path = os.path.join(folder, name)
+                    yield os.path.relpath(path, REPO), open(path).read()
+
+
+def test_only_the_gateway_talks_to_swift():
+    """No client module but the gateway imports swiftclient beyond its
+    exceptions; the estimators not even those."""
+    import re
+    talking = re.compile(r'^\s*(from swiftclient(\.(client|service|shell|multithreading))?'
+                         r' import (?!.*Exception\b)|import swiftclient)', re.M)
+    offenders = sorted(path for path, text in _python_files('mlstorlets/client', 'storlets')
+                       if path not in GATEWAYS and talking.search(text))
+    assert offenders == []
+    estimators = sorted(path for path, text in _python_files('mlstorlets/client/incremental',
+                                                             'mlstorlets/client/linear_model')
+                        if re.search(r'^\s*(from|import) swiftclient', text, re.M))
+    assert estimators == []
+
+
+def test_only_the_protocol_module_quotes_parameters_and_encodes_state():
+    """Storlet parameters are quoted, and a state is encoded, in one place."""
+    found = sorted(path for path, text in _python_files('mlstorlets', 'storlets')
+                   if 'Storlet-Parameter-' in text or 'b64encode' in text)
+    assert found == ['mlstorlets/sandbox/protocol.py']
