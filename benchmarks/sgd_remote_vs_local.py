@@ -4,7 +4,10 @@ Starts its own embedded Swift + storlets cluster (one object server) in a
 temporary directory, uploads a synthetic data set with a known linear model,
 then measures in one run:
 
-(a) ``remote_fit``: every pass runs the ``sgd_estimator.py`` storlet over the
+Any of the incremental estimators (``--model``): SGD regressor or
+classifier, MLPClassifier, MiniBatchKMeans, MultinomialNB.
+
+(a) ``remote_fit``: every pass runs the ``estimator.py`` storlet over the
     objects in as few calls as the engine's limits allow (a call reads
     several objects through ``X-Storlet-Extra-Resources``, on the proxy);
     only the model state crosses the network to the client;
@@ -63,6 +66,18 @@ CONTAINER = 'sgd-bench'
 STATE_PARENT = '/tmp'
 
 
+# --model -> (class name, hyper-parameters of a fixed number of passes, classes)
+MODELS = {
+    'regressor': ('SGDRegressor', dict(random_state=0, shuffle=False, tol=None), None),
+    'classifier': ('SGDClassifier', dict(random_state=0, shuffle=False, tol=None), [0, 1]),
+    'mlp': ('MLPClassifier', dict(hidden_layer_sizes=(16,), random_state=0, shuffle=False,
+                                  tol=0.0, n_iter_no_change=1 << 30), [0, 1]),
+    'kmeans': ('MiniBatchKMeans', dict(n_clusters=8, batch_size=1024, n_init=1, random_state=0,
+                                       max_no_improvement=None), None),
+    'nb': ('MultinomialNB', dict(), [0, 1]),
+}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument(
@@ -74,7 +89,9 @@ def parse_args(argv=None):
     p.add_argument('--objects', type=int, default=50, help='number of objects; default 50')
     p.add_argument('--features', type=int, default=20, help='features per row; default 20')
     p.add_argument('--passes', type=int, default=5, help='passes over the data; default 5')
-    p.add_argument('--model', choices=('regressor', 'classifier'), default='regressor')
+    p.add_argument('--model', choices=sorted(MODELS), default='regressor',
+                   help='regressor, classifier (SGD), mlp (MLPClassifier), kmeans '
+                   '(MiniBatchKMeans), nb (MultinomialNB); default regressor')
     p.add_argument(
         '--batch-size', type=int, default=65536, help='rows per partial_fit call; default 65536'
     )
@@ -96,7 +113,9 @@ def parse_args(argv=None):
     )
     args = p.parse_args(argv)
     args.output = args.output or os.path.join(
-        HERE, 'results', 'sgd_remote_vs_local%s.json' % ('_' + args.link if args.link else '')
+        HERE, 'results', 'sgd_remote_vs_local%s%s.json' % (
+            '' if args.model == 'regressor' else '_' + args.model,
+            '_' + args.link if args.link else '')
     )
     if args.objects < 1 or args.size_mb <= 0 or args.passes < 1 or args.features < 1:
         p.error('sizes must be positive')
@@ -188,6 +207,8 @@ def make_object(args, i, rows, w, b):
     rng = np.random.RandomState(args.seed + 1 + i)
     arr = np.empty((rows, args.features + 1))
     arr[:, :-1] = rng.normal(size=(rows, args.features))
+    if args.model == 'nb':
+        arr[:, :-1] = np.abs(arr[:, :-1])  # counts: non-negative
     margin = arr[:, :-1] @ w + b
     if args.model == 'regressor':
         arr[:, -1] = margin + 0.5 * rng.normal(size=rows)
@@ -210,30 +231,51 @@ def object_names(args):
 
 
 def estimator_params(args):
-    return dict(random_state=0, shuffle=False, max_iter=args.passes, tol=None)
+    name, params, _ = MODELS[args.model]
+    return dict(params, max_iter=args.passes) if name != 'MultinomialNB' else dict(params)
 
 
-def remote_estimator(args, conn):
-    from mlstorlets.client.linear_model import SGDClassifier, SGDRegressor
+def remote_estimator(args):
+    from mlstorlets.client import incremental
 
-    cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
-    return cls(connection=conn, **estimator_params(args))
+    return getattr(incremental, MODELS[args.model][0])(**estimator_params(args))
 
 
 def local_estimator(args):
-    from sklearn.linear_model import SGDClassifier, SGDRegressor
+    return remote_estimator(args).to_sklearn()
 
-    cls = SGDRegressor if args.model == 'regressor' else SGDClassifier
-    return cls(**estimator_params(args))
+
+def classes_of(args):
+    classes = MODELS[args.model][2]
+    return {} if classes is None else {'classes': np.array(classes)}
+
+
+def local_partial_fit(args, est, X, y):
+    if args.model == 'kmeans':
+        est.partial_fit(X)
+    else:
+        est.partial_fit(X, y, **classes_of(args))
+
+
+def counted(conn):
+    """A gateway whose every call goes through ``conn`` (one thread), so
+    that it counts them."""
+    from mlstorlets.client.swift import Swift
+
+    class Counted(Swift):
+        conn = property(lambda self: self.parent)
+
+    return Counted(conn)
 
 
 def run_remote(args, conn, objects_per_call=None):
-    est = remote_estimator(args, conn)
-    est.set_params(objects_per_call=objects_per_call)
-    extra = {'classes': [0, 1]} if args.model == 'classifier' else {}
+    est = remote_estimator(args)
     conn.reset()
     start = time.perf_counter()
-    est.remote_fit('swift://%s/' % CONTAINER, data_options={'batch_size': args.batch_size}, **extra)
+    est.remote_fit('swift://%s/' % CONTAINER, data_options={'batch_size': args.batch_size},
+                   epochs=args.passes, connection=counted(conn),
+                   objects_per_call=objects_per_call,
+                   **classes_of(args))
     wall = time.perf_counter() - start
     return est, wall, dict(conn.counts)
 
@@ -241,7 +283,6 @@ def run_remote(args, conn, objects_per_call=None):
 def run_baseline(args, conn, names):
     """Per pass: download each object, partial_fit on its mini-batches."""
     est = local_estimator(args)
-    extra = {'classes': np.array([0, 1])} if args.model == 'classifier' else {}
     conn.reset()
     download = compute = 0.0
     start = time.perf_counter()
@@ -255,7 +296,8 @@ def run_baseline(args, conn, names):
             arr = np.load(io.BytesIO(body), allow_pickle=False)
             X, y = arr[:, :-1], arr[:, -1]
             for s in range(0, len(y), args.batch_size):
-                est.partial_fit(X[s : s + args.batch_size], y[s : s + args.batch_size], **extra)
+                local_partial_fit(args, est, X[s : s + args.batch_size],
+                                  y[s : s + args.batch_size])
             download += t1 - t0
             compute += time.perf_counter() - t1
     wall = time.perf_counter() - start
@@ -265,13 +307,13 @@ def run_baseline(args, conn, names):
 def run_in_memory(args, arrays):
     """(c): partial_fit on the same mini-batches of arrays already in memory."""
     est = local_estimator(args)
-    extra = {'classes': np.array([0, 1])} if args.model == 'classifier' else {}
     start = time.perf_counter()
     for _ in range(args.passes):
         for arr in arrays:
             X, y = arr[:, :-1], arr[:, -1]
             for s in range(0, len(y), args.batch_size):
-                est.partial_fit(X[s : s + args.batch_size], y[s : s + args.batch_size], **extra)
+                local_partial_fit(args, est, X[s : s + args.batch_size],
+                                  y[s : s + args.batch_size])
     return est, time.perf_counter() - start
 
 
@@ -282,7 +324,28 @@ def evaluate(conn, names, models):
     ]
     data = np.vstack(parts)
     X, y = data[:, :-1], data[:, -1]
+    if args_model(models[0]) == 'kmeans':
+        return [float(m.score(X)) for m in models], len(y)
     return [float(m.score(X, y)) for m in models], len(y)
+
+
+def args_model(est):
+    return 'kmeans' if type(est).__name__ == 'MiniBatchKMeans' else 'other'
+
+
+def float_arrays(est):
+    found = {}
+    for key, value in vars(est).items():
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(v, np.ndarray) and v.dtype.kind == 'f':
+                found['%s[%d]' % (key, i)] = v
+    return found
+
+
+def max_state_diff(a, b):
+    """Largest difference between the float arrays of two fitted estimators."""
+    fa, fb = float_arrays(a), float_arrays(b)
+    return max(max_abs_diff(fa[k], fb[k]) if fa[k].size else 0.0 for k in fa)
 
 
 def measure_client(args, conn, names, stored, n_rows, w, b):
@@ -307,16 +370,15 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
     """
     # warm-up: the storlet sandboxes (object server and proxy) start and
     # import numpy/scikit-learn once, on tiny objects of another container
-    extra = {'classes': [0, 1]} if args.model == 'classifier' else {}
+    extra = dict(classes_of(args), connection=conn)
     warm_container = CONTAINER + '-warmup'
     conn.put_container(warm_container)
     for i in range(2):
         conn.put_object(warm_container, 'tiny%d.npy' % i, make_object(args, -1, 10, w, b))
     t0 = time.perf_counter()
-    remote_estimator(args, conn).remote_partial_fit('swift://%s/' % warm_container, **extra)
-    remote_estimator(args, conn).set_params(objects_per_call=1).remote_partial_fit(
-        'swift://%s/' % warm_container, **extra
-    )
+    remote_estimator(args).remote_partial_fit('swift://%s/' % warm_container, **extra)
+    remote_estimator(args).remote_partial_fit('swift://%s/' % warm_container,
+                                              objects_per_call=1, **extra)
     warmup = time.perf_counter() - t0
 
     print('(a) remote_fit: %d passes over %d objects ...' % (args.passes, args.objects), flush=True)
@@ -328,20 +390,20 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
 
     # scores
     t0 = time.perf_counter()
-    remote_score = remote_est.remote_score('swift://%s/' % CONTAINER)
+    remote_score = remote_est.remote_score('swift://%s/' % CONTAINER, connection=conn)
     remote_score_wall = time.perf_counter() - t0
     (score_remote_model, score_local_model), n_scored = evaluate(
         conn, names, [remote_est, local_est]
     )
-    coef_diff = max(max_abs_diff(remote_est.coef_, m.coef_) for m in (local_est, per_object_est))
-    intercept_diff = max(
-        max_abs_diff(remote_est.intercept_, m.intercept_) for m in (local_est, per_object_est)
-    )
-    true_coef = w if args.model == 'regressor' else w / np.linalg.norm(w)
-    fitted = np.ravel(remote_est.coef_)
-    if args.model == 'classifier':
-        fitted = fitted / np.linalg.norm(fitted)
-    coef_error = float(np.linalg.norm(fitted - true_coef) / np.linalg.norm(true_coef))
+    state_diff = max(max_state_diff(remote_est.to_sklearn(), m if not hasattr(m, 'to_sklearn')
+                                    else m.to_sklearn()) for m in (local_est, per_object_est))
+    coef_error = None
+    if hasattr(remote_est, 'coef_') and args.model in ('regressor', 'classifier'):
+        true_coef = w if args.model == 'regressor' else w / np.linalg.norm(w)
+        fitted = np.ravel(remote_est.coef_)
+        if args.model == 'classifier':
+            fitted = fitted / np.linalg.norm(fitted)
+        coef_error = float(np.linalg.norm(fitted - true_coef) / np.linalg.norm(true_coef))
 
     def moved(c, state_in_headers):
         body = c['request_body'] + c['response_body']
@@ -350,7 +412,7 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
     def remote_section(est, wall, counts):
         return {
             'wall_s': wall,
-            'passes': int(est.n_iter_),
+            'passes': len(est.remote_history_),
             'invocations': counts['storlet_calls'],
             'bytes': moved(counts, True),
         }
@@ -377,15 +439,14 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
             'bytes_if_downloaded_once': stored,
         },
         'scores': {
-            'metric': 'R^2' if args.model == 'regressor' else 'accuracy',
+            'metric': {'regressor': 'R^2', 'kmeans': '-inertia'}.get(args.model, 'accuracy'),
             'remote_score': remote_score,
             'remote_score_wall_s': remote_score_wall,
             'remote_model_local_score': score_remote_model,
             'baseline_model_local_score': score_local_model,
             'remote_vs_baseline_score_diff': abs(score_remote_model - score_local_model),
             'remote_score_vs_local_diff': abs(remote_score - score_remote_model),
-            'max_coef_diff': coef_diff,
-            'max_intercept_diff': intercept_diff,
+            'max_state_diff': state_diff,
             'relative_coef_error_vs_truth': coef_error,
             'rows_scored': n_scored,
         },
@@ -496,10 +557,8 @@ def main(argv=None):
         results.update(measure_client(args, conn, names, stored, n_rows, w, b))
         results['in_memory'] = {'wall_s': memory_wall, 'passes': args.passes}
         remote_est = results.pop('_remote_est')
-        results['scores']['max_diff_remote_vs_in_memory'] = max(
-            max_abs_diff(remote_est.coef_, memory_est.coef_),
-            max_abs_diff(remote_est.intercept_, memory_est.intercept_),
-        )
+        results['scores']['max_diff_remote_vs_in_memory'] = max_state_diff(
+            remote_est.to_sklearn(), memory_est)
         results['setup'].update(cluster_up_and_deploy_s=startup, upload_s=upload)
         results['machine'] = machine(load_at_start)
         results['ratios'] = ratios(results)
@@ -511,7 +570,7 @@ def main(argv=None):
         print('saved %s' % args.output)
 
         s = results['scores']
-        assert s['max_coef_diff'] < 1e-12 and s['max_intercept_diff'] < 1e-12, s
+        assert s['max_state_diff'] < 1e-12, s
         assert s['max_diff_remote_vs_in_memory'] < 1e-12, s
         assert s['remote_vs_baseline_score_diff'] < 1e-9, s
         assert s['remote_score_vs_local_diff'] < 1e-9, s
@@ -611,15 +670,15 @@ def report(r):
     )
     print(
         'score difference (a) vs (b): %.3g; remote_score %.9f vs local %.9f (diff %.3g, '
-        'in %.2f s); max |coef diff| vs (a1), (b): %.3g, vs (c): %.3g; coef error vs the '
-        'true model %.4f'
+        'in %.2f s); largest difference of the fitted arrays vs (a1), (b): %.3g, vs (c): %.3g; '
+        'coef error vs the true model %s'
         % (
             s['remote_vs_baseline_score_diff'],
             s['remote_score'],
             s['remote_model_local_score'],
             s['remote_score_vs_local_diff'],
             s['remote_score_wall_s'],
-            s['max_coef_diff'],
+            s['max_state_diff'],
             s['max_diff_remote_vs_in_memory'],
             s['relative_coef_error_vs_truth'],
         )

@@ -326,3 +326,29 @@ def test_no_credentials_in_a_fitted_estimator(cluster, container):
     assert type(plain).__module__.startswith('sklearn.')
     X = parts[0][0]
     np.testing.assert_array_equal(plain.predict(X), est.predict(X))
+
+
+def test_the_readme_example_runs(cluster, monkeypatch, capsys):
+    """The README's remote_fit / remote_predict example, as written."""
+    import os
+    readme = open(os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')).read()
+    section = readme.split('## Estimators next to the data')[1]
+    code = section.split('```python\n')[1].split('```')[0]
+    auth, user, key = cluster.credentials()
+    for name in [n for n in os.environ if n.startswith(('ST_', 'OS_'))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv('ST_AUTH', auth)
+    monkeypatch.setenv('ST_USER', user)
+    monkeypatch.setenv('ST_KEY', key)
+    conn = Connection(authurl=auth, user=user, key=key)
+    try:
+        exec(compile(code, 'README.md', 'exec'), {})
+        out = capsys.readouterr().out
+        assert '-- Epoch 1' in out and 'estimator.py: 4 done, 0 skipped, 0 failed' in out
+        names = [e['name'] for e in conn.get_container('iris', full_listing=True)[1]]
+        assert ['pred/part%d.csv' % i for i in range(4)] == [n for n in names
+                                                            if n.startswith('pred/')]
+    finally:
+        for entry in conn.get_container('iris', full_listing=True)[1]:
+            conn.delete_object('iris', entry['name'])
+        conn.delete_container('iris')

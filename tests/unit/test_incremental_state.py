@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 import skops.io as sio
+from sgd_fakes import FakeInput
 from sklearn.base import is_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
@@ -19,7 +20,6 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import state, training
 from mlstorlets.sandbox.incremental.training import run
-from sgd_fakes import FakeInput
 
 ESTIMATORS = [incremental.SGDClassifier(), incremental.SGDRegressor(),
               incremental.MLPClassifier(), incremental.MLPRegressor(),

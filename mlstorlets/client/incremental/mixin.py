@@ -393,7 +393,8 @@ objects_per_call
             classes = np.unique(classes)
         fresh = clone(self)
         blob = state.dumps(fresh, self._partial_fit_params(rng))
-        stopping = tol is not None and epochs > 1
+        # a rule that cannot stop before the last epoch costs nothing
+        stopping = tol is not None and patience is not None and patience < epochs
         if stopping and not early:
             params["progressive"] = "1"
         verbose = int(getattr(self, "verbose", 0) or 0)

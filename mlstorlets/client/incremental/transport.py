@@ -276,7 +276,9 @@ def transport_for(source, connection=None, stores=None, storlet=STORLET_NAME,
         if parse(first).scheme != "swift":
             source = [str(stores.as_swift(s)) for s in
                       ([source] if isinstance(source, str) else source)]
-        return ClusterTransport(stores.swift_connection(), storlet, objects_per_call), source
+        # a gateway given is used as it is (its connections, its counters)
+        gateway = connection if isinstance(connection, Swift) else stores.swift_connection()
+        return ClusterTransport(gateway, storlet, objects_per_call), source
     return ClientTransport(stores, storlet), source
 
 
