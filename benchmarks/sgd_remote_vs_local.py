@@ -273,7 +273,7 @@ def run_remote(args, conn, objects_per_call=None):
     conn.reset()
     start = time.perf_counter()
     est.remote_fit('swift://%s/' % CONTAINER, data_options={'batch_size': args.batch_size},
-                   epochs=args.passes, connection=counted(conn),
+                   epochs=args.passes, shuffle=False, connection=counted(conn),
                    objects_per_call=objects_per_call,
                    **classes_of(args))
     wall = time.perf_counter() - start
@@ -343,9 +343,13 @@ def float_arrays(est):
 
 
 def max_state_diff(a, b):
-    """Largest difference between the float arrays of two fitted estimators."""
+    """Largest difference between the float arrays of two fitted estimators,
+    relative to the array's largest value where that is over 1 (naive
+    Bayes' counts reach 1e5: numpy's dot sums a contiguous and a strided X
+    in different orders)."""
     fa, fb = float_arrays(a), float_arrays(b)
-    return max(max_abs_diff(fa[k], fb[k]) if fa[k].size else 0.0 for k in fa)
+    return max(max_abs_diff(fa[k], fb[k]) / max(1.0, float(np.max(np.abs(fb[k]))))
+               if fa[k].size else 0.0 for k in fa)
 
 
 def measure_client(args, conn, names, stored, n_rows, w, b):
@@ -573,7 +577,7 @@ def main(argv=None):
         assert s['max_state_diff'] < 1e-12, s
         assert s['max_diff_remote_vs_in_memory'] < 1e-12, s
         assert s['remote_vs_baseline_score_diff'] < 1e-9, s
-        assert s['remote_score_vs_local_diff'] < 1e-9, s
+        assert s['remote_score_vs_local_diff'] < 1e-9 * max(1.0, abs(s['remote_score'])), s
         return results
     finally:
         cluster.down(purge=True, log=quiet)

@@ -335,8 +335,8 @@ class RemoteIncrementalMixin:
         return int(epochs), tol, patience, early, fraction
 
     def remote_fit(self, source, classes=None, sample_weight=None, *, epochs=None,
-                   validation_fraction=None, data_options=None, connection=None, stores=None,
-                   storlet=STORLET_NAME, objects_per_call=None, progress=None):
+                   validation_fraction=None, shuffle=None, data_options=None, connection=None,
+                   stores=None, storlet=STORLET_NAME, objects_per_call=None, progress=None):
         """Fit from scratch: epochs of ``partial_fit`` over every object.
 
         As Dask-ML's ``Incremental``: each epoch visits the objects in an
@@ -365,6 +365,9 @@ objects_per_call
         epochs : int, default=None
         validation_fraction : float, default=None
             Of the objects, for ``early_stopping``; None: the estimator's.
+        shuffle : bool, default=None
+            Shuffle the object order each epoch; None: the estimator's
+            ``shuffle``, or True when it has none.
         progress : bool, default=None
 
         Returns
@@ -373,6 +376,7 @@ objects_per_call
         """
         self._validate_params()
         epochs, tol, patience, early, fraction = self._fit_settings(epochs, validation_fraction)
+        shuffle = getattr(self, "shuffle", True) if shuffle is None else shuffle
         rng = check_random_state(getattr(self, "random_state", None))
         transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
@@ -406,8 +410,8 @@ objects_per_call
         try:
             for epoch in range(1, epochs + 1):
                 started = time.monotonic()
-                order = [uris[i] for i in rng.permutation(len(uris))] \
-                    if getattr(self, "shuffle", True) else list(uris)
+                order = [uris[i] for i in rng.permutation(len(uris))] if shuffle \
+                    else list(uris)
                 object_bar = _bar(progress, len(order), f"epoch {epoch}", "obj")
                 try:
                     blob, final, n, progressive = self._train_pass(

@@ -61,15 +61,10 @@ RESOURCE = "resource"
 
 
 def _read_bounded(f, limit, name):
-    chunks, n = [], 0
-    while True:
-        chunk = f.read(min(1 << 20, limit + 1 - n))
-        if not chunk:
-            return b"".join(chunks)
-        n += len(chunk)
-        if n > limit:
-            raise ObjectError(name, f"the payload is over max_state_bytes={limit} bytes")
-        chunks.append(chunk)
+    blob = data._buffered(f).read(limit + 1)
+    if len(blob) > limit:
+        raise ObjectError(name, f"the payload is over max_state_bytes={limit} bytes")
+    return blob
 
 
 #: Linux's fcntl command to resize a pipe, and the size asked for: the
