@@ -220,6 +220,8 @@ class RemoteIncrementalMixin:
                 f"{entries[0][0]} (and {len(entries) - 1} more)"
             metadata, body = transport.call(entries, params, payload)
             current, report = self._check_answer(where, body, metadata, current)
+            if first and classes is not None and not np.array_equal(current.classes_, classes):
+                raise ObjectError(where, "the storlet returned other classes")
             blob = body
             n_samples += report["n_samples"]
             if report.get("progressive"):
