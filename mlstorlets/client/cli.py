@@ -52,7 +52,10 @@ def cmd_aio_status(args):
         else:
             state = 'stopped'
         print('%-18s %s' % (name, state))
-    print('proxy: %s  state: %s' % (layout.auth_url, layout.state_dir))
+    auth = (layout.keystone.get('OS_AUTH_URL') if layout.keystone
+            else layout.auth_url)
+    print('proxy: http://127.0.0.1:%d  auth: %s  state: %s'
+          % (layout.proxy_port, auth, layout.state_dir))
     return 0 if all(status.values()) else 3
 
 
