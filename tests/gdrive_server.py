@@ -42,14 +42,13 @@ import itertools
 import json
 import re
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+from local_server import Handler, LocalServer
 
 FOLDER = 'application/vnd.google-apps.folder'
 DRIVE_SCOPE = 'https://www.googleapis.com/auth/drive'
@@ -100,7 +99,7 @@ def make_certificate(directory):
     return cert_path, key_path
 
 
-class DriveServer(ThreadingHTTPServer):
+class DriveServer(LocalServer):
     """The fake service: a Drive of files and folders in memory.
 
     Parameters
@@ -111,10 +110,8 @@ class DriveServer(ThreadingHTTPServer):
         The most entries files.list answers at once.
     """
 
-    daemon_threads = True
-
     def __init__(self, directory, page_size=3):
-        super().__init__(('127.0.0.1', 0), _Handler)
+        super().__init__(_Handler)
         self.directory = directory
         self.ca_certs, key = make_certificate(directory)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -132,17 +129,6 @@ class DriveServer(ThreadingHTTPServer):
         self.pages = {}        # page token -> remaining items
         self.requests = []     # (method, path, query, Range) of each request
         self.service_accounts = {}  # client_email -> public key
-        self._cuts = {}        # (kind, name) -> times left
-        self.lock = threading.RLock()
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
 
     @property
     def url(self):
@@ -188,17 +174,10 @@ class DriveServer(ThreadingHTTPServer):
 
     # -- faults ----------------------------------------------------------
     def cut_download(self, name, times=1):
-        self._cuts[('download', name)] = times
+        self.cut('download', name, times)
 
     def cut_upload(self, name, times=1):
-        self._cuts[('upload', name)] = times
-
-    def take_cut(self, kind, name):
-        with self.lock:
-            left = self._cuts.get((kind, name), 0)
-            if left:
-                self._cuts[(kind, name)] = left - 1
-            return bool(left)
+        self.cut('upload', name, times)
 
     # -- the Drive -------------------------------------------------------
     def _now(self):
@@ -337,12 +316,7 @@ def select(obj, fields):
     return out
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-
-    def log_message(self, *args):
-        pass
-
+class _Handler(Handler):
     def _route(self, method):
         parts = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -395,25 +369,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = lambda self: self._route('PUT')  # noqa: E731
     do_PATCH = lambda self: self._route('PATCH')  # noqa: E731
     do_DELETE = lambda self: self._route('DELETE')  # noqa: E731
-
-    # -- transport -------------------------------------------------------
-    def _send(self, status, body, content_type='application/json',
-              headers=()):
-        self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
-        for key, value in headers:
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status, obj, headers=()):
-        self._send(status, json.dumps(obj).encode(), headers=headers)
-
-    def _drop(self):
-        self.close_connection = True
-        self.wfile.flush()
-        self.connection.shutdown(2)
 
     # -- OAuth -----------------------------------------------------------
     def _token(self, form):
