@@ -266,7 +266,8 @@ def parser():
                         'on the client otherwise')
     rp.add_argument('storlet', help="the storlet object, e.g. extract_face.py")
     rp.add_argument('src', help='an object or a prefix (ending in /): '
-                                'swift://, s3://, file:// or dropbox://')
+                                'swift://, s3://, file://, dropbox:// or '
+                                'gdrive://')
     rp.add_argument('dest', help='a prefix (ending in /) or one object')
     add_batch_options(rp)
     rp.add_argument('--extra-resource', action='append', default=None,
@@ -275,7 +276,7 @@ def parser():
     rp.set_defaults(func=cmd_run)
 
     cp = sub.add_parser('cp', help='copy objects between stores (swift://, '
-                        's3://, file://, dropbox://)')
+                        's3://, file://, dropbox://, gdrive://)')
     cp.add_argument('src')
     cp.add_argument('dest')
     add_batch_options(cp, params=False)

@@ -17,6 +17,9 @@ from mlstorlets.client.uri import URI, parse, parse_uri, plan_keys
     ('dropbox://Photos/a.jpg', 'dropbox', '', 'Photos/a.jpg', False),
     ('dropbox:///Photos/', 'dropbox', '', 'Photos/', True),
     ('dropbox://', 'dropbox', '', '', True),
+    ('gdrive://Renders/f.png', 'gdrive', '', 'Renders/f.png', False),
+    ('gdrive:///Renders/', 'gdrive', '', 'Renders/', True),
+    ('gdrive://', 'gdrive', '', '', True),
 ])
 def test_parse(uri, scheme, location, key, prefix):
     parsed = parse(uri)
@@ -30,6 +33,7 @@ def test_parse(uri, scheme, location, key, prefix):
     ('http://x/y', 'unknown scheme'),
     ('photos/a.jpg', 'unknown scheme'),
     ('gs://bucket/key', 'unknown scheme'),
+    ('gdrive://a//b', 'empty folder name'),
     ('swift:///object', 'no container'),
     ('swift://' + 'c' * 257 + '/o', 'at most 256 bytes'),
     ('swift://c/' + 'é' * 513, 'at most 1024 bytes'),
