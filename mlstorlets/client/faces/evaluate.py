@@ -19,7 +19,6 @@ Run it with::
 """
 
 import argparse
-import collections
 import json
 import sys
 import time
