@@ -227,7 +227,7 @@ def train(X, y, C=1.0, seed=0):
     X, y = _check_xy(X, np.asarray(y, dtype=str), "training set")
     classes, labels = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        found = f"only {classes[0]!r}" if len(classes) else "none"
+        found = f"only {str(classes[0])!r}" if len(classes) else "none"
         raise ObjectError(
             "training set",
             f"training needs faces of at least two people, found {found} "
