@@ -62,6 +62,13 @@ def test_the_threshold_is_calibrated_between_within_and_between_distances():
     assert lower < threshold
 
 
+def test_copies_of_a_photo_do_not_shrink_the_threshold(faces_training):
+    X, y = faces_training
+    once = train(X, y)
+    thrice = train(np.concatenate([X, X, X]), np.concatenate([y, y, y]))
+    assert thrice.threshold == once.threshold
+
+
 def test_one_face_a_person_falls_back_to_the_customary_threshold():
     X = np.eye(128, dtype=np.float32)[:3]
     model = train(X, ["a", "b", "c"])

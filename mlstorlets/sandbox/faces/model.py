@@ -153,6 +153,9 @@ def calibrate(X, labels, seed=0):
     seed : int, default=0
         Seeds the sample of :data:`MAX_CALIBRATION_FACES` faces.
 
+    Faces that appear more than once (the same photo stored twice) count
+    once.
+
     Returns
     -------
     threshold : float
@@ -162,6 +165,11 @@ def calibrate(X, labels, seed=0):
     """
     X = np.asarray(X, dtype=np.float64)
     labels = np.asarray(labels)
+    # A photo stored twice is one face: its copy at distance 0 says nothing
+    # about how far a new photo of the person lies.
+    _, first = np.unique(np.round(X, 5), axis=0, return_index=True)
+    first.sort()
+    X, labels = X[first], labels[first]
     if len(X) > MAX_CALIBRATION_FACES:
         keep = np.random.default_rng(seed).choice(len(X), MAX_CALIBRATION_FACES, replace=False)
         X, labels = X[keep], labels[keep]
