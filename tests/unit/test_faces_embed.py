@@ -73,3 +73,15 @@ def test_the_weights_come_from_the_installed_package():
         assert "face_recognition_models" in embed.model_path(kind)
     with pytest.raises(KeyError):
         embed.model_path("shape_predictor_68")
+
+
+def test_no_weights_travel_in_the_storlet_dependency():
+    import io
+    import zipfile
+
+    from mlstorlets.client.deploy import library_zip
+
+    data = library_zip()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert "mlstorlets/sandbox/faces/embed.py" in names
+    assert not [n for n in names if n.endswith(".dat")] and len(data) < 1_000_000
