@@ -324,3 +324,18 @@ def test_training_scales_past_one_request(cluster, conn, faces):
 
 def _user_metadata(headers):
     return {k[len(META) :]: v for k, v in headers.items() if k.startswith(META)}
+
+
+def test_s3_uris_run_in_place_in_the_cluster(cluster, faces):
+    """An s3:// bucket the cluster serves is its container: the work runs
+    in place, and no byte of data goes through the client."""
+    stores = Stores(environ=cluster.env())
+    bucket, uri = faces["container"], "s3://%s/" % faces["container"]
+    extracted = pipeline.extract(stores, uri + "test/", uri + "s3-crops/")
+    assert extracted.placement == "cluster" and len(extracted.done) == 8, extracted.format()
+    assert extracted.client_bytes == 0
+    crops = [e["name"] for e in cluster.connection().get_container(bucket, prefix="s3-crops/")[1]]
+    assert len(crops) == 8 and all(name.endswith(".png") for name in crops)
+    found = pipeline.recognize(stores, uri + "models/faces.npz", uri + "test/")
+    assert sorted(found.results) == sorted("%s/test/%s" % (bucket, n) for n, _ in _files("test"))
+    assert all(t["name"] == label_of(s.rsplit("/", 1)[1]) for s, t in found.results.items())

@@ -196,7 +196,6 @@ def calibrate(X, labels, seed=0):
     # from both kinds of error.
     run = best[: 1 + np.argmax(np.append(np.diff(best) > 1, True))]
     threshold = float((candidates[run[0]] + candidates[run[-1]]) / 2)
-    index = int(np.searchsorted(candidates, threshold))
     calibration = {
         "faces": int(len(X)),
         "rule": "min(rejected known + accepted stranger) over nearest-face distances",
@@ -204,7 +203,6 @@ def calibrate(X, labels, seed=0):
         "between": [round(float(q), 4) for q in np.quantile(between, [0.0, 0.05, 0.5])],
         "rejected": round(float((within > threshold).mean()), 4),
         "accepted": round(float((between <= threshold).mean()), 4),
-        "candidate": int(index),
     }
     return threshold, calibration
 
