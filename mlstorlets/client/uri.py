@@ -17,6 +17,7 @@ the store would refuse is reported before any work, naming the URI.
 """
 
 import dataclasses
+import posixpath
 import re
 
 SCHEME = "swift://"
@@ -169,7 +170,7 @@ def format_uri(container, obj):
     return f"{SCHEME}{container}/{obj}"
 
 
-def dest_key(src, dest, name):
+def dest_key(src, dest, name, suffix=None):
     """The key in ``dest`` that receives the source object ``name``.
 
     A prefix ``dest`` receives each source under its name relative to the
@@ -181,16 +182,22 @@ def dest_key(src, dest, name):
     src, dest : URI
     name : str
         A key listed under ``src``.
+    suffix : str, optional
+        Replaces the extension of a key made under a prefix (``.png`` for a
+        storlet whose output is a PNG whatever its input).
     """
     if not dest.is_prefix:
         return dest.key
     relative = name.rsplit("/", 1)[-1] if not src.is_prefix \
         else name[len(src.key):]
+    if suffix:
+        relative = posixpath.splitext(relative)[0] + suffix
     return dest.key + relative
 
 
-def plan_keys(src, dest, names):
-    """[(source key, destination key)] for the listed ``names`` of ``src``.
+def plan_keys(src, dest, names, suffix=None):
+    """[(source key, destination key)] for the listed ``names`` of ``src``
+    (``suffix``: see :func:`dest_key`).
 
     Raises
     ------
@@ -204,7 +211,7 @@ def plan_keys(src, dest, names):
                          "/ to make it a prefix" % (dest, src, len(names)))
     pairs = []
     for name in names:
-        key = dest_key(src, dest, name)
+        key = dest_key(src, dest, name, suffix)
         if (dest.scheme, dest.location, key) == \
                 (src.scheme, src.location, name):
             raise ValueError("%s would overwrite its own source"

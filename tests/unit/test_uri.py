@@ -81,3 +81,12 @@ def test_plan_keys_names_outputs_like_the_batch_runner():
         plan_keys('s3://abc/in/', 'swift://c/one', ['in/a', 'in/b'])
     with pytest.raises(ValueError, match='overwrite its own source'):
         plan_keys('s3://abc/in/', 's3://abc/in/', ['in/a'])
+
+
+def test_a_suffix_renames_outputs_under_a_prefix_only():
+    assert plan_keys('s3://abc/in/', 'swift://c/out/', ['in/a.jpeg', 'in/d.x/b'],
+                     suffix='.png') == [('in/a.jpeg', 'out/a.png'),
+                                        ('in/d.x/b', 'out/d.x/b.png')]
+    # A destination naming one object is named as the user asked.
+    assert plan_keys('s3://abc/in/a.jpeg', 'swift://c/crop.bin',
+                     ['in/a.jpeg'], suffix='.png') == [('in/a.jpeg', 'crop.bin')]
