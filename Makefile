@@ -15,7 +15,7 @@ NATIVE := $(VENV)/lib/storlets/libsbus.so
 DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv native demo lint test bench clean
+.PHONY: setup system venv native demo lint test bench evaluate clean
 
 setup: system venv native
 
@@ -51,6 +51,11 @@ lint: venv
 test: setup lint
 	DATA="$(DATA)" $(VENV)/bin/pytest -p no:cacheprovider tests
 
+# The face recognizer on a labelled data set, on this machine: cross-
+# validation, leave one person out, the test photos, the videos.
+evaluate: setup
+	$(VENV)/bin/python -m mlstorlets.client.faces.evaluate "$(DATA)" --json benchmarks/results/face_evaluation.json
+
 # Every benchmark, each against its baseline in the same run; figures and
 # the issue's targets in benchmarks/results/ (about 15 minutes).  The shaped
 # link (two network namespaces) needs root.
@@ -58,6 +63,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/link.py
 	$(VENV)/bin/python benchmarks/engine.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/face_cost.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py --link 100mbit --rounds 1
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py --link 1gbit --rounds 1
 	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py

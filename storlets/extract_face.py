@@ -8,18 +8,18 @@ if LIBRARY:
     sys.path.insert(0, os.path.join(
         os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
-# Storlet cutting the largest face out of a photo, next to the photo: on the
-# object server holding it (GET, or PUT with X-Copy-From).  The logic lives
-# in mlstorlets.sandbox.faces.tasks.extract, which documents the parameters
-# (size, margin, label_key, source) and the output metadata (the label,
-# Source, Face-Box).
+# Storlet cutting the largest face out of a photo, aligned, with its
+# embedding, next to the photo: on the object server holding it (GET, or PUT
+# with X-Copy-From).  The logic lives in mlstorlets.sandbox.faces.tasks.extract,
+# which documents the parameters (size, margin, label_key, source) and the
+# output metadata (the label, Source, Face-Box, Face-Detector).
 
 from mlstorlets.sandbox import invocation  # noqa: E402
 from mlstorlets.sandbox.faces import tasks  # noqa: E402
 
 
 class ExtractFaceStorlet(invocation.Storlet):
-    """Output the largest face of the input photo as a grayscale PNG crop."""
+    """Output the largest face of the input photo as an aligned PNG crop."""
 
     # What the client may pass (besides source): checked before any call.
     parameters = ('size', 'margin', 'label_key')

@@ -24,5 +24,5 @@ class RecognizeFaceStorlet(invocation.Storlet):
     """Tag a photo with the recognised person, or annotate a video."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ('model', 'threshold', 'kind', 'max_frames')
+    parameters = ('model', 'threshold', 'kind', 'max_frames', 'output')
     compute = staticmethod(tasks.recognize)

@@ -8,8 +8,8 @@ if LIBRARY:
     sys.path.insert(0, os.path.join(
         os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
-# Storlet training the face model in steps (parameter step): pack face crops
-# into a shard of feature rows, merge shards, fit the model over shards.
+# Storlet training the face model in steps (parameter step): pack the
+# embeddings of face crops into a shard, merge shards, fit the model over shards.
 # Each request reads several objects (X-Storlet-Extra-Resources), so it runs
 # on the proxy.  mlstorlets.sandbox.faces.shards documents the steps and their
 # parameters; mlstorlets.client.faces.pipeline.train plans the requests.
@@ -22,6 +22,5 @@ class TrainStorlet(invocation.Storlet):
     """Run one step of face model training over the input objects."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ('step', 'size', 'margin', 'label_key', 'epochs', 'alpha',
-                  'seed')
+    parameters = ('step', 'label_key', 'C', 'seed')
     compute = staticmethod(shards.run)

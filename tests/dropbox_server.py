@@ -21,12 +21,11 @@ through an upload's request body (no answer).
 import hashlib
 import itertools
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from local_server import Handler, LocalServer
 from requests.adapters import HTTPAdapter
 
 TOKEN = 'test-token'
@@ -54,47 +53,30 @@ def _not_found(tag='path'):
                       {'.tag': tag, tag: {'.tag': 'not_found'}})
 
 
-class DropboxServer(ThreadingHTTPServer):
+class DropboxServer(LocalServer):
     """The fake service: files in memory, keyed by lower-cased path."""
 
-    daemon_threads = True
-
     def __init__(self, page_size=3):
-        super().__init__(('127.0.0.1', 0), _Handler)
+        super().__init__(_Handler)
         self.files = {}        # path_lower -> (path_display, bytes, rev)
         self.sessions = {}     # session id -> bytearray
         self.cursors = {}      # cursor -> remaining entries
         self.page_size = page_size
         self.requests = []     # (host, route) of every request
-        self._cuts = {}        # (route, path_lower) -> times left
         self._ids = itertools.count(1)
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
 
     @property
     def address(self):
         return self.server_address[:2]
 
+    def fold(self, path):
+        return (path or '').lower()
+
     def cut_download(self, path, times=1):
-        self._cuts[('files/download', path.lower())] = times
+        self.cut('files/download', path, times)
 
     def cut_upload(self, path, times=1):
-        self._cuts[('files/upload', path.lower())] = times
-
-    def take_cut(self, route, path):
-        with self.lock:
-            left = self._cuts.get((route, (path or '').lower()), 0)
-            if left:
-                self._cuts[(route, path.lower())] = left - 1
-            return bool(left)
+        self.cut('files/upload', path, times)
 
     # -- the file system -----------------------------------------------
     def metadata(self, path_lower):
@@ -129,12 +111,7 @@ class DropboxServer(ThreadingHTTPServer):
             return self.metadata(path.lower())
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-
-    def log_message(self, *args):
-        pass
-
+class _Handler(Handler):
     def do_POST(self):
         server = self.server
         route = self.path[len('/2/'):]
@@ -166,24 +143,6 @@ class _Handler(BaseHTTPRequestHandler):
         except RouteError as err:
             self._json(err.status, {'error_summary': err.summary,
                                     'error': err.error})
-
-    # -- transport -----------------------------------------------------
-    def _send(self, status, body, content_type, headers=()):
-        self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
-        for key, value in headers:
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status, obj):
-        self._send(status, json.dumps(obj).encode(), 'application/json')
-
-    def _drop(self):
-        self.close_connection = True
-        self.wfile.flush()
-        self.connection.shutdown(2)
 
     def _check_hash(self, arg, body):
         if arg.get('content_hash') and \

@@ -307,15 +307,16 @@ def list_sources(swift, uri):
     return container, prefix, entries
 
 
-def plan(src, dest, entries, src_container, src_prefix):
+def plan(src, dest, entries, src_container, src_prefix, suffix=None):
     """The tasks that make ``dest`` from the listed ``entries`` of ``src``.
 
     A prefix ``dest`` (ending in ``/``, or a bare container) receives each
-    source under its name relative to the source prefix; a ``dest`` naming
-    one object is allowed only for one source.
+    source under its name relative to the source prefix (its extension
+    replaced by ``suffix``, if given); a ``dest`` naming one object is
+    allowed only for one source.
     """
     dest_container, _ = parse_uri(dest)
-    pairs = plan_keys(src, dest, [e['name'] for e in entries])
+    pairs = plan_keys(src, dest, [e['name'] for e in entries], suffix)
     return [Task(src_container, entry['name'], entry['hash'], entry['bytes'],
                  dest_container, name)
             for entry, (_, name) in zip(entries, pairs)]
@@ -330,7 +331,7 @@ def run_digest(storlet, params=None, extra_etags=()):
 
 def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
               resume=True, extra_resources=None, progress=None,
-              dry_run=False):
+              dry_run=False, output_type=None):
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
@@ -356,6 +357,10 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
         Show a progress bar; default: when stderr is a terminal.
     dry_run : bool
         Say what would be done; write nothing, run nothing.
+    output_type : (str, str), optional
+        ``(suffix, content type)`` of outputs whose type is the storlet's,
+        not the source's: e.g. ``('.png', 'image/png')`` names the output
+        of ``train/a.jpeg`` ``a.png``, typed ``image/png``.
 
     Returns
     -------
@@ -366,7 +371,8 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
     swift = gateway(conn)
     swift.check_storlet(storlet, params)
     src_container, src_prefix, entries = list_sources(swift, src)
-    tasks = plan(src, dest, entries, src_container, src_prefix)
+    suffix, content_type = output_type or (None, None)
+    tasks = plan(src, dest, entries, src_container, src_prefix, suffix)
     existing = _existing_outputs(swift, dest, create=not dry_run) \
         if resume else {}
     extra_etags = [_etag(swift, path) for path in extra_resources or ()]
@@ -384,7 +390,8 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
                 task.container, task.name, task.dest_container,
                 task.dest_name, storlet, task_params(task), extra_resources,
                 headers={SOURCE_ETAG: task.etag, 'X-Object-Meta-' + RUN_KEY:
-                         run_digest(storlet, task_params(task), extra_etags)})
+                         run_digest(storlet, task_params(task), extra_etags)},
+                content_type=content_type)
         except SwiftError as err:
             job.count(len(err.reason))
             raise SwiftError(task.label, err.reason, err.status,

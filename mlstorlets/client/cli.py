@@ -52,7 +52,10 @@ def cmd_aio_status(args):
         else:
             state = 'stopped'
         print('%-18s %s' % (name, state))
-    print('proxy: %s  state: %s' % (layout.auth_url, layout.state_dir))
+    auth = (layout.keystone.get('OS_AUTH_URL') if layout.keystone
+            else layout.auth_url)
+    print('proxy: http://127.0.0.1:%d  auth: %s  state: %s'
+          % (layout.proxy_port, auth, layout.state_dir))
     return 0 if all(status.values()) else 3
 
 
@@ -111,20 +114,17 @@ def cmd_cp(args):
 
 
 def cmd_faces_extract(args):
-    from mlstorlets.client.connection import connection_from_environment
     from mlstorlets.client.faces import pipeline
     return report(pipeline.extract(
-        connection_from_environment(), args.src, args.dest, size=args.size,
+        None, args.src, args.dest, size=args.size,
         margin=args.margin, label_key=args.label_key,
         **batch_options(args)), args)
 
 
 def cmd_faces_train(args):
-    from mlstorlets.client.connection import connection_from_environment
     from mlstorlets.client.faces import pipeline
-    result = pipeline.train(connection_from_environment(), args.src,
-                            args.model, label_key=args.label_key,
-                            epochs=args.epochs, alpha=args.alpha,
+    result = pipeline.train(None, args.src, args.model,
+                            label_key=args.label_key, C=args.C,
                             concurrency=args.concurrency,
                             dry_run=args.dry_run)
     if args.json:
@@ -136,17 +136,17 @@ def cmd_faces_train(args):
                  result.shards))
     else:
         print('trained %s on %d faces of %s: %d shard(s), %d merge(s), '
-              '%.1f s' % (result.model, result.faces,
-                          ', '.join(result.classes), result.shards,
-                          result.merges, result.seconds))
+              'open-set threshold %s, %.1f s'
+              % (result.model, result.faces, ', '.join(result.classes),
+                 result.shards, result.merges,
+                 result.metadata.get('Threshold'), result.seconds))
 
 
 def cmd_faces_recognize(args):
-    from mlstorlets.client.connection import connection_from_environment
     from mlstorlets.client.faces import pipeline
     result = pipeline.recognize(
-        connection_from_environment(), args.model, args.src, args.dest,
-        threshold=args.threshold, concurrency=args.concurrency,
+        None, args.model, args.src, args.dest, threshold=args.threshold,
+        kind=args.kind, concurrency=args.concurrency,
         dry_run=args.dry_run, resume=not args.no_resume)
     if args.dest is not None:
         return report(result, args)
@@ -263,7 +263,8 @@ def parser():
                         'on the client otherwise')
     rp.add_argument('storlet', help="the storlet object, e.g. extract_face.py")
     rp.add_argument('src', help='an object or a prefix (ending in /): '
-                                'swift://, s3://, file:// or dropbox://')
+                                'swift://, s3://, file://, dropbox:// or '
+                                'gdrive://')
     rp.add_argument('dest', help='a prefix (ending in /) or one object')
     add_batch_options(rp)
     rp.add_argument('--extra-resource', action='append', default=None,
@@ -272,21 +273,23 @@ def parser():
     rp.set_defaults(func=cmd_run)
 
     cp = sub.add_parser('cp', help='copy objects between stores (swift://, '
-                        's3://, file://, dropbox://)')
+                        's3://, file://, dropbox://, gdrive://)')
     cp.add_argument('src')
     cp.add_argument('dest')
     add_batch_options(cp, params=False)
     cp.set_defaults(func=cmd_cp)
 
-    faces = sub.add_parser('faces', help='the face pipeline, in the cluster')
+    faces = sub.add_parser('faces', help='the face pipeline: in the cluster, '
+                           'or on the client for other stores')
     faces_sub = faces.add_subparsers(dest='faces_command', required=True)
     fe = faces_sub.add_parser('extract', help='crop the face of every photo '
                               'under SRC into DEST')
     fe.add_argument('src')
     fe.add_argument('dest')
-    fe.add_argument('--size', type=int, default=64)
-    fe.add_argument('--margin', type=float, default=0.2,
-                    help='forehead margin, a fraction of the face height')
+    fe.add_argument('--size', type=int, default=150,
+                    help='side of the aligned PNG crop, in pixels')
+    fe.add_argument('--margin', type=float, default=0.25,
+                    help='room around the face, a fraction of its size')
     fe.add_argument('--label-key', default='Name',
                     help='metadata key of the label (X-Object-Meta-<key>)')
     add_batch_options(fe, params=False)
@@ -294,10 +297,11 @@ def parser():
     ft = faces_sub.add_parser('train', help='train a recognizer from the '
                               'labelled crops under SRC into MODEL')
     ft.add_argument('src')
-    ft.add_argument('model', help='swift://container/object')
+    ft.add_argument('model', help='the model object (.npz), e.g. '
+                    'swift://models/faces.npz')
     ft.add_argument('--label-key', default='Name')
-    ft.add_argument('--epochs', type=int, default=20)
-    ft.add_argument('--alpha', type=float, default=0.5)
+    ft.add_argument('--C', type=float, default=1.0, dest='C',
+                    help="the linear SVM's regularisation")
     add_batch_options(ft, params=False, resume=False)
     ft.set_defaults(func=cmd_faces_train)
     fr = faces_sub.add_parser('recognize', help='name the faces in the '
@@ -307,7 +311,12 @@ def parser():
     fr.add_argument('dest', nargs='?', default=None,
                     help='write tagged copies here; without it, print the '
                          'tags')
-    fr.add_argument('--threshold', type=float, default=0.5)
+    fr.add_argument('--threshold', type=float, default=None,
+                    help='a face farther than this from every training face '
+                         'is unknown (default: the model\'s calibrated one)')
+    fr.add_argument('--kind', choices=('image', 'video'), default=None,
+                    help='force the kind of every object (video: outputs '
+                         'named .avi, Motion JPEG)')
     add_batch_options(fr, params=False)
     fr.set_defaults(func=cmd_faces_recognize)
 
@@ -316,7 +325,7 @@ def parser():
     de.add_argument('--data', required=True,
                     help='folder with train/, test/ and video/')
     de.add_argument('--state-dir', default=None)
-    de.add_argument('--threshold', type=float, default=0.5)
+    de.add_argument('--threshold', type=float, default=None)
     de.set_defaults(func=cmd_demo)
 
     nc = sub.add_parser('node-config', help='add storlets to one Swift '

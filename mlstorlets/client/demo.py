@@ -14,6 +14,7 @@ steps 2 to 4.
 
 import hashlib
 import json
+import os
 import time
 
 from mlstorlets.client import datasets
@@ -22,7 +23,7 @@ from mlstorlets.client.faces import pipeline
 
 PHOTOS, FACES, MODELS, RESULTS = ('demo-photos', 'demo-faces', 'demo-models',
                                   'demo-results')
-MODEL = 'swift://%s/faces.skops' % MODELS
+MODEL = 'swift://%s/faces.npz' % MODELS
 
 
 def upload(conn, items, log):
@@ -44,7 +45,7 @@ def upload(conn, items, log):
     return sent
 
 
-def run(conn, data_dir, threshold=0.5, log=print):
+def run(conn, data_dir, threshold=None, log=print):
     """Run the whole pipeline; return a dict of what it measured."""
     started = time.monotonic()
     deploy(conn, log=log)
@@ -58,9 +59,10 @@ def run(conn, data_dir, threshold=0.5, log=print):
     log(extracted.format())
 
     report = pipeline.train(conn, 'swift://%s/train/' % FACES, MODEL)
-    log('trained %s on %d faces of %s (%d shard(s)) in %.1f s'
-        % (report.model, report.faces, ', '.join(report.classes),
-           report.shards, report.seconds))
+    log('trained %s on %d faces of %s (%d shard(s)) in %.1f s; open-set '
+        'threshold %s' % (report.model, report.faces, ', '.join(report.classes),
+                          report.shards, report.seconds,
+                          report.metadata.get('Threshold')))
 
     photos = pipeline.recognize(conn, MODEL, 'swift://%s/test/' % PHOTOS,
                                 'swift://%s/test/' % RESULTS,
@@ -86,11 +88,11 @@ def run(conn, data_dir, threshold=0.5, log=print):
     if videos:
         tagged = pipeline.recognize(conn, MODEL, 'swift://%s/video/' % PHOTOS,
                                     'swift://%s/video/' % RESULTS,
-                                    threshold=threshold)
+                                    threshold=threshold, kind='video')
         log(tagged.format())
         client_bytes += tagged.client_bytes
         for item in videos:
-            tags = _tags(conn, item.name)
+            tags = _tags(conn, os.path.splitext(item.name)[0] + '.avi')
             frames = json.loads(tags.get('frames', '{}'))
             with_face = sum(n for name, n in frames.items() if name != 'none')
             right = frames.get(item.label, 0)

@@ -44,7 +44,7 @@ class _Task:
 
 def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
                  *, stores=None, storlets_dir=None, extra_resources=None,
-                 progress=None, dry_run=False):
+                 progress=None, dry_run=False, output_type=None):
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
@@ -74,6 +74,9 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
         Show a progress bar; default: when stderr is a terminal.
     dry_run : bool
         Say what would be done, and where; do nothing.
+    output_type : (str, str), optional
+        ``(suffix, content type)`` of the outputs; see
+        :func:`mlstorlets.client.batch.run_batch`.
 
     Returns
     -------
@@ -99,7 +102,8 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
                             str(stores.as_swift(dest)), params=params,
                             concurrency=concurrency, resume=resume,
                             extra_resources=extra_resources,
-                            progress=progress, dry_run=dry_run)
+                            progress=progress, dry_run=dry_run,
+                            output_type=output_type)
         summary.placement = 'cluster'
         return summary
 
@@ -123,7 +127,7 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
                      [hashlib.md5(data).hexdigest() for data, _ in extras])
     return _on_client(storlet, stores, src, dest, transform, concurrency,
                       resume, progress, dry_run, same_content_is_done=False,
-                      run=run)
+                      run=run, output_type=output_type)
 
 
 def copy(src, dest, concurrency=4, resume=True, *, stores=None,
@@ -169,12 +173,14 @@ def copy(src, dest, concurrency=4, resume=True, *, stores=None,
 
 
 def _on_client(label, stores, src, dest, transform, concurrency, resume,
-               progress, dry_run, same_content_is_done, run=None):
+               progress, dry_run, same_content_is_done, run=None,
+               output_type=None):
     """Stream every source object through ``transform(entry, reader,
     body) -> (body file, metadata, size)`` to its destination; ``body``
     reads ``reader`` counting the bytes."""
+    suffix, content_type = output_type or (None, None)
     src_store, dest_store, tasks, existing = _open(stores, src, dest,
-                                                   resume, dry_run)
+                                                   resume, dry_run, suffix)
     kinds_match = src_store.etag_kind == dest_store.etag_kind
 
     def up_to_date(task):
@@ -202,8 +208,13 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
             if run is not None:
                 out_metadata[RUN_KEY] = run
             job.checkpoint()
+            headers = source.headers
+            if content_type:
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() != 'content-type'}
+                headers['Content-Type'] = content_type
             dest_store.write(task.dest_key, Counted(body, job.count),
-                             out_metadata, source.headers, size)
+                             out_metadata, headers, size)
 
     return execute(BatchSummary(label, placement='client'), tasks, work,
                    concurrency, progress, up_to_date, dry_run)
@@ -227,12 +238,12 @@ def _in_cluster_copy(stores, src, dest, concurrency, resume, progress,
                    concurrency, progress, up_to_date, dry_run)
 
 
-def _open(stores, src, dest, resume, dry_run=False):
+def _open(stores, src, dest, resume, dry_run=False, suffix=None):
     """The two stores, the tasks, and the outputs already there (for a
     resume) of a job from ``src`` to ``dest``."""
     src_store, _ = stores.open(src)
     dest_store, _ = stores.open(dest)
-    tasks = _plan(src_store, src, dest)
+    tasks = _plan(src_store, src, dest, suffix)
     if dest_store.scheme == 's3':
         dest_store.check()  # outputs can be written: the bucket exists
     if not tasks:
@@ -243,7 +254,7 @@ def _open(stores, src, dest, resume, dry_run=False):
         _existing(dest_store, dest) if resume else {})
 
 
-def _plan(src_store, src, dest):
+def _plan(src_store, src, dest, suffix=None):
     """The tasks of a job: every listed source and its output's key."""
     if src.is_prefix:
         entries = src_store.list(src.key)
@@ -253,7 +264,7 @@ def _plan(src_store, src, dest):
             raise NotFound(src, 'no such object (to name every object '
                            'under a prefix, end it with /)')
         entries = [entry]
-    pairs = plan_keys(src, dest, [e.name for e in entries])
+    pairs = plan_keys(src, dest, [e.name for e in entries], suffix)
     return [_Task(entry, key, src_store.uri(entry.name))
             for entry, (_, key) in zip(entries, pairs)]
 

@@ -5,6 +5,7 @@
 ``s3://bucket/key``                    an object of an S3 endpoint
 ``file:///path``                       a local file (absolute path)
 ``dropbox://path``                     a file in a Dropbox account
+``gdrive://path``                      a file in Google Drive
 =====================================  ==================================
 
 A name ending in ``/``, or naming a bare container, bucket or root, is a
@@ -16,10 +17,11 @@ the store would refuse is reported before any work, naming the URI.
 """
 
 import dataclasses
+import posixpath
 import re
 
 SCHEME = "swift://"
-SCHEMES = ("swift", "s3", "file", "dropbox")
+SCHEMES = ("swift", "s3", "file", "dropbox", "gdrive")
 
 # Swift's defaults (swift.common.constraints); a cluster may configure lower
 # limits, which it then reports when a request exceeds them.
@@ -38,13 +40,14 @@ class URI:
     Attributes
     ----------
     scheme : str
-        ``'swift'``, ``'s3'``, ``'file'`` or ``'dropbox'``.
+        ``'swift'``, ``'s3'``, ``'file'``, ``'dropbox'`` or ``'gdrive'``.
     location : str
-        The container or bucket; ``''`` for ``file`` and ``dropbox``, whose
-        names start at the root.
+        The container or bucket; ``''`` for ``file``, ``dropbox`` and
+        ``gdrive``, whose names start at the root.
     key : str
         The object's name inside ``location``, without a leading ``/`` for
-        ``file`` and ``dropbox`` (``file:///a/b`` has key ``'a/b'``);
+        ``file``, ``dropbox`` and ``gdrive`` (``file:///a/b`` has key
+        ``'a/b'``);
         ``''`` or a name ending in ``/`` is a prefix.
     """
 
@@ -64,8 +67,8 @@ class URI:
     def __str__(self):
         if self.scheme == "file":
             return "file:///" + self.key
-        if self.scheme == "dropbox":
-            return "dropbox://" + self.key
+        if self.scheme in ("dropbox", "gdrive"):
+            return self.scheme + "://" + self.key
         return "%s://%s/%s" % (self.scheme, self.location, self.key)
 
 
@@ -94,7 +97,8 @@ def parse(uri):
     if not sep or scheme not in SCHEMES:
         raise ValueError(
             "%r: unknown scheme; expected swift://container/object, "
-            "s3://bucket/key, file:///path or dropbox://path" % uri)
+            "s3://bucket/key, file:///path, dropbox://path or gdrive://path"
+            % uri)
     if "\x00" in uri:
         raise ValueError("%r: a name cannot contain NUL" % uri)
     try:
@@ -111,6 +115,12 @@ def parse(uri):
         return URI("file", "", key)
     if scheme == "dropbox":
         return URI("dropbox", "", rest.lstrip("/"))
+    if scheme == "gdrive":
+        key = rest.lstrip("/")
+        # Each / is a Drive folder: an empty name has none.
+        if "//" in key:
+            raise ValueError("%r: an empty folder name (//)" % uri)
+        return URI("gdrive", "", key)
     location, _, key = rest.partition("/")
     if scheme == "swift":
         _check_swift(uri, location, key)
@@ -160,7 +170,7 @@ def format_uri(container, obj):
     return f"{SCHEME}{container}/{obj}"
 
 
-def dest_key(src, dest, name):
+def dest_key(src, dest, name, suffix=None):
     """The key in ``dest`` that receives the source object ``name``.
 
     A prefix ``dest`` receives each source under its name relative to the
@@ -172,16 +182,22 @@ def dest_key(src, dest, name):
     src, dest : URI
     name : str
         A key listed under ``src``.
+    suffix : str, optional
+        Replaces the extension of a key made under a prefix (``.png`` for a
+        storlet whose output is a PNG whatever its input).
     """
     if not dest.is_prefix:
         return dest.key
     relative = name.rsplit("/", 1)[-1] if not src.is_prefix \
         else name[len(src.key):]
+    if suffix:
+        relative = posixpath.splitext(relative)[0] + suffix
     return dest.key + relative
 
 
-def plan_keys(src, dest, names):
-    """[(source key, destination key)] for the listed ``names`` of ``src``.
+def plan_keys(src, dest, names, suffix=None):
+    """[(source key, destination key)] for the listed ``names`` of ``src``
+    (``suffix``: see :func:`dest_key`).
 
     Raises
     ------
@@ -195,7 +211,7 @@ def plan_keys(src, dest, names):
                          "/ to make it a prefix" % (dest, src, len(names)))
     pairs = []
     for name in names:
-        key = dest_key(src, dest, name)
+        key = dest_key(src, dest, name, suffix)
         if (dest.scheme, dest.location, key) == \
                 (src.scheme, src.location, name):
             raise ValueError("%s would overwrite its own source"

@@ -38,6 +38,7 @@ def test_status_and_env_commands(cluster):
     for name in ('proxy-server', 'object-server-2', 'memcached'):
         assert name in status.stdout
     assert 'stopped' not in status.stdout
+    assert 'auth: %s ' % cluster.layout.auth_url in status.stdout
     env = cli('aio', 'env', '--state-dir', cluster.state_dir)
     assert env.stdout.startswith('export ST_AUTH=http://127.0.0.1:')
     values = dict(part.split('=', 1) for part in env.stdout.split()[1:])

@@ -42,6 +42,23 @@ def test_run_on_proxy(conn, container, source):
     assert headers[META + 'probe-host'] == 'proxy'
 
 
+@pytest.mark.parametrize('on_proxy', [False, True])
+def test_metadata_is_text_in_the_storlet_and_utf8_on_the_wire(
+        conn, container, on_proxy):
+    conn.put_object(container, 'josé.txt', b'x',
+                    headers={'X-Object-Meta-Name': 'José Ñúñez'})
+    headers, _ = run(conn, container, 'josé.txt',
+                     {'X-Storlet-Run-On-Proxy': ''} if on_proxy else {})
+    # Ten characters, though twelve bytes: the storlet read text.
+    assert 'Name:10' in headers[META + 'probe-lengths'].split(',')
+    # swiftclient decodes the header's UTF-8: the storlet's text comes back.
+    assert headers[META + 'name'] == 'José Ñúñez'
+    conn.put_object(container, 'copy-josé.txt', b'', headers={
+        'X-Run-Storlet': PROBE, 'X-Copy-From': '%s/josé.txt' % container})
+    assert conn.head_object(container, 'copy-josé.txt')[
+        META + 'name'] == 'José Ñúñez'
+
+
 def test_parameters_in_headers_and_query(conn, container, source):
     headers, _ = run(conn, container, source,
                      {'X-Storlet-Parameter-1': 'size:96'})

@@ -120,6 +120,10 @@ def test_aio_env_gives_the_operators_os_variables(keystone, ks_cluster):
     assert env.returncode == 0, env.stderr
     values = dict(part.split('=', 1) for part in env.stdout.split()[1:])
     assert values == keystone.env()
+    status = _cli(dict(os.environ), 'mlstorlets', 'aio', 'status',
+                  '--state-dir', ks_cluster.state_dir)
+    assert 'auth: %s ' % keystone.env()['OS_AUTH_URL'] in status.stdout
+    assert '/auth/v1.0' not in status.stdout
     other = _cli(dict(os.environ), 'mlstorlets', 'aio', 'env', '--state-dir',
                  ks_cluster.state_dir, '--account', 'other')
     assert other.returncode == 2 and "no account 'other'" in other.stderr

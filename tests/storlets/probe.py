@@ -25,6 +25,11 @@ class ProbeStorlet(object):
         metadata = dict(in_files[0].get_metadata())
         metadata['Probe-Host'] = socket.gethostname()
         metadata['Probe-Inputs'] = str(len(in_files))
+        # Characters, not bytes: what the storlet sees of its input's
+        # metadata.
+        metadata['Probe-Lengths'] = ','.join(
+            '%s:%d' % (k, len(v)) for k, v in sorted(metadata.items())
+            if not k.startswith('Probe-'))
         # Declared so that a copy that fails half-way is detected and
         # nothing is stored (see mlstorlets.server.middleware.storlet_copy).
         metadata['Storlet-Output-Length'] = str(len(body))

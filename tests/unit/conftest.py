@@ -34,25 +34,22 @@ def face_label(path):
 
 @pytest.fixture(scope="session")
 def faces_training(faces_data):
-    """Feature rows of every training photo (mirrored too) and the spec."""
-    from mlstorlets.sandbox import faces
+    """The embedding of every training photo's face, and its person."""
+    from mlstorlets.sandbox.faces.tasks import photo_face
 
-    spec = faces.default_spec()
     rows, labels = [], []
     for path in sorted((faces_data / "train").glob("*.jpeg")):
-        crop, _ = faces.extract_face(
-            path.read_bytes(), path.name, size=spec["size"], margin=spec["margin"]
-        )
-        block = faces.training_features(crop, spec)
-        rows.append(block)
-        labels += [face_label(path)] * len(block)
-    return np.concatenate(rows), np.array(labels), spec
+        _, face, embedding = photo_face(path.read_bytes(), path.name)
+        assert face is not None, path.name
+        rows.append(embedding)
+        labels.append(face_label(path))
+    return np.stack(rows), np.array(labels)
 
 
 @pytest.fixture(scope="session")
 def faces_model(faces_training):
     """A recognizer trained in memory on the whole training set."""
-    from mlstorlets.sandbox import faces
+    from mlstorlets.sandbox.faces.model import train
 
-    X, y, spec = faces_training
-    return faces.train(X, y, spec)
+    X, y = faces_training
+    return train(X, y)

@@ -59,7 +59,8 @@ def test_the_sandbox_part_imports_without_swift_boto3_or_eventlet():
             ('mlstorlets.client', 'mlstorlets.server')))
         assert not outside, outside
         print(len([m for m in sys.modules if m.startswith('mlstorlets.')]))
-    """), 'swiftclient,boto3,botocore,eventlet,swift,storlets,dropbox')
+    """), 'swiftclient,boto3,botocore,eventlet,swift,storlets,dropbox,'
+        'googleapiclient,google,httplib2')
     assert int(out) > 10
 
 

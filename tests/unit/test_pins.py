@@ -35,7 +35,8 @@ def setup_pins():
 def test_every_sandbox_package_is_pinned_the_same_for_the_client():
     sandbox, client = sandbox_pins(), setup_pins()
     assert {'numpy', 'opencv-python-headless', 'scikit-learn',
-            'skops', 'storlets'} <= set(sandbox)
+            'skops', 'storlets', 'dlib-bin',
+            'face-recognition-models'} <= set(sandbox)
     for name, version in sandbox.items():
         assert client.get(name) == version, name
 

@@ -17,6 +17,9 @@ from mlstorlets.client.uri import URI, parse, parse_uri, plan_keys
     ('dropbox://Photos/a.jpg', 'dropbox', '', 'Photos/a.jpg', False),
     ('dropbox:///Photos/', 'dropbox', '', 'Photos/', True),
     ('dropbox://', 'dropbox', '', '', True),
+    ('gdrive://Renders/f.png', 'gdrive', '', 'Renders/f.png', False),
+    ('gdrive:///Renders/', 'gdrive', '', 'Renders/', True),
+    ('gdrive://', 'gdrive', '', '', True),
 ])
 def test_parse(uri, scheme, location, key, prefix):
     parsed = parse(uri)
@@ -30,6 +33,7 @@ def test_parse(uri, scheme, location, key, prefix):
     ('http://x/y', 'unknown scheme'),
     ('photos/a.jpg', 'unknown scheme'),
     ('gs://bucket/key', 'unknown scheme'),
+    ('gdrive://a//b', 'empty folder name'),
     ('swift:///object', 'no container'),
     ('swift://' + 'c' * 257 + '/o', 'at most 256 bytes'),
     ('swift://c/' + 'é' * 513, 'at most 1024 bytes'),
@@ -77,3 +81,12 @@ def test_plan_keys_names_outputs_like_the_batch_runner():
         plan_keys('s3://abc/in/', 'swift://c/one', ['in/a', 'in/b'])
     with pytest.raises(ValueError, match='overwrite its own source'):
         plan_keys('s3://abc/in/', 's3://abc/in/', ['in/a'])
+
+
+def test_a_suffix_renames_outputs_under_a_prefix_only():
+    assert plan_keys('s3://abc/in/', 'swift://c/out/', ['in/a.jpeg', 'in/d.x/b'],
+                     suffix='.png') == [('in/a.jpeg', 'out/a.png'),
+                                        ('in/d.x/b', 'out/d.x/b.png')]
+    # A destination naming one object is named as the user asked.
+    assert plan_keys('s3://abc/in/a.jpeg', 'swift://c/crop.bin',
+                     ['in/a.jpeg'], suffix='.png') == [('in/a.jpeg', 'crop.bin')]

@@ -23,17 +23,23 @@ not only by Swift's 8 KB header: see :mod:`mlstorlets.client.faces.plan`.
 import dataclasses
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
-from mlstorlets.client.batch import gateway, list_sources, run_batch
+from mlstorlets.client.batch import gateway, list_sources
 from mlstorlets.client.faces import plan
-from mlstorlets.client.swift import SwiftError
-from mlstorlets.client.uri import format_uri, parse_uri
+from mlstorlets.client.local_storlet import InputFile, StorletFailed, invoke, load_storlet
+from mlstorlets.client.placement import run_anywhere
+from mlstorlets.client.stores import StoreError, Stores
+from mlstorlets.client.swift import Swift, SwiftError, check_parameters
+from mlstorlets.client.uri import format_uri, parse, parse_uri
 from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.faces import shards as train_steps
 from mlstorlets.sandbox.faces.shards import job_body
 from mlstorlets.sandbox.faces.tasks import metadata_value
 from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
 
 __all__ = [
+    "CROP_TYPE",
     "EXTRACT",
     "RECOGNIZE",
     "TRAIN",
@@ -63,33 +69,58 @@ _JOB_COST = plan.input_cost({})
 
 
 # -- extract ---------------------------------------------------------------
-def extract(conn, src, dest, size=64, margin=0.2, label_key="Name", **batch_options):
+#: What ``extract_face`` writes, whatever the photo's type.
+CROP_TYPE = (".png", "image/png")
+
+
+def _stores(conn):
+    """The stores a faces command reaches its URIs through: ``conn`` is a
+    :class:`~mlstorlets.client.stores.Stores`, a swiftclient ``Connection``
+    or Swift gateway for the cluster, or None (all from the environment)."""
+    if isinstance(conn, Stores):
+        return conn
+    if isinstance(conn, Swift):
+        conn = conn.parent
+    return Stores(swift=conn)
+
+
+def extract(conn, src, dest, size=150, margin=0.25, label_key="Name", **batch_options):
     """Crop the largest face of every photo under ``src`` into ``dest``.
 
-    Runs ``extract_face.py`` on the object servers, one photo per
-    invocation, through :func:`mlstorlets.client.batch.run_batch` (which passes each
-    photo's name as ``source``, skips outputs already made from the same
-    photo, and reports failures per photo: no face, not an image...).
+    Runs ``extract_face.py`` through
+    :func:`mlstorlets.client.placement.run_anywhere`: on the object servers,
+    one photo per invocation, when ``src`` and ``dest`` are in the cluster
+    (``swift://``, or ``s3://`` served by it); otherwise the same storlet
+    code on the client (``file://``, ``dropbox://``, another S3).  Each
+    photo's name is passed as ``source``, outputs already made from the
+    same photo are skipped, and failures are reported per photo (no face,
+    not an image...).  Crops are PNG: ``train/a.jpeg`` gives ``a.png``,
+    typed ``image/png``.
 
     Parameters
     ----------
-    conn : swiftclient.client.Connection
+    conn : Stores, swiftclient.client.Connection or None
+        See :func:`_stores`.
     src, dest : str
-        ``swift://container/prefix/`` of the photos and of the crops.
+        URIs of the photos and of the crops (prefixes end with ``/``).
     size, margin : int, float
-        Crop side and forehead margin; :func:`train` must be given the same.
+        Side of the aligned crop and room around the face; the embedding
+        each crop carries does not depend on them.
     label_key : str, default="Name"
         Metadata key holding the person's name, copied to the crop.
     **batch_options
         ``concurrency``, ``resume``, ``progress``, ``dry_run``: see
-        ``run_batch``.
+        ``run_anywhere``.
 
     Returns
     -------
     summary : mlstorlets.client.batch.BatchSummary
     """
     params = {"size": size, "margin": margin, "label_key": label_key}
-    return run_batch(conn, EXTRACT, src, dest, params=params, **batch_options)
+    return run_anywhere(
+        EXTRACT, src, dest, params=params, stores=_stores(conn), output_type=CROP_TYPE,
+        **batch_options,
+    )
 
 
 # -- recognize -------------------------------------------------------------
@@ -97,10 +128,11 @@ def extract(conn, src, dest, size=64, margin=0.2, label_key="Name", **batch_opti
 class Recognitions:
     """Tags read back by :func:`recognize` without an output.
 
-    ``results`` maps ``container/object`` to its ``Face-*`` metadata (keys
-    lower case, without the ``Face-`` prefix: ``name``, ``confidence``,
-    ``box``, ``frames``); ``failed`` lists ``(container/object, reason)``;
-    a dry run lists in ``planned`` the objects it would tag.
+    ``results`` maps each source (``container/object`` in the cluster, its
+    URI elsewhere) to its ``Face-*`` metadata (keys lower case, without the
+    ``Face-`` prefix: ``name``, ``confidence``, ``box``, ``frames``,
+    ``damaged``); ``failed`` lists ``(source, reason)``; a dry run lists in
+    ``planned`` the objects it would tag.
     """
 
     results: dict = dataclasses.field(default_factory=dict)
@@ -113,7 +145,7 @@ def recognize(
     model,
     src,
     dest=None,
-    threshold=0.5,
+    threshold=None,
     kind=None,
     concurrency=4,
     dry_run=False,
@@ -122,55 +154,83 @@ def recognize(
     """Name the people in the photos and videos under ``src``.
 
     Runs ``recognize_face.py`` on the proxy (the model is an extra
-    resource).
+    resource) when ``src`` (and ``dest``) are in the cluster, on the client
+    otherwise, with the same code.
 
     Parameters
     ----------
-    conn : swiftclient.client.Connection
+    conn : Stores, swiftclient.client.Connection or None
+        See :func:`_stores`.
     model : str
-        ``swift://container/object`` of a model made by :func:`train`.
+        URI of a model made by :func:`train`: in the cluster, unless
+        ``src`` is not and there is no ``dest``.
     src : str
-        ``swift://container/prefix/`` (or one object).
+        URI of a prefix (or one object).
     dest : str, optional
         Where to write the outputs (photos unchanged and tagged in their
         metadata, annotated videos), through the batch runner.  Without it
-        nothing is written and the tags are returned.
-    threshold : float, default=0.5
-        Below this confidence a face is named ``unknown``.
+        nothing is written, no annotated video is built, and the tags are
+        returned.
+    threshold : float, optional
+        A face farther than this from every training face is ``unknown``;
+        by default the threshold the model calibrated on its training data.
     kind : {'image', 'video'}, optional
         Force the kind of every object; by default each is sniffed.
     concurrency : int, default=4
     dry_run : bool, default=False
         Say what would be recognized; run nothing.
     **batch_options
-        ``resume``, ``progress``: see ``run_batch``.
+        ``resume``, ``progress``: see ``run_anywhere``.
 
     Returns
     -------
     mlstorlets.client.batch.BatchSummary, or Recognitions when ``dest`` is None
     """
-    swift = gateway(conn)
-    model_container, model_name = parse_uri(model)
+    stores = _stores(conn)
+    params = {"model": model}
+    if threshold is not None:
+        params["threshold"] = threshold
+    if kind:
+        params["kind"] = kind
+    if dest is None and not stores.in_cluster(parse(src)):
+        params["output"] = "tags"
+        return _tags_on_client(stores, src, model, params, concurrency, dry_run)
+    if not stores.in_cluster(parse(model)):
+        raise ValueError(f"{model}: the model must be in the cluster to recognize {src}")
+    model_container, model_name = parse_uri(str(stores.as_swift(parse(model))))
+    swift = gateway(stores.swift_connection())
     _require_object(swift, model_container, model_name)
-    params = {"threshold": threshold, "model": "%s/%s" % (model_container, model_name)}
+    params = {"model": "%s/%s" % (model_container, model_name)}
+    if threshold is not None:
+        params["threshold"] = threshold
     if kind:
         params["kind"] = kind
     extra = ["/%s/%s" % (model_container, model_name)]
     if dest is not None:
-        return run_batch(
-            swift,
+        return run_anywhere(
             RECOGNIZE,
             src,
             dest,
             params=params,
+            stores=stores,
             extra_resources=extra,
             concurrency=concurrency,
             dry_run=dry_run,
+            # An annotated video is Motion JPEG in AVI, whatever its source.
+            output_type=(".avi", "video/x-msvideo") if kind == "video" else None,
             **batch_options,
         )
+    # Without a destination only the tags are wanted: the storlet builds no
+    # annotated video and sends no body.
+    params["output"] = "tags"
+    return _tags_in_cluster(
+        swift, stores.as_swift(parse(src)), params, extra, concurrency, dry_run, _META + "face-"
+    )
 
+
+def _tags_in_cluster(swift, src, params, extra, concurrency, dry_run, prefix):
     swift.check_storlet(RECOGNIZE, params)
-    container, _, entries = list_sources(swift, src)
+    container, _, entries = list_sources(swift, str(src))
     if dry_run:
         return Recognitions(planned=sorted("%s/%s" % (container, e["name"]) for e in entries))
 
@@ -187,18 +247,61 @@ def recognize(
             )
         except SwiftError as err:
             return source, None, err.reason
-        # The tags are in the headers; the body (the photo, or a whole
-        # annotated video) is not needed.
-        body.close()
-        prefix = _META + "face-"
+        body.close()  # empty: the tags are in the headers
         return (
             source,
             {k[len(prefix) :]: v for k, v in response.items() if k.startswith(prefix)},
             None,
         )
 
+    return _collect(swift.parallel(tag, entries, concurrency))
+
+
+def _tags_on_client(stores, src, model_uri, params, concurrency, dry_run):
+    cls = load_storlet(RECOGNIZE)
+    check_parameters(RECOGNIZE, params, getattr(cls, "parameters", None))
+    uri = parse(src)
+    store, _ = stores.open(uri)
+    if uri.is_prefix:
+        entries = [e.name for e in store.list(uri.key)]
+    else:
+        if store.head(uri.key) is None:
+            raise ObjectError(str(uri), "no such object")
+        entries = [uri.key]
+    if dry_run:
+        return Recognitions(planned=sorted(store.uri(name) for name in entries))
+    model_store, model_key = stores.open(parse(model_uri))
+    if model_store.head(model_key.key) is None:
+        raise ObjectError(model_uri, "not found")
+    model = model_store.get(model_key.key)  # (body, metadata), read once
+
+    def tag(name):
+        source = store.uri(name)
+        try:
+            with store.reader(name) as reader:
+                metadata, _ = invoke(
+                    cls,
+                    [(reader, reader.metadata), model],
+                    dict(params, source=source),
+                    source,
+                    RECOGNIZE,
+                )
+        except (ObjectError, StorletFailed, StoreError) as err:
+            return source, None, str(err)
+        tags = {
+            k[len("face-") :].lower(): v
+            for k, v in metadata.items()
+            if k.lower().startswith("face-")
+        }
+        return source, tags, None
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return _collect(pool.map(tag, entries))
+
+
+def _collect(outcomes):
     found = Recognitions()
-    for source, tags, reason in swift.parallel(tag, entries, concurrency):
+    for source, tags, reason in outcomes:
         if reason is None:
             found.results[source] = tags
         else:
@@ -270,10 +373,7 @@ def train(
     src,
     model,
     label_key="Name",
-    size=64,
-    margin=0.2,
-    epochs=20,
-    alpha=0.5,
+    C=1.0,
     seed=0,
     shard_size=None,
     max_shard_faces=5000,
@@ -294,8 +394,8 @@ def train(
        them are merged into larger shards (``step=merge``), each holding at
        most ``max_shard_faces`` faces.
     4. One request fits the model over all the shards (``step=fit``, on the
-       proxy), spilling them to the sandbox's ``/tmp`` so that epochs re-read
-       them from disk, and writes ``model``.
+       proxy): a linear SVM over the embeddings and the open-set threshold
+       calibrated on them, and writes ``model``.
 
     Parameters
     ----------
@@ -303,25 +403,18 @@ def train(
     src : str
         ``swift://container/prefix/`` of face crops from :func:`extract`.
     model : str
-        ``swift://container/object`` to write the model (skops) to.  Its
-        metadata: ``Classes``, ``Class-Count``, ``Samples`` (rows, two a face:
-        each is also mirrored), ``Feature-Spec``, ``Shards``.
+        ``swift://container/object`` to write the model (``.npz``, no
+        pickle) to.  Its metadata: ``Classes``, ``Class-Count``, ``Samples``,
+        ``Threshold``, ``Descriptor``, ``Shards``.
     label_key : str, default="Name"
         Metadata key holding each crop's person.
-    size, margin : int, float
-        As given to :func:`extract`.
-    epochs, alpha, seed
-        See :func:`mlstorlets.sandbox.faces.model.train_incremental`.  ``alpha``
-        defaults to 0.5 here: with the small, mixed shards this pipeline
-        writes, alpha=1 named 6 or 7 of the 8 sample test photos depending
-        on the seed (measured over seeds 0-3), alpha=0.5 named 7 in 15 of 16
-        runs (shards of 8 and 15 crops, seeds 0-7).
+    C, seed
+        See :func:`mlstorlets.sandbox.faces.model.train`.
     shard_size : int, optional
         Most crops a packed shard holds; by default as many as one request
         can read.
     max_shard_faces : int, default=5000
-        Most faces a merged shard holds (about 14 MB of rows a 1000 faces
-        with the default spec): bounds the storlet's memory.
+        Most faces a merged shard holds (512 bytes a face).
     keep_shards : bool, default=False
         Keep the shards (under :data:`SHARD_PREFIX`) instead of removing
         them, e.g. to inspect them.
@@ -342,27 +435,26 @@ def train(
     Raises
     ------
     ObjectError
-        Naming the crop or shard a storlet refused, or a crop without label.
+        Naming the crop or shard a storlet refused, a crop without label,
+        or ``src`` when it holds faces of fewer than two people.
     ValueError
         If there are no crops, or too many for one fit request with this
         ``max_shard_faces``.
     """
     started = time.monotonic()
-    swift = gateway(conn)
-    model_container, model_name = parse_uri(model)
-    if not model_name or model_name.endswith("/"):
+    stores = _stores(conn)
+    src_uri, model_uri = parse(src), parse(model)
+    if model_uri.is_prefix:
         raise ValueError(f"{model} must name an object")
+    if not (stores.in_cluster(src_uri) and stores.in_cluster(model_uri)):
+        return _train_on_client(stores, src_uri, model_uri, label_key, C, seed, concurrency,
+                                dry_run, started)
+    swift = gateway(stores.swift_connection())
+    src = str(stores.as_swift(src_uri))
+    model_container, model_name = parse_uri(str(stores.as_swift(model_uri)))
     swift.check_storlet(
         TRAIN,
-        {
-            "step": "fit",
-            "size": size,
-            "margin": margin,
-            "label_key": label_key,
-            "epochs": epochs,
-            "alpha": alpha,
-            "seed": seed,
-        },
+        {"step": "fit", "label_key": label_key, "C": C, "seed": seed},
     )
     src_container, _, entries = list_sources(swift, src)
     entries = [e for e in entries if (src_container, e["name"]) != (model_container, model_name)]
@@ -389,6 +481,12 @@ def train(
                 f"no label: the crop has no X-Object-Meta-{label_key}",
             )
         labels.append(label)
+    if len(set(labels)) < 2:
+        raise ObjectError(
+            src,
+            "training needs faces of at least two people, found only %r (%d crop(s))"
+            % (labels[0], len(labels)),
+        )
     crops = [
         _Input(src_container, entries[i]["name"], plan.input_cost(metadata[i]), 1)
         for i in plan.mix_by_label(labels, seed)
@@ -397,7 +495,7 @@ def train(
     run = "%s/%s-%s/" % (model_name, time.strftime("%Y%m%dT%H%M%S"), uuid.uuid4().hex[:8])
     prefix = SHARD_PREFIX + run
     written = []
-    common = {"size": size, "margin": margin}
+    common = {}
     if dry_run:
         groups = plan.plan_groups(
             [c.cost for c in crops],
@@ -459,7 +557,7 @@ def train(
             merged = iter(merged)
             shards = [next(merged) if len(g) > 1 else shards[g[0]] for g in groups]
             merges += sum(len(g) > 1 for g in groups)
-        params = dict(common, step="fit", epochs=epochs, alpha=alpha, seed=seed)
+        params = dict(common, step="fit", C=C, seed=seed)
         _invoke(
             swift,
             shards,
@@ -470,7 +568,9 @@ def train(
             written,
             {"X-Object-Meta-Training-Data": src[:256]},
         )
-        headers = swift.call(model, "head_object", model_container, model_name)
+        headers = swift.call(
+            format_uri(model_container, model_name), "head_object", model_container, model_name
+        )
     finally:
         if not keep_shards:
             _delete(swift, model_container, written, concurrency)
@@ -486,6 +586,46 @@ def train(
         metadata=model_meta,
         seconds=time.monotonic() - started,
     )
+
+
+def _train_on_client(stores, src, model, label_key, C, seed, concurrency, dry_run, started):
+    """:func:`train` for crops or a model outside the cluster: the training
+    storlet's own steps (``pack`` then ``fit``), run here."""
+    store, _ = stores.open(src)
+    names = [e.name for e in store.list(src.key)] if src.is_prefix else [src.key]
+    names = [n for n in names if (store.uri(n) != str(model))]
+    if not names:
+        raise ValueError(f"no face crops under {src}")
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        crops = list(pool.map(store.get, names))
+    inputs, labels = [], []
+    for name, (body, metadata) in zip(names, crops):
+        label = metadata_value(metadata, label_key)
+        if not label:
+            raise ObjectError(store.uri(name), f"no label: the crop has no {label_key} metadata")
+        inputs.append(InputFile(body, metadata))
+        labels.append(label)
+    if len(set(labels)) < 2:
+        raise ObjectError(
+            str(src),
+            "training needs faces of at least two people, found only %r (%d crop(s))"
+            % (labels[0], len(labels)),
+        )
+    report = TrainReport(
+        model=str(model), faces=len(names), classes=sorted(set(labels)), shards=1, merges=0,
+        fit_inputs=1, shard_prefix="", metadata={}, seconds=0.0,
+    )
+    if not dry_run:
+        _, shard = train_steps.pack(inputs, [store.uri(n) for n in names], {"label_key": label_key})
+        metadata, body = train_steps.fit(
+            [InputFile(shard, {})], [str(src)], {"C": C, "seed": seed, "source": str(src)}
+        )
+        metadata = dict(metadata, **{"Training-Data": str(src)[:256]})
+        model_store, _ = stores.open(model)
+        model_store.put(model.key, body, metadata, {"Content-Type": "application/octet-stream"})
+        report.metadata = {k.title(): v for k, v in metadata.items()}
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def _plan(shards, budget, max_faces=None):

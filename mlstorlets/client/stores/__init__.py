@@ -1,4 +1,5 @@
-"""Connectors to the stores URIs name: Swift, S3, local files, Dropbox.
+"""Connectors to the stores URIs name: Swift, S3, local files, Dropbox,
+Google Drive.
 
 See ``docs/stores.md``.  Every connector implements
 :class:`~mlstorlets.client.stores.base.Store`; :class:`Stores` picks one for a URI.

@@ -24,10 +24,14 @@ class Stores:
     ----------
     environ : mapping, optional
         Where credentials are read (default ``os.environ``): ``ST_*`` or
-        ``OS_*`` for Swift, ``AWS_*`` for S3, ``DROPBOX_*`` for Dropbox.
+        ``OS_*`` for Swift, ``AWS_*`` for S3, ``DROPBOX_*`` for Dropbox,
+        ``GDRIVE_*`` for Google Drive.
     swift : swiftclient.client.Connection, optional
     s3 : botocore S3 client, optional
     dropbox : dropbox.Dropbox, optional
+    gdrive : callable, optional
+        Returns a new Drive v3 service, called once per thread
+        (:func:`mlstorlets.client.stores.gdrive.make_client`).
     segment_size : int, optional
         Write objects bigger than this as segmented objects in segments
         (parts) of this size: Static Large Objects in Swift, multipart
@@ -36,10 +40,11 @@ class Stores:
     """
 
     def __init__(self, environ=None, swift=None, s3=None, dropbox=None,
-                 segment_size=None):
+                 segment_size=None, gdrive=None):
         self.environ = os.environ if environ is None else environ
         self.segment_size = segment_size
         self._swift, self._s3, self._dropbox = swift, s3, dropbox
+        self._gdrive = gdrive
         self._stores = {}
         self._gateway = None
         self._s3_in_cluster = None
@@ -74,6 +79,13 @@ class Stores:
                 self._dropbox = make_client(self.environ)
             return self._dropbox
 
+    def _gdrive_client(self):
+        with self._lock:
+            if self._gdrive is None:
+                from mlstorlets.client.stores.gdrive import make_client
+                self._gdrive = make_client(self.environ)
+            return self._gdrive
+
     # -- connectors ------------------------------------------------------
     def open(self, uri):
         """(store, URI) for ``uri``; the store is shared by every URI of
@@ -102,6 +114,10 @@ class Stores:
         if uri.scheme == 'file':
             from mlstorlets.client.stores.local import FileStore
             return FileStore('/')
+        if uri.scheme == 'gdrive':
+            from mlstorlets.client.stores.gdrive import GDriveStore
+            return GDriveStore(self._gdrive_client(),
+                               self.environ.get('GDRIVE_FOLDER_ID') or 'root')
         from mlstorlets.client.stores.dropbox import DropboxStore
         return DropboxStore(self._dropbox_client())
 

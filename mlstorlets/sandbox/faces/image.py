@@ -1,4 +1,4 @@
-"""Decoding untrusted image bytes into grayscale arrays.
+"""Decoding untrusted image bytes into grayscale or RGB arrays.
 
 Objects reach the face pipeline straight from a Swift PUT, so every check
 here assumes hostile input: the size is read from the header before any
@@ -49,18 +49,18 @@ def _ends_with_eoi(data):
     return bytes(data[-64:]).rstrip(b"\0\r\n ").endswith(_JPEG_EOI)
 
 
-def _pillow_gray(image, name):
-    """Fully decode a Pillow image to grayscale, refusing truncated data."""
+def _pillow_decode(image, name, color):
+    """Fully decode a Pillow image, refusing truncated data."""
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+        return np.asarray(image.convert("RGB" if color else "L"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ObjectError(name, f"corrupt or truncated {image.format} image ({exc})") from None
 
 
-def decode_image(data, name, max_pixels=MAX_PIXELS):
-    """Decode JPEG, PNG or GIF bytes into a grayscale image.
+def decode_image(data, name, max_pixels=MAX_PIXELS, color=False):
+    """Decode JPEG, PNG or GIF bytes into a grayscale (or RGB) image.
 
     Parameters
     ----------
@@ -72,10 +72,12 @@ def decode_image(data, name, max_pixels=MAX_PIXELS):
         Largest accepted ``width * height``, checked against the header before
         any pixel is decoded, so that a small file claiming huge dimensions
         costs nothing.
+    color : bool, default=False
+        Return RGB (what dlib's face networks take) instead of grayscale.
 
     Returns
     -------
-    gray : ndarray of shape (height, width), dtype uint8
+    image : ndarray of shape (height, width) or (height, width, 3), dtype uint8
         The image (first frame for an animated GIF), EXIF orientation applied.
 
     Raises
@@ -103,9 +105,10 @@ def decode_image(data, name, max_pixels=MAX_PIXELS):
     # marker needs Pillow's strict decoder, since libjpeg in OpenCV may return
     # a partially grey image with only a log warning.
     if image.format == "GIF" or (image.format == "JPEG" and not _ends_with_eoi(data)):
-        return _pillow_gray(image, name)
+        return _pillow_decode(image, name, color)
 
-    gray = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    if gray is None:
+    flags = cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if decoded is None:
         raise ObjectError(name, f"corrupt or truncated {image.format} image")
-    return gray
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB) if color else decoded

@@ -1,79 +1,57 @@
-"""Training, storing and applying the face recognition model.
+"""Training, storing and applying the face recognizer over embeddings.
 
-One model type serves every path: a :class:`~sklearn.pipeline.Pipeline` of
-:class:`~sklearn.preprocessing.StandardScaler` and a log-loss
-:class:`~sklearn.linear_model.SGDClassifier`. :func:`train` fits it on
-arrays in memory; :func:`train_incremental` fits the same pipeline with
-``partial_fit`` over shards, so that a training set of any size never has to
-sit in memory at once. Recognition therefore has a single code path.
+A model names faces from their 128-d embeddings
+(:mod:`mlstorlets.sandbox.faces.embed`) with a linear SVM, and refuses to
+name a face whose nearest training face is farther than its open-set
+threshold: such a face is :data:`UNKNOWN`. The threshold is calibrated on
+the training data itself (:func:`calibrate`): each training face's distance
+to the nearest other face of the same person (how far a known person's new
+photo may lie) against its distance to the nearest face of anyone else (how
+near a stranger may come), and the threshold is the one that makes the
+fewest errors of both kinds together.
 
-Among the linear models measured on the sample set (see the tests), a
-strongly regularised (``alpha=1``) averaged SGD was as accurate as logistic
-regression and a calibrated linear SVM, and, unlike weakly regularised SGD,
-its probabilities are spread enough to carry a meaningful ``unknown``
-threshold.
+The model file is an ``.npz`` archive of plain arrays and one JSON
+document, read back with ``allow_pickle=False``: loading it runs no code.
 """
 
-import collections.abc
 import dataclasses
 import io
 import json
 import zipfile
 
 import numpy as np
-import skops.io
-from sklearn.linear_model import SGDClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces.detect import extract_face
-from mlstorlets.sandbox.faces.features import feature_length, features, spec_json, validate_spec
-from mlstorlets.sandbox.faces.image import MAX_PIXELS
+from mlstorlets.sandbox.faces.embed import DESCRIPTOR, EMBEDDING_SIZE
 
 __all__ = [
     "UNKNOWN",
+    "DEFAULT_THRESHOLD",
     "FaceModel",
-    "make_estimator",
     "train",
+    "calibrate",
     "pack_shard",
     "load_shard",
-    "train_incremental",
     "dump_model",
     "load_model",
-    "model_metadata",
     "recognize",
-    "recognize_image",
 ]
 
-#: Name given to a face the model is not confident about.
+#: Name given to a face farther than the threshold from every known face.
 UNKNOWN = "unknown"
 
-_FORMAT = "mlstorlets.sandbox.faces.model"
-_VERSION = 1
+#: dlib's customary same-person distance, used only when the training data
+#: has no two faces of one person to calibrate with.
+DEFAULT_THRESHOLD = 0.6
 
-#: The only types a model file may contain, checked on the file's schema
-#: before skops instantiates anything, and handed to skops as its trusted
-#: list. Everything else, including other scikit-learn estimators that skops
-#: trusts by default, is refused.
-TRUSTED_TYPES = (
-    "builtins.bool",
-    "builtins.dict",
-    "builtins.float",
-    "builtins.int",
-    "builtins.list",
-    "builtins.str",
-    "builtins.tuple",
-    "numpy.dtype",
-    "numpy.float32",
-    "numpy.float64",
-    "numpy.int64",
-    "numpy.ndarray",
-    "sklearn._loss._loss.CyHalfBinomialLoss",
-    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-)
+_FORMAT = "mlstorlets.sandbox.faces.model"
+_VERSION = 2
+_ARRAYS = ("coef", "intercept", "embeddings", "labels", "meta")
+
+#: Faces used to calibrate the threshold at most (the distances are
+#: quadratic in their number); a seeded sample of larger training sets.
+MAX_CALIBRATION_FACES = 4000
 
 #: Upper bound on the decompressed size of a model file or shard: zip
 #: archives can expand a few kilobytes into gigabytes.
@@ -83,113 +61,241 @@ MAX_UNPACKED_BYTES = 512 * 2**20
 _MAX_META_VALUE = 256
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class FaceModel:
     """A trained recognizer with everything needed to apply it.
 
     Attributes
     ----------
-    estimator : Pipeline
-        StandardScaler followed by SGDClassifier.
-    spec : dict
-        The feature spec the estimator was trained with.
     classes : tuple of str
-        The names the estimator can return, sorted.
-    n_samples : int
-        Number of training rows.
+        The people the model names, sorted.
+    coef, intercept : ndarray
+        The linear SVM (one row per class, or one row for two classes).
+    embeddings : ndarray of shape (n_samples, EMBEDDING_SIZE), dtype float32
+        The training faces, for the open-set rule.
+    labels : ndarray of shape (n_samples,), dtype int32
+        Index into ``classes`` of each training face.
+    threshold : float
+        Open-set threshold: a face farther than this from every training
+        face is :data:`UNKNOWN`.
+    calibration : dict
+        How the threshold was chosen (distances' quantiles, error rates).
     """
 
-    estimator: Pipeline
-    spec: dict
     classes: tuple
-    n_samples: int
+    coef: np.ndarray
+    intercept: np.ndarray
+    embeddings: np.ndarray
+    labels: np.ndarray
+    threshold: float
+    calibration: dict
+
+    @property
+    def n_samples(self):
+        return len(self.labels)
 
     @property
     def metadata(self):
-        """Summary for Swift object metadata; see :func:`model_metadata`."""
-        return model_metadata(self.spec, self.classes, self.n_samples)
+        """Summary for Swift object metadata (each value under 256 bytes)."""
+        metadata = {
+            "class-count": str(len(self.classes)),
+            "samples": str(self.n_samples),
+            "threshold": f"{self.threshold:.4f}",
+            "descriptor": DESCRIPTOR,
+        }
+        names = json.dumps(list(self.classes), separators=(",", ":"))
+        if len(names.encode()) <= _MAX_META_VALUE:
+            metadata["classes"] = names
+        return metadata
+
+    def predict_index(self, X):
+        """Index into ``classes`` the SVM gives each row of ``X``."""
+        scores = X @ self.coef.T + self.intercept
+        if len(self.classes) == 2:
+            return (scores[:, 0] > 0).astype(int)
+        return np.argmax(scores, axis=1)
 
 
-def make_estimator(alpha=1.0, max_iter=100, random_state=0):
-    """Return the unfitted pipeline every training path uses.
-
-    Parameters
-    ----------
-    alpha : float, default=1.0
-        L2 regularisation; strong, because HOG vectors have far more
-        dimensions than a typical training set has faces.
-    max_iter : int, default=100
-        Passes over the data for :func:`train`.
-    random_state : int, default=0
-        Seed of the SGD shuffling, for reproducible models.
-
-    Returns
-    -------
-    estimator : Pipeline
-    """
-    # Averaging the SGD iterates makes the result insensitive to the order in
-    # which shards arrive, which matters for incremental training.
-    classifier = SGDClassifier(
-        loss="log_loss",
-        alpha=alpha,
-        average=True,
-        max_iter=max_iter,
-        tol=None,
-        random_state=random_state,
-    )
-    return Pipeline([("scale", StandardScaler()), ("classify", classifier)])
-
-
-def _check_xy(X, y, name, n_features=None):
+def _check_xy(X, y, name):
     X = np.asarray(X)
     y = np.asarray(y)
-    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or X.shape[1] != EMBEDDING_SIZE:
         raise ObjectError(
-            name, f"expected X of shape (n, d) and y of shape (n,), got {X.shape} and {y.shape}"
+            name,
+            f"expected embeddings of shape (n, {EMBEDDING_SIZE}) and labels of shape (n,), "
+            f"got {X.shape} and {y.shape}",
         )
     if not np.issubdtype(X.dtype, np.floating) or not np.isfinite(X).all():
-        raise ObjectError(name, "X must hold finite floating-point values")
+        raise ObjectError(name, "embeddings must hold finite floating-point values")
     if y.dtype.kind != "U":
         raise ObjectError(name, f"labels must be a unicode string array, got dtype {y.dtype}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ObjectError(name, f"expected {n_features} features a row, got {X.shape[1]}")
     return X.astype(np.float32, copy=False), y
 
 
-def train(X, y, spec, **estimator_params):
-    """Fit a recognizer on features held in memory.
+def _pairwise(A, B):
+    squared = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+def calibrate(X, labels, seed=0):
+    """Choose the open-set threshold from the training data's distances.
+
+    For each face: ``within``, the distance to the nearest other face of
+    the same person, and ``between``, to the nearest face of anyone else. A
+    threshold ``t`` rejects a known face when ``within > t`` and accepts a
+    stranger when ``between <= t``; the threshold minimises the sum of the
+    two rates, in the middle of the range of thresholds that reach it.
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Feature rows, from :func:`~mlstorlets.sandbox.faces.features.features`.
+    X : ndarray of shape (n_samples, EMBEDDING_SIZE)
+    labels : ndarray of shape (n_samples,), int
+    seed : int, default=0
+        Seeds the sample of :data:`MAX_CALIBRATION_FACES` faces.
+
+    Faces that appear more than once (the same photo stored twice) count
+    once.
+
+    Returns
+    -------
+    threshold : float
+    calibration : dict
+        Faces used, quantiles of both distances, and the two error rates at
+        the threshold.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    labels = np.asarray(labels)
+    # A photo stored twice is one face: its copy at distance 0 says nothing
+    # about how far a new photo of the person lies.
+    _, first = np.unique(np.round(X, 5), axis=0, return_index=True)
+    first.sort()
+    X, labels = X[first], labels[first]
+    if len(X) > MAX_CALIBRATION_FACES:
+        keep = np.random.default_rng(seed).choice(len(X), MAX_CALIBRATION_FACES, replace=False)
+        X, labels = X[keep], labels[keep]
+    within = np.full(len(X), np.inf)
+    between = np.full(len(X), np.inf)
+    for start in range(0, len(X), 1024):
+        block = _pairwise(X[start : start + 1024], X)
+        rows = np.arange(start, min(start + 1024, len(X)))
+        block[rows - start, rows] = np.inf  # a face is not its own neighbour
+        same = labels[rows][:, None] == labels[None, :]
+        within[rows] = np.where(same, block, np.inf).min(1)
+        between[rows] = np.where(same, np.inf, block).min(1)
+    within = within[np.isfinite(within)]
+    between = between[np.isfinite(between)]
+    if len(within) == 0 or len(between) == 0:
+        return DEFAULT_THRESHOLD, {"faces": len(X), "rule": "default: nothing to calibrate"}
+    values = np.unique(np.concatenate([within, between]))
+    candidates = np.concatenate([[values[0] / 2], (values[:-1] + values[1:]) / 2, [values[-1]]])
+    rejected = (within[None, :] > candidates[:, None]).mean(1)
+    accepted = (between[None, :] <= candidates[:, None]).mean(1)
+    errors = rejected + accepted
+    best = np.flatnonzero(errors == errors.min())
+    # The first run of equally good thresholds; its middle is the farthest
+    # from both kinds of error.
+    run = best[: 1 + np.argmax(np.append(np.diff(best) > 1, True))]
+    threshold = float((candidates[run[0]] + candidates[run[-1]]) / 2)
+    calibration = {
+        "faces": int(len(X)),
+        "rule": "min(rejected known + accepted stranger) over nearest-face distances",
+        "within": [round(float(q), 4) for q in np.quantile(within, [0.5, 0.95, 1.0])],
+        "between": [round(float(q), 4) for q in np.quantile(between, [0.0, 0.05, 0.5])],
+        "rejected": round(float((within > threshold).mean()), 4),
+        "accepted": round(float((between <= threshold).mean()), 4),
+    }
+    return threshold, calibration
+
+
+def train(X, y, C=1.0, seed=0):
+    """Fit a recognizer on embeddings held in memory.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, EMBEDDING_SIZE)
+        Face embeddings, from :func:`~mlstorlets.sandbox.faces.embed.describe`.
     y : array-like of str, shape (n_samples,)
-        The person in each row.
-    spec : mapping
-        The feature spec ``X`` was computed with.
-    **estimator_params
-        Passed to :func:`make_estimator`.
+        The person of each face.
+    C : float, default=1.0
+        The linear SVM's regularisation.
+    seed : int, default=0
 
     Returns
     -------
     model : FaceModel
+
+    Raises
+    ------
+    ObjectError
+        If there are fewer than two people: a recognizer needs someone to
+        tell apart.
     """
-    spec = validate_spec(spec)
-    X, y = _check_xy(X, np.asarray(y, dtype=str), "training set", feature_length(spec))
-    estimator = make_estimator(**estimator_params).fit(X, y)
-    classes = tuple(str(c) for c in estimator.classes_)
-    return FaceModel(estimator, spec, classes, len(y))
+    X, y = _check_xy(X, np.asarray(y, dtype=str), "training set")
+    classes, labels = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        found = f"only {str(classes[0])!r}" if len(classes) else "none"
+        raise ObjectError(
+            "training set",
+            f"training needs faces of at least two people, found {found} "
+            f"({len(y)} face(s)); add labelled photos of another person",
+        )
+    svm = LinearSVC(C=C, random_state=seed).fit(X, labels)
+    threshold, calibration = calibrate(X, labels, seed=seed)
+    return FaceModel(
+        classes=tuple(str(c) for c in classes),
+        coef=np.asarray(svm.coef_, dtype=np.float64),
+        intercept=np.asarray(svm.intercept_, dtype=np.float64),
+        embeddings=X,
+        labels=labels.astype(np.int32),
+        threshold=threshold,
+        calibration=calibration,
+    )
 
 
-def pack_shard(X, y):
-    """Serialise a block of training rows as ``.npz`` bytes.
+def recognize(model, embedding, threshold=None):
+    """Name the person of a face embedding.
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Feature rows; stored as float32.
+    model : FaceModel
+    embedding : ndarray of shape (EMBEDDING_SIZE,)
+    threshold : float, optional
+        Overrides the model's calibrated open-set threshold.
+
+    Returns
+    -------
+    name : str
+        The SVM's person, or :data:`UNKNOWN` when the nearest training face
+        is farther than the threshold.
+    confidence : float
+        ``1 - d / (2 * threshold)`` clipped to [0, 1], ``d`` the distance to
+        the nearest training face of the named person (of anyone, for
+        ``unknown``): 1 for an identical face, 0.5 at the threshold.
+    distance : float
+        Distance to the nearest training face.
+    """
+    threshold = model.threshold if threshold is None else float(threshold)
+    vector = np.asarray(embedding, dtype=np.float32)[np.newaxis]
+    distances = np.linalg.norm(model.embeddings - vector, axis=1)
+    nearest = float(distances.min())
+    best = int(model.predict_index(vector.astype(np.float64))[0])
+    if nearest > threshold:
+        name, d = UNKNOWN, nearest
+    else:
+        name, d = model.classes[best], float(distances[model.labels == best].min())
+    confidence = float(np.clip(1.0 - d / (2.0 * threshold), 0.0, 1.0))
+    return name, confidence, nearest
+
+
+def pack_shard(X, y):
+    """Serialise a block of training embeddings as ``.npz`` bytes.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, EMBEDDING_SIZE)
+        Stored as float32.
     y : array-like of str, shape (n_samples,)
-        Labels; stored as a unicode array, so loading needs no pickle.
+        Stored as a unicode array, so loading needs no pickle.
 
     Returns
     -------
@@ -271,183 +377,42 @@ def load_shard(data, name):
     return _check_xy(X, y, name)
 
 
-def _shard_passes(shards, rng):
-    if callable(shards):
-        return shards
-    if iter(shards) is shards:
-        # A generator would be empty on the second pass and training would
-        # silently stop early.
-        raise TypeError(
-            "shards must be re-iterable (a list, or a callable returning a fresh "
-            "iterable), because training reads them several times"
-        )
-    if isinstance(shards, collections.abc.Sequence):
-        # Visiting shards in a new order each epoch keeps a shard written
-        # late (say, the last person added) from dominating the model.
-        return lambda: (shards[i] for i in rng.permutation(len(shards)))
-    return lambda: shards
 
 
-def _named_shards(shards):
-    for index, item in enumerate(shards()):
-        if isinstance(item, tuple):
-            name, data = item
-        else:
-            name, data = f"shard {index}", item
-        yield name, load_shard(data, name)
-
-
-def train_incremental(shards, classes, spec, epochs=20, alpha=1.0, random_state=0):
-    """Fit a recognizer shard by shard, in bounded memory.
-
-    One pass fits the scaler with ``partial_fit``; then ``epochs`` passes fit
-    the classifier with ``partial_fit``, each shard shuffled. Only one shard
-    is decoded at a time.
+def dump_model(model):
+    """Serialise a model as ``.npz`` bytes: arrays and one JSON document.
 
     Parameters
     ----------
-    shards : iterable or callable
-        The shards, read ``epochs + 1`` times: either a re-iterable (e.g. a
-        list, visited in a new random order each epoch) or a callable
-        returning a fresh iterable on each call (e.g. one that streams
-        objects from Swift). Each item is the bytes of a shard from
-        :func:`pack_shard`, or a ``(name, bytes)`` pair so that errors name
-        the object. Shards should mix people: SGD learns poorly from shards
-        that each hold one or two people when they also arrive in a fixed
-        order (measured on the sample set: 4 to 6 of 8 test photos right,
-        against 7 of 8 with mixed shards or a reshuffled list), so write
-        them from a shuffled list of faces.
-    classes : sequence of str
-        Every label that can occur; ``partial_fit`` needs them up front.
-    spec : mapping
-        The feature spec the shards were computed with.
-    epochs : int, default=20
-        Classifier passes over the shards.
-    alpha : float, default=1.0
-        See :func:`make_estimator`.
-    random_state : int, default=0
-        Seed for the SGD and for shuffling rows within a shard.
-
-    Returns
-    -------
     model : FaceModel
-        Of the same type as :func:`train` returns.
-
-    Raises
-    ------
-    ObjectError
-        If a shard is malformed, has the wrong feature length or a label
-        outside ``classes``.
-    ValueError
-        If there are no training rows.
-    """
-    spec = validate_spec(spec)
-    n_features = feature_length(spec)
-    classes = np.array(sorted({str(c) for c in classes}))
-    rng = np.random.default_rng(random_state)
-    passes = _shard_passes(shards, rng)
-    estimator = make_estimator(alpha=alpha, random_state=random_state)
-    scaler, classifier = estimator.named_steps["scale"], estimator.named_steps["classify"]
-
-    n_samples = 0
-    for name, (X, y) in _named_shards(passes):
-        if X.shape[1] != n_features:
-            raise ObjectError(name, f"expected {n_features} features a row, got {X.shape[1]}")
-        unknown = np.setdiff1d(y, classes)
-        if unknown.size:
-            raise ObjectError(name, f"labels not among the classes: {', '.join(unknown[:5])}")
-        scaler.partial_fit(X)
-        n_samples += len(y)
-    if n_samples == 0:
-        raise ValueError("no training rows in the shards")
-
-    for _ in range(epochs):
-        for _, (X, y) in _named_shards(passes):
-            # SGD assumes rows in random order; shards are often written one
-            # person at a time.
-            order = rng.permutation(len(y))
-            classifier.partial_fit(scaler.transform(X[order]), y[order], classes=classes)
-    return FaceModel(estimator, spec, tuple(str(c) for c in classes), n_samples)
-
-
-def model_metadata(spec, classes, n_samples):
-    """Summarise a model for Swift object metadata.
-
-    Parameters
-    ----------
-    spec : mapping
-        The feature spec.
-    classes : sequence of str
-        The model's names.
-    n_samples : int
-        Number of training rows.
-
-    Returns
-    -------
-    metadata : dict of str to str
-        ``classes`` (JSON list; left out when longer than the 256 bytes
-        Swift allows a value), ``class-count``, ``samples`` and
-        ``feature-spec`` (compact JSON), well under Swift's 4 KB total.
-    """
-    metadata = {
-        "class-count": str(len(classes)),
-        "samples": str(int(n_samples)),
-        "feature-spec": spec_json(spec),
-    }
-    names = json.dumps(list(classes), separators=(",", ":"))
-    if len(names.encode()) <= _MAX_META_VALUE:
-        metadata["classes"] = names
-    return metadata
-
-
-def dump_model(model, spec, classes, n_samples):
-    """Serialise a model, with its feature spec, to skops bytes.
-
-    Parameters
-    ----------
-    model : Pipeline or FaceModel
-        The fitted estimator (a :class:`FaceModel`'s ``estimator`` is used).
-    spec : mapping
-        The feature spec it was trained with.
-    classes : sequence of str
-        Its classes, in the estimator's order.
-    n_samples : int
-        Number of training rows.
 
     Returns
     -------
     data : bytes
-        A skops archive; read it back with :func:`load_model`.
+        Read it back with :func:`load_model`.
     """
-    estimator = model.estimator if isinstance(model, FaceModel) else model
-    bundle = {
+    meta = {
         "format": _FORMAT,
         "version": _VERSION,
-        "estimator": estimator,
-        "spec": validate_spec(spec),
-        "classes": [str(c) for c in classes],
-        "n_samples": int(n_samples),
+        "descriptor": DESCRIPTOR,
+        "classes": list(model.classes),
+        "threshold": float(model.threshold),
+        "calibration": model.calibration,
     }
-    return skops.io.dumps(bundle)
-
-
-def _schema_types(node, found):
-    if isinstance(node, dict):
-        if "__class__" in node and "__module__" in node:
-            found.add(f"{node['__module__']}.{node['__class__']}")
-        for value in node.values():
-            _schema_types(value, found)
-    elif isinstance(node, list):
-        for value in node:
-            _schema_types(value, found)
-    return found
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        coef=np.asarray(model.coef, dtype=np.float64),
+        intercept=np.asarray(model.intercept, dtype=np.float64),
+        embeddings=np.asarray(model.embeddings, dtype=np.float32),
+        labels=np.asarray(model.labels, dtype=np.int32),
+        meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+    )
+    return buffer.getvalue()
 
 
 def load_model(data, name):
     """Load a model written by :func:`dump_model`, without running its code.
-
-    The archive's schema is audited against :data:`TRUSTED_TYPES` before
-    skops instantiates anything; pickles are refused outright.
 
     Parameters
     ----------
@@ -463,121 +428,80 @@ def load_model(data, name):
     Raises
     ------
     ObjectError
-        If the object is a pickle, not a skops archive, holds a type outside
-        :data:`TRUSTED_TYPES`, or is not a consistent face model.
+        If the object is a pickle, not a model archive, or not a consistent
+        face model of this version.
     """
     if not data:
-        raise ObjectError(name, "empty object, expected a model")
+        raise ObjectError(name, "empty object, expected a face model")
     data = bytes(data)
     if data[:1] == b"\x80":
-        raise ObjectError(
-            name, "is a pickle; only skops model files are accepted, since unpickling runs code"
-        )
-    archive = _check_zip(data, name, "skops model file")
+        raise ObjectError(name, "is a pickle; only .npz face models are accepted")
+    archive = _check_zip(data, name, "face model (.npz)")
     try:
-        schema = json.loads(archive.read("schema.json"))
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, RecursionError):
-        raise ObjectError(name, "not a skops model file (no readable schema)") from None
-    untrusted = sorted(_schema_types(schema, set()) - set(TRUSTED_TYPES))
-    if untrusted:
-        raise ObjectError(name, f"model file holds untrusted types: {', '.join(untrusted)}")
-    try:
-        bundle = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
-    except Exception as exc:  # skops raises many types on malformed input
-        raise ObjectError(
-            name, f"cannot load the model file ({type(exc).__name__}: {exc})"
-        ) from None
-    return _check_bundle(bundle, name)
+        members = {member.filename: member for member in archive.infolist()}
+        if set(members) != {a + ".npy" for a in _ARRAYS}:
+            raise ObjectError(
+                name,
+                f"not a face model of this version: it holds {sorted(members)[:8]}, "
+                f"expected {sorted(a + '.npy' for a in _ARRAYS)} (train it again)",
+            )
+        for member in members.values():
+            _check_npy_header(archive, member, name)
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in _ARRAYS}
+        meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+    except ObjectError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError, RecursionError) as exc:
+        raise ObjectError(name, f"corrupt face model ({exc})") from None
+    return _check_model(arrays, meta, name)
 
 
-def _check_bundle(bundle, name):
-    if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
+def _check_model(arrays, meta, name):
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise ObjectError(name, "not a face model file")
-    if bundle.get("version") != _VERSION:
-        raise ObjectError(name, f"unsupported face model version {bundle.get('version')!r}")
-    estimator = bundle.get("estimator")
+    if meta.get("version") != _VERSION:
+        raise ObjectError(name, f"unsupported face model version {meta.get('version')!r}")
+    if meta.get("descriptor") != DESCRIPTOR:
+        raise ObjectError(name, f"model of embeddings {meta.get('descriptor')!r}, not {DESCRIPTOR}")
+    classes = meta.get("classes")
     if not (
-        type(estimator) is Pipeline
-        and [type(step) for _, step in estimator.steps] == [StandardScaler, SGDClassifier]
+        isinstance(classes, list)
+        and len(classes) >= 2
+        and all(isinstance(c, str) for c in classes)
+        and classes == sorted(set(classes))
     ):
-        raise ObjectError(name, "model is not a StandardScaler + SGDClassifier pipeline")
-    try:
-        spec = validate_spec(bundle.get("spec"))
-    except ValueError as exc:
-        raise ObjectError(name, f"invalid feature spec: {exc}") from None
-    classes = bundle.get("classes")
-    fitted = getattr(estimator.named_steps["classify"], "classes_", None)
-    if fitted is None or classes != [str(c) for c in fitted]:
-        raise ObjectError(name, "stored classes do not match the estimator")
-    if getattr(estimator.named_steps["scale"], "n_features_in_", None) != feature_length(spec):
-        raise ObjectError(name, "estimator's feature count does not match the feature spec")
-    n_samples = bundle.get("n_samples")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
-        raise ObjectError(name, f"invalid sample count {n_samples!r}")
-    return FaceModel(estimator, spec, tuple(classes), n_samples)
-
-
-def recognize(model, crop, threshold=0.5):
-    """Name the person in a face crop.
-
-    Parameters
-    ----------
-    model : FaceModel
-        The recognizer.
-    crop : ndarray of shape (size, size), dtype uint8
-        A face cropped with the model's spec (``size``, ``margin``,
-        ``equalize``).
-    threshold : float, default=0.5
-        Below this probability the name is :data:`UNKNOWN`.
-
-    Returns
-    -------
-    name : str
-    confidence : float
-        Probability of the most likely class, in [0, 1].
-    """
-    vector = features(crop, model.spec)
-    probabilities = model.estimator.predict_proba(vector[np.newaxis])[0]
-    best = int(np.argmax(probabilities))
-    confidence = float(probabilities[best])
-    name = str(model.estimator.classes_[best]) if confidence >= threshold else UNKNOWN
-    return name, confidence
-
-
-def recognize_image(model, data, name, threshold=0.5, max_pixels=MAX_PIXELS):
-    """Find and name the largest face in an image object.
-
-    Parameters
-    ----------
-    model : FaceModel
-        The recognizer.
-    data : bytes-like
-        A JPEG, PNG or GIF object.
-    name : str
-        Its name, for error messages.
-    threshold : float, default=0.5
-        See :func:`recognize`.
-    max_pixels : int, default=MAX_PIXELS
-        See :func:`mlstorlets.sandbox.faces.image.decode_image`.
-
-    Returns
-    -------
-    result : dict
-        ``name`` (str), ``confidence`` (float) and ``box`` (x, y, w, h).
-
-    Raises
-    ------
-    ObjectError
-        If the object is not a usable image or holds no face.
-    """
-    spec = model.spec
-    crop, box = extract_face(
-        data,
-        name,
-        size=spec["size"],
-        margin=spec["margin"],
-        equalize=spec["equalize"],
-        max_pixels=max_pixels,
+        raise ObjectError(name, "model classes must be a sorted list of two or more names")
+    threshold = meta.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ObjectError(name, f"invalid threshold {threshold!r}")
+    if not 0 < threshold <= 2:
+        raise ObjectError(name, f"threshold {threshold!r} outside (0, 2]")
+    rows = 1 if len(classes) == 2 else len(classes)
+    coef, intercept = arrays["coef"], arrays["intercept"]
+    embeddings, labels = arrays["embeddings"], arrays["labels"]
+    if (
+        coef.shape != (rows, EMBEDDING_SIZE)
+        or intercept.shape != (rows,)
+        or embeddings.ndim != 2
+        or embeddings.shape[1:] != (EMBEDDING_SIZE,)
+        or embeddings.dtype != np.float32
+        or labels.shape != (len(embeddings),)
+        or labels.dtype != np.int32
+        or len(labels) == 0
+    ):
+        raise ObjectError(name, "model arrays have inconsistent shapes or types")
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ObjectError(name, "model holds non-finite coefficients")
+    if not np.isfinite(embeddings).all() or labels.min() < 0 or labels.max() >= len(classes):
+        raise ObjectError(name, "model holds invalid training faces")
+    calibration = meta.get("calibration")
+    return FaceModel(
+        classes=tuple(classes),
+        coef=coef.astype(np.float64),
+        intercept=intercept.astype(np.float64),
+        embeddings=embeddings,
+        labels=labels,
+        threshold=float(threshold),
+        calibration=calibration if isinstance(calibration, dict) else {},
     )
-    person, confidence = recognize(model, crop, threshold=threshold)
-    return {"name": person, "confidence": confidence, "box": box}

@@ -1,22 +1,23 @@
-"""What the training storlet computes: shards of features, then a model.
+"""What the training storlet computes: shards of embeddings, then a model.
 
 Training over thousands of face crops runs in three kinds of request, all
 to the ``train`` storlet, chosen by its parameter ``step`` (see
 :mod:`mlstorlets.client.faces.pipeline` for the client that plans them):
 
 ``pack``
-    Inputs are face crops (PNG, labelled in their metadata); the output is
-    a shard (:func:`~mlstorlets.sandbox.faces.model.pack_shard`) of their feature
-    rows, each crop also mirrored.
+    Inputs are face crops (PNG, labelled in their metadata, carrying their
+    embedding: :mod:`mlstorlets.sandbox.faces.crops`); the output is a shard
+    (:func:`~mlstorlets.sandbox.faces.model.pack_shard`) of their embeddings.
+    No pixel is decoded.
 ``merge``
     Inputs are shards; the output is one shard holding all their rows.
     Needed when there are more shards than one request can read.
 ``fit``
-    Inputs are shards; each is spilled to the sandbox's private ``/tmp`` and
-    read back from disk on every epoch, so memory holds one shard at a time
-    whatever the training set's size.  The output is the model file (skops)
-    with its summary (:func:`~mlstorlets.sandbox.faces.model.model_metadata`) as
-    metadata.
+    Inputs are shards; their embeddings (512 bytes a face: 10,000 faces
+    are 5 MB) are fitted in memory by a linear SVM, in well under a second
+    for thousands of faces, and the open-set threshold calibrated
+    (:func:`~mlstorlets.sandbox.faces.model.train`).  The output is the model
+    file (``.npz``, no pickle) with its summary as metadata.
 
 Every request runs on a *job object* the client writes: JSON
 ``{"inputs": ["container/object", ...]}`` naming, in order, the objects
@@ -26,30 +27,18 @@ metadata instead of a crop's: the engine copies the metadata of the object
 a request runs on to the output, and a model labelled with the first
 crop's ``Name`` would mislead.
 
-Every step takes ``size`` and ``margin`` (the crop geometry, default 64 and
-0.2, as :func:`~mlstorlets.sandbox.faces.tasks.extract`), which make the feature
-spec; ``pack`` also ``label_key`` (default ``Name``); ``fit`` also
-``epochs`` (20), ``alpha`` (1.0) and ``seed`` (0).
+``pack`` takes ``label_key`` (default ``Name``); ``fit`` takes ``C`` (the
+SVM's regularisation, default 1.0) and ``seed`` (0).
 """
 
-import collections.abc
 import json
-import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces.features import default_spec, feature_length, training_features
-from mlstorlets.sandbox.faces.image import decode_image
-from mlstorlets.sandbox.faces.model import dump_model, load_shard, pack_shard, train_incremental
-from mlstorlets.sandbox.faces.tasks import (
-    input_name,
-    metadata_value,
-    read_input,
-    spill_input,
-)
+from mlstorlets.sandbox.faces.crops import read_embedding
+from mlstorlets.sandbox.faces.model import dump_model, load_shard, pack_shard, train
+from mlstorlets.sandbox.faces.tasks import input_name, metadata_value, read_input
 from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = ["STEPS", "job_body", "run", "pack", "merge", "fit"]
@@ -59,10 +48,13 @@ STEPS = ("pack", "merge", "fit")
 #: Largest job object: a few thousand names.
 MAX_JOB_BYTES = 4 * 2**20
 
-#: Largest face crop read; a 256x256 grayscale PNG is under 70 KB.
+#: Largest face crop read; a 512x512 RGB PNG is under 800 KB.
 MAX_CROP_BYTES = 4 * 2**20
-#: Largest shard; 512 MiB of float32 rows is about 38,000 faces.
+#: Largest shard; 512 MiB of embeddings is about a million faces.
 MAX_SHARD_BYTES = 512 * 2**20
+#: Most faces one model is fitted on: the model keeps every training
+#: embedding (512 bytes a face) for its open-set rule.
+MAX_FACES = 100_000
 
 
 def job_body(names):
@@ -99,16 +91,6 @@ def run(in_files, params):
     return {"pack": pack, "merge": merge, "fit": fit}[step](in_files[1:], names, params)
 
 
-def _spec(params):
-    name = input_name(params, 0)  # the job
-    size = int_param(params, "size", 64, 16, 256, name)
-    margin = float_param(params, "margin", 0.2, 0.0, 1.0, name)
-    try:
-        return default_spec(size=size, margin=margin)
-    except ValueError as exc:
-        raise ObjectError(name, f"no feature spec for these parameters: {exc}") from None
-
-
 def _shard_output(blocks, labels):
     X = np.concatenate(blocks)
     body = pack_shard(X, np.asarray(labels))
@@ -116,98 +98,45 @@ def _shard_output(blocks, labels):
 
 
 def pack(in_files, names, params):
-    """Feature rows of every input crop, as one shard."""
-    spec = _spec(params)
-    size = spec["size"]
+    """The embeddings of every input crop, as one shard."""
     label_key = params.get("label_key") or "Name"
     blocks, labels = [], []
     for f, name in zip(in_files, names):
         label = metadata_value(f.get_metadata(), label_key)
         if not label:
             raise ObjectError(name, f"no label: the crop has no X-Object-Meta-{label_key}")
-        crop = decode_image(read_input(f, name, MAX_CROP_BYTES), name)
-        if crop.shape != (size, size):
-            raise ObjectError(
-                name,
-                f"a {crop.shape[1]}x{crop.shape[0]} image, not a {size}x{size} face crop "
-                f"(extract the faces with size={size})",
-            )
-        rows = training_features(crop, spec)
-        blocks.append(rows)
-        labels += [label] * len(rows)
+        blocks.append(read_embedding(read_input(f, name, MAX_CROP_BYTES), name)[np.newaxis])
+        labels.append(label)
     return _shard_output(blocks, labels)
+
+
+def _read_shards(in_files, names):
+    blocks, labels, total = [], [], 0
+    for f, name in zip(in_files, names):
+        X, y = load_shard(read_input(f, name, MAX_SHARD_BYTES), name)
+        total += len(X)
+        if total > MAX_FACES:
+            raise ObjectError(name, f"more than {MAX_FACES} faces in one model")
+        blocks.append(X)
+        labels += y.tolist()
+    return blocks, labels
 
 
 def merge(in_files, names, params):
-    """All rows of the input shards, as one shard."""
-    n_features = feature_length(_spec(params))
-    blocks, labels = [], []
-    for f, name in zip(in_files, names):
-        X, y = load_shard(read_input(f, name, MAX_SHARD_BYTES), name)
-        if X.shape[1] != n_features:
-            raise ObjectError(name, f"rows of {X.shape[1]} features, expected {n_features}")
-        blocks.append(X)
-        labels += y.tolist()
-    return _shard_output(blocks, labels)
-
-
-class SpilledShards(collections.abc.Sequence):
-    """Shards in local files, read from disk on every access.
-
-    A sequence, so that :func:`~mlstorlets.sandbox.faces.model.train_incremental`
-    visits them in a new order each epoch; items are ``(name, bytes)``.
-    """
-
-    def __init__(self, entries):
-        self._entries = list(entries)
-
-    def __len__(self):
-        return len(self._entries)
-
-    def __getitem__(self, index):
-        name, path = self._entries[index]
-        with open(path, "rb") as f:
-            return name, f.read()
+    """All embeddings of the input shards, as one shard."""
+    return _shard_output(*_read_shards(in_files, names))
 
 
 def fit(in_files, names, params):
     """Train the face model over every input shard."""
-    spec = _spec(params)
     name = input_name(params, 0)
-    epochs = int_param(params, "epochs", 20, 1, 1000, name)
-    alpha = float_param(params, "alpha", 1.0, 1e-8, 1e4, name)
+    C = float_param(params, "C", 1.0, 1e-6, 1e6, name)
     seed = int_param(params, "seed", 0, 0, 2**31 - 1, name)
-    n_features = feature_length(spec)
-    workdir = tempfile.mkdtemp(prefix="mlstorlets-train-")
+    blocks, labels = _read_shards(in_files, names)
     try:
-        entries, classes = [], set()
-        for index, (f, shard_name) in enumerate(zip(in_files, names)):
-            path = os.path.join(workdir, f"shard-{index:05d}.npz")
-            spill_input(f, path, shard_name, MAX_SHARD_BYTES)
-            # Checked now, one shard in memory at a time, so that a bad shard
-            # is named before any training; the labels make the classes.
-            with open(path, "rb") as spilled:
-                X, y = load_shard(spilled.read(), shard_name)
-            if X.shape[1] != n_features:
-                raise ObjectError(
-                    shard_name, f"rows of {X.shape[1]} features, expected {n_features}"
-                )
-            classes.update(y.tolist())
-            del X, y
-            entries.append((shard_name, path))
-        if len(classes) < 2:
-            raise ObjectError(
-                name, f"training needs faces of at least two people, found {sorted(classes)}"
-            )
-        model = train_incremental(
-            SpilledShards(entries),
-            sorted(classes),
-            spec,
-            epochs=epochs,
-            alpha=alpha,
-            random_state=seed,
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        model = train(np.concatenate(blocks), np.asarray(labels), C=C, seed=seed)
+    except ObjectError as err:
+        # Named after the job, the request's object, not "training set".
+        raise ObjectError(name, err.reason) from None
     metadata = dict(model.metadata, shards=str(len(in_files)))
-    return metadata, dump_model(model, model.spec, model.classes, model.n_samples)
+    return metadata, dump_model(model)

@@ -23,14 +23,16 @@ import shutil
 import tempfile
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces.detect import crop_face, encode_png, extract_face, largest_face
-from mlstorlets.sandbox.faces.image import decode_image
+from mlstorlets.sandbox.faces.crops import encode_crop
+from mlstorlets.sandbox.faces.embed import describe, face_chip, largest_face
+from mlstorlets.sandbox.faces.image import MAX_PIXELS, decode_image
 from mlstorlets.sandbox.faces.model import load_model
-from mlstorlets.sandbox.faces.model import recognize as recognize_crop
+from mlstorlets.sandbox.faces.model import recognize as recognize_embedding
 from mlstorlets.sandbox.faces.video import MAX_FRAMES, NO_FACE, recognize_video
 from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = [
+    "photo_face",
     "extract",
     "recognize",
     "input_name",
@@ -148,11 +150,29 @@ def _box(box):
     return ",".join(str(int(v)) for v in box)
 
 
-def extract(in_files, params):
-    """The ``extract_face`` storlet: the largest face of a photo, as PNG.
+def photo_face(data, name, max_pixels=MAX_PIXELS):
+    """Decode a photo and find its largest face, with its embedding.
 
-    Parameters (all optional): ``size`` (crop side, default 64), ``margin``
-    (forehead margin, default 0.2), ``label_key`` (metadata key of the
+    Returns
+    -------
+    rgb : ndarray of shape (height, width, 3)
+    face : mlstorlets.sandbox.faces.embed.Face or None
+        None when the photo holds no face.
+    embedding : ndarray of shape (128,) or None
+    """
+    rgb = decode_image(data, name, max_pixels=max_pixels, color=True)
+    face = largest_face(rgb)
+    if face is None:
+        return rgb, None, None
+    return rgb, face, describe(rgb, face)
+
+
+def extract(in_files, params):
+    """The ``extract_face`` storlet: the largest face of a photo, aligned.
+
+    Parameters (all optional): ``size`` (crop side, default 150, what the
+    embedding network sees), ``margin`` (room around the face, as a
+    fraction of its size, default 0.25), ``label_key`` (metadata key of the
     person's name, default ``Name``), ``source`` (the object's name, for
     messages and the output's ``Source``).
 
@@ -160,23 +180,27 @@ def extract(in_files, params):
     -------
     metadata : dict
         The label under ``label_key`` when the photo has one, ``Source`` when
-        given, ``Face-Box`` (``x,y,w,h`` in the photo).
+        given, ``Face-Box`` (``x,y,w,h`` in the photo), ``Face-Detector``.
     body : bytes
-        The grayscale crop, PNG.
+        The face aligned by its landmarks, RGB PNG, with its 128-d
+        embedding inside (:mod:`mlstorlets.sandbox.faces.crops`).
     """
     name = input_name(params, 0)
-    size = int_param(params, "size", 64, 16, 256, name)
-    margin = float_param(params, "margin", 0.2, 0.0, 1.0, name)
+    size = int_param(params, "size", 150, 32, 512, name)
+    margin = float_param(params, "margin", 0.25, 0.0, 1.0, name)
     label_key = params.get("label_key") or "Name"
     data = read_input(in_files[0], name, MAX_IMAGE_BYTES)
-    crop, box = extract_face(data, name, size=size, margin=margin)
-    metadata = {"Face-Box": _box(box)}
+    rgb, face, embedding = photo_face(data, name)
+    if face is None:
+        raise ObjectError(name, "no face found")
+    metadata = {"Face-Box": _box(face.box), "Face-Detector": face.detector}
     label = metadata_value(in_files[0].get_metadata(), label_key)
     if label:
         metadata[label_key] = label
     if params.get("source"):
         metadata["Source"] = params["source"][:MAX_META_VALUE]
-    return metadata, encode_png(crop, name)
+    chip = face_chip(rgb, face, size=size, padding=margin)
+    return metadata, encode_crop(chip, embedding, name)
 
 
 def recognize(in_files, params):
@@ -185,11 +209,15 @@ def recognize(in_files, params):
     Inputs: ``in_files[0]`` the photo or video (the request's object),
     ``in_files[1]`` the model (the single extra resource).
 
-    Parameters (all optional): ``threshold`` (below it a face is
-    ``unknown``, default 0.5), ``kind`` (``image``, ``video`` or ``auto``,
-    the default, which reads the object's first bytes), ``max_frames``
-    (video, default :data:`~mlstorlets.sandbox.faces.video.MAX_FRAMES`), ``source``
-    and ``model`` (names of the two objects, for messages).
+    Parameters (all optional): ``threshold`` (a face farther than this from
+    every training face is ``unknown``; default the model's calibrated
+    threshold), ``kind`` (``image``, ``video`` or ``auto``, the default,
+    which reads the object's first bytes), ``max_frames`` (video, default
+    :data:`~mlstorlets.sandbox.faces.video.MAX_FRAMES`), ``output``
+    (``copy``, the default: the photo, or the annotated video; ``tags``:
+    no body, only the tags, for a client that reads them without writing
+    an output), ``source`` and ``model`` (names of the two objects, for
+    messages).
 
     Returns
     -------
@@ -197,10 +225,12 @@ def recognize(in_files, params):
         The input's own metadata (earlier ``Face-*`` tags blanked) plus, for
         a photo, ``Face-Name`` (``none`` when no face is found),
         ``Face-Confidence`` and ``Face-Box``; for a video ``Face-Name`` (the
-        most frequent) and ``Face-Frames`` (JSON counts, ``none`` counting
-        frames without a face).
+        most frequent), ``Face-Frames`` (JSON counts, ``none`` counting
+        frames without a face) and, when the video ends before its
+        container says it should, ``Face-Damaged``.
     body : bytes-like
-        The photo unchanged, or the annotated video (Motion JPEG AVI).
+        The photo unchanged, or the annotated video (Motion JPEG AVI);
+        empty with ``output=tags``.
     """
     name = input_name(params, 0)
     if len(in_files) != 2:
@@ -210,10 +240,15 @@ def recognize(in_files, params):
             f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs",
         )
     model_name = params.get("model") or "the model object (input 1)"
-    threshold = float_param(params, "threshold", 0.5, 0.0, 1.0, name)
+    threshold = None
+    if params.get("threshold") not in (None, ""):
+        threshold = float_param(params, "threshold", 0.6, 0.01, 2.0, name)
     kind = params.get("kind") or "auto"
     if kind not in ("auto", "image", "video"):
         raise ObjectError(name, f"parameter kind must be image, video or auto, got {kind!r}")
+    output = params.get("output") or "copy"
+    if output not in ("copy", "tags"):
+        raise ObjectError(name, f"parameter output must be copy or tags, got {output!r}")
     # The model first: a bad model is refused before any work on the data.
     model = load_model(read_input(in_files[1], model_name, MAX_MODEL_BYTES), model_name)
     # Tags of an earlier recognition would survive on the output (the engine
@@ -231,46 +266,49 @@ def recognize(in_files, params):
                 name, "not a video in a known container (AVI, MP4/MOV, Matroska, MPEG)"
             )
         max_frames = int_param(params, "max_frames", MAX_FRAMES, 1, 10**6, name)
-        tags, body = _recognize_video(model, in_files[0], head, name, threshold, max_frames)
+        tags, body = _recognize_video(
+            model, in_files[0], head, name, threshold, max_frames, output == "copy"
+        )
     else:
         data = head + read_input(in_files[0], name, MAX_IMAGE_BYTES - len(head))
         tags, body = _recognize_photo(model, data, name, threshold), data
     if params.get("model"):
         tags["Face-Model"] = params["model"][:MAX_META_VALUE]
-    return _merge_metadata(inherited, tags, name), body
+    return _merge_metadata(inherited, tags, name), body if output == "copy" else b""
 
 
 def _recognize_photo(model, data, name, threshold):
-    spec = model.spec
-    gray = decode_image(data, name)
-    box = largest_face(gray)
-    if box is None:
+    _, face, embedding = photo_face(data, name)
+    if face is None:
         # A photo without a face is an answer, not an error: it keeps its
         # place in a tagged collection.
         return {"Face-Name": NO_FACE}
-    crop = crop_face(gray, box, size=spec["size"], margin=spec["margin"], equalize=spec["equalize"])
-    person, confidence = recognize_crop(model, crop, threshold=threshold)
-    return {"Face-Name": person, "Face-Confidence": f"{confidence:.3f}", "Face-Box": _box(box)}
+    person, confidence, _ = recognize_embedding(model, embedding, threshold)
+    return {"Face-Name": person, "Face-Confidence": f"{confidence:.3f}", "Face-Box": _box(face.box)}
 
 
-def _recognize_video(model, f, head, name, threshold, max_frames):
+def _recognize_video(model, f, head, name, threshold, max_frames, annotate):
     # FFmpeg needs a seekable file; the sandbox's /tmp is private to this
     # storlet and both files are removed before returning.
     workdir = tempfile.mkdtemp(prefix="mlstorlets-video-")
     try:
         src = os.path.join(workdir, "input")
-        dst = os.path.join(workdir, "annotated.avi")
+        dst = os.path.join(workdir, "annotated.avi") if annotate else None
         spill_input(f, src, name, MAX_VIDEO_BYTES, head=head)
         summary = recognize_video(model, src, dst, name, threshold=threshold, max_frames=max_frames)
-        with open(dst, "rb") as out:
-            # Mapped rather than read: the annotated video can be large, and
-            # the pages stay valid after the file is unlinked.
-            body = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+        body = b""
+        if annotate:
+            with open(dst, "rb") as out:
+                # Mapped rather than read: the annotated video can be large,
+                # and the pages stay valid after the file is unlinked.
+                body = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     tags = {"Face-Name": summary["name"], "Face-Frames": _frames_json(summary["frames"])}
     if summary["truncated"]:
         tags["Face-Truncated"] = str(max_frames)
+    if summary["damaged"]:
+        tags["Face-Damaged"] = summary["damaged"]
     return tags, body
 
 

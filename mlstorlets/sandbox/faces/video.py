@@ -6,9 +6,9 @@ import os
 import cv2
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces.detect import crop_face, largest_face
+from mlstorlets.sandbox.faces.embed import describe, largest_face
 from mlstorlets.sandbox.faces.image import MAX_PIXELS
-from mlstorlets.sandbox.faces.model import recognize
+from mlstorlets.sandbox.faces.model import UNKNOWN, recognize
 
 __all__ = ["NO_FACE", "MAX_FRAMES", "recognize_video"]
 
@@ -28,7 +28,7 @@ _RED = (0, 0, 220)
 
 def _annotate(frame, box, label):
     x, y, w, h = box
-    colour = _RED if label.startswith("unknown") else _GREEN
+    colour = _RED if label.startswith(UNKNOWN) else _GREEN
     thickness = max(2, frame.shape[1] // 400)
     cv2.rectangle(frame, (x, y), (x + w, y + h), colour, thickness)
     scale = max(0.6, frame.shape[1] / 1280)
@@ -44,12 +44,11 @@ def recognize_video(
     src_path,
     dst_path,
     name,
-    threshold=0.5,
+    threshold=None,
     max_frames=MAX_FRAMES,
-    detect_width=480,
     max_pixels=MAX_PIXELS,
 ):
-    """Recognise the largest face in every frame and write an annotated copy.
+    """Recognise the largest face in every frame, and optionally annotate.
 
     Parameters
     ----------
@@ -58,21 +57,18 @@ def recognize_video(
     src_path : str
         A local video file (AVI, MP4 or anything FFmpeg reads), typically in
         the calling storlet's private temporary directory.
-    dst_path : str
+    dst_path : str or None
         Where to write the annotated video, as Motion JPEG; give it an
-        ``.avi`` suffix. Both files belong to the caller, who must remove
-        them.
+        ``.avi`` suffix. None: tag only, write no video. Both files belong
+        to the caller, who must remove them.
     name : str
         The source object's name, for error messages.
-    threshold : float, default=0.5
-        See :func:`mlstorlets.sandbox.faces.model.recognize`.
+    threshold : float, optional
+        Overrides the model's open-set threshold; see
+        :func:`mlstorlets.sandbox.faces.model.recognize`.
     max_frames : int, default=MAX_FRAMES
         Frames to process at most; later frames are neither read nor
         written, which bounds the time taken and the output size.
-    detect_width : int, default=480
-        Width frames are scaled to for detection only; see
-        :func:`mlstorlets.sandbox.faces.detect.detect_faces`. Lower is faster and
-        still finds faces taking a sizeable part of the frame.
     max_pixels : int, default=MAX_PIXELS
         Largest accepted frame size, checked before the first frame is
         decoded.
@@ -83,7 +79,10 @@ def recognize_video(
         ``name``: the most frequent name among frames with a face
         (:data:`NO_FACE` if there was none); ``frames``: a dict counting the
         frames per name, with :data:`NO_FACE` counting frames without a
-        face; ``truncated``: whether ``max_frames`` stopped the reading.
+        face; ``truncated``: whether ``max_frames`` stopped the reading;
+        ``read``: frames decoded; ``declared``: frames the container
+        announces (0 if it does not say); ``damaged``: None, or why the
+        video ended before its container said it would.
 
     Raises
     ------
@@ -110,7 +109,7 @@ def recognize_video(
         fps = capture.get(cv2.CAP_PROP_FPS)
         if not 0 < fps <= 240:
             fps = 25.0
-        spec = model.spec
+        declared = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         counts = collections.Counter()
         n_frames = 0
         truncated = False
@@ -123,7 +122,7 @@ def recognize_video(
                 break
             if frame.ndim != 3 or frame.shape[1] * frame.shape[0] > max_pixels:
                 raise ObjectError(name, f"unexpected frame of shape {frame.shape}")
-            if writer is None:
+            if writer is None and dst_path is not None:
                 writer = cv2.VideoWriter(
                     dst_path,
                     cv2.VideoWriter_fourcc(*_FOURCC),
@@ -132,18 +131,17 @@ def recognize_video(
                 )
                 if not writer.isOpened():
                     raise RuntimeError(f"cannot open {dst_path} for writing {_FOURCC} video")
-            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            box = largest_face(gray, detect_width=detect_width)
-            if box is None:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            face = largest_face(rgb)
+            if face is None:
                 counts[NO_FACE] += 1
             else:
-                crop = crop_face(
-                    gray, box, size=spec["size"], margin=spec["margin"], equalize=spec["equalize"]
-                )
-                person, confidence = recognize(model, crop, threshold=threshold)
+                person, confidence, _ = recognize(model, describe(rgb, face), threshold)
                 counts[person] += 1
-                _annotate(frame, box, f"{person} {confidence:.2f}")
-            writer.write(frame)
+                if writer is not None:
+                    _annotate(frame, face.box, f"{person} {confidence:.2f}")
+            if writer is not None:
+                writer.write(frame)
             n_frames += 1
         if n_frames == 0:
             raise ObjectError(name, "cannot be decoded as a video (no frame could be read)")
@@ -151,9 +149,21 @@ def recognize_video(
         capture.release()
         if writer is not None:
             writer.release()
+    damaged = None
+    # A video cut short still opens, and FFmpeg decodes what is there: the
+    # container's frame count (AVI and MP4 headers carry it) tells.
+    if not truncated and declared and n_frames < declared:
+        damaged = f"truncated or damaged: {n_frames} of {declared} frames decoded"
     faces = {person: count for person, count in counts.items() if person != NO_FACE}
     # Counter.most_common keeps first-seen order on ties, which is stable.
     best = collections.Counter(faces).most_common(1)[0][0] if faces else NO_FACE
     frames = dict(sorted(counts.items()))
     frames.setdefault(NO_FACE, 0)
-    return {"name": best, "frames": frames, "truncated": truncated}
+    return {
+        "name": best,
+        "frames": frames,
+        "truncated": truncated,
+        "read": n_frames,
+        "declared": declared,
+        "damaged": damaged,
+    }

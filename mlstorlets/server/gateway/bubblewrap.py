@@ -133,7 +133,7 @@ from storlets.sbus.client.exceptions import (
 )
 from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
 from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
-from swift.common.swob import status_map
+from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
@@ -797,6 +797,25 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             self.logger.warning('task %s of %s could not be cancelled'
                                 % (self.task_id, self.storlet_pipe_path))
         eventlet.spawn_n(self.recover, cancelled)
+
+    @property
+    def remote_fds(self):
+        # Swift hands the engine metadata as WSGI strings (UTF-8 bytes read
+        # as Latin-1); a storlet reads and writes text, whatever the script.
+        fds = super().remote_fds
+        for fd in fds:
+            fd.storage_metadata = {wsgi_to_str(k): wsgi_to_str(v)
+                                   for k, v in fd.storage_metadata.items()}
+        return fds
+
+    def _read_metadata(self):
+        metadata = super()._read_metadata()
+        if not isinstance(metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str)
+                for k, v in metadata.items()):
+            raise StorletRuntimeException(
+                'the storlet sent metadata that is not text to text')
+        return {str_to_wsgi(k): str_to_wsgi(v) for k, v in metadata.items()}
 
     def communicate(self):
         sresp = super().communicate()

@@ -156,7 +156,7 @@ class StorletCopyMiddleware(object):
         if ERROR_KEY in resp.headers:
             close_if_possible(resp.app_iter)
             return self._error(req, protocol.REFUSED, storlet, source,
-                               resp.headers[ERROR_KEY], dest)
+                               wsgi_to_str(resp.headers[ERROR_KEY]), dest)
         return None
 
     def _error(self, req, kind, storlet, source, reason, dest=None):
