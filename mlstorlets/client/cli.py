@@ -345,8 +345,8 @@ def parser():
                          '<dest>/<name>-<filter>.work/)')
     ro.add_argument('--range-size', type=positive, default=500,
                     help='frames per extraction request (default 500)')
-    ro.add_argument('--group-size', type=positive, default=50,
-                    help='inputs per assembly request (default 50)')
+    ro.add_argument('--group-size', type=positive, default=10,
+                    help='inputs per assembly request (default 10)')
     add_batch_options(ro)
     ro.set_defaults(func=cmd_rotoscope)
 

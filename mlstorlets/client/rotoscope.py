@@ -157,7 +157,7 @@ def default_outputs(src, dest, filter_name):
 
 
 def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
-              quality=90, work=None, range_size=500, group_size=50,
+              quality=90, work=None, range_size=500, group_size=10,
               concurrency=4, resume=True, progress=None, dry_run=False,
               stores=None, log=None):
     """Turn the video ``src`` into frames, filter them, and make them a
