@@ -245,8 +245,10 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
         # The last range runs to the end of the video, whatever its
         # container claimed.
         open_end = start + count == expected
+        # The range's share of the video, as the data it reads.
+        share = int(headers.get('content-length', 0)) * count // max(expected, 1)
         steps.append(_Step('%s frames %d-%s' % (name, start, '' if open_end else start + count - 1),
-                           count, (start, 0 if open_end else count)))
+                           share, (start, 0 if open_end else count)))
     base_params = dict(extraction, op='extract', source='%s/%s' % (container, name))
 
     def extract(step, job):

@@ -237,16 +237,8 @@ class StorletCopyMiddleware(object):
         for key, value in req.headers.items():
             if key.lower().startswith((META.lower(), 'x-delete-')):
                 put_headers[key] = value
-        put_headers['X-Auth-Token'] = req.headers.get('X-Auth-Token', '')
-        put = make_subrequest(req.environ, method='PUT',
-                              path=wsgi_quote(dest), headers=put_headers,
-                              swift_source='MLSC')
-        put.environ['wsgi.input'] = FileLikeIter(
-            LengthCheckedInput(resp.app_iter, length, source))
-        if length is None:
-            put.headers['Transfer-Encoding'] = 'chunked'
-        else:
-            put.content_length = length
+        put = _output_put(req, dest, put_headers, resp, length, source,
+                          'MLSC')
         put_resp = put.get_response(self.app)
         if not is_success(put_resp.status_int):
             close_if_possible(put_resp.app_iter)
@@ -257,7 +249,6 @@ class StorletCopyMiddleware(object):
         put_resp.headers['X-Copied-From'] = _object_name(source)
         put_resp.headers['X-Storlet-Executed'] = storlet
         return put_resp(req.environ, start_response)
-
 
     def handle_extract(self, req, source, dest, resp, length,
                        start_response):
@@ -270,16 +261,9 @@ class StorletCopyMiddleware(object):
         # Bulk copies the user metadata of this request to every object.
         headers = {k: v for k, v in req.headers.items()
                    if k.lower().startswith(META.lower())}
-        headers['X-Auth-Token'] = req.headers.get('X-Auth-Token', '')
-        extract = make_subrequest(req.environ, method='PUT',
-                                  path=wsgi_quote(dest), headers=headers,
-                                  swift_source='MLSX')
-        extract.environ['wsgi.input'] = FileLikeIter(
-            LengthCheckedInput(resp.app_iter, length, source))
-        if length is None:
-            extract.headers['Transfer-Encoding'] = 'chunked'
-        else:
-            extract.content_length = length
+        extract = _output_put(req, dest, headers, resp, length, source,
+                              'MLSX')
+
         def extracting():
             try:
                 yield from self.bulker.handle_extract_iter(
@@ -295,6 +279,22 @@ class StorletCopyMiddleware(object):
         out.headers['X-Copied-From'] = _object_name(source)
         out.headers['X-Storlet-Executed'] = req.headers['X-Run-Storlet']
         return out(req.environ, start_response)
+
+
+def _output_put(req, dest, headers, resp, length, source, swift_source):
+    """A PUT subrequest of ``dest`` whose body is the storlet's output
+    ``resp``, checked against its declared ``length``."""
+    headers = dict(headers, **{'X-Auth-Token': req.headers.get(
+        'X-Auth-Token', '')})
+    put = make_subrequest(req.environ, method='PUT', path=wsgi_quote(dest),
+                          headers=headers, swift_source=swift_source)
+    put.environ['wsgi.input'] = FileLikeIter(
+        LengthCheckedInput(resp.app_iter, length, source))
+    if length is None:
+        put.headers['Transfer-Encoding'] = 'chunked'
+    else:
+        put.content_length = length
+    return put
 
 
 def _text_name(path):
