@@ -149,9 +149,7 @@ def default_outputs(src, dest, filter_name):
     name = '%s-%s' % (stem, filter_name)
     video = str(target.with_key(target.key + name + '.avi')) if target.is_prefix else dest
     base = target if target.scheme == 'swift' else parse(src)
-    folder = posixpath.dirname(base.key.rstrip('/') if base.is_prefix else base.key)
-    if base.is_prefix:
-        folder = base.key.rstrip('/')
+    folder = base.key.rstrip('/') if base.is_prefix else posixpath.dirname(base.key)
     work = format_uri(base.location, (folder + '/' if folder else '') + name + '.work/')
     return video, work
 
