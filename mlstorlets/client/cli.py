@@ -166,6 +166,20 @@ def cmd_faces_recognize(args):
     return FAILED if result.failed else 0
 
 
+def cmd_rotoscope(args):
+    from mlstorlets.client.connection import connection_from_environment
+    from mlstorlets.client.rotoscope import rotoscope
+    quiet = args.json or args.dry_run
+    summary = rotoscope(
+        connection_from_environment(), args.src, args.dest, args.filter,
+        parse_params(args.param), every=args.every, width=args.width,
+        quality=args.quality, work=args.work, range_size=args.range_size,
+        group_size=args.group_size, concurrency=args.concurrency,
+        resume=not args.no_resume, dry_run=args.dry_run,
+        log=None if quiet else lambda line: print(line, file=sys.stderr))
+    return report(summary, args)
+
+
 def cmd_demo(args):
     from mlstorlets.client import demo
     cluster = _cluster(args)
@@ -319,6 +333,31 @@ def parser():
                          'named .avi, Motion JPEG)')
     add_batch_options(fr, params=False)
     fr.set_defaults(func=cmd_faces_recognize)
+
+    ro = sub.add_parser('rotoscope', help='video SRC to frames, FILTER over '
+                        'every frame, frames to a video at DEST, in the '
+                        'cluster')
+    ro.add_argument('src', help='swift://container/video')
+    ro.add_argument('dest', help='the video, or a prefix (ending in /) for '
+                    '<name>-<filter>.avi: swift:// stays in the cluster, '
+                    'any other store is published through the client')
+    ro.add_argument('--filter', required=True,
+                    help='cartoon, pencil, stylize, smooth or colormap')
+    ro.add_argument('--every', type=positive, default=1,
+                    help='keep one frame in N (default 1: every frame)')
+    ro.add_argument('--width', type=int, default=0,
+                    help='scale frames to this width (default: as they are)')
+    ro.add_argument('--quality', type=int, default=90,
+                    help='JPEG quality of frames and video (default 90)')
+    ro.add_argument('--work', default=None, metavar='swift://C/PREFIX/',
+                    help='where the frames and segments go (default: '
+                         '<dest>/<name>-<filter>.work/)')
+    ro.add_argument('--range-size', type=positive, default=500,
+                    help='frames per extraction request (default 500)')
+    ro.add_argument('--group-size', type=positive, default=10,
+                    help='inputs per assembly request (default 10)')
+    add_batch_options(ro)
+    ro.set_defaults(func=cmd_rotoscope)
 
     de = sub.add_parser('demo', help='run the face pipeline on a labelled '
                         'data set in the embedded cluster')

@@ -146,6 +146,16 @@ def read_state_parameters(params, limit):
         raise ValueError('bad state parameters (%s)' % err) from None
 
 
+# -- extraction ------------------------------------------------------------
+# On a PUT with X-Copy-From and X-Run-Storlet to /container/prefix: the
+# storlet's output is a tar (the only value is ``tar``), and the proxy's
+# storlet_copy middleware extracts it under the prefix, one object per
+# member, as Swift's bulk extract-archive does with an uploaded tar.  The
+# answer is bulk's JSON summary (``Number Files Created``, ``Errors``,
+# ``Response Status``).
+EXTRACT_HEADER = 'X-Mlstorlets-Extract'
+
+
 # -- errors ----------------------------------------------------------------
 def quote_reason(reason):
     """``reason`` as the value of :data:`REASON_HEADER`: one line, at most

@@ -19,6 +19,14 @@ itself:
    its output length (``Storlet-Output-Length``); a stream that ends short
    or runs long then aborts the PUT, and Swift commits nothing.
 
+With ``X-Mlstorlets-Extract: tar`` (:data:`mlstorlets.sandbox.protocol.EXTRACT_HEADER`)
+on a ``PUT`` with ``X-Copy-From``, the output is a tar, and step 3 extracts
+it under the destination, one object per member, with Swift's own bulk
+extraction (``Bulk.handle_extract_iter``, pax ``user.meta.*`` headers as
+object metadata): one request makes many objects without their bytes
+crossing the client.  The answer is bulk's JSON summary.  A member cut
+short is not stored; the members before it are.
+
 A storlet that produced no output is answered in the protocol of
 :mod:`mlstorlets.sandbox.protocol`: ``422`` (refused), ``502`` (failed) or
 ``504`` (timed out), with ``X-Mlstorlets-Error`` and ``X-Mlstorlets-Reason``
@@ -32,6 +40,7 @@ from urllib.parse import unquote
 
 from swift.common.exceptions import ChunkReadError
 from swift.common.http import is_success
+from swift.common.middleware.bulk import Bulk
 from swift.common.request_helpers import check_path_header
 from swift.common.swob import (
     HTTPBadRequest,
@@ -91,6 +100,8 @@ class StorletCopyMiddleware(object):
     def __init__(self, app, conf):
         self.app = app
         self.logger = get_logger(conf, log_route='storlet_copy')
+        # Only its extraction is used: the limits of the bulk filter apply.
+        self.bulker = Bulk(app, conf)
 
     def __call__(self, env, start_response):
         req = Request(env)
@@ -214,6 +225,9 @@ class StorletCopyMiddleware(object):
 
         length = resp.headers.get(LENGTH_KEY)
         length = int(length) if length and length.isdigit() else None
+        if req.method == 'PUT' and protocol.EXTRACT_HEADER in req.headers:
+            return self.handle_extract(req, source, dest, resp, length,
+                                       start_response)
         put_headers = {k: v for k, v in resp.headers.items()
                        if k.lower().startswith(META.lower()) and
                        k.lower() not in INTERNAL}
@@ -223,16 +237,8 @@ class StorletCopyMiddleware(object):
         for key, value in req.headers.items():
             if key.lower().startswith((META.lower(), 'x-delete-')):
                 put_headers[key] = value
-        put_headers['X-Auth-Token'] = req.headers.get('X-Auth-Token', '')
-        put = make_subrequest(req.environ, method='PUT',
-                              path=wsgi_quote(dest), headers=put_headers,
-                              swift_source='MLSC')
-        put.environ['wsgi.input'] = FileLikeIter(
-            LengthCheckedInput(resp.app_iter, length, source))
-        if length is None:
-            put.headers['Transfer-Encoding'] = 'chunked'
-        else:
-            put.content_length = length
+        put = _output_put(req, dest, put_headers, resp, length, source,
+                          'MLSC')
         put_resp = put.get_response(self.app)
         if not is_success(put_resp.status_int):
             close_if_possible(put_resp.app_iter)
@@ -243,6 +249,52 @@ class StorletCopyMiddleware(object):
         put_resp.headers['X-Copied-From'] = _object_name(source)
         put_resp.headers['X-Storlet-Executed'] = storlet
         return put_resp(req.environ, start_response)
+
+    def handle_extract(self, req, source, dest, resp, length,
+                       start_response):
+        """Extract the storlet's tar output under ``dest``."""
+        if req.headers[protocol.EXTRACT_HEADER] != 'tar':
+            close_if_possible(resp.app_iter)
+            return HTTPBadRequest(
+                body=b'%s must be tar\n' % protocol.EXTRACT_HEADER.encode(),
+                request=req)(req.environ, start_response)
+        # Bulk copies the user metadata of this request to every object.
+        headers = {k: v for k, v in req.headers.items()
+                   if k.lower().startswith(META.lower())}
+        extract = _output_put(req, dest, headers, resp, length, source,
+                              'MLSX')
+
+        def extracting():
+            try:
+                yield from self.bulker.handle_extract_iter(
+                    extract, '', out_content_type='application/json')
+            finally:
+                # Bulk may stop before the end of the tar (too many
+                # failures): the storlet's response is closed anyway.
+                close_if_possible(resp.app_iter)
+
+        out = Response(status=200, request=req,
+                       content_type='application/json',
+                       app_iter=extracting())
+        out.headers['X-Copied-From'] = _object_name(source)
+        out.headers['X-Storlet-Executed'] = req.headers['X-Run-Storlet']
+        return out(req.environ, start_response)
+
+
+def _output_put(req, dest, headers, resp, length, source, swift_source):
+    """A PUT subrequest of ``dest`` whose body is the storlet's output
+    ``resp``, checked against its declared ``length``."""
+    headers = dict(headers, **{'X-Auth-Token': req.headers.get(
+        'X-Auth-Token', '')})
+    put = make_subrequest(req.environ, method='PUT', path=wsgi_quote(dest),
+                          headers=headers, swift_source=swift_source)
+    put.environ['wsgi.input'] = FileLikeIter(
+        LengthCheckedInput(resp.app_iter, length, source))
+    if length is None:
+        put.headers['Transfer-Encoding'] = 'chunked'
+    else:
+        put.content_length = length
+    return put
 
 
 def _text_name(path):

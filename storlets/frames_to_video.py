@@ -1,0 +1,25 @@
+import os
+import sys
+
+# `mlstorlets deploy` sets this to the library dependency it uploads with
+# this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+
+# Storlet making one Motion JPEG AVI of its inputs in order: the request's
+# object then the X-Storlet-Extra-Resources (so it runs on the proxy).
+# Inputs are frames or AVIs it made before, so that long videos are
+# assembled as a tree of requests.  See
+# mlstorlets.sandbox.video.tasks.assemble.
+
+from mlstorlets.sandbox import invocation  # noqa: E402
+from mlstorlets.sandbox.video import tasks  # noqa: E402
+
+
+class FramesToVideoStorlet(invocation.Storlet):
+    """Output one Motion JPEG AVI of the input frames and videos."""
+
+    parameters = ('fps', 'quality')
+    compute = staticmethod(tasks.assemble)

@@ -1,0 +1,26 @@
+import os
+import sys
+
+# `mlstorlets deploy` sets this to the library dependency it uploads with
+# this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
+LIBRARY = None
+if LIBRARY:
+    sys.path.insert(0, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+
+# Storlet probing a video (op=probe: frame count, rate and size as output
+# metadata) or cutting one range of it into a tar of JPEG frames
+# (op=extract), on the object server holding the video.  A PUT with
+# X-Copy-From and X-Mlstorlets-Extract: tar makes the proxy extract that tar
+# into frame objects (mlstorlets.server.middleware.storlet_copy).  The logic
+# is mlstorlets.sandbox.video.tasks.video_frames.
+
+from mlstorlets.sandbox import invocation  # noqa: E402
+from mlstorlets.sandbox.video import tasks  # noqa: E402
+
+
+class VideoFramesStorlet(invocation.Storlet):
+    """Probe a video, or output a tar of the frames of one range."""
+
+    parameters = ('op', 'start', 'count', 'every', 'width', 'quality')
+    compute = staticmethod(tasks.video_frames)
