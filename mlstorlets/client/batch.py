@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from mlstorlets.client.swift import Swift, SwiftError
-from mlstorlets.client.uri import parse_uri, plan_keys
+from mlstorlets.client.uri import output_type_for, parse_uri, plan_keys
 from mlstorlets.sandbox.errors import ObjectError
 
 SOURCE_ETAG = 'X-Object-Meta-Source-Etag'
@@ -357,10 +357,12 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
         Show a progress bar; default: when stderr is a terminal.
     dry_run : bool
         Say what would be done; write nothing, run nothing.
-    output_type : (str, str), optional
+    output_type : (str, str) or callable, optional
         ``(suffix, content type)`` of outputs whose type is the storlet's,
         not the source's: e.g. ``('.png', 'image/png')`` names the output
-        of ``train/a.jpeg`` ``a.png``, typed ``image/png``.
+        of ``train/a.jpeg`` ``a.png``, typed ``image/png``; or a callable of
+        the source key giving a pair or None (see
+        :func:`mlstorlets.client.uri.output_type_for`).
 
     Returns
     -------
@@ -371,8 +373,8 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
     swift = gateway(conn)
     swift.check_storlet(storlet, params)
     src_container, src_prefix, entries = list_sources(swift, src)
-    suffix, content_type = output_type or (None, None)
-    tasks = plan(src, dest, entries, src_container, src_prefix, suffix)
+    tasks = plan(src, dest, entries, src_container, src_prefix,
+                 lambda name: output_type_for(output_type, name)[0])
     existing = _existing_outputs(swift, dest, create=not dry_run) \
         if resume else {}
     extra_etags = [_etag(swift, path) for path in extra_resources or ()]
@@ -391,7 +393,7 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
                 task.dest_name, storlet, task_params(task), extra_resources,
                 headers={SOURCE_ETAG: task.etag, 'X-Object-Meta-' + RUN_KEY:
                          run_digest(storlet, task_params(task), extra_etags)},
-                content_type=content_type)
+                content_type=output_type_for(output_type, task.name)[1])
         except SwiftError as err:
             job.count(len(err.reason))
             raise SwiftError(task.label, err.reason, err.status,

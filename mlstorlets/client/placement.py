@@ -26,7 +26,7 @@ from mlstorlets.client.local_storlet import load_storlet, stream
 from mlstorlets.client.stores.base import SOURCE_ETAG, Counted, NotFound
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.swift import check_parameters
-from mlstorlets.client.uri import parse, plan_keys
+from mlstorlets.client.uri import output_type_for, parse, plan_keys
 
 COPY = 'copy'
 
@@ -74,8 +74,9 @@ def run_anywhere(storlet, src, dest, params=None, concurrency=4, resume=True,
         Show a progress bar; default: when stderr is a terminal.
     dry_run : bool
         Say what would be done, and where; do nothing.
-    output_type : (str, str), optional
-        ``(suffix, content type)`` of the outputs; see
+    output_type : (str, str) or callable, optional
+        ``(suffix, content type)`` of the outputs, or a callable of the
+        source key giving it; see
         :func:`mlstorlets.client.batch.run_batch`.
 
     Returns
@@ -178,9 +179,9 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
     """Stream every source object through ``transform(entry, reader,
     body) -> (body file, metadata, size)`` to its destination; ``body``
     reads ``reader`` counting the bytes."""
-    suffix, content_type = output_type or (None, None)
-    src_store, dest_store, tasks, existing = _open(stores, src, dest,
-                                                   resume, dry_run, suffix)
+    src_store, dest_store, tasks, existing = _open(
+        stores, src, dest, resume, dry_run,
+        lambda name: output_type_for(output_type, name)[0])
     kinds_match = src_store.etag_kind == dest_store.etag_kind
 
     def up_to_date(task):
@@ -209,6 +210,7 @@ def _on_client(label, stores, src, dest, transform, concurrency, resume,
                 out_metadata[RUN_KEY] = run
             job.checkpoint()
             headers = source.headers
+            content_type = output_type_for(output_type, task.source.name)[1]
             if content_type:
                 headers = {k: v for k, v in headers.items()
                            if k.lower() != 'content-type'}

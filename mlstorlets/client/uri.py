@@ -170,6 +170,19 @@ def format_uri(container, obj):
     return f"{SCHEME}{container}/{obj}"
 
 
+def output_type_for(output_type, name):
+    """``(suffix, content type)`` of the output made from the source key
+    ``name``, or ``(None, None)`` to keep the source's.
+
+    ``output_type`` is a pair, None, or a callable of the source key giving
+    either (a storlet whose output type depends on its input's: an
+    annotated video is AVI, a tagged photo stays what it was).
+    """
+    if callable(output_type):
+        output_type = output_type(name)
+    return output_type or (None, None)
+
+
 def dest_key(src, dest, name, suffix=None):
     """The key in ``dest`` that receives the source object ``name``.
 
@@ -182,10 +195,13 @@ def dest_key(src, dest, name, suffix=None):
     src, dest : URI
     name : str
         A key listed under ``src``.
-    suffix : str, optional
+    suffix : str or callable, optional
         Replaces the extension of a key made under a prefix (``.png`` for a
-        storlet whose output is a PNG whatever its input).
+        storlet whose output is a PNG whatever its input); a callable gives
+        it (or None) for each source key.
     """
+    if callable(suffix):
+        suffix = suffix(name)
     if not dest.is_prefix:
         return dest.key
     relative = name.rsplit("/", 1)[-1] if not src.is_prefix \

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlstorlets.client.uri import URI, parse, parse_uri, plan_keys
+from mlstorlets.client.uri import URI, output_type_for, parse, parse_uri, plan_keys
 
 
 @pytest.mark.parametrize('uri, scheme, location, key, prefix', [
@@ -90,3 +90,14 @@ def test_a_suffix_renames_outputs_under_a_prefix_only():
     # A destination naming one object is named as the user asked.
     assert plan_keys('s3://abc/in/a.jpeg', 'swift://c/crop.bin',
                      ['in/a.jpeg'], suffix='.png') == [('in/a.jpeg', 'crop.bin')]
+
+
+def test_an_output_type_may_depend_on_the_source():
+    def output_type(name):
+        return ('.avi', 'video/x-msvideo') if name.endswith('.mp4') else None
+    assert plan_keys('swift://c/in/', 'swift://c/out/', ['in/a.mp4', 'in/b.jpeg'],
+                     suffix=lambda name: output_type_for(output_type, name)[0]) == [
+        ('in/a.mp4', 'out/a.avi'), ('in/b.jpeg', 'out/b.jpeg')]
+    assert output_type_for(output_type, 'in/b.jpeg') == (None, None)
+    assert output_type_for(('.png', 'image/png'), 'in/b.jpeg') == ('.png', 'image/png')
+    assert output_type_for(None, 'in/b.jpeg') == (None, None)

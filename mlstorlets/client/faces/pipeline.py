@@ -21,6 +21,8 @@ not only by Swift's 8 KB header: see :mod:`mlstorlets.client.faces.plan`.
 """
 
 import dataclasses
+import functools
+import mimetypes
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -216,8 +218,7 @@ def recognize(
             extra_resources=extra,
             concurrency=concurrency,
             dry_run=dry_run,
-            # An annotated video is Motion JPEG in AVI, whatever its source.
-            output_type=(".avi", "video/x-msvideo") if kind == "video" else None,
+            output_type=functools.partial(_recognized_type, kind),
             **batch_options,
         )
     # Without a destination only the tags are wanted: the storlet builds no
@@ -226,6 +227,20 @@ def recognize(
     return _tags_in_cluster(
         swift, stores.as_swift(parse(src)), params, extra, concurrency, dry_run, _META + "face-"
     )
+
+
+def _recognized_type(kind, name):
+    """``(suffix, content type)`` of the output recognized from ``name``.
+
+    An annotated video is Motion JPEG in AVI, whatever its source; a tagged
+    photo stays what it was.  Without ``kind`` the storlet sniffs the
+    content, and the name's type says which it will be (a video of an
+    unknown extension keeps its name).
+    """
+    guessed = mimetypes.guess_type(name)[0] or ""
+    if kind == "video" or (kind is None and guessed.startswith("video/")):
+        return (".avi", "video/x-msvideo")
+    return None
 
 
 def _tags_in_cluster(swift, src, params, extra, concurrency, dry_run, prefix):
