@@ -375,7 +375,7 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
     src_container, src_prefix, entries = list_sources(swift, src)
     tasks = plan(src, dest, entries, src_container, src_prefix,
                  lambda name: output_type_for(output_type, name)[0])
-    existing = _existing_outputs(swift, dest, create=not dry_run) \
+    existing = existing_outputs(swift, dest, create=not dry_run) \
         if resume else {}
     extra_etags = [_etag(swift, path) for path in extra_resources or ()]
 
@@ -403,7 +403,7 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
                    up_to_date, dry_run)
 
 
-def _existing_outputs(swift, dest, create=True):
+def existing_outputs(swift, dest, create=True):
     """{name: etag} of the objects already under ``dest``; creates its
     container if there is none (unless ``create`` is false)."""
     container, prefix = parse_uri(dest)

@@ -35,20 +35,17 @@ import dataclasses
 import json
 import posixpath
 import time
-from urllib.parse import quote
-
-from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.batch import (
     BatchSummary,
     execute,
+    existing_outputs,
     gateway,
     run_batch,
     run_digest,
 )
-from mlstorlets.client.swift import SwiftError, reason_of
+from mlstorlets.client.swift import SwiftError
 from mlstorlets.client.uri import format_uri, parse, parse_uri
-from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.video.frames import MAX_RANGE, frame_name
 
@@ -251,12 +248,12 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
 
     def extract(step, job):
         start, count = step.args
-        params = dict(base_params, start=start, count=count)
-        request = dict(protocol.parameter_headers(params))
-        request.update({'X-Run-Storlet': FRAMES_STORLET, protocol.EXTRACT_HEADER: 'tar',
-                        'X-Copy-From': quote('/%s/%s' % (container, name))})
-        answer = _extract(swift, step.label, work_container, frames_prefix.rstrip('/'),
-                          request)
+        try:
+            answer = swift.storlet_extract(
+                container, name, work_container, frames_prefix.rstrip('/'), FRAMES_STORLET,
+                dict(base_params, start=start, count=count))
+        except SwiftError as err:
+            raise SwiftError(step.label, err.reason, err.status, err.kind) from None
         if not answer['Response Status'].startswith('201') or answer.get('Errors'):
             text = json.dumps(answer)
             job.count(len(text))
@@ -312,33 +309,6 @@ def _finish(summary, started):
     return summary
 
 
-def _extract(swift, label, container, prefix, headers):
-    """PUT an extraction request; bulk's JSON answer (a dict).
-
-    swiftclient's ``put_object`` drops the body, which holds the answer.
-    """
-    conn = swift.conn
-    if not conn.url or not conn.token:
-        conn.url, conn.token = conn.get_auth()
-    parsed, http = conn.http_connection()
-    path = '%s/%s/%s' % (parsed.path, quote(container), quote(prefix))
-    try:
-        http.request('PUT', path, b'', dict(headers, **{'X-Auth-Token': conn.token}))
-        resp = http.getresponse()
-        body = resp.read()
-    except OSError as err:
-        raise SwiftError(label, 'cannot reach Swift: %s' % err) from None
-    finally:
-        http.close()
-    if not 200 <= resp.status < 300:
-        kind, reason = reason_of(ClientException.from_response(resp, 'extraction', body))
-        raise SwiftError(label, reason, resp.status, kind)
-    try:
-        return json.loads(body.decode('utf-8', 'replace').strip())
-    except ValueError:
-        return {'Response Status': 'unreadable answer %r' % body[:200], 'Errors': []}
-
-
 def _probe(swift, container, name):
     headers, _ = swift.storlet_get(container, name, FRAMES_STORLET,
                                    {'op': 'probe', 'source': '%s/%s' % (container, name)})
@@ -352,11 +322,8 @@ def _probe(swift, container, name):
 
 def _names(swift, container, prefix, create=False):
     """Names (relative to ``prefix``) of the objects under it."""
-    if swift.head(container) is None:
-        if create:
-            swift.ensure_container(container)
-        return set()
-    return {e['name'][len(prefix):] for e in swift.listing(container, prefix)}
+    found = existing_outputs(swift, format_uri(container, prefix), create)
+    return {name[len(prefix):] for name in found}
 
 
 def _assemble(swift, container, prefix, inputs, out_prefix, group_size, fps,

@@ -29,6 +29,7 @@ The API, for the modules that call it::
     swift.parallel(fn, items, concurrency)        # fn(item), any thread
 """
 
+import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -240,6 +241,51 @@ class Swift:
                   dest_name, b'', headers=request, response_dict=response,
                   **kwargs)
         return response.get('headers', {})
+
+    def storlet_extract(self, container, name, dest_container, dest_prefix,
+                        storlet, params=None, headers=None):
+        """Make objects under ``dest_container/dest_prefix`` from the
+        storlet's tar output over ``container/name``, inside the cluster
+        (``PUT`` with ``X-Copy-From`` and ``X-Mlstorlets-Extract: tar``, see
+        :mod:`mlstorlets.server.middleware.storlet_copy`).
+
+        Returns
+        -------
+        dict
+            Bulk's answer (``Response Status``, ``Number Files Created``,
+            ``Errors``).
+        """
+        label = '%s/%s' % (container, name)
+        request = dict(headers or {})
+        request.update(storlet_headers(storlet, params))
+        request[protocol.EXTRACT_HEADER] = 'tar'
+        request['X-Copy-From'] = quote('/%s/%s' % (container, name))
+        # swiftclient's put_object drops the response body, which holds the
+        # answer: the request goes through this thread's connection as is.
+        conn = self.conn
+        if not conn.url or not conn.token:
+            conn.url, conn.token = conn.get_auth()
+        parsed, http = conn.http_connection()
+        path = '%s/%s/%s' % (parsed.path, quote(dest_container),
+                             quote(dest_prefix))
+        try:
+            http.request('PUT', path, b'',
+                         dict(request, **{'X-Auth-Token': conn.token}))
+            resp = http.getresponse()
+            body = resp.read()
+        except OSError as err:
+            raise SwiftError(label, 'cannot reach Swift: %s' % err) from None
+        finally:
+            http.close()
+        if not 200 <= resp.status < 300:
+            kind, reason = reason_of(
+                ClientException.from_response(resp, 'extraction', body))
+            raise SwiftError(label, reason, resp.status, kind)
+        try:
+            return json.loads(body.decode('utf-8', 'replace').strip())
+        except ValueError:
+            return {'Response Status': 'unreadable answer %r' % body[:200],
+                    'Errors': []}
 
     def parallel(self, fn, items, concurrency):
         """``[fn(item) for item in items]``, ``concurrency`` at a time (each
