@@ -1,6 +1,7 @@
 """Helpers for tests that need a cluster or the sample data."""
 
 import os
+import signal
 
 from mlstorlets.server.aio.processes import port_in_use
 
@@ -13,6 +14,13 @@ def free_base_port(span=20, start=21000, stop=40000):
         if not any(port_in_use(p) for p in range(base, base + span)):
             return base
     raise RuntimeError('no free block of %d ports' % span)
+
+
+def default_sigint():
+    """``preexec_fn`` for a child that is sent SIGINT: a shell starts a
+    background job with SIGINT ignored, and a child inherits that, so
+    Python would install no KeyboardInterrupt handler in it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def data_dir():

@@ -16,7 +16,7 @@ import uuid
 
 import boto3
 import pytest
-from support import REPO, data_dir
+from support import REPO, data_dir, default_sigint
 
 from mlstorlets.client.batch import run_batch
 from mlstorlets.client.cli import main
@@ -152,7 +152,8 @@ def test_ctrl_c_stops_a_run_with_its_summary_and_a_resume_completes_it(
         [sys.executable, '-m', 'mlstorlets.client.cli', 'run',
          'extract_face.py', 's3://%s/train/' % bucket, 'file://%s/' % dest,
          '-j', '1'], env=dict(os.environ, **env), cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while len(outputs(dest)) < 2 and process.poll() is None and \
             time.monotonic() < deadline:

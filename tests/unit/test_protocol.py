@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from support import default_sigint
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.batch import BatchSummary, execute
@@ -168,6 +169,6 @@ def test_ctrl_c_cancels_the_rest_and_keeps_the_summary_so_far():
     a child: this process's threads are eventlet's (the servers' imports
     patched them), a client's are not."""
     done = subprocess.run([sys.executable, '-c', CTRL_C], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, preexec_fn=default_sigint)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == 'ok'
