@@ -24,7 +24,8 @@ def _edit(path, section, values):
 
 
 def reconfigure(cluster, agent=None, storlet_workers=None,
-                proxy_workers=None, object_workers=None, log=None):
+                proxy_workers=None, object_workers=None,
+                storlet_cache_time=None, log=None):
     """Stop ``cluster``, change its settings, start it again.
 
     Parameters
@@ -35,6 +36,9 @@ def reconfigure(cluster, agent=None, storlet_workers=None,
         Worker processes per storlet (gateway option ``storlet_workers``).
     proxy_workers, object_workers : int, optional
         Swift server worker processes.
+    storlet_cache_time : float, optional
+        Seconds the proxy keeps a storlet's metadata in memcache (0: off;
+        mlstorlets.server.middleware.storlet_cache).
     """
     quiet = log or (lambda msg: None)
     cluster.down(log=quiet)
@@ -50,6 +54,9 @@ def reconfigure(cluster, agent=None, storlet_workers=None,
     if proxy_workers is not None:
         _edit(cluster.layout.conf('proxy-server'), 'DEFAULT',
               {'workers': proxy_workers})
+    if storlet_cache_time is not None:
+        _edit(cluster.layout.conf('proxy-server'), 'filter:storlet_cache',
+              {'cache_time': storlet_cache_time})
     if object_workers is not None:
         for path in glob.glob(os.path.join(etc, 'object-server-*.conf')):
             _edit(path, 'DEFAULT', {'workers': object_workers})

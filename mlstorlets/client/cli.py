@@ -194,6 +194,7 @@ def cmd_node_config(args):
         args.server_conf, args.role, args.conf_dir, args.host_root,
         gateway=args.gateway, memcache_servers=args.memcache_servers,
         name=args.name, native_lib_dir=args.native_lib_dir,
+        storlet_cache_time=args.storlet_cache_time,
         container_mem_limit=args.mem_limit,
         container_pids_limit=args.pids_limit,
         sandbox_cpu_time_limit=args.cpu_time_limit)
@@ -380,6 +381,9 @@ def parser():
     nc.add_argument('--name', default='')
     nc.add_argument('--native-lib-dir', default=None,
                     help='where libsbus.so is (bubblewrap gateway)')
+    nc.add_argument('--storlet-cache-time', type=float, default=10,
+                    help="seconds a proxy keeps a storlet's metadata in "
+                    'memcache (default 10; 0: not at all)')
     nc.add_argument('--mem-limit', type=int, default=None,
                     help='bytes of address space per sandbox process '
                     '(default 4 GiB; 0: no limit)')

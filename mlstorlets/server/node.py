@@ -22,6 +22,8 @@ USER_NAME_FILTER = 'storlet_user_name'
 COPY_FILTER = 'storlet_copy'
 # Keeps a failing storlet from error-limiting its object server.
 FAILURE_FILTER = 'storlet_failure'
+# Answers the storlet middleware's HEAD of the storlet object from memcache.
+CACHE_FILTER = 'storlet_cache'
 AUTH_FILTERS = ('tempauth', 'keystoneauth')
 GiB = 1024 ** 3
 # Limits every sandbox gets unless configured otherwise (0 lifts one).
@@ -47,7 +49,10 @@ OUR_FILTERS = {
     USER_NAME_FILTER: 'mlstorlets.server.middleware.user_name:filter_factory',
     COPY_FILTER: 'mlstorlets.server.middleware.storlet_copy:filter_factory',
     FAILURE_FILTER: 'mlstorlets.server.middleware.storlet_failure:filter_factory',
+    CACHE_FILTER: 'mlstorlets.server.middleware.storlet_cache:filter_factory',
 }
+# Seconds a storlet object's metadata is kept in memcache (0: not at all).
+STORLET_CACHE_TIME = '10'
 
 
 def insert_into_pipeline(pipeline, role):
@@ -62,7 +67,7 @@ def insert_into_pipeline(pipeline, role):
     >>> insert_into_pipeline('catch_errors tempauth copy proxy-server',
     ...                      'proxy')  # doctest: +NORMALIZE_WHITESPACE
     'catch_errors tempauth storlet_user_name storlet_copy storlet_handler
-     copy proxy-server'
+     storlet_cache copy proxy-server'
     """
     names = [n for n in pipeline.split()
              if n != 'storlet_handler' and n not in OUR_FILTERS]
@@ -82,7 +87,7 @@ def insert_into_pipeline(pipeline, role):
     at = auth[-1] + 1
     if at > names.index('copy'):
         raise ValueError('authentication must come before copy')
-    added = [COPY_FILTER, 'storlet_handler']
+    added = [COPY_FILTER, 'storlet_handler', CACHE_FILTER]
     if names[auth[-1]] == 'tempauth':
         added.insert(0, USER_NAME_FILTER)
     return ' '.join(names[:at] + added + names[at:])
@@ -130,7 +135,8 @@ def internal_client_conf(swift_dir, memcache_servers):
 
 def configure_node(server_conf, role, conf_dir, host_root,
                    gateway='bubblewrap', memcache_servers='127.0.0.1:11211',
-                   execute_on_proxy=False, name='', **gateway_extra):
+                   execute_on_proxy=False, name='',
+                   storlet_cache_time=STORLET_CACHE_TIME, **gateway_extra):
     """Add storlets to one Swift server's configuration file, in place.
 
     Parameters
@@ -152,6 +158,9 @@ def configure_node(server_conf, role, conf_dir, host_root,
     name : str
         Suffix of the files written, where several servers share
         ``conf_dir`` (as in the embedded cluster).
+    storlet_cache_time : str or float
+        Seconds a proxy keeps a storlet object's metadata in memcache
+        (:mod:`mlstorlets.server.middleware.storlet_cache`); 0 turns that off.
     **gateway_extra
         Further gateway options (see :mod:`mlstorlets.server.gateway.bubblewrap`).
 
@@ -184,8 +193,12 @@ def configure_node(server_conf, role, conf_dir, host_root,
     pipeline = parser.get('pipeline:main', 'pipeline').split()
     for name, factory in OUR_FILTERS.items():
         if name in pipeline:
-            _set_section(parser, 'filter:' + name,
-                         {'paste.filter_factory': factory})
+            section = {'paste.filter_factory': factory}
+            if name == CACHE_FILTER:
+                section.update(
+                    storlet_container=STORLET_CONTAINERS['storlet_container'],
+                    cache_time=str(storlet_cache_time))
+            _set_section(parser, 'filter:' + name, section)
     _write(parser, server_conf)
 
     options = gateway_options(host_root, gateway, **gateway_extra)
