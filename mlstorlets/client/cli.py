@@ -113,6 +113,98 @@ def cmd_cp(args):
     return report(copy(args.src, args.dest, **batch_options(args)), args)
 
 
+def _selection(args):
+    from mlstorlets.client.objects import Filter
+    return Filter(tuple(args.filters or ()))
+
+
+def cmd_ls(args):
+    from mlstorlets.client.objects import entries, format_size, table
+    from mlstorlets.client.stores.registry import Stores
+    found = list(entries(Stores(), args.uri, _selection(args)))
+    if args.json:
+        print(json.dumps([{'uri': uri, 'size': e.size, 'etag': e.etag}
+                          for uri, e in found], indent=2))
+        return 0
+    size = format_size if args.human_readable else str
+    rows = [(size(e.size), e.etag or '', uri) if args.long
+            else (size(e.size), uri) for uri, e in found]
+    if rows:
+        print(table(rows))
+    total = sum(e.size for _uri, e in found)
+    if args.summarize:
+        print('%d objects, %s' % (len(found), size(total)))
+    return 0
+
+
+def cmd_cat(args):
+    from mlstorlets.client.objects import copy_body
+    from mlstorlets.client.stores.registry import Stores
+    copy_body(Stores(), args.uri, sys.stdout.buffer)
+    return 0
+
+
+def cmd_stat(args):
+    from mlstorlets.client.objects import describe, entries, format_size
+    from mlstorlets.client.stores.registry import Stores
+    found = [describe(uri, e) for uri, e in
+             entries(Stores(), args.uri, _selection(args))]
+    if args.json:
+        print(json.dumps(found if len(found) != 1 else found[0], indent=2))
+        return 0
+    for one in found:
+        print('%s\n  size: %d (%s)\n  etag: %s' % (
+            one['uri'], one['size'], format_size(one['size']), one['etag']))
+        for key, value in sorted(one['headers'].items()):
+            print('  %s: %s' % (key, value))
+        for key, value in sorted(one['metadata'].items()):
+            print('  meta %s: %s' % (key, value))
+    return 0
+
+
+def cmd_rm(args):
+    from mlstorlets.client.objects import entries, remove
+    from mlstorlets.client.stores.registry import Stores
+    from mlstorlets.client.uri import parse
+    registry = Stores()
+    targets = [uri for uri, _e in entries(registry, args.uri,
+                                           _selection(args))]
+    if parse(args.uri).is_prefix and targets and not (args.force or
+                                                      args.dry_run):
+        if not sys.stdin.isatty():
+            raise ValueError('rm %s would delete %d objects: pass --force '
+                             '(or --dry-run to list them)'
+                             % (args.uri, len(targets)))
+        answer = input('delete %d objects under %s? [y/N] '
+                       % (len(targets), args.uri))
+        if answer.strip().lower() not in ('y', 'yes'):
+            print('nothing deleted')
+            return 0
+    removed = targets if args.dry_run else remove(registry, targets)
+    if args.json:
+        print(json.dumps({'deleted' if not args.dry_run else 'would_delete':
+                          removed}, indent=2))
+    else:
+        for uri in removed:
+            print('%s %s' % ('would delete' if args.dry_run else 'deleted',
+                             uri))
+    return 0
+
+
+def cmd_storlets(args):
+    from mlstorlets.client.objects import deployed_storlets, table
+    from mlstorlets.client.stores.registry import Stores
+    found = deployed_storlets(Stores())
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    rows = [('NAME', 'PARAMETERS', 'DESCRIPTION')] + [
+        (s['name'], ','.join(s['parameters']) or '-', s['doc'])
+        for s in found]
+    print(table(rows))
+    return 0
+
+
 def cmd_faces_extract(args):
     from mlstorlets.client.faces import pipeline
     return report(pipeline.extract(
@@ -293,6 +385,56 @@ def parser():
     cp.add_argument('dest')
     add_batch_options(cp, params=False)
     cp.set_defaults(func=cmd_cp)
+
+    def add_filters(sp):
+        sp.add_argument('--exclude', dest='filters', metavar='PATTERN',
+                        action='append', type=lambda p: ('exclude', p),
+                        help='leave out names (relative to the prefix) '
+                        'matching PATTERN; with --include, the last match '
+                        'decides, as in aws s3')
+        sp.add_argument('--include', dest='filters', metavar='PATTERN',
+                        action='append', type=lambda p: ('include', p),
+                        help='take back names matching PATTERN')
+
+    ls = sub.add_parser('ls', help='list an object or every object under a '
+                        'prefix, in any store')
+    ls.add_argument('uri', help='e.g. swift://photos/train/, s3://b/k, '
+                    '/local/dir/')
+    ls.add_argument('-l', '--long', action='store_true',
+                    help='also show each etag')
+    ls.add_argument('-H', '--human-readable', action='store_true')
+    ls.add_argument('-s', '--summarize', action='store_true',
+                    help='end with the count and total size')
+    ls.add_argument('--json', action='store_true')
+    add_filters(ls)
+    ls.set_defaults(func=cmd_ls)
+
+    ca = sub.add_parser('cat', help="write an object's body to stdout")
+    ca.add_argument('uri')
+    ca.set_defaults(func=cmd_cat)
+
+    st = sub.add_parser('stat', help="an object's size, etag, content "
+                        'headers and metadata (every object under a prefix)')
+    st.add_argument('uri')
+    st.add_argument('--json', action='store_true')
+    add_filters(st)
+    st.set_defaults(func=cmd_stat)
+
+    rm = sub.add_parser('rm', help='delete an object, or every object under '
+                        'a prefix (asks first, or --force)')
+    rm.add_argument('uri')
+    rm.add_argument('-f', '--force', action='store_true',
+                    help='delete a prefix without asking')
+    rm.add_argument('--dry-run', action='store_true',
+                    help='list what would be deleted, delete nothing')
+    rm.add_argument('--json', action='store_true')
+    add_filters(rm)
+    rm.set_defaults(func=cmd_rm)
+
+    sl = sub.add_parser('storlets', help='the storlets deployed to the '
+                        'account, with their parameters and descriptions')
+    sl.add_argument('--json', action='store_true')
+    sl.set_defaults(func=cmd_storlets)
 
     faces = sub.add_parser('faces', help='the face pipeline: in the cluster, '
                            'or on the client for other stores')

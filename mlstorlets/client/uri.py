@@ -6,6 +6,7 @@
 ``file:///path``                       a local file (absolute path)
 ``dropbox://path``                     a file in a Dropbox account
 ``gdrive://path``                      a file in Google Drive
+``/path``, ``path`` (no scheme)          a local file, as ``file://``
 =====================================  ==================================
 
 A name ending in ``/``, or naming a bare container, bucket or root, is a
@@ -17,6 +18,7 @@ the store would refuse is reported before any work, naming the URI.
 """
 
 import dataclasses
+import os
 import posixpath
 import re
 
@@ -94,6 +96,8 @@ def parse(uri):
     if not isinstance(uri, str):
         raise ValueError("not a URI: %r" % (uri,))
     scheme, sep, rest = uri.partition("://")
+    if not sep and uri:
+        return parse(local_uri(uri))
     if not sep or scheme not in SCHEMES:
         raise ValueError(
             "%r: unknown scheme; expected swift://container/object, "
@@ -127,6 +131,16 @@ def parse(uri):
     else:
         _check_s3(uri, location, key)
     return URI(scheme, location, key)
+
+
+def local_uri(path):
+    """The ``file://`` URI of a local path, as ``aws s3`` and rclone take
+    plain paths: relative to the working directory, and a prefix when it
+    ends in ``/`` or is a directory."""
+    absolute = os.path.abspath(os.path.expanduser(path))
+    if path.endswith("/") or os.path.isdir(absolute):
+        absolute = absolute.rstrip("/") + "/"
+    return "file://" + absolute
 
 
 def _check_swift(uri, container, obj):

@@ -93,6 +93,17 @@ def test_replaced_and_deleted_storlets_are_seen_at_once(
     assert refused.value.http_status == 401
 
 
+def test_a_new_version_of_the_same_size_is_run_everywhere(
+        conn, container, name, cached):
+    """Every object server runs the new version once it is uploaded, even
+    one whose sandbox holds the old one (upstream compares the two copies'
+    times the wrong way round, so one of the same size stayed)."""
+    for _ in range(12):  # the old version on every replica's server
+        assert run(conn, container, name) == b'one'
+    put_storlet(conn, name, 'two')
+    assert [run(conn, container, name) for _ in range(12)] == [b'two'] * 12
+
+
 def test_a_change_the_proxy_did_not_see_lasts_at_most_cache_time(
         conn, container, memcache, name, cached):
     old = memcache.get(cached)

@@ -31,7 +31,6 @@ def test_parse(uri, scheme, location, key, prefix):
 
 @pytest.mark.parametrize('uri, message', [
     ('http://x/y', 'unknown scheme'),
-    ('photos/a.jpg', 'unknown scheme'),
     ('gs://bucket/key', 'unknown scheme'),
     ('gdrive://a//b', 'empty folder name'),
     ('swift:///object', 'no container'),
@@ -101,3 +100,13 @@ def test_an_output_type_may_depend_on_the_source():
     assert output_type_for(output_type, 'in/b.jpeg') == (None, None)
     assert output_type_for(('.png', 'image/png'), 'in/b.jpeg') == ('.png', 'image/png')
     assert output_type_for(None, 'in/b.jpeg') == (None, None)
+
+
+def test_a_plain_path_is_a_local_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'photos').mkdir()
+    assert str(parse('photos/a.jpg')) == 'file://%s/photos/a.jpg' % tmp_path
+    assert parse('photos').is_prefix and parse('photos/').is_prefix
+    assert parse(str(tmp_path / 'x.csv')) == parse('file://%s/x.csv'
+                                                     % tmp_path)
+    assert not parse('missing').is_prefix
