@@ -10,6 +10,7 @@ authentication version from ``ST_AUTH_VERSION``, ``OS_AUTH_VERSION`` or
 
 import argparse
 import os
+import re
 import threading
 
 # swiftclient's option code reads its module's ``environ``; a caller's own
@@ -53,8 +54,19 @@ def swift_options(environ=None):
         options, _ = shell.parse_args(parser, ['-h'])
     except SystemExit as exc:
         raise ValueError('no usable Swift credentials: %s'
-                         % exc.code) from None
+                         % _without_flags(str(exc.code))) from None
     return options
+
+
+def _without_flags(message):
+    """swiftclient's complaint without the ``swift`` command's flags
+    (``-A``, ``--os-password``...), which ``mlstorlets`` does not take."""
+    message = ' '.join(message.split())
+    message = re.sub(r' to be set or overridden with[^.]*(\.|$)', '.',
+                     message)
+    message = message.replace(' Note: adding "-V 2" is necessary for this.',
+                              '')
+    return message + ' For the embedded cluster: eval "$(mlstorlets aio env)".'
 
 
 def connection_from_environment(environ=None):

@@ -1,5 +1,7 @@
 """The client reads Swift credentials as the ``swift`` command line does."""
 
+import re
+
 import pytest
 
 from mlstorlets.client.connection import connection_from_environment, swift_options
@@ -67,8 +69,12 @@ def test_an_incomplete_v3_setting_names_what_is_missing(missing, named):
 
 
 def test_no_credentials():
-    with pytest.raises(ValueError, match='no usable Swift credentials'):
+    with pytest.raises(ValueError, match='no usable Swift credentials') as err:
         connection_from_environment({})
+    # The variables, not the swift command's flags, which mlstorlets lacks.
+    assert 'ST_AUTH, ST_USER, and ST_KEY' in str(err.value)
+    assert 'aio env' in str(err.value)
+    assert not re.search(r'(^|\s)-[AUK]\b|--os-', str(err.value))
 
 
 def test_the_keystone_extra_is_installed():
