@@ -11,8 +11,9 @@ DATA ?= $(abspath ../shared/data/faces)
 # e.g. AIO_ARGS="--base-port 9080" when 8080 is taken
 AIO_ARGS ?=
 NATIVE := $(VENV)/lib/storlets/libsbus.so
-# iproute2: ip and tc, for the benchmarks' shaped link (benchmarks/link.py)
-DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2
+# iproute2: ip and tc, for the benchmarks' shaped link (benchmarks/link.py);
+# chromium: the tests look at `mlstorlets report` pages in a real browser
+DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system venv native demo lint test bench evaluate clean

@@ -205,6 +205,16 @@ def cmd_storlets(args):
     return 0
 
 
+def cmd_report(args):
+    from mlstorlets.client.report import check_destination, write_report
+    out = check_destination(args.out)
+    shown = write_report(args.src, out, compare=args.compare,
+                         max_objects=args.max)
+    print('wrote %s: %d %s' % (out, shown['objects'], 'frame pairs'
+                               if args.compare else 'objects'))
+    return 0
+
+
 def cmd_faces_extract(args):
     from mlstorlets.client.faces import pipeline
     return report(pipeline.extract(
@@ -435,6 +445,18 @@ def parser():
                         'account, with their parameters and descriptions')
     sl.add_argument('--json', action='store_true')
     sl.set_defaults(func=cmd_storlets)
+
+    rep = sub.add_parser('report', help='one HTML page to look at: '
+                         'recognized photos with their faces boxed and named, '
+                         'or frames before and after a filter')
+    rep.add_argument('src', help='recognized photos (or source frames)')
+    rep.add_argument('out', help='the local HTML file to write')
+    rep.add_argument('--compare', metavar='FILTERED', default=None,
+                     help='filtered frames to show beside those of SRC')
+    rep.add_argument('--max', type=positive, default=100,
+                     help='objects (or frame pairs, evenly spaced) shown '
+                     '(default 100)')
+    rep.set_defaults(func=cmd_report)
 
     faces = sub.add_parser('faces', help='the face pipeline: in the cluster, '
                            'or on the client for other stores')
