@@ -46,6 +46,62 @@ REASON_HEADER = 'X-Mlstorlets-Reason'
 REFUSED, FAILED, TIMED_OUT = 'refused', 'failed', 'timed-out'
 STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504}
 
+# -- output metadata -------------------------------------------------------
+# What a storlet's output metadata may hold before it becomes response
+# headers (``X-Object-Meta-<key>: <value>``) on the object server and the
+# proxy, and an object's metadata on a copy.  The bounds are Swift's default
+# metadata constraints (swift.common.constraints), which a stored copy must
+# meet anyway; a header name is an HTTP token, a value has no control
+# character (a CR or LF would end the header and start another).
+MAX_META_NAME_LENGTH = 128
+MAX_META_VALUE_LENGTH = 256
+MAX_META_COUNT = 90
+MAX_META_OVERALL_SIZE = 4096
+_TOKEN = frozenset('!#$%&\'*+-.^_`|~0123456789'
+                   'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz')
+
+
+def output_metadata_problem(metadata, name_length=MAX_META_NAME_LENGTH,
+                            value_length=MAX_META_VALUE_LENGTH,
+                            count=MAX_META_COUNT,
+                            overall=MAX_META_OVERALL_SIZE):
+    """The rule that a storlet's output ``metadata`` breaks, or None.
+
+    Parameters
+    ----------
+    metadata : dict of str to str
+        As the storlet set it (text; lengths are counted in UTF-8 bytes, as
+        Swift counts them).
+    name_length, value_length, count, overall : int
+        The cluster's metadata constraints.
+
+    Returns
+    -------
+    str or None
+        One line naming the key and the rule, for the client's reason.
+    """
+    if len(metadata) > count:
+        return 'more than %d metadata keys (%d)' % (count, len(metadata))
+    size = 0
+    for key, value in metadata.items():
+        shown = repr(key[:40])
+        if not key or not set(key) <= _TOKEN:
+            return ('metadata key %s is not an HTTP token (letters, digits '
+                    'and !#$%%&\'*+-.^_`|~ only)' % shown)
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+            return 'metadata value of %s holds a control character' % shown
+        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        if key_bytes > name_length:
+            return 'metadata key %s is over %d bytes' % (shown, name_length)
+        if value_bytes > value_length:
+            return ('metadata value of %s is over %d bytes (%d)'
+                    % (shown, value_length, value_bytes))
+        size += key_bytes + value_bytes
+    if size > overall:
+        return 'metadata over %d bytes in all (%d)' % (overall, size)
+    return None
+
+
 # -- parameters ------------------------------------------------------------
 # The storlets engine reads ``X-Storlet-Parameter-N: key:value`` headers and
 # percent-unquotes each once (storlets.swift_middleware.handlers.base), then

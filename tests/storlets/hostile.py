@@ -27,10 +27,28 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     were made.
 ``hog``
     Allocate ``gb`` GB and touch it (fails with MemoryError).
+``headers``
+    Set output metadata of kind ``kind`` meant to become response headers
+    that are not its own: ``value-crlf`` (a ``Set-Cookie`` after a CR/LF
+    in a value), ``key-crlf`` (the same in a key), ``smuggle`` (a whole
+    second response), ``nul``, ``many`` (200 keys), ``long`` (a 1000-byte
+    value).
 """
 
 import mmap
 import os
+
+# What the ``headers`` action sets, by kind.
+HEADERS = {
+    'value-crlf': {'Hostile-Result': 'x\r\nSet-Cookie: stolen=1'},
+    'key-crlf': {'X\r\nSet-Cookie': 'stolen=1'},
+    'smuggle': {'Hostile-Result': 'x\r\nContent-Length: 0\r\n\r\n'
+                'HTTP/1.1 200 OK\r\nSet-Cookie: stolen=1\r\n'
+                'Content-Length: 0\r\n\r\n'},
+    'nul': {'Hostile-Result': 'a\x00b'},
+    'many': {'Hostile-%d' % i: 'x' for i in range(200)},
+    'long': {'Hostile-Result': 'x' * 1000},
+}
 
 
 class HostileStorlet(object):
@@ -41,6 +59,14 @@ class HostileStorlet(object):
     def __call__(self, in_files, out_files, params):
         body = in_files[0].read()
         action = params.get('action', 'whoami')
+        if action == 'headers':
+            metadata = dict(HEADERS[params['kind']])
+            metadata['Storlet-Output-Length'] = str(len(body))
+            out_files[0].set_metadata(metadata)
+            out_files[0].write(body)
+            in_files[0].close()
+            out_files[0].close()
+            return
         if action == 'hog':
             # No catching: the storlet fails, as a real one out of memory.
             hog = b'x' * int(float(params['gb']) * 2 ** 30)

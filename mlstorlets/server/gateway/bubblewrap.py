@@ -133,6 +133,7 @@ from storlets.sbus.client.exceptions import (
 )
 from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
 from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
+from swift.common import constraints
 from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
@@ -730,6 +731,11 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
             lock.release()
 
 
+class UnsafeMetadata(StorletRuntimeException):
+    """A storlet's output metadata breaks a rule of the protocol's
+    (:func:`mlstorlets.sandbox.protocol.output_metadata_problem`)."""
+
+
 class StorletOutputIterator(FileDescriptorIterator):
     """A storlet's output that fails, instead of ending, when the storlet
     sends nothing for ``timeout`` seconds.
@@ -813,8 +819,15 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         if not isinstance(metadata, dict) or not all(
                 isinstance(k, str) and isinstance(v, str)
                 for k, v in metadata.items()):
-            raise StorletRuntimeException(
-                'the storlet sent metadata that is not text to text')
+            raise UnsafeMetadata('its output metadata is not text to text')
+        # Before anything becomes a header: a CR/LF would write headers (or
+        # a whole response) of the storlet's into another user's answer.
+        problem = protocol.output_metadata_problem(
+            metadata, constraints.MAX_META_NAME_LENGTH,
+            constraints.MAX_META_VALUE_LENGTH, constraints.MAX_META_COUNT,
+            constraints.MAX_META_OVERALL_SIZE)
+        if problem:
+            raise UnsafeMetadata(problem)
         return {str_to_wsgi(k): str_to_wsgi(v) for k, v in metadata.items()}
 
     def communicate(self):
@@ -896,6 +909,10 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 lambda cancelled: sandbox.recover(sreq.storlet_main,
                                                   cancelled))
             sresp = sprotocol.communicate()
+        except UnsafeMetadata as err:
+            raise self._answer(sreq, protocol.FAILED,
+                               'storlet %s broke the protocol: %s'
+                               % (sreq.storlet_id, err))
         except StorletTimeout:
             raise self._answer(sreq, protocol.TIMED_OUT,
                                'no output within the storlet timeout of '
