@@ -27,6 +27,11 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     were made.
 ``hog``
     Allocate ``gb`` GB and touch it (fails with MemoryError).
+``plant-tmp``, ``find-tmp``
+    Leave a file named after ``mark`` in ``/tmp``; say whether it is there.
+``plant-module``, ``find-module``
+    Leave ``mark`` in this module's state (what a worker keeps across
+    requests); say whether it is there.
 ``headers``
     Set output metadata of kind ``kind`` meant to become response headers
     that are not its own: ``value-crlf`` (a ``Set-Cookie`` after a CR/LF
@@ -49,6 +54,9 @@ HEADERS = {
     'many': {'Hostile-%d' % i: 'x' for i in range(200)},
     'long': {'Hostile-Result': 'x' * 1000},
 }
+
+# Module state, which a worker keeps from one request to the next.
+MARKS = set()
 
 
 class HostileStorlet(object):
@@ -89,6 +97,26 @@ class HostileStorlet(object):
             os.getuid(), os.getgid(),
             ','.join(sorted(os.listdir('/etc'))),
             ','.join(sorted(os.listdir('/mnt/channels'))))
+
+    @staticmethod
+    def plant_tmp(params):
+        with open('/tmp/mark-%s' % params['mark'], 'w') as f:
+            f.write('planted')
+        return 'planted'
+
+    @staticmethod
+    def find_tmp(params):
+        found = os.path.exists('/tmp/mark-%s' % params['mark'])
+        return 'found' if found else 'not found'
+
+    @staticmethod
+    def plant_module(params):
+        MARKS.add(params['mark'])
+        return 'planted'
+
+    @staticmethod
+    def find_module(params):
+        return 'found' if params['mark'] in MARKS else 'not found'
 
     @staticmethod
     def read(params):

@@ -5,13 +5,15 @@ import json
 import os
 import secrets
 
+from mlstorlets.server.gateway.scope import MAX_LENGTH as SCOPE_MAX_LENGTH
+
 DEFAULT_BASE_PORT = 8080
 ACCOUNT = 'mlstorlets'
 USER = 'admin'
 # A second account, so that isolation between accounts can be shown.
 OTHER_ACCOUNT = 'other'
 # A Unix socket path holds at most 107 bytes (sun_path with its NUL); the
-# engine names a storlet's socket <pipes dir>/<account>/<module.Class>.
+# engine names a storlet's socket <pipes dir>/<scope>/<module.Class>.
 SUN_PATH_MAX = 107
 STORLET_ID_MAX = 48
 
@@ -106,18 +108,18 @@ class Layout:
         """The longest SBus socket path the cluster's sandboxes may use.
 
         Allows storlet ids (``module.Class``) of up to ``STORLET_ID_MAX``
-        characters under either account.
+        characters under any account's scope.
         """
-        return max(len(os.path.join(self.pipes_dir(server), account,
+        return max(len(os.path.join(self.pipes_dir(server),
+                                    'x' * SCOPE_MAX_LENGTH,
                                     'x' * STORLET_ID_MAX).encode())
-                   for server in ('proxy', 'object-server-%d' % self.nodes)
-                   for account in (ACCOUNT, OTHER_ACCOUNT))
+                   for server in ('proxy', 'object-server-%d' % self.nodes))
 
     def pipes_dir(self, server):
         """Where a server's sandboxes keep their SBus sockets.
 
         A Unix socket path holds at most 107 bytes and the engine appends
-        ``/<account>/<module.Class>`` to this directory, so it is kept short:
+        ``/<scope>/<module.Class>`` to this directory, so it is kept short:
         ``<state>/p/<n>``.
         """
         return self.path('p', 'x' if server == 'proxy'

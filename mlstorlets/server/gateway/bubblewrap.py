@@ -123,7 +123,11 @@ from eventlet.semaphore import Semaphore
 from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.common.stob import FileDescriptorIterator
 from storlets.gateway.gateways.container.gateway import StorletGatewayContainer
-from storlets.gateway.gateways.container.runtime import RunTimeSandbox, StorletInvocationProtocol
+from storlets.gateway.gateways.container.runtime import (
+    RunTimePaths,
+    RunTimeSandbox,
+    StorletInvocationProtocol,
+)
 from storlets.sbus import SBus
 from storlets.sbus.client import SBusClient
 from storlets.sbus.client.exceptions import (
@@ -137,6 +141,7 @@ from swift.common import constraints
 from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.gateway.scope import account_scope
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
 from mlstorlets.server.node import SANDBOX_LIMITS
 
@@ -870,6 +875,19 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                      (mode & 0o500) >> 3)
         return updated
 
+    def _rescope(self, sreq):
+        """Take the scope of the request's whole account (the handler gave
+        upstream's 13-character one)."""
+        account = sreq.options.get('scope')
+        if not account:
+            raise StorletRuntimeException('the request names no account')
+        scope = account_scope(account)
+        if scope != self.scope:
+            self.scope = scope
+            self.paths = RunTimePaths(scope, self.conf)
+            self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir,
+                                           scope, self.conf)
+
     def invocation_flow(self, sreq):
         """Run a storlet within ``storlet_timeout``; see the module.
 
@@ -881,6 +899,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             whose sandbox was killed to stop another.
         """
         deadline = time.monotonic() + self.storlet_timeout
+        self._rescope(sreq)
         sandbox = self.sandbox(self.scope, self.conf, self.logger)
         sandbox.deadline = deadline
         kills = _kills[self.scope]
