@@ -110,6 +110,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import stat
 import struct
@@ -250,6 +251,16 @@ def _interpreters():
     files = {os.path.realpath(n) for n in names if not os.path.islink(n)}
     return [n for n in names
             if not os.path.islink(n) or os.path.realpath(n) not in files]
+
+
+def _differ(a, b):
+    """True when files ``a`` and ``b`` differ in size or modification time
+    (or one is missing)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except FileNotFoundError:
+        return True
+    return (sa.st_size, sa.st_mtime_ns) != (sb.st_size, sb.st_mtime_ns)
 
 
 def sandbox_uid(pipes_dir, scope, conf):
@@ -865,9 +876,22 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         Upstream writes the storlet and its dependencies owner-only, for a
         container running as the server's uid.  They stay the server's, so
         the sandbox can read (and run) them but not change them.
+
+        Upstream refreshes the sandbox's copy from the node's cache only
+        when the two differ in size or the cache is the older (its test is
+        the wrong way round), so a new version of a storlet of the same
+        size was never run; here any difference in size or time refreshes
+        it.
         """
-        updated = super().bring_from_cache(obj_name, sreq, is_storlet)
         directory = self.paths.get_host_storlet_dir(sreq.storlet_main)
+        cached = os.path.join(self.paths.host_storlet_cache_dir
+                              if is_storlet else
+                              self.paths.host_dependency_cache_dir, obj_name)
+        updated = super().bring_from_cache(obj_name, sreq, is_storlet)
+        target = os.path.join(directory, obj_name)
+        if not updated and _differ(cached, target):
+            shutil.copy2(cached, target)
+            updated = True
         for path in (directory, os.path.join(directory, obj_name)):
             mode = os.stat(path, follow_symlinks=False).st_mode
             os.chown(path, -1, self.sandbox_gid, follow_symlinks=False)
