@@ -24,6 +24,8 @@ COPY_FILTER = 'storlet_copy'
 FAILURE_FILTER = 'storlet_failure'
 # Answers the storlet middleware's HEAD of the storlet object from memcache.
 CACHE_FILTER = 'storlet_cache'
+# Fails an invocation whose extra resource cannot be read.
+RESOURCES_FILTER = 'storlet_extra_resources'
 AUTH_FILTERS = ('tempauth', 'keystoneauth')
 GiB = 1024 ** 3
 # Limits every sandbox gets unless configured otherwise (0 lifts one).
@@ -50,6 +52,8 @@ OUR_FILTERS = {
     COPY_FILTER: 'mlstorlets.server.middleware.storlet_copy:filter_factory',
     FAILURE_FILTER: 'mlstorlets.server.middleware.storlet_failure:filter_factory',
     CACHE_FILTER: 'mlstorlets.server.middleware.storlet_cache:filter_factory',
+    RESOURCES_FILTER:
+        'mlstorlets.server.middleware.extra_resources:filter_factory',
 }
 # Seconds a storlet object's metadata is kept in memcache (0: not at all).
 STORLET_CACHE_TIME = '10'
@@ -67,7 +71,7 @@ def insert_into_pipeline(pipeline, role):
     >>> insert_into_pipeline('catch_errors tempauth copy proxy-server',
     ...                      'proxy')  # doctest: +NORMALIZE_WHITESPACE
     'catch_errors tempauth storlet_user_name storlet_copy storlet_handler
-     storlet_cache copy proxy-server'
+     storlet_extra_resources storlet_cache copy proxy-server'
     """
     names = [n for n in pipeline.split()
              if n != 'storlet_handler' and n not in OUR_FILTERS]
@@ -87,7 +91,7 @@ def insert_into_pipeline(pipeline, role):
     at = auth[-1] + 1
     if at > names.index('copy'):
         raise ValueError('authentication must come before copy')
-    added = [COPY_FILTER, 'storlet_handler', CACHE_FILTER]
+    added = [COPY_FILTER, 'storlet_handler', RESOURCES_FILTER, CACHE_FILTER]
     if names[auth[-1]] == 'tempauth':
         added.insert(0, USER_NAME_FILTER)
     return ' '.join(names[:at] + added + names[at:])
@@ -198,6 +202,10 @@ def configure_node(server_conf, role, conf_dir, host_root,
                 section.update(
                     storlet_container=STORLET_CONTAINERS['storlet_container'],
                     cache_time=str(storlet_cache_time))
+            if name == RESOURCES_FILTER:
+                section.update(
+                    (k, v) for k, v in STORLET_CONTAINERS.items()
+                    if k != 'storlet_logcontainer')
             _set_section(parser, 'filter:' + name, section)
     _write(parser, server_conf)
 
