@@ -56,3 +56,4 @@ def test_a_copy_with_a_missing_resource_writes_nothing(conn, source):
         'X-Run-Storlet': PROBE, 'X-Copy-From': '%s/source.txt' % source,
         'X-Storlet-Extra-Resources': '/%s/missing.txt' % source})
     assert conn.get_object(source, 'out.txt')[1] == b'hello and more'
+

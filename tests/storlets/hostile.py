@@ -32,6 +32,9 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 ``plant-module``, ``find-module``
     Leave ``mark`` in this module's state (what a worker keeps across
     requests); say whether it is there.
+``tar``
+    Output a tar (for an extraction) whose members are named ``ok.txt``,
+    ``../../escaped.txt`` and ``a/../b.txt``.
 ``headers``
     Set output metadata of kind ``kind`` meant to become response headers
     that are not its own: ``value-crlf`` (a ``Set-Cookie`` after a CR/LF
@@ -40,8 +43,10 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     value).
 """
 
+import io
 import mmap
 import os
+import tarfile
 
 # What the ``headers`` action sets, by kind.
 HEADERS = {
@@ -72,6 +77,20 @@ class HostileStorlet(object):
             metadata['Storlet-Output-Length'] = str(len(body))
             out_files[0].set_metadata(metadata)
             out_files[0].write(body)
+            in_files[0].close()
+            out_files[0].close()
+            return
+        if action == 'tar':
+            out = io.BytesIO()
+            with tarfile.open(fileobj=out, mode='w') as tar:
+                for name in ('ok.txt', '../../escaped.txt', 'a/../b.txt'):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(body)
+                    tar.addfile(info, io.BytesIO(body))
+            data = out.getvalue()
+            out_files[0].set_metadata({'Storlet-Output-Length':
+                                       str(len(data))})
+            out_files[0].write(data)
             in_files[0].close()
             out_files[0].close()
             return

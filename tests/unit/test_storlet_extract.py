@@ -94,3 +94,33 @@ def test_only_tar_is_extracted(swift):
                         _request(**{protocol.EXTRACT_HEADER: 'zip'}))
     assert status == 400
     assert not swift.stored
+
+
+@pytest.mark.parametrize('name', ['../../x.jpg', 'a/../b.jpg', './a/./b.jpg',
+                                  'a\r\nb.jpg', 'a\x7fb.jpg'])
+def test_a_member_name_bulk_would_store_literally_is_refused(swift, name):
+    body = _tar([('000000.jpg', b'one', {}), (name, b'evil', {})])
+    swift.register('GET', SRC, '200 OK', {
+        'X-Object-Meta-Storlet-Output-Length': str(len(body))}, body)
+    swift.register('PUT', DEST + '/000000.jpg', '201 Created')
+    status, headers, answer = call(storlet_copy.filter_factory({})(swift),
+                                   _request())
+    summary = json.loads(answer)
+    assert summary['Number Files Created'] == 1
+    assert [status for _, status in summary['Errors']] == ['400 Bad Request']
+    assert list(swift.stored) == [DEST + '/000000.jpg']
+
+
+def test_an_extraction_stops_past_its_member_bound(swift):
+    body = _tar([('%06d.jpg' % i, b'x', {}) for i in range(5)])
+    swift.register('GET', SRC, '200 OK', {
+        'X-Object-Meta-Storlet-Output-Length': str(len(body))}, body)
+    for i in range(5):
+        swift.register('PUT', DEST + '/%06d.jpg' % i, '201 Created')
+    app = storlet_copy.filter_factory({}, max_extract_members='3')(swift)
+    status, headers, answer = call(app, _request())
+    summary = json.loads(answer)
+    assert summary['Response Status'] == '413 Request Entity Too Large'
+    assert summary['Response Body'] == ('more than 3 members in one '
+                                        'extraction: the first 3 were written')
+    assert sorted(swift.stored) == [DEST + '/%06d.jpg' % i for i in range(3)]

@@ -25,7 +25,12 @@ it under the destination, one object per member, with Swift's own bulk
 extraction (``Bulk.handle_extract_iter``, pax ``user.meta.*`` headers as
 object metadata): one request makes many objects without their bytes
 crossing the client.  The answer is bulk's JSON summary.  A member cut
-short is not stored; the members before it are.
+short is not stored; the members before it are.  A storlet's tar is its
+own, so what it may make is bounded: a member whose name has a ``.`` or
+``..`` segment or a control character is refused (``400`` beside its name
+in the summary's ``Errors``), and past ``max_extract_members`` members
+(default 2000) the extraction stops with ``413`` and says how many were
+written.
 
 A storlet that produced no output is answered in the protocol of
 :mod:`mlstorlets.sandbox.protocol`: ``422`` (refused), ``502`` (failed) or
@@ -44,6 +49,7 @@ from swift.common.middleware.bulk import Bulk
 from swift.common.request_helpers import check_path_header
 from swift.common.swob import (
     HTTPBadRequest,
+    HTTPRequestEntityTooLarge,
     Request,
     Response,
     wsgi_quote,
@@ -64,6 +70,42 @@ LENGTH_KEY = META + protocol.LENGTH_KEY
 INTERNAL = (ERROR_KEY.lower(), LENGTH_KEY.lower())
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ('x-run-storlet', 'x-auth-token', 'x-storlet-')
+# Objects one extraction may write (a rotoscope range is at most 2000
+# frames).
+DEFAULT_MAX_EXTRACT_MEMBERS = 2000
+
+
+class MemberGuard(object):
+    """The app that bulk extraction writes members through: it refuses a
+    member name bulk would store literally (``.`` and ``..`` segments,
+    control characters) and stops the extraction past ``max_members``."""
+
+    def __init__(self, app, max_members):
+        self.app = app
+        self.max_members = max_members
+        self.members = 0
+
+    def __call__(self, env, start_response):
+        req = Request(env)
+        try:
+            _v, _a, _c, obj = req.split_path(4, 4, True)
+        except ValueError:
+            obj = None
+        if req.method != 'PUT' or not obj:
+            return self.app(env, start_response)
+        name = wsgi_to_str(obj)
+        if any(part in ('.', '..') for part in name.split('/')) or any(
+                ord(c) < 32 or ord(c) == 127 for c in name):
+            return HTTPBadRequest(body=b'member name refused\n',
+                                  request=req)(env, start_response)
+        self.members += 1
+        if self.members > self.max_members:
+            # Ends the whole extraction (bulk reports it as its status).
+            raise HTTPRequestEntityTooLarge(
+                body=('more than %d members in one extraction: the first %d '
+                      'were written' % (self.max_members, self.max_members)
+                      ).encode('utf8'))
+        return self.app(env, start_response)
 
 
 class LengthCheckedInput(object):
@@ -100,8 +142,9 @@ class StorletCopyMiddleware(object):
     def __init__(self, app, conf):
         self.app = app
         self.logger = get_logger(conf, log_route='storlet_copy')
-        # Only its extraction is used: the limits of the bulk filter apply.
-        self.bulker = Bulk(app, conf)
+        self.conf = conf
+        self.max_extract_members = int(conf.get(
+            'max_extract_members', DEFAULT_MAX_EXTRACT_MEMBERS))
 
     def __call__(self, env, start_response):
         req = Request(env)
@@ -264,9 +307,14 @@ class StorletCopyMiddleware(object):
         extract = _output_put(req, dest, headers, resp, length, source,
                               'MLSX')
 
+        # Only its extraction is used, through a guard of this request's
+        # own: the limits of the bulk filter apply too.
+        bulker = Bulk(MemberGuard(self.app, self.max_extract_members),
+                      self.conf)
+
         def extracting():
             try:
-                yield from self.bulker.handle_extract_iter(
+                yield from bulker.handle_extract_iter(
                     extract, '', out_content_type='application/json')
             finally:
                 # Bulk may stop before the end of the tar (too many
