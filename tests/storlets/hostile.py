@@ -27,6 +27,12 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     were made.
 ``hog``
     Allocate ``gb`` GB and touch it (fails with MemoryError).
+``leave``
+    Start two processes that detach (a double fork and ``setsid``), one
+    sleeping and one spinning, and return while they run; reports their
+    pids.
+``alive``
+    Which of ``pids`` (comma-separated) still run.
 ``plant-tmp``, ``find-tmp``
     Leave a file named after ``mark`` in ``/tmp``; say whether it is there.
 ``plant-module``, ``find-module``
@@ -47,6 +53,7 @@ import io
 import mmap
 import os
 import tarfile
+import time
 
 # What the ``headers`` action sets, by kind.
 HEADERS = {
@@ -116,6 +123,31 @@ class HostileStorlet(object):
             os.getuid(), os.getgid(),
             ','.join(sorted(os.listdir('/etc'))),
             ','.join(sorted(os.listdir('/mnt/channels'))))
+
+    @staticmethod
+    def leave(params):
+        read, write = os.pipe()
+        for spin in (False, True):
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    os.write(write, b'%d,' % os.getpid())
+                    while spin:
+                        pass
+                    time.sleep(600)
+                os._exit(0)
+        os.close(write)
+        pids = b''
+        while pids.count(b',') < 2:
+            pids += os.read(read, 100)
+        os.close(read)
+        return pids.decode().strip(',')
+
+    @staticmethod
+    def alive(params):
+        found = [pid for pid in params['pids'].split(',')
+                 if os.path.exists('/proc/%s' % pid)]
+        return ','.join(found) or 'none'
 
     @staticmethod
     def plant_tmp(params):

@@ -49,7 +49,7 @@ from storlets.agent.common.utils import get_logger
 from storlets.sbus import SBus
 
 from mlstorlets.sandbox.protocol import LENGTH_KEY
-from mlstorlets.server.agent import channel
+from mlstorlets.server.agent import channel, descendants
 
 # How long the first worker may take to import the storlet before the
 # daemon gives up (the factory waits for the daemon's socket meanwhile).
@@ -184,6 +184,12 @@ class PersistentStorletDaemon(SBusServer):
         if worker in self.workers:
             self.workers.remove(worker)
         worker.kill()
+        # What the worker started came back to this daemon as it died.
+        killed = descendants.kill_descendants(
+            keep={w.proc.pid for w in self.workers})
+        if killed:
+            self.logger.info('Killed %d processes left by a worker of %s'
+                             % (killed, self.storlet_name))
         if worker.task is not None:
             worker.task.fail()
             worker.task = None
@@ -452,6 +458,7 @@ def main(argv=None):
     parser.add_argument('container_id')
     parser.add_argument('storlet_dir')
     opts = parser.parse_args(argv)
+    descendants.become_subreaper()
     run_server('storlets-daemon', opts.log_level, opts.container_id,
                lambda logger: PersistentStorletDaemon(
                    opts.storlet_name, opts.sbus_path, logger, opts.workers,

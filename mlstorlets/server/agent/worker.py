@@ -33,7 +33,7 @@ from storlets.agent.daemon.files import (
     StorletRangeInputFile,
 )
 
-from mlstorlets.server.agent import channel
+from mlstorlets.server.agent import channel, descendants
 
 ENGINE_PACKAGE = 'mlstorlets'
 
@@ -158,8 +158,10 @@ class Worker(object):
             # SystemExit too: the storlet asked to stop, it did not finish.
             self.logger.info('Storlet %s failed: %s' % (
                 self.storlet_name, traceback.format_exc(limit=5)))
+            self._end_descendants()
             self._answer_failed('%s: %s' % (type(err).__name__, err), outs)
         else:
+            self._end_descendants()
             missing = [o for o in outs if not o.metadata_set]
             if missing:
                 self._answer_failed('the storlet set no output metadata',
@@ -175,6 +177,12 @@ class Worker(object):
             for f in in_files:
                 if not f.closed:
                     f.close()
+
+    def _end_descendants(self):
+        killed = descendants.kill_descendants()
+        if killed:
+            self.logger.info('Storlet %s left %d processes behind: killed'
+                             % (self.storlet_name, killed))
 
     def _answer_failed(self, reason, outs):
         for out in outs:
@@ -194,6 +202,7 @@ def main(argv=None):
     logging.raiseExceptions = False
     logger = get_logger('storlets-worker', opts.log_level, opts.container_id)
     sock = socket.socket(fileno=opts.sock_fd)
+    descendants.become_subreaper()
     forget_engine()
     # Where upstream's daemon finds the storlet and its dependencies.
     sys.path.insert(0, opts.storlet_dir)

@@ -1,0 +1,74 @@
+"""Nothing a request starts outlives it.
+
+A storlet may fork, and a child may detach (``setsid``, a double fork) and
+go on sleeping or spinning after the request was answered, holding memory
+and CPU of the account's sandbox.  A worker is made a *child subreaper*
+(``PR_SET_CHILD_SUBREAPER``), so every process its storlet starts, however
+it detaches, stays its descendant; after each request the worker kills
+them all and reaps them, before it answers.  The storlet daemon is a
+subreaper too: a worker killed mid-request (the host's cancel) leaves its
+descendants to the daemon, which kills every child that is not one of its
+workers.
+"""
+
+import ctypes
+import os
+import signal
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    """Make orphaned descendants of this process its children, not
+    init's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
+
+
+def children(pid):
+    """The pids whose parent is ``pid``, from ``/proc``."""
+    found = []
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % name, 'rb') as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name, in parentheses, may hold spaces and ')'.
+        fields = stat[stat.rindex(b')') + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(name))
+    return found
+
+
+def kill_descendants(keep=()):
+    """SIGKILL every descendant of this process and reap it; the count.
+
+    A descendant's own children come back to this subreaper as their
+    parent dies, and are killed in the next round, until none is left.
+
+    Parameters
+    ----------
+    keep : collection of int
+        Children to leave alone, with their own descendants.
+    """
+    me = os.getpid()
+    killed = 0
+    while True:
+        found = [pid for pid in children(me) if pid not in keep]
+        if not found:
+            return killed
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in found:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        killed += len(found)
