@@ -20,6 +20,8 @@ status      ``kind``    meaning
 422         refused     the storlet refused the object or a parameter
 502         failed      the storlet raised, died or broke the protocol
 504         timed-out   the storlet ran past the engine's storlet timeout
+507         out-of-     the account's sandbox went over its memory budget
+            memory      (the kernel killed a process of it)
 ==========  ==========  ====================================================
 
 ``X-Mlstorlets-Error`` carries the kind and ``X-Mlstorlets-Reason`` the
@@ -44,7 +46,8 @@ MAX_REASON = 1024
 ERROR_HEADER = 'X-Mlstorlets-Error'
 REASON_HEADER = 'X-Mlstorlets-Reason'
 REFUSED, FAILED, TIMED_OUT = 'refused', 'failed', 'timed-out'
-STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504}
+OUT_OF_MEMORY = 'out-of-memory'
+STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504, OUT_OF_MEMORY: 507}
 
 # -- output metadata -------------------------------------------------------
 # What a storlet's output metadata may hold before it becomes response

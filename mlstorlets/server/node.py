@@ -32,11 +32,20 @@ GiB = 1024 ** 3
 # Upstream's names where upstream has the option; see
 # mlstorlets.server.gateway.bubblewrap for how each is enforced there.
 SANDBOX_LIMITS = {
-    # Address space of each sandbox process (a daemon with numpy, OpenCV
-    # and scikit-learn loaded maps about 0.7 GB).
+    # Memory of the whole sandbox, its tmpfs included, where cgroups are
+    # usable; and address space of each of its processes (a daemon with
+    # numpy, OpenCV and scikit-learn loaded maps about 0.7 GB).
     'container_mem_limit': str(4 * GiB),
     # Processes and threads of one sandbox (an idle daemon has about 10).
     'container_pids_limit': '256',
+    # One core per sandbox (quota / period), in its cgroup.
+    'container_cpu_period': '100000',
+    'container_cpu_quota': '100000',
+    # A cgroup per sandbox when the host has usable cgroups (v2, or v1 with
+    # the memory, pids, cpu, cpuacct and cpuset hierarchies); 'off' leaves
+    # the rlimits alone.  Their parent, below each hierarchy's root:
+    'sandbox_cgroups': 'auto',
+    'cgroup_parent': 'mlstorlets',
     # CPU-seconds of one sandbox process over its life: a backstop behind
     # storlet_timeout, which bounds each request.
     'sandbox_cpu_time_limit': '3600',
@@ -44,9 +53,6 @@ SANDBOX_LIMITS = {
     'sandbox_file_size_limit': str(GiB),
     'sandbox_tmp_size': str(GiB),
 }
-# What the container engines enforce with cgroups instead (one CPU).
-CONTAINER_CPU_LIMITS = {'container_cpu_period': '100000',
-                        'container_cpu_quota': '100000'}
 OUR_FILTERS = {
     USER_NAME_FILTER: 'mlstorlets.server.middleware.user_name:filter_factory',
     COPY_FILTER: 'mlstorlets.server.middleware.storlet_copy:filter_factory',
@@ -118,7 +124,6 @@ def gateway_options(host_root, gateway='bubblewrap', **extra):
     else:
         options.update((k, v) for k, v in SANDBOX_LIMITS.items()
                        if k.startswith('container_'))
-        options.update(CONTAINER_CPU_LIMITS)
     options.update({k: str(v) for k, v in extra.items() if v is not None})
     return options
 

@@ -33,6 +33,14 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     pids.
 ``alive``
     Which of ``pids`` (comma-separated) still run.
+``hog-procs``
+    Fork ``n`` processes that each allocate and touch ``gb`` GB, and wait
+    until all have (or died).
+``spin-procs``
+    Fork ``n`` processes that spin for ``seconds``, and wait for them.
+``cgroup``
+    This process's cgroup of the ``cpuacct`` (v1) or unified (v2)
+    hierarchy, from ``/proc/self/cgroup``.
 ``plant-tmp``, ``find-tmp``
     Leave a file named after ``mark`` in ``/tmp``; say whether it is there.
 ``plant-module``, ``find-module``
@@ -52,6 +60,7 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 import io
 import mmap
 import os
+import select
 import tarfile
 import time
 
@@ -148,6 +157,62 @@ class HostileStorlet(object):
         found = [pid for pid in params['pids'].split(',')
                  if os.path.exists('/proc/%s' % pid)]
         return ','.join(found) or 'none'
+
+    @staticmethod
+    def hog_procs(params):
+        size = int(float(params['gb']) * 2 ** 30)
+        read, write = os.pipe()
+        children = []
+        for _ in range(int(params['n'])):
+            pid = os.fork()
+            if pid == 0:
+                hog = bytearray(size)
+                for i in range(0, size, 4096):
+                    hog[i] = 1
+                os.write(write, b'+')
+                time.sleep(600)
+            children.append(pid)
+        os.close(write)
+        pending, ready, died = set(children), 0, 0
+        while pending and ready + died < len(children):
+            if select.select([read], [], [], 0.1)[0]:
+                ready += len(os.read(read, 64))
+            for pid in list(pending):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pending.discard(pid)
+                    died += 1
+        os.close(read)
+        for pid in children:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        return 'ready %d, died %d' % (ready, died)
+
+    @staticmethod
+    def spin_procs(params):
+        end = time.time() + float(params['seconds'])
+        children = []
+        for _ in range(int(params['n'])):
+            pid = os.fork()
+            if pid == 0:
+                while time.time() < end:
+                    pass
+                os._exit(0)
+            children.append(pid)
+        for pid in children:
+            os.waitpid(pid, 0)
+        return 'spun'
+
+    @staticmethod
+    def cgroup(params):
+        with open('/proc/self/cgroup') as f:
+            for line in f:
+                _, controllers, path = line.strip().split(':', 2)
+                if 'cpuacct' in controllers.split(',') or controllers == '':
+                    found = path
+        return found
 
     @staticmethod
     def plant_tmp(params):

@@ -26,7 +26,9 @@ def sandbox(tmp_path):
     conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
             'sandbox_hostname': 'object-server-7',
             'container_mem_limit': str(2 ** 31),
-            'container_cpuset_cpus': '0', 'sandbox_file_size_limit': '1000'}
+            'container_cpuset_cpus': '0', 'sandbox_file_size_limit': '1000',
+            # The host's real cgroups are the functional tests' (test_budgets).
+            'sandbox_cgroups': 'off'}
     sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
     sbox.paths.create_host_pipe_dir()
     return sbox

@@ -15,6 +15,7 @@ import time
 
 from mlstorlets.server.aio import processes
 from mlstorlets.server.aio.layout import SUN_PATH_MAX, Layout, default_state_dir
+from mlstorlets.server.gateway import cgroups
 from mlstorlets.server.gateway.bubblewrap import default_native_lib_dir
 
 STORLET_CONTAINERS = ('storlet', 'dependency', 'log')
@@ -192,6 +193,11 @@ class Cluster:
         self._bootstrap(layout)
         log('embedded cluster up at %s: %d object server(s), proxy %s' % (
             self.state_dir, layout.nodes, layout.auth_url))
+        version, why = cgroups.detect()
+        log('storlet sandboxes: %s' % (
+            'a cgroup %s each (budgets: see deploy/README.md)' % version
+            if version else 'NO cgroup (%s): memory, processes and CPU are '
+            'bounded per process by rlimits only' % why))
         return True
 
     @staticmethod
@@ -231,6 +237,12 @@ class Cluster:
         stopped = [name for name, _, _ in reversed(self.servers(layout))
                    if processes.stop(layout.run_dir, name)]
         log('stopped %s' % (', '.join(stopped) if stopped else 'nothing'))
+        # The sandboxes die with their servers; then their cgroups can go.
+        deadline = time.monotonic() + 10
+        while cgroups.remove_tree(layout.cgroup_parent) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        cgroups.remove_if_empty(layout.cgroup_parent.rsplit('/', 1)[0])
         if purge:
             shutil.rmtree(self.state_dir)
             log('removed %s' % self.state_dir)

@@ -1,6 +1,7 @@
 """Where an embedded cluster keeps its files and which ports it uses."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import secrets
@@ -124,6 +125,13 @@ class Layout:
         """
         return self.path('p', 'x' if server == 'proxy'
                          else server.rsplit('-', 1)[-1])
+
+    @property
+    def cgroup_parent(self):
+        """The cgroup (below each hierarchy's root) of the cluster's
+        sandboxes."""
+        return 'mlstorlets/aio-%s' % hashlib.sha256(
+            self.state_dir.encode()).hexdigest()[:12]
 
     @property
     def accounts(self):

@@ -193,7 +193,9 @@ def write_all(layout, native_lib_dir, **gateway_extra):
     gateway = dict(native_lib_dir=native_lib_dir,
                    sandbox_log_socket=layout.log_socket,
                    # The sandbox limits are node-config's defaults
-                   # (mlstorlets.server.node.SANDBOX_LIMITS).
+                   # (mlstorlets.server.node.SANDBOX_LIMITS); the cgroups
+                   # are the cluster's own, removed with it.
+                   cgroup_parent=layout.cgroup_parent,
                    memcache_servers=_memcache(layout))
     gateway.update(gateway_extra)
     configure_node(layout.conf('proxy-server'), 'proxy', layout.swift_dir,

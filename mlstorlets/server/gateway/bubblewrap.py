@@ -142,6 +142,7 @@ from swift.common import constraints
 from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.gateway import cgroups
 from mlstorlets.server.gateway.scope import account_scope
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
 from mlstorlets.server.node import SANDBOX_LIMITS
@@ -253,6 +254,33 @@ def _interpreters():
             if not os.path.islink(n) or os.path.realpath(n) not in files]
 
 
+# Whether this worker said, once, why sandboxes get no cgroup.
+_cgroups_said = []
+
+
+def sandbox_cgroup(conf, pipes_dir, scope, logger):
+    """The cgroup of a scope's sandbox on this server, or None (and a
+    warning, once per worker) where cgroups are off or unusable."""
+    wanted = conf.get('sandbox_cgroups', 'auto')
+    if wanted not in ('auto', 'off'):
+        raise ValueError('sandbox_cgroups must be auto or off, not %r'
+                         % wanted)
+    root = conf.get('cgroup_root', cgroups.ROOT)
+    version, why = cgroups.detect(root) if wanted == 'auto' \
+        else (None, 'sandbox_cgroups = off')
+    if version is None:
+        if not _cgroups_said:
+            _cgroups_said.append(why)
+            logger.warning('storlet sandboxes get no cgroup (%s): their '
+                           'memory, processes and CPU are bounded per '
+                           'process by rlimits only' % why)
+        return None
+    name = '%s-%s' % (hashlib.sha256(pipes_dir.encode()).hexdigest()[:8],
+                      scope)
+    return cgroups.SandboxCgroup(conf.get('cgroup_parent', 'mlstorlets'),
+                                 name, version, root)
+
+
 def _differ(a, b):
     """True when files ``a`` and ``b`` differ in size or modification time
     (or one is missing)."""
@@ -308,12 +336,15 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         if self.agent not in AGENTS:
             raise ValueError('storlet_agent must be one of %s, not %r'
                              % (AGENTS, self.agent))
-        for option in ('container_cpu_quota', 'container_cpu_period'):
-            if conf.get(option):
-                logger.warning('%s is set but not enforced: the bubblewrap '
-                               'sandbox uses no cgroups (CPU time is bounded '
-                               'by sandbox_cpu_time_limit and '
-                               'storlet_timeout)', option)
+        self.cgroup = sandbox_cgroup(conf, self.paths.host_pipe_root_dir,
+                                     scope, logger)
+        self.budget = cgroups.Budget(
+            memory=self.container_mem_limit
+            if isinstance(self.container_mem_limit, int) else 0,
+            pids=self.container_pids_limit or 0,
+            cpu_quota=self.container_cpu_quota or 0,
+            cpu_period=self.container_cpu_period or 100000,
+            cpus=self.container_cpuset_cpus or None)
 
     @property
     def _record(self):
@@ -457,7 +488,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             limits.append((resource.RLIMIT_CPU, self.cpu_time_limit,
                            self.cpu_time_limit + CPU_GRACE))
 
+        cgroup = self.cgroup
+
         def apply():
+            if cgroup is not None:
+                # Before exec: bwrap and all it starts are born in it.
+                cgroup.attach()
             for which, soft, hard in limits:
                 resource.setrlimit(which, (soft, hard))
             if cpuset:
@@ -475,6 +511,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         if proc:
             proc.kill()
             proc.wait()
+            self._end_cgroup()
             return
         try:
             with open(self._record) as f:
@@ -488,6 +525,13 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self._end_cgroup()
+
+    def _end_cgroup(self):
+        if self.cgroup is not None and not self.cgroup.remove():
+            self.logger.warning('the cgroup %s of the sandbox of scope %s '
+                                'could not be removed'
+                                % (self.cgroup.name, self.scope))
 
     def _prepare_host_dirs(self):
         os.makedirs(self.paths.host_storlet_base_dir, exist_ok=True)
@@ -509,6 +553,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 % SETPRIV)
         self._prepare_host_dirs()
         self._stop_previous()
+        if self.cgroup is not None:
+            try:
+                self.cgroup.create(self.budget)
+            except OSError as err:
+                raise StorletRuntimeException(
+                    'Cannot make the cgroup of the sandbox: %s' % err)
         container_name = self._get_container_name(container_image_name)
         files = self._data()
         data_fds = {}
@@ -927,6 +977,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         sandbox = self.sandbox(self.scope, self.conf, self.logger)
         sandbox.deadline = deadline
         kills = _kills[self.scope]
+        ooms = sandbox.cgroup.oom_kills() if sandbox.cgroup else 0
         try:
             lock = _scope_locks[self.scope]
             if not lock.acquire(timeout=self.storlet_timeout):
@@ -952,6 +1003,12 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 lambda cancelled: sandbox.recover(sreq.storlet_main,
                                                   cancelled))
             sresp = sprotocol.communicate()
+            if sandbox.cgroup and sandbox.cgroup.oom_kills() > ooms:
+                # A process of the storlet's was killed for memory: what
+                # it answered may miss that process's part.
+                sresp.data.cancel()
+                os.close(sresp.data.data_fd)
+                raise StorletRuntimeException('over the memory budget')
         except UnsafeMetadata as err:
             raise self._answer(sreq, protocol.FAILED,
                                'storlet %s broke the protocol: %s'
@@ -961,6 +1018,11 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                                'no output within the storlet timeout of '
                                '%g s' % self.storlet_timeout)
         except StorletRuntimeException:
+            if sandbox.cgroup and sandbox.cgroup.oom_kills() > ooms:
+                raise self._answer(
+                    sreq, protocol.OUT_OF_MEMORY,
+                    'the sandbox of the account went over its memory budget '
+                    'of %d bytes' % sandbox.budget.memory)
             if _kills[self.scope] == kills:
                 raise
             raise self._answer(sreq, protocol.FAILED,
