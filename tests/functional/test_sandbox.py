@@ -15,6 +15,7 @@ import pytest
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.server.aio import processes
+from mlstorlets.server.gateway.scope import account_scope
 
 HOSTILE = 'hostile.py'
 PROBE = 'probe.py'
@@ -36,9 +37,9 @@ def attack(conn, container, action, headers=None, **params):
 
 
 def scope(conn):
-    # The engine's scope: the account without its reseller prefix, cut to
-    # 13 characters (upstream's rule).
-    return conn.url.rsplit('/', 1)[1].split('_', 1)[1][:13]
+    # The engine's scope: of the whole account name (not upstream's first
+    # 13 characters).
+    return account_scope(conn.url.rsplit('/', 1)[1])
 
 
 def restart_proxy(cluster):

@@ -17,6 +17,7 @@ from swiftclient.exceptions import ClientException
 from mlstorlets.client.deploy import deploy
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.aio import Cluster
+from mlstorlets.server.gateway.scope import account_scope
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STORLET_TIMEOUT = 8
@@ -99,9 +100,10 @@ def test_concurrent_first_requests_start_one_sandbox(short):
         log = f.readlines()
     # The gateway's account of it, and the sandboxes' own: each sandbox
     # started needs its daemon started (only the proxy ran 'other').
+    scope = account_scope('AUTH_other')
     assert len([line for line in log if line.startswith('<134>proxy-server:')
-                and 'starting the sandbox of scope other' in line]) == 1
-    assert len([line for line in log if '#other_' in line and
+                and 'starting the sandbox of scope %s' % scope in line]) == 1
+    assert len([line for line in log if scope in line and
                 'daemon-factory' in line and
                 'Command:SBUS_CMD_START_DAEMON' in line]) == 1
 
