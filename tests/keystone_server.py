@@ -146,6 +146,17 @@ class Keystone:
             ks.endpoints.create(service, url, interface=interface,
                                 region=REGION)
 
+    def grant_reseller_admin(self, user='admin', project='admin'):
+        """Give ``user`` Swift's reseller admin role (``ResellerAdmin``) on
+        ``project``: enabling storlets on an account needs it."""
+        ks = self.admin()
+        try:
+            role = ks.roles.find(name='ResellerAdmin')
+        except Exception:
+            role = ks.roles.create('ResellerAdmin')
+        ks.roles.grant(role, user=ks.users.find(name=user),
+                       project=ks.projects.find(name=project).id)
+
     def add_user(self, name, role, project='admin'):
         """A new user with ``role`` on ``project``; returns its ``OS_*``."""
         ks = self.admin()

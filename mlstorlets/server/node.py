@@ -26,6 +26,8 @@ FAILURE_FILTER = 'storlet_failure'
 CACHE_FILTER = 'storlet_cache'
 # Fails an invocation whose extra resource cannot be read.
 RESOURCES_FILTER = 'storlet_extra_resources'
+# Lets only a reseller admin enable storlets on an account.
+ENABLE_FILTER = 'storlet_enable'
 AUTH_FILTERS = ('tempauth', 'keystoneauth')
 GiB = 1024 ** 3
 # Limits every sandbox gets unless configured otherwise (0 lifts one).
@@ -60,6 +62,7 @@ OUR_FILTERS = {
     CACHE_FILTER: 'mlstorlets.server.middleware.storlet_cache:filter_factory',
     RESOURCES_FILTER:
         'mlstorlets.server.middleware.extra_resources:filter_factory',
+    ENABLE_FILTER: 'mlstorlets.server.middleware.storlet_enable:filter_factory',
 }
 # Seconds a storlet object's metadata is kept in memcache (0: not at all).
 STORLET_CACHE_TIME = '10'
@@ -76,8 +79,8 @@ def insert_into_pipeline(pipeline, role):
 
     >>> insert_into_pipeline('catch_errors tempauth copy proxy-server',
     ...                      'proxy')  # doctest: +NORMALIZE_WHITESPACE
-    'catch_errors tempauth storlet_user_name storlet_copy storlet_handler
-     storlet_extra_resources storlet_cache copy proxy-server'
+    'catch_errors tempauth storlet_user_name storlet_enable storlet_copy
+     storlet_handler storlet_extra_resources storlet_cache copy proxy-server'
     """
     names = [n for n in pipeline.split()
              if n != 'storlet_handler' and n not in OUR_FILTERS]
@@ -97,7 +100,8 @@ def insert_into_pipeline(pipeline, role):
     at = auth[-1] + 1
     if at > names.index('copy'):
         raise ValueError('authentication must come before copy')
-    added = [COPY_FILTER, 'storlet_handler', RESOURCES_FILTER, CACHE_FILTER]
+    added = [ENABLE_FILTER, COPY_FILTER, 'storlet_handler', RESOURCES_FILTER,
+             CACHE_FILTER]
     if names[auth[-1]] == 'tempauth':
         added.insert(0, USER_NAME_FILTER)
     return ' '.join(names[:at] + added + names[at:])

@@ -53,6 +53,7 @@ def keystone():
 def ks_cluster(keystone):
     base_port = free_base_port()
     keystone.add_object_store(base_port)
+    keystone.grant_reseller_admin()
     cluster = Cluster(tempfile.mkdtemp(prefix='mls-'))
     env = dict(os.environ, **keystone.env())
     try:

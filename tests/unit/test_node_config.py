@@ -19,9 +19,9 @@ PROXY = ('catch_errors gatekeeper healthcheck proxy-logging cache '
 
 
 def test_proxy_pipeline_puts_storlets_after_auth_and_before_copy():
-    assert insert_into_pipeline(PROXY, 'proxy').split()[5:12] == [
-        'tempauth', 'storlet_user_name', 'storlet_copy', 'storlet_handler',
-        'storlet_extra_resources', 'storlet_cache', 'copy']
+    assert insert_into_pipeline(PROXY, 'proxy').split()[5:13] == [
+        'tempauth', 'storlet_user_name', 'storlet_enable', 'storlet_copy',
+        'storlet_handler', 'storlet_extra_resources', 'storlet_cache', 'copy']
 
 
 def test_keystone_needs_no_user_name_filter():
@@ -29,7 +29,7 @@ def test_keystone_needs_no_user_name_filter():
         'catch_errors authtoken keystoneauth copy proxy-server',
         'proxy').split()
     assert names == ['catch_errors', 'authtoken', 'keystoneauth',
-                     'storlet_copy', 'storlet_handler',
+                     'storlet_enable', 'storlet_copy', 'storlet_handler',
                      'storlet_extra_resources', 'storlet_cache', 'copy',
                      'proxy-server']
 

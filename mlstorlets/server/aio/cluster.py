@@ -209,18 +209,30 @@ class Cluster:
             time.sleep(0.02)
 
     def _bootstrap(self, layout):
-        """Enable storlets on the accounts and create their containers."""
+        """Enable storlets on the accounts and create their containers.
+
+        Enabling is the reseller admin's (the main account's user under
+        tempauth; under Keystone, an operator with the ``ResellerAdmin``
+        role): mlstorlets.server.middleware.storlet_enable refuses anyone
+        else.
+        """
+        from swiftclient.client import Connection
         from swiftclient.exceptions import ClientException
+        _url, token = self.connection('main', layout).get_auth()
         for account in layout.accounts:
             conn = self.connection(account, layout)
+            enabler = Connection(preauthurl=conn.get_auth()[0],
+                                 preauthtoken=token, retries=2)
             try:
-                conn.post_account({'X-Account-Meta-Storlet-Enabled': 'True'})
+                enabler.post_account(
+                    {'X-Account-Meta-Storlet-Enabled': 'True'})
             except ClientException as err:
                 if not layout.keystone:
                     raise
                 raise ClusterError(
-                    'cannot reach the proxy through Keystone (%s); the '
-                    'Keystone at %s must list http://127.0.0.1:%d/v1/'
+                    'cannot enable storlets through Keystone (%s): the '
+                    'operator needs the ResellerAdmin role on its project, '
+                    'and the Keystone at %s must list http://127.0.0.1:%d/v1/'
                     'AUTH_%%(project_id)s as its object-store endpoint'
                     % (err, layout.keystone.get('OS_AUTH_URL'),
                        layout.proxy_port)) from None
