@@ -12,8 +12,9 @@ DATA ?= $(abspath ../shared/data/faces)
 AIO_ARGS ?=
 NATIVE := $(VENV)/lib/storlets/libsbus.so
 # iproute2: ip and tc, for the benchmarks' shaped link (benchmarks/link.py);
-# chromium: the tests look at `mlstorlets report` pages in a real browser
-DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2 chromium
+# chromium: the tests look at `mlstorlets report` pages in a real browser;
+# libseccomp2: the sandbox's seccomp filter
+DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2 chromium libseccomp2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system venv native demo lint test bench evaluate clean

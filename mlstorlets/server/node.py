@@ -48,6 +48,8 @@ SANDBOX_LIMITS = {
     # the rlimits alone.  Their parent, below each hierarchy's root:
     'sandbox_cgroups': 'auto',
     'cgroup_parent': 'mlstorlets',
+    # System calls no storlet needs refused (mlstorlets.server.gateway.seccomp).
+    'sandbox_seccomp': 'on',
     # CPU-seconds of one sandbox process over its life: a backstop behind
     # storlet_timeout, which bounds each request.
     'sandbox_cpu_time_limit': '3600',

@@ -41,6 +41,11 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 ``cgroup``
     This process's cgroup of the ``cpuacct`` (v1) or unified (v2)
     hierarchy, from ``/proc/self/cgroup``.
+``syscalls``
+    Try system calls a sandbox escape starts with (a new user namespace,
+    ``ptrace``, ``io_uring``, ``bpf``, ``perf_event_open``, the keyring,
+    ``mount``); reports ``name=ok`` or the errno's name for each (x86_64
+    numbers).
 ``plant-tmp``, ``find-tmp``
     Leave a file named after ``mark`` in ``/tmp``; say whether it is there.
 ``plant-module``, ``find-module``
@@ -213,6 +218,30 @@ class HostileStorlet(object):
                 if 'cpuacct' in controllers.split(',') or controllers == '':
                     found = path
         return found
+
+    @staticmethod
+    def syscalls(params):
+        import ctypes
+        import errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        tried = {
+            'unshare-user': lambda: libc.unshare(0x10000000),
+            'ptrace': lambda: libc.ptrace(0, 0, None, None),
+            'io_uring_setup': lambda: libc.syscall(425, 1, None),
+            'bpf': lambda: libc.syscall(321, 0, None, 0),
+            'perf_event_open': lambda: libc.syscall(298, None, 0, -1, -1, 0),
+            'keyctl': lambda: libc.syscall(250, 0, -1, 0),
+            'mount': lambda: libc.syscall(165, b'none', b'/tmp', b'tmpfs', 0,
+                                          None),
+        }
+        found = []
+        for name, call in tried.items():
+            ctypes.set_errno(0)
+            code = call()
+            err = ctypes.get_errno()
+            found.append('%s=%s' % (name, 'ok' if code >= 0 else
+                                    errno.errorcode.get(err, str(err))))
+        return ' '.join(found)
 
     @staticmethod
     def plant_tmp(params):

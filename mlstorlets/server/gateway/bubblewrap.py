@@ -142,7 +142,7 @@ from swift.common import constraints
 from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.gateway import cgroups
+from mlstorlets.server.gateway import cgroups, seccomp
 from mlstorlets.server.gateway.scope import account_scope
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
 from mlstorlets.server.node import SANDBOX_LIMITS
@@ -164,6 +164,8 @@ ETC_ENTRIES = ('ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives',
 # Where the engine's own package (the sandbox agent) is mounted read-only.
 SANDBOX_ENGINE_DIR = '/opt/mlstorlets-engine'
 AGENTS = ('persistent', 'upstream')
+# The key of the seccomp program among the data handed to bwrap.
+SECCOMP = '--seccomp'
 
 # The sandbox processes this worker started, by scope.  Kept so that a
 # restart reaps the old process instead of leaving a zombie behind.
@@ -338,6 +340,10 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                              % (AGENTS, self.agent))
         self.cgroup = sandbox_cgroup(conf, self.paths.host_pipe_root_dir,
                                      scope, logger)
+        self.seccomp = conf.get('sandbox_seccomp', 'on')
+        if self.seccomp not in ('on', 'off'):
+            raise ValueError('sandbox_seccomp must be on or off, not %r'
+                             % self.seccomp)
         self.budget = cgroups.Budget(
             memory=self.container_mem_limit
             if isinstance(self.container_mem_limit, int) else 0,
@@ -430,10 +436,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         args += ['--remount-ro', '/']
         return args
 
-    def _command(self, container_name, data_fds):
+    def _command(self, container_name, data_fds, seccomp_fd=None):
         return [
             self.bwrap,
             '--die-with-parent', '--new-session',
+        ] + (['--seccomp', str(seccomp_fd)] if seccomp_fd is not None
+             else []) + [
             '--unshare-net', '--unshare-pid', '--unshare-ipc',
             '--unshare-uts', '--hostname', self.hostname,
             # Only what setpriv needs to drop to the sandbox uid; the uid
@@ -560,20 +568,26 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 raise StorletRuntimeException(
                     'Cannot make the cgroup of the sandbox: %s' % err)
         container_name = self._get_container_name(container_image_name)
-        files = self._data()
-        data_fds = {}
+        files = {path: text.encode() for path, (_, text)
+                 in self._data().items()}
+        if self.seccomp == 'on':
+            files[SECCOMP] = seccomp.program()
+        data_fds, seccomp_fd = {}, None
         try:
-            for path, (_, text) in files.items():
+            for path, data in files.items():
                 read, write = os.pipe()
                 data_fds[path] = read
-                # A few hundred bytes each: within a pipe's buffer.
+                # At most a few KB each: within a pipe's buffer.
                 with open(write, 'wb') as f:
-                    f.write(text.encode())
+                    f.write(data)
+            seccomp_fd = data_fds.pop(SECCOMP, None)
             proc = subprocess.Popen(
-                self._command(container_name, data_fds),
+                self._command(container_name, data_fds, seccomp_fd),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env={}, close_fds=True,
-                pass_fds=sorted(data_fds.values()),
+                pass_fds=sorted(list(data_fds.values()) +
+                                ([seccomp_fd] if seccomp_fd is not None
+                                 else [])),
                 preexec_fn=self._limits())
         except OSError as err:
             raise StorletRuntimeException(
@@ -581,6 +595,8 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         finally:
             for fd in data_fds.values():
                 os.close(fd)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         _running[self.scope] = proc
         tmp = '%s.%d.tmp' % (self._record, os.getpid())
         with open(tmp, 'w') as f:
