@@ -53,9 +53,11 @@ SANDBOX_LIMITS = {
     # CPU-seconds of one sandbox process over its life: a backstop behind
     # storlet_timeout, which bounds each request.
     'sandbox_cpu_time_limit': '3600',
-    # Any file a storlet writes, and the whole of its private /tmp.
+    # Any file a storlet writes, and the whole of its private /tmp, in bytes
+    # and in files.
     'sandbox_file_size_limit': str(GiB),
     'sandbox_tmp_size': str(GiB),
+    'sandbox_tmp_inodes': '65536',
 }
 OUR_FILTERS = {
     USER_NAME_FILTER: 'mlstorlets.server.middleware.user_name:filter_factory',

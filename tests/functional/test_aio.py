@@ -1,5 +1,6 @@
 """The embedded cluster's life cycle and the deploy command."""
 
+import glob
 import io
 import os
 import pathlib
@@ -15,8 +16,11 @@ from support import free_base_port
 
 from mlstorlets.client.deploy import artifacts, deploy
 from mlstorlets.server.aio import Cluster, ClusterError
+from mlstorlets.server.gateway import cgroups, mounts
 
 CLI = [sys.executable, '-m', 'mlstorlets.client.cli']
+TEST_STORLETS = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'storlets')
 
 
 def cli(*args, env=None):
@@ -96,6 +100,16 @@ def test_down_stops_only_what_it_started(short_tmp):
     tmp_path = short_tmp
     cluster = Cluster(str(tmp_path))
     cluster.up(base_port=free_base_port(), log=lambda m: None)
+    # A sandbox started: its file systems and cgroup exist until down.
+    conn = cluster.connection()
+    conn.put_container('c')
+    conn.put_object('c', 'o', b'x')
+    deploy(conn, TEST_STORLETS, library=False, log=lambda m: None)
+    conn.get_object('c', 'o', headers={'X-Run-Storlet': 'probe.py',
+                                       'X-Storlet-Run-On-Proxy': ''})
+    parent = cluster.layout.cgroup_parent
+    assert mounts.mounts_under(str(tmp_path))
+    assert glob.glob(os.path.join(cgroups.ROOT, '*', parent, '*'))
     pids = cluster.status()
     bystander = subprocess.Popen([sys.executable, '-c',
                                   'import time; time.sleep(60)'])
@@ -107,6 +121,8 @@ def test_down_stops_only_what_it_started(short_tmp):
                 open('/proc/%d/stat' % pid).read().split()[2] == 'Z'
         assert bystander.poll() is None
         assert not tmp_path.exists()
+        assert mounts.mounts_under(str(tmp_path)) == []
+        assert glob.glob(os.path.join(cgroups.ROOT, '*', parent)) == []
     finally:
         bystander.kill()
 

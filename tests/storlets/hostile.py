@@ -46,6 +46,12 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     ``ptrace``, ``io_uring``, ``bpf``, ``perf_event_open``, the keyring,
     ``mount``); reports ``name=ok`` or the errno's name for each (x86_64
     numbers).
+``fill``
+    Write up to ``mb`` MB into the file ``path``; reports how many bytes
+    went in and why it stopped.
+``files``
+    Create up to ``n`` empty files in the directory ``path``; reports how
+    many were made and why it stopped.
 ``plant-tmp``, ``find-tmp``
     Leave a file named after ``mark`` in ``/tmp``; say whether it is there.
 ``plant-module``, ``find-module``
@@ -80,6 +86,11 @@ HEADERS = {
     'many': {'Hostile-%d' % i: 'x' for i in range(200)},
     'long': {'Hostile-Result': 'x' * 1000},
 }
+
+
+def errno_name(err):
+    import errno
+    return errno.errorcode.get(err.errno, str(err.errno))
 
 # Module state, which a worker keeps from one request to the next.
 MARKS = set()
@@ -242,6 +253,39 @@ class HostileStorlet(object):
             found.append('%s=%s' % (name, 'ok' if code >= 0 else
                                     errno.errorcode.get(err, str(err))))
         return ' '.join(found)
+
+    @staticmethod
+    def fill(params):
+        written, chunk = 0, b'x' * 65536
+        try:
+            with open(params['path'], 'wb') as f:
+                while written < float(params['mb']) * 2 ** 20:
+                    written += f.write(chunk)
+                    f.flush()
+            why = 'done'
+        except OSError as err:
+            why = errno_name(err)
+        finally:
+            try:
+                os.unlink(params['path'])
+            except OSError:
+                pass
+        return '%d bytes, %s' % (written, why)
+
+    @staticmethod
+    def files(params):
+        made, why = 0, 'done'
+        directory = params['path']
+        try:
+            for made in range(int(params['n'])):
+                open(os.path.join(directory, 'f%d' % made), 'w').close()
+            made += 1
+        except OSError as err:
+            why = errno_name(err)
+        for name in os.listdir(directory):
+            if name.startswith('f') and name[1:].isdigit():
+                os.unlink(os.path.join(directory, name))
+        return '%d files, %s' % (made, why)
 
     @staticmethod
     def plant_tmp(params):

@@ -52,8 +52,9 @@ def test_isolation_flags(sandbox):
     assert argv[argv.index('--remount-ro') + 1] == '/'
     assert argv.index('--remount-ro') > argv.index('/mnt/channels')
     assert argv[argv.index('--proc') + 1] == '/proc'
-    assert '/tmp' in [argv[i + 1] for i, a in enumerate(argv)
-                      if a == '--tmpfs']
+    # /tmp: the host's bounded tmpfs of this sandbox's (gateway.mounts).
+    assert argv[argv.index('/tmp') - 2:argv.index('/tmp')] == [
+        '--bind', sandbox.host_tmp_dir]
 
 
 def test_only_what_storlets_need_is_visible(sandbox):
@@ -63,9 +64,10 @@ def test_only_what_storlets_need_is_visible(sandbox):
     writable = [argv[i + 1] for i, a in enumerate(argv) if a == '--bind']
     assert '/' not in sources and '/root' not in sources
     assert '/var' not in sources and '/srv' not in sources
-    # Only the pipes (and the log socket, when there is one) are writable.
-    assert writable[0] == sandbox.paths.host_pipe_dir
-    assert set(writable[1:]) <= {'/dev/log'}
+    # Only the sandbox's own /tmp and pipes (and the log socket, when there
+    # is one) are writable: the first two are bounded tmpfs.
+    assert writable[:2] == [sandbox.host_tmp_dir, sandbox.paths.host_pipe_dir]
+    assert set(writable[2:]) <= {'/dev/log'}
     # The storlet code is mounted read-only.
     storlets = argv.index(sandbox.paths.sandbox_storlet_base_dir)
     assert argv[storlets - 2] == '--ro-bind'
@@ -79,7 +81,7 @@ def test_an_environment_under_tmp_stays_visible(tmp_path):
     sbox.paths.create_host_pipe_dir()
     argv = command(sbox)
     private_tmp = [i for i, a in enumerate(argv)
-                   if a == '--tmpfs' and argv[i + 1] == '/tmp']
+                   if a == '--bind' and argv[i + 2] == '/tmp']
     assert len(private_tmp) == 1
     # Mounted after the private /tmp, so not hidden by it.
     assert argv.index(venv) > private_tmp[0]
@@ -147,9 +149,9 @@ def test_limits_are_on_by_default(tmp_path):
         int(SANDBOX_LIMITS['container_pids_limit'])
     assert sbox.cpu_time_limit == \
         int(SANDBOX_LIMITS['sandbox_cpu_time_limit'])
-    argv = command(sbox)
-    assert argv[argv.index('/tmp') - 2:argv.index('/tmp')] == [
-        SANDBOX_LIMITS['sandbox_tmp_size'], '--tmpfs']
+    assert (sbox.tmp_size, sbox.tmp_inodes) == (
+        int(SANDBOX_LIMITS['sandbox_tmp_size']),
+        int(SANDBOX_LIMITS['sandbox_tmp_inodes']))
 
 
 def test_channel_directory_belongs_to_the_sandbox_user(sandbox):

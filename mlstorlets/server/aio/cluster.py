@@ -15,7 +15,7 @@ import time
 
 from mlstorlets.server.aio import processes
 from mlstorlets.server.aio.layout import SUN_PATH_MAX, Layout, default_state_dir
-from mlstorlets.server.gateway import cgroups
+from mlstorlets.server.gateway import cgroups, mounts
 from mlstorlets.server.gateway.bubblewrap import default_native_lib_dir
 
 STORLET_CONTAINERS = ('storlet', 'dependency', 'log')
@@ -249,7 +249,9 @@ class Cluster:
         stopped = [name for name, _, _ in reversed(self.servers(layout))
                    if processes.stop(layout.run_dir, name)]
         log('stopped %s' % (', '.join(stopped) if stopped else 'nothing'))
-        # The sandboxes die with their servers; then their cgroups can go.
+        # The sandboxes die with their servers; then their file systems and
+        # cgroups can go.
+        mounts.unmount_under(self.state_dir)
         deadline = time.monotonic() + 10
         while cgroups.remove_tree(layout.cgroup_parent) and \
                 time.monotonic() < deadline:

@@ -142,7 +142,7 @@ from swift.common import constraints
 from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.gateway import cgroups, seccomp
+from mlstorlets.server.gateway import cgroups, mounts, seccomp
 from mlstorlets.server.gateway.scope import account_scope
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
 from mlstorlets.server.node import SANDBOX_LIMITS
@@ -332,6 +332,8 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         self.cpu_time_limit = self._load_int_opt(
             conf, 'sandbox_cpu_time_limit')
         self.tmp_size = self._load_int_opt(conf, 'sandbox_tmp_size')
+        self.tmp_inodes = self._load_int_opt(conf, 'sandbox_tmp_inodes')
+        self.host_tmp_dir = os.path.join(self.state_dir, 'tmp', scope)
         self.bwrap = conf.get('bwrap_path', '/usr/bin/bwrap')
         self.storlet_workers = int(conf.get('storlet_workers', 0))
         self.agent = conf.get('storlet_agent', 'persistent')
@@ -393,10 +395,9 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         args += _host_entries('/etc', ETC_ENTRIES)
         # Private /proc, /dev and /tmp first: what is bound below must stay
         # visible even when it lives under the host's /tmp (a checkout there).
-        args += ['--proc', '/proc', '--dev', '/dev', '--perms', '1777']
-        if self.tmp_size:
-            args += ['--size', str(self.tmp_size)]
-        args += ['--tmpfs', '/tmp']
+        # /tmp is a tmpfs of the host's, bounded in bytes and files.
+        args += ['--proc', '/proc', '--dev', '/dev',
+                 '--bind', self.host_tmp_dir, '/tmp']
         # Semaphores for joblib and multiprocessing; docker's default size.
         args += ['--perms', '1777', '--size', str(SHM_SIZE),
                  '--tmpfs', '/dev/shm']
@@ -551,6 +552,15 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         os.chown(pipe_dir, self.uid, self.uid, follow_symlinks=False)
         os.chmod(pipe_dir, 0o700, follow_symlinks=False)
 
+    def _mount_writable_dirs(self):
+        """Fresh bounded tmpfs for the channel directory and ``/tmp``
+        (:mod:`mlstorlets.server.gateway.mounts`)."""
+        mounts.mount_tmpfs(self.paths.host_pipe_dir, mounts.CHANNEL_SIZE,
+                           mounts.CHANNEL_INODES, 0o700, uid=self.uid,
+                           noexec=True)
+        mounts.mount_tmpfs(self.host_tmp_dir, self.tmp_size or (1 << 30),
+                           self.tmp_inodes or 65536, 0o1777)
+
     def _restart(self, container_image_name):
         if not os.path.exists(os.path.join(self.native_lib_dir, 'libsbus.so')):
             raise StorletRuntimeException(
@@ -561,6 +571,11 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 % SETPRIV)
         self._prepare_host_dirs()
         self._stop_previous()
+        try:
+            self._mount_writable_dirs()
+        except OSError as err:
+            raise StorletRuntimeException(
+                'Cannot mount the sandbox\'s file systems: %s' % err)
         if self.cgroup is not None:
             try:
                 self.cgroup.create(self.budget)
