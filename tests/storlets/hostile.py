@@ -52,6 +52,10 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 ``files``
     Create up to ``n`` empty files in the directory ``path``; reports how
     many were made and why it stopped.
+``flood``
+    ``n`` processes send ``lines`` syslog lines each to ``/dev/log`` as fast
+    as they can, written as another service's (``proxy-server: ... DELETE
+    ...`` with the marker ``mark``); reports how many were sent.
 ``plant-tmp``, ``find-tmp``
     Leave a file named after ``mark`` in ``/tmp``; say whether it is there.
 ``plant-module``, ``find-module``
@@ -286,6 +290,27 @@ class HostileStorlet(object):
             if name.startswith('f') and name[1:].isdigit():
                 os.unlink(os.path.join(directory, name))
         return '%d files, %s' % (made, why)
+
+    @staticmethod
+    def flood(params):
+        import socket
+        line = ('<134>proxy-server: 127.0.0.1 "DELETE /v1/AUTH_victim/c/o" '
+                '204 %s\n' % params['mark']).encode()
+        children = []
+        for _ in range(int(params['n'])):
+            pid = os.fork()
+            if pid == 0:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                for _ in range(int(params['lines'])):
+                    try:
+                        sock.sendto(line, '/dev/log')
+                    except OSError:
+                        pass
+                os._exit(0)
+            children.append(pid)
+        for pid in children:
+            os.waitpid(pid, 0)
+        return 'sent %d' % (int(params['n']) * int(params['lines']))
 
     @staticmethod
     def plant_tmp(params):

@@ -191,7 +191,6 @@ def write_all(layout, native_lib_dir, **gateway_extra):
            for n in range(layout.nodes)])
 
     gateway = dict(native_lib_dir=native_lib_dir,
-                   sandbox_log_socket=layout.log_socket,
                    # The sandbox limits are node-config's defaults
                    # (mlstorlets.server.node.SANDBOX_LIMITS); the cgroups
                    # are the cluster's own, removed with it.

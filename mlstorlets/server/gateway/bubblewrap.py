@@ -45,8 +45,11 @@ top of the upstream ones (``host_root``, ``storlet_timeout``, ...):
     Interpreter that storlet daemons run (the factory calls
     ``/usr/bin/python3``).  Default: this environment's ``python3``, so the
     sandbox has exactly the client's numpy, OpenCV and scikit-learn.
-``sandbox_log_socket``
-    Datagram socket bound at ``/dev/log`` inside; default ``/dev/log``.
+``sandbox_log_rate``, ``sandbox_log_burst``
+    Lines a second, after a burst, that a sandbox's ``/dev/log`` (a log
+    channel of its own, :mod:`mlstorlets.server.gateway.log_channel`)
+    passes to the server's log, each tagged ``sandbox <scope>:``; defaults
+    20 and 200.  What is over is counted and dropped.
 ``sandbox_hostname``
     Host name seen inside the sandbox (a storlet can tell where it ran).
 ``sandbox_state_dir``
@@ -142,7 +145,7 @@ from swift.common import constraints
 from swift.common.swob import status_map, str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.gateway import cgroups, mounts, seccomp
+from mlstorlets.server.gateway import cgroups, log_channel, mounts, seccomp
 from mlstorlets.server.gateway.scope import account_scope
 from mlstorlets.server.middleware.storlet_failure import protocol_headers
 from mlstorlets.server.node import SANDBOX_LIMITS
@@ -171,6 +174,8 @@ SECCOMP = '--seccomp'
 # restart reaps the old process instead of leaving a zombie behind.
 _running = {}
 _upstream_send = SBus.__dict__['send'].__func__
+# Each scope's log channel in this worker, read while its sandbox runs.
+_log_channels = {}
 # One lock per scope (account) in this worker: a sandbox's start and the
 # storlet cache it reads are changed by one request at a time.
 _scope_locks = collections.defaultdict(Semaphore)
@@ -321,7 +326,10 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                                        default_native_lib_dir())
         self.sandbox_python = conf.get(
             'sandbox_python', os.path.join(sys.prefix, 'bin', 'python3'))
-        self.log_socket = conf.get('sandbox_log_socket', '/dev/log')
+        self.log_rate = float(conf.get('sandbox_log_rate',
+                                       log_channel.DEFAULT_RATE))
+        self.log_burst = int(conf.get('sandbox_log_burst',
+                                      log_channel.DEFAULT_BURST))
         self.hostname = conf.get('sandbox_hostname', 'storlets-sandbox')
         self.state_dir = conf.get(
             'sandbox_state_dir',
@@ -334,6 +342,8 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         self.tmp_size = self._load_int_opt(conf, 'sandbox_tmp_size')
         self.tmp_inodes = self._load_int_opt(conf, 'sandbox_tmp_inodes')
         self.host_tmp_dir = os.path.join(self.state_dir, 'tmp', scope)
+        self.log_channel_path = os.path.join(self.state_dir,
+                                             'log-%s.sock' % scope)
         self.bwrap = conf.get('bwrap_path', '/usr/bin/bwrap')
         self.storlet_workers = int(conf.get('storlet_workers', 0))
         self.agent = conf.get('storlet_agent', 'persistent')
@@ -432,8 +442,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         args += parents(self.paths.sandbox_storlet_base_dir) + [
             '--ro-bind', self.paths.host_storlet_base_dir,
             self.paths.sandbox_storlet_base_dir]
-        if os.path.exists(self.log_socket):
-            args += ['--bind', self.log_socket, '/dev/log']
+        args += ['--bind', self.log_channel_path, '/dev/log']
         args += ['--remount-ro', '/']
         return args
 
@@ -557,7 +566,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         (:mod:`mlstorlets.server.gateway.mounts`)."""
         mounts.mount_tmpfs(self.paths.host_pipe_dir, mounts.CHANNEL_SIZE,
                            mounts.CHANNEL_INODES, 0o700, uid=self.uid,
-                           noexec=True)
+                           noexec=True, fresh=False)
         mounts.mount_tmpfs(self.host_tmp_dir, self.tmp_size or (1 << 30),
                            self.tmp_inodes or 65536, 0o1777)
 
@@ -576,6 +585,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         except OSError as err:
             raise StorletRuntimeException(
                 'Cannot mount the sandbox\'s file systems: %s' % err)
+        previous = _log_channels.pop(self.scope, None)
+        if previous:
+            previous.close()
+        _log_channels[self.scope] = log_channel.LogChannel(
+            self.log_channel_path, self.scope, self.logger.info,
+            self.log_rate, self.log_burst).open()
         if self.cgroup is not None:
             try:
                 self.cgroup.create(self.budget)

@@ -6,14 +6,16 @@ writable bind of the host's disk would let it fill that disk, and a tmpfs
 made by bwrap bounds bytes but not files (400,000 empty files cost the host
 400 MB of kernel memory and count as one block).  Each is a tmpfs the
 gateway mounts on the host, bounded in bytes and in inodes, and binds into
-the sandbox; it is mounted anew for each sandbox start and unmounted when
-the sandbox is stopped or its cluster goes down.
+the sandbox: ``/tmp`` anew for each sandbox start, the channel directory
+once (the host keeps what it put there across restarts, as it did with a
+plain directory); both are unmounted when their cluster goes down.
 """
 
 import ctypes
 import os
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 # The channel directory holds a socket per storlet and the daemon factory's.
 CHANNEL_SIZE = 1 << 20
@@ -22,11 +24,17 @@ CHANNEL_INODES = 1024
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def mount_tmpfs(path, size, inodes, mode, uid=None, noexec=False):
-    """A fresh tmpfs at ``path`` of at most ``size`` bytes and ``inodes``
-    files; whatever was mounted there before is let go of first."""
+def mount_tmpfs(path, size, inodes, mode, uid=None, noexec=False,
+                fresh=True):
+    """A tmpfs at ``path`` of at most ``size`` bytes and ``inodes`` files.
+
+    With ``fresh``, whatever was mounted there before is let go of first;
+    without, a tmpfs already there is kept as it is.
+    """
     os.makedirs(path, exist_ok=True)
     if os.path.ismount(path):
+        if not fresh:
+            return
         unmount(path)
     options = 'size=%d,nr_inodes=%d,mode=%o' % (size, inodes, mode)
     if uid is not None:
@@ -37,6 +45,10 @@ def mount_tmpfs(path, size, inodes, mode, uid=None, noexec=False):
         err = ctypes.get_errno()
         raise OSError(err, 'mount tmpfs at %s: %s' % (path,
                                                        os.strerror(err)))
+    # Its own mount events reach no sandbox, and no sandbox's reach it.
+    if _libc.mount(None, os.fsencode(path), None, MS_PRIVATE, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, 'make %s private: %s' % (path, os.strerror(err)))
 
 
 def unmount(path):
