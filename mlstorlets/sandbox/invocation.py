@@ -50,8 +50,8 @@ def run(logger, in_files, out_files, params, compute):
     except ObjectError as err:
         logger.info('refused: %s' % err)
         # A refusal is metadata only: the proxy answers 422 and writes
-        # nothing.
-        metadata, body = {ERROR_KEY: str(err)[:MAX_REASON]}, b''
+        # nothing.  One line: a header value holds no line break.
+        metadata, body = {ERROR_KEY: ' '.join(str(err).split())[:MAX_REASON]}, b''
     finally:
         for f in in_files:
             f.close()

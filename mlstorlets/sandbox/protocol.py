@@ -96,10 +96,13 @@ def output_metadata_problem(metadata, name_length=MAX_META_NAME_LENGTH,
         key_bytes, value_bytes = len(key.encode()), len(value.encode())
         if key_bytes > name_length:
             return 'metadata key %s is over %d bytes' % (shown, name_length)
-        if value_bytes > value_length:
+        # A refusal's reason is never stored: it has a bound of its own.
+        limit = 4 * MAX_REASON if key == ERROR_KEY else value_length
+        if value_bytes > limit:
             return ('metadata value of %s is over %d bytes (%d)'
-                    % (shown, value_length, value_bytes))
-        size += key_bytes + value_bytes
+                    % (shown, limit, value_bytes))
+        if key != ERROR_KEY:
+            size += key_bytes + value_bytes
     if size > overall:
         return 'metadata over %d bytes in all (%d)' % (overall, size)
     return None

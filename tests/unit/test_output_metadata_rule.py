@@ -48,3 +48,11 @@ def test_the_clusters_own_constraints_apply():
     assert output_metadata_problem({'K': 'v' * 300}, value_length=512) is None
     assert 'over 10 bytes' in output_metadata_problem({'K': 'v' * 11},
                                                       value_length=10)
+
+
+def test_a_refusals_reason_has_a_bound_of_its_own():
+    assert output_metadata_problem({'Storlet-Error': 'r' * 1000}) is None
+    assert 'over 4096 bytes' in output_metadata_problem(
+        {'Storlet-Error': 'r' * 5000})
+    assert 'control character' in output_metadata_problem(
+        {'Storlet-Error': 'a\nb'})
