@@ -227,6 +227,13 @@ def quote_reason(reason):
     return quote(line, safe=' !"#$&\'()*+,-./:;<=>?@[\\]^_`{|}~')
 
 
+def failure_headers(kind, reason):
+    """The headers of an answer to a storlet that produced no output:
+    :data:`ERROR_HEADER` with ``kind`` and :data:`REASON_HEADER` with the
+    quoted ``reason``."""
+    return {ERROR_HEADER: kind, REASON_HEADER: quote_reason(reason)}
+
+
 def unquote_reason(value):
     """The reason :func:`quote_reason` quoted."""
     return unquote(value)

@@ -1,4 +1,5 @@
-"""The sandbox the bubblewrap gateway builds (argument level).
+"""The sandbox the bubblewrap gateway builds (argument level): the
+runtime of mlstorlets.server.gateway.sandbox.
 
 The functional tests show the isolation from inside a running sandbox;
 these pin down the command line that gives it.
@@ -11,13 +12,14 @@ import socket
 
 import pytest
 
-from mlstorlets.server.gateway import bubblewrap
-from mlstorlets.server.gateway.bubblewrap import (
+from mlstorlets.server.gateway import sandbox as bubblewrap
+from mlstorlets.server.gateway import sbus
+from mlstorlets.server.gateway.sandbox import (
     BubblewrapRunTimeSandbox,
     _parse_cpuset,
     sandbox_uid,
-    send_without_following_links,
 )
+from mlstorlets.server.gateway.sbus import send_without_following_links
 from mlstorlets.server.node import SANDBOX_LIMITS
 
 
@@ -64,10 +66,10 @@ def test_only_what_storlets_need_is_visible(sandbox):
     writable = [argv[i + 1] for i, a in enumerate(argv) if a == '--bind']
     assert '/' not in sources and '/root' not in sources
     assert '/var' not in sources and '/srv' not in sources
-    # Only the sandbox's own /tmp and pipes (and the log socket, when there
-    # is one) are writable: the first two are bounded tmpfs.
-    assert writable[:2] == [sandbox.host_tmp_dir, sandbox.paths.host_pipe_dir]
-    assert set(writable[2:]) <= {'/dev/log'}
+    # Only the sandbox's own /tmp and pipes (bounded tmpfs) and its own log
+    # channel are writable.
+    assert writable == [sandbox.host_tmp_dir, sandbox.paths.host_pipe_dir,
+                        sandbox.log_channel_path]
     # The storlet code is mounted read-only.
     storlets = argv.index(sandbox.paths.sandbox_storlet_base_dir)
     assert argv[storlets - 2] == '--ro-bind'
@@ -172,7 +174,7 @@ def sent(monkeypatch):
     def record(path, datagram):
         calls.append((path, os.readlink(path)))
         return 0
-    monkeypatch.setattr(bubblewrap, '_upstream_send', record)
+    monkeypatch.setattr(sbus, '_upstream_send', record)
     return calls
 
 
@@ -229,7 +231,7 @@ def test_cpuset_syntax():
 
 def test_the_persistent_agent_is_started_from_the_read_only_engine(sandbox):
     import mlstorlets
-    from mlstorlets.server.gateway.bubblewrap import SANDBOX_ENGINE_DIR
+    from mlstorlets.server.gateway.sandbox import SANDBOX_ENGINE_DIR
     argv = command(sandbox)
     engine = os.path.dirname(os.path.abspath(mlstorlets.__file__))
     at = argv.index(engine)

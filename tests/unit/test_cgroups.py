@@ -8,7 +8,7 @@ import os
 import pytest
 
 from mlstorlets.server.gateway import cgroups
-from mlstorlets.server.gateway.bubblewrap import sandbox_cgroup
+from mlstorlets.server.gateway.sandbox import sandbox_cgroup
 
 BUDGET = cgroups.Budget(memory=2 ** 30, pids=64, cpu_quota=50000,
                         cpu_period=100000, cpus='0')
@@ -115,8 +115,8 @@ def test_the_gateway_names_a_cgroup_per_server_and_scope(v2):
 
 
 def test_the_gateway_says_why_it_has_no_cgroups(tmp_path, caplog):
-    from mlstorlets.server.gateway import bubblewrap
-    bubblewrap._cgroups_said.clear()
+    from mlstorlets.server.gateway import sandbox
+    sandbox._cgroups_said.clear()
     with caplog.at_level(logging.WARNING):
         got = sandbox_cgroup({'cgroup_root': str(tmp_path)}, '/p', 's',
                              logging.getLogger('t'))

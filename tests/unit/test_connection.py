@@ -116,8 +116,9 @@ def test_a_keystone_cluster_authenticates_with_keystone_only(tmp_path):
     # derive it from REMOTE_USER is left out.
     storlets = insert_into_pipeline(' '.join(pipeline), 'proxy').split()
     assert 'storlet_user_name' not in storlets
-    assert storlets.index('storlet_handler') == \
-        storlets.index('keystoneauth') + 2
+    at = storlets.index('keystoneauth')
+    assert storlets[at + 1:at + 4] == ['storlet_enable', 'storlet_copy',
+                                       'storlet_handler']
 
 
 def test_a_tempauth_cluster_is_unchanged(tmp_path):

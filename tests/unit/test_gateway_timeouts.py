@@ -6,7 +6,7 @@ import time
 import pytest
 from storlets.sbus.client.exceptions import SBusClientIOError, SBusClientSendError
 
-from mlstorlets.server.gateway.bubblewrap import BoundedSBusClient
+from mlstorlets.server.gateway.sbus import BoundedSBusClient
 
 
 @pytest.fixture

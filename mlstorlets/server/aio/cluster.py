@@ -16,7 +16,7 @@ import time
 from mlstorlets.server.aio import processes
 from mlstorlets.server.aio.layout import SUN_PATH_MAX, Layout, default_state_dir
 from mlstorlets.server.gateway import cgroups, mounts
-from mlstorlets.server.gateway.bubblewrap import default_native_lib_dir
+from mlstorlets.server.gateway.sandbox import default_native_lib_dir
 
 STORLET_CONTAINERS = ('storlet', 'dependency', 'log')
 START_TIMEOUT = 60.0

@@ -21,7 +21,6 @@ from swift.common.swob import Request, status_map
 from swift.common.utils import close_if_possible, get_logger, split_path
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.middleware.storlet_failure import protocol_headers
 
 # The user agent of upstream's subrequests for extra resources.
 STORLET_AGENT = 'ST'
@@ -56,7 +55,7 @@ class ExtraResourcesMiddleware(object):
         # answer to the storlet; its own error handling passes this on.
         raise status_map[protocol.STATUS[kind]](
             body=reason + '\n', content_type='text/plain',
-            headers=protocol_headers(kind, reason))
+            headers=protocol.failure_headers(kind, reason))
 
     def _in_storlet_container(self, req):
         try:

@@ -60,7 +60,7 @@ from swift.common.utils import FileLikeIter, close_if_possible, get_logger
 from swift.common.wsgi import make_subrequest
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.middleware.storlet_failure import classify, protocol_headers
+from mlstorlets.server.middleware.storlet_failure import classify
 
 META = 'X-Object-Meta-'
 # Output metadata our storlets use to talk to this middleware (see
@@ -228,7 +228,7 @@ class StorletCopyMiddleware(object):
         if kind != protocol.REFUSED:
             self.logger.warning(text)
         return Response(status=protocol.STATUS[kind], request=req,
-                        headers=protocol_headers(kind, text),
+                        headers=protocol.failure_headers(kind, text),
                         content_type='text/plain',
                         body=(text + '\n').encode('utf8'))
 

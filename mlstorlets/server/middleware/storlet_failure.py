@@ -17,7 +17,6 @@ asks no other replica; ``storlet_copy``, in the proxy, turns it into the
 client's ``502`` or ``504``.  Every other response is left alone.
 """
 
-from urllib.parse import quote
 
 from swift.common.swob import Request, Response
 from swift.common.utils import close_if_possible
@@ -38,8 +37,6 @@ STORLET_FAILURES = {
     b'unavailable. Please try again at a later time.</p></html>':
         (protocol.FAILED, 'failed before producing output'),
 }
-# A header value is latin-1 on the wire: quote the rest (and '%').
-_REASON_SAFE = ''.join(chr(c) for c in range(32, 127) if chr(c) != '%')
 
 
 def classify(resp):
@@ -50,14 +47,6 @@ def classify(resp):
     if resp.status_int not in (500, 503):
         return None
     return STORLET_FAILURES.get(resp.body.strip())
-
-
-def protocol_headers(kind, reason):
-    """The protocol's headers for a storlet that produced no output."""
-    return {protocol.ERROR_HEADER: kind,
-            protocol.REASON_HEADER: quote(
-                ' '.join(reason.split())[:protocol.MAX_REASON],
-                safe=_REASON_SAFE)}
 
 
 class StorletFailureMiddleware(object):
@@ -82,7 +71,7 @@ class StorletFailureMiddleware(object):
             if not failure:
                 return resp(env, start_response)
             kind, what = failure
-            headers = protocol_headers(kind, 'the storlet ' + what)
+            headers = protocol.failure_headers(kind, 'the storlet ' + what)
         close_if_possible(resp.app_iter)
         return Response(status=200, request=req, body=b'', headers=headers,
                         content_type='text/plain')(env, start_response)

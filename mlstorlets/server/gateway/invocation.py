@@ -1,0 +1,127 @@
+"""One invocation of a storlet: the execute and cancel commands within
+bounds, the output metadata checked before it becomes headers, and an
+output that fails, instead of ending, when the storlet stalls."""
+
+import select
+
+import eventlet
+from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
+from storlets.gateway.common.stob import FileDescriptorIterator
+from storlets.gateway.gateways.container.runtime import (
+    StorletInvocationProtocol,
+)
+from storlets.sbus.client.exceptions import (
+    SBusClientException,
+)
+from swift.common import constraints
+from swift.common.swob import str_to_wsgi, wsgi_to_str
+
+from mlstorlets.sandbox import protocol
+from mlstorlets.server.gateway.sbus import BoundedSBusClient
+
+
+class UnsafeMetadata(StorletRuntimeException):
+    """A storlet's output metadata breaks a rule of the protocol's
+    (:func:`mlstorlets.sandbox.protocol.output_metadata_problem`)."""
+
+
+class StorletOutputIterator(FileDescriptorIterator):
+    """A storlet's output that fails, instead of ending, when the storlet
+    sends nothing for ``timeout`` seconds.
+
+    Upstream ends the iteration: a storlet stalled mid-output would give
+    a truncated object that looks whole.
+    """
+
+    def next(self, size=64 * 1024):
+        if not self.buf and not self.closed and \
+                not select.select([self.fd], [], [], self.timeout)[0]:
+            if self.cancel_func:
+                self.cancel_func()
+            self.close()
+            raise StorletTimeout()
+        return super().next(size)
+
+    __next__ = next
+
+
+class BoundedInvocationProtocol(StorletInvocationProtocol):
+    """The invocation protocol with a bounded execute and cancel.
+
+    ``recover(cancelled)`` runs after a cancel (``cancelled`` says whether
+    the daemon cancelled the task) and when the daemon takes no task in
+    time (``False``), in a green thread of its own: the client's answer
+    does not wait for it (the proxy gives an object server only 5 s past
+    the storlet timeout), the account's next activation does (it takes
+    the account's lock first).
+    """
+
+    def __init__(self, srequest, storlet_pipe_path, storlet_logger_path,
+                 timeout, logger, cancel_timeout, recover):
+        super().__init__(srequest, storlet_pipe_path, storlet_logger_path,
+                         timeout, logger)
+        self.cancel_timeout = cancel_timeout
+        self.recover = recover
+
+    def _send_execute_command(self):
+        client = BoundedSBusClient(self.storlet_pipe_path, self.timeout)
+        try:
+            resp = client.execute(self.srequest.params, self.remote_fds)
+        except SBusClientException as err:
+            # A daemon whose pool is full waits for a slot before it
+            # answers: with no answer within the storlet's time, its
+            # storlets are stuck.
+            self.logger.warning('storlet daemon %s took no task: %s'
+                                % (self.storlet_pipe_path, err))
+            eventlet.spawn_n(self.recover, False)
+            raise StorletTimeout()
+        if not resp.status:
+            raise StorletRuntimeException('Failed to send execute command')
+        if not resp.task_id:
+            raise StorletRuntimeException('Missing task id')
+        self.task_id = resp.task_id
+
+    def _cancel(self):
+        client = BoundedSBusClient(self.storlet_pipe_path,
+                                   self.cancel_timeout)
+        try:
+            cancelled = client.cancel(self.task_id).status
+        except SBusClientException:
+            cancelled = False
+        if not cancelled:
+            self.logger.warning('task %s of %s could not be cancelled'
+                                % (self.task_id, self.storlet_pipe_path))
+        eventlet.spawn_n(self.recover, cancelled)
+
+    @property
+    def remote_fds(self):
+        # Swift hands the engine metadata as WSGI strings (UTF-8 bytes read
+        # as Latin-1); a storlet reads and writes text, whatever the script.
+        fds = super().remote_fds
+        for fd in fds:
+            fd.storage_metadata = {wsgi_to_str(k): wsgi_to_str(v)
+                                   for k, v in fd.storage_metadata.items()}
+        return fds
+
+    def _read_metadata(self):
+        metadata = super()._read_metadata()
+        if not isinstance(metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str)
+                for k, v in metadata.items()):
+            raise UnsafeMetadata('its output metadata is not text to text')
+        # Before anything becomes a header: a CR/LF would write headers (or
+        # a whole response) of the storlet's into another user's answer.
+        problem = protocol.output_metadata_problem(
+            metadata, constraints.MAX_META_NAME_LENGTH,
+            constraints.MAX_META_VALUE_LENGTH, constraints.MAX_META_COUNT,
+            constraints.MAX_META_OVERALL_SIZE)
+        if problem:
+            raise UnsafeMetadata(problem)
+        return {str_to_wsgi(k): str_to_wsgi(v) for k, v in metadata.items()}
+
+    def communicate(self):
+        sresp = super().communicate()
+        data = sresp.data
+        data._data_iter = StorletOutputIterator(data.data_fd, self.timeout,
+                                                data.cancel)
+        return sresp

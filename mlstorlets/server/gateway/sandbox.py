@@ -1,0 +1,602 @@
+"""The sandbox of one scope (account) on one server, under bubblewrap.
+
+How it is built (:class:`BubblewrapRunTimeSandbox`: the bwrap command
+line, its mounts, limits, cgroup, seccomp program and log channel) and how
+its daemons are started and recovered within bounds
+(:class:`BoundedSandbox`).  The gateway options it reads are listed in
+:mod:`mlstorlets.server.gateway.bubblewrap`.
+"""
+
+import collections
+import hashlib
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import eventlet
+from eventlet.semaphore import Semaphore
+from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
+from storlets.gateway.gateways.container.runtime import (
+    RunTimeSandbox,
+)
+from storlets.sbus.client.exceptions import (
+    SBusClientException,
+)
+
+from mlstorlets.server.gateway import cgroups, log_channel, mounts, seccomp
+from mlstorlets.server.gateway.sbus import BoundedSBusClient
+from mlstorlets.server.node import SANDBOX_LIMITS
+
+SANDBOX_NATIVE_LIB_DIR = '/usr/local/lib/storlets'
+SANDBOX_USER = 'storlets'
+SHM_SIZE = 64 * 1024 ** 2
+SETPRIV = '/usr/bin/setpriv'
+UID_BASE = 2000000000
+UID_RANGE = 2 ** 24
+# Seconds between SIGXCPU (the soft CPU-time limit) and SIGKILL.
+CPU_GRACE = 10
+# The host's top-level directories the sandbox's root is built from.
+ROOT_ENTRIES = ('usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32')
+# What of the host's /etc the dynamic loader and Python read; nothing else
+# of it (no shadow, no Swift or host configuration) is visible inside.
+ETC_ENTRIES = ('ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives',
+               'localtime')
+# Where the engine's own package (the sandbox agent) is mounted read-only.
+SANDBOX_ENGINE_DIR = '/opt/mlstorlets-engine'
+AGENTS = ('persistent', 'upstream')
+# The key of the seccomp program among the data handed to bwrap.
+SECCOMP = '--seccomp'
+
+# The sandbox processes this worker started, by scope.  Kept so that a
+# restart reaps the old process instead of leaving a zombie behind.
+_running = {}
+# Each scope's log channel in this worker, read while its sandbox runs.
+_log_channels = {}
+DEFAULT_CANCEL_TIMEOUT = 2.0
+# One lock per scope (account) in this worker: a sandbox's start and the
+# storlet cache it reads are changed by one request at a time.
+scope_locks = collections.defaultdict(Semaphore)
+# How many times this worker killed each scope's sandbox to stop a storlet
+# past its timeout: the storlets it ran with it did not fail on their own.
+sandbox_kills = collections.Counter()
+
+
+
+def default_native_lib_dir():
+    return os.path.join(sys.prefix, 'lib', 'storlets')
+
+
+def _host_entries(parent, names):
+    """bwrap arguments re-exposing ``parent/name`` read-only, as on the host.
+
+    On a merged-/usr system ``/bin``, ``/lib``... are symlinks into ``/usr``
+    (and ``/etc/localtime`` one into ``/usr/share/zoneinfo``): links are
+    recreated as links, so that nothing else of the host leaks in.
+    """
+    entries = []
+    for name in names:
+        path = os.path.join(parent, name)
+        if os.path.islink(path):
+            entries += ['--symlink', os.readlink(path), path]
+        elif os.path.exists(path):
+            entries += ['--ro-bind', path, path]
+    return entries
+
+
+def _interpreters():
+    """The interpreter paths the daemon factory may call, present on the host.
+
+    The factory runs ``/usr/bin/python<Language-Version>``; each one that
+    exists is replaced inside the sandbox by a wrapper that starts the
+    configured interpreter.  A link to another of them (``python3`` to
+    ``python3.11``) is left a link: mounting on it would mount on its
+    target twice.
+    """
+    names = [os.path.join('/usr/bin', n) for n in sorted(os.listdir('/usr/bin'))
+             if re.fullmatch(r'python3(\.\d+)?', n)]
+    files = {os.path.realpath(n) for n in names if not os.path.islink(n)}
+    return [n for n in names
+            if not os.path.islink(n) or os.path.realpath(n) not in files]
+
+
+# Whether this worker said, once, why sandboxes get no cgroup.
+_cgroups_said = []
+
+
+def sandbox_cgroup(conf, pipes_dir, scope, logger):
+    """The cgroup of a scope's sandbox on this server, or None (and a
+    warning, once per worker) where cgroups are off or unusable."""
+    wanted = conf.get('sandbox_cgroups', 'auto')
+    if wanted not in ('auto', 'off'):
+        raise ValueError('sandbox_cgroups must be auto or off, not %r'
+                         % wanted)
+    root = conf.get('cgroup_root', cgroups.ROOT)
+    version, why = cgroups.detect(root) if wanted == 'auto' \
+        else (None, 'sandbox_cgroups = off')
+    if version is None:
+        if not _cgroups_said:
+            _cgroups_said.append(why)
+            logger.warning('storlet sandboxes get no cgroup (%s): their '
+                           'memory, processes and CPU are bounded per '
+                           'process by rlimits only' % why)
+        return None
+    name = '%s-%s' % (hashlib.sha256(pipes_dir.encode()).hexdigest()[:8],
+                      scope)
+    return cgroups.SandboxCgroup(conf.get('cgroup_parent', 'mlstorlets'),
+                                 name, version, root)
+
+
+def sandbox_uid(pipes_dir, scope, conf):
+    """The host uid (and gid) a scope's sandbox runs as on one server."""
+    digest = hashlib.sha256(('%s\0%s' % (pipes_dir, scope)).encode())
+    return (int(conf.get('sandbox_uid_base', UID_BASE)) +
+            int.from_bytes(digest.digest()[:8], 'big') %
+            int(conf.get('sandbox_uid_range', UID_RANGE)))
+
+
+def _start_time(pid):
+    """The start time of ``pid`` (clock ticks after boot), or None."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            # The command name, in parentheses, may hold spaces.
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class BubblewrapRunTimeSandbox(RunTimeSandbox):
+    """The per-scope sandbox, started as a bubblewrap child of this server."""
+
+    def __init__(self, scope, conf, logger):
+        conf = dict(SANDBOX_LIMITS, **conf)
+        super().__init__(scope, conf, logger)
+        self.native_lib_dir = conf.get('native_lib_dir',
+                                       default_native_lib_dir())
+        self.sandbox_python = conf.get(
+            'sandbox_python', os.path.join(sys.prefix, 'bin', 'python3'))
+        self.log_rate = float(conf.get('sandbox_log_rate',
+                                       log_channel.DEFAULT_RATE))
+        self.log_burst = int(conf.get('sandbox_log_burst',
+                                      log_channel.DEFAULT_BURST))
+        self.hostname = conf.get('sandbox_hostname', 'storlets-sandbox')
+        self.state_dir = conf.get(
+            'sandbox_state_dir',
+            os.path.join(self.paths.host_root_dir, 'sandboxes'))
+        self.uid = sandbox_uid(self.paths.host_pipe_root_dir, scope, conf)
+        self.file_size_limit = self._load_int_opt(
+            conf, 'sandbox_file_size_limit')
+        self.cpu_time_limit = self._load_int_opt(
+            conf, 'sandbox_cpu_time_limit')
+        self.tmp_size = self._load_int_opt(conf, 'sandbox_tmp_size')
+        self.tmp_inodes = self._load_int_opt(conf, 'sandbox_tmp_inodes')
+        self.host_tmp_dir = os.path.join(self.state_dir, 'tmp', scope)
+        self.log_channel_path = os.path.join(self.state_dir,
+                                             'log-%s.sock' % scope)
+        self.bwrap = conf.get('bwrap_path', '/usr/bin/bwrap')
+        self.storlet_workers = int(conf.get('storlet_workers', 0))
+        self.agent = conf.get('storlet_agent', 'persistent')
+        if self.agent not in AGENTS:
+            raise ValueError('storlet_agent must be one of %s, not %r'
+                             % (AGENTS, self.agent))
+        self.cgroup = sandbox_cgroup(conf, self.paths.host_pipe_root_dir,
+                                     scope, logger)
+        self.seccomp = conf.get('sandbox_seccomp', 'on')
+        if self.seccomp not in ('on', 'off'):
+            raise ValueError('sandbox_seccomp must be on or off, not %r'
+                             % self.seccomp)
+        self.budget = cgroups.Budget(
+            memory=self.container_mem_limit
+            if isinstance(self.container_mem_limit, int) else 0,
+            pids=self.container_pids_limit or 0,
+            cpu_quota=self.container_cpu_quota or 0,
+            cpu_period=self.container_cpu_period or 100000,
+            cpus=self.container_cpuset_cpus or None)
+
+    @property
+    def _record(self):
+        return os.path.join(self.state_dir, '%s.pid' % self.scope)
+
+    def _data(self):
+        """Files made inside from data, by destination: no host file."""
+        wrapper = '#!/bin/sh\nexec %s "$@"\n' % self.sandbox_python
+        files = {path: (0o755, wrapper) for path in _interpreters()}
+        files['/etc/passwd'] = (0o644, (
+            'root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n'
+            '%s:x:%d:%d:storlet sandbox:/tmp:/usr/sbin/nologin\n'
+            'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n'
+            % (SANDBOX_USER, self.uid, self.uid)))
+        files['/etc/group'] = (0o644, 'root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n'
+                               % (SANDBOX_USER, self.uid))
+        return files
+
+    def _mounts(self, data_fds):
+        """bwrap arguments that build the sandbox's file system.
+
+        ``data_fds`` maps each path of :meth:`_data` to the descriptor that
+        carries its content.
+        """
+        args = ['--tmpfs', '/'] + _host_entries('/', ROOT_ENTRIES)
+        # bwrap, run by root, makes the directories leading to a mount point
+        # 0700: each is made first, readable by the sandbox user.
+        made = {'/', '/usr', '/tmp', '/proc', '/dev', '/etc'}
+
+        def parents(dest):
+            out = []
+            path = os.path.dirname(dest)
+            while path not in made and not path.startswith('/usr/'):
+                out[:0] = ['--perms', '0755', '--dir', path]
+                made.add(path)
+                path = os.path.dirname(path)
+            return out
+
+        args += ['--perms', '0755', '--dir', '/etc']
+        args += _host_entries('/etc', ETC_ENTRIES)
+        # Private /proc, /dev and /tmp first: what is bound below must stay
+        # visible even when it lives under the host's /tmp (a checkout there).
+        # /tmp is a tmpfs of the host's, bounded in bytes and files.
+        args += ['--proc', '/proc', '--dev', '/dev',
+                 '--bind', self.host_tmp_dir, '/tmp']
+        # Semaphores for joblib and multiprocessing; docker's default size.
+        args += ['--perms', '1777', '--size', str(SHM_SIZE),
+                 '--tmpfs', '/dev/shm']
+        # /usr is read-only, so the mount point of the native library
+        # directory is made on a tmpfs over /usr/local/lib, into which the
+        # host's own entries are bound back.
+        local_lib = '/usr/local/lib'
+        args += ['--tmpfs', local_lib]
+        for name in sorted(os.listdir(local_lib)):
+            if name != 'storlets':
+                path = os.path.join(local_lib, name)
+                args += ['--ro-bind', path, path]
+        args += ['--ro-bind', self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
+        # The engine's own package (the sandbox agent): trusted code, read
+        # from the host's install, never from a tenant-writable directory.
+        engine = os.path.join(SANDBOX_ENGINE_DIR, 'mlstorlets')
+        args += parents(engine) + ['--ro-bind', _engine_package(), engine]
+        # The interpreter, its standard library and the environment holding
+        # numpy, OpenCV and scikit-learn, at the paths they have outside.
+        venv = os.path.dirname(os.path.dirname(self.sandbox_python))
+        home = os.path.dirname(os.path.dirname(
+            os.path.realpath(self.sandbox_python)))
+        for prefix in sorted({venv, home, os.path.realpath(sys.base_prefix)}):
+            if prefix != '/usr' and not prefix.startswith('/usr/'):
+                args += parents(prefix) + ['--ro-bind', prefix, prefix]
+        files = self._data()
+        for path in sorted(files):
+            args += ['--perms', '%04o' % files[path][0],
+                     '--ro-bind-data', str(data_fds[path]), path]
+        args += parents(self.paths.sandbox_pipe_dir) + [
+            '--bind', self.paths.host_pipe_dir, self.paths.sandbox_pipe_dir]
+        args += parents(self.paths.sandbox_storlet_base_dir) + [
+            '--ro-bind', self.paths.host_storlet_base_dir,
+            self.paths.sandbox_storlet_base_dir]
+        args += ['--bind', self.log_channel_path, '/dev/log']
+        args += ['--remount-ro', '/']
+        return args
+
+    def _command(self, container_name, data_fds, seccomp_fd=None):
+        return [
+            self.bwrap,
+            '--die-with-parent', '--new-session',
+        ] + (['--seccomp', str(seccomp_fd)] if seccomp_fd is not None
+             else []) + [
+            '--unshare-net', '--unshare-pid', '--unshare-ipc',
+            '--unshare-uts', '--hostname', self.hostname,
+            # Only what setpriv needs to drop to the sandbox uid; the uid
+            # change clears them (no keep-caps, no ambient set).
+            '--cap-drop', 'ALL',
+            '--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID',
+        ] + self._mounts(data_fds) + [
+            '--chdir', '/',
+            '--clearenv',
+            '--setenv', 'PATH', '/usr/bin:/bin',
+            '--setenv', 'HOME', '/tmp',
+            '--setenv', 'TMPDIR', '/tmp',
+            '--setenv', 'USER', SANDBOX_USER,
+            '--setenv', 'PYTHONPATH', SANDBOX_ENGINE_DIR + ':' +
+            os.path.join(SANDBOX_NATIVE_LIB_DIR, 'python'),
+            SETPRIV, '--reuid', str(self.uid), '--regid', str(self.uid),
+            '--clear-groups', '--inh-caps', '-all', '--no-new-privs', '--',
+            '/usr/bin/python3',
+        ] + self._get_container_command(container_name)
+
+    def _get_container_command(self, container_name):
+        if self.agent == 'upstream':
+            return super()._get_container_command(container_name)
+        return [
+            '-m', 'mlstorlets.server.agent.factory',
+            self.paths.sandbox_factory_pipe,
+            self.storlet_daemon_factory_debug_level,
+            container_name, '--workers', str(self.storlet_workers),
+        ]
+
+    def _limits(self):
+        """Limits applied to the sandbox between fork and exec."""
+        mem_limit = self.container_mem_limit
+        if isinstance(mem_limit, str):
+            raise StorletRuntimeException(
+                'container_mem_limit must be a number of bytes, not %r'
+                % mem_limit)
+        cpus = self.container_cpuset_cpus
+        cpuset = _parse_cpuset(cpus) if cpus else None
+        limits = []
+        if mem_limit:
+            limits.append((resource.RLIMIT_AS, mem_limit, mem_limit))
+        if self.file_size_limit:
+            limits.append((resource.RLIMIT_FSIZE, self.file_size_limit,
+                           self.file_size_limit))
+        if self.container_pids_limit:
+            # Counted per real uid: the sandbox's processes and threads
+            # (bwrap itself runs as root, which the limit exempts).
+            limits.append((resource.RLIMIT_NPROC, self.container_pids_limit,
+                           self.container_pids_limit))
+        if self.cpu_time_limit:
+            limits.append((resource.RLIMIT_CPU, self.cpu_time_limit,
+                           self.cpu_time_limit + CPU_GRACE))
+
+        cgroup = self.cgroup
+
+        def apply():
+            if cgroup is not None:
+                # Before exec: bwrap and all it starts are born in it.
+                cgroup.attach()
+            for which, soft, hard in limits:
+                resource.setrlimit(which, (soft, hard))
+            if cpuset:
+                os.sched_setaffinity(0, cpuset)
+        return apply
+
+    def _stop_previous(self):
+        """Stop the scope's sandbox this server started before, if any.
+
+        The one this worker started is known by its process; one another
+        worker of this server started, by the root-only record, and only
+        while that pid is still the process recorded (same start time).
+        """
+        proc = _running.pop(self.scope, None)
+        if proc:
+            proc.kill()
+            proc.wait()
+            self._end_cgroup()
+            return
+        try:
+            with open(self._record) as f:
+                pid, started = (int(n) for n in f.read().split())
+        except (OSError, ValueError):
+            return
+        if _start_time(pid) == started:
+            try:
+                # bwrap is the parent of the sandbox's pid namespace:
+                # ending it ends every process inside.
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._end_cgroup()
+
+    def _end_cgroup(self):
+        if self.cgroup is not None and not self.cgroup.remove():
+            self.logger.warning('the cgroup %s of the sandbox of scope %s '
+                                'could not be removed'
+                                % (self.cgroup.name, self.scope))
+
+    def _prepare_host_dirs(self):
+        os.makedirs(self.paths.host_storlet_base_dir, exist_ok=True)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        # Upstream leaves the channel directory 0777; it is the sandbox
+        # user's own, out of reach of any other uid but root.
+        pipe_dir = self.paths.host_pipe_dir
+        os.chown(pipe_dir, self.uid, self.uid, follow_symlinks=False)
+        os.chmod(pipe_dir, 0o700, follow_symlinks=False)
+
+    def _mount_writable_dirs(self):
+        """Fresh bounded tmpfs for the channel directory and ``/tmp``
+        (:mod:`mlstorlets.server.gateway.mounts`)."""
+        mounts.mount_tmpfs(self.paths.host_pipe_dir, mounts.CHANNEL_SIZE,
+                           mounts.CHANNEL_INODES, 0o700, uid=self.uid,
+                           noexec=True, fresh=False)
+        mounts.mount_tmpfs(self.host_tmp_dir, self.tmp_size or (1 << 30),
+                           self.tmp_inodes or 65536, 0o1777)
+
+    def _restart(self, container_image_name):
+        if not os.path.exists(os.path.join(self.native_lib_dir, 'libsbus.so')):
+            raise StorletRuntimeException(
+                'libsbus.so not found in %s' % self.native_lib_dir)
+        if not os.path.exists(SETPRIV):
+            raise StorletRuntimeException(
+                '%s (util-linux) is needed to run storlets unprivileged'
+                % SETPRIV)
+        self._prepare_host_dirs()
+        self._stop_previous()
+        try:
+            self._mount_writable_dirs()
+        except OSError as err:
+            raise StorletRuntimeException(
+                'Cannot mount the sandbox\'s file systems: %s' % err)
+        previous = _log_channels.pop(self.scope, None)
+        if previous:
+            previous.close()
+        _log_channels[self.scope] = log_channel.LogChannel(
+            self.log_channel_path, self.scope, self.logger.info,
+            self.log_rate, self.log_burst).open()
+        if self.cgroup is not None:
+            try:
+                self.cgroup.create(self.budget)
+            except OSError as err:
+                raise StorletRuntimeException(
+                    'Cannot make the cgroup of the sandbox: %s' % err)
+        container_name = self._get_container_name(container_image_name)
+        files = {path: text.encode() for path, (_, text)
+                 in self._data().items()}
+        if self.seccomp == 'on':
+            files[SECCOMP] = seccomp.program()
+        data_fds, seccomp_fd = {}, None
+        try:
+            for path, data in files.items():
+                read, write = os.pipe()
+                data_fds[path] = read
+                # At most a few KB each: within a pipe's buffer.
+                with open(write, 'wb') as f:
+                    f.write(data)
+            seccomp_fd = data_fds.pop(SECCOMP, None)
+            proc = subprocess.Popen(
+                self._command(container_name, data_fds, seccomp_fd),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={}, close_fds=True,
+                pass_fds=sorted(list(data_fds.values()) +
+                                ([seccomp_fd] if seccomp_fd is not None
+                                 else [])),
+                preexec_fn=self._limits())
+        except OSError as err:
+            raise StorletRuntimeException(
+                'Cannot start the bubblewrap sandbox: %s' % err)
+        finally:
+            for fd in data_fds.values():
+                os.close(fd)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+        _running[self.scope] = proc
+        tmp = '%s.%d.tmp' % (self._record, os.getpid())
+        with open(tmp, 'w') as f:
+            f.write('%d %s\n' % (proc.pid, _start_time(proc.pid)))
+        os.replace(tmp, self._record)
+
+
+def _engine_package():
+    """The host directory of this ``mlstorlets`` package (trusted code)."""
+    import mlstorlets
+    return os.path.dirname(os.path.abspath(mlstorlets.__file__))
+
+
+def _parse_cpuset(spec):
+    """Parse a cpuset list such as ``0-2,5`` into a set of CPU numbers."""
+    cpus = set()
+    for part in spec.split(','):
+        first, _, last = part.strip().partition('-')
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+class BoundedSandbox(BubblewrapRunTimeSandbox):
+    """The bubblewrap sandbox, whose daemon factory commands are bounded.
+
+    ``deadline`` (a ``time.monotonic()`` value), when set, also bounds them:
+    the invocation's storlet timeout covers the sandbox's start.
+    """
+
+    deadline = None
+
+    def __init__(self, scope, conf, logger):
+        super().__init__(scope, conf, logger)
+        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
+                                             DEFAULT_CANCEL_TIMEOUT))
+
+    def restart(self):
+        # Logged: one start per account and worker is what the lock is for.
+        self.logger.info('starting the sandbox of scope %s' % self.scope)
+        super().restart()
+
+    def _factory(self, timeout):
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise StorletTimeout()
+        return BoundedSBusClient(self.paths.host_factory_pipe, timeout)
+
+    def ping(self):
+        try:
+            return self._factory(self.sandbox_ping_interval * 4).ping().status
+        except SBusClientException:
+            return False
+
+    def _get_storlet_daemon_status(self, storlet_id):
+        try:
+            return bool(self._factory(self.sandbox_wait_timeout)
+                        .daemon_status(storlet_id).status)
+        except SBusClientException as err:
+            raise StorletRuntimeException(
+                'Failed to get status about storlet daemon: %s' % err)
+
+    def start_storlet_daemon(self, spath, storlet_id, language,
+                             language_version=None):
+        try:
+            # The factory gives a daemon 10 pings a second apart after its
+            # start, which imports the storlet; a loaded machine takes
+            # longer, and a factory whose answer nobody reads dies of it.
+            resp = self._factory(self.sandbox_wait_timeout * 3).start_daemon(
+                language.lower(), spath, storlet_id,
+                self.paths.get_sbox_storlet_pipe(storlet_id),
+                self.storlet_daemon_debug_level,
+                self.storlet_daemon_thread_pool_size, language_version)
+        except SBusClientException as err:
+            raise StorletRuntimeException('Daemon start failed: %s' % err)
+        if not resp.status and not self._started_late(storlet_id):
+            raise StorletRuntimeException(
+                'Daemon start failed: %s' % resp.message)
+
+    def _started_late(self, storlet_id):
+        """Whether a daemon the factory gave up on answers after all.
+
+        The factory gives up after ten pings, but leaves the daemon running:
+        on a loaded machine its import of the storlet (OpenCV, scikit-learn)
+        takes longer.  Waits while the factory sees it alive, until the
+        invocation's deadline.
+        """
+        pipe = self.paths.get_host_storlet_pipe(storlet_id)
+        deadline = self.deadline or \
+            time.monotonic() + self.sandbox_wait_timeout
+        while time.monotonic() < deadline:
+            try:
+                if BoundedSBusClient(pipe, 1).ping().status:
+                    return True
+            except SBusClientException:
+                pass
+            if not self._get_storlet_daemon_status(storlet_id):
+                return False
+            eventlet.sleep(self.sandbox_ping_interval)
+        return False
+
+    def stop_storlet_daemon(self, storlet_id):
+        try:
+            resp = self._factory(self.sandbox_wait_timeout).stop_daemon(
+                storlet_id)
+        except SBusClientException as err:
+            raise StorletRuntimeException('Daemon stop failed: %s' % err)
+        if not resp.status:
+            raise StorletRuntimeException(
+                'Daemon stop failed: %s' % resp.message)
+
+    def recover(self, storlet_id, cancelled):
+        """Leave the sandbox able to serve after a storlet's timeout.
+
+        The persistent agent's cancel kills only the cancelled request's
+        worker and replaces it: its other requests go on.  Upstream's daemon
+        leaves its main loop after any cancel and waits for its other tasks
+        before it exits, reading no command meanwhile: a cancelled storlet's
+        daemon is stopped, so that the next request starts another.  A
+        sandbox that could not cancel is killed, and every storlet it runs
+        with it; the next request starts another.
+        """
+        self.deadline = None
+        if cancelled and self.agent == 'persistent':
+            return
+        lock = scope_locks[self.scope]
+        if not lock.acquire(timeout=self.sandbox_wait_timeout):
+            return  # the next activation's bounded checks restart it
+        try:
+            if cancelled:
+                try:
+                    self.stop_storlet_daemon(storlet_id)
+                    return
+                except StorletRuntimeException as err:
+                    self.logger.warning(str(err))
+            self.logger.warning('killing the sandbox of scope %s'
+                                % self.scope)
+            sandbox_kills[self.scope] += 1
+            self._stop_previous()
+        finally:
+            lock.release()
