@@ -6,7 +6,7 @@ import pytest
 from sgd_fakes import FakeInput
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.incremental.data import DataOptions, holdout_mask, iter_batches
+from mlstorlets.sandbox.incremental.data import DataOptions, iter_batches
 
 
 def read(payload, metadata=None, **params):
@@ -79,14 +79,6 @@ def test_npy_object_arrays_and_truncation_are_refused():
     np.save(buf, np.ones((4, 3)))
     with pytest.raises(ObjectError, match="truncated"):
         read(buf.getvalue()[:-8])
-
-
-def test_holdout_mask_is_independent_of_batching():
-    whole = holdout_mask(100, 0, 0.3, 7, "c/o")
-    parts = np.concatenate([holdout_mask(30, 0, 0.3, 7, "c/o"),
-                            holdout_mask(70, 30, 0.3, 7, "c/o")])
-    np.testing.assert_array_equal(whole, parts)
-    assert 10 < whole.sum() < 50
 
 
 # -- bounds ------------------------------------------------------------------

@@ -605,24 +605,3 @@ def iter_batches(source, options, name=""):
         yield batch
     if empty:
         raise ObjectError(name, "empty object: no data rows")
-
-
-def holdout_mask(n_rows, start, fraction, seed, name):
-    """Which rows of ``[start, start + n_rows)`` are held out for validation.
-
-    The draw depends only on the seed, the object's name and the row's index
-    in the object, so the training passes and the validation passes agree on
-    the split whatever the batch size.
-    """
-    if fraction <= 0:
-        return np.zeros(n_rows, dtype=bool)
-    key = [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))]
-    rows = np.arange(start, start + n_rows, dtype=np.uint64)
-    # a counter-based draw: a hash of (key, row) mapped to [0, 1)
-    h = rows * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64((key[0] << 32) | key[1])
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
