@@ -227,12 +227,14 @@ class HostileStorlet(object):
 
     @staticmethod
     def cgroup(params):
+        found = {}
         with open('/proc/self/cgroup') as f:
             for line in f:
                 _, controllers, path = line.strip().split(':', 2)
-                if 'cpuacct' in controllers.split(',') or controllers == '':
-                    found = path
-        return found
+                for name in controllers.split(',') if controllers else ['']:
+                    found[name] = path
+        # cgroup v1's cpuacct where the host has it, else v2's one tree.
+        return found.get('cpuacct', found.get(''))
 
     @staticmethod
     def syscalls(params):
