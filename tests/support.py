@@ -23,6 +23,18 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def hostile(conn, container, action, obj='x', **params):
+    """Run tests/storlets/hostile.py's ``action`` over ``container/obj``
+    in the proxy's sandbox of ``conn``'s account; its report
+    (``allowed ...`` or ``denied: ...``)."""
+    headers = {'X-Run-Storlet': 'hostile.py', 'X-Storlet-Run-On-Proxy': '',
+               'X-Storlet-Parameter-1': 'action:' + action}
+    for i, (key, value) in enumerate(sorted(params.items()), 2):
+        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
+    headers_out, _ = conn.get_object(container, obj, headers=headers)
+    return headers_out['x-object-meta-hostile-result']
+
+
 def data_dir():
     """The sample faces: $DATA, or ../shared/data/faces beside the repo."""
     path = os.environ.get('DATA') or os.path.join(

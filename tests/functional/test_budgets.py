@@ -13,25 +13,16 @@ import time
 import urllib.parse
 
 import pytest
+from support import hostile
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.gateway import cgroups
 from mlstorlets.server.node import SANDBOX_LIMITS
 
-RESULT = 'x-object-meta-hostile-result'
 BUDGET = int(SANDBOX_LIMITS['container_mem_limit'])
 SHARE = (int(SANDBOX_LIMITS['container_cpu_quota']) /
          int(SANDBOX_LIMITS['container_cpu_period']))
-
-
-def attack(conn, container, action, **params):
-    headers = {'X-Run-Storlet': 'hostile.py', 'X-Storlet-Run-On-Proxy': '',
-               'X-Storlet-Parameter-1': 'action:' + action}
-    for i, (key, value) in enumerate(sorted(params.items()), 2):
-        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
-    headers_out, _ = conn.get_object(container, 'x', headers=headers)
-    return headers_out[RESULT]
 
 
 @pytest.fixture
@@ -65,11 +56,11 @@ def test_memory_across_processes_is_bounded_per_sandbox(cluster, conn,
     assert headers[protocol.ERROR_HEADER.lower()] == protocol.OUT_OF_MEMORY
     assert 'memory budget of %d bytes' % BUDGET in reason
     # The sandbox keeps serving.
-    assert attack(conn, target, 'whoami').startswith('allowed uid=')
+    assert hostile(conn, target, 'whoami').startswith('allowed uid=')
 
 
 def test_spinning_processes_get_the_sandboxs_cpu_share(conn, target):
-    path = attack(conn, target, 'cgroup').split()[1]
+    path = hostile(conn, target, 'cgroup').split()[1]
     usage = os.path.join(cgroups.ROOT, 'cpuacct', path.lstrip('/'),
                          'cpuacct.usage')
     if not os.path.exists(usage):  # cgroup v2
@@ -83,7 +74,7 @@ def test_spinning_processes_get_the_sandboxs_cpu_share(conn, target):
         return int(text) / 1e9
 
     before, started = cpu(), time.monotonic()
-    assert attack(conn, target, 'spin-procs', n=3, seconds=4) == \
+    assert hostile(conn, target, 'spin-procs', n=3, seconds=4) == \
         'allowed spun'
     share = (cpu() - before) / (time.monotonic() - started)
     print('3 processes spinning for 4 s used %.2f cores (share %.2f, host '

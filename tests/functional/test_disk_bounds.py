@@ -8,35 +8,26 @@ the host's now (mlstorlets.server.gateway.mounts), bounded in bytes and in
 files, and unmounted when the cluster goes down.
 """
 
+from support import hostile
+
 from mlstorlets.server.gateway import mounts
 from mlstorlets.server.node import SANDBOX_LIMITS
-
-RESULT = 'x-object-meta-hostile-result'
-
-
-def attack(conn, container, action, **params):
-    headers = {'X-Run-Storlet': 'hostile.py', 'X-Storlet-Run-On-Proxy': '',
-               'X-Storlet-Parameter-1': 'action:' + action}
-    for i, (key, value) in enumerate(sorted(params.items()), 2):
-        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
-    headers_out, _ = conn.get_object(container, 'x', headers=headers)
-    return headers_out[RESULT]
 
 
 def test_the_channel_directory_is_bounded(conn, container):
     conn.put_object(container, 'x', b'x')
-    report = attack(conn, container, 'fill', path='/mnt/channels/junk',
+    report = hostile(conn, container, 'fill', path='/mnt/channels/junk',
                     mb=50)
     print('50 MB into /mnt/channels: %s' % report)
     written = int(report.split()[1])
     assert written <= mounts.CHANNEL_SIZE and report.endswith('ENOSPC')
     # The engine still talks to the sandbox through it.
-    assert attack(conn, container, 'whoami').startswith('allowed uid=')
+    assert hostile(conn, container, 'whoami').startswith('allowed uid=')
 
 
 def test_tmp_is_bounded_in_files(conn, container):
     conn.put_object(container, 'x', b'x')
-    report = attack(conn, container, 'files', path='/tmp', n=100000)
+    report = hostile(conn, container, 'files', path='/tmp', n=100000)
     print('100000 files in /tmp: %s' % report)
     made = int(report.split()[1])
     assert made < int(SANDBOX_LIMITS['sandbox_tmp_inodes'])

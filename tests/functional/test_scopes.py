@@ -13,7 +13,7 @@ import tempfile
 import uuid
 
 import pytest
-from support import REPO
+from support import REPO, hostile
 from swiftclient.client import Connection
 
 from mlstorlets.client.deploy import deploy
@@ -21,7 +21,6 @@ from mlstorlets.server.node import STORLET_CONTAINERS
 
 ACCOUNTS = ('AUTH_acmecorporation1', 'AUTH_acmecorporation2')
 HOSTILE = os.path.join(REPO, 'tests', 'storlets', 'hostile.py')
-RESULT = 'x-object-meta-hostile-result'
 
 
 @pytest.fixture(scope='module')
@@ -49,28 +48,16 @@ def accounts(conn):
     return made
 
 
-def attack(account_conn, action, **params):
-    headers = {'X-Run-Storlet': 'hostile.py',
-               'X-Storlet-Parameter-1': 'action:' + action}
-    for i, (key, value) in enumerate(sorted(params.items()), 2):
-        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
-    # On the proxy: the two accounts' requests then surely meet on one
-    # server, where a shared sandbox would show.
-    headers['X-Storlet-Run-On-Proxy'] = ''
-    headers_out, _ = account_conn.get_object('data', 'x', headers=headers)
-    return headers_out[RESULT]
-
-
 def test_accounts_sharing_13_characters_get_sandboxes_of_their_own(
         accounts):
     attacker, victim = (accounts[a] for a in ACCOUNTS)
     mark = uuid.uuid4().hex
-    assert attack(attacker, 'plant-tmp', mark=mark).startswith('allowed')
-    assert attack(attacker, 'plant-module', mark=mark).startswith('allowed')
-    uid_attacker = attack(attacker, 'whoami').split()[1]
-    uid_victim = attack(victim, 'whoami').split()[1]
-    seen_tmp = attack(victim, 'find-tmp', mark=mark)
-    seen_module = attack(victim, 'find-module', mark=mark)
+    assert hostile(attacker, 'data', 'plant-tmp', mark=mark).startswith('allowed')
+    assert hostile(attacker, 'data', 'plant-module', mark=mark).startswith('allowed')
+    uid_attacker = hostile(attacker, 'data', 'whoami').split()[1]
+    uid_victim = hostile(victim, 'data', 'whoami').split()[1]
+    seen_tmp = hostile(victim, 'data', 'find-tmp', mark=mark)
+    seen_module = hostile(victim, 'data', 'find-module', mark=mark)
     print('uids %s and %s; the victim found the /tmp mark: %s; the module '
           'mark: %s' % (uid_attacker, uid_victim, seen_tmp, seen_module))
     assert uid_attacker != uid_victim
