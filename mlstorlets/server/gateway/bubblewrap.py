@@ -216,7 +216,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         sandbox = self.sandbox(self.scope, self.conf, self.logger)
         sandbox.deadline = deadline
         kills = sandbox_kills[self.scope]
-        ooms = sandbox.cgroup.oom_kills() if sandbox.cgroup else 0
+        ooms = sandbox.oom_kills()
         try:
             lock = scope_locks[self.scope]
             if not lock.acquire(timeout=self.storlet_timeout):
@@ -242,7 +242,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 lambda cancelled: sandbox.recover(sreq.storlet_main,
                                                   cancelled))
             sresp = sprotocol.communicate()
-            if sandbox.cgroup and sandbox.cgroup.oom_kills() > ooms:
+            if sandbox.over_memory_since(ooms):
                 # A process of the storlet's was killed for memory: what
                 # it answered may miss that process's part.
                 sresp.data.cancel()
@@ -257,7 +257,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                                'no output within the storlet timeout of '
                                '%g s' % self.storlet_timeout)
         except StorletRuntimeException:
-            if sandbox.cgroup and sandbox.cgroup.oom_kills() > ooms:
+            if sandbox.over_memory_since(ooms):
                 raise self._answer(
                     sreq, protocol.OUT_OF_MEMORY,
                     'the sandbox of the account went over its memory budget '

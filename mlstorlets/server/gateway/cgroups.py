@@ -239,10 +239,7 @@ def remove_tree(parent, root=ROOT):
     """Remove every (empty) cgroup below ``parent`` and ``parent`` itself,
     in each hierarchy; what could not be removed."""
     left = []
-    tops = [os.path.join(root, parent)] if os.path.exists(
-        os.path.join(root, 'cgroup.controllers')) else [
-        os.path.join(root, c, parent) for c in V1_CONTROLLERS]
-    for top in tops:
+    for top in _tops(parent, root):
         if not os.path.isdir(top):
             continue
         for path, dirs, _files in os.walk(top, topdown=False):
@@ -255,14 +252,19 @@ def remove_tree(parent, root=ROOT):
 
 def remove_if_empty(parent, root=ROOT):
     """Remove ``parent`` in each hierarchy where nothing is left in it."""
-    tops = [os.path.join(root, parent)] if os.path.exists(
-        os.path.join(root, 'cgroup.controllers')) else [
-        os.path.join(root, c, parent) for c in V1_CONTROLLERS]
-    for top in tops:
+    for top in _tops(parent, root):
         try:
             os.rmdir(top)
         except OSError:
             pass
+
+
+def _tops(parent, root):
+    """``parent`` in each hierarchy: one under v2, one per controller
+    under v1."""
+    if os.path.exists(os.path.join(root, 'cgroup.controllers')):
+        return [os.path.join(root, parent)]
+    return [os.path.join(root, c, parent) for c in V1_CONTROLLERS]
 
 
 def _read(path):

@@ -377,6 +377,16 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 pass
         self._end_cgroup()
 
+    def oom_kills(self):
+        """Processes the kernel killed for this sandbox's memory budget so
+        far (0 without a cgroup)."""
+        return self.cgroup.oom_kills() if self.cgroup else 0
+
+    def over_memory_since(self, oom_kills):
+        """Whether the kernel killed a process for the memory budget since
+        :meth:`oom_kills` said ``oom_kills``."""
+        return self.cgroup is not None and self.oom_kills() > oom_kills
+
     def _end_cgroup(self):
         if self.cgroup is not None and not self.cgroup.remove():
             self.logger.warning('the cgroup %s of the sandbox of scope %s '

@@ -124,12 +124,11 @@ class StorletCacheMiddleware(object):
         except MemcacheConnectionError:
             self.logger.warning('memcache unreachable: %s not cached', key)
 
-    def _forget(self, memcache, key):
-        try:
-            memcache.delete(key)
-        except MemcacheConnectionError:
-            self.logger.warning('memcache unreachable: %s not forgotten',
-                                key)
+    @staticmethod
+    def _forget(memcache, key):
+        # MemcacheRing.delete reports no error: an unreachable memcache
+        # keeps no entry to forget anyway.
+        memcache.delete(key)
 
 
 def filter_factory(global_conf, **local_conf):
