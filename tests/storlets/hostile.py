@@ -76,6 +76,7 @@ import io
 import mmap
 import os
 import select
+import sys
 import tarfile
 import time
 
@@ -333,6 +334,32 @@ class HostileStorlet(object):
     @staticmethod
     def find_module(params):
         return 'found' if params['mark'] in MARKS else 'not found'
+
+    @staticmethod
+    def python_view(params):
+        # What of the host's Python an attacker could import or run: each
+        # module asked for, the environment's swift-* tools, and what the
+        # base installation's site-packages holds.
+        import importlib.util
+        import site
+        def importable(name):
+            try:
+                return importlib.util.find_spec(name) is not None
+            except ImportError:
+                return False
+
+        found = [name for name in params['modules'].split(',')
+                 if importable(name)]
+        bin_dir = os.path.join(sys.prefix, 'bin')
+        tools = [n for n in os.listdir(bin_dir) if n.startswith('swift')] \
+            if os.path.isdir(bin_dir) else []
+        base = sum(len(os.listdir(d)) for d in
+                   site.getsitepackages([sys.base_prefix]) if os.path.isdir(d))
+        engine = params.get('engine', '')
+        shown = ','.join(sorted(os.listdir(engine))) \
+            if os.path.isdir(engine) else 'none'
+        return 'importable=%s tools=%d base=%d engine=%s' % (
+            ','.join(found), len(tools), base, shown)
 
     @staticmethod
     def read(params):

@@ -27,7 +27,7 @@ from storlets.sbus.client.exceptions import (
     SBusClientException,
 )
 
-from mlstorlets.server.gateway import cgroups, log_channel, mounts, seccomp
+from mlstorlets.server.gateway import cgroups, log_channel, mounts, runtime_view, seccomp
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
 from mlstorlets.server.node import SANDBOX_LIMITS
 
@@ -158,6 +158,10 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                                        default_native_lib_dir())
         self.sandbox_python = conf.get(
             'sandbox_python', os.path.join(sys.prefix, 'bin', 'python3'))
+        # Distributions storlets import beyond the engine's own.
+        self.distributions = runtime_view.SANDBOX_DISTRIBUTIONS + tuple(
+            n.strip() for n in
+            conf.get('sandbox_distributions', '').split(',') if n.strip())
         self.log_rate = float(conf.get('sandbox_log_rate',
                                        log_channel.DEFAULT_RATE))
         self.log_burst = int(conf.get('sandbox_log_burst',
@@ -253,18 +257,13 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 path = os.path.join(local_lib, name)
                 args += ['--ro-bind', path, path]
         args += ['--ro-bind', self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
-        # The engine's own package (the sandbox agent): trusted code, read
-        # from the host's install, never from a tenant-writable directory.
-        engine = os.path.join(SANDBOX_ENGINE_DIR, 'mlstorlets')
-        args += parents(engine) + ['--ro-bind', _engine_package(), engine]
-        # The interpreter, its standard library and the environment holding
-        # numpy, OpenCV and scikit-learn, at the paths they have outside.
-        venv = os.path.dirname(os.path.dirname(self.sandbox_python))
-        home = os.path.dirname(os.path.dirname(
-            os.path.realpath(self.sandbox_python)))
-        for prefix in sorted({venv, home, os.path.realpath(sys.base_prefix)}):
-            if prefix != '/usr' and not prefix.startswith('/usr/'):
-                args += parents(prefix) + ['--ro-bind', prefix, prefix]
+        # The interpreter, its standard library, the distributions storlets
+        # import and the engine's sandbox half (trusted code, read from the
+        # host's install), at the paths they have outside; nothing else of
+        # the host's Python.
+        args += runtime_view.bind_args(
+            self.sandbox_python, _engine_package(), SANDBOX_ENGINE_DIR,
+            parents, self.distributions)
         files = self._data()
         for path in sorted(files):
             args += ['--perms', '%04o' % files[path][0],
