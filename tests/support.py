@@ -35,6 +35,14 @@ def hostile(conn, container, action, obj='x', **params):
     return headers_out['x-object-meta-hostile-result']
 
 
+def engine_parameter(value):
+    """(key, value) of a parameter header, as the storlets engine reads it:
+    unquoted once, split at the first colon."""
+    from urllib.parse import unquote
+    key, _, value = unquote(value).partition(':')
+    return key, value
+
+
 def data_dir():
     """The sample faces: $DATA, or ../shared/data/faces beside the repo."""
     path = os.environ.get('DATA') or os.path.join(

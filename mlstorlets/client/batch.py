@@ -30,10 +30,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from mlstorlets.client.swift import Swift, SwiftError
-from mlstorlets.client.uri import output_type_for, parse_uri, plan_keys
+from mlstorlets.client.uri import format_uri, output_type_for, parse_uri, plan_keys
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
-SOURCE_ETAG = 'X-Object-Meta-Source-Etag'
+SOURCE_ETAG_HEADER = protocol.OBJECT_META + protocol.SOURCE_ETAG_KEY
 # What made an output besides its source: the storlet, its parameters and
 # the content of its other inputs (a model, say).  An output is up to date
 # only if both match.
@@ -60,9 +61,13 @@ class Task:
 
     @property
     def source(self):
+        """``container/object``: what the storlet is told its source is."""
         return '%s/%s' % (self.container, self.name)
 
-    label = source
+    @property
+    def label(self):
+        """The source's URI: how summaries name it, wherever it ran."""
+        return format_uri(self.container, self.name)
 
     @property
     def dest(self):
@@ -391,7 +396,7 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
             swift.storlet_copy(
                 task.container, task.name, task.dest_container,
                 task.dest_name, storlet, task_params(task), extra_resources,
-                headers={SOURCE_ETAG: task.etag, 'X-Object-Meta-' + RUN_KEY:
+                headers={SOURCE_ETAG_HEADER: task.etag, protocol.OBJECT_META + RUN_KEY:
                          run_digest(storlet, task_params(task), extra_etags)},
                 content_type=output_type_for(output_type, task.name)[1])
         except SwiftError as err:
@@ -417,8 +422,8 @@ def existing_outputs(swift, dest, create=True):
 def _made_from(swift, task):
     """(source ETag, run digest) an existing output records, or None."""
     headers = swift.head(task.dest_container, task.dest_name) or {}
-    return (headers.get(SOURCE_ETAG.lower()),
-            headers.get('x-object-meta-' + RUN_KEY.lower()))
+    return (headers.get(SOURCE_ETAG_HEADER.lower()),
+            headers.get((protocol.OBJECT_META + RUN_KEY).lower()))
 
 
 def _etag(swift, path):

@@ -24,7 +24,7 @@ import tempfile
 import threading
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.protocol import ERROR_KEY, LENGTH_KEY
+from mlstorlets.sandbox.protocol import ERROR_KEY, ERROR_OBJECT_KEY, LENGTH_KEY
 
 # Output bytes kept in memory before spooling to disk.
 SPOOL = 8 << 20
@@ -267,7 +267,8 @@ def stream(cls, inputs, params, name='', storlet=''):
                                 % (storlet, name))
         metadata = {k.title(): str(v) for k, v in out._metadata.items()}
         if ERROR_KEY in metadata:
-            raise ObjectError(name, 'storlet %s refused it: %s'
+            raise ObjectError(metadata.get(ERROR_OBJECT_KEY) or name,
+                              'storlet %s refused it: %s'
                               % (storlet, metadata[ERROR_KEY]))
         length = metadata.pop(LENGTH_KEY, None)
         if length is not None and length.isdigit() and \

@@ -198,6 +198,11 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
         raise ValueError('group_size must be in [2, %d]' % MAX_GROUP)
     log = log or (lambda line: None)
     swift = gateway(conn)
+    members = swift.limits().extract_members
+    if members is not None and range_size > members:
+        raise ValueError('range_size %d is over the %d objects this cluster '
+                         'writes from one extraction (max_extract_members)'
+                         % (range_size, members))
     started = time.monotonic()
     filter_params = dict(params or {}, filter=filter_name, quality=quality)
     for storlet, checked in ((FRAMES_STORLET, None), (FILTER_STORLET, filter_params),

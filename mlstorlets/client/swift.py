@@ -29,6 +29,7 @@ The API, for the modules that call it::
     swift.parallel(fn, items, concurrency)        # fn(item), any thread
 """
 
+import dataclasses
 import json
 import re
 import threading
@@ -43,7 +44,38 @@ from mlstorlets.sandbox.errors import ObjectError
 
 # The account container the storlets engine reads storlets from.
 STORLET_CONTAINER = 'storlet'
-META = 'X-Object-Meta-'
+META = protocol.OBJECT_META
+# Swift's default max_header_size, for a cluster that does not publish it.
+DEFAULT_HEADER_LIMIT = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a cluster accepts, as its /info publishes it.
+
+    Attributes
+    ----------
+    header : int
+        Longest request header line (Swift's ``max_header_size``).
+    datagram : int
+        Bytes of an invocation's SBus datagram (inputs' metadata and
+        parameters).
+    extract_members : int or None
+        Most objects one extraction writes; None where not published.
+    """
+
+    header: int = DEFAULT_HEADER_LIMIT
+    datagram: int = protocol.SBUS_DATAGRAM_LIMIT
+    extract_members: int = None
+
+    @classmethod
+    def from_info(cls, info):
+        swift, ours = info.get('swift', {}), info.get(protocol.INFO_KEY, {})
+        members = ours.get('max_extract_members')
+        return cls(int(swift.get('max_header_size', DEFAULT_HEADER_LIMIT)),
+                   int(ours.get('sbus_datagram_limit',
+                                protocol.SBUS_DATAGRAM_LIMIT)),
+                   None if members is None else int(members))
 
 
 class SwiftError(ObjectError):
@@ -55,17 +87,22 @@ class SwiftError(ObjectError):
         ``container/object`` (or ``container``) the request was about.
     status : int or None
         The HTTP status; None when Swift could not be reached.
-    kind : {'refused', 'failed', 'timed-out'} or None
+    kind : {'refused', 'failed', 'timed-out', 'out-of-memory'} or None
         For a storlet request, what became of the storlet
         (:data:`mlstorlets.sandbox.protocol.STATUS`).
+    object : str or None
+        For a refusal, the input the storlet named
+        (:data:`mlstorlets.sandbox.protocol.OBJECT_HEADER`): one of the
+        objects a call read.
     reason : str
         One line, for a human: the status, then why.
     """
 
-    def __init__(self, name, reason, status=None, kind=None):
+    def __init__(self, name, reason, status=None, kind=None, obj=None):
         super().__init__(name, reason)
         self.status = status
         self.kind = kind
+        self.object = obj
 
 
 def reason_of(err):
@@ -128,6 +165,7 @@ class Swift:
         self.parent = conn
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._limits = None
 
     @property
     def conn(self):
@@ -146,9 +184,22 @@ class Swift:
             return getattr(self.conn, method)(*args, **kwargs)
         except ClientException as err:
             kind, reason = reason_of(err)
-            raise SwiftError(name, reason, err.http_status, kind) from None
+            raise SwiftError(name, reason, err.http_status, kind,
+                             protocol.failed_object(
+                                 err.http_response_headers)) from None
         except OSError as err:
             raise SwiftError(name, 'cannot reach Swift: %s' % err) from None
+
+    def limits(self):
+        """The cluster's :class:`Limits`, read from its /info once; the
+        defaults where /info is off or says nothing of them."""
+        if self._limits is None:
+            try:
+                info = self.conn.get_capabilities()
+            except (ClientException, OSError, ValueError):
+                info = {}
+            self._limits = Limits.from_info(info)
+        return self._limits
 
     # -- objects ---------------------------------------------------------
     def head(self, container, name=None):

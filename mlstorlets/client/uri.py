@@ -31,7 +31,7 @@ MAX_CONTAINER_NAME_LENGTH = 256
 MAX_OBJECT_NAME_LENGTH = 1024
 # S3: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
 MAX_KEY_LENGTH = 1024
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+S3_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
@@ -157,7 +157,7 @@ def _check_swift(uri, container, obj):
 def _check_s3(uri, bucket, key):
     if not bucket:
         raise ValueError("%r: no bucket" % uri)
-    if not _BUCKET.match(bucket) or ".." in bucket or ".-" in bucket \
+    if not S3_BUCKET_NAME.match(bucket) or ".." in bucket or ".-" in bucket \
             or "-." in bucket or _IPV4.match(bucket):
         raise ValueError(
             "%r: %r is not a valid bucket name (3-63 characters: lower case "

@@ -29,7 +29,7 @@ import os
 import sys
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.protocol import ERROR_KEY, LENGTH_KEY, MAX_REASON
+from mlstorlets.sandbox.protocol import ERROR_KEY, ERROR_OBJECT_KEY, LENGTH_KEY, MAX_REASON
 
 
 def run(logger, in_files, out_files, params, compute):
@@ -51,7 +51,7 @@ def run(logger, in_files, out_files, params, compute):
         logger.info('refused: %s' % err)
         # A refusal is metadata only: the proxy answers 422 and writes
         # nothing.  One line: a header value holds no line break.
-        metadata, body = {ERROR_KEY: ' '.join(str(err).split())[:MAX_REASON]}, b''
+        metadata, body = refusal(err), b''
     finally:
         for f in in_files:
             f.close()
@@ -61,6 +61,19 @@ def run(logger, in_files, out_files, params, compute):
         out.write(body)
     out.close()
     _leave(logger)
+
+
+def refusal(err):
+    """The output metadata of a refusal: the reason, and the input it names
+    (each on one line: a header value holds no line break)."""
+    metadata = {ERROR_KEY: _line(err.reason if err.name else str(err))}
+    if err.name:
+        metadata[ERROR_OBJECT_KEY] = _line(err.name)
+    return metadata
+
+
+def _line(text):
+    return ' '.join(str(text).split())[:MAX_REASON]
 
 
 class Storlet(object):

@@ -8,6 +8,8 @@ Inside the cluster a storlet speaks through its output metadata:
 
 * ``Storlet-Error``: the storlet refused its input (bad object, bad
   parameter); the value is the reason.  No body follows.
+* ``Storlet-Error-Object``: with it, the input the storlet refused (a
+  call may read several objects), when it named one.
 * ``Storlet-Output-Length``: the exact length of the body that follows, so
   that an output cut short is never stored.
 
@@ -24,9 +26,10 @@ status      ``kind``    meaning
             memory      (the kernel killed a process of it)
 ==========  ==========  ====================================================
 
-``X-Mlstorlets-Error`` carries the kind and ``X-Mlstorlets-Reason`` the
-reason (one line, UTF-8, percent-quoted where not ASCII).  The body repeats
-them for a human.
+``X-Mlstorlets-Error`` carries the kind, ``X-Mlstorlets-Reason`` the
+reason (one line, UTF-8, percent-quoted where not ASCII) and, for a
+refusal that named an input, ``X-Mlstorlets-Object`` that input (quoted
+the same way).  The body repeats them for a human.
 """
 
 import base64
@@ -36,7 +39,16 @@ from urllib.parse import quote, unquote
 # Output metadata keys, as a storlet sets them (the engine prefixes them with
 # X-Object-Meta- on the way out).  Never stored on an object.
 ERROR_KEY = 'Storlet-Error'
+ERROR_OBJECT_KEY = 'Storlet-Error-Object'
 LENGTH_KEY = 'Storlet-Output-Length'
+
+# The storlets engine hands an invocation to the sandbox in one SBus
+# datagram, received into a buffer of this size (MAX_MSG_LENGTH in
+# storlets' sbus.c): each input's metadata and the parameters must fit.
+SBUS_DATAGRAM_LIMIT = 4096
+# What the proxy publishes in Swift's /info under this key: the limits a
+# client plans its requests by (sbus_datagram_limit, max_extract_members).
+INFO_KEY = 'mlstorlets'
 
 # Swift stores metadata in xattrs and caps a header at 8 KiB: a reason is
 # for a human to read, not a dump.
@@ -45,6 +57,11 @@ MAX_REASON = 1024
 # The proxy's answer to the client when a storlet produced no output.
 ERROR_HEADER = 'X-Mlstorlets-Error'
 REASON_HEADER = 'X-Mlstorlets-Reason'
+OBJECT_HEADER = 'X-Mlstorlets-Object'
+# The prefix of an object's user metadata in a request or response.
+OBJECT_META = 'X-Object-Meta-'
+# User metadata of an output: the ETag of the source it was made from.
+SOURCE_ETAG_KEY = 'Source-Etag'
 REFUSED, FAILED, TIMED_OUT = 'refused', 'failed', 'timed-out'
 OUT_OF_MEMORY = 'out-of-memory'
 STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504, OUT_OF_MEMORY: 507}
@@ -96,12 +113,13 @@ def output_metadata_problem(metadata, name_length=MAX_META_NAME_LENGTH,
         key_bytes, value_bytes = len(key.encode()), len(value.encode())
         if key_bytes > name_length:
             return 'metadata key %s is over %d bytes' % (shown, name_length)
-        # A refusal's reason is never stored: it has a bound of its own.
-        limit = 4 * MAX_REASON if key == ERROR_KEY else value_length
+        # A refusal is never stored: it has a bound of its own.
+        refusal = key in (ERROR_KEY, ERROR_OBJECT_KEY)
+        limit = 4 * MAX_REASON if refusal else value_length
         if value_bytes > limit:
             return ('metadata value of %s is over %d bytes (%d)'
                     % (shown, limit, value_bytes))
-        if key != ERROR_KEY:
+        if not refusal:
             size += key_bytes + value_bytes
     if size > overall:
         return 'metadata over %d bytes in all (%d)' % (overall, size)
@@ -146,12 +164,6 @@ def parameter_headers(params):
         headers[PARAMETER_HEADER % i] = '%s:%s' % (
             quote(key, safe=''), quote(str(value), safe=''))
     return headers
-
-
-def parse_parameter(value):
-    """(key, value) of a parameter header, as the engine reads it."""
-    key, _, value = unquote(value).partition(':')
-    return key, value
 
 
 def undeclared(params, declared):
@@ -227,11 +239,22 @@ def quote_reason(reason):
     return quote(line, safe=' !"#$&\'()*+,-./:;<=>?@[\\]^_`{|}~')
 
 
-def failure_headers(kind, reason):
+def failure_headers(kind, reason, obj=None):
     """The headers of an answer to a storlet that produced no output:
-    :data:`ERROR_HEADER` with ``kind`` and :data:`REASON_HEADER` with the
-    quoted ``reason``."""
-    return {ERROR_HEADER: kind, REASON_HEADER: quote_reason(reason)}
+    :data:`ERROR_HEADER` with ``kind``, :data:`REASON_HEADER` with the
+    quoted ``reason`` and, when given, :data:`OBJECT_HEADER` with the
+    quoted name of the input the storlet refused."""
+    headers = {ERROR_HEADER: kind, REASON_HEADER: quote_reason(reason)}
+    if obj:
+        headers[OBJECT_HEADER] = quote_reason(obj)
+    return headers
+
+
+def failed_object(headers):
+    """The input a refusal named (:data:`OBJECT_HEADER`), or None."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    value = lower.get(OBJECT_HEADER.lower())
+    return unquote_reason(value) if value else None
 
 
 def unquote_reason(value):

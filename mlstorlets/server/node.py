@@ -36,7 +36,7 @@ GiB = 1024 ** 3
 SANDBOX_LIMITS = {
     # Memory of the whole sandbox, its tmpfs included, where cgroups are
     # usable; and address space of each of its processes (a daemon with
-    # numpy, OpenCV and scikit-learn loaded maps about 0.7 GB).
+    # numpy, OpenCV and scikit-learn loaded maps a large part of it).
     'container_mem_limit': str(4 * GiB),
     # Processes and threads of one sandbox (an idle daemon has about 10).
     'container_pids_limit': '256',

@@ -32,7 +32,7 @@ def test_runs_over_every_object_and_resumes(conn, sources):
     again = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'})
     assert len(again.skipped) == 29
     # ... and redoes the one whose source changed.
-    assert again.done == ['%s/in/o03.txt' % sources]
+    assert again.done == ['swift://%s/in/o03.txt' % sources]
     assert conn.get_object(sources, 'out/o03.txt')[1] == b'changed'
 
 
@@ -64,7 +64,7 @@ def test_failures_are_per_object_with_the_servers_reason(conn, sources):
                         params={'action': 'fail'})
     assert len(summary.failed) == 30 and not summary.done
     name, reason = summary.failed[0]
-    assert name == '%s/in/o00.txt' % sources
+    assert name == 'swift://%s/in/o00.txt' % sources
     assert reason.startswith('502') and 'the storlet failed' in reason
     assert conn.get_container(sources, prefix='bad/')[1] == []
 

@@ -212,10 +212,10 @@ def test_every_name_swift_accepts_is_handled_or_reported_per_object(
                         'swift://%s/out/' % container, params={'q': value},
                         concurrency=8)
     handled = summary.done + [name for name, _ in summary.failed]
-    assert sorted(handled) == sorted('%s/in/%s' % (container, name)
+    assert sorted(handled) == sorted('swift://%s/in/%s' % (container, name)
                                      for name in AWKWARD)
     for name in AWKWARD[:6]:
-        assert '%s/in/%s' % (container, name) in summary.done, \
+        assert 'swift://%s/in/%s' % (container, name) in summary.done, \
             summary.format()
     params = _raw_metadata(conn, container, 'out/a%20b', 'Probe-Params')
     assert 'source=%s/in/a%%20b' % container in params
@@ -268,10 +268,8 @@ def test_dry_run_and_json_for_run_faces_and_cp(monkeypatch, capsys, env,
         assert _main(monkeypatch, env, *argv, '--dry-run', '--json') == 0
         found = json.loads(capsys.readouterr().out)
         assert found['dry_run'] and found['placement'] == 'cluster'
-        assert found['planned'] == ['%s/in/o%d' % (container, i)
-                                    for i in range(3)] or \
-            found['planned'] == ['swift://%s/in/o%d' % (container, i)
-                                 for i in range(3)], found
+        assert found['planned'] == ['swift://%s/in/o%d' % (container, i)
+                                    for i in range(3)], found
     assert [e['name'] for e in conn.get_container(container)[1]] == \
         ['in/o0', 'in/o1', 'in/o2']
     assert _main(monkeypatch, env, 'cp', src, 'swift://%s/cp/' % container,

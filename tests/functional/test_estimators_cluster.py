@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 import skops.io as sio
-from sklearn.base import clone
+from estimator_data import BATCH, N, csv_bytes, local_partial_fit, make_parts, max_difference
 from swiftclient.client import Connection
 
 from mlstorlets.client.incremental import (
@@ -25,31 +25,11 @@ from mlstorlets.client.incremental import (
     SGDClassifier,
     SGDRegressor,
 )
-from mlstorlets.client.incremental.transport import STATE_PREFIX, ClusterTransport
+from mlstorlets.client.incremental.transport import STATE_PREFIX, calls_for
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.swift import SwiftError
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import state
-
-N, D, BATCH = 40, 5, 16
-
-
-def make_parts(seed, n_parts=3, classifier=True):
-    rng = np.random.RandomState(seed)
-    w = rng.normal(size=D)
-    parts = []
-    for _ in range(n_parts):
-        X = rng.rand(N, D) * 2
-        score = X @ w + 0.1 * rng.normal(size=N)
-        y = np.digitize(score, np.percentile(score, [33, 66])).astype(np.float64) \
-            if classifier else score + 0.5
-        parts.append((X, y))
-    return parts
-
-
-def csv_bytes(X, y=None):
-    rows = X if y is None else np.column_stack([X, y])
-    return ('\n'.join(','.join(repr(float(v)) for v in row) for row in rows) + '\n').encode()
 
 
 def upload(conn, container, parts, prefix='train/'):
@@ -57,43 +37,6 @@ def upload(conn, container, parts, prefix='train/'):
     for name, (X, y) in zip(names, parts):
         conn.put_object(container, name, csv_bytes(X, y))
     return ['swift://%s/%s' % (container, n) for n in names]
-
-
-def local_partial_fit(estimator, parts, classes=None, weights=None):
-    """What a user does locally: partial_fit on the same mini-batches."""
-    local = clone(estimator).to_sklearn()
-    first = True
-    for i, (X, y) in enumerate(parts):
-        for start in range(0, len(y), BATCH):
-            kwargs = {}
-            if classes is not None and first:
-                kwargs['classes'] = classes
-            if weights is not None:
-                kwargs['sample_weight'] = weights[i][start:start + BATCH]
-            if type(local).__name__ == 'MiniBatchKMeans':
-                local.partial_fit(X[start:start + BATCH], **kwargs)
-            else:
-                local.partial_fit(X[start:start + BATCH], y[start:start + BATCH], **kwargs)
-            first = False
-    return local
-
-
-def arrays_of(est):
-    """Every float array an estimator holds, by name."""
-    found = {}
-    for key, value in vars(est).items():
-        values = value if isinstance(value, list) else [value]
-        for i, v in enumerate(values):
-            if isinstance(v, np.ndarray) and v.dtype.kind == 'f':
-                found['%s[%d]' % (key, i)] = v
-    return found
-
-
-def max_difference(a, b):
-    fa, fb = arrays_of(a), arrays_of(b)
-    assert fa.keys() == fb.keys()
-    assert fa, 'no arrays to compare'
-    return max(float(np.max(np.abs(fa[k] - fb[k]))) if fa[k].size else 0.0 for k in fa)
 
 
 ESTIMATORS = {
@@ -143,84 +86,17 @@ def test_remote_partial_fit_equals_local_partial_fit(conn, container, kind, per_
 def test_a_small_state_runs_on_the_object_server_a_big_one_on_the_proxy(conn, container):
     upload(conn, container, make_parts(2, classifier=False), prefix='reg/')
     upload(conn, container, make_parts(2), prefix='cls/')
-    small = ClusterTransport(conn, objects_per_call=1)
+    small = calls_for('swift://%s/reg/' % container, conn, objects_per_call=1)
     SGDRegressor(random_state=0)._train_pass(
         small, small.list_objects('swift://%s/reg/' % container), state.dumps(SGDRegressor()),
         {'op': 'partial_fit'}, {})
     assert small.placements == ['object-server'] * 3
-    big = ClusterTransport(conn, objects_per_call=1)
+    big = calls_for('swift://%s/cls/' % container, conn, objects_per_call=1)
     mlp = MLPClassifier(hidden_layer_sizes=(64, 64), random_state=0)
     mlp._train_pass(big, big.list_objects('swift://%s/cls/' % container), state.dumps(mlp),
                     {'op': 'partial_fit'}, {}, classes=np.array([0, 1, 2]))
     # the first state, unfitted, is small
     assert big.placements[1:] == ['proxy'] * 2
-
-
-def test_sample_weight_as_an_array_and_per_object(conn, container):
-    parts = make_parts(3, n_parts=2, classifier=False)
-    uris = upload(conn, container, parts)
-    rng = np.random.RandomState(0)
-    w0 = rng.rand(N)
-    est = SGDRegressor(random_state=0)
-    est.remote_partial_fit(uris[0], sample_weight=w0, connection=conn,
-                           data_options={'batch_size': BATCH})
-    local = local_partial_fit(est, parts[:1], weights=[w0])
-    assert max_difference(est.to_sklearn(), local) <= 1e-12
-    est2 = SGDRegressor(random_state=0)
-    est2.remote_partial_fit(uris, sample_weight={uris[0]: w0, uris[1]: 3.0}, connection=conn,
-                            data_options={'batch_size': BATCH})
-    local2 = local_partial_fit(est2, parts, weights=[w0, np.full(N, 3.0)])
-    assert max_difference(est2.to_sklearn(), local2) <= 1e-12
-    with pytest.raises(ObjectError, match='40 rows for 41 sample weights'):
-        SGDRegressor().remote_partial_fit(uris[0], sample_weight=np.ones(N + 1),
-                                          connection=conn)
-    with pytest.raises(ValueError, match='one object'):
-        SGDRegressor().remote_partial_fit(uris, sample_weight=np.ones(N), connection=conn)
-
-
-def test_remote_fit_early_stopping_verbose_history_and_seeded_order(conn, container, capsys):
-    parts = make_parts(4, n_parts=5)
-    upload(conn, container, parts)
-    src = 'swift://%s/train/' % container
-
-    def fit():
-        est = SGDClassifier(random_state=3, early_stopping=True, validation_fraction=0.2,
-                            n_iter_no_change=2, tol=10.0, max_iter=20, verbose=1)
-        return est.remote_fit(src, connection=conn, progress=True)
-
-    est = fit()
-    out = capsys.readouterr()
-    # tol=10 on an accuracy never improves enough: stops after 1 + 2 epochs
-    assert len(est.remote_history_) == 3
-    assert [r['epoch'] for r in est.remote_history_] == [1, 2, 3]
-    assert all(0 <= r['validation_score'] <= 1 for r in est.remote_history_)
-    assert len(est.remote_validation_objects_) == 1
-    assert est.remote_history_[0]['n_samples'] == 4 * N
-    assert out.out.count('-- Epoch') == 3 and 'validation score' in out.out
-    assert 'epoch 1' in out.err  # the progress bars
-    assert list(est.classes_) == [0, 1, 2]
-    again = fit()
-    # seeded: same held-out object, same order, same model
-    assert again.remote_validation_objects_ == est.remote_validation_objects_
-    assert max_difference(again.to_sklearn(), est.to_sklearn()) == 0.0
-
-
-def test_remote_fit_progressive_score_and_epochs(conn, container):
-    parts = make_parts(5, n_parts=2, classifier=False)
-    upload(conn, container, parts)
-    est = SGDRegressor(random_state=0, max_iter=4, tol=None)
-    est.remote_fit('swift://%s/train/' % container, connection=conn)
-    assert len(est.remote_history_) == 4
-    nb = MultinomialNB()
-    cparts = make_parts(6, n_parts=2)
-    upload(conn, container, cparts, prefix='cls/')
-    nb.remote_fit('swift://%s/cls/' % container, connection=conn)
-    # one epoch: counts are not doubled
-    assert nb.class_count_.sum() == 2 * N
-    sgd = SGDRegressor(random_state=0, max_iter=30, tol=0.05, n_iter_no_change=2)
-    sgd.remote_fit('swift://%s/train/' % container, connection=conn)
-    assert all(r['train_score'] is not None for r in sgd.remote_history_[1:])
-    assert len(sgd.remote_history_) < 30
 
 
 @pytest.mark.parametrize('kind', sorted(ESTIMATORS))
@@ -263,9 +139,9 @@ def test_remote_predict_of_a_bad_object_fails_it_alone(conn, container):
     est.remote_partial_fit('swift://%s/train/' % container, classes=[0, 1, 2], connection=conn)
     summary = est.remote_predict('swift://%s/new/' % container, 'swift://%s/pred/' % container,
                                  connection=conn)
-    assert summary.done == ['%s/new/good.csv' % container]
+    assert summary.done == ['swift://%s/new/good.csv' % container]
     ((name, reason),) = summary.failed
-    assert name == '%s/new/bad.csv' % container and 'non-numeric' in reason
+    assert name == 'swift://%s/new/bad.csv' % container and 'non-numeric' in reason
     names = [e['name'] for e in conn.get_container(container, full_listing=True)[1]]
     assert 'pred/bad.csv' not in names
 

@@ -154,7 +154,7 @@ def test_a_truncated_video_says_so_and_tags_need_no_video(conn, container, faces
         conn, faces["uri"] + "models/faces.npz", "swift://%s/cut.avi" % container
     )
     assert not found.failed, found.failed
-    tags = found.results["%s/cut.avi" % container]
+    tags = found.results["swift://%s/cut.avi" % container]
     read = sum(json.loads(tags["frames"]).values())
     assert read < 122 and tags["damaged"] == "truncated or damaged: %d of 122 frames decoded" % read
 
@@ -341,5 +341,8 @@ def test_s3_uris_run_in_place_in_the_cluster(cluster, faces):
     crops = [e["name"] for e in cluster.connection().get_container(bucket, prefix="s3-crops/")[1]]
     assert len(crops) == 8 and all(name.endswith(".png") for name in crops)
     found = pipeline.recognize(stores, uri + "models/faces.npz", uri + "test/")
-    assert sorted(found.results) == sorted("%s/test/%s" % (bucket, n) for n, _ in _files("test"))
+    # Named as the cluster names them, where they ran.
+    assert sorted(found.results) == sorted(
+        "swift://%s/test/%s" % (bucket, n) for n, _ in _files("test")
+    )
     assert all(t["name"] == label_of(s.rsplit("/", 1)[1]) for s, t in found.results.items())

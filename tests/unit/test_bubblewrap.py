@@ -9,11 +9,13 @@ import logging
 import os
 import resource
 import socket
+import subprocess
+import sys
 
 import pytest
 
+from mlstorlets.server.gateway import runtime_view, sbus
 from mlstorlets.server.gateway import sandbox as bubblewrap
-from mlstorlets.server.gateway import sbus
 from mlstorlets.server.gateway.sandbox import (
     BubblewrapRunTimeSandbox,
     _parse_cpuset,
@@ -75,8 +77,28 @@ def test_only_what_storlets_need_is_visible(sandbox):
     assert argv[storlets - 2] == '--ro-bind'
 
 
+def fake_environment(venv):
+    """A virtual environment at ``venv`` holding a stand-in (metadata and a
+    package) for each distribution storlets import."""
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv],
+                   check=True)
+    site = runtime_view.layout(venv + '/bin/python3')['site'][0]
+    for name in runtime_view.SANDBOX_DISTRIBUTIONS:
+        package = name.replace('-', '_')
+        info = os.path.join(site, '%s-1.0.dist-info' % package)
+        os.makedirs(info)
+        os.makedirs(os.path.join(site, package))
+        with open(os.path.join(info, 'METADATA'), 'w') as f:
+            f.write('Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n' % name)
+        with open(os.path.join(info, 'RECORD'), 'w') as f:
+            f.write('%s/__init__.py,,\n%s-1.0.dist-info/METADATA,,\n'
+                    % (package, package))
+    return site
+
+
 def test_an_environment_under_tmp_stays_visible(tmp_path):
     venv = str(tmp_path / 'checkout' / '.venv')
+    site = fake_environment(venv)
     conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
             'sandbox_python': venv + '/bin/python3'}
     sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
@@ -85,8 +107,11 @@ def test_an_environment_under_tmp_stays_visible(tmp_path):
     private_tmp = [i for i, a in enumerate(argv)
                    if a == '--bind' and argv[i + 2] == '/tmp']
     assert len(private_tmp) == 1
-    # Mounted after the private /tmp, so not hidden by it.
-    assert argv.index(venv) > private_tmp[0]
+    # Mounted after the private /tmp, so not hidden by it; the environment
+    # one entry at a time, never whole.
+    assert argv.index(os.path.join(site, 'numpy')) > private_tmp[0]
+    bound = [argv[i + 1] for i, a in enumerate(argv) if a == '--ro-bind']
+    assert venv not in bound and site not in bound
 
 
 def test_no_host_file_is_written_for_the_sandbox(sandbox):
@@ -234,9 +259,12 @@ def test_the_persistent_agent_is_started_from_the_read_only_engine(sandbox):
     from mlstorlets.server.gateway.sandbox import SANDBOX_ENGINE_DIR
     argv = command(sandbox)
     engine = os.path.dirname(os.path.abspath(mlstorlets.__file__))
-    at = argv.index(engine)
+    # The agent and the sandbox half of the package, never the client's.
+    at = argv.index(os.path.join(engine, 'server', 'agent'))
     assert argv[at - 1] == '--ro-bind'
-    assert argv[at + 1] == SANDBOX_ENGINE_DIR + '/mlstorlets'
+    assert argv[at + 1] == SANDBOX_ENGINE_DIR + '/mlstorlets/server/agent'
+    assert engine not in argv
+    assert os.path.join(engine, 'client') not in argv
     # Found on the interpreter's path before anything of the storlets'.
     path = argv[argv.index('PYTHONPATH') + 1]
     assert path.split(':')[0] == SANDBOX_ENGINE_DIR

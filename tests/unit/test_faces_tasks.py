@@ -61,7 +61,11 @@ def test_extract_refuses_bad_parameters(faces_data, params, match):
 def test_a_refusal_goes_out_as_metadata_without_body():
     out = FakeOutput()
     invocation.run(Logger(), [FakeInput(b"")], [out], {"source": "c/empty.jpg"}, tasks.extract)
-    assert out.metadata == {invocation.ERROR_KEY: "c/empty.jpg: empty object, expected an image"}
+    # The reason, and the input it is about in a key of its own.
+    assert out.metadata == {
+        invocation.ERROR_KEY: "empty object, expected an image",
+        invocation.ERROR_OBJECT_KEY: "c/empty.jpg",
+    }
     assert out.body == b""
 
 

@@ -14,6 +14,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._test_common.instance_generator import _get_expected_failed_checks
 from sklearn.utils.estimator_checks import estimator_checks_generator
 from sklearn.utils.validation import check_is_fitted
+from support import engine_parameter
 
 from mlstorlets.client import incremental
 from mlstorlets.sandbox import protocol
@@ -150,7 +151,7 @@ def test_the_protocol_state_codec_is_exact_chunked_and_budgeted():
         protocol.read_state_parameters({'state_parts': '2', 'state_0': 'AAAA'}, 1 << 20)
     # through the real parameter headers: quoted and unquoted as the engine does
     headers = protocol.parameter_headers(params)
-    back = dict(protocol.parse_parameter(v) for v in headers.values())
+    back = dict(engine_parameter(v) for v in headers.values())
     assert protocol.read_state_parameters(back, 1 << 20) == blob
 
 

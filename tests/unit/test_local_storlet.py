@@ -91,9 +91,10 @@ def test_a_refusal_names_the_object(storlets_dir):
     cls = load_storlet('refuser', storlets_dir)
     metadata, body = invoke(cls, [(b'ok', {})], {'source': 's'}, 's', 'r')
     assert (metadata, body) == ({'Length': '2'}, b'OK')
-    with pytest.raises(ObjectError, match='s3://b/k: storlet r refused it: '
-                       's3://b/k: not an image'):
+    with pytest.raises(ObjectError, match='^s3://b/k: storlet r refused it: '
+                       'not an image$') as refused:
         invoke(cls, [(b'bad', {})], {'source': 's3://b/k'}, 's3://b/k', 'r')
+    assert refused.value.name == 's3://b/k'
     with pytest.raises(StorletFailed, match='ended after 2 of 99 bytes'):
         invoke(cls, [(b'ok', {})], {'source': 's', 'lie': 'yes'}, 's', 'r')
 

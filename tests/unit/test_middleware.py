@@ -69,6 +69,30 @@ def test_a_refusal_is_422_refused(swift):
     assert body == b'storlet probe.py refused c/src: not an image\n'
 
 
+def test_a_refusal_names_the_input_it_is_about(swift):
+    swift.register('GET', SRC, '200 OK', {
+        'X-Object-Meta-Storlet-Error': 'no label',
+        'X-Object-Meta-Storlet-Error-Object': 'c/crop%201'}, b'')
+    status, headers, body = call(copy_app(swift), get())
+    assert status == 422
+    assert protocol.failed_object(headers) == 'c/crop%201'
+    assert protocol_of(headers)[1] == (
+        'storlet probe.py refused c/crop%201, an input of the call over '
+        'c/src: no label')
+    # Never a header of the answer's own, nor stored.
+    assert 'X-Object-Meta-Storlet-Error-Object' not in headers
+
+
+def test_a_refusal_of_the_source_names_it(swift):
+    swift.register('GET', SRC, '200 OK', {
+        'X-Object-Meta-Storlet-Error': 'not an image',
+        'X-Object-Meta-Storlet-Error-Object': 'c/src'}, b'')
+    status, headers, body = call(copy_app(swift), get())
+    assert protocol.failed_object(headers) == 'c/src'
+    assert protocol_of(headers)[1] == \
+        'storlet probe.py refused c/src: not an image'
+
+
 @pytest.mark.parametrize('kind,status', [(protocol.TIMED_OUT, 504),
                                          (protocol.FAILED, 502)])
 def test_an_object_servers_protocol_answer_becomes_the_clients(
@@ -291,3 +315,12 @@ def test_a_grant_that_names_no_user_is_refused(grantee):
 def test_a_client_cannot_send_the_storlet_referrer(referer):
     status, env, _ = through_user_name(Referer=referer)
     assert status == 403 and env is None
+
+
+def test_the_proxy_publishes_the_limits_clients_plan_by():
+    from swift.common.registry import get_swift_info
+
+    storlet_copy.filter_factory({}, max_extract_members='7')
+    published = get_swift_info()[protocol.INFO_KEY]
+    assert published == {'sbus_datagram_limit': protocol.SBUS_DATAGRAM_LIMIT,
+                         'max_extract_members': 7}

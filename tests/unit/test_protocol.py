@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 import pytest
-from support import default_sigint
+from support import default_sigint, engine_parameter
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.batch import BatchSummary, execute
@@ -27,16 +27,16 @@ def test_a_parameter_reaches_the_storlet_exactly(value):
     assert header == 'X-Storlet-Parameter-1'
     line.encode('ascii')  # any header is ASCII, CR/LF quoted
     assert '\r' not in line and '\n' not in line
-    assert protocol.parse_parameter(line) == (key, value)
+    assert engine_parameter(line) == (key, value)
 
 
 def test_the_storlet_headers_number_every_parameter():
     headers = storlet_headers('s.py', {'b': 2, 'a': 'x y'},
                               ['/c/o,1', '/c/é'])
     assert headers['X-Run-Storlet'] == 's.py'
-    assert protocol.parse_parameter(headers['X-Storlet-Parameter-1']) == \
+    assert engine_parameter(headers['X-Storlet-Parameter-1']) == \
         ('a', 'x y')
-    assert protocol.parse_parameter(headers['X-Storlet-Parameter-2']) == \
+    assert engine_parameter(headers['X-Storlet-Parameter-2']) == \
         ('b', '2')
     # The engine splits extra resources at commas, then unquotes each.
     assert headers['X-Storlet-Extra-Resources'] == '/c/o%2C1,/c/%C3%A9'

@@ -27,17 +27,18 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from mlstorlets.client.batch import gateway, list_sources
+from mlstorlets.client.batch import list_sources
 from mlstorlets.client.faces import plan
-from mlstorlets.client.local_storlet import InputFile, StorletFailed, invoke, load_storlet
+from mlstorlets.client.local_storlet import InputFile, StorletFailed
 from mlstorlets.client.placement import run_anywhere
-from mlstorlets.client.stores import StoreError, Stores
-from mlstorlets.client.swift import Swift, SwiftError, check_parameters
+from mlstorlets.client.runners import runner_for, stores_for
+from mlstorlets.client.swift import SwiftError
 from mlstorlets.client.uri import format_uri, parse, parse_uri
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces import shards as train_steps
 from mlstorlets.sandbox.faces.shards import job_body
-from mlstorlets.sandbox.faces.tasks import metadata_value
+from mlstorlets.sandbox.inputs import metadata_value
 from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
 
 __all__ = [
@@ -63,7 +64,7 @@ TRAIN = "train.py"
 #: prefix, which the batch runner's listings leave out.
 SHARD_PREFIX = INTERNAL_PREFIX + "/shards/"
 
-_META = "x-object-meta-"
+_META = protocol.OBJECT_META.lower()
 # Metadata a shard carries (it inherits none from its job), counted
 # generously; and what the job object a request runs on costs.
 _SHARD_COST = plan.input_cost({"Shard-Rows": "9" * 9})
@@ -73,17 +74,6 @@ _JOB_COST = plan.input_cost({})
 # -- extract ---------------------------------------------------------------
 #: What ``extract_face`` writes, whatever the photo's type.
 CROP_TYPE = (".png", "image/png")
-
-
-def _stores(conn):
-    """The stores a faces command reaches its URIs through: ``conn`` is a
-    :class:`~mlstorlets.client.stores.Stores`, a swiftclient ``Connection``
-    or Swift gateway for the cluster, or None (all from the environment)."""
-    if isinstance(conn, Stores):
-        return conn
-    if isinstance(conn, Swift):
-        conn = conn.parent
-    return Stores(swift=conn)
 
 
 def extract(conn, src, dest, size=150, margin=0.25, label_key="Name", **batch_options):
@@ -102,7 +92,7 @@ def extract(conn, src, dest, size=150, margin=0.25, label_key="Name", **batch_op
     Parameters
     ----------
     conn : Stores, swiftclient.client.Connection or None
-        See :func:`_stores`.
+        See :func:`mlstorlets.client.runners.stores_for`.
     src, dest : str
         URIs of the photos and of the crops (prefixes end with ``/``).
     size, margin : int, float
@@ -120,7 +110,7 @@ def extract(conn, src, dest, size=150, margin=0.25, label_key="Name", **batch_op
     """
     params = {"size": size, "margin": margin, "label_key": label_key}
     return run_anywhere(
-        EXTRACT, src, dest, params=params, stores=_stores(conn), output_type=CROP_TYPE,
+        EXTRACT, src, dest, params=params, stores=stores_for(conn), output_type=CROP_TYPE,
         **batch_options,
     )
 
@@ -162,7 +152,7 @@ def recognize(
     Parameters
     ----------
     conn : Stores, swiftclient.client.Connection or None
-        See :func:`_stores`.
+        See :func:`mlstorlets.client.runners.stores_for`.
     model : str
         URI of a model made by :func:`train`: in the cluster, unless
         ``src`` is not and there is no ``dest``.
@@ -188,35 +178,23 @@ def recognize(
     -------
     mlstorlets.client.batch.BatchSummary, or Recognitions when ``dest`` is None
     """
-    stores = _stores(conn)
-    params = {"model": model}
+    runner = runner_for(src, dest, model, stores=stores_for(conn))
+    # The engine feeds a missing extra resource to the storlet as the 404
+    # page; asking first gives the user the real reason.
+    runner.require(model)
+    params = {"model": runner.source_name(model)}
     if threshold is not None:
         params["threshold"] = threshold
     if kind:
         params["kind"] = kind
-    if dest is None and not stores.in_cluster(parse(src)):
-        params["output"] = "tags"
-        return _tags_on_client(stores, src, model, params, concurrency, dry_run)
-    if not stores.in_cluster(parse(model)):
-        raise ValueError(f"{model}: the model must be in the cluster to recognize {src}")
-    model_container, model_name = parse_uri(str(stores.as_swift(parse(model))))
-    swift = gateway(stores.swift_connection())
-    _require_object(swift, model_container, model_name)
-    params = {"model": "%s/%s" % (model_container, model_name)}
-    if threshold is not None:
-        params["threshold"] = threshold
-    if kind:
-        params["kind"] = kind
-    extra = ["/%s/%s" % (model_container, model_name)]
     if dest is not None:
-        return run_anywhere(
+        return runner.run_storlet(
             RECOGNIZE,
             src,
             dest,
-            params=params,
-            stores=stores,
-            extra_resources=extra,
+            params,
             concurrency=concurrency,
+            extras=[model],
             dry_run=dry_run,
             output_type=functools.partial(_recognized_type, kind),
             **batch_options,
@@ -224,9 +202,7 @@ def recognize(
     # Without a destination only the tags are wanted: the storlet builds no
     # annotated video and sends no body.
     params["output"] = "tags"
-    return _tags_in_cluster(
-        swift, stores.as_swift(parse(src)), params, extra, concurrency, dry_run, _META + "face-"
-    )
+    return _tags(runner, src, params, [model], concurrency, dry_run)
 
 
 def _recognized_type(kind, name):
@@ -243,75 +219,25 @@ def _recognized_type(kind, name):
     return None
 
 
-def _tags_in_cluster(swift, src, params, extra, concurrency, dry_run, prefix):
-    swift.check_storlet(RECOGNIZE, params)
-    container, _, entries = list_sources(swift, str(src))
+def _tags(runner, src, params, extras, concurrency, dry_run):
+    """The tags ``recognize_face.py`` finds in each object of ``src``."""
+    runner.check_storlet(RECOGNIZE, params)
+    uris = runner.list_objects(src)
     if dry_run:
-        return Recognitions(planned=sorted("%s/%s" % (container, e["name"]) for e in entries))
+        return Recognitions(planned=sorted(uris))
 
-    def tag(entry):
-        source = "%s/%s" % (container, entry["name"])
+    def tag(uri):
         try:
-            response, body = swift.storlet_get(
-                container,
-                entry["name"],
-                RECOGNIZE,
-                dict(params, source=source),
-                extra,
-                resp_chunk_size=65536,
+            metadata, _ = runner.invoke(
+                RECOGNIZE, [uri], dict(params, source=runner.source_name(uri)), extras=extras
             )
-        except SwiftError as err:
-            return source, None, err.reason
-        body.close()  # empty: the tags are in the headers
-        return (
-            source,
-            {k[len(prefix) :]: v for k, v in response.items() if k.startswith(prefix)},
-            None,
-        )
-
-    return _collect(swift.parallel(tag, entries, concurrency))
-
-
-def _tags_on_client(stores, src, model_uri, params, concurrency, dry_run):
-    cls = load_storlet(RECOGNIZE)
-    check_parameters(RECOGNIZE, params, getattr(cls, "parameters", None))
-    uri = parse(src)
-    store, _ = stores.open(uri)
-    if uri.is_prefix:
-        entries = [e.name for e in store.list(uri.key)]
-    else:
-        if store.head(uri.key) is None:
-            raise ObjectError(str(uri), "no such object")
-        entries = [uri.key]
-    if dry_run:
-        return Recognitions(planned=sorted(store.uri(name) for name in entries))
-    model_store, model_key = stores.open(parse(model_uri))
-    if model_store.head(model_key.key) is None:
-        raise ObjectError(model_uri, "not found")
-    model = model_store.get(model_key.key)  # (body, metadata), read once
-
-    def tag(name):
-        source = store.uri(name)
-        try:
-            with store.reader(name) as reader:
-                metadata, _ = invoke(
-                    cls,
-                    [(reader, reader.metadata), model],
-                    dict(params, source=source),
-                    source,
-                    RECOGNIZE,
-                )
-        except (ObjectError, StorletFailed, StoreError) as err:
-            return source, None, str(err)
-        tags = {
-            k[len("face-") :].lower(): v
-            for k, v in metadata.items()
-            if k.lower().startswith("face-")
-        }
-        return source, tags, None
+        except (ObjectError, StorletFailed) as err:
+            return uri, None, getattr(err, "reason", None) or str(err)
+        tags = {k[len("face-") :]: v for k, v in metadata.items() if k.startswith("face-")}
+        return uri, tags, None
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return _collect(pool.map(tag, entries))
+        return _collect(pool.map(tag, uris))
 
 
 def _collect(outcomes):
@@ -394,7 +320,7 @@ def train(
     max_shard_faces=5000,
     keep_shards=False,
     concurrency=4,
-    budget=plan.SBUS_LIMIT - plan.RESERVED,
+    budget=None,
     dry_run=False,
 ):
     """Train a face model on the labelled crops under ``src``, in the cluster.
@@ -435,9 +361,11 @@ def train(
         them, e.g. to inspect them.
     concurrency : int, default=4
         Pack and merge requests in flight.
-    budget : int
+    budget : int, optional
         Datagram bytes a request's inputs may use; see
-        :func:`mlstorlets.client.faces.plan.plan_groups`.
+        :func:`mlstorlets.client.faces.plan.plan_groups`.  By default, what
+        the cluster's /info says its datagrams hold, less
+        :data:`~mlstorlets.client.faces.plan.RESERVED`.
     dry_run : bool, default=False
         Read and check the crops' labels and plan the shards; run nothing,
         write nothing (the report's ``seconds`` is the planning time and
@@ -457,16 +385,22 @@ def train(
         ``max_shard_faces``.
     """
     started = time.monotonic()
-    stores = _stores(conn)
+    stores = stores_for(conn)
     src_uri, model_uri = parse(src), parse(model)
     if model_uri.is_prefix:
         raise ValueError(f"{model} must name an object")
-    if not (stores.in_cluster(src_uri) and stores.in_cluster(model_uri)):
+    runner = runner_for(src, model, stores=stores)
+    if runner.placement == "client":
+        # The training storlet's own steps, run here over the crops read
+        # into memory; in the cluster, sharded requests next to the crops.
         return _train_on_client(stores, src_uri, model_uri, label_key, C, seed, concurrency,
                                 dry_run, started)
-    swift = gateway(stores.swift_connection())
-    src = str(stores.as_swift(src_uri))
-    model_container, model_name = parse_uri(str(stores.as_swift(model_uri)))
+    swift = runner.swift
+    limits = swift.limits()
+    if budget is None:
+        budget = limits.datagram - plan.RESERVED
+    src = runner.locate(src)
+    model_container, model_name = parse_uri(runner.locate(model))
     swift.check_storlet(
         TRAIN,
         {"step": "fit", "label_key": label_key, "C": C, "seed": seed},
@@ -517,6 +451,7 @@ def train(
             [c.path for c in crops],
             max_weight=shard_size,
             budget=budget - _JOB_COST,
+            header_limit=limits.header,
         )
         return TrainReport(
             model=model,
@@ -536,6 +471,7 @@ def train(
             [c.path for c in crops],
             max_weight=shard_size,
             budget=budget - _JOB_COST,
+            header_limit=limits.header,
         )
         shards = _run_step(
             swift,
@@ -549,9 +485,9 @@ def train(
             written,
         )
         n_packed, merges, level = len(shards), 0, 0
-        while len(_plan(shards, budget)) > 1:
+        while len(_plan(shards, budget, limits.header)) > 1:
             level += 1
-            groups = _plan(shards, budget, max_shard_faces)
+            groups = _plan(shards, budget, limits.header, max_shard_faces)
             if len(groups) == len(shards):
                 raise ValueError(
                     f"{len(crops)} faces need more than one fit request with max_shard_faces="
@@ -643,13 +579,14 @@ def _train_on_client(stores, src, model, label_key, C, seed, concurrency, dry_ru
     return report
 
 
-def _plan(shards, budget, max_faces=None):
+def _plan(shards, budget, header_limit, max_faces=None):
     return plan.plan_groups(
         [s.cost for s in shards],
         [s.path for s in shards],
         weights=[s.faces for s in shards],
         max_weight=max_faces,
         budget=budget - _JOB_COST,
+        header_limit=header_limit,
     )
 
 
@@ -709,19 +646,13 @@ def _invoke(swift, inputs, container, name, params, job, written, extra_headers=
 
 
 def _storlet_error(err, job, inputs):
-    """An ObjectError naming the object a storlet refused, or a RuntimeError.
-
-    A refusal's reason is the storlet's: ``<object>: <why>`` for the input
-    (a crop, a shard) it refused, which is named when it is one of
-    ``inputs``.
-    """
+    """An ObjectError naming the input a storlet refused (a crop, a shard:
+    the protocol's :data:`~mlstorlets.sandbox.protocol.OBJECT_HEADER`), or
+    the job; a RuntimeError for any other failure."""
     if err.kind != "refused":
         return RuntimeError("%s over %s: %s" % (TRAIN, job, err.reason))
-    for name in [i.label for i in inputs] + [job]:
-        at = err.reason.find(name + ": ")
-        if at >= 0:
-            return ObjectError(name, err.reason[at + len(name) + 2 :])
-    return ObjectError(job, err.reason)
+    names = [i.label for i in inputs] + [job]
+    return ObjectError(err.object if err.object in names else job, err.reason)
 
 
 def _delete(swift, container, names, concurrency):

@@ -9,10 +9,8 @@ met is rarely the obvious one:
 * the storlets engine hands every input to the sandbox in one SBus datagram
   that ``libsbus`` receives into a 4096-byte buffer.  The datagram holds,
   as JSON, each input's *user metadata* and the invocation parameters; a
-  request whose datagram is longer fails (the storlet never starts).  With
-  face crops carrying four short metadata values this allows about 15
-  inputs, with objects without metadata about 59 (measured on the embedded
-  cluster), far fewer than the header allows.
+  request whose datagram is longer fails (the storlet never starts): with
+  metadata on every input, far fewer inputs than the header allows.
 
 This module is pure logic, so that the client can plan requests (and the
 tests check the plans) without a cluster.
@@ -22,10 +20,13 @@ import json
 import random
 import urllib.parse
 
+from mlstorlets.sandbox import protocol
+
 __all__ = [
     "HEADER_LIMIT",
     "SBUS_LIMIT",
     "RESERVED",
+    "ENGINE_RESERVE",
     "input_cost",
     "resource_path",
     "plan_groups",
@@ -37,13 +38,17 @@ HEADER_LIMIT = 8192
 
 #: Size of the buffer the sandbox receives an invocation datagram into
 #: (``MAX_MSG_LENGTH`` in storlets' ``sbus.c``).
-SBUS_LIMIT = 4096
+SBUS_LIMIT = protocol.SBUS_DATAGRAM_LIMIT
 
-#: Datagram bytes kept for what is not an input: the output, metadata and
-#: logger descriptors and the engine's own parameters (together 350 to 380
-#: bytes, found by bisection on the embedded cluster), and the storlet's
-#: parameters (under 300 bytes for the face storlets).
-RESERVED = 1024
+#: Datagram bytes the engine takes for itself: the output, metadata and
+#: logger descriptors and its own parameters, with a margin over what
+#: bisection on the embedded cluster found.
+ENGINE_RESERVE = 640
+
+#: Datagram bytes kept for what is not an input where the storlet's
+#: parameters are not counted one by one: the engine's, and parameters of
+#: under 384 bytes (the face storlets').
+RESERVED = ENGINE_RESERVE + 384
 
 _HEADER_NAME = "X-Storlet-Extra-Resources: "
 

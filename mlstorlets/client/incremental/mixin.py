@@ -24,7 +24,6 @@ with the same storlet module run here.
 """
 
 import copy
-import hashlib
 import json
 import sys
 import time
@@ -36,21 +35,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from mlstorlets.client.batch import list_sources
-from mlstorlets.client.faces.plan import SBUS_LIMIT
-from mlstorlets.client.incremental.transport import (
-    SBUS_ENGINE_RESERVE,
-    STATE_PREFIX,
-    STORLET_NAME,
-    UNKNOWN_METADATA_COST,
-    datagram_cost,
-    transport_for,
-)
-from mlstorlets.client.placement import run_anywhere
-from mlstorlets.client.stores.registry import Stores
-from mlstorlets.client.swift import Swift
-from mlstorlets.client.uri import parse
-from mlstorlets.sandbox import protocol
+from mlstorlets.client.incremental.transport import STORLET_NAME, calls_for
+from mlstorlets.client.runners import runner_for
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import data, state, training
 
@@ -125,9 +111,9 @@ class RemoteIncrementalMixin:
     def _request_params(op, data_options, extra=None):
         params = {"op": op}
         for key, value in (data_options or {}).items():
-            if key not in data._OPTIONS:
+            if key not in data.OPTIONS:
                 raise ValueError(f"unknown data option {key!r}; expected one of "
-                                 f"{sorted(data._OPTIONS)}")
+                                 f"{sorted(data.OPTIONS)}")
             if value is not None:
                 params[key] = str(value)
         params.update(extra or {})
@@ -184,9 +170,7 @@ class RemoteIncrementalMixin:
     def _payload(transport, entries, blob, classes=None, sample_weight=None):
         job = None
         if len(entries) > 1:
-            sizes = getattr(transport, "_heads", {})
-            job = [[uri, float(w), sizes[uri][0] if uri in sizes else None]
-                   for uri, w in entries]
+            job = [[uri, float(w), transport.size_of(uri)] for uri, w in entries]
         return state.pack(blob, classes=classes, sample_weight=sample_weight, job=job)
 
     def _check_answer(self, where, body, metadata, sent):
@@ -302,7 +286,7 @@ class RemoteIncrementalMixin:
         -------
         self : object
         """
-        transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
+        transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
         weights = self._weights(uris, sample_weight)
         first = not hasattr(self, "n_features_in_")
@@ -380,7 +364,7 @@ objects_per_call
         epochs, tol, patience, early, fraction = self._fit_settings(epochs, validation_fraction)
         shuffle = getattr(self, "shuffle", True) if shuffle is None else shuffle
         rng = check_random_state(getattr(self, "random_state", None))
-        transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
+        transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
         weights = self._weights(uris, sample_weight)
         held = []
@@ -458,7 +442,7 @@ objects_per_call
         classifier, R^2 for a regressor, the summed score of a clusterer.
         """
         check_is_fitted(self)
-        transport, source = transport_for(source, connection, stores, storlet, objects_per_call)
+        transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
         blob = state.dumps(self, self._partial_fit_params(None))
         return self._score_pass(transport, uris, blob,
@@ -489,38 +473,13 @@ objects_per_call
         options = dict({"label_column": "none"}, **(data_options or {}))
         params = self._request_params(method, options)
         blob = state.pack(state.dumps(self, self._partial_fit_params(None)))
-        stores = stores or Stores(swift=connection.parent if isinstance(connection, Swift)
-                                  else connection)
-        extra, temp, swift = None, None, None
-        if stores.in_cluster(source) and stores.in_cluster(dest):
-            swift = Swift(stores.swift_connection())
-            src = str(stores.as_swift(parse(source)))
-            container, _, entries = list_sources(swift, src)
-            # every call's datagram holds the parameters, the source's name among them
-            longest = max(datagram_cost({"source": "%s/%s" % (container, e["name"])})
-                          for e in entries)
-            used = SBUS_ENGINE_RESERVE + UNKNOWN_METADATA_COST + datagram_cost(params) + longest
-            inline = protocol.state_parameters(blob, budget=SBUS_LIMIT - used)
-            if inline is None:
-                # named by its content: a second run finds the same run digest
-                temp = STATE_PREFIX + "model-" + hashlib.sha256(blob).hexdigest()[:32]
-                swift.call(temp, "put_object", container, temp, blob,
-                           content_type="application/octet-stream")
-                extra, params = ["/%s/%s" % (container, temp)], dict(params, payload="resource")
-            else:
-                params.update(inline)
-        else:
-            params.update(protocol.state_parameters(blob))
-        try:
-            summary = run_anywhere(storlet, source, dest, params, concurrency, resume,
-                                   stores=stores, extra_resources=extra, progress=progress,
-                                   dry_run=dry_run)
-        finally:
-            if temp is not None:
-                try:
-                    swift.call(temp, "delete_object", container, temp)
-                except ObjectError:
-                    pass
+        runner = runner_for(source, dest, connection=connection, stores=stores)
+        # Every call's datagram holds the parameters, each source's name
+        # among them: the model rides there when all have room.
+        with runner.staged(blob, params, runner.list_objects(source)) as (params, extra):
+            summary = runner.run_storlet(storlet, source, dest, params, concurrency, resume,
+                                         extra_resources=extra, progress=progress,
+                                         dry_run=dry_run)
         if int(getattr(self, "verbose", 0) or 0):
             print(summary.format(), flush=True)
         return summary

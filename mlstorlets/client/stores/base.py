@@ -22,6 +22,7 @@ on the client sees the same.
 import dataclasses
 import io
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
 # Names the project keeps for itself (sidecars, temporary state): one rule
@@ -30,7 +31,7 @@ from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F4
 
 # The user metadata key every output records its source's hash in: an output
 # whose Source-Etag matches its source is up to date (resume, skip).
-SOURCE_ETAG = 'Source-Etag'
+SOURCE_ETAG = protocol.SOURCE_ETAG_KEY
 # The system headers an object keeps across stores, besides user metadata.
 CONTENT_HEADERS = ('Content-Type', 'Content-Disposition')
 # Bytes read or written at once when streaming a body.

@@ -14,7 +14,7 @@ import threading
 from urllib.parse import urlsplit
 
 from mlstorlets.client.stores.base import StoreError
-from mlstorlets.client.uri import _BUCKET, URI, parse
+from mlstorlets.client.uri import S3_BUCKET_NAME, URI, parse
 
 
 class Stores:
@@ -160,7 +160,7 @@ class Stores:
             _, listing = conn.get_account(full_listing=True)
         except (ClientException, BotoCoreError, ClientError, OSError):
             return False  # either API refused: not one account
-        containers = {c['name'] for c in listing if _BUCKET.match(c['name'])}
+        containers = {c['name'] for c in listing if S3_BUCKET_NAME.match(c['name'])}
         return buckets == containers
 
     def _bucket_is_container(self, uri):

@@ -46,8 +46,9 @@ from mlstorlets.client.stores.base import (
     normalize_metadata,
 )
 from mlstorlets.client.swift import Swift, clone_connection, reason_of
+from mlstorlets.sandbox import protocol
 
-META = 'x-object-meta-'
+META = protocol.OBJECT_META.lower()
 # Swift's default max_file_size and max_manifest_segments (constraints).
 MAX_OBJECT = 5 << 30
 MAX_SEGMENTS = 1000

@@ -10,17 +10,14 @@ and the container image installs the same package, so no storlet
 dependency carries the 32 MB of weights and nothing is downloaded at run
 time.
 
-Detection, measured on the sample set (104 photos of about 270x190 px,
-``benchmarks/face_cost.py`` measures the cost): OpenCV's Haar cascade found
-a face in every photo but also 4 false faces, in 28 ms a photo; dlib's HOG
-detector at the photo's own size missed 14, with one upsampling 1, with
-two none (100 ms); the CNN detector missed 25 at the photo's size and 1
-when upsampled (1.8 s a photo). Scaling every image so that its longer side
-is :data:`DETECT_SIDE` (640 px) before the HOG detector found every face,
-with no false one, in 21 ms: so that is the first choice; a second HOG pass
-upsampled once, then the CNN detector, are fallbacks for the images where it
-finds nothing (tiny faces, strong side light). The same scale serves a
-close-up and a 12 MP photo alike.
+Detection: dlib's HOG detector on the image scaled so that its longer side
+is :data:`DETECT_SIDE` is the first choice (on the sample set it found
+every face with no false one, faster than OpenCV's Haar cascade, which
+found false faces, and than the HOG detector at the photo's own size,
+which missed small faces; ``benchmarks/face_cost.py`` measures the costs).
+A second HOG pass upsampled once, then the CNN detector, are fallbacks for
+the images where it finds nothing (tiny faces, strong side light). The
+same scale serves a close-up and a 12 MP photo alike.
 """
 
 import importlib.util

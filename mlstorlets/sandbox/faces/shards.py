@@ -38,7 +38,7 @@ import numpy as np
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.crops import read_embedding
 from mlstorlets.sandbox.faces.model import dump_model, load_shard, pack_shard, train
-from mlstorlets.sandbox.faces.tasks import input_name, metadata_value, read_input
+from mlstorlets.sandbox.inputs import input_name, metadata_value, read_input
 from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = ["STEPS", "job_body", "run", "pack", "merge", "fit"]

@@ -29,26 +29,26 @@ from mlstorlets.sandbox.faces.image import MAX_PIXELS, decode_image
 from mlstorlets.sandbox.faces.model import load_model
 from mlstorlets.sandbox.faces.model import recognize as recognize_embedding
 from mlstorlets.sandbox.faces.video import MAX_FRAMES, NO_FACE, recognize_video
+from mlstorlets.sandbox.inputs import (
+    MAX_VIDEO_BYTES,
+    input_name,
+    metadata_value,
+    read_input,
+    spill_input,
+)
 from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = [
     "photo_face",
     "extract",
     "recognize",
-    "input_name",
-    "read_input",
-    "spill_input",
     "sniff",
-    "metadata_value",
 ]
 
 #: Largest photo read into memory; a 40 megapixel JPEG is about 20 MB.
 MAX_IMAGE_BYTES = 64 * 2**20
 #: Largest model object; a face model is a few hundred kilobytes.
 MAX_MODEL_BYTES = 64 * 2**20
-#: Largest video spilled to the sandbox's /tmp; the annotated copy needs room
-#: too, and the sandbox caps any one file at 2 GiB.
-MAX_VIDEO_BYTES = 1024 * 2**20
 
 # Metadata the face storlets write; stale values are dropped from an input's
 # metadata before fresh ones are added.
@@ -57,61 +57,7 @@ TAG_PREFIX = "Face-"
 MAX_META_VALUE = 256
 MAX_META_TOTAL = 4096
 
-_CHUNK = 1 << 20
-
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
-
-
-def input_name(params, index):
-    """The name errors give input ``index`` (0 is the request's object)."""
-    if index == 0:
-        return params.get("source") or "the input object"
-    return f"input {index}"
-
-
-def metadata_value(metadata, key):
-    """``metadata[key]`` compared case-insensitively, or None.
-
-    Swift title-cases metadata keys (``X-Object-Meta-name`` is stored as
-    ``Name``), so a key given by a user may differ in case.
-    """
-    wanted = key.lower()
-    for candidate, value in metadata.items():
-        if candidate.lower() == wanted:
-            return value
-    return None
-
-
-def read_input(f, name, limit):
-    """Read a whole input into memory, refusing more than ``limit`` bytes."""
-    chunks, total = [], 0
-    while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > limit:
-            raise ObjectError(name, f"larger than the {limit} bytes accepted")
-        chunks.append(chunk)
-
-
-def spill_input(f, path, name, limit, head=b""):
-    """Copy an input to a local file, refusing more than ``limit`` bytes.
-
-    Returns the number of bytes written. ``head`` is data already read from
-    ``f`` (e.g. to sniff its type) and is written first.
-    """
-    total = len(head)
-    with open(path, "wb") as out:
-        out.write(head)
-        while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                return total
-            total += len(chunk)
-            if total > limit:
-                raise ObjectError(name, f"larger than the {limit} bytes accepted")
-            out.write(chunk)
 
 
 def sniff(head):

@@ -62,7 +62,7 @@ def _label_column(text):
 
 
 #: option name -> (metadata key, parser); parameters use the option name.
-_OPTIONS = {
+OPTIONS = {
     "format": ("Data-Format", str),
     "num_features": ("Num-Features", int),
     "label_column": ("Label-Column", _label_column),
@@ -124,7 +124,7 @@ class DataOptions:
         """Options from storlet parameters, else object metadata, else defaults."""
         metadata = {str(k).lower(): v for k, v in (metadata or {}).items()}
         kwargs = {}
-        for option, (meta_key, parse) in _OPTIONS.items():
+        for option, (meta_key, parse) in OPTIONS.items():
             raw = params.get(option)
             if raw is None and meta_key is not None:
                 raw = metadata.get(meta_key.lower())
@@ -205,7 +205,7 @@ class _RawReader(io.RawIOBase):
         return n
 
 
-def _buffered(source):
+def buffered(source):
     return io.BufferedReader(_RawReader(source), buffer_size=1 << 20)
 
 
@@ -476,7 +476,7 @@ def _read_into(stream, view):
     return got
 
 
-def _npz_member(archive, info, options, name):
+def npz_member(archive, info, options, name):
     """One array of an ``.npz``, its declared and actual sizes bounded.
 
     The zip directory declares each member's uncompressed size and
@@ -519,7 +519,7 @@ def _npz_arrays(stream, options, name):
             if missing:
                 raise ObjectError(name, f".npz lacks array(s) {sorted(m[:-4] for m in missing)}")
             return [
-                None if key not in by_name else _npz_member(archive, by_name[key], options, name)
+                None if key not in by_name else npz_member(archive, by_name[key], options, name)
                 for key in ("X.npy", "y.npy", "sample_weight.npy")
             ]
     except (
@@ -580,7 +580,7 @@ def iter_batches(source, options, name=""):
         Empty object, wrong column count, non-numeric value, NaN or infinity,
         negative weight; text errors name the line.
     """
-    stream = _buffered(source)
+    stream = buffered(source)
     head = stream.peek(8)[:8]
     fmt = options.format
     if fmt == "auto":

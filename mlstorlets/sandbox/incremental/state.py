@@ -231,7 +231,7 @@ def unpack(blob, limit=MAX_STATE_BYTES[0]):
                 key = info.filename[:-4]
                 if key not in PAYLOAD_MEMBERS or not info.filename.endswith(".npy"):
                     _fail(name, f"unexpected payload member {info.filename!r}")
-                found[key] = data._npz_member(archive, info, options, name)
+                found[key] = data.npz_member(archive, info, options, name)
     except ObjectError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:

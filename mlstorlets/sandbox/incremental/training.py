@@ -61,7 +61,7 @@ RESOURCE = "resource"
 
 
 def _read_bounded(f, limit, name):
-    blob = data._buffered(f).read(limit + 1)
+    blob = data.buffered(f).read(limit + 1)
     if len(blob) > limit:
         raise ObjectError(name, f"the payload is over max_state_bytes={limit} bytes")
     return blob
@@ -435,7 +435,15 @@ def run(in_files, params):
         raise ObjectError(name, "no model state: neither state parameters nor a payload input")
     estimator = state.loads(payload.state)
     if op == "partial_fit":
+        # The estimator's own progress lines are for no terminal here (and
+        # would reach the user's when the client runs this): the client
+        # prints its epochs itself.  The state goes back as it came.
+        verbose = estimator.get_params().get("verbose")
+        if verbose:
+            estimator.set_params(verbose=0)
         report = partial_fit(estimator, inputs, params, payload)
+        if verbose:
+            estimator.set_params(verbose=verbose)
         metadata[REPORT_KEY] = json.dumps(report, separators=(",", ":"))
         return metadata, state.dumps(estimator)
     if op == "score":

@@ -27,14 +27,18 @@ from PIL import Image
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.image import MAX_PIXELS
-from mlstorlets.sandbox.faces.tasks import input_name, metadata_value, read_input, spill_input
+from mlstorlets.sandbox.inputs import (
+    MAX_VIDEO_BYTES,
+    input_name,
+    metadata_value,
+    read_input,
+    spill_input,
+)
 from mlstorlets.sandbox.invocation import float_param, int_param
 from mlstorlets.sandbox.video import avi, filters, frames
 
 __all__ = ["video_frames", "filter_frame", "assemble", "decode_frame", "MAX_VIDEO_BYTES"]
 
-#: Largest video spilled to the sandbox's /tmp for frame extraction.
-MAX_VIDEO_BYTES = 1024 * 2**20
 #: Largest frame object read.
 MAX_FRAME_BYTES = avi.MAX_FRAME_BYTES
 #: Largest video :func:`assemble` writes: the output is built in memory.

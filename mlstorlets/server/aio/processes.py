@@ -26,10 +26,6 @@ def pidfile(run_dir, name):
     return os.path.join(run_dir, name + '.pid')
 
 
-def read_pid(run_dir, name):
-    return _read_record(run_dir, name)[0]
-
-
 def _read_record(run_dir, name):
     """(pid, start time) recorded for ``name``; either may be None."""
     try:

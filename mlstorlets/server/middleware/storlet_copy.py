@@ -46,6 +46,7 @@ from urllib.parse import unquote
 from swift.common.exceptions import ChunkReadError
 from swift.common.http import is_success
 from swift.common.middleware.bulk import Bulk
+from swift.common.registry import register_swift_info
 from swift.common.request_helpers import check_path_header
 from swift.common.swob import (
     HTTPBadRequest,
@@ -62,12 +63,13 @@ from swift.common.wsgi import make_subrequest
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.storlet_failure import classify
 
-META = 'X-Object-Meta-'
+META = protocol.OBJECT_META
 # Output metadata our storlets use to talk to this middleware (see
 # mlstorlets.sandbox.invocation); never stored.
 ERROR_KEY = META + protocol.ERROR_KEY
+ERROR_OBJECT_KEY = META + protocol.ERROR_OBJECT_KEY
 LENGTH_KEY = META + protocol.LENGTH_KEY
-INTERNAL = (ERROR_KEY.lower(), LENGTH_KEY.lower())
+INTERNAL = (ERROR_KEY.lower(), ERROR_OBJECT_KEY.lower(), LENGTH_KEY.lower())
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ('x-run-storlet', 'x-auth-token', 'x-storlet-')
 # Objects one extraction may write (a rotoscope range is at most 2000
@@ -198,7 +200,8 @@ class StorletCopyMiddleware(object):
             # An object server's storlet_failure speaking the protocol.
             close_if_possible(resp.app_iter)
             reason = unquote(resp.headers.get(protocol.REASON_HEADER, ''))
-            return self._error(req, kind, storlet, source, reason, dest)
+            return self._error(req, kind, storlet, source, reason, dest,
+                               protocol.failed_object(resp.headers))
         if not is_success(resp.status_int):
             failure = classify(resp)
             if failure:
@@ -209,14 +212,21 @@ class StorletCopyMiddleware(object):
             return self._failure(req, source, resp, dest)
         if ERROR_KEY in resp.headers:
             close_if_possible(resp.app_iter)
+            refused = resp.headers.get(ERROR_OBJECT_KEY)
             return self._error(req, protocol.REFUSED, storlet, source,
-                               wsgi_to_str(resp.headers[ERROR_KEY]), dest)
+                               wsgi_to_str(resp.headers[ERROR_KEY]), dest,
+                               refused and wsgi_to_str(refused))
         return None
 
-    def _error(self, req, kind, storlet, source, reason, dest=None):
-        """The protocol's answer for a storlet that produced no output."""
+    def _error(self, req, kind, storlet, source, reason, dest=None,
+               refused=None):
+        """The protocol's answer for a storlet that produced no output;
+        ``refused`` names the input a refusal was about."""
         name = _text_name(source)
-        if kind == protocol.REFUSED:
+        if kind == protocol.REFUSED and refused and refused != name:
+            text = 'storlet %s refused %s, an input of the call over %s: %s' \
+                % (storlet, refused, name, reason)
+        elif kind == protocol.REFUSED:
             text = 'storlet %s refused %s: %s' % (storlet, name, reason)
         elif kind == protocol.TIMED_OUT:
             text = 'storlet %s timed out over %s (%s)' % (storlet, name,
@@ -228,7 +238,9 @@ class StorletCopyMiddleware(object):
         if kind != protocol.REFUSED:
             self.logger.warning(text)
         return Response(status=protocol.STATUS[kind], request=req,
-                        headers=protocol.failure_headers(kind, text),
+                        headers=protocol.failure_headers(
+                            kind, text, refused or
+                            (name if kind == protocol.REFUSED else None)),
                         content_type='text/plain',
                         body=(text + '\n').encode('utf8'))
 
@@ -363,6 +375,13 @@ def _reason(resp, body):
 
 def filter_factory(global_conf, **local_conf):
     conf = dict(global_conf, **local_conf)
+    # Published, so that clients plan by this cluster's limits rather than
+    # by constants of their own.
+    register_swift_info(
+        protocol.INFO_KEY,
+        sbus_datagram_limit=protocol.SBUS_DATAGRAM_LIMIT,
+        max_extract_members=int(conf.get('max_extract_members',
+                                         DEFAULT_MAX_EXTRACT_MEMBERS)))
 
     def storlet_copy_filter(app):
         return StorletCopyMiddleware(app, conf)

@@ -1,0 +1,273 @@
+"""Running storlets here, over objects of any store.
+
+The storlet module runs in this process (:mod:`mlstorlets.client.local_storlet`):
+each source object is streamed from its store into the storlet, whose
+output is spooled then streamed to the destination, and a copy streams
+from store to store: memory stays bounded whatever the object's size.
+Every byte that moves is counted.  Content headers (Content-Type,
+Content-Disposition) and user metadata go with the body.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import threading
+
+from mlstorlets.client import batch
+from mlstorlets.client.local_storlet import invoke, load_storlet, stream
+from mlstorlets.client.stores.base import SOURCE_ETAG, Counted, NotFound
+from mlstorlets.client.swift import check_parameters
+from mlstorlets.client.uri import output_type_for, parse, plan_keys
+from mlstorlets.sandbox import protocol
+from mlstorlets.sandbox.errors import ObjectError
+
+COPY = 'copy'
+
+
+@dataclasses.dataclass
+class Task:
+    """One object of a batch: ``source`` (an Entry) written to ``dest_key``."""
+
+    source: object
+    dest_key: str
+    label: str  # the source's URI
+
+    @property
+    def size(self):
+        return self.source.size
+
+
+class ClientRunner:
+    """Runs storlet modules here, over objects of any store.
+
+    Parameters
+    ----------
+    stores : mlstorlets.client.stores.registry.Stores
+    storlets_dir : str, optional
+        Where storlet modules are loaded from (default: the project's
+        ``storlets/``).
+
+    Attributes
+    ----------
+    placements : list of str
+        ``'client'`` for each call.
+    client_bytes : int
+        Body bytes of the data the calls read through the client.
+    """
+
+    placement = 'client'
+
+    def __init__(self, stores, storlets_dir=None):
+        self.stores = stores
+        self.storlets_dir = storlets_dir
+        self.placements = []
+        self.client_bytes = 0
+        self._extras = {}
+        self._lock = threading.Lock()
+
+    # -- names -------------------------------------------------------------
+    def locate(self, uri):
+        return str(parse(uri))
+
+    def source_name(self, uri):
+        """What a storlet is told its source is: its URI."""
+        return self.locate(uri)
+
+    def list_objects(self, source):
+        """URIs named by ``source``: a URI, a list of URIs, or a prefix
+        ending in ``/``; internal names never included."""
+        uris = []
+        for item in [source] if isinstance(source, str) else source:
+            store, uri = self.stores.open(item)
+            if uri.key and not uri.is_prefix:
+                if store.head(uri.key) is None:
+                    raise ObjectError(item, 'no such object')
+                uris.append(store.uri(uri.key))
+                continue
+            entries = [e for e in store.list(uri.key)
+                       if not protocol.is_internal(e.name)]
+            if not entries:
+                raise ObjectError(item, 'no objects under this prefix')
+            uris.extend(store.uri(e.name) for e in entries)
+        return uris
+
+    def known_size(self, uri):
+        return None
+
+    def require(self, uri):
+        store, parsed = self.stores.open(uri)
+        if store.head(parsed.key) is None:
+            raise ObjectError(str(parsed), 'not found')
+
+    def check_storlet(self, storlet, params=None):
+        check_parameters(storlet, params, getattr(
+            load_storlet(storlet, self.storlets_dir), 'parameters', None))
+
+    # -- calls -------------------------------------------------------------
+    def plan(self, uris, params, objects_per_call=None, max_group_bytes=None):
+        """A call per object: the data is read here anyway."""
+        return [[uri] for uri in uris]
+
+    def invoke(self, storlet, uris, params, payload=None, extras=()):
+        """Run ``storlet`` over the one object of ``uris``, with ``payload``
+        in the parameters and the objects ``extras`` (read once, kept)
+        after it; (metadata with lower-case keys, body)."""
+        ((uri,),) = (uris,)
+        cls = load_storlet(storlet, self.storlets_dir)
+        store, parsed = self.stores.open(uri)
+        if payload is not None:
+            params = dict(params, **protocol.state_parameters(payload))
+        reader = store.reader(parsed.key)
+        try:
+            metadata, body = invoke(
+                cls, [(reader, reader.metadata or {})]
+                + [self._extra(e) for e in extras],
+                params, store.uri(parsed.key), storlet)
+            with self._lock:
+                self.client_bytes += reader.bytes_read
+        finally:
+            reader.close()
+        self.placements.append(self.placement)
+        return {k.lower(): v for k, v in metadata.items()}, body
+
+    def _extra(self, uri):
+        with self._lock:
+            if uri not in self._extras:
+                store, parsed = self.stores.open(uri)
+                self._extras[uri] = store.get(parsed.key)
+            return self._extras[uri]
+
+    @contextlib.contextmanager
+    def staged(self, payload, params, sources):
+        """Parameters giving ``payload`` to every call: here, no datagram
+        bounds them."""
+        yield dict(params, **protocol.state_parameters(payload)), None
+
+    # -- batches -----------------------------------------------------------
+    def run_storlet(self, storlet, src, dest, params=None, concurrency=4,
+                    resume=True, *, extra_resources=None, extras=(),
+                    progress=None, dry_run=False, output_type=None,
+                    storlets_dir=None):
+        """A storlet over every object of ``src`` into ``dest``, run here;
+        see :meth:`ClusterRunner.run_storlet
+        <mlstorlets.client.runners.cluster.ClusterRunner.run_storlet>`."""
+        cls = load_storlet(storlet, storlets_dir or self.storlets_dir)
+        check_parameters(storlet, params, getattr(cls, 'parameters', None))
+        extras = [self._extra('swift://%s' % path.lstrip('/'))
+                  for path in extra_resources or ()] + [
+            self._extra(uri) for uri in extras]
+        src = parse(src)
+        src_store, _ = self.stores.open(src)
+
+        def transform(entry, source, body):
+            inputs = [(body, source.metadata)] + extras
+            # The same parameter the cluster gives: where the source is.
+            task_params = dict(params or {}, source=src_store.uri(entry.name))
+            out_metadata, body, length = stream(
+                cls, inputs, task_params, src_store.uri(entry.name), storlet)
+            # In the cluster, the output keeps its source's metadata under
+            # what the storlet sets (mlstorlets.server.middleware.storlet_copy).
+            return body, dict(source.metadata, **out_metadata), length
+
+        run = batch.run_digest(
+            storlet, params, [hashlib.md5(data).hexdigest()
+                              for data, _ in extras])
+        return self._stream(storlet, src, parse(dest), transform,
+                            concurrency, resume, progress, dry_run,
+                            same_content_is_done=False, run=run,
+                            output_type=output_type)
+
+    def copy(self, src, dest, concurrency=4, resume=True, *, progress=None,
+             dry_run=False):
+        """Every object of ``src`` streamed to ``dest`` through here."""
+        return self._stream(
+            COPY, parse(src), parse(dest),
+            lambda entry, source, body: (body, dict(source.metadata),
+                                         source.entry.size),
+            concurrency, resume, progress, dry_run, same_content_is_done=True)
+
+    def _stream(self, label, src, dest, transform, concurrency, resume,
+                progress, dry_run, same_content_is_done, run=None,
+                output_type=None):
+        """Stream every source object through ``transform(entry, reader,
+        body) -> (body file, metadata, size)`` to its destination; ``body``
+        reads ``reader`` counting the bytes."""
+        src_store, _ = self.stores.open(src)
+        dest_store, _ = self.stores.open(dest)
+        tasks = tasks_of(src_store, src, dest,
+                         lambda name: output_type_for(output_type, name)[0])
+        if dest_store.scheme == 's3':
+            dest_store.check()  # outputs can be written: the bucket exists
+        if not tasks:
+            raise NotFound(src, 'no objects under this prefix')
+        if dest_store.scheme == 'swift' and not dry_run:
+            dest_store.ensure_container()
+        found = existing(dest_store, dest) if resume else {}
+        kinds_match = src_store.etag_kind == dest_store.etag_kind
+
+        def up_to_date(task):
+            entry = found.get(task.dest_key)
+            if entry is None:
+                return False
+            if same_content_is_done and kinds_match and entry.etag and \
+                    entry.etag == task.source.etag:
+                return True
+            if entry.metadata is None:
+                entry = dest_store.head(task.dest_key)
+            return entry is not None and \
+                entry.metadata.get(SOURCE_ETAG) == task.source.etag and \
+                (run is None or entry.metadata.get(batch.RUN_KEY) == run)
+
+        def work(task, job):
+            with contextlib.ExitStack() as stack:
+                source = stack.enter_context(
+                    src_store.reader(task.source.name))
+                # Every byte downloaded, then every byte uploaded (a failed
+                # upload moved bytes too).
+                body, out_metadata, size = transform(
+                    task.source, source, Counted(source, job.count))
+                stack.enter_context(contextlib.closing(body))
+                out_metadata[SOURCE_ETAG] = task.source.etag
+                if run is not None:
+                    out_metadata[batch.RUN_KEY] = run
+                job.checkpoint()
+                headers = source.headers
+                content_type = output_type_for(output_type,
+                                               task.source.name)[1]
+                if content_type:
+                    headers = {k: v for k, v in headers.items()
+                               if k.lower() != 'content-type'}
+                    headers['Content-Type'] = content_type
+                dest_store.write(task.dest_key, Counted(body, job.count),
+                                 out_metadata, headers, size)
+
+        return batch.execute(
+            batch.BatchSummary(label, placement=self.placement), tasks, work,
+            concurrency, progress, up_to_date, dry_run)
+
+
+def tasks_of(src_store, src, dest, suffix=None):
+    """The tasks of a job: every listed source and its output's key."""
+    if src.is_prefix:
+        entries = src_store.list(src.key)
+    else:
+        entry = src_store.head(src.key)
+        if entry is None:
+            raise NotFound(src, 'no such object (to name every object '
+                           'under a prefix, end it with /)')
+        entries = [entry]
+    pairs = plan_keys(src, dest, [e.name for e in entries], suffix)
+    return [Task(entry, key, src_store.uri(entry.name))
+            for entry, (_, key) in zip(entries, pairs)]
+
+
+def existing(store, dest):
+    """{key: Entry} of the outputs already under ``dest``."""
+    if not dest.is_prefix:
+        entry = store.head(dest.key)
+        return {entry.name: entry} if entry else {}
+    try:
+        return {e.name: e for e in store.list(dest.key)}
+    except NotFound:
+        # A folder not made yet: put makes it.
+        return {}
