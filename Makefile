@@ -54,6 +54,7 @@ demo: setup
 
 lint: venv
 	$(VENV)/bin/ruff check mlstorlets storlets tests benchmarks
+	$(VENV)/bin/ruff format --check mlstorlets storlets tests benchmarks
 
 test: setup lint
 	DATA="$(DATA)" $(VENV)/bin/pytest -p no:cacheprovider tests

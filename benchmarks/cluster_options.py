@@ -10,7 +10,7 @@ import glob
 import os
 
 # The sandbox agents of mlstorlets.server.gateway.bubblewrap.
-AGENTS = ('persistent', 'upstream')
+AGENTS = ("persistent", "upstream")
 
 
 def _edit(path, section, values):
@@ -19,13 +19,19 @@ def _edit(path, section, values):
     parser.read(path)
     for key, value in values.items():
         parser.set(section, key, str(value))
-    with open(path, 'w') as f:
+    with open(path, "w") as f:
         parser.write(f)
 
 
-def reconfigure(cluster, agent=None, storlet_workers=None,
-                proxy_workers=None, object_workers=None,
-                storlet_cache_time=None, log=None):
+def reconfigure(
+    cluster,
+    agent=None,
+    storlet_workers=None,
+    proxy_workers=None,
+    object_workers=None,
+    storlet_cache_time=None,
+    log=None,
+):
     """Stop ``cluster``, change its settings, start it again.
 
     Parameters
@@ -42,22 +48,24 @@ def reconfigure(cluster, agent=None, storlet_workers=None,
     """
     quiet = log or (lambda msg: None)
     cluster.down(log=quiet)
-    etc = os.path.dirname(cluster.layout.conf('proxy-server'))
+    etc = os.path.dirname(cluster.layout.conf("proxy-server"))
     gateway = {}
     if agent is not None:
-        gateway['storlet_agent'] = agent
+        gateway["storlet_agent"] = agent
     if storlet_workers is not None:
-        gateway['storlet_workers'] = storlet_workers
+        gateway["storlet_workers"] = storlet_workers
     if gateway:
-        for path in glob.glob(os.path.join(etc, 'storlet-gateway-*.conf')):
-            _edit(path, 'DEFAULT', gateway)
+        for path in glob.glob(os.path.join(etc, "storlet-gateway-*.conf")):
+            _edit(path, "DEFAULT", gateway)
     if proxy_workers is not None:
-        _edit(cluster.layout.conf('proxy-server'), 'DEFAULT',
-              {'workers': proxy_workers})
+        _edit(cluster.layout.conf("proxy-server"), "DEFAULT", {"workers": proxy_workers})
     if storlet_cache_time is not None:
-        _edit(cluster.layout.conf('proxy-server'), 'filter:storlet_cache',
-              {'cache_time': storlet_cache_time})
+        _edit(
+            cluster.layout.conf("proxy-server"),
+            "filter:storlet_cache",
+            {"cache_time": storlet_cache_time},
+        )
     if object_workers is not None:
-        for path in glob.glob(os.path.join(etc, 'object-server-*.conf')):
-            _edit(path, 'DEFAULT', {'workers': object_workers})
+        for path in glob.glob(os.path.join(etc, "object-server-*.conf")):
+            _edit(path, "DEFAULT", {"workers": object_workers})
     cluster.up(log=quiet)

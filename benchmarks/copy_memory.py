@@ -31,8 +31,8 @@ import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
-warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 MIB = 1 << 20
 SEGMENT = 64 * MIB
@@ -53,22 +53,29 @@ def child(mode, src, dest, segment_size):
     """One copy in this process (run by the parent in a child)."""
     from mlstorlets.client.placement import copy, run_anywhere
     from mlstorlets.client.stores import Stores
+
     stores = Stores(segment_size=segment_size or None)
-    if mode in ('stream', 'run'):
-        if mode == 'stream':
+    if mode in ("stream", "run"):
+        if mode == "stream":
             summary = copy(src, dest, stores=stores, resume=False)
         else:
-            summary = run_anywhere('identity.py', src, dest, stores=stores,
-                                   resume=False, storlets_dir=os.environ[
-                                       'BENCH_STORLETS'])
+            summary = run_anywhere(
+                "identity.py",
+                src,
+                dest,
+                stores=stores,
+                resume=False,
+                storlets_dir=os.environ["BENCH_STORLETS"],
+            )
         if not summary.ok:
             raise SystemExit(summary.format())
-    elif mode == 'run-whole':
+    elif mode == "run-whole":
         from mlstorlets.client.local_storlet import invoke, load_storlet
+
         source, src_uri = stores.open(src)
         target, dest_uri = stores.open(dest)
         data, metadata = source.get(src_uri.key)
-        cls = load_storlet('identity.py', os.environ['BENCH_STORLETS'])
+        cls = load_storlet("identity.py", os.environ["BENCH_STORLETS"])
         out_metadata, body = invoke(cls, [(data, metadata)], {})
         target.put(dest_uri.key, body, dict(metadata, **out_metadata))
     else:
@@ -81,9 +88,9 @@ def child(mode, src, dest, segment_size):
 def high_water(pid):
     """The process's peak resident set size so far (VmHWM), in KiB."""
     try:
-        with open('/proc/%d/status' % pid) as f:
+        with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith('VmHWM:'):
+                if line.startswith("VmHWM:"):
                     return int(line.split()[1])
     except (OSError, ValueError):
         pass
@@ -105,24 +112,23 @@ def measure(argv, env):
         peak = max(peak, high_water(proc.pid) or 0)
         time.sleep(0.02)
     if proc.returncode:
-        raise SystemExit('%s failed (%d)' % (' '.join(argv),
-                                             proc.returncode))
+        raise SystemExit("%s failed (%d)" % (" ".join(argv), proc.returncode))
     return peak / 1024, time.monotonic() - started
 
 
 def same_file(a, b):
-    with open(a, 'rb') as fa, open(b, 'rb') as fb:
-        return all(x == y for x, y in zip(iter(lambda: fa.read(MIB), b''),
-                                          iter(lambda: fb.read(MIB), b''))) \
-            and os.path.getsize(a) == os.path.getsize(b)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return all(
+            x == y for x, y in zip(iter(lambda: fa.read(MIB), b""), iter(lambda: fb.read(MIB), b""))
+        ) and os.path.getsize(a) == os.path.getsize(b)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--size', type=int, default=1 << 30)
-    parser.add_argument('--child', nargs=4, metavar=('MODE', 'SRC', 'DEST',
-                                                     'SEGMENT'),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=1 << 30)
+    parser.add_argument(
+        "--child", nargs=4, metavar=("MODE", "SRC", "DEST", "SEGMENT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         mode, src, dest, segment = args.child
@@ -135,86 +141,109 @@ def main():
 
     quiet = lambda msg: None  # noqa: E731
     rows = []
-    with tempfile.TemporaryDirectory(prefix='cpmem') as state, \
-            tempfile.TemporaryDirectory(prefix='cpmem-files') as files:
+    with (
+        tempfile.TemporaryDirectory(prefix="cpmem") as state,
+        tempfile.TemporaryDirectory(prefix="cpmem-files") as files,
+    ):
         cluster = Cluster(state)
         cluster.up(base_port=free_base_port(), log=quiet)
         try:
-            with open(os.path.join(files, 'identity.py'), 'w') as f:
+            with open(os.path.join(files, "identity.py"), "w") as f:
                 f.write(IDENTITY)
             env = dict(os.environ, BENCH_STORLETS=files, **cluster.env())
             conn = cluster.connection()
-            conn.put_container('bench')
+            conn.put_container("bench")
             s3 = boto3.client(
-                's3', endpoint_url=env['AWS_ENDPOINT_URL'],
-                aws_access_key_id=env['AWS_ACCESS_KEY_ID'],
-                aws_secret_access_key=env['AWS_SECRET_ACCESS_KEY'],
-                region_name=env['AWS_DEFAULT_REGION'])
-            s3.create_bucket(Bucket='bench-s3')
-            path = os.path.join(files, 'big.bin')
-            with open(path, 'wb') as f:
+                "s3",
+                endpoint_url=env["AWS_ENDPOINT_URL"],
+                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                region_name=env["AWS_DEFAULT_REGION"],
+            )
+            s3.create_bucket(Bucket="bench-s3")
+            path = os.path.join(files, "big.bin")
+            with open(path, "wb") as f:
                 for _ in range(args.size // MIB):
                     f.write(os.urandom(MIB))
                 f.write(os.urandom(args.size % MIB))
-            here = [sys.executable, os.path.abspath(__file__), '--child']
-            swift = [os.path.join(os.path.dirname(sys.executable), 'swift')]
+            here = [sys.executable, os.path.abspath(__file__), "--child"]
+            swift = [os.path.join(os.path.dirname(sys.executable), "swift")]
 
             def run(path_name, how, argv, cwd_files=False):
                 rss, seconds = measure(argv, env)
-                rows.append({'path': path_name, 'how': how,
-                             'peak_rss_mib': round(rss, 1),
-                             'seconds': round(seconds, 2)})
-                print('%-28s %-14s %8.1f MiB %7.2f s' % (
-                    path_name, how, rss, seconds), flush=True)
+                rows.append(
+                    {
+                        "path": path_name,
+                        "how": how,
+                        "peak_rss_mib": round(rss, 1),
+                        "seconds": round(seconds, 2),
+                    }
+                )
+                print("%-28s %-14s %8.1f MiB %7.2f s" % (path_name, how, rss, seconds), flush=True)
 
-            src = 'file://' + path
+            src = "file://" + path
             for name, dest, segment in (
-                    ('file -> swift', 'swift://bench/one', 0),
-                    ('file -> swift (SLO 64 MiB)', 'swift://bench/slo',
-                     SEGMENT),
-                    ('file -> s3 (multipart)', 's3://bench-s3/one', 0)):
-                run(name, 'mlstorlets', here + ['stream', src, dest,
-                                               str(segment)])
-                run(name, 'whole object', here + ['whole', src, dest + '-w',
-                                                  str(segment)])
-            run('file -> swift', 'swift CLI', swift + [
-                'upload', 'bench', path, '--object-name', 'cli'])
-            run('file -> swift (SLO 64 MiB)', 'swift CLI', swift + [
-                'upload', 'bench', path, '--object-name', 'cli-slo',
-                '-S', str(SEGMENT)])
-            out = os.path.join(files, 'out')
-            for name, source in (('swift -> file', 'swift://bench/one'),
-                                 ('s3 -> file', 's3://bench-s3/one')):
-                run(name, 'mlstorlets', here + ['stream', source,
-                                               'file://' + out, '0'])
-                run(name, 'whole object', here + ['whole', source,
-                                                  'file://' + out + '-w',
-                                                  '0'])
-            run('swift -> file', 'swift CLI', swift + [
-                'download', 'bench', 'one', '-o', out + '-cli'])
-            run('storlet run, swift -> file', 'mlstorlets', here + [
-                'run', 'swift://bench/one', 'file://' + out + '-run', '0'])
-            run('storlet run, swift -> file', 'whole object', here + [
-                'run-whole', 'swift://bench/one', 'file://' + out + '-rw',
-                '0'])
-            for copied in (out, out + '-run'):
+                ("file -> swift", "swift://bench/one", 0),
+                ("file -> swift (SLO 64 MiB)", "swift://bench/slo", SEGMENT),
+                ("file -> s3 (multipart)", "s3://bench-s3/one", 0),
+            ):
+                run(name, "mlstorlets", here + ["stream", src, dest, str(segment)])
+                run(name, "whole object", here + ["whole", src, dest + "-w", str(segment)])
+            run(
+                "file -> swift",
+                "swift CLI",
+                swift + ["upload", "bench", path, "--object-name", "cli"],
+            )
+            run(
+                "file -> swift (SLO 64 MiB)",
+                "swift CLI",
+                swift + ["upload", "bench", path, "--object-name", "cli-slo", "-S", str(SEGMENT)],
+            )
+            out = os.path.join(files, "out")
+            for name, source in (
+                ("swift -> file", "swift://bench/one"),
+                ("s3 -> file", "s3://bench-s3/one"),
+            ):
+                run(name, "mlstorlets", here + ["stream", source, "file://" + out, "0"])
+                run(name, "whole object", here + ["whole", source, "file://" + out + "-w", "0"])
+            run(
+                "swift -> file",
+                "swift CLI",
+                swift + ["download", "bench", "one", "-o", out + "-cli"],
+            )
+            run(
+                "storlet run, swift -> file",
+                "mlstorlets",
+                here + ["run", "swift://bench/one", "file://" + out + "-run", "0"],
+            )
+            run(
+                "storlet run, swift -> file",
+                "whole object",
+                here + ["run-whole", "swift://bench/one", "file://" + out + "-rw", "0"],
+            )
+            for copied in (out, out + "-run"):
                 if not same_file(copied, path):
-                    raise SystemExit('%s differs from its source' % copied)
+                    raise SystemExit("%s differs from its source" % copied)
         finally:
             cluster.down(log=quiet, purge=True)
-    result = {'size_bytes': args.size, 'python': sys.version.split()[0],
-              'rows': rows, 'peak_rss_of': 'each copy in its own process (VmHWM)',
-              'when': time.strftime('%Y-%m-%dT%H:%M:%S')}
-    by = {(r['path'], r['how']): r['peak_rss_mib'] for r in rows}
-    result['whole_over_streaming'] = {
-        p: round(by[(p, 'whole object')] / by[(p, 'mlstorlets')], 2)
-        for p, h in by if h == 'mlstorlets'}
-    print('whole object / streaming peak RSS:', result[
-        'whole_over_streaming'])
-    os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-    with open(os.path.join(HERE, 'results', 'copy_memory.json'), 'w') as f:
+    result = {
+        "size_bytes": args.size,
+        "python": sys.version.split()[0],
+        "rows": rows,
+        "peak_rss_of": "each copy in its own process (VmHWM)",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    by = {(r["path"], r["how"]): r["peak_rss_mib"] for r in rows}
+    result["whole_over_streaming"] = {
+        p: round(by[(p, "whole object")] / by[(p, "mlstorlets")], 2)
+        for p, h in by
+        if h == "mlstorlets"
+    }
+    print("whole object / streaming peak RSS:", result["whole_over_streaming"])
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "copy_memory.json"), "w") as f:
         json.dump(result, f, indent=2)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -32,8 +32,8 @@ import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
-warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import targets  # noqa: E402
 from cluster_options import AGENTS, reconfigure  # noqa: E402
@@ -52,47 +52,53 @@ def timed(func):
 
 def percentiles(samples):
     ordered = sorted(samples)
-    return {'mean_ms': 1000 * statistics.fmean(ordered),
-            'p50_ms': 1000 * ordered[len(ordered) // 2],
-            'p95_ms': 1000 * ordered[int(len(ordered) * 0.95)]}
+    return {
+        "mean_ms": 1000 * statistics.fmean(ordered),
+        "p50_ms": 1000 * ordered[len(ordered) // 2],
+        "p95_ms": 1000 * ordered[int(len(ordered) * 0.95)],
+    }
 
 
 def measure(conn, requests):
     """First call, then interleaved plain and identity-storlet GETs."""
-    storlet = {'X-Run-Storlet': 'probe.py'}
-    first = timed(lambda: conn.get_object('bench', 'small', headers=storlet))
+    storlet = {"X-Run-Storlet": "probe.py"}
+    first = timed(lambda: conn.get_object("bench", "small", headers=storlet))
     for _ in range(10):  # past the daemon's start
-        conn.get_object('bench', 'small', headers=storlet)
+        conn.get_object("bench", "small", headers=storlet)
     plain, head, through = [], [], []
     for _ in range(requests):
-        plain.append(timed(lambda: conn.get_object('bench', 'small')))
+        plain.append(timed(lambda: conn.get_object("bench", "small")))
         # The proxy's storlet middleware HEADs the storlet object on every
         # invocation (access and version check): part of the engine's cost
         # that is not the sandbox's.
-        head.append(timed(lambda: conn.head_object('storlet', 'probe.py')))
-        through.append(timed(lambda: conn.get_object(
-            'bench', 'small', headers=storlet)))
-    result = {'first_storlet_get_s': first, 'plain_get': percentiles(plain),
-              'storlet_object_head': percentiles(head),
-              'identity_storlet_get': percentiles(through)}
-    for stat in ('mean', 'p50'):
-        result['storlet_over_plain_' + stat] = (
-            result['identity_storlet_get'][stat + '_ms'] /
-            result['plain_get'][stat + '_ms'])
+        head.append(timed(lambda: conn.head_object("storlet", "probe.py")))
+        through.append(timed(lambda: conn.get_object("bench", "small", headers=storlet)))
+    result = {
+        "first_storlet_get_s": first,
+        "plain_get": percentiles(plain),
+        "storlet_object_head": percentiles(head),
+        "identity_storlet_get": percentiles(through),
+    }
+    for stat in ("mean", "p50"):
+        result["storlet_over_plain_" + stat] = (
+            result["identity_storlet_get"][stat + "_ms"] / result["plain_get"][stat + "_ms"]
+        )
     return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--requests', type=int, default=200)
-    parser.add_argument('--size', type=int, default=1024)
-    parser.add_argument('--agents', default=','.join(AGENTS),
-                        help='sandbox agents to measure, comma-separated '
-                             '(%s)' % ', '.join(AGENTS))
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument(
+        "--agents",
+        default=",".join(AGENTS),
+        help="sandbox agents to measure, comma-separated (%s)" % ", ".join(AGENTS),
+    )
     args = parser.parse_args()
-    agents = args.agents.split(',')
+    agents = args.agents.split(",")
     if not set(agents) <= set(AGENTS):
-        parser.error('--agents: choose among %s' % ', '.join(AGENTS))
+        parser.error("--agents: choose among %s" % ", ".join(AGENTS))
     quiet = lambda msg: None  # noqa: E731
     by_agent = {}
     with tempfile.TemporaryDirectory() as state:
@@ -103,53 +109,79 @@ def main():
         warm = timed(lambda: cluster.up(log=quiet))
         try:
             conn = cluster.connection()
-            deploy(conn, os.path.join(HERE, '..', 'tests', 'storlets'),
-                   library=False, log=quiet)
-            conn.put_container('bench')
-            conn.put_object('bench', 'small', os.urandom(args.size))
+            deploy(conn, os.path.join(HERE, "..", "tests", "storlets"), library=False, log=quiet)
+            conn.put_container("bench")
+            conn.put_object("bench", "small", os.urandom(args.size))
             for agent in agents:
-                reconfigure(cluster, agent=agent,
-                            storlet_cache_time=STORLET_CACHE_TIME)
-                by_agent[agent] = measure(cluster.connection(),
-                                          args.requests)
+                reconfigure(cluster, agent=agent, storlet_cache_time=STORLET_CACHE_TIME)
+                by_agent[agent] = measure(cluster.connection(), args.requests)
             reconfigure(cluster, agent=agents[0], storlet_cache_time=0)
             uncached = measure(cluster.connection(), args.requests)
         finally:
             cluster.down(log=quiet)
     main_agent = agents[0]
-    result = dict({'aio_up_cold_s': cold, 'aio_up_warm_s': warm,
-                   'object_bytes': args.size, 'requests': args.requests,
-                   'agent': main_agent, 'agents': by_agent,
-                   'storlet_cache_time': float(STORLET_CACHE_TIME),
-                   'without_storlet_cache': uncached},
-                  **by_agent[main_agent])
+    result = dict(
+        {
+            "aio_up_cold_s": cold,
+            "aio_up_warm_s": warm,
+            "object_bytes": args.size,
+            "requests": args.requests,
+            "agent": main_agent,
+            "agents": by_agent,
+            "storlet_cache_time": float(STORLET_CACHE_TIME),
+            "without_storlet_cache": uncached,
+        },
+        **by_agent[main_agent],
+    )
     rows = [(agent, r) for agent, r in by_agent.items()]
-    rows.append(('%s, no storlet cache' % main_agent, uncached))
-    print('aio up: cold %.2f s, warm %.2f s' % (cold, warm))
-    print('%-32s %8s %8s %8s %9s' % ('%d x GET of %d B' % (
-        args.requests, args.size), 'mean ms', 'p50 ms', 'p95 ms',
-        'first s'))
+    rows.append(("%s, no storlet cache" % main_agent, uncached))
+    print("aio up: cold %.2f s, warm %.2f s" % (cold, warm))
+    print(
+        "%-32s %8s %8s %8s %9s"
+        % (
+            "%d x GET of %d B" % (args.requests, args.size),
+            "mean ms",
+            "p50 ms",
+            "p95 ms",
+            "first s",
+        )
+    )
     for agent, r in rows:
-        for label, key in (('plain', 'plain_get'),
-                           ('HEAD of the storlet object',
-                            'storlet_object_head'),
-                           ('identity storlet, %s' % agent,
-                            'identity_storlet_get')):
-            print('%-32s %8.1f %8.1f %8.1f %9s' % (
-                label, r[key]['mean_ms'], r[key]['p50_ms'],
-                r[key]['p95_ms'], '%.2f' % r['first_storlet_get_s']
-                if key == 'identity_storlet_get' else ''))
-        print('storlet / plain, %s: mean %.2fx'
-              % (agent, r['storlet_over_plain_mean']))
-    print('storlet cache: identity storlet GET p50 %.2fx with, %.2fx '
-          'without (%s agent)' % (by_agent[main_agent]['storlet_over_plain_p50'],
-                                  uncached['storlet_over_plain_p50'],
-                                  main_agent))
-    result['targets'] = [targets.check(
-        'identity storlet GET p50 / plain GET p50 (%s agent)' % agent,
-        r['storlet_over_plain_p50'], 1.3) for agent, r in by_agent.items()]
-    targets.save('engine', result)
+        for label, key in (
+            ("plain", "plain_get"),
+            ("HEAD of the storlet object", "storlet_object_head"),
+            ("identity storlet, %s" % agent, "identity_storlet_get"),
+        ):
+            print(
+                "%-32s %8.1f %8.1f %8.1f %9s"
+                % (
+                    label,
+                    r[key]["mean_ms"],
+                    r[key]["p50_ms"],
+                    r[key]["p95_ms"],
+                    "%.2f" % r["first_storlet_get_s"] if key == "identity_storlet_get" else "",
+                )
+            )
+        print("storlet / plain, %s: mean %.2fx" % (agent, r["storlet_over_plain_mean"]))
+    print(
+        "storlet cache: identity storlet GET p50 %.2fx with, %.2fx "
+        "without (%s agent)"
+        % (
+            by_agent[main_agent]["storlet_over_plain_p50"],
+            uncached["storlet_over_plain_p50"],
+            main_agent,
+        )
+    )
+    result["targets"] = [
+        targets.check(
+            "identity storlet GET p50 / plain GET p50 (%s agent)" % agent,
+            r["storlet_over_plain_p50"],
+            1.3,
+        )
+        for agent, r in by_agent.items()
+    ]
+    targets.save("engine", result)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

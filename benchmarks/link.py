@@ -45,13 +45,13 @@ import threading
 import time
 import warnings
 
-warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 from mlstorlets.server.aio import Cluster  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
-NETNS_DIR = '/run/netns'
-PREFIX = 'mlsbench'
-SERVER_IP, CLIENT_IP = '10.213.0.1', '10.213.0.2'
+NETNS_DIR = "/run/netns"
+PREFIX = "mlsbench"
+SERVER_IP, CLIENT_IP = "10.213.0.1", "10.213.0.2"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -61,21 +61,25 @@ class LinkError(RuntimeError):
 
 def _run(*argv):
     if not shutil.which(argv[0]):
-        raise LinkError('%s not found: a shaped link needs iproute2 '
-                        '(apt-get install iproute2)' % argv[0])
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        raise LinkError(
+            "%s not found: a shaped link needs iproute2 (apt-get install iproute2)" % argv[0]
+        )
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     if done.returncode:
-        raise LinkError('%s failed: %s (a shaped link needs root)'
-                        % (' '.join(argv), done.stderr.decode().strip()))
+        raise LinkError(
+            "%s failed: %s (a shaped link needs root)"
+            % (" ".join(argv), done.stderr.decode().strip())
+        )
 
 
 def _bytes_per_second(rate):
     """tc's rate syntax (``100mbit``, ``1gbit``, ``500kbit``) in bytes/s."""
-    match = re.fullmatch(r'(\d+(?:\.\d+)?)([kmg]?)bit', rate.lower())
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate.lower())
     if not match:
-        raise ValueError('a rate such as 100mbit or 1gbit, not %r' % rate)
-    scale = {'': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9}[match.group(2)]
+        raise ValueError("a rate such as 100mbit or 1gbit, not %r" % rate)
+    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2)]
     return float(match.group(1)) * scale / 8
 
 
@@ -84,7 +88,7 @@ def _setns(path):
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, 'setns %s: %s' % (path, os.strerror(err)))
+            raise OSError(err, "setns %s: %s" % (path, os.strerror(err)))
     finally:
         os.close(fd)
 
@@ -96,10 +100,9 @@ def _remove_stale():
     except FileNotFoundError:
         return
     for name in names:
-        match = re.fullmatch(PREFIX + r'-(\d+)-[sc]', name)
-        if match and not os.path.exists('/proc/' + match.group(1)):
-            subprocess.run(['ip', 'netns', 'delete', name],
-                           stderr=subprocess.DEVNULL)
+        match = re.fullmatch(PREFIX + r"-(\d+)-[sc]", name)
+        if match and not os.path.exists("/proc/" + match.group(1)):
+            subprocess.run(["ip", "netns", "delete", name], stderr=subprocess.DEVNULL)
 
 
 class Link:
@@ -114,8 +117,8 @@ class Link:
     def __init__(self, rate):
         self.rate = rate
         self.bytes_per_second = _bytes_per_second(rate)
-        tag = '%s-%d' % (PREFIX, os.getpid())
-        self.namespaces = {'server': tag + '-s', 'client': tag + '-c'}
+        tag = "%s-%d" % (PREFIX, os.getpid())
+        self.namespaces = {"server": tag + "-s", "client": tag + "-c"}
         self.server_ip, self.client_ip = SERVER_IP, CLIENT_IP
         self._opened = False
         self._previous_sigterm = None
@@ -136,8 +139,7 @@ class Link:
         atexit.register(self.close)
         try:
             # SIGTERM unwinds like Ctrl-C, through every finally: block.
-            self._previous_sigterm = signal.signal(signal.SIGTERM,
-                                                   _raise_interrupt)
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         except ValueError:
             pass  # not the main thread, which alone receives signals
         try:
@@ -147,21 +149,48 @@ class Link:
             raise
 
     def _build(self):
-        server, client = self.namespaces['server'], self.namespaces['client']
+        server, client = self.namespaces["server"], self.namespaces["client"]
         for ns in (server, client):
-            _run('ip', 'netns', 'add', ns)
-            _run('ip', '-n', ns, 'link', 'set', 'lo', 'up')
-        _run('ip', 'link', 'add', 'veth-s', 'netns', server, 'type', 'veth',
-             'peer', 'name', 'veth-c', 'netns', client)
+            _run("ip", "netns", "add", ns)
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run(
+            "ip",
+            "link",
+            "add",
+            "veth-s",
+            "netns",
+            server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-c",
+            "netns",
+            client,
+        )
         # A bucket of 5 ms of traffic, and at least a few full-size (GSO)
         # packets: a smaller one throttles below the rate.
-        burst = '%db' % max(64 * 1024, int(self.bytes_per_second / 200))
-        for ns, dev, ip in ((server, 'veth-s', self.server_ip),
-                            (client, 'veth-c', self.client_ip)):
-            _run('ip', '-n', ns, 'addr', 'add', ip + '/30', 'dev', dev)
-            _run('ip', '-n', ns, 'link', 'set', dev, 'up')
-            _run('tc', '-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf',
-                 'rate', self.rate, 'burst', burst, 'latency', '50ms')
+        burst = "%db" % max(64 * 1024, int(self.bytes_per_second / 200))
+        for ns, dev, ip in ((server, "veth-s", self.server_ip), (client, "veth-c", self.client_ip)):
+            _run("ip", "-n", ns, "addr", "add", ip + "/30", "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+            _run(
+                "tc",
+                "-n",
+                ns,
+                "qdisc",
+                "add",
+                "dev",
+                dev,
+                "root",
+                "tbf",
+                "rate",
+                self.rate,
+                "burst",
+                burst,
+                "latency",
+                "50ms",
+            )
 
     def close(self):
         """Remove both namespaces (and so the veth pair); idempotent."""
@@ -169,8 +198,7 @@ class Link:
             return
         self._opened = False
         for ns in self.namespaces.values():
-            subprocess.run(['ip', 'netns', 'delete', ns],
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(["ip", "netns", "delete", ns], stderr=subprocess.DEVNULL)
         atexit.unregister(self.close)
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
@@ -187,26 +215,26 @@ class Link:
     @contextlib.contextmanager
     def inside(self, side):
         """Run a block in ``side``'s namespace, then come back."""
-        back = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
             self.enter(side)
             yield self
         finally:
             try:
                 if _libc.setns(back, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), 'setns back')
+                    raise OSError(ctypes.get_errno(), "setns back")
             finally:
                 os.close(back)
 
     def command(self, side, argv):
         """``argv`` as a command that runs in ``side``'s namespace."""
-        return ['ip', 'netns', 'exec', self.namespaces[side]] + list(argv)
+        return ["ip", "netns", "exec", self.namespaces[side]] + list(argv)
 
     def measure(self, seconds=2.0, port=5201):
         """Bytes per second of one TCP stream from server to client."""
-        with self.inside('server'):
+        with self.inside("server"):
             listener = socket.create_server((self.server_ip, port))
-        chunk = b'\0' * (1 << 20)
+        chunk = b"\0" * (1 << 20)
 
         def send():
             conn, _ = listener.accept()
@@ -218,7 +246,7 @@ class Link:
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         received = 0
-        with self.inside('client'):
+        with self.inside("client"):
             with socket.create_connection((self.server_ip, port)) as conn:
                 started = time.perf_counter()
                 while True:
@@ -233,7 +261,7 @@ class Link:
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt('signal %d' % signum)
+    raise KeyboardInterrupt("signal %d" % signum)
 
 
 class LinkedCluster(Cluster):
@@ -258,16 +286,19 @@ class LinkedCluster(Cluster):
         self.link = Link(rate)
         self._home = None
 
-    def up(self, base_port=None, nodes=None, native_lib_dir=None, log=print,
-           proxy_bind_ip=None):
+    def up(self, base_port=None, nodes=None, native_lib_dir=None, log=print, proxy_bind_ip=None):
         self.link.open()
         if self._home is None:
-            self._home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
-        with self.link.inside('server'):
-            started = super().up(base_port=base_port, nodes=nodes,
-                                 native_lib_dir=native_lib_dir, log=log,
-                                 proxy_bind_ip='0.0.0.0')
-        self.link.enter('client')
+            self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        with self.link.inside("server"):
+            started = super().up(
+                base_port=base_port,
+                nodes=nodes,
+                native_lib_dir=native_lib_dir,
+                log=log,
+                proxy_bind_ip="0.0.0.0",
+            )
+        self.link.enter("client")
         return started
 
     def down(self, purge=False, log=print):
@@ -280,34 +311,37 @@ class LinkedCluster(Cluster):
                 self._home = None
             self.link.close()
 
-    def credentials(self, account='main', layout=None):
+    def credentials(self, account="main", layout=None):
         auth, user, key = super().credentials(account, layout)
-        return (auth.replace('//127.0.0.1:', '//%s:' % self.link.server_ip),
-                user, key)
+        return (auth.replace("//127.0.0.1:", "//%s:" % self.link.server_ip), user, key)
 
 
 def main():
     import json
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--rate', action='append',
-                        help="tc rate; repeat for several (default: 100mbit "
-                             "and 1gbit)")
-    parser.add_argument('--seconds', type=float, default=3.0)
+    parser.add_argument(
+        "--rate", action="append", help="tc rate; repeat for several (default: 100mbit and 1gbit)"
+    )
+    parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     results = {}
-    for rate in args.rate or ['100mbit', '1gbit']:
+    for rate in args.rate or ["100mbit", "1gbit"]:
         with Link(rate) as link:
             measured = link.measure(args.seconds)
-        results[rate] = {'shaped_mbit_s': link.bytes_per_second * 8 / 1e6,
-                         'measured_mbit_s': measured * 8 / 1e6}
-        print('%-8s shaped %7.1f Mbit/s, measured %7.1f Mbit/s (one TCP '
-              'stream)' % (rate, results[rate]['shaped_mbit_s'],
-                           results[rate]['measured_mbit_s']))
+        results[rate] = {
+            "shaped_mbit_s": link.bytes_per_second * 8 / 1e6,
+            "measured_mbit_s": measured * 8 / 1e6,
+        }
+        print(
+            "%-8s shaped %7.1f Mbit/s, measured %7.1f Mbit/s (one TCP "
+            "stream)" % (rate, results[rate]["shaped_mbit_s"], results[rate]["measured_mbit_s"])
+        )
     here = os.path.dirname(os.path.abspath(__file__))
-    os.makedirs(os.path.join(here, 'results'), exist_ok=True)
-    with open(os.path.join(here, 'results', 'link.json'), 'w') as f:
+    os.makedirs(os.path.join(here, "results"), exist_ok=True)
+    with open(os.path.join(here, "results", "link.json"), "w") as f:
         json.dump(results, f, indent=2)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

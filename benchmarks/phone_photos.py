@@ -20,26 +20,25 @@ import numpy as np
 WIDTH, HEIGHT = 4032, 3024
 QUALITY = 95
 NOISE_SIGMA = 5.0
-MIN_BYTES = 3 * 10 ** 6
+MIN_BYTES = 3 * 10**6
 
 
 def _phone_size(img, noise, rng):
     h, w = img.shape[:2]
     scale = HEIGHT / h
-    big = cv2.resize(img, (min(WIDTH, round(w * scale)), HEIGHT),
-                     interpolation=cv2.INTER_CUBIC)
-    canvas = cv2.resize(cv2.GaussianBlur(img, (0, 0), 6), (WIDTH, HEIGHT),
-                        interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(img, (min(WIDTH, round(w * scale)), HEIGHT), interpolation=cv2.INTER_CUBIC)
+    canvas = cv2.resize(
+        cv2.GaussianBlur(img, (0, 0), 6), (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR
+    )
     left = (WIDTH - big.shape[1]) // 2
-    canvas[:, left:left + big.shape[1]] = big
+    canvas[:, left : left + big.shape[1]] = big
     # One noise field for every photo, shifted at random: drawing 36 M
     # normal samples per photo would take longer than everything else.
-    shifted = np.roll(noise, (rng.integers(HEIGHT), rng.integers(WIDTH)),
-                      axis=(0, 1))
+    shifted = np.roll(noise, (rng.integers(HEIGHT), rng.integers(WIDTH)), axis=(0, 1))
     out = cv2.add(canvas.astype(np.int16), shifted, dtype=cv2.CV_8U)
-    ok, buf = cv2.imencode('.jpg', out, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+    ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
     if not ok:
-        raise RuntimeError('OpenCV could not encode a JPEG')
+        raise RuntimeError("OpenCV could not encode a JPEG")
     return buf.tobytes()
 
 
@@ -60,33 +59,43 @@ def make(sources, count, seed=0, log=print):
         (with a ``-<n>`` suffix when a source is used more than once).
     """
     sources = sorted(sources)
-    key = hashlib.sha256(repr((WIDTH, HEIGHT, QUALITY, NOISE_SIGMA, count,
-                               seed, [(n, os.path.getsize(p))
-                                      for n, p in sources])).encode())
-    directory = os.path.join(tempfile.gettempdir(),
-                             'mlstorlets-phone-photos-' +
-                             key.hexdigest()[:12])
+    key = hashlib.sha256(
+        repr(
+            (
+                WIDTH,
+                HEIGHT,
+                QUALITY,
+                NOISE_SIGMA,
+                count,
+                seed,
+                [(n, os.path.getsize(p)) for n, p in sources],
+            )
+        ).encode()
+    )
+    directory = os.path.join(
+        tempfile.gettempdir(), "mlstorlets-phone-photos-" + key.hexdigest()[:12]
+    )
     if os.path.isdir(directory):
         return directory
-    log('making %d phone-size photos in %s ...' % (count, directory))
-    partial = tempfile.mkdtemp(prefix='.partial-', dir=tempfile.gettempdir())
+    log("making %d phone-size photos in %s ..." % (count, directory))
+    partial = tempfile.mkdtemp(prefix=".partial-", dir=tempfile.gettempdir())
     try:
         rng = np.random.default_rng(seed)
-        noise = rng.normal(0, NOISE_SIGMA, (HEIGHT, WIDTH, 3)).astype(
-            np.int16)
+        noise = rng.normal(0, NOISE_SIGMA, (HEIGHT, WIDTH, 3)).astype(np.int16)
         for i in range(count):
             name, path = sources[i % len(sources)]
             if i >= len(sources):
                 stem, ext = os.path.splitext(name)
-                name = '%s-%d%s' % (stem, i // len(sources), ext)
+                name = "%s-%d%s" % (stem, i // len(sources), ext)
             img = cv2.imread(path, cv2.IMREAD_COLOR)
             if img is None:
-                raise RuntimeError('cannot read the sample photo %s' % path)
+                raise RuntimeError("cannot read the sample photo %s" % path)
             data = _phone_size(img, noise, rng)
             if len(data) < MIN_BYTES:
-                raise RuntimeError('%s made a %d-byte photo, under %d'
-                                   % (path, len(data), MIN_BYTES))
-            with open(os.path.join(partial, name), 'wb') as f:
+                raise RuntimeError(
+                    "%s made a %d-byte photo, under %d" % (path, len(data), MIN_BYTES)
+                )
+            with open(os.path.join(partial, name), "wb") as f:
                 f.write(data)
         os.rename(partial, directory)
     except BaseException:

@@ -41,20 +41,21 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
-warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import targets  # noqa: E402
 
-CONTAINER = 'rotoscope'
-FILTER = 'colormap'
+CONTAINER = "rotoscope"
+FILTER = "colormap"
 WIDTH = 320
-MLSTORLETS = os.path.join(os.path.dirname(sys.executable), 'mlstorlets')
+MLSTORLETS = os.path.join(os.path.dirname(sys.executable), "mlstorlets")
 
 
 def make_video(source, frames, path):
     """``source`` looped to at least ``frames`` frames, WIDTH wide, MJPEG."""
     import cv2
+
     capture = cv2.VideoCapture(source)
     fps = capture.get(cv2.CAP_PROP_FPS)
     loop = []
@@ -66,8 +67,9 @@ def make_video(source, frames, path):
         loop.append(cv2.resize(frame, (WIDTH, height), interpolation=cv2.INTER_AREA))
     capture.release()
     rounds = -(-frames // len(loop))
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), fps,
-                             (loop[0].shape[1], loop[0].shape[0]))
+    writer = cv2.VideoWriter(
+        path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (loop[0].shape[1], loop[0].shape[0])
+    )
     for _ in range(rounds):
         for frame in loop:
             writer.write(frame)
@@ -80,8 +82,9 @@ class Client:
 
     def __init__(self, argv, env):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         self.rss = []  # (seconds, bytes)
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -89,11 +92,12 @@ class Client:
     def _sample(self):
         while self.proc.poll() is None:
             try:
-                with open('/proc/%d/status' % self.proc.pid) as f:
+                with open("/proc/%d/status" % self.proc.pid) as f:
                     for line in f:
-                        if line.startswith('VmRSS:'):
-                            self.rss.append((time.monotonic() - self.started,
-                                             int(line.split()[1]) * 1024))
+                        if line.startswith("VmRSS:"):
+                            self.rss.append(
+                                (time.monotonic() - self.started, int(line.split()[1]) * 1024)
+                            )
             except OSError:
                 break
             time.sleep(0.5)
@@ -114,21 +118,26 @@ class Client:
     def memory(self):
         values = [b for _, b in self.rss]
         quarter = max(1, len(values) // 4)
-        return {'samples': len(values), 'peak_mb': max(values) / 1e6,
-                'first_quarter_peak_mb': max(values[:quarter]) / 1e6,
-                'last_quarter_peak_mb': max(values[-quarter:]) / 1e6}
+        return {
+            "samples": len(values),
+            "peak_mb": max(values) / 1e6,
+            "first_quarter_peak_mb": max(values[:quarter]) / 1e6,
+            "last_quarter_peak_mb": max(values[-quarter:]) / 1e6,
+        }
 
 
 def listing(conn, prefix):
-    return {e['name']: e['last_modified']
-            for e in conn.get_container(CONTAINER, prefix=prefix, full_listing=True)[1]}
+    return {
+        e["name"]: e["last_modified"]
+        for e in conn.get_container(CONTAINER, prefix=prefix, full_listing=True)[1]
+    }
 
 
 def stage_folders(conn, work):
     names = listing(conn, work)
-    folders = {n[len(work):].split('/')[0] for n in names}
-    frames = next(f for f in folders if f.startswith('frames-'))
-    filtered = next((f for f in folders if f.startswith(FILTER + '-')), None)
+    folders = {n[len(work) :].split("/")[0] for n in names}
+    frames = next(f for f in folders if f.startswith("frames-"))
+    filtered = next((f for f in folders if f.startswith(FILTER + "-")), None)
     return frames, filtered
 
 
@@ -150,14 +159,16 @@ _local = threading.local()
 
 def conn_for_thread(conn):
     from mlstorlets.client.swift import clone_connection
-    if not hasattr(_local, 'conn'):
+
+    if not hasattr(_local, "conn"):
         _local.conn = clone_connection(conn)
     return _local.conn
 
 
 def video_frames(data):
     import cv2
-    with tempfile.NamedTemporaryFile(suffix='.avi') as f:
+
+    with tempfile.NamedTemporaryFile(suffix=".avi") as f:
         f.write(data)
         f.flush()
         capture = cv2.VideoCapture(f.name)
@@ -175,31 +186,44 @@ def run(args):
     from mlstorlets.server.aio import Cluster
 
     quiet = lambda msg: None  # noqa: E731
-    state = tempfile.mkdtemp(prefix='mlsr-', dir='/tmp')
-    scratch = tempfile.mkdtemp(prefix='mlsr-data-')
+    state = tempfile.mkdtemp(prefix="mlsr-", dir="/tmp")
+    scratch = tempfile.mkdtemp(prefix="mlsr-data-")
     cluster = Cluster(state)
-    result = {'load_average_at_start': os.getloadavg(), 'filter': FILTER,
-              'concurrency': args.concurrency}
+    result = {
+        "load_average_at_start": os.getloadavg(),
+        "filter": FILTER,
+        "concurrency": args.concurrency,
+    }
     try:
-        video_dir = os.path.join(data_dir(), 'video')
+        video_dir = os.path.join(data_dir(), "video")
         source = os.path.join(video_dir, sorted(os.listdir(video_dir))[0])
-        path = os.path.join(scratch, 'long.avi')
+        path = os.path.join(scratch, "long.avi")
         frames, fps = make_video(source, args.frames, path)
         result.update(frames=frames, fps=fps, video_bytes=os.path.getsize(path))
-        print('video: %d frames at %g fps (%s looped, %d px wide), %.0f MB'
-              % (frames, fps, os.path.basename(source), WIDTH, os.path.getsize(path) / 1e6),
-              flush=True)
+        print(
+            "video: %d frames at %g fps (%s looped, %d px wide), %.0f MB"
+            % (frames, fps, os.path.basename(source), WIDTH, os.path.getsize(path) / 1e6),
+            flush=True,
+        )
         cluster.up(base_port=free_base_port(), log=quiet)
         conn = cluster.connection()
         deploy(conn, log=quiet)
         conn.put_container(CONTAINER)
-        with open(path, 'rb') as f:
-            conn.put_object(CONTAINER, 'in/long.avi', f, content_type='video/x-msvideo')
+        with open(path, "rb") as f:
+            conn.put_object(CONTAINER, "in/long.avi", f, content_type="video/x-msvideo")
         env = dict(os.environ, **cluster.env())
-        work = 'out/long-%s.work/' % FILTER
-        argv = [MLSTORLETS, 'rotoscope', 'swift://%s/in/long.avi' % CONTAINER,
-                'swift://%s/out/' % CONTAINER, '--filter', FILTER, '-j', str(args.concurrency),
-                '--json']
+        work = "out/long-%s.work/" % FILTER
+        argv = [
+            MLSTORLETS,
+            "rotoscope",
+            "swift://%s/in/long.avi" % CONTAINER,
+            "swift://%s/out/" % CONTAINER,
+            "--filter",
+            FILTER,
+            "-j",
+            str(args.concurrency),
+            "--json",
+        ]
 
         # -- first run, killed halfway through the filter ------------------
         first = Client(argv, env)
@@ -210,10 +234,13 @@ def run(args):
                 # Some requests failed (storlet timeouts on a loaded
                 # machine): the same command resumes the job.
                 out = json.loads(first.wait())
-                failed = [f for s in out['stages'] for f in s['failed']]
-                print('the client ended before halfway, %d failed (%s): run again'
-                      % (len(failed), failed[:2]), flush=True)
-                result.setdefault('early_ends', []).append(failed[:5])
+                failed = [f for s in out["stages"] for f in s["failed"]]
+                print(
+                    "the client ended before halfway, %d failed (%s): run again"
+                    % (len(failed), failed[:2]),
+                    flush=True,
+                )
+                result.setdefault("early_ends", []).append(failed[:5])
                 first = Client(argv, env)
                 continue
             try:
@@ -222,7 +249,7 @@ def run(args):
                 continue
             if filtered is None:
                 continue
-            done = len(listing(conn, work + filtered + '/'))
+            done = len(listing(conn, work + filtered + "/"))
             if filter_started is None:
                 filter_started = (time.monotonic(), done)
             if done >= frames // 2:
@@ -230,126 +257,183 @@ def run(args):
                 killed_at = time.monotonic()
                 break
         time.sleep(3)  # requests in flight at the kill end in the cluster
-        extracted = listing(conn, work + frames_folder + '/')
-        before = listing(conn, work + filtered + '/')
+        extracted = listing(conn, work + frames_folder + "/")
+        before = listing(conn, work + filtered + "/")
         filter_rate_first = (len(before) - filter_started[1]) / (killed_at - filter_started[0])
-        print('killed the client (SIGKILL) after %.1f s: %d frames, %d filtered'
-              % (first.seconds, len(extracted), len(before)), flush=True)
+        print(
+            "killed the client (SIGKILL) after %.1f s: %d frames, %d filtered"
+            % (first.seconds, len(extracted), len(before)),
+            flush=True,
+        )
 
         # -- the same command completes it ---------------------------------
         second = Client(argv, env)
         summary = json.loads(second.wait())
-        print('resumed: %s in %.1f s' % ('ok' if summary['ok'] else 'NOT ok', second.seconds),
-              flush=True)
-        if not summary['ok']:
-            for stage in summary['stages']:
-                print('  %s: %s' % (stage['storlet'], stage['failed'][:3]))
-        after = listing(conn, work + filtered + '/')
-        extracted_after = listing(conn, work + frames_folder + '/')
+        print(
+            "resumed: %s in %.1f s" % ("ok" if summary["ok"] else "NOT ok", second.seconds),
+            flush=True,
+        )
+        if not summary["ok"]:
+            for stage in summary["stages"]:
+                print("  %s: %s" % (stage["storlet"], stage["failed"][:3]))
+        after = listing(conn, work + filtered + "/")
+        extracted_after = listing(conn, work + frames_folder + "/")
         changed = [n for n, t in before.items() if after.get(n) != t]
-        stages = {s['storlet']: s for s in summary['stages']}
-        filter_stage = stages['frame_filter.py']
-        filter_rate_resume = len(filter_stage['done']) / filter_stage['seconds']
+        stages = {s["storlet"]: s for s in summary["stages"]}
+        filter_stage = stages["frame_filter.py"]
+        filter_rate_resume = len(filter_stage["done"]) / filter_stage["seconds"]
 
-        _, body = conn.get_object(CONTAINER, 'out/long-%s.avi' % FILTER)
+        _, body = conn.get_object(CONTAINER, "out/long-%s.avi" % FILTER)
         video_count, video_fps = video_frames(body)
         undecodable = decodable(conn, sorted(after))
         checks = {
-            'frames_extracted': len(extracted_after),
-            'frames_filtered': len(after),
-            'extraction_rewritten_on_resume': sum(
-                1 for n, t in extracted.items() if extracted_after.get(n) != t),
-            'filtered_rewritten_on_resume': len(changed),
-            'filtered_done_on_resume': len(filter_stage['done']),
-            'filtered_skipped_on_resume': len(filter_stage['skipped']),
-            'undecodable_outputs': len(undecodable),
-            'video_frames': video_count, 'video_fps': video_fps,
-            'client_bytes': summary['client_bytes'],
+            "frames_extracted": len(extracted_after),
+            "frames_filtered": len(after),
+            "extraction_rewritten_on_resume": sum(
+                1 for n, t in extracted.items() if extracted_after.get(n) != t
+            ),
+            "filtered_rewritten_on_resume": len(changed),
+            "filtered_done_on_resume": len(filter_stage["done"]),
+            "filtered_skipped_on_resume": len(filter_stage["skipped"]),
+            "undecodable_outputs": len(undecodable),
+            "video_frames": video_count,
+            "video_fps": video_fps,
+            "client_bytes": summary["client_bytes"],
         }
-        checks['nothing_lost'] = (len(after) == len(extracted_after) == frames == video_count
-                                  and abs(video_fps - fps) < 1e-3)
-        checks['nothing_done_twice'] = (
-            not changed and not checks['extraction_rewritten_on_resume']
-            and len(filter_stage['done']) + len(before) == frames)
-        checks['every_output_decodable'] = not undecodable
-        result['checks'] = checks
-        result['first_run'] = {'seconds': first.seconds, 'filtered_at_kill': len(before),
-                               'filter_objects_per_s': filter_rate_first,
-                               'client_memory': first.memory()}
-        result['resumed_run'] = {
-            'seconds': second.seconds, 'filter_objects_per_s': filter_rate_resume,
-            'client_memory': second.memory(),
-            'stages': {name: {'done': len(s['done']), 'skipped': len(s['skipped']),
-                              'failed': len(s['failed']), 'seconds': s['seconds']}
-                       for name, s in stages.items()}}
-        result['total_seconds'] = first.seconds + second.seconds
-        result['objects_per_s_overall'] = frames / result['total_seconds']
+        checks["nothing_lost"] = (
+            len(after) == len(extracted_after) == frames == video_count
+            and abs(video_fps - fps) < 1e-3
+        )
+        checks["nothing_done_twice"] = (
+            not changed
+            and not checks["extraction_rewritten_on_resume"]
+            and len(filter_stage["done"]) + len(before) == frames
+        )
+        checks["every_output_decodable"] = not undecodable
+        result["checks"] = checks
+        result["first_run"] = {
+            "seconds": first.seconds,
+            "filtered_at_kill": len(before),
+            "filter_objects_per_s": filter_rate_first,
+            "client_memory": first.memory(),
+        }
+        result["resumed_run"] = {
+            "seconds": second.seconds,
+            "filter_objects_per_s": filter_rate_resume,
+            "client_memory": second.memory(),
+            "stages": {
+                name: {
+                    "done": len(s["done"]),
+                    "skipped": len(s["skipped"]),
+                    "failed": len(s["failed"]),
+                    "seconds": s["seconds"],
+                }
+                for name, s in stages.items()
+            },
+        }
+        result["total_seconds"] = first.seconds + second.seconds
+        result["objects_per_s_overall"] = frames / result["total_seconds"]
 
         # -- baseline: the same filter on the client -----------------------
-        local = os.path.join(scratch, 'client-side')
-        base = Client([MLSTORLETS, 'run', 'frame_filter.py',
-                       'swift://%s/%s%s/' % (CONTAINER, work, frames_folder),
-                       'file://' + local + '/', '-p', 'filter=' + FILTER, '-p', 'quality=90',
-                       '-j', str(args.concurrency), '--json'], env)
+        local = os.path.join(scratch, "client-side")
+        base = Client(
+            [
+                MLSTORLETS,
+                "run",
+                "frame_filter.py",
+                "swift://%s/%s%s/" % (CONTAINER, work, frames_folder),
+                "file://" + local + "/",
+                "-p",
+                "filter=" + FILTER,
+                "-p",
+                "quality=90",
+                "-j",
+                str(args.concurrency),
+                "--json",
+            ],
+            env,
+        )
         base_summary = json.loads(base.wait())
-        result['client_side'] = {
-            'seconds': base.seconds, 'done': len(base_summary['done']),
-            'objects_per_s': len(base_summary['done']) / base.seconds,
-            'client_bytes': base_summary['client_bytes'],
-            'client_memory': base.memory()}
+        result["client_side"] = {
+            "seconds": base.seconds,
+            "done": len(base_summary["done"]),
+            "objects_per_s": len(base_summary["done"]) / base.seconds,
+            "client_bytes": base_summary["client_bytes"],
+            "client_memory": base.memory(),
+        }
     finally:
         cluster.down(purge=True, log=quiet)
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
-    result['load_average_at_end'] = os.getloadavg()
+    result["load_average_at_end"] = os.getloadavg()
     return result
 
 
 def report(result):
-    first, second, base = result['first_run'], result['resumed_run'], result['client_side']
-    print('%d frames, filter %s, concurrency %d' % (result['frames'], result['filter'],
-                                                     result['concurrency']))
-    print('%-40s %10s' % ('', 'objects/s'))
-    print('%-40s %10.1f' % ('filter in the cluster (first run)', first['filter_objects_per_s']))
-    print('%-40s %10.1f' % ('filter in the cluster (resumed run)', second['filter_objects_per_s']))
-    print('%-40s %10.1f' % ('filter on the client (baseline)', base['objects_per_s']))
-    print('%-40s %10.1f' % ('whole workflow, both runs', result['objects_per_s_overall']))
-    for name, stage in second['stages'].items():
-        print('  resumed %-28s %5d done %5d skipped %3d failed %7.1f s'
-              % (name, stage['done'], stage['skipped'], stage['failed'], stage['seconds']))
-    for label, run_ in (('first run', first), ('resumed run', second), ('client-side', base)):
-        m = run_['client_memory']
-        print('client RSS, %-12s peak %6.1f MB; first quarter %6.1f MB, last quarter %6.1f MB'
-              % (label, m['peak_mb'], m['first_quarter_peak_mb'], m['last_quarter_peak_mb']))
-    print('checks: %s' % json.dumps(result['checks']))
+    first, second, base = result["first_run"], result["resumed_run"], result["client_side"]
+    print(
+        "%d frames, filter %s, concurrency %d"
+        % (result["frames"], result["filter"], result["concurrency"])
+    )
+    print("%-40s %10s" % ("", "objects/s"))
+    print("%-40s %10.1f" % ("filter in the cluster (first run)", first["filter_objects_per_s"]))
+    print("%-40s %10.1f" % ("filter in the cluster (resumed run)", second["filter_objects_per_s"]))
+    print("%-40s %10.1f" % ("filter on the client (baseline)", base["objects_per_s"]))
+    print("%-40s %10.1f" % ("whole workflow, both runs", result["objects_per_s_overall"]))
+    for name, stage in second["stages"].items():
+        print(
+            "  resumed %-28s %5d done %5d skipped %3d failed %7.1f s"
+            % (name, stage["done"], stage["skipped"], stage["failed"], stage["seconds"])
+        )
+    for label, run_ in (("first run", first), ("resumed run", second), ("client-side", base)):
+        m = run_["client_memory"]
+        print(
+            "client RSS, %-12s peak %6.1f MB; first quarter %6.1f MB, last quarter %6.1f MB"
+            % (label, m["peak_mb"], m["first_quarter_peak_mb"], m["last_quarter_peak_mb"])
+        )
+    print("checks: %s" % json.dumps(result["checks"]))
     # No speed target: over loopback, a cheap filter on small frames costs
     # less than an invocation, so the client-side path is faster here; the
     # ratio is reported, the link benchmarks say when moving data costs more.
-    in_cluster = (first['filter_objects_per_s'] + second['filter_objects_per_s']) / 2
-    result['in_cluster_over_client_side'] = in_cluster / base['objects_per_s']
-    print('filter objects/s in the cluster / on the client: %.2fx'
-          % result['in_cluster_over_client_side'])
-    result['targets'] = [
-        targets.check('client RSS last quarter / first quarter (%s)' % label,
-                      run_['client_memory']['last_quarter_peak_mb']
-                      / run_['client_memory']['first_quarter_peak_mb'], 1.5)
-        for label, run_ in (('first run', first), ('resumed run', second))]
-    result['targets'].append(targets.check(
-        'checks passed (nothing lost, nothing done twice, every output decodable)',
-        float(all(result['checks'][k] for k in (
-            'nothing_lost', 'nothing_done_twice', 'every_output_decodable'))), 1.0,
-        at_least=True))
+    in_cluster = (first["filter_objects_per_s"] + second["filter_objects_per_s"]) / 2
+    result["in_cluster_over_client_side"] = in_cluster / base["objects_per_s"]
+    print(
+        "filter objects/s in the cluster / on the client: %.2fx"
+        % result["in_cluster_over_client_side"]
+    )
+    result["targets"] = [
+        targets.check(
+            "client RSS last quarter / first quarter (%s)" % label,
+            run_["client_memory"]["last_quarter_peak_mb"]
+            / run_["client_memory"]["first_quarter_peak_mb"],
+            1.5,
+        )
+        for label, run_ in (("first run", first), ("resumed run", second))
+    ]
+    result["targets"].append(
+        targets.check(
+            "checks passed (nothing lost, nothing done twice, every output decodable)",
+            float(
+                all(
+                    result["checks"][k]
+                    for k in ("nothing_lost", "nothing_done_twice", "every_output_decodable")
+                )
+            ),
+            1.0,
+            at_least=True,
+        )
+    )
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--frames', type=int, default=10000)
-    p.add_argument('--concurrency', type=int, default=4)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=10000)
+    p.add_argument("--concurrency", type=int, default=4)
     args = p.parse_args(argv)
     result = run(args)
     report(result)
-    targets.save('rotoscope_scale', result)
+    targets.save("rotoscope_scale", result)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet training, scoring and applying scikit-learn's incremental
 # estimators next to the data.  The logic lives in

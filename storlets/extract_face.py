@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet cutting the largest face out of a photo, aligned, with its
 # embedding, next to the photo: on the object server holding it (GET, or PUT
@@ -22,5 +21,5 @@ class ExtractFaceStorlet(invocation.Storlet):
     """Output the largest face of the input photo as an aligned PNG crop."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ('size', 'margin', 'label_key')
+    parameters = ("size", "margin", "label_key")
     compute = staticmethod(tasks.extract)

@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet stylising one frame (filter=cartoon|pencil|stylize|smooth|colormap
 # and that filter's parameters), next to it.  The filters are plain
@@ -19,6 +18,15 @@ from mlstorlets.sandbox.video import tasks  # noqa: E402
 class FrameFilterStorlet(invocation.Storlet):
     """Output the input frame through an OpenCV stylisation, as JPEG."""
 
-    parameters = ('filter', 'quality', 'passes', 'block', 'sigma_s', 'sigma_r',
-                  'shade', 'color', 'map')
+    parameters = (
+        "filter",
+        "quality",
+        "passes",
+        "block",
+        "sigma_s",
+        "sigma_r",
+        "shade",
+        "color",
+        "map",
+    )
     compute = staticmethod(tasks.filter_frame)

@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet making one Motion JPEG AVI of its inputs in order: the request's
 # object then the X-Storlet-Extra-Resources (so it runs on the proxy).
@@ -21,5 +20,5 @@ from mlstorlets.sandbox.video import tasks  # noqa: E402
 class FramesToVideoStorlet(invocation.Storlet):
     """Output one Motion JPEG AVI of the input frames and videos."""
 
-    parameters = ('fps', 'quality')
+    parameters = ("fps", "quality")
     compute = staticmethod(tasks.assemble)

@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet naming the person in a photo, or in every frame of a video.
 # Inputs, in the engine's order: in_files[0] is the object the request names
@@ -24,5 +23,5 @@ class RecognizeFaceStorlet(invocation.Storlet):
     """Tag a photo with the recognised person, or annotate a video."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ('model', 'threshold', 'kind', 'max_frames', 'output')
+    parameters = ("model", "threshold", "kind", "max_frames", "output")
     compute = staticmethod(tasks.recognize)

@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet training the face model in steps (parameter step): pack the
 # embeddings of face crops into a shard, merge shards, fit the model over shards.
@@ -22,5 +21,5 @@ class TrainStorlet(invocation.Storlet):
     """Run one step of face model training over the input objects."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ('step', 'label_key', 'C', 'seed')
+    parameters = ("step", "label_key", "C", "seed")
     compute = staticmethod(shards.run)

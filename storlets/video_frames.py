@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet probing a video (op=probe: frame count, rate and size as output
 # metadata) or cutting one range of it into a tar of JPEG frames
@@ -22,5 +21,5 @@ from mlstorlets.sandbox.video import tasks  # noqa: E402
 class VideoFramesStorlet(invocation.Storlet):
     """Probe a video, or output a tar of the frames of one range."""
 
-    parameters = ('op', 'start', 'count', 'every', 'width', 'quality')
+    parameters = ("op", "start", "count", "every", "width", "quality")
     compute = staticmethod(tasks.video_frames)

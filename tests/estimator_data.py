@@ -15,15 +15,18 @@ def make_parts(seed, n_parts=3, classifier=True):
     for _ in range(n_parts):
         X = rng.rand(N, D) * 2
         score = X @ w + 0.1 * rng.normal(size=N)
-        y = np.digitize(score, np.percentile(score, [33, 66])).astype(np.float64) \
-            if classifier else score + 0.5
+        y = (
+            np.digitize(score, np.percentile(score, [33, 66])).astype(np.float64)
+            if classifier
+            else score + 0.5
+        )
         parts.append((X, y))
     return parts
 
 
 def csv_bytes(X, y=None):
     rows = X if y is None else np.column_stack([X, y])
-    return ('\n'.join(','.join(repr(float(v)) for v in row) for row in rows) + '\n').encode()
+    return ("\n".join(",".join(repr(float(v)) for v in row) for row in rows) + "\n").encode()
 
 
 def local_partial_fit(estimator, parts, classes=None, weights=None):
@@ -34,13 +37,13 @@ def local_partial_fit(estimator, parts, classes=None, weights=None):
         for start in range(0, len(y), BATCH):
             kwargs = {}
             if classes is not None and first:
-                kwargs['classes'] = classes
+                kwargs["classes"] = classes
             if weights is not None:
-                kwargs['sample_weight'] = weights[i][start:start + BATCH]
-            if type(local).__name__ == 'MiniBatchKMeans':
-                local.partial_fit(X[start:start + BATCH], **kwargs)
+                kwargs["sample_weight"] = weights[i][start : start + BATCH]
+            if type(local).__name__ == "MiniBatchKMeans":
+                local.partial_fit(X[start : start + BATCH], **kwargs)
             else:
-                local.partial_fit(X[start:start + BATCH], y[start:start + BATCH], **kwargs)
+                local.partial_fit(X[start : start + BATCH], y[start : start + BATCH], **kwargs)
             first = False
     return local
 
@@ -51,13 +54,13 @@ def arrays_of(est):
     for key, value in vars(est).items():
         values = value if isinstance(value, list) else [value]
         for i, v in enumerate(values):
-            if isinstance(v, np.ndarray) and v.dtype.kind == 'f':
-                found['%s[%d]' % (key, i)] = v
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                found["%s[%d]" % (key, i)] = v
     return found
 
 
 def max_difference(a, b):
     fa, fb = arrays_of(a), arrays_of(b)
     assert fa.keys() == fb.keys()
-    assert fa, 'no arrays to compare'
+    assert fa, "no arrays to compare"
     return max(float(np.max(np.abs(fa[k] - fb[k]))) if fa[k].size else 0.0 for k in fa)

@@ -18,12 +18,12 @@ import urllib.request
 
 SETUP_TIMEOUT = 120.0
 START_TIMEOUT = 60.0
-REGION = 'RegionOne'
+REGION = "RegionOne"
 
 
 def _free_port():
     with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
+        sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
@@ -44,54 +44,65 @@ class Keystone:
 
     @property
     def url(self):
-        return 'http://127.0.0.1:%d/v3' % self.port
+        return "http://127.0.0.1:%d/v3" % self.port
 
     @property
     def conf(self):
-        return os.path.join(self.directory, 'keystone.conf')
+        return os.path.join(self.directory, "keystone.conf")
 
     @property
     def log(self):
-        return os.path.join(self.directory, 'keystone.log')
+        return os.path.join(self.directory, "keystone.log")
 
-    def env(self, user='admin', password=None, project='admin'):
+    def env(self, user="admin", password=None, project="admin"):
         """The ``OS_*`` variables of a user, as for the ``swift`` CLI."""
-        return {'OS_AUTH_URL': self.url, 'OS_USERNAME': user,
-                'OS_PASSWORD': password or self.password,
-                'OS_PROJECT_NAME': project,
-                'OS_USER_DOMAIN_NAME': 'Default',
-                'OS_PROJECT_DOMAIN_NAME': 'Default',
-                'OS_IDENTITY_API_VERSION': '3'}
+        return {
+            "OS_AUTH_URL": self.url,
+            "OS_USERNAME": user,
+            "OS_PASSWORD": password or self.password,
+            "OS_PROJECT_NAME": project,
+            "OS_USER_DOMAIN_NAME": "Default",
+            "OS_PROJECT_DOMAIN_NAME": "Default",
+            "OS_IDENTITY_API_VERSION": "3",
+        }
 
     # -- life cycle ----------------------------------------------------
     def start(self):
-        os.makedirs(os.path.join(self.directory, 'fernet'), exist_ok=True)
+        os.makedirs(os.path.join(self.directory, "fernet"), exist_ok=True)
         self.port = _free_port()
         self._write_conf()
         user = _user_and_group()
-        self._manage('fernet_setup', '--keystone-user', user[0],
-                     '--keystone-group', user[1])
-        self._manage('db_sync')
-        self._manage('bootstrap', '--bootstrap-password', self.password,
-                     '--bootstrap-region-id', REGION,
-                     *['--bootstrap-%s-url=%s' % (kind, self.url)
-                       for kind in ('public', 'internal', 'admin')])
-        with open(os.path.join(self.directory, 'server.log'), 'ab') as out:
+        self._manage("fernet_setup", "--keystone-user", user[0], "--keystone-group", user[1])
+        self._manage("db_sync")
+        self._manage(
+            "bootstrap",
+            "--bootstrap-password",
+            self.password,
+            "--bootstrap-region-id",
+            REGION,
+            *[
+                "--bootstrap-%s-url=%s" % (kind, self.url)
+                for kind in ("public", "internal", "admin")
+            ],
+        )
+        with open(os.path.join(self.directory, "server.log"), "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), self.conf,
-                 str(self.port)], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                [sys.executable, os.path.abspath(__file__), self.conf, str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
                 urllib.request.urlopen(self.url, timeout=2).close()
                 return self
             except OSError:
-                if self.process.poll() is not None or \
-                        time.monotonic() > deadline:
+                if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError('keystone did not come up on port %d; '
-                                       'see %s' % (self.port, self.directory))
+                    raise RuntimeError(
+                        "keystone did not come up on port %d; see %s" % (self.port, self.directory)
+                    )
                 time.sleep(0.1)
 
     def stop(self):
@@ -105,24 +116,31 @@ class Keystone:
 
     def _write_conf(self):
         d = self.directory
-        with open(self.conf, 'w') as f:
-            f.write('[DEFAULT]\nlog_file = %s\n'
-                    '[database]\nconnection = sqlite:///%s\n'
-                    '[token]\nprovider = fernet\n'
-                    '[fernet_tokens]\nkey_repository = %s\n'
-                    '[fernet_receipts]\nkey_repository = %s\n'
-                    % (self.log, os.path.join(d, 'keystone.db'),
-                       os.path.join(d, 'fernet'), os.path.join(d, 'fernet')))
+        with open(self.conf, "w") as f:
+            f.write(
+                "[DEFAULT]\nlog_file = %s\n"
+                "[database]\nconnection = sqlite:///%s\n"
+                "[token]\nprovider = fernet\n"
+                "[fernet_tokens]\nkey_repository = %s\n"
+                "[fernet_receipts]\nkey_repository = %s\n"
+                % (
+                    self.log,
+                    os.path.join(d, "keystone.db"),
+                    os.path.join(d, "fernet"),
+                    os.path.join(d, "fernet"),
+                )
+            )
 
     def _manage(self, *args):
-        manage = os.path.join(os.path.dirname(sys.executable),
-                              'keystone-manage')
-        result = subprocess.run([manage, '--config-file', self.conf] +
-                                list(args), capture_output=True, text=True,
-                                timeout=SETUP_TIMEOUT)
+        manage = os.path.join(os.path.dirname(sys.executable), "keystone-manage")
+        result = subprocess.run(
+            [manage, "--config-file", self.conf] + list(args),
+            capture_output=True,
+            text=True,
+            timeout=SETUP_TIMEOUT,
+        )
         if result.returncode:
-            raise RuntimeError('keystone-manage %s failed: %s'
-                               % (args[0], result.stderr[-2000:]))
+            raise RuntimeError("keystone-manage %s failed: %s" % (args[0], result.stderr[-2000:]))
 
     # -- administration ------------------------------------------------
     def admin(self):
@@ -130,49 +148,52 @@ class Keystone:
         from keystoneauth1 import session
         from keystoneauth1.identity import v3
         from keystoneclient.v3 import client
-        auth = v3.Password(auth_url=self.url, username='admin',
-                           password=self.password, project_name='admin',
-                           user_domain_name='Default',
-                           project_domain_name='Default')
-        return client.Client(session=session.Session(auth=auth),
-                             interface='public')
+
+        auth = v3.Password(
+            auth_url=self.url,
+            username="admin",
+            password=self.password,
+            project_name="admin",
+            user_domain_name="Default",
+            project_domain_name="Default",
+        )
+        return client.Client(session=session.Session(auth=auth), interface="public")
 
     def add_object_store(self, proxy_port):
         """List a Swift proxy as the ``object-store`` endpoint."""
         ks = self.admin()
-        service = ks.services.create(name='swift', type='object-store')
-        url = 'http://127.0.0.1:%d/v1/AUTH_$(project_id)s' % proxy_port
-        for interface in ('public', 'internal', 'admin'):
-            ks.endpoints.create(service, url, interface=interface,
-                                region=REGION)
+        service = ks.services.create(name="swift", type="object-store")
+        url = "http://127.0.0.1:%d/v1/AUTH_$(project_id)s" % proxy_port
+        for interface in ("public", "internal", "admin"):
+            ks.endpoints.create(service, url, interface=interface, region=REGION)
 
-    def grant_reseller_admin(self, user='admin', project='admin'):
+    def grant_reseller_admin(self, user="admin", project="admin"):
         """Give ``user`` Swift's reseller admin role (``ResellerAdmin``) on
         ``project``: enabling storlets on an account needs it."""
         ks = self.admin()
         try:
-            role = ks.roles.find(name='ResellerAdmin')
+            role = ks.roles.find(name="ResellerAdmin")
         except Exception:
-            role = ks.roles.create('ResellerAdmin')
-        ks.roles.grant(role, user=ks.users.find(name=user),
-                       project=ks.projects.find(name=project).id)
+            role = ks.roles.create("ResellerAdmin")
+        ks.roles.grant(
+            role, user=ks.users.find(name=user), project=ks.projects.find(name=project).id
+        )
 
-    def add_user(self, name, role, project='admin'):
+    def add_user(self, name, role, project="admin"):
         """A new user with ``role`` on ``project``; returns its ``OS_*``."""
         ks = self.admin()
         password = secrets.token_urlsafe(12)
-        user = ks.users.create(name, domain='default', password=password)
+        user = ks.users.create(name, domain="default", password=password)
         project_id = ks.projects.find(name=project).id
-        ks.roles.grant(ks.roles.find(name=role), user=user,
-                       project=project_id)
+        ks.roles.grant(ks.roles.find(name=role), user=user, project=project_id)
         return self.env(name, password, project)
 
 
 def _user_and_group():
     import grp
     import pwd
-    return (pwd.getpwuid(os.getuid()).pw_name,
-            grp.getgrgid(os.getgid()).gr_name)
+
+    return (pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name)
 
 
 def serve(conf, port):
@@ -180,7 +201,7 @@ def serve(conf, port):
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-    os.environ['OS_KEYSTONE_CONFIG_FILES'] = conf
+    os.environ["OS_KEYSTONE_CONFIG_FILES"] = conf
     # oslo.config parses the command line when the application loads.
     del sys.argv[1:]
     from keystone.wsgi.api import application
@@ -192,9 +213,8 @@ def serve(conf, port):
         def log_message(self, *args):
             pass
 
-    make_server('127.0.0.1', port, application, Server,
-                Quiet).serve_forever()
+    make_server("127.0.0.1", port, application, Server, Quiet).serve_forever()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     serve(sys.argv[1], int(sys.argv[2]))

@@ -18,8 +18,8 @@ class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, handler):
-        super().__init__(('127.0.0.1', 0), handler)
-        self._cuts = {}        # (kind, name) -> times left
+        super().__init__(("127.0.0.1", 0), handler)
+        self._cuts = {}  # (kind, name) -> times left
         self.lock = threading.RLock()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -53,16 +53,15 @@ class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1, silent, with helpers to answer and to cut the
     connection."""
 
-    protocol_version = 'HTTP/1.1'
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
 
-    def _send(self, status, body, content_type='application/json',
-              headers=()):
+    def _send(self, status, body, content_type="application/json", headers=()):
         self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         for key, value in headers:
             self.send_header(key, value)
         self.end_headers()

@@ -13,7 +13,7 @@ def free_base_port(span=20, start=21000, stop=40000):
     for base in range(start + os.getpid() % 50 * 100, stop, span):
         if not any(port_in_use(p) for p in range(base, base + span)):
             return base
-    raise RuntimeError('no free block of %d ports' % span)
+    raise RuntimeError("no free block of %d ports" % span)
 
 
 def default_sigint():
@@ -23,33 +23,35 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def hostile(conn, container, action, obj='x', **params):
+def hostile(conn, container, action, obj="x", **params):
     """Run tests/storlets/hostile.py's ``action`` over ``container/obj``
     in the proxy's sandbox of ``conn``'s account; its report
     (``allowed ...`` or ``denied: ...``)."""
-    headers = {'X-Run-Storlet': 'hostile.py', 'X-Storlet-Run-On-Proxy': '',
-               'X-Storlet-Parameter-1': 'action:' + action}
+    headers = {
+        "X-Run-Storlet": "hostile.py",
+        "X-Storlet-Run-On-Proxy": "",
+        "X-Storlet-Parameter-1": "action:" + action,
+    }
     for i, (key, value) in enumerate(sorted(params.items()), 2):
-        headers['X-Storlet-Parameter-%d' % i] = '%s:%s' % (key, value)
+        headers["X-Storlet-Parameter-%d" % i] = "%s:%s" % (key, value)
     headers_out, _ = conn.get_object(container, obj, headers=headers)
-    return headers_out['x-object-meta-hostile-result']
+    return headers_out["x-object-meta-hostile-result"]
 
 
 def engine_parameter(value):
     """(key, value) of a parameter header, as the storlets engine reads it:
     unquoted once, split at the first colon."""
     from urllib.parse import unquote
-    key, _, value = unquote(value).partition(':')
+
+    key, _, value = unquote(value).partition(":")
     return key, value
 
 
 def data_dir():
     """The sample faces: $DATA, or ../shared/data/faces beside the repo."""
-    path = os.environ.get('DATA') or os.path.join(
-        os.path.dirname(REPO), 'shared', 'data', 'faces')
+    path = os.environ.get("DATA") or os.path.join(os.path.dirname(REPO), "shared", "data", "faces")
     if not os.path.isdir(path):
-        raise RuntimeError('no sample data at %s: set DATA=/path/to/faces'
-                           % path)
+        raise RuntimeError("no sample data at %s: set DATA=/path/to/faces" % path)
     return path
 
 
@@ -62,9 +64,10 @@ class CuttingProxy:
     def __init__(self, target, cut):
         import socket
         import threading
+
         self.target, self.cut = target, cut.encode()
         self.times = 1
-        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self._threading = threading
         threading.Thread(target=self._accept, daemon=True).start()
@@ -74,6 +77,7 @@ class CuttingProxy:
 
     def _accept(self):
         import socket
+
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -81,20 +85,18 @@ class CuttingProxy:
                 return
             upstream = socket.create_connection(self.target)
             armed = []
-            for args in ((client, upstream, armed, False),
-                         (upstream, client, armed, True)):
-                self._threading.Thread(target=self._pump, args=args,
-                                       daemon=True).start()
+            for args in ((client, upstream, armed, False), (upstream, client, armed, True)):
+                self._threading.Thread(target=self._pump, args=args, daemon=True).start()
 
     def _pump(self, src, dst, armed, answers):
-        buf = b''
+        buf = b""
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 if not answers:
-                    if self.cut in data.split(b'\r\n', 1)[0] and self.times:
+                    if self.cut in data.split(b"\r\n", 1)[0] and self.times:
                         self.times -= 1
                         armed.append(True)
                     dst.sendall(data)
@@ -103,15 +105,18 @@ class CuttingProxy:
                     dst.sendall(data)
                     continue
                 buf += data
-                head, sep, body = buf.partition(b'\r\n\r\n')
+                head, sep, body = buf.partition(b"\r\n\r\n")
                 if not sep:
                     continue
-                length = int([line.split(b':')[1] for line in
-                              head.split(b'\r\n')
-                              if line.lower().startswith(
-                                  b'content-length:')][0])
+                length = int(
+                    [
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ][0]
+                )
                 if len(body) >= length // 2:
-                    dst.sendall(head + sep + body[:length // 2])
+                    dst.sendall(head + sep + body[: length // 2])
                     break
         except Exception:
             # The other direction closed both sockets (under eventlet's

@@ -5,8 +5,7 @@ import sys
 # this storlet (mlstorlets-<hash>.zip), which the engine puts beside it.
 LIBRARY = None
 if LIBRARY:
-    sys.path.insert(0, os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), LIBRARY))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # A storlet for benchmarks/face_cost.py only: runs one stage of the face
 # pipeline over a photo (parameter stage: haar, detect or embed) and answers
@@ -21,23 +20,23 @@ from mlstorlets.sandbox.faces.tasks import MAX_IMAGE_BYTES, read_input  # noqa: 
 
 
 def stage(in_files, params):
-    name = params.get('source') or 'the input'
+    name = params.get("source") or "the input"
     data = read_input(in_files[0], name, MAX_IMAGE_BYTES)
-    which = params.get('stage') or 'detect'
-    if which == 'haar':
+    which = params.get("stage") or "detect"
+    if which == "haar":
         found = len(detect_faces(decode_image(data, name)))
     else:
         rgb = decode_image(data, name, color=True)
         faces = embed.find_faces(rgb)
-        if which == 'embed':
+        if which == "embed":
             for face in faces:
                 embed.describe(rgb, face)
         found = len(faces)
-    return {'Faces': str(found)}, b''
+    return {"Faces": str(found)}, b""
 
 
 class FaceStageStorlet(invocation.Storlet):
     """One stage of the face pipeline, for the cost benchmark."""
 
-    parameters = ('stage',)
+    parameters = ("stage",)
     compute = staticmethod(stage)

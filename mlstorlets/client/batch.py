@@ -38,7 +38,7 @@ SOURCE_ETAG_HEADER = protocol.OBJECT_META + protocol.SOURCE_ETAG_KEY
 # What made an output besides its source: the storlet, its parameters and
 # the content of its other inputs (a model, say).  An output is up to date
 # only if both match.
-RUN_KEY = 'Mlstorlets-Run'
+RUN_KEY = "Mlstorlets-Run"
 # Failures (and, in a dry run, planned objects) a summary prints one by
 # one; the rest are counted.
 MAX_LISTED = 20
@@ -62,7 +62,7 @@ class Task:
     @property
     def source(self):
         """``container/object``: what the storlet is told its source is."""
-        return '%s/%s' % (self.container, self.name)
+        return "%s/%s" % (self.container, self.name)
 
     @property
     def label(self):
@@ -71,7 +71,7 @@ class Task:
 
     @property
     def dest(self):
-        return '%s/%s' % (self.dest_container, self.dest_name)
+        return "%s/%s" % (self.dest_container, self.dest_name)
 
 
 @dataclasses.dataclass
@@ -99,46 +99,54 @@ class BatchSummary:
     client_bytes: int = 0
     source_bytes: int = 0
     seconds: float = 0.0
-    placement: str = 'cluster'
+    placement: str = "cluster"
 
     @property
     def ok(self):
         return not self.failed and not self.interrupted
 
     def format(self):
-        where = 'in the cluster' if self.placement == 'cluster' \
-            else 'on the client'
+        where = "in the cluster" if self.placement == "cluster" else "on the client"
         if self.dry_run:
-            lines = ['%s (dry run, %s): %d to do, %d up to date, %d bytes '
-                     'of data' % (self.storlet, where, len(self.planned),
-                                  len(self.skipped), self.source_bytes)]
-            lines += ['  would do %s' % printable(name)
-                      for name in self.planned[:MAX_LISTED]]
+            lines = [
+                "%s (dry run, %s): %d to do, %d up to date, %d bytes "
+                "of data"
+                % (self.storlet, where, len(self.planned), len(self.skipped), self.source_bytes)
+            ]
+            lines += ["  would do %s" % printable(name) for name in self.planned[:MAX_LISTED]]
             if len(self.planned) > MAX_LISTED:
-                lines.append('  ... and %d more'
-                             % (len(self.planned) - MAX_LISTED))
-            return '\n'.join(lines)
-        lines = ['%s: %d done, %d skipped, %d failed in %.1f s %s; %d bytes '
-                 'through the client for %d bytes of data'
-                 % (self.storlet, len(self.done), len(self.skipped),
-                    len(self.failed), self.seconds, where, self.client_bytes,
-                    self.source_bytes)]
+                lines.append("  ... and %d more" % (len(self.planned) - MAX_LISTED))
+            return "\n".join(lines)
+        lines = [
+            "%s: %d done, %d skipped, %d failed in %.1f s %s; %d bytes "
+            "through the client for %d bytes of data"
+            % (
+                self.storlet,
+                len(self.done),
+                len(self.skipped),
+                len(self.failed),
+                self.seconds,
+                where,
+                self.client_bytes,
+                self.source_bytes,
+            )
+        ]
         for name, reason in self.failed[:MAX_LISTED]:
-            lines.append('  failed %s: %s' % (printable(name),
-                                              printable(reason)))
+            lines.append("  failed %s: %s" % (printable(name), printable(reason)))
         if len(self.failed) > MAX_LISTED:
-            lines.append('  ... and %d more failures'
-                         % (len(self.failed) - MAX_LISTED))
+            lines.append("  ... and %d more failures" % (len(self.failed) - MAX_LISTED))
         if self.interrupted:
-            lines.append('interrupted: %d not done; run the same command '
-                         'again to complete it' % self.cancelled)
-        return '\n'.join(lines)
+            lines.append(
+                "interrupted: %d not done; run the same command "
+                "again to complete it" % self.cancelled
+            )
+        return "\n".join(lines)
 
     def as_dict(self):
         """The summary as plain data (``--json``)."""
         found = dataclasses.asdict(self)
-        found['failed'] = [{'name': n, 'reason': r} for n, r in self.failed]
-        found['ok'] = self.ok
+        found["failed"] = [{"name": n, "reason": r} for n, r in self.failed]
+        found["ok"] = self.ok
         return found
 
     def to_json(self):
@@ -147,7 +155,7 @@ class BatchSummary:
 
 def printable(text):
     """``text`` on one line: a name may hold CR, LF or other controls."""
-    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # -- the engine ------------------------------------------------------------
@@ -170,8 +178,7 @@ class Job:
             raise Cancelled()
 
 
-def execute(summary, tasks, work, concurrency=4, progress=None,
-            up_to_date=None, dry_run=False):
+def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None, dry_run=False):
     """Run ``work(task, job)`` over ``tasks`` into ``summary``.
 
     Parameters
@@ -199,7 +206,7 @@ def execute(summary, tasks, work, concurrency=4, progress=None,
         stopped it.
     """
     if concurrency < 1:
-        raise ValueError('concurrency must be at least 1')
+        raise ValueError("concurrency must be at least 1")
     started = time.monotonic()
     summary.dry_run = dry_run
     summary.source_bytes = sum(t.size for t in tasks)
@@ -210,18 +217,17 @@ def execute(summary, tasks, work, concurrency=4, progress=None,
         try:
             job.checkpoint()
             if up_to_date is not None and up_to_date(task):
-                return 'skipped', None
+                return "skipped", None
             if dry_run:
-                return 'planned', None
+                return "planned", None
             work(task, job)
-            return 'done', None
+            return "done", None
         except Cancelled:
-            return 'cancelled', None
+            return "cancelled", None
         except ObjectError as err:
-            return 'failed', err.reason if err.name == task.label \
-                else str(err)
+            return "failed", err.reason if err.name == task.label else str(err)
         except Exception as err:  # one object's failure, whatever it is
-            return 'failed', '%s: %s' % (type(err).__name__, err)
+            return "failed", "%s: %s" % (type(err).__name__, err)
 
     bar = _progress(len(tasks), summary.storlet, progress)
     pool = ThreadPoolExecutor(max_workers=concurrency)
@@ -249,14 +255,13 @@ def execute(summary, tasks, work, concurrency=4, progress=None,
     summary.cancelled = len(tasks) - len(outcomes)
     for future, (status, reason) in outcomes.items():
         name = futures[future].label
-        if status == 'failed':
+        if status == "failed":
             summary.failed.append((name, reason))
-        elif status == 'cancelled':
+        elif status == "cancelled":
             summary.cancelled += 1
         else:
             getattr(summary, status).append(name)
-    for names in (summary.done, summary.skipped, summary.failed,
-                  summary.planned):
+    for names in (summary.done, summary.skipped, summary.failed, summary.planned):
         names.sort()
     summary.seconds = time.monotonic() - started
     return summary
@@ -268,7 +273,8 @@ def _progress(total, label, enabled):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc=label, unit='obj', file=sys.stderr)
+
+    return tqdm(total=total, desc=label, unit="obj", file=sys.stderr)
 
 
 # -- storlets in the cluster -----------------------------------------------
@@ -292,23 +298,32 @@ def list_sources(swift, uri):
     """
     swift = gateway(swift)
     container, prefix = parse_uri(uri)
-    if prefix and not prefix.endswith('/'):
+    if prefix and not prefix.endswith("/"):
         headers = swift.head(container, prefix)
         if headers is None:
-            raise ObjectError(uri, 'no such object (to name every object '
-                              'under a prefix, end it with /)')
-        return container, prefix, [{
-            'name': prefix, 'hash': headers['etag'],
-            'bytes': int(headers['content-length']),
-            'content_type': headers.get('content-type', '')}]
+            raise ObjectError(
+                uri, "no such object (to name every object under a prefix, end it with /)"
+            )
+        return (
+            container,
+            prefix,
+            [
+                {
+                    "name": prefix,
+                    "hash": headers["etag"],
+                    "bytes": int(headers["content-length"]),
+                    "content_type": headers.get("content-type", ""),
+                }
+            ],
+        )
     try:
         entries = swift.listing(container, prefix)
     except SwiftError as err:
         if err.status == 404:
-            raise ObjectError(uri, 'no such container') from None
+            raise ObjectError(uri, "no such container") from None
         raise
     if not entries:
-        raise ObjectError(uri, 'no objects under this prefix')
+        raise ObjectError(uri, "no objects under this prefix")
     return container, prefix, entries
 
 
@@ -321,22 +336,33 @@ def plan(src, dest, entries, src_container, src_prefix, suffix=None):
     allowed only for one source.
     """
     dest_container, _ = parse_uri(dest)
-    pairs = plan_keys(src, dest, [e['name'] for e in entries], suffix)
-    return [Task(src_container, entry['name'], entry['hash'], entry['bytes'],
-                 dest_container, name)
-            for entry, (_, name) in zip(entries, pairs)]
+    pairs = plan_keys(src, dest, [e["name"] for e in entries], suffix)
+    return [
+        Task(src_container, entry["name"], entry["hash"], entry["bytes"], dest_container, name)
+        for entry, (_, name) in zip(entries, pairs)
+    ]
 
 
 def run_digest(storlet, params=None, extra_etags=()):
     """A short digest of everything but the source that made an output."""
-    params = {k: str(v) for k, v in (params or {}).items() if k != 'source'}
+    params = {k: str(v) for k, v in (params or {}).items() if k != "source"}
     text = json.dumps([storlet, sorted(params.items()), list(extra_etags)])
-    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
-              resume=True, extra_resources=None, progress=None,
-              dry_run=False, output_type=None):
+def run_batch(
+    conn,
+    storlet,
+    src,
+    dest,
+    params=None,
+    concurrency=4,
+    resume=True,
+    extra_resources=None,
+    progress=None,
+    dry_run=False,
+    output_type=None,
+):
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
@@ -374,14 +400,19 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
     BatchSummary
     """
     if concurrency < 1:
-        raise ValueError('concurrency must be at least 1')
+        raise ValueError("concurrency must be at least 1")
     swift = gateway(conn)
     swift.check_storlet(storlet, params)
     src_container, src_prefix, entries = list_sources(swift, src)
-    tasks = plan(src, dest, entries, src_container, src_prefix,
-                 lambda name: output_type_for(output_type, name)[0])
-    existing = existing_outputs(swift, dest, create=not dry_run) \
-        if resume else {}
+    tasks = plan(
+        src,
+        dest,
+        entries,
+        src_container,
+        src_prefix,
+        lambda name: output_type_for(output_type, name)[0],
+    )
+    existing = existing_outputs(swift, dest, create=not dry_run) if resume else {}
     extra_etags = [_etag(swift, path) for path in extra_resources or ()]
 
     def task_params(task):
@@ -389,23 +420,33 @@ def run_batch(conn, storlet, src, dest, params=None, concurrency=4,
 
     def up_to_date(task):
         return task.dest_name in existing and _made_from(swift, task) == (
-            task.etag, run_digest(storlet, task_params(task), extra_etags))
+            task.etag,
+            run_digest(storlet, task_params(task), extra_etags),
+        )
 
     def work(task, job):
         try:
             swift.storlet_copy(
-                task.container, task.name, task.dest_container,
-                task.dest_name, storlet, task_params(task), extra_resources,
-                headers={SOURCE_ETAG_HEADER: task.etag, protocol.OBJECT_META + RUN_KEY:
-                         run_digest(storlet, task_params(task), extra_etags)},
-                content_type=output_type_for(output_type, task.name)[1])
+                task.container,
+                task.name,
+                task.dest_container,
+                task.dest_name,
+                storlet,
+                task_params(task),
+                extra_resources,
+                headers={
+                    SOURCE_ETAG_HEADER: task.etag,
+                    protocol.OBJECT_META + RUN_KEY: run_digest(
+                        storlet, task_params(task), extra_etags
+                    ),
+                },
+                content_type=output_type_for(output_type, task.name)[1],
+            )
         except SwiftError as err:
             job.count(len(err.reason))
-            raise SwiftError(task.label, err.reason, err.status,
-                             err.kind) from None
+            raise SwiftError(task.label, err.reason, err.status, err.kind) from None
 
-    return execute(BatchSummary(storlet), tasks, work, concurrency, progress,
-                   up_to_date, dry_run)
+    return execute(BatchSummary(storlet), tasks, work, concurrency, progress, up_to_date, dry_run)
 
 
 def existing_outputs(swift, dest, create=True):
@@ -416,20 +457,22 @@ def existing_outputs(swift, dest, create=True):
         if create:
             swift.ensure_container(container)
         return {}
-    return {e['name']: e['hash'] for e in swift.listing(container, prefix)}
+    return {e["name"]: e["hash"] for e in swift.listing(container, prefix)}
 
 
 def _made_from(swift, task):
     """(source ETag, run digest) an existing output records, or None."""
     headers = swift.head(task.dest_container, task.dest_name) or {}
-    return (headers.get(SOURCE_ETAG_HEADER.lower()),
-            headers.get((protocol.OBJECT_META + RUN_KEY).lower()))
+    return (
+        headers.get(SOURCE_ETAG_HEADER.lower()),
+        headers.get((protocol.OBJECT_META + RUN_KEY).lower()),
+    )
 
 
 def _etag(swift, path):
     """The ETag of ``/container/object`` (an extra resource)."""
-    container, _, name = path.lstrip('/').partition('/')
+    container, _, name = path.lstrip("/").partition("/")
     headers = swift.head(container, name)
     if headers is None:
-        raise ObjectError(path, 'no such object (extra resource)')
-    return headers['etag']
+        raise ObjectError(path, "no such object (extra resource)")
+    return headers["etag"]

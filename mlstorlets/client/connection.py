@@ -51,21 +51,20 @@ def swift_options(environ=None):
     try:
         # With no command, swift's parse_args looks at '-h' (its own
         # default); a parser without help ignores it.
-        options, _ = shell.parse_args(parser, ['-h'])
+        options, _ = shell.parse_args(parser, ["-h"])
     except SystemExit as exc:
-        raise ValueError('no usable Swift credentials: %s'
-                         % _without_flags(str(exc.code))) from None
+        raise ValueError(
+            "no usable Swift credentials: %s" % _without_flags(str(exc.code))
+        ) from None
     return options
 
 
 def _without_flags(message):
     """swiftclient's complaint without the ``swift`` command's flags
     (``-A``, ``--os-password``...), which ``mlstorlets`` does not take."""
-    message = ' '.join(message.split())
-    message = re.sub(r' to be set or overridden with[^.]*(\.|$)', '.',
-                     message)
-    message = message.replace(' Note: adding "-V 2" is necessary for this.',
-                              '')
+    message = " ".join(message.split())
+    message = re.sub(r" to be set or overridden with[^.]*(\.|$)", ".", message)
+    message = message.replace(' Note: adding "-V 2" is necessary for this.', "")
     return message + ' For the embedded cluster: eval "$(mlstorlets aio env)".'
 
 

@@ -14,8 +14,8 @@ import dataclasses
 import os
 import re
 
-PHOTO_EXTENSIONS = ('.jpeg', '.jpg', '.png', '.gif')
-VIDEO_EXTENSIONS = ('.avi', '.mp4')
+PHOTO_EXTENSIONS = (".jpeg", ".jpg", ".png", ".gif")
+VIDEO_EXTENSIONS = (".avi", ".mp4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,43 +28,39 @@ class Item:
 
     @property
     def name(self):
-        return '%s/%s' % (self.split, os.path.basename(self.path))
+        return "%s/%s" % (self.split, os.path.basename(self.path))
 
 
 def label_of(filename, split):
     """The label a file's name gives, in the layout above."""
     stem = os.path.splitext(os.path.basename(filename))[0]
-    label = stem.split('_')[0] if split != 'train' else \
-        re.sub(r'\d+$', '', stem)
+    label = stem.split("_")[0] if split != "train" else re.sub(r"\d+$", "", stem)
     if not label:
-        raise ValueError('cannot read a label from the file name %r'
-                         % filename)
+        raise ValueError("cannot read a label from the file name %r" % filename)
     return label.lower()
 
 
-def items(root, splits=('train', 'test', 'video')):
+def items(root, splits=("train", "test", "video")):
     """Every photo and video of the data set at ``root``, sorted."""
     if not os.path.isdir(root):
-        raise FileNotFoundError('no data set at %s (expected train/, test/ '
-                                'and optionally video/)' % root)
+        raise FileNotFoundError(
+            "no data set at %s (expected train/, test/ and optionally video/)" % root
+        )
     found = []
     for split in splits:
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
-            if split == 'video':
+            if split == "video":
                 continue
-            raise FileNotFoundError('no %s/ folder in %s' % (split, root))
-        extensions = VIDEO_EXTENSIONS if split == 'video' else \
-            PHOTO_EXTENSIONS
+            raise FileNotFoundError("no %s/ folder in %s" % (split, root))
+        extensions = VIDEO_EXTENSIONS if split == "video" else PHOTO_EXTENSIONS
         for filename in sorted(os.listdir(folder)):
             if filename.lower().endswith(extensions):
-                found.append(Item(os.path.join(folder, filename), split,
-                                  label_of(filename, split)))
+                found.append(Item(os.path.join(folder, filename), split, label_of(filename, split)))
     return found
 
 
-def export_lfw(dest, min_faces_per_person=50, test_per_person=2,
-               data_home=None):
+def export_lfw(dest, min_faces_per_person=50, test_per_person=2, data_home=None):
     """Write LFW in the layout above (needs the network the first time).
 
     Uses :func:`sklearn.datasets.fetch_lfw_people` (colour, full size)
@@ -75,20 +71,23 @@ def export_lfw(dest, min_faces_per_person=50, test_per_person=2,
     from PIL import Image
     from sklearn.datasets import fetch_lfw_people
 
-    lfw = fetch_lfw_people(min_faces_per_person=min_faces_per_person,
-                           color=True, resize=1.0, data_home=data_home,
-                           slice_=None)
+    lfw = fetch_lfw_people(
+        min_faces_per_person=min_faces_per_person,
+        color=True,
+        resize=1.0,
+        data_home=data_home,
+        slice_=None,
+    )
     seen = {}
     for image, target in zip(lfw.images, lfw.target):
-        label = re.sub(r'[^a-z]', '', lfw.target_names[target].lower())
+        label = re.sub(r"[^a-z]", "", lfw.target_names[target].lower())
         seen[label] = seen.get(label, 0) + 1
         n = seen[label]
         if n <= test_per_person:
-            split, name = 'test', '%s_test%d.jpeg' % (label, n)
+            split, name = "test", "%s_test%d.jpeg" % (label, n)
         else:
-            split, name = 'train', '%s%d.jpeg' % (label, n)
+            split, name = "train", "%s%d.jpeg" % (label, n)
         os.makedirs(os.path.join(dest, split), exist_ok=True)
         pixels = image if image.max() > 1 else image * 255
-        Image.fromarray(pixels.astype('uint8')).save(
-            os.path.join(dest, split, name), quality=92)
+        Image.fromarray(pixels.astype("uint8")).save(os.path.join(dest, split, name), quality=92)
     return sum(seen.values())

@@ -28,12 +28,12 @@ import zipfile
 import mlstorlets
 from mlstorlets.sandbox import protocol
 
-LIBRARY_PREFIX = 'mlstorlets-'
+LIBRARY_PREFIX = "mlstorlets-"
 # The line of a storlet module that deploy fills in with the library's name.
-LIBRARY_LINE = re.compile(rb'^LIBRARY = None$', re.M)
+LIBRARY_LINE = re.compile(rb"^LIBRARY = None$", re.M)
 # What a sandbox imports: the package's root and its sandbox part, nothing
 # of the client or the servers (see mlstorlets.sandbox).
-SANDBOX_PARTS = ('__init__.py', 'sandbox')
+SANDBOX_PARTS = ("__init__.py", "sandbox")
 
 
 @dataclasses.dataclass
@@ -52,25 +52,28 @@ class Artifact:
 
 def default_source_dir():
     """The project's ``storlets/`` directory: in a checkout, or installed."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(
-        mlstorlets.__file__)))
-    for candidate in (os.path.join(here, 'storlets'),
-                      os.path.join(sys.prefix, 'share', 'mlstorlets',
-                                   'storlets')):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(mlstorlets.__file__)))
+    for candidate in (
+        os.path.join(here, "storlets"),
+        os.path.join(sys.prefix, "share", "mlstorlets", "storlets"),
+    ):
         if os.path.isdir(candidate):
             return candidate
-    raise FileNotFoundError('cannot find the storlets directory of '
-                            'mlstorlets; pass it explicitly')
+    raise FileNotFoundError("cannot find the storlets directory of mlstorlets; pass it explicitly")
 
 
 def storlet_class(source, path):
     """The name of the storlet class defined by the module ``source``."""
     tree = ast.parse(source, path)
-    names = [node.name for node in tree.body
-             if isinstance(node, ast.ClassDef) and node.name.endswith('Storlet')]
+    names = [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Storlet")
+    ]
     if len(names) != 1:
-        raise ValueError('%s must define exactly one class named *Storlet, '
-                         'found %s' % (path, names or 'none'))
+        raise ValueError(
+            "%s must define exactly one class named *Storlet, found %s" % (path, names or "none")
+        )
     return names[0]
 
 
@@ -83,12 +86,11 @@ def declared_parameters(source, path):
     """
     tree = ast.parse(source, path)
     name = storlet_class(source, path)
-    cls = next(node for node in tree.body
-               if isinstance(node, ast.ClassDef) and node.name == name)
+    cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
     for node in cls.body:
         if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == 'parameters'
-                for t in node.targets):
+            isinstance(t, ast.Name) and t.id == "parameters" for t in node.targets
+        ):
             try:
                 value = ast.literal_eval(node.value)
             except ValueError:
@@ -96,10 +98,11 @@ def declared_parameters(source, path):
             if value is None:
                 return None
             if not isinstance(value, (tuple, list)) or not all(
-                    isinstance(v, str) and v and ',' not in v
-                    for v in value):
-                raise ValueError('%s: %s.parameters must be a literal tuple '
-                                 'of names' % (path, name))
+                isinstance(v, str) and v and "," not in v for v in value
+            ):
+                raise ValueError(
+                    "%s: %s.parameters must be a literal tuple of names" % (path, name)
+                )
             return tuple(value)
     return None
 
@@ -108,22 +111,21 @@ def library_zip():
     """The ``mlstorlets`` package as a reproducible zip (pure Python)."""
     root = os.path.dirname(os.path.abspath(mlstorlets.__file__))
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for dirpath, dirnames, filenames in os.walk(root):
             rel = os.path.relpath(dirpath, root)
-            dirnames[:] = sorted(d for d in dirnames if d != '__pycache__'
-                                 and (rel != '.' or d in SANDBOX_PARTS))
+            dirnames[:] = sorted(
+                d for d in dirnames if d != "__pycache__" and (rel != "." or d in SANDBOX_PARTS)
+            )
             for filename in sorted(filenames):
-                if filename.endswith('.pyc') or (
-                        rel == '.' and filename not in SANDBOX_PARTS):
+                if filename.endswith(".pyc") or (rel == "." and filename not in SANDBOX_PARTS):
                     continue
                 path = os.path.join(dirpath, filename)
-                arcname = os.path.normpath(os.path.join(
-                    'mlstorlets', rel, filename))
+                arcname = os.path.normpath(os.path.join("mlstorlets", rel, filename))
                 info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
-                with open(path, 'rb') as f:
+                with open(path, "rb") as f:
                     zf.writestr(info, f.read())
     return buf.getvalue()
 
@@ -135,45 +137,50 @@ def artifacts(source_dir=None, library=True):
     library_name = None
     if library:
         body = library_zip()
-        library_name = '%s%s.zip' % (LIBRARY_PREFIX,
-                                     hashlib.sha256(body).hexdigest()[:16])
-        found.append(Artifact('dependency', library_name, body, {
-            'X-Object-Meta-Storlet-Dependency-Version': mlstorlets.__version__,
-        }))
+        library_name = "%s%s.zip" % (LIBRARY_PREFIX, hashlib.sha256(body).hexdigest()[:16])
+        found.append(
+            Artifact(
+                "dependency",
+                library_name,
+                body,
+                {
+                    "X-Object-Meta-Storlet-Dependency-Version": mlstorlets.__version__,
+                },
+            )
+        )
     for filename in sorted(os.listdir(source_dir)):
-        if not filename.endswith('.py') or filename.startswith('_'):
+        if not filename.endswith(".py") or filename.startswith("_"):
             continue
         path = os.path.join(source_dir, filename)
-        with open(path, 'rb') as f:
+        with open(path, "rb") as f:
             body = f.read()
         headers = {
-            'X-Object-Meta-Storlet-Language': 'Python',
-            'X-Object-Meta-Storlet-Language-Version': '3',
-            'X-Object-Meta-Storlet-Interface-Version': '1.0',
-            'X-Object-Meta-Storlet-Object-Metadata': 'no',
-            'X-Object-Meta-Storlet-Main': '%s.%s' % (
-                filename[:-3], storlet_class(body, path)),
+            "X-Object-Meta-Storlet-Language": "Python",
+            "X-Object-Meta-Storlet-Language-Version": "3",
+            "X-Object-Meta-Storlet-Interface-Version": "1.0",
+            "X-Object-Meta-Storlet-Object-Metadata": "no",
+            "X-Object-Meta-Storlet-Main": "%s.%s" % (filename[:-3], storlet_class(body, path)),
         }
         declared = declared_parameters(body, path)
         if declared is not None:
             # Read by the client (mlstorlets.client.swift) to refuse an
             # undeclared parameter before any call.
-            headers['X-Object-Meta-' + protocol.PARAMETERS_KEY] = \
-                ','.join(declared)
+            headers["X-Object-Meta-" + protocol.PARAMETERS_KEY] = ",".join(declared)
         if library_name:
-            headers['X-Object-Meta-Storlet-Dependency'] = library_name
+            headers["X-Object-Meta-Storlet-Dependency"] = library_name
             body = _with_library(body, library_name, path)
-        found.append(Artifact('storlet', filename, body, headers))
+        found.append(Artifact("storlet", filename, body, headers))
     return found
 
 
 def _with_library(body, library, path):
     """The storlet module ``body`` with its ``LIBRARY`` line set."""
-    body, count = LIBRARY_LINE.subn(
-        ('LIBRARY = %r' % library).encode(), body)
+    body, count = LIBRARY_LINE.subn(("LIBRARY = %r" % library).encode(), body)
     if count != 1:
-        raise ValueError('%s must have exactly one line "LIBRARY = None" to '
-                         'receive the library it is deployed with' % path)
+        raise ValueError(
+            '%s must have exactly one line "LIBRARY = None" to '
+            "receive the library it is deployed with" % path
+        )
     return body
 
 
@@ -181,12 +188,13 @@ def _with_library(body, library, path):
 # size changes (upstream compares sizes and modification times, the latter
 # the wrong way round).  A changed storlet of the same size as the deployed
 # one is therefore uploaded with this padding, which Python ignores.
-PADDING = b'\n'
+PADDING = b"\n"
 
 
 def _deployed(conn, artifact):
     """The cluster's headers for ``artifact``, or None if it has none."""
     from swiftclient.exceptions import ClientException
+
     try:
         return conn.head_object(artifact.container, artifact.name)
     except ClientException as err:
@@ -200,10 +208,11 @@ def _current(artifact, headers):
     if headers is None:
         return False
     etags = {artifact.etag}
-    if artifact.container == 'storlet':
+    if artifact.container == "storlet":
         etags.add(hashlib.md5(artifact.body + PADDING).hexdigest())
-    return headers.get('etag') in etags and all(
-        headers.get(k.lower()) == v for k, v in artifact.headers.items())
+    return headers.get("etag") in etags and all(
+        headers.get(k.lower()) == v for k, v in artifact.headers.items()
+    )
 
 
 def deploy(conn, source_dir=None, library=True, log=print):
@@ -221,19 +230,26 @@ def deploy(conn, source_dir=None, library=True, log=print):
     """
     uploaded = []
     for artifact in artifacts(source_dir, library):
-        where = '%s/%s' % (artifact.container, artifact.name)
+        where = "%s/%s" % (artifact.container, artifact.name)
         headers = _deployed(conn, artifact)
         if _current(artifact, headers):
-            log('unchanged  %s' % where)
+            log("unchanged  %s" % where)
             continue
-        if artifact.container == 'storlet' and headers is not None and \
-                int(headers['content-length']) == len(artifact.body):
-            artifact = dataclasses.replace(artifact,
-                                           body=artifact.body + PADDING)
-        conn.put_object(artifact.container, artifact.name, artifact.body,
-                        headers=artifact.headers, etag=artifact.etag)
+        if (
+            artifact.container == "storlet"
+            and headers is not None
+            and int(headers["content-length"]) == len(artifact.body)
+        ):
+            artifact = dataclasses.replace(artifact, body=artifact.body + PADDING)
+        conn.put_object(
+            artifact.container,
+            artifact.name,
+            artifact.body,
+            headers=artifact.headers,
+            etag=artifact.etag,
+        )
         uploaded.append(where)
-        log('uploaded   %s (%d bytes)' % (where, len(artifact.body)))
+        log("uploaded   %s (%d bytes)" % (where, len(artifact.body)))
     if library:
         _remove_stale_libraries(conn, log)
     return uploaded
@@ -241,15 +257,15 @@ def deploy(conn, source_dir=None, library=True, log=print):
 
 def _remove_stale_libraries(conn, log):
     """Delete the library versions that no storlet of the account names."""
-    _, storlets = conn.get_container('storlet', full_listing=True)
+    _, storlets = conn.get_container("storlet", full_listing=True)
     keep = set()
     for entry in storlets:
-        headers = conn.head_object('storlet', entry['name'])
-        keep.update(d.strip() for d in headers.get(
-            'x-object-meta-storlet-dependency', '').split(','))
-    _, listing = conn.get_container('dependency', prefix=LIBRARY_PREFIX,
-                                    full_listing=True)
+        headers = conn.head_object("storlet", entry["name"])
+        keep.update(
+            d.strip() for d in headers.get("x-object-meta-storlet-dependency", "").split(",")
+        )
+    _, listing = conn.get_container("dependency", prefix=LIBRARY_PREFIX, full_listing=True)
     for entry in listing:
-        if entry['name'] not in keep and entry['name'].endswith('.zip'):
-            conn.delete_object('dependency', entry['name'])
-            log('removed    dependency/%s (superseded)' % entry['name'])
+        if entry["name"] not in keep and entry["name"].endswith(".zip"):
+            conn.delete_object("dependency", entry["name"])
+            log("removed    dependency/%s (superseded)" % entry["name"])

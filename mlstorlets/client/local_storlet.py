@@ -124,17 +124,17 @@ class OutputFile:
 
     def set_metadata(self, metadata):
         if self._metadata is not None:
-            raise IOError('Sending metadata twice is not allowed')
+            raise IOError("Sending metadata twice is not allowed")
         self._metadata = dict(metadata)
 
     def get_metadata(self):
         if self._metadata is None:
-            raise IOError('Metadata is not set yet')
+            raise IOError("Metadata is not set yet")
         return copy.deepcopy(self._metadata)
 
     def write(self, buf):
         if self._metadata is None:
-            raise IOError('Body should be sent after metadata is sent')
+            raise IOError("Body should be sent after metadata is sent")
         self._body.write(buf)
         self.length += len(buf)
 
@@ -159,7 +159,7 @@ class Logger:
     """The storlet logger's interface over :mod:`logging`."""
 
     def __init__(self, storlet):
-        self._log = logging.getLogger('mlstorlets.storlet.' + storlet)
+        self._log = logging.getLogger("mlstorlets.storlet." + storlet)
 
     def debug(self, msg):
         self._log.debug(msg)
@@ -180,11 +180,12 @@ def storlet_path(storlet, storlets_dir=None):
     """The module file of ``storlet`` (e.g. ``'probe.py'``)."""
     if storlets_dir is None:
         from mlstorlets.client.deploy import default_source_dir
+
         storlets_dir = default_source_dir()
-    name = storlet if storlet.endswith('.py') else storlet + '.py'
+    name = storlet if storlet.endswith(".py") else storlet + ".py"
     path = os.path.join(storlets_dir, os.path.basename(name))
     if not os.path.isfile(path):
-        raise ValueError('no storlet %s in %s' % (name, storlets_dir))
+        raise ValueError("no storlet %s in %s" % (name, storlets_dir))
     return path
 
 
@@ -195,22 +196,24 @@ def load_storlet(storlet, storlets_dir=None):
     per process and version of the file.
     """
     from mlstorlets.client.deploy import storlet_class
+
     path = storlet_path(storlet, storlets_dir)
     stamp = (path, os.stat(path).st_mtime_ns)
     with _cache_lock:
         if stamp not in _cache:
             stem = os.path.splitext(os.path.basename(path))[0]
             spec = importlib.util.spec_from_file_location(
-                'mlstorlets_local_storlets.%s' % stem, path)
+                "mlstorlets_local_storlets.%s" % stem, path
+            )
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            with open(path, 'rb') as f:
+            with open(path, "rb") as f:
                 name = storlet_class(f.read(), path)
             _cache[stamp] = getattr(module, name)
         return _cache[stamp]
 
 
-def invoke(cls, inputs, params, name='', storlet=''):
+def invoke(cls, inputs, params, name="", storlet=""):
     """Run the storlet class ``cls`` over ``inputs``; (metadata, body).
 
     :func:`stream` with the body read into memory.
@@ -220,7 +223,7 @@ def invoke(cls, inputs, params, name='', storlet=''):
         return metadata, body.read()
 
 
-def stream(cls, inputs, params, name='', storlet=''):
+def stream(cls, inputs, params, name="", storlet=""):
     """Run the storlet class ``cls`` over ``inputs``.
 
     Parameters
@@ -254,28 +257,27 @@ def stream(cls, inputs, params, name='', storlet=''):
     out = OutputFile()
     try:
         try:
-            cls(Logger(storlet))(in_files, [out],
-                                 {k: str(v) for k, v in params.items()})
+            cls(Logger(storlet))(in_files, [out], {k: str(v) for k, v in params.items()})
         except Exception as err:
-            raise StorletFailed('storlet %s failed over %s (%s: %s)'
-                                % (storlet, name, type(err).__name__, err)) \
-                from err
+            raise StorletFailed(
+                "storlet %s failed over %s (%s: %s)" % (storlet, name, type(err).__name__, err)
+            ) from err
         finally:
             out.close()
         if out._metadata is None:
-            raise StorletFailed('storlet %s over %s sent no metadata'
-                                % (storlet, name))
+            raise StorletFailed("storlet %s over %s sent no metadata" % (storlet, name))
         metadata = {k.title(): str(v) for k, v in out._metadata.items()}
         if ERROR_KEY in metadata:
-            raise ObjectError(metadata.get(ERROR_OBJECT_KEY) or name,
-                              'storlet %s refused it: %s'
-                              % (storlet, metadata[ERROR_KEY]))
+            raise ObjectError(
+                metadata.get(ERROR_OBJECT_KEY) or name,
+                "storlet %s refused it: %s" % (storlet, metadata[ERROR_KEY]),
+            )
         length = metadata.pop(LENGTH_KEY, None)
-        if length is not None and length.isdigit() and \
-                int(length) != out.length:
-            raise StorletFailed('storlet %s output over %s ended after %d '
-                                'of %s bytes' % (storlet, name, out.length,
-                                                 length))
+        if length is not None and length.isdigit() and int(length) != out.length:
+            raise StorletFailed(
+                "storlet %s output over %s ended after %d "
+                "of %s bytes" % (storlet, name, out.length, length)
+            )
     except BaseException:
         out._body.close()
         raise

@@ -22,9 +22,9 @@ from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
 
 # Where the storlets of an account are, and what deploy records of them.
-STORLET_CONTAINER = 'storlet'
-PARAMETERS_KEY = 'Mlstorlets-Parameters'
-MAIN_KEY = 'Storlet-Main'
+STORLET_CONTAINER = "storlet"
+PARAMETERS_KEY = "Mlstorlets-Parameters"
+MAIN_KEY = "Storlet-Main"
 # A storlet's source is read to show its docstring: a bound on that read.
 MAX_SOURCE_BYTES = 1 << 20
 
@@ -47,12 +47,13 @@ class Filter:
         selected = True
         for kind, pattern in self.rules:
             if fnmatch.fnmatchcase(name, pattern):
-                selected = kind == 'include'
+                selected = kind == "include"
         return selected
 
 
-def entries(registry: Stores, uri: str,
-            selection: Filter = Filter()) -> Iterator[tuple[str, Entry]]:
+def entries(
+    registry: Stores, uri: str, selection: Filter = Filter()
+) -> Iterator[tuple[str, Entry]]:
     """``(uri, Entry)`` of the object ``uri`` names, or of every object
     under a prefix that ``selection`` selects, in key order.
 
@@ -65,11 +66,11 @@ def entries(registry: Stores, uri: str,
     if not parsed.is_prefix:
         entry = store.head(parsed.key)
         if entry is None:
-            raise NotFound(uri, 'no such object')
+            raise NotFound(uri, "no such object")
         yield str(parsed), entry
         return
     for entry in sorted(store.list(parsed.key), key=lambda e: e.name):
-        if selection.selects(entry.name[len(parsed.key):]):
+        if selection.selects(entry.name[len(parsed.key) :]):
             yield str(parsed.with_key(entry.name)), entry
 
 
@@ -77,10 +78,10 @@ def copy_body(registry: Stores, uri: str, out: BinaryIO) -> int:
     """Write the body of the object ``uri`` to ``out``; the bytes written."""
     store, parsed = registry.open(uri)
     if parsed.is_prefix:
-        raise StoreError(uri, 'cat reads one object, not a prefix')
+        raise StoreError(uri, "cat reads one object, not a prefix")
     with store.reader(parsed.key) as body:
         written = 0
-        for chunk in iter(lambda: body.read(CHUNK), b''):
+        for chunk in iter(lambda: body.read(CHUNK), b""):
             out.write(chunk)
             written += len(chunk)
     out.flush()
@@ -89,9 +90,13 @@ def copy_body(registry: Stores, uri: str, out: BinaryIO) -> int:
 
 def describe(uri: str, entry: Entry) -> dict:
     """What ``stat`` shows of one object, as a JSON-ready dict."""
-    return {'uri': uri, 'size': entry.size, 'etag': entry.etag,
-            'headers': dict(entry.headers or {}),
-            'metadata': dict(entry.metadata or {})}
+    return {
+        "uri": uri,
+        "size": entry.size,
+        "etag": entry.etag,
+        "headers": dict(entry.headers or {}),
+        "metadata": dict(entry.metadata or {}),
+    }
 
 
 def remove(registry: Stores, targets: Iterable[str]) -> list[str]:
@@ -104,8 +109,9 @@ def remove(registry: Stores, targets: Iterable[str]) -> list[str]:
     return removed
 
 
-def deployed_storlets(registry: Stores, uri: str | None = None,
-                      with_docs: bool = True) -> list[dict]:
+def deployed_storlets(
+    registry: Stores, uri: str | None = None, with_docs: bool = True
+) -> list[dict]:
     """The storlets deployed to the account: name, main class, declared
     parameters and, with ``with_docs``, the first paragraph of the class's
     docstring (read from the storlet's source, never run).
@@ -115,22 +121,27 @@ def deployed_storlets(registry: Stores, uri: str | None = None,
     uri : str, optional
         The storlet container (default ``swift://storlet/``).
     """
-    uri = uri or 'swift://%s/' % STORLET_CONTAINER
+    uri = uri or "swift://%s/" % STORLET_CONTAINER
     store, parsed = registry.open(uri)
     found = []
     for entry in sorted(store.list(parsed.key), key=lambda e: e.name):
         head = store.head(entry.name) or entry
         metadata = head.metadata or {}
-        main = metadata.get(MAIN_KEY, '')
-        params = metadata.get(PARAMETERS_KEY, '')
-        doc = ''
-        if with_docs and entry.name.endswith('.py') and \
-                entry.size <= MAX_SOURCE_BYTES:
+        main = metadata.get(MAIN_KEY, "")
+        params = metadata.get(PARAMETERS_KEY, "")
+        doc = ""
+        if with_docs and entry.name.endswith(".py") and entry.size <= MAX_SOURCE_BYTES:
             source, _ = store.get(entry.name)
-            doc = storlet_doc(source, main.rpartition('.')[2])
-        found.append({'name': entry.name, 'main': main,
-                      'parameters': [p for p in params.split(',') if p],
-                      'doc': doc, 'size': entry.size})
+            doc = storlet_doc(source, main.rpartition(".")[2])
+        found.append(
+            {
+                "name": entry.name,
+                "main": main,
+                "parameters": [p for p in params.split(",") if p],
+                "doc": doc,
+                "size": entry.size,
+            }
+        )
     return found
 
 
@@ -141,33 +152,33 @@ def storlet_doc(source: bytes, class_name: str) -> str:
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return ''
+        return ""
     doc = None
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             doc = ast.get_docstring(node)
-    doc = doc or ast.get_docstring(tree) or ''
-    return ' '.join(doc.split('\n\n')[0].split())
+    doc = doc or ast.get_docstring(tree) or ""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def format_size(size: int) -> str:
     """``size`` bytes in the units ``ls -h`` uses."""
     value = float(size)
-    for unit in ('B', 'K', 'M', 'G', 'T'):
-        if value < 1024 or unit == 'T':
-            return ('%d%s' if unit == 'B' else '%.1f%s') % (value, unit)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return ("%d%s" if unit == "B" else "%.1f%s") % (value, unit)
         value /= 1024
-    raise AssertionError('unreachable')
+    raise AssertionError("unreachable")
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
     """Rows of cells with every column but the last aligned."""
     if not rows:
-        return ''
+        return ""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return '\n'.join(
-        '  '.join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]])
-        .rstrip() for row in rows)
+    return "\n".join(
+        "  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip() for row in rows
+    )
 
 
 def check_uri(text: str) -> str:

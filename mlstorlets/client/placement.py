@@ -27,14 +27,21 @@ from mlstorlets.client.runners import runner_for
 from mlstorlets.client.stores.registry import Stores
 
 
-def run_anywhere(storlet: str, src: str, dest: str,
-                 params: Mapping[str, object] | None = None,
-                 concurrency: int = 4, resume: bool = True, *,
-                 stores: Stores | None = None, storlets_dir: str | None = None,
-                 extra_resources: Sequence[str] | None = None,
-                 progress: bool | None = None, dry_run: bool = False,
-                 output_type: tuple[str, str] | Callable | None = None
-                 ) -> BatchSummary:
+def run_anywhere(
+    storlet: str,
+    src: str,
+    dest: str,
+    params: Mapping[str, object] | None = None,
+    concurrency: int = 4,
+    resume: bool = True,
+    *,
+    stores: Stores | None = None,
+    storlets_dir: str | None = None,
+    extra_resources: Sequence[str] | None = None,
+    progress: bool | None = None,
+    dry_run: bool = False,
+    output_type: tuple[str, str] | Callable | None = None,
+) -> BatchSummary:
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
@@ -86,14 +93,30 @@ def run_anywhere(storlet: str, src: str, dest: str,
     _check_concurrency(concurrency)
     runner = runner_for(src, dest, stores=stores)
     return runner.run_storlet(
-        storlet, src, dest, params, concurrency, resume,
-        extra_resources=extra_resources, progress=progress, dry_run=dry_run,
-        output_type=output_type, storlets_dir=storlets_dir)
+        storlet,
+        src,
+        dest,
+        params,
+        concurrency,
+        resume,
+        extra_resources=extra_resources,
+        progress=progress,
+        dry_run=dry_run,
+        output_type=output_type,
+        storlets_dir=storlets_dir,
+    )
 
 
-def copy(src: str, dest: str, concurrency: int = 4, resume: bool = True, *,
-         stores: Stores | None = None, progress: bool | None = None,
-         dry_run: bool = False) -> BatchSummary:
+def copy(
+    src: str,
+    dest: str,
+    concurrency: int = 4,
+    resume: bool = True,
+    *,
+    stores: Stores | None = None,
+    progress: bool | None = None,
+    dry_run: bool = False,
+) -> BatchSummary:
     """Copy every object named by ``src`` to ``dest``, between any stores.
 
     Within the cluster the copy is server-side; otherwise the data goes
@@ -121,9 +144,10 @@ def copy(src: str, dest: str, concurrency: int = 4, resume: bool = True, *,
     """
     _check_concurrency(concurrency)
     return runner_for(src, dest, stores=stores).copy(
-        src, dest, concurrency, resume, progress=progress, dry_run=dry_run)
+        src, dest, concurrency, resume, progress=progress, dry_run=dry_run
+    )
 
 
 def _check_concurrency(concurrency):
     if concurrency < 1:
-        raise ValueError('concurrency must be at least 1')
+        raise ValueError("concurrency must be at least 1")

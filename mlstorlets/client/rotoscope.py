@@ -49,9 +49,9 @@ from mlstorlets.client.uri import format_uri, parse, parse_uri
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.video.frames import MAX_RANGE, frame_name
 
-FRAMES_STORLET = 'video_frames.py'
-FILTER_STORLET = 'frame_filter.py'
-VIDEO_STORLET = 'frames_to_video.py'
+FRAMES_STORLET = "video_frames.py"
+FILTER_STORLET = "frame_filter.py"
+VIDEO_STORLET = "frames_to_video.py"
 # Extra resources are one header of at most 8 KiB (Swift's max_header_size)
 # and the proxy holds every one open while the storlet runs.
 MAX_GROUP = 100
@@ -89,19 +89,37 @@ class RotoscopeSummary:
 
     def format(self):
         lines = [s.format() for s in self.stages]
-        verb = 'would make' if self.dry_run else 'made' if self.ok else 'did not finish'
-        lines.append('rotoscope %s -> %s: %s %d frames at %.6g fps through %s in %.1f s; '
-                     '%d bytes through the client'
-                     % (self.src, self.dest, verb, self.frames, self.fps, self.filter,
-                        self.seconds, self.client_bytes))
-        return '\n'.join(lines)
+        verb = "would make" if self.dry_run else "made" if self.ok else "did not finish"
+        lines.append(
+            "rotoscope %s -> %s: %s %d frames at %.6g fps through %s in %.1f s; "
+            "%d bytes through the client"
+            % (
+                self.src,
+                self.dest,
+                verb,
+                self.frames,
+                self.fps,
+                self.filter,
+                self.seconds,
+                self.client_bytes,
+            )
+        )
+        return "\n".join(lines)
 
     def as_dict(self):
-        return {'src': self.src, 'dest': self.dest, 'filter': self.filter,
-                'frames': self.frames, 'fps': self.fps, 'seconds': self.seconds,
-                'dry_run': self.dry_run, 'ok': self.ok,
-                'interrupted': self.interrupted, 'client_bytes': self.client_bytes,
-                'stages': [s.as_dict() for s in self.stages]}
+        return {
+            "src": self.src,
+            "dest": self.dest,
+            "filter": self.filter,
+            "frames": self.frames,
+            "fps": self.fps,
+            "seconds": self.seconds,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "interrupted": self.interrupted,
+            "client_bytes": self.client_bytes,
+            "stages": [s.as_dict() for s in self.stages],
+        }
 
     def to_json(self):
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False)
@@ -122,8 +140,7 @@ def plan_ranges(missing, range_size):
     [(start, count), ...]."""
     ranges = []
     for index in sorted(missing):
-        if ranges and ranges[-1][0] + ranges[-1][1] == index \
-                and ranges[-1][1] < range_size:
+        if ranges and ranges[-1][0] + ranges[-1][1] == index and ranges[-1][1] < range_size:
             ranges[-1][1] += 1
         else:
             ranges.append([index, 1])
@@ -132,7 +149,7 @@ def plan_ranges(missing, range_size):
 
 def groups(names, size):
     """``names`` in consecutive groups of at most ``size``."""
-    return [names[i:i + size] for i in range(0, len(names), size)]
+    return [names[i : i + size] for i in range(0, len(names), size)]
 
 
 def default_outputs(src, dest, filter_name):
@@ -143,18 +160,34 @@ def default_outputs(src, dest, filter_name):
     """
     stem = posixpath.splitext(posixpath.basename(parse(src).key))[0]
     target = parse(dest)
-    name = '%s-%s' % (stem, filter_name)
-    video = str(target.with_key(target.key + name + '.avi')) if target.is_prefix else dest
-    base = target if target.scheme == 'swift' else parse(src)
-    folder = base.key.rstrip('/') if base.is_prefix else posixpath.dirname(base.key)
-    work = format_uri(base.location, (folder + '/' if folder else '') + name + '.work/')
+    name = "%s-%s" % (stem, filter_name)
+    video = str(target.with_key(target.key + name + ".avi")) if target.is_prefix else dest
+    base = target if target.scheme == "swift" else parse(src)
+    folder = base.key.rstrip("/") if base.is_prefix else posixpath.dirname(base.key)
+    work = format_uri(base.location, (folder + "/" if folder else "") + name + ".work/")
     return video, work
 
 
-def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
-              quality=90, work=None, range_size=500, group_size=10,
-              concurrency=4, resume=True, progress=None, dry_run=False,
-              stores=None, log=None):
+def rotoscope(
+    conn,
+    src,
+    dest,
+    filter_name,
+    params=None,
+    *,
+    every=1,
+    width=0,
+    quality=90,
+    work=None,
+    range_size=500,
+    group_size=10,
+    concurrency=4,
+    resume=True,
+    progress=None,
+    dry_run=False,
+    stores=None,
+    log=None,
+):
     """Turn the video ``src`` into frames, filter them, and make them a
     video at ``dest``, inside the cluster.
 
@@ -193,52 +226,55 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
     RotoscopeSummary
     """
     if not 1 <= range_size <= MAX_RANGE:
-        raise ValueError('range_size must be in [1, %d]' % MAX_RANGE)
+        raise ValueError("range_size must be in [1, %d]" % MAX_RANGE)
     if not 2 <= group_size <= MAX_GROUP:
-        raise ValueError('group_size must be in [2, %d]' % MAX_GROUP)
+        raise ValueError("group_size must be in [2, %d]" % MAX_GROUP)
     log = log or (lambda line: None)
     swift = gateway(conn)
     members = swift.limits().extract_members
     if members is not None and range_size > members:
-        raise ValueError('range_size %d is over the %d objects this cluster '
-                         'writes from one extraction (max_extract_members)'
-                         % (range_size, members))
+        raise ValueError(
+            "range_size %d is over the %d objects this cluster "
+            "writes from one extraction (max_extract_members)" % (range_size, members)
+        )
     started = time.monotonic()
     filter_params = dict(params or {}, filter=filter_name, quality=quality)
-    for storlet, checked in ((FRAMES_STORLET, None), (FILTER_STORLET, filter_params),
-                             (VIDEO_STORLET, None)):
+    for storlet, checked in (
+        (FRAMES_STORLET, None),
+        (FILTER_STORLET, filter_params),
+        (VIDEO_STORLET, None),
+    ):
         swift.check_storlet(storlet, checked)
     src_uri = parse(src)
-    if src_uri.scheme != 'swift' or src_uri.is_prefix:
-        raise ValueError('rotoscope reads one video in the cluster: swift://container/object')
+    if src_uri.scheme != "swift" or src_uri.is_prefix:
+        raise ValueError("rotoscope reads one video in the cluster: swift://container/object")
     video_uri, default_work = default_outputs(src, dest, filter_name)
     work = work or default_work
-    if not work.endswith('/'):
-        work += '/'
+    if not work.endswith("/"):
+        work += "/"
     work_container, work_prefix = parse_uri(work)
     container, name = src_uri.location, src_uri.key
     headers = swift.head(container, name)
     if headers is None:
-        raise ObjectError(src, 'no such object')
+        raise ObjectError(src, "no such object")
 
     summary = RotoscopeSummary(src, dest, filter_name, dry_run=dry_run)
-    log('probe %s' % src)
+    log("probe %s" % src)
     probe = _probe(swift, container, name)
-    summary.fps = probe['fps'] / every
-    expected = -(-probe['frames'] // every)
+    summary.fps = probe["fps"] / every
+    expected = -(-probe["frames"] // every)
     summary.frames = expected
 
-    extraction = {'every': every, 'width': width, 'quality': quality}
-    frames_digest = run_digest(FRAMES_STORLET, extraction, [headers['etag']])[:12]
-    frames_prefix = '%sframes-%s/' % (work_prefix, frames_digest)
+    extraction = {"every": every, "width": width, "quality": quality}
+    frames_digest = run_digest(FRAMES_STORLET, extraction, [headers["etag"]])[:12]
+    frames_prefix = "%sframes-%s/" % (work_prefix, frames_digest)
     filter_digest = run_digest(FILTER_STORLET, filter_params, [frames_digest])[:12]
-    filtered_prefix = '%s%s-%s/' % (work_prefix, filter_name, filter_digest)
-    video_prefix = '%svideo-%s-%d/' % (work_prefix, filter_digest, group_size)
+    filtered_prefix = "%s%s-%s/" % (work_prefix, filter_name, filter_digest)
+    video_prefix = "%svideo-%s-%d/" % (work_prefix, filter_digest, group_size)
 
     # -- frames ----------------------------------------------------------
-    log('frames %s -> %s' % (src, format_uri(work_container, frames_prefix)))
-    existing = _names(swift, work_container, frames_prefix, create=not dry_run) \
-        if resume else set()
+    log("frames %s -> %s" % (src, format_uri(work_container, frames_prefix)))
+    existing = _names(swift, work_container, frames_prefix, create=not dry_run) if resume else set()
     missing = [i for i in range(expected) if frame_name(i) not in existing]
     steps = []
     for start, count in plan_ranges(missing, range_size):
@@ -246,35 +282,51 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
         # container claimed.
         open_end = start + count == expected
         # The range's share of the video, as the data it reads.
-        share = int(headers.get('content-length', 0)) * count // max(expected, 1)
-        steps.append(_Step('%s frames %d-%s' % (name, start, '' if open_end else start + count - 1),
-                           share, (start, 0 if open_end else count)))
-    base_params = dict(extraction, op='extract', source='%s/%s' % (container, name))
+        share = int(headers.get("content-length", 0)) * count // max(expected, 1)
+        steps.append(
+            _Step(
+                "%s frames %d-%s" % (name, start, "" if open_end else start + count - 1),
+                share,
+                (start, 0 if open_end else count),
+            )
+        )
+    base_params = dict(extraction, op="extract", source="%s/%s" % (container, name))
 
     def extract(step, job):
         start, count = step.args
         try:
             answer = swift.storlet_extract(
-                container, name, work_container, frames_prefix.rstrip('/'), FRAMES_STORLET,
-                dict(base_params, start=start, count=count))
+                container,
+                name,
+                work_container,
+                frames_prefix.rstrip("/"),
+                FRAMES_STORLET,
+                dict(base_params, start=start, count=count),
+            )
         except SwiftError as err:
             raise SwiftError(step.label, err.reason, err.status, err.kind) from None
-        if not answer['Response Status'].startswith('201') or answer.get('Errors'):
+        if not answer["Response Status"].startswith("201") or answer.get("Errors"):
             text = json.dumps(answer)
             job.count(len(text))
-            raise ObjectError(step.label, 'extraction failed: %s' % text[:500])
+            raise ObjectError(step.label, "extraction failed: %s" % text[:500])
 
-    stage = execute(BatchSummary('frames'), steps, extract, concurrency, progress,
-                    dry_run=dry_run)
+    stage = execute(BatchSummary("frames"), steps, extract, concurrency, progress, dry_run=dry_run)
     summary.stages.append(stage)
     if not stage.ok or dry_run:
         return _finish(summary, started)
 
     # -- filter ----------------------------------------------------------
-    log('filter %s over %s' % (filter_name, format_uri(work_container, frames_prefix)))
-    stage = run_batch(swift, FILTER_STORLET, format_uri(work_container, frames_prefix),
-                      format_uri(work_container, filtered_prefix), params=filter_params,
-                      concurrency=concurrency, resume=resume, progress=progress)
+    log("filter %s over %s" % (filter_name, format_uri(work_container, frames_prefix)))
+    stage = run_batch(
+        swift,
+        FILTER_STORLET,
+        format_uri(work_container, frames_prefix),
+        format_uri(work_container, filtered_prefix),
+        params=filter_params,
+        concurrency=concurrency,
+        resume=resume,
+        progress=progress,
+    )
     summary.stages.append(stage)
     if not stage.ok:
         return _finish(summary, started)
@@ -284,15 +336,25 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
     summary.frames = len(inputs)
     level, prefix = 0, filtered_prefix
     while True:
-        out_prefix = '%sL%d/' % (video_prefix, level)
-        log('video level %d: %d inputs -> %d' % (level, len(inputs),
-                                                  -(-len(inputs) // group_size)))
-        stage = _assemble(swift, work_container, prefix, inputs, out_prefix, group_size,
-                          summary.fps, quality, concurrency, progress, resume)
+        out_prefix = "%sL%d/" % (video_prefix, level)
+        log("video level %d: %d inputs -> %d" % (level, len(inputs), -(-len(inputs) // group_size)))
+        stage = _assemble(
+            swift,
+            work_container,
+            prefix,
+            inputs,
+            out_prefix,
+            group_size,
+            summary.fps,
+            quality,
+            concurrency,
+            progress,
+            resume,
+        )
         summary.stages.append(stage)
         if not stage.ok:
             return _finish(summary, started)
-        inputs = ['%06d.avi' % i for i in range(-(-len(inputs) // group_size))]
+        inputs = ["%06d.avi" % i for i in range(-(-len(inputs) // group_size))]
         prefix, level = out_prefix, level + 1
         if len(inputs) == 1:
             break
@@ -300,10 +362,17 @@ def rotoscope(conn, src, dest, filter_name, params=None, *, every=1, width=0,
     # -- publish ---------------------------------------------------------
     from mlstorlets.client.placement import copy
     from mlstorlets.client.stores.registry import Stores
-    log('publish %s' % video_uri)
+
+    log("publish %s" % video_uri)
     stores = stores or Stores(swift=swift.parent)
-    stage = copy(format_uri(work_container, prefix + inputs[0]), video_uri,
-                 concurrency=1, resume=resume, stores=stores, progress=progress)
+    stage = copy(
+        format_uri(work_container, prefix + inputs[0]),
+        video_uri,
+        concurrency=1,
+        resume=resume,
+        stores=stores,
+        progress=progress,
+    )
     summary.stages.append(stage)
     summary.dest = video_uri
     return _finish(summary, started)
@@ -315,41 +384,66 @@ def _finish(summary, started):
 
 
 def _probe(swift, container, name):
-    headers, _ = swift.storlet_get(container, name, FRAMES_STORLET,
-                                   {'op': 'probe', 'source': '%s/%s' % (container, name)})
-    meta = 'x-object-meta-video-'
+    headers, _ = swift.storlet_get(
+        container, name, FRAMES_STORLET, {"op": "probe", "source": "%s/%s" % (container, name)}
+    )
+    meta = "x-object-meta-video-"
     try:
-        return {'frames': int(headers[meta + 'frames']), 'fps': float(headers[meta + 'fps'])}
+        return {"frames": int(headers[meta + "frames"]), "fps": float(headers[meta + "fps"])}
     except (KeyError, ValueError):
-        raise ObjectError('%s/%s' % (container, name), 'the probe answered no frame count') \
-            from None
+        raise ObjectError(
+            "%s/%s" % (container, name), "the probe answered no frame count"
+        ) from None
 
 
 def _names(swift, container, prefix, create=False):
     """Names (relative to ``prefix``) of the objects under it."""
     found = existing_outputs(swift, format_uri(container, prefix), create)
-    return {name[len(prefix):] for name in found}
+    return {name[len(prefix) :] for name in found}
 
 
-def _assemble(swift, container, prefix, inputs, out_prefix, group_size, fps,
-              quality, concurrency, progress, resume):
+def _assemble(
+    swift,
+    container,
+    prefix,
+    inputs,
+    out_prefix,
+    group_size,
+    fps,
+    quality,
+    concurrency,
+    progress,
+    resume,
+):
     """One level of assembly: ``frames_to_video.py`` over each group of
     ``inputs`` (names under ``prefix``) into ``out_prefix`` ``%06d.avi``."""
     done = _names(swift, container, out_prefix, create=True) if resume else set()
-    steps = [_Step('%s%06d.avi' % (out_prefix, i), len(group), tuple(group))
-             for i, group in enumerate(groups(inputs, group_size))
-             if '%06d.avi' % i not in done]
-    params = {'fps': '%.6g' % fps, 'quality': quality}
+    steps = [
+        _Step("%s%06d.avi" % (out_prefix, i), len(group), tuple(group))
+        for i, group in enumerate(groups(inputs, group_size))
+        if "%06d.avi" % i not in done
+    ]
+    params = {"fps": "%.6g" % fps, "quality": quality}
 
     def work(step, job):
         first, rest = step.args[0], step.args[1:]
         swift.storlet_copy(
-            container, prefix + first, container, step.label, VIDEO_STORLET,
-            dict(params, source='%s/%s%s' % (container, prefix, first)),
-            ['/%s/%s%s' % (container, prefix, n) for n in rest],
-            headers={'Content-Type': 'video/x-msvideo'})
+            container,
+            prefix + first,
+            container,
+            step.label,
+            VIDEO_STORLET,
+            dict(params, source="%s/%s%s" % (container, prefix, first)),
+            ["/%s/%s%s" % (container, prefix, n) for n in rest],
+            headers={"Content-Type": "video/x-msvideo"},
+        )
 
-    stage = execute(BatchSummary('%s (%s)' % (VIDEO_STORLET, out_prefix.rstrip('/'))), steps,
-                    work, concurrency, progress)
-    stage.skipped.extend('%s%s' % (out_prefix, n) for n in sorted(done))
+    stage = execute(
+        BatchSummary("%s (%s)" % (VIDEO_STORLET, out_prefix.rstrip("/"))),
+        steps,
+        work,
+        concurrency,
+        progress,
+    )
+    stage.skipped.extend("%s%s" % (out_prefix, n) for n in sorted(done))
     return stage

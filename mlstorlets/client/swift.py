@@ -43,7 +43,7 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
 # The account container the storlets engine reads storlets from.
-STORLET_CONTAINER = 'storlet'
+STORLET_CONTAINER = "storlet"
 META = protocol.OBJECT_META
 # Swift's default max_header_size, for a cluster that does not publish it.
 DEFAULT_HEADER_LIMIT = 8192
@@ -70,12 +70,13 @@ class Limits:
 
     @classmethod
     def from_info(cls, info):
-        swift, ours = info.get('swift', {}), info.get(protocol.INFO_KEY, {})
-        members = ours.get('max_extract_members')
-        return cls(int(swift.get('max_header_size', DEFAULT_HEADER_LIMIT)),
-                   int(ours.get('sbus_datagram_limit',
-                                protocol.SBUS_DATAGRAM_LIMIT)),
-                   None if members is None else int(members))
+        swift, ours = info.get("swift", {}), info.get(protocol.INFO_KEY, {})
+        members = ours.get("max_extract_members")
+        return cls(
+            int(swift.get("max_header_size", DEFAULT_HEADER_LIMIT)),
+            int(ours.get("sbus_datagram_limit", protocol.SBUS_DATAGRAM_LIMIT)),
+            None if members is None else int(members),
+        )
 
 
 class SwiftError(ObjectError):
@@ -112,42 +113,49 @@ def reason_of(err):
     the storlet's reason (:func:`mlstorlets.sandbox.protocol.storlet_error`).
     """
     if not err.http_status:
-        return None, 'cannot reach Swift: %s' % err.msg
+        return None, "cannot reach Swift: %s" % err.msg
     found = protocol.storlet_error(err.http_status, err.http_response_headers)
     kind, reason = found or (None, None)
     if reason is None:
-        reason = _text(err.http_response_content) or err.http_reason or ''
-    return kind, ('%s %s' % (err.http_status, reason)).strip()
+        reason = _text(err.http_response_content) or err.http_reason or ""
+    return kind, ("%s %s" % (err.http_status, reason)).strip()
 
 
 def _text(body):
     """A response body as one line of text, without markup."""
     if isinstance(body, bytes):
-        body = body.decode('utf-8', 'replace')
-    return ' '.join(re.sub(r'<[^>]*>', ' ', body or '').split())
+        body = body.decode("utf-8", "replace")
+    return " ".join(re.sub(r"<[^>]*>", " ", body or "").split())
 
 
 def clone_connection(conn):
     """A connection like ``conn`` that shares its token."""
-    url, token = (conn.url, conn.token) if conn.url and conn.token else \
-        conn.get_auth()
-    return Connection(authurl=conn.authurl, user=conn.user, key=conn.key,
-                      auth_version=conn.auth_version,
-                      os_options=conn.os_options, preauthurl=url,
-                      preauthtoken=token, retries=1, insecure=conn.insecure,
-                      timeout=conn.timeout)
+    url, token = (conn.url, conn.token) if conn.url and conn.token else conn.get_auth()
+    return Connection(
+        authurl=conn.authurl,
+        user=conn.user,
+        key=conn.key,
+        auth_version=conn.auth_version,
+        os_options=conn.os_options,
+        preauthurl=url,
+        preauthtoken=token,
+        retries=1,
+        insecure=conn.insecure,
+        timeout=conn.timeout,
+    )
 
 
 def storlet_headers(storlet, params=None, extra_resources=None):
     """Request headers that run ``storlet`` with ``params`` (any str) and
     the ``/container/object`` paths ``extra_resources`` (unquoted) as more
     inputs."""
-    headers = {'X-Run-Storlet': storlet}
+    headers = {"X-Run-Storlet": storlet}
     headers.update(protocol.parameter_headers(params or {}))
     if extra_resources:
         # The engine splits the header at commas and unquotes each path.
-        headers['X-Storlet-Extra-Resources'] = ','.join(
-            quote(path, safe='/') for path in extra_resources)
+        headers["X-Storlet-Extra-Resources"] = ",".join(
+            quote(path, safe="/") for path in extra_resources
+        )
     return headers
 
 
@@ -171,7 +179,7 @@ class Swift:
     def conn(self):
         """This thread's connection: a clone of the parent sharing its
         token (the parent itself may be in use by its owner)."""
-        conn = getattr(self._local, 'conn', None)
+        conn = getattr(self._local, "conn", None)
         if conn is None:
             with self._lock:  # the first clone authenticates the parent
                 conn = self._local.conn = clone_connection(self.parent)
@@ -184,11 +192,15 @@ class Swift:
             return getattr(self.conn, method)(*args, **kwargs)
         except ClientException as err:
             kind, reason = reason_of(err)
-            raise SwiftError(name, reason, err.http_status, kind,
-                             protocol.failed_object(
-                                 err.http_response_headers)) from None
+            raise SwiftError(
+                name,
+                reason,
+                err.http_status,
+                kind,
+                protocol.failed_object(err.http_response_headers),
+            ) from None
         except OSError as err:
-            raise SwiftError(name, 'cannot reach Swift: %s' % err) from None
+            raise SwiftError(name, "cannot reach Swift: %s" % err) from None
 
     def limits(self):
         """The cluster's :class:`Limits`, read from its /info once; the
@@ -204,33 +216,32 @@ class Swift:
     # -- objects ---------------------------------------------------------
     def head(self, container, name=None):
         """The headers of an object (or a container), None if missing."""
-        what = container if name is None else '%s/%s' % (container, name)
+        what = container if name is None else "%s/%s" % (container, name)
         try:
             if name is None:
-                return self.call(what, 'head_container', container)
-            return self.call(what, 'head_object', container, name)
+                return self.call(what, "head_container", container)
+            return self.call(what, "head_object", container, name)
         except SwiftError as err:
             if err.status == 404:
                 return None
             raise
 
-    def listing(self, container, prefix=''):
+    def listing(self, container, prefix=""):
         """Listing entries (dicts) under ``prefix``, internal names left
         out; a missing container is a :class:`SwiftError` (404)."""
         try:
-            _, entries = self.call(container, 'get_container', container,
-                                   prefix=prefix or None, full_listing=True)
+            _, entries = self.call(
+                container, "get_container", container, prefix=prefix or None, full_listing=True
+            )
         except SwiftError as err:
             if err.status == 404:
-                raise SwiftError(container, 'no such container', 404) \
-                    from None
+                raise SwiftError(container, "no such container", 404) from None
             raise
-        return [e for e in entries
-                if 'name' in e and not protocol.is_internal(e['name'])]
+        return [e for e in entries if "name" in e and not protocol.is_internal(e["name"])]
 
     def ensure_container(self, container):
         """Create ``container`` unless it exists (as ``swift upload``)."""
-        self.call(container, 'put_container', container)
+        self.call(container, "put_container", container)
 
     # -- storlets --------------------------------------------------------
     def declared_parameters(self, storlet):
@@ -247,12 +258,13 @@ class Swift:
                 return None
             raise
         if headers is None:
-            raise SwiftError(storlet, 'no such storlet in this account '
-                             '(deploy it: mlstorlets deploy)', 404)
+            raise SwiftError(
+                storlet, "no such storlet in this account (deploy it: mlstorlets deploy)", 404
+            )
         value = headers.get((META + protocol.PARAMETERS_KEY).lower())
         if value is None:
             return None
-        return {p for p in value.split(',') if p}
+        return {p for p in value.split(",") if p}
 
     def check_storlet(self, storlet, params=None):
         """Check once, before any call, that ``storlet`` is deployed and
@@ -267,18 +279,29 @@ class Swift:
         """
         check_parameters(storlet, params, self.declared_parameters(storlet))
 
-    def storlet_get(self, container, name, storlet, params=None,
-                    extra_resources=None, headers=None, **kwargs):
+    def storlet_get(
+        self, container, name, storlet, params=None, extra_resources=None, headers=None, **kwargs
+    ):
         """``GET`` of the storlet's output over ``container/name``:
         (headers, body); ``kwargs`` go to swiftclient's ``get_object``."""
         request = dict(headers or {})
         request.update(storlet_headers(storlet, params, extra_resources))
-        return self.call('%s/%s' % (container, name), 'get_object',
-                         container, name, headers=request, **kwargs)
+        return self.call(
+            "%s/%s" % (container, name), "get_object", container, name, headers=request, **kwargs
+        )
 
-    def storlet_copy(self, container, name, dest_container, dest_name,
-                     storlet, params=None, extra_resources=None,
-                     headers=None, **kwargs):
+    def storlet_copy(
+        self,
+        container,
+        name,
+        dest_container,
+        dest_name,
+        storlet,
+        params=None,
+        extra_resources=None,
+        headers=None,
+        **kwargs,
+    ):
         """Make ``dest_container/dest_name`` the storlet's output over
         ``container/name``, inside the cluster (``PUT`` with
         ``X-Copy-From``); nothing is written if the storlet fails.
@@ -286,15 +309,23 @@ class Swift:
         request = dict(headers or {})
         request.update(storlet_headers(storlet, params, extra_resources))
         # The proxy unquotes it: a name with % or ? must be quoted.
-        request['X-Copy-From'] = quote('/%s/%s' % (container, name))
+        request["X-Copy-From"] = quote("/%s/%s" % (container, name))
         response = {}
-        self.call('%s/%s' % (container, name), 'put_object', dest_container,
-                  dest_name, b'', headers=request, response_dict=response,
-                  **kwargs)
-        return response.get('headers', {})
+        self.call(
+            "%s/%s" % (container, name),
+            "put_object",
+            dest_container,
+            dest_name,
+            b"",
+            headers=request,
+            response_dict=response,
+            **kwargs,
+        )
+        return response.get("headers", {})
 
-    def storlet_extract(self, container, name, dest_container, dest_prefix,
-                        storlet, params=None, headers=None):
+    def storlet_extract(
+        self, container, name, dest_container, dest_prefix, storlet, params=None, headers=None
+    ):
         """Make objects under ``dest_container/dest_prefix`` from the
         storlet's tar output over ``container/name``, inside the cluster
         (``PUT`` with ``X-Copy-From`` and ``X-Mlstorlets-Extract: tar``, see
@@ -306,43 +337,39 @@ class Swift:
             Bulk's answer (``Response Status``, ``Number Files Created``,
             ``Errors``).
         """
-        label = '%s/%s' % (container, name)
+        label = "%s/%s" % (container, name)
         request = dict(headers or {})
         request.update(storlet_headers(storlet, params))
-        request[protocol.EXTRACT_HEADER] = 'tar'
-        request['X-Copy-From'] = quote('/%s/%s' % (container, name))
+        request[protocol.EXTRACT_HEADER] = "tar"
+        request["X-Copy-From"] = quote("/%s/%s" % (container, name))
         # swiftclient's put_object drops the response body, which holds the
         # answer: the request goes through this thread's connection as is.
         conn = self.conn
         if not conn.url or not conn.token:
             conn.url, conn.token = conn.get_auth()
         parsed, http = conn.http_connection()
-        path = '%s/%s/%s' % (parsed.path, quote(dest_container),
-                             quote(dest_prefix))
+        path = "%s/%s/%s" % (parsed.path, quote(dest_container), quote(dest_prefix))
         try:
-            http.request('PUT', path, b'',
-                         dict(request, **{'X-Auth-Token': conn.token}))
+            http.request("PUT", path, b"", dict(request, **{"X-Auth-Token": conn.token}))
             resp = http.getresponse()
             body = resp.read()
         except OSError as err:
-            raise SwiftError(label, 'cannot reach Swift: %s' % err) from None
+            raise SwiftError(label, "cannot reach Swift: %s" % err) from None
         finally:
             http.close()
         if not 200 <= resp.status < 300:
-            kind, reason = reason_of(
-                ClientException.from_response(resp, 'extraction', body))
+            kind, reason = reason_of(ClientException.from_response(resp, "extraction", body))
             raise SwiftError(label, reason, resp.status, kind)
         try:
-            return json.loads(body.decode('utf-8', 'replace').strip())
+            return json.loads(body.decode("utf-8", "replace").strip())
         except ValueError:
-            return {'Response Status': 'unreadable answer %r' % body[:200],
-                    'Errors': []}
+            return {"Response Status": "unreadable answer %r" % body[:200], "Errors": []}
 
     def parallel(self, fn, items, concurrency):
         """``[fn(item) for item in items]``, ``concurrency`` at a time (each
         thread using its own connection through :attr:`conn`)."""
         if concurrency < 1:
-            raise ValueError('concurrency must be at least 1')
+            raise ValueError("concurrency must be at least 1")
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             return list(pool.map(fn, items))
 
@@ -352,6 +379,7 @@ def check_parameters(storlet, params, declared):
     it declares none, anything goes)."""
     unknown = protocol.undeclared(params or {}, declared)
     if unknown:
-        raise ValueError('storlet %s takes no parameter %s (it takes: %s)' % (
-            storlet, ', '.join(unknown),
-            ', '.join(sorted(declared)) or 'none'))
+        raise ValueError(
+            "storlet %s takes no parameter %s (it takes: %s)"
+            % (storlet, ", ".join(unknown), ", ".join(sorted(declared)) or "none")
+        )

@@ -101,8 +101,8 @@ def parse(uri):
     if not sep or scheme not in SCHEMES:
         raise ValueError(
             "%r: unknown scheme; expected swift://container/object, "
-            "s3://bucket/key, file:///path, dropbox://path or gdrive://path"
-            % uri)
+            "s3://bucket/key, file:///path, dropbox://path or gdrive://path" % uri
+        )
     if "\x00" in uri:
         raise ValueError("%r: a name cannot contain NUL" % uri)
     try:
@@ -111,8 +111,7 @@ def parse(uri):
         raise ValueError("%r: not valid UTF-8" % uri) from None
     if scheme == "file":
         if not rest.startswith("/"):
-            raise ValueError("%r: a file URI names an absolute path, "
-                             "file:///path" % uri)
+            raise ValueError("%r: a file URI names an absolute path, file:///path" % uri)
         key = rest.lstrip("/")
         if any(part in (".", "..") for part in key.split("/")):
             raise ValueError("%r: no . or .. in a file URI" % uri)
@@ -147,25 +146,30 @@ def _check_swift(uri, container, obj):
     if not container:
         raise ValueError("%r: no container" % uri)
     if len(container.encode("utf-8")) > MAX_CONTAINER_NAME_LENGTH:
-        raise ValueError("%r: a container name is at most %d bytes"
-                         % (uri, MAX_CONTAINER_NAME_LENGTH))
+        raise ValueError(
+            "%r: a container name is at most %d bytes" % (uri, MAX_CONTAINER_NAME_LENGTH)
+        )
     if len(obj.encode("utf-8")) > MAX_OBJECT_NAME_LENGTH:
-        raise ValueError("%r: an object name is at most %d bytes"
-                         % (uri, MAX_OBJECT_NAME_LENGTH))
+        raise ValueError("%r: an object name is at most %d bytes" % (uri, MAX_OBJECT_NAME_LENGTH))
 
 
 def _check_s3(uri, bucket, key):
     if not bucket:
         raise ValueError("%r: no bucket" % uri)
-    if not S3_BUCKET_NAME.match(bucket) or ".." in bucket or ".-" in bucket \
-            or "-." in bucket or _IPV4.match(bucket):
+    if (
+        not S3_BUCKET_NAME.match(bucket)
+        or ".." in bucket
+        or ".-" in bucket
+        or "-." in bucket
+        or _IPV4.match(bucket)
+    ):
         raise ValueError(
             "%r: %r is not a valid bucket name (3-63 characters: lower case "
             "letters, digits, '.' and '-', starting and ending with a letter "
-            "or digit, not an IP address)" % (uri, bucket))
+            "or digit, not an IP address)" % (uri, bucket)
+        )
     if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
-        raise ValueError("%r: a key is at most %d bytes"
-                         % (uri, MAX_KEY_LENGTH))
+        raise ValueError("%r: a key is at most %d bytes" % (uri, MAX_KEY_LENGTH))
 
 
 def parse_uri(uri):
@@ -218,8 +222,7 @@ def dest_key(src, dest, name, suffix=None):
         suffix = suffix(name)
     if not dest.is_prefix:
         return dest.key
-    relative = name.rsplit("/", 1)[-1] if not src.is_prefix \
-        else name[len(src.key):]
+    relative = name.rsplit("/", 1)[-1] if not src.is_prefix else name[len(src.key) :]
     if suffix:
         relative = posixpath.splitext(relative)[0] + suffix
     return dest.key + relative
@@ -237,14 +240,14 @@ def plan_keys(src, dest, names, suffix=None):
     """
     src, dest = parse(src), parse(dest)
     if not dest.is_prefix and len(names) != 1:
-        raise ValueError("%s names one object, but %s names %d; end it with "
-                         "/ to make it a prefix" % (dest, src, len(names)))
+        raise ValueError(
+            "%s names one object, but %s names %d; end it with "
+            "/ to make it a prefix" % (dest, src, len(names))
+        )
     pairs = []
     for name in names:
         key = dest_key(src, dest, name, suffix)
-        if (dest.scheme, dest.location, key) == \
-                (src.scheme, src.location, name):
-            raise ValueError("%s would overwrite its own source"
-                             % dest.with_key(key))
+        if (dest.scheme, dest.location, key) == (src.scheme, src.location, name):
+            raise ValueError("%s would overwrite its own source" % dest.with_key(key))
         pairs.append((name, key))
     return pairs

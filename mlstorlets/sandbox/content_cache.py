@@ -44,9 +44,9 @@ class ContentCache(object):
     1
     """
 
-    def __init__(self, max_items=4, max_bytes=512 * 1024 ** 2):
+    def __init__(self, max_items=4, max_bytes=512 * 1024**2):
         if max_items < 1 or max_bytes < 1:
-            raise ValueError('a cache must hold at least one entry and byte')
+            raise ValueError("a cache must hold at least one entry and byte")
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._entries = collections.OrderedDict()
@@ -85,8 +85,7 @@ class ContentCache(object):
             if key not in self._entries:
                 self._entries[key] = (value, size)
                 self._bytes += size
-            while len(self._entries) > self.max_items or \
-                    self._bytes > self.max_bytes:
+            while len(self._entries) > self.max_items or self._bytes > self.max_bytes:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._bytes -= dropped
         return value

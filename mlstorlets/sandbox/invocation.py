@@ -48,10 +48,10 @@ def run(logger, in_files, out_files, params, compute):
         metadata = {k: str(v) for k, v in metadata.items()}
         metadata[LENGTH_KEY] = str(len(body))
     except ObjectError as err:
-        logger.info('refused: %s' % err)
+        logger.info("refused: %s" % err)
         # A refusal is metadata only: the proxy answers 422 and writes
         # nothing.  One line: a header value holds no line break.
-        metadata, body = refusal(err), b''
+        metadata, body = refusal(err), b""
     finally:
         for f in in_files:
             f.close()
@@ -73,7 +73,7 @@ def refusal(err):
 
 
 def _line(text):
-    return ' '.join(str(text).split())[:MAX_REASON]
+    return " ".join(str(text).split())[:MAX_REASON]
 
 
 class Storlet(object):
@@ -115,8 +115,7 @@ def int_param(params, key, default, low, high, name):
     return value
 
 
-def float_param(params, key, default, low=-math.inf, high=math.inf,
-                name=""):
+def float_param(params, key, default, low=-math.inf, high=math.inf, name=""):
     """Parameter ``key`` as a finite float in [low, high]; ``default`` if
     absent."""
     raw = params.get(key)
@@ -133,9 +132,9 @@ def float_param(params, key, default, low=-math.inf, high=math.inf,
 
 def _in_daemon_child():
     """True inside upstream's storlet daemon's per-invocation child."""
-    main = sys.modules.get('__main__')
-    spec = getattr(main, '__spec__', None)
-    return bool(spec) and spec.name.startswith('storlets.agent.daemon')
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return bool(spec) and spec.name.startswith("storlets.agent.daemon")
 
 
 def _leave(logger):
@@ -145,4 +144,3 @@ def _leave(logger):
             logger.close()
         finally:
             os._exit(0)
-

@@ -38,9 +38,9 @@ from urllib.parse import quote, unquote
 
 # Output metadata keys, as a storlet sets them (the engine prefixes them with
 # X-Object-Meta- on the way out).  Never stored on an object.
-ERROR_KEY = 'Storlet-Error'
-ERROR_OBJECT_KEY = 'Storlet-Error-Object'
-LENGTH_KEY = 'Storlet-Output-Length'
+ERROR_KEY = "Storlet-Error"
+ERROR_OBJECT_KEY = "Storlet-Error-Object"
+LENGTH_KEY = "Storlet-Output-Length"
 
 # The storlets engine hands an invocation to the sandbox in one SBus
 # datagram, received into a buffer of this size (MAX_MSG_LENGTH in
@@ -48,22 +48,22 @@ LENGTH_KEY = 'Storlet-Output-Length'
 SBUS_DATAGRAM_LIMIT = 4096
 # What the proxy publishes in Swift's /info under this key: the limits a
 # client plans its requests by (sbus_datagram_limit, max_extract_members).
-INFO_KEY = 'mlstorlets'
+INFO_KEY = "mlstorlets"
 
 # Swift stores metadata in xattrs and caps a header at 8 KiB: a reason is
 # for a human to read, not a dump.
 MAX_REASON = 1024
 
 # The proxy's answer to the client when a storlet produced no output.
-ERROR_HEADER = 'X-Mlstorlets-Error'
-REASON_HEADER = 'X-Mlstorlets-Reason'
-OBJECT_HEADER = 'X-Mlstorlets-Object'
+ERROR_HEADER = "X-Mlstorlets-Error"
+REASON_HEADER = "X-Mlstorlets-Reason"
+OBJECT_HEADER = "X-Mlstorlets-Object"
 # The prefix of an object's user metadata in a request or response.
-OBJECT_META = 'X-Object-Meta-'
+OBJECT_META = "X-Object-Meta-"
 # User metadata of an output: the ETag of the source it was made from.
-SOURCE_ETAG_KEY = 'Source-Etag'
-REFUSED, FAILED, TIMED_OUT = 'refused', 'failed', 'timed-out'
-OUT_OF_MEMORY = 'out-of-memory'
+SOURCE_ETAG_KEY = "Source-Etag"
+REFUSED, FAILED, TIMED_OUT = "refused", "failed", "timed-out"
+OUT_OF_MEMORY = "out-of-memory"
 STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504, OUT_OF_MEMORY: 507}
 
 # -- output metadata -------------------------------------------------------
@@ -77,14 +77,16 @@ MAX_META_NAME_LENGTH = 128
 MAX_META_VALUE_LENGTH = 256
 MAX_META_COUNT = 90
 MAX_META_OVERALL_SIZE = 4096
-_TOKEN = frozenset('!#$%&\'*+-.^_`|~0123456789'
-                   'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz')
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-def output_metadata_problem(metadata, name_length=MAX_META_NAME_LENGTH,
-                            value_length=MAX_META_VALUE_LENGTH,
-                            count=MAX_META_COUNT,
-                            overall=MAX_META_OVERALL_SIZE):
+def output_metadata_problem(
+    metadata,
+    name_length=MAX_META_NAME_LENGTH,
+    value_length=MAX_META_VALUE_LENGTH,
+    count=MAX_META_COUNT,
+    overall=MAX_META_OVERALL_SIZE,
+):
     """The rule that a storlet's output ``metadata`` breaks, or None.
 
     Parameters
@@ -101,28 +103,29 @@ def output_metadata_problem(metadata, name_length=MAX_META_NAME_LENGTH,
         One line naming the key and the rule, for the client's reason.
     """
     if len(metadata) > count:
-        return 'more than %d metadata keys (%d)' % (count, len(metadata))
+        return "more than %d metadata keys (%d)" % (count, len(metadata))
     size = 0
     for key, value in metadata.items():
         shown = repr(key[:40])
         if not key or not set(key) <= _TOKEN:
-            return ('metadata key %s is not an HTTP token (letters, digits '
-                    'and !#$%%&\'*+-.^_`|~ only)' % shown)
+            return (
+                "metadata key %s is not an HTTP token (letters, digits "
+                "and !#$%%&'*+-.^_`|~ only)" % shown
+            )
         if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-            return 'metadata value of %s holds a control character' % shown
+            return "metadata value of %s holds a control character" % shown
         key_bytes, value_bytes = len(key.encode()), len(value.encode())
         if key_bytes > name_length:
-            return 'metadata key %s is over %d bytes' % (shown, name_length)
+            return "metadata key %s is over %d bytes" % (shown, name_length)
         # A refusal is never stored: it has a bound of its own.
         refusal = key in (ERROR_KEY, ERROR_OBJECT_KEY)
         limit = 4 * MAX_REASON if refusal else value_length
         if value_bytes > limit:
-            return ('metadata value of %s is over %d bytes (%d)'
-                    % (shown, limit, value_bytes))
+            return "metadata value of %s is over %d bytes (%d)" % (shown, limit, value_bytes)
         if not refusal:
             size += key_bytes + value_bytes
     if size > overall:
-        return 'metadata over %d bytes in all (%d)' % (overall, size)
+        return "metadata over %d bytes in all (%d)" % (overall, size)
     return None
 
 
@@ -132,13 +135,13 @@ def output_metadata_problem(metadata, name_length=MAX_META_NAME_LENGTH,
 # splits at the first colon.  Quoting key and value here, once, is what lets
 # any name or value (``%20``, ``&``, ``=``, CR/LF, non-ASCII) reach the
 # storlet exactly.
-PARAMETER_HEADER = 'X-Storlet-Parameter-%d'
+PARAMETER_HEADER = "X-Storlet-Parameter-%d"
 # Passed to every storlet a batch runs: the source object's name.  Never
 # declared by a storlet, always accepted.
-SOURCE_PARAMETER = 'source'
+SOURCE_PARAMETER = "source"
 # Object metadata of a deployed storlet (``X-Object-Meta-`` + this): the
 # parameters its class declares, comma-separated.  Absent: not declared.
-PARAMETERS_KEY = 'Mlstorlets-Parameters'
+PARAMETERS_KEY = "Mlstorlets-Parameters"
 
 
 def parameter_headers(params):
@@ -158,11 +161,11 @@ def parameter_headers(params):
     headers = {}
     for i, (key, value) in enumerate(sorted(params.items()), 1):
         key = str(key)
-        if not key or ':' in key:
-            raise ValueError('storlet parameter name %r: it must be non-empty '
-                             'and hold no colon' % key)
-        headers[PARAMETER_HEADER % i] = '%s:%s' % (
-            quote(key, safe=''), quote(str(value), safe=''))
+        if not key or ":" in key:
+            raise ValueError(
+                "storlet parameter name %r: it must be non-empty and hold no colon" % key
+            )
+        headers[PARAMETER_HEADER % i] = "%s:%s" % (quote(key, safe=""), quote(str(value), safe=""))
     return headers
 
 
@@ -180,20 +183,19 @@ def undeclared(params, declared):
 # ``state_parts`` says how many, ``state_0`` ... hold them.  The request's
 # other limits (the engine's 4 KiB SBus datagram holds every parameter) are
 # the caller's ``budget``: a state over it travels as an object instead.
-STATE_PARTS = 'state_parts'
+STATE_PARTS = "state_parts"
 STATE_CHUNK = 4000
 
 
 def state_parameters(blob, budget=None):
     """Parameters carrying ``blob`` exactly, or None if its encoding is
     over ``budget`` characters (None: no budget)."""
-    text = base64.urlsafe_b64encode(blob).decode('ascii')
+    text = base64.urlsafe_b64encode(blob).decode("ascii")
     if budget is not None and len(text) > budget:
         return None
-    chunks = [text[i:i + STATE_CHUNK]
-              for i in range(0, len(text), STATE_CHUNK)] or ['']
+    chunks = [text[i : i + STATE_CHUNK] for i in range(0, len(text), STATE_CHUNK)] or [""]
     params = {STATE_PARTS: str(len(chunks))}
-    params.update(('state_%d' % i, c) for i, c in enumerate(chunks))
+    params.update(("state_%d" % i, c) for i, c in enumerate(chunks))
     return params
 
 
@@ -211,13 +213,13 @@ def read_state_parameters(params, limit):
     try:
         parts = int(params[STATE_PARTS])
         if not 0 < parts <= limit // STATE_CHUNK + 1:
-            raise ValueError('%d parts: over %d bytes' % (parts, limit))
-        text = ''.join(params['state_%d' % i] for i in range(parts))
+            raise ValueError("%d parts: over %d bytes" % (parts, limit))
+        text = "".join(params["state_%d" % i] for i in range(parts))
         if len(text) > (limit + 2) // 3 * 4:
-            raise ValueError('over %d bytes' % limit)
-        return base64.urlsafe_b64decode(text.encode('ascii'))
+            raise ValueError("over %d bytes" % limit)
+        return base64.urlsafe_b64decode(text.encode("ascii"))
     except (KeyError, ValueError, UnicodeEncodeError, binascii.Error) as err:
-        raise ValueError('bad state parameters (%s)' % err) from None
+        raise ValueError("bad state parameters (%s)" % err) from None
 
 
 # -- extraction ------------------------------------------------------------
@@ -227,7 +229,7 @@ def read_state_parameters(params, limit):
 # member, as Swift's bulk extract-archive does with an uploaded tar.  The
 # answer is bulk's JSON summary (``Number Files Created``, ``Errors``,
 # ``Response Status``).
-EXTRACT_HEADER = 'X-Mlstorlets-Extract'
+EXTRACT_HEADER = "X-Mlstorlets-Extract"
 
 
 # -- errors ----------------------------------------------------------------
@@ -235,8 +237,8 @@ def quote_reason(reason):
     """``reason`` as the value of :data:`REASON_HEADER`: one line, at most
     :data:`MAX_REASON` characters, percent-quoted where not printable
     ASCII."""
-    line = ' '.join(str(reason).split())[:MAX_REASON]
-    return quote(line, safe=' !"#$&\'()*+,-./:;<=>?@[\\]^_`{|}~')
+    line = " ".join(str(reason).split())[:MAX_REASON]
+    return quote(line, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def failure_headers(kind, reason, obj=None):
@@ -288,10 +290,10 @@ def storlet_error(status, headers):
 # -- internal names --------------------------------------------------------
 # Names the project keeps for itself inside user containers (shards, job
 # objects, temporary state): never listed as data, never a batch's source.
-INTERNAL_PREFIX = '.mlstorlets'
+INTERNAL_PREFIX = ".mlstorlets"
 
 
 def is_internal(name):
     """True for a name the project keeps for itself: one of its path
     components starts with :data:`INTERNAL_PREFIX`."""
-    return any(part.startswith(INTERNAL_PREFIX) for part in name.split('/'))
+    return any(part.startswith(INTERNAL_PREFIX) for part in name.split("/"))

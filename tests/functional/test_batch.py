@@ -10,78 +10,90 @@ from mlstorlets.sandbox.errors import ObjectError
 @pytest.fixture
 def sources(conn, container):
     for i in range(30):
-        conn.put_object(container, 'in/o%02d.txt' % i, b'x' * i,
-                        headers={'X-Object-Meta-Name': 'n%d' % i})
-    conn.put_object(container, 'elsewhere.txt', b'not under the prefix')
+        conn.put_object(
+            container, "in/o%02d.txt" % i, b"x" * i, headers={"X-Object-Meta-Name": "n%d" % i}
+        )
+    conn.put_object(container, "elsewhere.txt", b"not under the prefix")
     return container
 
 
 def test_runs_over_every_object_and_resumes(conn, sources):
-    src, dest = 'swift://%s/in/' % sources, 'swift://%s/out/' % sources
-    summary = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'},
-                        concurrency=4)
+    src, dest = "swift://%s/in/" % sources, "swift://%s/out/" % sources
+    summary = run_batch(conn, "probe.py", src, dest, params={"k": "v"}, concurrency=4)
     assert len(summary.done) == 30 and not summary.failed
     assert summary.client_bytes == 0
     assert summary.source_bytes == sum(range(30))
-    headers, body = conn.get_object(sources, 'out/o07.txt')
-    assert body == b'x' * 7 and headers['x-object-meta-name'] == 'n7'
-    assert 'source=%s/in/o07.txt' % sources in \
-        headers['x-object-meta-probe-params']
+    headers, body = conn.get_object(sources, "out/o07.txt")
+    assert body == b"x" * 7 and headers["x-object-meta-name"] == "n7"
+    assert "source=%s/in/o07.txt" % sources in headers["x-object-meta-probe-params"]
     # Resuming skips every output made from the same source content ...
-    conn.put_object(sources, 'in/o03.txt', b'changed')
-    again = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'})
+    conn.put_object(sources, "in/o03.txt", b"changed")
+    again = run_batch(conn, "probe.py", src, dest, params={"k": "v"})
     assert len(again.skipped) == 29
     # ... and redoes the one whose source changed.
-    assert again.done == ['swift://%s/in/o03.txt' % sources]
-    assert conn.get_object(sources, 'out/o03.txt')[1] == b'changed'
+    assert again.done == ["swift://%s/in/o03.txt" % sources]
+    assert conn.get_object(sources, "out/o03.txt")[1] == b"changed"
 
 
 def test_resume_redoes_outputs_made_otherwise(conn, sources):
     """Other parameters or another extra input (a new model) make other
     outputs: resuming must not keep the old ones."""
-    src, dest = 'swift://%s/in/' % sources, 'swift://%s/run/' % sources
-    conn.put_object(sources, 'model', b'model 1')
-    extra = ['/%s/model' % sources]
-    first = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'},
-                      extra_resources=extra)
+    src, dest = "swift://%s/in/" % sources, "swift://%s/run/" % sources
+    conn.put_object(sources, "model", b"model 1")
+    extra = ["/%s/model" % sources]
+    first = run_batch(conn, "probe.py", src, dest, params={"k": "v"}, extra_resources=extra)
     assert len(first.done) == 30
-    same = run_batch(conn, 'probe.py', src, dest, params={'k': 'v'},
-                     extra_resources=extra)
+    same = run_batch(conn, "probe.py", src, dest, params={"k": "v"}, extra_resources=extra)
     assert len(same.skipped) == 30
-    other_params = run_batch(conn, 'probe.py', src, dest,
-                             params={'k': 'w'}, extra_resources=extra)
+    other_params = run_batch(conn, "probe.py", src, dest, params={"k": "w"}, extra_resources=extra)
     assert len(other_params.done) == 30
-    conn.put_object(sources, 'model', b'model 2')
-    new_model = run_batch(conn, 'probe.py', src, dest, params={'k': 'w'},
-                          extra_resources=extra)
+    conn.put_object(sources, "model", b"model 2")
+    new_model = run_batch(conn, "probe.py", src, dest, params={"k": "w"}, extra_resources=extra)
     assert len(new_model.done) == 30
-    assert conn.get_object(sources, 'run/o05.txt')[1].endswith(b'model 2')
+    assert conn.get_object(sources, "run/o05.txt")[1].endswith(b"model 2")
 
 
 def test_failures_are_per_object_with_the_servers_reason(conn, sources):
-    summary = run_batch(conn, 'probe.py', 'swift://%s/in/' % sources,
-                        'swift://%s/bad/' % sources,
-                        params={'action': 'fail'})
+    summary = run_batch(
+        conn,
+        "probe.py",
+        "swift://%s/in/" % sources,
+        "swift://%s/bad/" % sources,
+        params={"action": "fail"},
+    )
     assert len(summary.failed) == 30 and not summary.done
     name, reason = summary.failed[0]
-    assert name == 'swift://%s/in/o00.txt' % sources
-    assert reason.startswith('502') and 'the storlet failed' in reason
-    assert conn.get_container(sources, prefix='bad/')[1] == []
+    assert name == "swift://%s/in/o00.txt" % sources
+    assert reason.startswith("502") and "the storlet failed" in reason
+    assert conn.get_container(sources, prefix="bad/")[1] == []
 
 
 def test_a_missing_source_is_named(conn, sources):
-    with pytest.raises(ObjectError, match='in/o0: no such object'):
-        run_batch(conn, 'probe.py', 'swift://%s/in/o0' % sources,
-                  'swift://%s/x/' % sources)
+    with pytest.raises(ObjectError, match="in/o0: no such object"):
+        run_batch(conn, "probe.py", "swift://%s/in/o0" % sources, "swift://%s/x/" % sources)
 
 
 def test_run_command(cluster, sources, capsys, monkeypatch):
     for key, value in cluster.env().items():
         monkeypatch.setenv(key, value)
-    code = main(['run', 'probe.py', 'swift://%s/in/' % sources,
-                 'swift://%s/cli/' % sources, '-p', 'k=v', '-j', '2'])
+    code = main(
+        [
+            "run",
+            "probe.py",
+            "swift://%s/in/" % sources,
+            "swift://%s/cli/" % sources,
+            "-p",
+            "k=v",
+            "-j",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    assert 'probe.py: 30 done, 0 skipped, 0 failed' in out
-    assert main(['run', 'probe.py', 'swift://%s/in/' % sources,
-                 'swift://%s/cli/' % sources, '-p', 'k']) == 2
+    assert "probe.py: 30 done, 0 skipped, 0 failed" in out
+    assert (
+        main(
+            ["run", "probe.py", "swift://%s/in/" % sources, "swift://%s/cli/" % sources, "-p", "k"]
+        )
+        == 2
+    )

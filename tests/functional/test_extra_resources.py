@@ -11,49 +11,71 @@ from swiftclient.exceptions import ClientException
 
 from mlstorlets.sandbox import protocol
 
-PROBE = 'probe.py'
+PROBE = "probe.py"
 
 
 @pytest.fixture
 def source(conn, container):
-    conn.put_object(container, 'source.txt', b'hello')
+    conn.put_object(container, "source.txt", b"hello")
     return container
 
 
 def failure(err):
     headers = {k.lower(): v for k, v in err.http_response_headers.items()}
-    return (err.http_status, headers[protocol.ERROR_HEADER.lower()],
-            urllib.parse.unquote(headers[protocol.REASON_HEADER.lower()]))
+    return (
+        err.http_status,
+        headers[protocol.ERROR_HEADER.lower()],
+        urllib.parse.unquote(headers[protocol.REASON_HEADER.lower()]),
+    )
 
 
 def test_a_missing_resource_is_refused_by_name(conn, source):
     with pytest.raises(ClientException) as err:
-        conn.get_object(source, 'source.txt', headers={
-            'X-Run-Storlet': PROBE,
-            'X-Storlet-Extra-Resources': '/%s/missing.txt' % source})
+        conn.get_object(
+            source,
+            "source.txt",
+            headers={
+                "X-Run-Storlet": PROBE,
+                "X-Storlet-Extra-Resources": "/%s/missing.txt" % source,
+            },
+        )
     status, kind, reason = failure(err.value)
-    print('missing resource: %d %s' % (status, reason))
+    print("missing resource: %d %s" % (status, reason))
     assert (status, kind) == (422, protocol.REFUSED)
-    assert reason == ('storlet probe.py refused %s/source.txt: extra '
-                      'resource %s/missing.txt could not be read: '
-                      '404 Not Found' % (source, source))
+    assert reason == (
+        "storlet probe.py refused %s/source.txt: extra "
+        "resource %s/missing.txt could not be read: "
+        "404 Not Found" % (source, source)
+    )
 
 
 def test_a_copy_with_a_missing_resource_writes_nothing(conn, source):
     with pytest.raises(ClientException) as err:
-        conn.put_object(source, 'out.txt', b'', headers={
-            'X-Run-Storlet': PROBE, 'X-Copy-From': '%s/source.txt' % source,
-            'X-Storlet-Extra-Resources': '/%s/missing.txt' % source})
+        conn.put_object(
+            source,
+            "out.txt",
+            b"",
+            headers={
+                "X-Run-Storlet": PROBE,
+                "X-Copy-From": "%s/source.txt" % source,
+                "X-Storlet-Extra-Resources": "/%s/missing.txt" % source,
+            },
+        )
     status, kind, reason = failure(err.value)
-    print('missing resource, copy: %d %s' % (status, reason))
+    print("missing resource, copy: %d %s" % (status, reason))
     assert (status, kind) == (422, protocol.REFUSED)
-    assert 'missing.txt could not be read: 404' in reason
-    assert [o['name'] for o in conn.get_container(source)[1]] == [
-        'source.txt']
+    assert "missing.txt could not be read: 404" in reason
+    assert [o["name"] for o in conn.get_container(source)[1]] == ["source.txt"]
     # Present, the same copy works.
-    conn.put_object(source, 'missing.txt', b' and more')
-    conn.put_object(source, 'out.txt', b'', headers={
-        'X-Run-Storlet': PROBE, 'X-Copy-From': '%s/source.txt' % source,
-        'X-Storlet-Extra-Resources': '/%s/missing.txt' % source})
-    assert conn.get_object(source, 'out.txt')[1] == b'hello and more'
-
+    conn.put_object(source, "missing.txt", b" and more")
+    conn.put_object(
+        source,
+        "out.txt",
+        b"",
+        headers={
+            "X-Run-Storlet": PROBE,
+            "X-Copy-From": "%s/source.txt" % source,
+            "X-Storlet-Extra-Resources": "/%s/missing.txt" % source,
+        },
+    )
+    assert conn.get_object(source, "out.txt")[1] == b"hello and more"

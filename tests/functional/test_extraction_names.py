@@ -13,26 +13,32 @@ import urllib.parse
 from mlstorlets.sandbox import protocol
 
 
-def test_an_extraction_refuses_member_names_it_would_store_literally(
-        conn, container):
-    conn.put_object(container, 'source.txt', b'hello')
+def test_an_extraction_refuses_member_names_it_would_store_literally(conn, container):
+    conn.put_object(container, "source.txt", b"hello")
     url, token = conn.get_auth()
     parsed = urllib.parse.urlparse(url)
-    connection = http.client.HTTPConnection(parsed.hostname, parsed.port,
-                                            timeout=60)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
     try:
-        connection.request('PUT', '%s/%s/out' % (parsed.path, container),
-                           headers={
-            'X-Auth-Token': token, 'X-Run-Storlet': 'hostile.py',
-            'X-Copy-From': '%s/source.txt' % container,
-            'X-Storlet-Parameter-1': 'action:tar',
-            protocol.EXTRACT_HEADER: 'tar', 'Content-Length': '0'})
+        connection.request(
+            "PUT",
+            "%s/%s/out" % (parsed.path, container),
+            headers={
+                "X-Auth-Token": token,
+                "X-Run-Storlet": "hostile.py",
+                "X-Copy-From": "%s/source.txt" % container,
+                "X-Storlet-Parameter-1": "action:tar",
+                protocol.EXTRACT_HEADER: "tar",
+                "Content-Length": "0",
+            },
+        )
         resp = connection.getresponse()
         summary = json.loads(resp.read())
     finally:
         connection.close()
-    names = sorted(o['name'] for o in conn.get_container(container)[1])
-    print('extraction wrote %s; refused %s' % (names, summary['Errors']))
-    assert names == ['out/ok.txt', 'source.txt']
-    assert sorted(status for _name, status in summary['Errors']) == [
-        '400 Bad Request', '400 Bad Request']
+    names = sorted(o["name"] for o in conn.get_container(container)[1])
+    print("extraction wrote %s; refused %s" % (names, summary["Errors"]))
+    assert names == ["out/ok.txt", "source.txt"]
+    assert sorted(status for _name, status in summary["Errors"]) == [
+        "400 Bad Request",
+        "400 Bad Request",
+    ]

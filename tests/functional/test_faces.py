@@ -131,11 +131,13 @@ def test_recognize_annotates_the_video(conn, faces):
     container, uri = faces["container"], faces["uri"]
     # Named as a phone names it: the annotated copy is AVI, named and
     # typed so, without being told the kind.
-    conn.copy_object(container, "video/obama_mov.avi", "%s/phone/obama.mp4" % container,
-                     headers={"Content-Type": "video/mp4"})
-    summary = pipeline.recognize(
-        conn, uri + "models/faces.npz", uri + "phone/", uri + "annotated/"
+    conn.copy_object(
+        container,
+        "video/obama_mov.avi",
+        "%s/phone/obama.mp4" % container,
+        headers={"Content-Type": "video/mp4"},
     )
+    summary = pipeline.recognize(conn, uri + "models/faces.npz", uri + "phone/", uri + "annotated/")
     assert not summary.failed, summary.format()
     headers, body = conn.get_object(container, "annotated/obama.avi")
     assert body[:4] == b"RIFF" and body[8:12] == b"AVI "

@@ -18,17 +18,21 @@ import pytest
 
 from mlstorlets.sandbox import protocol
 
-HOSTILE = 'hostile.py'
-KINDS = ('value-crlf', 'key-crlf', 'smuggle', 'nul', 'many', 'long')
-RULES = {'value-crlf': 'control character', 'key-crlf': 'HTTP token',
-         'smuggle': 'control character', 'nul': 'control character',
-         'many': 'more than 90 metadata keys', 'long': 'over 256 bytes'}
+HOSTILE = "hostile.py"
+KINDS = ("value-crlf", "key-crlf", "smuggle", "nul", "many", "long")
+RULES = {
+    "value-crlf": "control character",
+    "key-crlf": "HTTP token",
+    "smuggle": "control character",
+    "nul": "control character",
+    "many": "more than 90 metadata keys",
+    "long": "over 256 bytes",
+}
 
 
 def injected(lines):
     """True when a header line of the answer is the storlet's."""
-    return any(line.lower().startswith('set-cookie')
-               for line in lines.splitlines())
+    return any(line.lower().startswith("set-cookie") for line in lines.splitlines())
 
 
 def raw(conn, method, path, headers):
@@ -37,59 +41,72 @@ def raw(conn, method, path, headers):
     fold or hide a header."""
     url, token = conn.get_auth()
     parsed = urllib.parse.urlparse(url)
-    connection = http.client.HTTPConnection(parsed.hostname, parsed.port,
-                                            timeout=30)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
     started = time.monotonic()
     try:
-        connection.request(method, parsed.path + path,
-                     headers=dict(headers, **{'X-Auth-Token': token}))
+        connection.request(
+            method, parsed.path + path, headers=dict(headers, **{"X-Auth-Token": token})
+        )
         resp = connection.getresponse()
         body = resp.read()
-        return (resp.status, resp.msg.as_string(), body,
-                time.monotonic() - started, dict(resp.getheaders()))
+        return (
+            resp.status,
+            resp.msg.as_string(),
+            body,
+            time.monotonic() - started,
+            dict(resp.getheaders()),
+        )
     finally:
         connection.close()
 
 
 @pytest.fixture
 def source(conn, container):
-    conn.put_object(container, 'in.txt', b'hello')
+    conn.put_object(container, "in.txt", b"hello")
     return container
 
 
-@pytest.mark.parametrize('where', ['object', 'proxy'])
-@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize("where", ["object", "proxy"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_storlets_headers_are_refused_on_get(conn, source, kind, where):
-    headers = {'X-Run-Storlet': HOSTILE,
-               'X-Storlet-Parameter-1': 'action:headers',
-               'X-Storlet-Parameter-2': 'kind:' + kind}
-    if where == 'proxy':
-        headers['X-Storlet-Run-On-Proxy'] = ''
-    status, lines, body, seconds, named = raw(
-        conn, 'GET', '/%s/in.txt' % source, headers)
-    print('%s on the %s: %d in %.1f s, Set-Cookie %s' % (
-        kind, where, status, seconds,
-        'reached the client' if injected(lines) else 'absent'))
+    headers = {
+        "X-Run-Storlet": HOSTILE,
+        "X-Storlet-Parameter-1": "action:headers",
+        "X-Storlet-Parameter-2": "kind:" + kind,
+    }
+    if where == "proxy":
+        headers["X-Storlet-Run-On-Proxy"] = ""
+    status, lines, body, seconds, named = raw(conn, "GET", "/%s/in.txt" % source, headers)
+    print(
+        "%s on the %s: %d in %.1f s, Set-Cookie %s"
+        % (kind, where, status, seconds, "reached the client" if injected(lines) else "absent")
+    )
     assert status == 502
-    assert not injected(lines) and b'HTTP/1.1' not in body
+    assert not injected(lines) and b"HTTP/1.1" not in body
     assert named[protocol.ERROR_HEADER] == protocol.FAILED
     reason = urllib.parse.unquote(named[protocol.REASON_HEADER])
-    assert 'storlet hostile.py broke the protocol' in reason
+    assert "storlet hostile.py broke the protocol" in reason
     assert RULES[kind] in reason
 
 
-@pytest.mark.parametrize('kind', ['value-crlf', 'key-crlf', 'long'])
+@pytest.mark.parametrize("kind", ["value-crlf", "key-crlf", "long"])
 def test_a_copy_with_bad_headers_writes_nothing(conn, source, kind):
     status, lines, _body, _s, named = raw(
-        conn, 'PUT', '/%s/out.txt' % source, {
-            'X-Run-Storlet': HOSTILE, 'X-Copy-From': '%s/in.txt' % source,
-            'X-Storlet-Parameter-1': 'action:headers',
-            'X-Storlet-Parameter-2': 'kind:' + kind,
-            'Content-Length': '0'})
-    print('copy with %s: %d' % (kind, status))
+        conn,
+        "PUT",
+        "/%s/out.txt" % source,
+        {
+            "X-Run-Storlet": HOSTILE,
+            "X-Copy-From": "%s/in.txt" % source,
+            "X-Storlet-Parameter-1": "action:headers",
+            "X-Storlet-Parameter-2": "kind:" + kind,
+            "Content-Length": "0",
+        },
+    )
+    print("copy with %s: %d" % (kind, status))
     assert status == 502 and not injected(lines)
     assert named[protocol.ERROR_HEADER] == protocol.FAILED
-    names = [o['name'] for o in conn.get_container(source)[1]]
-    assert names == ['in.txt']
+    names = [o["name"] for o in conn.get_container(source)[1]]
+    assert names == ["in.txt"]
     # The cluster keeps serving, the source untouched.
-    assert conn.get_object(source, 'in.txt')[1] == b'hello'
+    assert conn.get_object(source, "in.txt")[1] == b"hello"

@@ -18,12 +18,12 @@ from mlstorlets.client.cli import main
 from mlstorlets.client.rotoscope import rotoscope
 from mlstorlets.sandbox.video.filters import apply_filter
 
-META = 'x-object-meta-'
+META = "x-object-meta-"
 EVERY, WIDTH, GROUP = 5, 320, 8
 
 
 def _video_path():
-    root = os.path.join(data_dir(), 'video')
+    root = os.path.join(data_dir(), "video")
     return os.path.join(root, sorted(os.listdir(root))[0])
 
 
@@ -40,13 +40,13 @@ def _source_frames():
         if i % EVERY == 0:
             height = round(frame.shape[0] * WIDTH / frame.shape[1] / 2) * 2
             small = cv2.resize(frame, (WIDTH, height), interpolation=cv2.INTER_AREA)
-            frames.append(apply_filter(small, 'colormap', {}, 'test').astype(np.float32))
+            frames.append(apply_filter(small, "colormap", {}, "test").astype(np.float32))
         i += 1
     return frames, fps
 
 
 def _decode(data):
-    with tempfile.NamedTemporaryFile(suffix='.avi') as f:
+    with tempfile.NamedTemporaryFile(suffix=".avi") as f:
         f.write(data)
         f.flush()
         capture = cv2.VideoCapture(f.name)
@@ -60,15 +60,15 @@ def _decode(data):
     return fps, count, frames
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def video(conn):
-    container = 'test-rotoscope'
+    container = "test-rotoscope"
     conn.put_container(container)
-    with open(_video_path(), 'rb') as f:
-        conn.put_object(container, 'in/clip.avi', f.read(), content_type='video/x-msvideo')
+    with open(_video_path(), "rb") as f:
+        conn.put_object(container, "in/clip.avi", f.read(), content_type="video/x-msvideo")
     yield container
     for entry in conn.get_container(container, full_listing=True)[1]:
-        conn.delete_object(container, entry['name'])
+        conn.delete_object(container, entry["name"])
     conn.delete_container(container)
 
 
@@ -79,8 +79,16 @@ def cli_env(cluster, monkeypatch):
 
 
 def test_video_to_frames_to_filtered_video_in_the_cluster(conn, video):
-    summary = rotoscope(conn, 'swift://%s/in/clip.avi' % video, 'swift://%s/out/' % video,
-                        'colormap', every=EVERY, width=WIDTH, group_size=GROUP, progress=False)
+    summary = rotoscope(
+        conn,
+        "swift://%s/in/clip.avi" % video,
+        "swift://%s/out/" % video,
+        "colormap",
+        every=EVERY,
+        width=WIDTH,
+        group_size=GROUP,
+        progress=False,
+    )
     assert summary.ok, summary.format()
     assert summary.client_bytes == 0
     expected, source_fps = _source_frames()
@@ -90,7 +98,7 @@ def test_video_to_frames_to_filtered_video_in_the_cluster(conn, video):
     # Assembly in two levels: 4 segments, then one video.
     assert [len(s.done) for s in summary.stages[2:4]] == [4, 1]
 
-    headers, body = conn.get_object(video, 'out/clip-colormap.avi')
+    headers, body = conn.get_object(video, "out/clip-colormap.avi")
     fps, count, frames = _decode(body)
     assert fps == pytest.approx(source_fps / EVERY)
     assert count == len(frames) == len(expected)
@@ -101,43 +109,74 @@ def test_video_to_frames_to_filtered_video_in_the_cluster(conn, video):
         assert errors[k] < 4
 
     # Frame objects carry their index, time and rate.
-    work = [e['name'] for e in conn.get_container(video, prefix='out/clip-colormap.work/')[1]]
-    frame_names = sorted(n for n in work if '/frames-' in n)
+    work = [e["name"] for e in conn.get_container(video, prefix="out/clip-colormap.work/")[1]]
+    frame_names = sorted(n for n in work if "/frames-" in n)
     assert len(frame_names) == 25
     meta = conn.head_object(video, frame_names[7])
-    assert meta[META + 'frame-index'] == '7'
-    assert float(meta[META + 'frame-time']) == pytest.approx(7 * EVERY / source_fps)
-    assert float(meta[META + 'frame-fps']) == pytest.approx(source_fps / EVERY)
+    assert meta[META + "frame-index"] == "7"
+    assert float(meta[META + "frame-time"]) == pytest.approx(7 * EVERY / source_fps)
+    assert float(meta[META + "frame-fps"]) == pytest.approx(source_fps / EVERY)
 
 
 def test_rotoscope_again_does_nothing_twice(conn, video, capsys, cli_env):
-    before = {e['name']: e['last_modified']
-              for e in conn.get_container(video, prefix='out/')[1]}
-    assert main(['rotoscope', 'swift://%s/in/clip.avi' % video, 'swift://%s/out/' % video,
-                 '--filter', 'colormap', '--every', str(EVERY), '--width', str(WIDTH),
-                 '--group-size', str(GROUP), '--json']) == 0
+    before = {e["name"]: e["last_modified"] for e in conn.get_container(video, prefix="out/")[1]}
+    assert (
+        main(
+            [
+                "rotoscope",
+                "swift://%s/in/clip.avi" % video,
+                "swift://%s/out/" % video,
+                "--filter",
+                "colormap",
+                "--every",
+                str(EVERY),
+                "--width",
+                str(WIDTH),
+                "--group-size",
+                str(GROUP),
+                "--json",
+            ]
+        )
+        == 0
+    )
     found = json.loads(capsys.readouterr().out)
-    assert found['ok'] and found['client_bytes'] == 0
-    assert all(not stage['done'] for stage in found['stages']), found
-    after = {e['name']: e['last_modified']
-             for e in conn.get_container(video, prefix='out/')[1]}
+    assert found["ok"] and found["client_bytes"] == 0
+    assert all(not stage["done"] for stage in found["stages"]), found
+    after = {e["name"]: e["last_modified"] for e in conn.get_container(video, prefix="out/")[1]}
     assert after == before
 
 
 def test_a_bad_filter_parameter_is_refused_before_any_work(conn, video, capsys, cli_env):
-    assert main(['rotoscope', 'swift://%s/in/clip.avi' % video, 'swift://%s/bad/' % video,
-                 '--filter', 'colormap', '-p', 'nosuch=1']) == 2
-    assert 'nosuch' in capsys.readouterr().err
-    assert not conn.get_container(video, prefix='bad/')[1]
+    assert (
+        main(
+            [
+                "rotoscope",
+                "swift://%s/in/clip.avi" % video,
+                "swift://%s/bad/" % video,
+                "--filter",
+                "colormap",
+                "-p",
+                "nosuch=1",
+            ]
+        )
+        == 2
+    )
+    assert "nosuch" in capsys.readouterr().err
+    assert not conn.get_container(video, prefix="bad/")[1]
 
 
 def test_not_a_video_names_the_object(conn, video):
-    conn.put_object(video, 'in/notes.avi', b'RIFF....AVI not really')
+    conn.put_object(video, "in/notes.avi", b"RIFF....AVI not really")
     summary_error = None
     try:
-        rotoscope(conn, 'swift://%s/in/notes.avi' % video, 'swift://%s/notes/' % video,
-                  'cartoon', progress=False)
+        rotoscope(
+            conn,
+            "swift://%s/in/notes.avi" % video,
+            "swift://%s/notes/" % video,
+            "cartoon",
+            progress=False,
+        )
     except Exception as err:
         summary_error = err
-    assert summary_error is not None and 'in/notes.avi' in str(summary_error)
-    assert not conn.get_container(video, prefix='notes/')[1]
+    assert summary_error is not None and "in/notes.avi" in str(summary_error)
+    assert not conn.get_container(video, prefix="notes/")[1]

@@ -7,17 +7,28 @@ working: the rest of the functional suite runs them under the same filter.
 The hostile storlet uses x86_64's system call numbers.
 """
 
-RESULT = 'x-object-meta-hostile-result'
+RESULT = "x-object-meta-hostile-result"
 
 
 def test_escape_syscalls_are_refused(conn, container):
-    conn.put_object(container, 'x', b'x')
-    headers, _ = conn.get_object(container, 'x', headers={
-        'X-Run-Storlet': 'hostile.py',
-        'X-Storlet-Parameter-1': 'action:syscalls'})
+    conn.put_object(container, "x", b"x")
+    headers, _ = conn.get_object(
+        container,
+        "x",
+        headers={"X-Run-Storlet": "hostile.py", "X-Storlet-Parameter-1": "action:syscalls"},
+    )
     report = headers[RESULT]
-    print('from inside the sandbox: %s' % report)
-    found = dict(item.split('=') for item in report.split()[1:])
-    assert found == {name: 'EPERM' for name in (
-        'unshare-user', 'ptrace', 'io_uring_setup', 'bpf', 'perf_event_open',
-        'keyctl', 'mount')}
+    print("from inside the sandbox: %s" % report)
+    found = dict(item.split("=") for item in report.split()[1:])
+    assert found == {
+        name: "EPERM"
+        for name in (
+            "unshare-user",
+            "ptrace",
+            "io_uring_setup",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "mount",
+        )
+    }

@@ -8,7 +8,7 @@ import pytest
 import swiftclient.client as swift
 from swiftclient.exceptions import ClientException
 
-PROBE = 'probe.py'
+PROBE = "probe.py"
 
 
 @pytest.fixture
@@ -16,42 +16,39 @@ def shared(conn, other_conn, container):
     """``container`` of the main account holding ``x.txt``, and the main
     account's storlets readable by ``other:admin`` for the test's length
     (running a storlet needs read access to it)."""
-    conn.put_object(container, 'x.txt', b'data of mlstorlets')
-    before = conn.head_container('storlet').get('x-container-read', '')
-    conn.post_container('storlet', {'X-Container-Read': 'other:admin'})
+    conn.put_object(container, "x.txt", b"data of mlstorlets")
+    before = conn.head_container("storlet").get("x-container-read", "")
+    conn.post_container("storlet", {"X-Container-Read": "other:admin"})
     url, _ = conn.get_auth()
     _, token = other_conn.get_auth()
     yield url, token
-    conn.post_container('storlet', {'X-Container-Read': before})
+    conn.post_container("storlet", {"X-Container-Read": before})
 
 
 def grant(conn, container, user):
-    conn.post_container(container, {'X-Storlet-Container-Read': user,
-                                     'X-Storlet-Name': PROBE})
+    conn.post_container(container, {"X-Storlet-Container-Read": user, "X-Storlet-Name": PROBE})
 
 
 def as_other(shared, container, headers=None):
     url, token = shared
-    return swift.get_object(url, token, container, 'x.txt',
-                            headers=headers)
+    return swift.get_object(url, token, container, "x.txt", headers=headers)
 
 
-def test_a_grant_to_a_user_name_is_not_a_grant_to_another_account(
-        conn, container, shared):
-    grant(conn, container, 'admin')
+def test_a_grant_to_a_user_name_is_not_a_grant_to_another_account(conn, container, shared):
+    grant(conn, container, "admin")
     with pytest.raises(ClientException) as err:
-        as_other(shared, container, {'X-Run-Storlet': PROBE})
+        as_other(shared, container, {"X-Run-Storlet": PROBE})
     assert err.value.http_status in (401, 403)
     # The grant is written account-qualified.
-    acl = conn.head_container(container)['x-container-read']
-    assert acl == '.r:storlets.mlstorlets-3aadmin_probe.py'
+    acl = conn.head_container(container)["x-container-read"]
+    assert acl == ".r:storlets.mlstorlets-3aadmin_probe.py"
 
 
 def test_a_grant_to_an_account_qualified_user(conn, container, shared):
-    grant(conn, container, 'other:admin')
-    headers, body = as_other(shared, container, {'X-Run-Storlet': PROBE})
-    assert body == b'data of mlstorlets'
-    assert headers['x-object-meta-probe-host'].startswith('object-server-')
+    grant(conn, container, "other:admin")
+    headers, body = as_other(shared, container, {"X-Run-Storlet": PROBE})
+    assert body == b"data of mlstorlets"
+    assert headers["x-object-meta-probe-host"].startswith("object-server-")
     # Only through the storlet.
     with pytest.raises(ClientException) as err:
         as_other(shared, container)
@@ -59,24 +56,22 @@ def test_a_grant_to_an_account_qualified_user(conn, container, shared):
 
 
 def test_a_grant_names_one_user(conn, container):
-    for bad in ('a:b,c:d', ':admin', 'other:'):
+    for bad in ("a:b,c:d", ":admin", "other:"):
         with pytest.raises(ClientException) as err:
             grant(conn, container, bad)
         assert err.value.http_status == 400
 
 
-@pytest.mark.parametrize('case', [str.lower, str.upper])
-def test_the_grants_referrer_opens_nothing_by_itself(
-        cluster, conn, container, case):
+@pytest.mark.parametrize("case", [str.lower, str.upper])
+def test_the_grants_referrer_opens_nothing_by_itself(cluster, conn, container, case):
     """A storlet ACL is a referrer ACL: a client that sends its referrer,
     in any case, must not read the container."""
-    conn.put_object(container, 'x.txt', b'data of mlstorlets')
-    grant(conn, container, 'admin')
-    acl = conn.head_container(container)['x-container-read']
-    referer = case('//' + acl[len('.r:'):])
+    conn.put_object(container, "x.txt", b"data of mlstorlets")
+    grant(conn, container, "admin")
+    acl = conn.head_container(container)["x-container-read"]
+    referer = case("//" + acl[len(".r:") :])
     url, _ = conn.get_auth()
-    for token in ('', cluster.connection('other').get_auth()[1]):
+    for token in ("", cluster.connection("other").get_auth()[1]):
         with pytest.raises(ClientException) as err:
-            swift.get_object(url, token, container, 'x.txt',
-                             headers={'Referer': referer})
+            swift.get_object(url, token, container, "x.txt", headers={"Referer": referer})
         assert err.value.http_status in (401, 403)

@@ -15,18 +15,16 @@ CALLS = 0
 
 
 class CounterStorlet(object):
-
     def __init__(self, logger):
         self.logger = logger
 
     def __call__(self, in_files, out_files, params):
         global CALLS
         CALLS += 1
-        time.sleep(float(params.get('sleep', 0)))
+        time.sleep(float(params.get("sleep", 0)))
         for f in in_files:
             f.read()
-        body = b'%s %d %d' % (socket.gethostname().encode(), os.getpid(),
-                             CALLS)
-        out_files[0].set_metadata({'Counter-Pid': str(os.getpid())})
+        body = b"%s %d %d" % (socket.gethostname().encode(), os.getpid(), CALLS)
+        out_files[0].set_metadata({"Counter-Pid": str(os.getpid())})
         out_files[0].write(body)
         out_files[0].close()

@@ -20,30 +20,29 @@ CHUNK = 64 * 1024
 
 
 class CrashStorlet(object):
-
     def __init__(self, logger):
         self.logger = logger
 
     def __call__(self, in_files, out_files, params):
-        size = int(params.get('size', 1 << 20))
-        how = params.get('how', 'raise')
+        size = int(params.get("size", 1 << 20))
+        how = params.get("how", "raise")
         for f in in_files:
             f.read()
         metadata = {}
-        if params.get('declare') == 'yes':
-            metadata['Storlet-Output-Length'] = str(2 * size)
+        if params.get("declare") == "yes":
+            metadata["Storlet-Output-Length"] = str(2 * size)
         out = out_files[0]
         out.set_metadata(metadata)
         written = 0
         while written < size:
-            out.write(b'x' * min(CHUNK, size - written))
+            out.write(b"x" * min(CHUNK, size - written))
             written += CHUNK
         out.flush()
-        if how == 'raise':
-            raise RuntimeError('crash asked to fail after %d bytes' % size)
-        if how == 'exit':
+        if how == "raise":
+            raise RuntimeError("crash asked to fail after %d bytes" % size)
+        if how == "exit":
             os._exit(3)
-        if how == 'kill':
+        if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        out.write(b'x' * size)
+        out.write(b"x" * size)
         out.close()

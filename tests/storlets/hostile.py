@@ -82,66 +82,68 @@ import time
 
 # What the ``headers`` action sets, by kind.
 HEADERS = {
-    'value-crlf': {'Hostile-Result': 'x\r\nSet-Cookie: stolen=1'},
-    'key-crlf': {'X\r\nSet-Cookie': 'stolen=1'},
-    'smuggle': {'Hostile-Result': 'x\r\nContent-Length: 0\r\n\r\n'
-                'HTTP/1.1 200 OK\r\nSet-Cookie: stolen=1\r\n'
-                'Content-Length: 0\r\n\r\n'},
-    'nul': {'Hostile-Result': 'a\x00b'},
-    'many': {'Hostile-%d' % i: 'x' for i in range(200)},
-    'long': {'Hostile-Result': 'x' * 1000},
+    "value-crlf": {"Hostile-Result": "x\r\nSet-Cookie: stolen=1"},
+    "key-crlf": {"X\r\nSet-Cookie": "stolen=1"},
+    "smuggle": {
+        "Hostile-Result": "x\r\nContent-Length: 0\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nSet-Cookie: stolen=1\r\n"
+        "Content-Length: 0\r\n\r\n"
+    },
+    "nul": {"Hostile-Result": "a\x00b"},
+    "many": {"Hostile-%d" % i: "x" for i in range(200)},
+    "long": {"Hostile-Result": "x" * 1000},
 }
 
 
 def errno_name(err):
     import errno
+
     return errno.errorcode.get(err.errno, str(err.errno))
+
 
 # Module state, which a worker keeps from one request to the next.
 MARKS = set()
 
 
 class HostileStorlet(object):
-
     def __init__(self, logger):
         self.logger = logger
 
     def __call__(self, in_files, out_files, params):
         body = in_files[0].read()
-        action = params.get('action', 'whoami')
-        if action == 'headers':
-            metadata = dict(HEADERS[params['kind']])
-            metadata['Storlet-Output-Length'] = str(len(body))
+        action = params.get("action", "whoami")
+        if action == "headers":
+            metadata = dict(HEADERS[params["kind"]])
+            metadata["Storlet-Output-Length"] = str(len(body))
             out_files[0].set_metadata(metadata)
             out_files[0].write(body)
             in_files[0].close()
             out_files[0].close()
             return
-        if action == 'tar':
+        if action == "tar":
             out = io.BytesIO()
-            with tarfile.open(fileobj=out, mode='w') as tar:
-                for name in ('ok.txt', '../../escaped.txt', 'a/../b.txt'):
+            with tarfile.open(fileobj=out, mode="w") as tar:
+                for name in ("ok.txt", "../../escaped.txt", "a/../b.txt"):
                     info = tarfile.TarInfo(name)
                     info.size = len(body)
                     tar.addfile(info, io.BytesIO(body))
             data = out.getvalue()
-            out_files[0].set_metadata({'Storlet-Output-Length':
-                                       str(len(data))})
+            out_files[0].set_metadata({"Storlet-Output-Length": str(len(data))})
             out_files[0].write(data)
             in_files[0].close()
             out_files[0].close()
             return
-        if action == 'hog':
+        if action == "hog":
             # No catching: the storlet fails, as a real one out of memory.
-            hog = b'x' * int(float(params['gb']) * 2 ** 30)
+            hog = b"x" * int(float(params["gb"]) * 2**30)
             del hog
         try:
-            result = 'allowed ' + getattr(self, action.replace('-', '_'))(
-                params)
+            result = "allowed " + getattr(self, action.replace("-", "_"))(params)
         except Exception as err:
-            result = 'denied: %s %s' % (type(err).__name__, err)
-        out_files[0].set_metadata({'Hostile-Result': result[:250],
-                                   'Storlet-Output-Length': str(len(body))})
+            result = "denied: %s %s" % (type(err).__name__, err)
+        out_files[0].set_metadata(
+            {"Hostile-Result": result[:250], "Storlet-Output-Length": str(len(body))}
+        )
         out_files[0].write(body)
         in_files[0].close()
         out_files[0].close()
@@ -149,10 +151,12 @@ class HostileStorlet(object):
     @staticmethod
     def whoami(params):
         # etc first: the channel list grows with every storlet that ran.
-        return 'uid=%d gid=%d etc=%s channels=%s' % (
-            os.getuid(), os.getgid(),
-            ','.join(sorted(os.listdir('/etc'))),
-            ','.join(sorted(os.listdir('/mnt/channels'))))
+        return "uid=%d gid=%d etc=%s channels=%s" % (
+            os.getuid(),
+            os.getgid(),
+            ",".join(sorted(os.listdir("/etc"))),
+            ",".join(sorted(os.listdir("/mnt/channels"))),
+        )
 
     @staticmethod
     def leave(params):
@@ -161,36 +165,35 @@ class HostileStorlet(object):
             if os.fork() == 0:
                 os.setsid()
                 if os.fork() == 0:
-                    os.write(write, b'%d,' % os.getpid())
+                    os.write(write, b"%d," % os.getpid())
                     while spin:
                         pass
                     time.sleep(600)
                 os._exit(0)
         os.close(write)
-        pids = b''
-        while pids.count(b',') < 2:
+        pids = b""
+        while pids.count(b",") < 2:
             pids += os.read(read, 100)
         os.close(read)
-        return pids.decode().strip(',')
+        return pids.decode().strip(",")
 
     @staticmethod
     def alive(params):
-        found = [pid for pid in params['pids'].split(',')
-                 if os.path.exists('/proc/%s' % pid)]
-        return ','.join(found) or 'none'
+        found = [pid for pid in params["pids"].split(",") if os.path.exists("/proc/%s" % pid)]
+        return ",".join(found) or "none"
 
     @staticmethod
     def hog_procs(params):
-        size = int(float(params['gb']) * 2 ** 30)
+        size = int(float(params["gb"]) * 2**30)
         read, write = os.pipe()
         children = []
-        for _ in range(int(params['n'])):
+        for _ in range(int(params["n"])):
             pid = os.fork()
             if pid == 0:
                 hog = bytearray(size)
                 for i in range(0, size, 4096):
                     hog[i] = 1
-                os.write(write, b'+')
+                os.write(write, b"+")
                 time.sleep(600)
             children.append(pid)
         os.close(write)
@@ -209,13 +212,13 @@ class HostileStorlet(object):
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-        return 'ready %d, died %d' % (ready, died)
+        return "ready %d, died %d" % (ready, died)
 
     @staticmethod
     def spin_procs(params):
-        end = time.time() + float(params['seconds'])
+        end = time.time() + float(params["seconds"])
         children = []
-        for _ in range(int(params['n'])):
+        for _ in range(int(params["n"])):
             pid = os.fork()
             if pid == 0:
                 while time.time() < end:
@@ -224,116 +227,119 @@ class HostileStorlet(object):
             children.append(pid)
         for pid in children:
             os.waitpid(pid, 0)
-        return 'spun'
+        return "spun"
 
     @staticmethod
     def cgroup(params):
         found = {}
-        with open('/proc/self/cgroup') as f:
+        with open("/proc/self/cgroup") as f:
             for line in f:
-                _, controllers, path = line.strip().split(':', 2)
-                for name in controllers.split(',') if controllers else ['']:
+                _, controllers, path = line.strip().split(":", 2)
+                for name in controllers.split(",") if controllers else [""]:
                     found[name] = path
         # cgroup v1's cpuacct where the host has it, else v2's one tree.
-        return found.get('cpuacct', found.get(''))
+        return found.get("cpuacct", found.get(""))
 
     @staticmethod
     def syscalls(params):
         import ctypes
         import errno
+
         libc = ctypes.CDLL(None, use_errno=True)
         tried = {
-            'unshare-user': lambda: libc.unshare(0x10000000),
-            'ptrace': lambda: libc.ptrace(0, 0, None, None),
-            'io_uring_setup': lambda: libc.syscall(425, 1, None),
-            'bpf': lambda: libc.syscall(321, 0, None, 0),
-            'perf_event_open': lambda: libc.syscall(298, None, 0, -1, -1, 0),
-            'keyctl': lambda: libc.syscall(250, 0, -1, 0),
-            'mount': lambda: libc.syscall(165, b'none', b'/tmp', b'tmpfs', 0,
-                                          None),
+            "unshare-user": lambda: libc.unshare(0x10000000),
+            "ptrace": lambda: libc.ptrace(0, 0, None, None),
+            "io_uring_setup": lambda: libc.syscall(425, 1, None),
+            "bpf": lambda: libc.syscall(321, 0, None, 0),
+            "perf_event_open": lambda: libc.syscall(298, None, 0, -1, -1, 0),
+            "keyctl": lambda: libc.syscall(250, 0, -1, 0),
+            "mount": lambda: libc.syscall(165, b"none", b"/tmp", b"tmpfs", 0, None),
         }
         found = []
         for name, call in tried.items():
             ctypes.set_errno(0)
             code = call()
             err = ctypes.get_errno()
-            found.append('%s=%s' % (name, 'ok' if code >= 0 else
-                                    errno.errorcode.get(err, str(err))))
-        return ' '.join(found)
+            found.append(
+                "%s=%s" % (name, "ok" if code >= 0 else errno.errorcode.get(err, str(err)))
+            )
+        return " ".join(found)
 
     @staticmethod
     def fill(params):
-        written, chunk = 0, b'x' * 65536
+        written, chunk = 0, b"x" * 65536
         try:
-            with open(params['path'], 'wb') as f:
-                while written < float(params['mb']) * 2 ** 20:
+            with open(params["path"], "wb") as f:
+                while written < float(params["mb"]) * 2**20:
                     written += f.write(chunk)
                     f.flush()
-            why = 'done'
+            why = "done"
         except OSError as err:
             why = errno_name(err)
         finally:
             try:
-                os.unlink(params['path'])
+                os.unlink(params["path"])
             except OSError:
                 pass
-        return '%d bytes, %s' % (written, why)
+        return "%d bytes, %s" % (written, why)
 
     @staticmethod
     def files(params):
-        made, why = 0, 'done'
-        directory = params['path']
+        made, why = 0, "done"
+        directory = params["path"]
         try:
-            for made in range(int(params['n'])):
-                open(os.path.join(directory, 'f%d' % made), 'w').close()
+            for made in range(int(params["n"])):
+                open(os.path.join(directory, "f%d" % made), "w").close()
             made += 1
         except OSError as err:
             why = errno_name(err)
         for name in os.listdir(directory):
-            if name.startswith('f') and name[1:].isdigit():
+            if name.startswith("f") and name[1:].isdigit():
                 os.unlink(os.path.join(directory, name))
-        return '%d files, %s' % (made, why)
+        return "%d files, %s" % (made, why)
 
     @staticmethod
     def flood(params):
         import socket
-        line = ('<134>proxy-server: 127.0.0.1 "DELETE /v1/AUTH_victim/c/o" '
-                '204 %s\n' % params['mark']).encode()
+
+        line = (
+            '<134>proxy-server: 127.0.0.1 "DELETE /v1/AUTH_victim/c/o" 204 %s\n' % params["mark"]
+        ).encode()
         children = []
-        for _ in range(int(params['n'])):
+        for _ in range(int(params["n"])):
             pid = os.fork()
             if pid == 0:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                for _ in range(int(params['lines'])):
+                for _ in range(int(params["lines"])):
                     try:
-                        sock.sendto(line, '/dev/log')
+                        sock.sendto(line, "/dev/log")
                     except OSError:
                         pass
                 os._exit(0)
             children.append(pid)
         for pid in children:
             os.waitpid(pid, 0)
-        return 'sent %d' % (int(params['n']) * int(params['lines']))
+        return "sent %d" % (int(params["n"]) * int(params["lines"]))
 
     @staticmethod
     def plant_tmp(params):
-        with open('/tmp/mark-%s' % params['mark'], 'w') as f:
-            f.write('planted')
-        return 'planted'
+        with open("/tmp/mark-%s" % params["mark"], "w") as f:
+            f.write("planted")
+        return "planted"
 
     @staticmethod
     def find_tmp(params):
-        found = os.path.exists('/tmp/mark-%s' % params['mark'])
-        return 'found' if found else 'not found'
+        found = os.path.exists("/tmp/mark-%s" % params["mark"])
+        return "found" if found else "not found"
 
     @staticmethod
     def plant_module(params):
-        MARKS.add(params['mark'])
-        return 'planted'
+        MARKS.add(params["mark"])
+        return "planted"
 
     @staticmethod
     def find_module(params):
-        return 'found' if params['mark'] in MARKS else 'not found'
+        return "found" if params["mark"] in MARKS else "not found"
 
     @staticmethod
     def python_view(params):
@@ -342,69 +348,80 @@ class HostileStorlet(object):
         # base installation's site-packages holds.
         import importlib.util
         import site
+
         def importable(name):
             try:
                 return importlib.util.find_spec(name) is not None
             except ImportError:
                 return False
 
-        found = [name for name in params['modules'].split(',')
-                 if importable(name)]
-        bin_dir = os.path.join(sys.prefix, 'bin')
-        tools = [n for n in os.listdir(bin_dir) if n.startswith('swift')] \
-            if os.path.isdir(bin_dir) else []
-        base = sum(len(os.listdir(d)) for d in
-                   site.getsitepackages([sys.base_prefix]) if os.path.isdir(d))
-        engine = params.get('engine', '')
-        shown = ','.join(sorted(os.listdir(engine))) \
-            if os.path.isdir(engine) else 'none'
-        return 'importable=%s tools=%d base=%d engine=%s' % (
-            ','.join(found), len(tools), base, shown)
+        found = [name for name in params["modules"].split(",") if importable(name)]
+        bin_dir = os.path.join(sys.prefix, "bin")
+        tools = (
+            [n for n in os.listdir(bin_dir) if n.startswith("swift")]
+            if os.path.isdir(bin_dir)
+            else []
+        )
+        base = sum(
+            len(os.listdir(d)) for d in site.getsitepackages([sys.base_prefix]) if os.path.isdir(d)
+        )
+        engine = params.get("engine", "")
+        shown = ",".join(sorted(os.listdir(engine))) if os.path.isdir(engine) else "none"
+        return "importable=%s tools=%d base=%d engine=%s" % (
+            ",".join(found),
+            len(tools),
+            base,
+            shown,
+        )
 
     @staticmethod
     def read(params):
-        with open(params['path'], 'rb') as f:
+        with open(params["path"], "rb") as f:
             return repr(f.read(100))
 
     @staticmethod
     def plant_pid(params):
-        with open('/mnt/channels/sandbox.pid', 'w') as f:
-            f.write('%s\n' % params['pid'])
-        return 'pid'
+        with open("/mnt/channels/sandbox.pid", "w") as f:
+            f.write("%s\n" % params["pid"])
+        return "pid"
 
     @staticmethod
     def plant_wrapper(params):
         try:
-            os.unlink('/mnt/channels/python3.tmp')
+            os.unlink("/mnt/channels/python3.tmp")
         except FileNotFoundError:
             pass
         try:
             # The wrapper, while mounted over /usr/bin/python3, cannot be
             # removed but can be changed, so the host writes it anew.
-            with open('/mnt/channels/python3', 'r+') as f:
-                f.write('spoilt')
+            with open("/mnt/channels/python3", "r+") as f:
+                f.write("spoilt")
         except FileNotFoundError:
             pass
-        os.symlink(params['target'], '/mnt/channels/python3.tmp')
-        return 'symlink'
+        os.symlink(params["target"], "/mnt/channels/python3.tmp")
+        return "symlink"
 
     @staticmethod
     def redirect(params):
-        path = os.path.join('/mnt/channels', params['storlet'])
+        path = os.path.join("/mnt/channels", params["storlet"])
         os.unlink(path)
-        os.symlink(params['target'], path)
-        return 'symlink'
+        os.symlink(params["target"], path)
+        return "symlink"
 
     @staticmethod
     def mmap(params):
-        size = int(float(params['gb']) * 10 ** 9)
-        mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                  prot=mmap.PROT_READ | mmap.PROT_WRITE).close()
-        return 'mapped %d' % size
+        size = int(float(params["gb"]) * 10**9)
+        mmap.mmap(
+            -1,
+            size,
+            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+        ).close()
+        return "mapped %d" % size
 
     @staticmethod
     def fork(params):
-        wanted = int(params['n'])
+        wanted = int(params["n"])
         release_r, release_w = os.pipe()
         children = []
         try:
@@ -416,10 +433,10 @@ class HostileStorlet(object):
                     os._exit(0)
                 children.append(pid)
         except OSError as err:
-            raise OSError('forked %d, then %s' % (len(children), err))
+            raise OSError("forked %d, then %s" % (len(children), err))
         finally:
             os.close(release_w)
             os.close(release_r)
             for pid in children:
                 os.waitpid(pid, 0)
-        return 'forked %d' % len(children)
+        return "forked %d" % len(children)

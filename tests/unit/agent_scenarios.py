@@ -17,8 +17,8 @@ import types
 
 from mlstorlets.server.agent import channel, daemon
 
-LOG = logging.getLogger('agent-scenarios')
-STORLETS = textwrap.dedent('''
+LOG = logging.getLogger("agent-scenarios")
+STORLETS = textwrap.dedent("""
     import os, signal, sys, time
     CALLS = 0
 
@@ -51,15 +51,13 @@ STORLETS = textwrap.dedent('''
 
         def __call__(self, in_files, out_files, params):
             pass
-''')
-
-
+""")
 
 
 def storlet_dir(tmp):
-    path = os.path.join(tmp, 'echo.EchoStorlet')
+    path = os.path.join(tmp, "echo.EchoStorlet")
     os.mkdir(path)
-    with open(os.path.join(path, 'echo.py'), 'w') as f:
+    with open(os.path.join(path, "echo.py"), "w") as f:
         f.write(STORLETS)
     return path
 
@@ -80,10 +78,14 @@ class Host(object):
         self.out_r, out_w = os.pipe()
         self.log_r, log_w = os.pipe()
         self.dtg = types.SimpleNamespace(
-            params=dict(params or {}), object_in_metadata=[{'Name': 'x'}],
-            object_in_storlet_metadata=[{}], object_in_fds=[self.in_fd],
-            logger_out_fd=log_w, object_metadata_out_fds=[md_w],
-            object_out_fds=[out_w])
+            params=dict(params or {}),
+            object_in_metadata=[{"Name": "x"}],
+            object_in_storlet_metadata=[{}],
+            object_in_fds=[self.in_fd],
+            logger_out_fd=log_w,
+            object_metadata_out_fds=[md_w],
+            object_out_fds=[out_w],
+        )
 
     def metadata(self):
         data = os.read(self.md_r, 4096)
@@ -94,7 +96,7 @@ class Host(object):
         while True:
             chunk = os.read(self.out_r, 65536)
             if not chunk:
-                return b''.join(chunks)
+                return b"".join(chunks)
             chunks.append(chunk)
 
     def close(self):
@@ -123,64 +125,64 @@ def wait_ready(sup, n):
 def consecutive_requests_share_one_worker(pool):
     answers = []
     for _ in range(3):
-        host = Host(b'data')
+        host = Host(b"data")
         _, md, body = run(pool, host)
         host.close()
-        assert body == b'data'
-        assert md['Storlet-Output-Length'] == '4'
-        answers.append((md['Pid'], int(md['Calls'])))
+        assert body == b"data"
+        assert md["Storlet-Output-Length"] == "4"
+        answers.append((md["Pid"], int(md["Calls"])))
     assert len({pid for pid, _ in answers}) == 1
     assert [c for _, c in answers] == [answers[0][1] + i for i in range(3)]
     # The storlet did not get the engine's package: it imports its own.
-    assert md['Engine-Loaded'] == 'False'
+    assert md["Engine-Loaded"] == "False"
 
 
 def a_storlet_that_dies_sends_no_metadata_and_no_body(pool):
-    for die in ('raise', 'exit'):
+    for die in ("raise", "exit"):
         dies(pool, die)
 
 
 def dies(pool, die):
-    host = Host(b'x' * 60000, {'die': die})
+    host = Host(b"x" * 60000, {"die": die})
     _, md, body = run(pool, host)
     host.close()
-    assert md is None and body == b''
+    assert md is None and body == b""
     wait_ready(pool, 2)
-    host = Host(b'next')
-    assert run(pool, host)[2] == b'next'
+    host = Host(b"next")
+    assert run(pool, host)[2] == b"next"
     host.close()
 
 
 def a_declared_length_that_is_wrong_sends_nothing(pool):
-    host = Host(b'1234', {'declare': '3'})
+    host = Host(b"1234", {"declare": "3"})
     _, md, body = run(pool, host)
     host.close()
-    assert md is None and body == b''
+    assert md is None and body == b""
 
 
 def cancel_kills_the_worker_and_a_new_one_serves(pool):
     wait_ready(pool, 2)
     pids = {w.proc.pid for w in pool.workers}
-    host = Host(b'slow', {'sleep': '30'})
+    host = Host(b"slow", {"sleep": "30"})
     task_id = pool.execute(host.dtg).task_id
     busy = [w for w in pool.workers if w.task is not None]
     assert len(busy) == 1
     assert pool.cancel(types.SimpleNamespace(task_id=task_id)).status
     assert busy[0].proc.poll() is not None
     # The host sees its output closed, unwritten.
-    assert host.metadata() is None and host.body() == b''
+    assert host.metadata() is None and host.body() == b""
     host.close()
     wait_ready(pool, 2)
     assert len(pids & {w.proc.pid for w in pool.workers}) == 1
-    host = Host(b'after')
-    assert run(pool, host)[2] == b'after'
+    host = Host(b"after")
+    assert run(pool, host)[2] == b"after"
     host.close()
-    assert not pool.cancel(types.SimpleNamespace(task_id='nope')).status
+    assert not pool.cancel(types.SimpleNamespace(task_id="nope")).status
 
 
 def requests_beyond_the_pool_wait_their_turn(pool):
     wait_ready(pool, 2)
-    hosts = [Host(b'%d' % i, {'sleep': '0.2'}) for i in range(5)]
+    hosts = [Host(b"%d" % i, {"sleep": "0.2"}) for i in range(5)]
     for host in hosts:
         pool.execute(host.dtg)
     assert len(pool.queue) == 3
@@ -191,34 +193,37 @@ def requests_beyond_the_pool_wait_their_turn(pool):
         host.metadata()
         bodies.append(host.body())
         host.close()
-    assert bodies == [b'%d' % i for i in range(5)]
+    assert bodies == [b"%d" % i for i in range(5)]
 
 
 def a_storlet_that_cannot_load_fails_the_start(tmp):
-    with open(os.path.join(tmp, 'broken.py'), 'w') as f:
+    with open(os.path.join(tmp, "broken.py"), "w") as f:
         f.write('raise ImportError("no")\n')
-    sup = daemon.PersistentStorletDaemon(
-        'broken.BrokenStorlet', '/nonexistent', LOG, 2, tmp)
+    sup = daemon.PersistentStorletDaemon("broken.BrokenStorlet", "/nonexistent", LOG, 2, tmp)
     assert not sup.start_workers()
     assert sup.load_failed
     sup._terminate()
 
 
-WITH_POOL = ('consecutive_requests_share_one_worker',
-             'a_storlet_that_dies_sends_no_metadata_and_no_body',
-             'a_declared_length_that_is_wrong_sends_nothing',
-             'cancel_kills_the_worker_and_a_new_one_serves',
-             'requests_beyond_the_pool_wait_their_turn')
-SCENARIOS = WITH_POOL + ('a_storlet_that_cannot_load_fails_the_start',)
+WITH_POOL = (
+    "consecutive_requests_share_one_worker",
+    "a_storlet_that_dies_sends_no_metadata_and_no_body",
+    "a_declared_length_that_is_wrong_sends_nothing",
+    "cancel_kills_the_worker_and_a_new_one_serves",
+    "requests_beyond_the_pool_wait_their_turn",
+)
+SCENARIOS = WITH_POOL + ("a_storlet_that_cannot_load_fails_the_start",)
 
 
 def main(name):
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         if name not in WITH_POOL:
             return globals()[name](tmp)
         sup = daemon.PersistentStorletDaemon(
-            'echo.EchoStorlet', '/nonexistent', LOG, 2, storlet_dir(tmp))
+            "echo.EchoStorlet", "/nonexistent", LOG, 2, storlet_dir(tmp)
+        )
         assert sup.start_workers()
         try:
             globals()[name](sup)
@@ -226,5 +231,5 @@ def main(name):
             sup._terminate()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main(sys.argv[1])

@@ -24,34 +24,32 @@ class TrackedIter(object):
 
 
 class FakeSwift(object):
-
     def __init__(self):
         self.responses = {}
         self.calls = []
         self.iters = []
         self.stored = {}
 
-    def register(self, method, path, status, headers=None, body=b''):
+    def register(self, method, path, status, headers=None, body=b""):
         """Answer ``method path`` with ``status``; ``body`` is bytes or a
         list of chunks (a body that may end early is a generator)."""
         self.responses[(method, path)] = (status, headers or {}, body)
 
     def __call__(self, env, start_response):
         req = Request(env)
-        body = b''
+        body = b""
         error = None
-        if req.method == 'PUT':
+        if req.method == "PUT":
             try:
-                body = req.environ['wsgi.input'].read()
+                body = req.environ["wsgi.input"].read()
             except Exception as err:  # what a proxy does: 499, no object
                 error = err
-        self.calls.append((req.method, req.path, HeaderKeyDict(req.headers),
-                           body))
+        self.calls.append((req.method, req.path, HeaderKeyDict(req.headers), body))
         if error is not None:
-            start_response('499 Client Disconnect', [])
-            return self._iter([b'client disconnected'])
+            start_response("499 Client Disconnect", [])
+            return self._iter([b"client disconnected"])
         status, headers, resp_body = self.responses[(req.method, req.path)]
-        if req.method == 'PUT' and status.startswith('2'):
+        if req.method == "PUT" and status.startswith("2"):
             self.stored[req.path] = (body, HeaderKeyDict(req.headers))
         start_response(status, list(headers.items()))
         if isinstance(resp_body, bytes):
@@ -59,8 +57,7 @@ class FakeSwift(object):
         return self._iter(resp_body)
 
     def _iter(self, chunks):
-        it = TrackedIter(chunks) if isinstance(chunks, list) else \
-            _TrackedGenerator(chunks)
+        it = TrackedIter(chunks) if isinstance(chunks, list) else _TrackedGenerator(chunks)
         self.iters.append(it)
         return it
 
@@ -84,13 +81,13 @@ def call(app, req):
     captured = {}
 
     def start_response(status, headers, exc_info=None):
-        captured['status'] = status
-        captured['headers'] = HeaderKeyDict(headers)
+        captured["status"] = status
+        captured["headers"] = HeaderKeyDict(headers)
 
     body_iter = app(req.environ, start_response)
     try:
-        body = b''.join(body_iter)
+        body = b"".join(body_iter)
     finally:
-        if hasattr(body_iter, 'close'):
+        if hasattr(body_iter, "close"):
             body_iter.close()
-    return int(captured['status'].split()[0]), captured['headers'], body
+    return int(captured["status"].split()[0]), captured["headers"], body

@@ -8,29 +8,33 @@ from mlstorlets.server.aio.layout import Layout
 
 def bind_ips(layout):
     found = {}
-    for name in ('proxy-server', 'account-server', 'container-server',
-                 'object-server-0', 'object-server-1'):
+    for name in (
+        "proxy-server",
+        "account-server",
+        "container-server",
+        "object-server-0",
+        "object-server-1",
+    ):
         conf = configparser.ConfigParser(interpolation=None)
         conf.read(layout.conf(name))
-        found[name] = conf['DEFAULT']['bind_ip']
+        found[name] = conf["DEFAULT"]["bind_ip"]
     return found
 
 
 def test_every_server_listens_on_loopback_by_default(tmp_path):
     layout = Layout(str(tmp_path), base_port=30000, nodes=2)
-    swiftconf.write_all(layout, str(tmp_path / 'native'))
-    assert set(bind_ips(layout).values()) == {'127.0.0.1'}
+    swiftconf.write_all(layout, str(tmp_path / "native"))
+    assert set(bind_ips(layout).values()) == {"127.0.0.1"}
 
 
 def test_only_the_proxy_takes_another_bind_address(tmp_path):
-    layout = Layout(str(tmp_path), base_port=30000, nodes=2,
-                    proxy_bind_ip='0.0.0.0')
-    swiftconf.write_all(layout, str(tmp_path / 'native'))
+    layout = Layout(str(tmp_path), base_port=30000, nodes=2, proxy_bind_ip="0.0.0.0")
+    swiftconf.write_all(layout, str(tmp_path / "native"))
     found = bind_ips(layout)
-    assert found.pop('proxy-server') == '0.0.0.0'
-    assert set(found.values()) == {'127.0.0.1'}
+    assert found.pop("proxy-server") == "0.0.0.0"
+    assert set(found.values()) == {"127.0.0.1"}
 
 
 def test_the_bind_address_is_kept_with_the_cluster(tmp_path):
-    Layout(str(tmp_path), proxy_bind_ip='0.0.0.0').save()
-    assert Layout.load(str(tmp_path)).proxy_bind_ip == '0.0.0.0'
+    Layout(str(tmp_path), proxy_bind_ip="0.0.0.0").save()
+    assert Layout.load(str(tmp_path)).proxy_bind_ip == "0.0.0.0"

@@ -27,158 +27,165 @@ from mlstorlets.server.node import SANDBOX_LIMITS
 
 @pytest.fixture
 def sandbox(tmp_path):
-    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
-            'sandbox_hostname': 'object-server-7',
-            'container_mem_limit': str(2 ** 31),
-            'container_cpuset_cpus': '0', 'sandbox_file_size_limit': '1000',
-            # The host's real cgroups are the functional tests' (test_budgets).
-            'sandbox_cgroups': 'off'}
-    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    conf = {
+        "host_root": str(tmp_path),
+        "native_lib_dir": str(tmp_path),
+        "sandbox_hostname": "object-server-7",
+        "container_mem_limit": str(2**31),
+        "container_cpuset_cpus": "0",
+        "sandbox_file_size_limit": "1000",
+        # The host's real cgroups are the functional tests' (test_budgets).
+        "sandbox_cgroups": "off",
+    }
+    sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
     sbox.paths.create_host_pipe_dir()
     return sbox
 
 
 def command(sbox):
-    return sbox._command('image_AUTH_x', {p: 100 + i for i, p in
-                                          enumerate(sorted(sbox._data()))})
+    return sbox._command("image_AUTH_x", {p: 100 + i for i, p in enumerate(sorted(sbox._data()))})
 
 
 def test_isolation_flags(sandbox):
     argv = command(sandbox)
-    for flag in ('--unshare-net', '--unshare-pid', '--unshare-ipc',
-                 '--unshare-uts', '--die-with-parent', '--new-session',
-                 '--clearenv'):
+    for flag in (
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ):
         assert flag in argv
-    assert argv[argv.index('--cap-drop') + 1] == 'ALL'
-    assert argv[argv.index('--hostname') + 1] == 'object-server-7'
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert argv[argv.index("--hostname") + 1] == "object-server-7"
     # The root is a tmpfs made read-only once everything is mounted.
-    assert argv[argv.index('--tmpfs') + 1] == '/'
-    assert argv[argv.index('--remount-ro') + 1] == '/'
-    assert argv.index('--remount-ro') > argv.index('/mnt/channels')
-    assert argv[argv.index('--proc') + 1] == '/proc'
+    assert argv[argv.index("--tmpfs") + 1] == "/"
+    assert argv[argv.index("--remount-ro") + 1] == "/"
+    assert argv.index("--remount-ro") > argv.index("/mnt/channels")
+    assert argv[argv.index("--proc") + 1] == "/proc"
     # /tmp: the host's bounded tmpfs of this sandbox's (gateway.mounts).
-    assert argv[argv.index('/tmp') - 2:argv.index('/tmp')] == [
-        '--bind', sandbox.host_tmp_dir]
+    assert argv[argv.index("/tmp") - 2 : argv.index("/tmp")] == ["--bind", sandbox.host_tmp_dir]
 
 
 def test_only_what_storlets_need_is_visible(sandbox):
     argv = command(sandbox)
-    sources = [argv[i + 1] for i, a in enumerate(argv)
-               if a in ('--ro-bind', '--bind')]
-    writable = [argv[i + 1] for i, a in enumerate(argv) if a == '--bind']
-    assert '/' not in sources and '/root' not in sources
-    assert '/var' not in sources and '/srv' not in sources
+    sources = [argv[i + 1] for i, a in enumerate(argv) if a in ("--ro-bind", "--bind")]
+    writable = [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"]
+    assert "/" not in sources and "/root" not in sources
+    assert "/var" not in sources and "/srv" not in sources
     # Only the sandbox's own /tmp and pipes (bounded tmpfs) and its own log
     # channel are writable.
-    assert writable == [sandbox.host_tmp_dir, sandbox.paths.host_pipe_dir,
-                        sandbox.log_channel_path]
+    assert writable == [sandbox.host_tmp_dir, sandbox.paths.host_pipe_dir, sandbox.log_channel_path]
     # The storlet code is mounted read-only.
     storlets = argv.index(sandbox.paths.sandbox_storlet_base_dir)
-    assert argv[storlets - 2] == '--ro-bind'
+    assert argv[storlets - 2] == "--ro-bind"
 
 
 def fake_environment(venv):
     """A virtual environment at ``venv`` holding a stand-in (metadata and a
     package) for each distribution storlets import."""
-    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv],
-                   check=True)
-    site = runtime_view.layout(venv + '/bin/python3')['site'][0]
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    site = runtime_view.layout(venv + "/bin/python3")["site"][0]
     for name in runtime_view.SANDBOX_DISTRIBUTIONS:
-        package = name.replace('-', '_')
-        info = os.path.join(site, '%s-1.0.dist-info' % package)
+        package = name.replace("-", "_")
+        info = os.path.join(site, "%s-1.0.dist-info" % package)
         os.makedirs(info)
         os.makedirs(os.path.join(site, package))
-        with open(os.path.join(info, 'METADATA'), 'w') as f:
-            f.write('Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n' % name)
-        with open(os.path.join(info, 'RECORD'), 'w') as f:
-            f.write('%s/__init__.py,,\n%s-1.0.dist-info/METADATA,,\n'
-                    % (package, package))
+        with open(os.path.join(info, "METADATA"), "w") as f:
+            f.write("Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name)
+        with open(os.path.join(info, "RECORD"), "w") as f:
+            f.write("%s/__init__.py,,\n%s-1.0.dist-info/METADATA,,\n" % (package, package))
     return site
 
 
 def test_an_environment_under_tmp_stays_visible(tmp_path):
-    venv = str(tmp_path / 'checkout' / '.venv')
+    venv = str(tmp_path / "checkout" / ".venv")
     site = fake_environment(venv)
-    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
-            'sandbox_python': venv + '/bin/python3'}
-    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    conf = {
+        "host_root": str(tmp_path),
+        "native_lib_dir": str(tmp_path),
+        "sandbox_python": venv + "/bin/python3",
+    }
+    sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
     sbox.paths.create_host_pipe_dir()
     argv = command(sbox)
-    private_tmp = [i for i, a in enumerate(argv)
-                   if a == '--bind' and argv[i + 2] == '/tmp']
+    private_tmp = [i for i, a in enumerate(argv) if a == "--bind" and argv[i + 2] == "/tmp"]
     assert len(private_tmp) == 1
     # Mounted after the private /tmp, so not hidden by it; the environment
     # one entry at a time, never whole.
-    assert argv.index(os.path.join(site, 'numpy')) > private_tmp[0]
-    bound = [argv[i + 1] for i, a in enumerate(argv) if a == '--ro-bind']
+    assert argv.index(os.path.join(site, "numpy")) > private_tmp[0]
+    bound = [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind"]
     assert venv not in bound and site not in bound
 
 
 def test_no_host_file_is_written_for_the_sandbox(sandbox):
     # The interpreter wrapper and passwd reach bwrap as data on pipes.
     argv = command(sandbox)
-    data = {argv[i + 2]: argv[i + 1] for i, a in enumerate(argv)
-            if a == '--ro-bind-data'}
-    assert '/etc/passwd' in data and '/etc/group' in data
-    assert any(p.startswith('/usr/bin/python3') for p in data)
+    data = {argv[i + 2]: argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind-data"}
+    assert "/etc/passwd" in data and "/etc/group" in data
+    assert any(p.startswith("/usr/bin/python3") for p in data)
     files = sandbox._data()
-    wrapper = [text for path, (mode, text) in files.items()
-               if path.startswith('/usr/bin/python3')][0]
+    wrapper = [text for path, (mode, text) in files.items() if path.startswith("/usr/bin/python3")][
+        0
+    ]
     assert wrapper.endswith('exec %s "$@"\n' % sandbox.sandbox_python)
-    assert 'storlets:x:%d:%d:' % (sandbox.uid, sandbox.uid) in \
-        files['/etc/passwd'][1]
+    assert "storlets:x:%d:%d:" % (sandbox.uid, sandbox.uid) in files["/etc/passwd"][1]
     assert os.listdir(sandbox.paths.host_pipe_dir) == []
 
 
 def test_only_the_loaders_etc_is_visible(sandbox):
     argv = command(sandbox)
-    etc = {argv[i + 2] for i, a in enumerate(argv)
-           if a in ('--ro-bind', '--symlink', '--ro-bind-data')
-           and argv[i + 2].startswith('/etc')}
-    assert etc <= {'/etc/' + n for n in bubblewrap.ETC_ENTRIES +
-                   ('passwd', 'group')}
-    assert '/etc/ld.so.cache' in etc
-    assert '/etc' not in [argv[i + 1] for i, a in enumerate(argv)
-                          if a in ('--ro-bind', '--bind')]
+    etc = {
+        argv[i + 2]
+        for i, a in enumerate(argv)
+        if a in ("--ro-bind", "--symlink", "--ro-bind-data") and argv[i + 2].startswith("/etc")
+    }
+    assert etc <= {"/etc/" + n for n in bubblewrap.ETC_ENTRIES + ("passwd", "group")}
+    assert "/etc/ld.so.cache" in etc
+    assert "/etc" not in [argv[i + 1] for i, a in enumerate(argv) if a in ("--ro-bind", "--bind")]
 
 
 def test_storlets_run_as_the_sandbox_uid(sandbox):
     argv = command(sandbox)
     setpriv = argv.index(bubblewrap.SETPRIV)
-    assert argv[setpriv + 1:setpriv + 5] == [
-        '--reuid', str(sandbox.uid), '--regid', str(sandbox.uid)]
-    assert '--no-new-privs' in argv[setpriv:]
-    assert argv[argv.index('--', setpriv) + 1] == '/usr/bin/python3'
+    assert argv[setpriv + 1 : setpriv + 5] == [
+        "--reuid",
+        str(sandbox.uid),
+        "--regid",
+        str(sandbox.uid),
+    ]
+    assert "--no-new-privs" in argv[setpriv:]
+    assert argv[argv.index("--", setpriv) + 1] == "/usr/bin/python3"
     # bwrap keeps for setpriv only what changing uid needs.
-    added = [argv[i + 1] for i, a in enumerate(argv) if a == '--cap-add']
-    assert sorted(added) == ['CAP_SETGID', 'CAP_SETUID']
+    added = [argv[i + 1] for i, a in enumerate(argv) if a == "--cap-add"]
+    assert sorted(added) == ["CAP_SETGID", "CAP_SETUID"]
     assert sandbox.uid >= bubblewrap.UID_BASE
 
 
 def test_one_uid_per_server_and_account():
     conf = {}
-    uids = {sandbox_uid(pipes, scope, conf)
-            for pipes in ('/srv/p/1', '/srv/p/2')
-            for scope in ('alice', 'bob')}
+    uids = {
+        sandbox_uid(pipes, scope, conf)
+        for pipes in ("/srv/p/1", "/srv/p/2")
+        for scope in ("alice", "bob")
+    }
     assert len(uids) == 4
-    assert sandbox_uid('/srv/p/1', 'alice', conf) == \
-        sandbox_uid('/srv/p/1', 'alice', {})
-    assert sandbox_uid('/p', 'a', {'sandbox_uid_base': '5000',
-                                   'sandbox_uid_range': '1'}) == 5000
+    assert sandbox_uid("/srv/p/1", "alice", conf) == sandbox_uid("/srv/p/1", "alice", {})
+    assert sandbox_uid("/p", "a", {"sandbox_uid_base": "5000", "sandbox_uid_range": "1"}) == 5000
 
 
 def test_limits_are_on_by_default(tmp_path):
-    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path)}
-    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
-    assert sbox.container_mem_limit == \
-        int(SANDBOX_LIMITS['container_mem_limit'])
-    assert sbox.container_pids_limit == \
-        int(SANDBOX_LIMITS['container_pids_limit'])
-    assert sbox.cpu_time_limit == \
-        int(SANDBOX_LIMITS['sandbox_cpu_time_limit'])
+    conf = {"host_root": str(tmp_path), "native_lib_dir": str(tmp_path)}
+    sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+    assert sbox.container_mem_limit == int(SANDBOX_LIMITS["container_mem_limit"])
+    assert sbox.container_pids_limit == int(SANDBOX_LIMITS["container_pids_limit"])
+    assert sbox.cpu_time_limit == int(SANDBOX_LIMITS["sandbox_cpu_time_limit"])
     assert (sbox.tmp_size, sbox.tmp_inodes) == (
-        int(SANDBOX_LIMITS['sandbox_tmp_size']),
-        int(SANDBOX_LIMITS['sandbox_tmp_inodes']))
+        int(SANDBOX_LIMITS["sandbox_tmp_size"]),
+        int(SANDBOX_LIMITS["sandbox_tmp_inodes"]),
+    )
 
 
 def test_channel_directory_belongs_to_the_sandbox_user(sandbox):
@@ -187,9 +194,10 @@ def test_channel_directory_belongs_to_the_sandbox_user(sandbox):
     assert (st.st_uid, st.st_gid) == (sandbox.uid, sandbox.uid)
     assert st.st_mode & 0o777 == 0o700
     assert os.stat(sandbox.state_dir).st_mode & 0o777 == 0o700
-    assert not os.path.commonpath([sandbox.state_dir,
-                                   sandbox.paths.host_pipe_dir]) == \
-        sandbox.paths.host_pipe_dir
+    assert (
+        not os.path.commonpath([sandbox.state_dir, sandbox.paths.host_pipe_dir])
+        == sandbox.paths.host_pipe_dir
+    )
 
 
 @pytest.fixture
@@ -199,32 +207,33 @@ def sent(monkeypatch):
     def record(path, datagram):
         calls.append((path, os.readlink(path)))
         return 0
-    monkeypatch.setattr(sbus, '_upstream_send', record)
+
+    monkeypatch.setattr(sbus, "_upstream_send", record)
     return calls
 
 
 def test_sbus_connects_to_the_socket_itself(tmp_path, sent):
-    path = str(tmp_path / 'storlet')
+    path = str(tmp_path / "storlet")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(path)
         assert send_without_following_links(path, None) == 0
     fd_path, target = sent[0]
-    assert fd_path.startswith('/proc/self/fd/')
+    assert fd_path.startswith("/proc/self/fd/")
     assert target == path
 
 
 def test_sbus_refuses_a_planted_link(tmp_path, sent):
-    other = str(tmp_path / 'other-account-socket')
+    other = str(tmp_path / "other-account-socket")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(other)
-        os.symlink(other, str(tmp_path / 'storlet'))
-        assert send_without_following_links(
-            str(tmp_path / 'storlet'), None) == -1
-        (tmp_path / 'file').write_text('')
-        assert send_without_following_links(
-            str(tmp_path / 'file'), None) == -1
-        assert send_without_following_links(
-            str(tmp_path / 'x' / '..' / 'other-account-socket'), None) == -1
+        os.symlink(other, str(tmp_path / "storlet"))
+        assert send_without_following_links(str(tmp_path / "storlet"), None) == -1
+        (tmp_path / "file").write_text("")
+        assert send_without_following_links(str(tmp_path / "file"), None) == -1
+        assert (
+            send_without_following_links(str(tmp_path / "x" / ".." / "other-account-socket"), None)
+            == -1
+        )
     assert sent == []
 
 
@@ -238,11 +247,13 @@ def test_limits_are_applied_in_the_child(sandbox):
         ok = False
         try:
             apply()
-            ok = (resource.getrlimit(resource.RLIMIT_AS)[0] == 2 ** 31 and
-                  resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 1000 and
-                  resource.getrlimit(resource.RLIMIT_NPROC)[0] == 256 and
-                  resource.getrlimit(resource.RLIMIT_CPU) == (3600, 3610) and
-                  os.sched_getaffinity(0) == {0})
+            ok = (
+                resource.getrlimit(resource.RLIMIT_AS)[0] == 2**31
+                and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 1000
+                and resource.getrlimit(resource.RLIMIT_NPROC)[0] == 256
+                and resource.getrlimit(resource.RLIMIT_CPU) == (3600, 3610)
+                and os.sched_getaffinity(0) == {0}
+            )
         finally:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
@@ -250,38 +261,37 @@ def test_limits_are_applied_in_the_child(sandbox):
 
 
 def test_cpuset_syntax():
-    assert _parse_cpuset('0-2,5') == {0, 1, 2, 5}
-    assert _parse_cpuset('3') == {3}
+    assert _parse_cpuset("0-2,5") == {0, 1, 2, 5}
+    assert _parse_cpuset("3") == {3}
 
 
 def test_the_persistent_agent_is_started_from_the_read_only_engine(sandbox):
     import mlstorlets
     from mlstorlets.server.gateway.sandbox import SANDBOX_ENGINE_DIR
+
     argv = command(sandbox)
     engine = os.path.dirname(os.path.abspath(mlstorlets.__file__))
     # The agent and the sandbox half of the package, never the client's.
-    at = argv.index(os.path.join(engine, 'server', 'agent'))
-    assert argv[at - 1] == '--ro-bind'
-    assert argv[at + 1] == SANDBOX_ENGINE_DIR + '/mlstorlets/server/agent'
+    at = argv.index(os.path.join(engine, "server", "agent"))
+    assert argv[at - 1] == "--ro-bind"
+    assert argv[at + 1] == SANDBOX_ENGINE_DIR + "/mlstorlets/server/agent"
     assert engine not in argv
-    assert os.path.join(engine, 'client') not in argv
+    assert os.path.join(engine, "client") not in argv
     # Found on the interpreter's path before anything of the storlets'.
-    path = argv[argv.index('PYTHONPATH') + 1]
-    assert path.split(':')[0] == SANDBOX_ENGINE_DIR
-    tail = argv[len(argv) - argv[::-1].index('/usr/bin/python3'):]
-    assert tail[:2] == ['-m', 'mlstorlets.server.agent.factory']
-    assert tail[-2:] == ['--workers', '0']
+    path = argv[argv.index("PYTHONPATH") + 1]
+    assert path.split(":")[0] == SANDBOX_ENGINE_DIR
+    tail = argv[len(argv) - argv[::-1].index("/usr/bin/python3") :]
+    assert tail[:2] == ["-m", "mlstorlets.server.agent.factory"]
+    assert tail[-2:] == ["--workers", "0"]
 
 
 def test_workers_and_agent_are_configurable(tmp_path):
-    conf = {'host_root': str(tmp_path), 'native_lib_dir': str(tmp_path),
-            'storlet_workers': '3'}
-    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
-    assert sbox._get_container_command('c')[-2:] == ['--workers', '3']
-    conf['storlet_agent'] = 'upstream'
-    sbox = BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
-    assert sbox._get_container_command('c')[:2] == [
-        '-m', 'storlets.agent.daemon_factory']
-    conf['storlet_agent'] = 'fork'
-    with pytest.raises(ValueError, match='storlet_agent'):
-        BubblewrapRunTimeSandbox('AUTH_x', conf, logging.getLogger())
+    conf = {"host_root": str(tmp_path), "native_lib_dir": str(tmp_path), "storlet_workers": "3"}
+    sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+    assert sbox._get_container_command("c")[-2:] == ["--workers", "3"]
+    conf["storlet_agent"] = "upstream"
+    sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+    assert sbox._get_container_command("c")[:2] == ["-m", "storlets.agent.daemon_factory"]
+    conf["storlet_agent"] = "fork"
+    with pytest.raises(ValueError, match="storlet_agent"):
+        BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())

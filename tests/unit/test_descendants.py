@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, os, time
     from mlstorlets.server.agent import descendants
     descendants.become_subreaper()
@@ -35,12 +35,13 @@ SCRIPT = textwrap.dedent('''
     kept = os.path.exists('/proc/%d' % keep)
     os.kill(keep, 9)
     print(json.dumps([killed, alive, kept]))
-''')
+""")
 
 
 def test_detached_grandchildren_are_killed_and_kept_children_are_not():
-    done = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     killed, alive, kept = json.loads(done.stdout)
     # The three grandchildren (reparented to the subreaper), and the three

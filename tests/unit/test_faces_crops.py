@@ -24,11 +24,14 @@ def test_round_trip_and_the_png_stays_an_image():
     assert np.array_equal(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), chip)
 
 
-@pytest.mark.parametrize("mangle, match", [
-    (lambda png: b"GIF89a" + png[6:], "not a PNG"),
-    (lambda png: png.replace(CHUNK_TYPE, b"teXt"), "without a face embedding"),
-    (lambda png: png[:60] + bytes([png[60] ^ 1]) + png[61:], "CRC"),
-])
+@pytest.mark.parametrize(
+    "mangle, match",
+    [
+        (lambda png: b"GIF89a" + png[6:], "not a PNG"),
+        (lambda png: png.replace(CHUNK_TYPE, b"teXt"), "without a face embedding"),
+        (lambda png: png[:60] + bytes([png[60] ^ 1]) + png[61:], "CRC"),
+    ],
+)
 def test_bad_crops_are_refused_by_name(mangle, match):
     chip, vector = _crop()
     with pytest.raises(ObjectError, match=match) as err:
@@ -43,6 +46,7 @@ def test_an_embedding_of_another_network_is_refused():
     start = 41
     payload = png[start : start + length].replace(b"dlib_face", b"other_net")
     import zlib
+
     forged = png[:start] + payload + struct.pack(">I", zlib.crc32(CHUNK_TYPE + payload))
     forged += png[start + length + 4 :]
     with pytest.raises(ObjectError, match="expected dlib_face_recognition_resnet_model_v1"):

@@ -8,6 +8,7 @@ def test_detection_from_eight_threads_matches_one(faces_data):
     import subprocess
     import sys
     import textwrap
+
     code = textwrap.dedent("""
         import pathlib, sys
         from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,8 @@ def test_detection_from_eight_threads_matches_one(faces_data):
             assert together == alone * 2, 'threads found other faces'
         print(len(grays))
     """)
-    done = subprocess.run([sys.executable, '-c', code, str(faces_data)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(faces_data)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert int(done.stdout) > 50

@@ -124,14 +124,17 @@ def _rewrite(data, **changes):
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"version": 1}, "unsupported face model version"),
-    ({"threshold": -1}, "threshold"),
-    ({"classes": ["b", "a", "c", "d"]}, "sorted list"),
-    ({"descriptor": "other"}, "model of embeddings"),
-    ({"coef": np.ones((3, 128))}, "inconsistent shapes"),
-    ({"labels": np.full(96, 7, np.int32)}, "invalid training faces"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"version": 1}, "unsupported face model version"),
+        ({"threshold": -1}, "threshold"),
+        ({"classes": ["b", "a", "c", "d"]}, "sorted list"),
+        ({"descriptor": "other"}, "model of embeddings"),
+        ({"coef": np.ones((3, 128))}, "inconsistent shapes"),
+        ({"labels": np.full(96, 7, np.int32)}, "invalid training faces"),
+    ],
+)
 def test_inconsistent_models_are_refused(faces_model, changes, match):
     with pytest.raises(ObjectError, match=match) as caught:
         load_model(_rewrite(dump_model(faces_model), **changes), "models/odd")
@@ -157,11 +160,14 @@ def test_a_model_holding_objects_is_refused(faces_model):
         load_model(buffer.getvalue(), "models/evil")
 
 
-@pytest.mark.parametrize("data, reason", [
-    (pickle.dumps({"estimator": None}), "pickle"),
-    (np.random.default_rng(3).bytes(4096), "not a zip"),
-    (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (pickle.dumps({"estimator": None}), "pickle"),
+        (np.random.default_rng(3).bytes(4096), "not a zip"),
+        (b"", "empty"),
+    ],
+)
 def test_pickles_and_garbage_are_refused(data, reason):
     with pytest.raises(ObjectError, match=reason) as caught:
         load_model(data, "models/evil")

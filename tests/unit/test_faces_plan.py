@@ -99,13 +99,17 @@ def test_mix_by_label_spreads_every_label():
     assert plan.mix_by_label(labels, seed=2) != order
 
 
-@pytest.mark.parametrize('kind, name, expected', [
-    (None, 'v/clip.mp4', ('.avi', 'video/x-msvideo')),
-    (None, 'v/clip.mov', ('.avi', 'video/x-msvideo')),
-    (None, 'p/photo.jpeg', None),
-    ('video', 'v/clip', ('.avi', 'video/x-msvideo')),
-    ('image', 'v/clip.mp4', None),
-])
+@pytest.mark.parametrize(
+    "kind, name, expected",
+    [
+        (None, "v/clip.mp4", (".avi", "video/x-msvideo")),
+        (None, "v/clip.mov", (".avi", "video/x-msvideo")),
+        (None, "p/photo.jpeg", None),
+        ("video", "v/clip", (".avi", "video/x-msvideo")),
+        ("image", "v/clip.mp4", None),
+    ],
+)
 def test_a_recognized_video_is_named_and_typed_avi(kind, name, expected):
     from mlstorlets.client.faces.pipeline import _recognized_type
+
     assert _recognized_type(kind, name) == expected

@@ -52,9 +52,7 @@ def test_undecodable_files_are_refused(faces_model, tmp_path, content):
         recognize_video(faces_model, str(src), str(tmp_path / "out.avi"), "videos/bad.mp4")
 
 
-def test_truncated_video_is_processed_up_to_the_cut_and_says_so(
-    faces_model, faces_data, tmp_path
-):
+def test_truncated_video_is_processed_up_to_the_cut_and_says_so(faces_model, faces_data, tmp_path):
     # FFmpeg conceals damaged frames rather than failing, so a cut file is
     # not an error: what can be decoded is processed, and the summary says
     # that the container announced more.

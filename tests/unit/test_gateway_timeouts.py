@@ -12,7 +12,7 @@ from mlstorlets.server.gateway.sbus import BoundedSBusClient
 @pytest.fixture
 def deaf(tmp_path):
     """A bound SBus socket whose owner never reads (a busy daemon)."""
-    path = str(tmp_path / 'sbus')
+    path = str(tmp_path / "sbus")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     yield path
@@ -21,7 +21,7 @@ def deaf(tmp_path):
 
 def test_a_command_nobody_answers_fails_within_its_timeout(deaf):
     started = time.monotonic()
-    with pytest.raises(SBusClientIOError, match='no answer'):
+    with pytest.raises(SBusClientIOError, match="no answer"):
         BoundedSBusClient(deaf, 0.3).ping()
     # Bounded, with a margin for a loaded machine (not a speed figure).
     assert time.monotonic() - started < 5
@@ -29,7 +29,7 @@ def test_a_command_nobody_answers_fails_within_its_timeout(deaf):
 
 def test_a_full_queue_does_not_block_the_sender(deaf):
     """Upstream's blocking sendmsg stops the whole worker here."""
-    with pytest.raises(SBusClientSendError, match='nobody read'):
+    with pytest.raises(SBusClientSendError, match="nobody read"):
         for _ in range(1000):
             try:
                 BoundedSBusClient(deaf, 0.05).ping()
@@ -39,4 +39,4 @@ def test_a_full_queue_does_not_block_the_sender(deaf):
 
 def test_nobody_listening_fails_at_once(tmp_path):
     with pytest.raises(SBusClientSendError):
-        BoundedSBusClient(str(tmp_path / 'none'), 5).ping()
+        BoundedSBusClient(str(tmp_path / "none"), 5).ping()

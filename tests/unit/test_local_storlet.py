@@ -16,9 +16,9 @@ from mlstorlets.client.local_storlet import (
 from mlstorlets.sandbox.errors import ObjectError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TEST_STORLETS = os.path.join(os.path.dirname(HERE), 'storlets')
+TEST_STORLETS = os.path.join(os.path.dirname(HERE), "storlets")
 
-REFUSER = '''
+REFUSER = """
 from mlstorlets.sandbox import invocation
 from mlstorlets.sandbox.errors import ObjectError
 
@@ -42,65 +42,64 @@ class RefuserStorlet(object):
             out_files[0].close()
             return
         invocation.run(self.logger, in_files, out_files, params, compute)
-'''
+"""
 
 
 @pytest.fixture
 def storlets_dir(tmp_path):
-    (tmp_path / 'refuser.py').write_text(textwrap.dedent(REFUSER))
+    (tmp_path / "refuser.py").write_text(textwrap.dedent(REFUSER))
     return str(tmp_path)
 
 
 def test_files_behave_like_the_engines():
-    f = InputFile(b'line 1\nline 2\n', {'Name': 'x'})
-    assert f.readline() == b'line 1\n'
-    assert f.read(4) == b'line'
-    assert list(f) == [b' 2\n']
+    f = InputFile(b"line 1\nline 2\n", {"Name": "x"})
+    assert f.readline() == b"line 1\n"
+    assert f.read(4) == b"line"
+    assert list(f) == [b" 2\n"]
     metadata = f.get_metadata()
-    metadata['Name'] = 'changed'
-    assert f.get_metadata() == {'Name': 'x'}
+    metadata["Name"] = "changed"
+    assert f.get_metadata() == {"Name": "x"}
     f.close()
     assert f.closed
 
     out = OutputFile()
-    with pytest.raises(IOError, match='after metadata'):
-        out.write(b'x')
-    out.set_metadata({'a': '1'})
-    with pytest.raises(IOError, match='twice'):
-        out.set_metadata({'a': '2'})
-    out.writelines([b'a', b'b'])
+    with pytest.raises(IOError, match="after metadata"):
+        out.write(b"x")
+    out.set_metadata({"a": "1"})
+    with pytest.raises(IOError, match="twice"):
+        out.set_metadata({"a": "2"})
+    out.writelines([b"a", b"b"])
     out.close()
-    assert out.body == b'ab'
+    assert out.body == b"ab"
 
 
 def test_the_probe_runs_as_in_the_cluster():
-    cls = load_storlet('probe.py', TEST_STORLETS)
-    metadata, body = invoke(cls, [(b'abc', {'Name': 'n'})], {'k': 'v'},
-                            'file:///x', 'probe.py')
-    assert body == b'abc'
-    assert metadata['Name'] == 'n' and metadata['Probe-Params'] == 'k=v'
-    assert 'Storlet-Output-Length' not in metadata
-    with pytest.raises(StorletFailed, match='probe asked to fail'):
-        invoke(cls, [(b'abc', {})], {'action': 'fail'}, 'x', 'probe.py')
-    with pytest.raises(StorletFailed, match=r'failed over x'):
-        invoke(cls, [(b'abcd', {})], {'action': 'fail-late'}, 'x',
-               'probe.py')
+    cls = load_storlet("probe.py", TEST_STORLETS)
+    metadata, body = invoke(cls, [(b"abc", {"Name": "n"})], {"k": "v"}, "file:///x", "probe.py")
+    assert body == b"abc"
+    assert metadata["Name"] == "n" and metadata["Probe-Params"] == "k=v"
+    assert "Storlet-Output-Length" not in metadata
+    with pytest.raises(StorletFailed, match="probe asked to fail"):
+        invoke(cls, [(b"abc", {})], {"action": "fail"}, "x", "probe.py")
+    with pytest.raises(StorletFailed, match=r"failed over x"):
+        invoke(cls, [(b"abcd", {})], {"action": "fail-late"}, "x", "probe.py")
 
 
 def test_a_refusal_names_the_object(storlets_dir):
-    cls = load_storlet('refuser', storlets_dir)
-    metadata, body = invoke(cls, [(b'ok', {})], {'source': 's'}, 's', 'r')
-    assert (metadata, body) == ({'Length': '2'}, b'OK')
-    with pytest.raises(ObjectError, match='^s3://b/k: storlet r refused it: '
-                       'not an image$') as refused:
-        invoke(cls, [(b'bad', {})], {'source': 's3://b/k'}, 's3://b/k', 'r')
-    assert refused.value.name == 's3://b/k'
-    with pytest.raises(StorletFailed, match='ended after 2 of 99 bytes'):
-        invoke(cls, [(b'ok', {})], {'source': 's', 'lie': 'yes'}, 's', 'r')
+    cls = load_storlet("refuser", storlets_dir)
+    metadata, body = invoke(cls, [(b"ok", {})], {"source": "s"}, "s", "r")
+    assert (metadata, body) == ({"Length": "2"}, b"OK")
+    with pytest.raises(
+        ObjectError, match="^s3://b/k: storlet r refused it: not an image$"
+    ) as refused:
+        invoke(cls, [(b"bad", {})], {"source": "s3://b/k"}, "s3://b/k", "r")
+    assert refused.value.name == "s3://b/k"
+    with pytest.raises(StorletFailed, match="ended after 2 of 99 bytes"):
+        invoke(cls, [(b"ok", {})], {"source": "s", "lie": "yes"}, "s", "r")
 
 
 def test_the_projects_storlets_load():
-    cls = load_storlet('estimator.py', default_source_dir())
-    assert cls.__name__ == 'EstimatorStorlet'
-    with pytest.raises(ValueError, match='no storlet nothing.py'):
-        load_storlet('nothing.py', default_source_dir())
+    cls = load_storlet("estimator.py", default_source_dir())
+    assert cls.__name__ == "EstimatorStorlet"
+    with pytest.raises(ValueError, match="no storlet nothing.py"):
+        load_storlet("nothing.py", default_source_dir())

@@ -20,20 +20,22 @@ def test_the_bucket_passes_a_burst_then_the_rate():
 
 
 def test_lines_are_tagged_and_escaped():
-    line = tagged('acme-1234', b'<134>proxy-server: DELETE x\r\nforged\x00\n')
-    assert line == 'sandbox acme-1234: proxy-server: DELETE x\\x0d\\x0aforged'
-    assert len(tagged('s', b'x' * 5000, max_line=100)) == len('sandbox s: ') + 100
+    line = tagged("acme-1234", b"<134>proxy-server: DELETE x\r\nforged\x00\n")
+    assert line == "sandbox acme-1234: proxy-server: DELETE x\\x0d\\x0aforged"
+    assert len(tagged("s", b"x" * 5000, max_line=100)) == len("sandbox s: ") + 100
 
 
 def test_drops_are_counted_and_reported():
     clock, logged = Clock(), []
-    channel = LogChannel('/unused', 'acme', logged.append, rate=1, burst=2,
-                         report_every=10, clock=clock)
-    results = [channel.accept(b'line %d' % i) for i in range(5)]
+    channel = LogChannel(
+        "/unused", "acme", logged.append, rate=1, burst=2, report_every=10, clock=clock
+    )
+    results = [channel.accept(b"line %d" % i) for i in range(5)]
     assert results == [True, True, False, False, False]
-    assert logged == ['sandbox acme: line 0', 'sandbox acme: line 1']
+    assert logged == ["sandbox acme: line 0", "sandbox acme: line 1"]
     clock.now += 1.5
-    assert channel.accept(b'again')
+    assert channel.accept(b"again")
     assert logged[2:] == [
-        'sandbox acme: 3 log lines dropped over the rate of 1 a second',
-        'sandbox acme: again']
+        "sandbox acme: 3 log lines dropped over the rate of 1 a second",
+        "sandbox acme: again",
+    ]

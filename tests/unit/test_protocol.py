@@ -14,85 +14,107 @@ from mlstorlets.client.swift import check_parameters, reason_of, storlet_headers
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
-AWKWARD = ['plain', 'a%20b', 'a b', 'x&y=z', 'k:v:w', 'é€😀', 'line\r\nbreak',
-           '%', '%%41', '/c/o?x=1#f', '']
+AWKWARD = [
+    "plain",
+    "a%20b",
+    "a b",
+    "x&y=z",
+    "k:v:w",
+    "é€😀",
+    "line\r\nbreak",
+    "%",
+    "%%41",
+    "/c/o?x=1#f",
+    "",
+]
 
 
-@pytest.mark.parametrize('value', AWKWARD)
+@pytest.mark.parametrize("value", AWKWARD)
 def test_a_parameter_reaches_the_storlet_exactly(value):
     """Quoted once by the client, unquoted once by the engine."""
-    key = 'name ' + value.replace(':', '')
+    key = "name " + value.replace(":", "")
     headers = protocol.parameter_headers({key: value})
-    (header, line), = headers.items()
-    assert header == 'X-Storlet-Parameter-1'
-    line.encode('ascii')  # any header is ASCII, CR/LF quoted
-    assert '\r' not in line and '\n' not in line
+    ((header, line),) = headers.items()
+    assert header == "X-Storlet-Parameter-1"
+    line.encode("ascii")  # any header is ASCII, CR/LF quoted
+    assert "\r" not in line and "\n" not in line
     assert engine_parameter(line) == (key, value)
 
 
 def test_the_storlet_headers_number_every_parameter():
-    headers = storlet_headers('s.py', {'b': 2, 'a': 'x y'},
-                              ['/c/o,1', '/c/é'])
-    assert headers['X-Run-Storlet'] == 's.py'
-    assert engine_parameter(headers['X-Storlet-Parameter-1']) == \
-        ('a', 'x y')
-    assert engine_parameter(headers['X-Storlet-Parameter-2']) == \
-        ('b', '2')
+    headers = storlet_headers("s.py", {"b": 2, "a": "x y"}, ["/c/o,1", "/c/é"])
+    assert headers["X-Run-Storlet"] == "s.py"
+    assert engine_parameter(headers["X-Storlet-Parameter-1"]) == ("a", "x y")
+    assert engine_parameter(headers["X-Storlet-Parameter-2"]) == ("b", "2")
     # The engine splits extra resources at commas, then unquotes each.
-    assert headers['X-Storlet-Extra-Resources'] == '/c/o%2C1,/c/%C3%A9'
+    assert headers["X-Storlet-Extra-Resources"] == "/c/o%2C1,/c/%C3%A9"
 
 
-@pytest.mark.parametrize('key', ['', 'a:b'])
+@pytest.mark.parametrize("key", ["", "a:b"])
 def test_a_parameter_name_the_engine_cannot_split_is_refused(key):
-    with pytest.raises(ValueError, match='parameter name'):
-        protocol.parameter_headers({key: 'v'})
+    with pytest.raises(ValueError, match="parameter name"):
+        protocol.parameter_headers({key: "v"})
 
 
 def test_undeclared_parameters_are_refused_before_any_call():
-    check_parameters('s.py', {'size': 1, 'source': 'c/o'}, {'size'})
-    check_parameters('s.py', {'anything': 1}, None)
-    with pytest.raises(ValueError, match='s.py takes no parameter sise '
-                       r'\(it takes: margin, size\)'):
-        check_parameters('s.py', {'sise': 1}, {'size', 'margin'})
+    check_parameters("s.py", {"size": 1, "source": "c/o"}, {"size"})
+    check_parameters("s.py", {"anything": 1}, None)
+    with pytest.raises(
+        ValueError,
+        match="s.py takes no parameter sise "
+        r"\(it takes: margin, size\)",
+    ):
+        check_parameters("s.py", {"sise": 1}, {"size", "margin"})
 
 
-def _error(status, body=b'', headers=None):
-    return ClientException('failed', http_status=status, http_reason='Nope',
-                           http_response_content=body,
-                           http_response_headers=headers or {})
+def _error(status, body=b"", headers=None):
+    return ClientException(
+        "failed",
+        http_status=status,
+        http_reason="Nope",
+        http_response_content=body,
+        http_response_headers=headers or {},
+    )
 
 
 def test_the_client_reads_the_structured_error_headers():
-    reason = 'c/photo.jpg: no face found (é)'
-    err = _error(422, b'storlet x refused c/photo.jpg: something else',
-                 {protocol.ERROR_HEADER: protocol.REFUSED,
-                  protocol.REASON_HEADER: protocol.quote_reason(reason)})
-    assert reason_of(err) == ('refused', '422 ' + reason)
-    timed_out = _error(504, b'', {'x-mlstorlets-error': 'timed-out'})
-    assert reason_of(timed_out)[0] == 'timed-out'
+    reason = "c/photo.jpg: no face found (é)"
+    err = _error(
+        422,
+        b"storlet x refused c/photo.jpg: something else",
+        {
+            protocol.ERROR_HEADER: protocol.REFUSED,
+            protocol.REASON_HEADER: protocol.quote_reason(reason),
+        },
+    )
+    assert reason_of(err) == ("refused", "422 " + reason)
+    timed_out = _error(504, b"", {"x-mlstorlets-error": "timed-out"})
+    assert reason_of(timed_out)[0] == "timed-out"
 
 
 def test_without_the_headers_the_status_alone_says_what_happened():
-    assert reason_of(_error(422, b'storlet s refused c/o: bad'))[0] == \
-        'refused'
-    assert reason_of(_error(502, b'storlet s failed'))[0] == 'failed'
-    assert reason_of(_error(404, b'Not Found'))[0] is None
+    assert reason_of(_error(422, b"storlet s refused c/o: bad"))[0] == "refused"
+    assert reason_of(_error(502, b"storlet s failed"))[0] == "failed"
+    assert reason_of(_error(404, b"Not Found"))[0] is None
 
 
 def test_a_reason_is_one_line_without_html():
-    err = _error(401, b'<html><h1>Unauthorized</h1><p>This server could '
-                 b'not verify\n that you are authorized.</p></html>')
-    assert reason_of(err)[1] == ('401 Unauthorized This server could not '
-                                 'verify that you are authorized.')
-    assert reason_of(ClientException('timed out'))[1] == \
-        'cannot reach Swift: timed out'
+    err = _error(
+        401,
+        b"<html><h1>Unauthorized</h1><p>This server could "
+        b"not verify\n that you are authorized.</p></html>",
+    )
+    assert reason_of(err)[1] == (
+        "401 Unauthorized This server could not verify that you are authorized."
+    )
+    assert reason_of(ClientException("timed out"))[1] == "cannot reach Swift: timed out"
 
 
 def test_quote_reason_is_one_ascii_line():
-    value = protocol.quote_reason('a\nb é ' + 'x' * 5000)
-    value.encode('ascii')
-    assert '\n' not in value
-    assert protocol.unquote_reason(value).startswith('a b é x')
+    value = protocol.quote_reason("a\nb é " + "x" * 5000)
+    value.encode("ascii")
+    assert "\n" not in value
+    assert protocol.unquote_reason(value).startswith("a b é x")
 
 
 class _Task:
@@ -101,35 +123,39 @@ class _Task:
 
 
 def test_one_objects_failure_of_any_kind_is_reported_for_it_alone():
-    tasks = [_Task('o%d' % i) for i in range(6)]
+    tasks = [_Task("o%d" % i) for i in range(6)]
 
     def work(task, job):
-        if task.label == 'o1':
-            raise ObjectError('o1', 'refused')
-        if task.label == 'o2':
+        if task.label == "o1":
+            raise ObjectError("o1", "refused")
+        if task.label == "o2":
             raise ValueError('Invalid header value b"a\\nb"')
         job.count(10)
 
-    summary = execute(BatchSummary('s'), tasks, work, concurrency=3,
-                      up_to_date=lambda t: t.label == 'o5')
-    assert summary.done == ['o0', 'o3', 'o4'] and summary.skipped == ['o5']
+    summary = execute(
+        BatchSummary("s"), tasks, work, concurrency=3, up_to_date=lambda t: t.label == "o5"
+    )
+    assert summary.done == ["o0", "o3", "o4"] and summary.skipped == ["o5"]
     assert summary.failed == [
-        ('o1', 'refused'), ('o2', 'ValueError: Invalid header value b"a\\nb"')]
+        ("o1", "refused"),
+        ("o2", 'ValueError: Invalid header value b"a\\nb"'),
+    ]
     assert summary.client_bytes == 30 and not summary.ok
 
 
 def test_a_dry_run_does_nothing_and_says_what_it_would_do():
-    tasks = [_Task('o%d' % i) for i in range(3)]
+    tasks = [_Task("o%d" % i) for i in range(3)]
 
     def work(task, job):
-        raise AssertionError('a dry run ran %s' % task.label)
+        raise AssertionError("a dry run ran %s" % task.label)
 
-    summary = execute(BatchSummary('s'), tasks, work, dry_run=True,
-                      up_to_date=lambda t: t.label == 'o0')
-    assert summary.planned == ['o1', 'o2'] and summary.skipped == ['o0']
+    summary = execute(
+        BatchSummary("s"), tasks, work, dry_run=True, up_to_date=lambda t: t.label == "o0"
+    )
+    assert summary.planned == ["o1", "o2"] and summary.skipped == ["o0"]
     assert not summary.done and summary.ok
-    assert '2 to do, 1 up to date' in summary.format()
-    assert summary.as_dict()['planned'] == ['o1', 'o2']
+    assert "2 to do, 1 up to date" in summary.format()
+    assert summary.as_dict()["planned"] == ["o1", "o2"]
 
 
 CTRL_C = textwrap.dedent("""
@@ -168,7 +194,12 @@ def test_ctrl_c_cancels_the_rest_and_keeps_the_summary_so_far():
     flight stops at its next checkpoint, and the summary counts both.  In
     a child: this process's threads are eventlet's (the servers' imports
     patched them), a client's are not."""
-    done = subprocess.run([sys.executable, '-c', CTRL_C], capture_output=True,
-                          text=True, timeout=120, preexec_fn=default_sigint)
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=default_sigint,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == 'ok'
+    assert done.stdout.strip() == "ok"

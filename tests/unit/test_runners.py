@@ -13,82 +13,83 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TEST_STORLETS = os.path.join(os.path.dirname(HERE), 'storlets')
+TEST_STORLETS = os.path.join(os.path.dirname(HERE), "storlets")
 
 
 @pytest.fixture
 def cluster_stores():
     # A configured connection (never used: choosing makes no request).
-    return Stores(environ={}, swift=Connection(
-        preauthurl='http://127.0.0.1:9/v1/AUTH_x', preauthtoken='t'))
+    return Stores(
+        environ={}, swift=Connection(preauthurl="http://127.0.0.1:9/v1/AUTH_x", preauthtoken="t")
+    )
 
 
 @pytest.fixture
 def files(tmp_path):
     store = FileStore(str(tmp_path))
     for i in range(3):
-        store.put('in/p%d' % i, b'x' * (i + 1), {'label': 'l%d' % i})
-    store.put('in/' + protocol.INTERNAL_PREFIX + '-state/s', b'state')
+        store.put("in/p%d" % i, b"x" * (i + 1), {"label": "l%d" % i})
+    store.put("in/" + protocol.INTERNAL_PREFIX + "-state/s", b"state")
     return tmp_path
 
 
 def test_in_the_cluster_when_every_uri_is(cluster_stores):
-    runner = runner_for('swift://c/a/', 'swift://c/b/', stores=cluster_stores)
-    assert isinstance(runner, ClusterRunner) and runner.placement == 'cluster'
-    assert runner.source_name('swift://c/a/o') == 'c/a/o'
+    runner = runner_for("swift://c/a/", "swift://c/b/", stores=cluster_stores)
+    assert isinstance(runner, ClusterRunner) and runner.placement == "cluster"
+    assert runner.source_name("swift://c/a/o") == "c/a/o"
 
 
 def test_on_the_client_when_one_uri_is_not(cluster_stores, tmp_path):
-    for uris in (['swift://c/a/', 'file://%s/' % tmp_path],
-                 [['swift://c/a', 'file://%s/x' % tmp_path]]):
+    for uris in (
+        ["swift://c/a/", "file://%s/" % tmp_path],
+        [["swift://c/a", "file://%s/x" % tmp_path]],
+    ):
         runner = runner_for(*uris, stores=cluster_stores)
         assert isinstance(runner, ClientRunner)
-        assert runner.placement == 'client'
+        assert runner.placement == "client"
 
 
 def test_without_a_cluster_everything_runs_on_the_client():
-    runner = runner_for('swift://c/a/', stores=Stores(environ={}))
-    assert runner.placement == 'client'
+    runner = runner_for("swift://c/a/", stores=Stores(environ={}))
+    assert runner.placement == "client"
 
 
 def test_a_missing_uri_does_not_decide(cluster_stores):
-    assert runner_for('swift://c/a/', None,
-                      stores=cluster_stores).placement == 'cluster'
+    assert runner_for("swift://c/a/", None, stores=cluster_stores).placement == "cluster"
 
 
 def test_the_client_runner_lists_without_internal_names(files):
     runner = ClientRunner(Stores(environ={}), TEST_STORLETS)
-    uris = runner.list_objects('file://%s/in/' % files)
-    assert uris == ['file://%s/in/p%d' % (files, i) for i in range(3)]
-    with pytest.raises(ObjectError, match='no such object'):
-        runner.list_objects('file://%s/in/nothing' % files)
-    (files / 'empty').mkdir()
-    with pytest.raises(ObjectError, match='no objects under this prefix'):
-        runner.list_objects('file://%s/empty/' % files)
+    uris = runner.list_objects("file://%s/in/" % files)
+    assert uris == ["file://%s/in/p%d" % (files, i) for i in range(3)]
+    with pytest.raises(ObjectError, match="no such object"):
+        runner.list_objects("file://%s/in/nothing" % files)
+    (files / "empty").mkdir()
+    with pytest.raises(ObjectError, match="no objects under this prefix"):
+        runner.list_objects("file://%s/empty/" % files)
 
 
 def test_the_client_runner_invokes_one_object_with_its_extras(files):
     runner = ClientRunner(Stores(environ={}), TEST_STORLETS)
-    uri = 'file://%s/in/p2' % files
-    metadata, body = runner.invoke('probe.py', [uri], {'k': 'v'},
-                                   extras=['file://%s/in/p0' % files])
+    uri = "file://%s/in/p2" % files
+    metadata, body = runner.invoke(
+        "probe.py", [uri], {"k": "v"}, extras=["file://%s/in/p0" % files]
+    )
     # The probe writes its inputs one after the other: the object, then
     # the extra.
-    assert body == b'xxx' + b'x'
+    assert body == b"xxx" + b"x"
     # Keys lower case, as the cluster runner gives them.
-    assert metadata['probe-params'] == 'k=v'
-    assert metadata['probe-inputs'] == '2' and metadata['label'] == 'l2'
-    assert runner.placements == ['client'] and runner.client_bytes == 3
+    assert metadata["probe-params"] == "k=v"
+    assert metadata["probe-inputs"] == "2" and metadata["label"] == "l2"
+    assert runner.placements == ["client"] and runner.client_bytes == 3
     assert runner.plan([uri, uri], {}) == [[uri], [uri]]
 
 
 def test_the_client_runner_stages_the_payload_in_the_parameters():
     runner = ClientRunner(Stores(environ={}))
-    with runner.staged(b'\0' * 10000, {'op': 'predict'}, []) as (params,
-                                                                 extra):
-        assert extra is None and params['op'] == 'predict'
-        assert protocol.read_state_parameters(params, 1 << 20) == \
-            b'\0' * 10000
+    with runner.staged(b"\0" * 10000, {"op": "predict"}, []) as (params, extra):
+        assert extra is None and params["op"] == "predict"
+        assert protocol.read_state_parameters(params, 1 << 20) == b"\0" * 10000
 
 
 def swift_publishing(monkeypatch, info):
@@ -96,34 +97,29 @@ def swift_publishing(monkeypatch, info):
     asked nothing else)."""
     from mlstorlets.client.swift import Swift
 
-    monkeypatch.setattr(Connection, 'get_capabilities',
-                        lambda self, url=None: info)
-    swift = Swift(Connection(preauthurl='http://127.0.0.1:9/v1/AUTH_x',
-                             preauthtoken='t'))
+    monkeypatch.setattr(Connection, "get_capabilities", lambda self, url=None: info)
+    swift = Swift(Connection(preauthurl="http://127.0.0.1:9/v1/AUTH_x", preauthtoken="t"))
     swift.limits()  # read now, kept
     return swift
 
 
-def test_the_cluster_runner_plans_by_the_limits_the_cluster_publishes(
-        monkeypatch):
+def test_the_cluster_runner_plans_by_the_limits_the_cluster_publishes(monkeypatch):
     from mlstorlets.client.swift import Limits
 
-    published = {'swift': {'max_header_size': 16384},
-                 protocol.INFO_KEY: {'sbus_datagram_limit': 2048,
-                                     'max_extract_members': 500}}
-    assert swift_publishing(monkeypatch, published).limits() == \
-        Limits(16384, 2048, 500)
+    published = {
+        "swift": {"max_header_size": 16384},
+        protocol.INFO_KEY: {"sbus_datagram_limit": 2048, "max_extract_members": 500},
+    }
+    assert swift_publishing(monkeypatch, published).limits() == Limits(16384, 2048, 500)
     # Nothing published: Swift's and the engine's defaults.
     assert swift_publishing(monkeypatch, {}).limits() == Limits()
-    uris = ['swift://c/o%03d' % i for i in range(200)]
+    uris = ["swift://c/o%03d" % i for i in range(200)]
     groups = {}
     for datagram in (4096, 2048):
-        info = {protocol.INFO_KEY: {'sbus_datagram_limit': datagram}}
-        runner = ClusterRunner(Stores(environ={}),
-                               swift_publishing(monkeypatch, info))
-        runner.describe = lambda found: {u: (10, {'label': 'x' * 40})
-                                         for u in found}
-        groups[datagram] = runner.plan(uris, {'op': 'partial_fit'})
+        info = {protocol.INFO_KEY: {"sbus_datagram_limit": datagram}}
+        runner = ClusterRunner(Stores(environ={}), swift_publishing(monkeypatch, info))
+        runner.describe = lambda found: {u: (10, {"label": "x" * 40}) for u in found}
+        groups[datagram] = runner.plan(uris, {"op": "partial_fit"})
     # A smaller datagram, more calls of fewer objects.
     assert len(groups[2048]) > len(groups[4096])
     assert sum(map(len, groups[2048])) == 200

@@ -18,12 +18,14 @@ from agent_scenarios import STORLETS, pipe_with
 
 from mlstorlets.server.agent import channel, daemon, worker
 
-LOG = logging.getLogger('test-agent')
+LOG = logging.getLogger("test-agent")
+
+
 @pytest.fixture
 def storlet_dir(tmp_path):
-    path = tmp_path / 'echo.EchoStorlet'
+    path = tmp_path / "echo.EchoStorlet"
     path.mkdir()
-    (path / 'echo.py').write_text(STORLETS)
+    (path / "echo.py").write_text(STORLETS)
     return str(path)
 
 
@@ -31,13 +33,13 @@ def storlet_dir(tmp_path):
 def test_channel_carries_messages_and_descriptors():
     a, b = channel.pair()
     r, w = os.pipe()
-    channel.send(a, {'x': 1}, [w])
+    channel.send(a, {"x": 1}, [w])
     os.close(w)
     message, fds = channel.receive(b)
-    assert message == {'x': 1} and len(fds) == 1
-    os.write(fds[0], b'through')
+    assert message == {"x": 1} and len(fds) == 1
+    os.write(fds[0], b"through")
     os.close(fds[0])
-    assert os.read(r, 10) == b'through'
+    assert os.read(r, 10) == b"through"
     a.close()
     assert channel.receive(b) == (None, [])
 
@@ -45,38 +47,40 @@ def test_channel_carries_messages_and_descriptors():
 def test_channel_refuses_what_is_not_a_message():
     a, b = channel.pair()
     r, w = os.pipe()
-    socket.send_fds(a, [b'[not an object]'], [w])
+    socket.send_fds(a, [b"[not an object]"], [w])
     with pytest.raises(channel.ChannelError):
         channel.receive(b)
     os.close(w)
     # The descriptor that came with it was closed: the pipe has no writer.
-    assert os.read(r, 1) == b''
+    assert os.read(r, 1) == b""
 
 
 # -- worker -------------------------------------------------------------------
 def test_spool_keeps_the_output_after_the_storlet_closed_it(tmp_path):
     out = worker.SpoolOutputFile(str(tmp_path))
     with pytest.raises(IOError):
-        out.write(b'body before metadata')
-    out.set_metadata({'a': 1})
+        out.write(b"body before metadata")
+    out.set_metadata({"a": 1})
     with pytest.raises(IOError):
-        out.set_metadata({'b': 2})
-    out.write(b'hello')
+        out.set_metadata({"b": 2})
+    out.write(b"hello")
     out.close()
-    assert out.get_metadata() == {'a': '1'}
-    assert os.pread(out.spool_fd, 100, 0) == b'hello'
+    assert out.get_metadata() == {"a": "1"}
+    assert os.pread(out.spool_fd, 100, 0) == b"hello"
     # Unlinked: nothing is left in the spool directory.
     assert os.listdir(tmp_path) == []
     out.discard()
 
 
-def serve_one(storlet_cls, params, data=b'abcdef'):
+def serve_one(storlet_cls, params, data=b"abcdef"):
     ours, theirs = channel.pair()
-    w = worker.Worker('echo', storlet_cls, theirs, LOG)
+    w = worker.Worker("echo", storlet_cls, theirs, LOG)
     log_r, log_w = os.pipe()
-    channel.send(ours, {'task_id': 't', 'params': params, 'in_md': [{}],
-                        'storlet_md': [{}], 'outputs': 1},
-                 [pipe_with(data), log_w])
+    channel.send(
+        ours,
+        {"task_id": "t", "params": params, "in_md": [{}], "storlet_md": [{}], "outputs": 1},
+        [pipe_with(data), log_w],
+    )
     os.close(log_w)
     message, fds = channel.receive(theirs)
     w.handle(message, fds)
@@ -87,28 +91,30 @@ def serve_one(storlet_cls, params, data=b'abcdef'):
 def load(storlet_dir, name):
     sys.path.insert(0, storlet_dir)
     try:
-        return worker.load_storlet('echo.' + name)
+        return worker.load_storlet("echo." + name)
     finally:
         sys.path.remove(storlet_dir)
-        sys.modules.pop('echo', None)
+        sys.modules.pop("echo", None)
 
 
 def test_worker_answers_done_with_the_spool(storlet_dir):
-    answer, fds = serve_one(load(storlet_dir, 'EchoStorlet'), {})
-    assert answer['status'] == 'done'
-    assert answer['metadata'][0]['Calls'] == '1'
-    assert os.pread(fds[0], 100, 0) == b'abcdef'
+    answer, fds = serve_one(load(storlet_dir, "EchoStorlet"), {})
+    assert answer["status"] == "done"
+    assert answer["metadata"][0]["Calls"] == "1"
+    assert os.pread(fds[0], 100, 0) == b"abcdef"
     channel.close_all(fds)
 
 
-@pytest.mark.parametrize('cls, params, reason', [
-    ('EchoStorlet', {'die': 'raise'}, 'ValueError'),
-    ('SilentStorlet', {}, 'no output metadata'),
-])
-def test_worker_answers_failed_without_output(storlet_dir, cls, params,
-                                              reason):
+@pytest.mark.parametrize(
+    "cls, params, reason",
+    [
+        ("EchoStorlet", {"die": "raise"}, "ValueError"),
+        ("SilentStorlet", {}, "no output metadata"),
+    ],
+)
+def test_worker_answers_failed_without_output(storlet_dir, cls, params, reason):
     answer, fds = serve_one(load(storlet_dir, cls), params)
-    assert answer['status'] == 'failed' and reason in answer['reason']
+    assert answer["status"] == "failed" and reason in answer["reason"]
     assert fds == []
 
 
@@ -124,18 +130,18 @@ def spool(data):
 
 
 def test_every_output_gets_its_exact_length():
-    fd = spool(b'12345')
-    [(md, _, size)] = daemon._checked_outputs([{'a': 'b'}], [fd], 1)
-    assert md == {'a': 'b', 'Storlet-Output-Length': '5'} and size == 5
+    fd = spool(b"12345")
+    [(md, _, size)] = daemon._checked_outputs([{"a": "b"}], [fd], 1)
+    assert md == {"a": "b", "Storlet-Output-Length": "5"} and size == 5
     os.close(fd)
 
 
 def test_a_wrong_declared_length_or_a_pipe_is_refused():
-    fd = spool(b'12345')
-    with pytest.raises(ValueError, match='declared 9'):
-        daemon._checked_outputs([{'storlet-output-length': '9'}], [fd], 1)
+    fd = spool(b"12345")
+    with pytest.raises(ValueError, match="declared 9"):
+        daemon._checked_outputs([{"storlet-output-length": "9"}], [fd], 1)
     r, w = os.pipe()
-    with pytest.raises(ValueError, match='regular file'):
+    with pytest.raises(ValueError, match="regular file"):
         daemon._checked_outputs([{}], [r], 1)
     with pytest.raises(ValueError):
         daemon._checked_outputs([{}, {}], [fd], 1)
@@ -143,8 +149,12 @@ def test_a_wrong_declared_length_or_a_pipe_is_refused():
 
 
 # -- the daemon over real workers ---------------------------------------------
-@pytest.mark.parametrize('name', agent_scenarios.SCENARIOS)
+@pytest.mark.parametrize("name", agent_scenarios.SCENARIOS)
 def test_daemon(name):
-    done = subprocess.run([sys.executable, agent_scenarios.__file__, name],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, agent_scenarios.__file__, name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,7 +7,7 @@ import textwrap
 
 from mlstorlets.server.gateway import seccomp
 
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import ctypes, errno, os, struct, threading
     from mlstorlets.server.gateway import seccomp
     program = seccomp.program()
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent('''
         os._exit(7)
     found['fork'] = 'ok' if os.waitpid(pid, 0)[1] >> 8 == 7 else 'failed'
     print(sorted(found.items()))
-''')
+""")
 
 
 def test_the_program_is_bpf():
@@ -43,9 +43,16 @@ def test_the_program_is_bpf():
 
 
 def test_the_filter_refuses_escapes_and_keeps_the_rest():
-    done = subprocess.run([sys.executable, '-c', CHILD], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(sorted({
-        'ptrace': 'EPERM', 'unshare-user': 'EPERM', 'getpid': 'ok',
-        'thread': 'ok', 'fork': 'ok'}.items()))
+    assert done.stdout.strip() == str(
+        sorted(
+            {
+                "ptrace": "EPERM",
+                "unshare-user": "EPERM",
+                "getpid": "ok",
+                "thread": "ok",
+                "fork": "ok",
+            }.items()
+        )
+    )

@@ -15,54 +15,52 @@ def store(tmp_path):
 
 
 def test_round_trip(store, tmp_path):
-    entry = store.put('d/a.txt', b'hello', {'source-etag': 'e1', 'x': 'y'})
-    assert entry.etag == '5d41402abc4b2a76b9719d911017c592'
-    assert (tmp_path / 'd' / 'a.txt').read_bytes() == b'hello'
-    assert store.get('d/a.txt') == (b'hello', {'Source-Etag': 'e1',
-                                               'X': 'y'})
-    store.put('d/e/b.txt', b'')
-    (tmp_path / 'd' / 'plain.txt').write_bytes(b'not put by us')
-    names = [e.name for e in store.list('d/')]
-    assert names == ['d/a.txt', 'd/e/b.txt', 'd/plain.txt']
-    assert store.head('d/plain.txt').metadata == {}
-    assert store.head('d/plain.txt').etag == \
-        hashlib.md5(b'not put by us').hexdigest()
-    assert [e.name for e in store.list('d/a')] == ['d/a.txt']
-    store.delete('d/a.txt')
-    store.delete('d/a.txt')
-    assert not store.exists('d/a.txt')
-    assert not os.path.exists(store._sidecar(store.path('d/a.txt')))
+    entry = store.put("d/a.txt", b"hello", {"source-etag": "e1", "x": "y"})
+    assert entry.etag == "5d41402abc4b2a76b9719d911017c592"
+    assert (tmp_path / "d" / "a.txt").read_bytes() == b"hello"
+    assert store.get("d/a.txt") == (b"hello", {"Source-Etag": "e1", "X": "y"})
+    store.put("d/e/b.txt", b"")
+    (tmp_path / "d" / "plain.txt").write_bytes(b"not put by us")
+    names = [e.name for e in store.list("d/")]
+    assert names == ["d/a.txt", "d/e/b.txt", "d/plain.txt"]
+    assert store.head("d/plain.txt").metadata == {}
+    assert store.head("d/plain.txt").etag == hashlib.md5(b"not put by us").hexdigest()
+    assert [e.name for e in store.list("d/a")] == ["d/a.txt"]
+    store.delete("d/a.txt")
+    store.delete("d/a.txt")
+    assert not store.exists("d/a.txt")
+    assert not os.path.exists(store._sidecar(store.path("d/a.txt")))
 
 
 def test_a_replaced_file_loses_its_stale_metadata(store, tmp_path):
-    store.put('a', b'one', {'source-etag': 'e1'})
-    path = tmp_path / 'a'
+    store.put("a", b"one", {"source-etag": "e1"})
+    path = tmp_path / "a"
     os.unlink(path)
-    path.write_bytes(b'two, written by something else')
-    entry = store.head('a')
+    path.write_bytes(b"two, written by something else")
+    entry = store.head("a")
     assert entry.metadata == {} and entry.size == len(path.read_bytes())
 
 
 def test_a_failed_write_leaves_nothing(store, tmp_path, monkeypatch):
-    store.put('a', b'old', {'k': 'v'})
+    store.put("a", b"old", {"k": "v"})
 
     def broken(src, dst):
-        raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(os, 'replace', broken)
-    with pytest.raises(StoreError, match='file://.*/a: No space left'):
-        store.put('a', b'new')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(StoreError, match="file://.*/a: No space left"):
+        store.put("a", b"new")
     monkeypatch.undo()
-    assert store.get('a') == (b'old', {'K': 'v'})
-    assert sorted(os.listdir(tmp_path)) == ['.mlstorlets', 'a']
+    assert store.get("a") == (b"old", {"K": "v"})
+    assert sorted(os.listdir(tmp_path)) == [".mlstorlets", "a"]
 
 
 def test_errors_name_the_uri(store, tmp_path):
-    with pytest.raises(NotFound, match='file://%s/nope: no such file'
-                       % tmp_path):
-        store.get('nope')
-    with pytest.raises(NotFound, match='no such directory'):
-        store.list('nope/')
-    (tmp_path / 'dir').mkdir()
-    with pytest.raises(StoreError, match='a directory'):
-        store.get('dir')
-    assert store.head('dir') is None
+    with pytest.raises(NotFound, match="file://%s/nope: no such file" % tmp_path):
+        store.get("nope")
+    with pytest.raises(NotFound, match="no such directory"):
+        store.list("nope/")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StoreError, match="a directory"):
+        store.get("dir")
+    assert store.head("dir") is None

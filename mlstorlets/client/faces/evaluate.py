@@ -61,8 +61,12 @@ def cross_validate(X, y, folds=5, seed=0):
         model = train(X[fit], y[fit])
         thresholds.append(model.threshold)
         right += sum(n == t for n, t in zip(_name_all(model, X[held]), y[held]))
-    return {"right": int(right), "faces": len(y), "accuracy": right / len(y),
-            "thresholds": [round(t, 4) for t in thresholds]}
+    return {
+        "right": int(right),
+        "faces": len(y),
+        "accuracy": right / len(y),
+        "thresholds": [round(t, 4) for t in thresholds],
+    }
 
 
 def leave_one_person_out(X, y, X_out, y_out, folds=5, seed=0):
@@ -133,23 +137,33 @@ def evaluate(root, folds=5, seed=0, videos=True):
 
 def _print(result):
     cv = result["cross_validation"]
-    print(f"data: {result['data']}: {result['train_faces']} training faces; "
-          f"photos without a face found: {result['missed'] or 'none'}")
-    print(f"threshold calibrated on all of train/: {result['threshold']:.3f} "
-          f"{json.dumps(result['calibration'])}")
-    print(f"cross-validation: {cv['right']}/{cv['faces']} right ({cv['accuracy']:.1%}); "
-          f"fold thresholds {cv['thresholds']}")
+    print(
+        f"data: {result['data']}: {result['train_faces']} training faces; "
+        f"photos without a face found: {result['missed'] or 'none'}"
+    )
+    print(
+        f"threshold calibrated on all of train/: {result['threshold']:.3f} "
+        f"{json.dumps(result['calibration'])}"
+    )
+    print(
+        f"cross-validation: {cv['right']}/{cv['faces']} right ({cv['accuracy']:.1%}); "
+        f"fold thresholds {cv['thresholds']}"
+    )
     print("leave one person out (that person's photos unknown; the others right):")
     for person, r in result["leave_one_person_out"].items():
-        print(f"  {person:12s} unknown {r['unknown']:.1%} of {r['faces_left_out']} photos; "
-              f"others right {r['others_right']:.1%}")
+        print(
+            f"  {person:12s} unknown {r['unknown']:.1%} of {r['faces_left_out']} photos; "
+            f"others right {r['others_right']:.1%}"
+        )
     t = result["test_photos"]
     print(f"test photos: {t['right']}/{t['photos']} named right")
     for name, (person, confidence) in t["names"].items():
         print(f"  {name:28s} -> {person} ({confidence})")
     for name, v in result["videos"].items():
-        print(f"video {name}: {v['right']}/{v['face_frames']} face frames named {v['label']} "
-              f"({v['fraction']:.1%}); {json.dumps(v['frames'])}")
+        print(
+            f"video {name}: {v['right']}/{v['face_frames']} face frames named {v['label']} "
+            f"({v['fraction']:.1%}); {json.dumps(v['frames'])}"
+        )
     print(f"{result['seconds']} s")
 
 

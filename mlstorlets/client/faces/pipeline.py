@@ -110,7 +110,12 @@ def extract(conn, src, dest, size=150, margin=0.25, label_key="Name", **batch_op
     """
     params = {"size": size, "margin": margin, "label_key": label_key}
     return run_anywhere(
-        EXTRACT, src, dest, params=params, stores=stores_for(conn), output_type=CROP_TYPE,
+        EXTRACT,
+        src,
+        dest,
+        params=params,
+        stores=stores_for(conn),
+        output_type=CROP_TYPE,
         **batch_options,
     )
 
@@ -393,8 +398,9 @@ def train(
     if runner.placement == "client":
         # The training storlet's own steps, run here over the crops read
         # into memory; in the cluster, sharded requests next to the crops.
-        return _train_on_client(stores, src_uri, model_uri, label_key, C, seed, concurrency,
-                                dry_run, started)
+        return _train_on_client(
+            stores, src_uri, model_uri, label_key, C, seed, concurrency, dry_run, started
+        )
     swift = runner.swift
     limits = swift.limits()
     if budget is None:
@@ -563,8 +569,15 @@ def _train_on_client(stores, src, model, label_key, C, seed, concurrency, dry_ru
             % (labels[0], len(labels)),
         )
     report = TrainReport(
-        model=str(model), faces=len(names), classes=sorted(set(labels)), shards=1, merges=0,
-        fit_inputs=1, shard_prefix="", metadata={}, seconds=0.0,
+        model=str(model),
+        faces=len(names),
+        classes=sorted(set(labels)),
+        shards=1,
+        merges=0,
+        fit_inputs=1,
+        shard_prefix="",
+        metadata={},
+        seconds=0.0,
     )
     if not dry_run:
         _, shard = train_steps.pack(inputs, [store.uri(n) for n in names], {"label_key": label_key})

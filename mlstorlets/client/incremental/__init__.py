@@ -16,8 +16,15 @@ from sklearn import cluster, linear_model, naive_bayes, neural_network
 
 from mlstorlets.client.incremental.mixin import REMOTE_DOC, RemoteIncrementalMixin
 
-__all__ = ["RemoteIncrementalMixin", "SGDClassifier", "SGDRegressor", "MLPClassifier",
-           "MLPRegressor", "MiniBatchKMeans", "MultinomialNB"]
+__all__ = [
+    "RemoteIncrementalMixin",
+    "SGDClassifier",
+    "SGDRegressor",
+    "MLPClassifier",
+    "MLPRegressor",
+    "MiniBatchKMeans",
+    "MultinomialNB",
+]
 
 
 class SGDClassifier(RemoteIncrementalMixin, linear_model.SGDClassifier):

@@ -112,8 +112,9 @@ class RemoteIncrementalMixin:
         params = {"op": op}
         for key, value in (data_options or {}).items():
             if key not in data.OPTIONS:
-                raise ValueError(f"unknown data option {key!r}; expected one of "
-                                 f"{sorted(data.OPTIONS)}")
+                raise ValueError(
+                    f"unknown data option {key!r}; expected one of {sorted(data.OPTIONS)}"
+                )
             if value is not None:
                 params[key] = str(value)
         params.update(extra or {})
@@ -126,8 +127,10 @@ class RemoteIncrementalMixin:
             return {}
         if not isinstance(sample_weight, dict):
             if len(uris) != 1:
-                raise ValueError(f"an array of sample weights is for one object; {len(uris)} "
-                                 "objects given (pass a dict of URI to weights)")
+                raise ValueError(
+                    f"an array of sample weights is for one object; {len(uris)} "
+                    "objects given (pass a dict of URI to weights)"
+                )
             sample_weight = {uris[0]: sample_weight}
         unknown = set(sample_weight) - set(uris)
         if unknown:
@@ -200,8 +203,11 @@ class RemoteIncrementalMixin:
         for entries, rows in self._groups(transport, uris, params, weights):
             first = not hasattr(current, "n_features_in_")
             payload = self._payload(transport, entries, blob, classes if first else None, rows)
-            where = entries[0][0] if len(entries) == 1 else \
-                f"{entries[0][0]} (and {len(entries) - 1} more)"
+            where = (
+                entries[0][0]
+                if len(entries) == 1
+                else f"{entries[0][0]} (and {len(entries) - 1} more)"
+            )
             metadata, body = transport.call(entries, params, payload)
             current, report = self._check_answer(where, body, metadata, current)
             if first and classes is not None and not np.array_equal(current.classes_, classes):
@@ -209,8 +215,11 @@ class RemoteIncrementalMixin:
             blob = body
             n_samples += report["n_samples"]
             if report.get("progressive"):
-                progressive = report["progressive"] if progressive is None else \
-                    training.merge_sums(progressive, report["progressive"])
+                progressive = (
+                    report["progressive"]
+                    if progressive is None
+                    else training.merge_sums(progressive, report["progressive"])
+                )
             if bar is not None:
                 bar.update(len(entries))
         return blob, current, n_samples, progressive
@@ -226,8 +235,9 @@ class RemoteIncrementalMixin:
                     raise ValueError("not a score")
                 total = sums if total is None else training.merge_sums(total, sums)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ObjectError(entries[0][0], f"the storlet's score is malformed "
-                                                 f"({exc})") from None
+                raise ObjectError(
+                    entries[0][0], f"the storlet's score is malformed ({exc})"
+                ) from None
         return training.final_score(total)
 
     def _discover(self, transport, uris, params):
@@ -241,8 +251,9 @@ class RemoteIncrementalMixin:
                     raise ValueError("not a labels answer")
                 pairs = list(zip(answer["labels"], answer["counts"], strict=True))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ObjectError(entries[0][0], f"the storlet's labels are malformed "
-                                                 f"({exc})") from None
+                raise ObjectError(
+                    entries[0][0], f"the storlet's labels are malformed ({exc})"
+                ) from None
             for label, count in pairs:
                 counts[label] = counts.get(label, 0) + int(count)
         classes = np.array(sorted(counts))
@@ -252,9 +263,18 @@ class RemoteIncrementalMixin:
         return classes
 
     # -- the remote methods ---------------------------------------------------
-    def remote_partial_fit(self, source, classes=None, sample_weight=None, *,
-                           data_options=None, connection=None, stores=None,
-                           storlet=STORLET_NAME, objects_per_call=None):
+    def remote_partial_fit(
+        self,
+        source,
+        classes=None,
+        sample_weight=None,
+        *,
+        data_options=None,
+        connection=None,
+        stores=None,
+        storlet=STORLET_NAME,
+        objects_per_call=None,
+    ):
         """``partial_fit`` over each object named by ``source``, in order.
 
         Each object is read in mini-batches of ``data_options['batch_size']``
@@ -294,17 +314,25 @@ class RemoteIncrementalMixin:
             self._validate_params()
         if is_classifier(self):
             if first and classes is None:
-                raise ValueError("classes must be passed on the first call to "
-                                 "remote_partial_fit")
-            if not first and classes is not None and not np.array_equal(
-                    self.classes_, np.unique(classes)):
-                raise ValueError(f"classes={classes!r} is not the same as on the first call, "
-                                 f"{self.classes_!r}")
+                raise ValueError("classes must be passed on the first call to remote_partial_fit")
+            if (
+                not first
+                and classes is not None
+                and not np.array_equal(self.classes_, np.unique(classes))
+            ):
+                raise ValueError(
+                    f"classes={classes!r} is not the same as on the first call, {self.classes_!r}"
+                )
             classes = np.unique(classes) if first else None
         blob = state.dumps(self, self._partial_fit_params(None))
-        _, final, _, _ = self._train_pass(transport, uris, blob,
-                                          self._request_params("partial_fit", data_options),
-                                          weights, classes)
+        _, final, _, _ = self._train_pass(
+            transport,
+            uris,
+            blob,
+            self._request_params("partial_fit", data_options),
+            weights,
+            classes,
+        )
         return self._apply(final)
 
     def _fit_settings(self, epochs, validation_fraction):
@@ -316,13 +344,29 @@ class RemoteIncrementalMixin:
         tol = getattr(self, "tol", None)
         patience = getattr(self, "n_iter_no_change", getattr(self, "max_no_improvement", 5))
         early = bool(getattr(self, "early_stopping", False))
-        fraction = validation_fraction if validation_fraction is not None else \
-            getattr(self, "validation_fraction", 0.1)
+        fraction = (
+            validation_fraction
+            if validation_fraction is not None
+            else getattr(self, "validation_fraction", 0.1)
+        )
         return int(epochs), tol, patience, early, fraction
 
-    def remote_fit(self, source, classes=None, sample_weight=None, *, epochs=None,
-                   validation_fraction=None, shuffle=None, data_options=None, connection=None,
-                   stores=None, storlet=STORLET_NAME, objects_per_call=None, progress=None):
+    def remote_fit(
+        self,
+        source,
+        classes=None,
+        sample_weight=None,
+        *,
+        epochs=None,
+        validation_fraction=None,
+        shuffle=None,
+        data_options=None,
+        connection=None,
+        stores=None,
+        storlet=STORLET_NAME,
+        objects_per_call=None,
+        progress=None,
+    ):
         """Fit from scratch: epochs of ``partial_fit`` over every object.
 
         As Dask-ML's ``Incremental``: each epoch visits the objects in an
@@ -378,8 +422,9 @@ objects_per_call
         params = self._request_params("partial_fit", data_options)
         if is_classifier(self):
             if classes is None:
-                classes = self._discover(transport, uris + held,
-                                         self._request_params("labels", data_options))
+                classes = self._discover(
+                    transport, uris + held, self._request_params("labels", data_options)
+                )
             classes = np.unique(classes)
         fresh = clone(self)
         blob = state.dumps(fresh, self._partial_fit_params(rng))
@@ -396,23 +441,27 @@ objects_per_call
         try:
             for epoch in range(1, epochs + 1):
                 started = time.monotonic()
-                order = [uris[i] for i in rng.permutation(len(uris))] if shuffle \
-                    else list(uris)
+                order = [uris[i] for i in rng.permutation(len(uris))] if shuffle else list(uris)
                 object_bar = _bar(progress, len(order), f"epoch {epoch}", "obj")
                 try:
                     blob, final, n, progressive = self._train_pass(
-                        transport, order, blob, params, weights, classes, object_bar)
+                        transport, order, blob, params, weights, classes, object_bar
+                    )
                 finally:
                     if object_bar is not None:
                         object_bar.close()
-                record = {"epoch": epoch, "n_samples": n, "train_score": None,
-                          "validation_score": None}
+                record = {
+                    "epoch": epoch,
+                    "n_samples": n,
+                    "train_score": None,
+                    "validation_score": None,
+                }
                 if progressive is not None and progressive["n"]:
                     record["train_score"] = training.final_score(progressive)
                 if early:
                     record["validation_score"] = self._score_pass(
-                        transport, held, blob, self._request_params("score", data_options),
-                        weights)
+                        transport, held, blob, self._request_params("score", data_options), weights
+                    )
                 record["seconds"] = time.monotonic() - started
                 history.append(record)
                 if verbose:
@@ -433,8 +482,17 @@ objects_per_call
         self.remote_validation_objects_ = held
         return self
 
-    def remote_score(self, source, sample_weight=None, *, data_options=None, connection=None,
-                     stores=None, storlet=STORLET_NAME, objects_per_call=None):
+    def remote_score(
+        self,
+        source,
+        sample_weight=None,
+        *,
+        data_options=None,
+        connection=None,
+        stores=None,
+        storlet=STORLET_NAME,
+        objects_per_call=None,
+    ):
         """``score`` over the rows of every object, computed next to them.
 
         Each call returns sums that combine across objects, so the result
@@ -445,13 +503,29 @@ objects_per_call
         transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
         blob = state.dumps(self, self._partial_fit_params(None))
-        return self._score_pass(transport, uris, blob,
-                                self._request_params("score", data_options),
-                                self._weights(uris, sample_weight))
+        return self._score_pass(
+            transport,
+            uris,
+            blob,
+            self._request_params("score", data_options),
+            self._weights(uris, sample_weight),
+        )
 
-    def remote_predict(self, source, dest, *, data_options=None, concurrency=4, resume=True,
-                       progress=None, dry_run=False, connection=None, stores=None,
-                       storlet=STORLET_NAME, method="predict"):
+    def remote_predict(
+        self,
+        source,
+        dest,
+        *,
+        data_options=None,
+        concurrency=4,
+        resume=True,
+        progress=None,
+        dry_run=False,
+        connection=None,
+        stores=None,
+        storlet=STORLET_NAME,
+        method="predict",
+    ):
         """Write ``predict``'s output over each object under ``dest``.
 
         One ``.npy`` object per source object, under the source's name
@@ -477,9 +551,17 @@ objects_per_call
         # Every call's datagram holds the parameters, each source's name
         # among them: the model rides there when all have room.
         with runner.staged(blob, params, runner.list_objects(source)) as (params, extra):
-            summary = runner.run_storlet(storlet, source, dest, params, concurrency, resume,
-                                         extra_resources=extra, progress=progress,
-                                         dry_run=dry_run)
+            summary = runner.run_storlet(
+                storlet,
+                source,
+                dest,
+                params,
+                concurrency,
+                resume,
+                extra_resources=extra,
+                progress=progress,
+                dry_run=dry_run,
+            )
         if int(getattr(self, "verbose", 0) or 0):
             print(summary.format(), flush=True)
         return summary
@@ -504,6 +586,7 @@ def _bar(enabled, total, label, unit):
     if not enabled:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False)
 
 

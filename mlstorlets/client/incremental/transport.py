@@ -34,8 +34,13 @@ class EstimatorCalls:
         Most bytes of data one call of several objects reads.
     """
 
-    def __init__(self, runner, storlet=STORLET_NAME, objects_per_call=None,
-                 max_group_bytes=DEFAULT_MAX_GROUP_BYTES):
+    def __init__(
+        self,
+        runner,
+        storlet=STORLET_NAME,
+        objects_per_call=None,
+        max_group_bytes=DEFAULT_MAX_GROUP_BYTES,
+    ):
         self.runner = runner
         self.storlet = storlet
         self.objects_per_call = objects_per_call
@@ -51,8 +56,7 @@ class EstimatorCalls:
         return self.runner.list_objects(source)
 
     def plan(self, uris, params):
-        return self.runner.plan(uris, params, self.objects_per_call,
-                                self.max_group_bytes)
+        return self.runner.plan(uris, params, self.objects_per_call, self.max_group_bytes)
 
     def size_of(self, uri):
         """The object's size if a plan read it, else None."""
@@ -70,8 +74,8 @@ class EstimatorCalls:
         return self.runner.invoke(self.storlet, uris, params, payload)
 
 
-def calls_for(source, connection=None, stores=None, storlet=STORLET_NAME,
-              objects_per_call=None):
+def calls_for(source, connection=None, stores=None, storlet=STORLET_NAME, objects_per_call=None):
     """The calls over ``source``, in the cluster when it is there."""
-    return EstimatorCalls(runner_for(source, connection=connection, stores=stores),
-                          storlet, objects_per_call)
+    return EstimatorCalls(
+        runner_for(source, connection=connection, stores=stores), storlet, objects_per_call
+    )

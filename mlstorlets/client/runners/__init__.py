@@ -32,8 +32,7 @@ from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.swift import Swift
 from mlstorlets.client.uri import parse
 
-__all__ = ['ClientRunner', 'ClusterRunner', 'Runner', 'runner_for',
-           'stores_for']
+__all__ = ["ClientRunner", "ClusterRunner", "Runner", "runner_for", "stores_for"]
 
 #: Either runner: both answer the same methods.
 Runner = Union[ClusterRunner, ClientRunner]
@@ -52,8 +51,9 @@ def stores_for(connection=None, stores: Stores | None = None) -> Stores:
     return Stores(swift=connection)
 
 
-def runner_for(*uris: str | Iterable[str] | None, connection=None,
-               stores: Stores | None = None) -> Runner:
+def runner_for(
+    *uris: str | Iterable[str] | None, connection=None, stores: Stores | None = None
+) -> Runner:
     """The runner of a command over ``uris`` (sources, destinations, models:
     a URI, a list of URIs, or None for one not given).
 

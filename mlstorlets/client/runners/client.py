@@ -21,7 +21,7 @@ from mlstorlets.client.uri import output_type_for, parse, plan_keys
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
-COPY = 'copy'
+COPY = "copy"
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ class ClientRunner:
         Body bytes of the data the calls read through the client.
     """
 
-    placement = 'client'
+    placement = "client"
 
     def __init__(self, stores, storlets_dir=None):
         self.stores = stores
@@ -81,13 +81,12 @@ class ClientRunner:
             store, uri = self.stores.open(item)
             if uri.key and not uri.is_prefix:
                 if store.head(uri.key) is None:
-                    raise ObjectError(item, 'no such object')
+                    raise ObjectError(item, "no such object")
                 uris.append(store.uri(uri.key))
                 continue
-            entries = [e for e in store.list(uri.key)
-                       if not protocol.is_internal(e.name)]
+            entries = [e for e in store.list(uri.key) if not protocol.is_internal(e.name)]
             if not entries:
-                raise ObjectError(item, 'no objects under this prefix')
+                raise ObjectError(item, "no objects under this prefix")
             uris.extend(store.uri(e.name) for e in entries)
         return uris
 
@@ -97,11 +96,12 @@ class ClientRunner:
     def require(self, uri):
         store, parsed = self.stores.open(uri)
         if store.head(parsed.key) is None:
-            raise ObjectError(str(parsed), 'not found')
+            raise ObjectError(str(parsed), "not found")
 
     def check_storlet(self, storlet, params=None):
-        check_parameters(storlet, params, getattr(
-            load_storlet(storlet, self.storlets_dir), 'parameters', None))
+        check_parameters(
+            storlet, params, getattr(load_storlet(storlet, self.storlets_dir), "parameters", None)
+        )
 
     # -- calls -------------------------------------------------------------
     def plan(self, uris, params, objects_per_call=None, max_group_bytes=None):
@@ -120,9 +120,12 @@ class ClientRunner:
         reader = store.reader(parsed.key)
         try:
             metadata, body = invoke(
-                cls, [(reader, reader.metadata or {})]
-                + [self._extra(e) for e in extras],
-                params, store.uri(parsed.key), storlet)
+                cls,
+                [(reader, reader.metadata or {})] + [self._extra(e) for e in extras],
+                params,
+                store.uri(parsed.key),
+                storlet,
+            )
             with self._lock:
                 self.client_bytes += reader.bytes_read
         finally:
@@ -144,18 +147,30 @@ class ClientRunner:
         yield dict(params, **protocol.state_parameters(payload)), None
 
     # -- batches -----------------------------------------------------------
-    def run_storlet(self, storlet, src, dest, params=None, concurrency=4,
-                    resume=True, *, extra_resources=None, extras=(),
-                    progress=None, dry_run=False, output_type=None,
-                    storlets_dir=None):
+    def run_storlet(
+        self,
+        storlet,
+        src,
+        dest,
+        params=None,
+        concurrency=4,
+        resume=True,
+        *,
+        extra_resources=None,
+        extras=(),
+        progress=None,
+        dry_run=False,
+        output_type=None,
+        storlets_dir=None,
+    ):
         """A storlet over every object of ``src`` into ``dest``, run here;
         see :meth:`ClusterRunner.run_storlet
         <mlstorlets.client.runners.cluster.ClusterRunner.run_storlet>`."""
         cls = load_storlet(storlet, storlets_dir or self.storlets_dir)
-        check_parameters(storlet, params, getattr(cls, 'parameters', None))
-        extras = [self._extra('swift://%s' % path.lstrip('/'))
-                  for path in extra_resources or ()] + [
-            self._extra(uri) for uri in extras]
+        check_parameters(storlet, params, getattr(cls, "parameters", None))
+        extras = [
+            self._extra("swift://%s" % path.lstrip("/")) for path in extra_resources or ()
+        ] + [self._extra(uri) for uri in extras]
         src = parse(src)
         src_store, _ = self.stores.open(src)
 
@@ -164,43 +179,68 @@ class ClientRunner:
             # The same parameter the cluster gives: where the source is.
             task_params = dict(params or {}, source=src_store.uri(entry.name))
             out_metadata, body, length = stream(
-                cls, inputs, task_params, src_store.uri(entry.name), storlet)
+                cls, inputs, task_params, src_store.uri(entry.name), storlet
+            )
             # In the cluster, the output keeps its source's metadata under
             # what the storlet sets (mlstorlets.server.middleware.storlet_copy).
             return body, dict(source.metadata, **out_metadata), length
 
         run = batch.run_digest(
-            storlet, params, [hashlib.md5(data).hexdigest()
-                              for data, _ in extras])
-        return self._stream(storlet, src, parse(dest), transform,
-                            concurrency, resume, progress, dry_run,
-                            same_content_is_done=False, run=run,
-                            output_type=output_type)
+            storlet, params, [hashlib.md5(data).hexdigest() for data, _ in extras]
+        )
+        return self._stream(
+            storlet,
+            src,
+            parse(dest),
+            transform,
+            concurrency,
+            resume,
+            progress,
+            dry_run,
+            same_content_is_done=False,
+            run=run,
+            output_type=output_type,
+        )
 
-    def copy(self, src, dest, concurrency=4, resume=True, *, progress=None,
-             dry_run=False):
+    def copy(self, src, dest, concurrency=4, resume=True, *, progress=None, dry_run=False):
         """Every object of ``src`` streamed to ``dest`` through here."""
         return self._stream(
-            COPY, parse(src), parse(dest),
-            lambda entry, source, body: (body, dict(source.metadata),
-                                         source.entry.size),
-            concurrency, resume, progress, dry_run, same_content_is_done=True)
+            COPY,
+            parse(src),
+            parse(dest),
+            lambda entry, source, body: (body, dict(source.metadata), source.entry.size),
+            concurrency,
+            resume,
+            progress,
+            dry_run,
+            same_content_is_done=True,
+        )
 
-    def _stream(self, label, src, dest, transform, concurrency, resume,
-                progress, dry_run, same_content_is_done, run=None,
-                output_type=None):
+    def _stream(
+        self,
+        label,
+        src,
+        dest,
+        transform,
+        concurrency,
+        resume,
+        progress,
+        dry_run,
+        same_content_is_done,
+        run=None,
+        output_type=None,
+    ):
         """Stream every source object through ``transform(entry, reader,
         body) -> (body file, metadata, size)`` to its destination; ``body``
         reads ``reader`` counting the bytes."""
         src_store, _ = self.stores.open(src)
         dest_store, _ = self.stores.open(dest)
-        tasks = tasks_of(src_store, src, dest,
-                         lambda name: output_type_for(output_type, name)[0])
-        if dest_store.scheme == 's3':
+        tasks = tasks_of(src_store, src, dest, lambda name: output_type_for(output_type, name)[0])
+        if dest_store.scheme == "s3":
             dest_store.check()  # outputs can be written: the bucket exists
         if not tasks:
-            raise NotFound(src, 'no objects under this prefix')
-        if dest_store.scheme == 'swift' and not dry_run:
+            raise NotFound(src, "no objects under this prefix")
+        if dest_store.scheme == "swift" and not dry_run:
             dest_store.ensure_container()
         found = existing(dest_store, dest) if resume else {}
         kinds_match = src_store.etag_kind == dest_store.etag_kind
@@ -209,41 +249,52 @@ class ClientRunner:
             entry = found.get(task.dest_key)
             if entry is None:
                 return False
-            if same_content_is_done and kinds_match and entry.etag and \
-                    entry.etag == task.source.etag:
+            if (
+                same_content_is_done
+                and kinds_match
+                and entry.etag
+                and entry.etag == task.source.etag
+            ):
                 return True
             if entry.metadata is None:
                 entry = dest_store.head(task.dest_key)
-            return entry is not None and \
-                entry.metadata.get(SOURCE_ETAG) == task.source.etag and \
-                (run is None or entry.metadata.get(batch.RUN_KEY) == run)
+            return (
+                entry is not None
+                and entry.metadata.get(SOURCE_ETAG) == task.source.etag
+                and (run is None or entry.metadata.get(batch.RUN_KEY) == run)
+            )
 
         def work(task, job):
             with contextlib.ExitStack() as stack:
-                source = stack.enter_context(
-                    src_store.reader(task.source.name))
+                source = stack.enter_context(src_store.reader(task.source.name))
                 # Every byte downloaded, then every byte uploaded (a failed
                 # upload moved bytes too).
                 body, out_metadata, size = transform(
-                    task.source, source, Counted(source, job.count))
+                    task.source, source, Counted(source, job.count)
+                )
                 stack.enter_context(contextlib.closing(body))
                 out_metadata[SOURCE_ETAG] = task.source.etag
                 if run is not None:
                     out_metadata[batch.RUN_KEY] = run
                 job.checkpoint()
                 headers = source.headers
-                content_type = output_type_for(output_type,
-                                               task.source.name)[1]
+                content_type = output_type_for(output_type, task.source.name)[1]
                 if content_type:
-                    headers = {k: v for k, v in headers.items()
-                               if k.lower() != 'content-type'}
-                    headers['Content-Type'] = content_type
-                dest_store.write(task.dest_key, Counted(body, job.count),
-                                 out_metadata, headers, size)
+                    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+                    headers["Content-Type"] = content_type
+                dest_store.write(
+                    task.dest_key, Counted(body, job.count), out_metadata, headers, size
+                )
 
         return batch.execute(
-            batch.BatchSummary(label, placement=self.placement), tasks, work,
-            concurrency, progress, up_to_date, dry_run)
+            batch.BatchSummary(label, placement=self.placement),
+            tasks,
+            work,
+            concurrency,
+            progress,
+            up_to_date,
+            dry_run,
+        )
 
 
 def tasks_of(src_store, src, dest, suffix=None):
@@ -253,12 +304,12 @@ def tasks_of(src_store, src, dest, suffix=None):
     else:
         entry = src_store.head(src.key)
         if entry is None:
-            raise NotFound(src, 'no such object (to name every object '
-                           'under a prefix, end it with /)')
+            raise NotFound(
+                src, "no such object (to name every object under a prefix, end it with /)"
+            )
         entries = [entry]
     pairs = plan_keys(src, dest, [e.name for e in entries], suffix)
-    return [Task(entry, key, src_store.uri(entry.name))
-            for entry, (_, key) in zip(entries, pairs)]
+    return [Task(entry, key, src_store.uri(entry.name)) for entry, (_, key) in zip(entries, pairs)]
 
 
 def existing(store, dest):

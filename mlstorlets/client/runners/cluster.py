@@ -35,10 +35,10 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
 #: Where temporary payloads go, in the container of the call's first object.
-STATE_PREFIX = protocol.INTERNAL_PREFIX + '-state/'
+STATE_PREFIX = protocol.INTERNAL_PREFIX + "-state/"
 #: The parameter value that tells a storlet its payload is its first extra
 #: resource (:data:`mlstorlets.sandbox.incremental.training.RESOURCE`).
-PAYLOAD_RESOURCE = 'resource'
+PAYLOAD_RESOURCE = "resource"
 # Datagram bytes assumed for an object whose metadata was not read (a
 # single-object call does not HEAD it): a few short metadata items.
 UNKNOWN_METADATA_COST = 512
@@ -52,9 +52,10 @@ def datagram_cost(params):
     The engine sees WSGI strings (UTF-8 bytes read as Latin-1) and sends
     them as JSON, which escapes every non-ASCII byte to six characters.
     """
-    wsgi = {str(k).encode('utf-8').decode('latin-1'):
-            str(v).encode('utf-8').decode('latin-1')
-            for k, v in params.items()}
+    wsgi = {
+        str(k).encode("utf-8").decode("latin-1"): str(v).encode("utf-8").decode("latin-1")
+        for k, v in params.items()
+    }
     return len(json.dumps(wsgi))
 
 
@@ -77,12 +78,11 @@ class ClusterRunner:
         Body bytes of the data that went through the client: none.
     """
 
-    placement = 'cluster'
+    placement = "cluster"
 
     def __init__(self, stores, swift=None):
         self.stores = stores
-        self.swift = swift if swift is not None else Swift(
-            stores.swift_connection())
+        self.swift = swift if swift is not None else Swift(stores.swift_connection())
         self.placements = []
         self.client_bytes = 0
         self._heads = {}
@@ -94,7 +94,7 @@ class ClusterRunner:
 
     def source_name(self, uri):
         """What a storlet is told its source is: ``container/object``."""
-        return '%s/%s' % parse_uri(self.locate(uri))
+        return "%s/%s" % parse_uri(self.locate(uri))
 
     def list_objects(self, source):
         """URIs named by ``source``: a URI, a list of URIs, or a prefix
@@ -108,9 +108,8 @@ class ClusterRunner:
         """
         uris = []
         for item in [source] if isinstance(source, str) else source:
-            container, _, entries = batch.list_sources(self.swift,
-                                                       self.locate(item))
-            uris += [format_uri(container, e['name']) for e in entries]
+            container, _, entries = batch.list_sources(self.swift, self.locate(item))
+            uris += [format_uri(container, e["name"]) for e in entries]
         return uris
 
     def describe(self, uris):
@@ -121,9 +120,8 @@ class ClusterRunner:
                 container, obj = parse_uri(uri)
                 headers = self.swift.head(container, obj)
                 if headers is None:
-                    raise ObjectError(uri, 'source object not found')
-                self._heads[uri] = (int(headers.get('content-length', 0)),
-                                    user_metadata(headers))
+                    raise ObjectError(uri, "source object not found")
+                self._heads[uri] = (int(headers.get("content-length", 0)), user_metadata(headers))
         return {uri: self._heads[uri] for uri in uris}
 
     def known_size(self, uri):
@@ -135,7 +133,7 @@ class ClusterRunner:
         """Raise :class:`ObjectError` unless ``uri`` names an object."""
         container, name = parse_uri(self.locate(uri))
         if self.swift.head(container, name) is None:
-            raise ObjectError(self.locate(uri), 'not found')
+            raise ObjectError(self.locate(uri), "not found")
 
     def check_storlet(self, storlet, params=None):
         """Check once, before any call, that ``storlet`` is deployed and
@@ -143,8 +141,7 @@ class ClusterRunner:
         self.swift.check_storlet(storlet, params)
 
     # -- calls -------------------------------------------------------------
-    def plan(self, uris, params, objects_per_call=None,
-             max_group_bytes=DEFAULT_MAX_GROUP_BYTES):
+    def plan(self, uris, params, objects_per_call=None, max_group_bytes=DEFAULT_MAX_GROUP_BYTES):
         """Split ``uris``, in order, into the groups of one call each.
 
         ``objects_per_call`` bounds a group (None: as many as the limits
@@ -155,19 +152,27 @@ class ClusterRunner:
             return [[uri] for uri in uris]
         heads = self.describe(uris)
         limits = self.swift.limits()
-        payload_path = sbus.resource_path(
-            'c' * 256, STATE_PREFIX + uuid.uuid4().hex)
-        budget = (limits.datagram - sbus.ENGINE_RESERVE - sbus.input_cost({})
-                  - datagram_cost(dict(params, payload=PAYLOAD_RESOURCE)))
+        payload_path = sbus.resource_path("c" * 256, STATE_PREFIX + uuid.uuid4().hex)
+        budget = (
+            limits.datagram
+            - sbus.ENGINE_RESERVE
+            - sbus.input_cost({})
+            - datagram_cost(dict(params, payload=PAYLOAD_RESOURCE))
+        )
         groups = sbus.plan_groups(
             [sbus.input_cost(heads[u][1]) for u in uris],
             [sbus.resource_path(*parse_uri(u)) for u in uris],
             weights=[max(1, heads[u][0]) for u in uris],
-            max_weight=max_group_bytes, budget=budget,
-            header_limit=limits.header - len(payload_path) - 1)
+            max_weight=max_group_bytes,
+            budget=budget,
+            header_limit=limits.header - len(payload_path) - 1,
+        )
         size = objects_per_call or len(uris)
-        return [[uris[i] for i in group[start:start + size]]
-                for group in groups for start in range(0, len(group), size)]
+        return [
+            [uris[i] for i in group[start : start + size]]
+            for group in groups
+            for start in range(0, len(group), size)
+        ]
 
     def invoke(self, storlet, uris, params, payload=None, extras=()):
         """Run ``storlet`` once over ``uris`` (in order), with ``payload``
@@ -187,37 +192,52 @@ class ClusterRunner:
         uris = [self.locate(u) for u in uris]
         extras = [self._resource(u) for u in extras]
         if payload is None:
-            return self._get(storlet, uris, params, None, extras,
-                             'object-server' if len(uris) == 1 and not extras
-                             else 'proxy')
-        used = sbus.ENGINE_RESERVE + datagram_cost(params) + sum(
-            sbus.input_cost(self._heads[uri][1]) if uri in self._heads
-            else UNKNOWN_METADATA_COST for uri in uris)
+            return self._get(
+                storlet,
+                uris,
+                params,
+                None,
+                extras,
+                "object-server" if len(uris) == 1 and not extras else "proxy",
+            )
+        used = (
+            sbus.ENGINE_RESERVE
+            + datagram_cost(params)
+            + sum(
+                sbus.input_cost(self._heads[uri][1])
+                if uri in self._heads
+                else UNKNOWN_METADATA_COST
+                for uri in uris
+            )
+        )
         inline = protocol.state_parameters(
-            payload,
-            budget=self.swift.limits().datagram - used
-            - 64 * (len(payload) // 3000 + 1))
+            payload, budget=self.swift.limits().datagram - used - 64 * (len(payload) // 3000 + 1)
+        )
         if inline is not None:
-            where = 'object-server' if len(uris) == 1 and not extras \
-                else 'proxy'
-            return self._get(storlet, uris, dict(params, **inline), None,
-                             extras, where)
-        return self._get(storlet, uris,
-                         dict(params, payload=PAYLOAD_RESOURCE), payload,
-                         extras, 'proxy')
+            where = "object-server" if len(uris) == 1 and not extras else "proxy"
+            return self._get(storlet, uris, dict(params, **inline), None, extras, where)
+        return self._get(
+            storlet, uris, dict(params, payload=PAYLOAD_RESOURCE), payload, extras, "proxy"
+        )
 
     def _get(self, storlet, uris, params, payload, extras, placement):
         container, obj = parse_uri(uris[0])
         temp = None if payload is None else STATE_PREFIX + uuid.uuid4().hex
-        extra = [] if temp is None else ['/%s/%s' % (container, temp)]
-        extra += ['/%s/%s' % parse_uri(uri) for uri in uris[1:]] + extras
+        extra = [] if temp is None else ["/%s/%s" % (container, temp)]
+        extra += ["/%s/%s" % parse_uri(uri) for uri in uris[1:]] + extras
         try:
             if temp is not None:
-                self.swift.call(uris[0], 'put_object', container, temp,
-                                payload,
-                                content_type='application/octet-stream')
+                self.swift.call(
+                    uris[0],
+                    "put_object",
+                    container,
+                    temp,
+                    payload,
+                    content_type="application/octet-stream",
+                )
             headers, body = self.swift.storlet_get(
-                container, obj, storlet, params, extra_resources=extra or None)
+                container, obj, storlet, params, extra_resources=extra or None
+            )
         except SwiftError as err:
             raise _refusal(storlet, uris, err) from None
         finally:
@@ -241,65 +261,78 @@ class ClusterRunner:
         extra_resources : list of str or None
         """
         names = [self.source_name(u) for u in sources]
-        longest = max(datagram_cost({protocol.SOURCE_PARAMETER: n})
-                      for n in names)
-        used = (sbus.ENGINE_RESERVE + UNKNOWN_METADATA_COST
-                + datagram_cost(params) + longest)
-        inline = protocol.state_parameters(payload,
-                                           budget=self.swift.limits().datagram
-                                           - used)
+        longest = max(datagram_cost({protocol.SOURCE_PARAMETER: n}) for n in names)
+        used = sbus.ENGINE_RESERVE + UNKNOWN_METADATA_COST + datagram_cost(params) + longest
+        inline = protocol.state_parameters(payload, budget=self.swift.limits().datagram - used)
         if inline is not None:
             yield dict(params, **inline), None
             return
         container, _ = parse_uri(self.locate(sources[0]))
-        temp = STATE_PREFIX + 'model-' + hashlib.sha256(payload).hexdigest()[
-            :32]
-        self.swift.call(temp, 'put_object', container, temp, payload,
-                        content_type='application/octet-stream')
+        temp = STATE_PREFIX + "model-" + hashlib.sha256(payload).hexdigest()[:32]
+        self.swift.call(
+            temp, "put_object", container, temp, payload, content_type="application/octet-stream"
+        )
         try:
-            yield (dict(params, payload=PAYLOAD_RESOURCE),
-                   ['/%s/%s' % (container, temp)])
+            yield (dict(params, payload=PAYLOAD_RESOURCE), ["/%s/%s" % (container, temp)])
         finally:
             self._delete(temp, container, temp)
 
     def _delete(self, label, container, name):
         try:
-            self.swift.call(label, 'delete_object', container, name)
+            self.swift.call(label, "delete_object", container, name)
         except SwiftError as err:
             if err.status != 404:
                 raise
 
     def _resource(self, uri):
-        return '/%s/%s' % parse_uri(self.locate(uri))
+        return "/%s/%s" % parse_uri(self.locate(uri))
 
     # -- batches -----------------------------------------------------------
-    def run_storlet(self, storlet, src, dest, params=None, concurrency=4,
-                    resume=True, *, extra_resources=None, extras=(),
-                    progress=None, dry_run=False, output_type=None,
-                    storlets_dir=None):
+    def run_storlet(
+        self,
+        storlet,
+        src,
+        dest,
+        params=None,
+        concurrency=4,
+        resume=True,
+        *,
+        extra_resources=None,
+        extras=(),
+        progress=None,
+        dry_run=False,
+        output_type=None,
+        storlets_dir=None,
+    ):
         """A storlet over every object of ``src`` into ``dest``, each output
         made in place with copy semantics; ``extras`` are URIs of objects
         every call also reads, after ``extra_resources`` (``/container/object``
         paths); see :func:`mlstorlets.client.placement.run_anywhere`."""
-        extra = list(extra_resources or ()) + [self._resource(u)
-                                               for u in extras]
+        extra = list(extra_resources or ()) + [self._resource(u) for u in extras]
         summary = batch.run_batch(
-            self.swift, storlet, self.locate(src), self.locate(dest),
-            params=params, concurrency=concurrency, resume=resume,
-            extra_resources=extra or None, progress=progress,
-            dry_run=dry_run, output_type=output_type)
+            self.swift,
+            storlet,
+            self.locate(src),
+            self.locate(dest),
+            params=params,
+            concurrency=concurrency,
+            resume=resume,
+            extra_resources=extra or None,
+            progress=progress,
+            dry_run=dry_run,
+            output_type=output_type,
+        )
         summary.placement = self.placement
         return summary
 
-    def copy(self, src, dest, concurrency=4, resume=True, *, progress=None,
-             dry_run=False):
+    def copy(self, src, dest, concurrency=4, resume=True, *, progress=None, dry_run=False):
         """A server-side copy of every object of ``src`` (no data moves)."""
         src, dest = parse(self.locate(src)), parse(self.locate(dest))
         src_store, _ = self.stores.open(src)
         dest_store, _ = self.stores.open(dest)
         tasks = tasks_of(src_store, src, dest)
         if not tasks:
-            raise NotFound(src, 'no objects under this prefix')
+            raise NotFound(src, "no objects under this prefix")
         if not dry_run:
             dest_store.ensure_container()
         found = existing(dest_store, dest) if resume else {}
@@ -309,20 +342,26 @@ class ClusterRunner:
             return entry is not None and entry.etag == task.source.etag
 
         def work(task, job):
-            dest_store.copy_from(src.location, task.source.name,
-                                 task.dest_key, {SOURCE_ETAG: task.source.etag})
+            dest_store.copy_from(
+                src.location, task.source.name, task.dest_key, {SOURCE_ETAG: task.source.etag}
+            )
 
         return batch.execute(
-            batch.BatchSummary('copy', placement=self.placement), tasks,
-            work, concurrency, progress, up_to_date, dry_run)
+            batch.BatchSummary("copy", placement=self.placement),
+            tasks,
+            work,
+            concurrency,
+            progress,
+            up_to_date,
+            dry_run,
+        )
 
 
 def user_metadata(headers):
     """The user metadata of response ``headers``: keys lower case, without
     ``X-Object-Meta-``."""
     prefix = protocol.OBJECT_META.lower()
-    return {k.lower()[len(prefix):]: v for k, v in headers.items()
-            if k.lower().startswith(prefix)}
+    return {k.lower()[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
 
 
 def _refusal(storlet, uris, err):
@@ -330,9 +369,12 @@ def _refusal(storlet, uris, err):
     named (:data:`mlstorlets.sandbox.protocol.OBJECT_HEADER`)."""
     if len(uris) > 1 and err.object:
         for uri in uris:
-            if '%s/%s' % parse_uri(uri) == err.object or uri == err.object:
+            if "%s/%s" % parse_uri(uri) == err.object or uri == err.object:
                 return SwiftError(
-                    uri, 'storlet %s refused it, in a call over %d objects '
-                    'from %s: %s' % (storlet, len(uris), uris[0], err.reason),
-                    err.status, err.kind)
+                    uri,
+                    "storlet %s refused it, in a call over %d objects "
+                    "from %s: %s" % (storlet, len(uris), uris[0], err.reason),
+                    err.status,
+                    err.kind,
+                )
     return SwiftError(uris[0], err.reason, err.status, err.kind)

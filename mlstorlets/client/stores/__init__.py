@@ -8,5 +8,4 @@ See ``docs/stores.md``.  Every connector implements
 from mlstorlets.client.stores.base import SOURCE_ETAG, Entry, NotFound, Store, StoreError
 from mlstorlets.client.stores.registry import Stores
 
-__all__ = ['SOURCE_ETAG', 'Entry', 'NotFound', 'Store', 'StoreError',
-           'Stores']
+__all__ = ["SOURCE_ETAG", "Entry", "NotFound", "Store", "StoreError", "Stores"]

@@ -33,7 +33,7 @@ from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F4
 # whose Source-Etag matches its source is up to date (resume, skip).
 SOURCE_ETAG = protocol.SOURCE_ETAG_KEY
 # The system headers an object keeps across stores, besides user metadata.
-CONTENT_HEADERS = ('Content-Type', 'Content-Disposition')
+CONTENT_HEADERS = ("Content-Type", "Content-Disposition")
 # Bytes read or written at once when streaming a body.
 CHUNK = 1 << 20
 
@@ -108,14 +108,13 @@ class Reader(io.RawIOBase):
         path (in parallel segments, without buffering).
     """
 
-    def __init__(self, uri, chunks, entry, check=None, close=None,
-                 path=None):
+    def __init__(self, uri, chunks, entry, check=None, close=None, path=None):
         super().__init__()
         self.uri = uri
         self.path = path
         self.entry = entry
         self._chunks = iter(chunks)
-        self._pending, self._offset = b'', 0
+        self._pending, self._offset = b"", 0
         self._check = check
         self._release = close
         self.bytes_read = 0
@@ -142,24 +141,23 @@ class Reader(io.RawIOBase):
                 raise
             except Exception as err:
                 # Each client has its own (urllib3, botocore, requests).
-                raise StoreError(self.uri, 'the download broke off: %s'
-                                 % (err,)) from None
+                raise StoreError(self.uri, "the download broke off: %s" % (err,)) from None
             if self._check:
                 self._check[0].update(self._pending)
         n = min(len(buf), len(self._pending) - self._offset)
-        buf[:n] = self._pending[self._offset:self._offset + n]
+        buf[:n] = self._pending[self._offset : self._offset + n]
         self._offset += n
         self.bytes_read += n
         return n
 
     def _end(self):
-        if self.entry.size is not None and \
-                self.bytes_read != self.entry.size:
-            raise StoreError(self.uri, 'the download ended after %d of %d '
-                             'bytes' % (self.bytes_read, self.entry.size))
+        if self.entry.size is not None and self.bytes_read != self.entry.size:
+            raise StoreError(
+                self.uri,
+                "the download ended after %d of %d bytes" % (self.bytes_read, self.entry.size),
+            )
         if self._check and self._check[0].hexdigest() != self._check[1]:
-            raise StoreError(self.uri, 'the download arrived damaged '
-                             '(hash mismatch)')
+            raise StoreError(self.uri, "the download arrived damaged (hash mismatch)")
 
     def close(self):
         if not self.closed and self._release is not None:
@@ -175,13 +173,13 @@ class Counted(io.RawIOBase):
     def __init__(self, raw, count):
         super().__init__()
         self.raw, self._count = raw, count
-        self.path = getattr(raw, 'path', None)
+        self.path = getattr(raw, "path", None)
 
     def count(self, nbytes):
         """Count ``nbytes`` moved by path, as if read through every
         layer."""
         self._count(nbytes)
-        inner = getattr(self.raw, 'count', None)
+        inner = getattr(self.raw, "count", None)
         if inner is not None:
             inner(nbytes)
 
@@ -200,8 +198,7 @@ class Counted(io.RawIOBase):
 def local_path(body):
     """The local file ``body`` reads, if any, and a function to call with
     the bytes a writer uploaded from it by path."""
-    return getattr(body, 'path', None), getattr(body, 'count', None) or \
-        (lambda n: None)
+    return getattr(body, "path", None), getattr(body, "count", None) or (lambda n: None)
 
 
 def read_full(body, size):
@@ -214,7 +211,7 @@ def read_full(body, size):
             break
         parts.append(part)
         got += len(part)
-    return b''.join(parts)
+    return b"".join(parts)
 
 
 class FullReads:
@@ -226,7 +223,7 @@ class FullReads:
 
     def read(self, size=-1):
         if size is None or size < 0:
-            return b''.join(iter(lambda: self.body.read(CHUNK), b''))
+            return b"".join(iter(lambda: self.body.read(CHUNK), b""))
         return read_full(self.body, size)
 
 
@@ -234,15 +231,12 @@ def content_headers(headers):
     """The :data:`CONTENT_HEADERS` set in ``headers`` (any case), spelled
     as in :data:`CONTENT_HEADERS`."""
     lower = {str(k).lower(): v for k, v in (headers or {}).items()}
-    return {k: str(lower[k.lower()]) for k in CONTENT_HEADERS
-            if lower.get(k.lower())}
+    return {k: str(lower[k.lower()]) for k in CONTENT_HEADERS if lower.get(k.lower())}
 
 
 def normalize_metadata(metadata):
     """User metadata with keys spelled the way Swift spells them."""
     return {str(k).title(): str(v) for k, v in (metadata or {}).items()}
-
-
 
 
 class Store:
@@ -257,15 +251,16 @@ class Store:
     # What Entry.etag holds: two stores' hashes are compared only when the
     # kinds are equal ('md5' for Swift, S3 and local files; 'dropbox' for
     # Dropbox's content_hash).
-    etag_kind = 'md5'
-    location = ''
+    etag_kind = "md5"
+    location = ""
 
-    def uri(self, key=''):
+    def uri(self, key=""):
         """The URI of ``key`` in this store."""
         from mlstorlets.client.uri import URI
+
         return str(URI(self.scheme, self.location, key))
 
-    def list(self, prefix=''):
+    def list(self, prefix=""):
         """[Entry] of every object whose key starts with ``prefix``.
 
         Raises
@@ -332,8 +327,7 @@ class Store:
         Entry
             The stored object.
         """
-        return self.write(key, io.BytesIO(data), metadata, headers,
-                          size=len(data))
+        return self.write(key, io.BytesIO(data), metadata, headers, size=len(data))
 
     def delete(self, key):
         """Remove ``key``; removing a missing key is not an error."""

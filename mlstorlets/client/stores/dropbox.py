@@ -57,8 +57,7 @@ class ContentHasher:
     """
 
     def __init__(self):
-        self._outer, self._block, self._filled = hashlib.sha256(), \
-            hashlib.sha256(), 0
+        self._outer, self._block, self._filled = hashlib.sha256(), hashlib.sha256(), 0
 
     def update(self, data):
         view = memoryview(data)
@@ -101,19 +100,25 @@ def make_client(environ, session=None, **kwargs):
     StoreError
         No credentials in ``environ``.
     """
-    token = environ.get('DROPBOX_ACCESS_TOKEN')
-    refresh = environ.get('DROPBOX_REFRESH_TOKEN')
+    token = environ.get("DROPBOX_ACCESS_TOKEN")
+    refresh = environ.get("DROPBOX_REFRESH_TOKEN")
     if not token and not refresh:
-        raise StoreError('dropbox://', 'no Dropbox credentials: set '
-                         'DROPBOX_ACCESS_TOKEN, or DROPBOX_REFRESH_TOKEN '
-                         'with DROPBOX_APP_KEY (and DROPBOX_APP_SECRET)')
-    kwargs.setdefault('max_retries_on_error', 2)
-    kwargs.setdefault('timeout', 60)
+        raise StoreError(
+            "dropbox://",
+            "no Dropbox credentials: set "
+            "DROPBOX_ACCESS_TOKEN, or DROPBOX_REFRESH_TOKEN "
+            "with DROPBOX_APP_KEY (and DROPBOX_APP_SECRET)",
+        )
+    kwargs.setdefault("max_retries_on_error", 2)
+    kwargs.setdefault("timeout", 60)
     return dropbox.Dropbox(
-        oauth2_access_token=token, oauth2_refresh_token=refresh,
-        app_key=environ.get('DROPBOX_APP_KEY'),
-        app_secret=environ.get('DROPBOX_APP_SECRET'), session=session,
-        **kwargs)
+        oauth2_access_token=token,
+        oauth2_refresh_token=refresh,
+        app_key=environ.get("DROPBOX_APP_KEY"),
+        app_secret=environ.get("DROPBOX_APP_SECRET"),
+        session=session,
+        **kwargs,
+    )
 
 
 class DropboxStore(Store):
@@ -126,8 +131,8 @@ class DropboxStore(Store):
         Each thread uses its own clone (sharing the HTTP session).
     """
 
-    scheme = 'dropbox'
-    etag_kind = 'dropbox'
+    scheme = "dropbox"
+    etag_kind = "dropbox"
     creates_parents = True
 
     def __init__(self, client):
@@ -135,7 +140,7 @@ class DropboxStore(Store):
         self._local = threading.local()
 
     def _dbx(self):
-        dbx = getattr(self._local, 'dbx', None)
+        dbx = getattr(self._local, "dbx", None)
         if dbx is None:
             dbx = self._local.dbx = self.client.clone()
         return dbx
@@ -145,60 +150,54 @@ class DropboxStore(Store):
             return getattr(self._dbx(), method)(*args, **kwargs)
         except exceptions.ApiError as err:
             if _not_found(err.error):
-                raise NotFound(self.uri(key), 'not found') from None
-            raise StoreError(self.uri(key), 'Dropbox refused: %s'
-                             % (err.user_message_text or err.error)) \
-                from None
+                raise NotFound(self.uri(key), "not found") from None
+            raise StoreError(
+                self.uri(key), "Dropbox refused: %s" % (err.user_message_text or err.error)
+            ) from None
         except exceptions.AuthError as err:
-            tag = getattr(err.error, '_tag', None) or err.error
-            raise StoreError(self.uri(key), 'Dropbox refused the '
-                             'credentials (%s)' % (tag,)) from None
+            tag = getattr(err.error, "_tag", None) or err.error
+            raise StoreError(
+                self.uri(key), "Dropbox refused the credentials (%s)" % (tag,)
+            ) from None
         except exceptions.DropboxException as err:
-            raise StoreError(self.uri(key), 'Dropbox failed: %s'
-                             % (err,)) from None
+            raise StoreError(self.uri(key), "Dropbox failed: %s" % (err,)) from None
         except (requests.RequestException, OSError) as err:
-            raise StoreError(self.uri(key), 'cannot reach Dropbox: %s'
-                             % (err,)) from None
+            raise StoreError(self.uri(key), "cannot reach Dropbox: %s" % (err,)) from None
 
-    def list(self, prefix=''):
-        folder = prefix if prefix.endswith('/') or not prefix \
-            else posixpath.dirname(prefix)
+    def list(self, prefix=""):
+        folder = prefix if prefix.endswith("/") or not prefix else posixpath.dirname(prefix)
         try:
-            page = self._call(prefix, 'files_list_folder', _path(folder),
-                              recursive=True)
+            page = self._call(prefix, "files_list_folder", _path(folder), recursive=True)
         except NotFound:
-            raise NotFound(self.uri(prefix), 'no such folder') from None
+            raise NotFound(self.uri(prefix), "no such folder") from None
         entries = []
         while True:
             for md in page.entries:
                 if not isinstance(md, files.FileMetadata):
                     continue
-                key = md.path_display.lstrip('/')
-                if key.lower().startswith(prefix.lower()) and \
-                        not is_internal(key):
+                key = md.path_display.lstrip("/")
+                if key.lower().startswith(prefix.lower()) and not is_internal(key):
                     entries.append(Entry(key, md.size, md.content_hash))
             if not page.has_more:
                 break
-            page = self._call(prefix, 'files_list_folder_continue',
-                              page.cursor)
+            page = self._call(prefix, "files_list_folder_continue", page.cursor)
         entries.sort(key=lambda e: e.name)
         return entries
 
     def head(self, key):
         try:
-            md = self._call(key, 'files_get_metadata', _path(key))
+            md = self._call(key, "files_get_metadata", _path(key))
         except NotFound:
             return None
         if not isinstance(md, files.FileMetadata):
             return None
-        return Entry(key, md.size, md.content_hash,
-                     *self._sidecar(key, md.content_hash))
+        return Entry(key, md.size, md.content_hash, *self._sidecar(key, md.content_hash))
 
     def _sidecar(self, key, file_hash):
         """(metadata, content headers) of the sidecar, if it describes this
         content."""
         try:
-            _, response = self._call(key, 'files_download', _sidecar(key))
+            _, response = self._call(key, "files_download", _sidecar(key))
             try:
                 sidecar = json.loads(response.content)
             finally:
@@ -207,35 +206,35 @@ class DropboxStore(Store):
             return {}, {}
         except (ValueError, requests.RequestException):
             return {}, {}
-        if not isinstance(sidecar, dict) or \
-                sidecar.get('content_hash') != file_hash:
+        if not isinstance(sidecar, dict) or sidecar.get("content_hash") != file_hash:
             return {}, {}
-        return (normalize_metadata(sidecar.get('metadata')),
-                content_headers(sidecar.get('headers')))
+        return (
+            normalize_metadata(sidecar.get("metadata")),
+            content_headers(sidecar.get("headers")),
+        )
 
     def reader(self, key):
-        md, response = self._call(key, 'files_download', _path(key))
+        md, response = self._call(key, "files_download", _path(key))
         try:
-            entry = Entry(key, md.size, md.content_hash,
-                          *self._sidecar(key, md.content_hash))
+            entry = Entry(key, md.size, md.content_hash, *self._sidecar(key, md.content_hash))
         except BaseException:
             response.close()
             raise
-        check = (ContentHasher(), md.content_hash) if md.content_hash \
-            else None
-        return Reader(self.uri(key), response.iter_content(CHUNK), entry,
-                      check, close=response.close)
+        check = (ContentHasher(), md.content_hash) if md.content_hash else None
+        return Reader(
+            self.uri(key), response.iter_content(CHUNK), entry, check, close=response.close
+        )
 
     def write(self, key, body, metadata=None, headers=None, size=None):
         metadata = normalize_metadata(metadata)
         headers = content_headers(headers)
         md = self._upload(key, _path(key), body)
         if metadata or headers:
-            sidecar = json.dumps({'content_hash': md.content_hash,
-                                  'metadata': metadata, 'headers': headers},
-                                 sort_keys=True)
-            self._upload(key, _sidecar(key),
-                         io.BytesIO(sidecar.encode('utf-8')))
+            sidecar = json.dumps(
+                {"content_hash": md.content_hash, "metadata": metadata, "headers": headers},
+                sort_keys=True,
+            )
+            self._upload(key, _sidecar(key), io.BytesIO(sidecar.encode("utf-8")))
         return Entry(key, md.size, md.content_hash, metadata, headers)
 
     def _upload(self, key, path, body):
@@ -249,53 +248,58 @@ class DropboxStore(Store):
 
         data, following = chunk(), chunk()
         if not following:
-            return self._call(key, 'files_upload', data, path, mode=mode,
-                              mute=True)
+            return self._call(key, "files_upload", data, path, mode=mode, mute=True)
         # Nothing is visible at ``path`` until finish commits: a session
         # that breaks off leaves no file behind (Dropbox expires it).
-        start = self._call(key, 'files_upload_session_start', data)
+        start = self._call(key, "files_upload_session_start", data)
         offset = len(data)
         data, following = following, chunk()
         while following:
             cursor = files.UploadSessionCursor(start.session_id, offset)
-            self._call(key, 'files_upload_session_append_v2', data, cursor)
+            self._call(key, "files_upload_session_append_v2", data, cursor)
             offset += len(data)
             data, following = following, chunk()
         cursor = files.UploadSessionCursor(start.session_id, offset)
-        md = self._call(key, 'files_upload_session_finish', data,
-                        cursor, files.CommitInfo(path, mode=mode, mute=True))
+        md = self._call(
+            key,
+            "files_upload_session_finish",
+            data,
+            cursor,
+            files.CommitInfo(path, mode=mode, mute=True),
+        )
         if md.content_hash != hasher.hexdigest():
             self.delete(key)
-            raise StoreError(self.uri(key), 'the upload arrived damaged '
-                             '(content hash mismatch); removed')
+            raise StoreError(
+                self.uri(key), "the upload arrived damaged (content hash mismatch); removed"
+            )
         return md
 
     def delete(self, key):
         for path in (_path(key), _sidecar(key)):
             try:
-                self._call(key, 'files_delete_v2', path)
+                self._call(key, "files_delete_v2", path)
             except NotFound:
                 pass
 
 
 def _path(key):
     """The Dropbox API path of a key ('' is the root)."""
-    key = key.rstrip('/')
-    return '/' + key if key else ''
+    key = key.rstrip("/")
+    return "/" + key if key else ""
 
 
 def _sidecar(key):
     head, tail = posixpath.split(_path(key))
-    return '%s/%s/%s.json' % (head.rstrip('/'), INTERNAL_PREFIX, tail)
+    return "%s/%s/%s.json" % (head.rstrip("/"), INTERNAL_PREFIX, tail)
 
 
 def _not_found(error):
     """True for the route errors that mean 'no such path'."""
-    for attr in ('get_path', 'get_path_lookup'):
+    for attr in ("get_path", "get_path_lookup"):
         try:
             lookup = getattr(error, attr)()
         except (AttributeError, TypeError):
             continue
-        if hasattr(lookup, 'is_not_found') and lookup.is_not_found():
+        if hasattr(lookup, "is_not_found") and lookup.is_not_found():
             return True
     return False

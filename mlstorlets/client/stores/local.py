@@ -33,7 +33,7 @@ from mlstorlets.client.stores.base import (
     normalize_metadata,
 )
 
-TEMP_PREFIX = INTERNAL_PREFIX + '-tmp-'
+TEMP_PREFIX = INTERNAL_PREFIX + "-tmp-"
 
 
 def _umask():
@@ -55,43 +55,41 @@ class FileStore(Store):
         The directory keys are relative to.
     """
 
-    scheme = 'file'
+    scheme = "file"
     creates_parents = True
 
-    def __init__(self, root='/'):
+    def __init__(self, root="/"):
         self.root = os.path.abspath(root)
 
-    def uri(self, key=''):
-        return 'file://' + self.path(key)
+    def uri(self, key=""):
+        return "file://" + self.path(key)
 
     def path(self, key):
         return os.path.join(self.root, key)
 
     def _sidecar(self, path):
         head, tail = os.path.split(path)
-        return os.path.join(head, INTERNAL_PREFIX, tail + '.json')
+        return os.path.join(head, INTERNAL_PREFIX, tail + ".json")
 
     def _entry(self, key, path, st):
         """The Entry of a file, trusting its sidecar only if it matches."""
         metadata, etag, headers = {}, None, {}
         try:
-            with open(self._sidecar(path), 'rb') as f:
+            with open(self._sidecar(path), "rb") as f:
                 sidecar = json.load(f)
-            if sidecar.get('stat') == _stat_key(st):
-                metadata, etag = sidecar['metadata'], sidecar['md5']
-                headers = content_headers(sidecar.get('headers'))
+            if sidecar.get("stat") == _stat_key(st):
+                metadata, etag = sidecar["metadata"], sidecar["md5"]
+                headers = content_headers(sidecar.get("headers"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         if etag is None:
             etag = _file_md5(path)
-        return Entry(key, st.st_size, etag, normalize_metadata(metadata),
-                     headers)
+        return Entry(key, st.st_size, etag, normalize_metadata(metadata), headers)
 
-    def list(self, prefix=''):
-        base = self.path(prefix if prefix.endswith('/') or not prefix
-                         else os.path.dirname(prefix))
+    def list(self, prefix=""):
+        base = self.path(prefix if prefix.endswith("/") or not prefix else os.path.dirname(prefix))
         if not os.path.isdir(base):
-            raise NotFound(self.uri(prefix), 'no such directory')
+            raise NotFound(self.uri(prefix), "no such directory")
         entries = []
         for top, dirs, files in os.walk(base, onerror=self._walk_error):
             dirs[:] = sorted(d for d in dirs if not is_internal(d))
@@ -110,8 +108,7 @@ class FileStore(Store):
         return entries
 
     def _walk_error(self, err):
-        raise StoreError('file://' + (err.filename or self.root),
-                         err.strerror or str(err))
+        raise StoreError("file://" + (err.filename or self.root), err.strerror or str(err))
 
     def head(self, key):
         path = self.path(key)
@@ -128,12 +125,13 @@ class FileStore(Store):
     def reader(self, key):
         path = self.path(key)
         try:
-            f = open(path, 'rb')
+            f = open(path, "rb")
         except FileNotFoundError:
-            raise NotFound(self.uri(key), 'no such file') from None
+            raise NotFound(self.uri(key), "no such file") from None
         except IsADirectoryError:
-            raise StoreError(self.uri(key), 'a directory (end the URI with '
-                             '/ to name the files under it)') from None
+            raise StoreError(
+                self.uri(key), "a directory (end the URI with / to name the files under it)"
+            ) from None
         except OSError as err:
             raise StoreError(self.uri(key), err.strerror) from None
         try:
@@ -141,8 +139,9 @@ class FileStore(Store):
         except BaseException:
             f.close()
             raise
-        return Reader(self.uri(key), iter(lambda: f.read(CHUNK), b''),
-                      entry, close=f.close, path=path)
+        return Reader(
+            self.uri(key), iter(lambda: f.read(CHUNK), b""), entry, close=f.close, path=path
+        )
 
     def write(self, key, body, metadata=None, headers=None, size=None):
         path = self.path(key)
@@ -151,7 +150,7 @@ class FileStore(Store):
         digest = hashlib.md5(usedforsecurity=False)
 
         def copy(f):
-            for chunk in iter(lambda: body.read(CHUNK), b''):
+            for chunk in iter(lambda: body.read(CHUNK), b""):
                 digest.update(chunk)
                 f.write(chunk)
 
@@ -159,14 +158,18 @@ class FileStore(Store):
             st = _atomic_write(path, copy)
             # After the body: a sidecar left over from an older body no
             # longer matches the new file's inode and is ignored.
-            sidecar = json.dumps({
-                'md5': digest.hexdigest(), 'stat': _stat_key(st),
-                'metadata': metadata, 'headers': headers},
-                sort_keys=True).encode('utf-8')
+            sidecar = json.dumps(
+                {
+                    "md5": digest.hexdigest(),
+                    "stat": _stat_key(st),
+                    "metadata": metadata,
+                    "headers": headers,
+                },
+                sort_keys=True,
+            ).encode("utf-8")
             _atomic_write(self._sidecar(path), lambda f: f.write(sidecar))
         except OSError as err:
-            raise StoreError(self.uri(key), err.strerror or str(err)) \
-                from None
+            raise StoreError(self.uri(key), err.strerror or str(err)) from None
         return Entry(key, st.st_size, digest.hexdigest(), metadata, headers)
 
     def delete(self, key):
@@ -186,8 +189,8 @@ def _stat_key(st):
 
 def _file_md5(path):
     digest = hashlib.md5(usedforsecurity=False)
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(CHUNK), b''):
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -200,7 +203,7 @@ def _atomic_write(path, fill):
     fd, temp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
     try:
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, 'wb') as f:
+        with os.fdopen(fd, "wb") as f:
             fill(f)
             f.flush()
             os.fsync(f.fileno())

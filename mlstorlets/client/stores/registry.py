@@ -39,8 +39,9 @@ class Stores:
         objects over 5 GiB (in 64 MiB segments), S3 uses 8 MiB parts.
     """
 
-    def __init__(self, environ=None, swift=None, s3=None, dropbox=None,
-                 segment_size=None, gdrive=None):
+    def __init__(
+        self, environ=None, swift=None, s3=None, dropbox=None, segment_size=None, gdrive=None
+    ):
         self.environ = os.environ if environ is None else environ
         self.segment_size = segment_size
         self._swift, self._s3, self._dropbox = swift, s3, dropbox
@@ -57,6 +58,7 @@ class Stores:
         with self._lock:
             if self._swift is None:
                 from mlstorlets.client.connection import connection_from_environment
+
                 try:
                     self._swift = connection_from_environment(self.environ)
                 except ValueError as err:
@@ -69,6 +71,7 @@ class Stores:
         with self._lock:
             if self._s3 is None:
                 from mlstorlets.client.stores.s3 import make_client
+
                 self._s3 = make_client(environ=self.environ)
             return self._s3
 
@@ -76,6 +79,7 @@ class Stores:
         with self._lock:
             if self._dropbox is None:
                 from mlstorlets.client.stores.dropbox import make_client
+
                 self._dropbox = make_client(self.environ)
             return self._dropbox
 
@@ -83,6 +87,7 @@ class Stores:
         with self._lock:
             if self._gdrive is None:
                 from mlstorlets.client.stores.gdrive import make_client
+
                 self._gdrive = make_client(self.environ)
             return self._gdrive
 
@@ -98,36 +103,42 @@ class Stores:
             return self._stores[where], uri
 
     def _make(self, uri):
-        if uri.scheme == 'swift':
+        if uri.scheme == "swift":
             conn = self.swift_connection()
             if conn is None:
                 raise StoreError(uri, self._swift_refusal)
             from mlstorlets.client.stores.swift import SwiftStore
+
             if self._gateway is None:
                 from mlstorlets.client.swift import Swift
+
                 self._gateway = Swift(conn)
             return SwiftStore(self._gateway, uri.location, self.segment_size)
-        if uri.scheme == 's3':
+        if uri.scheme == "s3":
             from mlstorlets.client.stores.s3 import S3Store
-            return S3Store(self._s3_client(), uri.location,
-                           self.segment_size)
-        if uri.scheme == 'file':
+
+            return S3Store(self._s3_client(), uri.location, self.segment_size)
+        if uri.scheme == "file":
             from mlstorlets.client.stores.local import FileStore
-            return FileStore('/')
-        if uri.scheme == 'gdrive':
+
+            return FileStore("/")
+        if uri.scheme == "gdrive":
             from mlstorlets.client.stores.gdrive import GDriveStore
-            return GDriveStore(self._gdrive_client(),
-                               self.environ.get('GDRIVE_FOLDER_ID') or 'root')
+
+            return GDriveStore(
+                self._gdrive_client(), self.environ.get("GDRIVE_FOLDER_ID") or "root"
+            )
         from mlstorlets.client.stores.dropbox import DropboxStore
+
         return DropboxStore(self._dropbox_client())
 
     # -- placement -------------------------------------------------------
     def in_cluster(self, uri):
         """True when the storlets can run in place over ``uri``."""
         uri = parse(uri)
-        if uri.scheme == 'swift':
+        if uri.scheme == "swift":
             return self.swift_connection() is not None
-        if uri.scheme != 's3':
+        if uri.scheme != "s3":
             return False
         if self._s3_in_cluster is None:
             self._s3_in_cluster = self._s3_is_cluster()
@@ -136,7 +147,7 @@ class Stores:
     def as_swift(self, uri):
         """The ``swift://`` URI of an in-cluster ``s3://`` URI."""
         uri = parse(uri)
-        return URI('swift', uri.location, uri.key)
+        return URI("swift", uri.location, uri.key)
 
     def _s3_is_cluster(self):
         """Whether the S3 endpoint is this cluster's proxy, for the same
@@ -146,6 +157,7 @@ class Stores:
             return False
         from botocore.exceptions import BotoCoreError, ClientError
         from swiftclient.exceptions import ClientException
+
         try:
             storage_url = conn.url or conn.get_auth()[0]
         except (ClientException, OSError):
@@ -156,17 +168,18 @@ class Stores:
         # Same proxy; same account only if the two APIs see the same
         # buckets (s3api lists the containers whose names are valid buckets).
         try:
-            buckets = {b['Name'] for b in client.list_buckets()['Buckets']}
+            buckets = {b["Name"] for b in client.list_buckets()["Buckets"]}
             _, listing = conn.get_account(full_listing=True)
         except (ClientException, BotoCoreError, ClientError, OSError):
             return False  # either API refused: not one account
-        containers = {c['name'] for c in listing if S3_BUCKET_NAME.match(c['name'])}
+        containers = {c["name"] for c in listing if S3_BUCKET_NAME.match(c["name"])}
         return buckets == containers
 
     def _bucket_is_container(self, uri):
         # The bucket must exist for the account check above to say anything
         # about it; a missing one is reported by the S3 connector.
         from swiftclient.exceptions import ClientException
+
         try:
             self.swift_connection().head_container(uri.location)
         except ClientException:
@@ -177,10 +190,9 @@ class Stores:
 def _addresses(url):
     """The (address, port) pairs a URL's host and port resolve to."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(parts.hostname, port,
-                                   type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, TypeError):
         return set()
     return {(info[4][0], info[4][1]) for info in infos}

@@ -37,16 +37,16 @@ from mlstorlets.client.stores.base import (
 )
 
 # A dropped connection is retried a few times, not the default's minutes.
-DEFAULT_CONFIG = Config(retries={'mode': 'standard', 'max_attempts': 3},
-                        connect_timeout=10, read_timeout=60)
-_MISSING = ('404', 'NoSuchKey', 'NoSuchBucket', 'NotFound')
+DEFAULT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10, read_timeout=60
+)
+_MISSING = ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
 # boto3's default part size, and S3's limits on parts.
 DEFAULT_PART = 8 << 20
 MAX_PARTS = 10000
 # Parts in flight (and buffered, for a stream) at once.
 PART_CONCURRENCY = 4
-_EXTRA = {'Content-Type': 'ContentType',
-          'Content-Disposition': 'ContentDisposition'}
+_EXTRA = {"Content-Type": "ContentType", "Content-Disposition": "ContentDisposition"}
 
 
 def make_client(profile=None, endpoint_url=None, config=None, environ=None):
@@ -67,18 +67,19 @@ def make_client(profile=None, endpoint_url=None, config=None, environ=None):
     kwargs = {}
     if environ is not None:
         kwargs = {
-            'aws_access_key_id': environ.get('AWS_ACCESS_KEY_ID'),
-            'aws_secret_access_key': environ.get('AWS_SECRET_ACCESS_KEY'),
-            'aws_session_token': environ.get('AWS_SESSION_TOKEN'),
-            'region_name': environ.get('AWS_DEFAULT_REGION')
-            or environ.get('AWS_REGION')}
-        profile = profile or environ.get('AWS_PROFILE')
-        endpoint_url = endpoint_url or environ.get('AWS_ENDPOINT_URL_S3') \
-            or environ.get('AWS_ENDPOINT_URL')
-    session = boto3.session.Session(profile_name=profile, **{
-        k: v for k, v in kwargs.items() if v})
-    return session.client('s3', endpoint_url=endpoint_url,
-                          config=DEFAULT_CONFIG.merge(config or Config()))
+            "aws_access_key_id": environ.get("AWS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": environ.get("AWS_SECRET_ACCESS_KEY"),
+            "aws_session_token": environ.get("AWS_SESSION_TOKEN"),
+            "region_name": environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION"),
+        }
+        profile = profile or environ.get("AWS_PROFILE")
+        endpoint_url = (
+            endpoint_url or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+        )
+    session = boto3.session.Session(profile_name=profile, **{k: v for k, v in kwargs.items() if v})
+    return session.client(
+        "s3", endpoint_url=endpoint_url, config=DEFAULT_CONFIG.merge(config or Config())
+    )
 
 
 class S3Store(Store):
@@ -95,7 +96,7 @@ class S3Store(Store):
         object that would need over 10 000 parts.
     """
 
-    scheme = 's3'
+    scheme = "s3"
 
     def __init__(self, client, bucket, part_size=None):
         self.client = client
@@ -108,62 +109,60 @@ class S3Store(Store):
 
     def _call(self, key, method, **kwargs):
         try:
-            return getattr(self.client, method)(Bucket=self.location,
-                                                **kwargs)
+            return getattr(self.client, method)(Bucket=self.location, **kwargs)
         except ClientError as err:
-            error = err.response.get('Error', {})
-            code = str(error.get('Code', ''))
-            if code == 'NoSuchBucket':
-                raise NotFound(self.uri(key), 'no such bucket %r at %s' % (
-                    self.location, self.endpoint_url)) from None
+            error = err.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code == "NoSuchBucket":
+                raise NotFound(
+                    self.uri(key), "no such bucket %r at %s" % (self.location, self.endpoint_url)
+                ) from None
             if code in _MISSING:
-                raise NotFound(self.uri(key), 'not found') from None
-            raise StoreError(self.uri(key), '%s %s' % (
-                code, error.get('Message') or err)) from None
+                raise NotFound(self.uri(key), "not found") from None
+            raise StoreError(self.uri(key), "%s %s" % (code, error.get("Message") or err)) from None
         except BotoCoreError as err:
-            raise StoreError(self.uri(key), 'cannot reach %s: %s' % (
-                self.endpoint_url, err)) from None
+            raise StoreError(
+                self.uri(key), "cannot reach %s: %s" % (self.endpoint_url, err)
+            ) from None
 
-    def list(self, prefix=''):
+    def list(self, prefix=""):
         entries = []
         token = {}
         while True:
-            page = self._call(prefix, 'list_objects_v2', Prefix=prefix,
-                              **token)
+            page = self._call(prefix, "list_objects_v2", Prefix=prefix, **token)
             entries.extend(
-                Entry(o['Key'], o['Size'], o['ETag'].strip('"'))
-                for o in page.get('Contents', ())
-                if not is_internal(o['Key']))
-            if not page.get('IsTruncated'):
+                Entry(o["Key"], o["Size"], o["ETag"].strip('"'))
+                for o in page.get("Contents", ())
+                if not is_internal(o["Key"])
+            )
+            if not page.get("IsTruncated"):
                 return entries
-            token = {'ContinuationToken': page['NextContinuationToken']}
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def head(self, key):
         try:
-            answer = self._call(key, 'head_object', Key=key)
+            answer = self._call(key, "head_object", Key=key)
         except NotFound:
             return None
         return _entry(key, answer)
 
     def reader(self, key):
-        answer = self._call(key, 'get_object', Key=key)
+        answer = self._call(key, "get_object", Key=key)
         entry = _entry(key, answer)
         check = None
-        if '-' not in entry.etag:
+        if "-" not in entry.etag:
             check = (hashlib.md5(usedforsecurity=False), entry.etag)
-        body = answer['Body']
-        return Reader(self.uri(key), body.iter_chunks(CHUNK), entry, check,
-                      close=body.close)
+        body = answer["Body"]
+        return Reader(self.uri(key), body.iter_chunks(CHUNK), entry, check, close=body.close)
 
     def write(self, key, body, metadata=None, headers=None, size=None):
         metadata = normalize_metadata(metadata)
         extra = {_EXTRA[k]: v for k, v in content_headers(headers).items()}
-        extra['Metadata'] = {k.lower(): v for k, v in metadata.items()}
-        part = max(self.part_size or DEFAULT_PART,
-                   -(-(size or 0) // MAX_PARTS))
+        extra["Metadata"] = {k.lower(): v for k, v in metadata.items()}
+        part = max(self.part_size or DEFAULT_PART, -(-(size or 0) // MAX_PARTS))
         config = TransferConfig(
-            multipart_threshold=part, multipart_chunksize=part,
-            max_concurrency=PART_CONCURRENCY)
+            multipart_threshold=part, multipart_chunksize=part, max_concurrency=PART_CONCURRENCY
+        )
         # What bounds the memory of a stream's upload (s3transfer's option,
         # which boto3's constructor does not take).
         config.max_in_memory_upload_chunks = PART_CONCURRENCY
@@ -171,40 +170,43 @@ class S3Store(Store):
         try:
             if path is not None:
                 # Parts read from the file, none buffered ahead.
-                self.client.upload_file(path, self.location, key,
-                                        ExtraArgs=extra, Config=config)
+                self.client.upload_file(path, self.location, key, ExtraArgs=extra, Config=config)
                 count(os.path.getsize(path))
             else:
-                self.client.upload_fileobj(FullReads(body), self.location,
-                                           key, ExtraArgs=extra,
-                                           Config=config)
+                self.client.upload_fileobj(
+                    FullReads(body), self.location, key, ExtraArgs=extra, Config=config
+                )
         except ClientError as err:
-            error = err.response.get('Error', {})
-            raise StoreError(self.uri(key), '%s %s' % (
-                error.get('Code', ''), error.get('Message') or err)) \
-                from None
+            error = err.response.get("Error", {})
+            raise StoreError(
+                self.uri(key), "%s %s" % (error.get("Code", ""), error.get("Message") or err)
+            ) from None
         except (BotoCoreError, S3UploadFailedError) as err:
-            raise StoreError(self.uri(key), 'the upload failed: %s'
-                             % (err,)) from None
+            raise StoreError(self.uri(key), "the upload failed: %s" % (err,)) from None
         entry = self.head(key)
         if entry is None:
-            raise StoreError(self.uri(key), 'missing after its upload')
+            raise StoreError(self.uri(key), "missing after its upload")
         return entry
 
     def delete(self, key):
-        self._call(key, 'delete_object', Key=key)
+        self._call(key, "delete_object", Key=key)
 
     def check(self):
         """Raise NotFound/StoreError unless the bucket can be reached."""
         try:
-            self._call('', 'head_bucket')
+            self._call("", "head_bucket")
         except NotFound:
             # HEAD has no body to say which: the bucket is what is missing.
-            raise NotFound(self.uri(), 'no such bucket %r at %s' % (
-                self.location, self.endpoint_url)) from None
+            raise NotFound(
+                self.uri(), "no such bucket %r at %s" % (self.location, self.endpoint_url)
+            ) from None
 
 
 def _entry(key, answer):
-    return Entry(key, answer['ContentLength'], answer['ETag'].strip('"'),
-                 normalize_metadata(answer.get('Metadata')),
-                 {k: answer[v] for k, v in _EXTRA.items() if answer.get(v)})
+    return Entry(
+        key,
+        answer["ContentLength"],
+        answer["ETag"].strip('"'),
+        normalize_metadata(answer.get("Metadata")),
+        {k: answer[v] for k, v in _EXTRA.items() if answer.get(v)},
+    )

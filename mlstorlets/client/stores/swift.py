@@ -71,7 +71,7 @@ class SwiftStore(Store):
         objects over ``MAX_OBJECT``.
     """
 
-    scheme = 'swift'
+    scheme = "swift"
 
     def __init__(self, conn, container, segment_size=None):
         self.swift = conn if isinstance(conn, Swift) else Swift(conn)
@@ -84,55 +84,73 @@ class SwiftStore(Store):
             return getattr(self.swift.conn, method)(*args, **kwargs)
         except ClientException as err:
             if err.http_status == 404:
-                raise NotFound(self.uri(key), 'not found') from None
+                raise NotFound(self.uri(key), "not found") from None
             raise StoreError(self.uri(key), reason_of(err)[1]) from None
         except OSError as err:
-            raise StoreError(self.uri(key), 'cannot reach Swift: %s'
-                             % err) from None
+            raise StoreError(self.uri(key), "cannot reach Swift: %s" % err) from None
 
-    def list(self, prefix=''):
+    def list(self, prefix=""):
         try:
-            _, listing = self._call(prefix, 'get_container', self.location,
-                                    prefix=prefix or None, full_listing=True)
+            _, listing = self._call(
+                prefix, "get_container", self.location, prefix=prefix or None, full_listing=True
+            )
         except NotFound:
-            raise NotFound(self.uri(prefix), 'no such container') from None
-        return [Entry(e['name'], e['bytes'], e['hash'])
-                for e in listing
-                if 'name' in e and not is_internal(e['name'])]
+            raise NotFound(self.uri(prefix), "no such container") from None
+        return [
+            Entry(e["name"], e["bytes"], e["hash"])
+            for e in listing
+            if "name" in e and not is_internal(e["name"])
+        ]
 
-    def list_folder(self, prefix=''):
+    def list_folder(self, prefix=""):
         """([Entry] directly under ``prefix``, [sub-folder prefixes]),
         ``/`` being the separator."""
         try:
-            _, listing = self._call(prefix, 'get_container', self.location,
-                                    prefix=prefix or None, delimiter='/',
-                                    full_listing=True)
+            _, listing = self._call(
+                prefix,
+                "get_container",
+                self.location,
+                prefix=prefix or None,
+                delimiter="/",
+                full_listing=True,
+            )
         except NotFound:
-            raise NotFound(self.uri(prefix), 'no such container') from None
-        return ([Entry(e['name'], e['bytes'], e['hash']) for e in listing
-                 if 'name' in e and not is_internal(e['name'])],
-                [e['subdir'] for e in listing if 'subdir' in e
-                 and not is_internal(e['subdir'].rstrip('/'))])
+            raise NotFound(self.uri(prefix), "no such container") from None
+        return (
+            [
+                Entry(e["name"], e["bytes"], e["hash"])
+                for e in listing
+                if "name" in e and not is_internal(e["name"])
+            ],
+            [
+                e["subdir"]
+                for e in listing
+                if "subdir" in e and not is_internal(e["subdir"].rstrip("/"))
+            ],
+        )
 
     def read_range(self, key, start, end):
         """Bytes ``start`` to ``end`` (excluded) of ``key``."""
         if end <= start:
-            return b''
-        _, body = self._call(key, 'get_object', self.location, key,
-                             headers={'Range': 'bytes=%d-%d'
-                                      % (start, end - 1)})
+            return b""
+        _, body = self._call(
+            key,
+            "get_object",
+            self.location,
+            key,
+            headers={"Range": "bytes=%d-%d" % (start, end - 1)},
+        )
         return body
 
     def head(self, key):
         try:
-            headers = self._call(key, 'head_object', self.location, key)
+            headers = self._call(key, "head_object", self.location, key)
         except NotFound:
             return None
         return _entry(key, headers)
 
     def reader(self, key):
-        headers, body = self._call(key, 'get_object', self.location, key,
-                                   resp_chunk_size=CHUNK)
+        headers, body = self._call(key, "get_object", self.location, key, resp_chunk_size=CHUNK)
         entry = _entry(key, headers)
         check = None
         if not _is_manifest(headers):
@@ -141,23 +159,28 @@ class SwiftStore(Store):
 
     def write(self, key, body, metadata=None, headers=None, size=None):
         metadata = normalize_metadata(metadata)
-        put = dict(content_headers(headers), **{
-            'X-Object-Meta-' + k: v for k, v in metadata.items()})
+        put = dict(
+            content_headers(headers), **{"X-Object-Meta-" + k: v for k, v in metadata.items()}
+        )
         path, count = local_path(body)
         if path is not None:
             size = os.path.getsize(path)
-        options = {'header': ['%s: %s' % kv for kv in put.items()],
-                   'segment_size': self._segment(size), 'use_slo': True,
-                   'checksum': True, 'leave_segments': False}
+        options = {
+            "header": ["%s: %s" % kv for kv in put.items()],
+            "segment_size": self._segment(size),
+            "use_slo": True,
+            "checksum": True,
+            "leave_segments": False,
+        }
         try:
             # A local file goes by path: SwiftService then reads each
             # segment from the file, several at once, buffering none.
             with _Service(self.conn) as service:
                 for result in service.upload(
-                        self.location, [SwiftUploadObject(path or body, key)],
-                        options):
-                    if not result['success']:
-                        raise result['error']
+                    self.location, [SwiftUploadObject(path or body, key)], options
+                ):
+                    if not result["success"]:
+                        raise result["error"]
             if path is not None:
                 count(size)
         except StoreError:
@@ -165,16 +188,16 @@ class SwiftStore(Store):
             raise
         except (ClientException, SwiftError, OSError) as err:
             self._remove_orphans(key)
-            if isinstance(err, SwiftError) and 'md5 mismatch' in str(err):
+            if isinstance(err, SwiftError) and "md5 mismatch" in str(err):
                 self.delete(key)
-                raise StoreError(self.uri(key), 'the upload arrived damaged '
-                                 '(MD5 mismatch); removed') from None
-            reason = reason_of(err)[1] if isinstance(err, ClientException) \
-                else str(err)
+                raise StoreError(
+                    self.uri(key), "the upload arrived damaged (MD5 mismatch); removed"
+                ) from None
+            reason = reason_of(err)[1] if isinstance(err, ClientException) else str(err)
             raise StoreError(self.uri(key), reason) from None
         entry = self.head(key)
         if entry is None:
-            raise StoreError(self.uri(key), 'missing after its upload')
+            raise StoreError(self.uri(key), "missing after its upload")
         return entry
 
     def _segment(self, size):
@@ -191,31 +214,31 @@ class SwiftStore(Store):
     def _remove_orphans(self, key):
         """Delete the segments of a failed upload of ``key``: those under
         its SwiftService prefix that its manifest (if any) does not use."""
-        segments = self.location + '_segments'
+        segments = self.location + "_segments"
         try:
-            _, listing = self._call(key, 'get_container', segments,
-                                    prefix=key + '/slo/', full_listing=True)
+            _, listing = self._call(
+                key, "get_container", segments, prefix=key + "/slo/", full_listing=True
+            )
         except StoreError:
             return  # no segments container: nothing was written
         used = set()
         try:
-            _, manifest = self._call(key, 'get_object', self.location, key,
-                                     query_string='multipart-manifest=get')
-            used = {s.get('name', '').lstrip('/')
-                    for s in json.loads(manifest)}
+            _, manifest = self._call(
+                key, "get_object", self.location, key, query_string="multipart-manifest=get"
+            )
+            used = {s.get("name", "").lstrip("/") for s in json.loads(manifest)}
         except (StoreError, ValueError, TypeError, AttributeError):
             pass
         for segment in listing:
-            if '%s/%s' % (segments, segment['name']) not in used:
+            if "%s/%s" % (segments, segment["name"]) not in used:
                 try:
-                    self._call(key, 'delete_object', segments,
-                               segment['name'])
+                    self._call(key, "delete_object", segments, segment["name"])
                 except StoreError:
                     pass
 
     def delete(self, key):
         try:
-            self._call(key, 'delete_object', self.location, key)
+            self._call(key, "delete_object", self.location, key)
         except NotFound:
             pass
 
@@ -223,16 +246,22 @@ class SwiftStore(Store):
         """Make ``key`` a server-side copy of ``container/name``, keeping
         its metadata and adding ``metadata`` (no data moves).  A large
         object's manifest is copied, not its concatenation."""
-        headers = {'X-Object-Meta-' + k: v
-                   for k, v in normalize_metadata(metadata).items()}
-        headers['X-Copy-From'] = quote('/%s/%s' % (container, name))
-        self._call(key, 'put_object', self.location, key, b'',
-                   headers=headers, query_string='multipart-manifest=get')
+        headers = {"X-Object-Meta-" + k: v for k, v in normalize_metadata(metadata).items()}
+        headers["X-Copy-From"] = quote("/%s/%s" % (container, name))
+        self._call(
+            key,
+            "put_object",
+            self.location,
+            key,
+            b"",
+            headers=headers,
+            query_string="multipart-manifest=get",
+        )
 
     def ensure_container(self):
         """Create the container when it does not exist (as ``swift upload``
         does)."""
-        self._call('', 'put_container', self.location)
+        self._call("", "put_container", self.location)
 
 
 class _Service(SwiftService):
@@ -242,23 +271,31 @@ class _Service(SwiftService):
     def __init__(self, conn):
         super().__init__()
         self.thread_manager = MultiThreadingManager(
-            lambda: clone_connection(conn), segment_threads=SEGMENT_THREADS,
-            object_dd_threads=1, object_uu_threads=1, container_threads=1)
+            lambda: clone_connection(conn),
+            segment_threads=SEGMENT_THREADS,
+            object_dd_threads=1,
+            object_uu_threads=1,
+            container_threads=1,
+        )
 
 
 def _is_manifest(headers):
-    return 'x-object-manifest' in headers or \
-        headers.get('x-static-large-object', '').lower() == 'true'
+    return (
+        "x-object-manifest" in headers or headers.get("x-static-large-object", "").lower() == "true"
+    )
 
 
 def _entry(key, headers):
     # A Dynamic Large Object of many segments comes without a length.
-    size = headers.get('content-length')
-    return Entry(key, int(size) if size is not None else None,
-                 headers['etag'].strip('"'), _metadata(headers),
-                 content_headers(headers))
+    size = headers.get("content-length")
+    return Entry(
+        key,
+        int(size) if size is not None else None,
+        headers["etag"].strip('"'),
+        _metadata(headers),
+        content_headers(headers),
+    )
 
 
 def _metadata(headers):
-    return normalize_metadata({k[len(META):]: v for k, v in headers.items()
-                               if k.startswith(META)})
+    return normalize_metadata({k[len(META) :]: v for k, v in headers.items() if k.startswith(META)})

@@ -35,8 +35,8 @@ class SwiftFileSystem(AbstractFileSystem):
         Files bigger than this are written as Static Large Objects.
     """
 
-    protocol = 'swift'
-    root_marker = ''
+    protocol = "swift"
+    root_marker = ""
 
     def __init__(self, stores=None, segment_size=None, **kwargs):
         super().__init__(**kwargs)
@@ -44,14 +44,14 @@ class SwiftFileSystem(AbstractFileSystem):
 
     def _store(self, path):
         """(SwiftStore of the container, key) of ``path``."""
-        container, _, key = self._strip_protocol(path).partition('/')
-        store, _ = self.stores.open('swift://%s/' % container)
+        container, _, key = self._strip_protocol(path).partition("/")
+        store, _ = self.stores.open("swift://%s/" % container)
         return store, key
 
     def ls(self, path, detail=True, **kwargs):
-        path = self._strip_protocol(path).rstrip('/')
+        path = self._strip_protocol(path).rstrip("/")
         store, key = self._store(path)
-        prefix = key + '/' if key else ''
+        prefix = key + "/" if key else ""
         try:
             entries, folders = store.list_folder(prefix)
         except NotFound:
@@ -62,31 +62,40 @@ class SwiftFileSystem(AbstractFileSystem):
                 raise FileNotFoundError(path)
             entries = [entry]
         found = [self._file_info(store, e) for e in entries] + [
-            {'name': '%s/%s' % (store.location, f.rstrip('/')), 'size': 0,
-             'type': 'directory'} for f in folders]
-        return found if detail else [f['name'] for f in found]
+            {"name": "%s/%s" % (store.location, f.rstrip("/")), "size": 0, "type": "directory"}
+            for f in folders
+        ]
+        return found if detail else [f["name"] for f in found]
 
     @staticmethod
     def _file_info(store, entry):
-        return dict({'name': '%s/%s' % (store.location, entry.name),
-                     'size': entry.size, 'type': 'file',
-                     'ETag': entry.etag}, **(entry.headers or {}))
+        return dict(
+            {
+                "name": "%s/%s" % (store.location, entry.name),
+                "size": entry.size,
+                "type": "file",
+                "ETag": entry.etag,
+            },
+            **(entry.headers or {}),
+        )
 
     def info(self, path, **kwargs):
-        path = self._strip_protocol(path).rstrip('/')
+        path = self._strip_protocol(path).rstrip("/")
         store, key = self._store(path)
         entry = store.head(key) if key else None
         if entry is not None:
             return self._file_info(store, entry)
-        entries, folders = store.list_folder(key + '/' if key else '')
+        entries, folders = store.list_folder(key + "/" if key else "")
         if entries or folders or not key:
-            return {'name': path, 'size': 0, 'type': 'directory'}
+            return {"name": path, "size": 0, "type": "directory"}
         raise FileNotFoundError(path)
 
-    def _open(self, path, mode='rb', block_size='default', autocommit=True,
-              cache_options=None, **kwargs):
-        return SwiftFile(self, path, mode, block_size, autocommit,
-                         cache_options=cache_options, **kwargs)
+    def _open(
+        self, path, mode="rb", block_size="default", autocommit=True, cache_options=None, **kwargs
+    ):
+        return SwiftFile(
+            self, path, mode, block_size, autocommit, cache_options=cache_options, **kwargs
+        )
 
     def cat_file(self, path, start=None, end=None, **kwargs):
         store, key = self._store(path)
@@ -127,14 +136,18 @@ class SwiftFile(AbstractBufferedFile):
             self._spool.seek(0)
             store, key = self.fs._store(self.path)
             try:
-                store.write(key, self._spool, headers=self.kwargs.get(
-                    'headers'), metadata=self.kwargs.get('metadata'),
-                    size=self.offset + self.buffer.tell())
+                store.write(
+                    key,
+                    self._spool,
+                    headers=self.kwargs.get("headers"),
+                    metadata=self.kwargs.get("metadata"),
+                    size=self.offset + self.buffer.tell(),
+                )
             finally:
                 self._spool.close()
         return True
 
     def discard(self):
-        spool = getattr(self, '_spool', None)
+        spool = getattr(self, "_spool", None)
         if spool is not None:
             spool.close()

@@ -118,6 +118,4 @@ def read_embedding(data, name):
         if kind in (b"IDAT", b"IEND"):
             break
         offset = end
-    raise ObjectError(
-        name, "a PNG without a face embedding (extract the faces with extract_face)"
-    )
+    raise ObjectError(name, "a PNG without a face embedding (extract the faces with extract_face)")

@@ -97,9 +97,7 @@ def decode_image(data, name, max_pixels=MAX_PIXELS, color=False):
     if width <= 0 or height <= 0:
         raise ObjectError(name, f"invalid image dimensions {width}x{height}")
     if width * height > max_pixels:
-        raise ObjectError(
-            name, f"image too large: {width}x{height} exceeds {max_pixels} pixels"
-        )
+        raise ObjectError(name, f"image too large: {width}x{height} exceeds {max_pixels} pixels")
 
     # OpenCV 4 dropped GIF in most builds; and a JPEG without its End Of Image
     # marker needs Pillow's strict decoder, since libjpeg in OpenCV may return

@@ -377,8 +377,6 @@ def load_shard(data, name):
     return _check_xy(X, y, name)
 
 
-
-
 def dump_model(model):
     """Serialise a model as ``.npz`` bytes: arrays and one JSON document.
 

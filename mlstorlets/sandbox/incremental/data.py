@@ -56,6 +56,7 @@ LIMITS = {
     "max_members": (16, 1024),
 }
 
+
 def _label_column(text):
     """An int, or None for ``none`` (the object holds no labels)."""
     return None if str(text).lower() == "none" else int(text)
@@ -555,7 +556,10 @@ def _npz_batches(stream, options, name):
         stop = start + options.batch_size
         yield Batch(
             np.ascontiguousarray(X[start:stop], dtype=np.float64),
-            None if y is None else y[start:stop] if y.dtype.kind == "U"
+            None
+            if y is None
+            else y[start:stop]
+            if y.dtype.kind == "U"
             else y[start:stop].astype(np.float64),
             None if w is None else w[start:stop].astype(np.float64),
             None,

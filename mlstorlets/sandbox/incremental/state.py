@@ -46,9 +46,19 @@ from mlstorlets.sandbox.incremental import data
 KINDS = {
     cls.__name__: cls
     for cls in (
-        SGDClassifier, SGDRegressor, SGDOneClassSVM, Perceptron, PassiveAggressiveClassifier,
-        PassiveAggressiveRegressor, MLPClassifier, MLPRegressor, MiniBatchKMeans,
-        MultinomialNB, BernoulliNB, ComplementNB, GaussianNB,
+        SGDClassifier,
+        SGDRegressor,
+        SGDOneClassSVM,
+        Perceptron,
+        PassiveAggressiveClassifier,
+        PassiveAggressiveRegressor,
+        MLPClassifier,
+        MLPRegressor,
+        MiniBatchKMeans,
+        MultinomialNB,
+        BernoulliNB,
+        ComplementNB,
+        GaussianNB,
     )
 }
 #: Types inside a state that skops does not trust by default.
@@ -74,8 +84,10 @@ def kind_of(estimator):
     for cls in type(estimator).__mro__:
         if KINDS.get(cls.__name__) is cls:
             return cls
-    raise TypeError(f"{type(estimator).__name__} is not one of the incremental estimators "
-                    f"a storlet can rebuild ({', '.join(sorted(KINDS))})")
+    raise TypeError(
+        f"{type(estimator).__name__} is not one of the incremental estimators "
+        f"a storlet can rebuild ({', '.join(sorted(KINDS))})"
+    )
 
 
 def plain(estimator, params=None):
@@ -106,11 +118,13 @@ def _canonical(blob):
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w") as dst:
             dst.writestr(zipfile.ZipInfo("schema.json", _EPOCH), schema, zipfile.ZIP_DEFLATED)
-            members = sorted((ids[i.filename[:-4]], i) for i in src.infolist()
-                             if i.filename != "schema.json")
+            members = sorted(
+                (ids[i.filename[:-4]], i) for i in src.infolist() if i.filename != "schema.json"
+            )
             for new, info in sorted(members, key=lambda m: int(m[0])):
-                dst.writestr(zipfile.ZipInfo(new + ".npy", _EPOCH), src.read(info),
-                             zipfile.ZIP_DEFLATED)
+                dst.writestr(
+                    zipfile.ZipInfo(new + ".npy", _EPOCH), src.read(info), zipfile.ZIP_DEFLATED
+                )
     return out.getvalue()
 
 
@@ -219,8 +233,9 @@ class Payload:
 def unpack(blob, limit=MAX_STATE_BYTES[0]):
     """The :class:`Payload` of ``blob``, decoded within ``limit`` bytes."""
     name = "model state"
-    options = data.DataOptions(max_archive_bytes=limit, max_array_bytes=limit,
-                               max_members=len(PAYLOAD_MEMBERS))
+    options = data.DataOptions(
+        max_archive_bytes=limit, max_array_bytes=limit, max_members=len(PAYLOAD_MEMBERS)
+    )
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             infos = archive.infolist()
@@ -246,8 +261,12 @@ def unpack(blob, limit=MAX_STATE_BYTES[0]):
         payload.classes = classes
     if "sample_weight" in found:
         weights = found["sample_weight"]
-        if (weights.ndim != 1 or weights.dtype.kind != "f" or not np.all(np.isfinite(weights))
-                or (weights < 0).any()):
+        if (
+            weights.ndim != 1
+            or weights.dtype.kind != "f"
+            or not np.all(np.isfinite(weights))
+            or (weights < 0).any()
+        ):
             _fail(name, "sample_weight must be 1-D, finite and >= 0")
         payload.sample_weight = weights
     if "job" in found:
@@ -263,9 +282,14 @@ def decode_job(text):
             raise ValueError("not a non-empty list")
         for entry in entries:
             entry_name, weight, size = entry
-            if (not isinstance(entry_name, str) or isinstance(weight, bool)
-                    or not isinstance(weight, (int, float)) or not math.isfinite(weight)
-                    or weight < 0 or not (size is None or (isinstance(size, int) and size >= 0))):
+            if (
+                not isinstance(entry_name, str)
+                or isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)
+                or weight < 0
+                or not (size is None or (isinstance(size, int) and size >= 0))
+            ):
                 raise ValueError(f"bad entry {entry!r}")
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise ObjectError("job", f"bad job ({exc})") from None

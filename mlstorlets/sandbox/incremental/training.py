@@ -50,8 +50,15 @@ from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import data, state
 from mlstorlets.sandbox.invocation import float_param, int_param
 
-OPERATIONS = ("partial_fit", "score", "labels", "predict", "predict_proba",
-              "decision_function", "transform")
+OPERATIONS = (
+    "partial_fit",
+    "score",
+    "labels",
+    "predict",
+    "predict_proba",
+    "decision_function",
+    "transform",
+)
 PREDICTIONS = OPERATIONS[3:]
 SCORE_FORMAT = "mlstorlets.score"
 LABELS_FORMAT = "mlstorlets.labels"
@@ -123,9 +130,12 @@ class Input:
             while self.file.read(1 << 20):
                 pass
             if self.file.n_bytes != self.size:
-                raise ObjectError(self.name, f"read {self.file.n_bytes} bytes where the "
-                                             f"listing said {self.size}: the object "
-                                             "changed or vanished during the call")
+                raise ObjectError(
+                    self.name,
+                    f"read {self.file.n_bytes} bytes where the "
+                    f"listing said {self.size}: the object "
+                    "changed or vanished during the call",
+                )
 
 
 def read_inputs(in_files, params):
@@ -138,8 +148,9 @@ def read_inputs(in_files, params):
     via : {'parameters', 'extra-resource', None}
     """
     name = params.get("name") or params.get("source") or "object"
-    limit = int_param(params, "max_state_bytes", state.MAX_STATE_BYTES[0], 1,
-                      state.MAX_STATE_BYTES[1], name)
+    limit = int_param(
+        params, "max_state_bytes", state.MAX_STATE_BYTES[0], 1, state.MAX_STATE_BYTES[1], name
+    )
     files = list(in_files)
     via = None
     if params.get("payload") == RESOURCE:
@@ -180,14 +191,16 @@ class _RowWeights:
         weights = batch.sample_weight
         if self.array is not None:
             if self.used + n > len(self.array):
-                raise ObjectError(self.name, f"more rows than the {len(self.array)} sample "
-                                             "weights given")
-            part = self.array[self.used:self.used + n]
+                raise ObjectError(
+                    self.name, f"more rows than the {len(self.array)} sample weights given"
+                )
+            part = self.array[self.used : self.used + n]
             weights = part if weights is None else weights * part
             self.used += n
         if self.object_weight != 1.0:
-            weights = np.full(n, self.object_weight) if weights is None \
-                else weights * self.object_weight
+            weights = (
+                np.full(n, self.object_weight) if weights is None else weights * self.object_weight
+            )
         return weights
 
     def check_all_used(self):
@@ -211,8 +224,13 @@ def new_sums(estimator):
     """Empty score sums for ``estimator``."""
     kind = _kind_of_score(estimator)
     sums = {"format": SCORE_FORMAT, "kind": kind, "n": 0, "weight_sum": 0.0}
-    sums.update({"accuracy": {"correct": 0.0}, "r2": {"sse": 0.0, "mean": 0.0, "m2": 0.0},
-                 "sum": {"total": 0.0}}[kind])
+    sums.update(
+        {
+            "accuracy": {"correct": 0.0},
+            "r2": {"sse": 0.0, "mean": 0.0, "m2": 0.0},
+            "sum": {"total": 0.0},
+        }[kind]
+    )
     return sums
 
 
@@ -286,8 +304,9 @@ def _fitted(estimator):
 def _check_features(estimator, batch, name):
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is not None and batch.X.shape[1] != n_features:
-        raise ObjectError(name, f"{batch.where(0)}: {batch.X.shape[1]} features, the model "
-                                f"has {n_features}")
+        raise ObjectError(
+            name, f"{batch.where(0)}: {batch.X.shape[1]} features, the model has {n_features}"
+        )
 
 
 def _labels(estimator, batch, name):
@@ -315,13 +334,15 @@ def partial_fit(estimator, inputs, params, payload):
             kwargs = {}
             if weights is not None:
                 if not takes_weights:
-                    raise ObjectError(item.name, f"{type(estimator).__name__}.partial_fit "
-                                                 "takes no sample weights")
+                    raise ObjectError(
+                        item.name, f"{type(estimator).__name__}.partial_fit takes no sample weights"
+                    )
                 kwargs["sample_weight"] = weights
             if is_classifier(estimator) and not _fitted(estimator):
                 if payload.classes is None:
-                    raise ObjectError(item.name, "the first partial_fit of a classifier "
-                                                 "needs its classes")
+                    raise ObjectError(
+                        item.name, "the first partial_fit of a classifier needs its classes"
+                    )
                 kwargs["classes"] = payload.classes
             try:
                 if progressive is not None and _fitted(estimator):
@@ -336,8 +357,14 @@ def partial_fit(estimator, inputs, params, payload):
             n_samples += batch.X.shape[0]
             n_batches += 1
         weights_of.check_all_used()
-    return {"op": "partial_fit", "n_samples": n_samples, "n_batches": n_batches,
-            "n_objects": len(inputs), "progressive": progressive, "node": platform.node()}
+    return {
+        "op": "partial_fit",
+        "n_samples": n_samples,
+        "n_batches": n_batches,
+        "n_objects": len(inputs),
+        "progressive": progressive,
+        "node": platform.node(),
+    }
 
 
 def _signature(method):
@@ -391,13 +418,20 @@ def label_counts(inputs, params):
             for v, k in zip(values.tolist(), c.tolist()):
                 counts[v] = counts.get(v, 0) + k
             if len(counts) > MAX_LABELS:
-                raise ObjectError(item.name, f"more than {MAX_LABELS} distinct labels; "
-                                             "is this a regression target?")
+                raise ObjectError(
+                    item.name,
+                    f"more than {MAX_LABELS} distinct labels; is this a regression target?",
+                )
             n_rows += len(batch.y)
             n_features = batch.X.shape[1]
     labels = sorted(counts)
-    return {"format": LABELS_FORMAT, "labels": labels, "counts": [counts[v] for v in labels],
-            "n_rows": n_rows, "n_features": n_features}
+    return {
+        "format": LABELS_FORMAT,
+        "labels": labels,
+        "counts": [counts[v] for v in labels],
+        "n_rows": n_rows,
+        "n_features": n_features,
+    }
 
 
 def run(in_files, params):
@@ -425,8 +459,11 @@ def run(in_files, params):
     if op not in OPERATIONS:
         raise ObjectError(name, f"unknown op {op!r}, expected one of {OPERATIONS}")
     inputs, payload, via = read_inputs(in_files, params)
-    metadata = {"Mlstorlets-Op": op, "Mlstorlets-Node": platform.node(),
-                "Mlstorlets-Objects": str(len(inputs))}
+    metadata = {
+        "Mlstorlets-Op": op,
+        "Mlstorlets-Node": platform.node(),
+        "Mlstorlets-Objects": str(len(inputs)),
+    }
     if via is not None:
         metadata["Mlstorlets-State-Via"] = via
     if op == "labels":

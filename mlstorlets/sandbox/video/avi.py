@@ -68,15 +68,43 @@ def write_avi(out, frames, width, height, fps):
     scale, rate = _rate(fps)
     largest = max(len(f) for f in frames)
     avih = struct.pack(
-        "<10I16x", round(1e6 * scale / rate), 0, 0, _AVIF_HASINDEX, len(frames), 0, 1,
-        largest, width, height)
+        "<10I16x",
+        round(1e6 * scale / rate),
+        0,
+        0,
+        _AVIF_HASINDEX,
+        len(frames),
+        0,
+        1,
+        largest,
+        width,
+        height,
+    )
     strh = b"vidsMJPG" + struct.pack(
-        "<IHHIIIIIIiI4h", 0, 0, 0, 0, scale, rate, 0, len(frames), largest, -1, 0,
-        0, 0, width, height)
-    strf = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG",
-                       width * height * 3, 0, 0, 0, 0)
-    hdrl = _list(b"hdrl", _chunk(b"avih", avih) + _list(
-        b"strl", _chunk(b"strh", strh) + _chunk(b"strf", strf)))
+        "<IHHIIIIIIiI4h",
+        0,
+        0,
+        0,
+        0,
+        scale,
+        rate,
+        0,
+        len(frames),
+        largest,
+        -1,
+        0,
+        0,
+        0,
+        width,
+        height,
+    )
+    strf = struct.pack(
+        "<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG", width * height * 3, 0, 0, 0, 0
+    )
+    hdrl = _list(
+        b"hdrl",
+        _chunk(b"avih", avih) + _list(b"strl", _chunk(b"strh", strh) + _chunk(b"strf", strf)),
+    )
     index, offset = [], 4  # offsets count from the 'movi' fourcc
     movi_size = 4
     for frame in frames:
@@ -100,7 +128,7 @@ def _chunks(data, start, end, name):
     """(fourcc, offset of data, size) of the chunks in data[start:end]."""
     pos = start
     while pos + 8 <= end:
-        fourcc = bytes(data[pos:pos + 4])
+        fourcc = bytes(data[pos : pos + 4])
         (size,) = struct.unpack_from("<I", data, pos + 4)
         if pos + 8 + size > end:
             raise ObjectError(name, f"AVI chunk {fourcc!r} at {pos} runs past its list")
@@ -138,15 +166,15 @@ def read_avi(data, name):
     for fourcc, pos, size in _chunks(data, 12, end, name):
         if fourcc != b"LIST":
             continue
-        kind = bytes(data[pos:pos + 4])
+        kind = bytes(data[pos : pos + 4])
         if kind == b"hdrl":
             info = _header(data, pos + 4, pos + size, name)
         elif kind == b"movi":
             for sub, at, length in _chunks(data, pos + 4, pos + size, name):
                 if sub[2:] in (b"dc", b"db"):
-                    if length > MAX_FRAME_BYTES or bytes(data[at:at + 2]) != b"\xff\xd8":
+                    if length > MAX_FRAME_BYTES or bytes(data[at : at + 2]) != b"\xff\xd8":
                         raise ObjectError(name, f"frame {len(frames)} is not a JPEG image")
-                    frames.append(data[at:at + length])
+                    frames.append(data[at : at + length])
     if info is None or not frames:
         raise ObjectError(name, "AVI without a header or without frames")
     return info, frames
@@ -155,10 +183,10 @@ def read_avi(data, name):
 def _header(data, start, end, name):
     info = {}
     for fourcc, pos, size in _chunks(data, start, end, name):
-        if fourcc == b"LIST" and bytes(data[pos:pos + 4]) == b"strl":
+        if fourcc == b"LIST" and bytes(data[pos : pos + 4]) == b"strl":
             for sub, at, length in _chunks(data, pos + 4, pos + size, name):
                 if sub == b"strh" and length >= 48:
-                    kind, handler = bytes(data[at:at + 4]), bytes(data[at + 4:at + 8])
+                    kind, handler = bytes(data[at : at + 4]), bytes(data[at + 4 : at + 8])
                     scale, rate = struct.unpack_from("<II", data, at + 20)
                     if kind != b"vids" or handler.upper() != b"MJPG" or not scale or not rate:
                         raise ObjectError(name, "AVI stream is not Motion JPEG video")

@@ -16,8 +16,9 @@ __all__ = ["FILTERS", "PARAMETERS", "COLORMAPS", "apply_filter"]
 
 #: Colour maps by name, for the ``colormap`` filter.
 COLORMAPS = {
-    name[len("COLORMAP_"):].lower(): getattr(cv2, name)
-    for name in dir(cv2) if name.startswith("COLORMAP_")
+    name[len("COLORMAP_") :].lower(): getattr(cv2, name)
+    for name in dir(cv2)
+    if name.startswith("COLORMAP_")
 }
 
 
@@ -29,8 +30,9 @@ def cartoon(image, params, name):
     for _ in range(passes):
         smooth = cv2.bilateralFilter(smooth, 9, 75, 75)
     gray = cv2.medianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), 7)
-    edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C,
-                                  cv2.THRESH_BINARY, block, 2)
+    edges = cv2.adaptiveThreshold(
+        gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, 2
+    )
     return cv2.bitwise_and(smooth, smooth, mask=edges)
 
 
@@ -39,8 +41,7 @@ def pencil(image, params, name):
     sigma_s = float_param(params, "sigma_s", 60, 1, 200, name)
     sigma_r = float_param(params, "sigma_r", 0.07, 0.01, 1, name)
     shade = float_param(params, "shade", 0.05, 0, 0.1, name)
-    gray, colour = cv2.pencilSketch(image, sigma_s=sigma_s, sigma_r=sigma_r,
-                                    shade_factor=shade)
+    gray, colour = cv2.pencilSketch(image, sigma_s=sigma_s, sigma_r=sigma_r, shade_factor=shade)
     if int_param(params, "color", 0, 0, 1, name):
         return colour
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
@@ -48,16 +49,21 @@ def pencil(image, params, name):
 
 def stylize(image, params, name):
     """OpenCV's watercolour-like stylization."""
-    return cv2.stylization(image, sigma_s=float_param(params, "sigma_s", 60, 1, 200, name),
-                           sigma_r=float_param(params, "sigma_r", 0.45, 0.01, 1, name))
+    return cv2.stylization(
+        image,
+        sigma_s=float_param(params, "sigma_s", 60, 1, 200, name),
+        sigma_r=float_param(params, "sigma_r", 0.45, 0.01, 1, name),
+    )
 
 
 def smooth(image, params, name):
     """Edge-preserving smoothing (recursive filter)."""
     return cv2.edgePreservingFilter(
-        image, flags=cv2.RECURS_FILTER,
+        image,
+        flags=cv2.RECURS_FILTER,
         sigma_s=float_param(params, "sigma_s", 60, 1, 200, name),
-        sigma_r=float_param(params, "sigma_r", 0.4, 0.01, 1, name))
+        sigma_r=float_param(params, "sigma_r", 0.4, 0.01, 1, name),
+    )
 
 
 def colormap(image, params, name):

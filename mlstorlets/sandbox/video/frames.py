@@ -45,7 +45,8 @@ def _open(path, name, max_pixels):
     if not 0 < width * height <= max_pixels:
         capture.release()
         raise ObjectError(
-            name, f"video frames of {width}x{height}: not in (0, {max_pixels}] pixels")
+            name, f"video frames of {width}x{height}: not in (0, {max_pixels}] pixels"
+        )
     return capture, width, height
 
 
@@ -75,8 +76,7 @@ def _scaled(frame, width):
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def extract_range(path, name, start, count, every=1, width=0, quality=90,
-                  max_pixels=MAX_PIXELS):
+def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pixels=MAX_PIXELS):
     """A tar of the JPEG frames ``start .. start + count - 1`` of a video.
 
     Output frame ``k`` is source frame ``k * every``; ``count`` 0 runs to

@@ -66,15 +66,21 @@ def video_frames(in_files, params):
             raise ObjectError(name, "empty object, expected a video")
         if op == "probe":
             info = frames.probe(path, name)
-            return {"Video-Frames": info["frames"], "Video-Fps": "%.6g" % info["fps"],
-                    "Video-Width": info["width"], "Video-Height": info["height"]}, b""
+            return {
+                "Video-Frames": info["frames"],
+                "Video-Fps": "%.6g" % info["fps"],
+                "Video-Width": info["width"],
+                "Video-Height": info["height"],
+            }, b""
         body, info = frames.extract_range(
-            path, name,
+            path,
+            name,
             start=int_param(params, "start", 0, 0, 10**8, name),
             count=int_param(params, "count", 0, 0, frames.MAX_RANGE, name),
             every=int_param(params, "every", 1, 1, 1000, name),
             width=int_param(params, "width", 0, 0, 8192, name),
-            quality=int_param(params, "quality", 90, 10, 100, name))
+            quality=int_param(params, "quality", 90, 10, 100, name),
+        )
         return {"Frames": info["frames"], "Frame-Fps": "%.6g" % info["fps"]}, body
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -141,8 +147,9 @@ def assemble(in_files, params):
             size = size or (info["width"], info["height"])
             fps = fps or info["fps"]
             if (info["width"], info["height"]) != size:
-                raise ObjectError(name, "video of %dx%d, expected %dx%d" % (
-                    info["width"], info["height"], *size))
+                raise ObjectError(
+                    name, "video of %dx%d, expected %dx%d" % (info["width"], info["height"], *size)
+                )
             added = [bytes(c) for c in chunks]
         else:
             image = decode_frame(data, name)
@@ -153,8 +160,9 @@ def assemble(in_files, params):
             if (image.shape[1], image.shape[0]) == size and data.startswith(_JPEG):
                 added = [data]
             else:
-                added = [_jpeg(cv2.resize(image, size, interpolation=cv2.INTER_AREA),
-                               quality, name)]
+                added = [
+                    _jpeg(cv2.resize(image, size, interpolation=cv2.INTER_AREA), quality, name)
+                ]
         out.extend(added)
         total += sum(len(c) for c in added)
         if total > MAX_OUTPUT_BYTES:

@@ -31,10 +31,9 @@ def pair():
 
 def send(sock, message, fds=()):
     """Send ``message`` (a JSON-serialisable dict) with ``fds``."""
-    data = json.dumps(message).encode('utf-8')
+    data = json.dumps(message).encode("utf-8")
     if len(data) > MAX_MESSAGE:
-        raise ChannelError('message of %d bytes over the %d bytes bound'
-                           % (len(data), MAX_MESSAGE))
+        raise ChannelError("message of %d bytes over the %d bytes bound" % (len(data), MAX_MESSAGE))
     socket.send_fds(sock, [data], list(fds))
 
 
@@ -48,11 +47,11 @@ def receive(sock):
         too many descriptors; the descriptors received are closed.
     """
     data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE + 1, MAX_FDS)
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or \
-            len(data) > MAX_MESSAGE:
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) > MAX_MESSAGE:
         close_all(fds)
-        raise ChannelError('message over the bound of %d bytes or %d '
-                           'descriptors' % (MAX_MESSAGE, MAX_FDS))
+        raise ChannelError(
+            "message over the bound of %d bytes or %d descriptors" % (MAX_MESSAGE, MAX_FDS)
+        )
     if not data and not fds:
         return None, []
     try:
@@ -61,7 +60,7 @@ def receive(sock):
         message = None
     if not isinstance(message, dict):
         close_all(fds)
-        raise ChannelError('not a JSON object')
+        raise ChannelError("not a JSON object")
     return message, fds
 
 

@@ -78,9 +78,13 @@ class Task(object):
 
     @property
     def request(self):
-        return {'task_id': self.task_id, 'params': self.params,
-                'in_md': self.in_md, 'storlet_md': self.storlet_md,
-                'outputs': len(self.out_fds)}
+        return {
+            "task_id": self.task_id,
+            "params": self.params,
+            "in_md": self.in_md,
+            "storlet_md": self.storlet_md,
+            "outputs": len(self.out_fds),
+        }
 
     @property
     def worker_fds(self):
@@ -93,8 +97,9 @@ class Task(object):
 
     def fail(self):
         """Close every descriptor unwritten: the host sees a failure."""
-        channel.close_all(self.md_fds + self.out_fds + self.in_fds +
-                          ([self.logger_fd] if self.logger_fd else []))
+        channel.close_all(
+            self.md_fds + self.out_fds + self.in_fds + ([self.logger_fd] if self.logger_fd else [])
+        )
         self.md_fds = self.out_fds = self.in_fds = []
         self.logger_fd = None
 
@@ -138,8 +143,16 @@ class PersistentStorletDaemon(SBusServer):
         Passed to the workers for their logs.
     """
 
-    def __init__(self, storlet_name, sbus_path, logger, workers,
-                 storlet_dir, log_level='INFO', container_id=''):
+    def __init__(
+        self,
+        storlet_name,
+        sbus_path,
+        logger,
+        workers,
+        storlet_dir,
+        log_level="INFO",
+        container_id="",
+    ):
         super().__init__(sbus_path, logger)
         self.storlet_name = storlet_name
         self.n_workers = workers or default_workers()
@@ -155,28 +168,36 @@ class PersistentStorletDaemon(SBusServer):
 
     # -- workers -----------------------------------------------------------
     def _worker_command(self, fd):
-        return [sys.executable, '-m', 'mlstorlets.server.agent.worker',
-                self.storlet_name, self.storlet_dir, str(fd),
-                self.log_level, self.container_id]
+        return [
+            sys.executable,
+            "-m",
+            "mlstorlets.server.agent.worker",
+            self.storlet_name,
+            self.storlet_dir,
+            str(fd),
+            self.log_level,
+            self.container_id,
+        ]
 
     def _spawn(self):
         ours, theirs = channel.pair()
         try:
             proc = subprocess.Popen(
                 self._worker_command(theirs.fileno()),
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, close_fds=True)
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                close_fds=True,
+            )
         except OSError:
-            self.logger.exception('Cannot start a worker for %s'
-                                  % self.storlet_name)
+            self.logger.exception("Cannot start a worker for %s" % self.storlet_name)
             ours.close()
             return None
         finally:
             theirs.close()
         worker = WorkerProcess(proc, ours)
         self.workers.append(worker)
-        self.logger.debug('Started worker %d for %s' % (proc.pid,
-                                                        self.storlet_name))
+        self.logger.debug("Started worker %d for %s" % (proc.pid, self.storlet_name))
         return worker
 
     def _drop(self, worker, replace=True):
@@ -185,11 +206,11 @@ class PersistentStorletDaemon(SBusServer):
             self.workers.remove(worker)
         worker.kill()
         # What the worker started came back to this daemon as it died.
-        killed = descendants.kill_descendants(
-            keep={w.proc.pid for w in self.workers})
+        killed = descendants.kill_descendants(keep={w.proc.pid for w in self.workers})
         if killed:
-            self.logger.info('Killed %d processes left by a worker of %s'
-                             % (killed, self.storlet_name))
+            self.logger.info(
+                "Killed %d processes left by a worker of %s" % (killed, self.storlet_name)
+            )
         if worker.task is not None:
             worker.task.fail()
             worker.task = None
@@ -206,7 +227,7 @@ class PersistentStorletDaemon(SBusServer):
             try:
                 channel.send(worker.sock, task.request, task.worker_fds)
             except OSError:
-                self.logger.exception('Worker %d is gone' % worker.proc.pid)
+                self.logger.exception("Worker %d is gone" % worker.proc.pid)
                 self.queue.appendleft(task)
                 self._drop(worker)
                 return self._dispatch()
@@ -217,18 +238,17 @@ class PersistentStorletDaemon(SBusServer):
         try:
             message, fds = channel.receive(worker.sock)
         except (OSError, channel.ChannelError) as err:
-            self.logger.error('Worker %d broke the protocol: %s'
-                              % (worker.proc.pid, err))
+            self.logger.error("Worker %d broke the protocol: %s" % (worker.proc.pid, err))
             return self._drop(worker)
         if message is None:
-            self.logger.info('Worker %d of %s exited' % (
-                worker.proc.pid, self.storlet_name))
+            self.logger.info("Worker %d of %s exited" % (worker.proc.pid, self.storlet_name))
             return self._drop(worker)
-        if 'ready' in message and not worker.ready:
+        if "ready" in message and not worker.ready:
             worker.ready = True
-        elif 'load_error' in message:
-            self.logger.error('Storlet %s cannot be loaded: %s' % (
-                self.storlet_name, message['load_error']))
+        elif "load_error" in message:
+            self.logger.error(
+                "Storlet %s cannot be loaded: %s" % (self.storlet_name, message["load_error"])
+            )
             self.load_failed = True
             self._drop(worker, replace=False)
         elif worker.task is not None:
@@ -245,23 +265,22 @@ class PersistentStorletDaemon(SBusServer):
     # -- answers -----------------------------------------------------------
     def _answer(self, task, message, fds):
         """Send a finished task's output to the host, or nothing."""
-        if message.get('status') != 'done':
-            self.logger.info('Task %s of %s failed: %s' % (
-                task.task_id, self.storlet_name,
-                str(message.get('reason'))[:1024]))
+        if message.get("status") != "done":
+            self.logger.info(
+                "Task %s of %s failed: %s"
+                % (task.task_id, self.storlet_name, str(message.get("reason"))[:1024])
+            )
             channel.close_all(fds)
             return task.fail()
         try:
-            outputs = _checked_outputs(message.get('metadata'), fds,
-                                       len(task.out_fds))
+            outputs = _checked_outputs(message.get("metadata"), fds, len(task.out_fds))
         except ValueError as err:
-            self.logger.error('Task %s of %s: %s' % (
-                task.task_id, self.storlet_name, err))
+            self.logger.error("Task %s of %s: %s" % (task.task_id, self.storlet_name, err))
             channel.close_all(fds)
             return task.fail()
         for md_fd, (metadata, _, _) in zip(task.md_fds, outputs):
             try:
-                os.write(md_fd, json.dumps(metadata).encode('utf-8'))
+                os.write(md_fd, json.dumps(metadata).encode("utf-8"))
             except OSError:
                 channel.close_all(fds)
                 return task.fail()
@@ -269,8 +288,7 @@ class PersistentStorletDaemon(SBusServer):
         task.md_fds = []
         with self.sending_lock:
             self.sending[task.task_id] = task
-        threading.Thread(target=self._send_bodies, daemon=True,
-                         args=(task, outputs)).start()
+        threading.Thread(target=self._send_bodies, daemon=True, args=(task, outputs)).start()
 
     def _send_bodies(self, task, outputs):
         try:
@@ -279,14 +297,12 @@ class PersistentStorletDaemon(SBusServer):
                 while sent < size:
                     n = os.sendfile(out_fd, spool, sent, size - sent)
                     if n == 0:
-                        raise OSError('the spool of task %s shrank'
-                                      % task.task_id)
+                        raise OSError("the spool of task %s shrank" % task.task_id)
                     sent += n
         except OSError as err:
             # The host stopped reading (it timed out, or its client left);
             # what it got is shorter than declared and is not stored.
-            self.logger.info('Task %s: output not sent in full: %s'
-                             % (task.task_id, err))
+            self.logger.info("Task %s: output not sent in full: %s" % (task.task_id, err))
         finally:
             channel.close_all([spool for _, spool, _ in outputs])
             task.fail()
@@ -299,7 +315,7 @@ class PersistentStorletDaemon(SBusServer):
         task = Task(dtg)
         self.queue.append(task)
         self._dispatch()
-        return CommandSuccess('OK', task_id=task.task_id)
+        return CommandSuccess("OK", task_id=task.task_id)
 
     @command_handler
     def cancel(self, dtg):
@@ -308,21 +324,20 @@ class PersistentStorletDaemon(SBusServer):
             if task.task_id == task_id:
                 self.queue.remove(task)
                 task.fail()
-                return CommandSuccess('Cancelled task %s' % task_id)
+                return CommandSuccess("Cancelled task %s" % task_id)
         for worker in list(self.workers):
             if worker.task is not None and worker.task.task_id == task_id:
-                self.logger.info('Cancel task %s: kill worker %d' % (
-                    task_id, worker.proc.pid))
+                self.logger.info("Cancel task %s: kill worker %d" % (task_id, worker.proc.pid))
                 self._drop(worker)
-                return CommandSuccess('Cancelled task %s' % task_id)
+                return CommandSuccess("Cancelled task %s" % task_id)
         with self.sending_lock:
             if task_id in self.sending:
-                return CommandSuccess('Task %s has finished' % task_id)
-        return CommandFailure('Task id %s is not found' % task_id)
+                return CommandSuccess("Task %s has finished" % task_id)
+        return CommandFailure("Task id %s is not found" % task_id)
 
     @command_handler
     def halt(self, dtg):
-        return CommandSuccess('OK', False)
+        return CommandSuccess("OK", False)
 
     def _terminate(self):
         for worker in list(self.workers):
@@ -336,8 +351,7 @@ class PersistentStorletDaemon(SBusServer):
 
     # -- main loop ---------------------------------------------------------
     def _busy(self):
-        return bool(self.queue or self.sending or
-                    any(w.task for w in self.workers))
+        return bool(self.queue or self.sending or any(w.task for w in self.workers))
 
     def _wait_workers(self, timeout):
         ready, _, _ = select.select(self.workers, [], [], timeout)
@@ -351,21 +365,20 @@ class PersistentStorletDaemon(SBusServer):
             self._spawn()
         deadline = time.monotonic() + START_TIMEOUT
         while not any(w.ready for w in self.workers):
-            if self.load_failed or not self.workers or \
-                    time.monotonic() > deadline:
+            if self.load_failed or not self.workers or time.monotonic() > deadline:
                 return False
             self._wait_workers(self.loop_timeout)
         return True
 
     def main_loop(self):
         if not self.start_workers():
-            self.logger.error('No worker could load %s' % self.storlet_name)
+            self.logger.error("No worker could load %s" % self.storlet_name)
             self._terminate()
             return EXIT_FAILURE
         sbus = SBus()
         fd = sbus.create(self.sbus_path)
         if fd < 0:
-            self.logger.error('Failed to create SBus. exiting.')
+            self.logger.error("Failed to create SBus. exiting.")
             self._terminate()
             return EXIT_FAILURE
         signal.signal(signal.SIGHUP, self._graceful_shutdown)
@@ -376,15 +389,14 @@ class PersistentStorletDaemon(SBusServer):
             if self.load_failed and not self.workers:
                 status = EXIT_FAILURE
                 break
-            readable, _, _ = select.select([fd] + self.workers, [], [],
-                                           self.loop_timeout)
+            readable, _, _ = select.select([fd] + self.workers, [], [], self.loop_timeout)
             for worker in readable:
                 if worker is not fd and worker in self.workers:
                     self._on_worker_message(worker)
             if fd in readable:
                 dtg = sbus.receive(fd)
                 if dtg is None:
-                    self.logger.error('Failed to receive message. exiting')
+                    self.logger.error("Failed to receive message. exiting")
                     status = EXIT_FAILURE
                     break
                 if not self.dispatch_command(dtg):
@@ -392,8 +404,7 @@ class PersistentStorletDaemon(SBusServer):
             if self._busy() or readable:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.listen_timeout:
-                self.logger.debug('Idle for %ds. exiting.'
-                                  % self.listen_timeout)
+                self.logger.debug("Idle for %ds. exiting." % self.listen_timeout)
                 break
         self._terminate()
         return status
@@ -406,25 +417,26 @@ def _checked_outputs(metadata, fds, expected):
     storlet that declared another length wrote something else than it
     meant, and its output is not sent.
     """
-    if not isinstance(metadata, list) or len(metadata) != expected or \
-            len(fds) != expected:
-        raise ValueError('answer for %d outputs, %d metadata, %d files'
-                         % (expected, len(metadata or ()), len(fds)))
+    if not isinstance(metadata, list) or len(metadata) != expected or len(fds) != expected:
+        raise ValueError(
+            "answer for %d outputs, %d metadata, %d files"
+            % (expected, len(metadata or ()), len(fds))
+        )
     outputs = []
     for md, spool in zip(metadata, fds):
         if not isinstance(md, dict) or not all(
-                isinstance(k, str) and isinstance(v, str)
-                for k, v in md.items()):
-            raise ValueError('output metadata must map str to str')
+            isinstance(k, str) and isinstance(v, str) for k, v in md.items()
+        ):
+            raise ValueError("output metadata must map str to str")
         info = os.fstat(spool)
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError('the output spool is not a regular file')
+            raise ValueError("the output spool is not a regular file")
         size = info.st_size
-        declared = [v for k, v in md.items()
-                    if k.lower() == LENGTH_KEY.lower()]
+        declared = [v for k, v in md.items() if k.lower() == LENGTH_KEY.lower()]
         if declared and declared[0].strip() != str(size):
-            raise ValueError('the storlet declared %s bytes and wrote %d'
-                             % (declared[0][:40], size))
+            raise ValueError(
+                "the storlet declared %s bytes and wrote %d" % (declared[0][:40], size)
+            )
         md = {k: v for k, v in md.items() if k.lower() != LENGTH_KEY.lower()}
         md[LENGTH_KEY] = str(size)
         outputs.append((md, spool, size))
@@ -443,26 +455,36 @@ def run_server(role, log_level, container_id, build):
         SBus.start_logger(log_level.upper(), container_id=container_id)
         code = build(logger).main_loop()
     except Exception:
-        logger.exception('Unhandled exception')
+        logger.exception("Unhandled exception")
         code = EXIT_FAILURE
     sys.exit(code)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Storlet daemon over persistent worker processes')
-    parser.add_argument('storlet_name')
-    parser.add_argument('sbus_path')
-    parser.add_argument('log_level')
-    parser.add_argument('workers', type=int)
-    parser.add_argument('container_id')
-    parser.add_argument('storlet_dir')
+    parser = argparse.ArgumentParser(description="Storlet daemon over persistent worker processes")
+    parser.add_argument("storlet_name")
+    parser.add_argument("sbus_path")
+    parser.add_argument("log_level")
+    parser.add_argument("workers", type=int)
+    parser.add_argument("container_id")
+    parser.add_argument("storlet_dir")
     opts = parser.parse_args(argv)
     descendants.become_subreaper()
-    run_server('storlets-daemon', opts.log_level, opts.container_id,
-               lambda logger: PersistentStorletDaemon(
-                   opts.storlet_name, opts.sbus_path, logger, opts.workers,
-                   opts.storlet_dir, opts.log_level, opts.container_id))
+    run_server(
+        "storlets-daemon",
+        opts.log_level,
+        opts.container_id,
+        lambda logger: PersistentStorletDaemon(
+            opts.storlet_name,
+            opts.sbus_path,
+            logger,
+            opts.workers,
+            opts.storlet_dir,
+            opts.log_level,
+            opts.container_id,
+        ),
+    )
 
-if __name__ == '__main__':
+
+if __name__ == "__main__":
     main()

@@ -23,22 +23,22 @@ def become_subreaper():
     init's."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def children(pid):
     """The pids whose parent is ``pid``, from ``/proc``."""
     found = []
-    for name in os.listdir('/proc'):
+    for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open('/proc/%s/stat' % name, 'rb') as f:
+            with open("/proc/%s/stat" % name, "rb") as f:
                 stat = f.read()
         except OSError:
             continue  # gone meanwhile
         # The command name, in parentheses, may hold spaces and ')'.
-        fields = stat[stat.rindex(b')') + 2:].split()
+        fields = stat[stat.rindex(b")") + 2 :].split()
         if int(fields[1]) == pid:
             found.append(int(name))
     return found

@@ -23,7 +23,7 @@ from storlets.sbus.client.exceptions import SBusClientException
 
 from mlstorlets.server.agent.daemon import run_server
 
-SANDBOX_STORLET_DIR = '/var/lib/storlets'
+SANDBOX_STORLET_DIR = "/var/lib/storlets"
 # How long a new daemon may take to load its storlet (numpy, OpenCV,
 # scikit-learn) and answer a ping.
 DAEMON_START_TIMEOUT = 30.0
@@ -43,63 +43,82 @@ class PersistentDaemonFactory(StorletDaemonFactory):
         super().__init__(sbus_path, logger, container_id)
         self.workers = workers
 
-    def get_python_args(self, daemon_language, storlet_path, storlet_name,
-                        pool_size, uds_path, log_level,
-                        daemon_language_version):
-        version = daemon_language_version or '3'
-        pargs = ['/usr/bin/python%s' % version, '-m',
-                 'mlstorlets.server.agent.daemon', storlet_name, uds_path,
-                 log_level, str(self.workers), self.container_id,
-                 os.path.join(SANDBOX_STORLET_DIR, storlet_name)]
+    def get_python_args(
+        self,
+        daemon_language,
+        storlet_path,
+        storlet_name,
+        pool_size,
+        uds_path,
+        log_level,
+        daemon_language_version,
+    ):
+        version = daemon_language_version or "3"
+        pargs = [
+            "/usr/bin/python%s" % version,
+            "-m",
+            "mlstorlets.server.agent.daemon",
+            storlet_name,
+            uds_path,
+            log_level,
+            str(self.workers),
+            self.container_id,
+            os.path.join(SANDBOX_STORLET_DIR, storlet_name),
+        ]
         # Only the engine's read-only paths: the storlet's directory, which
         # holds what the tenant uploaded, is for the workers alone.
-        env = {'PYTHONPATH': os.environ.get('PYTHONPATH', '')}
+        env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         return pargs, env
 
     def spawn_subprocess(self, pargs, env, storlet_name):
-        if pargs[1:3] != ['-m', 'mlstorlets.server.agent.daemon']:
+        if pargs[1:3] != ["-m", "mlstorlets.server.agent.daemon"]:
             return super().spawn_subprocess(pargs, env, storlet_name)
         if not (os.path.isfile(pargs[0]) and os.access(pargs[0], os.X_OK)):
-            raise SDaemonError('Requested runtime is unavailable')
+            raise SDaemonError("Requested runtime is unavailable")
         try:
             proc = subprocess.Popen(
-                pargs, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, close_fds=True)
+                pargs, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True
+            )
         except OSError:
-            self.logger.exception('Unable to start subprocess')
-            raise SDaemonError('Unable to start the storlet daemon %s'
-                               % storlet_name)
+            self.logger.exception("Unable to start subprocess")
+            raise SDaemonError("Unable to start the storlet daemon %s" % storlet_name)
         self.storlet_name_to_pid[storlet_name] = proc.pid
         client = SBusClient(self.storlet_name_to_pipe_name[storlet_name])
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self.storlet_name_to_pid.pop(storlet_name, None)
-                raise SDaemonError('The storlet daemon %s is terminated'
-                                   % storlet_name)
+                raise SDaemonError("The storlet daemon %s is terminated" % storlet_name)
             try:
                 if client.ping().status:
                     return
             except SBusClientException:
                 pass
             time.sleep(PING_INTERVAL)
-        raise SDaemonError('No response from the storlet daemon %s'
-                           % storlet_name)
+        raise SDaemonError("No response from the storlet daemon %s" % storlet_name)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Factory of persistent storlet daemons')
-    parser.add_argument('sbus_path')
-    parser.add_argument('log_level')
-    parser.add_argument('container_id')
-    parser.add_argument('--workers', type=int, default=0,
-                        help='worker processes per storlet (0: the cores '
-                             'available)')
+    parser = argparse.ArgumentParser(description="Factory of persistent storlet daemons")
+    parser.add_argument("sbus_path")
+    parser.add_argument("log_level")
+    parser.add_argument("container_id")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes per storlet (0: the cores available)",
+    )
     opts = parser.parse_args(argv)
-    run_server('daemon-factory', opts.log_level, opts.container_id,
-               lambda logger: PersistentDaemonFactory(
-                   opts.sbus_path, logger, opts.container_id, opts.workers))
+    run_server(
+        "daemon-factory",
+        opts.log_level,
+        opts.container_id,
+        lambda logger: PersistentDaemonFactory(
+            opts.sbus_path, logger, opts.container_id, opts.workers
+        ),
+    )
 
-if __name__ == '__main__':
+
+if __name__ == "__main__":
     main()

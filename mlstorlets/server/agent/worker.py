@@ -35,7 +35,7 @@ from storlets.agent.daemon.files import (
 
 from mlstorlets.server.agent import channel, descendants
 
-ENGINE_PACKAGE = 'mlstorlets'
+ENGINE_PACKAGE = "mlstorlets"
 
 
 class SpoolOutputFile(StorletFile):
@@ -45,10 +45,10 @@ class SpoolOutputFile(StorletFile):
     most once, then the body.  Nothing reaches the host from here.
     """
 
-    mode = 'wb'
+    mode = "wb"
 
     def __init__(self, directory=None):
-        fd, path = tempfile.mkstemp(prefix='storlet-output-', dir=directory)
+        fd, path = tempfile.mkstemp(prefix="storlet-output-", dir=directory)
         os.unlink(path)
         # The storlet may close its file; the spool stays open for the
         # answer.
@@ -58,12 +58,12 @@ class SpoolOutputFile(StorletFile):
 
     def get_metadata(self):
         if self._metadata is None:
-            raise IOError('Metadata is not set yet')
+            raise IOError("Metadata is not set yet")
         return dict(self._metadata)
 
     def set_metadata(self, md):
         if self._metadata is not None:
-            raise IOError('Sending metadata twice is not allowed')
+            raise IOError("Sending metadata twice is not allowed")
         self._metadata = {str(k): str(v) for k, v in dict(md).items()}
 
     @property
@@ -72,12 +72,12 @@ class SpoolOutputFile(StorletFile):
 
     def write(self, buf):
         if self._metadata is None:
-            raise IOError('Body should be sent after metadata is sent')
+            raise IOError("Body should be sent after metadata is sent")
         self.obj_file.write(buf)
 
     def writelines(self, seq):
         if self._metadata is None:
-            raise IOError('Body should be sent after metadata is sent')
+            raise IOError("Body should be sent after metadata is sent")
         self.obj_file.writelines(seq)
 
     def flush(self):
@@ -91,7 +91,7 @@ class SpoolOutputFile(StorletFile):
 
 def input_file(storlet_md, md, fd):
     """Upstream's input file for one input, ranged when asked."""
-    start, end = storlet_md.get('start'), storlet_md.get('end')
+    start, end = storlet_md.get("start"), storlet_md.get("end")
     if start is not None and end is not None:
         return StorletRangeInputFile(md, fd, int(start), int(end))
     return StorletInputFile(md, fd)
@@ -100,9 +100,9 @@ def input_file(storlet_md, md, fd):
 def load_storlet(storlet_name):
     """The storlet class named ``module.Class``."""
     try:
-        module_name, cls_name = storlet_name.split('.')
+        module_name, cls_name = storlet_name.split(".")
     except ValueError:
-        raise ValueError('Invalid storlet name %s' % storlet_name)
+        raise ValueError("Invalid storlet name %s" % storlet_name)
     return getattr(importlib.import_module(module_name), cls_name)
 
 
@@ -113,20 +113,18 @@ def forget_engine():
     with (see :mod:`mlstorlets.client.deploy`), not the engine's copy; the
     worker's own code keeps working from the modules it already holds.
     """
-    here = os.path.dirname(os.path.abspath(sys.modules[
-        ENGINE_PACKAGE].__file__))
+    here = os.path.dirname(os.path.abspath(sys.modules[ENGINE_PACKAGE].__file__))
     root = os.path.dirname(here)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != root]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != root]
     for name in list(sys.modules):
-        if name == ENGINE_PACKAGE or name.startswith(ENGINE_PACKAGE + '.'):
+        if name == ENGINE_PACKAGE or name.startswith(ENGINE_PACKAGE + "."):
             del sys.modules[name]
 
 
 class Worker(object):
     """Serve requests for one storlet class over ``sock``."""
 
-    def __init__(self, storlet_name, storlet_cls, sock, logger,
-                 spool_dir=None):
+    def __init__(self, storlet_name, storlet_cls, sock, logger, spool_dir=None):
         self.storlet_name = storlet_name
         self.storlet_cls = storlet_cls
         self.sock = sock
@@ -134,7 +132,7 @@ class Worker(object):
         self.spool_dir = spool_dir
 
     def serve(self):
-        channel.send(self.sock, {'ready': os.getpid()})
+        channel.send(self.sock, {"ready": os.getpid()})
         while True:
             message, fds = channel.receive(self.sock)
             if message is None:
@@ -142,35 +140,37 @@ class Worker(object):
             self.handle(message, fds)
 
     def handle(self, message, fds):
-        n_in = len(message['in_md'])
+        n_in = len(message["in_md"])
         in_fds, logger_fd = fds[:n_in], fds[n_in]
-        in_files = [input_file(smd, md, fd) for smd, md, fd in zip(
-            message['storlet_md'], message['in_md'], in_fds)]
-        outs = [SpoolOutputFile(self.spool_dir)
-                for _ in range(message['outputs'])]
+        in_files = [
+            input_file(smd, md, fd)
+            for smd, md, fd in zip(message["storlet_md"], message["in_md"], in_fds)
+        ]
+        outs = [SpoolOutputFile(self.spool_dir) for _ in range(message["outputs"])]
         try:
             with StorletLogger(self.storlet_name, logger_fd) as slogger:
-                self.storlet_cls(slogger)(in_files, outs, message['params'])
+                self.storlet_cls(slogger)(in_files, outs, message["params"])
             for out in outs:
                 if not out.closed:
                     out.flush()
         except BaseException as err:
             # SystemExit too: the storlet asked to stop, it did not finish.
-            self.logger.info('Storlet %s failed: %s' % (
-                self.storlet_name, traceback.format_exc(limit=5)))
+            self.logger.info(
+                "Storlet %s failed: %s" % (self.storlet_name, traceback.format_exc(limit=5))
+            )
             self._end_descendants()
-            self._answer_failed('%s: %s' % (type(err).__name__, err), outs)
+            self._answer_failed("%s: %s" % (type(err).__name__, err), outs)
         else:
             self._end_descendants()
             missing = [o for o in outs if not o.metadata_set]
             if missing:
-                self._answer_failed('the storlet set no output metadata',
-                                    outs)
+                self._answer_failed("the storlet set no output metadata", outs)
             else:
-                channel.send(self.sock, {
-                    'status': 'done',
-                    'metadata': [o.get_metadata() for o in outs]},
-                    [o.spool_fd for o in outs])
+                channel.send(
+                    self.sock,
+                    {"status": "done", "metadata": [o.get_metadata() for o in outs]},
+                    [o.spool_fd for o in outs],
+                )
                 for out in outs:
                     out.discard()
         finally:
@@ -181,26 +181,26 @@ class Worker(object):
     def _end_descendants(self):
         killed = descendants.kill_descendants()
         if killed:
-            self.logger.info('Storlet %s left %d processes behind: killed'
-                             % (self.storlet_name, killed))
+            self.logger.info(
+                "Storlet %s left %d processes behind: killed" % (self.storlet_name, killed)
+            )
 
     def _answer_failed(self, reason, outs):
         for out in outs:
             out.discard()
-        channel.send(self.sock, {'status': 'failed', 'reason': reason[:1024]})
+        channel.send(self.sock, {"status": "failed", "reason": reason[:1024]})
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description='A worker process of a storlet daemon')
-    parser.add_argument('storlet_name')
-    parser.add_argument('storlet_dir')
-    parser.add_argument('sock_fd', type=int)
-    parser.add_argument('log_level')
-    parser.add_argument('container_id')
+    parser = argparse.ArgumentParser(description="A worker process of a storlet daemon")
+    parser.add_argument("storlet_name")
+    parser.add_argument("storlet_dir")
+    parser.add_argument("sock_fd", type=int)
+    parser.add_argument("log_level")
+    parser.add_argument("container_id")
     opts = parser.parse_args(argv)
     logging.raiseExceptions = False
-    logger = get_logger('storlets-worker', opts.log_level, opts.container_id)
+    logger = get_logger("storlets-worker", opts.log_level, opts.container_id)
     sock = socket.socket(fileno=opts.sock_fd)
     descendants.become_subreaper()
     forget_engine()
@@ -209,9 +209,8 @@ def main(argv=None):
     try:
         storlet_cls = load_storlet(opts.storlet_name)
     except Exception:
-        logger.exception('Failed to load storlet %s' % opts.storlet_name)
-        channel.send(sock, {'load_error': traceback.format_exc(limit=3)[
-            -1024:]})
+        logger.exception("Failed to load storlet %s" % opts.storlet_name)
+        channel.send(sock, {"load_error": traceback.format_exc(limit=3)[-1024:]})
         os._exit(1)
     Worker(opts.storlet_name, storlet_cls, sock, logger).serve()
     # Without the interpreter's teardown: nothing here needs it, and with
@@ -220,5 +219,5 @@ def main(argv=None):
     os._exit(0)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -2,4 +2,4 @@
 
 from mlstorlets.server.aio.cluster import Cluster, ClusterError
 
-__all__ = ['Cluster', 'ClusterError']
+__all__ = ["Cluster", "ClusterError"]

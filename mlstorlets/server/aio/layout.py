@@ -9,10 +9,10 @@ import secrets
 from mlstorlets.server.gateway.scope import MAX_LENGTH as SCOPE_MAX_LENGTH
 
 DEFAULT_BASE_PORT = 8080
-ACCOUNT = 'mlstorlets'
-USER = 'admin'
+ACCOUNT = "mlstorlets"
+USER = "admin"
 # A second account, so that isolation between accounts can be shown.
-OTHER_ACCOUNT = 'other'
+OTHER_ACCOUNT = "other"
 # A Unix socket path holds at most 107 bytes (sun_path with its NUL); the
 # engine names a storlet's socket <pipes dir>/<scope>/<module.Class>.
 SUN_PATH_MAX = 107
@@ -20,8 +20,9 @@ STORLET_ID_MAX = 48
 
 
 def default_state_dir():
-    return os.environ.get('MLSTORLETS_AIO_DIR') or os.path.join(
-        os.path.expanduser('~'), '.local', 'state', 'mlstorlets', 'aio')
+    return os.environ.get("MLSTORLETS_AIO_DIR") or os.path.join(
+        os.path.expanduser("~"), ".local", "state", "mlstorlets", "aio"
+    )
 
 
 @dataclasses.dataclass
@@ -31,11 +32,11 @@ class Layout:
     state_dir: str
     base_port: int = DEFAULT_BASE_PORT
     nodes: int = 1
-    key: str = ''
+    key: str = ""
     # The proxy alone may listen beyond loopback, e.g. '0.0.0.0' inside a
     # network namespace that a benchmark's client reaches over a veth link.
-    proxy_bind_ip: str = '127.0.0.1'
-    other_key: str = ''
+    proxy_bind_ip: str = "127.0.0.1"
+    other_key: str = ""
     # Set when the proxy authenticates with Keystone instead of tempauth:
     # the OS_* variables of the cluster's operator, read as the swift CLI
     # reads them (mlstorlets.client.connection).  Its project is the one
@@ -69,9 +70,9 @@ class Layout:
 
     @property
     def ports(self):
-        return ([self.proxy_port, self.account_port, self.container_port,
-                 self.memcached_port] +
-                [self.object_port(n) for n in range(self.nodes)])
+        return [self.proxy_port, self.account_port, self.container_port, self.memcached_port] + [
+            self.object_port(n) for n in range(self.nodes)
+        ]
 
     # -- paths ---------------------------------------------------------
     def path(self, *parts):
@@ -79,31 +80,31 @@ class Layout:
 
     @property
     def swift_dir(self):
-        return self.path('etc')
+        return self.path("etc")
 
     def conf(self, server):
-        return self.path('etc', server + '.conf')
+        return self.path("etc", server + ".conf")
 
     def devices(self, node):
-        return self.path('srv', 'node%d' % node)
+        return self.path("srv", "node%d" % node)
 
     def device(self, node):
-        return 'd%d' % node
+        return "d%d" % node
 
     @property
     def run_dir(self):
-        return self.path('run')
+        return self.path("run")
 
     @property
     def log_dir(self):
-        return self.path('log')
+        return self.path("log")
 
     @property
     def log_socket(self):
-        return self.path('run', 'log.sock')
+        return self.path("run", "log.sock")
 
     def storlets_root(self, server):
-        return self.path('storlets', server)
+        return self.path("storlets", server)
 
     def longest_socket_path(self):
         """The longest SBus socket path the cluster's sandboxes may use.
@@ -111,10 +112,14 @@ class Layout:
         Allows storlet ids (``module.Class``) of up to ``STORLET_ID_MAX``
         characters under any account's scope.
         """
-        return max(len(os.path.join(self.pipes_dir(server),
-                                    'x' * SCOPE_MAX_LENGTH,
-                                    'x' * STORLET_ID_MAX).encode())
-                   for server in ('proxy', 'object-server-%d' % self.nodes))
+        return max(
+            len(
+                os.path.join(
+                    self.pipes_dir(server), "x" * SCOPE_MAX_LENGTH, "x" * STORLET_ID_MAX
+                ).encode()
+            )
+            for server in ("proxy", "object-server-%d" % self.nodes)
+        )
 
     def pipes_dir(self, server):
         """Where a server's sandboxes keep their SBus sockets.
@@ -123,46 +128,44 @@ class Layout:
         ``/<scope>/<module.Class>`` to this directory, so it is kept short:
         ``<state>/p/<n>``.
         """
-        return self.path('p', 'x' if server == 'proxy'
-                         else server.rsplit('-', 1)[-1])
+        return self.path("p", "x" if server == "proxy" else server.rsplit("-", 1)[-1])
 
     @property
     def cgroup_parent(self):
         """The cgroup (below each hierarchy's root) of the cluster's
         sandboxes."""
-        return 'mlstorlets/aio-%s' % hashlib.sha256(
-            self.state_dir.encode()).hexdigest()[:12]
+        return "mlstorlets/aio-%s" % hashlib.sha256(self.state_dir.encode()).hexdigest()[:12]
 
     @property
     def accounts(self):
         """The accounts the cluster prepares for storlets."""
-        return ('main',) if self.keystone else ('main', 'other')
+        return ("main",) if self.keystone else ("main", "other")
 
     @property
     def auth_url(self):
-        return 'http://127.0.0.1:%d/auth/v1.0' % self.proxy_port
+        return "http://127.0.0.1:%d/auth/v1.0" % self.proxy_port
 
     @property
     def user(self):
-        return '%s:%s' % (ACCOUNT, USER)
+        return "%s:%s" % (ACCOUNT, USER)
 
     @property
     def other_user(self):
-        return '%s:%s' % (OTHER_ACCOUNT, USER)
+        return "%s:%s" % (OTHER_ACCOUNT, USER)
 
     # -- persistence ---------------------------------------------------
     @property
     def record(self):
-        return self.path('cluster.json')
+        return self.path("cluster.json")
 
     def save(self):
         os.makedirs(self.state_dir, exist_ok=True)
-        with open(self.record + '.tmp', 'w') as f:
+        with open(self.record + ".tmp", "w") as f:
             json.dump(dataclasses.asdict(self), f, indent=2)
-        os.chmod(self.record + '.tmp', 0o600)
-        os.replace(self.record + '.tmp', self.record)
+        os.chmod(self.record + ".tmp", 0o600)
+        os.replace(self.record + ".tmp", self.record)
 
     @classmethod
     def load(cls, state_dir):
-        with open(os.path.join(os.path.abspath(state_dir), 'cluster.json')) as f:
+        with open(os.path.join(os.path.abspath(state_dir), "cluster.json")) as f:
             return cls(**json.load(f))

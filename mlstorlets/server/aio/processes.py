@@ -23,7 +23,7 @@ import urllib.request
 
 
 def pidfile(run_dir, name):
-    return os.path.join(run_dir, name + '.pid')
+    return os.path.join(run_dir, name + ".pid")
 
 
 def _read_record(run_dir, name):
@@ -46,8 +46,8 @@ def _read_record(run_dir, name):
 def _stat(pid):
     """(state, pgid, start time) of a process, or None if it is gone."""
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            fields = f.read().rsplit(')', 1)[1].split()
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     # Fields after the command: state(3) ppid pgrp session ... starttime(22)
@@ -71,8 +71,8 @@ def alive(pid):
         return True
     # A zombie is not a live server.
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 
@@ -95,27 +95,33 @@ def orphans(run_dir, name):
     if not pid or started is None or alive(pid):
         return []
     found = []
-    for entry in os.listdir('/proc'):
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         stat = _stat(int(entry))
-        if stat and stat[0] != 'Z' and stat[1] == pid and stat[2] >= started:
+        if stat and stat[0] != "Z" and stat[1] == pid and stat[2] >= started:
             found.append(int(entry))
     return sorted(found)
 
 
 def start(run_dir, log_dir, name, argv, env=None):
     """Start ``argv`` detached from us, record its pid, return it."""
-    log = open(os.path.join(log_dir, name + '.log'), 'ab')
+    log = open(os.path.join(log_dir, name + ".log"), "ab")
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     finally:
         log.close()
     stat = _stat(proc.pid)
-    with open(pidfile(run_dir, name), 'w') as f:
-        f.write('%d %d\n' % (proc.pid, stat[2] if stat else 0))
+    with open(pidfile(run_dir, name), "w") as f:
+        f.write("%d %d\n" % (proc.pid, stat[2] if stat else 0))
     return proc.pid
 
 
@@ -159,8 +165,8 @@ def _stop_orphans(pids, timeout):
                     pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(
-                stat and alive(pid) and _same(pid, stat)
-                for pid, stat in stats.items()):
+            stat and alive(pid) and _same(pid, stat) for pid, stat in stats.items()
+        ):
             time.sleep(0.05)
 
 
@@ -187,7 +193,7 @@ def _reap(pid):
         pass
 
 
-def port_in_use(port, host='127.0.0.1'):
+def port_in_use(port, host="127.0.0.1"):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -199,7 +205,7 @@ def port_in_use(port, host='127.0.0.1'):
     return False
 
 
-def wait_for_tcp(port, timeout, pid=None, host='127.0.0.1'):
+def wait_for_tcp(port, timeout, pid=None, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pid and not alive(pid):
@@ -214,7 +220,7 @@ def wait_for_tcp(port, timeout, pid=None, host='127.0.0.1'):
 
 def wait_for_healthcheck(port, timeout, pid=None):
     """Wait until ``http://127.0.0.1:port/healthcheck`` answers OK."""
-    url = 'http://127.0.0.1:%d/healthcheck' % port
+    url = "http://127.0.0.1:%d/healthcheck" % port
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pid and not alive(pid):

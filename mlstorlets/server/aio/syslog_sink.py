@@ -21,18 +21,18 @@ def serve(socket_path, log_path):
     sock.bind(socket_path)
     # The sandboxes run without capabilities: they may write, not own, it.
     os.chmod(socket_path, 0o666)
-    with open(log_path, 'ab', buffering=0) as log:
+    with open(log_path, "ab", buffering=0) as log:
         while True:
             data = sock.recv(65536)
-            log.write(data.rstrip(b'\0\n') + b'\n')
+            log.write(data.rstrip(b"\0\n") + b"\n")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        sys.exit('usage: python -m mlstorlets.server.aio.syslog_sink SOCKET LOGFILE')
+        sys.exit("usage: python -m mlstorlets.server.aio.syslog_sink SOCKET LOGFILE")
     serve(*argv)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

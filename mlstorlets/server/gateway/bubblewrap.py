@@ -151,13 +151,11 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         # The host side loads libsbus through a path hardcoded upstream, and
         # connects to sockets in directories the sandboxes write to.
         SBus.SBUS_SO_NAME = os.path.join(
-            conf.get('native_lib_dir', default_native_lib_dir()),
-            'libsbus.so')
+            conf.get("native_lib_dir", default_native_lib_dir()), "libsbus.so"
+        )
         SBus.send = staticmethod(send_without_following_links)
-        self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope,
-                                       conf)
-        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
-                                             DEFAULT_CANCEL_TIMEOUT))
+        self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, conf)
+        self.cancel_timeout = float(conf.get("storlet_cancel_timeout", DEFAULT_CANCEL_TIMEOUT))
 
     def bring_from_cache(self, obj_name, sreq, is_storlet):
         """Upstream's, then the copy made readable by the sandbox's group.
@@ -173,9 +171,12 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         it.
         """
         directory = self.paths.get_host_storlet_dir(sreq.storlet_main)
-        cached = os.path.join(self.paths.host_storlet_cache_dir
-                              if is_storlet else
-                              self.paths.host_dependency_cache_dir, obj_name)
+        cached = os.path.join(
+            self.paths.host_storlet_cache_dir
+            if is_storlet
+            else self.paths.host_dependency_cache_dir,
+            obj_name,
+        )
         updated = super().bring_from_cache(obj_name, sreq, is_storlet)
         target = os.path.join(directory, obj_name)
         if not updated and _differ(cached, target):
@@ -184,22 +185,20 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         for path in (directory, os.path.join(directory, obj_name)):
             mode = os.stat(path, follow_symlinks=False).st_mode
             os.chown(path, -1, self.sandbox_gid, follow_symlinks=False)
-            os.chmod(path, stat.S_IMODE(mode) & 0o700 |
-                     (mode & 0o500) >> 3)
+            os.chmod(path, stat.S_IMODE(mode) & 0o700 | (mode & 0o500) >> 3)
         return updated
 
     def _rescope(self, sreq):
         """Take the scope of the request's whole account (the handler gave
         upstream's 13-character one)."""
-        account = sreq.options.get('scope')
+        account = sreq.options.get("scope")
         if not account:
-            raise StorletRuntimeException('the request names no account')
+            raise StorletRuntimeException("the request names no account")
         scope = account_scope(account)
         if scope != self.scope:
             self.scope = scope
             self.paths = RunTimePaths(scope, self.conf)
-            self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir,
-                                           scope, self.conf)
+            self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, self.conf)
 
     def invocation_flow(self, sreq):
         """Run a storlet within ``storlet_timeout``; see the module.
@@ -228,52 +227,62 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 if time.monotonic() < deadline:
                     # Upstream's wait for a new sandbox, not ours.
                     raise StorletRuntimeException(
-                        'the sandbox did not start in %g s'
-                        % sandbox.sandbox_wait_timeout)
+                        "the sandbox did not start in %g s" % sandbox.sandbox_wait_timeout
+                    )
                 raise
             finally:
                 lock.release()
             self._add_system_params(sreq)
             slog_path = self.paths.get_host_slog_path(sreq.storlet_main)
             sprotocol = BoundedInvocationProtocol(
-                sreq, self.paths.get_host_storlet_pipe(sreq.storlet_main),
-                slog_path, max(deadline - time.monotonic(), 0.001),
-                self.logger, self.cancel_timeout,
-                lambda cancelled: sandbox.recover(sreq.storlet_main,
-                                                  cancelled))
+                sreq,
+                self.paths.get_host_storlet_pipe(sreq.storlet_main),
+                slog_path,
+                max(deadline - time.monotonic(), 0.001),
+                self.logger,
+                self.cancel_timeout,
+                lambda cancelled: sandbox.recover(sreq.storlet_main, cancelled),
+            )
             sresp = sprotocol.communicate()
             if sandbox.over_memory_since(ooms):
                 # A process of the storlet's was killed for memory: what
                 # it answered may miss that process's part.
                 sresp.data.cancel()
                 os.close(sresp.data.data_fd)
-                raise StorletRuntimeException('over the memory budget')
+                raise StorletRuntimeException("over the memory budget")
         except UnsafeMetadata as err:
-            raise self._answer(sreq, protocol.FAILED,
-                               'storlet %s broke the protocol: %s'
-                               % (sreq.storlet_id, err))
+            raise self._answer(
+                sreq, protocol.FAILED, "storlet %s broke the protocol: %s" % (sreq.storlet_id, err)
+            )
         except StorletTimeout:
-            raise self._answer(sreq, protocol.TIMED_OUT,
-                               'no output within the storlet timeout of '
-                               '%g s' % self.storlet_timeout)
+            raise self._answer(
+                sreq,
+                protocol.TIMED_OUT,
+                "no output within the storlet timeout of %g s" % self.storlet_timeout,
+            )
         except StorletRuntimeException:
             if sandbox.over_memory_since(ooms):
                 raise self._answer(
-                    sreq, protocol.OUT_OF_MEMORY,
-                    'the sandbox of the account went over its memory budget '
-                    'of %d bytes' % sandbox.budget.memory)
+                    sreq,
+                    protocol.OUT_OF_MEMORY,
+                    "the sandbox of the account went over its memory budget "
+                    "of %d bytes" % sandbox.budget.memory,
+                )
             if sandbox_kills[self.scope] == kills:
                 raise
-            raise self._answer(sreq, protocol.FAILED,
-                               'its sandbox was killed to stop another '
-                               'storlet of the account past its timeout')
+            raise self._answer(
+                sreq,
+                protocol.FAILED,
+                "its sandbox was killed to stop another storlet of the account past its timeout",
+            )
         self._upload_storlet_logs(slog_path, sreq)
         return sresp
 
     def _answer(self, sreq, kind, reason):
         """The HTTP error that the storlet handler passes on."""
-        self.logger.warning('storlet %s %s: %s'
-                            % (sreq.storlet_id, kind, reason))
+        self.logger.warning("storlet %s %s: %s" % (sreq.storlet_id, kind, reason))
         return status_map[protocol.STATUS[kind]](
-            body=reason + '\n', content_type='text/plain',
-            headers=protocol.failure_headers(kind, reason))
+            body=reason + "\n",
+            content_type="text/plain",
+            headers=protocol.failure_headers(kind, reason),
+        )

@@ -28,9 +28,9 @@ import os
 import signal
 import time
 
-ROOT = '/sys/fs/cgroup'
-V1_CONTROLLERS = ('memory', 'pids', 'cpu', 'cpuacct', 'cpuset')
-V2_CONTROLLERS = ('memory', 'pids', 'cpu', 'cpuset')
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset")
+V2_CONTROLLERS = ("memory", "pids", "cpu", "cpuset")
 
 
 @dataclasses.dataclass
@@ -58,28 +58,25 @@ class Budget:
 
 def detect(root=ROOT):
     """``('v2' | 'v1', None)`` for the hierarchy to use, or ``(None, why)``."""
-    controllers = os.path.join(root, 'cgroup.controllers')
+    controllers = os.path.join(root, "cgroup.controllers")
     if os.path.exists(controllers):
         with open(controllers) as f:
             present = set(f.read().split())
         missing = set(V2_CONTROLLERS) - present
         if missing:
-            return None, ('cgroup v2 lacks the controllers %s'
-                          % ', '.join(sorted(missing)))
+            return None, ("cgroup v2 lacks the controllers %s" % ", ".join(sorted(missing)))
         if not os.access(root, os.W_OK):
-            return None, 'cgroup v2 at %s is not writable' % root
-        return 'v2', None
-    missing = [c for c in V1_CONTROLLERS
-               if not os.path.isdir(os.path.join(root, c))]
+            return None, "cgroup v2 at %s is not writable" % root
+        return "v2", None
+    missing = [c for c in V1_CONTROLLERS if not os.path.isdir(os.path.join(root, c))]
     if missing:
-        return None, ('no cgroup v2 and no cgroup v1 hierarchies %s under %s'
-                      % (', '.join(missing), root))
-    unwritable = [c for c in V1_CONTROLLERS
-                  if not os.access(os.path.join(root, c), os.W_OK)]
+        return None, (
+            "no cgroup v2 and no cgroup v1 hierarchies %s under %s" % (", ".join(missing), root)
+        )
+    unwritable = [c for c in V1_CONTROLLERS if not os.access(os.path.join(root, c), os.W_OK)]
     if unwritable:
-        return None, ('cgroup v1 hierarchies %s are not writable'
-                      % ', '.join(unwritable))
-    return 'v1', None
+        return None, ("cgroup v1 hierarchies %s are not writable" % ", ".join(unwritable))
+    return "v1", None
 
 
 class SandboxCgroup(object):
@@ -97,90 +94,87 @@ class SandboxCgroup(object):
     """
 
     def __init__(self, parent, name, version, root=ROOT):
-        self.parent = parent.strip('/')
+        self.parent = parent.strip("/")
         self.name = name
         self.version = version
         self.root = root
 
     # -- where -----------------------------------------------------------
     def _dir(self, controller=None):
-        if self.version == 'v2':
+        if self.version == "v2":
             return os.path.join(self.root, self.parent, self.name)
         return os.path.join(self.root, controller, self.parent, self.name)
 
     def directories(self):
         """Every directory of this cgroup (one, or one per controller)."""
-        if self.version == 'v2':
+        if self.version == "v2":
             return [self._dir()]
         return [self._dir(c) for c in V1_CONTROLLERS]
 
     # -- life ------------------------------------------------------------
     def create(self, budget):
         """Make the cgroup (again) and write ``budget`` into it."""
-        if self.version == 'v2':
+        if self.version == "v2":
             self._create_v2(budget)
         else:
             self._create_v1(budget)
 
     def _create_v2(self, budget):
-        wanted = ' '.join('+' + c for c in V2_CONTROLLERS)
+        wanted = " ".join("+" + c for c in V2_CONTROLLERS)
         path = self.root
-        for part in self.parent.split('/'):
-            _write(os.path.join(path, 'cgroup.subtree_control'), wanted)
+        for part in self.parent.split("/"):
+            _write(os.path.join(path, "cgroup.subtree_control"), wanted)
             path = os.path.join(path, part)
             os.makedirs(path, exist_ok=True)
-        _write(os.path.join(path, 'cgroup.subtree_control'), wanted)
+        _write(os.path.join(path, "cgroup.subtree_control"), wanted)
         here = self._dir()
         os.makedirs(here, exist_ok=True)
-        _write(os.path.join(here, 'memory.max'), budget.memory or 'max')
-        _write(os.path.join(here, 'memory.swap.max'), 0, optional=True)
-        _write(os.path.join(here, 'pids.max'), budget.pids or 'max')
-        _write(os.path.join(here, 'cpu.max'), '%s %d' % (
-            budget.cpu_quota or 'max', budget.cpu_period))
+        _write(os.path.join(here, "memory.max"), budget.memory or "max")
+        _write(os.path.join(here, "memory.swap.max"), 0, optional=True)
+        _write(os.path.join(here, "pids.max"), budget.pids or "max")
+        _write(
+            os.path.join(here, "cpu.max"), "%s %d" % (budget.cpu_quota or "max", budget.cpu_period)
+        )
         if budget.cpus:
-            _write(os.path.join(here, 'cpuset.cpus'), budget.cpus)
+            _write(os.path.join(here, "cpuset.cpus"), budget.cpus)
 
     def _create_v1(self, budget):
         for controller in V1_CONTROLLERS:
             path = os.path.join(self.root, controller)
-            for part in self.parent.split('/') + [self.name]:
+            for part in self.parent.split("/") + [self.name]:
                 parent, path = path, os.path.join(path, part)
                 os.makedirs(path, exist_ok=True)
-                if controller == 'cpuset':
+                if controller == "cpuset":
                     # A new cpuset has no CPU and no memory node: it takes
                     # its parent's before a process may join it.
-                    for key in ('cpuset.cpus', 'cpuset.mems'):
+                    for key in ("cpuset.cpus", "cpuset.mems"):
                         if not _read(os.path.join(path, key)):
-                            _write(os.path.join(path, key),
-                                   _read(os.path.join(parent, key)))
-        memory = self._dir('memory')
+                            _write(os.path.join(path, key), _read(os.path.join(parent, key)))
+        memory = self._dir("memory")
         limit = budget.memory or -1
-        _write(os.path.join(memory, 'memory.limit_in_bytes'), limit)
+        _write(os.path.join(memory, "memory.limit_in_bytes"), limit)
         # Kernel memory (inodes, dentries of a tmpfs full of empty files)
         # where the kernel still takes a separate limit; newer kernels
         # count it in the limit above anyway.
-        _write(os.path.join(memory, 'memory.kmem.limit_in_bytes'), limit,
-               optional=True)
-        _write(os.path.join(self._dir('pids'), 'pids.max'),
-               budget.pids or 'max')
-        cpu = self._dir('cpu')
-        _write(os.path.join(cpu, 'cpu.cfs_period_us'), budget.cpu_period)
-        _write(os.path.join(cpu, 'cpu.cfs_quota_us'), budget.cpu_quota or -1)
+        _write(os.path.join(memory, "memory.kmem.limit_in_bytes"), limit, optional=True)
+        _write(os.path.join(self._dir("pids"), "pids.max"), budget.pids or "max")
+        cpu = self._dir("cpu")
+        _write(os.path.join(cpu, "cpu.cfs_period_us"), budget.cpu_period)
+        _write(os.path.join(cpu, "cpu.cfs_quota_us"), budget.cpu_quota or -1)
         if budget.cpus:
-            _write(os.path.join(self._dir('cpuset'), 'cpuset.cpus'),
-                   budget.cpus)
+            _write(os.path.join(self._dir("cpuset"), "cpuset.cpus"), budget.cpus)
 
     def attach(self, pid=0):
         """Move process ``pid`` (0: this one) into the cgroup; what it
         starts from then on stays there."""
         pid = pid or os.getpid()
         for path in self.directories():
-            _write(os.path.join(path, 'cgroup.procs'), pid)
+            _write(os.path.join(path, "cgroup.procs"), pid)
 
     def pids(self):
         """The processes in the cgroup."""
         path = self.directories()[0]
-        text = _read(os.path.join(path, 'cgroup.procs')) or ''
+        text = _read(os.path.join(path, "cgroup.procs")) or ""
         return [int(p) for p in text.split()]
 
     def remove(self, timeout=5.0):
@@ -201,8 +195,7 @@ class SandboxCgroup(object):
                 except FileNotFoundError:
                     break
                 except OSError as err:
-                    if err.errno != errno.EBUSY or \
-                            time.monotonic() > deadline:
+                    if err.errno != errno.EBUSY or time.monotonic() > deadline:
                         removed = False
                         break
                     time.sleep(0.05)
@@ -211,27 +204,26 @@ class SandboxCgroup(object):
     # -- readings --------------------------------------------------------
     def oom_kills(self):
         """Processes the kernel killed for the memory budget so far."""
-        if self.version == 'v2':
-            text = _read(os.path.join(self._dir(), 'memory.events'))
+        if self.version == "v2":
+            text = _read(os.path.join(self._dir(), "memory.events"))
         else:
-            text = _read(os.path.join(self._dir('memory'),
-                                      'memory.oom_control'))
-        for line in (text or '').splitlines():
-            key, _, value = line.partition(' ')
-            if key == 'oom_kill':
+            text = _read(os.path.join(self._dir("memory"), "memory.oom_control"))
+        for line in (text or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
                 return int(value)
         return 0
 
     def cpu_seconds(self):
         """CPU time the sandbox's processes used, in seconds."""
-        if self.version == 'v2':
-            text = _read(os.path.join(self._dir(), 'cpu.stat')) or ''
+        if self.version == "v2":
+            text = _read(os.path.join(self._dir(), "cpu.stat")) or ""
             for line in text.splitlines():
-                key, _, value = line.partition(' ')
-                if key == 'usage_usec':
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
                     return int(value) / 1e6
             return 0.0
-        text = _read(os.path.join(self._dir('cpuacct'), 'cpuacct.usage'))
+        text = _read(os.path.join(self._dir("cpuacct"), "cpuacct.usage"))
         return int(text or 0) / 1e9
 
 
@@ -262,7 +254,7 @@ def remove_if_empty(parent, root=ROOT):
 def _tops(parent, root):
     """``parent`` in each hierarchy: one under v2, one per controller
     under v1."""
-    if os.path.exists(os.path.join(root, 'cgroup.controllers')):
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
         return [os.path.join(root, parent)]
     return [os.path.join(root, c, parent) for c in V1_CONTROLLERS]
 
@@ -277,7 +269,7 @@ def _read(path):
 
 def _write(path, value, optional=False):
     try:
-        with open(path, 'w') as f:
+        with open(path, "w") as f:
             f.write(str(value))
     except OSError:
         if not optional:

@@ -34,8 +34,11 @@ class StorletOutputIterator(FileDescriptorIterator):
     """
 
     def next(self, size=64 * 1024):
-        if not self.buf and not self.closed and \
-                not select.select([self.fd], [], [], self.timeout)[0]:
+        if (
+            not self.buf
+            and not self.closed
+            and not select.select([self.fd], [], [], self.timeout)[0]
+        ):
             if self.cancel_func:
                 self.cancel_func()
             self.close()
@@ -56,10 +59,17 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
     the account's lock first).
     """
 
-    def __init__(self, srequest, storlet_pipe_path, storlet_logger_path,
-                 timeout, logger, cancel_timeout, recover):
-        super().__init__(srequest, storlet_pipe_path, storlet_logger_path,
-                         timeout, logger)
+    def __init__(
+        self,
+        srequest,
+        storlet_pipe_path,
+        storlet_logger_path,
+        timeout,
+        logger,
+        cancel_timeout,
+        recover,
+    ):
+        super().__init__(srequest, storlet_pipe_path, storlet_logger_path, timeout, logger)
         self.cancel_timeout = cancel_timeout
         self.recover = recover
 
@@ -71,26 +81,27 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # A daemon whose pool is full waits for a slot before it
             # answers: with no answer within the storlet's time, its
             # storlets are stuck.
-            self.logger.warning('storlet daemon %s took no task: %s'
-                                % (self.storlet_pipe_path, err))
+            self.logger.warning(
+                "storlet daemon %s took no task: %s" % (self.storlet_pipe_path, err)
+            )
             eventlet.spawn_n(self.recover, False)
             raise StorletTimeout()
         if not resp.status:
-            raise StorletRuntimeException('Failed to send execute command')
+            raise StorletRuntimeException("Failed to send execute command")
         if not resp.task_id:
-            raise StorletRuntimeException('Missing task id')
+            raise StorletRuntimeException("Missing task id")
         self.task_id = resp.task_id
 
     def _cancel(self):
-        client = BoundedSBusClient(self.storlet_pipe_path,
-                                   self.cancel_timeout)
+        client = BoundedSBusClient(self.storlet_pipe_path, self.cancel_timeout)
         try:
             cancelled = client.cancel(self.task_id).status
         except SBusClientException:
             cancelled = False
         if not cancelled:
-            self.logger.warning('task %s of %s could not be cancelled'
-                                % (self.task_id, self.storlet_pipe_path))
+            self.logger.warning(
+                "task %s of %s could not be cancelled" % (self.task_id, self.storlet_pipe_path)
+            )
         eventlet.spawn_n(self.recover, cancelled)
 
     @property
@@ -99,22 +110,26 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         # as Latin-1); a storlet reads and writes text, whatever the script.
         fds = super().remote_fds
         for fd in fds:
-            fd.storage_metadata = {wsgi_to_str(k): wsgi_to_str(v)
-                                   for k, v in fd.storage_metadata.items()}
+            fd.storage_metadata = {
+                wsgi_to_str(k): wsgi_to_str(v) for k, v in fd.storage_metadata.items()
+            }
         return fds
 
     def _read_metadata(self):
         metadata = super()._read_metadata()
         if not isinstance(metadata, dict) or not all(
-                isinstance(k, str) and isinstance(v, str)
-                for k, v in metadata.items()):
-            raise UnsafeMetadata('its output metadata is not text to text')
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise UnsafeMetadata("its output metadata is not text to text")
         # Before anything becomes a header: a CR/LF would write headers (or
         # a whole response) of the storlet's into another user's answer.
         problem = protocol.output_metadata_problem(
-            metadata, constraints.MAX_META_NAME_LENGTH,
-            constraints.MAX_META_VALUE_LENGTH, constraints.MAX_META_COUNT,
-            constraints.MAX_META_OVERALL_SIZE)
+            metadata,
+            constraints.MAX_META_NAME_LENGTH,
+            constraints.MAX_META_VALUE_LENGTH,
+            constraints.MAX_META_COUNT,
+            constraints.MAX_META_OVERALL_SIZE,
+        )
         if problem:
             raise UnsafeMetadata(problem)
         return {str_to_wsgi(k): str_to_wsgi(v) for k, v in metadata.items()}
@@ -122,6 +137,5 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
     def communicate(self):
         sresp = super().communicate()
         data = sresp.data
-        data._data_iter = StorletOutputIterator(data.data_fd, self.timeout,
-                                                data.cancel)
+        data._data_iter = StorletOutputIterator(data.data_fd, self.timeout, data.cancel)
         return sresp

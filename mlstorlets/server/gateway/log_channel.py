@@ -35,8 +35,7 @@ class TokenBucket(object):
 
     def take(self):
         now = self.clock()
-        self.tokens = min(self.burst,
-                          self.tokens + (now - self.last) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -46,12 +45,11 @@ class TokenBucket(object):
 
 def tagged(scope, data, max_line=DEFAULT_MAX_LINE):
     """The line to log for the datagram ``data`` of sandbox ``scope``."""
-    text = data[:max_line].decode('utf-8', 'replace').rstrip('\0\n ')
-    if text.startswith('<') and '>' in text[:5]:
-        text = text[text.index('>') + 1:]  # syslog's priority
-    text = ''.join(c if ' ' <= c != '\x7f' else '\\x%02x' % ord(c)
-                   for c in text)
-    return 'sandbox %s: %s' % (scope, text)
+    text = data[:max_line].decode("utf-8", "replace").rstrip("\0\n ")
+    if text.startswith("<") and ">" in text[:5]:
+        text = text[text.index(">") + 1 :]  # syslog's priority
+    text = "".join(c if " " <= c != "\x7f" else "\\x%02x" % ord(c) for c in text)
+    return "sandbox %s: %s" % (scope, text)
 
 
 class LogChannel(object):
@@ -67,9 +65,17 @@ class LogChannel(object):
         Takes one line to log (the server's ``logger.info``).
     """
 
-    def __init__(self, path, scope, forward, rate=DEFAULT_RATE,
-                 burst=DEFAULT_BURST, max_line=DEFAULT_MAX_LINE,
-                 report_every=10.0, clock=time.monotonic):
+    def __init__(
+        self,
+        path,
+        scope,
+        forward,
+        rate=DEFAULT_RATE,
+        burst=DEFAULT_BURST,
+        max_line=DEFAULT_MAX_LINE,
+        report_every=10.0,
+        clock=time.monotonic,
+    ):
         self.path, self.scope, self.forward = path, scope, forward
         self.bucket = TokenBucket(rate, burst, clock)
         self.max_line = max_line
@@ -93,9 +99,10 @@ class LogChannel(object):
         return True
 
     def _report(self, now):
-        self.forward('sandbox %s: %d log lines dropped over the rate of '
-                     '%g a second' % (self.scope, self.dropped,
-                                      self.bucket.rate))
+        self.forward(
+            "sandbox %s: %d log lines dropped over the rate of "
+            "%g a second" % (self.scope, self.dropped, self.bucket.rate)
+        )
         self.dropped = 0
         self.reported = now
 

@@ -24,8 +24,7 @@ CHANNEL_INODES = 1024
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def mount_tmpfs(path, size, inodes, mode, uid=None, noexec=False,
-                fresh=True):
+def mount_tmpfs(path, size, inodes, mode, uid=None, noexec=False, fresh=True):
     """A tmpfs at ``path`` of at most ``size`` bytes and ``inodes`` files.
 
     With ``fresh``, whatever was mounted there before is let go of first;
@@ -36,19 +35,17 @@ def mount_tmpfs(path, size, inodes, mode, uid=None, noexec=False,
         if not fresh:
             return
         unmount(path)
-    options = 'size=%d,nr_inodes=%d,mode=%o' % (size, inodes, mode)
+    options = "size=%d,nr_inodes=%d,mode=%o" % (size, inodes, mode)
     if uid is not None:
-        options += ',uid=%d,gid=%d' % (uid, uid)
+        options += ",uid=%d,gid=%d" % (uid, uid)
     flags = MS_NOSUID | MS_NODEV | (MS_NOEXEC if noexec else 0)
-    if _libc.mount(b'tmpfs', os.fsencode(path), b'tmpfs', flags,
-                   options.encode()) != 0:
+    if _libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", flags, options.encode()) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, 'mount tmpfs at %s: %s' % (path,
-                                                       os.strerror(err)))
+        raise OSError(err, "mount tmpfs at %s: %s" % (path, os.strerror(err)))
     # Its own mount events reach no sandbox, and no sandbox's reach it.
     if _libc.mount(None, os.fsencode(path), None, MS_PRIVATE, None) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, 'make %s private: %s' % (path, os.strerror(err)))
+        raise OSError(err, "make %s private: %s" % (path, os.strerror(err)))
 
 
 def unmount(path):
@@ -56,16 +53,16 @@ def unmount(path):
     close it)."""
     if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, 'unmount %s: %s' % (path, os.strerror(err)))
+        raise OSError(err, "unmount %s: %s" % (path, os.strerror(err)))
 
 
 def mounts_under(prefix):
     """The mount points strictly below ``prefix``, deepest first."""
-    prefix = os.path.abspath(prefix).rstrip('/') + '/'
+    prefix = os.path.abspath(prefix).rstrip("/") + "/"
     found = []
-    with open('/proc/self/mounts', 'rb') as f:
+    with open("/proc/self/mounts", "rb") as f:
         for line in f:
-            point = line.split()[1].decode('unicode_escape')
+            point = line.split()[1].decode("unicode_escape")
             if point.startswith(prefix):
                 found.append(point)
     return sorted(found, key=len, reverse=True)

@@ -20,18 +20,25 @@ from packaging.requirements import Requirement
 # What storlets import: deploy/sandbox-requirements.txt pins exactly these
 # (tests/unit/test_pins.py), and the container image installs that file.
 SANDBOX_DISTRIBUTIONS = (
-    'numpy', 'opencv-python-headless', 'scikit-learn', 'scipy', 'skops',
-    'pillow', 'dlib-bin', 'face-recognition-models', 'storlets')
+    "numpy",
+    "opencv-python-headless",
+    "scikit-learn",
+    "scipy",
+    "skops",
+    "pillow",
+    "dlib-bin",
+    "face-recognition-models",
+    "storlets",
+)
 # The engine's own files a sandbox runs (the agent and the code storlets
 # call), relative to the ``mlstorlets`` package; never the client or the
 # servers' middleware and gateway.
-ENGINE_ENTRIES = ('__init__.py', 'sandbox', 'server/__init__.py',
-                  'server/agent')
+ENGINE_ENTRIES = ("__init__.py", "sandbox", "server/__init__.py", "server/agent")
 # Shared by every module at the top of site-packages: not one
 # distribution's, so not bound (Python compiles what it lacks in memory).
-_SHARED = {'__pycache__'}
+_SHARED = {"__pycache__"}
 
-_LAYOUT_SCRIPT = '''
+_LAYOUT_SCRIPT = """
 import json, site, sys, sysconfig
 paths = sysconfig.get_paths()
 # In a virtual environment "platstdlib" names the environment's lib: the
@@ -47,7 +54,7 @@ print(json.dumps({
     "libdir": sysconfig.get_config_var("LIBDIR") or "",
     "ldlibrary": sysconfig.get_config_var("LDLIBRARY") or "",
 }))
-'''
+"""
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,9 +64,9 @@ def layout(python):
     Asked of the interpreter itself, isolated from the environment: the
     sandbox's Python may be another installation than the server's.
     """
-    out = subprocess.run([python, '-I', '-c', _LAYOUT_SCRIPT],
-                         capture_output=True, text=True, check=True,
-                         timeout=60)
+    out = subprocess.run(
+        [python, "-I", "-c", _LAYOUT_SCRIPT], capture_output=True, text=True, check=True, timeout=60
+    )
     return json.loads(out.stdout)
 
 
@@ -77,19 +84,19 @@ def distributions(roots, site_dirs):
         if key in found:
             continue
         try:
-            dist = next(iter(metadata.distributions(name=name,
-                                                    path=list(site_dirs))))
+            dist = next(iter(metadata.distributions(name=name, path=list(site_dirs))))
         except StopIteration:
             if name in roots:
-                raise LookupError('%s, which storlets import, is not '
-                                  'installed in %s' % (name, site_dirs))
+                raise LookupError(
+                    "%s, which storlets import, is not installed in %s" % (name, site_dirs)
+                )
             # An optional requirement left uninstalled.
             found[key] = None
             continue
         found[key] = dist
         for text in dist.requires or ():
             req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({'extra': ''}):
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
                 pending.append(req.name)
     return {k: d for k, d in found.items() if d is not None}
 
@@ -99,13 +106,12 @@ def site_entries(dists):
     names = set()
     for dist in dists.values():
         for path in dist.files or ():
-            if path.parts and path.parts[0] != '..':
+            if path.parts and path.parts[0] != "..":
                 names.add(path.parts[0])
     return sorted(names - _SHARED)
 
 
-def bind_args(python, engine_package, engine_dir, parents,
-              roots=SANDBOX_DISTRIBUTIONS):
+def bind_args(python, engine_package, engine_dir, parents, roots=SANDBOX_DISTRIBUTIONS):
     """bwrap arguments showing the sandbox only the runtime storlets import.
 
     ``python`` is the sandbox's interpreter (its path, as configured);
@@ -123,44 +129,43 @@ def bind_args(python, engine_package, engine_dir, parents,
         if not os.path.islink(path):
             break
         target = os.readlink(path)
-        args += parents(path) + ['--symlink', target, path]
+        args += parents(path) + ["--symlink", target, path]
         path = os.path.normpath(os.path.join(os.path.dirname(path), target))
     args += _ro(path, parents)
-    cfg = os.path.join(where['prefix'], 'pyvenv.cfg')
+    cfg = os.path.join(where["prefix"], "pyvenv.cfg")
     if os.path.exists(cfg):
         args += _ro(cfg, parents)
     # A shared libpython (the file and its versioned names), where the
     # interpreter links to one.
-    ldlibrary = where['ldlibrary']
-    if '.so' in ldlibrary:
-        for name in sorted(os.listdir(where['libdir'])):
+    ldlibrary = where["ldlibrary"]
+    if ".so" in ldlibrary:
+        for name in sorted(os.listdir(where["libdir"])):
             if name.startswith(ldlibrary):
-                args += _ro(os.path.join(where['libdir'], name), parents)
-    for stdlib in sorted({where['stdlib'], where['platstdlib']}):
+                args += _ro(os.path.join(where["libdir"], name), parents)
+    for stdlib in sorted({where["stdlib"], where["platstdlib"]}):
         args += _ro(stdlib, parents)
     # The base installation's packages (pip, whatever the host installed)
     # are hidden under an empty, read-only directory.
-    for site in where['base_site']:
-        if os.path.isdir(site) and site not in where['site']:
-            args += ['--perms', '0555', '--size', '4096', '--tmpfs', site]
-    dists = distributions(roots, where['site'])
+    for site in where["base_site"]:
+        if os.path.isdir(site) and site not in where["site"]:
+            args += ["--perms", "0555", "--size", "4096", "--tmpfs", site]
+    dists = distributions(roots, where["site"])
     wanted = site_entries(dists)
-    for site in where['site']:
-        args += parents(os.path.join(site, 'x'))
+    for site in where["site"]:
+        args += parents(os.path.join(site, "x"))
         for name in wanted:
             entry = os.path.join(site, name)
             if os.path.lexists(entry):
-                args += ['--ro-bind', entry, entry]
+                args += ["--ro-bind", entry, entry]
     for name in ENGINE_ENTRIES:
-        dest = os.path.join(engine_dir, 'mlstorlets', name)
-        args += parents(dest) + ['--ro-bind',
-                                 os.path.join(engine_package, name), dest]
+        dest = os.path.join(engine_dir, "mlstorlets", name)
+        args += parents(dest) + ["--ro-bind", os.path.join(engine_package, name), dest]
     return args
 
 
 def _ro(path, parents):
-    return parents(path) + ['--ro-bind', path, path]
+    return parents(path) + ["--ro-bind", path, path]
 
 
 def _normal(name):
-    return name.lower().replace('_', '-').replace('.', '-')
+    return name.lower().replace("_", "-").replace(".", "-")

@@ -31,25 +31,24 @@ from mlstorlets.server.gateway import cgroups, log_channel, mounts, runtime_view
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
 from mlstorlets.server.node import SANDBOX_LIMITS
 
-SANDBOX_NATIVE_LIB_DIR = '/usr/local/lib/storlets'
-SANDBOX_USER = 'storlets'
-SHM_SIZE = 64 * 1024 ** 2
-SETPRIV = '/usr/bin/setpriv'
+SANDBOX_NATIVE_LIB_DIR = "/usr/local/lib/storlets"
+SANDBOX_USER = "storlets"
+SHM_SIZE = 64 * 1024**2
+SETPRIV = "/usr/bin/setpriv"
 UID_BASE = 2000000000
-UID_RANGE = 2 ** 24
+UID_RANGE = 2**24
 # Seconds between SIGXCPU (the soft CPU-time limit) and SIGKILL.
 CPU_GRACE = 10
 # The host's top-level directories the sandbox's root is built from.
-ROOT_ENTRIES = ('usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32')
+ROOT_ENTRIES = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # What of the host's /etc the dynamic loader and Python read; nothing else
 # of it (no shadow, no Swift or host configuration) is visible inside.
-ETC_ENTRIES = ('ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'alternatives',
-               'localtime')
+ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime")
 # Where the engine's own package (the sandbox agent) is mounted read-only.
-SANDBOX_ENGINE_DIR = '/opt/mlstorlets-engine'
-AGENTS = ('persistent', 'upstream')
+SANDBOX_ENGINE_DIR = "/opt/mlstorlets-engine"
+AGENTS = ("persistent", "upstream")
 # The key of the seccomp program among the data handed to bwrap.
-SECCOMP = '--seccomp'
+SECCOMP = "--seccomp"
 
 # The sandbox processes this worker started, by scope.  Kept so that a
 # restart reaps the old process instead of leaving a zombie behind.
@@ -65,9 +64,8 @@ scope_locks = collections.defaultdict(Semaphore)
 sandbox_kills = collections.Counter()
 
 
-
 def default_native_lib_dir():
-    return os.path.join(sys.prefix, 'lib', 'storlets')
+    return os.path.join(sys.prefix, "lib", "storlets")
 
 
 def _host_entries(parent, names):
@@ -81,9 +79,9 @@ def _host_entries(parent, names):
     for name in names:
         path = os.path.join(parent, name)
         if os.path.islink(path):
-            entries += ['--symlink', os.readlink(path), path]
+            entries += ["--symlink", os.readlink(path), path]
         elif os.path.exists(path):
-            entries += ['--ro-bind', path, path]
+            entries += ["--ro-bind", path, path]
     return entries
 
 
@@ -96,11 +94,13 @@ def _interpreters():
     ``python3.11``) is left a link: mounting on it would mount on its
     target twice.
     """
-    names = [os.path.join('/usr/bin', n) for n in sorted(os.listdir('/usr/bin'))
-             if re.fullmatch(r'python3(\.\d+)?', n)]
+    names = [
+        os.path.join("/usr/bin", n)
+        for n in sorted(os.listdir("/usr/bin"))
+        if re.fullmatch(r"python3(\.\d+)?", n)
+    ]
     files = {os.path.realpath(n) for n in names if not os.path.islink(n)}
-    return [n for n in names
-            if not os.path.islink(n) or os.path.realpath(n) not in files]
+    return [n for n in names if not os.path.islink(n) or os.path.realpath(n) not in files]
 
 
 # Whether this worker said, once, why sandboxes get no cgroup.
@@ -110,40 +110,38 @@ _cgroups_said = []
 def sandbox_cgroup(conf, pipes_dir, scope, logger):
     """The cgroup of a scope's sandbox on this server, or None (and a
     warning, once per worker) where cgroups are off or unusable."""
-    wanted = conf.get('sandbox_cgroups', 'auto')
-    if wanted not in ('auto', 'off'):
-        raise ValueError('sandbox_cgroups must be auto or off, not %r'
-                         % wanted)
-    root = conf.get('cgroup_root', cgroups.ROOT)
-    version, why = cgroups.detect(root) if wanted == 'auto' \
-        else (None, 'sandbox_cgroups = off')
+    wanted = conf.get("sandbox_cgroups", "auto")
+    if wanted not in ("auto", "off"):
+        raise ValueError("sandbox_cgroups must be auto or off, not %r" % wanted)
+    root = conf.get("cgroup_root", cgroups.ROOT)
+    version, why = cgroups.detect(root) if wanted == "auto" else (None, "sandbox_cgroups = off")
     if version is None:
         if not _cgroups_said:
             _cgroups_said.append(why)
-            logger.warning('storlet sandboxes get no cgroup (%s): their '
-                           'memory, processes and CPU are bounded per '
-                           'process by rlimits only' % why)
+            logger.warning(
+                "storlet sandboxes get no cgroup (%s): their "
+                "memory, processes and CPU are bounded per "
+                "process by rlimits only" % why
+            )
         return None
-    name = '%s-%s' % (hashlib.sha256(pipes_dir.encode()).hexdigest()[:8],
-                      scope)
-    return cgroups.SandboxCgroup(conf.get('cgroup_parent', 'mlstorlets'),
-                                 name, version, root)
+    name = "%s-%s" % (hashlib.sha256(pipes_dir.encode()).hexdigest()[:8], scope)
+    return cgroups.SandboxCgroup(conf.get("cgroup_parent", "mlstorlets"), name, version, root)
 
 
 def sandbox_uid(pipes_dir, scope, conf):
     """The host uid (and gid) a scope's sandbox runs as on one server."""
-    digest = hashlib.sha256(('%s\0%s' % (pipes_dir, scope)).encode())
-    return (int(conf.get('sandbox_uid_base', UID_BASE)) +
-            int.from_bytes(digest.digest()[:8], 'big') %
-            int(conf.get('sandbox_uid_range', UID_RANGE)))
+    digest = hashlib.sha256(("%s\0%s" % (pipes_dir, scope)).encode())
+    return int(conf.get("sandbox_uid_base", UID_BASE)) + int.from_bytes(
+        digest.digest()[:8], "big"
+    ) % int(conf.get("sandbox_uid_range", UID_RANGE))
 
 
 def _start_time(pid):
     """The start time of ``pid`` (clock ticks after boot), or None."""
     try:
-        with open('/proc/%d/stat' % pid) as f:
+        with open("/proc/%d/stat" % pid) as f:
             # The command name, in parentheses, may hold spaces.
-            return int(f.read().rsplit(')', 1)[1].split()[19])
+            return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -154,67 +152,63 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
     def __init__(self, scope, conf, logger):
         conf = dict(SANDBOX_LIMITS, **conf)
         super().__init__(scope, conf, logger)
-        self.native_lib_dir = conf.get('native_lib_dir',
-                                       default_native_lib_dir())
-        self.sandbox_python = conf.get(
-            'sandbox_python', os.path.join(sys.prefix, 'bin', 'python3'))
+        self.native_lib_dir = conf.get("native_lib_dir", default_native_lib_dir())
+        self.sandbox_python = conf.get("sandbox_python", os.path.join(sys.prefix, "bin", "python3"))
         # Distributions storlets import beyond the engine's own.
         self.distributions = runtime_view.SANDBOX_DISTRIBUTIONS + tuple(
-            n.strip() for n in
-            conf.get('sandbox_distributions', '').split(',') if n.strip())
-        self.log_rate = float(conf.get('sandbox_log_rate',
-                                       log_channel.DEFAULT_RATE))
-        self.log_burst = int(conf.get('sandbox_log_burst',
-                                      log_channel.DEFAULT_BURST))
-        self.hostname = conf.get('sandbox_hostname', 'storlets-sandbox')
+            n.strip() for n in conf.get("sandbox_distributions", "").split(",") if n.strip()
+        )
+        self.log_rate = float(conf.get("sandbox_log_rate", log_channel.DEFAULT_RATE))
+        self.log_burst = int(conf.get("sandbox_log_burst", log_channel.DEFAULT_BURST))
+        self.hostname = conf.get("sandbox_hostname", "storlets-sandbox")
         self.state_dir = conf.get(
-            'sandbox_state_dir',
-            os.path.join(self.paths.host_root_dir, 'sandboxes'))
+            "sandbox_state_dir", os.path.join(self.paths.host_root_dir, "sandboxes")
+        )
         self.uid = sandbox_uid(self.paths.host_pipe_root_dir, scope, conf)
-        self.file_size_limit = self._load_int_opt(
-            conf, 'sandbox_file_size_limit')
-        self.cpu_time_limit = self._load_int_opt(
-            conf, 'sandbox_cpu_time_limit')
-        self.tmp_size = self._load_int_opt(conf, 'sandbox_tmp_size')
-        self.tmp_inodes = self._load_int_opt(conf, 'sandbox_tmp_inodes')
-        self.host_tmp_dir = os.path.join(self.state_dir, 'tmp', scope)
-        self.log_channel_path = os.path.join(self.state_dir,
-                                             'log-%s.sock' % scope)
-        self.bwrap = conf.get('bwrap_path', '/usr/bin/bwrap')
-        self.storlet_workers = int(conf.get('storlet_workers', 0))
-        self.agent = conf.get('storlet_agent', 'persistent')
+        self.file_size_limit = self._load_int_opt(conf, "sandbox_file_size_limit")
+        self.cpu_time_limit = self._load_int_opt(conf, "sandbox_cpu_time_limit")
+        self.tmp_size = self._load_int_opt(conf, "sandbox_tmp_size")
+        self.tmp_inodes = self._load_int_opt(conf, "sandbox_tmp_inodes")
+        self.host_tmp_dir = os.path.join(self.state_dir, "tmp", scope)
+        self.log_channel_path = os.path.join(self.state_dir, "log-%s.sock" % scope)
+        self.bwrap = conf.get("bwrap_path", "/usr/bin/bwrap")
+        self.storlet_workers = int(conf.get("storlet_workers", 0))
+        self.agent = conf.get("storlet_agent", "persistent")
         if self.agent not in AGENTS:
-            raise ValueError('storlet_agent must be one of %s, not %r'
-                             % (AGENTS, self.agent))
-        self.cgroup = sandbox_cgroup(conf, self.paths.host_pipe_root_dir,
-                                     scope, logger)
-        self.seccomp = conf.get('sandbox_seccomp', 'on')
-        if self.seccomp not in ('on', 'off'):
-            raise ValueError('sandbox_seccomp must be on or off, not %r'
-                             % self.seccomp)
+            raise ValueError("storlet_agent must be one of %s, not %r" % (AGENTS, self.agent))
+        self.cgroup = sandbox_cgroup(conf, self.paths.host_pipe_root_dir, scope, logger)
+        self.seccomp = conf.get("sandbox_seccomp", "on")
+        if self.seccomp not in ("on", "off"):
+            raise ValueError("sandbox_seccomp must be on or off, not %r" % self.seccomp)
         self.budget = cgroups.Budget(
-            memory=self.container_mem_limit
-            if isinstance(self.container_mem_limit, int) else 0,
+            memory=self.container_mem_limit if isinstance(self.container_mem_limit, int) else 0,
             pids=self.container_pids_limit or 0,
             cpu_quota=self.container_cpu_quota or 0,
             cpu_period=self.container_cpu_period or 100000,
-            cpus=self.container_cpuset_cpus or None)
+            cpus=self.container_cpuset_cpus or None,
+        )
 
     @property
     def _record(self):
-        return os.path.join(self.state_dir, '%s.pid' % self.scope)
+        return os.path.join(self.state_dir, "%s.pid" % self.scope)
 
     def _data(self):
         """Files made inside from data, by destination: no host file."""
         wrapper = '#!/bin/sh\nexec %s "$@"\n' % self.sandbox_python
         files = {path: (0o755, wrapper) for path in _interpreters()}
-        files['/etc/passwd'] = (0o644, (
-            'root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n'
-            '%s:x:%d:%d:storlet sandbox:/tmp:/usr/sbin/nologin\n'
-            'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n'
-            % (SANDBOX_USER, self.uid, self.uid)))
-        files['/etc/group'] = (0o644, 'root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n'
-                               % (SANDBOX_USER, self.uid))
+        files["/etc/passwd"] = (
+            0o644,
+            (
+                "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+                "%s:x:%d:%d:storlet sandbox:/tmp:/usr/sbin/nologin\n"
+                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+                % (SANDBOX_USER, self.uid, self.uid)
+            ),
+        )
+        files["/etc/group"] = (
+            0o644,
+            "root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n" % (SANDBOX_USER, self.uid),
+        )
         return files
 
     def _mounts(self, data_fds):
@@ -223,94 +217,138 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         ``data_fds`` maps each path of :meth:`_data` to the descriptor that
         carries its content.
         """
-        args = ['--tmpfs', '/'] + _host_entries('/', ROOT_ENTRIES)
+        args = ["--tmpfs", "/"] + _host_entries("/", ROOT_ENTRIES)
         # bwrap, run by root, makes the directories leading to a mount point
         # 0700: each is made first, readable by the sandbox user.
-        made = {'/', '/usr', '/tmp', '/proc', '/dev', '/etc'}
+        made = {"/", "/usr", "/tmp", "/proc", "/dev", "/etc"}
 
         def parents(dest):
             out = []
             path = os.path.dirname(dest)
-            while path not in made and not path.startswith('/usr/'):
-                out[:0] = ['--perms', '0755', '--dir', path]
+            while path not in made and not path.startswith("/usr/"):
+                out[:0] = ["--perms", "0755", "--dir", path]
                 made.add(path)
                 path = os.path.dirname(path)
             return out
 
-        args += ['--perms', '0755', '--dir', '/etc']
-        args += _host_entries('/etc', ETC_ENTRIES)
+        args += ["--perms", "0755", "--dir", "/etc"]
+        args += _host_entries("/etc", ETC_ENTRIES)
         # Private /proc, /dev and /tmp first: what is bound below must stay
         # visible even when it lives under the host's /tmp (a checkout there).
         # /tmp is a tmpfs of the host's, bounded in bytes and files.
-        args += ['--proc', '/proc', '--dev', '/dev',
-                 '--bind', self.host_tmp_dir, '/tmp']
+        args += ["--proc", "/proc", "--dev", "/dev", "--bind", self.host_tmp_dir, "/tmp"]
         # Semaphores for joblib and multiprocessing; docker's default size.
-        args += ['--perms', '1777', '--size', str(SHM_SIZE),
-                 '--tmpfs', '/dev/shm']
+        args += ["--perms", "1777", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
         # /usr is read-only, so the mount point of the native library
         # directory is made on a tmpfs over /usr/local/lib, into which the
         # host's own entries are bound back.
-        local_lib = '/usr/local/lib'
-        args += ['--tmpfs', local_lib]
+        local_lib = "/usr/local/lib"
+        args += ["--tmpfs", local_lib]
         for name in sorted(os.listdir(local_lib)):
-            if name != 'storlets':
+            if name != "storlets":
                 path = os.path.join(local_lib, name)
-                args += ['--ro-bind', path, path]
-        args += ['--ro-bind', self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
+                args += ["--ro-bind", path, path]
+        args += ["--ro-bind", self.native_lib_dir, SANDBOX_NATIVE_LIB_DIR]
         # The interpreter, its standard library, the distributions storlets
         # import and the engine's sandbox half (trusted code, read from the
         # host's install), at the paths they have outside; nothing else of
         # the host's Python.
         args += runtime_view.bind_args(
-            self.sandbox_python, _engine_package(), SANDBOX_ENGINE_DIR,
-            parents, self.distributions)
+            self.sandbox_python, _engine_package(), SANDBOX_ENGINE_DIR, parents, self.distributions
+        )
         files = self._data()
         for path in sorted(files):
-            args += ['--perms', '%04o' % files[path][0],
-                     '--ro-bind-data', str(data_fds[path]), path]
+            args += [
+                "--perms",
+                "%04o" % files[path][0],
+                "--ro-bind-data",
+                str(data_fds[path]),
+                path,
+            ]
         args += parents(self.paths.sandbox_pipe_dir) + [
-            '--bind', self.paths.host_pipe_dir, self.paths.sandbox_pipe_dir]
+            "--bind",
+            self.paths.host_pipe_dir,
+            self.paths.sandbox_pipe_dir,
+        ]
         args += parents(self.paths.sandbox_storlet_base_dir) + [
-            '--ro-bind', self.paths.host_storlet_base_dir,
-            self.paths.sandbox_storlet_base_dir]
-        args += ['--bind', self.log_channel_path, '/dev/log']
-        args += ['--remount-ro', '/']
+            "--ro-bind",
+            self.paths.host_storlet_base_dir,
+            self.paths.sandbox_storlet_base_dir,
+        ]
+        args += ["--bind", self.log_channel_path, "/dev/log"]
+        args += ["--remount-ro", "/"]
         return args
 
     def _command(self, container_name, data_fds, seccomp_fd=None):
-        return [
-            self.bwrap,
-            '--die-with-parent', '--new-session',
-        ] + (['--seccomp', str(seccomp_fd)] if seccomp_fd is not None
-             else []) + [
-            '--unshare-net', '--unshare-pid', '--unshare-ipc',
-            '--unshare-uts', '--hostname', self.hostname,
-            # Only what setpriv needs to drop to the sandbox uid; the uid
-            # change clears them (no keep-caps, no ambient set).
-            '--cap-drop', 'ALL',
-            '--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID',
-        ] + self._mounts(data_fds) + [
-            '--chdir', '/',
-            '--clearenv',
-            '--setenv', 'PATH', '/usr/bin:/bin',
-            '--setenv', 'HOME', '/tmp',
-            '--setenv', 'TMPDIR', '/tmp',
-            '--setenv', 'USER', SANDBOX_USER,
-            '--setenv', 'PYTHONPATH', SANDBOX_ENGINE_DIR + ':' +
-            os.path.join(SANDBOX_NATIVE_LIB_DIR, 'python'),
-            SETPRIV, '--reuid', str(self.uid), '--regid', str(self.uid),
-            '--clear-groups', '--inh-caps', '-all', '--no-new-privs', '--',
-            '/usr/bin/python3',
-        ] + self._get_container_command(container_name)
+        return (
+            [
+                self.bwrap,
+                "--die-with-parent",
+                "--new-session",
+            ]
+            + (["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])
+            + [
+                "--unshare-net",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--hostname",
+                self.hostname,
+                # Only what setpriv needs to drop to the sandbox uid; the uid
+                # change clears them (no keep-caps, no ambient set).
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "CAP_SETUID",
+                "--cap-add",
+                "CAP_SETGID",
+            ]
+            + self._mounts(data_fds)
+            + [
+                "--chdir",
+                "/",
+                "--clearenv",
+                "--setenv",
+                "PATH",
+                "/usr/bin:/bin",
+                "--setenv",
+                "HOME",
+                "/tmp",
+                "--setenv",
+                "TMPDIR",
+                "/tmp",
+                "--setenv",
+                "USER",
+                SANDBOX_USER,
+                "--setenv",
+                "PYTHONPATH",
+                SANDBOX_ENGINE_DIR + ":" + os.path.join(SANDBOX_NATIVE_LIB_DIR, "python"),
+                SETPRIV,
+                "--reuid",
+                str(self.uid),
+                "--regid",
+                str(self.uid),
+                "--clear-groups",
+                "--inh-caps",
+                "-all",
+                "--no-new-privs",
+                "--",
+                "/usr/bin/python3",
+            ]
+            + self._get_container_command(container_name)
+        )
 
     def _get_container_command(self, container_name):
-        if self.agent == 'upstream':
+        if self.agent == "upstream":
             return super()._get_container_command(container_name)
         return [
-            '-m', 'mlstorlets.server.agent.factory',
+            "-m",
+            "mlstorlets.server.agent.factory",
             self.paths.sandbox_factory_pipe,
             self.storlet_daemon_factory_debug_level,
-            container_name, '--workers', str(self.storlet_workers),
+            container_name,
+            "--workers",
+            str(self.storlet_workers),
         ]
 
     def _limits(self):
@@ -318,24 +356,25 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         mem_limit = self.container_mem_limit
         if isinstance(mem_limit, str):
             raise StorletRuntimeException(
-                'container_mem_limit must be a number of bytes, not %r'
-                % mem_limit)
+                "container_mem_limit must be a number of bytes, not %r" % mem_limit
+            )
         cpus = self.container_cpuset_cpus
         cpuset = _parse_cpuset(cpus) if cpus else None
         limits = []
         if mem_limit:
             limits.append((resource.RLIMIT_AS, mem_limit, mem_limit))
         if self.file_size_limit:
-            limits.append((resource.RLIMIT_FSIZE, self.file_size_limit,
-                           self.file_size_limit))
+            limits.append((resource.RLIMIT_FSIZE, self.file_size_limit, self.file_size_limit))
         if self.container_pids_limit:
             # Counted per real uid: the sandbox's processes and threads
             # (bwrap itself runs as root, which the limit exempts).
-            limits.append((resource.RLIMIT_NPROC, self.container_pids_limit,
-                           self.container_pids_limit))
+            limits.append(
+                (resource.RLIMIT_NPROC, self.container_pids_limit, self.container_pids_limit)
+            )
         if self.cpu_time_limit:
-            limits.append((resource.RLIMIT_CPU, self.cpu_time_limit,
-                           self.cpu_time_limit + CPU_GRACE))
+            limits.append(
+                (resource.RLIMIT_CPU, self.cpu_time_limit, self.cpu_time_limit + CPU_GRACE)
+            )
 
         cgroup = self.cgroup
 
@@ -347,6 +386,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 resource.setrlimit(which, (soft, hard))
             if cpuset:
                 os.sched_setaffinity(0, cpuset)
+
         return apply
 
     def _stop_previous(self):
@@ -388,9 +428,10 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
 
     def _end_cgroup(self):
         if self.cgroup is not None and not self.cgroup.remove():
-            self.logger.warning('the cgroup %s of the sandbox of scope %s '
-                                'could not be removed'
-                                % (self.cgroup.name, self.scope))
+            self.logger.warning(
+                "the cgroup %s of the sandbox of scope %s "
+                "could not be removed" % (self.cgroup.name, self.scope)
+            )
 
     def _prepare_host_dirs(self):
         os.makedirs(self.paths.host_storlet_base_dir, exist_ok=True)
@@ -405,43 +446,46 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
     def _mount_writable_dirs(self):
         """Fresh bounded tmpfs for the channel directory and ``/tmp``
         (:mod:`mlstorlets.server.gateway.mounts`)."""
-        mounts.mount_tmpfs(self.paths.host_pipe_dir, mounts.CHANNEL_SIZE,
-                           mounts.CHANNEL_INODES, 0o700, uid=self.uid,
-                           noexec=True, fresh=False)
-        mounts.mount_tmpfs(self.host_tmp_dir, self.tmp_size or (1 << 30),
-                           self.tmp_inodes or 65536, 0o1777)
+        mounts.mount_tmpfs(
+            self.paths.host_pipe_dir,
+            mounts.CHANNEL_SIZE,
+            mounts.CHANNEL_INODES,
+            0o700,
+            uid=self.uid,
+            noexec=True,
+            fresh=False,
+        )
+        mounts.mount_tmpfs(
+            self.host_tmp_dir, self.tmp_size or (1 << 30), self.tmp_inodes or 65536, 0o1777
+        )
 
     def _restart(self, container_image_name):
-        if not os.path.exists(os.path.join(self.native_lib_dir, 'libsbus.so')):
-            raise StorletRuntimeException(
-                'libsbus.so not found in %s' % self.native_lib_dir)
+        if not os.path.exists(os.path.join(self.native_lib_dir, "libsbus.so")):
+            raise StorletRuntimeException("libsbus.so not found in %s" % self.native_lib_dir)
         if not os.path.exists(SETPRIV):
             raise StorletRuntimeException(
-                '%s (util-linux) is needed to run storlets unprivileged'
-                % SETPRIV)
+                "%s (util-linux) is needed to run storlets unprivileged" % SETPRIV
+            )
         self._prepare_host_dirs()
         self._stop_previous()
         try:
             self._mount_writable_dirs()
         except OSError as err:
-            raise StorletRuntimeException(
-                'Cannot mount the sandbox\'s file systems: %s' % err)
+            raise StorletRuntimeException("Cannot mount the sandbox's file systems: %s" % err)
         previous = _log_channels.pop(self.scope, None)
         if previous:
             previous.close()
         _log_channels[self.scope] = log_channel.LogChannel(
-            self.log_channel_path, self.scope, self.logger.info,
-            self.log_rate, self.log_burst).open()
+            self.log_channel_path, self.scope, self.logger.info, self.log_rate, self.log_burst
+        ).open()
         if self.cgroup is not None:
             try:
                 self.cgroup.create(self.budget)
             except OSError as err:
-                raise StorletRuntimeException(
-                    'Cannot make the cgroup of the sandbox: %s' % err)
+                raise StorletRuntimeException("Cannot make the cgroup of the sandbox: %s" % err)
         container_name = self._get_container_name(container_image_name)
-        files = {path: text.encode() for path, (_, text)
-                 in self._data().items()}
-        if self.seccomp == 'on':
+        files = {path: text.encode() for path, (_, text) in self._data().items()}
+        if self.seccomp == "on":
             files[SECCOMP] = seccomp.program()
         data_fds, seccomp_fd = {}, None
         try:
@@ -449,43 +493,47 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
                 read, write = os.pipe()
                 data_fds[path] = read
                 # At most a few KB each: within a pipe's buffer.
-                with open(write, 'wb') as f:
+                with open(write, "wb") as f:
                     f.write(data)
             seccomp_fd = data_fds.pop(SECCOMP, None)
             proc = subprocess.Popen(
                 self._command(container_name, data_fds, seccomp_fd),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env={}, close_fds=True,
-                pass_fds=sorted(list(data_fds.values()) +
-                                ([seccomp_fd] if seccomp_fd is not None
-                                 else [])),
-                preexec_fn=self._limits())
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={},
+                close_fds=True,
+                pass_fds=sorted(
+                    list(data_fds.values()) + ([seccomp_fd] if seccomp_fd is not None else [])
+                ),
+                preexec_fn=self._limits(),
+            )
         except OSError as err:
-            raise StorletRuntimeException(
-                'Cannot start the bubblewrap sandbox: %s' % err)
+            raise StorletRuntimeException("Cannot start the bubblewrap sandbox: %s" % err)
         finally:
             for fd in data_fds.values():
                 os.close(fd)
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
         _running[self.scope] = proc
-        tmp = '%s.%d.tmp' % (self._record, os.getpid())
-        with open(tmp, 'w') as f:
-            f.write('%d %s\n' % (proc.pid, _start_time(proc.pid)))
+        tmp = "%s.%d.tmp" % (self._record, os.getpid())
+        with open(tmp, "w") as f:
+            f.write("%d %s\n" % (proc.pid, _start_time(proc.pid)))
         os.replace(tmp, self._record)
 
 
 def _engine_package():
     """The host directory of this ``mlstorlets`` package (trusted code)."""
     import mlstorlets
+
     return os.path.dirname(os.path.abspath(mlstorlets.__file__))
 
 
 def _parse_cpuset(spec):
     """Parse a cpuset list such as ``0-2,5`` into a set of CPU numbers."""
     cpus = set()
-    for part in spec.split(','):
-        first, _, last = part.strip().partition('-')
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
         cpus.update(range(int(first), int(last or first) + 1))
     return cpus
 
@@ -501,12 +549,11 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
 
     def __init__(self, scope, conf, logger):
         super().__init__(scope, conf, logger)
-        self.cancel_timeout = float(conf.get('storlet_cancel_timeout',
-                                             DEFAULT_CANCEL_TIMEOUT))
+        self.cancel_timeout = float(conf.get("storlet_cancel_timeout", DEFAULT_CANCEL_TIMEOUT))
 
     def restart(self):
         # Logged: one start per account and worker is what the lock is for.
-        self.logger.info('starting the sandbox of scope %s' % self.scope)
+        self.logger.info("starting the sandbox of scope %s" % self.scope)
         super().restart()
 
     def _factory(self, timeout):
@@ -524,28 +571,28 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
 
     def _get_storlet_daemon_status(self, storlet_id):
         try:
-            return bool(self._factory(self.sandbox_wait_timeout)
-                        .daemon_status(storlet_id).status)
+            return bool(self._factory(self.sandbox_wait_timeout).daemon_status(storlet_id).status)
         except SBusClientException as err:
-            raise StorletRuntimeException(
-                'Failed to get status about storlet daemon: %s' % err)
+            raise StorletRuntimeException("Failed to get status about storlet daemon: %s" % err)
 
-    def start_storlet_daemon(self, spath, storlet_id, language,
-                             language_version=None):
+    def start_storlet_daemon(self, spath, storlet_id, language, language_version=None):
         try:
             # The factory gives a daemon 10 pings a second apart after its
             # start, which imports the storlet; a loaded machine takes
             # longer, and a factory whose answer nobody reads dies of it.
             resp = self._factory(self.sandbox_wait_timeout * 3).start_daemon(
-                language.lower(), spath, storlet_id,
+                language.lower(),
+                spath,
+                storlet_id,
                 self.paths.get_sbox_storlet_pipe(storlet_id),
                 self.storlet_daemon_debug_level,
-                self.storlet_daemon_thread_pool_size, language_version)
+                self.storlet_daemon_thread_pool_size,
+                language_version,
+            )
         except SBusClientException as err:
-            raise StorletRuntimeException('Daemon start failed: %s' % err)
+            raise StorletRuntimeException("Daemon start failed: %s" % err)
         if not resp.status and not self._started_late(storlet_id):
-            raise StorletRuntimeException(
-                'Daemon start failed: %s' % resp.message)
+            raise StorletRuntimeException("Daemon start failed: %s" % resp.message)
 
     def _started_late(self, storlet_id):
         """Whether a daemon the factory gave up on answers after all.
@@ -556,8 +603,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         invocation's deadline.
         """
         pipe = self.paths.get_host_storlet_pipe(storlet_id)
-        deadline = self.deadline or \
-            time.monotonic() + self.sandbox_wait_timeout
+        deadline = self.deadline or time.monotonic() + self.sandbox_wait_timeout
         while time.monotonic() < deadline:
             try:
                 if BoundedSBusClient(pipe, 1).ping().status:
@@ -571,13 +617,11 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
 
     def stop_storlet_daemon(self, storlet_id):
         try:
-            resp = self._factory(self.sandbox_wait_timeout).stop_daemon(
-                storlet_id)
+            resp = self._factory(self.sandbox_wait_timeout).stop_daemon(storlet_id)
         except SBusClientException as err:
-            raise StorletRuntimeException('Daemon stop failed: %s' % err)
+            raise StorletRuntimeException("Daemon stop failed: %s" % err)
         if not resp.status:
-            raise StorletRuntimeException(
-                'Daemon stop failed: %s' % resp.message)
+            raise StorletRuntimeException("Daemon stop failed: %s" % resp.message)
 
     def recover(self, storlet_id, cancelled):
         """Leave the sandbox able to serve after a storlet's timeout.
@@ -591,7 +635,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         with it; the next request starts another.
         """
         self.deadline = None
-        if cancelled and self.agent == 'persistent':
+        if cancelled and self.agent == "persistent":
             return
         lock = scope_locks[self.scope]
         if not lock.acquire(timeout=self.sandbox_wait_timeout):
@@ -603,8 +647,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
                     return
                 except StorletRuntimeException as err:
                     self.logger.warning(str(err))
-            self.logger.warning('killing the sandbox of scope %s'
-                                % self.scope)
+            self.logger.warning("killing the sandbox of scope %s" % self.scope)
             sandbox_kills[self.scope] += 1
             self._stop_previous()
         finally:

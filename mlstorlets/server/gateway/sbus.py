@@ -29,8 +29,8 @@ from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
 from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
 
 # Not eventlet's green socket: a send that never blocks, and retries.
-_socket = patcher.original('socket')
-_upstream_send = SBus.__dict__['send'].__func__
+_socket = patcher.original("socket")
+_upstream_send = SBus.__dict__["send"].__func__
 
 
 class _Socket:
@@ -46,14 +46,14 @@ class _Socket:
 
     def __init__(self, name):
         self.fd, self.path = None, None
-        if '..' in name.split(os.sep):
+        if ".." in name.split(os.sep):
             return
         try:
             self.fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return
         if stat.S_ISSOCK(os.fstat(self.fd).st_mode):
-            self.path = '/proc/self/fd/%d' % self.fd
+            self.path = "/proc/self/fd/%d" % self.fd
 
     def __enter__(self):
         return self.path
@@ -80,16 +80,14 @@ def sbus_send(path, datagram, timeout):
     two JSON strings, a NUL, and the descriptors as ``SCM_RIGHTS``.
     """
     fds = datagram.fds
-    metadata = (datagram.serialized_metadata if fds else '').encode('utf8')
-    params = datagram.serialized_cmd_params.encode('utf8')
-    message = struct.pack('iii', len(fds), len(metadata), len(params)) + \
-        metadata + params + b'\0'
-    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array('i', fds))]
+    metadata = (datagram.serialized_metadata if fds else "").encode("utf8")
+    params = datagram.serialized_cmd_params.encode("utf8")
+    message = struct.pack("iii", len(fds), len(metadata), len(params)) + metadata + params + b"\0"
+    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))]
     deadline = time.monotonic() + timeout
-    with _Socket(path) as target, \
-            _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
+    with _Socket(path) as target, _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
         if target is None:
-            raise SBusClientSendError('SBus %s: not a socket' % path)
+            raise SBusClientSendError("SBus %s: not a socket" % path)
         while True:
             try:
                 sock.sendmsg([message], rights, _socket.MSG_DONTWAIT, target)
@@ -97,11 +95,11 @@ def sbus_send(path, datagram, timeout):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise SBusClientSendError(
-                        'SBus %s: nobody read the command in %g s'
-                        % (path, timeout))
+                        "SBus %s: nobody read the command in %g s" % (path, timeout)
+                    )
                 eventlet.sleep(0.01)
             except OSError as err:
-                raise SBusClientSendError('SBus %s: %s' % (path, err))
+                raise SBusClientSendError("SBus %s: %s" % (path, err))
 
 
 class BoundedSBusClient(SBusClient):
@@ -118,26 +116,29 @@ class BoundedSBusClient(SBusClient):
         try:
             try:
                 datagram = build_datagram(
-                    command, [SBusFileDescriptor(SBUS_FD_SERVICE_OUT,
-                                                 write_fd)] +
-                    (extra_fds or []), params, task_id)
+                    command,
+                    [SBusFileDescriptor(SBUS_FD_SERVICE_OUT, write_fd)] + (extra_fds or []),
+                    params,
+                    task_id,
+                )
                 sbus_send(self.socket_path, datagram, self.timeout)
             finally:
                 # The other side holds its copy; ours would keep the
                 # reply from ever ending.
                 os.close(write_fd)
-            reply = b''
+            reply = b""
             while True:
                 left = deadline - time.monotonic()
                 ready = left > 0 and select.select([read_fd], [], [], left)[0]
                 if not ready:
                     raise SBusClientIOError(
-                        'SBus %s: no answer to %s in %g s'
-                        % (self.socket_path, command, self.timeout))
+                        "SBus %s: no answer to %s in %g s"
+                        % (self.socket_path, command, self.timeout)
+                    )
                 chunk = os.read(read_fd, 4096)
                 if not chunk:
                     break
                 reply += chunk
         finally:
             os.close(read_fd)
-        return self._parse_response(reply.decode('utf-8'))
+        return self._parse_response(reply.decode("utf-8"))

@@ -32,7 +32,6 @@ def account_scope(account):
     >>> account_scope('AUTH_acmecorporation2')
     'acmecorp-3e9771d404143963'
     """
-    readable = re.sub(r'[^A-Za-z0-9]', '',
-                      account.partition('_')[2] or account)[:READABLE]
-    digest = hashlib.sha256(account.encode('utf-8')).hexdigest()[:DIGEST]
-    return '%s-%s' % (readable, digest)
+    readable = re.sub(r"[^A-Za-z0-9]", "", account.partition("_")[2] or account)[:READABLE]
+    digest = hashlib.sha256(account.encode("utf-8")).hexdigest()[:DIGEST]
+    return "%s-%s" % (readable, digest)

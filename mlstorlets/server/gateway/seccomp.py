@@ -21,22 +21,57 @@ import tempfile
 CLONE_NEWUSER = 0x10000000
 DENIED = (
     # Other processes' memory and execution.
-    'ptrace', 'process_vm_readv', 'process_vm_writev', 'kcmp',
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
     # Namespaces: a new user namespace gives back every capability inside.
-    'unshare', 'setns',
+    "unshare",
+    "setns",
     # Kernel attack surface that no storlet needs.
-    'bpf', 'perf_event_open', 'userfaultfd',
-    'io_uring_setup', 'io_uring_enter', 'io_uring_register',
-    'keyctl', 'add_key', 'request_key',
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "keyctl",
+    "add_key",
+    "request_key",
     # Mounts and the file system's roots.
-    'mount', 'umount2', 'pivot_root', 'chroot', 'fsopen', 'fsmount',
-    'fsconfig', 'fspick', 'open_tree', 'move_mount', 'mount_setattr',
-    'open_by_handle_at', 'name_to_handle_at',
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "open_by_handle_at",
+    "name_to_handle_at",
     # The machine's.
-    'reboot', 'kexec_load', 'kexec_file_load', 'init_module',
-    'finit_module', 'delete_module', 'swapon', 'swapoff', 'acct',
-    'settimeofday', 'clock_settime', 'syslog', 'quotactl', 'iopl',
-    'ioperm', 'lookup_dcookie', 'fanotify_init', 'vhangup', 'uselib',
+    "reboot",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "swapon",
+    "swapoff",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "syslog",
+    "quotactl",
+    "iopl",
+    "ioperm",
+    "lookup_dcookie",
+    "fanotify_init",
+    "vhangup",
+    "uselib",
 )
 
 _program = []
@@ -46,16 +81,19 @@ def program():
     """The filter as a BPF program (bytes) for bwrap's ``--seccomp``."""
     if not _program:
         import pyseccomp as seccomp
+
         rules = seccomp.SyscallFilter(seccomp.ALLOW)
         for name in DENIED:
             try:
                 rules.add_rule(seccomp.ERRNO(errno.EPERM), name)
             except (ValueError, RuntimeError, OSError):
                 pass  # not a system call of this architecture
-        rules.add_rule(seccomp.ERRNO(errno.EPERM), 'clone',
-                       seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER,
-                                   CLONE_NEWUSER))
-        rules.add_rule(seccomp.ERRNO(errno.ENOSYS), 'clone3')
+        rules.add_rule(
+            seccomp.ERRNO(errno.EPERM),
+            "clone",
+            seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER),
+        )
+        rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         with tempfile.TemporaryFile() as out:
             rules.export_bpf(out)
             out.seek(0)

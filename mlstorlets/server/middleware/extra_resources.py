@@ -23,39 +23,45 @@ from swift.common.utils import close_if_possible, get_logger, split_path
 from mlstorlets.sandbox import protocol
 
 # The user agent of upstream's subrequests for extra resources.
-STORLET_AGENT = 'ST'
+STORLET_AGENT = "ST"
 
 
 class ExtraResourcesMiddleware(object):
-
     def __init__(self, app, conf, logger=None):
         self.app = app
-        self.logger = logger or get_logger(conf, log_route='extra_resources')
+        self.logger = logger or get_logger(conf, log_route="extra_resources")
         self.storlet_containers = {
-            conf.get('storlet_container', 'storlet'),
-            conf.get('storlet_dependency', 'dependency')}
+            conf.get("storlet_container", "storlet"),
+            conf.get("storlet_dependency", "dependency"),
+        }
 
     def __call__(self, env, start_response):
         req = Request(env)
-        if req.method != 'GET' or req.user_agent != STORLET_AGENT \
-                or 'X-Run-Storlet' in req.headers \
-                or self._in_storlet_container(req):
+        if (
+            req.method != "GET"
+            or req.user_agent != STORLET_AGENT
+            or "X-Run-Storlet" in req.headers
+            or self._in_storlet_container(req)
+        ):
             return self.app(env, start_response)
         resp = req.get_response(self.app)
         if resp.is_success:
             return resp(env, start_response)
         # The error page is dropped, never handed on.
         close_if_possible(resp.app_iter)
-        kind = protocol.REFUSED if 400 <= resp.status_int < 500 \
-            else protocol.FAILED
-        reason = 'extra resource %s could not be read: %s' % (
-            req.path_info.split('/', 3)[-1], resp.status)
+        kind = protocol.REFUSED if 400 <= resp.status_int < 500 else protocol.FAILED
+        reason = "extra resource %s could not be read: %s" % (
+            req.path_info.split("/", 3)[-1],
+            resp.status,
+        )
         self.logger.info(reason)
         # Raised, not returned: upstream's handler would feed a returned
         # answer to the storlet; its own error handling passes this on.
         raise status_map[protocol.STATUS[kind]](
-            body=reason + '\n', content_type='text/plain',
-            headers=protocol.failure_headers(kind, reason))
+            body=reason + "\n",
+            content_type="text/plain",
+            headers=protocol.failure_headers(kind, reason),
+        )
 
     def _in_storlet_container(self, req):
         try:
@@ -70,4 +76,5 @@ def filter_factory(global_conf, **local_conf):
 
     def extra_resources_filter(app):
         return ExtraResourcesMiddleware(app, conf)
+
     return extra_resources_filter

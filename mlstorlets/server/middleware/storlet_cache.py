@@ -35,10 +35,10 @@ from swift.proxy.controllers.base import get_container_info
 
 DEFAULT_CACHE_TIME = 10
 # The swift.source of upstream's storlet middleware's subrequests.
-STORLET_SOURCE = 'ST'
-KEY_PREFIX = 'mlstorlets/storlet-metadata/'
+STORLET_SOURCE = "ST"
+KEY_PREFIX = "mlstorlets/storlet-metadata/"
 # Headers of one response, not of the object.
-_TRANSIENT = frozenset(('date', 'x-trans-id', 'x-openstack-request-id'))
+_TRANSIENT = frozenset(("date", "x-trans-id", "x-openstack-request-id"))
 
 
 def cache_key(path):
@@ -47,15 +47,13 @@ def cache_key(path):
 
 
 class StorletCacheMiddleware(object):
-
     def __init__(self, app, conf, logger=None):
         self.app = app
-        self.logger = logger or get_logger(conf, log_route='storlet_cache')
-        self.cache_time = float(conf.get('cache_time', DEFAULT_CACHE_TIME))
+        self.logger = logger or get_logger(conf, log_route="storlet_cache")
+        self.cache_time = float(conf.get("cache_time", DEFAULT_CACHE_TIME))
         if self.cache_time < 0:
-            raise ValueError('cache_time must be 0 or more, not %r'
-                             % conf.get('cache_time'))
-        self.storlet_container = conf.get('storlet_container', 'storlet')
+            raise ValueError("cache_time must be 0 or more, not %r" % conf.get("cache_time"))
+        self.storlet_container = conf.get("storlet_container", "storlet")
 
     def __call__(self, env, start_response):
         req = Request(env)
@@ -65,8 +63,8 @@ class StorletCacheMiddleware(object):
         if memcache is None:
             return self.app(env, start_response)
         key = cache_key(req.path_info)
-        if req.method != 'HEAD' or env.get('swift.source') != STORLET_SOURCE:
-            if req.method not in ('GET', 'HEAD'):
+        if req.method != "HEAD" or env.get("swift.source") != STORLET_SOURCE:
+            if req.method not in ("GET", "HEAD"):
                 # Before and after: a HEAD between the two would cache what
                 # the write is replacing.
                 self._forget(memcache, key)
@@ -79,19 +77,19 @@ class StorletCacheMiddleware(object):
             return self.app(env, start_response)
         headers = self._get(memcache, key)
         if headers is not None:
-            return Response(status=200, headers=headers,
-                            request=req)(env, start_response)
+            return Response(status=200, headers=headers, request=req)(env, start_response)
         resp = req.get_response(self.app)
         if resp.status_int == 200:
-            self._set(memcache, key, {
-                k: v for k, v in resp.headers.items()
-                if k.lower() not in _TRANSIENT})
+            self._set(
+                memcache,
+                key,
+                {k: v for k, v in resp.headers.items() if k.lower() not in _TRANSIENT},
+            )
         return resp(env, start_response)
 
     def _is_storlet_object(self, req):
         try:
-            _version, _account, container, obj = split_path(
-                req.path_info, 4, 4, True)
+            _version, _account, container, obj = split_path(req.path_info, 4, 4, True)
         except ValueError:
             return False
         return container == self.storlet_container and bool(obj)
@@ -100,29 +98,27 @@ class StorletCacheMiddleware(object):
         """What the proxy's object controller would answer before reading
         the object: an error for a missing container or a refused caller,
         else None."""
-        info = get_container_info(req.environ, self.app,
-                                  swift_source='MLSC')
-        if not 200 <= info.get('status', 0) < 300:
+        info = get_container_info(req.environ, self.app, swift_source="MLSC")
+        if not 200 <= info.get("status", 0) < 300:
             return True
-        authorize = req.environ.get('swift.authorize')
+        authorize = req.environ.get("swift.authorize")
         if authorize is None:
             return False
-        req.acl = info.get('read_acl')
+        req.acl = info.get("read_acl")
         return bool(authorize(req))
 
     def _get(self, memcache, key):
         try:
             return memcache.get(key, raise_on_error=True)
         except MemcacheConnectionError:
-            self.logger.warning('memcache unreachable: %s not cached', key)
+            self.logger.warning("memcache unreachable: %s not cached", key)
             return None
 
     def _set(self, memcache, key, headers):
         try:
-            memcache.set(key, headers, time=self.cache_time,
-                         raise_on_error=True)
+            memcache.set(key, headers, time=self.cache_time, raise_on_error=True)
         except MemcacheConnectionError:
-            self.logger.warning('memcache unreachable: %s not cached', key)
+            self.logger.warning("memcache unreachable: %s not cached", key)
 
     @staticmethod
     def _forget(memcache, key):
@@ -136,4 +132,5 @@ def filter_factory(global_conf, **local_conf):
 
     def storlet_cache_filter(app):
         return StorletCacheMiddleware(app, conf)
+
     return storlet_cache_filter

@@ -71,7 +71,7 @@ ERROR_OBJECT_KEY = META + protocol.ERROR_OBJECT_KEY
 LENGTH_KEY = META + protocol.LENGTH_KEY
 INTERNAL = (ERROR_KEY.lower(), ERROR_OBJECT_KEY.lower(), LENGTH_KEY.lower())
 # What the storlet GET takes from the client's request.
-STORLET_HEADERS = ('x-run-storlet', 'x-auth-token', 'x-storlet-')
+STORLET_HEADERS = ("x-run-storlet", "x-auth-token", "x-storlet-")
 # Objects one extraction may write (a rotoscope range is at most 2000
 # frames).
 DEFAULT_MAX_EXTRACT_MEMBERS = 2000
@@ -93,20 +93,22 @@ class MemberGuard(object):
             _v, _a, _c, obj = req.split_path(4, 4, True)
         except ValueError:
             obj = None
-        if req.method != 'PUT' or not obj:
+        if req.method != "PUT" or not obj:
             return self.app(env, start_response)
         name = wsgi_to_str(obj)
-        if any(part in ('.', '..') for part in name.split('/')) or any(
-                ord(c) < 32 or ord(c) == 127 for c in name):
-            return HTTPBadRequest(body=b'member name refused\n',
-                                  request=req)(env, start_response)
+        if any(part in (".", "..") for part in name.split("/")) or any(
+            ord(c) < 32 or ord(c) == 127 for c in name
+        ):
+            return HTTPBadRequest(body=b"member name refused\n", request=req)(env, start_response)
         self.members += 1
         if self.members > self.max_members:
             # Ends the whole extraction (bulk reports it as its status).
             raise HTTPRequestEntityTooLarge(
-                body=('more than %d members in one extraction: the first %d '
-                      'were written' % (self.max_members, self.max_members)
-                      ).encode('utf8'))
+                body=(
+                    "more than %d members in one extraction: the first %d "
+                    "were written" % (self.max_members, self.max_members)
+                ).encode("utf8")
+            )
         return self.app(env, start_response)
 
 
@@ -128,57 +130,59 @@ class LengthCheckedInput(object):
             for chunk in self.app_iter:
                 self.seen += len(chunk)
                 if self.length is not None and self.seen > self.length:
-                    raise ChunkReadError('storlet output over %s runs past '
-                                         'its declared length' % self.source)
+                    raise ChunkReadError(
+                        "storlet output over %s runs past its declared length" % self.source
+                    )
                 yield chunk
             if self.length is not None and self.seen != self.length:
                 raise ChunkReadError(
-                    'storlet output over %s ended after %d of %d bytes'
-                    % (self.source, self.seen, self.length))
+                    "storlet output over %s ended after %d of %d bytes"
+                    % (self.source, self.seen, self.length)
+                )
         finally:
             close_if_possible(self.app_iter)
 
 
 class StorletCopyMiddleware(object):
-
     def __init__(self, app, conf):
         self.app = app
-        self.logger = get_logger(conf, log_route='storlet_copy')
+        self.logger = get_logger(conf, log_route="storlet_copy")
         self.conf = conf
-        self.max_extract_members = int(conf.get(
-            'max_extract_members', DEFAULT_MAX_EXTRACT_MEMBERS))
+        self.max_extract_members = int(conf.get("max_extract_members", DEFAULT_MAX_EXTRACT_MEMBERS))
 
     def __call__(self, env, start_response):
         req = Request(env)
-        if 'X-Run-Storlet' not in req.headers:
+        if "X-Run-Storlet" not in req.headers:
             return self.app(env, start_response)
         try:
             version, account, container, obj = req.split_path(4, 4, True)
         except ValueError:
             return self.app(env, start_response)
-        if req.method == 'GET':
+        if req.method == "GET":
             return self.handle_get(req, start_response)
-        if req.method == 'PUT' and 'X-Copy-From' in req.headers:
-            src_account = req.headers.get('X-Copy-From-Account', account)
+        if req.method == "PUT" and "X-Copy-From" in req.headers:
+            src_account = req.headers.get("X-Copy-From-Account", account)
             src = check_path_header(
-                req, 'X-Copy-From', 2,
-                'X-Copy-From header must be of the form '
-                '<container name>/<object name>')
-            source = '/'.join((version, wsgi_unquote(src_account)) + tuple(src))
+                req,
+                "X-Copy-From",
+                2,
+                "X-Copy-From header must be of the form <container name>/<object name>",
+            )
+            source = "/".join((version, wsgi_unquote(src_account)) + tuple(src))
             dest = req.path_info
-        elif req.method == 'COPY':
-            dest_account = req.headers.get('Destination-Account', account)
+        elif req.method == "COPY":
+            dest_account = req.headers.get("Destination-Account", account)
             dst = check_path_header(
-                req, 'Destination', 2,
-                'Destination header must be of the form '
-                '<container name>/<object name>')
-            source = '/'.join((version, account, container, obj))
-            dest = '/' + '/'.join(
-                (version, wsgi_unquote(dest_account)) + tuple(dst))
+                req,
+                "Destination",
+                2,
+                "Destination header must be of the form <container name>/<object name>",
+            )
+            source = "/".join((version, account, container, obj))
+            dest = "/" + "/".join((version, wsgi_unquote(dest_account)) + tuple(dst))
         else:
             return self.app(env, start_response)
-        return self.handle_copy(req, '/' + source.lstrip('/'), dest,
-                                start_response)
+        return self.handle_copy(req, "/" + source.lstrip("/"), dest, start_response)
 
     # -- GET -------------------------------------------------------------
     def handle_get(self, req, start_response):
@@ -188,89 +192,101 @@ class StorletCopyMiddleware(object):
         if is_success(resp.status_int):
             # The source's ETag is not the output's: a client that checks
             # it (the swift CLI does) would reject a correct answer.
-            resp.headers.pop('Etag', None)
+            resp.headers.pop("Etag", None)
         resp.headers.pop(LENGTH_KEY, None)
         return resp(req.environ, start_response)
 
     def _unsuccessful(self, req, source, resp, dest=None):
         """The answer for a storlet that failed or refused, else None."""
-        storlet = req.headers['X-Run-Storlet']
+        storlet = req.headers["X-Run-Storlet"]
         kind = resp.headers.get(protocol.ERROR_HEADER)
         if kind in protocol.STATUS:
             # An object server's storlet_failure speaking the protocol.
             close_if_possible(resp.app_iter)
-            reason = unquote(resp.headers.get(protocol.REASON_HEADER, ''))
-            return self._error(req, kind, storlet, source, reason, dest,
-                               protocol.failed_object(resp.headers))
+            reason = unquote(resp.headers.get(protocol.REASON_HEADER, ""))
+            return self._error(
+                req, kind, storlet, source, reason, dest, protocol.failed_object(resp.headers)
+            )
         if not is_success(resp.status_int):
             failure = classify(resp)
             if failure:
                 # The storlet ran here, on the proxy.
                 kind, what = failure
-                return self._error(req, kind, storlet, source,
-                                   'the storlet ' + what, dest)
+                return self._error(req, kind, storlet, source, "the storlet " + what, dest)
             return self._failure(req, source, resp, dest)
         if ERROR_KEY in resp.headers:
             close_if_possible(resp.app_iter)
             refused = resp.headers.get(ERROR_OBJECT_KEY)
-            return self._error(req, protocol.REFUSED, storlet, source,
-                               wsgi_to_str(resp.headers[ERROR_KEY]), dest,
-                               refused and wsgi_to_str(refused))
+            return self._error(
+                req,
+                protocol.REFUSED,
+                storlet,
+                source,
+                wsgi_to_str(resp.headers[ERROR_KEY]),
+                dest,
+                refused and wsgi_to_str(refused),
+            )
         return None
 
-    def _error(self, req, kind, storlet, source, reason, dest=None,
-               refused=None):
+    def _error(self, req, kind, storlet, source, reason, dest=None, refused=None):
         """The protocol's answer for a storlet that produced no output;
         ``refused`` names the input a refusal was about."""
         name = _text_name(source)
         if kind == protocol.REFUSED and refused and refused != name:
-            text = 'storlet %s refused %s, an input of the call over %s: %s' \
-                % (storlet, refused, name, reason)
+            text = "storlet %s refused %s, an input of the call over %s: %s" % (
+                storlet,
+                refused,
+                name,
+                reason,
+            )
         elif kind == protocol.REFUSED:
-            text = 'storlet %s refused %s: %s' % (storlet, name, reason)
+            text = "storlet %s refused %s: %s" % (storlet, name, reason)
         elif kind == protocol.TIMED_OUT:
-            text = 'storlet %s timed out over %s (%s)' % (storlet, name,
-                                                          reason)
+            text = "storlet %s timed out over %s (%s)" % (storlet, name, reason)
         else:
-            text = 'storlet %s failed over %s (%s)' % (storlet, name, reason)
+            text = "storlet %s failed over %s (%s)" % (storlet, name, reason)
         if dest:
-            text += ': nothing was written to %s' % _text_name(dest)
+            text += ": nothing was written to %s" % _text_name(dest)
         if kind != protocol.REFUSED:
             self.logger.warning(text)
-        return Response(status=protocol.STATUS[kind], request=req,
-                        headers=protocol.failure_headers(
-                            kind, text, refused or
-                            (name if kind == protocol.REFUSED else None)),
-                        content_type='text/plain',
-                        body=(text + '\n').encode('utf8'))
+        return Response(
+            status=protocol.STATUS[kind],
+            request=req,
+            headers=protocol.failure_headers(
+                kind, text, refused or (name if kind == protocol.REFUSED else None)
+            ),
+            content_type="text/plain",
+            body=(text + "\n").encode("utf8"),
+        )
 
     def _failure(self, req, source, resp, dest=None):
         """The response for a storlet request that Swift did not serve."""
-        storlet = req.headers['X-Run-Storlet']
-        body = resp.body.decode('utf8', 'replace').strip()
+        storlet = req.headers["X-Run-Storlet"]
+        body = resp.body.decode("utf8", "replace").strip()
         if resp.status_int >= 500:
             # Swift failed upstream of this proxy (no node, ...).
-            return self._error(req, protocol.FAILED, storlet, source,
-                               _reason(resp, body), dest)
-        text = 'storlet %s failed over %s (%s)' % (
-            storlet, _text_name(source), _reason(resp, body))
+            return self._error(req, protocol.FAILED, storlet, source, _reason(resp, body), dest)
+        text = "storlet %s failed over %s (%s)" % (storlet, _text_name(source), _reason(resp, body))
         if dest:
-            text += ': nothing was written to %s' % _text_name(dest)
-        return Response(status=resp.status_int, content_type='text/plain',
-                        request=req, body=(text + '\n').encode('utf8'))
+            text += ": nothing was written to %s" % _text_name(dest)
+        return Response(
+            status=resp.status_int,
+            content_type="text/plain",
+            request=req,
+            body=(text + "\n").encode("utf8"),
+        )
 
     # -- copy ------------------------------------------------------------
     def handle_copy(self, req, source, dest, start_response):
         if req.content_length:
-            return HTTPBadRequest(
-                body=b'Copy requests require a zero byte body\n',
-                request=req)(req.environ, start_response)
-        storlet = req.headers['X-Run-Storlet']
-        headers = {k: v for k, v in req.headers.items()
-                   if k.lower().startswith(STORLET_HEADERS)}
-        get = make_subrequest(req.environ, method='GET',
-                              path=wsgi_quote(source), headers=headers,
-                              swift_source='MLSC')
+            return HTTPBadRequest(body=b"Copy requests require a zero byte body\n", request=req)(
+                req.environ, start_response
+            )
+        storlet = req.headers["X-Run-Storlet"]
+        headers = {k: v for k, v in req.headers.items() if k.lower().startswith(STORLET_HEADERS)}
+        get = make_subrequest(
+            req.environ, method="GET", path=wsgi_quote(source), headers=headers, swift_source="MLSC"
+        )
         get.query_string = req.query_string
         resp = get.get_response(self.app)
 
@@ -280,78 +296,78 @@ class StorletCopyMiddleware(object):
 
         length = resp.headers.get(LENGTH_KEY)
         length = int(length) if length and length.isdigit() else None
-        if req.method == 'PUT' and protocol.EXTRACT_HEADER in req.headers:
-            return self.handle_extract(req, source, dest, resp, length,
-                                       start_response)
-        put_headers = {k: v for k, v in resp.headers.items()
-                       if k.lower().startswith(META.lower()) and
-                       k.lower() not in INTERNAL}
-        put_headers['Content-Type'] = req.headers.get(
-            'Content-Type', resp.headers.get('Content-Type',
-                                             'application/octet-stream'))
+        if req.method == "PUT" and protocol.EXTRACT_HEADER in req.headers:
+            return self.handle_extract(req, source, dest, resp, length, start_response)
+        put_headers = {
+            k: v
+            for k, v in resp.headers.items()
+            if k.lower().startswith(META.lower()) and k.lower() not in INTERNAL
+        }
+        put_headers["Content-Type"] = req.headers.get(
+            "Content-Type", resp.headers.get("Content-Type", "application/octet-stream")
+        )
         for key, value in req.headers.items():
-            if key.lower().startswith((META.lower(), 'x-delete-')):
+            if key.lower().startswith((META.lower(), "x-delete-")):
                 put_headers[key] = value
-        put = _output_put(req, dest, put_headers, resp, length, source,
-                          'MLSC')
+        put = _output_put(req, dest, put_headers, resp, length, source, "MLSC")
         put_resp = put.get_response(self.app)
         if not is_success(put_resp.status_int):
             close_if_possible(put_resp.app_iter)
             return self._error(
-                req, protocol.FAILED, storlet, source,
-                'its output could not be written: %s' % put_resp.status,
-                dest)(req.environ, start_response)
-        put_resp.headers['X-Copied-From'] = _object_name(source)
-        put_resp.headers['X-Storlet-Executed'] = storlet
+                req,
+                protocol.FAILED,
+                storlet,
+                source,
+                "its output could not be written: %s" % put_resp.status,
+                dest,
+            )(req.environ, start_response)
+        put_resp.headers["X-Copied-From"] = _object_name(source)
+        put_resp.headers["X-Storlet-Executed"] = storlet
         return put_resp(req.environ, start_response)
 
-    def handle_extract(self, req, source, dest, resp, length,
-                       start_response):
+    def handle_extract(self, req, source, dest, resp, length, start_response):
         """Extract the storlet's tar output under ``dest``."""
-        if req.headers[protocol.EXTRACT_HEADER] != 'tar':
+        if req.headers[protocol.EXTRACT_HEADER] != "tar":
             close_if_possible(resp.app_iter)
             return HTTPBadRequest(
-                body=b'%s must be tar\n' % protocol.EXTRACT_HEADER.encode(),
-                request=req)(req.environ, start_response)
+                body=b"%s must be tar\n" % protocol.EXTRACT_HEADER.encode(), request=req
+            )(req.environ, start_response)
         # Bulk copies the user metadata of this request to every object.
-        headers = {k: v for k, v in req.headers.items()
-                   if k.lower().startswith(META.lower())}
-        extract = _output_put(req, dest, headers, resp, length, source,
-                              'MLSX')
+        headers = {k: v for k, v in req.headers.items() if k.lower().startswith(META.lower())}
+        extract = _output_put(req, dest, headers, resp, length, source, "MLSX")
 
         # Only its extraction is used, through a guard of this request's
         # own: the limits of the bulk filter apply too.
-        bulker = Bulk(MemberGuard(self.app, self.max_extract_members),
-                      self.conf)
+        bulker = Bulk(MemberGuard(self.app, self.max_extract_members), self.conf)
 
         def extracting():
             try:
                 yield from bulker.handle_extract_iter(
-                    extract, '', out_content_type='application/json')
+                    extract, "", out_content_type="application/json"
+                )
             finally:
                 # Bulk may stop before the end of the tar (too many
                 # failures): the storlet's response is closed anyway.
                 close_if_possible(resp.app_iter)
 
-        out = Response(status=200, request=req,
-                       content_type='application/json',
-                       app_iter=extracting())
-        out.headers['X-Copied-From'] = _object_name(source)
-        out.headers['X-Storlet-Executed'] = req.headers['X-Run-Storlet']
+        out = Response(
+            status=200, request=req, content_type="application/json", app_iter=extracting()
+        )
+        out.headers["X-Copied-From"] = _object_name(source)
+        out.headers["X-Storlet-Executed"] = req.headers["X-Run-Storlet"]
         return out(req.environ, start_response)
 
 
 def _output_put(req, dest, headers, resp, length, source, swift_source):
     """A PUT subrequest of ``dest`` whose body is the storlet's output
     ``resp``, checked against its declared ``length``."""
-    headers = dict(headers, **{'X-Auth-Token': req.headers.get(
-        'X-Auth-Token', '')})
-    put = make_subrequest(req.environ, method='PUT', path=wsgi_quote(dest),
-                          headers=headers, swift_source=swift_source)
-    put.environ['wsgi.input'] = FileLikeIter(
-        LengthCheckedInput(resp.app_iter, length, source))
+    headers = dict(headers, **{"X-Auth-Token": req.headers.get("X-Auth-Token", "")})
+    put = make_subrequest(
+        req.environ, method="PUT", path=wsgi_quote(dest), headers=headers, swift_source=swift_source
+    )
+    put.environ["wsgi.input"] = FileLikeIter(LengthCheckedInput(resp.app_iter, length, source))
     if length is None:
-        put.headers['Transfer-Encoding'] = 'chunked'
+        put.headers["Transfer-Encoding"] = "chunked"
     else:
         put.content_length = length
     return put
@@ -364,12 +380,12 @@ def _text_name(path):
 
 def _object_name(path):
     """``container/object`` of a ``/v1/account/container/object`` path."""
-    return wsgi_unquote(path).lstrip('/').split('/', 2)[-1]
+    return wsgi_unquote(path).lstrip("/").split("/", 2)[-1]
 
 
 def _reason(resp, body):
     if resp.status_int == 404:
-        return 'source object not found'
+        return "source object not found"
     return body.splitlines()[0][:200] if body else resp.status
 
 
@@ -380,9 +396,10 @@ def filter_factory(global_conf, **local_conf):
     register_swift_info(
         protocol.INFO_KEY,
         sbus_datagram_limit=protocol.SBUS_DATAGRAM_LIMIT,
-        max_extract_members=int(conf.get('max_extract_members',
-                                         DEFAULT_MAX_EXTRACT_MEMBERS)))
+        max_extract_members=int(conf.get("max_extract_members", DEFAULT_MAX_EXTRACT_MEMBERS)),
+    )
 
     def storlet_copy_filter(app):
         return StorletCopyMiddleware(app, conf)
+
     return storlet_copy_filter

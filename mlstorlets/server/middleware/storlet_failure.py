@@ -17,7 +17,6 @@ asks no other replica; ``storlet_copy``, in the proxy, turns it into the
 client's ``502`` or ``504``.  Every other response is left alone.
 """
 
-
 from swift.common.swob import Request, Response
 from swift.common.utils import close_if_possible
 
@@ -27,15 +26,14 @@ from mlstorlets.sandbox import protocol
 # failure, with the protocol's kind for each; a 5xx without one of them
 # comes from Swift itself and is kept.
 STORLET_FAILURES = {
-    b'Storlet execution failed':
-        (protocol.FAILED, 'failed'),
-    b'Storlet execution timed out':
-        (protocol.TIMED_OUT, 'timed out'),
-    b'Internal request timed out':
-        (protocol.TIMED_OUT, 'timed out'),
-    b'<html><h1>Service Unavailable</h1><p>The server is currently '
-    b'unavailable. Please try again at a later time.</p></html>':
-        (protocol.FAILED, 'failed before producing output'),
+    b"Storlet execution failed": (protocol.FAILED, "failed"),
+    b"Storlet execution timed out": (protocol.TIMED_OUT, "timed out"),
+    b"Internal request timed out": (protocol.TIMED_OUT, "timed out"),
+    b"<html><h1>Service Unavailable</h1><p>The server is currently "
+    b"unavailable. Please try again at a later time.</p></html>": (
+        protocol.FAILED,
+        "failed before producing output",
+    ),
 }
 
 
@@ -50,31 +48,33 @@ def classify(resp):
 
 
 class StorletFailureMiddleware(object):
-
     def __init__(self, app, conf):
         self.app = app
 
     def __call__(self, env, start_response):
         req = Request(env)
-        if req.method != 'GET' or 'X-Run-Storlet' not in req.headers:
+        if req.method != "GET" or "X-Run-Storlet" not in req.headers:
             return self.app(env, start_response)
         resp = req.get_response(self.app)
         if resp.status_int == 200:
             return resp(env, start_response)
         if protocol.ERROR_HEADER in resp.headers:
             # The gateway's own answer (a storlet past its timeout).
-            headers = {key: resp.headers[key] for key in
-                       (protocol.ERROR_HEADER, protocol.REASON_HEADER)
-                       if key in resp.headers}
+            headers = {
+                key: resp.headers[key]
+                for key in (protocol.ERROR_HEADER, protocol.REASON_HEADER)
+                if key in resp.headers
+            }
         else:
             failure = classify(resp)
             if not failure:
                 return resp(env, start_response)
             kind, what = failure
-            headers = protocol.failure_headers(kind, 'the storlet ' + what)
+            headers = protocol.failure_headers(kind, "the storlet " + what)
         close_if_possible(resp.app_iter)
-        return Response(status=200, request=req, body=b'', headers=headers,
-                        content_type='text/plain')(env, start_response)
+        return Response(
+            status=200, request=req, body=b"", headers=headers, content_type="text/plain"
+        )(env, start_response)
 
 
 def filter_factory(global_conf, **local_conf):
@@ -82,4 +82,5 @@ def filter_factory(global_conf, **local_conf):
 
     def storlet_failure_filter(app):
         return StorletFailureMiddleware(app, conf)
+
     return storlet_failure_filter

@@ -36,7 +36,7 @@ from swift.common.swob import HTTPBadRequest, HTTPForbidden, Request
 # other byte is written '-xx', so the form is unambiguous and never holds
 # '_', which separates the identity from the storlet name in the ACL.
 _KEPT = frozenset(string.ascii_lowercase + string.digits)
-REFERER_PREFIX = 'storlets'
+REFERER_PREFIX = "storlets"
 
 
 def acl_identity(account, user):
@@ -45,33 +45,34 @@ def acl_identity(account, user):
     >>> acl_identity('other', 'admin')
     'other-3aadmin'
     """
-    return ''.join(chr(b) if chr(b) in _KEPT else '-%02x' % b
-                   for b in ('%s:%s' % (account, user)).encode('utf8'))
+    return "".join(
+        chr(b) if chr(b) in _KEPT else "-%02x" % b
+        for b in ("%s:%s" % (account, user)).encode("utf8")
+    )
 
 
 class UserNameMiddleware(object):
-
     def __init__(self, app, conf):
         self.app = app
 
     def __call__(self, env, start_response):
         req = Request(env)
-        referer = (req.referer or '').lower()
+        referer = (req.referer or "").lower()
         if REFERER_PREFIX in referer:
             return HTTPForbidden(
-                body=b'Referrer containing storlets is not allowed\n',
-                request=req)(env, start_response)
-        env.pop('HTTP_X_USER_NAME', None)
-        env.pop('HTTP_X_TENANT_NAME', None)
-        identity = _identity(env.get('REMOTE_USER'))
+                body=b"Referrer containing storlets is not allowed\n", request=req
+            )(env, start_response)
+        env.pop("HTTP_X_USER_NAME", None)
+        env.pop("HTTP_X_TENANT_NAME", None)
+        identity = _identity(env.get("REMOTE_USER"))
         if identity:
             account, user = identity
-            env['HTTP_X_TENANT_NAME'] = account
-            env['HTTP_X_USER_NAME'] = user
-            if 'X-Run-Storlet' in req.headers:
-                env['HTTP_X_USER_NAME'] = acl_identity(account, user)
-        grantee = req.headers.get('X-Storlet-Container-Read')
-        if req.method == 'POST' and grantee is not None:
+            env["HTTP_X_TENANT_NAME"] = account
+            env["HTTP_X_USER_NAME"] = user
+            if "X-Run-Storlet" in req.headers:
+                env["HTTP_X_USER_NAME"] = acl_identity(account, user)
+        grantee = req.headers.get("X-Storlet-Container-Read")
+        if req.method == "POST" and grantee is not None:
             error = self._qualify_grant(req, grantee)
             if error:
                 return error(env, start_response)
@@ -83,7 +84,7 @@ class UserNameMiddleware(object):
 
         Returns an error response for a grant that names no identity.
         """
-        account, sep, user = grantee.strip().rpartition(':')
+        account, sep, user = grantee.strip().rpartition(":")
         if not sep:
             try:
                 account = req.split_path(3, 3)[1]
@@ -91,13 +92,16 @@ class UserNameMiddleware(object):
                 return None  # not a container: upstream refuses it
             # The storage account is <reseller prefix>_<account>; tempauth
             # account names hold no '_'.
-            account = account.split('_', 1)[-1]
-        if not account or not user or ',' in grantee:
+            account = account.split("_", 1)[-1]
+        if not account or not user or "," in grantee:
             return HTTPBadRequest(
-                body=('X-Storlet-Container-Read must name one user, as '
-                      'account:user or user (of this account), not %r\n'
-                      % grantee).encode('utf8'), request=req)
-        req.headers['X-Storlet-Container-Read'] = acl_identity(account, user)
+                body=(
+                    "X-Storlet-Container-Read must name one user, as "
+                    "account:user or user (of this account), not %r\n" % grantee
+                ).encode("utf8"),
+                request=req,
+            )
+        req.headers["X-Storlet-Container-Read"] = acl_identity(account, user)
         return None
 
 
@@ -106,8 +110,8 @@ def _identity(remote_user):
 
     tempauth's ``REMOTE_USER`` is ``account,account:user,AUTH_account``.
     """
-    for group in (remote_user or '').split(','):
-        account, sep, user = group.partition(':')
+    for group in (remote_user or "").split(","):
+        account, sep, user = group.partition(":")
         if sep:
             return account, user
     return None
@@ -118,4 +122,5 @@ def filter_factory(global_conf, **local_conf):
 
     def user_name_filter(app):
         return UserNameMiddleware(app, conf)
+
     return user_name_filter
