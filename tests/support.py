@@ -70,10 +70,25 @@ class CuttingProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self._threading = threading
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._closing = False
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     def close(self):
-        self.listener.close()
+        """Stop accepting.  The accepting thread is woken by a connection
+        and closes the listener itself: under eventlet (the test process
+        is monkey-patched), closing a socket another green thread waits on
+        leaves that thread registered on the descriptor number, and the
+        next file to get that number (a subprocess's pipe) fails with
+        "Second simultaneous read"."""
+        import socket
+
+        self._closing = True
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        except OSError:
+            pass
+        self._accepting.join(10)
 
     def _accept(self):
         import socket
@@ -83,12 +98,19 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self._closing:
+                client.close()
+                self.listener.close()
+                return
             upstream = socket.create_connection(self.target)
-            armed = []
-            for args in ((client, upstream, armed, False), (upstream, client, armed, True)):
+            armed, ended = [], []
+            for args in (
+                (client, upstream, armed, ended, False),
+                (upstream, client, armed, ended, True),
+            ):
                 self._threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, src, dst, armed, answers):
+    def _pump(self, src, dst, armed, ended, answers):
         buf = b""
         try:
             while True:
@@ -119,12 +141,19 @@ class CuttingProxy:
                     dst.sendall(head + sep + body[: length // 2])
                     break
         except Exception:
-            # The other direction closed both sockets (under eventlet's
+            # The other direction shut both sockets down (under eventlet's
             # green sockets this is not an OSError).
             pass
+        # A shutdown wakes the other direction's recv; only the last of the
+        # two closes: a socket closed under a green thread waiting on it
+        # leaves that thread on the descriptor number, for the next file
+        # that gets it (see close).
         for sock in (src, dst):
             try:
                 sock.shutdown(2)
             except OSError:
                 pass
-            sock.close()
+        ended.append(True)
+        if len(ended) == 2:
+            src.close()
+            dst.close()
