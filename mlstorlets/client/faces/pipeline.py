@@ -680,13 +680,6 @@ def _delete(swift, container, names, concurrency):
 
 
 # -- helpers ---------------------------------------------------------------
-def _require_object(swift, container, name):
-    # The engine feeds a missing extra resource to the storlet as the 404
-    # page; asking first gives the user the real reason.
-    if swift.head(container, name) is None:
-        raise ObjectError(format_uri(container, name), "not found")
-
-
 def _user_metadata(headers):
     """User metadata of a HEAD response, keys as the engine sees them."""
     return {
