@@ -27,8 +27,12 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from swiftclient.client import Connection
+
+from mlstorlets.client.errors import NotFound, UsageError, storlet_error
 from mlstorlets.client.swift import Swift, SwiftError
 from mlstorlets.client.uri import format_uri, output_type_for, parse_uri, plan_keys
 from mlstorlets.sandbox import protocol
@@ -206,7 +210,7 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
         stopped it.
     """
     if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+        raise UsageError("concurrency must be at least 1")
     started = time.monotonic()
     summary.dry_run = dry_run
     summary.source_bytes = sum(t.size for t in tasks)
@@ -301,7 +305,7 @@ def list_sources(swift, uri):
     if prefix and not prefix.endswith("/"):
         headers = swift.head(container, prefix)
         if headers is None:
-            raise ObjectError(
+            raise NotFound(
                 uri, "no such object (to name every object under a prefix, end it with /)"
             )
         return (
@@ -320,10 +324,10 @@ def list_sources(swift, uri):
         entries = swift.listing(container, prefix)
     except SwiftError as err:
         if err.status == 404:
-            raise ObjectError(uri, "no such container") from None
+            raise NotFound(uri, "no such container") from None
         raise
     if not entries:
-        raise ObjectError(uri, "no objects under this prefix")
+        raise NotFound(uri, "no objects under this prefix")
     return container, prefix, entries
 
 
@@ -351,18 +355,18 @@ def run_digest(storlet, params=None, extra_etags=()):
 
 
 def run_batch(
-    conn,
-    storlet,
-    src,
-    dest,
-    params=None,
-    concurrency=4,
-    resume=True,
-    extra_resources=None,
-    progress=None,
-    dry_run=False,
-    output_type=None,
-):
+    conn: Connection | Swift,
+    storlet: str,
+    src: str,
+    dest: str,
+    params: dict | None = None,
+    concurrency: int = 4,
+    resume: bool = True,
+    extra_resources: list[str] | None = None,
+    progress: bool | None = None,
+    dry_run: bool = False,
+    output_type: tuple[str, str] | Callable | None = None,
+) -> BatchSummary:
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
     Parameters
@@ -400,7 +404,7 @@ def run_batch(
     BatchSummary
     """
     if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+        raise UsageError("concurrency must be at least 1")
     swift = gateway(conn)
     swift.check_storlet(storlet, params)
     src_container, src_prefix, entries = list_sources(swift, src)
@@ -444,7 +448,7 @@ def run_batch(
             )
         except SwiftError as err:
             job.count(len(err.reason))
-            raise SwiftError(task.label, err.reason, err.status, err.kind) from None
+            raise storlet_error(storlet, err, task.label) from None
 
     return execute(BatchSummary(storlet), tasks, work, concurrency, progress, up_to_date, dry_run)
 
@@ -474,5 +478,5 @@ def _etag(swift, path):
     container, _, name = path.lstrip("/").partition("/")
     headers = swift.head(container, name)
     if headers is None:
-        raise ObjectError(path, "no such object (extra resource)")
+        raise NotFound(path, "no such object (extra resource)")
     return headers["etag"]

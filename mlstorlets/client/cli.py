@@ -15,6 +15,7 @@ import sys
 import time
 
 import mlstorlets
+from mlstorlets.client.errors import UsageError
 
 # Exit statuses: 1 some objects failed, 2 the command could not run, 130
 # interrupted (Ctrl-C).
@@ -84,7 +85,7 @@ def parse_params(pairs):
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError("parameter %r is not of the form key=value" % pair)
+            raise UsageError("parameter %r is not of the form key=value" % pair)
         params[key] = value
     return params
 
@@ -188,7 +189,7 @@ def cmd_rm(args):
     targets = [uri for uri, _e in entries(registry, args.uri, _selection(args))]
     if parse(args.uri).is_prefix and targets and not (args.force or args.dry_run):
         if not sys.stdin.isatty():
-            raise ValueError(
+            raise UsageError(
                 "rm %s would delete %d objects: pass --force "
                 "(or --dry-run to list them)" % (args.uri, len(targets))
             )
@@ -321,12 +322,11 @@ def cmd_faces_recognize(args):
 
 
 def cmd_rotoscope(args):
-    from mlstorlets.client.connection import connection_from_environment
     from mlstorlets.client.rotoscope import rotoscope
 
     quiet = args.json or args.dry_run
     summary = rotoscope(
-        connection_from_environment(),
+        None,  # the cluster's connection from the environment, if a URI needs it
         args.src,
         args.dest,
         args.filter,
@@ -721,18 +721,22 @@ def main(argv=None):
     args = parser().parse_args(argv)
     from swiftclient.exceptions import ClientException
 
+    from mlstorlets.client.errors import Error
     from mlstorlets.client.swift import reason_of
     from mlstorlets.sandbox.errors import ObjectError
 
-    expected = (ObjectError, ValueError, FileNotFoundError)
+    # A bad object found by code the storlets also run is an ObjectError;
+    # anything else is a bug, and keeps its traceback.
+    expected = (Error, ObjectError)
     if args.command in SERVER_COMMANDS:
         import warnings
 
         # eventlet, imported by the storlets engine, warns of its own future.
         warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
         from mlstorlets.server.aio import ClusterError
+        from mlstorlets.server.node import ConfigError
 
-        expected += (ClusterError,)
+        expected += (ClusterError, ConfigError)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
@@ -740,6 +744,8 @@ def main(argv=None):
         return INTERRUPTED
     except expected as err:
         print("mlstorlets: %s" % err, file=sys.stderr)
+        for note in getattr(err, "__notes__", ()):
+            print("mlstorlets: %s" % note, file=sys.stderr)
         return ERROR
     except ClientException as err:
         print(

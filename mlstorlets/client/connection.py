@@ -13,6 +13,8 @@ import os
 import re
 import threading
 
+from mlstorlets.client.errors import UsageError
+
 # swiftclient's option code reads its module's ``environ``; a caller's own
 # environment is swapped in for the time of one parse.
 _ENVIRON_LOCK = threading.Lock()
@@ -53,7 +55,7 @@ def swift_options(environ=None):
         # default); a parser without help ignores it.
         options, _ = shell.parse_args(parser, ["-h"])
     except SystemExit as exc:
-        raise ValueError(
+        raise UsageError(
             "no usable Swift credentials: %s" % _without_flags(str(exc.code))
         ) from None
     return options

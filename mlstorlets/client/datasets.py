@@ -14,6 +14,8 @@ import dataclasses
 import os
 import re
 
+from mlstorlets.client.errors import UsageError
+
 PHOTO_EXTENSIONS = (".jpeg", ".jpg", ".png", ".gif")
 VIDEO_EXTENSIONS = (".avi", ".mp4")
 
@@ -36,23 +38,21 @@ def label_of(filename, split):
     stem = os.path.splitext(os.path.basename(filename))[0]
     label = stem.split("_")[0] if split != "train" else re.sub(r"\d+$", "", stem)
     if not label:
-        raise ValueError("cannot read a label from the file name %r" % filename)
+        raise UsageError("cannot read a label from the file name %r" % filename)
     return label.lower()
 
 
 def items(root, splits=("train", "test", "video")):
     """Every photo and video of the data set at ``root``, sorted."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(
-            "no data set at %s (expected train/, test/ and optionally video/)" % root
-        )
+        raise UsageError("no data set at %s (expected train/, test/ and optionally video/)" % root)
     found = []
     for split in splits:
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             if split == "video":
                 continue
-            raise FileNotFoundError("no %s/ folder in %s" % (split, root))
+            raise UsageError("no %s/ folder in %s" % (split, root))
         extensions = VIDEO_EXTENSIONS if split == "video" else PHOTO_EXTENSIONS
         for filename in sorted(os.listdir(folder)):
             if filename.lower().endswith(extensions):

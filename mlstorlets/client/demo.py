@@ -18,6 +18,7 @@ import os
 import time
 
 from mlstorlets.client import datasets
+from mlstorlets.client.batch import gateway
 from mlstorlets.client.deploy import deploy
 from mlstorlets.client.faces import pipeline
 
@@ -27,16 +28,23 @@ MODEL = "swift://%s/faces.npz" % MODELS
 
 def upload(conn, items, log):
     """Put the data set in the cluster; skip what is there already."""
-    conn.put_container(PHOTOS)
-    _, listing = conn.get_container(PHOTOS, full_listing=True)
-    have = {e["name"]: e["hash"] for e in listing}
+    swift = gateway(conn)
+    swift.ensure_container(PHOTOS)
+    have = {e["name"]: e["hash"] for e in swift.listing(PHOTOS)}
     sent = 0
     for item in items:
         with open(item.path, "rb") as f:
             body = f.read()
         if have.get(item.name) == hashlib.md5(body).hexdigest():
             continue
-        conn.put_object(PHOTOS, item.name, body, headers={"X-Object-Meta-Name": item.label})
+        swift.call(
+            "%s/%s" % (PHOTOS, item.name),
+            "put_object",
+            PHOTOS,
+            item.name,
+            body,
+            headers={"X-Object-Meta-Name": item.label},
+        )
         sent += len(body)
     log(
         "uploaded the data set: %d objects, %d bytes sent (once; steps "
@@ -52,7 +60,7 @@ def run(conn, data_dir, threshold=None, log=print):
     items = datasets.items(data_dir)
     upload(conn, items, log)
     for container in (FACES, MODELS, RESULTS):
-        conn.put_container(container)
+        gateway(conn).ensure_container(container)
 
     extracted = pipeline.extract(conn, "swift://%s/train/" % PHOTOS, "swift://%s/train/" % FACES)
     log(extracted.format())
@@ -139,7 +147,9 @@ def _tags(conn, name):
     prefix = "x-object-meta-face-"
     return {
         k[len(prefix) :]: v
-        for k, v in conn.head_object(RESULTS, name).items()
+        for k, v in gateway(conn)
+        .call("%s/%s" % (RESULTS, name), "head_object", RESULTS, name)
+        .items()
         if k.startswith(prefix)
     }
 

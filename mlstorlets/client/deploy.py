@@ -26,6 +26,8 @@ import sys
 import zipfile
 
 import mlstorlets
+from mlstorlets.client.batch import gateway
+from mlstorlets.client.errors import UsageError
 from mlstorlets.sandbox import protocol
 
 LIBRARY_PREFIX = "mlstorlets-"
@@ -59,7 +61,7 @@ def default_source_dir():
     ):
         if os.path.isdir(candidate):
             return candidate
-    raise FileNotFoundError("cannot find the storlets directory of mlstorlets; pass it explicitly")
+    raise UsageError("cannot find the storlets directory of mlstorlets; pass it explicitly")
 
 
 def storlet_class(source, path):
@@ -71,7 +73,7 @@ def storlet_class(source, path):
         if isinstance(node, ast.ClassDef) and node.name.endswith("Storlet")
     ]
     if len(names) != 1:
-        raise ValueError(
+        raise UsageError(
             "%s must define exactly one class named *Storlet, found %s" % (path, names or "none")
         )
     return names[0]
@@ -100,7 +102,7 @@ def declared_parameters(source, path):
             if not isinstance(value, (tuple, list)) or not all(
                 isinstance(v, str) and v and "," not in v for v in value
             ):
-                raise ValueError(
+                raise UsageError(
                     "%s: %s.parameters must be a literal tuple of names" % (path, name)
                 )
             return tuple(value)
@@ -177,7 +179,7 @@ def _with_library(body, library, path):
     """The storlet module ``body`` with its ``LIBRARY`` line set."""
     body, count = LIBRARY_LINE.subn(("LIBRARY = %r" % library).encode(), body)
     if count != 1:
-        raise ValueError(
+        raise UsageError(
             '%s must have exactly one line "LIBRARY = None" to '
             "receive the library it is deployed with" % path
         )
@@ -189,18 +191,6 @@ def _with_library(body, library, path):
 # the wrong way round).  A changed storlet of the same size as the deployed
 # one is therefore uploaded with this padding, which Python ignores.
 PADDING = b"\n"
-
-
-def _deployed(conn, artifact):
-    """The cluster's headers for ``artifact``, or None if it has none."""
-    from swiftclient.exceptions import ClientException
-
-    try:
-        return conn.head_object(artifact.container, artifact.name)
-    except ClientException as err:
-        if err.http_status == 404:
-            return None
-        raise
 
 
 def _current(artifact, headers):
@@ -228,10 +218,11 @@ def deploy(conn, source_dir=None, library=True, log=print):
         Upload the library zip, make every storlet depend on it, and remove
         the versions it supersedes.
     """
+    swift = gateway(conn)
     uploaded = []
     for artifact in artifacts(source_dir, library):
         where = "%s/%s" % (artifact.container, artifact.name)
-        headers = _deployed(conn, artifact)
+        headers = swift.head(artifact.container, artifact.name)
         if _current(artifact, headers):
             log("unchanged  %s" % where)
             continue
@@ -241,7 +232,9 @@ def deploy(conn, source_dir=None, library=True, log=print):
             and int(headers["content-length"]) == len(artifact.body)
         ):
             artifact = dataclasses.replace(artifact, body=artifact.body + PADDING)
-        conn.put_object(
+        swift.call(
+            where,
+            "put_object",
             artifact.container,
             artifact.name,
             artifact.body,
@@ -251,21 +244,20 @@ def deploy(conn, source_dir=None, library=True, log=print):
         uploaded.append(where)
         log("uploaded   %s (%d bytes)" % (where, len(artifact.body)))
     if library:
-        _remove_stale_libraries(conn, log)
+        _remove_stale_libraries(swift, log)
     return uploaded
 
 
-def _remove_stale_libraries(conn, log):
+def _remove_stale_libraries(swift, log):
     """Delete the library versions that no storlet of the account names."""
-    _, storlets = conn.get_container("storlet", full_listing=True)
     keep = set()
-    for entry in storlets:
-        headers = conn.head_object("storlet", entry["name"])
+    for entry in swift.listing("storlet"):
+        headers = swift.head("storlet", entry["name"]) or {}
         keep.update(
             d.strip() for d in headers.get("x-object-meta-storlet-dependency", "").split(",")
         )
-    _, listing = conn.get_container("dependency", prefix=LIBRARY_PREFIX, full_listing=True)
-    for entry in listing:
+    for entry in swift.listing("dependency", LIBRARY_PREFIX):
         if entry["name"] not in keep and entry["name"].endswith(".zip"):
-            conn.delete_object("dependency", entry["name"])
-            log("removed    dependency/%s (superseded)" % entry["name"])
+            where = "dependency/%s" % entry["name"]
+            swift.call(where, "delete_object", "dependency", entry["name"])
+            log("removed    %s (superseded)" % where)

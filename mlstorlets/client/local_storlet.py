@@ -23,21 +23,14 @@ import os
 import tempfile
 import threading
 
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.errors import UsageError, storlet_failure
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.protocol import ERROR_KEY, ERROR_OBJECT_KEY, LENGTH_KEY
 
 # Output bytes kept in memory before spooling to disk.
 SPOOL = 8 << 20
 _cache = {}
 _cache_lock = threading.Lock()
-
-
-class StorletFailed(Exception):
-    """A storlet raised, or answered something the engine would not store.
-
-    The cluster answers such a storlet ``502``; the summary lists it the
-    same way.
-    """
 
 
 class InputFile:
@@ -185,7 +178,7 @@ def storlet_path(storlet, storlets_dir=None):
     name = storlet if storlet.endswith(".py") else storlet + ".py"
     path = os.path.join(storlets_dir, os.path.basename(name))
     if not os.path.isfile(path):
-        raise ValueError("no storlet %s in %s" % (name, storlets_dir))
+        raise UsageError("no storlet %s in %s" % (name, storlets_dir))
     return path
 
 
@@ -248,10 +241,11 @@ def stream(cls, inputs, params, name="", storlet=""):
 
     Raises
     ------
-    ObjectError
+    mlstorlets.client.errors.Refused
         The storlet refused the object (``Storlet-Error``).
-    StorletFailed
-        It raised, set no metadata, or wrote a body of the wrong length.
+    mlstorlets.client.errors.StorletFailed
+        It raised, set no metadata, or wrote a body of the wrong length:
+        worded as the cluster's answer to the same failure.
     """
     in_files = [InputFile(data, metadata) for data, metadata in inputs]
     out = OutputFile()
@@ -259,24 +253,29 @@ def stream(cls, inputs, params, name="", storlet=""):
         try:
             cls(Logger(storlet))(in_files, [out], {k: str(v) for k, v in params.items()})
         except Exception as err:
-            raise StorletFailed(
-                "storlet %s failed over %s (%s: %s)" % (storlet, name, type(err).__name__, err)
+            raise storlet_failure(
+                name, storlet, protocol.FAILED, "%s: %s" % (type(err).__name__, err)
             ) from err
         finally:
             out.close()
         if out._metadata is None:
-            raise StorletFailed("storlet %s over %s sent no metadata" % (storlet, name))
+            raise storlet_failure(name, storlet, protocol.FAILED, "it sent no metadata")
         metadata = {k.title(): str(v) for k, v in out._metadata.items()}
         if ERROR_KEY in metadata:
-            raise ObjectError(
+            raise storlet_failure(
                 metadata.get(ERROR_OBJECT_KEY) or name,
-                "storlet %s refused it: %s" % (storlet, metadata[ERROR_KEY]),
+                storlet,
+                protocol.REFUSED,
+                metadata[ERROR_KEY],
+                obj=metadata.get(ERROR_OBJECT_KEY),
             )
         length = metadata.pop(LENGTH_KEY, None)
         if length is not None and length.isdigit() and int(length) != out.length:
-            raise StorletFailed(
-                "storlet %s output over %s ended after %d "
-                "of %s bytes" % (storlet, name, out.length, length)
+            raise storlet_failure(
+                name,
+                storlet,
+                protocol.FAILED,
+                "its output ended after %d of %s bytes" % (out.length, length),
             )
     except BaseException:
         out._body.close()

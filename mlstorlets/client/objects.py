@@ -17,7 +17,8 @@ import dataclasses
 import fnmatch
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
-from mlstorlets.client.stores.base import CHUNK, Entry, NotFound, StoreError
+from mlstorlets.client.errors import NotFound, StoreError
+from mlstorlets.client.stores.base import CHUNK, Entry
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
 

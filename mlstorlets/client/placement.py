@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from mlstorlets.client.batch import BatchSummary
+from mlstorlets.client.errors import UsageError
 from mlstorlets.client.runners import runner_for
 from mlstorlets.client.stores.registry import Stores
 
@@ -150,4 +151,4 @@ def copy(
 
 def _check_concurrency(concurrency):
     if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+        raise UsageError("concurrency must be at least 1")

@@ -25,6 +25,7 @@ import json
 
 import numpy as np
 
+from mlstorlets.client.errors import UsageError
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
 
@@ -234,5 +235,5 @@ def check_destination(out: str) -> str:
     """``out`` must be a local file: the report is for a person here."""
     parsed = parse(out)
     if parsed.scheme != "file" or parsed.is_prefix:
-        raise ValueError("%s: the report is written to a local file, e.g. report.html" % out)
+        raise UsageError("%s: the report is written to a local file, e.g. report.html" % out)
     return "/" + parsed.key

@@ -1,6 +1,13 @@
 """The rotoscope workflow: a video to frames, a filter over every frame, the
 frames back to a video, inside the cluster.
 
+Written once over a runner (:func:`mlstorlets.client.runners.runner_for`,
+deciding from the video and the work objects): in the cluster each stage
+is storlet requests next to the data, as below; for a video in a store
+without storlets (``file://``, ``s3://`` elsewhere, ...), the same
+storlets run on the client, stage for stage, and the tar of each range is
+extracted by the client as Swift's bulk extraction would.
+
 :func:`rotoscope` runs five stages, each a batch of the engine
 (:func:`mlstorlets.client.batch.execute`: progress, Ctrl-C, a summary),
 each resumable from what its outputs already are:
@@ -35,18 +42,13 @@ import dataclasses
 import json
 import posixpath
 import time
+from collections.abc import Callable
 
-from mlstorlets.client.batch import (
-    BatchSummary,
-    execute,
-    existing_outputs,
-    gateway,
-    run_batch,
-    run_digest,
-)
-from mlstorlets.client.swift import SwiftError
-from mlstorlets.client.uri import format_uri, parse, parse_uri
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.batch import BatchSummary, execute, run_digest
+from mlstorlets.client.errors import NotFound, StorletFailed, UsageError
+from mlstorlets.client.runners import ConnectionLike, runner_for, stores_for
+from mlstorlets.client.stores.registry import Stores
+from mlstorlets.client.uri import parse
 from mlstorlets.sandbox.video.frames import MAX_RANGE, frame_name
 
 FRAMES_STORLET = "video_frames.py"
@@ -164,38 +166,41 @@ def default_outputs(src, dest, filter_name):
     video = str(target.with_key(target.key + name + ".avi")) if target.is_prefix else dest
     base = target if target.scheme == "swift" else parse(src)
     folder = base.key.rstrip("/") if base.is_prefix else posixpath.dirname(base.key)
-    work = format_uri(base.location, (folder + "/" if folder else "") + name + ".work/")
+    work = str(base.with_key((folder + "/" if folder else "") + name + ".work/"))
     return video, work
 
 
 def rotoscope(
-    conn,
-    src,
-    dest,
-    filter_name,
-    params=None,
+    conn: ConnectionLike,
+    src: str,
+    dest: str,
+    filter_name: str,
+    params: dict | None = None,
     *,
-    every=1,
-    width=0,
-    quality=90,
-    work=None,
-    range_size=500,
-    group_size=10,
-    concurrency=4,
-    resume=True,
-    progress=None,
-    dry_run=False,
-    stores=None,
-    log=None,
-):
+    every: int = 1,
+    width: int = 0,
+    quality: int = 90,
+    work: str | None = None,
+    range_size: int = 500,
+    group_size: int = 10,
+    concurrency: int = 4,
+    resume: bool = True,
+    progress: bool | None = None,
+    dry_run: bool = False,
+    stores: Stores | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RotoscopeSummary:
     """Turn the video ``src`` into frames, filter them, and make them a
-    video at ``dest``, inside the cluster.
+    video at ``dest``: inside the cluster when the video is there, else on
+    the client with the same storlets.
 
     Parameters
     ----------
-    conn : swiftclient Connection or mlstorlets.client.swift.Swift
+    conn : Stores, swiftclient Connection, Swift gateway or None
+        See :func:`mlstorlets.client.runners.stores_for`.
     src : str
-        ``swift://container/video`` (any format FFmpeg reads).
+        The video (any format FFmpeg reads): ``swift://container/video``,
+        or a URI of any store.
     dest : str
         The video (or a prefix for it), in any store: ``swift://`` stays in
         the cluster, anything else is published through the client.
@@ -226,17 +231,28 @@ def rotoscope(
     RotoscopeSummary
     """
     if not 1 <= range_size <= MAX_RANGE:
-        raise ValueError("range_size must be in [1, %d]" % MAX_RANGE)
+        raise UsageError("range_size must be in [1, %d]" % MAX_RANGE)
     if not 2 <= group_size <= MAX_GROUP:
-        raise ValueError("group_size must be in [2, %d]" % MAX_GROUP)
+        raise UsageError("group_size must be in [2, %d]" % MAX_GROUP)
     log = log or (lambda line: None)
-    swift = gateway(conn)
-    members = swift.limits().extract_members
-    if members is not None and range_size > members:
-        raise ValueError(
-            "range_size %d is over the %d objects this cluster "
-            "writes from one extraction (max_extract_members)" % (range_size, members)
-        )
+    src_uri = parse(src)
+    if src_uri.is_prefix:
+        raise UsageError("rotoscope reads one video: %s names a prefix" % src)
+    video_uri, default_work = default_outputs(src, dest, filter_name)
+    work = work or default_work
+    if not work.endswith("/"):
+        work += "/"
+    stores = stores_for(conn, stores)
+    # Where the video and its work objects are: the publishing alone goes
+    # through the client when dest is elsewhere.
+    runner = runner_for(src, work, connection=conn, stores=stores)
+    if runner.placement == "cluster":
+        members = runner.swift.limits().extract_members
+        if members is not None and range_size > members:
+            raise UsageError(
+                "range_size %d is over the %d objects this cluster "
+                "writes from one extraction (max_extract_members)" % (range_size, members)
+            )
     started = time.monotonic()
     filter_params = dict(params or {}, filter=filter_name, quality=quality)
     for storlet, checked in (
@@ -244,45 +260,45 @@ def rotoscope(
         (FILTER_STORLET, filter_params),
         (VIDEO_STORLET, None),
     ):
-        swift.check_storlet(storlet, checked)
-    src_uri = parse(src)
-    if src_uri.scheme != "swift" or src_uri.is_prefix:
-        raise ValueError("rotoscope reads one video in the cluster: swift://container/object")
-    video_uri, default_work = default_outputs(src, dest, filter_name)
-    work = work or default_work
-    if not work.endswith("/"):
-        work += "/"
-    work_container, work_prefix = parse_uri(work)
-    container, name = src_uri.location, src_uri.key
-    headers = swift.head(container, name)
-    if headers is None:
-        raise ObjectError(src, "no such object")
+        runner.check_storlet(storlet, checked)
+    src = runner.locate(src)
+    src_store, src_key = stores.open(src)
+    entry = src_store.head(src_key.key)
+    if entry is None:
+        raise NotFound(src, "no such object")
+    work = parse(runner.locate(work))
+
+    def at(key):
+        return str(work.with_key(key))
 
     summary = RotoscopeSummary(src, dest, filter_name, dry_run=dry_run)
     log("probe %s" % src)
-    probe = _probe(swift, container, name)
+    probe = _probe(runner, src)
     summary.fps = probe["fps"] / every
     expected = -(-probe["frames"] // every)
     summary.frames = expected
 
     extraction = {"every": every, "width": width, "quality": quality}
-    frames_digest = run_digest(FRAMES_STORLET, extraction, [headers["etag"]])[:12]
-    frames_prefix = "%sframes-%s/" % (work_prefix, frames_digest)
+    frames_digest = run_digest(FRAMES_STORLET, extraction, [entry.etag])[:12]
+    frames_prefix = "%sframes-%s/" % (work.key, frames_digest)
     filter_digest = run_digest(FILTER_STORLET, filter_params, [frames_digest])[:12]
-    filtered_prefix = "%s%s-%s/" % (work_prefix, filter_name, filter_digest)
-    video_prefix = "%svideo-%s-%d/" % (work_prefix, filter_digest, group_size)
+    filtered_prefix = "%s%s-%s/" % (work.key, filter_name, filter_digest)
+    video_prefix = "%svideo-%s-%d/" % (work.key, filter_digest, group_size)
 
     # -- frames ----------------------------------------------------------
-    log("frames %s -> %s" % (src, format_uri(work_container, frames_prefix)))
-    existing = _names(swift, work_container, frames_prefix, create=not dry_run) if resume else set()
+    log("frames %s -> %s" % (src, at(frames_prefix)))
+    if not dry_run:
+        runner.ensure_location(at(frames_prefix))
+    existing = _names(stores, at(frames_prefix)) if resume else set()
     missing = [i for i in range(expected) if frame_name(i) not in existing]
     steps = []
+    name = posixpath.basename(src_key.key)
     for start, count in plan_ranges(missing, range_size):
         # The last range runs to the end of the video, whatever its
         # container claimed.
         open_end = start + count == expected
         # The range's share of the video, as the data it reads.
-        share = int(headers.get("content-length", 0)) * count // max(expected, 1)
+        share = (entry.size or 0) * count // max(expected, 1)
         steps.append(
             _Step(
                 "%s frames %d-%s" % (name, start, "" if open_end else start + count - 1),
@@ -290,38 +306,36 @@ def rotoscope(
                 (start, 0 if open_end else count),
             )
         )
-    base_params = dict(extraction, op="extract", source="%s/%s" % (container, name))
+    base_params = dict(extraction, op="extract", source=runner.source_name(src))
 
     def extract(step, job):
         start, count = step.args
-        try:
-            answer = swift.storlet_extract(
-                container,
-                name,
-                work_container,
-                frames_prefix.rstrip("/"),
-                FRAMES_STORLET,
-                dict(base_params, start=start, count=count),
-            )
-        except SwiftError as err:
-            raise SwiftError(step.label, err.reason, err.status, err.kind) from None
-        if not answer["Response Status"].startswith("201") or answer.get("Errors"):
-            text = json.dumps(answer)
-            job.count(len(text))
-            raise ObjectError(step.label, "extraction failed: %s" % text[:500])
+        runner.extract(
+            FRAMES_STORLET,
+            src,
+            at(frames_prefix),
+            dict(base_params, start=start, count=count),
+            count or MAX_RANGE,
+        )
 
-    stage = execute(BatchSummary("frames"), steps, extract, concurrency, progress, dry_run=dry_run)
+    stage = execute(
+        BatchSummary("frames", placement=runner.placement),
+        steps,
+        extract,
+        concurrency,
+        progress,
+        dry_run=dry_run,
+    )
     summary.stages.append(stage)
     if not stage.ok or dry_run:
         return _finish(summary, started)
 
     # -- filter ----------------------------------------------------------
-    log("filter %s over %s" % (filter_name, format_uri(work_container, frames_prefix)))
-    stage = run_batch(
-        swift,
+    log("filter %s over %s" % (filter_name, at(frames_prefix)))
+    stage = runner.run_storlet(
         FILTER_STORLET,
-        format_uri(work_container, frames_prefix),
-        format_uri(work_container, filtered_prefix),
+        at(frames_prefix),
+        at(filtered_prefix),
         params=filter_params,
         concurrency=concurrency,
         resume=resume,
@@ -332,15 +346,16 @@ def rotoscope(
         return _finish(summary, started)
 
     # -- video -----------------------------------------------------------
-    inputs = sorted(_names(swift, work_container, filtered_prefix))
+    inputs = sorted(_names(stores, at(filtered_prefix)))
     summary.frames = len(inputs)
     level, prefix = 0, filtered_prefix
     while True:
         out_prefix = "%sL%d/" % (video_prefix, level)
         log("video level %d: %d inputs -> %d" % (level, len(inputs), -(-len(inputs) // group_size)))
         stage = _assemble(
-            swift,
-            work_container,
+            runner,
+            stores,
+            work,
             prefix,
             inputs,
             out_prefix,
@@ -361,12 +376,10 @@ def rotoscope(
 
     # -- publish ---------------------------------------------------------
     from mlstorlets.client.placement import copy
-    from mlstorlets.client.stores.registry import Stores
 
     log("publish %s" % video_uri)
-    stores = stores or Stores(swift=swift.parent)
     stage = copy(
-        format_uri(work_container, prefix + inputs[0]),
+        at(prefix + inputs[0]),
         video_uri,
         concurrency=1,
         resume=resume,
@@ -383,28 +396,30 @@ def _finish(summary, started):
     return summary
 
 
-def _probe(swift, container, name):
-    headers, _ = swift.storlet_get(
-        container, name, FRAMES_STORLET, {"op": "probe", "source": "%s/%s" % (container, name)}
+def _probe(runner, src):
+    metadata, _ = runner.invoke(
+        FRAMES_STORLET, [src], {"op": "probe", "source": runner.source_name(src)}
     )
-    meta = "x-object-meta-video-"
     try:
-        return {"frames": int(headers[meta + "frames"]), "fps": float(headers[meta + "fps"])}
+        return {"frames": int(metadata["video-frames"]), "fps": float(metadata["video-fps"])}
     except (KeyError, ValueError):
-        raise ObjectError(
-            "%s/%s" % (container, name), "the probe answered no frame count"
-        ) from None
+        raise StorletFailed(src, "the probe answered no frame count") from None
 
 
-def _names(swift, container, prefix, create=False):
-    """Names (relative to ``prefix``) of the objects under it."""
-    found = existing_outputs(swift, format_uri(container, prefix), create)
-    return {name[len(prefix) :] for name in found}
+def _names(stores, prefix):
+    """Names (relative to ``prefix``, a URI) of the objects under it; none
+    when its container does not exist yet."""
+    store, parsed = stores.open(prefix)
+    try:
+        return {e.name[len(parsed.key) :] for e in store.list(parsed.key)}
+    except NotFound:
+        return set()
 
 
 def _assemble(
-    swift,
-    container,
+    runner,
+    stores,
+    work,
     prefix,
     inputs,
     out_prefix,
@@ -417,7 +432,7 @@ def _assemble(
 ):
     """One level of assembly: ``frames_to_video.py`` over each group of
     ``inputs`` (names under ``prefix``) into ``out_prefix`` ``%06d.avi``."""
-    done = _names(swift, container, out_prefix, create=True) if resume else set()
+    done = _names(stores, str(work.with_key(out_prefix))) if resume else set()
     steps = [
         _Step("%s%06d.avi" % (out_prefix, i), len(group), tuple(group))
         for i, group in enumerate(groups(inputs, group_size))
@@ -425,23 +440,22 @@ def _assemble(
     ]
     params = {"fps": "%.6g" % fps, "quality": quality}
 
-    def work(step, job):
-        first, rest = step.args[0], step.args[1:]
-        swift.storlet_copy(
-            container,
-            prefix + first,
-            container,
-            step.label,
+    def work_on(step, job):
+        uris = [str(work.with_key(prefix + n)) for n in step.args]
+        runner.produce(
             VIDEO_STORLET,
-            dict(params, source="%s/%s%s" % (container, prefix, first)),
-            ["/%s/%s%s" % (container, prefix, n) for n in rest],
-            headers={"Content-Type": "video/x-msvideo"},
+            uris,
+            str(work.with_key(step.label)),
+            dict(params, source=runner.source_name(uris[0])),
+            content_type="video/x-msvideo",
         )
 
     stage = execute(
-        BatchSummary("%s (%s)" % (VIDEO_STORLET, out_prefix.rstrip("/"))),
+        BatchSummary(
+            "%s (%s)" % (VIDEO_STORLET, out_prefix.rstrip("/")), placement=runner.placement
+        ),
         steps,
-        work,
+        work_on,
         concurrency,
         progress,
     )

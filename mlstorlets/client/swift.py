@@ -12,8 +12,8 @@ through a :class:`Swift` gateway, so that they agree on four things:
   :func:`mlstorlets.sandbox.protocol.parameter_headers`, so that any name or
   value reaches the storlet exactly; a storlet is checked once, before any
   call, against what it declares (:meth:`Swift.check_storlet`).
-* **Errors**: a failed request raises :class:`SwiftError`, an
-  :class:`~mlstorlets.sandbox.errors.ObjectError` naming the object, with a
+* **Errors**: a failed request raises :class:`SwiftError`, a
+  :class:`~mlstorlets.client.errors.StoreError` naming the object, with a
   one-line reason (the proxy's structured storlet error when it sends one,
   else the status and the body without HTML).
 
@@ -33,14 +33,16 @@ import dataclasses
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
+import requests
 from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 
+from mlstorlets.client.errors import StoreError, UsageError
 from mlstorlets.sandbox import protocol
-from mlstorlets.sandbox.errors import ObjectError
 
 # The account container the storlets engine reads storlets from.
 STORLET_CONTAINER = "storlet"
@@ -79,7 +81,7 @@ class Limits:
         )
 
 
-class SwiftError(ObjectError):
+class SwiftError(StoreError):
     """Swift, or a storlet through it, refused or failed a request.
 
     Attributes
@@ -90,7 +92,9 @@ class SwiftError(ObjectError):
         The HTTP status; None when Swift could not be reached.
     kind : {'refused', 'failed', 'timed-out', 'out-of-memory'} or None
         For a storlet request, what became of the storlet
-        (:data:`mlstorlets.sandbox.protocol.STATUS`).
+        (:data:`mlstorlets.sandbox.protocol.STATUS`); the runners turn it
+        into a :class:`~mlstorlets.client.errors.Refused` or
+        :class:`~mlstorlets.client.errors.StorletFailed`, as on the client.
     object : str or None
         For a refusal, the input the storlet named
         (:data:`mlstorlets.sandbox.protocol.OBJECT_HEADER`): one of the
@@ -98,12 +102,6 @@ class SwiftError(ObjectError):
     reason : str
         One line, for a human: the status, then why.
     """
-
-    def __init__(self, name, reason, status=None, kind=None, obj=None):
-        super().__init__(name, reason)
-        self.status = status
-        self.kind = kind
-        self.object = obj
 
 
 def reason_of(err):
@@ -343,20 +341,34 @@ class Swift:
         request[protocol.EXTRACT_HEADER] = "tar"
         request["X-Copy-From"] = quote("/%s/%s" % (container, name))
         # swiftclient's put_object drops the response body, which holds the
-        # answer: the request goes through this thread's connection as is.
+        # answer: the request goes through this thread's connection as is,
+        # retried as swiftclient retries (an expired token: authenticate
+        # again; a connection refused or reset) but never after a timeout,
+        # which a storlet past its time would pay twice.
         conn = self.conn
-        if not conn.url or not conn.token:
-            conn.url, conn.token = conn.get_auth()
-        parsed, http = conn.http_connection()
-        path = "%s/%s/%s" % (parsed.path, quote(dest_container), quote(dest_prefix))
-        try:
-            http.request("PUT", path, b"", dict(request, **{"X-Auth-Token": conn.token}))
-            resp = http.getresponse()
-            body = resp.read()
-        except OSError as err:
-            raise SwiftError(label, "cannot reach Swift: %s" % err) from None
-        finally:
-            http.close()
+        attempts = 1 + max(0, int(getattr(conn, "retries", 0) or 0))
+        for attempt in range(1, attempts + 1):
+            if not conn.url or not conn.token:
+                conn.url, conn.token = conn.get_auth()
+            parsed, http = conn.http_connection()
+            path = "%s/%s/%s" % (parsed.path, quote(dest_container), quote(dest_prefix))
+            try:
+                http.request("PUT", path, b"", dict(request, **{"X-Auth-Token": conn.token}))
+                resp = http.getresponse()
+                body = resp.read()
+            except (ConnectionError, requests.exceptions.ConnectionError) as err:
+                if attempt == attempts:
+                    raise SwiftError(label, "cannot reach Swift: %s" % err) from None
+                time.sleep(min(2 ** (attempt - 1), 8))
+                continue
+            except OSError as err:
+                raise SwiftError(label, "cannot reach Swift: %s" % err) from None
+            finally:
+                http.close()
+            if resp.status == 401 and attempt < attempts:
+                conn.token = None
+                continue
+            break
         if not 200 <= resp.status < 300:
             kind, reason = reason_of(ClientException.from_response(resp, "extraction", body))
             raise SwiftError(label, reason, resp.status, kind)
@@ -369,7 +381,7 @@ class Swift:
         """``[fn(item) for item in items]``, ``concurrency`` at a time (each
         thread using its own connection through :attr:`conn`)."""
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise UsageError("concurrency must be at least 1")
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             return list(pool.map(fn, items))
 
@@ -379,7 +391,7 @@ def check_parameters(storlet, params, declared):
     it declares none, anything goes)."""
     unknown = protocol.undeclared(params or {}, declared)
     if unknown:
-        raise ValueError(
+        raise UsageError(
             "storlet %s takes no parameter %s (it takes: %s)"
             % (storlet, ", ".join(unknown), ", ".join(sorted(declared)) or "none")
         )

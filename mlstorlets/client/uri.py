@@ -22,6 +22,8 @@ import os
 import posixpath
 import re
 
+from mlstorlets.client.errors import UsageError
+
 SCHEME = "swift://"
 SCHEMES = ("swift", "s3", "file", "dropbox", "gdrive")
 
@@ -94,27 +96,27 @@ def parse(uri):
     if isinstance(uri, URI):
         return uri
     if not isinstance(uri, str):
-        raise ValueError("not a URI: %r" % (uri,))
+        raise UsageError("not a URI: %r" % (uri,))
     scheme, sep, rest = uri.partition("://")
     if not sep and uri:
         return parse(local_uri(uri))
     if not sep or scheme not in SCHEMES:
-        raise ValueError(
+        raise UsageError(
             "%r: unknown scheme; expected swift://container/object, "
             "s3://bucket/key, file:///path, dropbox://path or gdrive://path" % uri
         )
     if "\x00" in uri:
-        raise ValueError("%r: a name cannot contain NUL" % uri)
+        raise UsageError("%r: a name cannot contain NUL" % uri)
     try:
         uri.encode("utf-8")
     except UnicodeError:
-        raise ValueError("%r: not valid UTF-8" % uri) from None
+        raise UsageError("%r: not valid UTF-8" % uri) from None
     if scheme == "file":
         if not rest.startswith("/"):
-            raise ValueError("%r: a file URI names an absolute path, file:///path" % uri)
+            raise UsageError("%r: a file URI names an absolute path, file:///path" % uri)
         key = rest.lstrip("/")
         if any(part in (".", "..") for part in key.split("/")):
-            raise ValueError("%r: no . or .. in a file URI" % uri)
+            raise UsageError("%r: no . or .. in a file URI" % uri)
         return URI("file", "", key)
     if scheme == "dropbox":
         return URI("dropbox", "", rest.lstrip("/"))
@@ -122,7 +124,7 @@ def parse(uri):
         key = rest.lstrip("/")
         # Each / is a Drive folder: an empty name has none.
         if "//" in key:
-            raise ValueError("%r: an empty folder name (//)" % uri)
+            raise UsageError("%r: an empty folder name (//)" % uri)
         return URI("gdrive", "", key)
     location, _, key = rest.partition("/")
     if scheme == "swift":
@@ -144,18 +146,18 @@ def local_uri(path):
 
 def _check_swift(uri, container, obj):
     if not container:
-        raise ValueError("%r: no container" % uri)
+        raise UsageError("%r: no container" % uri)
     if len(container.encode("utf-8")) > MAX_CONTAINER_NAME_LENGTH:
-        raise ValueError(
+        raise UsageError(
             "%r: a container name is at most %d bytes" % (uri, MAX_CONTAINER_NAME_LENGTH)
         )
     if len(obj.encode("utf-8")) > MAX_OBJECT_NAME_LENGTH:
-        raise ValueError("%r: an object name is at most %d bytes" % (uri, MAX_OBJECT_NAME_LENGTH))
+        raise UsageError("%r: an object name is at most %d bytes" % (uri, MAX_OBJECT_NAME_LENGTH))
 
 
 def _check_s3(uri, bucket, key):
     if not bucket:
-        raise ValueError("%r: no bucket" % uri)
+        raise UsageError("%r: no bucket" % uri)
     if (
         not S3_BUCKET_NAME.match(bucket)
         or ".." in bucket
@@ -163,13 +165,13 @@ def _check_s3(uri, bucket, key):
         or "-." in bucket
         or _IPV4.match(bucket)
     ):
-        raise ValueError(
+        raise UsageError(
             "%r: %r is not a valid bucket name (3-63 characters: lower case "
             "letters, digits, '.' and '-', starting and ending with a letter "
             "or digit, not an IP address)" % (uri, bucket)
         )
     if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
-        raise ValueError("%r: a key is at most %d bytes" % (uri, MAX_KEY_LENGTH))
+        raise UsageError("%r: a key is at most %d bytes" % (uri, MAX_KEY_LENGTH))
 
 
 def parse_uri(uri):
@@ -179,7 +181,7 @@ def parse_uri(uri):
     """
     parsed = parse(uri)
     if parsed.scheme != "swift":
-        raise ValueError(f"not a swift:// URI: {uri!r}")
+        raise UsageError(f"not a swift:// URI: {uri!r}")
     return parsed.location, parsed.key
 
 
@@ -240,7 +242,7 @@ def plan_keys(src, dest, names, suffix=None):
     """
     src, dest = parse(src), parse(dest)
     if not dest.is_prefix and len(names) != 1:
-        raise ValueError(
+        raise UsageError(
             "%s names one object, but %s names %d; end it with "
             "/ to make it a prefix" % (dest, src, len(names))
         )
@@ -248,6 +250,6 @@ def plan_keys(src, dest, names, suffix=None):
     for name in names:
         key = dest_key(src, dest, name, suffix)
         if (dest.scheme, dest.location, key) == (src.scheme, src.location, name):
-            raise ValueError("%s would overwrite its own source" % dest.with_key(key))
+            raise UsageError("%s would overwrite its own source" % dest.with_key(key))
         pairs.append((name, key))
     return pairs

@@ -1,8 +1,12 @@
 """Exceptions shared by the library, the storlets and the client."""
 
 
-class ObjectError(ValueError):
+class ObjectError(Exception):
     """An object that cannot be processed.
+
+    Not a ``ValueError``: a caller's ``except ValueError`` around a call
+    (an argument it passed) must not swallow a bad object, nor the client's
+    store and storlet failures built on this class.
 
     Carries the object's name and the reason, so that every layer (a storlet
     in the cluster, the batch runner, the CLI) can report precisely which

@@ -73,6 +73,11 @@ OUR_FILTERS = {
 STORLET_CACHE_TIME = "10"
 
 
+class ConfigError(ValueError):
+    """A node's Swift configuration that storlets cannot be added to, or an
+    option out of its range: the operator's to fix, nothing was written."""
+
+
 def insert_into_pipeline(pipeline, role):
     """Return ``pipeline`` with the storlet middleware in its place.
 
@@ -90,20 +95,20 @@ def insert_into_pipeline(pipeline, role):
     names = [n for n in pipeline.split() if n != "storlet_handler" and n not in OUR_FILTERS]
     if role == "object":
         if names[-1] != "object-server":
-            raise ValueError("an object pipeline must end with object-server")
+            raise ConfigError("an object pipeline must end with object-server")
         return " ".join(names[:-1] + [FAILURE_FILTER, "storlet_handler", "object-server"])
     if role != "proxy":
-        raise ValueError("role must be one of %s" % (ROLES,))
+        raise ConfigError("role must be one of %s" % (ROLES,))
     if "copy" not in names:
-        raise ValueError(
+        raise ConfigError(
             "the proxy pipeline has no copy middleware; storlets need it for copy semantics"
         )
     auth = [i for i, n in enumerate(names) if n in AUTH_FILTERS]
     if not auth:
-        raise ValueError("the proxy pipeline has no tempauth or keystoneauth")
+        raise ConfigError("the proxy pipeline has no tempauth or keystoneauth")
     at = auth[-1] + 1
     if at > names.index("copy"):
-        raise ValueError("authentication must come before copy")
+        raise ConfigError("authentication must come before copy")
     added = [ENABLE_FILTER, COPY_FILTER, "storlet_handler", RESOURCES_FILTER, CACHE_FILTER]
     if names[auth[-1]] == "tempauth":
         added.insert(0, USER_NAME_FILTER)
@@ -113,7 +118,7 @@ def insert_into_pipeline(pipeline, role):
 def gateway_options(host_root, gateway="bubblewrap", **extra):
     """The ``[DEFAULT]`` options of the storlet gateway configuration."""
     if gateway not in GATEWAYS:
-        raise ValueError("gateway must be one of %s" % (GATEWAYS,))
+        raise ConfigError("gateway must be one of %s" % (GATEWAYS,))
     options = {
         "host_root": host_root,
         "cache_dir": os.path.join(host_root, "cache", "scopes"),
@@ -274,7 +279,7 @@ def _set_section(parser, name, values):
 def _read(path):
     parser = _parser()
     if not parser.read(path):
-        raise FileNotFoundError("no Swift server configuration at %s" % path)
+        raise ConfigError("no Swift server configuration at %s" % path)
     return parser
 
 

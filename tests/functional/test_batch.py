@@ -64,7 +64,8 @@ def test_failures_are_per_object_with_the_servers_reason(conn, sources):
     assert len(summary.failed) == 30 and not summary.done
     name, reason = summary.failed[0]
     assert name == "swift://%s/in/o00.txt" % sources
-    assert reason.startswith("502") and "the storlet failed" in reason
+    # worded as the client runner words it (tests/unit/test_client_errors.py)
+    assert reason.startswith("storlet probe.py failed: ") and "the storlet failed" in reason
     assert conn.get_container(sources, prefix="bad/")[1] == []
 
 

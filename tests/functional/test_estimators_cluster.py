@@ -18,6 +18,7 @@ import skops.io as sio
 from estimator_data import BATCH, N, csv_bytes, local_partial_fit, make_parts, max_difference
 from swiftclient.client import Connection
 
+from mlstorlets.client.errors import Refused
 from mlstorlets.client.incremental import (
     MiniBatchKMeans,
     MLPClassifier,
@@ -27,7 +28,6 @@ from mlstorlets.client.incremental import (
 )
 from mlstorlets.client.incremental.transport import STATE_PREFIX, calls_for
 from mlstorlets.client.stores.registry import Stores
-from mlstorlets.client.swift import SwiftError
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import state
 
@@ -215,7 +215,7 @@ def test_a_refusal_names_the_object_and_leaves_the_estimator(conn, container):
     conn.put_object(container, "train/zbad.csv", b"1,2,3,4,5,nan\n")
     est = SGDRegressor(random_state=0).remote_partial_fit(uris, connection=conn)
     before = est.coef_.copy()
-    with pytest.raises(SwiftError) as err:
+    with pytest.raises(Refused) as err:
         est.remote_partial_fit("swift://%s/train/" % container, connection=conn)
     assert err.value.name == "swift://%s/train/zbad.csv" % container
     assert err.value.status == 422 and "NaN" in err.value.reason

@@ -111,7 +111,8 @@ def test_train_writes_a_model_and_removes_its_shards(conn, faces):
     assert int(headers[META + "shards"]) == report.fit_inputs
     # The model does not inherit a crop's label.
     assert META + "name" not in headers
-    assert conn.get_container(container, prefix=pipeline.SHARD_PREFIX)[1] == []
+    listing = conn.get_container(container, full_listing=True)[1]
+    assert not [e["name"] for e in listing if pipeline.SHARD_PREFIX in e["name"]]
 
 
 def test_recognize_names_the_8_test_photos(conn, faces):
@@ -183,6 +184,11 @@ def test_the_faces_commands_over_files_run_on_the_client(conn, faces, tmp_path):
     model = "file://%s/model.npz" % tmp_path
     report = pipeline.train(stores, "file://%s/crops/" % tmp_path, model)
     assert report.classes == ["bibi", "merkel", "obama", "trump"] and report.faces == 24
+    # The same steps as in the cluster (pack, then fit), their shards gone.
+    assert (report.shards, report.merges, report.fit_inputs) == (1, 0, 1)
+    assert report.shard_prefix.startswith("file://%s/.mlstorlets/shards/model.npz/" % tmp_path)
+    assert not (tmp_path / ".mlstorlets" / "shards").exists()
+    assert int(report.metadata["Samples"]) == 24
     found = pipeline.recognize(stores, model, photos + "test/")
     assert not found.failed and len(found.results) == 8
     right = sum(t["name"] == label_of(s.rsplit("/", 1)[1]) for s, t in found.results.items())

@@ -6,14 +6,13 @@ import textwrap
 import pytest
 
 from mlstorlets.client.deploy import default_source_dir
+from mlstorlets.client.errors import Refused, StorletFailed, UsageError
 from mlstorlets.client.local_storlet import (
     InputFile,
     OutputFile,
-    StorletFailed,
     invoke,
     load_storlet,
 )
-from mlstorlets.sandbox.errors import ObjectError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_STORLETS = os.path.join(os.path.dirname(HERE), "storlets")
@@ -81,7 +80,7 @@ def test_the_probe_runs_as_in_the_cluster():
     assert "Storlet-Output-Length" not in metadata
     with pytest.raises(StorletFailed, match="probe asked to fail"):
         invoke(cls, [(b"abc", {})], {"action": "fail"}, "x", "probe.py")
-    with pytest.raises(StorletFailed, match=r"failed over x"):
+    with pytest.raises(StorletFailed, match=r"^x: storlet probe.py failed: "):
         invoke(cls, [(b"abcd", {})], {"action": "fail-late"}, "x", "probe.py")
 
 
@@ -89,9 +88,7 @@ def test_a_refusal_names_the_object(storlets_dir):
     cls = load_storlet("refuser", storlets_dir)
     metadata, body = invoke(cls, [(b"ok", {})], {"source": "s"}, "s", "r")
     assert (metadata, body) == ({"Length": "2"}, b"OK")
-    with pytest.raises(
-        ObjectError, match="^s3://b/k: storlet r refused it: not an image$"
-    ) as refused:
+    with pytest.raises(Refused, match="^s3://b/k: storlet r refused it: not an image$") as refused:
         invoke(cls, [(b"bad", {})], {"source": "s3://b/k"}, "s3://b/k", "r")
     assert refused.value.name == "s3://b/k"
     with pytest.raises(StorletFailed, match="ended after 2 of 99 bytes"):
@@ -101,5 +98,5 @@ def test_a_refusal_names_the_object(storlets_dir):
 def test_the_projects_storlets_load():
     cls = load_storlet("estimator.py", default_source_dir())
     assert cls.__name__ == "EstimatorStorlet"
-    with pytest.raises(ValueError, match="no storlet nothing.py"):
+    with pytest.raises(UsageError, match="no storlet nothing.py"):
         load_storlet("nothing.py", default_source_dir())

@@ -81,7 +81,7 @@ def test_failures_are_per_object_and_write_nothing(photos, stores):
     assert len(summary.failed) == 6 and not summary.done
     name, reason = summary.failed[0]
     assert name == "file://%s/in/d0/p0.jpg" % photos
-    assert "storlet probe.py failed over" in reason and "probe asked to fail" in reason
+    assert reason == "storlet probe.py failed: RuntimeError: probe asked to fail"
     assert not os.path.exists(photos / "bad")
 
 

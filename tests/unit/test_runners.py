@@ -6,6 +6,7 @@ import os
 import pytest
 from swiftclient.client import Connection
 
+from mlstorlets.client.errors import StorletFailed
 from mlstorlets.client.runners import ClientRunner, ClusterRunner, runner_for
 from mlstorlets.client.stores import Stores
 from mlstorlets.client.stores.local import FileStore
@@ -123,3 +124,40 @@ def test_the_cluster_runner_plans_by_the_limits_the_cluster_publishes(monkeypatc
     # A smaller datagram, more calls of fewer objects.
     assert len(groups[2048]) > len(groups[4096])
     assert sum(map(len, groups[2048])) == 200
+
+
+def test_the_client_runner_produces_one_output_over_many_inputs(files):
+    runner = ClientRunner(Stores(environ={}), TEST_STORLETS)
+    uris = runner.list_objects("file://%s/in/" % files)
+    described = runner.describe(uris, concurrency=2)
+    assert [described[u] for u in uris] == [(i + 1, {"label": "l%d" % i}) for i in range(3)]
+    out = "file://%s/out/all" % files
+    runner.produce("probe.py", uris, out, {}, {"Made-By": "test"}, "text/plain")
+    store = FileStore(str(files))
+    body, metadata = store.get("out/all")
+    assert body == b"x" + b"xx" + b"xxx"
+    assert metadata["Probe-Inputs"] == "3" and metadata["Made-By"] == "test"
+    assert store.head("out/all").headers["Content-Type"] == "text/plain"
+    assert runner.client_bytes == 6 and runner.placements == ["client"]
+
+
+def test_a_failed_produce_writes_nothing(files):
+    runner = ClientRunner(Stores(environ={}), TEST_STORLETS)
+    out = "file://%s/out/none" % files
+    with pytest.raises(StorletFailed, match="storlet probe.py failed: RuntimeError"):
+        runner.produce("probe.py", ["file://%s/in/p0" % files], out, {"action": "fail-late"})
+    assert not (files / "out" / "none").exists()
+
+
+def test_removing_internal_objects_leaves_no_internal_folder(files):
+    runner = ClientRunner(Stores(environ={}), TEST_STORLETS)
+    shards = [
+        "file://%s/m/%s/shards/run/s%d" % (files, protocol.INTERNAL_PREFIX, i) for i in range(3)
+    ]
+    for uri in shards:
+        runner.put(uri, b"shard", "application/octet-stream")
+    runner.put("file://%s/m/model" % files, b"model", "application/octet-stream")
+    runner.delete(shards, concurrency=3)
+    runner.delete(shards)  # a missing one is not an error
+    # The model's sidecar (its content type) stays; the shards' folders go.
+    assert os.listdir(files / "m" / protocol.INTERNAL_PREFIX) == ["model.json"]

@@ -22,21 +22,25 @@ not only by Swift's 8 KB header: see :mod:`mlstorlets.client.faces.plan`.
 
 import dataclasses
 import functools
+import math
 import mimetypes
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from mlstorlets.client.batch import list_sources
+from mlstorlets.client import batch
+from mlstorlets.client.errors import (
+    NotFound,
+    ObjectFailed,
+    UsageError,
+    removed_after,
+)
 from mlstorlets.client.faces import plan
-from mlstorlets.client.local_storlet import InputFile, StorletFailed
 from mlstorlets.client.placement import run_anywhere
-from mlstorlets.client.runners import runner_for, stores_for
-from mlstorlets.client.swift import SwiftError
-from mlstorlets.client.uri import format_uri, parse, parse_uri
-from mlstorlets.sandbox import protocol
+from mlstorlets.client.runners import ConnectionLike, runner_for, stores_for
+from mlstorlets.client.uri import parse, parse_uri
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces import shards as train_steps
 from mlstorlets.sandbox.faces.shards import job_body
 from mlstorlets.sandbox.inputs import metadata_value
 from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
@@ -59,12 +63,11 @@ RECOGNIZE = "recognize_face.py"
 TRAIN = "train.py"
 
 #: Where :func:`train` writes its intermediate objects (shards, and the job
-#: objects its requests run on), in the model's container:
-#: ``<SHARD_PREFIX><model object>/<run>/``.  Under the project's internal
-#: prefix, which the batch runner's listings leave out.
+#: objects its calls run on), beside the model:
+#: ``<model's folder>/<SHARD_PREFIX><model's name>/<run>/``.  Under the
+#: project's internal prefix, which every listing leaves out.
 SHARD_PREFIX = INTERNAL_PREFIX + "/shards/"
 
-_META = protocol.OBJECT_META.lower()
 # Metadata a shard carries (it inherits none from its job), counted
 # generously; and what the job object a request runs on costs.
 _SHARD_COST = plan.input_cost({"Shard-Rows": "9" * 9})
@@ -76,7 +79,15 @@ _JOB_COST = plan.input_cost({})
 CROP_TYPE = (".png", "image/png")
 
 
-def extract(conn, src, dest, size=150, margin=0.25, label_key="Name", **batch_options):
+def extract(
+    conn: ConnectionLike,
+    src: str,
+    dest: str,
+    size: int = 150,
+    margin: float = 0.25,
+    label_key: str = "Name",
+    **batch_options,
+) -> batch.BatchSummary:
     """Crop the largest face of every photo under ``src`` into ``dest``.
 
     Runs ``extract_face.py`` through
@@ -138,16 +149,16 @@ class Recognitions:
 
 
 def recognize(
-    conn,
-    model,
-    src,
-    dest=None,
-    threshold=None,
-    kind=None,
-    concurrency=4,
-    dry_run=False,
+    conn: ConnectionLike,
+    model: str,
+    src: str,
+    dest: str | None = None,
+    threshold: float | None = None,
+    kind: str | None = None,
+    concurrency: int = 4,
+    dry_run: bool = False,
     **batch_options,
-):
+) -> Recognitions | batch.BatchSummary:
     """Name the people in the photos and videos under ``src``.
 
     Runs ``recognize_face.py`` on the proxy (the model is an extra
@@ -236,8 +247,8 @@ def _tags(runner, src, params, extras, concurrency, dry_run):
             metadata, _ = runner.invoke(
                 RECOGNIZE, [uri], dict(params, source=runner.source_name(uri)), extras=extras
             )
-        except (ObjectError, StorletFailed) as err:
-            return uri, None, getattr(err, "reason", None) or str(err)
+        except ObjectError as err:
+            return uri, None, err.reason
         tags = {k[len("face-") :]: v for k, v in metadata.items() if k.startswith("face-")}
         return uri, tags, None
 
@@ -293,42 +304,26 @@ class TrainReport:
     seconds: float
 
 
-@dataclasses.dataclass
-class _Input:
-    container: str
-    name: str
-    cost: int
-    faces: int
-
-    @property
-    def path(self):
-        """Quoted, as the engine receives it: what a request's budget counts."""
-        return plan.resource_path(self.container, self.name)
-
-    @property
-    def resource(self):
-        return "/%s/%s" % (self.container, self.name)
-
-    @property
-    def label(self):
-        return "%s/%s" % (self.container, self.name)
-
-
 def train(
-    conn,
-    src,
-    model,
-    label_key="Name",
-    C=1.0,
-    seed=0,
-    shard_size=None,
-    max_shard_faces=5000,
-    keep_shards=False,
-    concurrency=4,
-    budget=None,
-    dry_run=False,
-):
-    """Train a face model on the labelled crops under ``src``, in the cluster.
+    conn: ConnectionLike,
+    src: str,
+    model: str,
+    label_key: str = "Name",
+    C: float = 1.0,
+    seed: int = 0,
+    shard_size: int | None = None,
+    max_shard_faces: int = 5000,
+    keep_shards: bool = False,
+    concurrency: int = 4,
+    budget: int | None = None,
+    dry_run: bool = False,
+) -> TrainReport:
+    """Train a face model on the labelled crops under ``src``.
+
+    One algorithm, run by the runner :func:`~mlstorlets.client.runners.runner_for`
+    chooses: in the cluster, each step a storlet request next to its
+    inputs; for other stores, the same storlet's steps on the client, where
+    no datagram bounds a call (one pack of all the crops, then the fit).
 
     1. The client reads each crop's metadata (HEAD): the labels, checked
        before any storlet runs, and the metadata size, which bounds how many
@@ -382,308 +377,188 @@ def train(
 
     Raises
     ------
-    ObjectError
-        Naming the crop or shard a storlet refused, a crop without label,
-        or ``src`` when it holds faces of fewer than two people.
-    ValueError
-        If there are no crops, or too many for one fit request with this
+    mlstorlets.client.errors.Refused
+        Naming the crop or shard the storlet refused.
+    mlstorlets.client.errors.ObjectFailed
+        Naming a crop without label, or ``src`` when it holds faces of
+        fewer than two people.
+    mlstorlets.client.errors.NotFound
+        If there are no crops.
+    mlstorlets.client.errors.UsageError
+        If there are too many for one fit request with this
         ``max_shard_faces``.
     """
     started = time.monotonic()
-    stores = stores_for(conn)
-    src_uri, model_uri = parse(src), parse(model)
-    if model_uri.is_prefix:
-        raise ValueError(f"{model} must name an object")
-    runner = runner_for(src, model, stores=stores)
-    if runner.placement == "client":
-        # The training storlet's own steps, run here over the crops read
-        # into memory; in the cluster, sharded requests next to the crops.
-        return _train_on_client(
-            stores, src_uri, model_uri, label_key, C, seed, concurrency, dry_run, started
-        )
-    swift = runner.swift
-    limits = swift.limits()
-    if budget is None:
-        budget = limits.datagram - plan.RESERVED
-    src = runner.locate(src)
-    model_container, model_name = parse_uri(runner.locate(model))
-    swift.check_storlet(
-        TRAIN,
-        {"step": "fit", "label_key": label_key, "C": C, "seed": seed},
-    )
-    src_container, _, entries = list_sources(swift, src)
-    entries = [e for e in entries if (src_container, e["name"]) != (model_container, model_name)]
-    if not entries:
-        raise ValueError(f"no face crops under {src}")
-
-    def crop_metadata(entry):
-        return _user_metadata(
-            swift.call(
-                "%s/%s" % (src_container, entry["name"]),
-                "head_object",
-                src_container,
-                entry["name"],
-            )
-        )
-
-    metadata = swift.parallel(crop_metadata, entries, concurrency)
+    if parse(model).is_prefix:
+        raise UsageError(f"{model} must name an object")
+    runner = runner_for(src, model, stores=stores_for(conn))
+    runner.check_storlet(TRAIN, {"step": "fit", "label_key": label_key, "C": C, "seed": seed})
+    model = runner.locate(model)
+    limits = runner.limits()
+    if limits is None:  # a call here reads from memory: no bound
+        budget, header_limit = math.inf, math.inf
+    else:
+        budget = limits[0] - plan.RESERVED if budget is None else budget
+        header_limit = limits[1]
+    uris = [u for u in runner.list_objects(src) if u != model]
+    if not uris:
+        raise NotFound(str(src), "no face crops under this prefix")
+    described = runner.describe(uris, concurrency)
     labels = []
-    for entry, meta in zip(entries, metadata):
-        label = metadata_value(meta, label_key)
+    for uri in uris:
+        label = metadata_value(described[uri][1], label_key)
         if not label:
-            raise ObjectError(
-                format_uri(src_container, entry["name"]),
-                f"no label: the crop has no X-Object-Meta-{label_key}",
-            )
+            raise ObjectFailed(uri, f"no label: the crop has no {label_key} metadata")
         labels.append(label)
     if len(set(labels)) < 2:
-        raise ObjectError(
-            src,
-            "training needs faces of at least two people, found only %r (%d crop(s))"
-            % (labels[0], len(labels)),
-        )
-    crops = [
-        _Input(src_container, entries[i]["name"], plan.input_cost(metadata[i]), 1)
-        for i in plan.mix_by_label(labels, seed)
-    ]
-
-    run = "%s/%s-%s/" % (model_name, time.strftime("%Y%m%dT%H%M%S"), uuid.uuid4().hex[:8])
-    prefix = SHARD_PREFIX + run
-    written = []
-    common = {}
-    if dry_run:
-        groups = plan.plan_groups(
-            [c.cost for c in crops],
-            [c.path for c in crops],
-            max_weight=shard_size,
-            budget=budget - _JOB_COST,
-            header_limit=limits.header,
-        )
-        return TrainReport(
-            model=model,
-            faces=len(crops),
-            classes=sorted(set(labels)),
-            shards=len(groups),
-            merges=0,
-            fit_inputs=0,
-            shard_prefix=format_uri(model_container, prefix),
-            metadata={},
-            seconds=time.monotonic() - started,
-        )
-    swift.ensure_container(model_container)
-    try:
-        groups = plan.plan_groups(
-            [c.cost for c in crops],
-            [c.path for c in crops],
-            max_weight=shard_size,
-            budget=budget - _JOB_COST,
-            header_limit=limits.header,
-        )
-        shards = _run_step(
-            swift,
-            "pack",
-            crops,
-            groups,
-            model_container,
-            prefix + "L0-",
-            dict(common, label_key=label_key),
-            concurrency,
-            written,
-        )
-        n_packed, merges, level = len(shards), 0, 0
-        while len(_plan(shards, budget, limits.header)) > 1:
-            level += 1
-            groups = _plan(shards, budget, limits.header, max_shard_faces)
-            if len(groups) == len(shards):
-                raise ValueError(
-                    f"{len(crops)} faces need more than one fit request with max_shard_faces="
-                    f"{max_shard_faces}; raise it"
-                )
-            merged = _run_step(
-                swift,
-                "merge",
-                shards,
-                [g for g in groups if len(g) > 1],
-                model_container,
-                prefix + "L%d-" % level,
-                common,
-                concurrency,
-                written,
-            )
-            # A group of one shard needs no request: the shard goes up as is.
-            merged = iter(merged)
-            shards = [next(merged) if len(g) > 1 else shards[g[0]] for g in groups]
-            merges += sum(len(g) > 1 for g in groups)
-        params = dict(common, step="fit", C=C, seed=seed)
-        _invoke(
-            swift,
-            shards,
-            model_container,
-            model_name,
-            params,
-            prefix + "fit.json",
-            written,
-            {"X-Object-Meta-Training-Data": src[:256]},
-        )
-        headers = swift.call(
-            format_uri(model_container, model_name), "head_object", model_container, model_name
-        )
-    finally:
-        if not keep_shards:
-            _delete(swift, model_container, written, concurrency)
-    model_meta = _user_metadata(headers)
-    return TrainReport(
-        model=model,
-        faces=len(crops),
-        classes=sorted(set(labels)),
-        shards=n_packed,
-        merges=merges,
-        fit_inputs=len(shards),
-        shard_prefix=format_uri(model_container, prefix),
-        metadata=model_meta,
-        seconds=time.monotonic() - started,
-    )
-
-
-def _train_on_client(stores, src, model, label_key, C, seed, concurrency, dry_run, started):
-    """:func:`train` for crops or a model outside the cluster: the training
-    storlet's own steps (``pack`` then ``fit``), run here."""
-    store, _ = stores.open(src)
-    names = [e.name for e in store.list(src.key)] if src.is_prefix else [src.key]
-    names = [n for n in names if (store.uri(n) != str(model))]
-    if not names:
-        raise ValueError(f"no face crops under {src}")
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        crops = list(pool.map(store.get, names))
-    inputs, labels = [], []
-    for name, (body, metadata) in zip(names, crops):
-        label = metadata_value(metadata, label_key)
-        if not label:
-            raise ObjectError(store.uri(name), f"no label: the crop has no {label_key} metadata")
-        inputs.append(InputFile(body, metadata))
-        labels.append(label)
-    if len(set(labels)) < 2:
-        raise ObjectError(
+        raise ObjectFailed(
             str(src),
             "training needs faces of at least two people, found only %r (%d crop(s))"
             % (labels[0], len(labels)),
         )
+    crops = [
+        _Input(runner, uris[i], plan.input_cost(described[uris[i]][1]), 1)
+        for i in plan.mix_by_label(labels, seed)
+    ]
+    steps = _Steps(runner, _shard_prefix(parse(model)), concurrency, budget, header_limit)
     report = TrainReport(
-        model=str(model),
-        faces=len(names),
+        model=model,
+        faces=len(crops),
         classes=sorted(set(labels)),
-        shards=1,
+        shards=0,
         merges=0,
-        fit_inputs=1,
-        shard_prefix="",
+        fit_inputs=0,
+        shard_prefix=str(steps.prefix),
         metadata={},
         seconds=0.0,
     )
-    if not dry_run:
-        _, shard = train_steps.pack(inputs, [store.uri(n) for n in names], {"label_key": label_key})
-        metadata, body = train_steps.fit(
-            [InputFile(shard, {})], [str(src)], {"C": C, "seed": seed, "source": str(src)}
+    groups = steps.plan(crops, max_weight=shard_size)
+    if dry_run:
+        report.shards = len(groups)
+        report.seconds = time.monotonic() - started
+        return report
+    runner.ensure_location(model)
+    with removed_after(
+        (lambda: None) if keep_shards else steps.remove, "the shards under %s" % steps.prefix
+    ):
+        shards = steps.run("pack", crops, groups, "L0-", {"label_key": label_key})
+        report.shards, level = len(shards), 0
+        while len(steps.plan(shards)) > 1:
+            level += 1
+            groups = steps.plan(shards, max_shard_faces)
+            if len(groups) == len(shards):
+                raise UsageError(
+                    f"{len(crops)} faces need more than one fit request with max_shard_faces="
+                    f"{max_shard_faces}; raise it"
+                )
+            pairs = [g for g in groups if len(g) > 1]
+            merged = iter(steps.run("merge", shards, pairs, "L%d-" % level))
+            # A group of one shard needs no request: the shard goes up as is.
+            shards = [next(merged) if len(g) > 1 else shards[g[0]] for g in groups]
+            report.merges += sum(len(g) > 1 for g in groups)
+        steps.call(
+            "fit",
+            shards,
+            model,
+            {"C": C, "seed": seed},
+            {"Training-Data": str(src)[:256]},
         )
-        metadata = dict(metadata, **{"Training-Data": str(src)[:256]})
-        model_store, _ = stores.open(model)
-        model_store.put(model.key, body, metadata, {"Content-Type": "application/octet-stream"})
-        report.metadata = {k.title(): v for k, v in metadata.items()}
+        report.fit_inputs = len(shards)
+    report.metadata = {
+        "-".join(p.capitalize() for p in k.split("-")): v
+        for k, v in runner.describe([model])[model][1].items()
+    }
     report.seconds = time.monotonic() - started
     return report
 
 
-def _plan(shards, budget, header_limit, max_faces=None):
-    return plan.plan_groups(
-        [s.cost for s in shards],
-        [s.path for s in shards],
-        weights=[s.faces for s in shards],
-        max_weight=max_faces,
-        budget=budget - _JOB_COST,
-        header_limit=header_limit,
-    )
+@dataclasses.dataclass
+class _Input:
+    """A crop or a shard: what a training call reads."""
+
+    runner: object
+    uri: str
+    cost: int
+    faces: int
+
+    @property
+    def path(self):
+        """Quoted, as the engine receives it: what a request's header
+        counts (where there is one)."""
+        return plan.resource_path(*parse_uri(self.uri)) if self.uri.startswith("swift://") else ""
+
+    @property
+    def name(self):
+        """What the storlet calls it, in the job and in its refusals."""
+        return self.runner.source_name(self.uri)
 
 
-def _run_step(swift, step, inputs, groups, container, prefix, params, concurrency, written):
-    """Run ``step`` once a group, writing ``<prefix>NNNNN`` shards."""
-    names = ["%s%05d" % (prefix, i) for i in range(len(groups))]
+def _shard_prefix(model):
+    """Where the training of ``model`` (a URI) writes its shards: beside it,
+    under the project's internal prefix, a directory a run."""
+    folder, _, name = model.key.rpartition("/")
+    run = "%s-%s/" % (time.strftime("%Y%m%dT%H%M%S"), uuid.uuid4().hex[:8])
+    return model.with_key((folder + "/" if folder else "") + SHARD_PREFIX + name + "/" + run)
 
-    def one(job):
-        group, name = job
-        written.append(name)
-        _invoke(
-            swift,
-            [inputs[i] for i in group],
-            container,
-            name,
-            dict(params, step=step),
-            name + ".json",
-            written,
+
+class _Steps:
+    """The training storlet's steps, each a call of the runner whose
+    output is a shard (or the model): one algorithm, run in the cluster
+    next to the crops or on the client."""
+
+    def __init__(self, runner, prefix, concurrency, budget, header_limit):
+        self.runner = runner
+        self.prefix = prefix
+        self.concurrency = concurrency
+        self.budget = budget
+        self.header_limit = header_limit
+        self.written = []
+        self._lock = threading.Lock()
+
+    def plan(self, inputs, max_weight=None):
+        """Groups of ``inputs`` one call each can read."""
+        return plan.plan_groups(
+            [i.cost for i in inputs],
+            [i.path for i in inputs],
+            weights=[i.faces for i in inputs],
+            max_weight=max_weight,
+            budget=self.budget - _JOB_COST,
+            header_limit=self.header_limit,
         )
-        return _Input(container, name, _SHARD_COST, sum(inputs[i].faces for i in group))
 
-    return swift.parallel(one, list(zip(groups, names)), concurrency)
+    def run(self, step, inputs, groups, level, params=None):
+        """``step`` once a group, writing ``<prefix><level>NNNNN`` shards."""
 
+        def one(job):
+            index, group = job
+            shard = self.prefix.with_key(self.prefix.key + "%s%05d" % (level, index))
+            self.call(step, [inputs[i] for i in group], str(shard), params or {})
+            return _Input(self.runner, str(shard), _SHARD_COST, sum(inputs[i].faces for i in group))
 
-def _invoke(swift, inputs, container, name, params, job, written, extra_headers=None):
-    """Write ``container/name`` as ``train.py``'s output over ``inputs``.
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(one, enumerate(groups)))
 
-    The request runs on the job object ``container/job``, written first,
-    which names the inputs for the storlet's messages.  The job's name goes
-    to ``written`` before it is written, so that removing ``written`` after
-    a failure leaves nothing behind.
-    """
-    written.append(job)
-    label = "%s/%s" % (container, job)
-    swift.call(
-        label,
-        "put_object",
-        container,
-        job,
-        job_body([i.label for i in inputs]),
-        content_type="application/json",
-    )
-    try:
-        swift.storlet_copy(
-            container,
-            job,
-            container,
-            name,
+    def call(self, step, inputs, dest, params, metadata=None):
+        """Write ``dest`` as ``step`` over ``inputs``.
+
+        The call runs on a job object, written first under :attr:`prefix`,
+        that names the inputs for the storlet's messages.  The job and a
+        shard go to :attr:`written` before they are written, so that
+        removing it leaves nothing behind; the model is not a shard.
+        """
+        shard = dest.startswith(str(self.prefix))
+        job = dest + ".json" if shard else str(self.prefix) + step + ".json"
+        with self._lock:
+            self.written += [job, dest] if shard else [job]
+        self.runner.put(job, job_body([i.name for i in inputs]), "application/json")
+        self.runner.produce(
             TRAIN,
-            dict(params, source=label),
-            [i.resource for i in inputs],
-            headers=extra_headers,
-            content_type="application/octet-stream",
+            [job] + [i.uri for i in inputs],
+            dest,
+            dict(params, step=step, source=self.runner.source_name(job)),
+            metadata,
+            "application/octet-stream",
         )
-    except SwiftError as err:
-        raise _storlet_error(err, label, inputs) from None
 
-
-def _storlet_error(err, job, inputs):
-    """An ObjectError naming the input a storlet refused (a crop, a shard:
-    the protocol's :data:`~mlstorlets.sandbox.protocol.OBJECT_HEADER`), or
-    the job; a RuntimeError for any other failure."""
-    if err.kind != "refused":
-        return RuntimeError("%s over %s: %s" % (TRAIN, job, err.reason))
-    names = [i.label for i in inputs] + [job]
-    return ObjectError(err.object if err.object in names else job, err.reason)
-
-
-def _delete(swift, container, names, concurrency):
-    def remove(name):
-        try:
-            swift.call("%s/%s" % (container, name), "delete_object", container, name)
-        except SwiftError as err:
-            if err.status != 404:  # never written: its request failed
-                raise
-
-    swift.parallel(remove, names, concurrency)
-
-
-# -- helpers ---------------------------------------------------------------
-def _user_metadata(headers):
-    """User metadata of a HEAD response, keys as the engine sees them."""
-    return {
-        "-".join(p.capitalize() for p in k[len(_META) :].split("-")): v
-        for k, v in headers.items()
-        if k.lower().startswith(_META)
-    }
+    def remove(self):
+        self.runner.delete(self.written, self.concurrency)

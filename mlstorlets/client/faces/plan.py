@@ -20,6 +20,7 @@ import json
 import random
 import urllib.parse
 
+from mlstorlets.client.errors import UsageError
 from mlstorlets.sandbox import protocol
 
 __all__ = [
@@ -150,7 +151,7 @@ def plan_groups(
     groups, group, used, header, weight = [], [], 0, -1, 0
     for index, (cost, path, item_weight) in enumerate(zip(costs, paths, weights)):
         if cost > budget or len(path) > header_room:
-            raise ValueError(
+            raise UsageError(
                 f"input {index} ({path}) cannot be read by a storlet request: it has {cost} "
                 f"bytes of metadata to send (budget {budget}) and a path of {len(path)} "
                 f"characters (room {header_room})"

@@ -23,22 +23,40 @@ cluster's S3 API) in place; ``file://``, ``s3://`` elsewhere, ``dropbox://``
 with the same storlet module run here.
 """
 
+from __future__ import annotations
+
 import copy
 import json
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from numbers import Integral
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
+from swiftclient.client import Connection
 
+from mlstorlets.client.batch import BatchSummary
+from mlstorlets.client.errors import StorletFailed, UsageError
 from mlstorlets.client.incremental.transport import STORLET_NAME, calls_for
 from mlstorlets.client.runners import runner_for
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.client.stores.registry import Stores
+from mlstorlets.client.swift import Swift
 from mlstorlets.sandbox.incremental import data, state, training
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11's
+    from typing import Self
+
+#: The objects a call reads: one URI, a prefix ending in ``/``, or a list.
+Sources = Union[str, Sequence[str]]
+#: A weight for every row, one per object ({uri: weight or array}), or an
+#: array of row weights for a single object.
+Weights = Union[ArrayLike, Mapping[str, object], None]
 
 _MAX_SEED = np.iinfo(np.int32).max
 
@@ -112,7 +130,7 @@ class RemoteIncrementalMixin:
         params = {"op": op}
         for key, value in (data_options or {}).items():
             if key not in data.OPTIONS:
-                raise ValueError(
+                raise UsageError(
                     f"unknown data option {key!r}; expected one of {sorted(data.OPTIONS)}"
                 )
             if value is not None:
@@ -127,25 +145,25 @@ class RemoteIncrementalMixin:
             return {}
         if not isinstance(sample_weight, dict):
             if len(uris) != 1:
-                raise ValueError(
+                raise UsageError(
                     f"an array of sample weights is for one object; {len(uris)} "
                     "objects given (pass a dict of URI to weights)"
                 )
             sample_weight = {uris[0]: sample_weight}
         unknown = set(sample_weight) - set(uris)
         if unknown:
-            raise ValueError(f"sample weights for objects not in the source: {sorted(unknown)}")
+            raise UsageError(f"sample weights for objects not in the source: {sorted(unknown)}")
         weights = {}
         for uri, value in sample_weight.items():
             if np.ndim(value) == 0:
                 weight = float(value)
                 if not np.isfinite(weight) or weight < 0:
-                    raise ValueError(f"sample weight of {uri} must be finite and >= 0")
+                    raise UsageError(f"sample weight of {uri} must be finite and >= 0")
                 weights[uri] = (weight, None)
             else:
                 array = np.asarray(value, dtype=np.float64)
                 if array.ndim != 1 or not np.all(np.isfinite(array)) or (array < 0).any():
-                    raise ValueError(f"sample weights of {uri} must be 1-D, finite and >= 0")
+                    raise UsageError(f"sample weights of {uri} must be 1-D, finite and >= 0")
                 weights[uri] = (1.0, array)
         return weights
 
@@ -180,19 +198,19 @@ class RemoteIncrementalMixin:
         """The storlet's new state, checked to continue ``sent``."""
         new = state.loads(body, name=where, kind=state.kind_of(self))
         if repr(sorted(new.get_params().items())) != repr(sorted(sent.get_params().items())):
-            raise ObjectError(where, "the storlet returned a state for other hyper-parameters")
+            raise StorletFailed(where, "the storlet returned a state for other hyper-parameters")
         if not hasattr(new, "n_features_in_"):
-            raise ObjectError(where, "the storlet returned an unfitted state")
+            raise StorletFailed(where, "the storlet returned an unfitted state")
         if hasattr(sent, "n_features_in_") and new.n_features_in_ != sent.n_features_in_:
-            raise ObjectError(where, "the storlet changed the number of features")
+            raise StorletFailed(where, "the storlet changed the number of features")
         if hasattr(sent, "classes_") and not np.array_equal(new.classes_, sent.classes_):
-            raise ObjectError(where, "the storlet returned other classes")
+            raise StorletFailed(where, "the storlet returned other classes")
         try:
             report = json.loads(metadata[training.REPORT_KEY.lower()])
             if not isinstance(report["n_samples"], int) or report["n_samples"] < 1:
                 raise ValueError("no samples")
         except (KeyError, ValueError, TypeError) as exc:
-            raise ObjectError(where, f"the storlet's report is malformed ({exc})") from None
+            raise StorletFailed(where, f"the storlet's report is malformed ({exc})") from None
         return new, report
 
     def _train_pass(self, transport, uris, blob, params, weights, classes=None, bar=None):
@@ -211,7 +229,7 @@ class RemoteIncrementalMixin:
             metadata, body = transport.call(entries, params, payload)
             current, report = self._check_answer(where, body, metadata, current)
             if first and classes is not None and not np.array_equal(current.classes_, classes):
-                raise ObjectError(where, "the storlet returned other classes")
+                raise StorletFailed(where, "the storlet returned other classes")
             blob = body
             n_samples += report["n_samples"]
             if report.get("progressive"):
@@ -235,7 +253,7 @@ class RemoteIncrementalMixin:
                     raise ValueError("not a score")
                 total = sums if total is None else training.merge_sums(total, sums)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ObjectError(
+                raise StorletFailed(
                     entries[0][0], f"the storlet's score is malformed ({exc})"
                 ) from None
         return training.final_score(total)
@@ -251,7 +269,7 @@ class RemoteIncrementalMixin:
                     raise ValueError("not a labels answer")
                 pairs = list(zip(answer["labels"], answer["counts"], strict=True))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ObjectError(
+                raise StorletFailed(
                     entries[0][0], f"the storlet's labels are malformed ({exc})"
                 ) from None
             for label, count in pairs:
@@ -265,16 +283,16 @@ class RemoteIncrementalMixin:
     # -- the remote methods ---------------------------------------------------
     def remote_partial_fit(
         self,
-        source,
-        classes=None,
-        sample_weight=None,
+        source: Sources,
+        classes: ArrayLike | None = None,
+        sample_weight: Weights = None,
         *,
-        data_options=None,
-        connection=None,
-        stores=None,
-        storlet=STORLET_NAME,
-        objects_per_call=None,
-    ):
+        data_options: dict | None = None,
+        connection: Connection | Swift | None = None,
+        stores: Stores | None = None,
+        storlet: str = STORLET_NAME,
+        objects_per_call: int | None = None,
+    ) -> Self:
         """``partial_fit`` over each object named by ``source``, in order.
 
         Each object is read in mini-batches of ``data_options['batch_size']``
@@ -314,13 +332,13 @@ class RemoteIncrementalMixin:
             self._validate_params()
         if is_classifier(self):
             if first and classes is None:
-                raise ValueError("classes must be passed on the first call to remote_partial_fit")
+                raise UsageError("classes must be passed on the first call to remote_partial_fit")
             if (
                 not first
                 and classes is not None
                 and not np.array_equal(self.classes_, np.unique(classes))
             ):
-                raise ValueError(
+                raise UsageError(
                     f"classes={classes!r} is not the same as on the first call, {self.classes_!r}"
                 )
             classes = np.unique(classes) if first else None
@@ -353,20 +371,20 @@ class RemoteIncrementalMixin:
 
     def remote_fit(
         self,
-        source,
-        classes=None,
-        sample_weight=None,
+        source: Sources,
+        classes: ArrayLike | None = None,
+        sample_weight: Weights = None,
         *,
-        epochs=None,
-        validation_fraction=None,
-        shuffle=None,
-        data_options=None,
-        connection=None,
-        stores=None,
-        storlet=STORLET_NAME,
-        objects_per_call=None,
-        progress=None,
-    ):
+        epochs: int | None = None,
+        validation_fraction: float | None = None,
+        shuffle: bool | None = None,
+        data_options: dict | None = None,
+        connection: Connection | Swift | None = None,
+        stores: Stores | None = None,
+        storlet: str = STORLET_NAME,
+        objects_per_call: int | None = None,
+        progress: bool | None = None,
+    ) -> Self:
         """Fit from scratch: epochs of ``partial_fit`` over every object.
 
         As Dask-ML's ``Incremental``: each epoch visits the objects in an
@@ -414,7 +432,7 @@ objects_per_call
         held = []
         if early:
             if len(uris) < 2:
-                raise ValueError("early_stopping holds out objects: it needs at least two")
+                raise UsageError("early_stopping holds out objects: it needs at least two")
             n_held = min(len(uris) - 1, max(1, int(round(fraction * len(uris)))))
             order = rng.permutation(len(uris))
             held = [uris[i] for i in sorted(order[:n_held])]
@@ -435,17 +453,59 @@ objects_per_call
         verbose = int(getattr(self, "verbose", 0) or 0)
         if progress is None:
             progress = bool(verbose) and sys.stderr.isatty()
-        history, best, stale = [], -np.inf, 0
+        final, history = self._fit(
+            transport,
+            uris,
+            held,
+            blob,
+            params,
+            self._request_params("score", data_options) if early else None,
+            weights,
+            classes,
+            epochs=epochs,
+            order=rng if shuffle else None,
+            stop=(tol, patience) if stopping else None,
+            verbose=verbose,
+            progress=progress,
+        )
+        self._apply(final)
+        self.remote_history_ = history
+        self.remote_validation_objects_ = held
+        return self
+
+    def _fit(
+        self,
+        transport,
+        uris,
+        held,
+        blob,
+        params,
+        score_params,
+        weights,
+        classes,
+        *,
+        epochs,
+        order,
+        stop,
+        verbose,
+        progress,
+    ):
+        """The epochs of :meth:`remote_fit`: the objects ``uris`` in an order
+        drawn from ``order`` (a RandomState; None keeps theirs), scored on
+        ``held`` with ``score_params`` when given, until ``stop`` (tol,
+        patience) says so.  Returns (final estimator, history)."""
+        history, best, stale, final = [], -np.inf, 0, None
         epoch_bar = _bar(progress, epochs, "epochs", "epoch")
-        final = None
         try:
             for epoch in range(1, epochs + 1):
                 started = time.monotonic()
-                order = [uris[i] for i in rng.permutation(len(uris))] if shuffle else list(uris)
-                object_bar = _bar(progress, len(order), f"epoch {epoch}", "obj")
+                visit = (
+                    list(uris) if order is None else [uris[i] for i in order.permutation(len(uris))]
+                )
+                object_bar = _bar(progress, len(visit), f"epoch {epoch}", "obj")
                 try:
                     blob, final, n, progressive = self._train_pass(
-                        transport, order, blob, params, weights, classes, object_bar
+                        transport, visit, blob, params, weights, classes, object_bar
                     )
                 finally:
                     if object_bar is not None:
@@ -458,9 +518,9 @@ objects_per_call
                 }
                 if progressive is not None and progressive["n"]:
                     record["train_score"] = training.final_score(progressive)
-                if early:
+                if score_params is not None:
                     record["validation_score"] = self._score_pass(
-                        transport, held, blob, self._request_params("score", data_options), weights
+                        transport, held, blob, score_params, weights
                     )
                 record["seconds"] = time.monotonic() - started
                 history.append(record)
@@ -468,8 +528,9 @@ objects_per_call
                     print(_epoch_line(record), flush=True)
                 if epoch_bar is not None:
                     epoch_bar.update(1)
-                score = record["validation_score" if early else "train_score"]
-                if stopping and score is not None:
+                score = record["validation_score" if score_params is not None else "train_score"]
+                if stop is not None and score is not None:
+                    tol, patience = stop
                     stale = stale + 1 if score < best + tol else 0
                     best = max(best, score)
                     if stale >= patience:
@@ -477,22 +538,19 @@ objects_per_call
         finally:
             if epoch_bar is not None:
                 epoch_bar.close()
-        self._apply(final)
-        self.remote_history_ = history
-        self.remote_validation_objects_ = held
-        return self
+        return final, history
 
     def remote_score(
         self,
-        source,
-        sample_weight=None,
+        source: Sources,
+        sample_weight: Weights = None,
         *,
-        data_options=None,
-        connection=None,
-        stores=None,
-        storlet=STORLET_NAME,
-        objects_per_call=None,
-    ):
+        data_options: dict | None = None,
+        connection: Connection | Swift | None = None,
+        stores: Stores | None = None,
+        storlet: str = STORLET_NAME,
+        objects_per_call: int | None = None,
+    ) -> float:
         """``score`` over the rows of every object, computed next to them.
 
         Each call returns sums that combine across objects, so the result
@@ -513,19 +571,19 @@ objects_per_call
 
     def remote_predict(
         self,
-        source,
-        dest,
+        source: Sources,
+        dest: str,
         *,
-        data_options=None,
-        concurrency=4,
-        resume=True,
-        progress=None,
-        dry_run=False,
-        connection=None,
-        stores=None,
-        storlet=STORLET_NAME,
-        method="predict",
-    ):
+        data_options: dict | None = None,
+        concurrency: int = 4,
+        resume: bool = True,
+        progress: bool | None = None,
+        dry_run: bool = False,
+        connection: Connection | Swift | None = None,
+        stores: Stores | None = None,
+        storlet: str = STORLET_NAME,
+        method: str = "predict",
+    ) -> BatchSummary:
         """Write ``predict``'s output over each object under ``dest``.
 
         One ``.npy`` object per source object, under the source's name
@@ -567,17 +625,17 @@ objects_per_call
         return summary
 
     @available_if(_has("predict_proba"))
-    def remote_predict_proba(self, source, dest, **kwargs):
+    def remote_predict_proba(self, source: Sources, dest: str, **kwargs) -> BatchSummary:
         """:meth:`remote_predict` with ``predict_proba``."""
         return self.remote_predict(source, dest, method="predict_proba", **kwargs)
 
     @available_if(_has("decision_function"))
-    def remote_decision_function(self, source, dest, **kwargs):
+    def remote_decision_function(self, source: Sources, dest: str, **kwargs) -> BatchSummary:
         """:meth:`remote_predict` with ``decision_function``."""
         return self.remote_predict(source, dest, method="decision_function", **kwargs)
 
     @available_if(_has("transform"))
-    def remote_transform(self, source, dest, **kwargs):
+    def remote_transform(self, source: Sources, dest: str, **kwargs) -> BatchSummary:
         """:meth:`remote_predict` with ``transform``."""
         return self.remote_predict(source, dest, method="transform", **kwargs)
 

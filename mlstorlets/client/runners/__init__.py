@@ -16,8 +16,10 @@ names:
   same storlet module runs in this process (``file://``, ``s3://``,
   ``dropbox://``...), each object streamed from its store.
 
-Both answer the same methods: ``list_objects``, ``plan``, ``invoke``,
-``staged``, ``run_storlet``, ``copy``, ``check_storlet``, ``source_name``;
+Both answer the same methods: ``list_objects``, ``describe``, ``plan``,
+``invoke``, ``staged``, ``produce`` (one output over many inputs),
+``extract`` (a tar output made objects), ``put``, ``delete``,
+``run_storlet``, ``copy``, ``check_storlet``, ``source_name``, ``limits``;
 ``placement`` says which it is (``'cluster'`` or ``'client'``).
 """
 
@@ -26,16 +28,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Union
 
+from swiftclient.client import Connection
+
 from mlstorlets.client.runners.client import ClientRunner
 from mlstorlets.client.runners.cluster import ClusterRunner
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.swift import Swift
 from mlstorlets.client.uri import parse
 
-__all__ = ["ClientRunner", "ClusterRunner", "Runner", "runner_for", "stores_for"]
+__all__ = [
+    "ClientRunner",
+    "ClusterRunner",
+    "ConnectionLike",
+    "Runner",
+    "runner_for",
+    "stores_for",
+]
 
 #: Either runner: both answer the same methods.
 Runner = Union[ClusterRunner, ClientRunner]
+#: What a command reaches its stores through (:func:`stores_for`): the
+#: stores themselves, the cluster's connection or gateway, or None (the
+#: environment).
+ConnectionLike = Union[Stores, Connection, Swift, None]
 
 
 def stores_for(connection=None, stores: Stores | None = None) -> Stores:

@@ -11,15 +11,17 @@ Content-Disposition) and user metadata go with the body.
 import contextlib
 import dataclasses
 import hashlib
+import tarfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from mlstorlets.client import batch
+from mlstorlets.client.errors import NotFound, StorletFailed
 from mlstorlets.client.local_storlet import invoke, load_storlet, stream
-from mlstorlets.client.stores.base import SOURCE_ETAG, Counted, NotFound
+from mlstorlets.client.stores.base import SOURCE_ETAG, Counted
 from mlstorlets.client.swift import check_parameters
 from mlstorlets.client.uri import output_type_for, parse, plan_keys
 from mlstorlets.sandbox import protocol
-from mlstorlets.sandbox.errors import ObjectError
 
 COPY = "copy"
 
@@ -35,6 +37,15 @@ class Task:
     @property
     def size(self):
         return self.source.size
+
+
+# Inputs of one call read at once.
+_READERS = 8
+#: Largest member an extraction may write (a frame: the AVI reader's bound).
+MAX_MEMBER_BYTES = 32 << 20
+# Pax headers Swift's bulk extraction reads an object's metadata from.
+_PAX_META = "SCHILY.xattr.user.meta."
+_PAX_TYPE = "SCHILY.xattr.user.mime_type"
 
 
 class ClientRunner:
@@ -81,12 +92,12 @@ class ClientRunner:
             store, uri = self.stores.open(item)
             if uri.key and not uri.is_prefix:
                 if store.head(uri.key) is None:
-                    raise ObjectError(item, "no such object")
+                    raise NotFound(item, "no such object")
                 uris.append(store.uri(uri.key))
                 continue
             entries = [e for e in store.list(uri.key) if not protocol.is_internal(e.name)]
             if not entries:
-                raise ObjectError(item, "no objects under this prefix")
+                raise NotFound(item, "no objects under this prefix")
             uris.extend(store.uri(e.name) for e in entries)
         return uris
 
@@ -96,7 +107,7 @@ class ClientRunner:
     def require(self, uri):
         store, parsed = self.stores.open(uri)
         if store.head(parsed.key) is None:
-            raise ObjectError(str(parsed), "not found")
+            raise NotFound(str(parsed), "not found")
 
     def check_storlet(self, storlet, params=None):
         check_parameters(
@@ -145,6 +156,93 @@ class ClientRunner:
         """Parameters giving ``payload`` to every call: here, no datagram
         bounds them."""
         yield dict(params, **protocol.state_parameters(payload)), None
+
+    def describe(self, uris, concurrency=1):
+        """{uri: (size, user metadata)} of each object, metadata keys lower
+        case as :meth:`ClusterRunner.describe
+        <mlstorlets.client.runners.cluster.ClusterRunner.describe>` gives
+        them."""
+
+        def head(uri):
+            store, parsed = self.stores.open(uri)
+            entry = store.head(parsed.key)
+            if entry is None:
+                raise NotFound(uri, "source object not found")
+            metadata = {k.lower(): v for k, v in (entry.metadata or {}).items()}
+            return uri, (entry.size, metadata)
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            return dict(pool.map(head, uris))
+
+    def limits(self):
+        """None: a call here reads its inputs from memory, bounded by no
+        datagram or header."""
+        return None
+
+    def ensure_location(self, uri):
+        """Nothing: a store's write makes its folders."""
+
+    def put(self, uri, body, content_type):
+        """Write ``body`` as ``uri``."""
+        store, parsed = self.stores.open(uri)
+        store.put(parsed.key, body, {}, {"Content-Type": content_type})
+
+    def produce(self, storlet, uris, dest, params, metadata=None, content_type=None):
+        """Write ``dest`` as ``storlet``'s output over ``uris`` (read here,
+        in order), whole or not at all; see :meth:`ClusterRunner.produce
+        <mlstorlets.client.runners.cluster.ClusterRunner.produce>`."""
+        cls = load_storlet(storlet, self.storlets_dir)
+
+        def read(uri):
+            store, parsed = self.stores.open(uri)
+            return store.get(parsed.key)
+
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            inputs = list(pool.map(read, uris))
+        with self._lock:
+            self.client_bytes += sum(len(body) for body, _ in inputs)
+        out_metadata, body, _ = stream(cls, inputs, params, str(uris[0]), storlet)
+        with body:
+            store, parsed = self.stores.open(dest)
+            store.write(
+                parsed.key,
+                body,
+                dict(out_metadata, **(metadata or {})),
+                {"Content-Type": content_type} if content_type else None,
+            )
+        self.placements.append(self.placement)
+
+    def extract(self, storlet, src, dest_prefix, params, max_members):
+        """Write the members of the tar ``storlet`` outputs over ``src`` as
+        objects under ``dest_prefix``, with the metadata of their pax
+        headers, as Swift's bulk extraction does; returns how many.
+        Members past ``max_members``, or larger than
+        :data:`MAX_MEMBER_BYTES`, fail the call."""
+        cls = load_storlet(storlet, self.storlets_dir)
+        store, parsed = self.stores.open(src)
+        reader = store.reader(parsed.key)
+        try:
+            _, body, _ = stream(
+                cls, [(reader, reader.metadata or {})], params, str(parsed), storlet
+            )
+            with self._lock:
+                self.client_bytes += reader.bytes_read
+        finally:
+            reader.close()
+        with body:
+            created = _write_members(body, self.stores, parse(dest_prefix), max_members, src)
+        self.placements.append(self.placement)
+        return created
+
+    def delete(self, uris, concurrency=1):
+        """Remove ``uris``; a missing one is not an error."""
+
+        def remove(uri):
+            store, parsed = self.stores.open(uri)
+            store.delete(parsed.key)
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            list(pool.map(remove, uris))
 
     # -- batches -----------------------------------------------------------
     def run_storlet(
@@ -322,3 +420,37 @@ def existing(store, dest):
     except NotFound:
         # A folder not made yet: put makes it.
         return {}
+
+
+def _write_members(body, stores, prefix, max_members, src):
+    """Store each regular member of the tar ``body`` as ``prefix`` + its
+    name, with user metadata from its ``SCHILY.xattr.user.meta.*`` pax
+    headers and its type from ``SCHILY.xattr.user.mime_type``; bounded in
+    members and in bytes a member."""
+    store, _ = stores.open(prefix)
+    created = 0
+    try:
+        with tarfile.open(fileobj=body, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name
+                if created >= max_members or member.size > MAX_MEMBER_BYTES:
+                    raise StorletFailed(
+                        src,
+                        "the extraction's tar holds over %d members, or %s is over %d bytes"
+                        % (max_members, name, MAX_MEMBER_BYTES),
+                    )
+                if name.startswith("/") or ".." in name.split("/") or protocol.is_internal(name):
+                    raise StorletFailed(src, "the extraction's tar names %r" % name)
+                headers = member.pax_headers
+                metadata = {
+                    k[len(_PAX_META) :]: v for k, v in headers.items() if k.startswith(_PAX_META)
+                }
+                content_type = headers.get(_PAX_TYPE) or "application/octet-stream"
+                data = tar.extractfile(member).read(member.size)
+                store.put(prefix.key + name, data, metadata, {"Content-Type": content_type})
+                created += 1
+    except tarfile.TarError as err:
+        raise StorletFailed(src, "the extraction's tar is unreadable: %s" % err) from None
+    return created

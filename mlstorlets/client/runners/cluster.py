@@ -26,13 +26,13 @@ import json
 import uuid
 
 from mlstorlets.client import batch
+from mlstorlets.client.errors import NotFound, StorletFailed, removed_after, storlet_error
 from mlstorlets.client.faces import plan as sbus
 from mlstorlets.client.runners.client import existing, tasks_of
-from mlstorlets.client.stores.base import SOURCE_ETAG, NotFound
+from mlstorlets.client.stores.base import SOURCE_ETAG
 from mlstorlets.client.swift import Swift, SwiftError
 from mlstorlets.client.uri import format_uri, parse, parse_uri
 from mlstorlets.sandbox import protocol
-from mlstorlets.sandbox.errors import ObjectError
 
 #: Where temporary payloads go, in the container of the call's first object.
 STATE_PREFIX = protocol.INTERNAL_PREFIX + "-state/"
@@ -112,16 +112,19 @@ class ClusterRunner:
             uris += [format_uri(container, e["name"]) for e in entries]
         return uris
 
-    def describe(self, uris):
+    def describe(self, uris, concurrency=1):
         """{uri: (size, user metadata)} of each object (one HEAD each,
-        kept)."""
-        for uri in uris:
-            if uri not in self._heads:
-                container, obj = parse_uri(uri)
-                headers = self.swift.head(container, obj)
-                if headers is None:
-                    raise ObjectError(uri, "source object not found")
-                self._heads[uri] = (int(headers.get("content-length", 0)), user_metadata(headers))
+        ``concurrency`` at a time, kept)."""
+
+        def head(uri):
+            container, obj = parse_uri(uri)
+            headers = self.swift.head(container, obj)
+            if headers is None:
+                raise NotFound(uri, "source object not found")
+            return uri, (int(headers.get("content-length", 0)), user_metadata(headers))
+
+        missing = [uri for uri in dict.fromkeys(uris) if uri not in self._heads]
+        self._heads.update(self.swift.parallel(head, missing, concurrency))
         return {uri: self._heads[uri] for uri in uris}
 
     def known_size(self, uri):
@@ -133,7 +136,7 @@ class ClusterRunner:
         """Raise :class:`ObjectError` unless ``uri`` names an object."""
         container, name = parse_uri(self.locate(uri))
         if self.swift.head(container, name) is None:
-            raise ObjectError(self.locate(uri), "not found")
+            raise NotFound(self.locate(uri), "not found")
 
     def check_storlet(self, storlet, params=None):
         """Check once, before any call, that ``storlet`` is deployed and
@@ -186,8 +189,10 @@ class ClusterRunner:
 
         Raises
         ------
-        mlstorlets.client.swift.SwiftError
-            Naming the object the storlet refused, or the call's first.
+        mlstorlets.client.errors.ObjectFailed
+            A :class:`~mlstorlets.client.errors.Refused` or
+            :class:`~mlstorlets.client.errors.StorletFailed` naming the
+            object the storlet named, or the call's first.
         """
         uris = [self.locate(u) for u in uris]
         extras = [self._resource(u) for u in extras]
@@ -225,24 +230,29 @@ class ClusterRunner:
         temp = None if payload is None else STATE_PREFIX + uuid.uuid4().hex
         extra = [] if temp is None else ["/%s/%s" % (container, temp)]
         extra += ["/%s/%s" % parse_uri(uri) for uri in uris[1:]] + extras
-        try:
+        with contextlib.ExitStack() as stack:
             if temp is not None:
-                self.swift.call(
-                    uris[0],
-                    "put_object",
-                    container,
-                    temp,
-                    payload,
-                    content_type="application/octet-stream",
+                stack.enter_context(
+                    removed_after(
+                        lambda: self._delete(uris[0], container, temp),
+                        "the temporary object %s/%s" % (container, temp),
+                    )
                 )
-            headers, body = self.swift.storlet_get(
-                container, obj, storlet, params, extra_resources=extra or None
-            )
-        except SwiftError as err:
-            raise _refusal(storlet, uris, err) from None
-        finally:
-            if temp is not None:
-                self._delete(uris[0], container, temp)
+            try:
+                if temp is not None:
+                    self.swift.call(
+                        uris[0],
+                        "put_object",
+                        container,
+                        temp,
+                        payload,
+                        content_type="application/octet-stream",
+                    )
+                headers, body = self.swift.storlet_get(
+                    container, obj, storlet, params, extra_resources=extra or None
+                )
+            except SwiftError as err:
+                raise _refusal(storlet, uris, err) from None
         self.placements.append(placement)
         return user_metadata(headers), body
 
@@ -272,10 +282,11 @@ class ClusterRunner:
         self.swift.call(
             temp, "put_object", container, temp, payload, content_type="application/octet-stream"
         )
-        try:
+        with removed_after(
+            lambda: self._delete(temp, container, temp),
+            "the temporary object %s/%s" % (container, temp),
+        ):
             yield (dict(params, payload=PAYLOAD_RESOURCE), ["/%s/%s" % (container, temp)])
-        finally:
-            self._delete(temp, container, temp)
 
     def _delete(self, label, container, name):
         try:
@@ -286,6 +297,72 @@ class ClusterRunner:
 
     def _resource(self, uri):
         return "/%s/%s" % parse_uri(self.locate(uri))
+
+    def limits(self):
+        """(datagram bytes, header bytes) the inputs of one call must fit:
+        what the cluster's /info publishes."""
+        limits = self.swift.limits()
+        return limits.datagram, limits.header
+
+    def ensure_location(self, uri):
+        """Create the container ``uri`` is in, if need be."""
+        self.swift.ensure_container(parse_uri(self.locate(uri))[0])
+
+    def put(self, uri, body, content_type):
+        """Write ``body`` as ``uri``."""
+        container, obj = parse_uri(self.locate(uri))
+        self.swift.call(uri, "put_object", container, obj, body, content_type=content_type)
+
+    def produce(self, storlet, uris, dest, params, metadata=None, content_type=None):
+        """Write ``dest`` as ``storlet``'s output over ``uris`` in one call,
+        next to them: ``uris[0]`` the request's object, the rest extra
+        resources, in order.  Nothing is written if the storlet fails; a
+        refusal names the input the storlet named."""
+        container, obj = parse_uri(self.locate(uris[0]))
+        dest_container, dest_obj = parse_uri(self.locate(dest))
+        headers = {protocol.OBJECT_META + k: v for k, v in (metadata or {}).items()}
+        try:
+            self.swift.storlet_copy(
+                container,
+                obj,
+                dest_container,
+                dest_obj,
+                storlet,
+                params,
+                [self._resource(uri) for uri in uris[1:]] or None,
+                headers=headers,
+                content_type=content_type,
+            )
+        except SwiftError as err:
+            raise _refusal(storlet, uris, err) from None
+        self.placements.append("proxy" if len(uris) > 1 else "object-server")
+
+    def extract(self, storlet, src, dest_prefix, params, max_members):
+        """Write the members of the tar ``storlet`` outputs over ``src`` as
+        objects under ``dest_prefix``, next to ``src`` (Swift's bulk
+        extraction writes them, with the metadata of their pax headers);
+        returns how many.  Members past ``max_members`` fail the call."""
+        container, name = parse_uri(self.locate(src))
+        dest_container, prefix = parse_uri(self.locate(dest_prefix))
+        try:
+            answer = self.swift.storlet_extract(
+                container, name, dest_container, prefix.rstrip("/"), storlet, params
+            )
+        except SwiftError as err:
+            raise _refusal(storlet, [src], err) from None
+        created = answer.get("Number Files Created")
+        if not answer["Response Status"].startswith("201") or answer.get("Errors"):
+            raise StorletFailed(src, "extraction failed: %s" % json.dumps(answer)[:500])
+        if not isinstance(created, int) or created > max_members:
+            raise StorletFailed(src, "extraction wrote %r objects" % (created,))
+        self.placements.append("object-server")
+        return created
+
+    def delete(self, uris, concurrency=1):
+        """Remove ``uris``; a missing one is not an error."""
+        self.swift.parallel(
+            lambda uri: self._delete(uri, *parse_uri(self.locate(uri))), list(uris), concurrency
+        )
 
     # -- batches -----------------------------------------------------------
     def run_storlet(
@@ -370,11 +447,9 @@ def _refusal(storlet, uris, err):
     if len(uris) > 1 and err.object:
         for uri in uris:
             if "%s/%s" % parse_uri(uri) == err.object or uri == err.object:
-                return SwiftError(
+                return storlet_error(
+                    "%s (in a call over %d objects from %s)" % (storlet, len(uris), uris[0]),
+                    err,
                     uri,
-                    "storlet %s refused it, in a call over %d objects "
-                    "from %s: %s" % (storlet, len(uris), uris[0], err.reason),
-                    err.status,
-                    err.kind,
                 )
-    return SwiftError(uris[0], err.reason, err.status, err.kind)
+    return storlet_error(storlet, err, uris[0])

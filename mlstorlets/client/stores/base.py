@@ -1,4 +1,4 @@
-"""What every store connector offers, and the errors it raises.
+"""What every store connector offers.
 
 A connector is bound to one location (a container, a bucket, a file system,
 a Dropbox account) and names objects by keys inside it.  It streams
@@ -22,8 +22,8 @@ on the client sees the same.
 import dataclasses
 import io
 
+from mlstorlets.client.errors import StoreError
 from mlstorlets.sandbox import protocol
-from mlstorlets.sandbox.errors import ObjectError
 
 # Names the project keeps for itself (sidecars, temporary state): one rule
 # for every store and the Swift gateway.
@@ -36,26 +36,6 @@ SOURCE_ETAG = protocol.SOURCE_ETAG_KEY
 CONTENT_HEADERS = ("Content-Type", "Content-Disposition")
 # Bytes read or written at once when streaming a body.
 CHUNK = 1 << 20
-
-
-class StoreError(ObjectError):
-    """A store refused or failed a request.
-
-    Parameters
-    ----------
-    uri : str
-        The URI the request was about.
-    reason : str
-        What went wrong, in words a user can act on.
-    """
-
-    def __init__(self, uri, reason):
-        super().__init__(str(uri), reason)
-        self.uri = str(uri)
-
-
-class NotFound(StoreError):
-    """The object, container or bucket does not exist."""
 
 
 @dataclasses.dataclass

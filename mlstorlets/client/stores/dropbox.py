@@ -29,14 +29,13 @@ import dropbox
 import requests
 from dropbox import exceptions, files
 
+from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
     CHUNK,
     INTERNAL_PREFIX,
     Entry,
-    NotFound,
     Reader,
     Store,
-    StoreError,
     content_headers,
     is_internal,
     normalize_metadata,

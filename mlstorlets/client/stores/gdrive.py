@@ -43,12 +43,11 @@ from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload, MediaIoBaseUpload, MediaUpload, build_http
 
+from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
     Entry,
-    NotFound,
     Reader,
     Store,
-    StoreError,
     content_headers,
     is_internal,
     normalize_metadata,

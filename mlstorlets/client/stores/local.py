@@ -20,14 +20,13 @@ import json
 import os
 import tempfile
 
+from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
     CHUNK,
     INTERNAL_PREFIX,
     Entry,
-    NotFound,
     Reader,
     Store,
-    StoreError,
     content_headers,
     is_internal,
     normalize_metadata,
@@ -181,6 +180,17 @@ class FileStore(Store):
                 pass
             except OSError as err:
                 raise StoreError(self.uri(key), err.strerror) from None
+        self._prune(os.path.dirname(self._sidecar(path)))
+
+    def _prune(self, directory):
+        """Remove the project's own folders (a finished training's shards,
+        an emptied sidecar folder) once empty; a user's folders stay."""
+        while directory != self.root and is_internal(os.path.relpath(directory, self.root)):
+            try:
+                os.rmdir(directory)
+            except OSError:  # not empty, or gone
+                return
+            directory = os.path.dirname(directory)
 
 
 def _stat_key(st):

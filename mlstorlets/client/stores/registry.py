@@ -13,7 +13,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from mlstorlets.client.stores.base import StoreError
+from mlstorlets.client.errors import StoreError
 from mlstorlets.client.uri import S3_BUCKET_NAME, URI, parse
 
 

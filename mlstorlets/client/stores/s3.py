@@ -22,14 +22,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
     CHUNK,
     Entry,
     FullReads,
-    NotFound,
     Reader,
     Store,
-    StoreError,
     content_headers,
     is_internal,
     local_path,

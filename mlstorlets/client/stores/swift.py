@@ -33,13 +33,12 @@ from swiftclient.client import ClientException
 from swiftclient.multithreading import MultiThreadingManager
 from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
+from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
     CHUNK,
     Entry,
-    NotFound,
     Reader,
     Store,
-    StoreError,
     content_headers,
     is_internal,
     local_path,

@@ -16,7 +16,7 @@ import tempfile
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from mlstorlets.client.stores.base import NotFound
+from mlstorlets.client.errors import NotFound
 from mlstorlets.client.stores.registry import Stores
 
 # Bytes of a file being written that stay in memory before spooling.
