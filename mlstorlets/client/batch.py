@@ -30,10 +30,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from swiftclient.client import Connection
-
 from mlstorlets.client.errors import NotFound, UsageError, storlet_error
-from mlstorlets.client.swift import Swift, SwiftError
+from mlstorlets.client.swift import Connection, Swift, SwiftError
 from mlstorlets.client.uri import format_uri, output_type_for, parse_uri, plan_keys
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError

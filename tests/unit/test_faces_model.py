@@ -156,7 +156,7 @@ def test_a_model_holding_objects_is_refused(faces_model):
     arrays["coef"] = np.array([object()] * 128, dtype=object)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    with pytest.raises(ObjectError, match="corrupt face model|declares more data"):
+    with pytest.raises(ObjectError, match="object arrays are refused"):
         load_model(buffer.getvalue(), "models/evil")
 
 
@@ -202,5 +202,5 @@ def test_shard_whose_header_overstates_its_size_is_refused():
         )
         archive.writestr("X.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:])
         archive.writestr("y.npy", b"")
-    with pytest.raises(ObjectError, match="more data than it holds"):
+    with pytest.raises(ObjectError, match="header declares 4000000000000 bytes of data"):
         load_shard(buffer.getvalue(), "shards/liar")

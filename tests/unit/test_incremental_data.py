@@ -163,7 +163,7 @@ def test_an_npz_member_whose_header_lies_about_its_size_is_refused():
         archive.writestr("X.npy", npy_member((100_000_000, 10), b"\0" * 80))
         archive.writestr("y.npy", npy_member((10,), b"\0" * 80))
     reason = refused(buf.getvalue())
-    assert "X.npy: its header declares 8000000000 bytes of data, the archive 80" in reason
+    assert "X.npy: its header declares 8000000000 bytes of data, the archive holds 80" in reason
 
 
 def test_archive_size_and_member_count_are_bounded():

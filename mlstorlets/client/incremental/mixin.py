@@ -39,14 +39,13 @@ from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
-from swiftclient.client import Connection
 
 from mlstorlets.client.batch import BatchSummary
 from mlstorlets.client.errors import StorletFailed, UsageError
 from mlstorlets.client.incremental.transport import STORLET_NAME, calls_for
 from mlstorlets.client.runners import runner_for
 from mlstorlets.client.stores.registry import Stores
-from mlstorlets.client.swift import Swift
+from mlstorlets.client.swift import Connection, Swift
 from mlstorlets.sandbox.incremental import data, state, training
 
 if TYPE_CHECKING:  # typing.Self is Python 3.11's

@@ -28,12 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Union
 
-from swiftclient.client import Connection
-
 from mlstorlets.client.runners.client import ClientRunner
 from mlstorlets.client.runners.cluster import ClusterRunner
 from mlstorlets.client.stores.registry import Stores
-from mlstorlets.client.swift import Swift
+from mlstorlets.client.swift import Connection, Swift
 from mlstorlets.client.uri import parse
 
 __all__ = [

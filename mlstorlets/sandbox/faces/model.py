@@ -18,10 +18,12 @@ import dataclasses
 import io
 import json
 import zipfile
+import zlib
 
 import numpy as np
 from sklearn.svm import LinearSVC
 
+from mlstorlets.sandbox import npz
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.embed import DESCRIPTOR, EMBEDDING_SIZE
 
@@ -48,6 +50,8 @@ DEFAULT_THRESHOLD = 0.6
 _FORMAT = "mlstorlets.sandbox.faces.model"
 _VERSION = 2
 _ARRAYS = ("coef", "intercept", "embeddings", "labels", "meta")
+# Members an archive may list before it is refused unread.
+_MAX_MEMBERS = 64
 
 #: Faces used to calibrate the threshold at most (the distances are
 #: quadratic in their number); a seeded sample of larger training sets.
@@ -307,32 +311,17 @@ def pack_shard(X, y):
     return buffer.getvalue()
 
 
-def _check_zip(data, name, what):
-    """Open ``data`` as a zip archive whose members fit in memory."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise ObjectError(name, f"not a {what} (not a zip archive)") from None
-    unpacked = sum(member.file_size for member in members)
-    if unpacked > MAX_UNPACKED_BYTES:
-        raise ObjectError(
-            name, f"{what} unpacks to {unpacked} bytes, over the {MAX_UNPACKED_BYTES} limit"
-        )
-    return archive
-
-
-def _check_npy_header(archive, member, name):
-    # np.load allocates what the .npy header declares before reading the
-    # data, so a small member could claim a huge shape; compare first.
-    with archive.open(member) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > member.file_size:
-        raise ObjectError(name, f"array {member.filename} declares more data than it holds")
+def _arrays(data, name, what, expected):
+    """The arrays of the ``.npz`` ``data``, which must hold exactly the
+    members ``expected`` (names without ``.npy``); read by the bounded
+    reader, never by ``np.load``."""
+    archive = npz.open_archive(io.BytesIO(data), name, what, _MAX_MEMBERS, MAX_UNPACKED_BYTES)
+    with archive:
+        members = {member.filename: member for member in archive.infolist()}
+        if set(members) != {key + ".npy" for key in expected}:
+            return None, sorted(members)
+        arrays = {key: npz.read_member(archive, members[key + ".npy"], name) for key in expected}
+    return arrays, None
 
 
 def load_shard(data, name):
@@ -357,21 +346,13 @@ def load_shard(data, name):
     """
     if not data:
         raise ObjectError(name, "empty object, expected a training shard")
-    archive = _check_zip(data, name, "training shard")
     try:
-        members = {member.filename: member for member in archive.infolist()}
-        if set(members) != {"X.npy", "y.npy"}:
-            raise ObjectError(
-                name, f"a shard holds exactly X.npy and y.npy, found {sorted(members)}"
-            )
-        for member in members.values():
-            _check_npy_header(archive, member, name)
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            X, y = npz["X"], npz["y"]
-    except ObjectError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
+        arrays, found = _arrays(bytes(data), name, "training shard", ("X", "y"))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ObjectError(name, f"corrupt training shard ({exc})") from None
+    if arrays is None:
+        raise ObjectError(name, f"a shard holds exactly X.npy and y.npy, found {found}")
+    X, y = arrays["X"], arrays["y"]
     if X.dtype != np.float32:
         raise ObjectError(name, f"shard features must be float32, got {X.dtype}")
     return _check_xy(X, y, name)
@@ -434,23 +415,18 @@ def load_model(data, name):
     data = bytes(data)
     if data[:1] == b"\x80":
         raise ObjectError(name, "is a pickle; only .npz face models are accepted")
-    archive = _check_zip(data, name, "face model (.npz)")
     try:
-        members = {member.filename: member for member in archive.infolist()}
-        if set(members) != {a + ".npy" for a in _ARRAYS}:
+        arrays, found = _arrays(data, name, "face model (.npz)", _ARRAYS)
+        if arrays is None:
             raise ObjectError(
                 name,
-                f"not a face model of this version: it holds {sorted(members)[:8]}, "
+                f"not a face model of this version: it holds {found[:8]}, "
                 f"expected {sorted(a + '.npy' for a in _ARRAYS)} (train it again)",
             )
-        for member in members.values():
-            _check_npy_header(archive, member, name)
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in _ARRAYS}
         meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
     except ObjectError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError, RecursionError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RecursionError) as exc:
         raise ObjectError(name, f"corrupt face model ({exc})") from None
     return _check_model(arrays, meta, name)
 

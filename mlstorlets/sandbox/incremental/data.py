@@ -36,6 +36,7 @@ import zlib
 import numpy as np
 
 from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.npz import read_member, read_npy_header
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -402,25 +403,8 @@ def _parse_text(lines, numbers, delimiter, n_columns, options, name, start):
     return Batch(X, y, w, np.asarray(numbers), start)
 
 
-def _read_npy_header(stream, name, what):
-    """Shape, order and dtype of a ``.npy`` stream, refusing object arrays."""
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except ValueError as exc:
-        raise ObjectError(name, f"bad {what} header ({exc})") from None
-    if dtype.hasobject:
-        raise ObjectError(name, f"{what} object arrays are refused (they need pickle)")
-    return shape, fortran, dtype
-
-
 def _npy_batches(stream, options, name):
-    shape, fortran, dtype = _read_npy_header(stream, name, ".npy")
+    shape, fortran, dtype = read_npy_header(stream, name, ".npy")
     if dtype.kind not in "biuf":
         raise ObjectError(name, f".npy dtype {dtype} is not numeric")
     if len(shape) != 2:
@@ -478,31 +462,16 @@ def _read_into(stream, view):
 
 
 def npz_member(archive, info, options, name):
-    """One array of an ``.npz``, its declared and actual sizes bounded.
-
-    The zip directory declares each member's uncompressed size and
-    :mod:`zipfile` never inflates past it; the ``.npy`` header inside must
-    then account for exactly those bytes, so a member that lies about its
-    size is refused before its array is allocated.
-    """
-    what = f".npz member {info.filename}"
+    """One array of an ``.npz``, its size bounded by ``max_array_bytes``
+    and its header checked against it (:func:`mlstorlets.sandbox.npz.read_member`)."""
     if info.file_size > options.max_array_bytes:
         raise _refuse(
-            name, f"{what} of {info.file_size} bytes uncompressed", "max_array_bytes", options
+            name,
+            f".npz member {info.filename} of {info.file_size} bytes uncompressed",
+            "max_array_bytes",
+            options,
         )
-    with archive.open(info) as member:
-        shape, fortran, dtype = _read_npy_header(member, name, what)
-        n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if member.tell() + n_bytes != info.file_size:
-            raise ObjectError(
-                name,
-                f"{what}: its header declares {n_bytes} bytes of data, "
-                f"the archive {info.file_size - member.tell()}",
-            )
-        data = member.read(n_bytes)
-    if len(data) != n_bytes:
-        raise ObjectError(name, f"{what} is truncated")
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return read_member(archive, info, name)
 
 
 def _npz_arrays(stream, options, name):
