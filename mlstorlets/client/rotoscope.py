@@ -246,13 +246,12 @@ def rotoscope(
     # Where the video and its work objects are: the publishing alone goes
     # through the client when dest is elsewhere.
     runner = runner_for(src, work, connection=conn, stores=stores)
-    if runner.placement == "cluster":
-        members = runner.swift.limits().extract_members
-        if members is not None and range_size > members:
-            raise UsageError(
-                "range_size %d is over the %d objects this cluster "
-                "writes from one extraction (max_extract_members)" % (range_size, members)
-            )
+    members = runner.extract_limit()
+    if members is not None and range_size > members:
+        raise UsageError(
+            "range_size %d is over the %d objects this cluster "
+            "writes from one extraction (max_extract_members)" % (range_size, members)
+        )
     started = time.monotonic()
     filter_params = dict(params or {}, filter=filter_name, quality=quality)
     for storlet, checked in (

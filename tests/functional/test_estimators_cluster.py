@@ -25,6 +25,7 @@ from mlstorlets.client.incremental import (
     MultinomialNB,
     SGDClassifier,
     SGDRegressor,
+    passes,
 )
 from mlstorlets.client.incremental.transport import STATE_PREFIX, calls_for
 from mlstorlets.client.stores.registry import Stores
@@ -97,7 +98,8 @@ def test_a_small_state_runs_on_the_object_server_a_big_one_on_the_proxy(conn, co
     upload(conn, container, make_parts(2, classifier=False), prefix="reg/")
     upload(conn, container, make_parts(2), prefix="cls/")
     small = calls_for("swift://%s/reg/" % container, conn, objects_per_call=1)
-    SGDRegressor(random_state=0)._train_pass(
+    passes.train_pass(
+        state.kind_of(SGDRegressor()),
         small,
         small.list_objects("swift://%s/reg/" % container),
         state.dumps(SGDRegressor()),
@@ -107,7 +109,8 @@ def test_a_small_state_runs_on_the_object_server_a_big_one_on_the_proxy(conn, co
     assert small.placements == ["object-server"] * 3
     big = calls_for("swift://%s/cls/" % container, conn, objects_per_call=1)
     mlp = MLPClassifier(hidden_layer_sizes=(64, 64), random_state=0)
-    mlp._train_pass(
+    passes.train_pass(
+        state.kind_of(mlp),
         big,
         big.list_objects("swift://%s/cls/" % container),
         state.dumps(mlp),

@@ -26,9 +26,7 @@ with the same storlet module run here.
 from __future__ import annotations
 
 import copy
-import json
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 from typing import TYPE_CHECKING, Union
@@ -41,12 +39,13 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from mlstorlets.client.batch import BatchSummary
-from mlstorlets.client.errors import StorletFailed, UsageError
+from mlstorlets.client.errors import UsageError
+from mlstorlets.client.incremental import passes
 from mlstorlets.client.incremental.transport import STORLET_NAME, calls_for
 from mlstorlets.client.runners import runner_for
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.swift import Connection, Swift
-from mlstorlets.sandbox.incremental import data, state, training
+from mlstorlets.sandbox.incremental import state
 
 if TYPE_CHECKING:  # typing.Self is Python 3.11's
     from typing import Self
@@ -123,162 +122,6 @@ class RemoteIncrementalMixin:
         with this one's parameters and fitted attributes (copied)."""
         return copy.deepcopy(state.plain(self))
 
-    # -- calls --------------------------------------------------------------
-    @staticmethod
-    def _request_params(op, data_options, extra=None):
-        params = {"op": op}
-        for key, value in (data_options or {}).items():
-            if key not in data.OPTIONS:
-                raise UsageError(
-                    f"unknown data option {key!r}; expected one of {sorted(data.OPTIONS)}"
-                )
-            if value is not None:
-                params[key] = str(value)
-        params.update(extra or {})
-        return params
-
-    @staticmethod
-    def _weights(uris, sample_weight):
-        """{uri: (object weight, row weights or None)} from ``sample_weight``."""
-        if sample_weight is None:
-            return {}
-        if not isinstance(sample_weight, dict):
-            if len(uris) != 1:
-                raise UsageError(
-                    f"an array of sample weights is for one object; {len(uris)} "
-                    "objects given (pass a dict of URI to weights)"
-                )
-            sample_weight = {uris[0]: sample_weight}
-        unknown = set(sample_weight) - set(uris)
-        if unknown:
-            raise UsageError(f"sample weights for objects not in the source: {sorted(unknown)}")
-        weights = {}
-        for uri, value in sample_weight.items():
-            if np.ndim(value) == 0:
-                weight = float(value)
-                if not np.isfinite(weight) or weight < 0:
-                    raise UsageError(f"sample weight of {uri} must be finite and >= 0")
-                weights[uri] = (weight, None)
-            else:
-                array = np.asarray(value, dtype=np.float64)
-                if array.ndim != 1 or not np.all(np.isfinite(array)) or (array < 0).any():
-                    raise UsageError(f"sample weights of {uri} must be 1-D, finite and >= 0")
-                weights[uri] = (1.0, array)
-        return weights
-
-    def _groups(self, transport, uris, params, weights):
-        """[(entries, row weights or None)] of each invocation, in order: an
-        object with an array of weights is called alone."""
-        calls, run = [], []
-
-        def flush():
-            for group in transport.plan(run, params) if run else []:
-                calls.append(([(u, weights.get(u, (1.0, None))[0]) for u in group], None))
-            run.clear()
-
-        for uri in uris:
-            array = weights.get(uri, (1.0, None))[1]
-            if array is None:
-                run.append(uri)
-                continue
-            flush()
-            calls.append(([(uri, 1.0)], array))
-        flush()
-        return calls
-
-    @staticmethod
-    def _payload(transport, entries, blob, classes=None, sample_weight=None):
-        job = None
-        if len(entries) > 1:
-            job = [[uri, float(w), transport.size_of(uri)] for uri, w in entries]
-        return state.pack(blob, classes=classes, sample_weight=sample_weight, job=job)
-
-    def _check_answer(self, where, body, metadata, sent):
-        """The storlet's new state, checked to continue ``sent``."""
-        new = state.loads(body, name=where, kind=state.kind_of(self))
-        if repr(sorted(new.get_params().items())) != repr(sorted(sent.get_params().items())):
-            raise StorletFailed(where, "the storlet returned a state for other hyper-parameters")
-        if not hasattr(new, "n_features_in_"):
-            raise StorletFailed(where, "the storlet returned an unfitted state")
-        if hasattr(sent, "n_features_in_") and new.n_features_in_ != sent.n_features_in_:
-            raise StorletFailed(where, "the storlet changed the number of features")
-        if hasattr(sent, "classes_") and not np.array_equal(new.classes_, sent.classes_):
-            raise StorletFailed(where, "the storlet returned other classes")
-        try:
-            report = json.loads(metadata[training.REPORT_KEY.lower()])
-            if not isinstance(report["n_samples"], int) or report["n_samples"] < 1:
-                raise ValueError("no samples")
-        except (KeyError, ValueError, TypeError) as exc:
-            raise StorletFailed(where, f"the storlet's report is malformed ({exc})") from None
-        return new, report
-
-    def _train_pass(self, transport, uris, blob, params, weights, classes=None, bar=None):
-        """partial_fit over ``uris`` in order; the final state (bytes, and
-        decoded), the rows trained and the progressive score sums."""
-        current = state.loads(blob, kind=state.kind_of(self))
-        n_samples, progressive = 0, None
-        for entries, rows in self._groups(transport, uris, params, weights):
-            first = not hasattr(current, "n_features_in_")
-            payload = self._payload(transport, entries, blob, classes if first else None, rows)
-            where = (
-                entries[0][0]
-                if len(entries) == 1
-                else f"{entries[0][0]} (and {len(entries) - 1} more)"
-            )
-            metadata, body = transport.call(entries, params, payload)
-            current, report = self._check_answer(where, body, metadata, current)
-            if first and classes is not None and not np.array_equal(current.classes_, classes):
-                raise StorletFailed(where, "the storlet returned other classes")
-            blob = body
-            n_samples += report["n_samples"]
-            if report.get("progressive"):
-                progressive = (
-                    report["progressive"]
-                    if progressive is None
-                    else training.merge_sums(progressive, report["progressive"])
-                )
-            if bar is not None:
-                bar.update(len(entries))
-        return blob, current, n_samples, progressive
-
-    def _score_pass(self, transport, uris, blob, params, weights):
-        total = None
-        for entries, rows in self._groups(transport, uris, params, weights):
-            payload = self._payload(transport, entries, blob, sample_weight=rows)
-            _, body = transport.call(entries, params, payload)
-            try:
-                sums = json.loads(body)
-                if sums.get("format") != training.SCORE_FORMAT:
-                    raise ValueError("not a score")
-                total = sums if total is None else training.merge_sums(total, sums)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise StorletFailed(
-                    entries[0][0], f"the storlet's score is malformed ({exc})"
-                ) from None
-        return training.final_score(total)
-
-    def _discover(self, transport, uris, params):
-        """Classes over all objects (one 'labels' call per group)."""
-        counts = {}
-        for entries, _ in self._groups(transport, uris, params, {}):
-            _, body = transport.call(entries, params, self._payload(transport, entries, None))
-            try:
-                answer = json.loads(body)
-                if answer.get("format") != training.LABELS_FORMAT:
-                    raise ValueError("not a labels answer")
-                pairs = list(zip(answer["labels"], answer["counts"], strict=True))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise StorletFailed(
-                    entries[0][0], f"the storlet's labels are malformed ({exc})"
-                ) from None
-            for label, count in pairs:
-                counts[label] = counts.get(label, 0) + int(count)
-        classes = np.array(sorted(counts))
-        if classes.dtype.kind == "f" and np.all(classes == np.round(classes)):
-            # text objects carry no type: integral labels become ints
-            classes = classes.astype(np.int64)
-        return classes
-
     # -- the remote methods ---------------------------------------------------
     def remote_partial_fit(
         self,
@@ -325,7 +168,7 @@ class RemoteIncrementalMixin:
         """
         transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
-        weights = self._weights(uris, sample_weight)
+        weights = passes.object_weights(uris, sample_weight)
         first = not hasattr(self, "n_features_in_")
         if first:
             self._validate_params()
@@ -342,11 +185,12 @@ class RemoteIncrementalMixin:
                 )
             classes = np.unique(classes) if first else None
         blob = state.dumps(self, self._partial_fit_params(None))
-        _, final, _, _ = self._train_pass(
+        _, final, _, _ = passes.train_pass(
+            state.kind_of(self),
             transport,
             uris,
             blob,
-            self._request_params("partial_fit", data_options),
+            passes.request_params("partial_fit", data_options),
             weights,
             classes,
         )
@@ -427,7 +271,7 @@ objects_per_call
         rng = check_random_state(getattr(self, "random_state", None))
         transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
-        weights = self._weights(uris, sample_weight)
+        weights = passes.object_weights(uris, sample_weight)
         held = []
         if early:
             if len(uris) < 2:
@@ -436,11 +280,11 @@ objects_per_call
             order = rng.permutation(len(uris))
             held = [uris[i] for i in sorted(order[:n_held])]
             uris = [u for u in uris if u not in held]
-        params = self._request_params("partial_fit", data_options)
+        params = passes.request_params("partial_fit", data_options)
         if is_classifier(self):
             if classes is None:
-                classes = self._discover(
-                    transport, uris + held, self._request_params("labels", data_options)
+                classes = passes.discover_classes(
+                    transport, uris + held, passes.request_params("labels", data_options)
                 )
             classes = np.unique(classes)
         fresh = clone(self)
@@ -452,13 +296,14 @@ objects_per_call
         verbose = int(getattr(self, "verbose", 0) or 0)
         if progress is None:
             progress = bool(verbose) and sys.stderr.isatty()
-        final, history = self._fit(
+        final, history = passes.fit_epochs(
+            state.kind_of(self),
             transport,
             uris,
             held,
             blob,
             params,
-            self._request_params("score", data_options) if early else None,
+            passes.request_params("score", data_options) if early else None,
             weights,
             classes,
             epochs=epochs,
@@ -471,73 +316,6 @@ objects_per_call
         self.remote_history_ = history
         self.remote_validation_objects_ = held
         return self
-
-    def _fit(
-        self,
-        transport,
-        uris,
-        held,
-        blob,
-        params,
-        score_params,
-        weights,
-        classes,
-        *,
-        epochs,
-        order,
-        stop,
-        verbose,
-        progress,
-    ):
-        """The epochs of :meth:`remote_fit`: the objects ``uris`` in an order
-        drawn from ``order`` (a RandomState; None keeps theirs), scored on
-        ``held`` with ``score_params`` when given, until ``stop`` (tol,
-        patience) says so.  Returns (final estimator, history)."""
-        history, best, stale, final = [], -np.inf, 0, None
-        epoch_bar = _bar(progress, epochs, "epochs", "epoch")
-        try:
-            for epoch in range(1, epochs + 1):
-                started = time.monotonic()
-                visit = (
-                    list(uris) if order is None else [uris[i] for i in order.permutation(len(uris))]
-                )
-                object_bar = _bar(progress, len(visit), f"epoch {epoch}", "obj")
-                try:
-                    blob, final, n, progressive = self._train_pass(
-                        transport, visit, blob, params, weights, classes, object_bar
-                    )
-                finally:
-                    if object_bar is not None:
-                        object_bar.close()
-                record = {
-                    "epoch": epoch,
-                    "n_samples": n,
-                    "train_score": None,
-                    "validation_score": None,
-                }
-                if progressive is not None and progressive["n"]:
-                    record["train_score"] = training.final_score(progressive)
-                if score_params is not None:
-                    record["validation_score"] = self._score_pass(
-                        transport, held, blob, score_params, weights
-                    )
-                record["seconds"] = time.monotonic() - started
-                history.append(record)
-                if verbose:
-                    print(_epoch_line(record), flush=True)
-                if epoch_bar is not None:
-                    epoch_bar.update(1)
-                score = record["validation_score" if score_params is not None else "train_score"]
-                if stop is not None and score is not None:
-                    tol, patience = stop
-                    stale = stale + 1 if score < best + tol else 0
-                    best = max(best, score)
-                    if stale >= patience:
-                        break
-        finally:
-            if epoch_bar is not None:
-                epoch_bar.close()
-        return final, history
 
     def remote_score(
         self,
@@ -560,12 +338,12 @@ objects_per_call
         transport = calls_for(source, connection, stores, storlet, objects_per_call)
         uris = transport.list_objects(source)
         blob = state.dumps(self, self._partial_fit_params(None))
-        return self._score_pass(
+        return passes.score_pass(
             transport,
             uris,
             blob,
-            self._request_params("score", data_options),
-            self._weights(uris, sample_weight),
+            passes.request_params("score", data_options),
+            passes.object_weights(uris, sample_weight),
         )
 
     def remote_predict(
@@ -602,7 +380,7 @@ objects_per_call
         if not hasattr(self, method):
             raise AttributeError(f"{type(self).__name__} has no {method}")
         options = dict({"label_column": "none"}, **(data_options or {}))
-        params = self._request_params(method, options)
+        params = passes.request_params(method, options)
         blob = state.pack(state.dumps(self, self._partial_fit_params(None)))
         runner = runner_for(source, dest, connection=connection, stores=stores)
         # Every call's datagram holds the parameters, each source's name
@@ -637,21 +415,3 @@ objects_per_call
     def remote_transform(self, source: Sources, dest: str, **kwargs) -> BatchSummary:
         """:meth:`remote_predict` with ``transform``."""
         return self.remote_predict(source, dest, method="transform", **kwargs)
-
-
-def _bar(enabled, total, label, unit):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False)
-
-
-def _epoch_line(record):
-    parts = [f"-- Epoch {record['epoch']}", f"{record['n_samples']} samples"]
-    if record["train_score"] is not None:
-        parts.append(f"train score {record['train_score']:.6g}")
-    if record["validation_score"] is not None:
-        parts.append(f"validation score {record['validation_score']:.6g}")
-    parts.append(f"{record['seconds']:.2f} s")
-    return ", ".join(parts)

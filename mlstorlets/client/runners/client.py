@@ -212,6 +212,10 @@ class ClientRunner:
             )
         self.placements.append(self.placement)
 
+    def extract_limit(self):
+        """None: here, :meth:`extract` is bounded only by what it is asked."""
+        return None
+
     def extract(self, storlet, src, dest_prefix, params, max_members):
         """Write the members of the tar ``storlet`` outputs over ``src`` as
         objects under ``dest_prefix``, with the metadata of their pax

@@ -337,6 +337,12 @@ class ClusterRunner:
             raise _refusal(storlet, uris, err) from None
         self.placements.append("proxy" if len(uris) > 1 else "object-server")
 
+    def extract_limit(self):
+        """Most objects one :meth:`extract` may write: the cluster's bulk
+        extraction limit (``max_extract_members`` in its /info), or None
+        when it publishes none."""
+        return self.swift.limits().extract_members
+
     def extract(self, storlet, src, dest_prefix, params, max_members):
         """Write the members of the tar ``storlet`` outputs over ``src`` as
         objects under ``dest_prefix``, next to ``src`` (Swift's bulk
