@@ -99,7 +99,12 @@ def report(summary, args):
 
 
 def batch_options(args):
-    return dict(concurrency=args.concurrency, resume=not args.no_resume, dry_run=args.dry_run)
+    return dict(
+        concurrency=args.concurrency,
+        resume=not args.no_resume,
+        dry_run=args.dry_run,
+        placement=args.placement,
+    )
 
 
 def cmd_run(args):
@@ -258,6 +263,7 @@ def cmd_faces_train(args):
         C=args.C,
         concurrency=args.concurrency,
         dry_run=args.dry_run,
+        placement=args.placement,
     )
     if args.json:
         print(json.dumps(dict(dataclasses.asdict(result), dry_run=args.dry_run), indent=2))
@@ -295,6 +301,7 @@ def cmd_faces_recognize(args):
         concurrency=args.concurrency,
         dry_run=args.dry_run,
         resume=not args.no_resume,
+        placement=args.placement,
     )
     if args.dest is not None:
         return report(result, args)
@@ -341,6 +348,7 @@ def cmd_rotoscope(args):
         resume=not args.no_resume,
         dry_run=args.dry_run,
         log=None if quiet else lambda line: print(line, file=sys.stderr),
+        placement=args.placement,
     )
     return report(summary, args)
 
@@ -390,6 +398,22 @@ def add_batch_options(sp, params=True, resume=True):
         sp.add_argument("--no-resume", action="store_true", help="redo outputs that already exist")
     sp.add_argument("--dry-run", action="store_true", help="say what would be done; do nothing")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument(
+        "--on-client",
+        dest="placement",
+        action="store_const",
+        const="client",
+        default="auto",
+        help="run here even when the data is in the cluster (the data comes through)",
+    )
+    where.add_argument(
+        "--in-cluster-only",
+        dest="placement",
+        action="store_const",
+        const="cluster",
+        help="fail, before any work, unless it can run in the cluster next to the data",
+    )
 
 
 def positive(text):

@@ -42,6 +42,7 @@ def run_anywhere(
     progress: bool | None = None,
     dry_run: bool = False,
     output_type: tuple[str, str] | Callable | None = None,
+    placement: str = "auto",
 ) -> BatchSummary:
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
 
@@ -76,6 +77,8 @@ def run_anywhere(
         ``(suffix, content type)`` of the outputs, or a callable of the
         source key giving it; see
         :func:`mlstorlets.client.batch.run_batch`.
+    placement : {'auto', 'client', 'cluster'}, default='auto'
+        Where to run: see :func:`mlstorlets.client.runners.runner_for`.
 
     Returns
     -------
@@ -92,7 +95,7 @@ def run_anywhere(
         the destination bucket does not exist; the message names the URI.
     """
     _check_concurrency(concurrency)
-    runner = runner_for(src, dest, stores=stores)
+    runner = runner_for(src, dest, stores=stores, placement=placement)
     return runner.run_storlet(
         storlet,
         src,
@@ -117,6 +120,7 @@ def copy(
     stores: Stores | None = None,
     progress: bool | None = None,
     dry_run: bool = False,
+    placement: str = "auto",
 ) -> BatchSummary:
     """Copy every object named by ``src`` to ``dest``, between any stores.
 
@@ -137,6 +141,8 @@ def copy(
     progress : bool, optional
     dry_run : bool
         Say what would be copied; copy nothing.
+    placement : {'auto', 'client', 'cluster'}, default='auto'
+        See :func:`mlstorlets.client.runners.runner_for`.
 
     Returns
     -------
@@ -144,7 +150,7 @@ def copy(
         ``storlet`` is ``'copy'``.
     """
     _check_concurrency(concurrency)
-    return runner_for(src, dest, stores=stores).copy(
+    return runner_for(src, dest, stores=stores, placement=placement).copy(
         src, dest, concurrency, resume, progress=progress, dry_run=dry_run
     )
 

@@ -189,6 +189,7 @@ def rotoscope(
     dry_run: bool = False,
     stores: Stores | None = None,
     log: Callable[[str], None] | None = None,
+    placement: str = "auto",
 ) -> RotoscopeSummary:
     """Turn the video ``src`` into frames, filter them, and make them a
     video at ``dest``: inside the cluster when the video is there, else on
@@ -225,6 +226,10 @@ def rotoscope(
         Where ``dest`` is published (default: from the environment).
     log : callable, optional
         Called with one line per stage as it starts.
+    placement : {'auto', 'client', 'cluster'}, default='auto'
+        Where the stages run: see
+        :func:`mlstorlets.client.runners.runner_for` (the publishing goes
+        through the client whenever ``dest`` is elsewhere).
 
     Returns
     -------
@@ -245,7 +250,7 @@ def rotoscope(
     stores = stores_for(conn, stores)
     # Where the video and its work objects are: the publishing alone goes
     # through the client when dest is elsewhere.
-    runner = runner_for(src, work, connection=conn, stores=stores)
+    runner = runner_for(src, work, connection=conn, stores=stores, placement=placement)
     members = runner.extract_limit()
     if members is not None and range_size > members:
         raise UsageError(

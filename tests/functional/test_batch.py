@@ -1,10 +1,18 @@
 """The batch runner over many objects, with copy semantics."""
 
+import os
+
 import pytest
+from support import REPO
 
 from mlstorlets.client.batch import run_batch
 from mlstorlets.client.cli import main
+from mlstorlets.client.errors import UsageError
+from mlstorlets.client.placement import copy, run_anywhere
+from mlstorlets.client.stores import Stores
 from mlstorlets.sandbox.errors import ObjectError
+
+TEST_STORLETS = os.path.join(REPO, "tests", "storlets")
 
 
 @pytest.fixture
@@ -98,3 +106,29 @@ def test_run_command(cluster, sources, capsys, monkeypatch):
         )
         == 2
     )
+
+
+def test_where_to_run_is_the_callers_choice(conn, sources):
+    """--on-client brings the data through the client and runs the same
+    storlet there; --in-cluster-only refuses, before any work, what cannot
+    run next to the data."""
+    stores = Stores(environ={}, swift=conn)
+    src = "swift://%s/in/" % sources
+    here = run_anywhere(
+        "probe.py",
+        src,
+        "swift://%s/here/" % sources,
+        storlets_dir=TEST_STORLETS,
+        stores=stores,
+        placement="client",
+    )
+    assert here.placement == "client" and len(here.done) == 30
+    assert here.client_bytes >= sum(range(30))
+    assert conn.get_object(sources, "here/o07.txt")[1] == b"x" * 7
+    copied = copy(src, "swift://%s/copied/" % sources, stores=stores, placement="client")
+    assert copied.placement == "client" and copied.client_bytes >= sum(range(30))
+    inside = copy(src, "swift://%s/inside/" % sources, stores=stores, placement="cluster")
+    assert inside.placement == "cluster" and inside.client_bytes == 0
+    with pytest.raises(UsageError, match="in the cluster only"):
+        copy(src, "file:///tmp/never/", stores=stores, placement="cluster")
+    assert not os.path.exists("/tmp/never")

@@ -6,7 +6,7 @@ import os
 import pytest
 from swiftclient.client import Connection
 
-from mlstorlets.client.errors import StorletFailed
+from mlstorlets.client.errors import StorletFailed, UsageError
 from mlstorlets.client.runners import ClientRunner, ClusterRunner, runner_for
 from mlstorlets.client.stores import Stores
 from mlstorlets.client.stores.local import FileStore
@@ -161,3 +161,33 @@ def test_removing_internal_objects_leaves_no_internal_folder(files):
     runner.delete(shards)  # a missing one is not an error
     # The model's sidecar (its content type) stays; the shards' folders go.
     assert os.listdir(files / "m" / protocol.INTERNAL_PREFIX) == ["model.json"]
+
+
+def test_on_the_client_by_request_even_for_cluster_uris(cluster_stores):
+    runner = runner_for("swift://c/a/", "swift://c/b/", stores=cluster_stores, placement="client")
+    assert isinstance(runner, ClientRunner)
+
+
+def test_in_the_cluster_only_refuses_a_uri_outside_it(cluster_stores, tmp_path):
+    runner = runner_for("swift://c/a/", stores=cluster_stores, placement="cluster")
+    assert isinstance(runner, ClusterRunner)
+    outside = "file://%s/x/" % tmp_path
+    with pytest.raises(UsageError, match="in the cluster only, but %s is not in it" % outside):
+        runner_for("swift://c/a/", outside, stores=cluster_stores, placement="cluster")
+    with pytest.raises(UsageError, match="placement must be one of"):
+        runner_for("swift://c/a/", stores=cluster_stores, placement="elsewhere")
+
+
+def test_the_cli_refuses_before_any_work(files, capsys):
+    from mlstorlets.client.cli import main
+
+    src, dest = "file://%s/in/" % files, "file://%s/out/" % files
+    for argv in (
+        ["run", "extract_face.py", src, dest, "--in-cluster-only"],
+        ["cp", src, dest, "--in-cluster-only"],
+        ["faces", "train", src, "file://%s/m.npz" % files, "--in-cluster-only"],
+        ["rotoscope", "file://%s/in/p0" % files, dest, "--filter", "cartoon", "--in-cluster-only"],
+    ):
+        assert main(argv) == 2, argv
+        assert "in the cluster only, but file://" in capsys.readouterr().err
+    assert not (files / "out").exists() and not (files / "m.npz").exists()

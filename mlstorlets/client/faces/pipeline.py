@@ -112,8 +112,8 @@ def extract(
     label_key : str, default="Name"
         Metadata key holding the person's name, copied to the crop.
     **batch_options
-        ``concurrency``, ``resume``, ``progress``, ``dry_run``: see
-        ``run_anywhere``.
+        ``concurrency``, ``resume``, ``progress``, ``dry_run``,
+        ``placement``: see ``run_anywhere``.
 
     Returns
     -------
@@ -157,6 +157,7 @@ def recognize(
     kind: str | None = None,
     concurrency: int = 4,
     dry_run: bool = False,
+    placement: str = "auto",
     **batch_options,
 ) -> Recognitions | batch.BatchSummary:
     """Name the people in the photos and videos under ``src``.
@@ -187,6 +188,8 @@ def recognize(
     concurrency : int, default=4
     dry_run : bool, default=False
         Say what would be recognized; run nothing.
+    placement : {'auto', 'client', 'cluster'}, default='auto'
+        Where to run: see :func:`mlstorlets.client.runners.runner_for`.
     **batch_options
         ``resume``, ``progress``: see ``run_anywhere``.
 
@@ -194,7 +197,7 @@ def recognize(
     -------
     mlstorlets.client.batch.BatchSummary, or Recognitions when ``dest`` is None
     """
-    runner = runner_for(src, dest, model, stores=stores_for(conn))
+    runner = runner_for(src, dest, model, stores=stores_for(conn), placement=placement)
     # The engine feeds a missing extra resource to the storlet as the 404
     # page; asking first gives the user the real reason.
     runner.require(model)
@@ -317,6 +320,7 @@ def train(
     concurrency: int = 4,
     budget: int | None = None,
     dry_run: bool = False,
+    placement: str = "auto",
 ) -> TrainReport:
     """Train a face model on the labelled crops under ``src``.
 
@@ -370,6 +374,8 @@ def train(
         Read and check the crops' labels and plan the shards; run nothing,
         write nothing (the report's ``seconds`` is the planning time and
         ``metadata`` is empty).
+    placement : {'auto', 'client', 'cluster'}, default='auto'
+        Where to run: see :func:`mlstorlets.client.runners.runner_for`.
 
     Returns
     -------
@@ -391,7 +397,7 @@ def train(
     started = time.monotonic()
     if parse(model).is_prefix:
         raise UsageError(f"{model} must name an object")
-    runner = runner_for(src, model, stores=stores_for(conn))
+    runner = runner_for(src, model, stores=stores_for(conn), placement=placement)
     runner.check_storlet(TRAIN, {"step": "fit", "label_key": label_key, "C": C, "seed": seed})
     model = runner.locate(model)
     limits = runner.limits()

@@ -134,6 +134,7 @@ class RemoteIncrementalMixin:
         stores: Stores | None = None,
         storlet: str = STORLET_NAME,
         objects_per_call: int | None = None,
+        placement: str = "auto",
     ) -> Self:
         """``partial_fit`` over each object named by ``source``, in order.
 
@@ -161,12 +162,15 @@ class RemoteIncrementalMixin:
         objects_per_call : int, default=None
             Most objects one invocation reads (None: as many as the engine's
             limits allow; the result is the same).
+        placement : {'auto', 'client', 'cluster'}, default='auto'
+            Where the calls run: see
+            :func:`mlstorlets.client.runners.runner_for`.
 
         Returns
         -------
         self : object
         """
-        transport = calls_for(source, connection, stores, storlet, objects_per_call)
+        transport = calls_for(source, connection, stores, storlet, objects_per_call, placement)
         uris = transport.list_objects(source)
         weights = passes.object_weights(uris, sample_weight)
         first = not hasattr(self, "n_features_in_")
@@ -227,6 +231,7 @@ class RemoteIncrementalMixin:
         storlet: str = STORLET_NAME,
         objects_per_call: int | None = None,
         progress: bool | None = None,
+        placement: str = "auto",
     ) -> Self:
         """Fit from scratch: epochs of ``partial_fit`` over every object.
 
@@ -249,7 +254,7 @@ class RemoteIncrementalMixin:
         Parameters
         ----------
         source, classes, sample_weight, data_options, connection, stores, storlet, \
-objects_per_call
+objects_per_call, placement
             As for :meth:`remote_partial_fit`; ``classes`` of a classifier
             default to the labels found in the objects (one extra call per
             group).
@@ -269,7 +274,7 @@ objects_per_call
         epochs, tol, patience, early, fraction = self._fit_settings(epochs, validation_fraction)
         shuffle = getattr(self, "shuffle", True) if shuffle is None else shuffle
         rng = check_random_state(getattr(self, "random_state", None))
-        transport = calls_for(source, connection, stores, storlet, objects_per_call)
+        transport = calls_for(source, connection, stores, storlet, objects_per_call, placement)
         uris = transport.list_objects(source)
         weights = passes.object_weights(uris, sample_weight)
         held = []
@@ -327,6 +332,7 @@ objects_per_call
         stores: Stores | None = None,
         storlet: str = STORLET_NAME,
         objects_per_call: int | None = None,
+        placement: str = "auto",
     ) -> float:
         """``score`` over the rows of every object, computed next to them.
 
@@ -335,7 +341,7 @@ objects_per_call
         classifier, R^2 for a regressor, the summed score of a clusterer.
         """
         check_is_fitted(self)
-        transport = calls_for(source, connection, stores, storlet, objects_per_call)
+        transport = calls_for(source, connection, stores, storlet, objects_per_call, placement)
         uris = transport.list_objects(source)
         blob = state.dumps(self, self._partial_fit_params(None))
         return passes.score_pass(
@@ -360,6 +366,7 @@ objects_per_call
         stores: Stores | None = None,
         storlet: str = STORLET_NAME,
         method: str = "predict",
+        placement: str = "auto",
     ) -> BatchSummary:
         """Write ``predict``'s output over each object under ``dest``.
 
@@ -382,7 +389,7 @@ objects_per_call
         options = dict({"label_column": "none"}, **(data_options or {}))
         params = passes.request_params(method, options)
         blob = state.pack(state.dumps(self, self._partial_fit_params(None)))
-        runner = runner_for(source, dest, connection=connection, stores=stores)
+        runner = runner_for(source, dest, connection=connection, stores=stores, placement=placement)
         # Every call's datagram holds the parameters, each source's name
         # among them: the model rides there when all have room.
         with runner.staged(blob, params, runner.list_objects(source)) as (params, extra):

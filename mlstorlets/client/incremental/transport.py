@@ -74,8 +74,15 @@ class EstimatorCalls:
         return self.runner.invoke(self.storlet, uris, params, payload)
 
 
-def calls_for(source, connection=None, stores=None, storlet=STORLET_NAME, objects_per_call=None):
-    """The calls over ``source``, in the cluster when it is there."""
-    return EstimatorCalls(
-        runner_for(source, connection=connection, stores=stores), storlet, objects_per_call
-    )
+def calls_for(
+    source,
+    connection=None,
+    stores=None,
+    storlet=STORLET_NAME,
+    objects_per_call=None,
+    placement="auto",
+):
+    """The calls over ``source``, in the cluster when it is there (see
+    :func:`~mlstorlets.client.runners.runner_for` for ``placement``)."""
+    runner = runner_for(source, connection=connection, stores=stores, placement=placement)
+    return EstimatorCalls(runner, storlet, objects_per_call)

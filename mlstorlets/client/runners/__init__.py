@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Union
 
+from mlstorlets.client.errors import UsageError
 from mlstorlets.client.runners.client import ClientRunner
 from mlstorlets.client.runners.cluster import ClusterRunner
 from mlstorlets.client.stores.registry import Stores
@@ -38,11 +39,14 @@ __all__ = [
     "ClientRunner",
     "ClusterRunner",
     "ConnectionLike",
+    "PLACEMENTS",
     "Runner",
     "runner_for",
     "stores_for",
 ]
 
+#: Where a command may run (:func:`runner_for`).
+PLACEMENTS = ("auto", "client", "cluster")
 #: Either runner: both answer the same methods.
 Runner = Union[ClusterRunner, ClientRunner]
 #: What a command reaches its stores through (:func:`stores_for`): the
@@ -65,22 +69,45 @@ def stores_for(connection=None, stores: Stores | None = None) -> Stores:
 
 
 def runner_for(
-    *uris: str | Iterable[str] | None, connection=None, stores: Stores | None = None
+    *uris: str | Iterable[str] | None,
+    connection=None,
+    stores: Stores | None = None,
+    placement: str = "auto",
 ) -> Runner:
     """The runner of a command over ``uris`` (sources, destinations, models:
     a URI, a list of URIs, or None for one not given).
 
-    In the cluster when every URI is; on the client otherwise.  A
-    :class:`~mlstorlets.client.swift.Swift` gateway given as ``connection``
-    is used as it is (its connections, its counters).
+    Parameters
+    ----------
+    *uris
+    connection : Connection, Swift or Stores, optional
+        A :class:`~mlstorlets.client.swift.Swift` gateway is used as it is
+        (its connections, its counters).
+    stores : Stores, optional
+    placement : {'auto', 'client', 'cluster'}, default='auto'
+        ``'auto'``: in the cluster when every URI is, on the client
+        otherwise.  ``'client'``: on the client whatever the URIs (the
+        data comes through it; ``--on-client``).  ``'cluster'``: in the
+        cluster or not at all (``--in-cluster-only``): a URI outside it is
+        a :class:`~mlstorlets.client.errors.UsageError` before any work.
     """
+    if placement not in PLACEMENTS:
+        raise UsageError("placement must be one of %s, got %r" % (PLACEMENTS, placement))
     stores = stores_for(connection, stores)
     named = []
     for item in uris:
         if item is None:
             continue
         named += [item] if isinstance(item, str) else list(item)
-    if named and all(stores.in_cluster(parse(u)) for u in named):
+    if placement == "client":
+        return ClientRunner(stores)
+    outside = [u for u in named if not stores.in_cluster(parse(u))]
+    if named and not outside:
         swift = connection if isinstance(connection, Swift) else None
         return ClusterRunner(stores, swift)
+    if placement == "cluster":
+        raise UsageError(
+            "in the cluster only, but %s is not in it: running elsewhere would move "
+            "its data through the client" % (outside[0] if outside else "no URI")
+        )
     return ClientRunner(stores)
