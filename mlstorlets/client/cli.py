@@ -260,6 +260,7 @@ def cmd_faces_train(args):
         args.src,
         args.model,
         label_key=args.label_key,
+        labels=args.labels,
         C=args.C,
         concurrency=args.concurrency,
         dry_run=args.dry_run,
@@ -619,7 +620,14 @@ def parser():
     )
     ft.add_argument("src")
     ft.add_argument("model", help="the model object (.npz), e.g. swift://models/faces.npz")
-    ft.add_argument("--label-key", default="Name")
+    ft.add_argument("--label-key", default="Name", help="the metadata key of the person")
+    ft.add_argument(
+        "--labels",
+        default=None,
+        metavar="RULE",
+        help="where each crop's person comes from instead: folder (crops/obama/1.png), "
+        "name:REGEX (name:^([a-z]+) on obama14.png) or metadata:KEY",
+    )
     ft.add_argument(
         "--C", type=float, default=1.0, dest="C", help="the linear SVM's regularisation"
     )

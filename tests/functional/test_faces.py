@@ -83,6 +83,12 @@ def test_the_faces_commands(cluster, faces, capsys, monkeypatch):
     assert len(lines) == 8 and all(" name=" in line for line in lines)
     assert main(["faces", "train", "swift://no-such-container/x/", uri + "models/other.npz"]) == 2
     assert "no such container" in capsys.readouterr().err
+    # People from the crops' names, not their metadata: here the initial.
+    argv = ["faces", "train", uri + "crops/", uri + "models/initials.npz", "--json"]
+    assert main(argv + ["--labels", "name:^(.)"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["b", "m", "o", "t"]
+    assert main(argv + ["--labels", "name:^x"]) == 2
+    assert "no label: the rule 'name:^x' gives none" in capsys.readouterr().err
 
 
 def test_extract_writes_labelled_crops(conn, faces):

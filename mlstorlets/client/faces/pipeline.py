@@ -37,12 +37,12 @@ from mlstorlets.client.errors import (
     removed_after,
 )
 from mlstorlets.client.faces import plan
+from mlstorlets.client.faces.labels import label_rule
 from mlstorlets.client.placement import run_anywhere
 from mlstorlets.client.runners import ConnectionLike, runner_for, stores_for
 from mlstorlets.client.uri import parse, parse_uri
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.shards import job_body
-from mlstorlets.sandbox.inputs import metadata_value
 from mlstorlets.sandbox.protocol import INTERNAL_PREFIX
 
 __all__ = [
@@ -312,6 +312,7 @@ def train(
     src: str,
     model: str,
     label_key: str = "Name",
+    labels: str | None = None,
     C: float = 1.0,
     seed: int = 0,
     shard_size: int | None = None,
@@ -353,6 +354,11 @@ def train(
         ``Threshold``, ``Descriptor``, ``Shards``.
     label_key : str, default="Name"
         Metadata key holding each crop's person.
+    labels : str, optional
+        Where each crop's person comes from instead: ``'folder'``,
+        ``'name:REGEX'`` or ``'metadata:KEY'``
+        (:mod:`mlstorlets.client.faces.labels`); by default its
+        ``label_key`` metadata.
     C, seed
         See :func:`mlstorlets.sandbox.faces.model.train`.
     shard_size : int, optional
@@ -410,12 +416,18 @@ def train(
     if not uris:
         raise NotFound(str(src), "no face crops under this prefix")
     described = runner.describe(uris, concurrency)
-    labels = []
+    rule, found = label_rule(labels, label_key), []
     for uri in uris:
-        label = metadata_value(described[uri][1], label_key)
+        label = rule(uri, described[uri][1])
         if not label:
-            raise ObjectFailed(uri, f"no label: the crop has no {label_key} metadata")
-        labels.append(label)
+            raise ObjectFailed(
+                uri,
+                f"no label: the crop has no {label_key} metadata"
+                if labels is None
+                else f"no label: the rule {labels!r} gives none",
+            )
+        found.append(label)
+    labels = found
     if len(set(labels)) < 2:
         raise ObjectFailed(
             str(src),
@@ -423,7 +435,7 @@ def train(
             % (labels[0], len(labels)),
         )
     crops = [
-        _Input(runner, uris[i], plan.input_cost(described[uris[i]][1]), 1)
+        _Input(runner, uris[i], plan.input_cost(described[uris[i]][1]), 1, labels[i])
         for i in plan.mix_by_label(labels, seed)
     ]
     steps = _Steps(runner, _shard_prefix(parse(model)), concurrency, budget, header_limit)
@@ -486,6 +498,7 @@ class _Input:
     uri: str
     cost: int
     faces: int
+    label: str | None = None  # a crop's person; a shard has its own
 
     @property
     def path(self):
@@ -556,7 +569,8 @@ class _Steps:
         job = dest + ".json" if shard else str(self.prefix) + step + ".json"
         with self._lock:
             self.written += [job, dest] if shard else [job]
-        self.runner.put(job, job_body([i.name for i in inputs]), "application/json")
+        labels = [i.label for i in inputs] if step == "pack" else None
+        self.runner.put(job, job_body([i.name for i in inputs], labels), "application/json")
         self.runner.produce(
             TRAIN,
             [job] + [i.uri for i in inputs],

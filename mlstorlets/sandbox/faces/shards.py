@@ -21,7 +21,9 @@ to the ``train`` storlet, chosen by its parameter ``step`` (see
 
 Every request runs on a *job object* the client writes: JSON
 ``{"inputs": ["container/object", ...]}`` naming, in order, the objects
-listed in ``X-Storlet-Extra-Resources``.  The storlet thus names the object
+listed in ``X-Storlet-Extra-Resources`` (for ``pack``, optionally
+``"labels": [...]``, the person of each crop, which the client took from
+their metadata, names or folders).  The storlet thus names the object
 at fault in every error, and its output inherits the job's (empty) user
 metadata instead of a crop's: the engine copies the metadata of the object
 a request runs on to the output, and a model labelled with the first
@@ -48,6 +50,8 @@ STEPS = ("pack", "merge", "fit")
 #: Largest job object: a few thousand names.
 MAX_JOB_BYTES = 4 * 2**20
 
+#: Longest person's name a job may give.
+MAX_LABEL_CHARS = 256
 #: Largest face crop read; a 512x512 RGB PNG is under 800 KB.
 MAX_CROP_BYTES = 4 * 2**20
 #: Largest shard; 512 MiB of embeddings is about a million faces.
@@ -57,16 +61,22 @@ MAX_SHARD_BYTES = 512 * 2**20
 MAX_FACES = 100_000
 
 
-def job_body(names):
-    """The job object naming a request's inputs, as bytes."""
-    return json.dumps({"inputs": list(names)}, separators=(",", ":")).encode("utf-8")
+def job_body(names, labels=None):
+    """The job object naming a request's inputs (and, for ``pack``, the
+    person of each crop when the client chose them), as bytes."""
+    job = {"inputs": list(names)}
+    if labels is not None:
+        job["labels"] = list(labels)
+    return json.dumps(job, separators=(",", ":")).encode("utf-8")
 
 
-def _job_inputs(f, name, n_inputs):
+def _job(f, name, n_inputs):
+    """(input names, labels or None) of the job object ``f``."""
     try:
         job = json.loads(read_input(f, name, MAX_JOB_BYTES))
         names = job["inputs"]
-    except (ValueError, TypeError, KeyError):
+        labels = job.get("labels")
+    except (ValueError, TypeError, KeyError, AttributeError):
         raise ObjectError(name, 'not a training job (JSON {"inputs": [...]})') from None
     if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
         raise ObjectError(name, "a training job's inputs must be a list of object names")
@@ -76,7 +86,17 @@ def _job_inputs(f, name, n_inputs):
             f"the job names {len(names)} inputs but the request reads "
             f"{n_inputs} (X-Storlet-Extra-Resources)",
         )
-    return names
+    if labels is not None and not (
+        isinstance(labels, list)
+        and len(labels) == len(names)
+        and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels)
+    ):
+        raise ObjectError(
+            name,
+            f"a training job's labels must be one name of 1 to {MAX_LABEL_CHARS} "
+            "characters an input",
+        )
+    return names, labels
 
 
 def run(in_files, params):
@@ -85,10 +105,12 @@ def run(in_files, params):
     step = params.get("step")
     if step not in STEPS:
         raise ObjectError(job, f"parameter step must be one of {', '.join(STEPS)}, got {step!r}")
-    names = _job_inputs(in_files[0], job, len(in_files) - 1)
+    names, labels = _job(in_files[0], job, len(in_files) - 1)
     if not names:
         raise ObjectError(job, "no inputs: name them in X-Storlet-Extra-Resources")
-    return {"pack": pack, "merge": merge, "fit": fit}[step](in_files[1:], names, params)
+    if step == "pack":
+        return pack(in_files[1:], names, params, labels)
+    return {"merge": merge, "fit": fit}[step](in_files[1:], names, params)
 
 
 def _shard_output(blocks, labels):
@@ -97,17 +119,18 @@ def _shard_output(blocks, labels):
     return {"Shard-Rows": str(len(X))}, body
 
 
-def pack(in_files, names, params):
-    """The embeddings of every input crop, as one shard."""
+def pack(in_files, names, params, labels=None):
+    """The embeddings of every input crop, as one shard: each labelled as
+    ``labels`` says, else by its metadata (``label_key``)."""
     label_key = params.get("label_key") or "Name"
-    blocks, labels = [], []
-    for f, name in zip(in_files, names):
-        label = metadata_value(f.get_metadata(), label_key)
+    blocks, found = [], []
+    for i, (f, name) in enumerate(zip(in_files, names)):
+        label = labels[i] if labels is not None else metadata_value(f.get_metadata(), label_key)
         if not label:
             raise ObjectError(name, f"no label: the crop has no X-Object-Meta-{label_key}")
         blocks.append(read_embedding(read_input(f, name, MAX_CROP_BYTES), name)[np.newaxis])
-        labels.append(label)
-    return _shard_output(blocks, labels)
+        found.append(label)
+    return _shard_output(blocks, found)
 
 
 def _read_shards(in_files, names):
