@@ -414,7 +414,10 @@ def run_batch(
         src_prefix,
         lambda name: output_type_for(output_type, name)[0],
     )
-    existing = existing_outputs(swift, dest, create=not dry_run) if resume else {}
+    # The destination is made alike with or without resume.
+    existing = existing_outputs(swift, dest, create=not dry_run)
+    if not resume:
+        existing = {}
     extra_etags = [_etag(swift, path) for path in extra_resources or ()]
 
     def task_params(task):

@@ -44,11 +44,15 @@ import posixpath
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from mlstorlets.client.batch import BatchSummary, execute, run_digest
 from mlstorlets.client.errors import NotFound, StorletFailed, UsageError
 from mlstorlets.client.runners import ConnectionLike, runner_for, stores_for
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
+from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.video.filters import apply_filter
 from mlstorlets.sandbox.video.frames import MAX_RANGE, frame_name
 
 FRAMES_STORLET = "video_frames.py"
@@ -257,6 +261,7 @@ def rotoscope(
             "range_size %d is over the %d objects this cluster "
             "writes from one extraction (max_extract_members)" % (range_size, members)
         )
+    _check_filter(filter_name, params or {})
     started = time.monotonic()
     filter_params = dict(params or {}, filter=filter_name, quality=quality)
     for storlet, checked in (
@@ -393,6 +398,16 @@ def rotoscope(
     summary.stages.append(stage)
     summary.dest = video_uri
     return _finish(summary, started)
+
+
+def _check_filter(filter_name, params):
+    """Refuse an unknown filter or a bad parameter value before any work:
+    the filter, the same function the storlet runs, over a small blank
+    frame."""
+    try:
+        apply_filter(np.zeros((32, 32, 3), np.uint8), filter_name, params, "--filter")
+    except ObjectError as err:
+        raise UsageError(err.reason) from None
 
 
 def _finish(summary, started):

@@ -132,3 +132,17 @@ def test_where_to_run_is_the_callers_choice(conn, sources):
     with pytest.raises(UsageError, match="in the cluster only"):
         copy(src, "file:///tmp/never/", stores=stores, placement="cluster")
     assert not os.path.exists("/tmp/never")
+
+
+def test_no_resume_into_a_new_container_makes_it(conn, sources):
+    dest = "%s-new" % sources
+    try:
+        summary = run_batch(
+            conn, "probe.py", "swift://%s/in/" % sources, "swift://%s/" % dest, resume=False
+        )
+        assert len(summary.done) == 30 and not summary.failed, summary.format()
+        assert conn.get_object(dest, "o07.txt")[1] == b"x" * 7
+    finally:
+        for entry in conn.get_container(dest, full_listing=True)[1]:
+            conn.delete_object(dest, entry["name"])
+        conn.delete_container(dest)

@@ -92,3 +92,19 @@ def test_not_a_video_names_the_object_and_writes_nothing(tmp_path):
         )
     assert "refused" in str(err.value) or "failed" in str(err.value)
     assert sorted(os.listdir(tmp_path)) == ["notes.avi"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--filter", "cartonn"], "unknown filter 'cartonn'"),
+        (["--filter", "cartoon", "-p", "passes=abc"], "passes must be an integer"),
+        (["--filter", "colormap", "-p", "map=nosuch"], "unknown colour map 'nosuch'"),
+    ],
+)
+def test_a_bad_filter_is_refused_before_any_work(clip, tmp_path, capsys, extra, message):
+    folder, _ = clip
+    argv = ["rotoscope", "file://%s/clip.avi" % folder, "file://%s/bad/" % tmp_path]
+    assert main(argv + extra + ["--work", "file://%s/work/" % tmp_path]) == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
