@@ -164,15 +164,26 @@ def printable(text):
 class Job:
     """What a job's ``work`` function gets besides its task."""
 
-    def __init__(self, summary, cancel):
+    def __init__(self, summary, cancel, lock, bar=None):
         self._summary = summary
         self._cancel = cancel
-        self._lock = threading.Lock()
+        self._lock = lock
+        self._bar = bar
+        #: Bytes of this task's source read so far (shown as they come).
+        self.read_bytes = 0
 
     def count(self, nbytes):
         """Count ``nbytes`` moved through the client."""
         with self._lock:
             self._summary.client_bytes += nbytes
+
+    def read(self, nbytes):
+        """Count ``nbytes`` of the task's source read through the client,
+        and show them on the progress bar."""
+        self.count(nbytes)
+        self.read_bytes += nbytes
+        if self._bar is not None:
+            self._bar.update(nbytes)
 
     def checkpoint(self):
         """Stop here (raise :class:`Cancelled`) if the job was interrupted."""
@@ -213,9 +224,17 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
     summary.dry_run = dry_run
     summary.source_bytes = sum(t.size for t in tasks)
     cancel = threading.Event()
-    job = Job(summary, cancel)
+    lock = threading.Lock()
+    # In bytes of source data when the sizes are known (a rate and an ETA
+    # that mean something, and a single large object that moves); else in
+    # objects.
+    in_bytes = summary.source_bytes > 0
+    bar = _progress(
+        summary.source_bytes if in_bytes else len(tasks), summary.storlet, progress, in_bytes
+    )
 
     def one(task):
+        job = Job(summary, cancel, lock, bar if in_bytes else None)
         try:
             job.checkpoint()
             if up_to_date is not None and up_to_date(task):
@@ -230,16 +249,16 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
             return "failed", err.reason if err.name == task.label else str(err)
         except Exception as err:  # one object's failure, whatever it is
             return "failed", "%s: %s" % (type(err).__name__, err)
+        finally:
+            if bar is not None:
+                bar.update(max(0, task.size - job.read_bytes) if in_bytes else 1)
 
-    bar = _progress(len(tasks), summary.storlet, progress)
     pool = ThreadPoolExecutor(max_workers=concurrency)
     futures = {pool.submit(one, task): task for task in tasks}
     outcomes = {}
     try:
         for future in as_completed(futures):
             outcomes[future] = future.result()
-            if bar is not None:
-                bar.update(1)
     except KeyboardInterrupt:
         # Ctrl-C: nothing more starts, what runs stops at its next
         # checkpoint, and the summary says what was done.
@@ -269,13 +288,23 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
     return summary
 
 
-def _progress(total, label, enabled):
+def _progress(total, label, enabled, in_bytes=False):
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
-    from tqdm import tqdm
+    # tqdm.auto: a widget in a notebook, text on a terminal.
+    from tqdm.auto import tqdm
 
+    if in_bytes:
+        return tqdm(
+            total=total,
+            desc=label,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+        )
     return tqdm(total=total, desc=label, unit="obj", file=sys.stderr)
 
 

@@ -203,3 +203,19 @@ def test_ctrl_c_cancels_the_rest_and_keeps_the_summary_so_far():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_progress_is_in_bytes_with_a_rate(capsys):
+    tasks = [_Task("o%d" % i) for i in range(3)]
+    for task in tasks:
+        task.size = 1000
+    seen = []
+
+    def work(task, job):
+        job.read(400)  # a download shows as it comes; the rest at the end
+        seen.append(job.read_bytes)
+
+    summary = execute(BatchSummary("s"), tasks, work, progress=True)
+    err = capsys.readouterr().err
+    assert summary.ok and seen == [400] * 3 and summary.client_bytes == 1200
+    assert "2.93k/2.93k" in err and "B/s" in err

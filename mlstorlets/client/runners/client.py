@@ -369,11 +369,11 @@ class ClientRunner:
         def work(task, job):
             with contextlib.ExitStack() as stack:
                 source = stack.enter_context(src_store.reader(task.source.name))
-                # Every byte downloaded, then every byte uploaded (a failed
-                # upload moved bytes too).
-                body, out_metadata, size = transform(
-                    task.source, source, Counted(source, job.count)
-                )
+                # Every byte downloaded, then every byte of an output
+                # uploaded (a failed upload moved bytes too); a copy's
+                # bytes count once.
+                downloaded = Counted(source, job.read)
+                body, out_metadata, size = transform(task.source, source, downloaded)
                 stack.enter_context(contextlib.closing(body))
                 out_metadata[SOURCE_ETAG] = task.source.etag
                 if run is not None:
@@ -384,9 +384,8 @@ class ClientRunner:
                 if content_type:
                     headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
                     headers["Content-Type"] = content_type
-                dest_store.write(
-                    task.dest_key, Counted(body, job.count), out_metadata, headers, size
-                )
+                upload = body if body is downloaded else Counted(body, job.count)
+                dest_store.write(task.dest_key, upload, out_metadata, headers, size)
 
         return batch.execute(
             batch.BatchSummary(label, placement=self.placement),
