@@ -64,3 +64,25 @@ def test_errors_name_the_uri(store, tmp_path):
     with pytest.raises(StoreError, match="a directory"):
         store.get("dir")
     assert store.head("dir") is None
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next(store, tmp_path):
+    import subprocess
+    import sys
+
+    from mlstorlets.client.stores import local
+
+    # A writer killed mid-write: its temporary file, named after its pid.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    pid = int(dead.stdout)
+    (tmp_path / "d").mkdir()
+    left = tmp_path / "d" / ("%s%d-abc" % (local.TEMP_PREFIX, pid))
+    left.write_bytes(b"x" * 1000)
+    mine = tmp_path / "d" / ("%s%d-def" % (local.TEMP_PREFIX, os.getpid()))
+    mine.write_bytes(b"in flight")  # a live writer's: kept
+    local._cleaned.discard(str(tmp_path / "d"))
+    store.put("d/new.bin", b"fresh")
+    assert not left.exists() and mine.exists()
+    assert [e.name for e in store.list("d/")] == ["d/new.bin"]

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 
 from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
@@ -33,6 +34,9 @@ from mlstorlets.client.stores.base import (
 )
 
 TEMP_PREFIX = INTERNAL_PREFIX + "-tmp-"
+# Directories this process has cleaned of abandoned temporary files.
+_cleaned = set()
+_cleaned_lock = threading.Lock()
 
 
 def _umask():
@@ -210,7 +214,10 @@ def _atomic_write(path, fill):
     and a rename; returns the new file's stat."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+    # Named after the writer, so that what a killed writer left (kill -9
+    # during a large download) is removed by the next process writing here.
+    _remove_abandoned(directory)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix="%s%d-" % (TEMP_PREFIX, os.getpid()))
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -226,3 +233,33 @@ def _atomic_write(path, fill):
             pass
         raise
     return st
+
+
+def _remove_abandoned(directory):
+    """Remove the temporary files that dead writers left in ``directory``,
+    the first time this process writes there."""
+    with _cleaned_lock:
+        if directory in _cleaned:
+            return
+        _cleaned.add(directory)
+    try:
+        found = [e for e in os.scandir(directory) if e.name.startswith(TEMP_PREFIX)]
+    except OSError:
+        return
+    for entry in found:
+        pid = entry.name[len(TEMP_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: not ours to remove
+    return True
