@@ -46,7 +46,6 @@ from mlstorlets.sandbox import protocol
 
 # The account container the storlets engine reads storlets from.
 STORLET_CONTAINER = "storlet"
-META = protocol.OBJECT_META
 # Swift's default max_header_size, for a cluster that does not publish it.
 DEFAULT_HEADER_LIMIT = 8192
 
@@ -259,7 +258,7 @@ class Swift:
             raise SwiftError(
                 storlet, "no such storlet in this account (deploy it: mlstorlets deploy)", 404
             )
-        value = headers.get((META + protocol.PARAMETERS_KEY).lower())
+        value = headers.get((protocol.OBJECT_META + protocol.PARAMETERS_KEY).lower())
         if value is None:
             return None
         return {p for p in value.split(",") if p}

@@ -287,6 +287,15 @@ def storlet_error(status, headers):
     return None
 
 
+# -- tar outputs -----------------------------------------------------------
+# A storlet whose output is a tar of objects (the frames of a video range)
+# gives each member's user metadata and type as pax headers, which Swift's
+# bulk extraction (and the client runner, which extracts as it does)
+# writes to the objects it makes.
+PAX_META = "SCHILY.xattr.user.meta."
+PAX_TYPE = "SCHILY.xattr.user.mime_type"
+
+
 # -- internal names --------------------------------------------------------
 # Names the project keeps for itself inside user containers (shards, job
 # objects, temporary state): never listed as data, never a batch's source.

@@ -43,9 +43,6 @@ class Task:
 _READERS = 8
 #: Largest member an extraction may write (a frame: the AVI reader's bound).
 MAX_MEMBER_BYTES = 32 << 20
-# Pax headers Swift's bulk extraction reads an object's metadata from.
-_PAX_META = "SCHILY.xattr.user.meta."
-_PAX_TYPE = "SCHILY.xattr.user.mime_type"
 
 
 class ClientRunner:
@@ -448,9 +445,11 @@ def _write_members(body, stores, prefix, max_members, src):
                     raise StorletFailed(src, "the extraction's tar names %r" % name)
                 headers = member.pax_headers
                 metadata = {
-                    k[len(_PAX_META) :]: v for k, v in headers.items() if k.startswith(_PAX_META)
+                    k[len(protocol.PAX_META) :]: v
+                    for k, v in headers.items()
+                    if k.startswith(protocol.PAX_META)
                 }
-                content_type = headers.get(_PAX_TYPE) or "application/octet-stream"
+                content_type = headers.get(protocol.PAX_TYPE) or "application/octet-stream"
                 data = tar.extractfile(member).read(member.size)
                 store.put(prefix.key + name, data, metadata, {"Content-Type": content_type})
                 created += 1

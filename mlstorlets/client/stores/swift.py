@@ -47,7 +47,6 @@ from mlstorlets.client.stores.base import (
 from mlstorlets.client.swift import Swift, clone_connection, reason_of
 from mlstorlets.sandbox import protocol
 
-META = protocol.OBJECT_META.lower()
 # Swift's default max_file_size and max_manifest_segments (constraints).
 MAX_OBJECT = 5 << 30
 MAX_SEGMENTS = 1000
@@ -297,4 +296,5 @@ def _entry(key, headers):
 
 
 def _metadata(headers):
-    return normalize_metadata({k[len(META) :]: v for k, v in headers.items() if k.startswith(META)})
+    meta = protocol.OBJECT_META.lower()
+    return normalize_metadata({k[len(meta) :]: v for k, v in headers.items() if k.startswith(meta)})

@@ -12,6 +12,7 @@ import tarfile
 
 import cv2
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.image import MAX_PIXELS
 
@@ -23,7 +24,6 @@ MAX_RANGE = 2000
 
 # Frame object names: zero-padded, so that name order is frame order.
 _NAME = "%06d.jpg"
-_META = "SCHILY.xattr.user.meta."
 
 
 def frame_name(index):
@@ -133,11 +133,11 @@ def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pi
                 member = tarfile.TarInfo(frame_name(index))
                 member.size = len(jpeg)
                 member.pax_headers = {
-                    "SCHILY.xattr.user.mime_type": "image/jpeg",
-                    _META + "Frame-Index": str(index),
-                    _META + "Frame-Time": "%.6f" % (source_index / fps),
-                    _META + "Frame-Fps": "%.6g" % (fps / every),
-                    _META + "Source": name[:200],
+                    protocol.PAX_TYPE: "image/jpeg",
+                    protocol.PAX_META + "Frame-Index": str(index),
+                    protocol.PAX_META + "Frame-Time": "%.6f" % (source_index / fps),
+                    protocol.PAX_META + "Frame-Fps": "%.6g" % (fps / every),
+                    protocol.PAX_META + "Source": name[:200],
                 }
                 tar.addfile(member, io.BytesIO(jpeg.tobytes()))
                 written += 1

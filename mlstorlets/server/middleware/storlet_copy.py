@@ -63,12 +63,11 @@ from swift.common.wsgi import make_subrequest
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.storlet_failure import classify
 
-META = protocol.OBJECT_META
 # Output metadata our storlets use to talk to this middleware (see
 # mlstorlets.sandbox.invocation); never stored.
-ERROR_KEY = META + protocol.ERROR_KEY
-ERROR_OBJECT_KEY = META + protocol.ERROR_OBJECT_KEY
-LENGTH_KEY = META + protocol.LENGTH_KEY
+ERROR_KEY = protocol.OBJECT_META + protocol.ERROR_KEY
+ERROR_OBJECT_KEY = protocol.OBJECT_META + protocol.ERROR_OBJECT_KEY
+LENGTH_KEY = protocol.OBJECT_META + protocol.LENGTH_KEY
 INTERNAL = (ERROR_KEY.lower(), ERROR_OBJECT_KEY.lower(), LENGTH_KEY.lower())
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ("x-run-storlet", "x-auth-token", "x-storlet-")
@@ -301,13 +300,13 @@ class StorletCopyMiddleware(object):
         put_headers = {
             k: v
             for k, v in resp.headers.items()
-            if k.lower().startswith(META.lower()) and k.lower() not in INTERNAL
+            if k.lower().startswith(protocol.OBJECT_META.lower()) and k.lower() not in INTERNAL
         }
         put_headers["Content-Type"] = req.headers.get(
             "Content-Type", resp.headers.get("Content-Type", "application/octet-stream")
         )
         for key, value in req.headers.items():
-            if key.lower().startswith((META.lower(), "x-delete-")):
+            if key.lower().startswith((protocol.OBJECT_META.lower(), "x-delete-")):
                 put_headers[key] = value
         put = _output_put(req, dest, put_headers, resp, length, source, "MLSC")
         put_resp = put.get_response(self.app)
@@ -333,7 +332,11 @@ class StorletCopyMiddleware(object):
                 body=b"%s must be tar\n" % protocol.EXTRACT_HEADER.encode(), request=req
             )(req.environ, start_response)
         # Bulk copies the user metadata of this request to every object.
-        headers = {k: v for k, v in req.headers.items() if k.lower().startswith(META.lower())}
+        headers = {
+            k: v
+            for k, v in req.headers.items()
+            if k.lower().startswith(protocol.OBJECT_META.lower())
+        }
         extract = _output_put(req, dest, headers, resp, length, source, "MLSX")
 
         # Only its extraction is used, through a guard of this request's
