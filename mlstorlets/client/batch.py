@@ -203,7 +203,9 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
         ``work(task, job)`` does one object; :class:`Job` counts the bytes
         it moves and stops it at a checkpoint when the job is interrupted.
         An :class:`~mlstorlets.sandbox.errors.ObjectError` (or any error)
-        fails this object only.
+        fails this object only; a refusal of a parameter's value (an error
+        with ``parameter``) stops the batch and raises a
+        :class:`~mlstorlets.client.errors.UsageError`.
     concurrency : int
     progress : bool, optional
         Show a progress bar; default: when stderr is a terminal.
@@ -233,6 +235,8 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
         summary.source_bytes if in_bytes else len(tasks), summary.storlet, progress, in_bytes
     )
 
+    refusals = []
+
     def one(task):
         job = Job(summary, cancel, lock, bar if in_bytes else None)
         try:
@@ -246,6 +250,11 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
         except Cancelled:
             return "cancelled", None
         except ObjectError as err:
+            if getattr(err, "parameter", None):
+                # The caller's parameter, the same for every object: one
+                # refusal stops the batch.
+                refusals.append(err)
+                cancel.set()
             return "failed", err.reason if err.name == task.label else str(err)
         except Exception as err:  # one object's failure, whatever it is
             return "failed", "%s: %s" % (type(err).__name__, err)
@@ -285,6 +294,12 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
     for names in (summary.done, summary.skipped, summary.failed, summary.planned):
         names.sort()
     summary.seconds = time.monotonic() - started
+    if refusals:
+        err = refusals[0]
+        raise UsageError(
+            "%s: %s (the value of parameter %s; %d object(s) done, nothing more tried)"
+            % (summary.storlet, err.detail or err.reason, err.parameter, len(summary.done))
+        )
     return summary
 
 

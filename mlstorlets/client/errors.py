@@ -59,6 +59,13 @@ class ObjectFailed(Error, ObjectError):
     obj : str or None
         For a call over several inputs, the one the storlet named
         (:data:`mlstorlets.sandbox.protocol.OBJECT_HEADER`).
+    parameter : str or None
+        For a refusal of a parameter's value, the parameter
+        (:data:`mlstorlets.sandbox.protocol.PARAMETER_HEADER`): the same
+        for every object, so a batch stops at the first.
+    detail : str or None
+        From the cluster, the storlet's own words
+        (:data:`mlstorlets.sandbox.protocol.DETAIL_HEADER`).
     """
 
     def __init__(
@@ -68,11 +75,15 @@ class ObjectFailed(Error, ObjectError):
         status: int | None = None,
         kind: str | None = None,
         obj: str | None = None,
+        parameter: str | None = None,
+        detail: str | None = None,
     ):
         ObjectError.__init__(self, name, reason)
         self.status = status
         self.kind = kind
         self.object = obj
+        self.parameter = parameter
+        self.detail = detail
 
     @property
     def uri(self):
@@ -103,14 +114,16 @@ def storlet_failure(
     reason: str,
     status: int | None = None,
     obj: str | None = None,
+    parameter: str | None = None,
 ) -> ObjectFailed:
     """The error of ``storlet`` over ``name``, worded the same whether it
     ran in the cluster or on the client: a :class:`Refused` or a
     :class:`StorletFailed`."""
     if kind == protocol.REFUSED:
-        return Refused(name, "storlet %s refused it: %s" % (storlet, reason), status, kind, obj)
-    outcome = _OUTCOME.get(kind, "failed")
-    return StorletFailed(name, "storlet %s %s: %s" % (storlet, outcome, reason), status, kind, obj)
+        words = "storlet %s refused it: %s" % (storlet, reason)
+        return Refused(name, words, status, kind, obj, parameter, reason)
+    words = "storlet %s %s: %s" % (storlet, _OUTCOME.get(kind, "failed"), reason)
+    return StorletFailed(name, words, status, kind, obj, parameter, reason)
 
 
 def storlet_error(storlet: str, err: ObjectFailed, name: str | None = None) -> ObjectFailed:
@@ -135,11 +148,11 @@ def storlet_error(storlet: str, err: ObjectFailed, name: str | None = None) -> O
     """
     name = err.name if name is None else name
     if err.kind is None:
-        return type(err)(name, err.reason, err.status, err.kind, err.object)
-    reason = err.reason
+        return type(err)(name, err.reason, err.status, err.kind, err.object, err.parameter)
+    reason = err.detail or err.reason
     if err.status is not None and reason.startswith("%d " % err.status):
         reason = reason[len("%d " % err.status) :]
-    return storlet_failure(name, storlet, err.kind, reason, err.status, err.object)
+    return storlet_failure(name, storlet, err.kind, reason, err.status, err.object, err.parameter)
 
 
 @contextlib.contextmanager

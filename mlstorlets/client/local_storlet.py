@@ -268,6 +268,7 @@ def stream(cls, inputs, params, name="", storlet=""):
                 protocol.REFUSED,
                 metadata[ERROR_KEY],
                 obj=metadata.get(ERROR_OBJECT_KEY),
+                parameter=metadata.get(protocol.ERROR_PARAMETER_KEY),
             )
         length = metadata.pop(LENGTH_KEY, None)
         if length is not None and length.isdigit() and int(length) != out.length:

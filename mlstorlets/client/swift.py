@@ -195,6 +195,8 @@ class Swift:
                 err.http_status,
                 kind,
                 protocol.failed_object(err.http_response_headers),
+                protocol.failed_parameter(err.http_response_headers),
+                protocol.failed_detail(err.http_response_headers),
             ) from None
         except OSError as err:
             raise SwiftError(name, "cannot reach Swift: %s" % err) from None

@@ -25,3 +25,22 @@ class ObjectError(Exception):
         self.name = name
         self.reason = reason
         super().__init__(f"{name}: {reason}" if name else reason)
+
+
+class ParameterError(ObjectError):
+    """A storlet parameter's value that the storlet cannot use: the
+    caller's mistake, the same for every object, so a batch stops at the
+    first (the protocol carries ``parameter``).
+
+    Parameters
+    ----------
+    name : str
+        The object the call was over.
+    parameter : str
+        The parameter's name.
+    reason : str
+    """
+
+    def __init__(self, name, parameter, reason):
+        super().__init__(name, reason)
+        self.parameter = parameter

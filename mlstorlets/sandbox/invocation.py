@@ -28,8 +28,14 @@ import math
 import os
 import sys
 
-from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.protocol import ERROR_KEY, ERROR_OBJECT_KEY, LENGTH_KEY, MAX_REASON
+from mlstorlets.sandbox.errors import ObjectError, ParameterError
+from mlstorlets.sandbox.protocol import (
+    ERROR_KEY,
+    ERROR_OBJECT_KEY,
+    ERROR_PARAMETER_KEY,
+    LENGTH_KEY,
+    MAX_REASON,
+)
 
 
 def run(logger, in_files, out_files, params, compute):
@@ -69,6 +75,8 @@ def refusal(err):
     metadata = {ERROR_KEY: _line(err.reason if err.name else str(err))}
     if err.name:
         metadata[ERROR_OBJECT_KEY] = _line(err.name)
+    if isinstance(err, ParameterError):
+        metadata[ERROR_PARAMETER_KEY] = _line(err.parameter)
     return metadata
 
 
@@ -101,7 +109,7 @@ class Storlet(object):
 def int_param(params, key, default, low, high, name):
     """Parameter ``key`` as an int in [low, high]; ``default`` if absent.
 
-    A bad value is the caller's input error: an ObjectError naming ``name``.
+    A bad value is the caller's error: a ParameterError naming ``name``.
     """
     raw = params.get(key)
     if raw in (None, ""):
@@ -109,9 +117,11 @@ def int_param(params, key, default, low, high, name):
     try:
         value = int(raw)
     except ValueError:
-        raise ObjectError(name, f"parameter {key} must be an integer, got {raw!r}") from None
+        raise ParameterError(
+            name, key, f"parameter {key} must be an integer, got {raw!r}"
+        ) from None
     if not low <= value <= high:
-        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {value}")
+        raise ParameterError(name, key, f"parameter {key} must be in [{low}, {high}], got {value}")
     return value
 
 
@@ -124,9 +134,9 @@ def float_param(params, key, default, low=-math.inf, high=math.inf, name=""):
     try:
         value = float(raw)
     except ValueError:
-        raise ObjectError(name, f"parameter {key} must be a number, got {raw!r}") from None
+        raise ParameterError(name, key, f"parameter {key} must be a number, got {raw!r}") from None
     if not (math.isfinite(value) and low <= value <= high):
-        raise ObjectError(name, f"parameter {key} must be in [{low}, {high}], got {raw}")
+        raise ParameterError(name, key, f"parameter {key} must be in [{low}, {high}], got {raw}")
     return value
 
 

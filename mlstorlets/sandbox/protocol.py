@@ -40,6 +40,8 @@ from urllib.parse import quote, unquote
 # X-Object-Meta- on the way out).  Never stored on an object.
 ERROR_KEY = "Storlet-Error"
 ERROR_OBJECT_KEY = "Storlet-Error-Object"
+# For a refusal of a parameter's value (the same for every object).
+ERROR_PARAMETER_KEY = "Storlet-Error-Parameter"
 LENGTH_KEY = "Storlet-Output-Length"
 
 # The storlets engine hands an invocation to the sandbox in one SBus
@@ -58,6 +60,10 @@ MAX_REASON = 1024
 ERROR_HEADER = "X-Mlstorlets-Error"
 REASON_HEADER = "X-Mlstorlets-Reason"
 OBJECT_HEADER = "X-Mlstorlets-Object"
+PARAMETER_HEADER = "X-Mlstorlets-Parameter"
+# The storlet's own words, without the sentence REASON_HEADER puts them in
+# ("storlet x refused c/o: <detail>"): what a client words its own way.
+DETAIL_HEADER = "X-Mlstorlets-Detail"
 # The prefix of an object's user metadata in a request or response.
 OBJECT_META = "X-Object-Meta-"
 # User metadata of an output: the ETag of the source it was made from.
@@ -118,7 +124,7 @@ def output_metadata_problem(
         if key_bytes > name_length:
             return "metadata key %s is over %d bytes" % (shown, name_length)
         # A refusal is never stored: it has a bound of its own.
-        refusal = key in (ERROR_KEY, ERROR_OBJECT_KEY)
+        refusal = key in (ERROR_KEY, ERROR_OBJECT_KEY, ERROR_PARAMETER_KEY)
         limit = 4 * MAX_REASON if refusal else value_length
         if value_bytes > limit:
             return "metadata value of %s is over %d bytes (%d)" % (shown, limit, value_bytes)
@@ -241,21 +247,42 @@ def quote_reason(reason):
     return quote(line, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
-def failure_headers(kind, reason, obj=None):
+def failure_headers(kind, reason, obj=None, parameter=None, detail=None):
     """The headers of an answer to a storlet that produced no output:
     :data:`ERROR_HEADER` with ``kind``, :data:`REASON_HEADER` with the
     quoted ``reason`` and, when given, :data:`OBJECT_HEADER` with the
-    quoted name of the input the storlet refused."""
+    quoted name of the input the storlet refused,
+    :data:`PARAMETER_HEADER` with the parameter whose value it refused and
+    :data:`DETAIL_HEADER` with the storlet's own words."""
     headers = {ERROR_HEADER: kind, REASON_HEADER: quote_reason(reason)}
-    if obj:
-        headers[OBJECT_HEADER] = quote_reason(obj)
+    for header, value in (
+        (OBJECT_HEADER, obj),
+        (PARAMETER_HEADER, parameter),
+        (DETAIL_HEADER, detail),
+    ):
+        if value:
+            headers[header] = quote_reason(value)
     return headers
 
 
 def failed_object(headers):
     """The input a refusal named (:data:`OBJECT_HEADER`), or None."""
+    return _quoted_header(headers, OBJECT_HEADER)
+
+
+def failed_detail(headers):
+    """The storlet's own words of a failure (:data:`DETAIL_HEADER`), or None."""
+    return _quoted_header(headers, DETAIL_HEADER)
+
+
+def failed_parameter(headers):
+    """The parameter a refusal named (:data:`PARAMETER_HEADER`), or None."""
+    return _quoted_header(headers, PARAMETER_HEADER)
+
+
+def _quoted_header(headers, name):
     lower = {k.lower(): v for k, v in (headers or {}).items()}
-    value = lower.get(OBJECT_HEADER.lower())
+    value = lower.get(name.lower())
     return unquote_reason(value) if value else None
 
 

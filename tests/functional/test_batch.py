@@ -146,3 +146,15 @@ def test_no_resume_into_a_new_container_makes_it(conn, sources):
         for entry in conn.get_container(dest, full_listing=True)[1]:
             conn.delete_object(dest, entry["name"])
         conn.delete_container(dest)
+
+
+def test_a_refused_parameter_is_reported_once(cluster, conn, sources, capsys, monkeypatch):
+    for key, value in cluster.env().items():
+        monkeypatch.setenv(key, value)
+    argv = ["run", "extract_face.py", "swift://%s/in/" % sources, "swift://%s/bad/" % sources]
+    assert main(argv + ["-p", "size=abc", "-j", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "extract_face.py: parameter size must be an integer, got 'abc'" in err
+    assert "the value of parameter size" in err
+    assert conn.get_container(sources, prefix="bad/")[1] == []

@@ -9,7 +9,7 @@ storlet receives them) and returns a BGR image of the same size.
 import cv2
 import numpy as np
 
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.errors import ParameterError
 from mlstorlets.sandbox.invocation import float_param, int_param
 
 __all__ = ["FILTERS", "PARAMETERS", "COLORMAPS", "apply_filter"]
@@ -71,7 +71,7 @@ def colormap(image, params, name):
     wanted = params.get("map") or "inferno"
     if wanted not in COLORMAPS:
         known = ", ".join(sorted(COLORMAPS))
-        raise ObjectError(name, f"unknown colour map {wanted!r} (one of {known})")
+        raise ParameterError(name, "map", f"unknown colour map {wanted!r} (one of {known})")
     return cv2.applyColorMap(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), COLORMAPS[wanted])
 
 
@@ -89,7 +89,8 @@ def apply_filter(image, filter_name, params, name):
         Unknown filter or a bad parameter, naming the object.
     """
     if filter_name not in FILTERS:
-        raise ObjectError(name, f"unknown filter {filter_name!r} (one of {', '.join(FILTERS)})")
+        known = ", ".join(FILTERS)
+        raise ParameterError(name, "filter", f"unknown filter {filter_name!r} (one of {known})")
     out = FILTERS[filter_name](np.ascontiguousarray(image), params, name)
     assert out.shape == image.shape and out.dtype == np.uint8
     return out

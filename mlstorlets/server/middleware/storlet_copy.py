@@ -67,8 +67,14 @@ from mlstorlets.server.middleware.storlet_failure import classify
 # mlstorlets.sandbox.invocation); never stored.
 ERROR_KEY = protocol.OBJECT_META + protocol.ERROR_KEY
 ERROR_OBJECT_KEY = protocol.OBJECT_META + protocol.ERROR_OBJECT_KEY
+ERROR_PARAMETER_KEY = protocol.OBJECT_META + protocol.ERROR_PARAMETER_KEY
 LENGTH_KEY = protocol.OBJECT_META + protocol.LENGTH_KEY
-INTERNAL = (ERROR_KEY.lower(), ERROR_OBJECT_KEY.lower(), LENGTH_KEY.lower())
+INTERNAL = (
+    ERROR_KEY.lower(),
+    ERROR_OBJECT_KEY.lower(),
+    ERROR_PARAMETER_KEY.lower(),
+    LENGTH_KEY.lower(),
+)
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ("x-run-storlet", "x-auth-token", "x-storlet-")
 # Objects one extraction may write (a rotoscope range is at most 2000
@@ -204,7 +210,14 @@ class StorletCopyMiddleware(object):
             close_if_possible(resp.app_iter)
             reason = unquote(resp.headers.get(protocol.REASON_HEADER, ""))
             return self._error(
-                req, kind, storlet, source, reason, dest, protocol.failed_object(resp.headers)
+                req,
+                kind,
+                storlet,
+                source,
+                reason,
+                dest,
+                protocol.failed_object(resp.headers),
+                protocol.failed_parameter(resp.headers),
             )
         if not is_success(resp.status_int):
             failure = classify(resp)
@@ -216,6 +229,7 @@ class StorletCopyMiddleware(object):
         if ERROR_KEY in resp.headers:
             close_if_possible(resp.app_iter)
             refused = resp.headers.get(ERROR_OBJECT_KEY)
+            parameter = resp.headers.get(ERROR_PARAMETER_KEY)
             return self._error(
                 req,
                 protocol.REFUSED,
@@ -224,12 +238,14 @@ class StorletCopyMiddleware(object):
                 wsgi_to_str(resp.headers[ERROR_KEY]),
                 dest,
                 refused and wsgi_to_str(refused),
+                parameter and wsgi_to_str(parameter),
             )
         return None
 
-    def _error(self, req, kind, storlet, source, reason, dest=None, refused=None):
+    def _error(self, req, kind, storlet, source, reason, dest=None, refused=None, parameter=None):
         """The protocol's answer for a storlet that produced no output;
-        ``refused`` names the input a refusal was about."""
+        ``refused`` names the input a refusal was about, ``parameter`` the
+        parameter whose value it refused."""
         name = _text_name(source)
         if kind == protocol.REFUSED and refused and refused != name:
             text = "storlet %s refused %s, an input of the call over %s: %s" % (
@@ -252,7 +268,11 @@ class StorletCopyMiddleware(object):
             status=protocol.STATUS[kind],
             request=req,
             headers=protocol.failure_headers(
-                kind, text, refused or (name if kind == protocol.REFUSED else None)
+                kind,
+                text,
+                refused or (name if kind == protocol.REFUSED else None),
+                parameter if kind == protocol.REFUSED else None,
+                reason,
             ),
             content_type="text/plain",
             body=(text + "\n").encode("utf8"),
