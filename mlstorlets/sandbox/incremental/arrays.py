@@ -6,6 +6,7 @@ import zipfile
 import zlib
 
 import numpy as np
+import scipy.sparse
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental.options import expected_columns, refusal
@@ -17,6 +18,10 @@ from mlstorlets.sandbox.incremental.rows import (
     split_columns,
 )
 from mlstorlets.sandbox.npz import read_member, read_npy_header
+
+# The members scipy.sparse.save_npz writes (each ".npy").
+SPARSE = ("data", "indices", "indptr", "shape", "format")
+SPARSE_MEMBERS = {key + ".npy" for key in SPARSE}
 
 
 def npy_batches(stream, options, name):
@@ -100,6 +105,8 @@ def _npz_arrays(stream, options, name):
             if len(members) > options.max_members:
                 raise refusal(name, f".npz with {len(members)} members", "max_members", options)
             by_name = {info.filename: info for info in members}
+            if {"format.npy", "shape.npy"} <= set(by_name):
+                return _sparse_arrays(archive, by_name, options, name)
             needed = {"X.npy"} if options.label_column is None else {"X.npy", "y.npy"}
             missing = needed - set(by_name)
             if missing:
@@ -119,8 +126,77 @@ def _npz_arrays(stream, options, name):
         raise ObjectError(name, f"unreadable .npz ({exc})") from None
 
 
+def _sparse_arrays(archive, by_name, options, name):
+    """(X, y, sample_weight) of a matrix written by ``scipy.sparse.save_npz``
+    (CSR or CSC): its structure checked in full before any row is used.
+    Labels are ``y.npy`` when the archive has one, else the matrix's
+    ``label_column``; ``sample_weight.npy`` as for a dense ``.npz``."""
+    fmt = npz_member(archive, by_name["format.npy"], options, name)
+    fmt = fmt.tobytes().decode("ascii", "replace").strip("\x00")[:16]
+    missing = SPARSE_MEMBERS - set(by_name)
+    if fmt not in ("csr", "csc") or missing:
+        raise ObjectError(name, f"a sparse .npz must hold a CSR or CSC matrix, got {fmt!r}")
+    parts = {key: npz_member(archive, by_name[key + ".npy"], options, name) for key in SPARSE}
+    shape = parts["shape"]
+    if shape.shape != (2,) or shape.dtype.kind not in "iu":
+        raise ObjectError(name, f"a sparse .npz shape must be two integers, got {shape!r}")
+    n_rows, n_columns = (int(v) for v in shape)
+    check_rows(n_rows, options, name)
+    check_columns(n_columns, options, name, "sparse .npz")
+    if parts["data"].dtype.kind not in "biuf":
+        raise ObjectError(name, f"sparse .npz data must be numeric, got {parts['data'].dtype}")
+    cls = scipy.sparse.csr_matrix if fmt == "csr" else scipy.sparse.csc_matrix
+    try:
+        X = cls((parts["data"], parts["indices"], parts["indptr"]), shape=(n_rows, n_columns))
+        X.check_format(full_check=True)
+    except (ValueError, TypeError) as exc:
+        raise ObjectError(name, f"a malformed sparse matrix ({exc})") from None
+    extra = {
+        key: npz_member(archive, by_name[key + ".npy"], options, name)
+        for key in ("y", "sample_weight")
+        if key + ".npy" in by_name
+    }
+    return X.tocsr(), extra.get("y"), extra.get("sample_weight")
+
+
+def _sparse_batches(X, y, w, options, name):
+    if y is None and options.label_column is not None:
+        X, y, column_w = split_columns(X, X.shape[1], options, name, "sparse .npz")
+        w = column_w if w is None else w
+    elif options.label_column is None:
+        y = None
+    if y is not None and (y.shape != (X.shape[0],) or y.dtype.kind not in "biufU"):
+        raise ObjectError(name, f".npz y must be 1-D numbers or strings of length {X.shape[0]}")
+    if w is not None and (w.shape != (X.shape[0],) or w.dtype.kind not in "biuf"):
+        raise ObjectError(name, ".npz sample_weight must be 1-D numbers, one per row")
+    if options.num_features is not None and X.shape[1] != options.num_features:
+        raise ObjectError(
+            name, f"sparse .npz X has {X.shape[1]} features, expected {options.num_features}"
+        )
+    for start in range(0, X.shape[0], options.batch_size):
+        stop = start + options.batch_size
+        yield Batch(
+            X[start:stop].astype(np.float64),
+            None
+            if y is None
+            else y[start:stop]
+            if y.dtype.kind == "U"
+            else y[start:stop].astype(np.float64),
+            None if w is None else w[start:stop].astype(np.float64),
+            None,
+            start,
+        )
+
+
+def _labels(y):
+    return y if y.dtype.kind == "U" else y.astype(np.float64)
+
+
 def npz_batches(stream, options, name):
     X, y, w = _npz_arrays(stream, options, name)
+    if scipy.sparse.issparse(X):
+        yield from _sparse_batches(X, y, w, options, name)
+        return
     if X.ndim != 2 or X.dtype.kind not in "biuf":
         raise ObjectError(name, f".npz X must be a 2-D numeric array, got {X.dtype} {X.shape}")
     if options.label_column is None:

@@ -13,6 +13,9 @@ A training object is one of:
 * ``.npz``: arrays ``X`` (2-D) and ``y`` (1-D, numbers or strings; absent with
   ``label_column=none``), optional
   ``sample_weight``; loaded with ``allow_pickle=False``.
+* a sparse ``.npz`` (``scipy.sparse.save_npz``, CSR or CSC): the features
+  stay sparse; the label is the matrix's ``label_column``, or ``y`` when
+  the archive also holds one.
 
 Text and C-ordered ``.npy`` objects are read incrementally, ``batch_size``
 rows at a time, so an object bigger than memory can be trained on; ``.npz``

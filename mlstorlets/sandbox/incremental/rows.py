@@ -3,6 +3,7 @@ columns split into features, label and weight, the bounds of
 :data:`~mlstorlets.sandbox.incremental.options.LIMITS`, finite values."""
 
 import numpy as np
+import scipy.sparse
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental.options import extra_columns, refusal
@@ -37,7 +38,8 @@ class Batch:
 
 
 def split_columns(arr, n_columns, options, name, where):
-    """Split a 2-D float array into X, y, w according to the column options."""
+    """Split a 2-D float array (or a sparse matrix) into X, y, w according to
+    the column options."""
     label = options.label_column
     drop = []
     if label is not None:
@@ -45,22 +47,38 @@ def split_columns(arr, n_columns, options, name, where):
             raise ObjectError(name, f"{where}: label_column {label} is outside {n_columns} columns")
         label %= n_columns
         drop.append(label)
-    weight = None
-    if options.weight_column is not None:
-        wcol = options.weight_column
-        if not -n_columns <= wcol < n_columns or wcol % n_columns in drop:
+    weight = options.weight_column
+    if weight is not None:
+        if not -n_columns <= weight < n_columns or weight % n_columns in drop:
             raise ObjectError(
-                name, f"{where}: weight_column {wcol} is invalid for {n_columns} columns"
+                name, f"{where}: weight_column {weight} is invalid for {n_columns} columns"
             )
-        weight = arr[:, wcol % n_columns].copy()
-        drop.append(wcol % n_columns)
+        weight %= n_columns
+        drop.append(weight)
     keep = [c for c in range(n_columns) if c not in drop]
-    if keep and keep == list(range(keep[0], keep[-1] + 1)):
-        # the features are adjacent (the label first or last): one strided copy
-        X = np.ascontiguousarray(arr[:, keep[0] : keep[-1] + 1])
+    if scipy.sparse.issparse(arr):
+        # A sparse matrix (scipy.sparse.save_npz): the label and weight
+        # columns made dense, the features kept sparse.
+        X = arr[:, keep]
+
+        def column(c):
+            return arr[:, [c]].toarray().ravel()
+
     else:
-        X = np.take(arr, keep, axis=1)
-    return X, None if label is None else arr[:, label].copy(), weight
+        if keep and keep == list(range(keep[0], keep[-1] + 1)):
+            # the features are adjacent (the label first or last): one strided copy
+            X = np.ascontiguousarray(arr[:, keep[0] : keep[-1] + 1])
+        else:
+            X = np.take(arr, keep, axis=1)
+
+        def column(c):
+            return arr[:, c].copy()
+
+    return (
+        X,
+        None if label is None else column(label),
+        None if weight is None else column(weight),
+    )
 
 
 def check_finite(batch, name):
@@ -70,6 +88,13 @@ def check_finite(batch, name):
         ("sample weight", batch.sample_weight),
     ):
         if values is None or values.dtype.kind not in "fc":
+            continue
+        if scipy.sparse.issparse(values):
+            values = values.tocoo()
+            bad = ~np.isfinite(values.data)
+            if bad.any():
+                row = int(values.row[np.argmax(bad)])
+                raise ObjectError(name, f"{batch.where(row)}: {what} is NaN or infinite")
             continue
         if np.isfinite(values.sum()):
             # NaN or infinity anywhere makes the sum so; a sum that
