@@ -163,33 +163,7 @@ def _sparse_batches(X, y, w, options, name):
     if y is None and options.label_column is not None:
         X, y, column_w = split_columns(X, X.shape[1], options, name, "sparse .npz")
         w = column_w if w is None else w
-    elif options.label_column is None:
-        y = None
-    if y is not None and (y.shape != (X.shape[0],) or y.dtype.kind not in "biufU"):
-        raise ObjectError(name, f".npz y must be 1-D numbers or strings of length {X.shape[0]}")
-    if w is not None and (w.shape != (X.shape[0],) or w.dtype.kind not in "biuf"):
-        raise ObjectError(name, ".npz sample_weight must be 1-D numbers, one per row")
-    if options.num_features is not None and X.shape[1] != options.num_features:
-        raise ObjectError(
-            name, f"sparse .npz X has {X.shape[1]} features, expected {options.num_features}"
-        )
-    for start in range(0, X.shape[0], options.batch_size):
-        stop = start + options.batch_size
-        yield Batch(
-            X[start:stop].astype(np.float64),
-            None
-            if y is None
-            else y[start:stop]
-            if y.dtype.kind == "U"
-            else y[start:stop].astype(np.float64),
-            None if w is None else w[start:stop].astype(np.float64),
-            None,
-            start,
-        )
-
-
-def _labels(y):
-    return y if y.dtype.kind == "U" else y.astype(np.float64)
+    yield from _array_batches(X, y, w, options, name, "sparse .npz X")
 
 
 def npz_batches(stream, options, name):
@@ -199,30 +173,39 @@ def npz_batches(stream, options, name):
         return
     if X.ndim != 2 or X.dtype.kind not in "biuf":
         raise ObjectError(name, f".npz X must be a 2-D numeric array, got {X.dtype} {X.shape}")
+    if X.shape[1] > options.max_features:
+        raise refusal(name, f".npz X: {X.shape[1]} features", "max_features", options)
+    check_rows(X.shape[0], options, name)
+    check_batch(min(options.batch_size, X.shape[0]), X.shape[1], options, name, ".npz X")
+    yield from _array_batches(X, y, w, options, name, ".npz X")
+
+
+def _array_batches(X, y, w, options, name, what):
+    """Mini-batches of rows of ``X`` (dense or sparse) with their labels and
+    weights, each checked against ``X``."""
     if options.label_column is None:
         y = None
-    elif y.shape != (X.shape[0],) or y.dtype.kind not in "biufU":
+    elif y is None or y.shape != (X.shape[0],) or y.dtype.kind not in "biufU":
         raise ObjectError(name, f".npz y must be 1-D numbers or strings of length {X.shape[0]}")
     if w is not None and (w.shape != (X.shape[0],) or w.dtype.kind not in "biuf"):
         raise ObjectError(name, ".npz sample_weight must be 1-D numbers, one per row")
     if options.num_features is not None and X.shape[1] != options.num_features:
         raise ObjectError(
-            name, f".npz X has {X.shape[1]} features, expected {options.num_features}"
+            name, f"{what} has {X.shape[1]} features, expected {options.num_features}"
         )
-    if X.shape[1] > options.max_features:
-        raise refusal(name, f".npz X: {X.shape[1]} features", "max_features", options)
-    check_rows(X.shape[0], options, name)
-    check_batch(min(options.batch_size, X.shape[0]), X.shape[1], options, name, ".npz X")
     for start in range(0, X.shape[0], options.batch_size):
         stop = start + options.batch_size
+        rows = X[start:stop]
         yield Batch(
-            np.ascontiguousarray(X[start:stop], dtype=np.float64),
-            None
-            if y is None
-            else y[start:stop]
-            if y.dtype.kind == "U"
-            else y[start:stop].astype(np.float64),
-            None if w is None else w[start:stop].astype(np.float64),
+            rows.astype(np.float64)
+            if scipy.sparse.issparse(rows)
+            else np.ascontiguousarray(rows, dtype=np.float64),
+            None if y is None else y[start:stop] if y.dtype.kind == "U" else _floats(y[start:stop]),
+            None if w is None else _floats(w[start:stop]),
             None,
             start,
         )
+
+
+def _floats(values):
+    return values.astype(np.float64)
