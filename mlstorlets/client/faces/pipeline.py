@@ -136,8 +136,8 @@ def extract(
 class Recognitions:
     """Tags read back by :func:`recognize` without an output.
 
-    ``results`` maps each source (``container/object`` in the cluster, its
-    URI elsewhere) to its ``Face-*`` metadata (keys lower case, without the
+    ``results`` maps each source's URI (wherever it ran) to its ``Face-*``
+    metadata (keys lower case, without the
     ``Face-`` prefix: ``name``, ``confidence``, ``box``, ``frames``,
     ``damaged``); ``failed`` lists ``(source, reason)``; a dry run lists in
     ``planned`` the objects it would tag.
