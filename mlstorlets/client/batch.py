@@ -75,6 +75,11 @@ class Task:
     def dest(self):
         return "%s/%s" % (self.dest_container, self.dest_name)
 
+    @property
+    def output(self):
+        """The output's URI."""
+        return format_uri(self.dest_container, self.dest_name)
+
 
 @dataclasses.dataclass
 class BatchSummary:
@@ -102,6 +107,8 @@ class BatchSummary:
     source_bytes: int = 0
     seconds: float = 0.0
     placement: str = "cluster"
+    #: Each source's output, by the source's URI (where a job writes one).
+    outputs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self):
@@ -115,7 +122,14 @@ class BatchSummary:
                 "of data"
                 % (self.storlet, where, len(self.planned), len(self.skipped), self.source_bytes)
             ]
-            lines += ["  would do %s" % printable(name) for name in self.planned[:MAX_LISTED]]
+            lines += [
+                "  would do %s%s"
+                % (
+                    printable(name),
+                    " -> " + printable(self.outputs[name]) if name in self.outputs else "",
+                )
+                for name in self.planned[:MAX_LISTED]
+            ]
             if len(self.planned) > MAX_LISTED:
                 lines.append("  ... and %d more" % (len(self.planned) - MAX_LISTED))
             return "\n".join(lines)
@@ -225,6 +239,7 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
     started = time.monotonic()
     summary.dry_run = dry_run
     summary.source_bytes = sum(t.size for t in tasks)
+    summary.outputs = {t.label: t.output for t in tasks if getattr(t, "output", None)}
     cancel = threading.Event()
     lock = threading.Lock()
     # In bytes of source data when the sizes are known (a rate and an ETA

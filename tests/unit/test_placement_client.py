@@ -162,3 +162,15 @@ def test_a_missing_source_is_named(stores, tmp_path):
             stores=stores,
             storlets_dir=TEST_STORLETS,
         )
+
+
+def test_a_dry_run_names_each_output(photos, stores):
+    src, dest = "file://%s/in/" % photos, "file://%s/out/" % photos
+    summary = run_anywhere(
+        "probe.py", src, dest, stores=stores, storlets_dir=TEST_STORLETS, dry_run=True
+    )
+    source = "file://%s/in/d1/p3.jpg" % photos
+    assert summary.outputs[source] == "file://%s/out/d1/p3.jpg" % photos
+    assert "  would do %s -> file://%s/out/d1/p3.jpg" % (source, photos) in summary.format()
+    assert summary.as_dict()["outputs"][source] == summary.outputs[source]
+    assert not (photos / "out").exists()

@@ -33,6 +33,7 @@ class Task:
     source: object
     dest_key: str
     label: str  # the source's URI
+    output: str = ""  # the output's URI
 
     @property
     def size(self):
@@ -407,7 +408,10 @@ def tasks_of(src_store, src, dest, suffix=None):
             )
         entries = [entry]
     pairs = plan_keys(src, dest, [e.name for e in entries], suffix)
-    return [Task(entry, key, src_store.uri(entry.name)) for entry, (_, key) in zip(entries, pairs)]
+    return [
+        Task(entry, key, src_store.uri(entry.name), str(dest.with_key(key)))
+        for entry, (_, key) in zip(entries, pairs)
+    ]
 
 
 def existing(store, dest):
