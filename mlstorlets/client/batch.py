@@ -193,7 +193,10 @@ class Job:
 
     def read(self, nbytes):
         """Count ``nbytes`` of the task's source read through the client,
-        and show them on the progress bar."""
+        and show them on the progress bar; stop there (:class:`Cancelled`)
+        if the job was interrupted, so that Ctrl-C stops a large object's
+        transfer at its next chunk, its output never written."""
+        self.checkpoint()
         self.count(nbytes)
         self.read_bytes += nbytes
         if self._bar is not None:
@@ -306,6 +309,9 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
             summary.cancelled += 1
         else:
             getattr(summary, status).append(name)
+    # Ctrl-C after the last object was under way and finished anyway: the
+    # job is complete, and says so.
+    summary.interrupted = summary.interrupted and summary.cancelled > 0
     for names in (summary.done, summary.skipped, summary.failed, summary.planned):
         names.sort()
     summary.seconds = time.monotonic() - started

@@ -1,9 +1,12 @@
 """The storlet protocol as the client speaks it: parameter quoting, error
 headers, the batch engine's handling of failures, Ctrl-C and dry runs."""
 
+import contextlib
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from support import default_sigint, engine_parameter
@@ -219,3 +222,48 @@ def test_progress_is_in_bytes_with_a_rate(capsys):
     err = capsys.readouterr().err
     assert summary.ok and seen == [400] * 3 and summary.client_bytes == 1200
     assert "2.93k/2.93k" in err and "B/s" in err
+
+
+def test_ctrl_c_stops_a_large_transfer_at_its_next_chunk():
+    import threading
+
+    main = threading.main_thread().ident
+    chunks = []
+
+    def work(task, job):
+        for i in range(1000):
+            job.read(1)
+            chunks.append(i)
+            if i == 5:
+                signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.005)
+
+    with _keyboard_interrupts():
+        summary = execute(BatchSummary("s"), [_Task("big")], work)
+    assert summary.interrupted and summary.cancelled == 1 and not summary.done
+    assert len(chunks) < 1000
+
+
+def test_ctrl_c_after_the_last_object_finished_is_no_interruption():
+    import threading
+
+    main = threading.main_thread().ident
+
+    def work(task, job):
+        signal.pthread_kill(main, signal.SIGINT)
+        time.sleep(0.05)  # no read: nothing to stop at; it completes
+
+    with _keyboard_interrupts():
+        summary = execute(BatchSummary("s"), [_Task("one")], work)
+    assert summary.done == ["one"] and not summary.interrupted and summary.ok
+
+
+@contextlib.contextmanager
+def _keyboard_interrupts():
+    """SIGINT raising KeyboardInterrupt here, whatever the caller's shell
+    set (a background job starts with it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -193,6 +193,10 @@ class SwiftStore(Store):
                 ) from None
             reason = reason_of(err)[1] if isinstance(err, ClientException) else str(err)
             raise StoreError(self.uri(key), reason) from None
+        except BaseException:
+            # Stopped (Ctrl-C at a chunk of the source): no segment left.
+            self._remove_orphans(key)
+            raise
         entry = self.head(key)
         if entry is None:
             raise StoreError(self.uri(key), "missing after its upload")
