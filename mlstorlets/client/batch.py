@@ -273,8 +273,14 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
                 # refusal stops the batch.
                 refusals.append(err)
                 cancel.set()
+            elif cancel.is_set():
+                # Stopped in a library that wraps what it meets (a storlet
+                # reading its input, a store's transfer): not done.
+                return "cancelled", None
             return "failed", err.reason if err.name == task.label else str(err)
         except Exception as err:  # one object's failure, whatever it is
+            if cancel.is_set():
+                return "cancelled", None
             return "failed", "%s: %s" % (type(err).__name__, err)
         finally:
             if bar is not None:
