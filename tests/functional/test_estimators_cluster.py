@@ -139,7 +139,8 @@ def test_remote_predict_writes_one_object_per_input_and_resumes(conn, container,
     assert summary.placement == "cluster" and len(summary.done) == 3, summary.format()
     assert summary.client_bytes == 0
     for i, (X, _) in enumerate(parts):
-        body = conn.get_object(container, "pred/part%d.csv" % i)[1]
+        headers, body = conn.get_object(container, "pred/part%d.npy" % i)
+        assert headers["content-type"] == "application/octet-stream"
         got = np.load(io.BytesIO(body), allow_pickle=False)
         np.testing.assert_array_equal(got, est.predict(X))
     again = est.remote_predict(
@@ -150,7 +151,7 @@ def test_remote_predict_writes_one_object_per_input_and_resumes(conn, container,
         est.remote_predict_proba(
             "swift://%s/new/" % container, "swift://%s/proba/" % container, connection=conn
         )
-        body = conn.get_object(container, "proba/part0.csv")[1]
+        body = conn.get_object(container, "proba/part0.npy")[1]
         np.testing.assert_allclose(
             np.load(io.BytesIO(body)), est.predict_proba(parts[0][0]), rtol=0, atol=1e-12
         )
@@ -172,7 +173,7 @@ def test_remote_predict_of_a_bad_object_fails_it_alone(conn, container):
     ((name, reason),) = summary.failed
     assert name == "swift://%s/new/bad.csv" % container and "non-numeric" in reason
     names = [e["name"] for e in conn.get_container(container, full_listing=True)[1]]
-    assert "pred/bad.csv" not in names
+    assert "pred/bad.npy" not in names
 
 
 def test_sources_of_other_schemes_run_on_the_client_with_the_same_code(conn, container, tmp_path):
@@ -263,7 +264,7 @@ def test_the_readme_example_runs(cluster, monkeypatch, capsys):
         out = capsys.readouterr().out
         assert "-- Epoch 1" in out and out.count("estimator.py: 4 done, 0 skipped, 0 failed") == 1
         names = [e["name"] for e in conn.get_container("iris", full_listing=True)[1]]
-        assert ["pred/part%d.csv" % i for i in range(4)] == [
+        assert ["pred/part%d.npy" % i for i in range(4)] == [
             n for n in names if n.startswith("pred/")
         ]
     finally:

@@ -113,3 +113,22 @@ def test_a_pass_runs_one_call_per_object_on_the_client(tmp_path, stores):
         max_difference(est.to_sklearn(), local_partial_fit(est, make_parts(7), classes=[0, 1, 2]))
         <= 1e-12
     )
+
+
+def test_remote_predict_writes_npy_objects_named_so(tmp_path, stores):
+    parts = make_parts(6, n_parts=2)
+    uris = write(tmp_path, parts)
+    est = SGDClassifier(random_state=0).remote_partial_fit(uris, classes=[0, 1, 2], stores=stores)
+    summary = est.remote_predict(
+        "file://%s/train/" % tmp_path,
+        "file://%s/pred/" % tmp_path,
+        stores=stores,
+        data_options={"label_column": -1},
+    )
+    assert summary.ok and sorted(summary.outputs.values()) == [
+        "file://%s/pred/part%d.npy" % (tmp_path, i) for i in range(2)
+    ]
+    got = np.load(tmp_path / "pred" / "part1.npy", allow_pickle=False)
+    np.testing.assert_array_equal(got, est.predict(parts[1][0]))
+    store, uri = stores.open("file://%s/pred/part1.npy" % tmp_path)
+    assert store.head(uri.key).headers.get("Content-Type") == "application/octet-stream"

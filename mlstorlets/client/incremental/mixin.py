@@ -56,6 +56,8 @@ Sources = Union[str, Sequence[str]]
 #: array of row weights for a single object.
 Weights = Union[ArrayLike, Mapping[str, object], None]
 
+#: (suffix, content type) of what remote_predict writes: numpy's own format.
+PREDICTION_TYPE = (".npy", "application/octet-stream")
 _MAX_SEED = np.iinfo(np.int32).max
 
 REMOTE_DOC = """
@@ -371,7 +373,8 @@ objects_per_call, placement
         """Write ``predict``'s output over each object under ``dest``.
 
         One ``.npy`` object per source object, under the source's name
-        relative to its prefix, made next to the data with copy semantics
+        relative to its prefix with ``.npy`` for its extension
+        (``new/part0.csv`` gives ``pred/part0.npy``), made next to the data with copy semantics
         (``PUT`` with ``X-Copy-From`` and ``X-Run-Storlet``) when source and
         destination are in the cluster; by the same storlet module here
         otherwise.  It resumes: an output made from the same source content
@@ -403,6 +406,7 @@ objects_per_call, placement
                 extra_resources=extra,
                 progress=progress,
                 dry_run=dry_run,
+                output_type=PREDICTION_TYPE,
             )
         if int(getattr(self, "verbose", 0) or 0):
             print(summary.format(), flush=True)
