@@ -21,7 +21,8 @@ from support import data_dir
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.cli import main
-from mlstorlets.client.faces import pipeline, plan
+from mlstorlets.client.faces import pipeline
+from mlstorlets.client.runners import budget as plan
 from mlstorlets.client.stores import Stores
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.crops import read_embedding

@@ -18,6 +18,7 @@ but are often arranged or named by person (``people/obama/1.jpg``,
 """
 
 import posixpath
+import random
 import re
 
 from mlstorlets.client.errors import UsageError
@@ -25,7 +26,7 @@ from mlstorlets.client.uri import parse
 from mlstorlets.sandbox.faces.shards import MAX_LABEL_CHARS
 from mlstorlets.sandbox.inputs import metadata_value
 
-__all__ = ["label_rule"]
+__all__ = ["label_rule", "mix_by_label"]
 
 
 def label_rule(spec=None, label_key="Name"):
@@ -71,3 +72,37 @@ def _key(uri):
 
 def _bounded(label):
     return label if label and len(label) <= MAX_LABEL_CHARS else None
+
+
+def mix_by_label(labels, seed=0):
+    """An order of the items that spreads every label over the whole sequence.
+
+    Consecutive groups of the result then each hold a mix of people, which
+    incremental SGD needs (see :func:`mlstorlets.sandbox.faces.model.train_incremental`):
+    items are shuffled within each label, then interleaved so that each
+    label's items sit at evenly spaced positions, with random phases.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        The label of each item.
+    seed : int, default=0
+
+    Returns
+    -------
+    order : list of int
+        A permutation of ``range(len(labels))``.
+    """
+    rng = random.Random(seed)
+    by_label = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    keyed = []
+    for label in sorted(by_label):
+        items = by_label[label]
+        rng.shuffle(items)
+        phase = rng.random()
+        step = 1.0 / len(items)
+        keyed.extend(((i + phase) * step, rng.random(), item) for i, item in enumerate(items))
+    keyed.sort()
+    return [item for _, _, item in keyed]

@@ -17,7 +17,7 @@ Where the work runs:
   resource, so on the proxy too.
 
 How many objects one request can read is bounded by the storlets engine,
-not only by Swift's 8 KB header: see :mod:`mlstorlets.client.faces.plan`.
+not only by Swift's 8 KB header: see :mod:`mlstorlets.client.runners.budget`.
 """
 
 import dataclasses
@@ -36,10 +36,10 @@ from mlstorlets.client.errors import (
     UsageError,
     removed_after,
 )
-from mlstorlets.client.faces import plan
-from mlstorlets.client.faces.labels import label_rule
+from mlstorlets.client.faces.labels import label_rule, mix_by_label
 from mlstorlets.client.placement import run_anywhere
 from mlstorlets.client.runners import ConnectionLike, runner_for, stores_for
+from mlstorlets.client.runners import budget as plan
 from mlstorlets.client.uri import parse, parse_uri
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.shards import job_body
@@ -332,7 +332,7 @@ def train(
 
     1. The client reads each crop's metadata (HEAD): the labels, checked
        before any storlet runs, and the metadata size, which bounds how many
-       crops one request can read (:mod:`mlstorlets.client.faces.plan`).
+       crops one request can read (:mod:`mlstorlets.client.runners.budget`).
     2. Crops are put in an order that mixes people, and packed, a request a
        group, into shard objects of feature rows (``train.py``,
        ``step=pack``, on the proxy), ``concurrency`` requests at a time.
@@ -373,9 +373,9 @@ def train(
         Pack and merge requests in flight.
     budget : int, optional
         Datagram bytes a request's inputs may use; see
-        :func:`mlstorlets.client.faces.plan.plan_groups`.  By default, what
+        :func:`mlstorlets.client.runners.budget.plan_groups`.  By default, what
         the cluster's /info says its datagrams hold, less
-        :data:`~mlstorlets.client.faces.plan.RESERVED`.
+        :data:`~mlstorlets.client.runners.budget.RESERVED`.
     dry_run : bool, default=False
         Read and check the crops' labels and plan the shards; run nothing,
         write nothing (the report's ``seconds`` is the planning time and
@@ -436,7 +436,7 @@ def train(
         )
     crops = [
         _Input(runner, uris[i], plan.input_cost(described[uris[i]][1]), 1, labels[i])
-        for i in plan.mix_by_label(labels, seed)
+        for i in mix_by_label(labels, seed)
     ]
     steps = _Steps(runner, _shard_prefix(parse(model)), concurrency, budget, header_limit)
     report = TrainReport(

@@ -7,7 +7,7 @@ request on the proxy: the data moves from object servers to the proxy,
 inside the cluster, never to the client.  :meth:`ClusterRunner.plan`
 splits a pass into such calls, bounded by the engine's 4 KiB SBus datagram
 (each input's user metadata and all the parameters are in it, see
-:mod:`mlstorlets.client.faces.plan`), by the header line and by the bytes
+:mod:`mlstorlets.client.runners.budget`), by the header line and by the bytes
 one call reads (the storlet answers once it has read everything, within
 the engine's ``storlet_timeout``).
 
@@ -27,7 +27,7 @@ import uuid
 
 from mlstorlets.client import batch
 from mlstorlets.client.errors import NotFound, StorletFailed, removed_after, storlet_error
-from mlstorlets.client.faces import plan as sbus
+from mlstorlets.client.runners import budget as sbus
 from mlstorlets.client.runners.client import existing, tasks_of
 from mlstorlets.client.stores.base import SOURCE_ETAG
 from mlstorlets.client.swift import Swift, SwiftError

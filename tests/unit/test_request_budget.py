@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from mlstorlets.client.faces import plan
+from mlstorlets.client.faces.labels import mix_by_label
+from mlstorlets.client.runners import budget as plan
 
 
 def test_input_cost_is_the_json_the_engine_sends():
@@ -90,13 +91,13 @@ def test_2000_crops_fit_in_bounded_requests():
 
 def test_mix_by_label_spreads_every_label():
     labels = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
-    order = plan.mix_by_label(labels, seed=1)
+    order = mix_by_label(labels, seed=1)
     assert sorted(order) == list(range(90))
     # Every window of 15 holds every person.
     for start in range(0, 90, 15):
         assert {labels[i] for i in order[start : start + 15]} == {"a", "b", "c"}
-    assert plan.mix_by_label(labels, seed=1) == order
-    assert plan.mix_by_label(labels, seed=2) != order
+    assert mix_by_label(labels, seed=1) == order
+    assert mix_by_label(labels, seed=2) != order
 
 
 @pytest.mark.parametrize(

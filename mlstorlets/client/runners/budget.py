@@ -12,12 +12,12 @@ met is rarely the obvious one:
   request whose datagram is longer fails (the storlet never starts): with
   metadata on every input, far fewer inputs than the header allows.
 
-This module is pure logic, so that the client can plan requests (and the
-tests check the plans) without a cluster.
+The cluster runner owns these budgets; this module is pure logic, so that
+the client can plan requests (and the tests check the plans) without a
+cluster.
 """
 
 import json
-import random
 import urllib.parse
 
 from mlstorlets.client.errors import UsageError
@@ -31,7 +31,6 @@ __all__ = [
     "input_cost",
     "resource_path",
     "plan_groups",
-    "mix_by_label",
 ]
 
 #: Longest request header line Swift accepts (``max_header_size``).
@@ -172,37 +171,3 @@ def plan_groups(
     if group:
         groups.append(group)
     return groups
-
-
-def mix_by_label(labels, seed=0):
-    """An order of the items that spreads every label over the whole sequence.
-
-    Consecutive groups of the result then each hold a mix of people, which
-    incremental SGD needs (see :func:`mlstorlets.sandbox.faces.model.train_incremental`):
-    items are shuffled within each label, then interleaved so that each
-    label's items sit at evenly spaced positions, with random phases.
-
-    Parameters
-    ----------
-    labels : sequence of str
-        The label of each item.
-    seed : int, default=0
-
-    Returns
-    -------
-    order : list of int
-        A permutation of ``range(len(labels))``.
-    """
-    rng = random.Random(seed)
-    by_label = {}
-    for index, label in enumerate(labels):
-        by_label.setdefault(label, []).append(index)
-    keyed = []
-    for label in sorted(by_label):
-        items = by_label[label]
-        rng.shuffle(items)
-        phase = rng.random()
-        step = 1.0 / len(items)
-        keyed.extend(((i + phase) * step, rng.random(), item) for i, item in enumerate(items))
-    keyed.sort()
-    return [item for _, _, item in keyed]
