@@ -103,7 +103,7 @@ def test_the_cli_reports_an_expected_failure_in_one_line(monkeypatch, capsys, er
     def command(args):
         raise error
 
-    monkeypatch.setattr(cli, "cmd_ls", command)
+    monkeypatch.setattr(cli.commands, "cmd_ls", command)
     assert cli.main(["ls", "file:///nowhere/"]) == cli.ERROR
     err = capsys.readouterr().err
     assert err == "mlstorlets: %s\n" % error
@@ -113,7 +113,7 @@ def test_the_cli_keeps_the_traceback_of_a_bug(monkeypatch):
     def command(args):
         raise ValueError("operands could not be broadcast")
 
-    monkeypatch.setattr(cli, "cmd_ls", command)
+    monkeypatch.setattr(cli.commands, "cmd_ls", command)
     with pytest.raises(ValueError, match="broadcast"):
         cli.main(["ls", "file:///nowhere/"])
 
@@ -148,7 +148,7 @@ def test_a_failed_removal_never_hides_the_error_in_flight(monkeypatch, capsys):
         with removed_after(remove, "the temporary object c/.tmp"):
             raise StorletFailed("swift://c/o", "storlet s failed: boom", 502, "failed")
 
-    monkeypatch.setattr(cli, "cmd_ls", command)
+    monkeypatch.setattr(cli.commands, "cmd_ls", command)
     assert cli.main(["ls", "file:///nowhere/"]) == cli.ERROR
     assert removed == [True]
     assert capsys.readouterr().err.splitlines() == [
