@@ -22,4 +22,5 @@ class ExtractFaceStorlet(invocation.Storlet):
 
     # What the client may pass (besides source): checked before any call.
     parameters = ("size", "margin", "label_key")
+    output_type = (".png", "image/png")
     compute = staticmethod(tasks.extract)

@@ -21,4 +21,5 @@ class FramesToVideoStorlet(invocation.Storlet):
     """Output one Motion JPEG AVI of the input frames and videos."""
 
     parameters = ("fps", "quality")
+    output_type = (".avi", "video/x-msvideo")
     compute = staticmethod(tasks.assemble)

@@ -466,7 +466,9 @@ def run_batch(
         not the source's: e.g. ``('.png', 'image/png')`` names the output
         of ``train/a.jpeg`` ``a.png``, typed ``image/png``; or a callable of
         the source key giving a pair or None (see
-        :func:`mlstorlets.client.uri.output_type_for`).
+        :func:`mlstorlets.client.uri.output_type_for`).  By default what
+        the storlet declares (its class's ``output_type``, which
+        ``mlstorlets deploy`` records), else the source's.
 
     Returns
     -------
@@ -476,6 +478,8 @@ def run_batch(
         raise UsageError("concurrency must be at least 1")
     swift = gateway(conn)
     swift.check_storlet(storlet, params)
+    if output_type is None:
+        output_type = swift.declared_output_type(storlet)
     src_container, src_prefix, entries = list_sources(swift, src)
     tasks = plan(
         src,

@@ -86,26 +86,53 @@ def declared_parameters(source, path):
     Read from the module's text, not imported: deploying runs no storlet
     code.  The declaration must be a literal tuple or list of names.
     """
+    value = _declared(source, path, "parameters", ())
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, str) and v and "," not in v for v in value
+    ):
+        raise UsageError(
+            "%s: %s.parameters must be a literal tuple of names"
+            % (path, storlet_class(source, path))
+        )
+    return tuple(value)
+
+
+def declared_output_type(source, path):
+    """The ``output_type`` the storlet class of ``source`` declares (a
+    ``(suffix, content type)`` literal), or None; read as
+    :func:`declared_parameters` is."""
+    value = _declared(source, path, "output_type", ())
+    if value is None:
+        return None
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and protocol.parse_output_type(protocol.output_type_value(value)) == value
+    ):
+        raise UsageError(
+            '%s: %s.output_type must be a literal (".suffix", "type/subtype")'
+            % (path, storlet_class(source, path))
+        )
+    return value
+
+
+def _declared(source, path, attribute, malformed):
+    """The literal value of ``attribute`` in the storlet class of
+    ``source``; None when the class does not set it, ``malformed`` when it
+    is not a literal."""
     tree = ast.parse(source, path)
     name = storlet_class(source, path)
     cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
     for node in cls.body:
         if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "parameters" for t in node.targets
+            isinstance(t, ast.Name) and t.id == attribute for t in node.targets
         ):
             try:
-                value = ast.literal_eval(node.value)
+                return ast.literal_eval(node.value)
             except ValueError:
-                value = ()
-            if value is None:
-                return None
-            if not isinstance(value, (tuple, list)) or not all(
-                isinstance(v, str) and v and "," not in v for v in value
-            ):
-                raise UsageError(
-                    "%s: %s.parameters must be a literal tuple of names" % (path, name)
-                )
-            return tuple(value)
+                return malformed
     return None
 
 
@@ -167,7 +194,13 @@ def artifacts(source_dir=None, library=True):
         if declared is not None:
             # Read by the client (mlstorlets.client.swift) to refuse an
             # undeclared parameter before any call.
-            headers["X-Object-Meta-" + protocol.PARAMETERS_KEY] = ",".join(declared)
+            headers[protocol.OBJECT_META + protocol.PARAMETERS_KEY] = ",".join(declared)
+        output_type = declared_output_type(body, path)
+        if output_type is not None:
+            # Read by the client to name and type the outputs of a batch.
+            headers[protocol.OBJECT_META + protocol.OUTPUT_TYPE_KEY] = protocol.output_type_value(
+                output_type
+            )
         if library_name:
             headers["X-Object-Meta-Storlet-Dependency"] = library_name
             body = _with_library(body, library_name, path)

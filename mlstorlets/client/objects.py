@@ -21,10 +21,10 @@ from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import CHUNK, Entry
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
+from mlstorlets.sandbox import protocol
 
 # Where the storlets of an account are, and what deploy records of them.
 STORLET_CONTAINER = "storlet"
-PARAMETERS_KEY = "Mlstorlets-Parameters"
 MAIN_KEY = "Storlet-Main"
 # A storlet's source is read to show its docstring: a bound on that read.
 MAX_SOURCE_BYTES = 1 << 20
@@ -129,7 +129,7 @@ def deployed_storlets(
         head = store.head(entry.name) or entry
         metadata = head.metadata or {}
         main = metadata.get(MAIN_KEY, "")
-        params = metadata.get(PARAMETERS_KEY, "")
+        params = metadata.get(protocol.PARAMETERS_KEY, "")
         doc = ""
         if with_docs and entry.name.endswith(".py") and entry.size <= MAX_SOURCE_BYTES:
             source, _ = store.get(entry.name)

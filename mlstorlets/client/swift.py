@@ -250,6 +250,17 @@ class Swift:
         A user the account lets run storlets but not read the storlet
         container (a storlet ACL) cannot check: None, and the engine
         answers each call."""
+        value = self._declaration(storlet, protocol.PARAMETERS_KEY)
+        if value is None:
+            return None
+        return {p for p in value.split(",") if p}
+
+    def declared_output_type(self, storlet):
+        """``(suffix, content type)`` of ``storlet``'s outputs as it
+        declares them, or None (each output as its source)."""
+        return protocol.parse_output_type(self._declaration(storlet, protocol.OUTPUT_TYPE_KEY))
+
+    def _declaration(self, storlet, key):
         try:
             headers = self.head(STORLET_CONTAINER, storlet)
         except SwiftError as err:
@@ -260,10 +271,7 @@ class Swift:
             raise SwiftError(
                 storlet, "no such storlet in this account (deploy it: mlstorlets deploy)", 404
             )
-        value = headers.get((protocol.OBJECT_META + protocol.PARAMETERS_KEY).lower())
-        if value is None:
-            return None
-        return {p for p in value.split(",") if p}
+        return headers.get((protocol.OBJECT_META + key).lower())
 
     def check_storlet(self, storlet, params=None):
         """Check once, before any call, that ``storlet`` is deployed and

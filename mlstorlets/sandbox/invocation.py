@@ -98,6 +98,11 @@ class Storlet(object):
     #: deploy`` records them on the storlet object, and the client refuses
     #: any other before running it.  None: not declared, anything goes.
     parameters = None
+    #: ``(suffix, content type)`` of every output, when it does not depend on
+    #: the input (a literal: ``mlstorlets deploy`` records it); a batch names
+    #: and types its outputs so, in the cluster and on the client.  None:
+    #: each output as its source.
+    output_type = None
 
     def __init__(self, logger):
         self.logger = logger

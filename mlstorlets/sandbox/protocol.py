@@ -148,6 +148,24 @@ SOURCE_PARAMETER = "source"
 # Object metadata of a deployed storlet (``X-Object-Meta-`` + this): the
 # parameters its class declares, comma-separated.  Absent: not declared.
 PARAMETERS_KEY = "Mlstorlets-Parameters"
+# And the suffix and content type of its outputs, "<suffix> <type>" (".png
+# image/png"), when they do not depend on the input.  Absent: as the source.
+OUTPUT_TYPE_KEY = "Mlstorlets-Output-Type"
+
+
+def output_type_value(output_type):
+    """The :data:`OUTPUT_TYPE_KEY` value of ``(suffix, content type)``."""
+    suffix, content_type = output_type
+    return "%s %s" % (suffix, content_type)
+
+
+def parse_output_type(value):
+    """``(suffix, content type)`` of an :data:`OUTPUT_TYPE_KEY` value, or
+    None for none or a malformed one."""
+    suffix, _, content_type = (value or "").strip().partition(" ")
+    if not (suffix.startswith(".") and "/" in content_type and " " not in content_type):
+        return None
+    return suffix, content_type
 
 
 def parameter_headers(params):

@@ -73,12 +73,18 @@ def faces(conn):
     conn.delete_container(container)
 
 
-def test_the_faces_commands(cluster, faces, capsys, monkeypatch):
+def test_the_faces_commands(cluster, conn, faces, capsys, monkeypatch):
     for key, value in cluster.env().items():
         monkeypatch.setenv(key, value)
     uri = faces["uri"]
     assert main(["faces", "extract", uri + "test/", uri + "cli-crops/"]) == 0
     assert "extract_face.py: 8 done" in capsys.readouterr().out
+    # Any storlet run names and types its outputs as it declares them.
+    assert main(["run", "extract_face.py", uri + "test/", uri + "run-crops/", "-p", "size=64"]) == 0
+    capsys.readouterr()
+    crops = conn.get_container(faces["container"], prefix="run-crops/")[1]
+    assert len(crops) == 8 and all(c["name"].endswith(".png") for c in crops)
+    assert {c["content_type"] for c in crops} == {"image/png"}
     assert main(["faces", "recognize", uri + "models/faces.npz", uri + "test/"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 and all(" name=" in line for line in lines)

@@ -174,3 +174,21 @@ def test_a_dry_run_names_each_output(photos, stores):
     assert "  would do %s -> file://%s/out/d1/p3.jpg" % (source, photos) in summary.format()
     assert summary.as_dict()["outputs"][source] == summary.outputs[source]
     assert not (photos / "out").exists()
+
+
+def test_outputs_are_named_and_typed_as_the_storlet_declares(tmp_path, stores, faces_data):
+    from mlstorlets.client.deploy import artifacts, default_source_dir
+
+    photo = faces_data / "train" / "obama14.jpeg"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpeg").write_bytes(photo.read_bytes())
+    summary = run_anywhere(
+        "extract_face.py", "file://%s/in/" % tmp_path, "file://%s/out/" % tmp_path, stores=stores
+    )
+    assert summary.ok, summary.format()
+    assert summary.outputs == {"file://%s/in/a.jpeg" % tmp_path: "file://%s/out/a.png" % tmp_path}
+    store, uri = stores.open("file://%s/out/a.png" % tmp_path)
+    assert store.head(uri.key).headers["Content-Type"] == "image/png"
+    # What deploy records, for the same naming in the cluster.
+    (storlet,) = [a for a in artifacts(default_source_dir(), False) if a.name == "extract_face.py"]
+    assert storlet.headers["X-Object-Meta-Mlstorlets-Output-Type"] == ".png image/png"

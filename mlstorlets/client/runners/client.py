@@ -268,6 +268,8 @@ class ClientRunner:
         <mlstorlets.client.runners.cluster.ClusterRunner.run_storlet>`."""
         cls = load_storlet(storlet, storlets_dir or self.storlets_dir)
         check_parameters(storlet, params, getattr(cls, "parameters", None))
+        if output_type is None:
+            output_type = getattr(cls, "output_type", None)
         extras = [
             self._extra("swift://%s" % path.lstrip("/")) for path in extra_resources or ()
         ] + [self._extra(uri) for uri in extras]
