@@ -114,7 +114,8 @@ def deployed_storlets(
     registry: Stores, uri: str | None = None, with_docs: bool = True
 ) -> list[dict]:
     """The storlets deployed to the account: name, main class, declared
-    parameters and, with ``with_docs``, the first paragraph of the class's
+    parameters and output type (``".png image/png"``, or None: as the
+    source) and, with ``with_docs``, the first paragraph of the class's
     docstring (read from the storlet's source, never run).
 
     Parameters
@@ -139,6 +140,7 @@ def deployed_storlets(
                 "name": entry.name,
                 "main": main,
                 "parameters": [p for p in params.split(",") if p],
+                "output_type": metadata.get(protocol.OUTPUT_TYPE_KEY) or None,
                 "doc": doc,
                 "size": entry.size,
             }

@@ -95,6 +95,8 @@ def test_storlets_lists_the_deployed_storlets_with_parameters(env):
     extract = found["extract_face.py"]
     assert "size" in extract["parameters"]
     assert extract["main"].startswith("extract_face.")
-    assert extract["doc"]
+    assert extract["doc"] and extract["output_type"] == ".png image/png"
+    assert found["probe.py"]["output_type"] is None
     status, out, _ = cli(env, "storlets")
-    assert out.decode().splitlines()[0].split() == ["NAME", "PARAMETERS", "DESCRIPTION"]
+    header = out.decode().splitlines()[0].split()
+    assert header == ["NAME", "PARAMETERS", "OUTPUT", "DESCRIPTION"]

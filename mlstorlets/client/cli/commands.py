@@ -216,8 +216,9 @@ def cmd_storlets(args):
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
-    rows = [("NAME", "PARAMETERS", "DESCRIPTION")] + [
-        (s["name"], ",".join(s["parameters"]) or "-", s["doc"]) for s in found
+    rows = [("NAME", "PARAMETERS", "OUTPUT", "DESCRIPTION")] + [
+        (s["name"], ",".join(s["parameters"]) or "-", s["output_type"] or "as source", s["doc"])
+        for s in found
     ]
     print(table(rows))
     return 0
