@@ -132,3 +132,24 @@ def test_remote_predict_writes_npy_objects_named_so(tmp_path, stores):
     np.testing.assert_array_equal(got, est.predict(parts[1][0]))
     store, uri = stores.open("file://%s/pred/part1.npy" % tmp_path)
     assert store.head(uri.key).headers.get("Content-Type") == "application/octet-stream"
+
+
+def test_remote_predict_resumes_and_fails_a_bad_object_alone(tmp_path, stores):
+    parts = make_parts(7, n_parts=2)
+    uris = write(tmp_path, parts)
+    (tmp_path / "new").mkdir()
+    for i, (X, _) in enumerate(parts):
+        (tmp_path / "new" / ("part%d.csv" % i)).write_bytes(csv_bytes(X))
+    (tmp_path / "new" / "bad.csv").write_bytes(b"1,2,x\n")
+    est = SGDClassifier(random_state=0).remote_partial_fit(uris, classes=[0, 1, 2], stores=stores)
+    src, dest = "file://%s/new/" % tmp_path, "file://%s/pred/" % tmp_path
+    first = est.remote_predict(src, dest, stores=stores)
+    assert sorted(first.done) == ["file://%s/new/part%d.csv" % (tmp_path, i) for i in range(2)]
+    ((name, reason),) = first.failed
+    assert name == "file://%s/new/bad.csv" % tmp_path and "non-numeric" in reason
+    assert not (tmp_path / "pred" / "bad.npy").exists()
+    again = est.remote_predict(src, dest, stores=stores)
+    assert len(again.skipped) == 2 and not again.done and len(again.failed) == 1
+    # Another model is another run: every output is made again.
+    other = SGDClassifier(random_state=1).remote_partial_fit(uris, classes=[0, 1, 2], stores=stores)
+    assert len(other.remote_predict(src, dest, stores=stores).done) == 2
