@@ -55,6 +55,10 @@ SEGMENT_THREADS = 4
 # SwiftService holds a segment of a stream in memory, twice at times.
 DEFAULT_SEGMENT = 32 << 20
 
+# What SwiftService (as the swift CLI) records on every upload, for its own
+# use: a file's mtime.  Not the user's metadata: a copy elsewhere leaves it.
+SWIFT_CLI_MTIME = protocol.OBJECT_META.lower() + "mtime"
+
 
 class SwiftStore(Store):
     """Objects of one container.
@@ -301,4 +305,10 @@ def _entry(key, headers):
 
 def _metadata(headers):
     meta = protocol.OBJECT_META.lower()
-    return normalize_metadata({k[len(meta) :]: v for k, v in headers.items() if k.startswith(meta)})
+    return normalize_metadata(
+        {
+            k[len(meta) :]: v
+            for k, v in headers.items()
+            if k.startswith(meta) and k != SWIFT_CLI_MTIME
+        }
+    )
