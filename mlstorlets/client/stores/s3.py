@@ -13,6 +13,7 @@ unless it was a multipart upload (whose ETag is not its body's MD5),
 checked against its MD5 at the end.
 """
 
+import base64
 import hashlib
 import os
 
@@ -39,6 +40,8 @@ from mlstorlets.client.stores.base import (
 DEFAULT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10, read_timeout=60
 )
+# An RFC 2047 encoded word of UTF-8 in base64: a non-ASCII metadata value.
+_WORD = ("=?utf-8?b?", "?=")
 _MISSING = ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
 # boto3's default part size, and S3's limits on parts.
 DEFAULT_PART = 8 << 20
@@ -157,7 +160,7 @@ class S3Store(Store):
     def write(self, key, body, metadata=None, headers=None, size=None):
         metadata = normalize_metadata(metadata)
         extra = {_EXTRA[k]: v for k, v in content_headers(headers).items()}
-        extra["Metadata"] = {k.lower(): v for k, v in metadata.items()}
+        extra["Metadata"] = {k.lower(): _ascii(v) for k, v in metadata.items()}
         part = max(self.part_size or DEFAULT_PART, -(-(size or 0) // MAX_PARTS))
         config = TransferConfig(
             multipart_threshold=part, multipart_chunksize=part, max_concurrency=PART_CONCURRENCY
@@ -206,6 +209,25 @@ def _entry(key, answer):
         key,
         answer["ContentLength"],
         answer["ETag"].strip('"'),
-        normalize_metadata(answer.get("Metadata")),
+        normalize_metadata({k: _unicode(v) for k, v in (answer.get("Metadata") or {}).items()}),
         {k: answer[v] for k, v in _EXTRA.items() if answer.get(v)},
     )
+
+
+def _ascii(value):
+    """``value`` as S3 accepts metadata (ASCII only): a value with other
+    characters (a person named José) as one RFC 2047 encoded word, as mail
+    headers carry them."""
+    if value.isascii():
+        return value
+    return "%s%s%s" % (_WORD[0], base64.b64encode(value.encode("utf-8")).decode("ascii"), _WORD[1])
+
+
+def _unicode(value):
+    """The value :func:`_ascii` encoded; any other as it is."""
+    if not (value.startswith(_WORD[0]) and value.endswith(_WORD[1])):
+        return value
+    try:
+        return base64.b64decode(value[len(_WORD[0]) : -len(_WORD[1])], validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return value
