@@ -80,7 +80,11 @@ def photos(env, conn):
 
 
 def outputs(path):
-    return sorted(f for f in os.listdir(path) if f.endswith(".jpeg")) if os.path.isdir(path) else []
+    """The photos whose crop is under ``path``: extract_face.py declares its
+    outputs PNG, so ``a.jpeg`` gives ``a.png``."""
+    if not os.path.isdir(path):
+        return []
+    return sorted(f[: -len(".png")] + ".jpeg" for f in os.listdir(path) if f.endswith(".png"))
 
 
 def test_the_cli_over_s3_end_to_end(env, photos, tmp_path):
@@ -111,7 +115,7 @@ def test_the_cli_over_s3_end_to_end(env, photos, tmp_path):
     assert found["placement"] == "client"
     assert len(found["done"]) == len(files)
     assert outputs(tmp_path / "crops") == files
-    with open(tmp_path / "crops" / files[0], "rb") as f:
+    with open(tmp_path / "crops" / files[0].replace(".jpeg", ".png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
     status, out, err = cli(
