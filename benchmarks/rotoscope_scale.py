@@ -16,9 +16,13 @@ completes the job.  Measured and checked:
   after the kill keeps its timestamp through the resume; the extraction
   and the filter ran once per object), every output decodable (each
   filtered frame and the video's frames decode);
-* baseline, in the same run: the same filter over the same frames on the
-  client (``mlstorlets run ... file://``: download, filter, write locally),
-  objects per second.
+* the filter alone, in the same run, over the same frames three ways,
+  each into a fresh destination: in the cluster (``mlstorlets run``), on
+  the client written back into the same store (``--on-client``: download,
+  filter, upload; like for like) and on the client to local files; objects
+  per second and CPU milliseconds per object of every process by role
+  (proxy, object servers, container servers, sandboxes, client:
+  ``benchmarks/cpu.py``).
 
 Run (about 15 minutes on 2 cores)::
 
@@ -44,6 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
+import cpu  # noqa: E402
 import targets  # noqa: E402
 
 CONTAINER = "rotoscope"
@@ -334,33 +339,43 @@ def run(args):
         result["total_seconds"] = first.seconds + second.seconds
         result["objects_per_s_overall"] = frames / result["total_seconds"]
 
-        # -- baseline: the same filter on the client -----------------------
-        local = os.path.join(scratch, "client-side")
-        base = Client(
-            [
-                MLSTORLETS,
-                "run",
-                "frame_filter.py",
-                "swift://%s/%s%s/" % (CONTAINER, work, frames_folder),
-                "file://" + local + "/",
-                "-p",
-                "filter=" + FILTER,
-                "-p",
-                "quality=90",
-                "-j",
-                str(args.concurrency),
-                "--json",
-            ],
-            env,
-        )
-        base_summary = json.loads(base.wait())
-        result["client_side"] = {
-            "seconds": base.seconds,
-            "done": len(base_summary["done"]),
-            "objects_per_s": len(base_summary["done"]) / base.seconds,
-            "client_bytes": base_summary["client_bytes"],
-            "client_memory": base.memory(),
-        }
+        # -- baselines: the same filter on the client ----------------------
+        # Like for like: written back into the same store (--on-client);
+        # and to local files, as a user who keeps the frames would.
+        # The same filter over the same frames three ways, each into a fresh
+        # destination, with the CPU of every process per object: in the
+        # cluster (again, now that nothing else runs), and on the client.
+        frames_uri = "swift://%s/%s%s/" % (CONTAINER, work, frames_folder)
+        for key, dest, extra, placement in (
+            ("in_cluster", "swift://%s/cluster-again/" % CONTAINER, [], "cluster"),
+            ("client_side", "swift://%s/client-side/" % CONTAINER, ["--on-client"], "client"),
+            (
+                "client_side_local_files",
+                "file://%s/" % os.path.join(scratch, "local"),
+                [],
+                "client",
+            ),
+        ):
+            before = cpu.snapshot()
+            base = Client(
+                [MLSTORLETS, "run", "frame_filter.py", frames_uri, dest]
+                + ["-p", "filter=" + FILTER, "-p", "quality=90"]
+                + ["-j", str(args.concurrency), "--json"]
+                + extra,
+                env,
+            )
+            base_summary = json.loads(base.wait())
+            assert base_summary["placement"] == placement, base_summary["placement"]
+            done = len(base_summary["done"])
+            result[key] = {
+                "dest": dest,
+                "seconds": base.seconds,
+                "done": done,
+                "objects_per_s": done / base.seconds,
+                "client_bytes": base_summary["client_bytes"],
+                "client_memory": base.memory(),
+                "cpu_ms_per_object": cpu.per_object(before, cpu.snapshot(), done),
+            }
     finally:
         cluster.down(purge=True, log=quiet)
         shutil.rmtree(state, ignore_errors=True)
@@ -378,14 +393,32 @@ def report(result):
     print("%-40s %10s" % ("", "objects/s"))
     print("%-40s %10.1f" % ("filter in the cluster (first run)", first["filter_objects_per_s"]))
     print("%-40s %10.1f" % ("filter in the cluster (resumed run)", second["filter_objects_per_s"]))
-    print("%-40s %10.1f" % ("filter on the client (baseline)", base["objects_per_s"]))
+    print("%-40s %10.1f" % ("filter on the client, into Swift (baseline)", base["objects_per_s"]))
+    local = result["client_side_local_files"]
+    print("%-40s %10.1f" % ("filter on the client, to local files", local["objects_per_s"]))
+    print("the filter alone, each way, objects/s and CPU per object by process:")
+    for key, label in (
+        ("in_cluster", "in the cluster"),
+        ("client_side", "on the client, into Swift"),
+        ("client_side_local_files", "on the client, to local files"),
+    ):
+        run_ = result[key]
+        print(
+            "  %-30s %7.1f/s  %s"
+            % (label, run_["objects_per_s"], cpu.format_cpu(run_["cpu_ms_per_object"]))
+        )
     print("%-40s %10.1f" % ("whole workflow, both runs", result["objects_per_s_overall"]))
     for name, stage in second["stages"].items():
         print(
             "  resumed %-28s %5d done %5d skipped %3d failed %7.1f s"
             % (name, stage["done"], stage["skipped"], stage["failed"], stage["seconds"])
         )
-    for label, run_ in (("first run", first), ("resumed run", second), ("client-side", base)):
+    for label, run_ in (
+        ("first run", first),
+        ("resumed run", second),
+        ("client-side", base),
+        ("local files", local),
+    ):
         m = run_["client_memory"]
         print(
             "client RSS, %-12s peak %6.1f MB; first quarter %6.1f MB, last quarter %6.1f MB"
@@ -395,10 +428,13 @@ def report(result):
     # No speed target: over loopback, a cheap filter on small frames costs
     # less than an invocation, so the client-side path is faster here; the
     # ratio is reported, the link benchmarks say when moving data costs more.
-    in_cluster = (first["filter_objects_per_s"] + second["filter_objects_per_s"]) / 2
-    result["in_cluster_over_client_side"] = in_cluster / base["objects_per_s"]
+    # Like for like: the same run command, the same frames, into the same
+    # store.
+    result["in_cluster_over_client_side"] = (
+        result["in_cluster"]["objects_per_s"] / base["objects_per_s"]
+    )
     print(
-        "filter objects/s in the cluster / on the client: %.2fx"
+        "filter objects/s in the cluster / on the client into Swift: %.2fx"
         % result["in_cluster_over_client_side"]
     )
     result["targets"] = [

@@ -287,9 +287,12 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
                 bar.update(max(0, task.size - job.read_bytes) if in_bytes else 1)
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
-    futures = {pool.submit(one, task): task for task in tasks}
-    outcomes = {}
+    futures, outcomes = {}, {}
     try:
+        # Submitted inside: a Ctrl-C while tasks are still being queued
+        # (the first ones already running) is handled as any other.
+        for task in tasks:
+            futures[pool.submit(one, task)] = task
         for future in as_completed(futures):
             outcomes[future] = future.result()
     except KeyboardInterrupt:

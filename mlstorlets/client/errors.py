@@ -1,7 +1,7 @@
 """The client's errors: what a caller catches, what the CLI reports.
 
 Every failure the client expects is an :class:`Error`, reported by the CLI
-in one line with exit code 1 and no traceback; anything else is a bug and
+in one line with exit status 2 and no traceback; anything else is a bug and
 keeps its traceback.  Failures about one object (:class:`ObjectFailed`)
 name it, whether the work ran in the cluster or on the client, so a batch
 records them per object and goes on:
