@@ -480,9 +480,9 @@ def run_batch(
     if concurrency < 1:
         raise UsageError("concurrency must be at least 1")
     swift = gateway(conn)
-    swift.check_storlet(storlet, params)
+    declared = swift.check_storlet(storlet, params)
     if output_type is None:
-        output_type = swift.declared_output_type(storlet)
+        output_type = declared.output_type
     src_container, src_prefix, entries = list_sources(swift, src)
     tasks = plan(
         src,

@@ -23,7 +23,7 @@ The API, for the modules that call it::
     swift.conn                         # this thread's connection
     swift.call(name, 'put_object', c, o, body)   # any swiftclient call
     swift.head(c, o) / swift.listing(c, prefix) / swift.ensure_container(c)
-    swift.check_storlet(storlet, params)          # once, before a batch
+    swift.check_storlet(storlet, params)          # once, before a batch: its Declaration
     swift.storlet_get(c, o, storlet, params, extra_resources)
     swift.storlet_copy(c, o, dest_c, dest_o, storlet, params, ...)
     swift.parallel(fn, items, concurrency)        # fn(item), any thread
@@ -48,6 +48,14 @@ from mlstorlets.sandbox import protocol
 STORLET_CONTAINER = "storlet"
 # Swift's default max_header_size, for a cluster that does not publish it.
 DEFAULT_HEADER_LIMIT = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """What a deployed storlet declares (:meth:`Swift.declaration`)."""
+
+    parameters: frozenset | None
+    output_type: tuple | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,48 +251,46 @@ class Swift:
         self.call(container, "put_container", container)
 
     # -- storlets --------------------------------------------------------
-    def declared_parameters(self, storlet):
-        """The parameters ``storlet`` declares (a set), or None when it
-        declares none; a storlet not deployed is a :class:`SwiftError`.
+    def declaration(self, storlet):
+        """What ``storlet`` declares, read from its object in one HEAD: the
+        parameters it takes (a set, or None when it declares none) and the
+        ``(suffix, content type)`` of its outputs (or None: as the
+        source).  A storlet not deployed is a :class:`SwiftError`.
 
         A user the account lets run storlets but not read the storlet
-        container (a storlet ACL) cannot check: None, and the engine
-        answers each call."""
-        value = self._declaration(storlet, protocol.PARAMETERS_KEY)
-        if value is None:
-            return None
-        return {p for p in value.split(",") if p}
-
-    def declared_output_type(self, storlet):
-        """``(suffix, content type)`` of ``storlet``'s outputs as it
-        declares them, or None (each output as its source)."""
-        return protocol.parse_output_type(self._declaration(storlet, protocol.OUTPUT_TYPE_KEY))
-
-    def _declaration(self, storlet, key):
+        container (a storlet ACL) cannot check: (None, None), and the
+        engine answers each call."""
         try:
             headers = self.head(STORLET_CONTAINER, storlet)
         except SwiftError as err:
             if err.status in (401, 403):
-                return None
+                return Declaration(None, None)
             raise
         if headers is None:
             raise SwiftError(
                 storlet, "no such storlet in this account (deploy it: mlstorlets deploy)", 404
             )
-        return headers.get((protocol.OBJECT_META + key).lower())
+        parameters = headers.get((protocol.OBJECT_META + protocol.PARAMETERS_KEY).lower())
+        output_type = headers.get((protocol.OBJECT_META + protocol.OUTPUT_TYPE_KEY).lower())
+        return Declaration(
+            None if parameters is None else frozenset(p for p in parameters.split(",") if p),
+            protocol.parse_output_type(output_type),
+        )
 
     def check_storlet(self, storlet, params=None):
         """Check once, before any call, that ``storlet`` is deployed and
-        takes ``params``.
+        takes ``params``; its :class:`Declaration`, for the batch to use.
 
         Raises
         ------
         SwiftError
             No such storlet.
-        ValueError
+        mlstorlets.client.errors.UsageError
             A parameter it does not declare.
         """
-        check_parameters(storlet, params, self.declared_parameters(storlet))
+        declared = self.declaration(storlet)
+        check_parameters(storlet, params, declared.parameters)
+        return declared
 
     def storlet_get(
         self, container, name, storlet, params=None, extra_resources=None, headers=None, **kwargs
