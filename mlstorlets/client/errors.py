@@ -120,7 +120,10 @@ def storlet_failure(
     ran in the cluster or on the client: a :class:`Refused` or a
     :class:`StorletFailed`."""
     if kind == protocol.REFUSED:
-        words = "storlet %s refused it: %s" % (storlet, reason)
+        # The storlet may refuse another input than the request's object:
+        # a model, an extra resource; then it is named.
+        subject = "it" if not obj or name == obj or name.endswith("/" + obj) else obj
+        words = "storlet %s refused %s: %s" % (storlet, subject, reason)
         return Refused(name, words, status, kind, obj, parameter, reason)
     words = "storlet %s %s: %s" % (storlet, _OUTCOME.get(kind, "failed"), reason)
     return StorletFailed(name, words, status, kind, obj, parameter, reason)

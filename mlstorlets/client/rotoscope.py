@@ -23,7 +23,10 @@ each resumable from what its outputs already are:
    Only missing frames are asked for, so a range cut short is completed
    without writing a frame twice.
 3. **filter**: :func:`mlstorlets.client.batch.run_batch` of
-   ``frame_filter.py`` over every frame (one copy-semantics request each).
+   ``frame_filter.py`` over every frame (one copy-semantics request each);
+   or, with ``model``, of ``apply_model.py``: the user's own ONNX
+   image-to-image model (a style network) over every frame, the model
+   object an extra resource of each request.
 4. **video**: ``frames_to_video.py`` over groups of ``group_size`` filtered
    frames (the first frame is the request's object, the others
    ``X-Storlet-Extra-Resources``, so it runs on the proxy) makes Motion JPEG
@@ -48,15 +51,16 @@ import numpy as np
 
 from mlstorlets.client.batch import BatchSummary, execute, run_digest
 from mlstorlets.client.errors import NotFound, StorletFailed, UsageError
-from mlstorlets.client.runners import ConnectionLike, runner_for, stores_for
+from mlstorlets.client.runners import ConnectionLike, budget, runner_for, stores_for
 from mlstorlets.client.stores.registry import Stores
-from mlstorlets.client.uri import parse
+from mlstorlets.client.uri import parse, parse_uri
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.video.filters import apply_filter
 from mlstorlets.sandbox.video.frames import MAX_RANGE, frame_name
 
 FRAMES_STORLET = "video_frames.py"
 FILTER_STORLET = "frame_filter.py"
+MODEL_STORLET = "apply_model.py"
 VIDEO_STORLET = "frames_to_video.py"
 # Extra resources are one header of at most 8 KiB (Swift's max_header_size)
 # and the proxy holds every one open while the storlet runs.
@@ -178,9 +182,10 @@ def rotoscope(
     conn: ConnectionLike,
     src: str,
     dest: str,
-    filter_name: str,
+    filter_name: str | None = None,
     params: dict | None = None,
     *,
+    model: str | None = None,
     every: int = 1,
     width: int = 0,
     quality: int = 90,
@@ -209,10 +214,15 @@ def rotoscope(
     dest : str
         The video (or a prefix for it), in any store: ``swift://`` stays in
         the cluster, anything else is published through the client.
-    filter_name : str
+    filter_name : str, optional
         One of :data:`mlstorlets.sandbox.video.filters.FILTERS`.
     params : dict, optional
-        The filter's parameters (``frame_filter.py`` declares them).
+        The filter's parameters (``frame_filter.py`` declares them), or
+        the model's (``apply_model.py``: ``width``, ``threads``).
+    model : str, optional
+        URI of an ONNX image-to-image model (see
+        :mod:`mlstorlets.sandbox.models.layout`) applied to every frame in
+        place of a filter; its object name's stem names the outputs.
     every : int
         Keep one frame in ``every`` (the video's rate is divided by it).
     width : int
@@ -247,26 +257,41 @@ def rotoscope(
     src_uri = parse(src)
     if src_uri.is_prefix:
         raise UsageError("rotoscope reads one video: %s names a prefix" % src)
-    video_uri, default_work = default_outputs(src, dest, filter_name)
+    if (filter_name is None) == (model is None):
+        raise UsageError("rotoscope takes a filter or a model: one of the two")
+    label = filter_name or posixpath.splitext(posixpath.basename(parse(model).key))[0]
+    video_uri, default_work = default_outputs(src, dest, label)
     work = work or default_work
     if not work.endswith("/"):
         work += "/"
     stores = stores_for(conn, stores)
     # Where the video and its work objects are: the publishing alone goes
     # through the client when dest is elsewhere.
-    runner = runner_for(src, work, connection=conn, stores=stores, placement=placement)
+    runner = runner_for(src, work, model, connection=conn, stores=stores, placement=placement)
     members = runner.extract_limit()
     if members is not None and range_size > members:
         raise UsageError(
             "range_size %d is over the %d objects this cluster "
             "writes from one extraction (max_extract_members)" % (range_size, members)
         )
-    _check_filter(filter_name, params or {})
+    extras, model_etags = [], []
+    if model is None:
+        _check_filter(filter_name, params or {})
+        stage_storlet = FILTER_STORLET
+        filter_params = dict(params or {}, filter=filter_name, quality=quality)
+    else:
+        model_store, model_key = stores.open(parse(runner.locate(model)))
+        found = model_store.head(model_key.key)
+        if found is None:
+            raise NotFound(model, "no such model")
+        stage_storlet, extras, model_etags = MODEL_STORLET, [model], [found.etag]
+        filter_params = dict(
+            params or {}, model=runner.source_name(model), output="image", quality=quality
+        )
     started = time.monotonic()
-    filter_params = dict(params or {}, filter=filter_name, quality=quality)
     for storlet, checked in (
         (FRAMES_STORLET, None),
-        (FILTER_STORLET, filter_params),
+        (stage_storlet, filter_params),
         (VIDEO_STORLET, None),
     ):
         runner.check_storlet(storlet, checked)
@@ -280,7 +305,7 @@ def rotoscope(
     def at(key):
         return str(work.with_key(key))
 
-    summary = RotoscopeSummary(src, dest, filter_name, dry_run=dry_run)
+    summary = RotoscopeSummary(src, dest, label, dry_run=dry_run)
     log("probe %s" % src)
     probe = _probe(runner, src)
     summary.fps = probe["fps"] / every
@@ -290,8 +315,8 @@ def rotoscope(
     extraction = {"every": every, "width": width, "quality": quality}
     frames_digest = run_digest(FRAMES_STORLET, extraction, [entry.etag])[:12]
     frames_prefix = "%sframes-%s/" % (work.key, frames_digest)
-    filter_digest = run_digest(FILTER_STORLET, filter_params, [frames_digest])[:12]
-    filtered_prefix = "%s%s-%s/" % (work.key, filter_name, filter_digest)
+    filter_digest = run_digest(stage_storlet, filter_params, [frames_digest] + model_etags)[:12]
+    filtered_prefix = "%s%s-%s/" % (work.key, label, filter_digest)
     video_prefix = "%svideo-%s-%d/" % (work.key, filter_digest, group_size)
 
     # -- frames ----------------------------------------------------------
@@ -340,14 +365,15 @@ def rotoscope(
         return _finish(summary, started)
 
     # -- filter ----------------------------------------------------------
-    log("filter %s over %s" % (filter_name, at(frames_prefix)))
+    log("filter %s over %s" % (label, at(frames_prefix)))
     stage = runner.run_storlet(
-        FILTER_STORLET,
+        stage_storlet,
         at(frames_prefix),
         at(filtered_prefix),
         params=filter_params,
         concurrency=concurrency,
         resume=resume,
+        extras=extras,
         progress=progress,
     )
     summary.stages.append(stage)
@@ -359,8 +385,13 @@ def rotoscope(
     summary.frames = len(inputs)
     level, prefix = 0, filtered_prefix
     while True:
+        size = _fitting(runner, at(prefix + inputs[0]), group_size)
+        # A level's folder names its group size: segments made with
+        # another grouping are never taken for this one's.
         out_prefix = "%sL%d/" % (video_prefix, level)
-        log("video level %d: %d inputs -> %d" % (level, len(inputs), -(-len(inputs) // group_size)))
+        if size != group_size:
+            out_prefix = "%sL%d-%d/" % (video_prefix, level, size)
+        log("video level %d: %d inputs -> %d" % (level, len(inputs), -(-len(inputs) // size)))
         stage = _assemble(
             runner,
             stores,
@@ -368,7 +399,7 @@ def rotoscope(
             prefix,
             inputs,
             out_prefix,
-            group_size,
+            size,
             summary.fps,
             quality,
             concurrency,
@@ -378,7 +409,7 @@ def rotoscope(
         summary.stages.append(stage)
         if not stage.ok:
             return _finish(summary, started)
-        inputs = ["%06d.avi" % i for i in range(-(-len(inputs) // group_size))]
+        inputs = ["%06d.avi" % i for i in range(-(-len(inputs) // size))]
         prefix, level = out_prefix, level + 1
         if len(inputs) == 1:
             break
@@ -433,6 +464,23 @@ def _names(stores, prefix):
         return {e.name[len(parsed.key) :] for e in store.list(parsed.key)}
     except NotFound:
         return set()
+
+
+def _fitting(runner, first, group_size):
+    """``group_size``, or fewer inputs where the engine's bounds on one
+    request would be passed (see :mod:`mlstorlets.client.runners.budget`):
+    the inputs of a level are alike (frames of one video through one
+    filter or model, segments of one level), so the first one's metadata
+    and name stand for all, with room for longer values."""
+    limits = runner.limits()
+    if limits is None:
+        return group_size
+    datagram, header = limits
+    _, metadata = runner.describe([first])[first]
+    per_input = budget.input_cost(metadata) + 32
+    path = len(budget.resource_path(*parse_uri(runner.locate(first)))) + 8
+    fits = min((datagram - budget.RESERVED) // per_input, (header - 64) // path)
+    return max(2, min(group_size, fits))
 
 
 def _assemble(

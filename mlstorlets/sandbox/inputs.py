@@ -7,7 +7,14 @@ does not load dlib or scikit-learn to read its input.
 
 from mlstorlets.sandbox.errors import ObjectError
 
-__all__ = ["MAX_VIDEO_BYTES", "input_name", "metadata_value", "read_input", "spill_input"]
+__all__ = [
+    "MAX_VIDEO_BYTES",
+    "input_name",
+    "metadata_value",
+    "model_input",
+    "read_input",
+    "spill_input",
+]
 
 #: Largest video spilled to the sandbox's /tmp; an annotated copy needs room
 #: too, and the sandbox caps any one file at 2 GiB.
@@ -21,6 +28,20 @@ def input_name(params, index):
     if index == 0:
         return params.get("source") or "the input object"
     return f"input {index}"
+
+
+def model_input(in_files, params, what):
+    """``(name, model name)`` of a call over one object with a model as its
+    one extra resource (``X-Storlet-Extra-Resources``); any other count of
+    inputs is refused, naming ``what`` needs it."""
+    name = input_name(params, 0)
+    if len(in_files) != 2:
+        raise ObjectError(
+            name,
+            f"{what} needs the model as the one extra resource "
+            f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs",
+        )
+    return name, params.get("model") or "the model object (input 1)"
 
 
 def metadata_value(metadata, key):

@@ -79,3 +79,35 @@ def test_a_copy_with_a_missing_resource_writes_nothing(conn, source):
         },
     )
     assert conn.get_object(source, "out.txt")[1] == b"hello and more"
+
+
+def test_inputs_too_long_for_the_sandbox_fail_by_name_and_the_sandbox_lives_on(conn, source):
+    # Eight resources of 500 bytes of metadata each (two values of Swift's
+    # largest): a datagram of over
+    # 4096 bytes, which libsbus would cut and the daemon, given garbage,
+    # died of (every later request of the account then failed).
+    for i in range(8):
+        conn.put_object(
+            source,
+            "r%d.txt" % i,
+            b"x",
+            headers={"X-Object-Meta-Pad": "p" * 250, "X-Object-Meta-More": "m" * 250},
+        )
+    resources = ",".join("/%s/r%d.txt" % (source, i) for i in range(8))
+    with pytest.raises(ClientException) as err:
+        conn.get_object(
+            source,
+            "source.txt",
+            headers={"X-Run-Storlet": PROBE, "X-Storlet-Extra-Resources": resources},
+        )
+    status, kind, reason = failure(err.value)
+    # The caller's to split: a refusal, naming the bound.
+    assert (status, kind) == (422, protocol.REFUSED)
+    assert "over the 4096 bytes a sandbox receives" in reason, reason
+    # The same account's sandbox answers the next request.
+    _, body = conn.get_object(
+        source,
+        "source.txt",
+        headers={"X-Run-Storlet": PROBE, "X-Storlet-Extra-Resources": "/%s/r0.txt" % source},
+    )
+    assert body

@@ -11,6 +11,7 @@ import resource
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -212,11 +213,15 @@ def sent(monkeypatch):
     return calls
 
 
+# What a send reads of a datagram (its length is checked before anything).
+DATAGRAM = types.SimpleNamespace(fds=[], serialized_metadata="", serialized_cmd_params="{}")
+
+
 def test_sbus_connects_to_the_socket_itself(tmp_path, sent):
     path = str(tmp_path / "storlet")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(path)
-        assert send_without_following_links(path, None) == 0
+        assert send_without_following_links(path, DATAGRAM) == 0
     fd_path, target = sent[0]
     assert fd_path.startswith("/proc/self/fd/")
     assert target == path
@@ -227,11 +232,13 @@ def test_sbus_refuses_a_planted_link(tmp_path, sent):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(other)
         os.symlink(other, str(tmp_path / "storlet"))
-        assert send_without_following_links(str(tmp_path / "storlet"), None) == -1
+        assert send_without_following_links(str(tmp_path / "storlet"), DATAGRAM) == -1
         (tmp_path / "file").write_text("")
-        assert send_without_following_links(str(tmp_path / "file"), None) == -1
+        assert send_without_following_links(str(tmp_path / "file"), DATAGRAM) == -1
         assert (
-            send_without_following_links(str(tmp_path / "x" / ".." / "other-account-socket"), None)
+            send_without_following_links(
+                str(tmp_path / "x" / ".." / "other-account-socket"), DATAGRAM
+            )
             == -1
         )
     assert sent == []

@@ -40,3 +40,24 @@ def test_a_full_queue_does_not_block_the_sender(deaf):
 def test_nobody_listening_fails_at_once(tmp_path):
     with pytest.raises(SBusClientSendError):
         BoundedSBusClient(str(tmp_path / "none"), 5).ping()
+
+
+def test_a_command_longer_than_the_sandbox_receives_is_never_sent():
+    import json
+    import types
+
+    from mlstorlets.server.gateway import sbus
+
+    def datagram(pad):
+        # What libsbus sends of a datagram: its descriptors and two JSON texts.
+        return types.SimpleNamespace(
+            fds=[0],
+            serialized_metadata=json.dumps([{"storage": {"Pad": "p" * pad}}]),
+            serialized_cmd_params=json.dumps({"a": "b"}),
+        )
+
+    assert len(sbus._message(datagram(1000))) < 4096
+    with pytest.raises(sbus.DatagramTooLong, match="over the 4096 bytes a sandbox receives"):
+        sbus._message(datagram(5000))
+    with pytest.raises(sbus.DatagramTooLong):
+        sbus.send_without_following_links("/nonexistent", datagram(5000))

@@ -337,6 +337,7 @@ def cmd_rotoscope(args):
         args.dest,
         args.filter,
         parse_params(args.param),
+        model=args.model,
         every=args.every,
         width=args.width,
         quality=args.quality,

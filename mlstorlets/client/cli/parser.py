@@ -293,7 +293,13 @@ def parser():
         "<name>-<filter>.avi: swift:// stays in the cluster, "
         "any other store is published through the client",
     )
-    ro.add_argument("--filter", required=True, help="cartoon, pencil, stylize, smooth or colormap")
+    how = ro.add_mutually_exclusive_group(required=True)
+    how.add_argument("--filter", help="cartoon, pencil, stylize, smooth or colormap")
+    how.add_argument(
+        "--model",
+        metavar="URI",
+        help="an ONNX image-to-image model (a style network) applied to every frame instead",
+    )
     ro.add_argument(
         "--every", type=positive, default=1, help="keep one frame in N (default 1: every frame)"
     )

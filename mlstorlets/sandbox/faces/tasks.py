@@ -33,6 +33,7 @@ from mlstorlets.sandbox.inputs import (
     MAX_VIDEO_BYTES,
     input_name,
     metadata_value,
+    model_input,
     read_input,
     spill_input,
 )
@@ -178,14 +179,7 @@ def recognize(in_files, params):
         The photo unchanged, or the annotated video (Motion JPEG AVI);
         empty with ``output=tags``.
     """
-    name = input_name(params, 0)
-    if len(in_files) != 2:
-        raise ObjectError(
-            name,
-            "recognition needs the model as the one extra resource "
-            f"(X-Storlet-Extra-Resources), got {len(in_files) - 1} extra inputs",
-        )
-    model_name = params.get("model") or "the model object (input 1)"
+    name, model_name = model_input(in_files, params, "recognition")
     threshold = None
     if params.get("threshold") not in (None, ""):
         threshold = float_param(params, "threshold", 0.6, 0.01, 2.0, name)

@@ -120,7 +120,11 @@ from storlets.sbus import SBus
 from swift.common.swob import status_map
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.gateway.invocation import BoundedInvocationProtocol, UnsafeMetadata
+from mlstorlets.server.gateway.invocation import (
+    BoundedInvocationProtocol,
+    InputsTooLong,
+    UnsafeMetadata,
+)
 from mlstorlets.server.gateway.sandbox import (
     DEFAULT_CANCEL_TIMEOUT,
     BoundedSandbox,
@@ -250,6 +254,8 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 sresp.data.cancel()
                 os.close(sresp.data.data_fd)
                 raise StorletRuntimeException("over the memory budget")
+        except InputsTooLong as err:
+            raise self._answer(sreq, protocol.REFUSED, str(err))
         except UnsafeMetadata as err:
             raise self._answer(
                 sreq, protocol.FAILED, "storlet %s broke the protocol: %s" % (sreq.storlet_id, err)

@@ -17,7 +17,12 @@ from swift.common import constraints
 from swift.common.swob import str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.gateway.sbus import BoundedSBusClient
+from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong
+
+
+class InputsTooLong(StorletRuntimeException):
+    """The request's inputs and parameters do not fit the one datagram that
+    hands them to the sandbox: the caller's to split, nothing was sent."""
 
 
 class UnsafeMetadata(StorletRuntimeException):
@@ -77,6 +82,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         client = BoundedSBusClient(self.storlet_pipe_path, self.timeout)
         try:
             resp = client.execute(self.srequest.params, self.remote_fds)
+        except DatagramTooLong as err:
+            # Never sent: the daemon is fine, the request is too big.
+            raise InputsTooLong(str(err))
         except SBusClientException as err:
             # A daemon whose pool is full waits for a slot before it
             # answers: with no answer within the storlet's time, its

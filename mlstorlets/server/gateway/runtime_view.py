@@ -25,6 +25,8 @@ SANDBOX_DISTRIBUTIONS = (
     "scikit-learn",
     "scipy",
     "skops",
+    "onnxruntime",
+    "onnx",
     "pillow",
     "dlib-bin",
     "face-recognition-models",

@@ -28,9 +28,33 @@ from storlets.sbus.client.exceptions import (
 from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
 from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
 
+from mlstorlets.sandbox.protocol import SBUS_DATAGRAM_LIMIT
+
 # Not eventlet's green socket: a send that never blocks, and retries.
 _socket = patcher.original("socket")
 _upstream_send = SBus.__dict__["send"].__func__
+
+
+class DatagramTooLong(SBusClientSendError):
+    """A command longer than the sandbox's receive buffer: libsbus would
+    read past what it received, and the daemon, given garbage, dies."""
+
+
+def _message(datagram):
+    """libsbus's message for ``datagram``: three native ints (number of
+    file descriptors, lengths of the metadata and of the parameters), the
+    two JSON strings and a NUL; never longer than the sandbox receives."""
+    fds = datagram.fds
+    metadata = (datagram.serialized_metadata if fds else "").encode("utf8")
+    params = datagram.serialized_cmd_params.encode("utf8")
+    message = struct.pack("iii", len(fds), len(metadata), len(params)) + metadata + params + b"\0"
+    if len(message) > SBUS_DATAGRAM_LIMIT:
+        raise DatagramTooLong(
+            "the inputs' metadata and the parameters take %d bytes, over the %d bytes "
+            "a sandbox receives: fewer inputs in one request, or less metadata on them"
+            % (len(message), SBUS_DATAGRAM_LIMIT)
+        )
+    return message
 
 
 class _Socket:
@@ -66,6 +90,7 @@ class _Socket:
 def send_without_following_links(sbus_name, datagram):
     """``SBus.send`` through :class:`_Socket`; anything but a socket is a
     failure to send (-1), which upstream's SBus client reports as such."""
+    _message(datagram)
     with _Socket(sbus_name) as path:
         return _upstream_send(path, datagram) if path else -1
 
@@ -79,11 +104,8 @@ def sbus_send(path, datagram, timeout):
     file descriptors, lengths of the metadata and of the parameters), the
     two JSON strings, a NUL, and the descriptors as ``SCM_RIGHTS``.
     """
-    fds = datagram.fds
-    metadata = (datagram.serialized_metadata if fds else "").encode("utf8")
-    params = datagram.serialized_cmd_params.encode("utf8")
-    message = struct.pack("iii", len(fds), len(metadata), len(params)) + metadata + params + b"\0"
-    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))]
+    message = _message(datagram)
+    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", datagram.fds))]
     deadline = time.monotonic() + timeout
     with _Socket(path) as target, _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
         if target is None:
