@@ -20,6 +20,14 @@ model load), and the memory one model holds in a worker (resident size
 after building its session and one run, against before; the runtime's
 import counted apart).
 
+And flicker: over the sample video's frames at 320 px, the mean change
+from one output frame to the next against the source's (the flicker
+ratio), and the share of pixels whose darkness (an edge drawn) changes
+from frame to frame, for each frame filtered alone and for outputs
+carried along the motion (``rotoscope --temporal 0.7``,
+:mod:`mlstorlets.sandbox.video.temporal`), with what carrying costs per
+frame.
+
 Run (about 3 minutes on 2 cores)::
 
     DATA=../shared/data/faces .venv/bin/python benchmarks/apply_model.py
@@ -133,6 +141,56 @@ def memory_per_model(model, frame):
     return json.loads(out.stdout)
 
 
+def video_frames(source, width=320, limit=250):
+    import cv2
+
+    capture = cv2.VideoCapture(source)
+    frames = []
+    while len(frames) < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        height = round(frame.shape[0] * width / frame.shape[1] / 2) * 2
+        frames.append(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA))
+    capture.release()
+    return frames
+
+
+def flicker_table(frames, model, strength=0.7):
+    """Flicker of each filter and of the model, alone and carried."""
+    import numpy as np
+
+    from mlstorlets.sandbox.models.tasks import image_model
+    from mlstorlets.sandbox.video.filters import apply_filter
+    from mlstorlets.sandbox.video.temporal import Stabilizer, flicker
+
+    def dark_changes(images):
+        masks = [image.max(axis=2) < 40 for image in images]
+        return float(np.mean([np.mean(a != b) for a, b in zip(masks, masks[1:])]))
+
+    source = flicker(frames)
+    styles = {
+        name: (lambda image, frame, name=name: apply_filter(image, name, {}, frame))
+        for name in ("cartoon", "pencil", "stylize", "colormap")
+    }
+    styles["convnet model"] = image_model(model, {}, "frame", "convnet.onnx")
+    table = {"source_flicker": source, "frames": len(frames), "strength": strength}
+    for name, style in styles.items():
+        alone = [style(f, "frame") for f in frames]
+        stabilizer = Stabilizer(strength)
+        started = time.perf_counter()
+        carried = [stabilizer.step(f, a) for f, a in zip(frames, alone)]
+        cost = (time.perf_counter() - started) / len(frames)
+        table[name] = {
+            "alone_ratio": flicker(alone) / source,
+            "carried_ratio": flicker(carried) / source,
+            "alone_dark_changes": dark_changes(alone),
+            "carried_dark_changes": dark_changes(carried),
+            "carry_ms_per_frame": 1000 * cost,
+        }
+    return table
+
+
 def first_and_next(conn, count=8):
     """Seconds of the first storlet GET with a model never seen by the
     sandbox's workers, and the median of the next ones."""
@@ -180,6 +238,7 @@ def run(args):
         for label, size in SIZES.items()
     }
     result["memory"] = memory_per_model(model, frames["1280x720"][0])
+    result["flicker"] = flicker_table(video_frames(source), model)
     try:
         cluster.up(base_port=free_base_port(), log=quiet)
         conn = cluster.connection()
@@ -236,6 +295,26 @@ def run(args):
 
 def report(result):
     print("model: %s" % result["model"])
+    table = result["flicker"]
+    print(
+        "flicker over %d frames at 320 px (source: %.2f grey levels a frame), alone -> "
+        "carried along the motion (strength %.1f):"
+        % (table["frames"], table["source_flicker"], table["strength"])
+    )
+    for name, row in table.items():
+        if isinstance(row, dict):
+            print(
+                "  %-13s ratio to the source %.2f -> %.2f, dark pixels changing %.2f%% -> %.2f%% "
+                "(%.1f ms a frame to carry)"
+                % (
+                    name,
+                    row["alone_ratio"],
+                    row["carried_ratio"],
+                    100 * row["alone_dark_changes"],
+                    100 * row["carried_dark_changes"],
+                    row["carry_ms_per_frame"],
+                )
+            )
     for label, row in result["sizes"].items():
         print(
             "%s, %d frames: in the cluster %.1f frames/s, client-side (same store) %.1f "

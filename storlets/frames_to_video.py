@@ -10,8 +10,9 @@ if LIBRARY:
 # Storlet making one Motion JPEG AVI of its inputs in order: the request's
 # object then the X-Storlet-Extra-Resources (so it runs on the proxy).
 # Inputs are frames or AVIs it made before, so that long videos are
-# assembled as a tree of requests.  See
-# mlstorlets.sandbox.video.tasks.assemble.
+# assembled as a tree of requests; or source frames filtered on the way in,
+# each carried along the motion from the previous one (the model, if any,
+# the last input).  See mlstorlets.sandbox.video.tasks.assemble.
 
 from mlstorlets.sandbox import invocation  # noqa: E402
 from mlstorlets.sandbox.video import tasks  # noqa: E402
@@ -20,6 +21,23 @@ from mlstorlets.sandbox.video import tasks  # noqa: E402
 class FramesToVideoStorlet(invocation.Storlet):
     """Output one Motion JPEG AVI of the input frames and videos."""
 
-    parameters = ("fps", "quality")
+    parameters = (
+        "fps",
+        "quality",
+        "filter",
+        "passes",
+        "block",
+        "sigma_s",
+        "sigma_r",
+        "shade",
+        "color",
+        "map",
+        "model",
+        "output_name",
+        "width",
+        "threads",
+        "temporal",
+        "context",
+    )
     output_type = (".avi", "video/x-msvideo")
     compute = staticmethod(tasks.assemble)

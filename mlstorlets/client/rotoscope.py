@@ -26,7 +26,10 @@ each resumable from what its outputs already are:
    ``frame_filter.py`` over every frame (one copy-semantics request each);
    or, with ``model``, of ``apply_model.py``: the user's own ONNX
    image-to-image model (a style network) over every frame, the model
-   object an extra resource of each request.
+   object an extra resource of each request.  With ``temporal``, this
+   stage is folded into the next: each segment filters its frames in
+   order, carrying each output along the motion from the previous one,
+   and no filtered frame is stored.
 4. **video**: ``frames_to_video.py`` over groups of ``group_size`` filtered
    frames (the first frame is the request's object, the others
    ``X-Storlet-Extra-Resources``, so it runs on the proxy) makes Motion JPEG
@@ -186,6 +189,7 @@ def rotoscope(
     params: dict | None = None,
     *,
     model: str | None = None,
+    temporal: float = 0.0,
     every: int = 1,
     width: int = 0,
     quality: int = 90,
@@ -223,6 +227,13 @@ def rotoscope(
         URI of an ONNX image-to-image model (see
         :mod:`mlstorlets.sandbox.models.layout`) applied to every frame in
         place of a filter; its object name's stem names the outputs.
+    temporal : float, default=0
+        In [0, 0.95]: the share of each output carried from the previous
+        one along the motion between the frames (see
+        :mod:`mlstorlets.sandbox.video.temporal`); 0 filters every frame
+        on its own.  Above 0 the frames are filtered in segments of
+        ``group_size`` by the assembly (the previous segment's last frame
+        primes each), and no filtered frame object is written.
     every : int
         Keep one frame in ``every`` (the video's rate is divided by it).
     width : int
@@ -259,6 +270,8 @@ def rotoscope(
         raise UsageError("rotoscope reads one video: %s names a prefix" % src)
     if (filter_name is None) == (model is None):
         raise UsageError("rotoscope takes a filter or a model: one of the two")
+    if not 0 <= temporal <= 0.95:
+        raise UsageError("temporal must be in [0, 0.95], got %r" % temporal)
     label = filter_name or posixpath.splitext(posixpath.basename(parse(model).key))[0]
     video_uri, default_work = default_outputs(src, dest, label)
     work = work or default_work
@@ -288,13 +301,23 @@ def rotoscope(
         filter_params = dict(
             params or {}, model=runner.source_name(model), output="image", quality=quality
         )
+    segment = None
+    if temporal:
+        # The filter runs inside the assembly: its parameters are the
+        # segment storlet's, the frame filter's own JPEG quality aside.
+        segment = {
+            k: v
+            for k, v in dict(filter_params, temporal=temporal, context=1).items()
+            if k not in ("output", "quality")
+        }
     started = time.monotonic()
     for storlet, checked in (
         (FRAMES_STORLET, None),
-        (stage_storlet, filter_params),
-        (VIDEO_STORLET, None),
+        (None if segment else stage_storlet, filter_params),
+        (VIDEO_STORLET, segment),
     ):
-        runner.check_storlet(storlet, checked)
+        if storlet:
+            runner.check_storlet(storlet, checked)
     src = runner.locate(src)
     src_store, src_key = stores.open(src)
     entry = src_store.head(src_key.key)
@@ -315,7 +338,9 @@ def rotoscope(
     extraction = {"every": every, "width": width, "quality": quality}
     frames_digest = run_digest(FRAMES_STORLET, extraction, [entry.etag])[:12]
     frames_prefix = "%sframes-%s/" % (work.key, frames_digest)
-    filter_digest = run_digest(stage_storlet, filter_params, [frames_digest] + model_etags)[:12]
+    filter_digest = run_digest(
+        stage_storlet, dict(filter_params, temporal=temporal), [frames_digest] + model_etags
+    )[:12]
     filtered_prefix = "%s%s-%s/" % (work.key, label, filter_digest)
     video_prefix = "%svideo-%s-%d/" % (work.key, filter_digest, group_size)
 
@@ -365,6 +390,25 @@ def rotoscope(
         return _finish(summary, started)
 
     # -- filter ----------------------------------------------------------
+    if segment:
+        return _segments_to_video(
+            summary,
+            started,
+            runner,
+            stores,
+            work,
+            frames_prefix,
+            video_prefix,
+            video_uri,
+            segment,
+            extras,
+            group_size,
+            quality,
+            concurrency,
+            progress,
+            resume,
+            log,
+        )
     log("filter %s over %s" % (label, at(frames_prefix)))
     stage = runner.run_storlet(
         stage_storlet,
@@ -380,12 +424,60 @@ def rotoscope(
     if not stage.ok:
         return _finish(summary, started)
 
-    # -- video -----------------------------------------------------------
-    inputs = sorted(_names(stores, at(filtered_prefix)))
+    return _segments_to_video(
+        summary,
+        started,
+        runner,
+        stores,
+        work,
+        filtered_prefix,
+        video_prefix,
+        video_uri,
+        None,
+        (),
+        group_size,
+        quality,
+        concurrency,
+        progress,
+        resume,
+        log,
+    )
+
+
+def _segments_to_video(
+    summary,
+    started,
+    runner,
+    stores,
+    work,
+    prefix,
+    video_prefix,
+    video_uri,
+    segment,
+    extras,
+    group_size,
+    quality,
+    concurrency,
+    progress,
+    resume,
+    log,
+):
+    """The video stages: frames under ``prefix`` into segments, level
+    after level, then the video published.  With ``segment`` (the
+    parameters of a filter run inside the assembly), level 0 filters the
+    source frames, ``extras`` (the model) after each group's frames."""
+
+    def at(key):
+        return str(work.with_key(key))
+
+    inputs = sorted(_names(stores, at(prefix)))
     summary.frames = len(inputs)
-    level, prefix = 0, filtered_prefix
+    level = 0
     while True:
-        size = _fitting(runner, at(prefix + inputs[0]), group_size)
+        # A segment of the first level also reads the previous segment's
+        # last frame and the model.
+        spare = 1 + len(extras) if segment and level == 0 else 0
+        size = max(2, _fitting(runner, at(prefix + inputs[0]), group_size + spare) - spare)
         # A level's folder names its group size: segments made with
         # another grouping are never taken for this one's.
         out_prefix = "%sL%d/" % (video_prefix, level)
@@ -405,6 +497,8 @@ def rotoscope(
             concurrency,
             progress,
             resume,
+            segment if level == 0 else None,
+            extras if level == 0 else (),
         )
         summary.stages.append(stage)
         if not stage.ok:
@@ -496,24 +590,37 @@ def _assemble(
     concurrency,
     progress,
     resume,
+    segment=None,
+    extras=(),
 ):
     """One level of assembly: ``frames_to_video.py`` over each group of
-    ``inputs`` (names under ``prefix``) into ``out_prefix`` ``%06d.avi``."""
+    ``inputs`` (names under ``prefix``) into ``out_prefix`` ``%06d.avi``.
+    With ``segment``, the frames are filtered on the way in, each group
+    primed by the previous group's last frame, ``extras`` read last."""
     done = _names(stores, str(work.with_key(out_prefix))) if resume else set()
+    chunks = groups(inputs, group_size)
     steps = [
-        _Step("%s%06d.avi" % (out_prefix, i), len(group), tuple(group))
-        for i, group in enumerate(groups(inputs, group_size))
+        _Step(
+            "%s%06d.avi" % (out_prefix, i),
+            len(group),
+            # The previous group's last frame primes a filtered segment.
+            (chunks[i - 1][-1:] if segment and i else []) + group,
+        )
+        for i, group in enumerate(chunks)
         if "%06d.avi" % i not in done
     ]
-    params = {"fps": "%.6g" % fps, "quality": quality}
+    params = dict(segment or {}, fps="%.6g" % fps, quality=quality)
 
     def work_on(step, job):
         uris = [str(work.with_key(prefix + n)) for n in step.args]
+        call = dict(params, source=runner.source_name(uris[0]))
+        if segment:
+            call["context"] = len(step.args) - step.size
         runner.produce(
             VIDEO_STORLET,
-            uris,
+            uris + list(extras),
             str(work.with_key(step.label)),
-            dict(params, source=runner.source_name(uris[0])),
+            call,
             content_type="video/x-msvideo",
         )
 

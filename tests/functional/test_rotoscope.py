@@ -180,3 +180,31 @@ def test_not_a_video_names_the_object(conn, video):
         summary_error = err
     assert summary_error is not None and "in/notes.avi" in str(summary_error)
     assert not conn.get_container(video, prefix="notes/")[1]
+
+
+def test_temporal_segments_flicker_less_than_frames_filtered_alone(conn, video):
+    from mlstorlets.sandbox.video.temporal import flicker
+
+    made = {}
+    for temporal in (0.0, 0.7):
+        dest = "swift://%s/steady-%g/" % (video, temporal)
+        summary = rotoscope(
+            conn,
+            "swift://%s/in/clip.avi" % video,
+            dest,
+            "cartoon",
+            temporal=temporal,
+            every=EVERY,
+            width=WIDTH,
+            group_size=GROUP,
+            progress=False,
+        )
+        assert summary.ok and summary.client_bytes == 0, summary.format()
+        _, body = conn.get_object(video, "steady-%g/clip-cartoon.avi" % temporal)
+        made[temporal] = _decode(body)[2]
+    alone, carried = made[0.0], made[0.7]
+    assert len(alone) == len(carried) == 25
+    assert flicker(carried) < 0.95 * flicker(alone), (flicker(carried), flicker(alone))
+    # In segments, no filtered frame object is stored.
+    work = [e["name"] for e in conn.get_container(video, prefix="steady-0.7/")[1]]
+    assert not [n for n in work if "/cartoon-" in n]

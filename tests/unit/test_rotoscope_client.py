@@ -108,3 +108,27 @@ def test_a_bad_filter_is_refused_before_any_work(clip, tmp_path, capsys, extra, 
     assert main(argv + extra + ["--work", "file://%s/work/" % tmp_path]) == 2
     assert message in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_temporal_filters_in_segments_without_frame_objects(clip, tmp_path):
+    folder, expected = clip
+    summary = rotoscope(
+        Stores(environ={}),
+        "file://%s/clip.avi" % folder,
+        "file://%s/steady/" % tmp_path,
+        "cartoon",
+        temporal=0.7,
+        every=EVERY,
+        width=WIDTH,
+        group_size=GROUP,
+        work="file://%s/work/" % tmp_path,
+        progress=False,
+    )
+    assert summary.ok, summary.format()
+    frames = _frames((tmp_path / "steady" / "clip-cartoon.avi").read_bytes())
+    assert len(frames) == expected == summary.frames
+    # Frames extracted, segments made; no filtered frame stored.
+    folders = sorted(os.listdir(tmp_path / "work"))
+    assert [f for f in folders if f.startswith("frames-")] and not [
+        f for f in folders if f.startswith("cartoon-")
+    ]

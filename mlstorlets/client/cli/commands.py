@@ -338,6 +338,7 @@ def cmd_rotoscope(args):
         args.filter,
         parse_params(args.param),
         model=args.model,
+        temporal=args.temporal,
         every=args.every,
         width=args.width,
         quality=args.quality,

@@ -301,6 +301,15 @@ def parser():
         help="an ONNX image-to-image model (a style network) applied to every frame instead",
     )
     ro.add_argument(
+        "--temporal",
+        type=float,
+        default=0.0,
+        metavar="STRENGTH",
+        help="carry each output along the motion from the previous one, against flicker: "
+        "the previous output's share, in [0, 0.95] (default 0: every frame on its own; "
+        "0.7 is a good start); frames are then filtered in segments, none stored",
+    )
+    ro.add_argument(
         "--every", type=positive, default=1, help="keep one frame in N (default 1: every frame)"
     )
     ro.add_argument(

@@ -44,7 +44,7 @@ from mlstorlets.sandbox.inputs import model_input, read_input
 from mlstorlets.sandbox.invocation import int_param
 from mlstorlets.sandbox.models import graph, layout
 
-__all__ = ["apply_model", "OUTPUTS", "TAG_PREFIX"]
+__all__ = ["apply_model", "image_model", "OUTPUTS", "TAG_PREFIX"]
 
 OUTPUTS = ("auto", "image", "npy", "tags")
 #: Largest image object read (as the face storlets).
@@ -96,24 +96,59 @@ def apply_model(in_files, params):
     return tags, body
 
 
+def _run(model, spec, index, image, width, name):
+    """Output ``index`` of the model over an RGB image, scaled to ``width``
+    first where the model takes any size."""
+    size = (image.shape[1], image.shape[0])
+    if width and spec.width is None and width != size[0]:
+        height = max(1, round(size[1] * width / size[0]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return model.run({model.inputs[0].name: layout.to_tensor(image, spec, name)}, name)[index]
+
+
+def _image_output(model, spec, index, name, model_name):
+    out_spec = layout.output_spec(model, index, spec, model_name)
+    if out_spec is None:
+        raise ParameterError(
+            name,
+            "output",
+            f"{model_name}'s output {model.outputs[index].name!r} is not an image: "
+            "pass output=npy or output=tags",
+        )
+    return out_spec
+
+
+def image_model(data, params, name, model_name):
+    """The image-to-image model ``data`` as a frame filter: a function of a
+    BGR ``uint8`` frame (and its name, for errors) returning the model's
+    output frame, BGR, of the same size.  The rotoscope's segments
+    (:func:`mlstorlets.sandbox.video.tasks.assemble`) filter frames with it;
+    parameters ``output_name``, ``width`` and ``threads`` as above."""
+    threads = int_param(params, "threads", 1, 1, _cores(), name)
+    model = graph.session(data, model_name, threads)
+    spec = layout.image_spec(model, model_name)
+    if spec is None:
+        raise ObjectError(model_name, "the model does not take an image")
+    index = model.output_index(params.get("output_name"), model_name)
+    out_spec = _image_output(model, spec, index, name, model_name)
+    width = int_param(params, "width", 0, 0, 8192, name)
+
+    def apply(frame, frame_name):
+        size = (frame.shape[1], frame.shape[0])
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        result = _run(model, spec, index, rgb, width, frame_name)
+        return cv2.cvtColor(layout.to_image(result, out_spec, size, model_name), cv2.COLOR_RGB2BGR)
+
+    return apply
+
+
 def _image(model, spec, index, body, output, params, name, model_name, tags):
     image = decode_image(body, name, MAX_PIXELS, color=True)
     size = (image.shape[1], image.shape[0])
     width = int_param(params, "width", 0, 0, 8192, name)
-    if width and spec.width is None and width != size[0]:
-        height = max(1, round(size[1] * width / size[0]))
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    tensor = layout.to_tensor(image, spec, name)
-    result = model.run({model.inputs[0].name: tensor}, name)[index]
-    out_spec = layout.output_spec(model, index, spec, model_name)
+    result = _run(model, spec, index, image, width, name)
     if output in ("auto", "image"):
-        if out_spec is None:
-            raise ParameterError(
-                name,
-                "output",
-                f"{model_name}'s output {model.outputs[index].name!r} is not an image: "
-                "pass output=npy or output=tags",
-            )
+        out_spec = _image_output(model, spec, index, name, model_name)
         pixels = cv2.cvtColor(
             layout.to_image(result, out_spec, size, model_name), cv2.COLOR_RGB2BGR
         )

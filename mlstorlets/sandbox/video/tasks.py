@@ -13,7 +13,10 @@ the tests need no engine.
   :data:`mlstorlets.sandbox.video.filters.FILTERS`.
 * :func:`assemble` (``frames_to_video.py``, on the proxy: its inputs are
   the request's object and ``X-Storlet-Extra-Resources``): frames, or
-  videos it made before, into one Motion JPEG AVI, in input order.
+  videos it made before, into one Motion JPEG AVI, in input order; or a
+  segment of source frames filtered on the way in (``filter`` or
+  ``model``), each output carried along the motion from the previous one
+  (``temporal``, :mod:`mlstorlets.sandbox.video.temporal`).
 """
 
 import io
@@ -25,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox.errors import ObjectError, ParameterError
 from mlstorlets.sandbox.faces.image import MAX_PIXELS
 from mlstorlets.sandbox.inputs import (
     MAX_VIDEO_BYTES,
@@ -36,6 +39,7 @@ from mlstorlets.sandbox.inputs import (
 )
 from mlstorlets.sandbox.invocation import float_param, int_param
 from mlstorlets.sandbox.video import avi, filters, frames
+from mlstorlets.sandbox.video.temporal import Stabilizer
 
 __all__ = ["video_frames", "filter_frame", "assemble", "decode_frame", "MAX_VIDEO_BYTES"]
 
@@ -125,6 +129,28 @@ def filter_frame(in_files, params):
     return {"Filter": chosen}, _jpeg(out, quality, name)
 
 
+def _segment_filter(in_files, params, name):
+    """``(filter, frame inputs)``: what a segment's frames go through (a
+    function of a BGR frame and its name, or None) and which inputs are
+    frames.  With ``model``, the model is the last input."""
+    if params.get("model"):
+        # Imported here: a worker that only joins segments never loads the
+        # model runtime.
+        from mlstorlets.sandbox.models.graph import MAX_MODEL_BYTES
+        from mlstorlets.sandbox.models.tasks import image_model
+
+        if len(in_files) < 2:
+            raise ObjectError(name, "a segment with a model needs the model as its last input")
+        model_name = params["model"]
+        data = read_input(in_files[-1], model_name, MAX_MODEL_BYTES)
+        return image_model(data, params, name, model_name), in_files[:-1]
+    chosen = params.get("filter")
+    if chosen:
+        filters.apply_filter(np.zeros((8, 8, 3), np.uint8), chosen, params, name)
+        return (lambda image, frame: filters.apply_filter(image, chosen, params, frame)), in_files
+    return None, in_files
+
+
 def assemble(in_files, params):
     """Frames and Motion JPEG AVIs into one AVI, in input order.
 
@@ -134,15 +160,46 @@ def assemble(in_files, params):
     rate is ``fps`` when given, else the first input's (``Frame-Fps``
     metadata of a frame, or an AVI's header).
 
+    A segment of source frames is filtered on the way in: ``filter`` (and
+    its parameters) or ``model`` (an ONNX image-to-image model, the last
+    input; see :func:`mlstorlets.sandbox.models.tasks.image_model`).  With
+    ``temporal`` in (0, 1), each filtered frame is blended with the
+    previous output along the motion (:class:`Stabilizer`); the first
+    ``context`` frames (0 or 1: the previous segment's last) only prime it
+    and are not output.
+
     Returns metadata ``Video-Frames`` and ``Video-Fps``, and the AVI.
     """
-    quality = int_param(params, "quality", 90, 10, 100, input_name(params, 0))
-    fps = float_param(params, "fps", 0.0, 0.0, 1000.0, input_name(params, 0))
+    first = input_name(params, 0)
+    quality = int_param(params, "quality", 90, 10, 100, first)
+    fps = float_param(params, "fps", 0.0, 0.0, 1000.0, first)
+    temporal = float_param(params, "temporal", 0.0, 0.0, 0.95, first)
+    context = int_param(params, "context", 0, 0, 1, first)
+    style, inputs = _segment_filter(in_files, params, first)
+    if style is None and (temporal or context):
+        raise ParameterError(first, "temporal", "temporal and context need a filter or a model")
+    stabilizer = Stabilizer(temporal) if temporal else None
     size, out, total = None, [], 0
-    for i, f in enumerate(in_files):
+    for i, f in enumerate(inputs):
         name = input_name(params, i)
         data = read_input(f, name, MAX_OUTPUT_BYTES)
-        if avi.is_avi(data[:12]):
+        if style is not None:
+            if avi.is_avi(data[:12]):
+                raise ObjectError(name, "a filtered segment is made of frames, not videos")
+            image = decode_frame(data, name)
+            styled = style(image, name)
+            if stabilizer is not None:
+                styled = stabilizer.step(image, styled)
+            if i < context:
+                continue
+            if size is None:
+                size = (image.shape[1], image.shape[0])
+            if not fps:
+                fps = float(metadata_value(f.get_metadata(), "Frame-Fps") or 0)
+            if (styled.shape[1], styled.shape[0]) != size:
+                styled = cv2.resize(styled, size, interpolation=cv2.INTER_AREA)
+            added = [_jpeg(styled, quality, name)]
+        elif avi.is_avi(data[:12]):
             info, chunks = avi.read_avi(data, name)
             size = size or (info["width"], info["height"])
             fps = fps or info["fps"]
