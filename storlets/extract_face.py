@@ -10,7 +10,7 @@ if LIBRARY:
 # Storlet cutting the largest face out of a photo, aligned, with its
 # embedding, next to the photo: on the object server holding it (GET, or PUT
 # with X-Copy-From).  The logic lives in mlstorlets.sandbox.faces.tasks.extract,
-# which documents the parameters (size, margin, label_key, source) and the
+# which documents the parameters (size, margin, label_key, source, cnn) and the
 # output metadata (the label, Source, Face-Box, Face-Detector).
 
 from mlstorlets.sandbox import invocation  # noqa: E402
@@ -21,6 +21,15 @@ class ExtractFaceStorlet(invocation.Storlet):
     """Output the largest face of the input photo as an aligned PNG crop."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ("size", "margin", "label_key")
+    parameters = (
+        "size",
+        "margin",
+        "label_key",
+        "cnn",
+        "faces",
+        "min_face",
+        "stem",
+        "source_etag",
+    )
     output_type = (".png", "image/png")
     compute = staticmethod(tasks.extract)

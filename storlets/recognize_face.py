@@ -12,7 +12,7 @@ if LIBRARY:
 # (photo or video), in_files[1] the model, named by
 # X-Storlet-Extra-Resources: /container/model-object -- which makes the
 # storlet run on the proxy.  Parameters (threshold, kind, max_frames, source,
-# model) and output metadata (Face-Name, Face-Confidence, Face-Box,
+# model, min_face, cnn) and output metadata (Face-Name, Face-Confidence, Face-Box,
 # Face-Frames) are documented in mlstorlets.sandbox.faces.tasks.recognize.
 
 from mlstorlets.sandbox import invocation  # noqa: E402
@@ -23,5 +23,5 @@ class RecognizeFaceStorlet(invocation.Storlet):
     """Tag a photo with the recognised person, or annotate a video."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ("model", "threshold", "kind", "max_frames", "output")
+    parameters = ("model", "threshold", "kind", "max_frames", "output", "min_face", "cnn")
     compute = staticmethod(tasks.recognize)

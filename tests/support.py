@@ -157,3 +157,11 @@ class CuttingProxy:
         if len(ended) == 2:
             src.close()
             dst.close()
+
+
+def group_photo(*images, gap=40):
+    """A group photo of ``images`` (see
+    :func:`mlstorlets.client.datasets.group_photo`)."""
+    from mlstorlets.client.datasets import group_photo as made
+
+    return made(*images, gap=gap)[0]

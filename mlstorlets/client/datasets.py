@@ -60,6 +60,23 @@ def items(root, splits=("train", "test", "video")):
     return found
 
 
+def group_photo(*images, gap=40):
+    """Photos (arrays of the same channels) side by side on white,
+    top-aligned: a group photo of their people, each where its photo was
+    put.  Returns the image and the left edge of each photo in it."""
+    import numpy as np
+
+    height = max(i.shape[0] for i in images)
+    width = sum(i.shape[1] for i in images) + gap * (len(images) - 1)
+    canvas = np.full((height, width) + images[0].shape[2:], 255, np.uint8)
+    x, edges = 0, []
+    for image in images:
+        canvas[: image.shape[0], x : x + image.shape[1]] = image
+        edges.append(x)
+        x += image.shape[1] + gap
+    return canvas, edges
+
+
 def export_lfw(dest, min_faces_per_person=50, test_per_person=2, data_home=None):
     """Write LFW in the layout above (needs the network the first time).
 

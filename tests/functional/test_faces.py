@@ -367,3 +367,35 @@ def test_s3_uris_run_in_place_in_the_cluster(cluster, faces):
         "swift://%s/test/%s" % (bucket, n) for n, _ in _files("test")
     )
     assert all(t["name"] == label_of(s.rsplit("/", 1)[1]) for s, t in found.results.items())
+
+
+def test_group_photos_give_a_crop_and_a_name_per_face(conn, faces, container):
+    from support import group_photo
+
+    uri = faces["uri"]
+    test = os.path.join(data_dir(), "test")
+    people = [("merkel_test2.jpeg", "obama_test1.jpeg"), ("trump_test1.jpeg", "bibi_test1.jpeg")]
+    for i, names in enumerate(people):
+        photo = group_photo(*[cv2.imread(os.path.join(test, n)) for n in names])
+        conn.put_object(
+            container,
+            "groups/g%d.jpg" % i,
+            cv2.imencode(".jpg", photo)[1].tobytes(),
+            content_type="image/jpeg",
+        )
+    here = "swift://%s/" % container
+    summary = pipeline.extract(conn, here + "groups/", here + "crops/", faces="all")
+    assert summary.ok and summary.placement == "cluster", summary.format()
+    crops = sorted(e["name"] for e in conn.get_container(container, prefix="crops/")[1])
+    assert crops == ["crops/g0-face1.png", "crops/g0.png", "crops/g1-face1.png", "crops/g1.png"]
+    headers = conn.head_object(container, "crops/g0-face1.png")
+    assert (headers[META + "face-index"], headers[META + "face-count"]) == ("1", "2")
+    again = pipeline.extract(conn, here + "groups/", here + "crops/", faces="all")
+    assert not again.done and len(again.skipped) == 2
+
+    tags = pipeline.recognize(conn, uri + "models/faces.npz", here + "groups/")
+    for i, names in enumerate(people):
+        found = tags.results[here + "groups/g%d.jpg" % i]
+        assert found["count"] == "2"
+        named = sorted(name for name, _, _ in json.loads(found["faces"]))
+        assert named == sorted(label_of(n) for n in names), found

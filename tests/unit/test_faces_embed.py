@@ -58,6 +58,53 @@ def test_the_fallback_detectors_find_a_face(faces_data):
         assert len(faces) == 1 and faces[0].detector == detector
 
 
+class _FakeHog:
+    """HOG passes that find nothing, with one near miss scoring ``near``."""
+
+    def __init__(self, near):
+        self.near = near
+
+    def __call__(self, image, upsample):
+        return []
+
+    def run(self, image, upsample, adjust):
+        import dlib
+
+        if self.near is None or self.near < adjust:
+            return [], [], []
+        return [dlib.rectangle(1, 1, 40, 40)], [self.near], [0]
+
+
+@pytest.mark.parametrize(
+    "rule, near, cnn_runs",
+    [
+        ("auto", None, False),  # nothing face-like: the CNN is not worth it
+        ("auto", -embed.NEAR_MISS - 0.1, False),
+        ("auto", -embed.NEAR_MISS / 2, True),  # a near miss: the CNN looks
+        ("always", None, True),
+        ("never", -0.01, False),
+    ],
+)
+def test_the_cnn_runs_by_its_rule(monkeypatch, rule, near, cnn_runs):
+    ran = []
+
+    def cnn(image, upsample):
+        ran.append(True)
+        return []
+
+    def model(kind):
+        return {"hog": _FakeHog(near), "cnn": cnn, "landmarks": None}[kind]
+
+    monkeypatch.setattr(embed, "_model", model)
+    assert embed.find_faces(np.full((240, 320, 3), 128, np.uint8), cnn=rule) == []
+    assert bool(ran) == cnn_runs
+
+
+def test_an_unknown_cnn_rule_is_refused():
+    with pytest.raises(ValueError, match="cnn must be one of"):
+        embed.find_faces(np.full((24, 32, 3), 128, np.uint8), cnn="sometimes")
+
+
 def test_the_chip_is_aligned_and_sized(faces_data):
     rgb = _rgb(faces_data, "train", "bibi3.jpeg")
     face = embed.largest_face(rgb)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import face_label
 from sgd_fakes import FakeInput, FakeOutput
+from support import group_photo
 
 from mlstorlets.sandbox import invocation
 from mlstorlets.sandbox.errors import ObjectError
@@ -99,7 +100,93 @@ def test_recognize_a_photo_without_a_face(faces_model):
     )
     # The stale tags of an earlier recognition are blanked (the engine
     # would keep them on the output otherwise).
-    assert meta == {"Face-Name": "none", "Face-Box": "", "Face-Confidence": ""}
+    assert meta == {
+        "Face-Name": "none",
+        "Face-Count": "0",
+        "Face-Box": "",
+        "Face-Confidence": "",
+    }
+
+
+def test_recognize_names_every_face_of_a_group_photo(faces_model, faces_data):
+    photos = [
+        cv2.imread(str(faces_data / "test" / name))
+        for name in ("merkel_test2.jpeg", "obama_test1.jpeg")
+    ]
+    data = cv2.imencode(".jpg", group_photo(*photos))[1].tobytes()
+    meta, _ = tasks.recognize(
+        [FakeInput(data), FakeInput(_model_bytes(faces_model))], {"source": "c/group.jpg"}
+    )
+    faces = json.loads(meta["Face-Faces"])
+    assert meta["Face-Count"] == "2" and len(faces) == 2
+    assert sorted(name for name, _, _ in faces) == ["merkel", "obama"]
+    # Left to right by box, each where its photo was put.
+    by_x = sorted(faces, key=lambda f: int(f[2].split(",")[0]))
+    assert [name for name, _, _ in by_x] == ["merkel", "obama"]
+    # The most confident face also names the photo, as before.
+    assert (meta["Face-Name"], float(meta["Face-Confidence"])) == (faces[0][0], faces[0][1])
+    assert faces[0][1] >= faces[1][1]
+
+
+def test_faces_smaller_than_min_face_are_not_named(faces_model, faces_data):
+    photo = cv2.imread(str(faces_data / "test" / "merkel_test1.jpeg"))
+    data = cv2.imencode(".jpg", photo)[1].tobytes()
+    meta, _ = tasks.recognize(
+        [FakeInput(data), FakeInput(_model_bytes(faces_model))],
+        {"source": "c/m.jpg", "min_face": "4000"},
+    )
+    assert meta["Face-Name"] == "none" and meta["Face-Count"] == "0"
+
+
+def test_the_faces_list_fits_a_metadata_value():
+    from mlstorlets.sandbox.faces.people import Named, faces_json
+
+    named = [
+        Named("someone with a long name %d" % i, 0.9, (1000, 2000, 300, 300)) for i in range(20)
+    ]
+    text = faces_json(named, 256)
+    assert len(text.encode()) <= 256 and 1 <= len(json.loads(text)) < 20
+
+
+def test_extract_every_face_makes_a_tar_of_crops_the_largest_last(faces_data):
+    import io
+    import tarfile
+
+    from mlstorlets.sandbox import protocol
+
+    big = cv2.imread(str(faces_data / "test" / "obama_test1.jpeg"))
+    small = cv2.imread(str(faces_data / "test" / "merkel_test2.jpeg"))
+    small = cv2.resize(small, None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+    data = cv2.imencode(".jpg", group_photo(small, big))[1].tobytes()
+    meta, body = tasks.extract(
+        [FakeInput(data, {"Name": "obama"})],
+        {"source": "c/photos/g.jpg", "faces": "all", "source_etag": "abc"},
+    )
+    assert meta == {"Faces": "2"}
+    members = list(tarfile.open(fileobj=io.BytesIO(body)))
+    assert [m.name for m in members] == ["g-face1.png", "g.png"]
+    key = protocol.PAX_META
+    largest, other = members[1].pax_headers, members[0].pax_headers
+    assert largest[key + "Face-Index"] == "0" and other[key + "Face-Index"] == "1"
+    assert largest[key + "Face-Count"] == other[key + "Face-Count"] == "2"
+    # The label names the photo's subject: its largest face only.
+    assert largest[key + "Name"] == "obama" and key + "Name" not in other
+    assert largest[key + "Source-Etag"] == "abc" and largest[key + "Source"] == "c/photos/g.jpg"
+    x_big = int(largest[key + "Face-Box"].split(",")[0])
+    assert x_big > small.shape[1]
+    tar = tarfile.open(fileobj=io.BytesIO(body))
+    assert read_embedding(tar.extractfile("g.png").read(), "g.png").shape == (128,)
+
+
+@pytest.mark.parametrize(
+    "params, parameter",
+    [({"faces": "some"}, "faces"), ({"faces": "all", "stem": "../x"}, "stem")],
+)
+def test_extract_refuses_a_bad_faces_or_stem(faces_data, params, parameter):
+    data = (faces_data / "test" / "obama_test1.jpeg").read_bytes()
+    with pytest.raises(ObjectError) as err:
+        tasks.extract([FakeInput(data)], dict(params, source="c/o.jpg"))
+    assert err.value.parameter == parameter
 
 
 def test_recognize_threshold_makes_unknown(faces_model, faces_data):

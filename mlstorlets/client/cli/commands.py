@@ -244,6 +244,8 @@ def cmd_faces_extract(args):
             size=args.size,
             margin=args.margin,
             label_key=args.label_key,
+            faces=args.faces,
+            min_face=args.min_face,
             **batch_options(args),
         ),
         args,
@@ -284,6 +286,11 @@ def cmd_faces_train(args):
                 result.metadata.get("Threshold"),
                 result.seconds,
             )
+        )
+    if result.skipped and not args.json:
+        print(
+            "left out %d crop(s) of faces other than their photo's largest, e.g. %s"
+            % (len(result.skipped), result.skipped[0])
         )
 
 

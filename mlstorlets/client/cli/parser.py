@@ -238,6 +238,20 @@ def parser():
     fe.add_argument(
         "--label-key", default="Name", help="metadata key of the label (X-Object-Meta-<key>)"
     )
+    fe.add_argument(
+        "--faces",
+        choices=("largest", "all"),
+        default="largest",
+        help="crop the largest face (default), or every face: a.png for the largest, "
+        "a-face1.png... for the others",
+    )
+    fe.add_argument(
+        "--min-face",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="with --faces all, the narrowest face cropped (default 24)",
+    )
     add_batch_options(fe, params=False)
     fe.set_defaults(func=commands.cmd_faces_extract)
     ft = faces_sub.add_parser(

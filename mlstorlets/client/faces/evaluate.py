@@ -10,7 +10,12 @@ every photo once; then, without tuning anything to the test photos:
   (``train/`` and ``test/``) must come back ``unknown``, the other people's
   photos of the fold must still be named right;
 * **test photos**: a model trained on all of ``train/`` names ``test/``;
-* **videos**: the same model names the largest face of every frame of each
+* **group photos**: every pair of test photos of two people, side by side
+  in one image: the same model names every face it finds
+  (:func:`mlstorlets.sandbox.faces.people.name_faces`); a face is named
+  right, named wrong (another person's name), or missed (not found, or
+  ``unknown``);
+* **videos**: the same model names every face of every frame of each
   ``video/<label>_*`` file (frames without a face are not counted).
 
 Run it with::
@@ -27,11 +32,20 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from mlstorlets.client import datasets
+from mlstorlets.sandbox.faces.image import decode_image
 from mlstorlets.sandbox.faces.model import UNKNOWN, recognize, train
+from mlstorlets.sandbox.faces.people import name_faces
 from mlstorlets.sandbox.faces.tasks import photo_face
 from mlstorlets.sandbox.faces.video import recognize_video
 
-__all__ = ["embed_items", "cross_validate", "leave_one_person_out", "evaluate", "main"]
+__all__ = [
+    "embed_items",
+    "cross_validate",
+    "leave_one_person_out",
+    "group_photos",
+    "evaluate",
+    "main",
+]
 
 
 def embed_items(items):
@@ -47,6 +61,36 @@ def embed_items(items):
         y.append(item.label)
         names.append(item.name)
     return np.asarray(X, dtype=np.float32).reshape(-1, 128), np.asarray(y), names, missed
+
+
+def group_photos(model, test_items):
+    """Faces named right, wrong and missed in every two-person group made
+    of the test photos (see the module)."""
+    photos = []
+    for item in test_items:
+        with open(item.path, "rb") as f:
+            photos.append((item, decode_image(f.read(), item.name, color=True)))
+    right = wrong = missed = groups = 0
+    for i, (left, left_rgb) in enumerate(photos):
+        for right_item, right_rgb in photos[i + 1 :]:
+            if left.label == right_item.label:
+                continue
+            image, edges = datasets.group_photo(left_rgb, right_rgb)
+            groups += 1
+            found = {left.label: None, right_item.label: None}
+            for face in name_faces(model, image):
+                centre = face.box[0] + face.box[2] / 2
+                person = left.label if centre < edges[1] else right_item.label
+                if found[person] is None or face.name == person:
+                    found[person] = face.name
+            for person, name in found.items():
+                if name == person:
+                    right += 1
+                elif name in (None, UNKNOWN):
+                    missed += 1
+                else:
+                    wrong += 1
+    return {"groups": groups, "faces": 2 * groups, "right": right, "wrong": wrong, "missed": missed}
 
 
 def _name_all(model, X):
@@ -120,6 +164,7 @@ def evaluate(root, folds=5, seed=0, videos=True):
         "photos": len(test_items),
         "names": {k: [n[0], round(n[1], 3)] for k, n in zip(test_names, named)},
     }
+    result["group_photos"] = group_photos(model, test_items)
     result["videos"] = {}
     for item in (i for i in items if i.split == "video") if videos else ():
         summary = recognize_video(model, item.path, None, item.name)
@@ -159,6 +204,11 @@ def _print(result):
     print(f"test photos: {t['right']}/{t['photos']} named right")
     for name, (person, confidence) in t["names"].items():
         print(f"  {name:28s} -> {person} ({confidence})")
+    g = result["group_photos"]
+    print(
+        f"group photos (two test photos side by side): {g['right']}/{g['faces']} faces "
+        f"named right, {g['wrong']} named wrong, {g['missed']} missed ({g['groups']} groups)"
+    )
     for name, v in result["videos"].items():
         print(
             f"video {name}: {v['right']}/{v['face_frames']} face frames named {v['label']} "

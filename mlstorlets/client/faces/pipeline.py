@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import math
 import mimetypes
+import posixpath
 import threading
 import time
 import uuid
@@ -86,9 +87,12 @@ def extract(
     size: int = 150,
     margin: float = 0.25,
     label_key: str = "Name",
+    faces: str = "largest",
+    min_face: int | None = None,
     **batch_options,
 ) -> batch.BatchSummary:
-    """Crop the largest face of every photo under ``src`` into ``dest``.
+    """Crop the largest face, or every face, of every photo under ``src``
+    into ``dest``.
 
     Runs ``extract_face.py`` through
     :func:`mlstorlets.client.placement.run_anywhere`: on the object servers,
@@ -110,7 +114,18 @@ def extract(
         Side of the aligned crop and room around the face; the embedding
         each crop carries does not depend on them.
     label_key : str, default="Name"
-        Metadata key holding the person's name, copied to the crop.
+        Metadata key holding the person's name, copied to the crop (of
+        the largest face only, with ``faces='all'``).
+    faces : {'largest', 'all'}, default='largest'
+        ``'all'``: a crop per face at least ``min_face`` pixels wide, made
+        in one request per photo whose tar the proxy extracts (Swift's bulk
+        extraction): ``a.png`` for the largest face, ``a-face1.png``,
+        ``a-face2.png``... for the others by size, each with
+        ``Face-Index`` and ``Face-Count``.  A rerun skips a photo whose
+        ``a.png`` was made from the same photo (it is written last).
+    min_face : int, optional
+        Narrowest face cropped with ``faces='all'``, in pixels (default
+        :data:`mlstorlets.sandbox.faces.people.MIN_FACE`).
     **batch_options
         ``concurrency``, ``resume``, ``progress``, ``dry_run``,
         ``placement``: see ``run_anywhere``.
@@ -120,6 +135,12 @@ def extract(
     summary : mlstorlets.client.batch.BatchSummary
     """
     params = {"size": size, "margin": margin, "label_key": label_key}
+    if faces not in ("largest", "all"):
+        raise UsageError("faces must be largest or all, got %r" % faces)
+    if faces == "all":
+        if min_face is not None:
+            params["min_face"] = min_face
+        return _extract_every_face(conn, src, dest, params, **batch_options)
     return run_anywhere(
         EXTRACT,
         src,
@@ -128,6 +149,72 @@ def extract(
         stores=stores_for(conn),
         output_type=CROP_TYPE,
         **batch_options,
+    )
+
+
+def _extract_every_face(
+    conn,
+    src,
+    dest,
+    params,
+    concurrency=4,
+    resume=True,
+    progress=None,
+    dry_run=False,
+    placement="auto",
+):
+    """:func:`extract` with ``faces='all'``: a request per photo, its tar
+    of crops extracted under the photo's place in ``dest``."""
+    from mlstorlets.client.runners.client import existing, tasks_of
+    from mlstorlets.sandbox.faces.tasks import MAX_FACES
+
+    stores = stores_for(conn)
+    runner = runner_for(src, dest, stores=stores, placement=placement)
+    params = dict(params, faces="all")
+    runner.check_storlet(EXTRACT, dict(params, stem="x", source_etag="x"))
+    src_uri, dest_uri = parse(runner.locate(src)), parse(runner.locate(dest))
+    if not dest_uri.is_prefix:
+        raise UsageError("%s must be a prefix (end it with /): a photo gives many crops" % dest)
+    src_store, _ = stores.open(src_uri)
+    tasks = tasks_of(src_store, src_uri, dest_uri, CROP_TYPE[0])
+    if not tasks:
+        raise NotFound(src, "no photos under this prefix")
+    dest_store, _ = stores.open(dest_uri)
+    made = existing(dest_store, dest_uri) if resume else {}
+
+    def up_to_date(task):
+        # The largest face's crop is extracted last: it stands for all.
+        if task.dest_key not in made:
+            return False
+        entry = dest_store.head(task.dest_key)
+        metadata = {k.lower(): v for k, v in ((entry and entry.metadata) or {}).items()}
+        return metadata.get("source-etag") == task.source.etag
+
+    def work(task, job):
+        folder, crop = posixpath.split(task.dest_key)
+        runner.extract(
+            EXTRACT,
+            task.label,
+            str(dest_uri.with_key(folder + "/" if folder else "")),
+            dict(
+                params,
+                stem=crop[: -len(CROP_TYPE[0])],
+                source=runner.source_name(task.label),
+                source_etag=task.source.etag or "",
+            ),
+            MAX_FACES,
+        )
+
+    if not dry_run:
+        runner.ensure_location(str(dest_uri))
+    return batch.execute(
+        batch.BatchSummary(EXTRACT, placement=runner.placement),
+        tasks,
+        work,
+        concurrency,
+        progress,
+        up_to_date=up_to_date if resume else None,
+        dry_run=dry_run,
     )
 
 
@@ -291,6 +378,9 @@ class TrainReport:
         Shards read by the final fit.
     shard_prefix : str
         Where the shards were written (removed unless kept).
+    skipped : list of str
+        Crops left out: faces other than their photo's largest (its label
+        names its subject).
     metadata : dict
         The model object's ``X-Object-Meta-*`` headers.
     seconds : float
@@ -305,6 +395,7 @@ class TrainReport:
     shard_prefix: str
     metadata: dict
     seconds: float
+    skipped: list = dataclasses.field(default_factory=list)
 
 
 def train(
@@ -416,6 +507,12 @@ def train(
     if not uris:
         raise NotFound(str(src), "no face crops under this prefix")
     described = runner.describe(uris, concurrency)
+    # A photo's label names its subject, the largest face: the crops of the
+    # people around it (extract(faces='all')) are left out, and reported.
+    others = [u for u in uris if described[u][1].get("face-index", "0") != "0"]
+    uris = [u for u in uris if u not in set(others)]
+    if not uris:
+        raise NotFound(str(src), "no crop of a photo's largest face under this prefix")
     rule, found = label_rule(labels, label_key), []
     for uri in uris:
         label = rule(uri, described[uri][1])
@@ -449,6 +546,7 @@ def train(
         shard_prefix=str(steps.prefix),
         metadata={},
         seconds=0.0,
+        skipped=others,
     )
     groups = steps.plan(crops, max_weight=shard_size)
     if dry_run:

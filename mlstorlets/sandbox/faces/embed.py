@@ -18,6 +18,14 @@ which missed small faces; ``benchmarks/face_cost.py`` measures the costs).
 A second HOG pass upsampled once, then the CNN detector, are fallbacks for
 the images where it finds nothing (tiny faces, strong side light). The
 same scale serves a close-up and a 12 MP photo alike.
+
+The CNN detector costs about a hundred times a HOG pass, and a photo of
+no one would pay it every time.  By default (``cnn='auto'``) it runs only
+where the upsampled HOG pass saw a near miss: a window scoring within
+:data:`NEAR_MISS` of its threshold, something face-like it did not
+accept.  ``benchmarks/face_fallback.py`` measures the rule against
+running the CNN always and never, on photos without faces, with small
+faces, in hard light and on the sample set.
 """
 
 import importlib.util
@@ -35,6 +43,7 @@ __all__ = [
     "Face",
     "model_path",
     "find_faces",
+    "EVERY_FACE",
     "largest_face",
     "describe",
     "face_chip",
@@ -49,6 +58,11 @@ EMBEDDING_SIZE = 128
 
 #: Longer side, in pixels, images are scaled to for detection.
 DETECT_SIDE = 640
+#: How far below the HOG detector's threshold a window may score and still
+#: make the CNN detector worth running (``cnn='auto'``).
+NEAR_MISS = 0.5
+#: When the CNN detector runs after both HOG passes found nothing.
+CNN_RULES = ("auto", "always", "never")
 
 _FILES = {
     "descriptor": DESCRIPTOR + ".dat",
@@ -120,7 +134,7 @@ class Face:
         return self.box[2] * self.box[3]
 
 
-def _detect(rgb, detectors):
+def _detect(rgb, detectors, cnn):
     scale = DETECT_SIDE / max(rgb.shape[:2])
     small = cv2.resize(
         rgb,
@@ -129,9 +143,17 @@ def _detect(rgb, detectors):
         fy=scale,
         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
     )
+    near = None
     for detector in detectors:
         if detector == "cnn":
+            if cnn == "never" or (cnn == "auto" and near is not None and not near):
+                continue
             rects = [d.rect for d in _model("cnn")(small, 0)]
+        elif detector == "hog-upsampled" and cnn == "auto":
+            # One pass gives the detections and the near misses.
+            found, scores, _ = _model("hog").run(small, 1, -NEAR_MISS)
+            rects = [r for r, score in zip(found, scores) if score >= 0]
+            near = [r for r, score in zip(found, scores) if score < 0]
         else:
             rects = list(_model("hog")(small, 1 if detector == "hog-upsampled" else 0))
         if rects:
@@ -139,7 +161,13 @@ def _detect(rgb, detectors):
     return None, scale, []
 
 
-def find_faces(rgb, detectors=("hog", "hog-upsampled", "cnn")):
+#: The detectors of :func:`find_faces` when every face is wanted: the
+#: plain HOG pass would answer with the large faces and never look for the
+#: small ones the upsampled pass finds (it finds the large ones too).
+EVERY_FACE = ("hog-upsampled", "cnn")
+
+
+def find_faces(rgb, detectors=("hog", "hog-upsampled", "cnn"), cnn="auto"):
     """Find the faces in an image and their landmarks.
 
     Parameters
@@ -149,13 +177,18 @@ def find_faces(rgb, detectors=("hog", "hog-upsampled", "cnn")):
     detectors : sequence of {'hog', 'hog-upsampled', 'cnn'}
         Tried in order on the image scaled to :data:`DETECT_SIDE`; the first
         that finds a face answers.
+    cnn : {'auto', 'always', 'never'}, default='auto'
+        Whether the CNN detector runs when it comes to it: ``'auto'`` only
+        after an upsampled HOG pass with a near miss (see the module).
 
     Returns
     -------
     faces : list of Face
     """
     rgb = np.ascontiguousarray(rgb)
-    detector, scale, rects = _detect(rgb, detectors)
+    if cnn not in CNN_RULES:
+        raise ValueError("cnn must be one of %s, got %r" % (CNN_RULES, cnn))
+    detector, scale, rects = _detect(rgb, detectors, cnn)
     height, width = rgb.shape[:2]
     landmarks = _model("landmarks")
     faces = []

@@ -16,18 +16,29 @@ cannot be removed).  The output keeps the input's content type: a client
 writing an output of another type sets it on its request.
 """
 
+import io
 import json
 import mmap
 import os
+import posixpath
 import shutil
+import tarfile
 import tempfile
 
-from mlstorlets.sandbox.errors import ObjectError
+from mlstorlets.sandbox import protocol
+from mlstorlets.sandbox.errors import ObjectError, ParameterError
 from mlstorlets.sandbox.faces.crops import encode_crop
-from mlstorlets.sandbox.faces.embed import describe, face_chip, largest_face
+from mlstorlets.sandbox.faces.embed import (
+    CNN_RULES,
+    EVERY_FACE,
+    describe,
+    face_chip,
+    find_faces,
+    largest_face,
+)
 from mlstorlets.sandbox.faces.image import MAX_PIXELS, decode_image
 from mlstorlets.sandbox.faces.model import load_model
-from mlstorlets.sandbox.faces.model import recognize as recognize_embedding
+from mlstorlets.sandbox.faces.people import MIN_FACE, faces_json, most_confident, name_faces
 from mlstorlets.sandbox.faces.video import MAX_FRAMES, NO_FACE, recognize_video
 from mlstorlets.sandbox.inputs import (
     MAX_VIDEO_BYTES,
@@ -50,6 +61,8 @@ __all__ = [
 MAX_IMAGE_BYTES = 64 * 2**20
 #: Largest model object; a face model is a few hundred kilobytes.
 MAX_MODEL_BYTES = 64 * 2**20
+#: Most crops one photo gives (``faces=all``), the largest first.
+MAX_FACES = 100
 
 # Metadata the face storlets write; stale values are dropped from an input's
 # metadata before fresh ones are added.
@@ -97,7 +110,7 @@ def _box(box):
     return ",".join(str(int(v)) for v in box)
 
 
-def photo_face(data, name, max_pixels=MAX_PIXELS):
+def photo_face(data, name, max_pixels=MAX_PIXELS, cnn="auto"):
     """Decode a photo and find its largest face, with its embedding.
 
     Returns
@@ -108,7 +121,7 @@ def photo_face(data, name, max_pixels=MAX_PIXELS):
     embedding : ndarray of shape (128,) or None
     """
     rgb = decode_image(data, name, max_pixels=max_pixels, color=True)
-    face = largest_face(rgb)
+    face = largest_face(rgb, cnn=cnn)
     if face is None:
         return rgb, None, None
     return rgb, face, describe(rgb, face)
@@ -121,7 +134,17 @@ def extract(in_files, params):
     embedding network sees), ``margin`` (room around the face, as a
     fraction of its size, default 0.25), ``label_key`` (metadata key of the
     person's name, default ``Name``), ``source`` (the object's name, for
-    messages and the output's ``Source``).
+    messages and the output's ``Source``), ``cnn`` (when the CNN detector
+    runs: ``auto``, ``always``, ``never``; see
+    :mod:`mlstorlets.sandbox.faces.embed`).
+
+    ``faces=all`` crops every face at least ``min_face`` pixels wide
+    instead: the body is then a tar of PNG crops (:func:`crop_names` of
+    ``stem``, default the source's name without extension), for the
+    proxy's bulk extraction, each crop with ``Face-Index`` (0 the
+    largest), ``Face-Count``, ``Face-Box``, ``Face-Detector``, ``Source``
+    and ``Source-Etag`` (parameter ``source_etag``: what a rerun compares)
+    and, on the largest face's only, the photo's label.
 
     Returns
     -------
@@ -136,18 +159,79 @@ def extract(in_files, params):
     size = int_param(params, "size", 150, 32, 512, name)
     margin = float_param(params, "margin", 0.25, 0.0, 1.0, name)
     label_key = params.get("label_key") or "Name"
+    cnn = _cnn_rule(params, name)
     data = read_input(in_files[0], name, MAX_IMAGE_BYTES)
-    rgb, face, embedding = photo_face(data, name)
+    label = metadata_value(in_files[0].get_metadata(), label_key)
+    faces = params.get("faces") or "largest"
+    if faces not in ("largest", "all"):
+        raise ParameterError(
+            name, "faces", f"parameter faces must be largest or all, got {faces!r}"
+        )
+    if faces == "all":
+        return _extract_all(data, params, name, size, margin, label_key, label, cnn)
+    rgb, face, embedding = photo_face(data, name, cnn=cnn)
     if face is None:
         raise ObjectError(name, "no face found")
     metadata = {"Face-Box": _box(face.box), "Face-Detector": face.detector}
-    label = metadata_value(in_files[0].get_metadata(), label_key)
     if label:
         metadata[label_key] = label
     if params.get("source"):
         metadata["Source"] = params["source"][:MAX_META_VALUE]
     chip = face_chip(rgb, face, size=size, padding=margin)
     return metadata, encode_crop(chip, embedding, name)
+
+
+def crop_names(stem, count):
+    """The names of a photo's ``count`` crops: ``<stem>.png`` for the
+    largest face, ``<stem>-face<i>.png`` for the others, by size."""
+    return [f"{stem}.png" if i == 0 else f"{stem}-face{i}.png" for i in range(count)]
+
+
+def _extract_all(data, params, name, size, margin, label_key, label, cnn):
+    """Every face of at least ``min_face`` pixels, as a tar of crops that
+    the proxy's bulk extraction makes into objects (see :func:`extract`).
+
+    The largest face's crop is the tar's last member: once it exists, the
+    photo's every crop does.  The label goes to it alone: a photo labelled
+    with a name names its subject, not the people around."""
+    stem = params.get("stem") or posixpath.splitext(posixpath.basename(name))[0]
+    if not stem or "/" in stem or stem in (".", "..") or not stem.isprintable():
+        raise ParameterError(name, "stem", f"parameter stem must be a plain name, got {stem!r}")
+    min_face = int_param(params, "min_face", MIN_FACE, 1, 4096, name)
+    rgb = decode_image(data, name, max_pixels=MAX_PIXELS, color=True)
+    found = sorted(
+        (f for f in find_faces(rgb, EVERY_FACE, cnn=cnn) if f.box[2] >= min_face),
+        key=lambda f: (-f.area, f.box),
+    )[:MAX_FACES]
+    if not found:
+        raise ObjectError(name, "no face found")
+    names = crop_names(stem, len(found))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for index in reversed(range(len(found))):
+            face = found[index]
+            crop = encode_crop(
+                face_chip(rgb, face, size=size, padding=margin), describe(rgb, face), name
+            )
+            meta = {
+                "Face-Box": _box(face.box),
+                "Face-Detector": face.detector,
+                "Face-Index": str(index),
+                "Face-Count": str(len(found)),
+            }
+            if index == 0 and label:
+                meta[label_key] = label
+            for key in ("source", "source_etag"):
+                if params.get(key):
+                    meta[key.replace("_", "-").title()] = params[key][:MAX_META_VALUE]
+            member = tarfile.TarInfo(names[index])
+            member.size = len(crop)
+            member.pax_headers = dict(
+                {protocol.PAX_META + k: str(v) for k, v in meta.items()},
+                **{protocol.PAX_TYPE: "image/png"},
+            )
+            tar.addfile(member, io.BytesIO(crop))
+    return {"Faces": str(len(found))}, buffer.getvalue()
 
 
 def recognize(in_files, params):
@@ -163,18 +247,24 @@ def recognize(in_files, params):
     :data:`~mlstorlets.sandbox.faces.video.MAX_FRAMES`), ``output``
     (``copy``, the default: the photo, or the annotated video; ``tags``:
     no body, only the tags, for a client that reads them without writing
-    an output), ``source`` and ``model`` (names of the two objects, for
-    messages).
+    an output), ``min_face`` (narrowest face named, in pixels, default
+    :data:`~mlstorlets.sandbox.faces.people.MIN_FACE`), ``cnn`` (when the
+    CNN detector runs: ``auto``, ``always``, ``never``; see
+    :mod:`mlstorlets.sandbox.faces.embed`), ``source`` and ``model``
+    (names of the two objects, for messages).
 
-    Returns
+    Every face is named.  Returns
     -------
     metadata : dict
         The input's own metadata (earlier ``Face-*`` tags blanked) plus, for
-        a photo, ``Face-Name`` (``none`` when no face is found),
-        ``Face-Confidence`` and ``Face-Box``; for a video ``Face-Name`` (the
-        most frequent), ``Face-Frames`` (JSON counts, ``none`` counting
-        frames without a face) and, when the video ends before its
-        container says it should, ``Face-Damaged``.
+        a photo, ``Face-Count`` (faces found), ``Face-Faces`` (JSON list of
+        ``[name, confidence, "x,y,w,h"]``, most confident first, within
+        Swift's 256 bytes a value) and, for the most confident face,
+        ``Face-Name`` (``none`` when no face is found), ``Face-Confidence``
+        and ``Face-Box``; for a video ``Face-Name`` (the name of the most
+        faces), ``Face-Frames`` (JSON counts of faces per name, ``none``
+        counting frames without a face) and, when the video ends before
+        its container says it should, ``Face-Damaged``.
     body : bytes-like
         The photo unchanged, or the annotated video (Motion JPEG AVI);
         empty with ``output=tags``.
@@ -189,6 +279,8 @@ def recognize(in_files, params):
     output = params.get("output") or "copy"
     if output not in ("copy", "tags"):
         raise ObjectError(name, f"parameter output must be copy or tags, got {output!r}")
+    min_face = int_param(params, "min_face", MIN_FACE, 1, 4096, name)
+    cnn = _cnn_rule(params, name)
     # The model first: a bad model is refused before any work on the data.
     model = load_model(read_input(in_files[1], model_name, MAX_MODEL_BYTES), model_name)
     # Tags of an earlier recognition would survive on the output (the engine
@@ -207,27 +299,42 @@ def recognize(in_files, params):
             )
         max_frames = int_param(params, "max_frames", MAX_FRAMES, 1, 10**6, name)
         tags, body = _recognize_video(
-            model, in_files[0], head, name, threshold, max_frames, output == "copy"
+            model, in_files[0], head, name, threshold, max_frames, output == "copy", min_face, cnn
         )
     else:
         data = head + read_input(in_files[0], name, MAX_IMAGE_BYTES - len(head))
-        tags, body = _recognize_photo(model, data, name, threshold), data
+        tags = _recognize_photo(model, data, name, threshold, min_face, cnn)
+        body = data
     if params.get("model"):
         tags["Face-Model"] = params["model"][:MAX_META_VALUE]
     return _merge_metadata(inherited, tags, name), body if output == "copy" else b""
 
 
-def _recognize_photo(model, data, name, threshold):
-    _, face, embedding = photo_face(data, name)
-    if face is None:
+def _cnn_rule(params, name):
+    cnn = params.get("cnn") or "auto"
+    if cnn not in CNN_RULES:
+        raise ParameterError(name, "cnn", f"parameter cnn must be one of {CNN_RULES}, got {cnn!r}")
+    return cnn
+
+
+def _recognize_photo(model, data, name, threshold, min_face, cnn):
+    rgb = decode_image(data, name, max_pixels=MAX_PIXELS, color=True)
+    named = name_faces(model, rgb, threshold, min_face, cnn)
+    best = most_confident(named)
+    if best is None:
         # A photo without a face is an answer, not an error: it keeps its
         # place in a tagged collection.
-        return {"Face-Name": NO_FACE}
-    person, confidence, _ = recognize_embedding(model, embedding, threshold)
-    return {"Face-Name": person, "Face-Confidence": f"{confidence:.3f}", "Face-Box": _box(face.box)}
+        return {"Face-Name": NO_FACE, "Face-Count": "0"}
+    return {
+        "Face-Name": best.name,
+        "Face-Confidence": f"{best.confidence:.3f}",
+        "Face-Box": _box(best.box),
+        "Face-Count": str(len(named)),
+        "Face-Faces": faces_json(named, MAX_META_VALUE),
+    }
 
 
-def _recognize_video(model, f, head, name, threshold, max_frames, annotate):
+def _recognize_video(model, f, head, name, threshold, max_frames, annotate, min_face, cnn):
     # FFmpeg needs a seekable file; the sandbox's /tmp is private to this
     # storlet and both files are removed before returning.
     workdir = tempfile.mkdtemp(prefix="mlstorlets-video-")
@@ -235,7 +342,16 @@ def _recognize_video(model, f, head, name, threshold, max_frames, annotate):
         src = os.path.join(workdir, "input")
         dst = os.path.join(workdir, "annotated.avi") if annotate else None
         spill_input(f, src, name, MAX_VIDEO_BYTES, head=head)
-        summary = recognize_video(model, src, dst, name, threshold=threshold, max_frames=max_frames)
+        summary = recognize_video(
+            model,
+            src,
+            dst,
+            name,
+            threshold=threshold,
+            max_frames=max_frames,
+            min_face=min_face,
+            cnn=cnn,
+        )
         body = b""
         if annotate:
             with open(dst, "rb") as out:

@@ -6,9 +6,9 @@ import os
 import cv2
 
 from mlstorlets.sandbox.errors import ObjectError
-from mlstorlets.sandbox.faces.embed import describe, largest_face
 from mlstorlets.sandbox.faces.image import MAX_PIXELS
-from mlstorlets.sandbox.faces.model import UNKNOWN, recognize
+from mlstorlets.sandbox.faces.model import UNKNOWN
+from mlstorlets.sandbox.faces.people import MIN_FACE, name_faces
 
 __all__ = ["NO_FACE", "MAX_FRAMES", "recognize_video"]
 
@@ -47,8 +47,10 @@ def recognize_video(
     threshold=None,
     max_frames=MAX_FRAMES,
     max_pixels=MAX_PIXELS,
+    min_face=MIN_FACE,
+    cnn="auto",
 ):
-    """Recognise the largest face in every frame, and optionally annotate.
+    """Recognise every face in every frame, and optionally annotate.
 
     Parameters
     ----------
@@ -72,14 +74,18 @@ def recognize_video(
     max_pixels : int, default=MAX_PIXELS
         Largest accepted frame size, checked before the first frame is
         decoded.
+    min_face : int, default=MIN_FACE
+        Narrowest face named, in pixels.
+    cnn : {'auto', 'always', 'never'}, default='auto'
+        When the CNN detector runs (:func:`~mlstorlets.sandbox.faces.embed.find_faces`).
 
     Returns
     -------
     summary : dict
-        ``name``: the most frequent name among frames with a face
-        (:data:`NO_FACE` if there was none); ``frames``: a dict counting the
-        frames per name, with :data:`NO_FACE` counting frames without a
-        face; ``truncated``: whether ``max_frames`` stopped the reading;
+        ``name``: the name of the most faces (:data:`NO_FACE` if there was
+        none); ``frames``: a dict counting the faces per name (a frame of
+        two people counts for both), with :data:`NO_FACE` counting frames
+        without a face; ``truncated``: whether ``max_frames`` stopped the reading;
         ``read``: frames decoded; ``declared``: frames the container
         announces (0 if it does not say); ``damaged``: None, or why the
         video ended before its container said it would.
@@ -132,14 +138,13 @@ def recognize_video(
                 if not writer.isOpened():
                     raise RuntimeError(f"cannot open {dst_path} for writing {_FOURCC} video")
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            face = largest_face(rgb)
-            if face is None:
+            named = name_faces(model, rgb, threshold, min_face, cnn, small=False)
+            if not named:
                 counts[NO_FACE] += 1
-            else:
-                person, confidence, _ = recognize(model, describe(rgb, face), threshold)
-                counts[person] += 1
+            for face in named:
+                counts[face.name] += 1
                 if writer is not None:
-                    _annotate(frame, face.box, f"{person} {confidence:.2f}")
+                    _annotate(frame, face.box, f"{face.name} {face.confidence:.2f}")
             if writer is not None:
                 writer.write(frame)
             n_frames += 1
