@@ -8,7 +8,8 @@ if LIBRARY:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # A storlet for benchmarks/face_cost.py only: runs one stage of the face
-# pipeline over a photo (parameter stage: haar, detect or embed) and answers
+# pipeline over a photo (parameter stage: haar, detect, every: every face, or
+# embed: every face embedded) and answers
 # the number of faces in its metadata, with no body, so that the benchmark
 # can tell the cost of each stage in the cluster.
 
@@ -27,7 +28,8 @@ def stage(in_files, params):
         found = len(detect_faces(decode_image(data, name)))
     else:
         rgb = decode_image(data, name, color=True)
-        faces = embed.find_faces(rgb)
+        every = which in ("every", "embed")
+        faces = embed.find_faces(rgb, embed.EVERY_FACE) if every else embed.find_faces(rgb)
         if which == "embed":
             for face in faces:
                 embed.describe(rgb, face)
