@@ -65,7 +65,7 @@ evaluate: setup
 	$(VENV)/bin/python -m mlstorlets.client.faces.evaluate "$(DATA)" --json benchmarks/results/face_evaluation.json
 
 # Every benchmark, each against its baseline in the same run; figures and
-# the issue's targets in benchmarks/results/ (about 15 minutes).  The shaped
+# the issue's targets in benchmarks/results/ (about 25 minutes).  The shaped
 # link (two network namespaces) needs root.
 bench: setup
 	$(VENV)/bin/python benchmarks/link.py
@@ -77,6 +77,8 @@ bench: setup
 	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py
 	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py --link 100mbit
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/load.py
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/face_fallback.py
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/apply_model.py
 
 clean:
 	-$(VENV)/bin/mlstorlets aio down

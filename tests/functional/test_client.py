@@ -296,9 +296,15 @@ def test_what_the_storlet_cannot_take_is_refused_before_any_call(
     dest_container = container + "-out"
     dest = "swift://%s/" % dest_container
     assert _main(monkeypatch, env, "run", "extract_face.py", src, dest, "-p", "sise=64") == 2
+    from mlstorlets.client.deploy import declared_parameters, default_source_dir
+
+    path = os.path.join(default_source_dir(), "extract_face.py")
+    with open(path) as f:
+        declared = declared_parameters(f.read(), path)  # what deploy recorded
     assert (
-        "storlet extract_face.py takes no parameter sise (it takes: "
-        "label_key, margin, size)" in capsys.readouterr().err
+        "storlet extract_face.py takes no parameter sise (it takes: %s)"
+        % ", ".join(sorted(declared))
+        in capsys.readouterr().err
     )
     assert _main(monkeypatch, env, "run", "no_such.py", src, dest) == 2
     assert "no_such.py: no such storlet" in capsys.readouterr().err
