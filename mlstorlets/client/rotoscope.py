@@ -390,39 +390,24 @@ def rotoscope(
         return _finish(summary, started)
 
     # -- filter ----------------------------------------------------------
-    if segment:
-        return _segments_to_video(
-            summary,
-            started,
-            runner,
-            stores,
-            work,
-            frames_prefix,
-            video_prefix,
-            video_uri,
-            segment,
-            extras,
-            group_size,
-            quality,
-            concurrency,
-            progress,
-            resume,
-            log,
+    # With segments the filter runs inside the assembly, over the frames.
+    prefix = frames_prefix
+    if not segment:
+        log("filter %s over %s" % (label, at(frames_prefix)))
+        stage = runner.run_storlet(
+            stage_storlet,
+            at(frames_prefix),
+            at(filtered_prefix),
+            params=filter_params,
+            concurrency=concurrency,
+            resume=resume,
+            extras=extras,
+            progress=progress,
         )
-    log("filter %s over %s" % (label, at(frames_prefix)))
-    stage = runner.run_storlet(
-        stage_storlet,
-        at(frames_prefix),
-        at(filtered_prefix),
-        params=filter_params,
-        concurrency=concurrency,
-        resume=resume,
-        extras=extras,
-        progress=progress,
-    )
-    summary.stages.append(stage)
-    if not stage.ok:
-        return _finish(summary, started)
+        summary.stages.append(stage)
+        if not stage.ok:
+            return _finish(summary, started)
+        prefix, extras = filtered_prefix, ()
 
     return _segments_to_video(
         summary,
@@ -430,11 +415,11 @@ def rotoscope(
         runner,
         stores,
         work,
-        filtered_prefix,
+        prefix,
         video_prefix,
         video_uri,
-        None,
-        (),
+        segment,
+        extras,
         group_size,
         quality,
         concurrency,

@@ -2,28 +2,15 @@
 motion followed, a cut never dragged; and the segments that filter their
 frames on the way into a video."""
 
-import io
-
 import cv2
 import numpy as np
 import onnx_models as om
 import pytest
+from sgd_fakes import FakeInput as Input
 
 from mlstorlets.sandbox.errors import ParameterError
 from mlstorlets.sandbox.video import avi, tasks
 from mlstorlets.sandbox.video.temporal import Stabilizer, flicker
-
-
-class Input:
-    def __init__(self, data, metadata=None):
-        self._data = io.BytesIO(data)
-        self._metadata = metadata or {}
-
-    def read(self, size=-1):
-        return self._data.read(size)
-
-    def get_metadata(self):
-        return self._metadata
 
 
 def _scene(shift=0, seed=0, noise=3.0, size=(96, 128)):
