@@ -79,6 +79,9 @@ bench: setup
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/load.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/face_fallback.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/apply_model.py
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/many_objects.py --sweep
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/many_objects.py --link 100mbit
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/rotoscope_scale.py
 
 clean:
 	-$(VENV)/bin/mlstorlets aio down

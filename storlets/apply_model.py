@@ -41,4 +41,5 @@ class ApplyModelStorlet(invocation.Storlet):
         "max_array_bytes",
         "max_members",
     )
+    many = True
     compute = staticmethod(tasks.apply_model)

@@ -20,4 +20,5 @@ class EstimatorStorlet(invocation.Storlet):
     """Run one operation (partial_fit, score, labels, predict...) of an
     incremental scikit-learn estimator over the input objects."""
 
+    many = True
     compute = staticmethod(training.run)

@@ -32,4 +32,5 @@ class ExtractFaceStorlet(invocation.Storlet):
         "source_etag",
     )
     output_type = (".png", "image/png")
+    many = True
     compute = staticmethod(tasks.extract)

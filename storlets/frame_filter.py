@@ -29,4 +29,5 @@ class FrameFilterStorlet(invocation.Storlet):
         "color",
         "map",
     )
+    many = True
     compute = staticmethod(tasks.filter_frame)

@@ -24,4 +24,5 @@ class RecognizeFaceStorlet(invocation.Storlet):
 
     # What the client may pass (besides source): checked before any call.
     parameters = ("model", "threshold", "kind", "max_frames", "output", "min_face", "cnn")
+    many = True
     compute = staticmethod(tasks.recognize)

@@ -8,8 +8,9 @@ if LIBRARY:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY))
 
 # Storlet probing a video (op=probe: frame count, rate and size as output
-# metadata) or cutting one range of it into a tar of JPEG frames
-# (op=extract), on the object server holding the video.  A PUT with
+# metadata), cutting one range of it into a tar of JPEG frames
+# (op=extract), or filtering one range into a Motion JPEG AVI segment
+# (op=segment), on the object server holding the video.  A PUT with
 # X-Copy-From and X-Mlstorlets-Extract: tar makes the proxy extract that tar
 # into frame objects (mlstorlets.server.middleware.storlet_copy).  The logic
 # is mlstorlets.sandbox.video.tasks.video_frames.
@@ -21,5 +22,23 @@ from mlstorlets.sandbox.video import tasks  # noqa: E402
 class VideoFramesStorlet(invocation.Storlet):
     """Probe a video, or output a tar of the frames of one range."""
 
-    parameters = ("op", "start", "count", "every", "width", "quality")
+    parameters = (
+        "op",
+        "start",
+        "count",
+        "every",
+        "width",
+        "quality",
+        "filter",
+        "passes",
+        "block",
+        "sigma_s",
+        "sigma_r",
+        "shade",
+        "color",
+        "map",
+        "temporal",
+        "frames_to",
+        "segment",
+    )
     compute = staticmethod(tasks.video_frames)

@@ -30,7 +30,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from mlstorlets.client import many_calls
 from mlstorlets.client.errors import NotFound, UsageError, storlet_error
+from mlstorlets.client.runners import budget
 from mlstorlets.client.swift import Connection, Swift, SwiftError
 from mlstorlets.client.uri import format_uri, output_type_for, parse_uri, plan_keys
 from mlstorlets.sandbox import protocol
@@ -60,6 +62,8 @@ class Task:
     size: int
     dest_container: str
     dest_name: str
+    #: The source's content type, as listed.
+    content_type: str = ""
 
     @property
     def source(self):
@@ -208,7 +212,17 @@ class Job:
             raise Cancelled()
 
 
-def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None, dry_run=False):
+def execute(
+    summary,
+    tasks,
+    work,
+    concurrency=4,
+    progress=None,
+    up_to_date=None,
+    dry_run=False,
+    calls=None,
+    work_many=None,
+):
     """Run ``work(task, job)`` over ``tasks`` into ``summary``.
 
     Parameters
@@ -230,6 +244,14 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
         ``up_to_date(task) -> bool``: skip the object.
     dry_run : bool
         List in ``summary.planned`` what would be done; do nothing.
+    calls : list of list, optional
+        ``tasks`` cut into calls: a call of one task is ``work``'s, a call
+        of several is ``work_many``'s (``up_to_date`` is not asked for
+        them).  By default, a call per task.
+    work_many : callable, optional
+        ``work_many(tasks, job) -> {label: None or reason}``: does
+        several objects at once; an error fails them all, except a
+        refusal of a parameter's value, which stops the batch.
 
     Returns
     -------
@@ -286,15 +308,46 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
             if bar is not None:
                 bar.update(max(0, task.size - job.read_bytes) if in_bytes else 1)
 
+    def many(group):
+        job = Job(summary, cancel, lock)
+        try:
+            job.checkpoint()
+            if dry_run:
+                return {t.label: ("planned", None) for t in group}
+            found = work_many(group, job)
+            return {
+                label: ("done", None) if reason is None else ("failed", reason)
+                for label, reason in found.items()
+            }
+        except Cancelled:
+            return {t.label: ("cancelled", None) for t in group}
+        except ObjectError as err:
+            if getattr(err, "parameter", None):
+                refusals.append(err)
+                cancel.set()
+            return {t.label: ("failed", str(err)) for t in group}
+        except Exception as err:  # the call's failure, whatever it is
+            if cancel.is_set():
+                return {t.label: ("cancelled", None) for t in group}
+            return {t.label: ("failed", "%s: %s" % (type(err).__name__, err)) for t in group}
+        finally:
+            if bar is not None:
+                bar.update(sum(t.size for t in group) if in_bytes else len(group))
+
+    def unit(group):
+        if len(group) == 1:
+            return {group[0].label: one(group[0])}
+        return many(group)
+
     pool = ThreadPoolExecutor(max_workers=concurrency)
     futures, outcomes = {}, {}
     try:
         # Submitted inside: a Ctrl-C while tasks are still being queued
         # (the first ones already running) is handled as any other.
-        for task in tasks:
-            futures[pool.submit(one, task)] = task
+        for group in calls if calls is not None else [[t] for t in tasks]:
+            futures[pool.submit(unit, group)] = group
         for future in as_completed(futures):
-            outcomes[future] = future.result()
+            outcomes.update(future.result())
     except KeyboardInterrupt:
         # Ctrl-C: nothing more starts, what runs stops at its next
         # checkpoint, and the summary says what was done.
@@ -304,14 +357,13 @@ def execute(summary, tasks, work, concurrency=4, progress=None, up_to_date=None,
             future.cancel()
         for future in futures:
             if not future.cancelled():
-                outcomes[future] = future.result()
+                outcomes.update(future.result())
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         if bar is not None:
             bar.close()
     summary.cancelled = len(tasks) - len(outcomes)
-    for future, (status, reason) in outcomes.items():
-        name = futures[future].label
+    for name, (status, reason) in outcomes.items():
         if status == "failed":
             summary.failed.append((name, reason))
         elif status == "cancelled":
@@ -414,7 +466,15 @@ def plan(src, dest, entries, src_container, src_prefix, suffix=None):
     dest_container, _ = parse_uri(dest)
     pairs = plan_keys(src, dest, [e["name"] for e in entries], suffix)
     return [
-        Task(src_container, entry["name"], entry["hash"], entry["bytes"], dest_container, name)
+        Task(
+            src_container,
+            entry["name"],
+            entry["hash"],
+            entry["bytes"],
+            dest_container,
+            name,
+            entry.get("content_type", ""),
+        )
         for entry, (_, name) in zip(entries, pairs)
     ]
 
@@ -438,8 +498,13 @@ def run_batch(
     progress: bool | None = None,
     dry_run: bool = False,
     output_type: tuple[str, str] | Callable | None = None,
+    objects_per_call: int | None = None,
 ) -> BatchSummary:
     """Run ``storlet`` over every object named by ``src`` into ``dest``.
+
+    Small objects go many per call when the storlet declares it maps them
+    so (:mod:`mlstorlets.client.many_calls`); each output is still written
+    whole or not at all, and each failure is the object's own.
 
     Parameters
     ----------
@@ -472,6 +537,10 @@ def run_batch(
         :func:`mlstorlets.client.uri.output_type_for`).  By default what
         the storlet declares (its class's ``output_type``, which
         ``mlstorlets deploy`` records), else the source's.
+    objects_per_call : int, optional
+        At most this many objects in one call (1: a call per object); by
+        default as many as one call can carry, for a storlet that maps
+        many.
 
     Returns
     -------
@@ -529,7 +598,76 @@ def run_batch(
             job.count(len(err.reason))
             raise storlet_error(storlet, err, task.label) from None
 
-    return execute(BatchSummary(storlet), tasks, work, concurrency, progress, up_to_date, dry_run)
+    calls = work_many = None
+    if declared.many and objects_per_call != 1 and len(tasks) > 1:
+        # Which outputs are up to date is asked first, so that a call
+        # maps only objects to do.
+        fresh = set()
+        known = [t for t in tasks if t.dest_name in existing]
+        for task, ok in zip(known, swift.parallel(up_to_date, known, concurrency)):
+            if ok:
+                fresh.add(task.label)
+        pending = [t for t in tasks if t.label not in fresh]
+
+        def fresh_output(task):
+            return task.label in fresh
+
+        up_to_date = fresh_output
+        calls = [[t] for t in tasks if t.label in fresh] + many_calls.plan(
+            pending,
+            dict(params or {}),
+            datagram=swift.limits().datagram,
+            header=swift.limits().header,
+            metadata_cost=_metadata_cost(swift, pending),
+            shared=extra_resources or (),
+            content_type_of=lambda task: _content_type(output_type, task),
+            max_objects=objects_per_call or many_calls.MAX_OBJECTS,
+            # Calls enough for every worker, twice over: no long tail.
+            spread=2 * concurrency,
+        )
+
+        def call(group):
+            return many_calls.run(
+                swift,
+                storlet,
+                group,
+                dict(params or {}),
+                shared=extra_resources or (),
+                headers={protocol.OBJECT_META + RUN_KEY: run_digest(storlet, params, extra_etags)},
+                content_type=_content_type(output_type, group[0]),
+            )
+
+        def work_many(group, job):
+            return many_calls.split(group, call, lambda task: work(task, job), job.checkpoint)
+
+    return execute(
+        BatchSummary(storlet),
+        tasks,
+        work,
+        concurrency,
+        progress,
+        up_to_date,
+        dry_run,
+        calls=calls,
+        work_many=work_many,
+    )
+
+
+def _content_type(output_type, task):
+    """The content type of ``task``'s output: the storlet's, else the
+    source's."""
+    return output_type_for(output_type, task.name)[1] or task.content_type or None
+
+
+def _metadata_cost(swift, tasks):
+    """Datagram bytes assumed for each input's metadata: the first's, read
+    with one HEAD, and a margin (a call over budget is split anyway)."""
+    if not tasks:
+        return 0
+    headers = swift.head(tasks[0].container, tasks[0].name) or {}
+    prefix = protocol.OBJECT_META.lower()
+    found = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+    return budget.input_cost(found) + 64
 
 
 def existing_outputs(swift, dest, create=True):

@@ -118,6 +118,15 @@ def declared_output_type(source, path):
     return value
 
 
+def declared_many(source, path):
+    """Whether the storlet class of ``source`` declares ``many = True``
+    (read as :func:`declared_parameters` is)."""
+    value = _declared(source, path, "many", ())
+    if value not in (None, True, False):
+        raise UsageError("%s: %s.many must be True or False" % (path, storlet_class(source, path)))
+    return bool(value)
+
+
 def _declared(source, path, attribute, malformed):
     """The literal value of ``attribute`` in the storlet class of
     ``source``; None when the class does not set it, ``malformed`` when it
@@ -201,6 +210,9 @@ def artifacts(source_dir=None, library=True):
             headers[protocol.OBJECT_META + protocol.OUTPUT_TYPE_KEY] = protocol.output_type_value(
                 output_type
             )
+        if declared_many(body, path):
+            # Read by the client: a batch of small objects maps many per call.
+            headers[protocol.OBJECT_META + protocol.MANY_KEY] = "yes"
         if library_name:
             headers["X-Object-Meta-Storlet-Dependency"] = library_name
             body = _with_library(body, library_name, path)

@@ -39,6 +39,13 @@ each resumable from what its outputs already are:
 5. **publish**: the video is copied to ``dest`` (server-side within the
    cluster; through the client to any other store).
 
+Without ``frames_to`` (and without a model), stages 2 to 4 are one: each
+range of frames is decoded, filtered and encoded into a Motion JPEG AVI
+segment by one request on the object server holding the video
+(``video_frames.py``, ``op=segment``), and the segments are joined as in
+stage 4; no frame object is made.  ``frames_to`` keeps the filtered frames
+as objects (stages 2 and 3, the filtered frames written there).
+
 Work objects live under ``work`` in stage folders whose names carry a
 digest of everything that made them (the video's ETag, the parameters),
 so a changed input or parameter starts afresh and an unchanged one resumes.
@@ -57,6 +64,7 @@ from mlstorlets.client.errors import NotFound, StorletFailed, UsageError
 from mlstorlets.client.runners import ConnectionLike, budget, runner_for, stores_for
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse, parse_uri
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.video.filters import apply_filter
 from mlstorlets.sandbox.video.frames import MAX_RANGE, frame_name
@@ -148,6 +156,44 @@ class _Step:
     args: tuple
 
 
+@dataclasses.dataclass
+class _Run:
+    """What every stage of one :func:`rotoscope` shares."""
+
+    summary: RotoscopeSummary
+    started: float
+    runner: object
+    stores: Stores
+    work: object  # the parsed work URI
+    video_uri: str
+    group_size: int
+    quality: int
+    concurrency: int
+    progress: bool | None
+    resume: bool
+    dry_run: bool
+    log: Callable[[str], None]
+
+    def at(self, key):
+        """The URI of ``key`` under the work folder's container."""
+        return str(self.work.with_key(key))
+
+    def finish(self):
+        self.summary.seconds = time.monotonic() - self.started
+        return self.summary
+
+    def execute(self, label, steps, work):
+        """A stage of ``steps``, each ``work(step, job)``."""
+        return execute(
+            BatchSummary(label, placement=self.runner.placement),
+            steps,
+            work,
+            self.concurrency,
+            self.progress,
+            dry_run=self.dry_run,
+        )
+
+
 def plan_ranges(missing, range_size):
     """Runs of consecutive frame indices, each at most ``range_size`` long:
     [(start, count), ...]."""
@@ -194,6 +240,7 @@ def rotoscope(
     width: int = 0,
     quality: int = 90,
     work: str | None = None,
+    frames_to: str | None = None,
     range_size: int = 500,
     group_size: int = 10,
     concurrency: int = 4,
@@ -243,8 +290,16 @@ def rotoscope(
     work : str, optional
         ``swift://container/prefix/`` for the work objects (see
         :func:`default_outputs`).
+    frames_to : str, optional
+        A prefix (``swift://container/prefix/``, next to the work) to keep
+        every filtered frame as an object under, for people to look at or
+        publish.  Without it, and without ``model``, no frame object is
+        made: each range of ``range_size`` frames is decoded, filtered and
+        encoded into a video segment by one request on the object server
+        holding the video.
     range_size, group_size : int
-        Frames per extraction request; inputs per assembly request.
+        Frames per extraction (or segment) request; inputs per assembly
+        request.
     concurrency, resume, progress, dry_run
         As :func:`mlstorlets.client.batch.run_batch`.
     stores : Stores, optional
@@ -272,6 +327,13 @@ def rotoscope(
         raise UsageError("rotoscope takes a filter or a model: one of the two")
     if not 0 <= temporal <= 0.95:
         raise UsageError("temporal must be in [0, 0.95], got %r" % temporal)
+    if frames_to is not None and temporal:
+        raise UsageError(
+            "--frames-to keeps every filtered frame; --temporal filters in segments "
+            "and keeps none: one of the two"
+        )
+    if frames_to is not None and not parse(frames_to).is_prefix:
+        raise UsageError("--frames-to takes a prefix (ending in /), got %s" % frames_to)
     label = filter_name or posixpath.splitext(posixpath.basename(parse(model).key))[0]
     video_uri, default_work = default_outputs(src, dest, label)
     work = work or default_work
@@ -282,7 +344,8 @@ def rotoscope(
     # through the client when dest is elsewhere.
     runner = runner_for(src, work, model, connection=conn, stores=stores, placement=placement)
     members = runner.extract_limit()
-    if members is not None and range_size > members:
+    # A range with its frames: the frames and the segment.
+    if members is not None and range_size + (frames_to is not None) > members:
         raise UsageError(
             "range_size %d is over the %d objects this cluster "
             "writes from one extraction (max_extract_members)" % (range_size, members)
@@ -301,8 +364,15 @@ def rotoscope(
         filter_params = dict(
             params or {}, model=runner.source_name(model), output="image", quality=quality
         )
+    # Straight from the video to filtered segments: no frame object, or the
+    # filtered frames written by the same requests when they go into the
+    # work's container.
+    direct = model is None and (
+        frames_to is None
+        or parse(runner.locate(frames_to)).with_key("") == parse(runner.locate(work)).with_key("")
+    )
     segment = None
-    if temporal:
+    if temporal and not direct:
         # The filter runs inside the assembly: its parameters are the
         # segment storlet's, the frame filter's own JPEG quality aside.
         segment = {
@@ -312,8 +382,8 @@ def rotoscope(
         }
     started = time.monotonic()
     for storlet, checked in (
-        (FRAMES_STORLET, None),
-        (None if segment else stage_storlet, filter_params),
+        (FRAMES_STORLET, dict(filter_params, temporal=temporal) if direct else None),
+        (None if segment or direct else stage_storlet, filter_params),
         (VIDEO_STORLET, segment),
     ):
         if storlet:
@@ -324,11 +394,22 @@ def rotoscope(
     if entry is None:
         raise NotFound(src, "no such object")
     work = parse(runner.locate(work))
-
-    def at(key):
-        return str(work.with_key(key))
-
     summary = RotoscopeSummary(src, dest, label, dry_run=dry_run)
+    run = _Run(
+        summary,
+        started,
+        runner,
+        stores,
+        work,
+        video_uri,
+        group_size,
+        quality,
+        concurrency,
+        progress,
+        resume,
+        dry_run,
+        log,
+    )
     log("probe %s" % src)
     probe = _probe(runner, src)
     summary.fps = probe["fps"] / every
@@ -336,19 +417,36 @@ def rotoscope(
     summary.frames = expected
 
     extraction = {"every": every, "width": width, "quality": quality}
+    if direct:
+        params = dict(filter_params, **extraction)
+        if temporal:
+            params["temporal"] = temporal
+        return _direct(
+            run,
+            src,
+            entry,
+            expected,
+            params,
+            range_size,
+            None if frames_to is None else parse(runner.locate(frames_to)),
+        )
     frames_digest = run_digest(FRAMES_STORLET, extraction, [entry.etag])[:12]
     frames_prefix = "%sframes-%s/" % (work.key, frames_digest)
     filter_digest = run_digest(
         stage_storlet, dict(filter_params, temporal=temporal), [frames_digest] + model_etags
     )[:12]
     filtered_prefix = "%s%s-%s/" % (work.key, label, filter_digest)
+    filtered = work
+    if frames_to is not None:
+        filtered = parse(runner.locate(frames_to))
+        filtered_prefix = filtered.key
     video_prefix = "%svideo-%s-%d/" % (work.key, filter_digest, group_size)
 
     # -- frames ----------------------------------------------------------
-    log("frames %s -> %s" % (src, at(frames_prefix)))
+    log("frames %s -> %s" % (src, run.at(frames_prefix)))
     if not dry_run:
-        runner.ensure_location(at(frames_prefix))
-    existing = _names(stores, at(frames_prefix)) if resume else set()
+        runner.ensure_location(run.at(frames_prefix))
+    existing = _names(stores, run.at(frames_prefix)) if resume else set()
     missing = [i for i in range(expected) if frame_name(i) not in existing]
     steps = []
     name = posixpath.basename(src_key.key)
@@ -372,32 +470,25 @@ def rotoscope(
         runner.extract(
             FRAMES_STORLET,
             src,
-            at(frames_prefix),
+            run.at(frames_prefix),
             dict(base_params, start=start, count=count),
             count or MAX_RANGE,
         )
 
-    stage = execute(
-        BatchSummary("frames", placement=runner.placement),
-        steps,
-        extract,
-        concurrency,
-        progress,
-        dry_run=dry_run,
-    )
+    stage = run.execute("frames", steps, extract)
     summary.stages.append(stage)
     if not stage.ok or dry_run:
-        return _finish(summary, started)
+        return run.finish()
 
     # -- filter ----------------------------------------------------------
     # With segments the filter runs inside the assembly, over the frames.
     prefix = frames_prefix
     if not segment:
-        log("filter %s over %s" % (label, at(frames_prefix)))
+        log("filter %s over %s" % (label, run.at(frames_prefix)))
         stage = runner.run_storlet(
             stage_storlet,
-            at(frames_prefix),
-            at(filtered_prefix),
+            run.at(frames_prefix),
+            str(filtered.with_key(filtered_prefix)),
             params=filter_params,
             concurrency=concurrency,
             resume=resume,
@@ -406,108 +497,141 @@ def rotoscope(
         )
         summary.stages.append(stage)
         if not stage.ok:
-            return _finish(summary, started)
+            return run.finish()
         prefix, extras = filtered_prefix, ()
-
-    return _segments_to_video(
-        summary,
-        started,
-        runner,
-        stores,
-        work,
-        prefix,
-        video_prefix,
-        video_uri,
-        segment,
-        extras,
-        group_size,
-        quality,
-        concurrency,
-        progress,
-        resume,
-        log,
-    )
+    else:
+        filtered = work
+    return _segments_to_video(run, filtered, prefix, video_prefix, segment, extras)
 
 
-def _segments_to_video(
-    summary,
-    started,
-    runner,
-    stores,
-    work,
-    prefix,
-    video_prefix,
-    video_uri,
-    segment,
-    extras,
-    group_size,
-    quality,
-    concurrency,
-    progress,
-    resume,
-    log,
-):
+def _direct(run, src, entry, expected, params, range_size, frames_to=None):
+    """The video straight to filtered segments: ``video_frames.py``
+    (``op=segment``) over each range of ``range_size`` frames, on the
+    object server holding the video, makes ``%06d.avi`` of the range
+    filtered; then the video stages join them.  Resumable by segment: the
+    folder's name is a digest of the video's ETag and of ``params``.
+
+    With ``frames_to`` (a parsed prefix in the work's container), each
+    request also writes its filtered frames there: its output is a tar of
+    the frames and the segment, extracted at the container's root, the
+    segment last (it says its range is whole)."""
+    work = run.work
+    if frames_to is not None:
+        params = dict(params, frames_to=frames_to.key)
+    digest = run_digest(FRAMES_STORLET, dict(params, range_size=range_size), [entry.etag])[:12]
+    prefix = "%ssegments-%s/" % (work.key, digest)
+    video_prefix = "%svideo-%s-%d/" % (work.key, digest, run.group_size)
+    run.log("segments %s -> %s" % (src, run.at(prefix)))
+    if not run.dry_run:
+        run.runner.ensure_location(run.at(prefix))
+    done = _names(run.stores, run.at(prefix)) if run.resume else set()
+    name = posixpath.basename(parse(src).key)
+    steps = []
+    for i, start in enumerate(range(0, expected, range_size)):
+        # The last segment runs to the end of the video, whatever its
+        # container claimed.
+        count = min(range_size, expected - start)
+        open_end = start + count == expected
+        if "%06d.avi" % i in done:
+            continue
+        steps.append(
+            _Step(
+                "%s frames %d-%s" % (name, start, "" if open_end else start + count - 1),
+                (entry.size or 0) * count // max(expected, 1),
+                ("%06d.avi" % i, start, 0 if open_end else count),
+            )
+        )
+    call = dict(params, op="segment", source=run.runner.source_name(src))
+
+    def segment(step, job):
+        out, start, count = step.args
+        if frames_to is None:
+            run.runner.produce(
+                FRAMES_STORLET,
+                [src],
+                run.at(prefix + out),
+                dict(call, start=start, count=count),
+                content_type="video/x-msvideo",
+            )
+            return
+        try:
+            run.runner.extract(
+                FRAMES_STORLET,
+                src,
+                str(work.with_key("")),
+                dict(call, start=start, count=count, segment=prefix + out),
+                (count or MAX_RANGE) + 1,
+            )
+        except Exception:
+            # A frame not written: the range is not whole, its segment
+            # (if written) must not say it is.
+            run.runner.delete([run.at(prefix + out)])
+            raise
+
+    stage = run.execute("segments", steps, segment)
+    stage.skipped.extend("%s%s" % (prefix, n) for n in sorted(done))
+    run.summary.stages.append(stage)
+    if not stage.ok or run.dry_run:
+        return run.finish()
+    return _segments_to_video(run, work, prefix, video_prefix)
+
+
+def _segments_to_video(run, base, prefix, video_prefix, segment=None, extras=()):
     """The video stages: frames under ``prefix`` into segments, level
     after level, then the video published.  With ``segment`` (the
     parameters of a filter run inside the assembly), level 0 filters the
-    source frames, ``extras`` (the model) after each group's frames."""
-
-    def at(key):
-        return str(work.with_key(key))
-
-    inputs = sorted(_names(stores, at(prefix)))
-    summary.frames = len(inputs)
+    source frames, ``extras`` (the model) after each group's frames.
+    The first level's inputs are under ``base`` (a parsed URI), the next
+    ones' under the work folder."""
+    work, summary = run.work, run.summary
+    inputs = sorted(_names(run.stores, str(base.with_key(prefix))))
+    if inputs and not inputs[0].endswith(".avi"):
+        summary.frames = len(inputs)
     level = 0
-    while True:
+    # One segment is the video already.
+    while not (len(inputs) == 1 and inputs[0].endswith(".avi")):
         # A segment of the first level also reads the previous segment's
         # last frame and the model.
         spare = 1 + len(extras) if segment and level == 0 else 0
-        size = max(2, _fitting(runner, at(prefix + inputs[0]), group_size + spare) - spare)
+        first = str((base if level == 0 else work).with_key(prefix + inputs[0]))
+        size = max(2, _fitting(run.runner, first, run.group_size + spare) - spare)
         # A level's folder names its group size: segments made with
         # another grouping are never taken for this one's.
         out_prefix = "%sL%d/" % (video_prefix, level)
-        if size != group_size:
+        if size != run.group_size:
             out_prefix = "%sL%d-%d/" % (video_prefix, level, size)
-        log("video level %d: %d inputs -> %d" % (level, len(inputs), -(-len(inputs) // size)))
+        run.log("video level %d: %d inputs -> %d" % (level, len(inputs), -(-len(inputs) // size)))
         stage = _assemble(
-            runner,
-            stores,
-            work,
+            run,
+            base if level == 0 else work,
             prefix,
             inputs,
             out_prefix,
             size,
-            summary.fps,
-            quality,
-            concurrency,
-            progress,
-            resume,
             segment if level == 0 else None,
             extras if level == 0 else (),
         )
         summary.stages.append(stage)
         if not stage.ok:
-            return _finish(summary, started)
+            return run.finish()
         inputs = ["%06d.avi" % i for i in range(-(-len(inputs) // size))]
         prefix, level = out_prefix, level + 1
-        if len(inputs) == 1:
-            break
 
     # -- publish ---------------------------------------------------------
     from mlstorlets.client.placement import copy
 
-    log("publish %s" % video_uri)
+    run.log("publish %s" % run.video_uri)
     stage = copy(
-        at(prefix + inputs[0]),
-        video_uri,
+        str((base if level == 0 else work).with_key(prefix + inputs[0])),
+        run.video_uri,
         concurrency=1,
-        resume=resume,
-        stores=stores,
-        progress=progress,
+        resume=run.resume,
+        stores=run.stores,
+        progress=run.progress,
     )
     summary.stages.append(stage)
-    summary.dest = video_uri
-    return _finish(summary, started)
+    summary.dest = run.video_uri
+    return run.finish()
 
 
 def _check_filter(filter_name, params):
@@ -518,11 +642,6 @@ def _check_filter(filter_name, params):
         apply_filter(np.zeros((32, 32, 3), np.uint8), filter_name, params, "--filter")
     except ObjectError as err:
         raise UsageError(err.reason) from None
-
-
-def _finish(summary, started):
-    summary.seconds = time.monotonic() - started
-    return summary
 
 
 def _probe(runner, src):
@@ -558,31 +677,19 @@ def _fitting(runner, first, group_size):
     _, metadata = runner.describe([first])[first]
     per_input = budget.input_cost(metadata) + 32
     path = len(budget.resource_path(*parse_uri(runner.locate(first)))) + 8
-    fits = min((datagram - budget.RESERVED) // per_input, (header - 64) // path)
+    fits = min(
+        (datagram - budget.RESERVED) // per_input, (header - 64) // path, protocol.MAX_INPUTS - 2
+    )
     return max(2, min(group_size, fits))
 
 
-def _assemble(
-    runner,
-    stores,
-    work,
-    prefix,
-    inputs,
-    out_prefix,
-    group_size,
-    fps,
-    quality,
-    concurrency,
-    progress,
-    resume,
-    segment=None,
-    extras=(),
-):
+def _assemble(run, base, prefix, inputs, out_prefix, group_size, segment=None, extras=()):
     """One level of assembly: ``frames_to_video.py`` over each group of
     ``inputs`` (names under ``prefix``) into ``out_prefix`` ``%06d.avi``.
     With ``segment``, the frames are filtered on the way in, each group
     primed by the previous group's last frame, ``extras`` read last."""
-    done = _names(stores, str(work.with_key(out_prefix))) if resume else set()
+    runner = run.runner
+    done = _names(run.stores, run.at(out_prefix)) if run.resume else set()
     chunks = groups(inputs, group_size)
     steps = [
         _Step(
@@ -594,17 +701,17 @@ def _assemble(
         for i, group in enumerate(chunks)
         if "%06d.avi" % i not in done
     ]
-    params = dict(segment or {}, fps="%.6g" % fps, quality=quality)
+    params = dict(segment or {}, fps="%.6g" % run.summary.fps, quality=run.quality)
 
     def work_on(step, job):
-        uris = [str(work.with_key(prefix + n)) for n in step.args]
+        uris = [str(base.with_key(prefix + n)) for n in step.args]
         call = dict(params, source=runner.source_name(uris[0]))
         if segment:
             call["context"] = len(step.args) - step.size
         runner.produce(
             VIDEO_STORLET,
             uris + list(extras),
-            str(work.with_key(step.label)),
+            run.at(step.label),
             call,
             content_type="video/x-msvideo",
         )
@@ -615,8 +722,8 @@ def _assemble(
         ),
         steps,
         work_on,
-        concurrency,
-        progress,
+        run.concurrency,
+        run.progress,
     )
     stage.skipped.extend("%s%s" % (out_prefix, n) for n in sorted(done))
     return stage

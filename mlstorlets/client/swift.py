@@ -56,6 +56,8 @@ class Declaration:
 
     parameters: frozenset | None
     output_type: tuple | None
+    #: The storlet maps each input of a call to an output of its own.
+    many: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +277,7 @@ class Swift:
         return Declaration(
             None if parameters is None else frozenset(p for p in parameters.split(",") if p),
             protocol.parse_output_type(output_type),
+            headers.get((protocol.OBJECT_META + protocol.MANY_KEY).lower()) == "yes",
         )
 
     def check_storlet(self, storlet, params=None):
@@ -337,7 +340,16 @@ class Swift:
         return response.get("headers", {})
 
     def storlet_extract(
-        self, container, name, dest_container, dest_prefix, storlet, params=None, headers=None
+        self,
+        container,
+        name,
+        dest_container,
+        dest_prefix,
+        storlet,
+        params=None,
+        headers=None,
+        extra_resources=None,
+        mode=protocol.EXTRACT_TAR,
     ):
         """Make objects under ``dest_container/dest_prefix`` from the
         storlet's tar output over ``container/name``, inside the cluster
@@ -352,8 +364,8 @@ class Swift:
         """
         label = "%s/%s" % (container, name)
         request = dict(headers or {})
-        request.update(storlet_headers(storlet, params))
-        request[protocol.EXTRACT_HEADER] = "tar"
+        request.update(storlet_headers(storlet, params, extra_resources))
+        request[protocol.EXTRACT_HEADER] = mode
         request["X-Copy-From"] = quote("/%s/%s" % (container, name))
         # swiftclient's put_object drops the response body, which holds the
         # answer: the request goes through this thread's connection as is,
@@ -366,7 +378,9 @@ class Swift:
             if not conn.url or not conn.token:
                 conn.url, conn.token = conn.get_auth()
             parsed, http = conn.http_connection()
-            path = "%s/%s/%s" % (parsed.path, quote(dest_container), quote(dest_prefix))
+            path = "/".join(
+                [parsed.path, quote(dest_container)] + ([quote(dest_prefix)] if dest_prefix else [])
+            )
             try:
                 http.request("PUT", path, b"", dict(request, **{"X-Auth-Token": conn.token}))
                 resp = http.getresponse()

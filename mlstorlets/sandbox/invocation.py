@@ -28,6 +28,7 @@ import math
 import os
 import sys
 
+from mlstorlets.sandbox import many, protocol
 from mlstorlets.sandbox.errors import ObjectError, ParameterError
 from mlstorlets.sandbox.protocol import (
     ERROR_KEY,
@@ -38,7 +39,7 @@ from mlstorlets.sandbox.protocol import (
 )
 
 
-def run(logger, in_files, out_files, params, compute):
+def run(logger, in_files, out_files, params, compute, maps_many=False):
     """Call ``compute(in_files, params)`` and send its result or refusal.
 
     Parameters
@@ -48,7 +49,19 @@ def run(logger, in_files, out_files, params, compute):
     params : dict of str
     compute : callable
         Returns ``(metadata, body)``: a dict of str to str and bytes.
+    maps_many : bool
+        ``compute`` serves one object at a time, so that a call with
+        :data:`~mlstorlets.sandbox.protocol.MANY_PARAMETER` maps each of
+        its inputs to an output (:func:`mlstorlets.sandbox.many.compute_many`).
     """
+    if protocol.MANY_PARAMETER in params:
+        one = compute
+
+        def compute(in_files, params):
+            if not maps_many:
+                raise ObjectError("", "this storlet computes one output over all its inputs")
+            return many.compute_many(in_files, params, one)
+
     try:
         metadata, body = compute(in_files, dict(params))
         metadata = {k: str(v) for k, v in metadata.items()}
@@ -103,12 +116,17 @@ class Storlet(object):
     #: and types its outputs so, in the cluster and on the client.  None:
     #: each output as its source.
     output_type = None
+    #: True: the storlet computes each object from that object alone (and
+    #: shared inputs), so that one call may map many objects to as many
+    #: outputs (:mod:`mlstorlets.sandbox.many`); ``mlstorlets deploy``
+    #: records it, and a batch of small objects then asks for many at once.
+    many = False
 
     def __init__(self, logger):
         self.logger = logger
 
     def __call__(self, in_files, out_files, params):
-        run(self.logger, in_files, out_files, params, type(self).compute)
+        run(self.logger, in_files, out_files, params, type(self).compute, type(self).many)
 
 
 def int_param(params, key, default, low, high, name):

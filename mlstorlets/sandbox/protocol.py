@@ -36,6 +36,10 @@ import base64
 import binascii
 from urllib.parse import quote, unquote
 
+# Names the project keeps for itself inside user containers (shards, job
+# objects, temporary state): never listed as data, never a batch's source.
+INTERNAL_PREFIX = ".mlstorlets"
+
 # Output metadata keys, as a storlet sets them (the engine prefixes them with
 # X-Object-Meta- on the way out).  Never stored on an object.
 ERROR_KEY = "Storlet-Error"
@@ -48,6 +52,13 @@ LENGTH_KEY = "Storlet-Output-Length"
 # datagram, received into a buffer of this size (MAX_MSG_LENGTH in
 # storlets' sbus.c): each input's metadata and the parameters must fit.
 SBUS_DATAGRAM_LIMIT = 4096
+# The project's own sandbox agent (mlstorlets.server.agent, the default of
+# the bubblewrap gateway) receives it into a buffer of this size: room for
+# the inputs of many small objects in one call, or a model's state.
+AGENT_DATAGRAM_LIMIT = 65536
+# Inputs of one invocation (the object and its extra resources): the agent
+# hands a worker at most 64 descriptors, the logger's among them.
+MAX_INPUTS = 60
 # What the proxy publishes in Swift's /info under this key: the limits a
 # client plans its requests by (sbus_datagram_limit, max_extract_members).
 INFO_KEY = "mlstorlets"
@@ -198,7 +209,28 @@ def undeclared(params, declared):
     not take (sorted); none when it declares nothing (``None``)."""
     if declared is None:
         return []
-    return sorted(set(params) - set(declared) - {SOURCE_PARAMETER})
+    return sorted(
+        set(params) - set(declared) - {SOURCE_PARAMETER, MANY_PARAMETER, MANY_TYPE_PARAMETER}
+    )
+
+
+# -- many objects in one call ----------------------------------------------
+# A storlet declaring ``many = True`` (recorded as MANY_KEY on its object)
+# maps each input of one call to an output of its own
+# (:mod:`mlstorlets.sandbox.many`).  MANY_PARAMETER holds, as JSON, one
+# ``[source, member, source etag]`` per mapped input, in input order; inputs
+# past them are shared by every object (a model).  The output is a tar of
+# the members, extracted by the proxy (EXTRACT_HEADER: EXTRACT_MANY), whose
+# last member, MANY_REPORT, lists the inputs refused and why; the proxy
+# reads it instead of storing it and answers it in bulk's summary as
+# ``Refused``.
+MANY_KEY = "Mlstorlets-Many"
+MANY_PARAMETER = "mlstorlets_many"
+# The content type of every output of such a call, when the client knows it.
+MANY_TYPE_PARAMETER = "mlstorlets_type"
+MANY_REPORT = INTERNAL_PREFIX + "-report.json"
+# Bytes of a report the proxy reads, and of one reason in it.
+MAX_MANY_REPORT = 1 << 20
 
 
 # -- state -----------------------------------------------------------------
@@ -254,6 +286,8 @@ def read_state_parameters(params, limit):
 # answer is bulk's JSON summary (``Number Files Created``, ``Errors``,
 # ``Response Status``).
 EXTRACT_HEADER = "X-Mlstorlets-Extract"
+EXTRACT_TAR = "tar"
+EXTRACT_MANY = "many"
 
 
 # -- errors ----------------------------------------------------------------
@@ -342,9 +376,7 @@ PAX_TYPE = "SCHILY.xattr.user.mime_type"
 
 
 # -- internal names --------------------------------------------------------
-# Names the project keeps for itself inside user containers (shards, job
-# objects, temporary state): never listed as data, never a batch's source.
-INTERNAL_PREFIX = ".mlstorlets"
+# (INTERNAL_PREFIX is defined at the top: other names derive from it.)
 
 
 def is_internal(name):

@@ -10,6 +10,8 @@ middleware needs.  ``mlstorlets node-config`` is its command line.
 import configparser
 import os
 
+from mlstorlets.sandbox import protocol
+
 ROLES = ("proxy", "object")
 GATEWAYS = ("bubblewrap", "docker", "podman")
 STORLET_CONTAINERS = {
@@ -113,6 +115,14 @@ def insert_into_pipeline(pipeline, role):
     if names[auth[-1]] == "tempauth":
         added.insert(0, USER_NAME_FILTER)
     return " ".join(names[:at] + added + names[at:])
+
+
+def datagram_limit(agent):
+    """Bytes of an invocation's SBus datagram that ``agent`` receives:
+    libsbus's buffer for upstream's daemon, more for the project's own."""
+    if agent == "persistent":
+        return protocol.AGENT_DATAGRAM_LIMIT
+    return protocol.SBUS_DATAGRAM_LIMIT
 
 
 def gateway_options(host_root, gateway="bubblewrap", **extra):
@@ -226,6 +236,13 @@ def configure_node(
                 section.update(
                     storlet_container=STORLET_CONTAINERS["storlet_container"],
                     cache_time=str(storlet_cache_time),
+                )
+            if name == COPY_FILTER:
+                # Published in /info: what the sandboxes' agent receives.
+                section["sbus_datagram_limit"] = str(
+                    datagram_limit(gateway_extra.get("storlet_agent", "persistent"))
+                    if gateway == "bubblewrap"
+                    else protocol.SBUS_DATAGRAM_LIMIT
                 )
             if name == RESOURCES_FILTER:
                 section.update(

@@ -2,7 +2,8 @@
 frames, a filter over every frame, back to a video, all inside the cluster.
 
 One short run (one frame in five, scaled to 320 pixels) keeps the test
-quick; segments of eight frames make the assembly take two levels.
+quick; ranges of eight frames make four segments, and groups of eight
+inputs make the assembly of frames take two levels.
 """
 
 import json
@@ -19,7 +20,7 @@ from mlstorlets.client.rotoscope import rotoscope
 from mlstorlets.sandbox.video.filters import apply_filter
 
 META = "x-object-meta-"
-EVERY, WIDTH, GROUP = 5, 320, 8
+EVERY, WIDTH, GROUP, RANGE = 5, 320, 8, 8
 
 
 def _video_path():
@@ -78,27 +79,7 @@ def cli_env(cluster, monkeypatch):
         monkeypatch.setenv(key, value)
 
 
-def test_video_to_frames_to_filtered_video_in_the_cluster(conn, video):
-    summary = rotoscope(
-        conn,
-        "swift://%s/in/clip.avi" % video,
-        "swift://%s/out/" % video,
-        "colormap",
-        every=EVERY,
-        width=WIDTH,
-        group_size=GROUP,
-        progress=False,
-    )
-    assert summary.ok, summary.format()
-    assert summary.client_bytes == 0
-    expected, source_fps = _source_frames()
-    assert summary.frames == len(expected) == 25
-    # Few requests per video: the 25 frames came in one extraction request.
-    assert len(summary.stages[0].done) == 1
-    # Assembly in two levels: 4 segments, then one video.
-    assert [len(s.done) for s in summary.stages[2:4]] == [4, 1]
-
-    headers, body = conn.get_object(video, "out/clip-colormap.avi")
+def _check_video(body, expected, source_fps):
     fps, count, frames = _decode(body)
     assert fps == pytest.approx(source_fps / EVERY)
     assert count == len(frames) == len(expected)
@@ -108,14 +89,111 @@ def test_video_to_frames_to_filtered_video_in_the_cluster(conn, video):
         assert int(np.argmin(errors)) == k, (k, errors[k], min(errors))
         assert errors[k] < 4
 
-    # Frame objects carry their index, time and rate.
+
+def test_video_to_filtered_segments_to_video_in_the_cluster(conn, video):
+    summary = rotoscope(
+        conn,
+        "swift://%s/in/clip.avi" % video,
+        "swift://%s/out/" % video,
+        "colormap",
+        every=EVERY,
+        width=WIDTH,
+        range_size=RANGE,
+        group_size=GROUP,
+        progress=False,
+    )
+    assert summary.ok, summary.format()
+    assert summary.client_bytes == 0
+    expected, source_fps = _source_frames()
+    assert summary.frames == len(expected) == 25
+    # One request per range of 8 frames, each on the object server holding
+    # the video (decode, filter, encode), then one assembly.
+    assert summary.stages[0].storlet == "segments"
+    assert len(summary.stages[0].done) == 4
+    assert [len(s.done) for s in summary.stages[1:2]] == [1]
+
+    headers, body = conn.get_object(video, "out/clip-colormap.avi")
+    _check_video(body, expected, source_fps)
+    # No frame object: four segments and the video.
     work = [e["name"] for e in conn.get_container(video, prefix="out/clip-colormap.work/")[1]]
-    frame_names = sorted(n for n in work if "/frames-" in n)
-    assert len(frame_names) == 25
-    meta = conn.head_object(video, frame_names[7])
+    assert not [n for n in work if n.endswith(".jpg")]
+    assert len([n for n in work if "/segments-" in n]) == 4
+
+
+def test_segments_resume_one_by_one(conn, video):
+    work = [e["name"] for e in conn.get_container(video, prefix="out/clip-colormap.work/")[1]]
+    (lost,) = [n for n in work if "/segments-" in n and n.endswith("000002.avi")]
+    for name in [lost] + [n for n in work if "/video-" in n] + ["out/clip-colormap.avi"]:
+        conn.delete_object(video, name)
+    summary = rotoscope(
+        conn,
+        "swift://%s/in/clip.avi" % video,
+        "swift://%s/out/" % video,
+        "colormap",
+        every=EVERY,
+        width=WIDTH,
+        range_size=RANGE,
+        group_size=GROUP,
+        progress=False,
+    )
+    assert summary.ok, summary.format()
+    segments = summary.stages[0]
+    assert segments.done == ["clip.avi frames 16-23"]
+    assert len(segments.skipped) == 3
+    expected, source_fps = _source_frames()
+    _check_video(conn.get_object(video, "out/clip-colormap.avi")[1], expected, source_fps)
+
+
+@pytest.mark.parametrize("where", ["beside the work", "in another container"])
+def test_frames_to_keeps_the_filtered_frames_as_objects(conn, video, where):
+    look = "look/" if where == "beside the work" else None
+    if look is None:
+        conn.put_container(video + "-look")
+    frames_to = "swift://%s/look/" % video if look else "swift://%s-look/f/" % video
+    summary = rotoscope(
+        conn,
+        "swift://%s/in/clip.avi" % video,
+        "swift://%s/framed-%s/" % (video, "a" if look else "b"),
+        "colormap",
+        every=EVERY,
+        width=WIDTH,
+        group_size=GROUP,
+        range_size=RANGE,
+        frames_to=frames_to,
+        progress=False,
+    )
+    assert summary.ok, summary.format()
+    expected, source_fps = _source_frames()
+    if look:
+        # One request per range writes its filtered frames and its segment.
+        assert summary.stages[0].storlet == "segments"
+        assert len(summary.stages[0].done) == 4
+    else:
+        # Frames extracted in one request per range, filtered many per
+        # call, then assembled in two levels: 4 segments, then one video.
+        assert len(summary.stages[0].done) == 4
+        assert len(summary.stages[1].done) == 25
+        assert [len(s.done) for s in summary.stages[2:4]] == [4, 1]
+    name = "framed-%s/clip-colormap.avi" % ("a" if look else "b")
+    _check_video(conn.get_object(video, name)[1], expected, source_fps)
+    # The filtered frames, with their index, time and rate.
+    container, prefix = (video, look) if look else (video + "-look", "f/")
+    names = sorted(e["name"] for e in conn.get_container(container, prefix=prefix)[1])
+    assert len(names) == 25
+    meta = conn.head_object(container, names[7])
+    assert meta["content-type"] == "image/jpeg"
     assert meta[META + "frame-index"] == "7"
+    assert meta[META + "filter"] == "colormap"
     assert float(meta[META + "frame-time"]) == pytest.approx(7 * EVERY / source_fps)
     assert float(meta[META + "frame-fps"]) == pytest.approx(source_fps / EVERY)
+    # The frames are the video's.
+    _, body = conn.get_object(container, names[7])
+    frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
+    assert np.abs(frame - expected[7]).mean() < 4
+    if not look:
+        for entry in conn.get_container(container, full_listing=True)[1]:
+            conn.delete_object(container, entry["name"])
+        conn.delete_container(container)
 
 
 def test_rotoscope_again_does_nothing_twice(conn, video, capsys, cli_env):
@@ -132,6 +210,8 @@ def test_rotoscope_again_does_nothing_twice(conn, video, capsys, cli_env):
                 str(EVERY),
                 "--width",
                 str(WIDTH),
+                "--range-size",
+                str(RANGE),
                 "--group-size",
                 str(GROUP),
                 "--json",

@@ -73,6 +73,7 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 """
 
 import io
+import json
 import mmap
 import os
 import select
@@ -127,6 +128,21 @@ class HostileStorlet(object):
                     info = tarfile.TarInfo(name)
                     info.size = len(body)
                     tar.addfile(info, io.BytesIO(body))
+            data = out.getvalue()
+            out_files[0].set_metadata({"Storlet-Output-Length": str(len(data))})
+            out_files[0].write(data)
+            in_files[0].close()
+            out_files[0].close()
+            return
+        if action == "report":
+            # A many-object answer whose report names what it likes.
+            out = io.BytesIO()
+            report = json.dumps({"refused": [[params["refuse"], params.get("why", "x")]]})
+            with tarfile.open(fileobj=out, mode="w") as tar:
+                for name, data in (("ok.txt", body), (".mlstorlets-report.json", report.encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
             data = out.getvalue()
             out_files[0].set_metadata({"Storlet-Output-Length": str(len(data))})
             out_files[0].write(data)

@@ -6,6 +6,7 @@ import pytest
 
 from mlstorlets.client.faces.labels import mix_by_label
 from mlstorlets.client.runners import budget as plan
+from mlstorlets.sandbox import protocol
 
 
 def test_input_cost_is_the_json_the_engine_sends():
@@ -46,11 +47,17 @@ def test_groups_fill_the_datagram_budget():
 
 def test_groups_respect_the_header_line():
     paths = ["/c/" + "x" * 97 for _ in range(200)]  # 100 characters and a comma
-    groups = plan.plan_groups([1] * 200, paths, budget=10**6)
+    groups = plan.plan_groups([1] * 200, paths, budget=10**6, max_count=1000)
     room = plan.HEADER_LIMIT - len("X-Storlet-Extra-Resources: ") - 2
     for group in groups:
         assert len(",".join(paths[i] for i in group)) <= room
     assert len(groups[0]) == (room + 1) // 101
+
+
+def test_groups_respect_the_inputs_a_sandbox_takes():
+    groups = plan.plan_groups([1] * 200, ["/c/o%03d" % i for i in range(200)], budget=10**6)
+    # With the request's object and a payload, never past MAX_INPUTS.
+    assert max(len(g) for g in groups) == protocol.MAX_INPUTS - 2
 
 
 def test_groups_respect_weights():

@@ -63,20 +63,57 @@ def test_a_local_video_is_rotoscoped_on_the_client(clip, capsys):
     assert all(s["placement"] == "client" for s in found["stages"][:-1])
     frames = _frames((folder / "out" / "clip-colormap.avi").read_bytes())
     assert len(frames) == expected and frames[0].shape[1] == WIDTH
-    # Frame objects beside the video, with their metadata, as the cluster
-    # writes them; hidden from nothing: they are the user's work objects.
+    # No frame object: one filtered segment per range, then the video.
     work = folder / "clip-colormap.work"
-    (extracted,) = [d for d in os.listdir(work) if d.startswith("frames-")]
-    assert len([n for n in os.listdir(work / extracted) if n.endswith(".jpg")]) == expected
-    stores = Stores(environ={})
-    store, uri = stores.open("file://%s/%s/000007.jpg" % (work, extracted))
-    meta = store.head(uri.key).metadata
-    assert meta["Frame-Index"] == "7" and float(meta["Frame-Fps"]) > 0
+    assert not [d for d in os.listdir(work) if d.startswith("frames-")]
+    (segments,) = [d for d in os.listdir(work) if d.startswith("segments-")]
+    assert [n for n in os.listdir(work / segments) if n.endswith(".avi")] == ["000000.avi"]
+    assert found["stages"][0]["storlet"] == "segments"
 
     # A second run finds every stage done.
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["ok"] and all(not s["done"] for s in again["stages"]), again
+
+
+def test_frames_to_keeps_every_filtered_frame_as_an_object(clip, tmp_path, capsys):
+    folder, expected = clip
+    argv = [
+        "rotoscope",
+        "file://%s/clip.avi" % folder,
+        "file://%s/out/" % tmp_path,
+        "--filter",
+        "colormap",
+        "--every",
+        str(EVERY),
+        "--width",
+        str(WIDTH),
+        "--range-size",
+        "7",
+        "--frames-to",
+        "file://%s/look/" % tmp_path,
+        "--json",
+    ]
+    assert main(argv) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["ok"] and found["frames"] == expected
+    names = sorted(n for n in os.listdir(tmp_path / "look") if n.endswith(".jpg"))
+    assert len(names) == expected
+    # With their metadata, as the cluster writes them.
+    store, uri = Stores(environ={}).open("file://%s/look/000007.jpg" % tmp_path)
+    meta = store.head(uri.key).metadata
+    assert meta["Frame-Index"] == "7" and meta["Filter"] == "colormap"
+    frames = _frames((tmp_path / "out" / "clip-colormap.avi").read_bytes())
+    assert len(frames) == expected
+
+
+def test_frames_to_and_temporal_are_one_or_the_other(clip, tmp_path, capsys):
+    folder, _ = clip
+    argv = ["rotoscope", "file://%s/clip.avi" % folder, "file://%s/o/" % tmp_path]
+    argv += ["--filter", "cartoon", "--temporal", "0.5", "--frames-to", "file://%s/f/" % tmp_path]
+    assert main(argv) == 2
+    assert "one of the two" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
 
 
 def test_not_a_video_names_the_object_and_writes_nothing(tmp_path):
@@ -127,8 +164,52 @@ def test_temporal_filters_in_segments_without_frame_objects(clip, tmp_path):
     assert summary.ok, summary.format()
     frames = _frames((tmp_path / "steady" / "clip-cartoon.avi").read_bytes())
     assert len(frames) == expected == summary.frames
-    # Frames extracted, segments made; no filtered frame stored.
+    # Segments made straight from the video: no frame object at all.
     folders = sorted(os.listdir(tmp_path / "work"))
-    assert [f for f in folders if f.startswith("frames-")] and not [
-        f for f in folders if f.startswith("cartoon-")
+    assert [f for f in folders if f.startswith("segments-")]
+    assert not [f for f in folders if f.startswith(("frames-", "cartoon-"))]
+
+
+def test_a_range_not_written_whole_leaves_no_segment(clip, tmp_path, monkeypatch):
+    from mlstorlets.client.errors import StorletFailed
+    from mlstorlets.client.runners.client import ClientRunner
+
+    folder, _ = clip
+    extract = ClientRunner.extract
+
+    def lost_a_frame(self, *args, **kwargs):
+        extract(self, *args, **kwargs)
+        raise StorletFailed(args[1], "extraction failed: a frame was not written")
+
+    monkeypatch.setattr(ClientRunner, "extract", lost_a_frame)
+    summary = rotoscope(
+        Stores(environ={}),
+        "file://%s/clip.avi" % folder,
+        "file://%s/out/" % tmp_path,
+        "colormap",
+        every=EVERY,
+        width=WIDTH,
+        frames_to="file://%s/look/" % tmp_path,
+        work="file://%s/work/" % tmp_path,
+        progress=False,
+    )
+    assert not summary.ok
+    assert "a frame was not written" in summary.stages[0].failed[0][1]
+    # Its segment was removed: the next run makes the range again.
+    segments = [d for d in os.listdir(tmp_path / "work") if d.startswith("segments-")]
+    assert segments and not [
+        n for n in os.listdir(tmp_path / "work" / segments[0]) if n.endswith(".avi")
     ]
+    monkeypatch.setattr(ClientRunner, "extract", extract)
+    again = rotoscope(
+        Stores(environ={}),
+        "file://%s/clip.avi" % folder,
+        "file://%s/out/" % tmp_path,
+        "colormap",
+        every=EVERY,
+        width=WIDTH,
+        frames_to="file://%s/look/" % tmp_path,
+        work="file://%s/work/" % tmp_path,
+        progress=False,
+    )
+    assert again.ok and len(again.stages[0].done) == 1

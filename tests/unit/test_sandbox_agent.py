@@ -158,3 +158,73 @@ def test_daemon(name):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# -- the host's commands, larger than libsbus takes ---------------------------
+def _bound_socket(tmp_path):
+    import socket
+
+    path = str(tmp_path / "sbus")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    return path, sock
+
+
+def test_the_agent_receives_a_command_past_libsbus_buffer(tmp_path):
+    import os
+
+    from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
+    from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
+
+    from mlstorlets.sandbox import protocol
+    from mlstorlets.server.agent.daemon import receive
+    from mlstorlets.server.gateway.sbus import DatagramTooLong, sbus_send
+
+    path, sock = _bound_socket(tmp_path)
+    read_fd, write_fd = os.pipe()
+    try:
+        big = {"payload": "x" * 20000}
+        fds = [SBusFileDescriptor(SBUS_FD_SERVICE_OUT, write_fd)]
+        datagram = build_datagram("SBUS_CMD_PING", fds, big, None)
+        with pytest.raises(DatagramTooLong):
+            sbus_send(path, datagram, 1.0)
+        sbus_send(path, datagram, 1.0, protocol.AGENT_DATAGRAM_LIMIT)
+        got = receive(sock)
+        assert (got.command, got.params) == ("SBUS_CMD_PING", big)
+        fd = got.service_out_fd
+        os.write(fd, b"through")
+        os.close(fd)
+        assert os.read(read_fd, 100) == b"through"
+    finally:
+        sock.close()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_the_agent_drops_a_malformed_command_and_closes_its_descriptors(tmp_path):
+    import array
+    import os
+    import socket
+    import struct
+
+    from mlstorlets.server.agent.daemon import receive
+
+    path, sock = _bound_socket(tmp_path)
+    read_fd, write_fd = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            # Two descriptors announced, one sent.
+            message = struct.pack("iii", 2, 2, 2) + b"[]{}\0"
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [write_fd]))]
+            sender.sendmsg([message], rights, 0, path)
+        os.close(write_fd)
+        write_fd = None
+        with pytest.raises(ValueError, match="2 descriptors announced, 1 received"):
+            receive(sock)
+        # The received copy was closed: the pipe has no writer left.
+        assert os.read(read_fd, 10) == b""
+    finally:
+        sock.close()
+        os.close(read_fd)
+        if write_fd is not None:
+            os.close(write_fd)

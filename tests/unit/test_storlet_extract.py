@@ -145,3 +145,111 @@ def test_an_extraction_stops_past_its_member_bound(swift):
         "more than 3 members in one extraction: the first 3 were written"
     )
     assert sorted(swift.stored) == [DEST + "/%06d.jpg" % i for i in range(3)]
+
+
+# -- many objects in one call (X-Mlstorlets-Extract: many) -----------------
+def _many(members, report, extra="/c/b.jpg"):
+    """A many-object call's request and its storlet's tar."""
+    body = _tar(members + ([(protocol.MANY_REPORT, report, {})] if report is not None else []))
+    request = _request(
+        **{protocol.EXTRACT_HEADER: protocol.EXTRACT_MANY, "X-Storlet-Extra-Resources": extra}
+    )
+    return body, request
+
+
+def _serve(swift, body, names):
+    swift.register(
+        "GET", SRC, "200 OK", {"X-Object-Meta-Storlet-Output-Length": str(len(body))}, body
+    )
+    for name in names:
+        swift.register("PUT", DEST + "/" + name, "201 Created")
+
+
+def test_many_the_report_is_read_not_stored_and_answered(swift):
+    report = json.dumps({"refused": [["c/b.jpg", "not a JPEG\r\nor PNG"]]}).encode()
+    body, request = _many([("a.jpg", b"one", {"Source-Etag": "e1"})], report)
+    _serve(swift, body, ["a.jpg", protocol.MANY_REPORT])
+    status, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    summary = json.loads(answer)
+    assert status == 200
+    assert summary["Number Files Created"] == 1
+    assert summary["Refused"] == [["c/b.jpg", "not a JPEG or PNG"]]
+    assert summary["Response Status"].startswith("201")
+    assert list(swift.stored) == [DEST + "/a.jpg"]
+    assert swift.stored[DEST + "/a.jpg"][1]["X-Object-Meta-Source-Etag"] == "e1"
+
+
+def test_many_a_whole_refusal_is_created_nothing_not_an_invalid_tar(swift):
+    report = json.dumps({"refused": [["c/video.avi", "bad"], ["c/b.jpg", "bad too"]]}).encode()
+    body, request = _many([], report)
+    _serve(swift, body, [protocol.MANY_REPORT])
+    _, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    summary = json.loads(answer)
+    assert summary["Number Files Created"] == 0
+    assert [name for name, _ in summary["Refused"]] == ["c/video.avi", "c/b.jpg"]
+    assert not swift.stored
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        b"not json",
+        json.dumps({"refused": [["c/other.jpg", "an object not of this call"]]}).encode(),
+        json.dumps({"refused": [["c/b.jpg", 3]]}).encode(),
+        json.dumps({"refused": "c/b.jpg"}).encode(),
+        b"x" * (protocol.MAX_MANY_REPORT + 10),
+    ],
+)
+def test_many_a_report_the_proxy_cannot_trust_fails_the_answer(swift, report):
+    body, request = _many([("a.jpg", b"one", {})], report)
+    _serve(swift, body, ["a.jpg", protocol.MANY_REPORT])
+    _, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    summary = json.loads(answer)
+    assert summary["Response Status"] == "502 Bad Gateway"
+    assert summary["Response Body"] == "the storlet's report is malformed"
+    assert summary["Refused"] == []
+
+
+def test_many_a_missing_report_fails_the_answer(swift):
+    body, request = _many([("a.jpg", b"one", {})], None)
+    _serve(swift, body, ["a.jpg"])
+    _, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    summary = json.loads(answer)
+    assert summary["Response Status"] == "502 Bad Gateway"
+    assert "report is missing" in summary["Response Body"]
+    assert list(swift.stored) == [DEST + "/a.jpg"]
+
+
+def test_many_a_second_report_is_refused(swift):
+    report = json.dumps({"refused": []}).encode()
+    body = _tar([(protocol.MANY_REPORT, report, {}), (protocol.MANY_REPORT, report, {})])
+    _, request = _many([], report)
+    _serve(swift, body, [protocol.MANY_REPORT])
+    _, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    summary = json.loads(answer)
+    assert [status for _, status in summary["Errors"]] == ["400 Bad Request"]
+    assert not swift.stored
+
+
+def test_many_a_report_elsewhere_than_the_top_is_an_object_like_any(swift):
+    report = json.dumps({"refused": []}).encode()
+    body, request = _many([("sub/" + protocol.MANY_REPORT, b"data", {})], report)
+    _serve(swift, body, ["sub/" + protocol.MANY_REPORT, protocol.MANY_REPORT])
+    _, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    assert json.loads(answer)["Number Files Created"] == 1
+    assert list(swift.stored) == [DEST + "/sub/" + protocol.MANY_REPORT]
+
+
+def test_many_extracts_under_a_bare_container(swift):
+    report = json.dumps({"refused": []}).encode()
+    body = _tar([("a.jpg", b"one", {}), (protocol.MANY_REPORT, report, {})])
+    swift.register(
+        "GET", SRC, "200 OK", {"X-Object-Meta-Storlet-Output-Length": str(len(body))}, body
+    )
+    swift.register("PUT", "/v1/AUTH_a/out/a.jpg", "201 Created")
+    swift.register("HEAD", "/v1/AUTH_a/out", "204 No Content")
+    request = _request(**{protocol.EXTRACT_HEADER: protocol.EXTRACT_MANY})
+    request.environ["PATH_INFO"] = "/v1/AUTH_a/out"
+    _, _, answer = call(storlet_copy.filter_factory({})(swift), request)
+    assert json.loads(answer)["Number Files Created"] == 1
+    assert list(swift.stored) == ["/v1/AUTH_a/out/a.jpg"]

@@ -350,6 +350,7 @@ def cmd_rotoscope(args):
         width=args.width,
         quality=args.quality,
         work=args.work,
+        frames_to=args.frames_to,
         range_size=args.range_size,
         group_size=args.group_size,
         concurrency=args.concurrency,

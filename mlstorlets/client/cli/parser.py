@@ -339,10 +339,17 @@ def parser():
         help="where the frames and segments go (default: <dest>/<name>-<filter>.work/)",
     )
     ro.add_argument(
+        "--frames-to",
+        default=None,
+        metavar="swift://C/PREFIX/",
+        help="keep every filtered frame as an object under this prefix (default: no frame "
+        "object; each range of frames is filtered into a video segment next to the video)",
+    )
+    ro.add_argument(
         "--range-size",
         type=positive,
         default=500,
-        help="frames per extraction request (default 500)",
+        help="frames per extraction or segment request (default 500)",
     )
     ro.add_argument(
         "--group-size", type=positive, default=10, help="inputs per assembly request (default 10)"

@@ -105,6 +105,7 @@ def plan_groups(
     max_weight=None,
     budget=SBUS_LIMIT - RESERVED,
     header_limit=HEADER_LIMIT,
+    max_count=protocol.MAX_INPUTS - 2,
 ):
     """Split inputs, in order, into the fewest consecutive requests that fit.
 
@@ -128,6 +129,9 @@ def plan_groups(
         Datagram bytes the inputs of one request may use.
     header_limit : int, default=HEADER_LIMIT
         Longest header line.
+    max_count : int, default=MAX_INPUTS - 2
+        Most inputs of a group (room for the request's object and a
+        payload).
 
     Returns
     -------
@@ -160,6 +164,7 @@ def plan_groups(
             used + cost > budget
             or header + extra_header > header_room
             or (max_weight is not None and weight + item_weight > max_weight)
+            or len(group) >= max_count
         )
         if group and full:
             groups.append(group)

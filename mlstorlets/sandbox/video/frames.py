@@ -1,4 +1,5 @@
-"""Frames out of a video file: a probe, and a tar of JPEG frames per range.
+"""Frames out of a video file: a probe, a tar of JPEG frames per range, and
+a range filtered into a video segment.
 
 The tar is what Swift's bulk extraction makes into objects, one per member
 (see :mod:`mlstorlets.server.middleware.storlet_copy`): each member carries
@@ -15,8 +16,9 @@ import cv2
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.faces.image import MAX_PIXELS
+from mlstorlets.sandbox.video import avi
 
-__all__ = ["frame_name", "probe", "extract_range", "MAX_RANGE"]
+__all__ = ["frame_name", "probe", "extract_range", "filter_range", "frames_tar", "MAX_RANGE"]
 
 #: Most frames one request extracts; with 720p JPEG frames about 30 MB of
 #: tar, a few seconds of decoding: well within the storlet timeout.
@@ -76,6 +78,34 @@ def _scaled(frame, width):
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
 
+def _decoded(capture, name, start, count, every, width):
+    """``(output index, source index, fps, frame)`` of output frames
+    ``start`` .. ``start + count - 1`` (``count`` 0: to the end, at most
+    :data:`MAX_RANGE`), scaled to ``width``."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    if not 0 < fps <= 1000:
+        raise ObjectError(name, f"video without a usable frame rate ({fps})")
+    first = start * every
+    if first:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, first)
+    position = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
+    written, limit = 0, count or MAX_RANGE
+    while written < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        source_index, position = position, position + 1
+        if source_index < first or (source_index - first) % every:
+            continue
+        yield source_index // every, source_index, fps, _scaled(frame, width)
+        written += 1
+
+
+def _checked_range(name, count):
+    if count > MAX_RANGE or count < 0:
+        raise ObjectError(name, f"at most {MAX_RANGE} frames per request, asked {count}")
+
+
 def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pixels=MAX_PIXELS):
     """A tar of the JPEG frames ``start .. start + count - 1`` of a video.
 
@@ -103,33 +133,16 @@ def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pi
     info : dict
         ``frames`` written, ``fps`` of the frames, ``width``, ``height``.
     """
-    if count > MAX_RANGE or count < 0:
-        raise ObjectError(name, f"at most {MAX_RANGE} frames per request, asked {count}")
+    _checked_range(name, count)
     capture, _, _ = _open(path, name, max_pixels)
     buffer = io.BytesIO()
-    written, size = 0, (0, 0)
+    written, size, fps = 0, (0, 0), 0.0
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        if not 0 < fps <= 1000:
-            raise ObjectError(name, f"video without a usable frame rate ({fps})")
-        first = start * every
-        if first:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, first)
-        position = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
         with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            limit = count or MAX_RANGE
-            while written < limit:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                source_index, position = position, position + 1
-                if source_index < first or (source_index - first) % every:
-                    continue
-                frame = _scaled(frame, width)
-                ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
-                if not ok:
-                    raise RuntimeError(f"cannot encode frame {source_index} of {name} as JPEG")
-                index = source_index // every
+            for index, source_index, fps, frame in _decoded(
+                capture, name, start, count, every, width
+            ):
+                jpeg = _jpeg(frame, quality, name, source_index)
                 member = tarfile.TarInfo(frame_name(index))
                 member.size = len(jpeg)
                 member.pax_headers = {
@@ -139,7 +152,7 @@ def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pi
                     protocol.PAX_META + "Frame-Fps": "%.6g" % (fps / every),
                     protocol.PAX_META + "Source": name[:200],
                 }
-                tar.addfile(member, io.BytesIO(jpeg.tobytes()))
+                tar.addfile(member, io.BytesIO(jpeg))
                 written += 1
                 size = (frame.shape[1], frame.shape[0])
     finally:
@@ -148,3 +161,109 @@ def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pi
         raise ObjectError(name, f"no frame from output frame {start} on")
     info = {"frames": written, "fps": fps / every, "width": size[0], "height": size[1]}
     return buffer.getvalue(), info
+
+
+def filter_range(
+    path,
+    name,
+    start,
+    count,
+    style,
+    every=1,
+    width=0,
+    quality=90,
+    stabilizer=None,
+    max_pixels=MAX_PIXELS,
+    kept=None,
+):
+    """A Motion JPEG AVI of frames ``start .. start + count - 1`` of a video,
+    each through ``style``: a segment of the filtered video, made without a
+    frame object.
+
+    Parameters
+    ----------
+    path, name, start, count, every, width, quality
+        As :func:`extract_range`.
+    style : callable
+        ``style(frame, frame name) -> frame``, BGR ``uint8``.
+    stabilizer : mlstorlets.sandbox.video.temporal.Stabilizer, optional
+        Carries each output along the motion from the previous one; the
+        frame before ``start`` (if any) primes it and is not output.
+    kept : list, optional
+        Given, receives ``(output index, source index, JPEG)`` of each
+        filtered frame, the bytes the segment holds.
+
+    Returns
+    -------
+    avi : bytes
+    info : dict
+        ``frames`` written, ``fps`` of the frames, ``width``, ``height``.
+    """
+    _checked_range(name, count)
+    capture, _, _ = _open(path, name, max_pixels)
+    chunks, size, fps = [], None, 0.0
+    # The previous frame primes the stabilizer: segments join without a
+    # seam.
+    prime = 1 if stabilizer is not None and start > 0 else 0
+    try:
+        for index, source_index, fps, frame in _decoded(
+            capture, name, start - prime, count + prime if count else 0, every, width
+        ):
+            label = "%s frame %d" % (name, index)
+            out = style(frame, label)
+            if stabilizer is not None:
+                out = stabilizer.step(frame, out)
+            if index < start:
+                continue
+            size = size or (frame.shape[1], frame.shape[0])
+            if (out.shape[1], out.shape[0]) != size:
+                out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+            chunks.append(_jpeg(out, quality, name, source_index))
+            if kept is not None:
+                kept.append((index, source_index, chunks[-1]))
+    finally:
+        capture.release()
+    if not chunks:
+        raise ObjectError(name, f"no frame from output frame {start} on")
+    body = io.BytesIO()
+    avi.write_avi(body, chunks, size[0], size[1], fps / every)
+    info = {"frames": len(chunks), "fps": fps / every, "width": size[0], "height": size[1]}
+    return body.getvalue(), info
+
+
+def frames_tar(kept, avi_body, info, name, frames_prefix, segment, metadata):
+    """A tar of the filtered frames ``kept`` (by :func:`filter_range`) as
+    members ``frames_prefix`` + :func:`frame_name`, with their index, time,
+    rate, source and ``metadata``, then the segment ``avi_body`` as member
+    ``segment``: written last, so that its object says its range is whole."""
+    buffer = io.BytesIO()
+    fps = info["fps"]
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for index, source_index, jpeg in kept:
+            member = tarfile.TarInfo(frames_prefix + frame_name(index))
+            member.size = len(jpeg)
+            member.pax_headers = {
+                protocol.PAX_TYPE: "image/jpeg",
+                protocol.PAX_META + "Frame-Index": str(index),
+                protocol.PAX_META + "Frame-Time": "%.6f" % (index / fps),
+                protocol.PAX_META + "Frame-Fps": "%.6g" % fps,
+                protocol.PAX_META + "Source": name[:200],
+            }
+            member.pax_headers.update((protocol.PAX_META + k, str(v)) for k, v in metadata.items())
+            tar.addfile(member, io.BytesIO(jpeg))
+        member = tarfile.TarInfo(segment)
+        member.size = len(avi_body)
+        member.pax_headers = {
+            protocol.PAX_TYPE: "video/x-msvideo",
+            protocol.PAX_META + "Video-Frames": str(info["frames"]),
+            protocol.PAX_META + "Video-Fps": "%.6g" % fps,
+        }
+        tar.addfile(member, io.BytesIO(avi_body))
+    return buffer.getvalue()
+
+
+def _jpeg(frame, quality, name, source_index):
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"cannot encode frame {source_index} of {name} as JPEG")
+    return jpeg.tobytes()

@@ -8,7 +8,8 @@ the tests need no engine.
 * :func:`video_frames` (storlet ``video_frames.py``, on the object server
   holding the video): ``op=probe`` answers the video's frame count, rate and
   size as metadata with no body; ``op=extract`` a tar of the JPEG frames of
-  one range, which the proxy's bulk extraction makes into frame objects.
+  one range, which the proxy's bulk extraction makes into frame objects;
+  ``op=segment`` one range filtered into a Motion JPEG AVI segment.
 * :func:`filter_frame` (``frame_filter.py``): one frame through one of
   :data:`mlstorlets.sandbox.video.filters.FILTERS`.
 * :func:`assemble` (``frames_to_video.py``, on the proxy: its inputs are
@@ -55,14 +56,25 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 def video_frames(in_files, params):
     """Probe a video or extract one range of its frames (see module doc).
 
-    Parameters (strings): ``op`` (``probe`` or ``extract``), ``start``,
-    ``count`` (0: to the end), ``every`` (keep one frame in N), ``width``
-    (scale to; 0 keeps the size), ``quality`` (JPEG), ``source``.
+    Parameters (strings): ``op`` (``probe``, ``extract`` or ``segment``),
+    ``start``, ``count`` (0: to the end), ``every`` (keep one frame in N),
+    ``width`` (scale to; 0 keeps the size), ``quality`` (JPEG), ``source``.
+    ``op=segment`` filters the range (``filter`` and its parameters,
+    ``temporal``) into a Motion JPEG AVI: a segment of the filtered video,
+    with no frame object (:func:`mlstorlets.sandbox.video.frames.filter_range`);
+    with ``segment`` (a member name), a tar to extract instead: each
+    filtered frame as ``frames_to`` + its name, then the segment.
     """
     name = input_name(params, 0)
     op = params.get("op") or "extract"
-    if op not in ("probe", "extract"):
-        raise ObjectError(name, f"parameter op must be probe or extract, got {op!r}")
+    if op not in ("probe", "extract", "segment"):
+        raise ObjectError(name, f"parameter op must be probe, extract or segment, got {op!r}")
+    if op == "segment":
+        # Checked before the video is read.
+        style, _ = _segment_filter(in_files, dict(params, model=""), name)
+        if style is None:
+            raise ParameterError(name, "filter", "op=segment needs a filter")
+        temporal = float_param(params, "temporal", 0.0, 0.0, 0.95, name)
     workdir = tempfile.mkdtemp(prefix="frames-")
     try:
         path = os.path.join(workdir, "video")
@@ -76,15 +88,34 @@ def video_frames(in_files, params):
                 "Video-Width": info["width"],
                 "Video-Height": info["height"],
             }, b""
-        body, info = frames.extract_range(
-            path,
-            name,
-            start=int_param(params, "start", 0, 0, 10**8, name),
-            count=int_param(params, "count", 0, 0, frames.MAX_RANGE, name),
-            every=int_param(params, "every", 1, 1, 1000, name),
-            width=int_param(params, "width", 0, 0, 8192, name),
-            quality=int_param(params, "quality", 90, 10, 100, name),
-        )
+        cut = {
+            "start": int_param(params, "start", 0, 0, 10**8, name),
+            "count": int_param(params, "count", 0, 0, frames.MAX_RANGE, name),
+            "every": int_param(params, "every", 1, 1, 1000, name),
+            "width": int_param(params, "width", 0, 0, 8192, name),
+            "quality": int_param(params, "quality", 90, 10, 100, name),
+        }
+        if op == "segment":
+            stabilizer = Stabilizer(temporal) if temporal else None
+            kept = [] if params.get("segment") else None
+            body, info = frames.filter_range(
+                path, name, style=style, stabilizer=stabilizer, kept=kept, **cut
+            )
+            metadata = {"Video-Frames": info["frames"], "Video-Fps": "%.6g" % info["fps"]}
+            if kept is None:
+                return metadata, body
+            # The filtered frames as objects too, and the segment last.
+            tar = frames.frames_tar(
+                kept,
+                body,
+                info,
+                name,
+                params.get("frames_to") or "",
+                params["segment"],
+                {"Filter": params.get("filter") or ""},
+            )
+            return {"Frames": info["frames"]}, tar
+        body, info = frames.extract_range(path, name, **cut)
         return {"Frames": info["frames"], "Frame-Fps": "%.6g" % info["fps"]}, body
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

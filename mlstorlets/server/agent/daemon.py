@@ -24,13 +24,16 @@ Started by :mod:`mlstorlets.server.agent.factory`::
 """
 
 import argparse
+import array
 import collections
 import json
 import logging
 import os
 import select
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -47,8 +50,9 @@ from storlets.agent.common.server import (
 )
 from storlets.agent.common.utils import get_logger
 from storlets.sbus import SBus
+from storlets.sbus.datagram import build_datagram_from_raw_message
 
-from mlstorlets.sandbox.protocol import LENGTH_KEY
+from mlstorlets.sandbox.protocol import AGENT_DATAGRAM_LIMIT, LENGTH_KEY
 from mlstorlets.server.agent import channel, descendants
 
 # How long the first worker may take to import the storlet before the
@@ -381,6 +385,7 @@ class PersistentStorletDaemon(SBusServer):
             self.logger.error("Failed to create SBus. exiting.")
             self._terminate()
             return EXIT_FAILURE
+        host = socket.socket(fileno=fd)
         signal.signal(signal.SIGHUP, self._graceful_shutdown)
         signal.signal(signal.SIGTERM, self._force_shutdown)
         status = EXIT_SUCCESS
@@ -394,11 +399,17 @@ class PersistentStorletDaemon(SBusServer):
                 if worker is not fd and worker in self.workers:
                     self._on_worker_message(worker)
             if fd in readable:
-                dtg = sbus.receive(fd)
-                if dtg is None:
-                    self.logger.error("Failed to receive message. exiting")
+                try:
+                    dtg = receive(host)
+                except OSError as err:
+                    self.logger.error("Failed to receive message (%s). exiting" % err)
                     status = EXIT_FAILURE
                     break
+                except ValueError as err:
+                    # Never from the host's gateway, which checks what it
+                    # sends: dropped, the daemon goes on.
+                    self.logger.error("Dropped a malformed command: %s" % err)
+                    continue
                 if not self.dispatch_command(dtg):
                     break
             if self._busy() or readable:
@@ -408,6 +419,51 @@ class PersistentStorletDaemon(SBusServer):
                 break
         self._terminate()
         return status
+
+
+def receive(sock):
+    """The next SBus command on ``sock``, in libsbus's format (three native
+    ints: descriptors, lengths of the metadata and of the parameters; the
+    two JSON strings; the descriptors as ``SCM_RIGHTS``), received into
+    :data:`~mlstorlets.sandbox.protocol.AGENT_DATAGRAM_LIMIT` bytes where
+    libsbus has 4096.
+
+    Raises
+    ------
+    ValueError
+        A command cut short, or not of that format; its descriptors are
+        closed.
+    """
+    data, ancdata, flags, _ = sock.recvmsg(
+        AGENT_DATAGRAM_LIMIT, socket.CMSG_SPACE(channel.MAX_FDS * _INT.itemsize)
+    )
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    fds = list(fds)
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ValueError(
+                "a command over %d bytes or with too many descriptors" % AGENT_DATAGRAM_LIMIT
+            )
+        head = struct.calcsize("iii")
+        if len(data) < head:
+            raise ValueError("a command of %d bytes" % len(data))
+        count, md_length, params_length = struct.unpack_from("iii", data)
+        if count != len(fds) or min(md_length, params_length) < 0:
+            raise ValueError("%d descriptors announced, %d received" % (count, len(fds)))
+        if head + md_length + params_length > len(data):
+            raise ValueError("a command cut short")
+        metadata = data[head : head + md_length].decode("utf-8") or "[]"
+        params = data[head + md_length : head + md_length + params_length].decode("utf-8")
+        return build_datagram_from_raw_message(fds, metadata, params)
+    except (ValueError, TypeError, KeyError) as err:
+        channel.close_all(fds)
+        raise ValueError(str(err)) from None
+
+
+_INT = array.array("i")
 
 
 def _checked_outputs(metadata, fds, expected):

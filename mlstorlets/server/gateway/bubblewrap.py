@@ -246,6 +246,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 self.logger,
                 self.cancel_timeout,
                 lambda cancelled: sandbox.recover(sreq.storlet_main, cancelled),
+                sandbox.datagram_limit,
             )
             sresp = sprotocol.communicate()
             if sandbox.over_memory_since(ooms):

@@ -73,13 +73,15 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         logger,
         cancel_timeout,
         recover,
+        datagram_limit=protocol.SBUS_DATAGRAM_LIMIT,
     ):
         super().__init__(srequest, storlet_pipe_path, storlet_logger_path, timeout, logger)
         self.cancel_timeout = cancel_timeout
         self.recover = recover
+        self.datagram_limit = datagram_limit
 
     def _send_execute_command(self):
-        client = BoundedSBusClient(self.storlet_pipe_path, self.timeout)
+        client = BoundedSBusClient(self.storlet_pipe_path, self.timeout, self.datagram_limit)
         try:
             resp = client.execute(self.srequest.params, self.remote_fds)
         except DatagramTooLong as err:

@@ -29,7 +29,7 @@ from storlets.sbus.client.exceptions import (
 
 from mlstorlets.server.gateway import cgroups, log_channel, mounts, runtime_view, seccomp
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
-from mlstorlets.server.node import SANDBOX_LIMITS
+from mlstorlets.server.node import SANDBOX_LIMITS, datagram_limit
 
 SANDBOX_NATIVE_LIB_DIR = "/usr/local/lib/storlets"
 SANDBOX_USER = "storlets"
@@ -176,6 +176,8 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         self.agent = conf.get("storlet_agent", "persistent")
         if self.agent not in AGENTS:
             raise ValueError("storlet_agent must be one of %s, not %r" % (AGENTS, self.agent))
+        # What the agent receives an invocation's datagram into.
+        self.datagram_limit = datagram_limit(self.agent)
         self.cgroup = sandbox_cgroup(conf, self.paths.host_pipe_root_dir, scope, logger)
         self.seccomp = conf.get("sandbox_seccomp", "on")
         if self.seccomp not in ("on", "off"):

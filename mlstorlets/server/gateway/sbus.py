@@ -40,19 +40,20 @@ class DatagramTooLong(SBusClientSendError):
     read past what it received, and the daemon, given garbage, dies."""
 
 
-def _message(datagram):
+def _message(datagram, limit=SBUS_DATAGRAM_LIMIT):
     """libsbus's message for ``datagram``: three native ints (number of
     file descriptors, lengths of the metadata and of the parameters), the
-    two JSON strings and a NUL; never longer than the sandbox receives."""
+    two JSON strings and a NUL; never longer than the sandbox receives
+    (``limit``)."""
     fds = datagram.fds
     metadata = (datagram.serialized_metadata if fds else "").encode("utf8")
     params = datagram.serialized_cmd_params.encode("utf8")
     message = struct.pack("iii", len(fds), len(metadata), len(params)) + metadata + params + b"\0"
-    if len(message) > SBUS_DATAGRAM_LIMIT:
+    if len(message) > limit:
         raise DatagramTooLong(
             "the inputs' metadata and the parameters take %d bytes, over the %d bytes "
             "a sandbox receives: fewer inputs in one request, or less metadata on them"
-            % (len(message), SBUS_DATAGRAM_LIMIT)
+            % (len(message), limit)
         )
     return message
 
@@ -95,7 +96,7 @@ def send_without_following_links(sbus_name, datagram):
         return _upstream_send(path, datagram) if path else -1
 
 
-def sbus_send(path, datagram, timeout):
+def sbus_send(path, datagram, timeout, limit=SBUS_DATAGRAM_LIMIT):
     """Send an SBus datagram as libsbus does, but never block past timeout.
 
     libsbus's ``sbus_send_msg`` is a blocking ``sendmsg`` called through
@@ -104,7 +105,7 @@ def sbus_send(path, datagram, timeout):
     file descriptors, lengths of the metadata and of the parameters), the
     two JSON strings, a NUL, and the descriptors as ``SCM_RIGHTS``.
     """
-    message = _message(datagram)
+    message = _message(datagram, limit)
     rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", datagram.fds))]
     deadline = time.monotonic() + timeout
     with _Socket(path) as target, _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
@@ -128,9 +129,10 @@ class BoundedSBusClient(SBusClient):
     """An SBus client whose every command is answered within ``timeout``
     seconds, or raises :class:`SBusClientException`."""
 
-    def __init__(self, socket_path, timeout):
+    def __init__(self, socket_path, timeout, limit=SBUS_DATAGRAM_LIMIT):
         super().__init__(socket_path)
         self.timeout = timeout
+        self.limit = limit
 
     def _request(self, command, params=None, task_id=None, extra_fds=None):
         deadline = time.monotonic() + self.timeout
@@ -143,7 +145,7 @@ class BoundedSBusClient(SBusClient):
                     params,
                     task_id,
                 )
-                sbus_send(self.socket_path, datagram, self.timeout)
+                sbus_send(self.socket_path, datagram, self.timeout, self.limit)
             finally:
                 # The other side holds its copy; ours would keep the
                 # reply from ever ending.

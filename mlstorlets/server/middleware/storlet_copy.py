@@ -41,6 +41,7 @@ and the same text in the body, whether it ran here or on an object server
 which does not describe the storlet's output.
 """
 
+import json
 from urllib.parse import unquote
 
 from swift.common.exceptions import ChunkReadError
@@ -50,6 +51,7 @@ from swift.common.registry import register_swift_info
 from swift.common.request_helpers import check_path_header
 from swift.common.swob import (
     HTTPBadRequest,
+    HTTPCreated,
     HTTPRequestEntityTooLarge,
     Request,
     Response,
@@ -85,12 +87,18 @@ DEFAULT_MAX_EXTRACT_MEMBERS = 2000
 class MemberGuard(object):
     """The app that bulk extraction writes members through: it refuses a
     member name bulk would store literally (``.`` and ``..`` segments,
-    control characters) and stops the extraction past ``max_members``."""
+    control characters) and stops the extraction past ``max_members``.
 
-    def __init__(self, app, max_members):
+    Given ``report``, the path of a many-object call's report member
+    (:data:`mlstorlets.sandbox.protocol.MANY_REPORT`), it keeps that
+    member's body in :attr:`report` instead of writing it."""
+
+    def __init__(self, app, max_members, report=None):
         self.app = app
         self.max_members = max_members
         self.members = 0
+        self.report_path = report
+        self.report = None
 
     def __call__(self, env, start_response):
         req = Request(env)
@@ -100,6 +108,12 @@ class MemberGuard(object):
             obj = None
         if req.method != "PUT" or not obj:
             return self.app(env, start_response)
+        if self.report_path is not None and req.path_info == self.report_path:
+            if self.report is not None:
+                return HTTPBadRequest(body=b"a second report\n", request=req)(env, start_response)
+            self.report = req.environ["wsgi.input"].read(protocol.MAX_MANY_REPORT + 1)
+            # Counted by bulk as created, though it is not stored.
+            return HTTPCreated(request=req)(env, start_response)
         name = wsgi_to_str(obj)
         if any(part in (".", "..") for part in name.split("/")) or any(
             ord(c) < 32 or ord(c) == 127 for c in name
@@ -159,8 +173,10 @@ class StorletCopyMiddleware(object):
         req = Request(env)
         if "X-Run-Storlet" not in req.headers:
             return self.app(env, start_response)
+        # An extraction may write under a bare container.
+        least = 3 if protocol.EXTRACT_HEADER in req.headers and req.method == "PUT" else 4
         try:
-            version, account, container, obj = req.split_path(4, 4, True)
+            version, account, container, obj = req.split_path(least, 4, True)
         except ValueError:
             return self.app(env, start_response)
         if req.method == "GET":
@@ -346,10 +362,11 @@ class StorletCopyMiddleware(object):
 
     def handle_extract(self, req, source, dest, resp, length, start_response):
         """Extract the storlet's tar output under ``dest``."""
-        if req.headers[protocol.EXTRACT_HEADER] != "tar":
+        mode = req.headers[protocol.EXTRACT_HEADER]
+        if mode not in (protocol.EXTRACT_TAR, protocol.EXTRACT_MANY):
             close_if_possible(resp.app_iter)
             return HTTPBadRequest(
-                body=b"%s must be tar\n" % protocol.EXTRACT_HEADER.encode(), request=req
+                body=b"%s must be tar or many\n" % protocol.EXTRACT_HEADER.encode(), request=req
             )(req.environ, start_response)
         # Bulk copies the user metadata of this request to every object.
         headers = {
@@ -361,13 +378,22 @@ class StorletCopyMiddleware(object):
 
         # Only its extraction is used, through a guard of this request's
         # own: the limits of the bulk filter apply too.
-        bulker = Bulk(MemberGuard(self.app, self.max_extract_members), self.conf)
+        report = None
+        if mode == protocol.EXTRACT_MANY:
+            report = dest.rstrip("/") + "/" + protocol.MANY_REPORT
+        guard = MemberGuard(self.app, self.max_extract_members, report)
+        bulker = Bulk(guard, self.conf)
 
         def extracting():
             try:
-                yield from bulker.handle_extract_iter(
+                for chunk in bulker.handle_extract_iter(
                     extract, "", out_content_type="application/json"
-                )
+                ):
+                    # Bulk's heartbeats are blanks; its summary comes last.
+                    if report is None or not chunk.strip():
+                        yield chunk
+                    else:
+                        yield with_report(chunk, guard.report, _inputs(req, source))
             finally:
                 # Bulk may stop before the end of the tar (too many
                 # failures): the storlet's response is closed anyway.
@@ -379,6 +405,51 @@ class StorletCopyMiddleware(object):
         out.headers["X-Copied-From"] = _object_name(source)
         out.headers["X-Storlet-Executed"] = req.headers["X-Run-Storlet"]
         return out(req.environ, start_response)
+
+
+def with_report(summary, report, inputs):
+    """Bulk's JSON ``summary`` of a many-object extraction with the
+    storlet's ``report`` folded in: ``Refused``, a list of ``[input,
+    reason]``; the report member is not counted as created.
+
+    The report is the storlet's word, so it is checked: valid JSON, each
+    refused name one of the call's ``inputs``, each reason one line of at
+    most :data:`~mlstorlets.sandbox.protocol.MAX_REASON` characters.  A
+    report missing or broken fails the answer (``502``), the members
+    written before it staying as the summary says.
+    """
+    head = summary[: len(summary) - len(summary.lstrip())]
+    answer = json.loads(summary)
+    refused, problem = [], None
+    if report is None:
+        problem = "the storlet's report is missing (its output was cut short)"
+    else:
+        answer["Number Files Created"] = max(0, answer.get("Number Files Created", 0) - 1)
+        try:
+            entries = json.loads(report)["refused"]
+            for name, reason in entries:
+                if name not in inputs or not isinstance(reason, str):
+                    raise ValueError(name)
+                refused.append([name, " ".join(reason.split())[: protocol.MAX_REASON]])
+            if len(refused) > len(inputs):
+                raise ValueError("too many")
+        except (ValueError, TypeError, KeyError):
+            refused, problem = [], "the storlet's report is malformed"
+    answer["Refused"] = refused
+    if problem and answer.get("Response Status", "").startswith("2"):
+        answer["Response Status"] = "502 Bad Gateway"
+        answer["Response Body"] = problem
+    return head + json.dumps(answer).encode("utf-8")
+
+
+def _inputs(req, source):
+    """The ``container/object`` names of the call's inputs: its source and
+    extra resources."""
+    names = {_text_name(source)}
+    for path in req.headers.get("X-Storlet-Extra-Resources", "").split(","):
+        if path.strip():
+            names.add(wsgi_to_str(wsgi_unquote(path.strip())).lstrip("/"))
+    return names
 
 
 def _output_put(req, dest, headers, resp, length, source, swift_source):
@@ -418,7 +489,7 @@ def filter_factory(global_conf, **local_conf):
     # by constants of their own.
     register_swift_info(
         protocol.INFO_KEY,
-        sbus_datagram_limit=protocol.SBUS_DATAGRAM_LIMIT,
+        sbus_datagram_limit=int(conf.get("sbus_datagram_limit", protocol.SBUS_DATAGRAM_LIMIT)),
         max_extract_members=int(conf.get("max_extract_members", DEFAULT_MAX_EXTRACT_MEMBERS)),
     )
 
