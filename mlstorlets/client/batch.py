@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from mlstorlets.client import many_calls
 from mlstorlets.client.errors import NotFound, UsageError, storlet_error
 from mlstorlets.client.runners import budget
-from mlstorlets.client.swift import Connection, Swift, SwiftError
+from mlstorlets.client.swift import Connection, Swift, SwiftError, user_metadata
 from mlstorlets.client.uri import format_uri, output_type_for, parse_uri, plan_keys
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
@@ -665,9 +665,7 @@ def _metadata_cost(swift, tasks):
     if not tasks:
         return 0
     headers = swift.head(tasks[0].container, tasks[0].name) or {}
-    prefix = protocol.OBJECT_META.lower()
-    found = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
-    return budget.input_cost(found) + 64
+    return budget.input_cost(user_metadata(headers)) + 64
 
 
 def existing_outputs(swift, dest, create=True):

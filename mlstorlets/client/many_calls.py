@@ -79,15 +79,6 @@ def call_parameters(params, tasks, content_type):
     return found
 
 
-def _datagram_cost(params):
-    """Bytes of ``params`` in the datagram (see :mod:`~mlstorlets.client.runners.budget`)."""
-    wsgi = {
-        str(k).encode("utf-8").decode("latin-1"): str(v).encode("utf-8").decode("latin-1")
-        for k, v in params.items()
-    }
-    return len(json.dumps(wsgi))
-
-
 def plan(
     tasks,
     params,
@@ -144,7 +135,7 @@ def plan(
         if paths > header_room:
             return False
         used = fixed + (len(group) - 1) * metadata_cost
-        return used + _datagram_cost(call_parameters(params, group, content_type)) <= datagram
+        return used + budget.datagram_cost(call_parameters(params, group, content_type)) <= datagram
 
     calls, group, key = [], [], None
     for task in tasks:

@@ -716,14 +716,6 @@ def _assemble(run, base, prefix, inputs, out_prefix, group_size, segment=None, e
             content_type="video/x-msvideo",
         )
 
-    stage = execute(
-        BatchSummary(
-            "%s (%s)" % (VIDEO_STORLET, out_prefix.rstrip("/")), placement=runner.placement
-        ),
-        steps,
-        work_on,
-        run.concurrency,
-        run.progress,
-    )
+    stage = run.execute("%s (%s)" % (VIDEO_STORLET, out_prefix.rstrip("/")), steps, work_on)
     stage.skipped.extend("%s%s" % (out_prefix, n) for n in sorted(done))
     return stage

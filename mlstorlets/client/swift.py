@@ -415,6 +415,13 @@ class Swift:
             return list(pool.map(fn, items))
 
 
+def user_metadata(headers):
+    """The user metadata of response ``headers``: keys lower case, without
+    ``X-Object-Meta-``."""
+    prefix = protocol.OBJECT_META.lower()
+    return {k.lower()[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+
+
 def check_parameters(storlet, params, declared):
     """Refuse a parameter ``storlet`` does not declare (``declared`` None:
     it declares none, anything goes)."""

@@ -121,25 +121,16 @@ class HostileStorlet(object):
             in_files[0].close()
             out_files[0].close()
             return
-        if action == "tar":
+        if action in ("tar", "report"):
+            if action == "tar":
+                members = [(n, body) for n in ("ok.txt", "../../escaped.txt", "a/../b.txt")]
+            else:
+                # A many-object answer whose report names what it likes.
+                report = json.dumps({"refused": [[params["refuse"], params.get("why", "x")]]})
+                members = [("ok.txt", body), (".mlstorlets-report.json", report.encode())]
             out = io.BytesIO()
             with tarfile.open(fileobj=out, mode="w") as tar:
-                for name in ("ok.txt", "../../escaped.txt", "a/../b.txt"):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(body)
-                    tar.addfile(info, io.BytesIO(body))
-            data = out.getvalue()
-            out_files[0].set_metadata({"Storlet-Output-Length": str(len(data))})
-            out_files[0].write(data)
-            in_files[0].close()
-            out_files[0].close()
-            return
-        if action == "report":
-            # A many-object answer whose report names what it likes.
-            out = io.BytesIO()
-            report = json.dumps({"refused": [[params["refuse"], params.get("why", "x")]]})
-            with tarfile.open(fileobj=out, mode="w") as tar:
-                for name, data in (("ok.txt", body), (".mlstorlets-report.json", report.encode())):
+                for name, data in members:
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))

@@ -192,9 +192,7 @@ def test_calls_fit_the_datagram_and_cover_every_task_in_order():
         used = (
             budget.ENGINE_RESERVE
             + len(call) * 100
-            + many_calls._datagram_cost(
-                many_calls.call_parameters({"filter": "colormap"}, call, None)
-            )
+            + budget.datagram_cost(many_calls.call_parameters({"filter": "colormap"}, call, None))
         )
         assert used <= 4096
     # A larger datagram carries more, up to the sandbox's descriptors.

@@ -28,6 +28,7 @@ __all__ = [
     "SBUS_LIMIT",
     "RESERVED",
     "ENGINE_RESERVE",
+    "datagram_cost",
     "input_cost",
     "resource_path",
     "plan_groups",
@@ -87,6 +88,15 @@ def input_cost(metadata):
 
 def _wsgi(text):
     return str(text).encode("utf-8").decode("latin-1")
+
+
+def datagram_cost(params):
+    """Bytes the request's parameters take in the engine's SBus datagram.
+
+    The engine sees WSGI strings (UTF-8 bytes read as Latin-1) and sends
+    them as JSON, which escapes every non-ASCII byte to six characters.
+    """
+    return len(json.dumps({_wsgi(k): _wsgi(v) for k, v in params.items()}))
 
 
 def resource_path(container, obj):

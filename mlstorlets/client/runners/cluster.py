@@ -30,7 +30,7 @@ from mlstorlets.client.errors import NotFound, StorletFailed, removed_after, sto
 from mlstorlets.client.runners import budget as sbus
 from mlstorlets.client.runners.client import existing, tasks_of
 from mlstorlets.client.stores.base import SOURCE_ETAG
-from mlstorlets.client.swift import Swift, SwiftError
+from mlstorlets.client.swift import Swift, SwiftError, user_metadata
 from mlstorlets.client.uri import format_uri, parse, parse_uri
 from mlstorlets.sandbox import protocol
 
@@ -44,19 +44,6 @@ PAYLOAD_RESOURCE = "resource"
 UNKNOWN_METADATA_COST = 512
 #: Default bound of the bytes one call of several objects reads.
 DEFAULT_MAX_GROUP_BYTES = 128 << 20
-
-
-def datagram_cost(params):
-    """Bytes the request's parameters take in the engine's SBus datagram.
-
-    The engine sees WSGI strings (UTF-8 bytes read as Latin-1) and sends
-    them as JSON, which escapes every non-ASCII byte to six characters.
-    """
-    wsgi = {
-        str(k).encode("utf-8").decode("latin-1"): str(v).encode("utf-8").decode("latin-1")
-        for k, v in params.items()
-    }
-    return len(json.dumps(wsgi))
 
 
 class ClusterRunner:
@@ -160,7 +147,7 @@ class ClusterRunner:
             limits.datagram
             - sbus.ENGINE_RESERVE
             - sbus.input_cost({})
-            - datagram_cost(dict(params, payload=PAYLOAD_RESOURCE))
+            - sbus.datagram_cost(dict(params, payload=PAYLOAD_RESOURCE))
         )
         groups = sbus.plan_groups(
             [sbus.input_cost(heads[u][1]) for u in uris],
@@ -207,7 +194,7 @@ class ClusterRunner:
             )
         used = (
             sbus.ENGINE_RESERVE
-            + datagram_cost(params)
+            + sbus.datagram_cost(params)
             + sum(
                 sbus.input_cost(self._heads[uri][1])
                 if uri in self._heads
@@ -271,8 +258,8 @@ class ClusterRunner:
         extra_resources : list of str or None
         """
         names = [self.source_name(u) for u in sources]
-        longest = max(datagram_cost({protocol.SOURCE_PARAMETER: n}) for n in names)
-        used = sbus.ENGINE_RESERVE + UNKNOWN_METADATA_COST + datagram_cost(params) + longest
+        longest = max(sbus.datagram_cost({protocol.SOURCE_PARAMETER: n}) for n in names)
+        used = sbus.ENGINE_RESERVE + UNKNOWN_METADATA_COST + sbus.datagram_cost(params) + longest
         inline = protocol.state_parameters(payload, budget=self.swift.limits().datagram - used)
         if inline is not None:
             yield dict(params, **inline), None
@@ -438,13 +425,6 @@ class ClusterRunner:
             up_to_date,
             dry_run,
         )
-
-
-def user_metadata(headers):
-    """The user metadata of response ``headers``: keys lower case, without
-    ``X-Object-Meta-``."""
-    prefix = protocol.OBJECT_META.lower()
-    return {k.lower()[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
 
 
 def _refusal(storlet, uris, err):

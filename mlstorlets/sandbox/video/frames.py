@@ -143,16 +143,9 @@ def extract_range(path, name, start, count, every=1, width=0, quality=90, max_pi
                 capture, name, start, count, every, width
             ):
                 jpeg = _jpeg(frame, quality, name, source_index)
-                member = tarfile.TarInfo(frame_name(index))
-                member.size = len(jpeg)
-                member.pax_headers = {
-                    protocol.PAX_TYPE: "image/jpeg",
-                    protocol.PAX_META + "Frame-Index": str(index),
-                    protocol.PAX_META + "Frame-Time": "%.6f" % (source_index / fps),
-                    protocol.PAX_META + "Frame-Fps": "%.6g" % (fps / every),
-                    protocol.PAX_META + "Source": name[:200],
-                }
-                tar.addfile(member, io.BytesIO(jpeg))
+                _add_frame(
+                    tar, frame_name(index), jpeg, index, source_index / fps, fps / every, name
+                )
                 written += 1
                 size = (frame.shape[1], frame.shape[0])
     finally:
@@ -239,18 +232,17 @@ def frames_tar(kept, avi_body, info, name, frames_prefix, segment, metadata):
     buffer = io.BytesIO()
     fps = info["fps"]
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for index, source_index, jpeg in kept:
-            member = tarfile.TarInfo(frames_prefix + frame_name(index))
-            member.size = len(jpeg)
-            member.pax_headers = {
-                protocol.PAX_TYPE: "image/jpeg",
-                protocol.PAX_META + "Frame-Index": str(index),
-                protocol.PAX_META + "Frame-Time": "%.6f" % (index / fps),
-                protocol.PAX_META + "Frame-Fps": "%.6g" % fps,
-                protocol.PAX_META + "Source": name[:200],
-            }
-            member.pax_headers.update((protocol.PAX_META + k, str(v)) for k, v in metadata.items())
-            tar.addfile(member, io.BytesIO(jpeg))
+        for index, _, jpeg in kept:
+            _add_frame(
+                tar,
+                frames_prefix + frame_name(index),
+                jpeg,
+                index,
+                index / fps,
+                fps,
+                name,
+                metadata,
+            )
         member = tarfile.TarInfo(segment)
         member.size = len(avi_body)
         member.pax_headers = {
@@ -260,6 +252,22 @@ def frames_tar(kept, avi_body, info, name, frames_prefix, segment, metadata):
         }
         tar.addfile(member, io.BytesIO(avi_body))
     return buffer.getvalue()
+
+
+def _add_frame(tar, member_name, jpeg, index, seconds, fps, name, metadata=None):
+    """Add frame ``index`` (``seconds`` into the source, at ``fps``) of the
+    video ``name`` to ``tar``, its metadata as pax headers."""
+    member = tarfile.TarInfo(member_name)
+    member.size = len(jpeg)
+    member.pax_headers = {
+        protocol.PAX_TYPE: "image/jpeg",
+        protocol.PAX_META + "Frame-Index": str(index),
+        protocol.PAX_META + "Frame-Time": "%.6f" % seconds,
+        protocol.PAX_META + "Frame-Fps": "%.6g" % fps,
+        protocol.PAX_META + "Source": name[:200],
+    }
+    member.pax_headers.update((protocol.PAX_META + k, str(v)) for k, v in (metadata or {}).items())
+    tar.addfile(member, io.BytesIO(jpeg))
 
 
 def _jpeg(frame, quality, name, source_index):
