@@ -11,15 +11,19 @@ DATA ?= $(abspath ../shared/data/faces)
 # e.g. AIO_ARGS="--base-port 9080" when 8080 is taken
 AIO_ARGS ?=
 NATIVE := $(VENV)/lib/storlets/libsbus.so
+# Swift's own sample configurations (the sdist's etc/; the wheel has none):
+# the multi-node topology test writes its nodes' configurations from them,
+# as an operator does.
+SWIFT_SAMPLES := $(VENV)/share/swift-samples
 # iproute2: ip and tc, for the benchmarks' shaped link (benchmarks/link.py);
 # chromium: the tests look at `mlstorlets report` pages in a real browser;
 # libseccomp2: the sandbox's seccomp filter
 DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2 chromium libseccomp2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv native demo lint test bench evaluate clean
+.PHONY: setup system venv native samples demo lint test bench evaluate clean
 
-setup: system venv native
+setup: system venv native samples
 
 system:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -47,6 +51,18 @@ native: $(NATIVE)
 
 $(NATIVE): deploy/build-libsbus.sh | venv
 	PYTHON=$(VENV)/bin/python deploy/build-libsbus.sh $(VENV)/lib/storlets
+
+samples: $(SWIFT_SAMPLES)/.installed
+
+$(SWIFT_SAMPLES)/.installed: | venv
+	rm -rf $(SWIFT_SAMPLES) && mkdir -p $(SWIFT_SAMPLES)/sdist
+	version=$$($(VENV)/bin/python -c 'import importlib.metadata as m; print(m.version("swift"))') && \
+	$(VENV)/bin/python -m pip download --quiet --no-deps --no-binary :all: \
+	    "swift==$$version" -d $(SWIFT_SAMPLES)/sdist && \
+	tar xzf $(SWIFT_SAMPLES)/sdist/swift-$$version.tar.gz -C $(SWIFT_SAMPLES) \
+	    --strip-components 2 --wildcards "swift-$$version/etc/*-sample"
+	rm -rf $(SWIFT_SAMPLES)/sdist
+	touch $@
 
 demo: setup
 	$(VENV)/bin/mlstorlets aio up $(AIO_ARGS)
@@ -82,6 +98,7 @@ bench: setup
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/many_objects.py --sweep
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/many_objects.py --link 100mbit
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/rotoscope_scale.py
+	DATA="$(DATA)" $(VENV)/bin/python benchmarks/scale_out.py
 
 clean:
 	-$(VENV)/bin/mlstorlets aio down

@@ -41,6 +41,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -48,8 +49,10 @@ import warnings
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 from mlstorlets.server.aio import Cluster  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from support import NETNS_DIR, remove_stale_namespaces  # noqa: E402
+
 CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
 PREFIX = "mlsbench"
 SERVER_IP, CLIENT_IP = "10.213.0.1", "10.213.0.2"
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -93,18 +96,6 @@ def _setns(path):
         os.close(fd)
 
 
-def _remove_stale():
-    """Remove our namespaces whose creating process is gone."""
-    try:
-        names = os.listdir(NETNS_DIR)
-    except FileNotFoundError:
-        return
-    for name in names:
-        match = re.fullmatch(PREFIX + r"-(\d+)-[sc]", name)
-        if match and not os.path.exists("/proc/" + match.group(1)):
-            subprocess.run(["ip", "netns", "delete", name], stderr=subprocess.DEVNULL)
-
-
 class Link:
     """Two network namespaces joined by a veth pair shaped to ``rate``.
 
@@ -134,7 +125,7 @@ class Link:
     def open(self):
         if self._opened:
             return
-        _remove_stale()
+        remove_stale_namespaces(PREFIX + r"-(\d+)-[sc]")
         self._opened = True
         atexit.register(self.close)
         try:

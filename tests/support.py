@@ -1,11 +1,30 @@
 """Helpers for tests that need a cluster or the sample data."""
 
 import os
+import re
 import signal
+import subprocess
 
 from mlstorlets.server.aio.processes import port_in_use
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+NETNS_DIR = "/run/netns"
+
+
+def remove_stale_namespaces(pattern):
+    """Delete the network namespaces whose name matches ``pattern`` (a
+    regular expression whose first group is the pid that made them) and
+    whose maker is gone: what a SIGKILLed run left."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return
+    for name in names:
+        match = re.fullmatch(pattern, name)
+        if match and not os.path.exists("/proc/" + match.group(1)):
+            subprocess.run(["ip", "netns", "delete", name], stderr=subprocess.DEVNULL)
 
 
 def free_base_port(span=20, start=21000, stop=40000):

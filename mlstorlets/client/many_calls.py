@@ -20,6 +20,7 @@ object per call, so that every object ends with its own outcome.
 
 import json
 import posixpath
+import time
 from urllib.parse import unquote
 
 from mlstorlets.client.errors import storlet_error
@@ -195,20 +196,40 @@ def run(swift, storlet, tasks, params, *, shared=(), headers=None, content_type=
         refused[item[0]] = "storlet %s refused it: %s" % (storlet, item[1])
     errors = {}
     for path, why in answer.get("Errors") or ():
-        errors[unquote(path)] = "its output could not be written: %s" % why
+        # Swift could not write it for now (a node restarting, error
+        # limited): tried again, after a pause.
+        errors[unquote(path)] = (
+            TRANSIENT if str(why).startswith("5") else "its output could not be written: %s" % why
+        )
     if not status.startswith("2") and not errors and not refused:
         raise _WholeCall(first.label, "%s: %s" % (status, answer.get("Response Body", "")))
+    complete = answer.get("Complete") is True
     outcomes = {}
     for task in tasks:
         reason = refused.get(task.source) or errors.get(task.dest)
-        if reason is None and not status.startswith("2"):
+        if reason is None and not status.startswith("2") and not complete:
             # Bulk stopped early: whether this one was written is not known.
             reason = UNKNOWN
         outcomes[task.label] = reason
     return outcomes
 
 
-def split(group, call, single, checkpoint=lambda: None):
+#: An outcome :func:`run` cannot tell: the caller tries the object again.
+UNKNOWN = object()
+#: An output Swift answered 5xx for: tried again after a pause, which
+#: doubles at each split (Swift's proxy error-limits a node that failed for
+#: ``error_suppression_interval``, 60 s by default).
+TRANSIENT = object()
+RETRY_PAUSE = 1.0
+MAX_RETRY_PAUSE = 16.0
+
+
+def unknown(reason):
+    """True for an outcome of :func:`run` that must be tried again."""
+    return reason is UNKNOWN or reason is TRANSIENT
+
+
+def split(group, call, single, checkpoint=lambda: None, pause=RETRY_PAUSE):
     """``{label: None or reason}`` of ``group`` through ``call`` (such as
     :func:`run` over a group), a group that fails as a whole, or whose
     outcome is not known, split in two and each half tried again, down to
@@ -216,7 +237,8 @@ def split(group, call, single, checkpoint=lambda: None):
 
     A refused parameter (an error with ``parameter``) is the same for every
     object: it is raised.  ``checkpoint()`` runs before each retry (it
-    raises to stop).
+    raises to stop); a retry of outputs Swift answered 5xx for waits
+    ``pause`` seconds first.
     """
     if len(group) == 1:
         try:
@@ -235,20 +257,14 @@ def split(group, call, single, checkpoint=lambda: None):
     again = [t for t in group if unknown(found[t.label])]
     if again:
         checkpoint()
+        if any(found[t.label] is TRANSIENT for t in again):
+            time.sleep(pause)
+            pause = min(2 * pause, MAX_RETRY_PAUSE)
         half = (len(again) + 1) // 2
         for part in (again[:half], again[half:]):
             if part:
-                found.update(split(part, call, single, checkpoint))
+                found.update(split(part, call, single, checkpoint, pause))
     return found
-
-
-#: An outcome :func:`run` cannot tell: the caller tries the object again.
-UNKNOWN = object()
-
-
-def unknown(reason):
-    """True for an outcome of :func:`run` that must be tried again."""
-    return reason is UNKNOWN
 
 
 class _WholeCall(SwiftError):

@@ -291,6 +291,82 @@ EXTRACT_MANY = "many"
 
 
 # -- errors ----------------------------------------------------------------
+# Output metadata the sandbox's agent sets, in place of a storlet's, when the
+# storlet raised: ``<exception type>: <message>`` (:func:`one_line`).  The
+# host turns it into the client's ``502`` and never into a header of its
+# own; a storlet setting it only words its own failure.
+FAILURE_KEY = "Mlstorlets-Failure"
+
+# With ``X-Storlet-Generate-Log: True`` (upstream's request header), the
+# invocation's log (the storlet's log lines and the traceback of what it
+# raised) is stored as one object of at most MAX_LOG bytes in the account's
+# log container, which LOG_OBJECT_HEADER names (``container/object``,
+# quoted as a reason); when it could not be stored, LOG_ERROR_HEADER says
+# why and the request goes on.  On a storlet's output, the engine carries the
+# headers as output metadata (LOG_KEYS), which the proxy moves to the
+# headers and never stores; a storlet cannot set them.
+GENERATE_LOG_HEADER = "X-Storlet-Generate-Log"
+LOG_OBJECT_HEADER = "X-Mlstorlets-Log-Object"
+LOG_ERROR_HEADER = "X-Mlstorlets-Log-Error"
+LOG_HEADERS = (LOG_OBJECT_HEADER, LOG_ERROR_HEADER)
+# The output metadata that carries each of them on a storlet's output.
+LOG_KEYS = {
+    LOG_OBJECT_HEADER: "Mlstorlets-Log-Object",
+    LOG_ERROR_HEADER: "Mlstorlets-Log-Error",
+}
+MAX_LOG = 1 << 20
+
+# What a line may hold as it is: printable characters.  C0 and C1 controls,
+# DEL and the Unicode line and paragraph separators would end or fold it.
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text, limit=MAX_REASON):
+    """``text`` as one line of at most ``limit`` characters.
+
+    Each control character (C0, DEL, C1, U+2028 and U+2029) is written as
+    its Python escape (``\\n``, ``\\x1b``), so that nothing of it ends a
+    header or a log line and the text can still be read; what is past
+    ``limit`` is cut and the cut marked with ``...``.  A line made so is
+    made so again unchanged: each layer that passes a storlet's words on
+    (the sandbox's agent, the host) applies it, none trusting the one
+    before.
+
+    Parameters
+    ----------
+    text : object
+        Made ``str``: what a storlet raised or wrote, any length.
+    limit : int
+
+    Returns
+    -------
+    str
+    """
+    out, size = [], 0
+    for c in str(text):
+        if c in _ESCAPES:
+            c = _ESCAPES[c]
+        elif ord(c) < 32 or 127 <= ord(c) < 160:
+            c = "\\x%02x" % ord(c)
+        elif c in "\u2028\u2029":
+            c = "\\u%04x" % ord(c)
+        if size + len(c) > limit:
+            # The marker within the limit too, and no escape cut in two.
+            while out and size + 3 > limit:
+                size -= len(out.pop())
+            return "".join(out) + "..."
+        out.append(c)
+        size += len(c)
+    return "".join(out)
+
+
+def log_headers(headers):
+    """The log headers (:data:`LOG_HEADERS`) of a response's ``headers``,
+    any case: what a middleware passes on from the answer it replaces."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    return {name: lower[name.lower()] for name in LOG_HEADERS if name.lower() in lower}
+
+
 def quote_reason(reason):
     """``reason`` as the value of :data:`REASON_HEADER`: one line, at most
     :data:`MAX_REASON` characters, percent-quoted where not printable

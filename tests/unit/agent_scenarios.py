@@ -15,6 +15,7 @@ import textwrap
 import time
 import types
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.server.agent import channel, daemon
 
 LOG = logging.getLogger("agent-scenarios")
@@ -146,7 +147,14 @@ def dies(pool, die):
     host = Host(b"x" * 60000, {"die": die})
     _, md, body = run(pool, host)
     host.close()
-    assert md is None and body == b""
+    if die == "raise":
+        # What it raised, for the host to answer with; never an output.
+        assert list(md) == [protocol.FAILURE_KEY] and md[protocol.FAILURE_KEY].startswith(
+            "ValueError: asked to"
+        )
+    else:
+        assert md is None
+    assert body == b""
     wait_ready(pool, 2)
     host = Host(b"next")
     assert run(pool, host)[2] == b"next"

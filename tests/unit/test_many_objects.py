@@ -351,3 +351,54 @@ def test_one_object_per_call_when_asked():
     gateway = Gateway(sources)
     batch.run_batch(gateway, "upper.py", "swift://src/", "swift://dst/", objects_per_call=1)
     assert gateway.calls == [1, 1, 1, 1]
+
+
+class FlakyGateway(Gateway):
+    """Bulk answers 503 for some members of the first calls, as while a
+    storage node restarts; those members are not written."""
+
+    def __init__(self, sources, flaky, complete=True):
+        super().__init__(sources)
+        self.flaky = set(flaky)
+        self.complete = complete
+
+    def storlet_extract(self, container, name, dest_container, prefix, storlet, params, **kw):
+        answer = super().storlet_extract(
+            container, name, dest_container, prefix, storlet, params, **kw
+        )
+        errors = []
+        for dest in sorted(self.flaky & set(self.objects)):
+            del self.objects[dest]
+            errors.append(["dst/" + dest, "503 Service Unavailable"])
+        self.flaky.clear()
+        if errors:
+            answer.update(
+                {"Response Status": "502 Bad Gateway", "Errors": errors, "Complete": self.complete}
+            )
+        return answer
+
+
+def test_outputs_swift_could_not_write_for_now_are_tried_again(monkeypatch):
+    monkeypatch.setattr(many_calls, "RETRY_PAUSE", 0.01)
+    sources = {"f%02d.txt" % i: b"x%d" % i for i in range(8)}
+    gateway = FlakyGateway(sources, ["f01.txt", "f02.txt"])
+    summary = batch.run_batch(
+        gateway, "upper.py", "swift://src/", "swift://dst/", concurrency=1, objects_per_call=8
+    )
+    assert len(summary.done) == 8 and not summary.failed
+    # The two others of that call are taken as done: only the two are
+    # tried again, then the second call.
+    assert gateway.calls == [4, 1, 1, 4]
+    assert sorted(gateway.objects) == sorted(sources)
+
+
+def test_an_extraction_cut_short_leaves_the_rest_unknown_and_retried(monkeypatch):
+    monkeypatch.setattr(many_calls, "RETRY_PAUSE", 0.01)
+    sources = {"f%02d.txt" % i: b"x%d" % i for i in range(4)}
+    gateway = FlakyGateway(sources, ["f01.txt"], complete=False)
+    summary = batch.run_batch(
+        gateway, "upper.py", "swift://src/", "swift://dst/", concurrency=1, objects_per_call=4
+    )
+    assert len(summary.done) == 4 and not summary.failed
+    # Without the whole report nothing of that call is known: both again.
+    assert gateway.calls == [2, 1, 1, 2]

@@ -370,22 +370,54 @@ def cmd_demo(args):
     return 0 if result["photos_correct"] else 1
 
 
-def cmd_node_config(args):
-    from mlstorlets.server.node import configure_node
+def _gateway_options(pairs):
+    """``--gateway-option KEY=VALUE`` as keyword arguments: an option name
+    of the gateway's configuration and a one-line value."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier() or "\n" in value or "\r" in value:
+            raise UsageError("--gateway-option takes KEY=VALUE, not %r" % pair)
+        options[key] = value.strip()
+    return options
 
-    written = configure_node(
-        args.server_conf,
-        args.role,
-        args.conf_dir,
-        args.host_root,
-        gateway=args.gateway,
-        memcache_servers=args.memcache_servers,
-        name=args.name,
-        native_lib_dir=args.native_lib_dir,
-        storlet_cache_time=args.storlet_cache_time,
-        container_mem_limit=args.mem_limit,
-        container_pids_limit=args.pids_limit,
-        sandbox_cpu_time_limit=args.cpu_time_limit,
-    )
-    for what, path in written.items():
-        print("%-22s %s" % (what, path))
+
+def cmd_node_config(args):
+    from mlstorlets.server import node
+
+    if args.remove:
+        changes = node.plan_remove(args.server_conf, args.conf_dir, args.name)
+    elif args.role is None:
+        raise UsageError("node-config needs --role (proxy or object)")
+    else:
+        changes = node.plan_configure(
+            args.server_conf,
+            args.role,
+            args.conf_dir,
+            args.host_root,
+            gateway=args.gateway,
+            memcache_servers=args.memcache_servers,
+            name=args.name,
+            native_lib_dir=args.native_lib_dir,
+            storlet_cache_time=args.storlet_cache_time,
+            container_mem_limit=args.mem_limit,
+            container_pids_limit=args.pids_limit,
+            sandbox_cpu_time_limit=args.cpu_time_limit,
+            **_gateway_options(args.gateway_option),
+        )
+    changed = [c for c in changes if c.changed]
+    if not changed:
+        print("nothing to change: %s" % ", ".join(c.path for c in changes))
+        return 0
+    if not args.dry_run:
+        for line in node.apply(changes, backup=True):
+            print(line)
+        return 0
+    for change in changed:
+        for note in change.notes:
+            print("%s: %s" % (change.path, note))
+    for change in changed:
+        sys.stdout.write(change.diff())
+    print("dry run: nothing written")
+    return 0

@@ -366,9 +366,19 @@ def parser():
     de.set_defaults(func=commands.cmd_demo)
 
     nc = sub.add_parser(
-        "node-config", help="add storlets to one Swift server's configuration (run on every node)"
+        "node-config",
+        help="add storlets to one Swift server's configuration (run on every node)",
+        description="Add storlets to one Swift server's configuration, or take them out "
+        "(--remove). The server's file is edited line by line, its comments kept; a copy "
+        "of it is kept as FILE.mlstorlets-orig before the first change. Every change is "
+        "printed; a second run with the same options changes nothing.",
     )
-    nc.add_argument("--role", choices=("proxy", "object"), required=True)
+    nc.add_argument(
+        "--role",
+        choices=("proxy", "object"),
+        default=None,
+        help="the server's role (required, except with --remove)",
+    )
     nc.add_argument("--server-conf", required=True, help="e.g. /etc/swift/proxy-server.conf")
     nc.add_argument("--conf-dir", default="/etc/swift")
     nc.add_argument("--host-root", default="/var/lib/storlets")
@@ -401,6 +411,26 @@ def parser():
         type=int,
         default=None,
         help="CPU-seconds per sandbox process, bubblewrap only (default 3600)",
+    )
+    nc.add_argument(
+        "--gateway-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another storlet-gateway.conf option, kept on every later run "
+        "(repeatable; e.g. container_cpuset_cpus=2-3, cgroup_parent=swift/storlets)",
+    )
+    nc.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the diff of every file that would change, and write nothing",
+    )
+    nc.add_argument(
+        "--remove",
+        action="store_true",
+        help="take storlets out: the project's filters, node_timeout as it was, and the "
+        "gateway and internal client files (--conf-dir and --name find them where the "
+        "server's file no longer names them)",
     )
     nc.set_defaults(func=commands.cmd_node_config)
     return p

@@ -52,6 +52,7 @@ from storlets.agent.common.utils import get_logger
 from storlets.sbus import SBus
 from storlets.sbus.datagram import build_datagram_from_raw_message
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.protocol import AGENT_DATAGRAM_LIMIT, LENGTH_KEY
 from mlstorlets.server.agent import channel, descendants
 
@@ -60,6 +61,9 @@ from mlstorlets.server.agent import channel, descendants
 START_TIMEOUT = 60.0
 # How long a killed worker is waited for before it is left to be reaped.
 KILL_WAIT = 2.0
+# What the host reads of an output's metadata in one read (upstream's
+# MAX_METADATA_SIZE): a failure's metadata must fit whole.
+METADATA_LIMIT = 4096
 
 
 def default_workers():
@@ -270,11 +274,16 @@ class PersistentStorletDaemon(SBusServer):
     def _answer(self, task, message, fds):
         """Send a finished task's output to the host, or nothing."""
         if message.get("status") != "done":
-            self.logger.info(
-                "Task %s of %s failed: %s"
-                % (task.task_id, self.storlet_name, str(message.get("reason"))[:1024])
-            )
+            reason = protocol.one_line(message.get("reason"))
+            self.logger.info("Task %s of %s failed: %s" % (task.task_id, self.storlet_name, reason))
             channel.close_all(fds)
+            # The host answers the client with what the storlet raised.
+            data = failure_metadata(reason)
+            for md_fd in task.md_fds:
+                try:
+                    os.write(md_fd, data)
+                except OSError:
+                    pass
             return task.fail()
         try:
             outputs = _checked_outputs(message.get("metadata"), fds, len(task.out_fds))
@@ -497,6 +506,19 @@ def _checked_outputs(metadata, fds, expected):
         md[LENGTH_KEY] = str(size)
         outputs.append((md, spool, size))
     return outputs
+
+
+def failure_metadata(reason):
+    """The output metadata, as the host reads it, of a storlet that failed
+    with ``reason``: JSON of :data:`~mlstorlets.sandbox.protocol.FAILURE_KEY`,
+    the reason one line and cut until the whole fits one read of the host
+    (:data:`METADATA_LIMIT` bytes)."""
+    line = protocol.one_line(reason)
+    while True:
+        data = json.dumps({protocol.FAILURE_KEY: line}, ensure_ascii=False).encode("utf-8")
+        if len(data) <= METADATA_LIMIT:
+            return data
+        line = protocol.one_line(line, len(line) // 2)
 
 
 def run_server(role, log_level, container_id, build):

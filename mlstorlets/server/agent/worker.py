@@ -33,6 +33,7 @@ from storlets.agent.daemon.files import (
     StorletRangeInputFile,
 )
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.server.agent import channel, descendants
 
 ENGINE_PACKAGE = "mlstorlets"
@@ -87,6 +88,32 @@ class SpoolOutputFile(StorletFile):
         """Close everything of this file, spool included."""
         self.close()
         channel.close_all([self.spool_fd])
+
+
+class LineLogger(StorletLogger):
+    """Upstream's storlet logger, each message a line of its own.
+
+    Upstream writes messages one after the other with no separator: the
+    log of an invocation (:data:`mlstorlets.sandbox.protocol.MAX_LOG`) would
+    be one run-on line.
+    """
+
+    def _emit_log(self, level, msg):
+        msg = str(msg)
+        super()._emit_log(level, msg if msg.endswith("\n") else msg + "\n")
+
+
+def write_traceback(fd, err):
+    """Append what ``err`` raised through the storlet to the invocation's
+    log ``fd``, from the storlet's first frame (the worker's own are not
+    the user's business).  A log nobody reads any more is let go."""
+    tb = err.__traceback__.tb_next if err.__traceback__ else None
+    text = "".join(traceback.format_exception(type(err), err, tb))
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(text.encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
 
 
 def input_file(storlet_md, md, fd):
@@ -147,8 +174,11 @@ class Worker(object):
             for smd, md, fd in zip(message["storlet_md"], message["in_md"], in_fds)
         ]
         outs = [SpoolOutputFile(self.spool_dir) for _ in range(message["outputs"])]
+        # The storlet may close its logger; the traceback goes to the same
+        # log after it.
+        log_fd = os.dup(logger_fd)
         try:
-            with StorletLogger(self.storlet_name, logger_fd) as slogger:
+            with LineLogger(self.storlet_name, logger_fd) as slogger:
                 self.storlet_cls(slogger)(in_files, outs, message["params"])
             for out in outs:
                 if not out.closed:
@@ -159,8 +189,13 @@ class Worker(object):
                 "Storlet %s failed: %s" % (self.storlet_name, traceback.format_exc(limit=5))
             )
             self._end_descendants()
-            self._answer_failed("%s: %s" % (type(err).__name__, err), outs)
+            write_traceback(log_fd, err)
+            # Closed before the answer: the host's copy of the log then ends
+            # when the answer reaches it.
+            channel.close_all([log_fd])
+            self._answer_failed(protocol.one_line("%s: %s" % (type(err).__name__, err)), outs)
         else:
+            channel.close_all([log_fd])
             self._end_descendants()
             missing = [o for o in outs if not o.metadata_set]
             if missing:

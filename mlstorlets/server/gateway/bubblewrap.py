@@ -120,9 +120,11 @@ from storlets.sbus import SBus
 from swift.common.swob import status_map
 
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.gateway import invocation_log
 from mlstorlets.server.gateway.invocation import (
     BoundedInvocationProtocol,
     InputsTooLong,
+    StorletFailed,
     UnsafeMetadata,
 )
 from mlstorlets.server.gateway.sandbox import (
@@ -210,9 +212,13 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         Raises
         ------
         swift.common.swob.HTTPException
-            ``504`` with the protocol's headers for a storlet (or its
-            sandbox's start) past the storlet timeout; ``502`` for one
-            whose sandbox was killed to stop another.
+            ``502`` with the protocol's headers for a storlet that raised
+            (the reason is its exception's type and message) or failed
+            before producing output, or whose sandbox was killed to stop
+            another; ``504`` for a storlet (or its sandbox's start) past the
+            storlet timeout.  With ``X-Storlet-Generate-Log: True``, each
+            answer after the storlet was sent its request names the
+            invocation's log object (on an output, in its metadata).
         """
         deadline = time.monotonic() + self.storlet_timeout
         self._rescope(sreq)
@@ -220,6 +226,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         sandbox.deadline = deadline
         kills = sandbox_kills[self.scope]
         ooms = sandbox.oom_kills()
+        sprotocol = None
         try:
             lock = scope_locks[self.scope]
             if not lock.acquire(timeout=self.storlet_timeout):
@@ -237,11 +244,10 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             finally:
                 lock.release()
             self._add_system_params(sreq)
-            slog_path = self.paths.get_host_slog_path(sreq.storlet_main)
             sprotocol = BoundedInvocationProtocol(
                 sreq,
                 self.paths.get_host_storlet_pipe(sreq.storlet_main),
-                slog_path,
+                self.paths.get_host_slog_path(sreq.storlet_main),
                 max(deadline - time.monotonic(), 0.001),
                 self.logger,
                 self.cancel_timeout,
@@ -256,16 +262,22 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 os.close(sresp.data.data_fd)
                 raise StorletRuntimeException("over the memory budget")
         except InputsTooLong as err:
-            raise self._answer(sreq, protocol.REFUSED, str(err))
+            raise self._answer(sreq, protocol.REFUSED, str(err), sprotocol)
         except UnsafeMetadata as err:
             raise self._answer(
-                sreq, protocol.FAILED, "storlet %s broke the protocol: %s" % (sreq.storlet_id, err)
+                sreq,
+                protocol.FAILED,
+                "storlet %s broke the protocol: %s" % (sreq.storlet_id, err),
+                sprotocol,
             )
+        except StorletFailed as err:
+            raise self._answer(sreq, protocol.FAILED, err.reason, sprotocol)
         except StorletTimeout:
             raise self._answer(
                 sreq,
                 protocol.TIMED_OUT,
                 "no output within the storlet timeout of %g s" % self.storlet_timeout,
+                sprotocol,
             )
         except StorletRuntimeException:
             if sandbox.over_memory_since(ooms):
@@ -274,22 +286,51 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                     protocol.OUT_OF_MEMORY,
                     "the sandbox of the account went over its memory budget "
                     "of %d bytes" % sandbox.budget.memory,
+                    sprotocol,
                 )
-            if sandbox_kills[self.scope] == kills:
+            if sandbox_kills[self.scope] != kills:
+                raise self._answer(
+                    sreq,
+                    protocol.FAILED,
+                    "its sandbox was killed to stop another storlet of the account past its "
+                    "timeout",
+                    sprotocol,
+                )
+            if sprotocol is None or sprotocol.task_id is None:
+                # The sandbox's, not the storlet's: upstream's answer.
                 raise
+            # It took its task and answered nothing (it died, or broke
+            # the protocol): the log says what it got to write.
             raise self._answer(
-                sreq,
-                protocol.FAILED,
-                "its sandbox was killed to stop another storlet of the account past its timeout",
+                sreq, protocol.FAILED, "the storlet failed before producing output", sprotocol
             )
-        self._upload_storlet_logs(slog_path, sreq)
+        # Upstream's output metadata is what becomes X-Object-Meta- headers.
+        for header, value in self._stored_log(sreq, sprotocol, "done").items():
+            sresp.data.user_metadata[protocol.LOG_KEYS[header]] = value
         return sresp
 
-    def _answer(self, sreq, kind, reason):
+    def _stored_log(self, sreq, sprotocol, outcome):
+        """Store the invocation's log if it was asked for; the headers that
+        say where (:func:`mlstorlets.server.gateway.invocation_log.store`)."""
+        log = sprotocol.storlet_logger if sprotocol is not None else None
+        if log is None or not log.wanted or not log.opened:
+            return {}
+        return invocation_log.store(
+            sreq, log, outcome, getattr(self.logger, "txn_id", None), self.logger
+        )
+
+    def _upload_storlet_logs(self, slog_path, sreq):
+        # Upstream's upload of its shared log file, which fails (the
+        # object's name is left out): replaced by _stored_log.
+        pass
+
+    def _answer(self, sreq, kind, reason, sprotocol=None):
         """The HTTP error that the storlet handler passes on."""
         self.logger.warning("storlet %s %s: %s" % (sreq.storlet_id, kind, reason))
+        headers = protocol.failure_headers(kind, reason)
+        headers.update(self._stored_log(sreq, sprotocol, "%s: %s" % (kind, reason)))
         return status_map[protocol.STATUS[kind]](
             body=reason + "\n",
             content_type="text/plain",
-            headers=protocol.failure_headers(kind, reason),
+            headers=headers,
         )

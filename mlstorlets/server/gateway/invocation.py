@@ -1,6 +1,8 @@
 """One invocation of a storlet: the execute and cancel commands within
-bounds, the output metadata checked before it becomes headers, and an
-output that fails, instead of ending, when the storlet stalls."""
+bounds, the output metadata checked before it becomes headers, what the
+storlet raised told apart from a broken protocol, a log of its own
+(:mod:`mlstorlets.server.gateway.invocation_log`), and an output that
+fails, instead of ending, when the storlet stalls."""
 
 import select
 
@@ -17,6 +19,7 @@ from swift.common import constraints
 from swift.common.swob import str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.gateway.invocation_log import LOG_WAIT, DiscardedLog, InvocationLog
 from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong
 
 
@@ -28,6 +31,16 @@ class InputsTooLong(StorletRuntimeException):
 class UnsafeMetadata(StorletRuntimeException):
     """A storlet's output metadata breaks a rule of the protocol's
     (:func:`mlstorlets.sandbox.protocol.output_metadata_problem`)."""
+
+
+class StorletFailed(StorletRuntimeException):
+    """The storlet raised: the sandbox's agent sent its exception's type and
+    message (:data:`mlstorlets.sandbox.protocol.FAILURE_KEY`), made one
+    bounded line here again, as :attr:`reason`."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StorletOutputIterator(FileDescriptorIterator):
@@ -76,6 +89,11 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         datagram_limit=protocol.SBUS_DATAGRAM_LIMIT,
     ):
         super().__init__(srequest, storlet_pipe_path, storlet_logger_path, timeout, logger)
+        # Not upstream's file shared by every invocation of the storlet.
+        if getattr(srequest, "generate_log", False):
+            self.storlet_logger = InvocationLog(lifetime=timeout + cancel_timeout + LOG_WAIT)
+        else:
+            self.storlet_logger = DiscardedLog()
         self.cancel_timeout = cancel_timeout
         self.recover = recover
         self.datagram_limit = datagram_limit
@@ -131,6 +149,12 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
             raise UnsafeMetadata("its output metadata is not text to text")
+        failure = [v for k, v in metadata.items() if k.lower() == protocol.FAILURE_KEY.lower()]
+        if failure:
+            raise StorletFailed(protocol.one_line(failure[0]))
+        # The engine's to set, after the storlet answered.
+        engine = {key.lower() for key in protocol.LOG_KEYS.values()}
+        metadata = {k: v for k, v in metadata.items() if k.lower() not in engine}
         # Before anything becomes a header: a CR/LF would write headers (or
         # a whole response) of the storlet's into another user's answer.
         problem = protocol.output_metadata_problem(

@@ -39,6 +39,15 @@ and the same text in the body, whether it ran here or on an object server
 (whose ``storlet_failure`` filter reports it in the same headers).  A plain
 ``GET`` with ``X-Run-Storlet`` that succeeds loses the source's ``ETag``,
 which does not describe the storlet's output.
+
+A storlet that raised is answered ``502`` with its exception's type and
+message as the reason.  With ``X-Storlet-Generate-Log: True`` the engine
+stores the invocation's log in the log container of the account the
+storlet ran in (:mod:`mlstorlets.server.gateway.invocation_log`); every
+answer passes on ``X-Mlstorlets-Log-Object`` (or ``X-Mlstorlets-Log-Error``)
+and an output never stores them.  Only a user who may write to that
+container gets a log: for anyone else the header is removed before the
+storlet runs and the answer says so.
 """
 
 import json
@@ -59,7 +68,7 @@ from swift.common.swob import (
     wsgi_to_str,
     wsgi_unquote,
 )
-from swift.common.utils import FileLikeIter, close_if_possible, get_logger
+from swift.common.utils import FileLikeIter, close_if_possible, config_true_value, get_logger
 from swift.common.wsgi import make_subrequest
 
 from mlstorlets.sandbox import protocol
@@ -71,12 +80,15 @@ ERROR_KEY = protocol.OBJECT_META + protocol.ERROR_KEY
 ERROR_OBJECT_KEY = protocol.OBJECT_META + protocol.ERROR_OBJECT_KEY
 ERROR_PARAMETER_KEY = protocol.OBJECT_META + protocol.ERROR_PARAMETER_KEY
 LENGTH_KEY = protocol.OBJECT_META + protocol.LENGTH_KEY
+LOG_HEADERS = tuple(header.lower() for header in protocol.LOG_HEADERS)
+# Where the engine said the invocation's log went, on an output.
+LOG_KEYS = {header: protocol.OBJECT_META + key for header, key in protocol.LOG_KEYS.items()}
 INTERNAL = (
     ERROR_KEY.lower(),
     ERROR_OBJECT_KEY.lower(),
     ERROR_PARAMETER_KEY.lower(),
     LENGTH_KEY.lower(),
-)
+) + tuple(key.lower() for key in LOG_KEYS.values())
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ("x-run-storlet", "x-auth-token", "x-storlet-")
 # Objects one extraction may write (a rotoscope range is at most 2000
@@ -168,6 +180,8 @@ class StorletCopyMiddleware(object):
         self.logger = get_logger(conf, log_route="storlet_copy")
         self.conf = conf
         self.max_extract_members = int(conf.get("max_extract_members", DEFAULT_MAX_EXTRACT_MEMBERS))
+        # The storlet middleware's option, and its default here.
+        self.log_container = conf.get("storlet_logcontainer", "log")
 
     def __call__(self, env, start_response):
         req = Request(env)
@@ -180,6 +194,7 @@ class StorletCopyMiddleware(object):
         except ValueError:
             return self.app(env, start_response)
         if req.method == "GET":
+            start_response = self._log_checked(req, account, start_response)
             return self.handle_get(req, start_response)
         if req.method == "PUT" and "X-Copy-From" in req.headers:
             src_account = req.headers.get("X-Copy-From-Account", account)
@@ -203,7 +218,41 @@ class StorletCopyMiddleware(object):
             dest = "/" + "/".join((version, wsgi_unquote(dest_account)) + tuple(dst))
         else:
             return self.app(env, start_response)
+        # The storlet runs in the source's account, and logs there.
+        start_response = self._log_checked(req, source.lstrip("/").split("/")[1], start_response)
         return self.handle_copy(req, "/" + source.lstrip("/"), dest, start_response)
+
+    def _log_checked(self, req, account, start_response):
+        """Let ``X-Storlet-Generate-Log`` through only for a user who may
+        write to ``account``'s log container.
+
+        The engine stores the log in the account the storlet runs in,
+        with no user's rights: a user allowed only to read an account's
+        objects (an ACL) would otherwise write into it.  Refused, the
+        header is removed and the answer says why (``start_response``
+        adds :data:`~mlstorlets.sandbox.protocol.LOG_ERROR_HEADER`).
+        """
+        if not config_true_value(req.headers.get(protocol.GENERATE_LOG_HEADER)):
+            return start_response
+        authorize = req.environ.get("swift.authorize")
+        if authorize is None or req.environ.get("swift.authorize_override"):
+            return start_response
+        path = "/v1/%s/%s/log" % (wsgi_quote(account), self.log_container)
+        check = make_subrequest(req.environ, method="PUT", path=path, swift_source="MLSC")
+        if authorize(check) is None:
+            return start_response
+        del req.headers[protocol.GENERATE_LOG_HEADER]
+        reason = protocol.quote_reason(
+            "the log was not stored: you may not write to the container %s of %s"
+            % (self.log_container, wsgi_to_str(account))
+        )
+
+        def start_with_reason(status, headers, exc_info=None):
+            headers = [(k, v) for k, v in headers if k.lower() not in LOG_HEADERS]
+            headers.append((protocol.LOG_ERROR_HEADER, reason))
+            return start_response(status, headers, exc_info)
+
+        return start_with_reason
 
     # -- GET -------------------------------------------------------------
     def handle_get(self, req, start_response):
@@ -214,11 +263,20 @@ class StorletCopyMiddleware(object):
             # The source's ETag is not the output's: a client that checks
             # it (the swift CLI does) would reject a correct answer.
             resp.headers.pop("Etag", None)
-        resp.headers.pop(LENGTH_KEY, None)
+        resp.headers.update(_log_headers(resp.headers))
+        for key in (LENGTH_KEY,) + tuple(LOG_KEYS.values()):
+            resp.headers.pop(key, None)
         return resp(req.environ, start_response)
 
     def _unsuccessful(self, req, source, resp, dest=None):
-        """The answer for a storlet that failed or refused, else None."""
+        """The answer for a storlet that failed or refused, else None; it
+        says where the invocation's log went, as ``resp`` did."""
+        error = self._unsuccessful_answer(req, source, resp, dest)
+        if error is not None:
+            error.headers.update(_log_headers(resp.headers))
+        return error
+
+    def _unsuccessful_answer(self, req, source, resp, dest=None):
         storlet = req.headers["X-Run-Storlet"]
         kind = resp.headers.get(protocol.ERROR_HEADER)
         if kind in protocol.STATUS:
@@ -358,6 +416,7 @@ class StorletCopyMiddleware(object):
             )(req.environ, start_response)
         put_resp.headers["X-Copied-From"] = _object_name(source)
         put_resp.headers["X-Storlet-Executed"] = storlet
+        put_resp.headers.update(_log_headers(resp.headers))
         return put_resp(req.environ, start_response)
 
     def handle_extract(self, req, source, dest, resp, length, start_response):
@@ -404,13 +463,16 @@ class StorletCopyMiddleware(object):
         )
         out.headers["X-Copied-From"] = _object_name(source)
         out.headers["X-Storlet-Executed"] = req.headers["X-Run-Storlet"]
+        out.headers.update(_log_headers(resp.headers))
         return out(req.environ, start_response)
 
 
 def with_report(summary, report, inputs):
     """Bulk's JSON ``summary`` of a many-object extraction with the
     storlet's ``report`` folded in: ``Refused``, a list of ``[input,
-    reason]``; the report member is not counted as created.
+    reason]``, and ``Complete``, true when the report came whole (so every
+    member before it was written or named in ``Errors``); the report
+    member is not counted as created.
 
     The report is the storlet's word, so it is checked: valid JSON, each
     refused name one of the call's ``inputs``, each reason one line of at
@@ -436,10 +498,23 @@ def with_report(summary, report, inputs):
         except (ValueError, TypeError, KeyError):
             refused, problem = [], "the storlet's report is malformed"
     answer["Refused"] = refused
+    # Every member was read and is either written, in Errors or refused:
+    # the client may take the others as done even when one failed.
+    answer["Complete"] = problem is None
     if problem and answer.get("Response Status", "").startswith("2"):
         answer["Response Status"] = "502 Bad Gateway"
         answer["Response Body"] = problem
     return head + json.dumps(answer).encode("utf-8")
+
+
+def _log_headers(headers):
+    """Where the invocation's log went: the protocol's log headers of an
+    answer, or the engine's metadata of an output (:data:`LOG_KEYS`)."""
+    found = protocol.log_headers(headers)
+    for header, key in LOG_KEYS.items():
+        if key in headers and header not in found:
+            found[header] = headers[key]
+    return found
 
 
 def _inputs(req, source):

@@ -12,9 +12,11 @@ storlet.
 Placed right before ``storlet_handler`` in the object pipeline, this
 filter turns exactly those answers into ``200 OK`` with an empty body and
 the protocol's ``X-Mlstorlets-Error`` (``failed`` or ``timed-out``) and
-``X-Mlstorlets-Reason`` headers.  The proxy takes a 200 as its source and
-asks no other replica; ``storlet_copy``, in the proxy, turns it into the
-client's ``502`` or ``504``.  Every other response is left alone.
+``X-Mlstorlets-Reason`` headers (the gateway's, when it answered in the
+protocol: what the storlet raised, and where the invocation's log went).
+The proxy takes a 200 as its source and asks no other replica;
+``storlet_copy``, in the proxy, turns it into the client's ``502`` or
+``504``.  Every other response is left alone.
 """
 
 from swift.common.swob import Request, Response
@@ -59,12 +61,14 @@ class StorletFailureMiddleware(object):
         if resp.status_int == 200:
             return resp(env, start_response)
         if protocol.ERROR_HEADER in resp.headers:
-            # The gateway's own answer (a storlet past its timeout).
+            # The gateway's own answer (a storlet that raised or ran past
+            # its timeout), with where the invocation's log went.
             headers = {
                 key: resp.headers[key]
                 for key in (protocol.ERROR_HEADER, protocol.REASON_HEADER)
                 if key in resp.headers
             }
+            headers.update(protocol.log_headers(resp.headers))
         else:
             failure = classify(resp)
             if not failure:

@@ -1,0 +1,596 @@
+"""A multi-node Swift cluster on one machine, installed as an operator would.
+
+Every node is a network namespace of our own with its own address on one
+bridge, its own directory (``etc/swift``, devices, the storlets host root,
+run and log files) and its own servers: the proxy node runs memcached and
+the proxy, each storage node an account, a container and an object server.
+Nothing comes from the embedded cluster (:mod:`mlstorlets.server.aio`): the
+configuration files are Swift's own samples (the sdist's ``etc/``, which
+``make samples`` unpacks into the venv) edited line by line the way an
+operator edits them, the rings are built with ``swift-ring-builder`` over the
+nodes' addresses, tempauth authenticates, and ``deploy/install-node.sh`` is
+the only thing that adds storlets to a node.  A client namespace runs the
+user's commands against the proxy's address.
+
+    with Topology('/tmp/topo', storage=3) as topo:
+        topo.client(['mlstorlets', 'deploy'], account='test')
+
+Needs root, iproute2 and memcached (``make setup`` installs them).  What a
+run leaves after SIGKILL (namespaces named after a dead pid) is removed by
+the next one.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+from support import NETNS_DIR, remove_stale_namespaces
+
+from mlstorlets.server.aio import processes
+from mlstorlets.server.gateway import cgroups, mounts
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+INSTALL_NODE = os.path.join(ROOT, "deploy", "install-node.sh")
+SAMPLES = os.path.join(sys.prefix, "share", "swift-samples")
+PREFIX = "mlstopo"
+SUBNET = "10.215.0"
+PROXY_PORT = 8080
+# Swift's default ports, one set per node address.
+BACKEND_PORTS = {"object": 6200, "container": 6201, "account": 6202}
+MEMCACHED_PORT = 11211
+PART_POWER = 8
+# tempauth's users, as Swift's sample names them; admin is the reseller
+# admin who alone may enable storlets on an account.
+ACCOUNTS = {"test": "tester", "test2": "tester2"}
+START_TIMEOUT = 60.0
+ERROR_SUPPRESSION_INTERVAL = 4
+
+
+class TopologyError(RuntimeError):
+    """The topology cannot be built or a command in it failed."""
+
+
+def set_options(text, section, options):
+    """Set ``options`` in ``[section]`` of a sample configuration's text.
+
+    An operator's edit: an option already set is changed in place, one the
+    sample shows commented out (``# key = value``) is uncommented there, and
+    any other is added right after the section header.  Every other line,
+    comments included, stays as it was.
+    """
+    lines = text.splitlines(keepends=True)
+    header = "[%s]" % section
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == header)
+    except StopIteration:
+        lines.append("\n%s\n" % header)
+        start = len(lines) - 1
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("[")),
+        len(lines),
+    )
+    added = []
+    for key, value in options.items():
+        line = "%s = %s\n" % (key, value)
+        pattern = re.compile(r"^#?\s*%s\s*=" % re.escape(key))
+        found = [i for i in range(start + 1, end) if pattern.match(lines[i])]
+        live = [i for i in found if not lines[i].startswith("#")]
+        if live or found:
+            lines[(live or found)[0]] = line
+        else:
+            added.append(line)
+    lines[start + 1 : start + 1] = added
+    return "".join(lines)
+
+
+def _run(argv, **kwargs):
+    done = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+    if done.returncode:
+        raise TopologyError("%s failed (%d): %s" % (" ".join(argv), done.returncode, done.stdout))
+    return done.stdout
+
+
+class Node:
+    """One machine of the topology: a namespace, an address, a directory."""
+
+    def __init__(self, topology, name, ip, servers, cpus=None):
+        self.name = name
+        self.ip = ip
+        self.servers = servers
+        self.cpus = cpus
+        self.namespace = "%s-%d-%s" % (PREFIX, os.getpid(), name)
+        self.dir = os.path.join(topology.root, name)
+        self.swift_dir = os.path.join(self.dir, "etc", "swift")
+        self.devices = os.path.join(self.dir, "srv", "node")
+        self.host_root = os.path.join(self.dir, "storlets")
+        self.run_dir = os.path.join(self.dir, "run")
+        self.log_dir = os.path.join(self.dir, "log")
+        self.cgroup_parent = "mlstorlets/topo-%d-%s" % (os.getpid(), name)
+
+    def conf(self, server):
+        return os.path.join(self.swift_dir, "%s-server.conf" % server)
+
+    def exec_argv(self, argv):
+        # Only the network namespace: ``ip netns exec`` would also give the
+        # command a mount namespace with a /sys of its own, without the
+        # cgroup hierarchies the sandboxes' budgets need.
+        return ["nsenter", "--net=%s" % os.path.join(NETNS_DIR, self.namespace), "--"] + list(argv)
+
+
+class Topology:
+    """A proxy node, ``storage`` storage nodes and a client, each its own
+    network namespace on one bridge.
+
+    Parameters
+    ----------
+    root : str
+        Where the nodes' directories go (short: the sandboxes' socket paths
+        live under it).
+    storage : int
+        Storage nodes; each holds one device of every ring.
+    replicas : int
+        Replicas of every ring (at most ``storage``).
+    proxy_workers : int
+    storage_cpus : list of str, optional
+        A cpuset (``'0'``, ``'1'``, ...) per storage node: its servers and
+        the sandboxes they start run on those CPUs only.
+    accounting : bool
+        Every node's servers in a cgroup of the node's (beside its
+        sandboxes'), so that :meth:`cpu_seconds` counts all it uses.
+    """
+
+    def __init__(
+        self, root, storage=3, replicas=3, proxy_workers=1, storage_cpus=None, accounting=False
+    ):
+        if replicas > storage:
+            raise ValueError("%d replicas need as many storage nodes" % replicas)
+        self.root = os.path.abspath(root)
+        self.replicas = replicas
+        self.proxy_workers = proxy_workers
+        self.accounting = accounting or bool(storage_cpus)
+        self.hash_suffix = os.urandom(8).hex()
+        self.keys = {"admin": os.urandom(8).hex()}
+        self.keys.update((account, os.urandom(8).hex()) for account in ACCOUNTS)
+        self.proxy = Node(self, "proxy", "%s.10" % SUBNET, ("memcached", "proxy"))
+        self.storage = [
+            Node(
+                self,
+                "storage%d" % (i + 1),
+                "%s.%d" % (SUBNET, 21 + i),
+                ("account", "container", "object"),
+                cpus=storage_cpus[i] if storage_cpus else None,
+            )
+            for i in range(storage)
+        ]
+        self.client_node = Node(self, "client", "%s.2" % SUBNET, ())
+        self.hub = "%s-%d-hub" % (PREFIX, os.getpid())
+        self.installed = {}
+        self._up = False
+
+    @property
+    def nodes(self):
+        return [self.proxy] + self.storage
+
+    @property
+    def auth_url(self):
+        return "http://%s:%d/auth/v1.0" % (self.proxy.ip, PROXY_PORT)
+
+    def storage_url(self, account):
+        return "http://%s:%d/v1/AUTH_%s" % (self.proxy.ip, PROXY_PORT, account)
+
+    # -- life cycle ------------------------------------------------------
+    def __enter__(self):
+        self.up()
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def up(self, install_env=None):
+        """Build the network, write every node as an operator does, run
+        ``install-node.sh`` on each, start the servers, enable storlets on
+        the sample accounts."""
+        for tool in ("ip", "nsenter", "memcached", "swift-ring-builder"):
+            if not shutil.which(tool) and not os.path.exists(self._bin(tool)):
+                raise TopologyError("%s not found: run make setup" % tool)
+        if not os.path.exists(os.path.join(SAMPLES, "proxy-server.conf-sample")):
+            raise TopologyError("no Swift sample configurations in %s: run make samples" % SAMPLES)
+        remove_stale_namespaces(PREFIX + r"-(\d+)-\w+")
+        self._up = True
+        try:
+            self._network()
+            self._log_sink()
+            for node in self.nodes:
+                self._write_node(node)
+            self._rings()
+            for node in self.nodes:
+                self.install(node, env=install_env)
+            for node in self.nodes:
+                for server in node.servers:
+                    self.start(node, server)
+            for node in self.nodes:
+                for server in node.servers:
+                    self.wait(node, server)
+            self._enable_accounts()
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self):
+        """Stop every server, remove the namespaces and cgroups; keep the
+        files (a failed test's logs are worth reading)."""
+        if not self._up:
+            return
+        self._up = False
+        for node in reversed(self.nodes):
+            for server in reversed(node.servers):
+                processes.stop(node.run_dir, server)
+        processes.stop(self.root, "syslog")
+        mounts.unmount_under(self.root)
+        for node in self.nodes:
+            deadline = time.monotonic() + 10
+            while cgroups.remove_tree(node.cgroup_parent) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        cgroups.remove_if_empty("mlstorlets")
+        for node in self.nodes + [self.client_node]:
+            subprocess.run(["ip", "netns", "delete", node.namespace], stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "netns", "delete", self.hub], stderr=subprocess.DEVNULL)
+
+    # -- the network ------------------------------------------------------
+    def _network(self):
+        _run(["ip", "netns", "add", self.hub])
+        _run(["ip", "-n", self.hub, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", self.hub, "link", "set", "br0", "up"])
+        for node in self.nodes + [self.client_node]:
+            _run(["ip", "netns", "add", node.namespace])
+            _run(["ip", "-n", node.namespace, "link", "set", "lo", "up"])
+            port = "v-" + node.name[:12]
+            _run(
+                ["ip", "link", "add", "eth0", "netns", node.namespace, "type", "veth"]
+                + ["peer", "name", port, "netns", self.hub]
+            )
+            _run(["ip", "-n", self.hub, "link", "set", port, "master", "br0", "up"])
+            _run(["ip", "-n", node.namespace, "addr", "add", node.ip + "/24", "dev", "eth0"])
+            _run(["ip", "-n", node.namespace, "link", "set", "eth0", "up"])
+
+    def _log_sink(self):
+        # The machine's syslog for every node (rsyslog's part on a real one):
+        # a Unix socket is reached through the file system, whatever the
+        # network namespace.
+        os.makedirs(self.root, exist_ok=True)
+        self.log_socket = os.path.join(self.root, "log.sock")
+        pid = processes.start(
+            self.root,
+            self.root,
+            "syslog",
+            [
+                sys.executable,
+                "-m",
+                "mlstorlets.server.aio.syslog_sink",
+                self.log_socket,
+                os.path.join(self.root, "syslog.log"),
+            ],
+        )
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.log_socket):
+            if time.monotonic() > deadline or not processes.alive(pid):
+                raise TopologyError("the syslog sink did not start")
+            time.sleep(0.02)
+
+    # -- the operator's files ---------------------------------------------
+    def _sample(self, name):
+        with open(os.path.join(SAMPLES, name + "-sample")) as f:
+            return f.read()
+
+    def _write(self, path, text):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+    def _common(self, node, server):
+        return {
+            "bind_ip": node.ip,
+            "bind_port": str(PROXY_PORT if server == "proxy" else BACKEND_PORTS[server]),
+            "swift_dir": node.swift_dir,
+            "user": "root",
+            "workers": str(self.proxy_workers if server == "proxy" else 1),
+            "log_address": self.log_socket,
+            "log_name": "%s-%s" % (node.name, server),
+        }
+
+    def _write_node(self, node):
+        for path in (node.swift_dir, node.run_dir, node.log_dir, node.host_root):
+            os.makedirs(path, exist_ok=True)
+        swift_conf = set_options(
+            self._sample("swift.conf"),
+            "swift-hash",
+            {"swift_hash_path_suffix": self.hash_suffix, "swift_hash_path_prefix": "topology"},
+        )
+        self._write(os.path.join(node.swift_dir, "swift.conf"), swift_conf)
+        if node is self.proxy:
+            text = set_options(
+                self._sample("proxy-server.conf"), "DEFAULT", self._common(node, "proxy")
+            )
+            text = set_options(
+                text,
+                "app:proxy-server",
+                {
+                    "account_autocreate": "true",
+                    # A rolling restart waits this long after each node (the
+                    # proxy avoids a node that failed for this long); 60 s by
+                    # default, shorter here for the tests' sake.
+                    "error_suppression_interval": str(ERROR_SUPPRESSION_INTERVAL),
+                },
+            )
+            users = {"user_admin_admin": "%s .admin .reseller_admin" % self.keys["admin"]}
+            users.update(
+                ("user_%s_%s" % (account, user), "%s .admin" % self.keys[account])
+                for account, user in ACCOUNTS.items()
+            )
+            text = set_options(text, "filter:tempauth", users)
+            text = set_options(
+                text, "filter:cache", {"memcache_servers": "%s:%d" % (node.ip, MEMCACHED_PORT)}
+            )
+            text = set_options(
+                text, "filter:proxy-logging", {"access_log_address": self.log_socket}
+            )
+            self._write(node.conf("proxy"), text)
+            return
+        os.makedirs(os.path.join(node.devices, "d1"), exist_ok=True)
+        for server in ("account", "container", "object"):
+            text = set_options(
+                self._sample("%s-server.conf" % server),
+                "DEFAULT",
+                dict(self._common(node, server), devices=node.devices, mount_check="false"),
+            )
+            text = set_options(text, "filter:recon", {"recon_cache_path": node.run_dir})
+            self._write(node.conf(server), text)
+
+    def _rings(self):
+        """Build the rings on the proxy node and copy them to every node, as
+        an operator distributes them."""
+        builder_dir = self.proxy.swift_dir
+        for kind, port in BACKEND_PORTS.items():
+            builder = os.path.join(builder_dir, kind + ".builder")
+            _run(
+                [self._bin("swift-ring-builder"), builder, "create"]
+                + [str(PART_POWER), str(self.replicas), "1"]
+            )
+            for zone, node in enumerate(self.storage, 1):
+                _run(
+                    [self._bin("swift-ring-builder"), builder, "add"]
+                    + ["r1z%d-%s:%d/d1" % (zone, node.ip, port), "100"]
+                )
+            done = subprocess.run(
+                [self._bin("swift-ring-builder"), builder, "rebalance"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            # 1: a warning (balance), 0: done; 2 is an error.
+            if done.returncode > 1:
+                raise TopologyError("rebalance of %s failed: %s" % (kind, done.stdout))
+            for node in self.storage:
+                shutil.copy(os.path.join(builder_dir, kind + ".ring.gz"), node.swift_dir)
+
+    def install(self, node, env=None, extra=()):
+        """``deploy/install-node.sh`` on ``node``, as its operator runs it.
+
+        Returns its output (also kept in ``self.installed[node.name]``).
+        """
+        role, conf = ("proxy", node.conf("proxy")) if node is self.proxy else ("object", None)
+        conf = conf or node.conf("object")
+        # The sandboxes' cgroups below the node's own, so that they go with
+        # it, and on the node's CPUs.
+        options = ["cgroup_parent=" + node.cgroup_parent]
+        if node.cpus is not None:
+            options.append("container_cpuset_cpus=" + node.cpus)
+        environ = dict(
+            os.environ,
+            PYTHON=sys.executable,
+            HOST_ROOT=node.host_root,
+            MEMCACHE="%s:%d" % (self.proxy.ip, MEMCACHED_PORT),
+            GATEWAY_OPTIONS=" ".join(options),
+        )
+        environ.update(env or {})
+        output = _run(node.exec_argv(["bash", INSTALL_NODE, role, conf] + list(extra)), env=environ)
+        self.installed[node.name] = output
+        return output
+
+    # -- servers ----------------------------------------------------------
+    @staticmethod
+    def _bin(name):
+        return os.path.join(os.path.dirname(sys.executable), name)
+
+    def _argv(self, node, server):
+        if server == "memcached":
+            return [
+                shutil.which("memcached"),
+                "-l",
+                node.ip,
+                "-p",
+                str(MEMCACHED_PORT),
+                "-U",
+                "0",
+                "-m",
+                "64",
+                "-u",
+                "root",
+            ]
+        return [self._bin("swift-%s-server" % server), node.conf(server)]
+
+    def _port(self, server):
+        if server == "memcached":
+            return MEMCACHED_PORT
+        return PROXY_PORT if server == "proxy" else BACKEND_PORTS[server]
+
+    def start(self, node, server):
+        argv = node.exec_argv(self._argv(node, server))
+        if self.accounting:
+            argv = self._in_node_cgroup(node, argv)
+        return processes.start(node.run_dir, node.log_dir, server, argv)
+
+    def wait(self, node, server, timeout=START_TIMEOUT):
+        pid = processes.running(node.run_dir, server)
+        deadline = time.monotonic() + timeout
+        url = "http://%s:%d/healthcheck" % (node.ip, self._port(server))
+        while time.monotonic() < deadline:
+            if not pid or not processes.alive(pid):
+                break
+            try:
+                with self.inside_client():
+                    if server == "memcached":
+                        import socket
+
+                        socket.create_connection((node.ip, MEMCACHED_PORT), 0.5).close()
+                        return
+                    with urllib.request.urlopen(url, timeout=1) as resp:
+                        if resp.status == 200:
+                            return
+            except OSError:
+                time.sleep(0.05)
+        raise TopologyError(
+            "%s on %s did not come up; see %s and %s"
+            % (server, node.name, node.log_dir, os.path.join(self.root, "syslog.log"))
+        )
+
+    def stop(self, node, server):
+        return processes.stop(node.run_dir, server)
+
+    def restart(self, node):
+        """Stop and start every server of ``node``, wait for them, then for
+        the proxy to use the node again (a rolling restart's step)."""
+        for server in node.servers:
+            self.stop(node, server)
+        for server in node.servers:
+            self.start(node, server)
+        for server in node.servers:
+            self.wait(node, server)
+        time.sleep(ERROR_SUPPRESSION_INTERVAL)
+
+    # -- cgroups of the nodes ----------------------------------------------------------
+    def _node_cgroup(self, node):
+        version, why = cgroups.detect()
+        if not version:
+            raise TopologyError("a node pinned to CPUs needs usable cgroups: %s" % why)
+        return cgroups.SandboxCgroup(node.cgroup_parent, "servers", version)
+
+    def _in_node_cgroup(self, node, argv):
+        """``argv`` started inside ``node``'s own cgroup, pinned to its
+        CPUs if it has some (the gateway gives the sandboxes the same)."""
+        group = self._node_cgroup(node)
+        group.create(cgroups.Budget(cpus=node.cpus))
+        procs = [os.path.join(d, "cgroup.procs") for d in group.directories()]
+        script = (
+            'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f"; shift; done; '
+            'shift; exec "$@"'
+        )
+        return ["sh", "-c", script, "sh"] + procs + ["--"] + list(argv)
+
+    def cpu_seconds(self, node):
+        """CPU seconds used so far by ``node``'s servers and sandboxes
+        (``accounting``)."""
+        version, _why = cgroups.detect()
+        root = cgroups.ROOT
+        if version == "v2":
+            with open(os.path.join(root, node.cgroup_parent, "cpu.stat")) as f:
+                usage = dict(line.split() for line in f)
+            return int(usage["usage_usec"]) / 1e6
+        with open(os.path.join(root, "cpuacct", node.cgroup_parent, "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+
+    # -- the client -------------------------------------------------------
+    @contextlib.contextmanager
+    def inside_client(self):
+        """This thread (and what it connects) in the client's namespace."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(os.path.join(NETNS_DIR, self.client_node.namespace), os.O_RDONLY)
+        try:
+            if libc.setns(target, 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns client")
+            yield
+        finally:
+            libc.setns(back, 0x40000000)
+            os.close(back)
+            os.close(target)
+
+    def env(self, account="test"):
+        """The ``ST_*`` variables of an account's user (``admin``: the
+        reseller admin)."""
+        user = "admin:admin" if account == "admin" else "%s:%s" % (account, ACCOUNTS[account])
+        return {"ST_AUTH": self.auth_url, "ST_USER": user, "ST_KEY": self.keys[account]}
+
+    def client_argv(self, argv):
+        if argv and not os.path.isabs(argv[0]) and os.path.exists(self._bin(argv[0])):
+            argv = [self._bin(argv[0])] + list(argv[1:])
+        return self.client_node.exec_argv(argv)
+
+    def _client_options(self, account, env):
+        environ = dict(os.environ, **self.env(account))
+        environ.update(env or {})
+        return dict(
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+        )
+
+    def client(self, argv, account="test", check=True, env=None, timeout=600):
+        """Run ``argv`` (a venv command or any program) on the client node."""
+        done = subprocess.run(
+            self.client_argv(argv), timeout=timeout, **self._client_options(account, env)
+        )
+        if check and done.returncode:
+            raise TopologyError(
+                "%s failed (%d):\n%s\n%s"
+                % (" ".join(argv), done.returncode, done.stdout, done.stderr)
+            )
+        return done
+
+    def client_popen(self, argv, account="test", env=None):
+        """``argv`` started on the client node, in a session of its own."""
+        return subprocess.Popen(
+            self.client_argv(argv), start_new_session=True, **self._client_options(account, env)
+        )
+
+    def _enable_accounts(self):
+        """What the operator does once per account: as the reseller admin,
+        ``swift post -m Storlet-Enabled:True``; then the account's own user
+        makes the storlet containers."""
+        admin = self.env("admin")
+        for account in ACCOUNTS:
+            self.client(
+                [
+                    "swift",
+                    "-A",
+                    admin["ST_AUTH"],
+                    "-U",
+                    admin["ST_USER"],
+                    "-K",
+                    admin["ST_KEY"],
+                    "--os-storage-url",
+                    self.storage_url(account),
+                    "post",
+                    "-m",
+                    "Storlet-Enabled:True",
+                ],
+                account="admin",
+            )
+            for container in ("storlet", "dependency", "log"):
+                self.client(["swift", "post", container], account=account)
