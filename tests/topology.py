@@ -21,6 +21,7 @@ the next one.
 """
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -49,6 +50,11 @@ PART_POWER = 8
 ACCOUNTS = {"test": "tester", "test2": "tester2"}
 START_TIMEOUT = 60.0
 ERROR_SUPPRESSION_INTERVAL = 4
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+# The network namespace this process started in, where every thread
+# returns from the client's.
+_HOME_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY)
 
 
 class TopologyError(RuntimeError):
@@ -514,19 +520,24 @@ class Topology:
     # -- the client -------------------------------------------------------
     @contextlib.contextmanager
     def inside_client(self):
-        """This thread (and what it connects) in the client's namespace."""
-        import ctypes
+        """This thread (and what it connects) in the client's namespace,
+        then back in the namespace the process started in.
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        Back there, not in the one the thread was in: in a process that
+        imported the storlets engine, eventlet has made threads green, so
+        two of them in this block share one OS thread and the second would
+        take the client's namespace for home.  Requests from several
+        threads at once belong in a client process instead
+        (:meth:`client_popen`).
+        """
         target = os.open(os.path.join(NETNS_DIR, self.client_node.namespace), os.O_RDONLY)
         try:
-            if libc.setns(target, 0x40000000) != 0:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns client")
             yield
         finally:
-            libc.setns(back, 0x40000000)
-            os.close(back)
+            if _libc.setns(_HOME_NETNS, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
             os.close(target)
 
     def env(self, account="test"):

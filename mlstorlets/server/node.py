@@ -46,6 +46,8 @@ CACHE_FILTER = "storlet_cache"
 RESOURCES_FILTER = "storlet_extra_resources"
 # Lets only a reseller admin enable storlets on an account.
 ENABLE_FILTER = "storlet_enable"
+# Marks the invocations a storlet proxy checked; object servers run no other.
+ORIGIN_FILTER = "storlet_origin"
 AUTH_FILTERS = ("tempauth", "keystoneauth")
 GiB = 1024**3
 # Limits every sandbox gets unless configured otherwise (0 lifts one).
@@ -84,6 +86,7 @@ OUR_FILTERS = {
     CACHE_FILTER: "mlstorlets.server.middleware.storlet_cache:filter_factory",
     RESOURCES_FILTER: "mlstorlets.server.middleware.extra_resources:filter_factory",
     ENABLE_FILTER: "mlstorlets.server.middleware.storlet_enable:filter_factory",
+    ORIGIN_FILTER: "mlstorlets.server.middleware.storlet_origin:filter_factory",
 }
 # Seconds a storlet object's metadata is kept in memcache (0: not at all).
 STORLET_CACHE_TIME = "10"
@@ -101,18 +104,22 @@ def insert_into_pipeline(pipeline, role):
     COPY or a PUT with ``X-Copy-From`` runs the storlet on the GET of the
     source), preceded by :mod:`mlstorlets.server.middleware.storlet_copy`; in an
     object server, right before ``object-server``, preceded by
+    :mod:`mlstorlets.server.middleware.storlet_origin` and
     :mod:`mlstorlets.server.middleware.storlet_failure`.
 
     >>> insert_into_pipeline('catch_errors tempauth copy proxy-server',
     ...                      'proxy')  # doctest: +NORMALIZE_WHITESPACE
     'catch_errors tempauth storlet_user_name storlet_enable storlet_copy
-     storlet_handler storlet_extra_resources storlet_cache copy proxy-server'
+     storlet_handler storlet_origin storlet_extra_resources storlet_cache copy
+     proxy-server'
     """
     names = [n for n in pipeline.split() if n != "storlet_handler" and n not in OUR_FILTERS]
     if role == "object":
         if names[-1] != "object-server":
             raise ConfigError("an object pipeline must end with object-server")
-        return " ".join(names[:-1] + [FAILURE_FILTER, "storlet_handler", "object-server"])
+        return " ".join(
+            names[:-1] + [ORIGIN_FILTER, FAILURE_FILTER, "storlet_handler", "object-server"]
+        )
     if role != "proxy":
         raise ConfigError("role must be one of %s" % (ROLES,))
     if "copy" not in names:
@@ -125,7 +132,14 @@ def insert_into_pipeline(pipeline, role):
     at = auth[-1] + 1
     if at > names.index("copy"):
         raise ConfigError("authentication must come before copy")
-    added = [ENABLE_FILTER, COPY_FILTER, "storlet_handler", RESOURCES_FILTER, CACHE_FILTER]
+    added = [
+        ENABLE_FILTER,
+        COPY_FILTER,
+        "storlet_handler",
+        ORIGIN_FILTER,
+        RESOURCES_FILTER,
+        CACHE_FILTER,
+    ]
     if names[auth[-1]] == "tempauth":
         added.insert(0, USER_NAME_FILTER)
     return " ".join(names[:at] + added + names[at:])
@@ -363,6 +377,8 @@ def plan_configure(
             )
         if filter_name == COPY_FILTER:
             # Published in /info: what the sandboxes' agent receives.
+            # Where a storlet's log goes when the request asks for it.
+            section["storlet_logcontainer"] = STORLET_CONTAINERS["storlet_logcontainer"]
             section["sbus_datagram_limit"] = str(
                 datagram_limit(gateway_extra.get("storlet_agent", "persistent"))
                 if gateway == "bubblewrap"
@@ -372,6 +388,8 @@ def plan_configure(
             section.update(
                 (k, v) for k, v in STORLET_CONTAINERS.items() if k != "storlet_logcontainer"
             )
+        if filter_name == ORIGIN_FILTER:
+            section["execution_server"] = role
         sections["filter:" + filter_name] = section
     # A filter of ours the pipeline no longer has (tempauth replaced by
     # keystone) goes with its name.

@@ -72,8 +72,9 @@ def test_failures_are_per_object_with_the_servers_reason(conn, sources):
     assert len(summary.failed) == 30 and not summary.done
     name, reason = summary.failed[0]
     assert name == "swift://%s/in/o00.txt" % sources
-    # worded as the client runner words it (tests/unit/test_client_errors.py)
-    assert reason.startswith("storlet probe.py failed: ") and "the storlet failed" in reason
+    # worded as the client runner words it (tests/unit/test_client_errors.py),
+    # with what the storlet raised
+    assert reason == "storlet probe.py failed: RuntimeError: probe asked to fail"
     assert conn.get_container(sources, prefix="bad/")[1] == []
 
 

@@ -31,12 +31,13 @@ PROXY = (
 
 
 def test_proxy_pipeline_puts_storlets_after_auth_and_before_copy():
-    assert insert_into_pipeline(PROXY, "proxy").split()[5:13] == [
+    assert insert_into_pipeline(PROXY, "proxy").split()[5:14] == [
         "tempauth",
         "storlet_user_name",
         "storlet_enable",
         "storlet_copy",
         "storlet_handler",
+        "storlet_origin",
         "storlet_extra_resources",
         "storlet_cache",
         "copy",
@@ -54,6 +55,7 @@ def test_keystone_needs_no_user_name_filter():
         "storlet_enable",
         "storlet_copy",
         "storlet_handler",
+        "storlet_origin",
         "storlet_extra_resources",
         "storlet_cache",
         "copy",
@@ -63,7 +65,7 @@ def test_keystone_needs_no_user_name_filter():
 
 def test_object_pipeline():
     assert insert_into_pipeline("healthcheck recon object-server", "object") == (
-        "healthcheck recon storlet_failure storlet_handler object-server"
+        "healthcheck recon storlet_origin storlet_failure storlet_handler object-server"
     )
 
 
@@ -114,7 +116,7 @@ def test_configure_node_writes_the_three_files(tmp_path):
     server = configparser.RawConfigParser()
     server.read(written["server_conf"])
     assert server.get("pipeline:main", "pipeline") == (
-        "healthcheck storlet_failure storlet_handler object-server"
+        "healthcheck storlet_origin storlet_failure storlet_handler object-server"
     )
     handler = dict(server.items("filter:storlet_handler"))
     assert handler["execution_server"] == "object"
@@ -412,7 +414,8 @@ def test_a_pipeline_over_several_lines_keeps_its_layout(tmp_path):
     configure("object", conf)
     text = conf.read_text()
     assert (
-        "    recon backend_ratelimit storlet_failure storlet_handler\n    object-server\n" in text
+        "    recon backend_ratelimit storlet_origin storlet_failure storlet_handler\n"
+        "    object-server\n" in text
     )
     assert paste_read(conf).get("pipeline:main", "pipeline").split()[-3:] == [
         "storlet_failure",
