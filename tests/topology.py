@@ -221,8 +221,7 @@ class Topology:
             for node in self.nodes:
                 self._write_node(node)
             self._rings()
-            for node in self.nodes:
-                self.install(node, env=install_env)
+            self.install(env=install_env)
             for node in self.nodes:
                 for server in node.servers:
                     self.start(node, server)
@@ -391,29 +390,46 @@ class Topology:
             for node in self.storage:
                 shutil.copy(os.path.join(builder_dir, kind + ".ring.gz"), node.swift_dir)
 
-    def install(self, node, env=None, extra=()):
-        """``deploy/install-node.sh`` on ``node``, as its operator runs it.
+    def install(self, *nodes, env=None):
+        """``deploy/install-node.sh`` on each of ``nodes`` (default: every
+        node) at once, as an operator runs it on a fleet.
 
-        Returns its output (also kept in ``self.installed[node.name]``).
+        Returns their outputs, by node name (also kept in
+        ``self.installed``).
         """
-        role, conf = ("proxy", node.conf("proxy")) if node is self.proxy else ("object", None)
-        conf = conf or node.conf("object")
-        # The sandboxes' cgroups below the node's own, so that they go with
-        # it, and on the node's CPUs.
-        options = ["cgroup_parent=" + node.cgroup_parent]
-        if node.cpus is not None:
-            options.append("container_cpuset_cpus=" + node.cpus)
-        environ = dict(
-            os.environ,
-            PYTHON=sys.executable,
-            HOST_ROOT=node.host_root,
-            MEMCACHE="%s:%d" % (self.proxy.ip, MEMCACHED_PORT),
-            GATEWAY_OPTIONS=" ".join(options),
-        )
-        environ.update(env or {})
-        output = _run(node.exec_argv(["bash", INSTALL_NODE, role, conf] + list(extra)), env=environ)
-        self.installed[node.name] = output
-        return output
+        started = {}
+        for node in nodes or self.nodes:
+            role = "proxy" if node is self.proxy else "object"
+            # The sandboxes' cgroups below the node's own, so that they go
+            # with it, and on the node's CPUs.
+            options = ["cgroup_parent=" + node.cgroup_parent]
+            if node.cpus is not None:
+                options.append("container_cpuset_cpus=" + node.cpus)
+            environ = dict(
+                os.environ,
+                PYTHON=sys.executable,
+                HOST_ROOT=node.host_root,
+                MEMCACHE="%s:%d" % (self.proxy.ip, MEMCACHED_PORT),
+                GATEWAY_OPTIONS=" ".join(options),
+            )
+            environ.update(env or {})
+            started[node.name] = subprocess.Popen(
+                node.exec_argv(["bash", INSTALL_NODE, role, node.conf(role)]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=environ,
+            )
+        outputs = {name: proc.communicate()[0] for name, proc in started.items()}
+        failed = [name for name, proc in started.items() if proc.returncode]
+        self.installed.update(outputs)
+        if failed:
+            raise TopologyError(
+                "install-node.sh failed on %s:\n%s"
+                % (", ".join(failed), "\n".join(outputs[name] for name in failed))
+            )
+        return outputs
 
     # -- servers ----------------------------------------------------------
     @staticmethod
