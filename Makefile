@@ -37,11 +37,15 @@ system:
 venv: $(VENV)/.installed
 
 # uv (from PyPI) resolves and installs the environment several times faster
-# than pip; where it cannot be installed, pip does the same install.
+# than pip; where it cannot be installed, pip does the same install.  Both
+# compile the bytecode (uv only when asked): a sandbox's root is read-only,
+# so without it every sandbox start compiles numpy, OpenCV and
+# scikit-learn's modules again.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	if $(VENV)/bin/pip install --quiet uv; then \
-	    $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[cluster,test]'; \
+	    $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(VENV)/bin/python \
+	        -e '.[cluster,test]'; \
 	else \
 	    $(VENV)/bin/pip install --quiet -e '.[cluster,test]'; \
 	fi

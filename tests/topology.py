@@ -521,6 +521,13 @@ class Topology:
         )
         return ["sh", "-c", script, "sh"] + procs + ["--"] + list(argv)
 
+    def log(self, pattern):
+        """The lines of every node's syslog that match the regular
+        expression ``pattern``."""
+        found = re.compile(pattern)
+        with open(os.path.join(self.root, "syslog.log"), errors="replace") as f:
+            return [line.rstrip("\n") for line in f if found.search(line)]
+
     def cpu_seconds(self, node):
         """CPU seconds used so far by ``node``'s servers and sandboxes
         (``accounting``)."""

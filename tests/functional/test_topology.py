@@ -30,9 +30,10 @@ PEOPLE = ("bibi", "merkel", "obama", "trump")
 
 
 @pytest.fixture(scope="module")
-def topo():
+def topo(request):
     # Short: the sandboxes' socket paths live under it.
     root = tempfile.mkdtemp(prefix="mlst-")
+    failed = request.session.testsfailed
     topology = Topology(root, storage=3, replicas=3, proxy_workers=2)
     topology.up()
     try:
@@ -40,7 +41,21 @@ def topo():
         yield topology
     finally:
         topology.down()
-        shutil.rmtree(root, ignore_errors=True)
+        # A failed test's logs are kept for reading.
+        if request.session.testsfailed == failed:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def servers_kept_serving(topo):
+    """After each test: no server process died of an error, and the proxy
+    node (never restarted here) started each account's sandbox once,
+    whichever of its workers took the account's first requests."""
+    yield
+    assert topo.log(r"UNCAUGHT EXCEPTION") == []
+    starts = topo.log(r"^<\d+>proxy-proxy: starting the sandbox of scope")
+    scopes = [line.split("scope ")[1].split()[0] for line in starts]
+    assert len(scopes) == len(set(scopes)), starts
 
 
 @pytest.fixture(scope="module")
@@ -136,18 +151,30 @@ def test_install_node_twice_changes_nothing(topo):
 
 
 def test_node_config_remove_leaves_the_stock_configuration(topo, tmp_path):
-    """An uninstall leaves the file the operator had before the install."""
+    """An uninstall leaves the file the operator had before the install, and
+    deletes the gateway files the installed one names."""
     node = topo.storage[1]
     stock = tmp_path / "object-server.conf"
     shutil.copy(node.conf("object") + ".mlstorlets-orig", stock)
+    # A copy of the node's installed files, naming the copies: the node
+    # itself keeps serving.
     installed = tmp_path / "installed.conf"
-    shutil.copy(node.conf("object"), installed)
+    own = ("storlet-gateway.conf", "storlet-internal-client.conf")
+    for name in own:
+        shutil.copy(os.path.join(node.swift_dir, name), tmp_path)
+    with open(node.conf("object")) as f:
+        text = f.read()
+    for name in own:
+        text = text.replace(os.path.join(node.swift_dir, name), str(tmp_path / name))
+    installed.write_text(text)
     topo.client(
         ["mlstorlets", "node-config", "--role", "object", "--server-conf", str(installed)]
         + ["--conf-dir", str(tmp_path), "--remove"]
     )
     assert installed.read_text() == stock.read_text()
     assert "storlet_handler" not in stock.read_text()
+    assert not any((tmp_path / name).exists() for name in own)
+    assert all(os.path.exists(os.path.join(node.swift_dir, name)) for name in own)
 
 
 DIRECT = """

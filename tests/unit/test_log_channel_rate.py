@@ -39,3 +39,38 @@ def test_drops_are_counted_and_reported():
         "sandbox acme: 3 log lines dropped over the rate of 1 a second",
         "sandbox acme: again",
     ]
+
+
+CLOSE_UNDER_RECV = """
+import sys
+import eventlet
+from mlstorlets.server.gateway.log_channel import LogChannel
+
+logged = []
+channel = LogChannel(sys.argv[1], "acme", logged.append).open()
+eventlet.sleep(0.05)  # its green thread now waits in recv
+# A restart of the sandbox: its channel closed, the next one opened (on
+# the same file descriptor number, which eventlet finds still watched).
+channel.close()
+channel = LogChannel(sys.argv[1], "acme", logged.append).open()
+for _ in range(3):
+    eventlet.sleep(0.05)
+print("serving")
+"""
+
+
+def test_a_channel_closed_under_its_reader_leaves_the_server_serving(tmp_path):
+    """A sandbox restart closes its channel while the reader waits: the
+    reader ends, and nothing reaches the hub (which would end the server's
+    process, dropping every request it had: a proxy worker did)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSE_UNDER_RECV, str(tmp_path / "log.sock")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "serving\n"), done.stderr

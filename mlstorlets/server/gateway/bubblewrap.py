@@ -133,7 +133,6 @@ from mlstorlets.server.gateway.sandbox import (
     default_native_lib_dir,
     sandbox_kills,
     sandbox_uid,
-    scope_locks,
 )
 from mlstorlets.server.gateway.sbus import send_without_following_links
 from mlstorlets.server.gateway.scope import account_scope
@@ -228,7 +227,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         ooms = sandbox.oom_kills()
         sprotocol = None
         try:
-            lock = scope_locks[self.scope]
+            lock = sandbox.lock()
             if not lock.acquire(timeout=self.storlet_timeout):
                 raise StorletTimeout()
             try:

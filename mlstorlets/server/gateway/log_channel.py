@@ -126,8 +126,12 @@ class LogChannel(object):
         while True:
             try:
                 data = sock.recv(65536)
-            except OSError:
-                return  # closed: the sandbox was restarted or stopped
+            except (OSError, EOFError):
+                # Closed: the sandbox was restarted or stopped.  eventlet
+                # raises EOFError for a socket closed under a pending recv,
+                # and this green thread's parent is the hub: what escaped
+                # would end the hub, and the server process with it.
+                return
             if not data:
                 continue
             self.accept(data)

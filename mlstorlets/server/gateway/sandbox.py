@@ -18,7 +18,6 @@ import sys
 import time
 
 import eventlet
-from eventlet.semaphore import Semaphore
 from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.gateways.container.runtime import (
     RunTimeSandbox,
@@ -29,6 +28,7 @@ from storlets.sbus.client.exceptions import (
 
 from mlstorlets.server.gateway import cgroups, log_channel, mounts, runtime_view, seccomp
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
+from mlstorlets.server.gateway.scope_lock import scope_lock
 from mlstorlets.server.node import SANDBOX_LIMITS, datagram_limit
 
 SANDBOX_NATIVE_LIB_DIR = "/usr/local/lib/storlets"
@@ -56,9 +56,6 @@ _running = {}
 # Each scope's log channel in this worker, read while its sandbox runs.
 _log_channels = {}
 DEFAULT_CANCEL_TIMEOUT = 2.0
-# One lock per scope (account) in this worker: a sandbox's start and the
-# storlet cache it reads are changed by one request at a time.
-scope_locks = collections.defaultdict(Semaphore)
 # How many times this worker killed each scope's sandbox to stop a storlet
 # past its timeout: the storlets it ran with it did not fail on their own.
 sandbox_kills = collections.Counter()
@@ -189,6 +186,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             cpu_period=self.container_cpu_period or 100000,
             cpus=self.container_cpuset_cpus or None,
         )
+
+    def lock(self):
+        """The scope's lock on this node: a sandbox's start and the storlet
+        cache it reads are changed by one request of one worker at a time
+        (:mod:`mlstorlets.server.gateway.scope_lock`)."""
+        return scope_lock(self.state_dir, self.scope)
 
     @property
     def _record(self):
@@ -639,7 +642,7 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         self.deadline = None
         if cancelled and self.agent == "persistent":
             return
-        lock = scope_locks[self.scope]
+        lock = self.lock()
         if not lock.acquire(timeout=self.sandbox_wait_timeout):
             return  # the next activation's bounded checks restart it
         try:
