@@ -1,13 +1,14 @@
-"""A real Keystone for the tests: PyPI's ``keystone`` on sqlite, 127.0.0.1.
+"""A real Keystone for the tests: PyPI's ``keystone`` on sqlite.
 
 :class:`Keystone` bootstraps it with ``keystone-manage`` (fernet keys,
 ``db_sync``, ``bootstrap``: an ``admin`` user with the ``admin`` role on the
 ``admin`` project of the ``Default`` domain) and serves its WSGI application
 from a threaded stdlib server, started as ``python keystone_server.py CONF
-PORT``.  Every step has a time limit, and :meth:`Keystone.stop` ends the one
+PORT [HOST]``.  Every step has a time limit, and :meth:`Keystone.stop` ends the one
 process it started.
 """
 
+import contextlib
 import os
 import secrets
 import socket
@@ -34,17 +35,29 @@ class Keystone:
     ----------
     directory : str
         Created if missing; the caller removes it.
+    host : str
+        The address it serves on (127.0.0.1: on a free port; any other: on
+        Keystone's own port, 5000).
+    launch : callable, optional
+        Takes the server's command line, gives the one to start (to start
+        it in a network namespace of its own).
+    reach : callable, optional
+        A context manager within which this process reaches ``host``.
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, host="127.0.0.1", launch=None, reach=None):
         self.directory = directory
+        self.host = host
+        self.launch = launch or (lambda argv: argv)
+        self.reach = reach or contextlib.nullcontext
         self.port = None
         self.password = secrets.token_urlsafe(12)
         self.process = None
+        self._admin = None
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d/v3" % self.port
+        return "http://%s:%d/v3" % (self.host, self.port)
 
     @property
     def conf(self):
@@ -69,7 +82,7 @@ class Keystone:
     # -- life cycle ----------------------------------------------------
     def start(self):
         os.makedirs(os.path.join(self.directory, "fernet"), exist_ok=True)
-        self.port = _free_port()
+        self.port = _free_port() if self.host == "127.0.0.1" else 5000
         self._write_conf()
         user = _user_and_group()
         self._manage("fernet_setup", "--keystone-user", user[0], "--keystone-group", user[1])
@@ -87,7 +100,10 @@ class Keystone:
         )
         with open(os.path.join(self.directory, "server.log"), "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), self.conf, str(self.port)],
+                self.launch(
+                    [sys.executable, os.path.abspath(__file__), self.conf, str(self.port)]
+                    + [self.host]
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -95,7 +111,8 @@ class Keystone:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                urllib.request.urlopen(self.url, timeout=2).close()
+                with self.reach():
+                    urllib.request.urlopen(self.url, timeout=2).close()
                 return self
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
@@ -121,6 +138,9 @@ class Keystone:
                 "[DEFAULT]\nlog_file = %s\n"
                 "[database]\nconnection = sqlite:///%s\n"
                 "[token]\nprovider = fernet\n"
+                # bcrypt's fewest rounds: every user made and every token
+                # issued hashes a password, and these are throwaway ones.
+                "[identity]\npassword_hash_rounds = 4\n"
                 "[fernet_tokens]\nkey_repository = %s\n"
                 "[fernet_receipts]\nkey_repository = %s\n"
                 % (
@@ -144,7 +164,13 @@ class Keystone:
 
     # -- administration ------------------------------------------------
     def admin(self):
-        """A keystoneclient v3 client of the admin user."""
+        """A keystoneclient v3 client of the admin user (one token for
+        every call)."""
+        if self._admin is None:
+            self._admin = self._admin_client()
+        return self._admin
+
+    def _admin_client(self):
         from keystoneauth1 import session
         from keystoneauth1.identity import v3
         from keystoneclient.v3 import client
@@ -159,11 +185,11 @@ class Keystone:
         )
         return client.Client(session=session.Session(auth=auth), interface="public")
 
-    def add_object_store(self, proxy_port):
+    def add_object_store(self, proxy_port, proxy_host="127.0.0.1"):
         """List a Swift proxy as the ``object-store`` endpoint."""
         ks = self.admin()
         service = ks.services.create(name="swift", type="object-store")
-        url = "http://127.0.0.1:%d/v1/AUTH_$(project_id)s" % proxy_port
+        url = "http://%s:%d/v1/AUTH_$(project_id)s" % (proxy_host, proxy_port)
         for interface in ("public", "internal", "admin"):
             ks.endpoints.create(service, url, interface=interface, region=REGION)
 
@@ -178,6 +204,18 @@ class Keystone:
         ks.roles.grant(
             role, user=ks.users.find(name=user), project=ks.projects.find(name=project).id
         )
+
+    def add_project(self, name):
+        """A new project of the ``Default`` domain; returns its id."""
+        return self.admin().projects.create(name, domain="default").id
+
+    def add_role(self, name):
+        """A role of that name (made if missing)."""
+        ks = self.admin()
+        try:
+            return ks.roles.find(name=name)
+        except Exception:
+            return ks.roles.create(name)
 
     def add_user(self, name, role, project="admin"):
         """A new user with ``role`` on ``project``; returns its ``OS_*``."""
@@ -196,8 +234,8 @@ def _user_and_group():
     return (pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name)
 
 
-def serve(conf, port):
-    """Serve Keystone's public WSGI application on 127.0.0.1:``port``."""
+def serve(conf, port, host="127.0.0.1"):
+    """Serve Keystone's public WSGI application on ``host:port``."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -213,8 +251,8 @@ def serve(conf, port):
         def log_message(self, *args):
             pass
 
-    make_server("127.0.0.1", port, application, Server, Quiet).serve_forever()
+    make_server(host, port, application, Server, Quiet).serve_forever()
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _HOME_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY)
 
 
+# The containers an account's user makes before deploying storlets.
+CONTAINERS = """
+from mlstorlets.client.connection import connection_from_environment
+conn = connection_from_environment()
+for name in ("storlet", "dependency", "log"):
+    conn.put_container(name)
+"""
+
+
 class TopologyError(RuntimeError):
     """The topology cannot be built or a command in it failed."""
 
@@ -66,18 +76,24 @@ def set_options(text, section, options):
 
     An operator's edit: an option already set is changed in place, one the
     sample shows commented out (``# key = value``) is uncommented there, and
-    any other is added right after the section header.  Every other line,
-    comments included, stays as it was.
+    any other is added right after the section header.  A section the
+    sample shows commented out (``# [filter:authtoken]``) is uncommented
+    in place.  Every other line, comments included, stays as it was.
     """
     lines = text.splitlines(keepends=True)
     header = "[%s]" % section
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() == header)
     except StopIteration:
-        lines.append("\n%s\n" % header)
-        start = len(lines) - 1
+        commented = re.compile(r"^#\s*%s\s*$" % re.escape(header))
+        start = next((i for i, line in enumerate(lines) if commented.match(line)), None)
+        if start is None:
+            lines.append("\n%s\n" % header)
+            start = len(lines) - 1
+        else:
+            lines[start] = header + "\n"
     end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("[")),
+        (i for i in range(start + 1, len(lines)) if re.match(r"^(#\s*)?\[", lines[i])),
         len(lines),
     )
     added = []
@@ -155,13 +171,27 @@ class Topology:
     accounting : bool
         Every node's servers in a cgroup of the node's (beside its
         sandboxes'), so that :meth:`cpu_seconds` counts all it uses.
+    auth : {'tempauth', 'keystone'}
+        ``keystone``: an identity node runs Keystone, the proxy
+        ``authtoken`` and ``keystoneauth`` in tempauth's place, and each
+        account is a project whose user has the ``swiftoperator`` role.
     """
 
     def __init__(
-        self, root, storage=3, replicas=3, proxy_workers=1, storage_cpus=None, accounting=False
+        self,
+        root,
+        storage=3,
+        replicas=3,
+        proxy_workers=1,
+        storage_cpus=None,
+        accounting=False,
+        auth="tempauth",
     ):
         if replicas > storage:
             raise ValueError("%d replicas need as many storage nodes" % replicas)
+        if auth not in ("tempauth", "keystone"):
+            raise ValueError("auth is tempauth or keystone, not %r" % auth)
+        self.auth = auth
         self.root = os.path.abspath(root)
         self.replicas = replicas
         self.proxy_workers = proxy_workers
@@ -181,6 +211,11 @@ class Topology:
             for i in range(storage)
         ]
         self.client_node = Node(self, "client", "%s.2" % SUBNET, ())
+        self.identity = Node(self, "identity", "%s.5" % SUBNET, ()) if auth == "keystone" else None
+        self.keystone = None
+        # keystone: each account's project id, and its user's OS_*.
+        self.projects = {}
+        self.users = {}
         self.hub = "%s-%d-hub" % (PREFIX, os.getpid())
         self.installed = {}
         self._up = False
@@ -190,11 +225,17 @@ class Topology:
         return [self.proxy] + self.storage
 
     @property
+    def _other_nodes(self):
+        """The nodes that run no Swift server."""
+        return [self.client_node] + ([self.identity] if self.identity else [])
+
+    @property
     def auth_url(self):
         return "http://%s:%d/auth/v1.0" % (self.proxy.ip, PROXY_PORT)
 
     def storage_url(self, account):
-        return "http://%s:%d/v1/AUTH_%s" % (self.proxy.ip, PROXY_PORT, account)
+        name = self.projects[account] if self.keystone else account
+        return "http://%s:%d/v1/AUTH_%s" % (self.proxy.ip, PROXY_PORT, name)
 
     # -- life cycle ------------------------------------------------------
     def __enter__(self):
@@ -218,6 +259,8 @@ class Topology:
         try:
             self._network()
             self._log_sink()
+            if self.identity:
+                self._keystone()
             for node in self.nodes:
                 self._write_node(node)
             self._rings()
@@ -243,13 +286,15 @@ class Topology:
             for server in reversed(node.servers):
                 processes.stop(node.run_dir, server)
         processes.stop(self.root, "syslog")
+        if self.keystone:
+            self.keystone.stop()
         mounts.unmount_under(self.root)
         for node in self.nodes:
             deadline = time.monotonic() + 10
             while cgroups.remove_tree(node.cgroup_parent) and time.monotonic() < deadline:
                 time.sleep(0.1)
         cgroups.remove_if_empty("mlstorlets")
-        for node in self.nodes + [self.client_node]:
+        for node in self.nodes + self._other_nodes:
             subprocess.run(["ip", "netns", "delete", node.namespace], stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "netns", "delete", self.hub], stderr=subprocess.DEVNULL)
 
@@ -258,7 +303,7 @@ class Topology:
         _run(["ip", "netns", "add", self.hub])
         _run(["ip", "-n", self.hub, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", self.hub, "link", "set", "br0", "up"])
-        for node in self.nodes + [self.client_node]:
+        for node in self.nodes + self._other_nodes:
             _run(["ip", "netns", "add", node.namespace])
             _run(["ip", "-n", node.namespace, "link", "set", "lo", "up"])
             port = "v-" + node.name[:12]
@@ -269,6 +314,76 @@ class Topology:
             _run(["ip", "-n", self.hub, "link", "set", port, "master", "br0", "up"])
             _run(["ip", "-n", node.namespace, "addr", "add", node.ip + "/24", "dev", "eth0"])
             _run(["ip", "-n", node.namespace, "link", "set", "eth0", "up"])
+
+    def _keystone(self):
+        """Keystone on the identity node, as a cloud's operator has it: the
+        ``object-store`` endpoint of the proxy, a ``swift`` service user
+        (``admin`` on the ``service`` project) for the proxy's
+        ``authtoken``, the admin a reseller admin, a project and user per
+        account."""
+        from keystone_server import Keystone
+
+        self.keystone = Keystone(
+            os.path.join(self.identity.dir, "keystone"),
+            host=self.identity.ip,
+            launch=self.identity.exec_argv,
+            reach=self.inside_client,
+        )
+        self.keystone.start()
+        with self.inside_client():
+            self.keystone.add_object_store(PROXY_PORT, self.proxy.ip)
+            self.keystone.grant_reseller_admin()
+            self.keystone.add_project("service")
+            self.service_user = self.keystone.add_user("swift", "admin", project="service")
+            self.keystone.add_role("swiftoperator")
+            for account, user in ACCOUNTS.items():
+                self.projects[account] = self.keystone.add_project(account)
+                self.users[account] = self.keystone.add_user(user, "swiftoperator", project=account)
+
+    def _proxy_auth(self, text):
+        """The proxy's authentication, edited in the sample as its
+        comments say: tempauth's users, or Keystone's two filters in
+        tempauth's place."""
+        if not self.keystone:
+            users = {"user_admin_admin": "%s .admin .reseller_admin" % self.keys["admin"]}
+            users.update(
+                ("user_%s_%s" % (account, user), "%s .admin" % self.keys[account])
+                for account, user in ACCOUNTS.items()
+            )
+            return set_options(text, "filter:tempauth", users)
+        pipeline = re.search(r"^pipeline = (.*)$", text.split("[pipeline:main]")[1], re.M)
+        names = pipeline.group(1).split()
+        at = names.index("tempauth")
+        names[at : at + 1] = ["authtoken", "keystoneauth"]
+        text = set_options(text, "pipeline:main", {"pipeline": " ".join(names)})
+        service = self.service_user
+        text = set_options(
+            text,
+            "filter:authtoken",
+            {
+                "paste.filter_factory": "keystonemiddleware.auth_token:filter_factory",
+                "www_authenticate_uri": self.keystone.url,
+                "auth_url": self.keystone.url,
+                "auth_plugin": "password",
+                "project_domain_id": "default",
+                "user_domain_id": "default",
+                "project_name": service["OS_PROJECT_NAME"],
+                "username": service["OS_USERNAME"],
+                "password": service["OS_PASSWORD"],
+                "delay_auth_decision": "True",
+                "cache": "swift.cache",
+                "include_service_catalog": "False",
+            },
+        )
+        return set_options(
+            text,
+            "filter:keystoneauth",
+            {
+                "use": "egg:swift#keystoneauth",
+                "operator_roles": "admin, swiftoperator",
+                "reseller_admin_role": "ResellerAdmin",
+            },
+        )
 
     def _log_sink(self):
         # The machine's syslog for every node (rsyslog's part on a real one):
@@ -339,12 +454,7 @@ class Topology:
                     "error_suppression_interval": str(ERROR_SUPPRESSION_INTERVAL),
                 },
             )
-            users = {"user_admin_admin": "%s .admin .reseller_admin" % self.keys["admin"]}
-            users.update(
-                ("user_%s_%s" % (account, user), "%s .admin" % self.keys[account])
-                for account, user in ACCOUNTS.items()
-            )
-            text = set_options(text, "filter:tempauth", users)
+            text = self._proxy_auth(text)
             text = set_options(
                 text, "filter:cache", {"memcache_servers": "%s:%d" % (node.ip, MEMCACHED_PORT)}
             )
@@ -367,26 +477,29 @@ class Topology:
         """Build the rings on the proxy node and copy them to every node, as
         an operator distributes them."""
         builder_dir = self.proxy.swift_dir
+        ring_builder = shlex.quote(self._bin("swift-ring-builder"))
+        started = {}
         for kind, port in BACKEND_PORTS.items():
-            builder = os.path.join(builder_dir, kind + ".builder")
-            _run(
-                [self._bin("swift-ring-builder"), builder, "create"]
-                + [str(PART_POWER), str(self.replicas), "1"]
-            )
-            for zone, node in enumerate(self.storage, 1):
-                _run(
-                    [self._bin("swift-ring-builder"), builder, "add"]
-                    + ["r1z%d-%s:%d/d1" % (zone, node.ip, port), "100"]
-                )
-            done = subprocess.run(
-                [self._bin("swift-ring-builder"), builder, "rebalance"],
+            builder = shlex.quote(os.path.join(builder_dir, kind + ".builder"))
+            steps = ["%s %s create %d %d 1" % (ring_builder, builder, PART_POWER, self.replicas)]
+            steps += [
+                "%s %s add r1z%d-%s:%d/d1 100" % (ring_builder, builder, zone, node.ip, port)
+                for zone, node in enumerate(self.storage, 1)
+            ]
+            # rebalance: 1 is a warning (balance), 0 done; 2 is an error.
+            steps.append("{ %s %s rebalance; [ $? -le 1 ]; }" % (ring_builder, builder))
+            # The three rings at once: each step is a Python start.
+            started[kind] = subprocess.Popen(
+                ["sh", "-c", " && ".join(steps)],
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-            # 1: a warning (balance), 0: done; 2 is an error.
-            if done.returncode > 1:
-                raise TopologyError("rebalance of %s failed: %s" % (kind, done.stdout))
+        for kind, proc in started.items():
+            output = proc.communicate()[0]
+            if proc.returncode:
+                raise TopologyError("building the %s ring failed: %s" % (kind, output))
             for node in self.storage:
                 shutil.copy(os.path.join(builder_dir, kind + ".ring.gz"), node.swift_dir)
 
@@ -565,7 +678,9 @@ class Topology:
 
     def env(self, account="test"):
         """The ``ST_*`` variables of an account's user (``admin``: the
-        reseller admin)."""
+        reseller admin); with Keystone, its ``OS_*``."""
+        if self.keystone:
+            return dict(self.keystone.env() if account == "admin" else self.users[account])
         user = "admin:admin" if account == "admin" else "%s:%s" % (account, ACCOUNTS[account])
         return {"ST_AUTH": self.auth_url, "ST_USER": user, "ST_KEY": self.keys[account]}
 
@@ -575,7 +690,9 @@ class Topology:
         return self.client_node.exec_argv(argv)
 
     def _client_options(self, account, env):
-        environ = dict(os.environ, **self.env(account))
+        # Only the account's credentials: none of this process's.
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("ST_", "OS_"))}
+        environ.update(self.env(account))
         environ.update(env or {})
         return dict(
             stdin=subprocess.DEVNULL,
@@ -607,24 +724,15 @@ class Topology:
         """What the operator does once per account: as the reseller admin,
         ``swift post -m Storlet-Enabled:True``; then the account's own user
         makes the storlet containers."""
-        admin = self.env("admin")
         for account in ACCOUNTS:
-            self.client(
-                [
-                    "swift",
-                    "-A",
-                    admin["ST_AUTH"],
-                    "-U",
-                    admin["ST_USER"],
-                    "-K",
-                    admin["ST_KEY"],
-                    "--os-storage-url",
-                    self.storage_url(account),
-                    "post",
-                    "-m",
-                    "Storlet-Enabled:True",
-                ],
-                account="admin",
-            )
-            for container in ("storlet", "dependency", "log"):
-                self.client(["swift", "post", container], account=account)
+            self.enable(account)
+            self.client(["python", "-c", CONTAINERS], account=account)
+
+    def enable(self, account, enabled=True):
+        """``swift post -m Storlet-Enabled:...`` on ``account``, as the
+        reseller admin."""
+        return self.client(
+            ["swift", "--os-storage-url", self.storage_url(account), "post"]
+            + ["-m", "Storlet-Enabled:%s" % enabled],
+            account="admin",
+        )
