@@ -8,7 +8,8 @@ Nothing comes from the embedded cluster (:mod:`mlstorlets.server.aio`): the
 configuration files are Swift's own samples (the sdist's ``etc/``, which
 ``make samples`` unpacks into the venv) edited line by line the way an
 operator edits them, the rings are built with ``swift-ring-builder`` over the
-nodes' addresses, tempauth authenticates, and ``deploy/install-node.sh`` is
+nodes' addresses, tempauth authenticates (or Keystone, on an identity node
+of its own: ``auth='keystone'``), and ``deploy/install-node.sh`` is
 the only thing that adds storlets to a node.  A client namespace runs the
 user's commands against the proxy's address.
 
@@ -191,7 +192,6 @@ class Topology:
             raise ValueError("%d replicas need as many storage nodes" % replicas)
         if auth not in ("tempauth", "keystone"):
             raise ValueError("auth is tempauth or keystone, not %r" % auth)
-        self.auth = auth
         self.root = os.path.abspath(root)
         self.replicas = replicas
         self.proxy_workers = proxy_workers
@@ -213,7 +213,9 @@ class Topology:
         self.client_node = Node(self, "client", "%s.2" % SUBNET, ())
         self.identity = Node(self, "identity", "%s.5" % SUBNET, ()) if auth == "keystone" else None
         self.keystone = None
-        # keystone: each account's project id, and its user's OS_*.
+        # keystone: the proxy's service user's OS_*; each account's project
+        # id, and its user's OS_*.
+        self.service_user = None
         self.projects = {}
         self.users = {}
         self.hub = "%s-%d-hub" % (PREFIX, os.getpid())
