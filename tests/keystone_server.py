@@ -4,8 +4,8 @@
 ``db_sync``, ``bootstrap``: an ``admin`` user with the ``admin`` role on the
 ``admin`` project of the ``Default`` domain) and serves its WSGI application
 from a threaded stdlib server, started as ``python keystone_server.py CONF
-PORT [HOST]``.  Every step has a time limit, and :meth:`Keystone.stop` ends the one
-process it started.
+PORT [HOST]``.  Every step has a time limit, and :meth:`Keystone.stop` ends
+the one process it started.
 """
 
 import contextlib
@@ -197,12 +197,10 @@ class Keystone:
         """Give ``user`` Swift's reseller admin role (``ResellerAdmin``) on
         ``project``: enabling storlets on an account needs it."""
         ks = self.admin()
-        try:
-            role = ks.roles.find(name="ResellerAdmin")
-        except Exception:
-            role = ks.roles.create("ResellerAdmin")
         ks.roles.grant(
-            role, user=ks.users.find(name=user), project=ks.projects.find(name=project).id
+            self.add_role("ResellerAdmin"),
+            user=ks.users.find(name=user),
+            project=ks.projects.find(name=project).id,
         )
 
     def add_project(self, name):

@@ -21,6 +21,7 @@ run leaves after SIGKILL (namespaces named after a dead pid) is removed by
 the next one.
 """
 
+import configparser
 import contextlib
 import ctypes
 import os
@@ -109,6 +110,37 @@ def set_options(text, section, options):
             added.append(line)
     lines[start + 1 : start + 1] = added
     return "".join(lines)
+
+
+def pipeline_names(text):
+    """The names of a server configuration's ``[pipeline:main]``."""
+    conf = configparser.RawConfigParser(strict=False)
+    conf.read_string(text)
+    return conf.get("pipeline:main", "pipeline").split()
+
+
+def _run_together(commands, what):
+    """Run ``commands`` ({name: (argv, env)}) at once; their outputs by
+    name, or a TopologyError naming ``what`` failed where and why."""
+    started = {
+        name: subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for name, (argv, env) in commands.items()
+    }
+    outputs = {name: proc.communicate()[0] for name, proc in started.items()}
+    failed = [name for name, proc in started.items() if proc.returncode]
+    if failed:
+        raise TopologyError(
+            "%s failed on %s:\n%s"
+            % (what, ", ".join(failed), "\n".join(outputs[name] for name in failed))
+        )
+    return outputs
 
 
 def _run(argv, **kwargs):
@@ -353,8 +385,7 @@ class Topology:
                 for account, user in ACCOUNTS.items()
             )
             return set_options(text, "filter:tempauth", users)
-        pipeline = re.search(r"^pipeline = (.*)$", text.split("[pipeline:main]")[1], re.M)
-        names = pipeline.group(1).split()
+        names = pipeline_names(text)
         at = names.index("tempauth")
         names[at : at + 1] = ["authtoken", "keystoneauth"]
         text = set_options(text, "pipeline:main", {"pipeline": " ".join(names)})
@@ -480,7 +511,7 @@ class Topology:
         an operator distributes them."""
         builder_dir = self.proxy.swift_dir
         ring_builder = shlex.quote(self._bin("swift-ring-builder"))
-        started = {}
+        commands = {}
         for kind, port in BACKEND_PORTS.items():
             builder = shlex.quote(os.path.join(builder_dir, kind + ".builder"))
             steps = ["%s %s create %d %d 1" % (ring_builder, builder, PART_POWER, self.replicas)]
@@ -490,18 +521,10 @@ class Topology:
             ]
             # rebalance: 1 is a warning (balance), 0 done; 2 is an error.
             steps.append("{ %s %s rebalance; [ $? -le 1 ]; }" % (ring_builder, builder))
-            # The three rings at once: each step is a Python start.
-            started[kind] = subprocess.Popen(
-                ["sh", "-c", " && ".join(steps)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        for kind, proc in started.items():
-            output = proc.communicate()[0]
-            if proc.returncode:
-                raise TopologyError("building the %s ring failed: %s" % (kind, output))
+            commands[kind] = (["sh", "-c", " && ".join(steps)], None)
+        # The three rings at once: each step is a Python start.
+        _run_together(commands, "building the rings")
+        for kind in BACKEND_PORTS:
             for node in self.storage:
                 shutil.copy(os.path.join(builder_dir, kind + ".ring.gz"), node.swift_dir)
 
@@ -512,7 +535,7 @@ class Topology:
         Returns their outputs, by node name (also kept in
         ``self.installed``).
         """
-        started = {}
+        commands = {}
         for node in nodes or self.nodes:
             role = "proxy" if node is self.proxy else "object"
             # The sandboxes' cgroups below the node's own, so that they go
@@ -528,22 +551,12 @@ class Topology:
                 GATEWAY_OPTIONS=" ".join(options),
             )
             environ.update(env or {})
-            started[node.name] = subprocess.Popen(
+            commands[node.name] = (
                 node.exec_argv(["bash", INSTALL_NODE, role, node.conf(role)]),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=environ,
+                environ,
             )
-        outputs = {name: proc.communicate()[0] for name, proc in started.items()}
-        failed = [name for name, proc in started.items() if proc.returncode]
+        outputs = _run_together(commands, "install-node.sh")
         self.installed.update(outputs)
-        if failed:
-            raise TopologyError(
-                "install-node.sh failed on %s:\n%s"
-                % (", ".join(failed), "\n".join(outputs[name] for name in failed))
-            )
         return outputs
 
     # -- servers ----------------------------------------------------------

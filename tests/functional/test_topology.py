@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from support import data_dir
-from topology import Topology
+from topology import Topology, pipeline_names
 
 from mlstorlets.server.node import STORLET_CACHE_TIME
 
@@ -123,7 +123,7 @@ def test_install_node_adds_storlets_to_every_node_and_nothing_to_swift(topo):
         role = "proxy" if node is topo.proxy else "object"
         with open(node.conf(role)) as f:
             conf = f.read()
-        assert "storlet_handler" in conf.split("[pipeline:main]")[1].split("\n[")[0]
+        assert "storlet_handler" in pipeline_names(conf)
         # The operator's file is kept, and every line of it but the
         # pipeline's survives the install, comments included.
         with open(node.conf(role) + ".mlstorlets-orig") as f:

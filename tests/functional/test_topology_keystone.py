@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 from support import data_dir
-from topology import Topology
+from topology import Topology, pipeline_names
 
 PER_PERSON = 2
 PEOPLE = ("bibi", "merkel", "obama", "trump")
@@ -62,14 +62,9 @@ def photos(topo, tmp_path_factory):
     return sorted(os.listdir(local))
 
 
-def _pipeline(conf):
-    with open(conf) as f:
-        text = f.read()
-    return text.split("[pipeline:main]")[1].split("pipeline =")[1].split("\n")[0].split()
-
-
 def test_install_node_puts_the_storlet_middleware_behind_keystone(topo):
-    names = _pipeline(topo.proxy.conf("proxy"))
+    with open(topo.proxy.conf("proxy")) as f:
+        names = pipeline_names(f.read())
     assert "tempauth" not in names
     assert names.index("authtoken") < names.index("keystoneauth") < names.index("storlet_handler")
     assert "nothing to install" in topo.installed[topo.proxy.name]
