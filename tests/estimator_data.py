@@ -48,6 +48,34 @@ def local_partial_fit(estimator, parts, classes=None, weights=None):
     return local
 
 
+def local_pipeline_fit(transformers, estimator, parts, epochs, classes=None):
+    """A pipeline's steps trained locally as remote_fit trains them: each
+    transformer in turn, one pass of partial_fit over every mini-batch of
+    what the steps before it output, then the estimator's epochs, the parts
+    in their order.  The steps, fitted in place."""
+
+    def through(X, steps):
+        for step in steps:
+            X = step.transform(X)
+        return X
+
+    batches = [
+        (X[start : start + BATCH], y[start : start + BATCH])
+        for X, y in parts
+        for start in range(0, len(y), BATCH)
+    ]
+    for i, step in enumerate(transformers):
+        for X, _ in batches:
+            step.partial_fit(through(X, transformers[:i]))
+    for epoch in range(epochs):
+        for j, (X, y) in enumerate(batches):
+            first = classes is not None and epoch == 0 and j == 0
+            estimator.partial_fit(
+                through(X, transformers), y, **({"classes": classes} if first else {})
+            )
+    return transformers + [estimator]
+
+
 def arrays_of(est):
     """Every float array an estimator holds, by name."""
     found = {}

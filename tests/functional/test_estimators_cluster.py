@@ -11,11 +11,21 @@ mini-batches to 1e-12.
 import io
 import pickle
 import re
+import textwrap
 
 import numpy as np
 import pytest
 import skops.io as sio
-from estimator_data import BATCH, N, csv_bytes, local_partial_fit, make_parts, max_difference
+from estimator_data import (
+    BATCH,
+    N,
+    csv_bytes,
+    local_partial_fit,
+    local_pipeline_fit,
+    make_parts,
+    max_difference,
+)
+from sklearn.preprocessing import StandardScaler
 from swiftclient.client import Connection
 
 from mlstorlets.client.errors import Refused
@@ -23,6 +33,7 @@ from mlstorlets.client.incremental import (
     MiniBatchKMeans,
     MLPClassifier,
     MultinomialNB,
+    Pipeline,
     SGDClassifier,
     SGDRegressor,
     passes,
@@ -159,6 +170,31 @@ def test_remote_predict_writes_one_object_per_input_and_resumes(conn, container,
     assert not [n for n in names if n.startswith(STATE_PREFIX)]
 
 
+def test_a_pipeline_trains_next_to_the_data_as_its_steps_locally(conn, container):
+    parts = [(X * [1, 10, 100, 1000, 5] + 50, y) for X, y in make_parts(12)]
+    upload(conn, container, parts, prefix="pipe/")
+
+    def sgd():
+        return SGDClassifier(random_state=0, max_iter=2, tol=None, shuffle=False)
+
+    remote = Pipeline([("scale", StandardScaler()), ("sgd", sgd())])
+    remote.remote_fit(
+        "swift://%s/pipe/" % container, connection=conn, data_options={"batch_size": BATCH}
+    )
+    local = local_pipeline_fit([StandardScaler()], sgd(), parts, 2, np.array([0, 1, 2]))
+    for (_, mine), theirs in zip(remote.to_sklearn().steps, local):
+        assert max_difference(mine, theirs) == 0.0
+    summary = remote.remote_predict(
+        "swift://%s/pipe/" % container,
+        "swift://%s/pipe-pred/" % container,
+        connection=conn,
+        data_options={"label_column": -1},
+    )
+    assert summary.placement == "cluster" and len(summary.done) == 3, summary.format()
+    body = conn.get_object(container, "pipe-pred/part2.npy")[1]
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), remote.predict(parts[2][0]))
+
+
 def test_remote_predict_of_a_bad_object_fails_it_alone(conn, container):
     parts = make_parts(8)
     upload(conn, container, parts)
@@ -251,7 +287,9 @@ def test_the_readme_example_runs(cluster, monkeypatch, capsys):
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
     section = readme.split("## Estimators next to the data")[1]
-    code = section.split("```python\n")[1].split("```")[0]
+    code, pipeline_code = [
+        textwrap.dedent(block.split("```")[0]) for block in section.split("```python\n")[1:3]
+    ]
     auth, user, key = cluster.credentials()
     for name in [n for n in os.environ if n.startswith(("ST_", "OS_"))]:
         monkeypatch.delenv(name)
@@ -260,9 +298,12 @@ def test_the_readme_example_runs(cluster, monkeypatch, capsys):
     monkeypatch.setenv("ST_KEY", key)
     conn = Connection(authurl=auth, user=user, key=key)
     try:
-        exec(compile(code, "README.md", "exec"), {})
+        namespace = {}
+        exec(compile(code, "README.md", "exec"), namespace)
         out = capsys.readouterr().out
         assert "-- Epoch 1" in out and out.count("estimator.py: 4 done, 0 skipped, 0 failed") == 1
+        exec(compile(pipeline_code, "README.md", "exec"), namespace)
+        assert namespace["pipe"].steps[0][1].n_samples_seen_ == 200
         names = [e["name"] for e in conn.get_container("iris", full_listing=True)[1]]
         assert ["pred/part%d.npy" % i for i in range(4)] == [
             n for n in names if n.startswith("pred/")

@@ -10,9 +10,14 @@ gets them the same way::
 
     class RemotePerceptron(RemoteIncrementalMixin, sklearn.linear_model.Perceptron):
         pass
+
+:class:`Pipeline` is scikit-learn's ``Pipeline`` of incremental
+transformers (:data:`~mlstorlets.sandbox.incremental.state.STEPS`: scalers
+with ``partial_fit``) then one of these estimators, with the same remote
+methods.
 """
 
-from sklearn import cluster, linear_model, naive_bayes, neural_network
+from sklearn import cluster, linear_model, naive_bayes, neural_network, pipeline
 
 from mlstorlets.client.incremental.mixin import REMOTE_DOC, RemoteIncrementalMixin
 
@@ -24,6 +29,7 @@ __all__ = [
     "MLPRegressor",
     "MiniBatchKMeans",
     "MultinomialNB",
+    "Pipeline",
 ]
 
 
@@ -49,3 +55,26 @@ class MiniBatchKMeans(RemoteIncrementalMixin, cluster.MiniBatchKMeans):
 
 class MultinomialNB(RemoteIncrementalMixin, naive_bayes.MultinomialNB):
     __doc__ = (naive_bayes.MultinomialNB.__doc__ or "") + REMOTE_DOC
+
+
+class Pipeline(RemoteIncrementalMixin, pipeline.Pipeline):
+    __doc__ = (
+        (pipeline.Pipeline.__doc__ or "")
+        + """
+    Remote methods
+    --------------
+    The steps are incremental transformers (``StandardScaler``,
+    ``MaxAbsScaler``, ``MinMaxScaler``) then one incremental estimator; the
+    final estimator's parameters (``max_iter``, ``tol``, ``random_state``,
+    ``verbose``...) rule the remote methods as they would for it alone.
+
+    ``remote_fit`` trains each transformer in turn, one pass of its
+    ``partial_fit`` over the objects in their order, each on what the steps
+    before it output, then the estimator's epochs on what the last
+    transformer outputs: locally, ``scaler.partial_fit`` over every
+    mini-batch, then ``estimator.partial_fit(scaler.transform(batch))``.
+    ``remote_partial_fit`` trains every step on each mini-batch in turn,
+    each step's output feeding the next.  ``remote_score`` and
+    ``remote_predict`` apply the whole pipeline.
+"""
+    )

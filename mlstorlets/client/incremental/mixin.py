@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import clone, is_classifier
+from sklearn.callback import CallbackSupportMixin, with_callbacks
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
@@ -41,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 from mlstorlets.client.batch import BatchSummary
 from mlstorlets.client.errors import UsageError
 from mlstorlets.client.incremental import passes
+from mlstorlets.client.incremental.callbacks import FitTasks
 from mlstorlets.client.incremental.transport import STORLET_NAME, calls_for
 from mlstorlets.client.runners import runner_for
 from mlstorlets.client.stores.registry import Stores
@@ -78,7 +80,14 @@ def _has(method):
     return lambda self: hasattr(self, method)
 
 
-class RemoteIncrementalMixin:
+def _steps_of(estimator):
+    """The estimators a state carries: a pipeline's steps, or ``estimator``."""
+    if state.final_of(estimator) is estimator:
+        return [estimator]
+    return [step for _, step in estimator.steps]
+
+
+class RemoteIncrementalMixin(CallbackSupportMixin):
     """Remote training and prediction for an incremental estimator.
 
     Attributes set by ``remote_fit``
@@ -94,29 +103,40 @@ class RemoteIncrementalMixin:
 
     # -- state ----------------------------------------------------------------
     def _partial_fit_params(self, rng):
-        """Parameters the storlet's copy runs with: scikit-learn's
-        ``partial_fit`` refuses ``early_stopping`` (it belongs to ``fit``,
-        here ``remote_fit``), and a ``RandomState`` travels as a seed."""
+        """Parameters the storlet's copy of the final estimator runs with:
+        scikit-learn's ``partial_fit`` refuses ``early_stopping`` (it
+        belongs to ``fit``, here ``remote_fit``), and a ``RandomState``
+        travels as a seed."""
+        final = state.final_of(self)
         params = {}
-        if getattr(self, "early_stopping", False):
+        if getattr(final, "early_stopping", False):
             params["early_stopping"] = False
-        seed = getattr(self, "random_state", None)
+        seed = getattr(final, "random_state", None)
         if seed is not None and not isinstance(seed, Integral):
             params["random_state"] = int(check_random_state(seed).randint(_MAX_SEED))
         return params
 
-    def _fitted_names(self):
-        names = set(self._get_param_names())
-        return [k for k in vars(self) if k not in names]
+    def _validate_remote(self):
+        """scikit-learn's checks of the hyper-parameters, of each step of a
+        pipeline too, which must be one a storlet can rebuild."""
+        self._validate_params()
+        if state.final_of(self) is not self:
+            problem = state.pipeline_problem(self, exact=False)
+            if problem:
+                raise UsageError(problem)
+            for step in _steps_of(self):
+                step._validate_params()
 
     def _apply(self, estimator):
-        """Make ``self``'s fitted attributes those of ``estimator``."""
-        for key in self._fitted_names():
-            delattr(self, key)
-        names = set(self._get_param_names())
-        for key, value in vars(estimator).items():
-            if key not in names:
-                setattr(self, key, value)
+        """Make the fitted attributes of ``self`` (of each of its steps)
+        those of ``estimator`` (of its steps)."""
+        for mine, theirs in zip(_steps_of(self), _steps_of(estimator)):
+            names = set(mine._get_param_names()) | state.LIVE_ATTRIBUTES
+            for key in [k for k in vars(mine) if k not in names]:
+                delattr(mine, key)
+            for key, value in vars(theirs).items():
+                if key not in names:
+                    setattr(mine, key, value)
         return self
 
     def to_sklearn(self):
@@ -125,6 +145,7 @@ class RemoteIncrementalMixin:
         return copy.deepcopy(state.plain(self))
 
     # -- the remote methods ---------------------------------------------------
+    @with_callbacks
     def remote_partial_fit(
         self,
         source: Sources,
@@ -175,9 +196,9 @@ class RemoteIncrementalMixin:
         transport = calls_for(source, connection, stores, storlet, objects_per_call, placement)
         uris = transport.list_objects(source)
         weights = passes.object_weights(uris, sample_weight)
-        first = not hasattr(self, "n_features_in_")
+        first = not hasattr(state.final_of(self), "n_features_in_")
         if first:
-            self._validate_params()
+            self._validate_remote()
         if is_classifier(self):
             if first and classes is None:
                 raise UsageError("classes must be passed on the first call to remote_partial_fit")
@@ -191,6 +212,7 @@ class RemoteIncrementalMixin:
                 )
             classes = np.unique(classes) if first else None
         blob = state.dumps(self, self._partial_fit_params(None))
+        tasks = FitTasks(self, "remote_partial_fit")
         _, final, _, _ = passes.train_pass(
             state.kind_of(self),
             transport,
@@ -200,24 +222,28 @@ class RemoteIncrementalMixin:
             weights,
             classes,
         )
-        return self._apply(final)
+        self._apply(final)
+        tasks.end(final)
+        return self
 
     def _fit_settings(self, epochs, validation_fraction):
-        max_iter = getattr(self, "max_iter", None)
+        final = state.final_of(self)
+        max_iter = getattr(final, "max_iter", None)
         if epochs is None:
             # an estimator without max_iter (naive Bayes) learns in one pass:
             # a second would count every row twice
             epochs = max_iter if isinstance(max_iter, Integral) else 1
-        tol = getattr(self, "tol", None)
-        patience = getattr(self, "n_iter_no_change", getattr(self, "max_no_improvement", 5))
-        early = bool(getattr(self, "early_stopping", False))
+        tol = getattr(final, "tol", None)
+        patience = getattr(final, "n_iter_no_change", getattr(final, "max_no_improvement", 5))
+        early = bool(getattr(final, "early_stopping", False))
         fraction = (
             validation_fraction
             if validation_fraction is not None
-            else getattr(self, "validation_fraction", 0.1)
+            else getattr(final, "validation_fraction", 0.1)
         )
         return int(epochs), tol, patience, early, fraction
 
+    @with_callbacks
     def remote_fit(
         self,
         source: Sources,
@@ -272,10 +298,11 @@ objects_per_call, placement
         -------
         self : object
         """
-        self._validate_params()
+        self._validate_remote()
+        last = state.final_of(self)
         epochs, tol, patience, early, fraction = self._fit_settings(epochs, validation_fraction)
-        shuffle = getattr(self, "shuffle", True) if shuffle is None else shuffle
-        rng = check_random_state(getattr(self, "random_state", None))
+        shuffle = getattr(last, "shuffle", True) if shuffle is None else shuffle
+        rng = check_random_state(getattr(last, "random_state", None))
         transport = calls_for(source, connection, stores, storlet, objects_per_call, placement)
         uris = transport.list_objects(source)
         weights = passes.object_weights(uris, sample_weight)
@@ -296,11 +323,18 @@ objects_per_call, placement
             classes = np.unique(classes)
         fresh = clone(self)
         blob = state.dumps(fresh, self._partial_fit_params(rng))
+        verbose = int(getattr(last, "verbose", 0) or 0)
+        tasks = FitTasks(self, "remote_fit", epochs)
+        steps = _steps_of(self)
+        if len(steps) > 1:
+            blob = passes.fit_transformers(
+                state.kind_of(self), transport, uris, blob, params, weights, len(steps) - 1, verbose
+            )
+            params["step"] = str(len(steps) - 1)
         # a rule that cannot stop before the last epoch costs nothing
         stopping = tol is not None and patience is not None and patience < epochs
         if stopping and not early:
             params["progressive"] = "1"
-        verbose = int(getattr(self, "verbose", 0) or 0)
         if progress is None:
             progress = bool(verbose) and sys.stderr.isatty()
         final, history = passes.fit_epochs(
@@ -318,8 +352,10 @@ objects_per_call, placement
             stop=(tol, patience) if stopping else None,
             verbose=verbose,
             progress=progress,
+            tasks=tasks,
         )
         self._apply(final)
+        tasks.end(final)
         self.remote_history_ = history
         self.remote_validation_objects_ = held
         return self
@@ -408,7 +444,7 @@ objects_per_call, placement
                 dry_run=dry_run,
                 output_type=PREDICTION_TYPE,
             )
-        if int(getattr(self, "verbose", 0) or 0):
+        if int(getattr(state.final_of(self), "verbose", 0) or 0):
             print(summary.format(), flush=True)
         return summary
 

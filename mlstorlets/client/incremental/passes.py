@@ -112,7 +112,7 @@ def train_pass(kind, transport, uris, blob, params, weights, classes=None, bar=N
     current = state.loads(blob, kind=kind)
     n_samples, progressive = 0, None
     for entries, rows in calls_of(transport, uris, params, weights):
-        first = not hasattr(current, "n_features_in_")
+        first = not hasattr(state.final_of(current), "n_features_in_")
         payload = payload_of(transport, entries, blob, classes if first else None, rows)
         where = (
             entries[0][0] if len(entries) == 1 else f"{entries[0][0]} (and {len(entries) - 1} more)"
@@ -175,6 +175,19 @@ def discover_classes(transport, uris, params):
     return classes
 
 
+def fit_transformers(kind, transport, uris, blob, params, weights, n_steps, verbose):
+    """A pipeline's first ``n_steps`` (its transformers) trained in turn,
+    one pass of ``partial_fit`` each over ``uris`` in their order, each on
+    what the steps before it output; the new state."""
+    for step in range(n_steps):
+        started = time.monotonic()
+        step_params = dict(params, step=str(step))
+        blob, _, n, _ = train_pass(kind, transport, uris, blob, step_params, weights)
+        if verbose:
+            print(f"-- Step {step}, {n} samples, {time.monotonic() - started:.2f} s", flush=True)
+    return blob
+
+
 def fit_epochs(
     kind,
     transport,
@@ -191,16 +204,21 @@ def fit_epochs(
     stop,
     verbose,
     progress,
+    tasks=None,
 ):
     """The epochs of ``remote_fit``: the objects ``uris`` in an order
     drawn from ``order`` (a RandomState; None keeps theirs), scored on
     ``held`` with ``score_params`` when given, until ``stop`` (tol,
-    patience) says so.  Returns (final estimator, history)."""
+    patience) or a callback of ``tasks``
+    (:class:`~mlstorlets.client.incremental.callbacks.FitTasks`) says so.
+    Returns (final estimator, history)."""
     history, best, stale, final = [], -np.inf, 0, None
     epoch_bar = progress_bar(progress, epochs, "epochs", "epoch")
     try:
         for epoch in range(1, epochs + 1):
             started = time.monotonic()
+            if tasks is not None:
+                tasks.epoch_begin()
             visit = list(uris) if order is None else [uris[i] for i in order.permutation(len(uris))]
             object_bar = progress_bar(progress, len(visit), f"epoch {epoch}", "obj")
             try:
@@ -228,6 +246,8 @@ def fit_epochs(
                 print(epoch_line(record), flush=True)
             if epoch_bar is not None:
                 epoch_bar.update(1)
+            if tasks is not None and tasks.epoch_end(record, final):
+                break
             score = record["validation_score" if score_params is not None else "train_score"]
             if stop is not None and score is not None:
                 tol, patience = stop

@@ -8,6 +8,11 @@ types it is told to trust: the estimator classes of :data:`KINDS` (which
 skops trusts by default) and the helpers of :data:`HELPERS`.  Anything else
 in a state, from a client or from a storlet, is refused.
 
+A state may also be a scikit-learn ``Pipeline``: incremental transformers
+(:data:`STEPS`, each with ``partial_fit``) then one estimator of
+:data:`KINDS`, with no caching ``memory``.  :func:`final_of` is the
+estimator a pipeline ends with (the estimator itself otherwise).
+
 :func:`dumps` writes the same bytes for the same state (skops names members
 after ``id()`` and stamps the time: both are normalised), so that a digest
 of the state says which model made an output.
@@ -37,6 +42,8 @@ from sklearn.linear_model import (
 )
 from sklearn.naive_bayes import BernoulliNB, ComplementNB, GaussianNB, MultinomialNB
 from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import data
@@ -61,6 +68,15 @@ KINDS = {
         GaussianNB,
     )
 }
+#: The transformers a pipeline's state may hold before its estimator.
+STEPS = {cls.__name__: cls for cls in (StandardScaler, MaxAbsScaler, MinMaxScaler)}
+#: Most steps of a pipeline.
+MAX_STEPS = 16
+#: Attributes of a live estimator that are not its state: scikit-learn's
+#: callbacks (``set_callbacks``) and their contexts during a fit.
+LIVE_ATTRIBUTES = frozenset(
+    ("_skl_callbacks", "_skl_callbacks_to_teardown", "_callback_fit_ctx", "_parent_callback_ctx")
+)
 #: Types inside a state that skops does not trust by default.
 HELPERS = (
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
@@ -78,28 +94,80 @@ _ID = re.compile(r'("__id__": |")(\d+)(\.npy"|(?=[,\s}]))')
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _class_among(estimator, classes):
+    """The class of ``classes`` that ``estimator`` is or subclasses, or None."""
+    for cls in type(estimator).__mro__:
+        if classes.get(cls.__name__) is cls:
+            return cls
+    return None
+
+
 def kind_of(estimator):
     """The scikit-learn class of :data:`KINDS` that ``estimator`` is (or
-    subclasses)."""
-    for cls in type(estimator).__mro__:
-        if KINDS.get(cls.__name__) is cls:
-            return cls
-    raise TypeError(
-        f"{type(estimator).__name__} is not one of the incremental estimators "
-        f"a storlet can rebuild ({', '.join(sorted(KINDS))})"
-    )
+    subclasses); ``Pipeline`` for a pipeline."""
+    if isinstance(estimator, Pipeline):
+        return Pipeline
+    cls = _class_among(estimator, KINDS)
+    if cls is None:
+        raise TypeError(
+            f"{type(estimator).__name__} is not one of the incremental estimators "
+            f"a storlet can rebuild ({', '.join(sorted(KINDS))})"
+        )
+    return cls
+
+
+def final_of(estimator):
+    """The estimator ``estimator`` ends with: its last step for a pipeline."""
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+
+
+def pipeline_problem(pipeline, exact=True):
+    """What makes ``pipeline`` other than transformers of :data:`STEPS`
+    then one estimator of :data:`KINDS` (their very classes when
+    ``exact``, else subclasses too), without caching or input routing; None
+    when nothing does."""
+    steps = pipeline.steps
+    if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_STEPS:
+        return f"a pipeline has 1 to {MAX_STEPS} steps in a list"
+    if not all(isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str) for s in steps):
+        return "a pipeline's steps are (name, estimator) pairs"
+    for (_, step), classes in zip(steps, [STEPS] * (len(steps) - 1) + [KINDS]):
+        cls = _class_among(step, classes)
+        if cls is None or (exact and cls is not type(step)):
+            what = "an incremental transformer" if classes is STEPS else "an incremental estimator"
+            return (
+                f"a pipeline's step {type(step).__name__} is not {what} "
+                f"({', '.join(sorted(classes))})"
+            )
+    if pipeline.memory is not None or getattr(pipeline, "transform_input", None) is not None:
+        return "a pipeline's memory and transform_input must be None"
+    return None
 
 
 def plain(estimator, params=None):
     """A plain scikit-learn estimator with ``estimator``'s parameters
-    (updated with ``params``) and fitted attributes, which it shares."""
-    cls = kind_of(estimator)
+    (updated with ``params``) and fitted attributes, which it shares.
+
+    For a pipeline, a plain ``Pipeline`` of plain steps, ``params`` applying
+    to its final estimator.
+    """
+    if not isinstance(estimator, Pipeline):
+        return _plain(estimator, kind_of(estimator), params)
+    problem = pipeline_problem(estimator, exact=False)
+    if problem:
+        raise TypeError(problem)
+    *transforms, (name, last) = estimator.steps
+    steps = [(n, _plain(step, _class_among(step, STEPS))) for n, step in transforms]
+    return Pipeline(steps + [(name, plain(last, params))], verbose=estimator.verbose)
+
+
+def _plain(estimator, cls, params=None):
     names = cls._get_param_names()
     values = {name: getattr(estimator, name) for name in names}
     values.update(params or {})
     out = cls(**values)
     for key, value in vars(estimator).items():
-        if key not in names:
+        if key not in names and key not in LIVE_ATTRIBUTES:
             setattr(out, key, value)
     return out
 
@@ -184,18 +252,26 @@ def loads(blob, name="model state", kind=None, limit=MAX_STATE_BYTES[0]):
     except Exception as exc:  # skops and zipfile raise many kinds on bad input
         _fail(name, f"not a readable state ({type(exc).__name__}: {exc})")
     cls = type(estimator)
-    if KINDS.get(cls.__name__) is not cls:
+    if cls is Pipeline:
+        problem = pipeline_problem(estimator)
+        if problem:
+            _fail(name, problem)
+        parts = [estimator] + [step for _, step in estimator.steps]
+    elif KINDS.get(cls.__name__) is cls:
+        parts = [estimator]
+    else:
         _fail(name, f"a {cls.__name__} is not an incremental estimator")
     if kind is not None and cls is not kind:
         _fail(name, f"a {cls.__name__} where a {kind.__name__} was expected")
-    try:
-        estimator._validate_params()
-    except (ValueError, TypeError) as exc:
-        _fail(name, f"invalid hyper-parameters ({exc})")
-    for key, value in vars(estimator).items():
-        for array in _arrays(value):
-            if array.dtype.kind == "f" and np.isnan(array).any():
-                _fail(name, f"{key} holds NaN")
+    for part in parts:
+        try:
+            part._validate_params()
+        except (ValueError, TypeError) as exc:
+            _fail(name, f"invalid hyper-parameters ({exc})")
+        for key, value in vars(part).items():
+            for array in _arrays(value):
+                if array.dtype.kind == "f" and np.isnan(array).any():
+                    _fail(name, f"{key} holds NaN")
     return estimator
 
 

@@ -14,6 +14,8 @@ model is scikit-learn's own estimator rebuilt from its state
     ``n_samples``, ``n_batches``, ``n_objects`` and, with ``progressive=1``,
     ``progressive``: the score sums (as ``score``) of each mini-batch taken
     just before training on it, a per-epoch training score at no extra pass.
+    A pipeline's steps are trained in turn on each mini-batch, or only step
+    ``step`` on what the fitted steps before it output.
 ``score``
     JSON sums that combine across objects (:func:`score_sums`).
 ``labels``
@@ -310,47 +312,80 @@ def _check_features(estimator, batch, name):
 
 
 def _labels(estimator, batch, name):
-    if not _supervised(estimator):
+    if estimator is None or not _supervised(estimator):
         return None
     if batch.y is None:
         raise ObjectError(name, "no labels (label_column=none) for a supervised estimator")
     return batch.y
 
 
+def _parts(estimator):
+    """The estimators ``partial_fit`` may train: a pipeline's steps, or
+    ``estimator`` alone."""
+    final = state.final_of(estimator)
+    return [step for _, step in estimator.steps] if final is not estimator else [estimator]
+
+
+def _steps_to_train(estimator, params, name):
+    """(fitted steps applied first, steps trained) for parameter ``step``:
+    ``all`` (the default) trains every step on each mini-batch in turn,
+    each step's output feeding the next; ``i`` trains step ``i`` of a
+    pipeline on the output of the steps before it, which must be fitted."""
+    parts = _parts(estimator)
+    if params.get("step", "all") == "all":
+        return [], parts
+    index = int_param(params, "step", 0, 0, len(parts) - 1, name)
+    for i, part in enumerate(parts[:index]):
+        if not _fitted(part):
+            raise ObjectError(
+                name, f"step {i} of the pipeline is not fitted: train the steps in order"
+            )
+    return parts[:index], [parts[index]]
+
+
+def _train_one(step, X, y, weights, payload, where):
+    kwargs = {}
+    if weights is not None:
+        if "sample_weight" not in _signature(step.partial_fit):
+            raise ObjectError(where, f"{type(step).__name__}.partial_fit takes no sample weights")
+        kwargs["sample_weight"] = weights
+    if is_classifier(step) and not _fitted(step):
+        if payload.classes is None:
+            raise ObjectError(where, "the first partial_fit of a classifier needs its classes")
+        kwargs["classes"] = payload.classes
+    if y is None or not _supervised(step):
+        step.partial_fit(X, **kwargs)
+    else:
+        step.partial_fit(X, y, **kwargs)
+
+
 def partial_fit(estimator, inputs, params, payload):
-    """``partial_fit`` ``estimator`` on every mini-batch of ``inputs``.
+    """``partial_fit`` ``estimator`` on every mini-batch of ``inputs``: each
+    step of a pipeline, or the one of parameter ``step`` (see
+    :func:`_steps_to_train`).
 
     Returns the report (see the module's docstring).
     """
     progressive = new_sums(estimator) if params.get("progressive") == "1" else None
-    takes_weights = "sample_weight" in _signature(estimator.partial_fit)
+    final = state.final_of(estimator)
+    before, trained = _steps_to_train(estimator, params, inputs[0].name)
     n_samples = n_batches = 0
     for item in inputs:
         weights_of = _RowWeights(item.weight, payload.sample_weight, item.name)
         for batch in item.batches(params):
-            y = _labels(estimator, batch, item.name)
+            y = _labels(final if any(s is final for s in trained) else None, batch, item.name)
             weights = weights_of(batch)
             _check_features(estimator, batch, item.name)
-            kwargs = {}
-            if weights is not None:
-                if not takes_weights:
-                    raise ObjectError(
-                        item.name, f"{type(estimator).__name__}.partial_fit takes no sample weights"
-                    )
-                kwargs["sample_weight"] = weights
-            if is_classifier(estimator) and not _fitted(estimator):
-                if payload.classes is None:
-                    raise ObjectError(
-                        item.name, "the first partial_fit of a classifier needs its classes"
-                    )
-                kwargs["classes"] = payload.classes
             try:
-                if progressive is not None and _fitted(estimator):
+                if progressive is not None and _fitted(final):
                     add_scores(progressive, estimator, batch.X, y, weights)
-                if y is None:
-                    estimator.partial_fit(batch.X, **kwargs)
-                else:
-                    estimator.partial_fit(batch.X, y, **kwargs)
+                X = batch.X
+                for step in before:
+                    X = step.transform(X)
+                for i, step in enumerate(trained):
+                    _train_one(step, X, y, weights, payload, item.name)
+                    if i < len(trained) - 1:
+                        X = step.transform(X)
             except ValueError as exc:
                 # scikit-learn's own refusals: an unknown label, overflow...
                 raise ObjectError(item.name, f"{batch.where(0)}: {exc}") from None
@@ -373,7 +408,7 @@ def _signature(method):
 
 def score_sums(estimator, inputs, params, payload):
     """Score sums over the rows of ``inputs`` (see :func:`final_score`)."""
-    if not _fitted(estimator):
+    if not _fitted(state.final_of(estimator)):
         raise ObjectError(inputs[0].name, "cannot score with a model that is not fitted")
     sums = new_sums(estimator)
     for item in inputs:
@@ -388,7 +423,7 @@ def score_sums(estimator, inputs, params, payload):
 
 def predictions(estimator, method, inputs, params):
     """``method``'s output over every row, as the bytes of an ``.npy``."""
-    if not _fitted(estimator):
+    if not _fitted(state.final_of(estimator)):
         raise ObjectError(inputs[0].name, "cannot predict with a model that is not fitted")
     if not hasattr(estimator, method):
         raise ObjectError(inputs[0].name, f"{type(estimator).__name__} has no {method}")
@@ -475,12 +510,12 @@ def run(in_files, params):
         # The estimator's own progress lines are for no terminal here (and
         # would reach the user's when the client runs this): the client
         # prints its epochs itself.  The state goes back as it came.
-        verbose = estimator.get_params().get("verbose")
-        if verbose:
-            estimator.set_params(verbose=0)
+        loud = [(p, p.verbose) for p in _parts(estimator) if getattr(p, "verbose", 0)]
+        for part, _ in loud:
+            part.set_params(verbose=0)
         report = partial_fit(estimator, inputs, params, payload)
-        if verbose:
-            estimator.set_params(verbose=verbose)
+        for part, verbose in loud:
+            part.set_params(verbose=verbose)
         metadata[REPORT_KEY] = json.dumps(report, separators=(",", ":"))
         return metadata, state.dumps(estimator)
     if op == "score":
