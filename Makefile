@@ -21,7 +21,7 @@ SWIFT_SAMPLES := $(VENV)/share/swift-samples
 DEBIAN_PACKAGES := bubblewrap memcached gcc make iproute2 chromium libseccomp2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv native samples demo lint test bench evaluate clean
+.PHONY: setup system venv native samples demo lint test bench evaluate screenshot clean
 
 setup: system venv native samples
 
@@ -73,8 +73,8 @@ demo: setup
 	$(VENV)/bin/mlstorlets demo --data "$(DATA)"
 
 lint: venv
-	$(VENV)/bin/ruff check mlstorlets storlets tests benchmarks
-	$(VENV)/bin/ruff format --check mlstorlets storlets tests benchmarks
+	$(VENV)/bin/ruff check mlstorlets storlets tests benchmarks docs/*.py
+	$(VENV)/bin/ruff format --check mlstorlets storlets tests benchmarks docs/*.py
 
 test: setup lint
 	DATA="$(DATA)" $(VENV)/bin/pytest -p no:cacheprovider tests
@@ -103,6 +103,10 @@ bench: setup
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/many_objects.py --link 100mbit
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/rotoscope_scale.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/scale_out.py
+
+# The README's picture of a report page (docs/report.jpg), from drawn frames.
+screenshot: setup
+	$(VENV)/bin/python docs/screenshot.py
 
 clean:
 	-$(VENV)/bin/mlstorlets aio down

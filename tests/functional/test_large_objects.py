@@ -59,7 +59,7 @@ def bucket(env, conn):
 
 def local_file(tmp_path, name, size):
     """A file of ``size`` random bytes with content headers and metadata
-    (in its sidecar), and its bytes."""
+    (in its extended attribute), and its bytes."""
     data = os.urandom(size)
     key = "%s/%s" % (str(tmp_path)[1:], name)
     FileStore().put(key, data, {"label": "big"}, HEADERS)

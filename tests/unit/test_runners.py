@@ -159,8 +159,10 @@ def test_removing_internal_objects_leaves_no_internal_folder(files):
     runner.put("file://%s/m/model" % files, b"model", "application/octet-stream")
     runner.delete(shards, concurrency=3)
     runner.delete(shards)  # a missing one is not an error
-    # The model's sidecar (its content type) stays; the shards' folders go.
-    assert os.listdir(files / "m" / protocol.INTERNAL_PREFIX) == ["model.json"]
+    # The shards' folders go; the model stays, with its content type.
+    assert os.listdir(files / "m") == ["model"]
+    store, uri = runner.stores.open("file://%s/m/model" % files)
+    assert store.head(uri.key).headers["Content-Type"] == "application/octet-stream"
 
 
 def test_on_the_client_by_request_even_for_cluster_uris(cluster_stores):

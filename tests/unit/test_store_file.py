@@ -1,7 +1,10 @@
-"""file:// connector: atomic writes, sidecar metadata."""
+"""file:// connector: atomic writes, metadata in an extended attribute or,
+when asked, a sidecar."""
 
+import errno
 import hashlib
 import os
+import shutil
 
 import pytest
 
@@ -9,9 +12,9 @@ from mlstorlets.client.stores import NotFound, StoreError
 from mlstorlets.client.stores.local import FileStore
 
 
-@pytest.fixture
-def store(tmp_path):
-    return FileStore(str(tmp_path))
+@pytest.fixture(params=[False, True], ids=["attribute", "sidecar"])
+def store(tmp_path, request):
+    return FileStore(str(tmp_path), sidecars=request.param)
 
 
 def test_round_trip(store, tmp_path):
@@ -52,7 +55,7 @@ def test_a_failed_write_leaves_nothing(store, tmp_path, monkeypatch):
         store.put("a", b"new")
     monkeypatch.undo()
     assert store.get("a") == (b"old", {"K": "v"})
-    assert sorted(os.listdir(tmp_path)) == [".mlstorlets", "a"]
+    assert sorted(os.listdir(tmp_path)) == [".mlstorlets", "a"] if store.sidecars else ["a"]
 
 
 def test_errors_name_the_uri(store, tmp_path):
@@ -86,3 +89,52 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next(store, tmp_path)
     store.put("d/new.bin", b"fresh")
     assert not left.exists() and mine.exists()
     assert [e.name for e in store.list("d/")] == ["d/new.bin"]
+
+
+def test_a_destination_holds_the_files_written_and_nothing_else(tmp_path):
+    store = FileStore(str(tmp_path))
+    store.put("out/a.png", b"png", {"source-etag": "e1"}, headers={"Content-Type": "image/png"})
+    store.put("out/b.png", b"png")
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png"]
+    entry = store.head("out/a.png")
+    assert entry.metadata == {"Source-Etag": "e1"} and entry.headers["Content-Type"] == "image/png"
+    assert entry.etag == hashlib.md5(b"png").hexdigest()
+    # a copy that drops extended attributes drops the metadata, as a sidecar
+    # left behind would
+    shutil.copyfile(tmp_path / "out" / "a.png", tmp_path / "out" / "c.png")
+    assert store.head("out/c.png").metadata == {}
+
+
+def test_sidecars_asked_for_and_read_back_by_either(tmp_path):
+    sidecars, attributes = FileStore(str(tmp_path), sidecars=True), FileStore(str(tmp_path))
+    sidecars.put("a", b"one", {"k": "v"})
+    assert os.path.exists(tmp_path / ".mlstorlets" / "a.json")
+    assert attributes.get("a") == (b"one", {"K": "v"})
+    # rewritten without sidecars: the old sidecar and its folder go
+    attributes.put("a", b"two", {"k": "w"})
+    assert os.listdir(tmp_path) == ["a"]
+    assert sidecars.get("a") == (b"two", {"K": "w"})
+
+
+def test_a_file_system_without_extended_attributes_warns_once(tmp_path, monkeypatch):
+    def refused(*args):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refused)
+    store = FileStore(str(tmp_path))
+    with pytest.warns(UserWarning, match="MLSTORLETS_FILE_METADATA=sidecar") as caught:
+        store.put("a", b"one", {"k": "v"})
+        store.put("b", b"two", {"k": "v"})
+    assert len(caught) == 1
+    assert store.get("a") == (b"one", {})
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_the_environment_asks_for_sidecars(tmp_path):
+    from mlstorlets.client.stores import Stores
+
+    plain = Stores(environ={}).open("file://%s/x" % tmp_path)[0]
+    asked = Stores(environ={"MLSTORLETS_FILE_METADATA": "sidecar"}).open("file://%s/x" % tmp_path)[
+        0
+    ]
+    assert (plain.sidecars, asked.sidecars) == (False, True)

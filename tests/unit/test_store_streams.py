@@ -80,7 +80,7 @@ def test_a_file_is_written_from_a_stream_with_its_headers(tmp_path):
         assert body.headers == HEADERS and body.metadata == {"K": "v"}
         assert body.read() == data
     # No temporary file is left behind.
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [".mlstorlets", "a.csv"]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.csv"]
 
 
 def test_dropbox_streams_with_headers(monkeypatch):

@@ -5,14 +5,20 @@ own directory (so that the rename does not cross file systems), is synced,
 then renamed over the name.  A reader sees the old file or the new one,
 never part of one; a failure removes the temporary file.
 
-User metadata lives in a sidecar, ``DIR/.mlstorlets/NAME.json``, rather
-than in extended attributes, which many file systems (tmpfs on older
-kernels, NFS, most archives and copies) drop or refuse.  The sidecar also
-records the body's MD5 and content headers (Content-Type,
-Content-Disposition) with the file's inode, size and modification time;
-a sidecar that no longer matches its file (the file was replaced by
-something else) is ignored, and the MD5 is then computed from the file.
-Listings never include the ``.mlstorlets`` directories.
+User metadata, content headers (Content-Type, Content-Disposition) and the
+body's MD5 are kept in one record with the file's inode, size and
+modification time, so that a record that no longer matches its file (the
+file was replaced by something else) is ignored, and the MD5 is then
+computed from the file.  The record is the file's extended attribute
+``user.mlstorlets``, set before the rename: a destination holds the files
+written and nothing else, as ``aws s3 cp`` and rclone leave it.  With
+``sidecars=True`` (``MLSTORLETS_FILE_METADATA=sidecar``) it is a sidecar
+file, ``DIR/.mlstorlets/NAME.json``, which survives what drops extended
+attributes (some network file systems, archives, plain copies).  Where the
+file system refuses extended attributes and no sidecar was asked for, the
+metadata is not kept (a warning says so once): resumed runs then redo
+those outputs.  Both are read, and listings never include the
+``.mlstorlets`` directories.
 """
 
 import hashlib
@@ -20,6 +26,7 @@ import json
 import os
 import tempfile
 import threading
+import warnings
 
 from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
@@ -34,6 +41,10 @@ from mlstorlets.client.stores.base import (
 )
 
 TEMP_PREFIX = INTERNAL_PREFIX + "-tmp-"
+#: The extended attribute that holds a file's record.
+XATTR = "user.mlstorlets"
+#: Set to "sidecar" to keep records in sidecar files.
+METADATA_VARIABLE = "MLSTORLETS_FILE_METADATA"
 # Directories this process has cleaned of abandoned temporary files.
 _cleaned = set()
 _cleaned_lock = threading.Lock()
@@ -56,13 +67,18 @@ class FileStore(Store):
     ----------
     root : str
         The directory keys are relative to.
+    sidecars : bool, default=False
+        Keep each file's metadata in a sidecar file rather than in an
+        extended attribute.
     """
 
     scheme = "file"
     creates_parents = True
 
-    def __init__(self, root="/"):
+    def __init__(self, root="/", sidecars=False):
         self.root = os.path.abspath(root)
+        self.sidecars = sidecars
+        self._warned = False
 
     def uri(self, key=""):
         return "file://" + self.path(key)
@@ -74,16 +90,27 @@ class FileStore(Store):
         head, tail = os.path.split(path)
         return os.path.join(head, INTERNAL_PREFIX, tail + ".json")
 
-    def _entry(self, key, path, st):
-        """The Entry of a file, trusting its sidecar only if it matches."""
-        metadata, etag, headers = {}, None, {}
+    def _record(self, path):
+        """The record of the file at ``path``: its attribute, else its sidecar."""
+        try:
+            return json.loads(os.getxattr(path, XATTR))
+        except (OSError, ValueError):
+            pass
         try:
             with open(self._sidecar(path), "rb") as f:
-                sidecar = json.load(f)
-            if sidecar.get("stat") == _stat_key(st):
-                metadata, etag = sidecar["metadata"], sidecar["md5"]
-                headers = content_headers(sidecar.get("headers"))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _entry(self, key, path, st):
+        """The Entry of a file, trusting its record only if it matches."""
+        metadata, etag, headers = {}, None, {}
+        try:
+            record = self._record(path)
+            if record.get("stat") == _stat_key(st):
+                metadata, etag = record["metadata"], record["md5"]
+                headers = content_headers(record.get("headers"))
+        except (KeyError, TypeError, AttributeError):
             pass
         if etag is None:
             etag = _file_md5(path)
@@ -152,16 +179,10 @@ class FileStore(Store):
         headers = content_headers(headers)
         digest = hashlib.md5(usedforsecurity=False)
 
-        def copy(f):
-            for chunk in iter(lambda: body.read(CHUNK), b""):
-                digest.update(chunk)
-                f.write(chunk)
+        kept = []
 
-        try:
-            st = _atomic_write(path, copy)
-            # After the body: a sidecar left over from an older body no
-            # longer matches the new file's inode and is ignored.
-            sidecar = json.dumps(
+        def record(st):
+            return json.dumps(
                 {
                     "md5": digest.hexdigest(),
                     "stat": _stat_key(st),
@@ -170,10 +191,48 @@ class FileStore(Store):
                 },
                 sort_keys=True,
             ).encode("utf-8")
-            _atomic_write(self._sidecar(path), lambda f: f.write(sidecar))
+
+        def copy(f):
+            for chunk in iter(lambda: body.read(CHUNK), b""):
+                digest.update(chunk)
+                f.write(chunk)
+            if not self.sidecars:
+                # Set before the rename, the file appears with its record.
+                f.flush()
+                kept.append(_set_attribute(f.fileno(), record(os.fstat(f.fileno()))))
+
+        try:
+            st = _atomic_write(path, copy)
+            if self.sidecars:
+                # After the body: a sidecar left over from an older body no
+                # longer matches the new file's inode and is ignored.
+                _atomic_write(self._sidecar(path), lambda f: f.write(record(st)))
+            else:
+                self._drop_sidecar(path)
+                if not kept[0] and (metadata or headers):
+                    self._warn_unkept(key)
         except OSError as err:
             raise StoreError(self.uri(key), err.strerror or str(err)) from None
         return Entry(key, st.st_size, digest.hexdigest(), metadata, headers)
+
+    def _drop_sidecar(self, path):
+        """Remove the sidecar an older write left, and its emptied folder."""
+        sidecar = self._sidecar(path)
+        try:
+            os.unlink(sidecar)
+        except OSError:
+            return
+        self._prune(os.path.dirname(sidecar))
+
+    def _warn_unkept(self, key):
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.uri(key)}: the file system refuses extended attributes, so "
+                f"metadata is not kept; {METADATA_VARIABLE}=sidecar keeps it in "
+                f"{INTERNAL_PREFIX}/ folders",
+                stacklevel=3,
+            )
 
     def delete(self, key):
         path = self.path(key)
@@ -192,9 +251,20 @@ class FileStore(Store):
         while directory != self.root and is_internal(os.path.relpath(directory, self.root)):
             try:
                 os.rmdir(directory)
-            except OSError:  # not empty, or gone
+            except FileNotFoundError:  # no sidecar folder: its parent may go
+                pass
+            except OSError:  # not empty
                 return
             directory = os.path.dirname(directory)
+
+
+def _set_attribute(fd, value):
+    """Whether the file system kept ``value`` as the file's record."""
+    try:
+        os.setxattr(fd, XATTR, value)
+    except OSError:  # not supported, or over the file system's size
+        return False
+    return True
 
 
 def _stat_key(st):

@@ -119,9 +119,10 @@ class Stores:
 
             return S3Store(self._s3_client(), uri.location, self.segment_size)
         if uri.scheme == "file":
-            from mlstorlets.client.stores.local import FileStore
+            from mlstorlets.client.stores.local import METADATA_VARIABLE, FileStore
 
-            return FileStore("/")
+            sidecars = self.environ.get(METADATA_VARIABLE, "") == "sidecar"
+            return FileStore("/", sidecars=sidecars)
         if uri.scheme == "gdrive":
             from mlstorlets.client.stores.gdrive import GDriveStore
 
