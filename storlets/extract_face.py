@@ -22,12 +22,12 @@ class ExtractFaceStorlet(invocation.Storlet):
 
     # What the client may pass (besides source): checked before any call.
     parameters = (
-        "size",
-        "margin",
+        "size:int:32:512",
+        "margin:float:0:1",
         "label_key",
         "cnn",
-        "faces",
-        "min_face",
+        "faces:one-of:largest|all",
+        "min_face:int:1:4096",
         "stem",
         "source_etag",
     )

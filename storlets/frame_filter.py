@@ -19,14 +19,14 @@ class FrameFilterStorlet(invocation.Storlet):
     """Output the input frame through an OpenCV stylisation, as JPEG."""
 
     parameters = (
-        "filter",
-        "quality",
-        "passes",
-        "block",
-        "sigma_s",
-        "sigma_r",
-        "shade",
-        "color",
+        "filter:one-of:cartoon|pencil|stylize|smooth|colormap",
+        "quality:int:10:100",
+        "passes:int:1:10",
+        "block:int:3:51",
+        "sigma_s:float:1:200",
+        "sigma_r:float:0.01:1",
+        "shade:float:0:0.1",
+        "color:int:0:1",
         "map",
     )
     many = True

@@ -22,22 +22,22 @@ class FramesToVideoStorlet(invocation.Storlet):
     """Output one Motion JPEG AVI of the input frames and videos."""
 
     parameters = (
-        "fps",
-        "quality",
-        "filter",
-        "passes",
-        "block",
-        "sigma_s",
-        "sigma_r",
-        "shade",
-        "color",
+        "fps:float:0:1000",
+        "quality:int:10:100",
+        "filter:one-of:cartoon|pencil|stylize|smooth|colormap",
+        "passes:int:1:10",
+        "block:int:3:51",
+        "sigma_s:float:1:200",
+        "sigma_r:float:0.01:1",
+        "shade:float:0:0.1",
+        "color:int:0:1",
         "map",
         "model",
         "output_name",
-        "width",
+        "width:int:0:8192",
         "threads",
-        "temporal",
-        "context",
+        "temporal:float:0:0.95",
+        "context:int:0:1",
     )
     output_type = (".avi", "video/x-msvideo")
     compute = staticmethod(tasks.assemble)

@@ -23,6 +23,14 @@ class RecognizeFaceStorlet(invocation.Storlet):
     """Tag a photo with the recognised person, or annotate a video."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ("model", "threshold", "kind", "max_frames", "output", "min_face", "cnn")
+    parameters = (
+        "model",
+        "threshold:float:0.01:2",
+        "kind:one-of:auto|image|video",
+        "max_frames:int:1:1000000",
+        "output:one-of:copy|tags",
+        "min_face:int:1:4096",
+        "cnn",
+    )
     many = True
     compute = staticmethod(tasks.recognize)

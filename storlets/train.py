@@ -21,5 +21,5 @@ class TrainStorlet(invocation.Storlet):
     """Run one step of face model training over the input objects."""
 
     # What the client may pass (besides source): checked before any call.
-    parameters = ("step", "label_key", "C", "seed")
+    parameters = ("step", "label_key", "C:float:0.000001:1000000", "seed:int:0:2147483647")
     compute = staticmethod(shards.run)

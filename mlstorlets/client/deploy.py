@@ -96,6 +96,11 @@ def declared_parameters(source, path):
             "%s: %s.parameters must be a literal tuple of names"
             % (path, storlet_class(source, path))
         )
+    for entry in value:
+        try:
+            protocol.parse_parameter(entry)
+        except ValueError as err:
+            raise UsageError("%s: %s" % (path, err)) from None
     return tuple(value)
 
 
@@ -203,7 +208,8 @@ def artifacts(source_dir=None, library=True):
         if declared is not None:
             # Read by the client (mlstorlets.client.swift) to refuse an
             # undeclared parameter before any call.
-            headers[protocol.OBJECT_META + protocol.PARAMETERS_KEY] = ",".join(declared)
+            for key, value in protocol.parameters_metadata(declared).items():
+                headers[protocol.OBJECT_META + key] = value
         output_type = declared_output_type(body, path)
         if output_type is not None:
             # Read by the client to name and type the outputs of a batch.

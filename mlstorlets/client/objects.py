@@ -114,7 +114,8 @@ def deployed_storlets(
     registry: Stores, uri: str | None = None, with_docs: bool = True
 ) -> list[dict]:
     """The storlets deployed to the account: name, main class, declared
-    parameters and output type (``".png image/png"``, or None: as the
+    parameters (their names, and as declared with their types and bounds)
+    and output type (``".png image/png"``, or None: as the
     source) and, with ``with_docs``, the first paragraph of the class's
     docstring (read from the storlet's source, never run).
 
@@ -130,7 +131,7 @@ def deployed_storlets(
         head = store.head(entry.name) or entry
         metadata = head.metadata or {}
         main = metadata.get(MAIN_KEY, "")
-        params = metadata.get(protocol.PARAMETERS_KEY, "")
+        declared = protocol.parameters_from_metadata(metadata) or ()
         doc = ""
         if with_docs and entry.name.endswith(".py") and entry.size <= MAX_SOURCE_BYTES:
             source, _ = store.get(entry.name)
@@ -139,7 +140,9 @@ def deployed_storlets(
             {
                 "name": entry.name,
                 "main": main,
-                "parameters": [p for p in params.split(",") if p],
+                "parameters": [p.partition(":")[0] for p in declared],
+                # each as declared, with its type and bounds
+                "declarations": list(declared),
                 "output_type": metadata.get(protocol.OUTPUT_TYPE_KEY) or None,
                 "doc": doc,
                 "size": entry.size,

@@ -54,7 +54,7 @@ DEFAULT_HEADER_LIMIT = 8192
 class Declaration:
     """What a deployed storlet declares (:meth:`Swift.declaration`)."""
 
-    parameters: frozenset | None
+    parameters: tuple | None
     output_type: tuple | None
     #: The storlet maps each input of a call to an output of its own.
     many: bool = False
@@ -272,10 +272,10 @@ class Swift:
             raise SwiftError(
                 storlet, "no such storlet in this account (deploy it: mlstorlets deploy)", 404
             )
-        parameters = headers.get((protocol.OBJECT_META + protocol.PARAMETERS_KEY).lower())
+        parameters = protocol.parameters_from_metadata(user_metadata(headers))
         output_type = headers.get((protocol.OBJECT_META + protocol.OUTPUT_TYPE_KEY).lower())
         return Declaration(
-            None if parameters is None else frozenset(p for p in parameters.split(",") if p),
+            parameters,
             protocol.parse_output_type(output_type),
             headers.get((protocol.OBJECT_META + protocol.MANY_KEY).lower()) == "yes",
         )
@@ -423,11 +423,22 @@ def user_metadata(headers):
 
 
 def check_parameters(storlet, params, declared):
-    """Refuse a parameter ``storlet`` does not declare (``declared`` None:
-    it declares none, anything goes)."""
-    unknown = protocol.undeclared(params or {}, declared)
+    """Refuse a parameter ``storlet`` does not declare, or a value outside
+    its declared type or bounds (``declared`` None: it declares none,
+    anything goes)."""
+    try:
+        unknown = protocol.undeclared(params or {}, declared)
+        refused = protocol.refused_values(params or {}, declared)
+    except ValueError as err:  # a declaration this client cannot read
+        raise UsageError("storlet %s: %s" % (storlet, err)) from None
     if unknown:
         raise UsageError(
             "storlet %s takes no parameter %s (it takes: %s)"
-            % (storlet, ", ".join(unknown), ", ".join(sorted(declared)) or "none")
+            % (
+                storlet,
+                ", ".join(unknown),
+                ", ".join(sorted(protocol.declared_names(declared))) or "none",
+            )
         )
+    if refused:
+        raise UsageError("storlet %s: %s" % (storlet, "; ".join(refused)))

@@ -34,6 +34,7 @@ the same way).  The body repeats them for a human.
 
 import base64
 import binascii
+import math
 from urllib.parse import quote, unquote
 
 # Names the project keeps for itself inside user containers (shards, job
@@ -157,7 +158,8 @@ PARAMETER_HEADER = "X-Storlet-Parameter-%d"
 # declared by a storlet, always accepted.
 SOURCE_PARAMETER = "source"
 # Object metadata of a deployed storlet (``X-Object-Meta-`` + this): the
-# parameters its class declares, comma-separated.  Absent: not declared.
+# parameters its class declares, comma-separated, each as declared (see
+# parse_parameter).  Absent: not declared.
 PARAMETERS_KEY = "Mlstorlets-Parameters"
 # And the suffix and content type of its outputs, "<suffix> <type>" (".png
 # image/png"), when they do not depend on the input.  Absent: as the source.
@@ -204,14 +206,131 @@ def parameter_headers(params):
     return headers
 
 
+def parse_parameter(entry):
+    """``(name, kind, values)`` of a declared parameter.
+
+    A declaration is ``name`` (any value), ``name:int:LOW:HIGH`` or
+    ``name:float:LOW:HIGH`` (a number within the bounds, either of which
+    may be empty), or ``name:one-of:A|B|C``; so that the client refuses a
+    value the storlet would refuse before any call.
+
+    Raises
+    ------
+    ValueError
+        A malformed declaration.
+    """
+    name, _, spec = str(entry).partition(":")
+    if not name or "," in entry:
+        raise ValueError("parameter declaration %r: a name, no comma" % entry)
+    if not spec:
+        return name, None, None
+    kind, _, rest = spec.partition(":")
+    if kind == "one-of" and rest:
+        return name, kind, tuple(rest.split("|"))
+    if kind in ("int", "float"):
+        bounds = rest.split(":") if rest else ["", ""]
+        if len(bounds) == 2:
+            number = int if kind == "int" else float
+            try:
+                return name, kind, tuple(number(b) if b else None for b in bounds)
+            except ValueError:
+                pass
+    raise ValueError(
+        "parameter declaration %r: expected name, name:int:LOW:HIGH, "
+        "name:float:LOW:HIGH or name:one-of:A|B" % entry
+    )
+
+
+#: Swift's bound on a metadata value (max_meta_value_length): a storlet's
+#: declarations longer than this go on further keys, PARAMETERS_KEY-2...
+MAX_META_VALUE = 256
+
+
+def parameters_metadata(declared):
+    """Metadata (keys without ``X-Object-Meta-``) recording ``declared``:
+    comma-separated, in as many values of at most :data:`MAX_META_VALUE`
+    bytes as it takes."""
+    values, current = [], ""
+    for entry in declared:
+        joined = entry if not current else current + "," + entry
+        if len(joined.encode("utf-8")) > MAX_META_VALUE and current:
+            values.append(current)
+            joined = entry
+        current = joined
+    values.append(current)
+    return {
+        PARAMETERS_KEY if i == 0 else "%s-%d" % (PARAMETERS_KEY, i + 1): value
+        for i, value in enumerate(values)
+    }
+
+
+def parameters_from_metadata(metadata):
+    """The declarations :func:`parameters_metadata` recorded in
+    ``metadata`` (keys without ``X-Object-Meta-``, in any case), or None
+    when there are none."""
+    lowered = {k.lower(): v for k, v in metadata.items()}
+    key = PARAMETERS_KEY.lower()
+    if key not in lowered:
+        return None
+    declared, n = [], 1
+    while key in lowered:
+        declared += [p for p in lowered[key].split(",") if p]
+        n += 1
+        key = "%s-%d" % (PARAMETERS_KEY.lower(), n)
+    return tuple(declared)
+
+
+def declared_names(declared):
+    """The parameter names of declarations ``declared``."""
+    return {parse_parameter(entry)[0] for entry in declared}
+
+
 def undeclared(params, declared):
     """The names in ``params`` that a storlet declaring ``declared`` does
     not take (sorted); none when it declares nothing (``None``)."""
     if declared is None:
         return []
     return sorted(
-        set(params) - set(declared) - {SOURCE_PARAMETER, MANY_PARAMETER, MANY_TYPE_PARAMETER}
+        set(params)
+        - declared_names(declared)
+        - {SOURCE_PARAMETER, MANY_PARAMETER, MANY_TYPE_PARAMETER}
     )
+
+
+def refused_values(params, declared):
+    """What is wrong with the values in ``params`` of the parameters
+    ``declared`` types or bounds, one sentence each, as the storlet's own
+    checks word it."""
+    problems = []
+    for entry in declared or ():
+        name, kind, values = parse_parameter(entry)
+        raw = params.get(name)
+        if kind is None or raw in (None, ""):
+            continue
+        raw = str(raw)
+        if kind == "one-of":
+            if raw not in values:
+                problems.append(
+                    "parameter %s must be one of %s, got %r" % (name, ", ".join(values), raw)
+                )
+            continue
+        try:
+            value = int(raw) if kind == "int" else float(raw)
+        except ValueError:
+            problems.append(
+                "parameter %s must be %s, got %r"
+                % (name, "an integer" if kind == "int" else "a number", raw)
+            )
+            continue
+        low, high = values
+        if kind == "float" and not math.isfinite(value):
+            problems.append("parameter %s must be finite, got %r" % (name, raw))
+        elif (low is not None and value < low) or (high is not None and value > high):
+            problems.append(
+                "parameter %s must be in [%s, %s], got %s"
+                % (name, "" if low is None else low, "" if high is None else high, raw)
+            )
+    return problems
 
 
 # -- many objects in one call ----------------------------------------------

@@ -153,9 +153,18 @@ def test_a_refused_parameter_is_reported_once(cluster, conn, sources, capsys, mo
     for key, value in cluster.env().items():
         monkeypatch.setenv(key, value)
     argv = ["run", "extract_face.py", "swift://%s/in/" % sources, "swift://%s/bad/" % sources]
-    assert main(argv + ["-p", "size=abc", "-j", "2"]) == 2
+    # A value the storlet's declaration bounds: refused before any call.
+    assert main(argv + ["-p", "size=abc", "-p", "margin=2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert "extract_face.py: parameter size must be an integer, got 'abc'" in err
-    assert "the value of parameter size" in err
+    assert (
+        "storlet extract_face.py: parameter size must be an integer, got 'abc'; "
+        "parameter margin must be in [0.0, 1.0], got 2" in err
+    )
+    # One it cannot bound: the storlet refuses it, and the batch stops once.
+    assert main(argv + ["-p", "cnn=bogus", "-j", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "extract_face.py: parameter cnn must be one of" in err
+    assert "the value of parameter cnn" in err
     assert conn.get_container(sources, prefix="bad/")[1] == []

@@ -94,6 +94,7 @@ def test_storlets_lists_the_deployed_storlets_with_parameters(env):
     assert "extract_face.py" in found and "probe.py" in found
     extract = found["extract_face.py"]
     assert "size" in extract["parameters"]
+    assert "size:int:32:512" in extract["declarations"]
     assert extract["main"].startswith("extract_face.")
     assert extract["doc"] and extract["output_type"] == ".png image/png"
     assert found["probe.py"]["output_type"] is None

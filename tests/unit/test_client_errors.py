@@ -158,17 +158,24 @@ def test_a_failed_removal_never_hides_the_error_in_flight(monkeypatch, capsys):
 
 
 def test_a_refused_parameter_stops_the_batch_once(tmp_path, capsys):
-    """-p size=abc: one refusal, not one per object, on the client as in
-    the cluster (tests/functional/test_batch.py)."""
+    """-p cnn=bogus, a value no declaration bounds: one refusal by the
+    storlet, not one per object, on the client as in the cluster
+    (tests/functional/test_batch.py); -p size=abc, a value the declaration
+    bounds: refused before any call."""
     from mlstorlets.client.stores.local import FileStore
 
     store = FileStore(str(tmp_path))
     for i in range(40):
         store.put("in/p%02d.jpg" % i, b"not even an image")
     argv = ["run", "extract_face.py", "file://%s/in/" % tmp_path, "file://%s/out/" % tmp_path]
-    assert cli.main(argv + ["-p", "size=abc", "-j", "2"]) == cli.ERROR
+    assert cli.main(argv + ["-p", "cnn=bogus", "-j", "2"]) == cli.ERROR
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "parameter size must be an integer, got 'abc'" in err
-    assert "the value of parameter size" in err and "nothing more tried" in err
+    assert "parameter cnn must be one of" in err
+    assert "the value of parameter cnn" in err and "nothing more tried" in err
     assert not (tmp_path / "out").exists()
+    assert cli.main(argv + ["-p", "size=abc"]) == cli.ERROR
+    err = capsys.readouterr().err
+    assert (
+        err == "mlstorlets: storlet extract_face.py: parameter size must be an integer, got 'abc'\n"
+    )

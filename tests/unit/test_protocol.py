@@ -67,6 +67,74 @@ def test_undeclared_parameters_are_refused_before_any_call():
         check_parameters("s.py", {"sise": 1}, {"size", "margin"})
 
 
+def test_declared_types_and_bounds_are_checked_before_any_call():
+    declared = ("size:int:32:512", "margin:float:0:1", "faces:one-of:largest|all", "stem")
+    check_parameters("s.py", {"size": "64", "margin": "0.5", "faces": "all", "stem": "x"}, declared)
+    check_parameters("s.py", {"size": ""}, declared)  # empty: the storlet's default
+    for params, message in [
+        ({"size": "abc"}, "parameter size must be an integer, got 'abc'"),
+        ({"size": "1000"}, r"parameter size must be in \[32, 512\], got 1000"),
+        ({"margin": "nan"}, "parameter margin must be finite"),
+        ({"faces": "some"}, "parameter faces must be one of largest, all, got 'some'"),
+    ]:
+        with pytest.raises(ValueError, match="storlet s.py: " + message):
+            check_parameters("s.py", params, declared)
+    with pytest.raises(ValueError, match=r"takes no parameter sise \(it takes: faces, margin"):
+        check_parameters("s.py", {"sise": 1}, declared)
+    assert protocol.parse_parameter("n:int::10") == ("n", "int", (None, 10))
+    for bad in ("n:int:a:b", "n:list", "n:one-of:", ":int"):
+        with pytest.raises(ValueError, match="parameter declaration"):
+            protocol.parse_parameter(bad)
+
+
+def test_long_declarations_spread_over_metadata_values_swift_accepts():
+    declared = tuple("p%02d:float:0.000001:1000000" % i for i in range(30))
+    metadata = protocol.parameters_metadata(declared)
+    assert len(metadata) > 1 and all(len(v) <= 256 for v in metadata.values())
+    assert list(metadata)[1] == "Mlstorlets-Parameters-2"
+    assert (
+        protocol.parameters_from_metadata({k.lower(): v for k, v in metadata.items()}) == declared
+    )
+    assert protocol.parameters_metadata(("a", "b")) == {"Mlstorlets-Parameters": "a,b"}
+    assert protocol.parameters_from_metadata({"Other": "x"}) is None
+
+
+def test_every_storlet_declares_the_bounds_its_sandbox_code_checks():
+    """A declared bound is the one the sandbox's int_param or float_param
+    call for that parameter checks: the client refuses exactly what the
+    storlet would."""
+    import ast
+    import pathlib
+
+    from mlstorlets.client.deploy import declared_parameters
+
+    root = pathlib.Path(__file__).parents[2]
+    checked = {}
+    for path in (root / "mlstorlets" / "sandbox").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) in ("int_param", "float_param")
+                and len(node.args) >= 5
+                and isinstance(node.args[1], ast.Constant)
+            ):
+                try:
+                    bounds = tuple(
+                        eval(compile(ast.Expression(a), "", "eval"), {}) for a in node.args[3:5]
+                    )
+                except NameError:
+                    continue  # a bound computed at run time (cores, constants)
+                checked.setdefault(node.args[1].value, set()).add(bounds)
+    typed = 0
+    for path in (root / "storlets").glob("*.py"):
+        for entry in declared_parameters(path.read_bytes(), str(path)) or ():
+            name, kind, values = protocol.parse_parameter(entry)
+            if kind in ("int", "float"):
+                typed += 1
+                assert checked.get(name) == {values}, (path.name, entry, checked.get(name))
+    assert typed >= 20
+
+
 def _error(status, body=b"", headers=None):
     return ClientException(
         "failed",
