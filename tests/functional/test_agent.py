@@ -191,3 +191,40 @@ def test_a_timed_out_request_does_not_break_the_next(conn, container, source, cl
             )
         )
     assert len({pid for _, pid, _ in after}) == 2
+
+
+def _kill_daemons(storlet):
+    """SIGKILL every sandbox daemon of ``storlet`` on this host (the test
+    runs as root, as the servers do); their pids."""
+    import os
+    import signal
+
+    killed = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"mlstorlets.server.agent.daemon" in argv and storlet.encode() in argv:
+            os.kill(int(pid), signal.SIGKILL)
+            killed.append(int(pid))
+    return killed
+
+
+def test_a_daemon_that_died_is_started_again_by_the_next_request(conn, container, source, cluster):
+    import os
+
+    # The proxy worker behind this connection saw the daemon running: it
+    # does not ask the sandbox again within daemon_check_time.
+    count(conn, container, source, on_proxy=True)
+    log = os.path.join(cluster.layout.log_dir, "syslog.log")
+    seen = os.path.getsize(log)
+    assert _kill_daemons("counter.CounterStorlet")
+    host, _, calls = count(conn, container, source, on_proxy=True)
+    # Served by a new daemon (its module state fresh), not an error.
+    assert host == "proxy" and calls == 1
+    with open(log, errors="replace") as f:
+        f.seek(seen)
+        text = f.read()
+    assert "storlet counter.py: SBus" in text and "activating it again" in text

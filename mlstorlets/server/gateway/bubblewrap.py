@@ -91,6 +91,12 @@ top of the upstream ones (``host_root``, ``storlet_timeout``, ...):
 ``storlet_cancel_timeout``
     Seconds the host waits for the sandbox to cancel a storlet past its
     timeout (default 2); past that, the account's sandbox is killed.
+``daemon_check_time``
+    Seconds a worker takes a storlet's daemon it saw running to be running
+    still, without asking the sandbox's factory on each invocation (default
+    10; 0 asks every time).  A daemon that died meanwhile receives no
+    command: the invocation asks the factory, starts it again and sends the
+    request once more, its inputs untouched.
 
 Every wait of the invocation is bounded.  Upstream waits on SBus without a
 timeout for the daemon factory's and the daemon's answers (a daemon whose
@@ -123,6 +129,7 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.server.gateway import invocation_log
 from mlstorlets.server.gateway.invocation import (
     BoundedInvocationProtocol,
+    DaemonGone,
     InputsTooLong,
     StorletFailed,
     UnsafeMetadata,
@@ -205,6 +212,37 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             self.paths = RunTimePaths(scope, self.conf)
             self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, self.conf)
 
+    def _activated(self, sreq, sandbox, deadline):
+        """The invocation protocol of ``sreq``, its storlet's daemon
+        activated."""
+        lock = sandbox.lock()
+        if not lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            raise StorletTimeout()
+        try:
+            updated = self.update_container_from_cache(sreq)
+            sandbox.activate_storlet_daemon(sreq, updated)
+        except StorletTimeout:
+            if time.monotonic() < deadline:
+                # Upstream's wait for a new sandbox, not ours.
+                raise StorletRuntimeException(
+                    "the sandbox did not start in %g s" % sandbox.sandbox_wait_timeout
+                )
+            raise
+        finally:
+            lock.release()
+        self._add_system_params(sreq)
+        sprotocol = BoundedInvocationProtocol(
+            sreq,
+            self.paths.get_host_storlet_pipe(sreq.storlet_main),
+            self.paths.get_host_slog_path(sreq.storlet_main),
+            max(deadline - time.monotonic(), 0.001),
+            self.logger,
+            self.cancel_timeout,
+            lambda cancelled: sandbox.recover(sreq.storlet_main, cancelled),
+            sandbox.datagram_limit,
+        )
+        return sprotocol
+
     def invocation_flow(self, sreq):
         """Run a storlet within ``storlet_timeout``; see the module.
 
@@ -227,33 +265,17 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         ooms = sandbox.oom_kills()
         sprotocol = None
         try:
-            lock = sandbox.lock()
-            if not lock.acquire(timeout=self.storlet_timeout):
-                raise StorletTimeout()
+            sprotocol = self._activated(sreq, sandbox, deadline)
             try:
-                updated = self.update_container_from_cache(sreq)
-                sandbox.activate_storlet_daemon(sreq, updated)
-            except StorletTimeout:
-                if time.monotonic() < deadline:
-                    # Upstream's wait for a new sandbox, not ours.
-                    raise StorletRuntimeException(
-                        "the sandbox did not start in %g s" % sandbox.sandbox_wait_timeout
-                    )
-                raise
-            finally:
-                lock.release()
-            self._add_system_params(sreq)
-            sprotocol = BoundedInvocationProtocol(
-                sreq,
-                self.paths.get_host_storlet_pipe(sreq.storlet_main),
-                self.paths.get_host_slog_path(sreq.storlet_main),
-                max(deadline - time.monotonic(), 0.001),
-                self.logger,
-                self.cancel_timeout,
-                lambda cancelled: sandbox.recover(sreq.storlet_main, cancelled),
-                sandbox.datagram_limit,
-            )
-            sresp = sprotocol.communicate()
+                sresp = sprotocol.communicate()
+            except DaemonGone as err:
+                # A daemon seen running a moment ago (not asked again, see
+                # BoundedSandbox.activate_storlet_daemon) died since: asked
+                # this time, and started again.
+                self.logger.info("storlet %s: %s; activating it again" % (sreq.storlet_id, err))
+                sandbox.forget_daemons(sreq.storlet_main)
+                sprotocol = self._activated(sreq, sandbox, deadline)
+                sresp = sprotocol.communicate()
             if sandbox.over_memory_since(ooms):
                 # A process of the storlet's was killed for memory: what
                 # it answered may miss that process's part.

@@ -20,7 +20,7 @@ from swift.common.swob import str_to_wsgi, wsgi_to_str
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.gateway.invocation_log import LOG_WAIT, DiscardedLog, InvocationLog
-from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong
+from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong, NotDelivered
 
 
 class InputsTooLong(StorletRuntimeException):
@@ -41,6 +41,11 @@ class StorletFailed(StorletRuntimeException):
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
+
+
+class DaemonGone(StorletRuntimeException):
+    """The storlet's daemon received no command: it is not running (any
+    more).  The request's inputs are untouched, so it may be run again."""
 
 
 class StorletOutputIterator(FileDescriptorIterator):
@@ -105,6 +110,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         except DatagramTooLong as err:
             # Never sent: the daemon is fine, the request is too big.
             raise InputsTooLong(str(err))
+        except NotDelivered as err:
+            # Never received: the daemon is gone, nothing was read.
+            raise DaemonGone(str(err))
         except SBusClientException as err:
             # A daemon whose pool is full waits for a slot before it
             # answers: with no answer within the storlet's time, its

@@ -56,6 +56,12 @@ _running = {}
 # Each scope's log channel in this worker, read while its sandbox runs.
 _log_channels = {}
 DEFAULT_CANCEL_TIMEOUT = 2.0
+#: Seconds a daemon seen running is taken to run without asking the
+#: sandbox's factory (``daemon_check_time``; 0 asks on every invocation).
+DEFAULT_DAEMON_CHECK_TIME = 10.0
+# Until when (time.monotonic()) this worker takes each (scope, storlet)
+# daemon to run: the factory's SBus round trip is then skipped.
+_seen_running = {}
 # How many times this worker killed each scope's sandbox to stop a storlet
 # past its timeout: the storlets it ran with it did not fail on their own.
 sandbox_kills = collections.Counter()
@@ -555,10 +561,35 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
     def __init__(self, scope, conf, logger):
         super().__init__(scope, conf, logger)
         self.cancel_timeout = float(conf.get("storlet_cancel_timeout", DEFAULT_CANCEL_TIMEOUT))
+        self.daemon_check_time = float(conf.get("daemon_check_time", DEFAULT_DAEMON_CHECK_TIME))
+
+    def activate_storlet_daemon(self, sreq, cache_updated=True):
+        """Upstream's activation (ask the factory whether the storlet's
+        daemon runs, start it if not), skipped for a daemon this worker saw
+        running within ``daemon_check_time`` and whose storlet did not
+        change.  A daemon that died since receives no command: the
+        invocation then raises
+        :class:`~mlstorlets.server.gateway.invocation.DaemonGone`, and the
+        gateway forgets it and activates it again."""
+        key = (self.scope, sreq.storlet_main)
+        if not cache_updated and time.monotonic() < _seen_running.get(key, 0):
+            return
+        _seen_running.pop(key, None)
+        super().activate_storlet_daemon(sreq, cache_updated)
+        if self.daemon_check_time > 0:
+            _seen_running[key] = time.monotonic() + self.daemon_check_time
+
+    def forget_daemons(self, storlet_id=None):
+        """Ask the factory again before the next invocation of
+        ``storlet_id`` (None: of every storlet of the scope)."""
+        for key in [k for k in _seen_running if k[0] == self.scope]:
+            if storlet_id is None or key[1] == storlet_id:
+                del _seen_running[key]
 
     def restart(self):
         # Logged: one start per account and worker is what the lock is for.
         self.logger.info("starting the sandbox of scope %s" % self.scope)
+        self.forget_daemons()
         super().restart()
 
     def _factory(self, timeout):
@@ -648,12 +679,14 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         try:
             if cancelled:
                 try:
+                    self.forget_daemons(storlet_id)
                     self.stop_storlet_daemon(storlet_id)
                     return
                 except StorletRuntimeException as err:
                     self.logger.warning(str(err))
             self.logger.warning("killing the sandbox of scope %s" % self.scope)
             sandbox_kills[self.scope] += 1
+            self.forget_daemons()
             self._stop_previous()
         finally:
             lock.release()

@@ -58,6 +58,11 @@ def _message(datagram, limit=SBUS_DATAGRAM_LIMIT):
     return message
 
 
+class NotDelivered(SBusClientSendError):
+    """A command nobody received: no socket at the path, or none bound to
+    it (its daemon is gone).  Nothing was sent, so it may be sent again."""
+
+
 class _Socket:
     """A socket path a tenant can write into, opened without following links.
 
@@ -110,7 +115,7 @@ def sbus_send(path, datagram, timeout, limit=SBUS_DATAGRAM_LIMIT):
     deadline = time.monotonic() + timeout
     with _Socket(path) as target, _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as sock:
         if target is None:
-            raise SBusClientSendError("SBus %s: not a socket" % path)
+            raise NotDelivered("SBus %s: not a socket" % path)
         while True:
             try:
                 sock.sendmsg([message], rights, _socket.MSG_DONTWAIT, target)
@@ -121,6 +126,8 @@ def sbus_send(path, datagram, timeout, limit=SBUS_DATAGRAM_LIMIT):
                         "SBus %s: nobody read the command in %g s" % (path, timeout)
                     )
                 eventlet.sleep(0.01)
+            except ConnectionRefusedError as err:
+                raise NotDelivered("SBus %s: %s" % (path, err))
             except OSError as err:
                 raise SBusClientSendError("SBus %s: %s" % (path, err))
 
