@@ -27,18 +27,22 @@ def cluster():
     # which live in the state directory, must stay under 108 bytes.
     state = tempfile.mkdtemp(prefix="mls-")
     cluster = Cluster(state)
-    cluster.up(base_port=free_base_port(), nodes=NODES, log=lambda msg: None)
     quiet = lambda msg: None  # noqa: E731
-    for account in ("main", "other"):
-        deploy(cluster.connection(account), log=quiet)
-    deploy(cluster.connection(), TEST_STORLETS, library=False, log=quiet)
-    # The hostile storlet in the other account too (the sandbox tests attack
-    # one account from the other); the probe stays the main account's.
-    with tempfile.TemporaryDirectory() as hostile:
-        shutil.copy(os.path.join(TEST_STORLETS, "hostile.py"), hostile)
-        deploy(cluster.connection("other"), hostile, library=False, log=quiet)
-    yield cluster
-    cluster.down(purge=True, log=quiet)
+    try:
+        cluster.up(base_port=free_base_port(), nodes=NODES, log=quiet)
+        for account in ("main", "other"):
+            deploy(cluster.connection(account), log=quiet)
+        deploy(cluster.connection(), TEST_STORLETS, library=False, log=quiet)
+        # The hostile storlet in the other account too (the sandbox tests
+        # attack one account from the other); the probe stays the main
+        # account's.
+        with tempfile.TemporaryDirectory() as hostile:
+            shutil.copy(os.path.join(TEST_STORLETS, "hostile.py"), hostile)
+            deploy(cluster.connection("other"), hostile, library=False, log=quiet)
+        yield cluster
+    finally:
+        # Also when a deploy failed: no servers outlive the session.
+        cluster.down(purge=True, log=quiet)
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def declared_parameters(source, path):
         isinstance(v, str) and v and "," not in v for v in value
     ):
         raise UsageError(
-            "%s: %s.parameters must be a literal tuple of names"
+            "%s: %s.parameters must be a literal tuple of declarations (names)"
             % (path, storlet_class(source, path))
         )
     for entry in value:

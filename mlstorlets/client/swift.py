@@ -255,7 +255,8 @@ class Swift:
     # -- storlets --------------------------------------------------------
     def declaration(self, storlet):
         """What ``storlet`` declares, read from its object in one HEAD: the
-        parameters it takes (a set, or None when it declares none) and the
+        parameters it takes (a tuple of declarations, with their types and
+        bounds, or None when it declares none) and the
         ``(suffix, content type)`` of its outputs (or None: as the
         source).  A storlet not deployed is a :class:`SwiftError`.
 

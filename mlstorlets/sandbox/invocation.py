@@ -107,9 +107,12 @@ class Storlet(object):
     """
 
     compute = None
-    #: The parameter names the storlet takes, besides ``source``; ``mlstorlets
+    #: The parameters the storlet takes, besides ``source``: names, each
+    #: with its type and bounds where it has some (``"size:int:32:512"``,
+    #: see :func:`mlstorlets.sandbox.protocol.parse_parameter`); ``mlstorlets
     #: deploy`` records them on the storlet object, and the client refuses
-    #: any other before running it.  None: not declared, anything goes.
+    #: any other name, or a value outside them, before running it.  None:
+    #: not declared, anything goes.
     parameters = None
     #: ``(suffix, content type)`` of every output, when it does not depend on
     #: the input (a literal: ``mlstorlets deploy`` records it); a batch names

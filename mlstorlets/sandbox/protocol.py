@@ -158,9 +158,13 @@ PARAMETER_HEADER = "X-Storlet-Parameter-%d"
 # declared by a storlet, always accepted.
 SOURCE_PARAMETER = "source"
 # Object metadata of a deployed storlet (``X-Object-Meta-`` + this): the
-# parameters its class declares, comma-separated, each as declared (see
-# parse_parameter).  Absent: not declared.
+# names of the parameters its class declares, comma-separated.  Absent: not
+# declared.
 PARAMETERS_KEY = "Mlstorlets-Parameters"
+# And the declarations with a type or bounds, as declared (see
+# parse_parameter): a key of their own, which clients that only know
+# names never read.
+PARAMETER_TYPES_KEY = "Mlstorlets-Parameter-Types"
 # And the suffix and content type of its outputs, "<suffix> <type>" (".png
 # image/png"), when they do not depend on the input.  Absent: as the source.
 OUTPUT_TYPE_KEY = "Mlstorlets-Output-Type"
@@ -220,8 +224,11 @@ def parse_parameter(entry):
         A malformed declaration.
     """
     name, _, spec = str(entry).partition(":")
-    if not name or "," in entry:
-        raise ValueError("parameter declaration %r: a name, no comma" % entry)
+    if not name or "," in entry or len(entry.encode("utf-8")) > MAX_META_VALUE:
+        raise ValueError(
+            "parameter declaration %r: a name, no comma, at most %d bytes"
+            % (entry[:80], MAX_META_VALUE)
+        )
     if not spec:
         return name, None, None
     kind, _, rest = spec.partition(":")
@@ -232,7 +239,9 @@ def parse_parameter(entry):
         if len(bounds) == 2:
             number = int if kind == "int" else float
             try:
-                return name, kind, tuple(number(b) if b else None for b in bounds)
+                values = tuple(number(b) if b else None for b in bounds)
+                if all(v is None or math.isfinite(v) for v in values):
+                    return name, kind, values
             except ValueError:
                 pass
     raise ValueError(
@@ -246,22 +255,39 @@ def parse_parameter(entry):
 MAX_META_VALUE = 256
 
 
-def parameters_metadata(declared):
-    """Metadata (keys without ``X-Object-Meta-``) recording ``declared``:
-    comma-separated, in as many values of at most :data:`MAX_META_VALUE`
-    bytes as it takes."""
+def _spread(key, entries):
+    """``entries`` comma-separated under ``key``, ``key-2``...: values of
+    at most :data:`MAX_META_VALUE` bytes."""
     values, current = [], ""
-    for entry in declared:
+    for entry in entries:
         joined = entry if not current else current + "," + entry
         if len(joined.encode("utf-8")) > MAX_META_VALUE and current:
             values.append(current)
             joined = entry
         current = joined
     values.append(current)
-    return {
-        PARAMETERS_KEY if i == 0 else "%s-%d" % (PARAMETERS_KEY, i + 1): value
-        for i, value in enumerate(values)
-    }
+    return {key if i == 0 else "%s-%d" % (key, i + 1): v for i, v in enumerate(values)}
+
+
+def _gathered(lowered, key):
+    found, n, key = [], 1, key.lower()
+    name = key
+    while name in lowered:
+        found += [p for p in lowered[name].split(",") if p]
+        n += 1
+        name = "%s-%d" % (key, n)
+    return found
+
+
+def parameters_metadata(declared):
+    """Metadata (keys without ``X-Object-Meta-``) recording ``declared``:
+    the names under :data:`PARAMETERS_KEY`, the typed declarations under
+    :data:`PARAMETER_TYPES_KEY`."""
+    metadata = _spread(PARAMETERS_KEY, [parse_parameter(e)[0] for e in declared])
+    typed = [e for e in declared if parse_parameter(e)[1] is not None]
+    if typed:
+        metadata.update(_spread(PARAMETER_TYPES_KEY, typed))
+    return metadata
 
 
 def parameters_from_metadata(metadata):
@@ -269,15 +295,15 @@ def parameters_from_metadata(metadata):
     ``metadata`` (keys without ``X-Object-Meta-``, in any case), or None
     when there are none."""
     lowered = {k.lower(): v for k, v in metadata.items()}
-    key = PARAMETERS_KEY.lower()
-    if key not in lowered:
+    if PARAMETERS_KEY.lower() not in lowered:
         return None
-    declared, n = [], 1
-    while key in lowered:
-        declared += [p for p in lowered[key].split(",") if p]
-        n += 1
-        key = "%s-%d" % (PARAMETERS_KEY.lower(), n)
-    return tuple(declared)
+    typed = {}
+    for entry in _gathered(lowered, PARAMETER_TYPES_KEY):
+        try:
+            typed[parse_parameter(entry)[0]] = entry
+        except ValueError:
+            pass  # a kind of declaration this version does not know: a name
+    return tuple(typed.get(name, name) for name in _gathered(lowered, PARAMETERS_KEY))
 
 
 def declared_names(declared):

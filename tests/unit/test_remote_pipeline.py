@@ -254,3 +254,37 @@ def test_callbacks_around_remote_partial_fit_and_a_pipeline(tmp_path, stores, pa
     fitted = end[4]
     assert fitted is not pipe and fitted.steps[0][1].n_samples_seen_ == 120
     np.testing.assert_array_equal(fitted.predict(parts[0][0]), pipe.predict(parts[0][0]))
+
+
+def test_a_state_holding_what_is_not_state_or_a_step_twice_is_refused():
+    scaler = StandardScaler().fit(np.ones((3, 2)))
+    scaler._skl_callbacks = [SGDClassifier()]
+    with pytest.raises(ObjectError, match=r"StandardScaler holds \['_skl_callbacks'\]"):
+        state.loads(_hostile(SkPipeline([("s", scaler), ("c", SGDClassifier())])))
+    shared = StandardScaler()
+    twice = SkPipeline([("a", shared), ("b", shared), ("c", SGDClassifier())])
+    with pytest.raises(ObjectError, match="distinct"):
+        state.loads(sio.dumps(twice))
+    with pytest.raises(UsageError, match="unique"):
+        Pipeline([("a", StandardScaler()), ("a", SGDClassifier())]).remote_fit("file:///nowhere/")
+
+
+def test_weights_go_to_the_steps_that_take_them(tmp_path, stores, parts):
+    src = write(tmp_path, [(X, y + 0.5) for X, y in parts])
+    weights = {"%strain/part%d.csv" % (src[: -len("train/")], i): float(i + 1) for i in range(3)}
+    remote = Pipeline([("bound", MaxAbsScaler()), ("sgd", SGDRegressor(random_state=0))])
+    remote.remote_partial_fit(
+        src, sample_weight=weights, stores=stores, data_options={"batch_size": BATCH}
+    )
+    bound, sgd = MaxAbsScaler(), SGDRegressor(random_state=0).to_sklearn()
+    for i, (X, y) in enumerate(parts):
+        for start in range(0, len(y), BATCH):
+            Xb, yb = X[start : start + BATCH], y[start : start + BATCH] + 0.5
+            bound.partial_fit(Xb)
+            sgd.partial_fit(bound.transform(Xb), yb, sample_weight=np.full(len(yb), i + 1.0))
+    assert max_difference(remote.steps[1][1].to_sklearn(), sgd) == 0.0
+    # and a later remote_partial_fit leaves no record of an earlier remote_fit
+    remote.remote_fit(src, stores=stores, epochs=1)
+    assert remote.remote_history_
+    remote.remote_partial_fit(src, stores=stores)
+    assert not hasattr(remote, "remote_history_")

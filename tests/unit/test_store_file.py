@@ -138,3 +138,14 @@ def test_the_environment_asks_for_sidecars(tmp_path):
         0
     ]
     assert (plain.sidecars, asked.sidecars) == (False, True)
+
+
+def test_metadata_over_an_attributes_size_goes_to_a_sidecar(tmp_path):
+    store = FileStore(str(tmp_path))
+    big = {"k%02d" % i: "v" * 200 for i in range(19)}  # 4 KB, as Swift allows
+    store.put("a", b"one", big)
+    assert store.head("a").metadata == {k.title(): v for k, v in big.items()}
+    assert os.path.exists(tmp_path / ".mlstorlets" / "a.json")
+    # a smaller record again: in the attribute, the sidecar gone
+    store.put("a", b"two", {"k": "v"})
+    assert os.listdir(tmp_path) == ["a"] and store.get("a") == (b"two", {"K": "v"})

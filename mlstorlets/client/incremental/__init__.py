@@ -74,7 +74,8 @@ class Pipeline(RemoteIncrementalMixin, pipeline.Pipeline):
     transformer outputs: locally, ``scaler.partial_fit`` over every
     mini-batch, then ``estimator.partial_fit(scaler.transform(batch))``.
     ``remote_partial_fit`` trains every step on each mini-batch in turn,
-    each step's output feeding the next.  ``remote_score`` and
+    each step's output feeding the next.  Sample weights go to each step
+    whose ``partial_fit`` takes them.  ``remote_score`` and
     ``remote_predict`` apply the whole pipeline.
 """
     )

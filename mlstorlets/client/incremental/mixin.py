@@ -80,13 +80,6 @@ def _has(method):
     return lambda self: hasattr(self, method)
 
 
-def _steps_of(estimator):
-    """The estimators a state carries: a pipeline's steps, or ``estimator``."""
-    if state.final_of(estimator) is estimator:
-        return [estimator]
-    return [step for _, step in estimator.steps]
-
-
 class RemoteIncrementalMixin(CallbackSupportMixin):
     """Remote training and prediction for an incremental estimator.
 
@@ -124,13 +117,17 @@ class RemoteIncrementalMixin(CallbackSupportMixin):
             problem = state.pipeline_problem(self, exact=False)
             if problem:
                 raise UsageError(problem)
-            for step in _steps_of(self):
+            for step in state.parts_of(self):
                 step._validate_params()
 
     def _apply(self, estimator):
         """Make the fitted attributes of ``self`` (of each of its steps)
         those of ``estimator`` (of its steps)."""
-        for mine, theirs in zip(_steps_of(self), _steps_of(estimator)):
+        if state.final_of(self) is not self:
+            # A single estimator's own loop below drops these.
+            for key in ("remote_history_", "remote_validation_objects_"):
+                self.__dict__.pop(key, None)
+        for mine, theirs in zip(state.parts_of(self), state.parts_of(estimator)):
             names = set(mine._get_param_names()) | state.LIVE_ATTRIBUTES
             for key in [k for k in vars(mine) if k not in names]:
                 delattr(mine, key)
@@ -325,7 +322,7 @@ objects_per_call, placement
         blob = state.dumps(fresh, self._partial_fit_params(rng))
         verbose = int(getattr(last, "verbose", 0) or 0)
         tasks = FitTasks(self, "remote_fit", epochs)
-        steps = _steps_of(self)
+        steps = state.parts_of(self)
         if len(steps) > 1:
             blob = passes.fit_transformers(
                 state.kind_of(self), transport, uris, blob, params, weights, len(steps) - 1, verbose

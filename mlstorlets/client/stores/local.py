@@ -14,13 +14,15 @@ computed from the file.  The record is the file's extended attribute
 written and nothing else, as ``aws s3 cp`` and rclone leave it.  With
 ``sidecars=True`` (``MLSTORLETS_FILE_METADATA=sidecar``) it is a sidecar
 file, ``DIR/.mlstorlets/NAME.json``, which survives what drops extended
-attributes (some network file systems, archives, plain copies).  Where the
-file system refuses extended attributes and no sidecar was asked for, the
-metadata is not kept (a warning says so once): resumed runs then redo
-those outputs.  Both are read, and listings never include the
+attributes (some network file systems, archives, plain copies); a record
+over the file system's size for an attribute (about 4 KB on ext4) goes to
+a sidecar too.  Where the file system refuses extended attributes and no
+sidecar was asked for, the metadata is not kept (a warning says so once):
+resumed runs then redo those outputs.  Both are read, and listings never include the
 ``.mlstorlets`` directories.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -203,13 +205,14 @@ class FileStore(Store):
 
         try:
             st = _atomic_write(path, copy)
-            if self.sidecars:
+            if self.sidecars or (kept[0] is None and (metadata or headers)):
                 # After the body: a sidecar left over from an older body no
-                # longer matches the new file's inode and is ignored.
+                # longer matches the new file's inode and is ignored.  One
+                # record too big for an attribute goes there too.
                 _atomic_write(self._sidecar(path), lambda f: f.write(record(st)))
             else:
                 self._drop_sidecar(path)
-                if not kept[0] and (metadata or headers):
+                if kept[0] is False and (metadata or headers):
                     self._warn_unkept(key)
         except OSError as err:
             raise StoreError(self.uri(key), err.strerror or str(err)) from None
@@ -259,10 +262,14 @@ class FileStore(Store):
 
 
 def _set_attribute(fd, value):
-    """Whether the file system kept ``value`` as the file's record."""
+    """Whether the file system kept ``value`` as the file's record: True,
+    False when it has no extended attributes, None when this one is over
+    its size (ext4 keeps about 4 KB)."""
     try:
         os.setxattr(fd, XATTR, value)
-    except OSError:  # not supported, or over the file system's size
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
+            return None
         return False
     return True
 

@@ -73,9 +73,18 @@ STEPS = {cls.__name__: cls for cls in (StandardScaler, MaxAbsScaler, MinMaxScale
 #: Most steps of a pipeline.
 MAX_STEPS = 16
 #: Attributes of a live estimator that are not its state: scikit-learn's
-#: callbacks (``set_callbacks``) and their contexts during a fit.
+#: callbacks (``set_callbacks``) and their contexts during a fit, and the
+#: container its ``transform`` returns (``set_output``).  Never written in a
+#: state, and a state that holds one is refused: they change what a step
+#: calls and returns.
 LIVE_ATTRIBUTES = frozenset(
-    ("_skl_callbacks", "_skl_callbacks_to_teardown", "_callback_fit_ctx", "_parent_callback_ctx")
+    (
+        "_skl_callbacks",
+        "_skl_callbacks_to_teardown",
+        "_callback_fit_ctx",
+        "_parent_callback_ctx",
+        "_sklearn_output_config",
+    )
 )
 #: Types inside a state that skops does not trust by default.
 HELPERS = (
@@ -121,6 +130,13 @@ def final_of(estimator):
     return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
 
 
+def parts_of(estimator):
+    """The estimators a state trains: a pipeline's steps, or ``estimator``."""
+    if isinstance(estimator, Pipeline):
+        return [step for _, step in estimator.steps]
+    return [estimator]
+
+
 def pipeline_problem(pipeline, exact=True):
     """What makes ``pipeline`` other than transformers of :data:`STEPS`
     then one estimator of :data:`KINDS` (their very classes when
@@ -131,6 +147,11 @@ def pipeline_problem(pipeline, exact=True):
         return f"a pipeline has 1 to {MAX_STEPS} steps in a list"
     if not all(isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str) for s in steps):
         return "a pipeline's steps are (name, estimator) pairs"
+    names = [name for name, _ in steps]
+    if len(set(names)) != len(names) or any(not n or "__" in n for n in names):
+        return "a pipeline's step names are unique, non-empty and hold no '__'"
+    if len({id(step) for _, step in steps}) != len(steps):
+        return "a pipeline's steps are distinct estimators"
     for (_, step), classes in zip(steps, [STEPS] * (len(steps) - 1) + [KINDS]):
         cls = _class_among(step, classes)
         if cls is None or (exact and cls is not type(step)):
@@ -264,6 +285,9 @@ def loads(blob, name="model state", kind=None, limit=MAX_STATE_BYTES[0]):
     if kind is not None and cls is not kind:
         _fail(name, f"a {cls.__name__} where a {kind.__name__} was expected")
     for part in parts:
+        foreign = sorted(LIVE_ATTRIBUTES & set(vars(part)))
+        if foreign:
+            _fail(name, f"{type(part).__name__} holds {foreign}")
         try:
             part._validate_params()
         except (ValueError, TypeError) as exc:

@@ -319,19 +319,12 @@ def _labels(estimator, batch, name):
     return batch.y
 
 
-def _parts(estimator):
-    """The estimators ``partial_fit`` may train: a pipeline's steps, or
-    ``estimator`` alone."""
-    final = state.final_of(estimator)
-    return [step for _, step in estimator.steps] if final is not estimator else [estimator]
-
-
 def _steps_to_train(estimator, params, name):
     """(fitted steps applied first, steps trained) for parameter ``step``:
     ``all`` (the default) trains every step on each mini-batch in turn,
     each step's output feeding the next; ``i`` trains step ``i`` of a
     pipeline on the output of the steps before it, which must be fitted."""
-    parts = _parts(estimator)
+    parts = state.parts_of(estimator)
     if params.get("step", "all") == "all":
         return [], parts
     index = int_param(params, "step", 0, 0, len(parts) - 1, name)
@@ -343,12 +336,15 @@ def _steps_to_train(estimator, params, name):
     return parts[:index], [parts[index]]
 
 
-def _train_one(step, X, y, weights, payload, where):
+def _train_one(step, X, y, weights, payload, where, final):
     kwargs = {}
     if weights is not None:
-        if "sample_weight" not in _signature(step.partial_fit):
+        if "sample_weight" in _signature(step.partial_fit):
+            kwargs["sample_weight"] = weights
+        elif step is final:
             raise ObjectError(where, f"{type(step).__name__}.partial_fit takes no sample weights")
-        kwargs["sample_weight"] = weights
+        # A scaler without weights (MaxAbsScaler, MinMaxScaler) takes the
+        # rows as they are, as scikit-learn's routing gives it none.
     if is_classifier(step) and not _fitted(step):
         if payload.classes is None:
             raise ObjectError(where, "the first partial_fit of a classifier needs its classes")
@@ -383,7 +379,7 @@ def partial_fit(estimator, inputs, params, payload):
                 for step in before:
                     X = step.transform(X)
                 for i, step in enumerate(trained):
-                    _train_one(step, X, y, weights, payload, item.name)
+                    _train_one(step, X, y, weights, payload, item.name, final)
                     if i < len(trained) - 1:
                         X = step.transform(X)
             except ValueError as exc:
@@ -510,7 +506,11 @@ def run(in_files, params):
         # The estimator's own progress lines are for no terminal here (and
         # would reach the user's when the client runs this): the client
         # prints its epochs itself.  The state goes back as it came.
-        loud = [(p, p.verbose) for p in _parts(estimator) if getattr(p, "verbose", 0)]
+        loud = [
+            (p, p.verbose)
+            for p in state.parts_of(estimator)
+            if "verbose" in p.get_params(deep=False) and p.verbose
+        ]
         for part, _ in loud:
             part.set_params(verbose=0)
         report = partial_fit(estimator, inputs, params, payload)
