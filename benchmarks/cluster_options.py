@@ -30,6 +30,7 @@ def reconfigure(
     proxy_workers=None,
     object_workers=None,
     storlet_cache_time=None,
+    daemon_check_time=None,
     log=None,
 ):
     """Stop ``cluster``, change its settings, start it again.
@@ -45,6 +46,9 @@ def reconfigure(
     storlet_cache_time : float, optional
         Seconds the proxy keeps a storlet's metadata in memcache (0: off;
         mlstorlets.server.middleware.storlet_cache).
+    daemon_check_time : float, optional
+        Seconds a worker takes a daemon it saw running to run still
+        (gateway option ``daemon_check_time``; 0: asked every time).
     """
     quiet = log or (lambda msg: None)
     cluster.down(log=quiet)
@@ -54,6 +58,8 @@ def reconfigure(
         gateway["storlet_agent"] = agent
     if storlet_workers is not None:
         gateway["storlet_workers"] = storlet_workers
+    if daemon_check_time is not None:
+        gateway["daemon_check_time"] = daemon_check_time
     if gateway:
         for path in glob.glob(os.path.join(etc, "storlet-gateway-*.conf")):
             _edit(path, "DEFAULT", gateway)
