@@ -4,6 +4,7 @@ storlet reads its input as a stream."""
 
 import hashlib
 import io
+import os
 import types
 
 import pytest
@@ -132,6 +133,18 @@ def test_a_file_written_from_a_checked_download_is_not_hashed_again(tmp_path, mo
     assert store.head("a.bin").etag == entry.etag
     # A body of unknown hash is hashed as it is written.
     assert store.write("b.bin", io.BytesIO(data)).etag == entry.etag and sum(updates) == len(data)
+
+
+def test_a_large_file_is_synced_as_it_is_written(tmp_path, monkeypatch):
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(local_store._Syncing, "EVERY", CHUNK)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
+    data = os.urandom(5 * CHUNK)
+    entry = FileStore(str(tmp_path)).write("a.bin", io.BytesIO(data))
+    assert entry.etag == hashlib.md5(data).hexdigest()
+    assert (tmp_path / "a.bin").read_bytes() == data
+    assert 1 <= len(synced) <= 5  # one at a time, each a CHUNK or more apart
 
 
 def test_the_md5_of_a_file_without_a_record_is_computed_once(tmp_path, monkeypatch):
