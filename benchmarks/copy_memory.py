@@ -156,6 +156,17 @@ def bench_cluster(prefix, size):
             cluster.down(log=quiet, purge=True)
 
 
+def this_tree(env):
+    """``env`` whose processes import this tree's mlstorlets, wherever they
+    run and whatever the venv's editable install points at."""
+    return dict(
+        env,
+        PYTHONPATH=os.pathsep.join(
+            [os.path.join(HERE, "..")] + [p for p in [env.get("PYTHONPATH")] if p]
+        ),
+    )
+
+
 def same_file(a, b):
     with open(a, "rb") as fa, open(b, "rb") as fb:
         return all(
@@ -178,7 +189,7 @@ def main():
     with bench_cluster("cpmem", args.size) as (cluster, files, path):
         with open(os.path.join(files, "identity.py"), "w") as f:
             f.write(IDENTITY)
-        env = dict(os.environ, BENCH_STORLETS=files, **cluster.env())
+        env = this_tree(dict(os.environ, BENCH_STORLETS=files, **cluster.env()))
         here = [sys.executable, os.path.abspath(__file__), "--child"]
         swift = [os.path.join(os.path.dirname(sys.executable), "swift")]
 

@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import targets  # noqa: E402
-from copy_memory import bench_cluster, proc_number, same_file  # noqa: E402
+from copy_memory import bench_cluster, proc_number, same_file, this_tree  # noqa: E402
 
 MIB = 1 << 20
 TARGET = 1.2
@@ -139,11 +139,7 @@ def main():
     load_before = os.getloadavg()
     rows = []
     with bench_cluster("cpspeed", args.size) as (cluster, files, path):
-        env = dict(os.environ, **cluster.env())
-        # The worktree's package, wherever the script is run from.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [os.path.join(HERE, "..")] + [p for p in [env.get("PYTHONPATH")] if p]
-        )
+        env = this_tree(dict(os.environ, **cluster.env()))
         out = os.path.join(files, "out.bin")
 
         object_servers = set()
