@@ -22,6 +22,7 @@ Prints a table and saves benchmarks/results/copy_memory.json.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -85,16 +86,21 @@ def child(mode, src, dest, segment_size):
         target.put(dest_uri.key, data, metadata)
 
 
-def high_water(pid):
-    """The process's peak resident set size so far (VmHWM), in KiB."""
+def proc_number(pid, name, key):
+    """The number after ``key`` in ``/proc/PID/NAME``, or None."""
     try:
-        with open("/proc/%d/status" % pid) as f:
+        with open("/proc/%d/%s" % (pid, name)) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except (OSError, ValueError):
         pass
     return None
+
+
+def high_water(pid):
+    """The process's peak resident set size so far (VmHWM), in KiB."""
+    return proc_number(pid, "status", "VmHWM:")
 
 
 def measure(argv, env):
@@ -116,6 +122,51 @@ def measure(argv, env):
     return peak / 1024, time.monotonic() - started
 
 
+@contextlib.contextmanager
+def bench_cluster(prefix, size):
+    """An embedded cluster of its own with the containers ``bench`` and
+    ``bench-s3`` (a bucket of its S3 API: the container of that name), and
+    a file of ``size`` random bytes: ``(cluster, files folder, file)``.
+
+    The buckets are made through Swift: this process imports the server,
+    whose eventlet breaks botocore here.
+    """
+    from support import free_base_port
+
+    from mlstorlets.server.aio import Cluster
+
+    quiet = lambda msg: None  # noqa: E731
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as state,
+        tempfile.TemporaryDirectory(prefix=prefix + "-files") as files,
+    ):
+        cluster = Cluster(state)
+        cluster.up(base_port=free_base_port(), log=quiet)
+        try:
+            conn = cluster.connection()
+            conn.put_container("bench")
+            conn.put_container("bench-s3")
+            path = os.path.join(files, "big.bin")
+            with open(path, "wb") as f:
+                for _ in range(size // MIB):
+                    f.write(os.urandom(MIB))
+                f.write(os.urandom(size % MIB))
+            yield cluster, files, path
+        finally:
+            cluster.down(log=quiet, purge=True)
+
+
+def this_tree(env):
+    """``env`` whose processes import this tree's mlstorlets, wherever they
+    run and whatever the venv's editable install points at."""
+    return dict(
+        env,
+        PYTHONPATH=os.pathsep.join(
+            [os.path.join(HERE, "..")] + [p for p in [env.get("PYTHONPATH")] if p]
+        ),
+    )
+
+
 def same_file(a, b):
     with open(a, "rb") as fa, open(b, "rb") as fb:
         return all(
@@ -134,98 +185,69 @@ def main():
         mode, src, dest, segment = args.child
         return child(mode, src, dest, int(segment))
 
-    import boto3
-    from support import free_base_port
-
-    from mlstorlets.server.aio import Cluster
-
-    quiet = lambda msg: None  # noqa: E731
     rows = []
-    with (
-        tempfile.TemporaryDirectory(prefix="cpmem") as state,
-        tempfile.TemporaryDirectory(prefix="cpmem-files") as files,
-    ):
-        cluster = Cluster(state)
-        cluster.up(base_port=free_base_port(), log=quiet)
-        try:
-            with open(os.path.join(files, "identity.py"), "w") as f:
-                f.write(IDENTITY)
-            env = dict(os.environ, BENCH_STORLETS=files, **cluster.env())
-            conn = cluster.connection()
-            conn.put_container("bench")
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=env["AWS_ENDPOINT_URL"],
-                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                region_name=env["AWS_DEFAULT_REGION"],
-            )
-            s3.create_bucket(Bucket="bench-s3")
-            path = os.path.join(files, "big.bin")
-            with open(path, "wb") as f:
-                for _ in range(args.size // MIB):
-                    f.write(os.urandom(MIB))
-                f.write(os.urandom(args.size % MIB))
-            here = [sys.executable, os.path.abspath(__file__), "--child"]
-            swift = [os.path.join(os.path.dirname(sys.executable), "swift")]
+    with bench_cluster("cpmem", args.size) as (cluster, files, path):
+        with open(os.path.join(files, "identity.py"), "w") as f:
+            f.write(IDENTITY)
+        env = this_tree(dict(os.environ, BENCH_STORLETS=files, **cluster.env()))
+        here = [sys.executable, os.path.abspath(__file__), "--child"]
+        swift = [os.path.join(os.path.dirname(sys.executable), "swift")]
 
-            def run(path_name, how, argv, cwd_files=False):
-                rss, seconds = measure(argv, env)
-                rows.append(
-                    {
-                        "path": path_name,
-                        "how": how,
-                        "peak_rss_mib": round(rss, 1),
-                        "seconds": round(seconds, 2),
-                    }
-                )
-                print("%-28s %-14s %8.1f MiB %7.2f s" % (path_name, how, rss, seconds), flush=True)
+        def run(path_name, how, argv, cwd_files=False):
+            rss, seconds = measure(argv, env)
+            rows.append(
+                {
+                    "path": path_name,
+                    "how": how,
+                    "peak_rss_mib": round(rss, 1),
+                    "seconds": round(seconds, 2),
+                }
+            )
+            print("%-28s %-14s %8.1f MiB %7.2f s" % (path_name, how, rss, seconds), flush=True)
 
-            src = "file://" + path
-            for name, dest, segment in (
-                ("file -> swift", "swift://bench/one", 0),
-                ("file -> swift (SLO 64 MiB)", "swift://bench/slo", SEGMENT),
-                ("file -> s3 (multipart)", "s3://bench-s3/one", 0),
-            ):
-                run(name, "mlstorlets", here + ["stream", src, dest, str(segment)])
-                run(name, "whole object", here + ["whole", src, dest + "-w", str(segment)])
-            run(
-                "file -> swift",
-                "swift CLI",
-                swift + ["upload", "bench", path, "--object-name", "cli"],
-            )
-            run(
-                "file -> swift (SLO 64 MiB)",
-                "swift CLI",
-                swift + ["upload", "bench", path, "--object-name", "cli-slo", "-S", str(SEGMENT)],
-            )
-            out = os.path.join(files, "out")
-            for name, source in (
-                ("swift -> file", "swift://bench/one"),
-                ("s3 -> file", "s3://bench-s3/one"),
-            ):
-                run(name, "mlstorlets", here + ["stream", source, "file://" + out, "0"])
-                run(name, "whole object", here + ["whole", source, "file://" + out + "-w", "0"])
-            run(
-                "swift -> file",
-                "swift CLI",
-                swift + ["download", "bench", "one", "-o", out + "-cli"],
-            )
-            run(
-                "storlet run, swift -> file",
-                "mlstorlets",
-                here + ["run", "swift://bench/one", "file://" + out + "-run", "0"],
-            )
-            run(
-                "storlet run, swift -> file",
-                "whole object",
-                here + ["run-whole", "swift://bench/one", "file://" + out + "-rw", "0"],
-            )
-            for copied in (out, out + "-run"):
-                if not same_file(copied, path):
-                    raise SystemExit("%s differs from its source" % copied)
-        finally:
-            cluster.down(log=quiet, purge=True)
+        src = "file://" + path
+        for name, dest, segment in (
+            ("file -> swift", "swift://bench/one", 0),
+            ("file -> swift (SLO 64 MiB)", "swift://bench/slo", SEGMENT),
+            ("file -> s3 (multipart)", "s3://bench-s3/one", 0),
+        ):
+            run(name, "mlstorlets", here + ["stream", src, dest, str(segment)])
+            run(name, "whole object", here + ["whole", src, dest + "-w", str(segment)])
+        run(
+            "file -> swift",
+            "swift CLI",
+            swift + ["upload", "bench", path, "--object-name", "cli"],
+        )
+        run(
+            "file -> swift (SLO 64 MiB)",
+            "swift CLI",
+            swift + ["upload", "bench", path, "--object-name", "cli-slo", "-S", str(SEGMENT)],
+        )
+        out = os.path.join(files, "out")
+        for name, source in (
+            ("swift -> file", "swift://bench/one"),
+            ("s3 -> file", "s3://bench-s3/one"),
+        ):
+            run(name, "mlstorlets", here + ["stream", source, "file://" + out, "0"])
+            run(name, "whole object", here + ["whole", source, "file://" + out + "-w", "0"])
+        run(
+            "swift -> file",
+            "swift CLI",
+            swift + ["download", "bench", "one", "-o", out + "-cli"],
+        )
+        run(
+            "storlet run, swift -> file",
+            "mlstorlets",
+            here + ["run", "swift://bench/one", "file://" + out + "-run", "0"],
+        )
+        run(
+            "storlet run, swift -> file",
+            "whole object",
+            here + ["run-whole", "swift://bench/one", "file://" + out + "-rw", "0"],
+        )
+        for copied in (out, out + "-run"):
+            if not same_file(copied, path):
+                raise SystemExit("%s differs from its source" % copied)
     result = {
         "size_bytes": args.size,
         "python": sys.version.split()[0],

@@ -4,6 +4,8 @@ storlet reads its input as a stream."""
 
 import hashlib
 import io
+import os
+import types
 
 import pytest
 from dropbox_server import TOKEN, DropboxServer, session_for
@@ -11,7 +13,17 @@ from dropbox_server import TOKEN, DropboxServer, session_for
 from mlstorlets.client.local_storlet import InputFile, stream
 from mlstorlets.client.stores import StoreError
 from mlstorlets.client.stores import dropbox as dropbox_store
-from mlstorlets.client.stores.base import Counted, Entry, FullReads, Reader, content_headers
+from mlstorlets.client.stores import local as local_store
+from mlstorlets.client.stores.base import (
+    CHUNK,
+    Counted,
+    Entry,
+    FullReads,
+    Progress,
+    Reader,
+    Tally,
+    content_headers,
+)
 from mlstorlets.client.stores.dropbox import ContentHasher, DropboxStore, content_hash, make_client
 from mlstorlets.client.stores.local import FileStore
 
@@ -58,6 +70,101 @@ def test_counted_and_full_reads():
     assert full.read(4) == b"abcd"  # over two raw chunks
     assert full.read(4) == b"e" and full.read(4) == b""
     assert sum(seen) == 5
+
+
+def test_a_large_body_is_hashed_beside_its_reading_and_given_whole():
+    chunks = [bytes([i]) * CHUNK for i in range(20)]  # past the inline part
+    body = Counted(reader(chunks, 20 * CHUNK), lambda n: None)
+    assert body.checks_md5 and body.md5 is None
+    # A read that holds a chunk gets the chunk itself, not a copy.
+    assert all(body.read(CHUNK) is chunk for chunk in chunks)
+    assert body.read(CHUNK) == b""
+    assert body.md5 == hashlib.md5(b"".join(chunks)).hexdigest()
+    damaged = reader(chunks, 20 * CHUNK, digest="0" * 32)
+    with pytest.raises(StoreError, match="arrived damaged"):
+        damaged.read()
+    # Closed half-way: its hashing thread ends.
+    half = reader(chunks, 20 * CHUNK)
+    half.read(15 * CHUNK)
+    half.close()
+    assert half._hasher._thread is None
+
+
+def test_a_dropbox_hash_is_not_taken_for_an_md5():
+    data = b"abc"
+    body = Reader("dropbox://k", [data], Entry("k", 3), (ContentHasher(), content_hash(data)))
+    assert not body.checks_md5
+    assert body.read() == data and body.md5 is None
+
+
+def test_progress_is_counted_a_mib_at_a_time():
+    seen = []
+    tally = Tally(seen.append)
+    for _ in range(3000):
+        tally.add(1000)
+    assert seen == [1000 * 1049] * 2
+    tally.finish()
+    assert sum(seen) == 3_000_000 and len(seen) == 3
+    read = Progress(io.BytesIO(b"x" * (CHUNK + 5)), seen.append)
+    assert read.read(CHUNK - 1) and seen[3:] == []
+    assert read.read(10) and seen[3:] == [CHUNK + 5]
+    assert read.seek(0) == 0 and read.tell() == 0
+
+
+def test_a_file_written_from_a_checked_download_is_not_hashed_again(tmp_path, monkeypatch):
+    data = bytes(range(256)) * 9000
+    updates = []
+
+    class Md5:
+        def __init__(self, **kwargs):
+            self.real = hashlib.md5()
+
+        def update(self, chunk):
+            updates.append(len(chunk))
+            self.real.update(chunk)
+
+        def hexdigest(self):
+            return self.real.hexdigest()
+
+    monkeypatch.setattr(local_store, "hashlib", types.SimpleNamespace(md5=Md5))
+    store = FileStore(str(tmp_path))
+    entry = store.write("a.bin", reader([data[:1000], data[1000:]], len(data)), {"k": "v"})
+    assert entry.etag == hashlib.md5(data).hexdigest() and updates == []
+    assert store.head("a.bin").etag == entry.etag
+    # A body of unknown hash is hashed as it is written.
+    assert store.write("b.bin", io.BytesIO(data)).etag == entry.etag and sum(updates) == len(data)
+
+
+def test_a_large_file_is_synced_as_it_is_written(tmp_path, monkeypatch):
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(local_store._Syncing, "EVERY", CHUNK)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
+    data = os.urandom(5 * CHUNK)
+    entry = FileStore(str(tmp_path)).write("a.bin", io.BytesIO(data))
+    assert entry.etag == hashlib.md5(data).hexdigest()
+    assert (tmp_path / "a.bin").read_bytes() == data
+    assert 1 <= len(synced) <= 5  # one at a time, each a CHUNK or more apart
+
+
+def test_the_md5_of_a_file_without_a_record_is_computed_once(tmp_path, monkeypatch):
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    store = FileStore(str(tmp_path))
+    opened = []
+    real_open = open
+    monkeypatch.setattr(
+        local_store,
+        "open",
+        lambda *a, **k: opened.append(a[0]) or real_open(*a, **k),
+        raising=False,
+    )
+    assert store.head("a.bin").etag == hashlib.md5(b"abc").hexdigest()
+    with store.reader("a.bin") as body:
+        assert body.file_md5 == hashlib.md5(b"abc").hexdigest()
+    assert opened.count(str(tmp_path / "a.bin")) == 2  # hashed once, then read
+    # Another content under the same name is hashed again.
+    (tmp_path / "a.bin").write_bytes(b"abcd")
+    assert store.head("a.bin").etag == hashlib.md5(b"abcd").hexdigest()
 
 
 def test_content_headers_are_picked_and_spelled_alike():

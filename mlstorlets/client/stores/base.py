@@ -21,6 +21,9 @@ on the client sees the same.
 
 import dataclasses
 import io
+import os
+import queue
+import threading
 
 from mlstorlets.client.errors import StoreError
 from mlstorlets.sandbox import protocol
@@ -96,6 +99,8 @@ class Reader(io.RawIOBase):
         self._chunks = iter(chunks)
         self._pending, self._offset = b"", 0
         self._check = check
+        self._hasher = None if check is None else _Hasher(check[0])
+        self._checked = False
         self._release = close
         self.bytes_read = 0
 
@@ -110,25 +115,66 @@ class Reader(io.RawIOBase):
     def readable(self):
         return True
 
-    def readinto(self, buf):
+    @property
+    def checks_md5(self):
+        """Whether the body is checked against its MD5 (:attr:`md5` is
+        then its MD5 once read whole); a store may check another hash."""
+        return self._check is not None and getattr(self._check[0], "name", None) == "md5"
+
+    @property
+    def md5(self):
+        """The body's MD5, checked, once it was read to its end; else
+        None."""
+        return self._check[1] if self._checked and self.checks_md5 else None
+
+    @property
+    def file_md5(self):
+        """The MD5 of the local file the body is (``path``), as its store
+        knows it, for a writer that uploads it by path; else None."""
+        return self.entry.etag if self.path is not None else None
+
+    def _fill(self):
+        """Make the next chunk pending; False at the body's end."""
         while self._offset >= len(self._pending):
             try:
                 self._pending, self._offset = next(self._chunks), 0
             except StopIteration:
                 self._end()
-                return 0
+                return False
             except StoreError:
                 raise
             except Exception as err:
                 # Each client has its own (urllib3, botocore, requests).
                 raise StoreError(self.uri, "the download broke off: %s" % (err,)) from None
-            if self._check:
-                self._check[0].update(self._pending)
+            if self._hasher is not None:
+                self._hasher.update(self._pending)
+        return True
+
+    def readinto(self, buf):
+        if not self._fill():
+            return 0
         n = min(len(buf), len(self._pending) - self._offset)
-        buf[:n] = self._pending[self._offset : self._offset + n]
+        buf[:n] = memoryview(self._pending)[self._offset : self._offset + n]
         self._offset += n
         self.bytes_read += n
         return n
+
+    def read(self, size=-1):
+        """Up to ``size`` bytes: the chunks as the store's client yields
+        them, not copied, when ``size`` holds them."""
+        if size is None or size < 0:
+            return self.readall()
+        if self.closed:
+            raise ValueError("read of a closed body")
+        if not size or not self._fill():
+            return b""
+        if self._offset == 0 and len(self._pending) <= size:
+            data = self._pending
+        else:
+            data = self._pending[self._offset : self._offset + size]
+        self._offset += len(data)
+        self.bytes_read += len(data)
+        return data
 
     def _end(self):
         if self.entry.size is not None and self.bytes_read != self.entry.size:
@@ -136,13 +182,59 @@ class Reader(io.RawIOBase):
                 self.uri,
                 "the download ended after %d of %d bytes" % (self.bytes_read, self.entry.size),
             )
-        if self._check and self._check[0].hexdigest() != self._check[1]:
+        if self._hasher is not None and self._hasher.hexdigest() != self._check[1]:
             raise StoreError(self.uri, "the download arrived damaged (hash mismatch)")
+        self._checked = self._check is not None
 
     def close(self):
-        if not self.closed and self._release is not None:
-            self._release()
+        if not self.closed:
+            if self._hasher is not None:
+                self._hasher.stop()
+            if self._release is not None:
+                self._release()
         super().close()
+
+
+class _Hasher:
+    """A hash of a body read in chunks: updated here for its first
+    ``INLINE`` bytes, then in a thread of its own (hashlib lets go of the
+    GIL), so that hashing a large download overlaps receiving and writing
+    it, a few chunks behind."""
+
+    INLINE = 8 * CHUNK
+    BEHIND = 8
+
+    def __init__(self, hash):
+        self.hash = hash
+        self._inline = 0
+        self._queue = self._thread = None
+
+    def update(self, chunk):
+        if self._thread is None:
+            if self._inline < self.INLINE:
+                self._inline += len(chunk)
+                self.hash.update(chunk)
+                return
+            self._queue = queue.Queue(self.BEHIND)
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        self._queue.put(chunk)
+
+    def _run(self):
+        for chunk in iter(self._queue.get, None):
+            self.hash.update(chunk)
+
+    def hexdigest(self):
+        self.stop()
+        return self.hash.hexdigest()
+
+    def stop(self):
+        """End the thread once it hashed what it was given."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
 
 
 class Counted(io.RawIOBase):
@@ -155,6 +247,11 @@ class Counted(io.RawIOBase):
         self.raw, self._count = raw, count
         self.path = getattr(raw, "path", None)
 
+    # What ``raw`` knows of its content (see :class:`Reader`).
+    checks_md5 = property(lambda self: getattr(self.raw, "checks_md5", False))
+    md5 = property(lambda self: getattr(self.raw, "md5", None))
+    file_md5 = property(lambda self: getattr(self.raw, "file_md5", None))
+
     def count(self, nbytes):
         """Count ``nbytes`` moved by path, as if read through every
         layer."""
@@ -166,6 +263,12 @@ class Counted(io.RawIOBase):
     def readable(self):
         return True
 
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        if data:
+            self._count(len(data))
+        return data
+
     def readinto(self, buf):
         data = self.raw.read(len(buf))
         n = len(data)
@@ -173,6 +276,57 @@ class Counted(io.RawIOBase):
         if n:
             self._count(n)
         return n
+
+
+class Tally:
+    """Bytes moved, passed on to ``count(n)`` a MiB or so at a time (the
+    rest by :meth:`finish`), from any thread: progress that costs little
+    however small the reads of a client are, and stops (``count``
+    raising) at the next MiB."""
+
+    def __init__(self, count, every=CHUNK):
+        self._count, self._every = count, every
+        self._uncounted = 0
+        self._lock = threading.Lock()
+
+    def add(self, nbytes):
+        with self._lock:
+            self._uncounted += nbytes
+            if self._uncounted < self._every:
+                return
+            nbytes, self._uncounted = self._uncounted, 0
+            self._count(nbytes)
+
+    def finish(self):
+        """Pass on what is not counted yet."""
+        with self._lock:
+            nbytes, self._uncounted = self._uncounted, 0
+            if nbytes:
+                self._count(nbytes)
+
+
+class Progress:
+    """A local file whose reads are counted (a :class:`Tally` of
+    ``count``), for a client that reads it in small pieces; seekable, for
+    a client that retries a request from its start."""
+
+    def __init__(self, f, count):
+        self.f = f
+        self.tally = Tally(count)
+
+    def read(self, size=-1):
+        data = self.f.read(size)
+        self.tally.add(len(data))
+        return data
+
+    def finish(self):
+        self.tally.finish()
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        return self.f.seek(offset, whence)
+
+    def tell(self):
+        return self.f.tell()
 
 
 def local_path(body):

@@ -5,17 +5,19 @@ Credentials, region and endpoint come from where boto3 reads them: the
 (``AWS_PROFILE`` or ``profile=``), the shared files.
 
 Bodies stream both ways.  An upload goes through boto3's transfer manager
-(``upload_fileobj``): up to the part size one ``PUT``, above it a multipart
-upload in parts of that size, a few in flight, which S3 commits only at its
-end (a failed one is aborted): the object exists whole or not at all, and
-botocore checksums every request.  A download is read in chunks and,
+(``upload_fileobj``, ``upload_file`` for a local file): up to the part
+size one ``PUT``, above it a multipart upload in parts of that size, a few
+in flight (as many as ``aws s3 cp`` for a local file, whose parts are read
+from it, none buffered ahead; fewer for a stream, whose parts are buffered),
+which S3 commits only at its end (a failed one is aborted): the object
+exists whole or not at all, and botocore checksums every request.  A local
+file's bytes are counted as they are sent.  A download is read in chunks and,
 unless it was a multipart upload (whose ETag is not its body's MD5),
 checked against its MD5 at the end.
 """
 
 import base64
 import hashlib
-import os
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -30,6 +32,7 @@ from mlstorlets.client.stores.base import (
     FullReads,
     Reader,
     Store,
+    Tally,
     content_headers,
     is_internal,
     local_path,
@@ -48,6 +51,9 @@ DEFAULT_PART = 8 << 20
 MAX_PARTS = 10000
 # Parts in flight (and buffered, for a stream) at once.
 PART_CONCURRENCY = 4
+# Parts of a local file in flight at once, read from the file, none
+# buffered ahead: boto3's default, as ``aws s3 cp`` uploads.
+FILE_CONCURRENCY = 10
 _EXTRA = {"Content-Type": "ContentType", "Content-Disposition": "ContentDisposition"}
 
 
@@ -162,18 +168,31 @@ class S3Store(Store):
         extra = {_EXTRA[k]: v for k, v in content_headers(headers).items()}
         extra["Metadata"] = {k.lower(): _ascii(v) for k, v in metadata.items()}
         part = max(self.part_size or DEFAULT_PART, -(-(size or 0) // MAX_PARTS))
+        path, count = local_path(body)
         config = TransferConfig(
-            multipart_threshold=part, multipart_chunksize=part, max_concurrency=PART_CONCURRENCY
+            multipart_threshold=part,
+            multipart_chunksize=part,
+            max_concurrency=PART_CONCURRENCY if path is None else FILE_CONCURRENCY,
         )
         # What bounds the memory of a stream's upload (s3transfer's option,
         # which boto3's constructor does not take).
         config.max_in_memory_upload_chunks = PART_CONCURRENCY
-        path, count = local_path(body)
         try:
             if path is not None:
-                # Parts read from the file, none buffered ahead.
-                self.client.upload_file(path, self.location, key, ExtraArgs=extra, Config=config)
-                count(os.path.getsize(path))
+                # Parts read from the file, none buffered ahead; the bytes
+                # counted as they are sent (a part sent again counts
+                # again), so that progress shows and Ctrl-C stops the
+                # upload at its next MiB.
+                tally = Tally(count)
+                self.client.upload_file(
+                    path,
+                    self.location,
+                    key,
+                    ExtraArgs=extra,
+                    Config=config,
+                    Callback=lambda n: n > 0 and tally.add(n),
+                )
+                tally.finish()
             else:
                 self.client.upload_fileobj(
                     FullReads(body), self.location, key, ExtraArgs=extra, Config=config

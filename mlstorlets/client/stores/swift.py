@@ -15,15 +15,20 @@ and the manifest last, so that the object appears whole or not at all.
 Without an explicit ``segment_size``, only objects Swift could not hold
 whole (over ``MAX_OBJECT``, Swift's default ``max_file_size``) are
 segmented, in segments of ``DEFAULT_SEGMENT`` (more if the manifest would
-exceed ``MAX_SEGMENTS``).  A local file is uploaded by path, its segments
-read from the file, ``SEGMENT_THREADS`` at once; SwiftService buffers one
-segment of any other stream in memory.
+exceed ``MAX_SEGMENTS``).  A local file of one PUT is read as it is sent,
+its MD5 (which its store knows: a copy hashed it already) sent for Swift to
+check rather than hashed again; a larger one is uploaded by path, its
+segments read from the file, ``SEGMENT_THREADS`` at once.  Either way its
+bytes are counted as they go (each MiB, each segment), and a count that
+raises (Ctrl-C) stops the upload there.  SwiftService buffers one segment
+of any other stream in memory.
 
 A server-side copy (``copy_from``) copies a large object's manifest
 (``multipart-manifest=get``) instead of its concatenated body: the copy
 shares the source's segments, and objects over 5 GB copy too.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +42,7 @@ from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
     CHUNK,
     Entry,
+    Progress,
     Reader,
     Store,
     content_headers,
@@ -167,29 +173,48 @@ class SwiftStore(Store):
         path, count = local_path(body)
         if path is not None:
             size = os.path.getsize(path)
+        segment = self._segment(size)
+        # A local file of one PUT is read here (its progress shows, Ctrl-C
+        # stops it at a MiB); a bigger one goes by path, SwiftService
+        # reading its segments from the file, several at once, buffering
+        # none.  Its MD5, when its store knows it, is sent for Swift to
+        # check instead of hashing it again.
+        single_file = path is not None and (segment is None or size <= segment)
+        md5 = getattr(body, "file_md5", None) if single_file else None
+        if md5:
+            put["Etag"] = md5
         options = {
             "header": ["%s: %s" % kv for kv in put.items()],
-            "segment_size": self._segment(size),
+            "segment_size": None if single_file else segment,
             "use_slo": True,
-            "checksum": True,
+            "checksum": not md5,
             "leave_segments": False,
         }
         try:
-            # A local file goes by path: SwiftService then reads each
-            # segment from the file, several at once, buffering none.
-            with _Service(self.conn) as service:
-                for result in service.upload(
-                    self.location, [SwiftUploadObject(path or body, key)], options
-                ):
-                    if not result["success"]:
-                        raise result["error"]
-            if path is not None:
-                count(size)
+            with contextlib.ExitStack() as stack:
+                source = path or body
+                if single_file:
+                    source = Progress(stack.enter_context(open(path, "rb")), count)
+                with _Service(self.conn) as service:
+                    for result in service.upload(
+                        self.location, [SwiftUploadObject(source, key)], options
+                    ):
+                        if not result["success"]:
+                            raise result["error"]
+                        if path is not None and result.get("action") == "upload_segment":
+                            count(result["segment_size"])
+                if single_file:
+                    source.finish()
         except StoreError:
             self._remove_orphans(key)
             raise
         except (ClientException, SwiftError, OSError) as err:
             self._remove_orphans(key)
+            if isinstance(err, ClientException) and err.http_status == 422:
+                # Swift refused a body that did not match its Etag.
+                raise StoreError(
+                    self.uri(key), "the upload arrived damaged (MD5 mismatch); not stored"
+                ) from None
             if isinstance(err, SwiftError) and "md5 mismatch" in str(err):
                 self.delete(key)
                 raise StoreError(
