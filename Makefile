@@ -88,6 +88,8 @@ evaluate: setup
 # the issue's targets in benchmarks/results/ (about 25 minutes).  The shaped
 # link (two network namespaces) needs root.
 bench: setup
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[cluster,test,bench]' \
+	    || $(VENV)/bin/pip install --quiet -e '.[cluster,test,bench]'
 	$(VENV)/bin/python benchmarks/link.py
 	$(VENV)/bin/python benchmarks/engine.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py
@@ -103,6 +105,8 @@ bench: setup
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/many_objects.py --link 100mbit
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/rotoscope_scale.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/scale_out.py
+	$(VENV)/bin/python benchmarks/copy_speed.py --repeat 2
+	$(VENV)/bin/python benchmarks/copy_memory.py
 
 # The README's picture of a report page (docs/report.jpg), from drawn frames.
 screenshot: setup

@@ -9,8 +9,9 @@ runs it, in one run:
   segment behaviour (a single streamed PUT up to 5 GiB, as ``mlstorlets``
   writes a file of that size), for the S3 paths into and out of the
   bucket's own container;
-* ``aws CLI``: ``aws s3 cp`` (the ``awscli`` package from PyPI, installed
-  in the venv: 8 MiB parts, 10 at once), for the S3 paths.  Without it the
+* ``aws CLI``: ``aws s3 cp`` (the ``awscli`` package from PyPI, the
+  ``bench`` extra that ``make bench`` installs: 8 MiB parts, 10 at once),
+  for the S3 paths.  Without it the
   reference is boto3's transfer manager (``upload_file`` /
   ``download_file`` with the default ``TransferConfig``, which is what
   ``aws s3 cp`` drives), and the table says ``boto3 transfer``.
