@@ -20,6 +20,7 @@ from support import REPO, data_dir, default_sigint
 
 from mlstorlets.client.batch import run_batch
 from mlstorlets.client.cli import main
+from mlstorlets.sandbox import protocol
 
 META = "x-object-meta-"
 
@@ -303,7 +304,7 @@ def test_what_the_storlet_cannot_take_is_refused_before_any_call(
         declared = declared_parameters(f.read(), path)  # what deploy recorded
     assert (
         "storlet extract_face.py takes no parameter sise (it takes: %s)"
-        % ", ".join(sorted(declared))
+        % ", ".join(sorted(protocol.declared_names(declared)))
         in capsys.readouterr().err
     )
     assert _main(monkeypatch, env, "run", "no_such.py", src, dest) == 2
