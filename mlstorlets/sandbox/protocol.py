@@ -283,8 +283,9 @@ def parameters_metadata(declared):
     """Metadata (keys without ``X-Object-Meta-``) recording ``declared``:
     the names under :data:`PARAMETERS_KEY`, the typed declarations under
     :data:`PARAMETER_TYPES_KEY`."""
-    metadata = _spread(PARAMETERS_KEY, [parse_parameter(e)[0] for e in declared])
-    typed = [e for e in declared if parse_parameter(e)[1] is not None]
+    parsed = [(entry, parse_parameter(entry)) for entry in declared]
+    metadata = _spread(PARAMETERS_KEY, [name for _, (name, _, _) in parsed])
+    typed = [entry for entry, (_, kind, _) in parsed if kind is not None]
     if typed:
         metadata.update(_spread(PARAMETER_TYPES_KEY, typed))
     return metadata

@@ -20,8 +20,7 @@ def _attributes(fitted):
     state): its fitted attributes, or a pipeline's fitted steps."""
     if state.final_of(fitted) is not fitted:
         return {"steps": list(fitted.steps)}
-    names = set(fitted._get_param_names())
-    return {k: v for k, v in vars(fitted).items() if k not in names}
+    return state.fitted_attributes(fitted)
 
 
 class FitTasks:

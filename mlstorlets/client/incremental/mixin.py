@@ -128,12 +128,10 @@ class RemoteIncrementalMixin(CallbackSupportMixin):
             for key in ("remote_history_", "remote_validation_objects_"):
                 self.__dict__.pop(key, None)
         for mine, theirs in zip(state.parts_of(self), state.parts_of(estimator)):
-            names = set(mine._get_param_names()) | state.LIVE_ATTRIBUTES
-            for key in [k for k in vars(mine) if k not in names]:
+            for key in state.fitted_attributes(mine):
                 delattr(mine, key)
-            for key, value in vars(theirs).items():
-                if key not in names:
-                    setattr(mine, key, value)
+            for key, value in state.fitted_attributes(theirs).items():
+                setattr(mine, key, value)
         return self
 
     def to_sklearn(self):

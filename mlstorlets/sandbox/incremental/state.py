@@ -137,6 +137,13 @@ def parts_of(estimator):
     return [estimator]
 
 
+def fitted_attributes(estimator):
+    """``estimator``'s state besides its parameters: its fitted attributes,
+    without :data:`LIVE_ATTRIBUTES`."""
+    names = set(type(estimator)._get_param_names()) | LIVE_ATTRIBUTES
+    return {k: v for k, v in vars(estimator).items() if k not in names}
+
+
 def pipeline_problem(pipeline, exact=True):
     """What makes ``pipeline`` other than transformers of :data:`STEPS`
     then one estimator of :data:`KINDS` (their very classes when
@@ -187,9 +194,8 @@ def _plain(estimator, cls, params=None):
     values = {name: getattr(estimator, name) for name in names}
     values.update(params or {})
     out = cls(**values)
-    for key, value in vars(estimator).items():
-        if key not in names and key not in LIVE_ATTRIBUTES:
-            setattr(out, key, value)
+    for key, value in fitted_attributes(estimator).items():
+        setattr(out, key, value)
     return out
 
 
@@ -277,7 +283,7 @@ def loads(blob, name="model state", kind=None, limit=MAX_STATE_BYTES[0]):
         problem = pipeline_problem(estimator)
         if problem:
             _fail(name, problem)
-        parts = [estimator] + [step for _, step in estimator.steps]
+        parts = [estimator, *parts_of(estimator)]
     elif KINDS.get(cls.__name__) is cls:
         parts = [estimator]
     else:
