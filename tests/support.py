@@ -35,6 +35,33 @@ def free_base_port(span=20, start=21000, stop=40000):
     raise RuntimeError("no free block of %d ports" % span)
 
 
+def _stat(pid):
+    with open("/proc/%s/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def children(pid):
+    """The live children of process ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            fields = _stat(entry)
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def cpu_seconds(pids):
+    """User and system CPU seconds the processes ``pids`` have used."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat(pid)
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def default_sigint():
     """``preexec_fn`` for a child that is sent SIGINT: a shell starts a
     background job with SIGINT ignored, and a child inherits that, so

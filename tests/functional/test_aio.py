@@ -12,7 +12,7 @@ import tempfile
 import zipfile
 
 import pytest
-from support import free_base_port
+from support import children, free_base_port
 
 from mlstorlets.client.deploy import artifacts, deploy
 from mlstorlets.server.aio import Cluster, ClusterError
@@ -209,19 +209,6 @@ def test_deploy_uploads_only_what_changed(cluster, conn):
     assert main["x-object-meta-storlet-dependency"] == library[0]
 
 
-def _children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
-
 def test_up_and_down_stop_the_workers_of_a_killed_server(short_tmp):
     import signal
     import time
@@ -235,7 +222,7 @@ def test_up_and_down_stop_the_workers_of_a_killed_server(short_tmp):
     try:
         port = cluster.layout.object_port(0)
         parent = cluster.status()["object-server-0"]
-        workers = _children(parent)
+        workers = children(parent)
         assert workers
         os.kill(parent, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -259,7 +246,7 @@ def test_up_and_down_stop_the_workers_of_a_killed_server(short_tmp):
         assert conn.get_object("c", "o")[1] == b"served again"
         # down, too, stops what a dead parent left behind.
         parent = cluster.status()["object-server-0"]
-        workers = _children(parent)
+        workers = children(parent)
         os.kill(parent, signal.SIGKILL)
         while processes.alive(parent) and time.monotonic() < deadline + 10:
             time.sleep(0.05)

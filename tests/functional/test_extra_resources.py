@@ -4,14 +4,17 @@ Upstream fed the storlet Swift's error page as the resource's data, and a
 copy stored an object made from it with a 200.
 """
 
+import time
 import urllib.parse
 
 import pytest
+from support import children, cpu_seconds
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.sandbox import protocol
 
 PROBE = "probe.py"
+RAISER = "raiser.py"
 
 
 @pytest.fixture
@@ -112,4 +115,34 @@ def test_inputs_too_long_for_the_sandbox_fail_by_name_and_the_sandbox_lives_on(c
         "source.txt",
         headers={"X-Run-Storlet": PROBE, "X-Storlet-Extra-Resources": "/%s/r0.txt" % source},
     )
+    assert body
+
+
+def test_a_storlet_that_reads_none_of_its_inputs_leaves_the_proxy_idle(cluster, conn, source):
+    # Upstream's writer retried a pipe whose reader had gone as if it were
+    # full: each unread input kept a proxy worker's CPU busy, in the end
+    # forever.  A refusal at the first of many inputs is the common case.
+    for i in range(4):
+        conn.put_object(source, "big%d" % i, b"x" * (4 << 20))
+    resources = ",".join("/%s/big%d" % (source, i) for i in range(4))
+    workers = children(cluster.status()["proxy-server"])
+    assert workers
+    for _ in range(3):
+        with pytest.raises(ClientException) as err:
+            conn.get_object(
+                source,
+                "big0",
+                headers={
+                    "X-Run-Storlet": RAISER,
+                    "X-Storlet-Parameter-1": "read:none",
+                    "X-Storlet-Extra-Resources": resources,
+                },
+            )
+        assert "(ValueError: some detail)" in failure(err.value)[2], failure(err.value)
+    time.sleep(1)
+    before = cpu_seconds(workers)
+    time.sleep(3)
+    # A spinning writer takes a whole CPU: 3 s of it here.
+    assert cpu_seconds(workers) - before < 1.0
+    _, body = conn.get_object(source, "source.txt", headers={"X-Run-Storlet": PROBE})
     assert body

@@ -1,9 +1,9 @@
 """A storlet that logs, then raises: what a buggy storlet does.
 
 Not built on the project's base class: it fails the way any storlet may.
-It reads its input, writes ``lines`` lines (default 2) to the storlet
-logger, each holding ``mark`` and ``pad`` bytes of padding (default 0),
-then, by parameter ``how``:
+It reads its inputs (none of them with ``read=none``), writes ``lines``
+lines (default 2) to the storlet logger, each holding ``mark`` and ``pad``
+bytes of padding (default 0), then, by parameter ``how``:
 
 ``value``
     raises ``ValueError("some detail")``;
@@ -24,7 +24,7 @@ class RaiserStorlet(object):
         self.logger = logger
 
     def __call__(self, in_files, out_files, params):
-        body = b"".join(f.read() for f in in_files)
+        body = b"" if params.get("read") == "none" else b"".join(f.read() for f in in_files)
         mark = params.get("mark", "")
         pad = "." * int(params.get("pad", 0))
         for i in range(int(params.get("lines", 2))):

@@ -1,12 +1,18 @@
 """One invocation of a storlet: the execute and cancel commands within
 bounds, the output metadata checked before it becomes headers, what the
 storlet raised told apart from a broken protocol, a log of its own
-(:mod:`mlstorlets.server.gateway.invocation_log`), and an output that
-fails, instead of ending, when the storlet stalls."""
+(:mod:`mlstorlets.server.gateway.invocation_log`), inputs fed through
+bigger pipes (:mod:`mlstorlets.server.gateway.pipes`) until the storlet
+stops reading them, and an output that fails, instead of ending, when the
+storlet stalls."""
 
+import os
 import select
+import weakref
 
 import eventlet
+import eventlet.hubs
+from eventlet import patcher
 from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.common.stob import FileDescriptorIterator
 from storlets.gateway.gateways.container.runtime import (
@@ -17,10 +23,16 @@ from storlets.sbus.client.exceptions import (
 )
 from swift.common import constraints
 from swift.common.swob import str_to_wsgi, wsgi_to_str
+from swift.common.utils import close_if_possible
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.gateway.invocation_log import LOG_WAIT, DiscardedLog, InvocationLog
+from mlstorlets.server.gateway.pipes import PIPE_BYTES, EnlargedPipes
 from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong, NotDelivered
+
+# The system call itself: eventlet's green ``os.write`` retries a pipe whose
+# reader is gone (EPIPE) as if it were only full.
+_write = patcher.original("os").write
 
 
 class InputsTooLong(StorletRuntimeException):
@@ -53,10 +65,21 @@ class StorletOutputIterator(FileDescriptorIterator):
     sends nothing for ``timeout`` seconds.
 
     Upstream ends the iteration: a storlet stalled mid-output would give
-    a truncated object that looks whole.
+    a truncated object that looks whole.  ``on_close`` runs once its pipe
+    is closed.
     """
 
-    def next(self, size=64 * 1024):
+    def __init__(self, fd, timeout, cancel_func, on_close=None):
+        super().__init__(fd, timeout, cancel_func)
+        self.on_close = on_close
+
+    def close(self):
+        was_open = not self.closed
+        super().close()
+        if was_open and self.on_close:
+            self.on_close()
+
+    def next(self, size=PIPE_BYTES):
         if (
             not self.buf
             and not self.closed
@@ -102,6 +125,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         self.cancel_timeout = cancel_timeout
         self.recover = recover
         self.datagram_limit = datagram_limit
+        self.pipes = EnlargedPipes()
+        # Whatever path closes (or leaks) a pipe, its budget comes back.
+        weakref.finalize(self, self.pipes.close_all)
 
     def _send_execute_command(self):
         client = BoundedSBusClient(self.storlet_pipe_path, self.timeout, self.datagram_limit)
@@ -176,8 +202,54 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             raise UnsafeMetadata(problem)
         return {str_to_wsgi(k): str_to_wsgi(v) for k, v in metadata.items()}
 
+    def _prepare_invocation_descriptors(self):
+        super()._prepare_invocation_descriptors()
+        # The pipes that carry data: the output, and the inputs the proxy
+        # writes (an object server hands its object's file itself).
+        fds = [self.data_read_fd, self._input_data_write_fd]
+        self.pipes.enlarge(fds + [source["write_fd"] for source in self.extra_data_sources])
+
+    def _write_input_data(self, fd, data_iter):
+        """Feed one input to the storlet until it ends or the storlet stops
+        reading it.
+
+        Upstream's writer retries a pipe whose reader is gone as if it were
+        full: a storlet that stops reading (one refusing its first input of
+        many, or a hostile one) kept a server's CPU busy until the timeout,
+        then forever in the writer's final flush.  Here a gone reader ends
+        the input, and the request behind it is closed.
+        """
+        try:
+            os.set_blocking(fd, False)
+            for chunk in data_iter:
+                view = memoryview(chunk)
+                while view:
+                    try:
+                        view = view[_write(fd, view) :]
+                    except BlockingIOError:
+                        eventlet.hubs.trampoline(
+                            fd, write=True, timeout=self.timeout, timeout_exc=StorletTimeout
+                        )
+        except BrokenPipeError:
+            pass  # the storlet read what it wanted of this input
+        except StorletTimeout:
+            self.logger.warning("storlet read nothing of an input for %ss" % self.timeout)
+        except Exception:
+            # A green thread of its own: nothing above it would log this.
+            self.logger.exception("Unexpected error writing a storlet input")
+        finally:
+            close_if_possible(data_iter)
+            self._safe_close([fd])
+
+    def _safe_close(self, fds):
+        self.pipes.closed(fds)
+        super()._safe_close(fds)
+
     def communicate(self):
         sresp = super().communicate()
         data = sresp.data
-        data._data_iter = StorletOutputIterator(data.data_fd, self.timeout, data.cancel)
+        fd = data.data_fd
+        data._data_iter = StorletOutputIterator(
+            fd, self.timeout, data.cancel, on_close=lambda: self.pipes.closed([fd])
+        )
         return sresp
