@@ -189,6 +189,8 @@ def test_a_file_copied_to_s3_is_not_read_before_and_resumes_by_etag(
     s3, name = bucket
     src, data = local_file(tmp_path, "big.png", size)
     path = src[len("file://") :]
+    # A file copied from elsewhere records where it came from.
+    FileStore().put(path[1:], data, {"label": "big", "source-etag": "elsewhere"}, HEADERS)
     dest = "s3://%s/in/big.png" % name
     stores = Stores(env, segment_size=5 * MIB)
     assert copy(src, dest, stores=stores).done == [src]

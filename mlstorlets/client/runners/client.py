@@ -359,7 +359,9 @@ class ClientRunner:
             # parts tell, is the copy's identity.  S3 takes metadata only
             # before the first part, so a Source-Etag would have the file
             # read whole before its first byte is sent (2.6 s a GiB).
-            return same_content_is_done and dest_store.scheme == "s3" and task.source.path
+            return (
+                same_content_is_done and dest_store.scheme == "s3" and task.source.path is not None
+            )
 
         def up_to_date(task):
             entry = found.get(task.dest_key)
@@ -377,8 +379,8 @@ class ClientRunner:
                 return True
             if entry.metadata is None:
                 entry = dest_store.head(task.dest_key)
-            # The source is hashed only for an output that records a hash
-            # (a copy to S3 written with one, before, or in other parts).
+            # The source is hashed only for an output that records a hash:
+            # a local file's copy to S3 records none, unless an older one.
             recorded = entry.metadata.get(SOURCE_ETAG) if entry is not None else None
             return (
                 recorded is not None
