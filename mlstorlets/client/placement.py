@@ -13,9 +13,11 @@ Which of the two is chosen once, by
 :func:`mlstorlets.client.runners.runner_for`.
 
 Either way every output records its source's hash (metadata
-``Source-Etag``), so that a second run skips what is up to date and does
-the rest: a failure (a refusal, a broken connection) is per object, never
-leaves a partial output, and is listed in the summary with its reason.
+``Source-Etag``; a local file copied to S3 is known by its ETag instead,
+see :meth:`~mlstorlets.client.stores.s3.S3Store.upload_etag`), so that a
+second run skips what is up to date and does the rest: a failure (a
+refusal, a broken connection) is per object, never leaves a partial output,
+and is listed in the summary with its reason.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def copy(
 
     Within the cluster the copy is server-side; otherwise the data goes
     through the client.  The outputs keep their sources' metadata and
-    record their hashes.
+    record their hashes (``Source-Etag``), but for a local file copied to
+    S3: that would need the file read whole before its upload starts.
 
     Parameters
     ----------
@@ -135,8 +138,9 @@ def copy(
     concurrency : int
     resume : bool
         Skip outputs that exist with the same content: same hash when the
-        two stores use the same kind of hash, or made from this source's
-        content (``Source-Etag``).
+        two stores use the same kind of hash (for a local file to S3, the
+        ETag its upload gets), or made from this source's content
+        (``Source-Etag``).
     stores : Stores, optional
     progress : bool, optional
     dry_run : bool

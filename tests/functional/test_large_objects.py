@@ -4,12 +4,14 @@ in-cluster copies, content headers and metadata kept on every path.  The
 segment sizes are small (1 MiB for Swift, S3's minimum of 5 MiB) so that
 a few MiB make a segmented object."""
 
+import hashlib
 import json
 import os
 import uuid
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 
 from mlstorlets.client.placement import copy
 from mlstorlets.client.stores import StoreError, Stores
@@ -148,6 +150,113 @@ def test_s3_multipart_both_ways_with_headers_and_metadata(env, bucket, tmp_path)
     assert entry.headers == HEADERS
     assert entry.metadata["Label"] == "big"
     assert entry.metadata["Source-Etag"] == answer["ETag"].strip('"')
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every read of a local file for a hash, by path: MD5s, and the ETags
+    of uploads ({'md5': [...], 'etag': [...], 'at_upload': [...]}, the
+    last the MD5s computed when each upload started)."""
+    from mlstorlets.client.stores import local, s3
+
+    reads = {"md5": [], "etag": [], "at_upload": []}
+    md5, etag, write = local._file_md5, s3.multipart_etag, s3.S3Store.write
+
+    def counted_md5(path, st):
+        reads["md5"].append(path)
+        return md5(path, st)
+
+    def counted_etag(f, *args):
+        reads["etag"].append(f.name)
+        return etag(f, *args)
+
+    def upload(self, key, body, *args, **kwargs):
+        reads["at_upload"].append({k[0] for k in local._md5s})
+        return write(self, key, body, *args, **kwargs)
+
+    monkeypatch.setattr(local, "_file_md5", counted_md5)
+    monkeypatch.setattr(s3, "multipart_etag", counted_etag)
+    monkeypatch.setattr(s3.S3Store, "write", upload)
+    return reads
+
+
+@pytest.mark.parametrize(
+    "size, parts", [(11 * MIB + 7, 3), (5 * MIB, 1), (12345, 0)], ids=["3-parts", "1-part", "put"]
+)
+def test_a_file_copied_to_s3_is_not_read_before_and_resumes_by_etag(
+    env, bucket, tmp_path, counted, size, parts
+):
+    s3, name = bucket
+    src, data = local_file(tmp_path, "big.png", size)
+    path = src[len("file://") :]
+    # A file copied from elsewhere records where it came from.
+    FileStore().put(path[1:], data, {"label": "big", "source-etag": "elsewhere"}, HEADERS)
+    dest = "s3://%s/in/big.png" % name
+    stores = Stores(env, segment_size=5 * MIB)
+    assert copy(src, dest, stores=stores).done == [src]
+    # Nothing hashed the file: no MD5 before the upload, none after.
+    assert counted["md5"] == counted["etag"] == []
+    assert [path in known for known in counted["at_upload"]] == [False]
+    answer = s3.head_object(Bucket=name, Key="in/big.png")
+    etag = answer["ETag"].strip('"')
+    if parts:
+        # What S3 documents, spelled out: the MD5 of the parts' MD5s.
+        md5s = b"".join(
+            hashlib.md5(data[i : i + 5 * MIB]).digest() for i in range(0, size, 5 * MIB)
+        )
+        assert etag == "%s-%d" % (hashlib.md5(md5s).hexdigest(), parts)
+    else:
+        assert etag == hashlib.md5(data).hexdigest()
+    # The object's ETag identifies it: no Source-Etag, not even the file's own.
+    assert answer["Metadata"] == {"label": "big"}
+    assert copy(src, dest, stores=stores).skipped == [src]
+    # The second run read the file's parts once; the MD5 of one PUT, its
+    # record holds.
+    assert counted["etag"] == ([path] if parts else []) and counted["md5"] == []
+    # The same size, another byte: copied again, then up to date again.
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(bytes([data[size // 2] ^ 1]))
+    assert copy(src, dest, stores=stores).done == [src]
+    assert s3.head_object(Bucket=name, Key="in/big.png")["ETag"].strip('"') != etag
+    if parts:
+        # Its parts compared, nothing else read (no Source-Etag to check).
+        assert counted["etag"] == [path] * 2 and counted["md5"] == []
+    assert copy(src, dest, stores=stores).skipped == [src]
+
+
+def test_an_s3_copy_in_other_parts_is_up_to_date_by_its_source_etag(env, bucket, tmp_path):
+    s3, name = bucket
+    src, data = local_file(tmp_path, "big.png", 11 * MIB)
+    stores = Stores(env, segment_size=5 * MIB)
+    # Uploaded in 6 MiB parts (another part size, or an older copy that
+    # recorded its source's MD5): its ETag is not the one of 5 MiB parts.
+    six = TransferConfig(multipart_threshold=6 * MIB, multipart_chunksize=6 * MIB)
+    md5 = hashlib.md5(data).hexdigest()
+    path = src[len("file://") :]
+    s3.upload_file(
+        path, name, "in/old.png", ExtraArgs={"Metadata": {"source-etag": md5}}, Config=six
+    )
+    s3.upload_file(path, name, "in/other.png", Config=six)
+    assert s3.head_object(Bucket=name, Key="in/other.png")["ETag"].strip('"').endswith("-2")
+    assert copy(src, "s3://%s/in/old.png" % name, stores=stores).skipped == [src]
+    assert copy(src, "s3://%s/in/other.png" % name, stores=stores).done == [src]
+    assert copy(src, "s3://%s/in/other.png" % name, stores=stores).skipped == [src]
+
+
+def test_the_etag_of_a_file_is_the_one_boto3s_upload_gives(env, bucket, tmp_path):
+    """As ``aws s3 cp`` uploads (8 MiB parts from 8 MiB): a file it
+    copied is up to date for the next copy."""
+    s3, name = bucket
+    store = Stores(env).open("s3://%s/" % name)[0]
+    for size in (8 * MIB - 1, 8 * MIB, 17 * MIB + 3):
+        src, _ = local_file(tmp_path, "f%d" % size, size)
+        path = src[len("file://") :]
+        s3.upload_file(path, name, "aws/f%d" % size)
+        uploaded = s3.head_object(Bucket=name, Key="aws/f%d" % size)["ETag"].strip('"')
+        assert store.upload_etag(FileStore().head(path[1:])) == uploaded
+        summary = copy(src, "s3://%s/aws/f%d" % (name, size), stores=Stores(env))
+        assert summary.skipped == [src]
 
 
 class Breaking:

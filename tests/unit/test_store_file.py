@@ -149,3 +149,45 @@ def test_metadata_over_an_attributes_size_goes_to_a_sidecar(tmp_path):
     # a smaller record again: in the attribute, the sidecar gone
     store.put("a", b"two", {"k": "v"})
     assert os.listdir(tmp_path) == ["a"] and store.get("a") == (b"two", {"K": "v"})
+
+
+def test_a_files_md5_is_computed_when_asked_for_not_when_listed(tmp_path, monkeypatch):
+    from mlstorlets.client.stores import local
+
+    reads = []
+    real = local._file_md5
+    monkeypatch.setattr(local, "_file_md5", lambda path, st: reads.append(path) or real(path, st))
+    store = FileStore(str(tmp_path))
+    (tmp_path / "plain").write_bytes(b"not put by us")
+    store.put("put", b"put by us")
+    entries = store.list("")
+    assert store.head("plain").size == 13
+    with store.reader("plain") as body:
+        assert body.read() == b"not put by us"
+    assert reads == []
+    assert [e.path for e in entries] == [str(tmp_path / "plain"), str(tmp_path / "put")]
+    # A record's MD5 needs no read; a plain file's is computed once.
+    assert entries[1].etag == hashlib.md5(b"put by us").hexdigest()
+    assert reads == []
+    assert entries[0].etag == hashlib.md5(b"not put by us").hexdigest()
+    assert entries[0].etag == entries[0].etag and reads == [str(tmp_path / "plain")]
+    assert store.head("plain").etag == entries[0].etag
+    assert [k for k in local._md5s if k[0] == str(tmp_path / "plain")] == [
+        (str(tmp_path / "plain"), *local._stat_key(os.stat(tmp_path / "plain")))
+    ]
+
+
+def test_a_file_replaced_before_its_md5_is_asked_for_is_hashed_as_it_is(tmp_path):
+    from mlstorlets.client.stores import local
+
+    store = FileStore(str(tmp_path))
+    path = tmp_path / "a"
+    path.write_bytes(b"one")
+    listed = store.head("a")
+    os.unlink(path)
+    path.write_bytes(b"two, longer")
+    assert listed.etag == hashlib.md5(b"two, longer").hexdigest()
+    # Kept under the stat of what was hashed, not the one listed.
+    key = (str(path), *local._stat_key(os.stat(path)))
+    assert local._md5s[key] == listed.etag
+    assert (str(path), *local._stat_key(listed._stat)) not in local._md5s

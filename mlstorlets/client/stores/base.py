@@ -33,7 +33,8 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F401
 
 # The user metadata key every output records its source's hash in: an output
-# whose Source-Etag matches its source is up to date (resume, skip).
+# whose Source-Etag matches its source is up to date (resume, skip).  A local
+# file's copy to S3 records none: its ETag tells (S3Store.upload_etag).
 SOURCE_ETAG = protocol.SOURCE_ETAG_KEY
 # The system headers an object keeps across stores, besides user metadata.
 CONTENT_HEADERS = ("Content-Type", "Content-Disposition")
@@ -59,6 +60,8 @@ class Entry:
     headers : dict or None
         Its content headers (keys of :data:`CONTENT_HEADERS`) that are set,
         when known.
+    path : str or None
+        The local file it is, for a store of local files; else None.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Entry:
     etag: str = None
     metadata: dict = None
     headers: dict = None
+    path: str = None
 
 
 class Reader(io.RawIOBase):

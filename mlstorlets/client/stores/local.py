@@ -9,7 +9,8 @@ User metadata, content headers (Content-Type, Content-Disposition) and the
 body's MD5 are kept in one record with the file's inode, size and
 modification time, so that a record that no longer matches its file (the
 file was replaced by something else) is ignored, and the MD5 is then
-computed from the file.  The record is the file's extended attribute
+computed from the file, once, when something first asks for it (a
+listing does not).  The record is the file's extended attribute
 ``user.mlstorlets``, set before the rename: a destination holds the files
 written and nothing else, as ``aws s3 cp`` and rclone leave it.  With
 ``sidecars=True`` (``MLSTORLETS_FILE_METADATA=sidecar``) it is a sidecar
@@ -116,9 +117,7 @@ class FileStore(Store):
                 headers = content_headers(record.get("headers"))
         except (KeyError, TypeError, AttributeError):
             pass
-        if etag is None:
-            etag = _file_md5(path, st)
-        return Entry(key, st.st_size, etag, normalize_metadata(metadata), headers)
+        return FileEntry(key, st.st_size, etag, normalize_metadata(metadata), headers, path, st)
 
     def list(self, prefix=""):
         base = self.path(prefix if prefix.endswith("/") or not prefix else os.path.dirname(prefix))
@@ -230,7 +229,7 @@ class FileStore(Store):
                     self._warn_unkept(key)
         except OSError as err:
             raise StoreError(self.uri(key), err.strerror or str(err)) from None
-        return Entry(key, st.st_size, md5(), metadata, headers)
+        return Entry(key, st.st_size, md5(), metadata, headers, path)
 
     def _drop_sidecar(self, path):
         """Remove the sidecar an older write left, and its emptied folder."""
@@ -273,6 +272,40 @@ class FileStore(Store):
             except OSError:  # not empty
                 return
             directory = os.path.dirname(directory)
+
+
+class FileEntry(Entry):
+    """The Entry of a local file, whose MD5, unless its record holds it, is
+    computed from the file when ``etag`` is first read, not when the file
+    is listed: a copy that does not need it (to S3, whose own ETag
+    identifies the copy) sends the file's first byte without reading it
+    whole before.
+
+    Parameters
+    ----------
+    name, size, etag, metadata, headers
+        As :class:`~mlstorlets.client.stores.base.Entry`'s; ``etag`` None
+        when the record does not hold it.
+    path : str
+        The file.
+    st : os.stat_result
+        Its stat when it was listed: the MD5 is of that file (computed once
+        a process, whatever asks first).
+    """
+
+    def __init__(self, name, size, etag, metadata, headers, path, st):
+        self._stat = st
+        super().__init__(name, size, etag, metadata, headers, path)
+
+    @property
+    def etag(self):
+        if self._etag is None:
+            self._etag = _file_md5(self.path, self._stat)
+        return self._etag
+
+    @etag.setter
+    def etag(self, value):
+        self._etag = value
 
 
 def _set_attribute(fd, value):
@@ -332,6 +365,10 @@ def _file_md5(path, st):
     if found is None:
         digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as f:
+            # Asked for later than the stat was taken (entries hash when
+            # asked): a file replaced since is hashed as it is now, kept
+            # under its own stat, not under the one it no longer has.
+            key = (path, *_stat_key(os.fstat(f.fileno())))
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
         found = _md5s[key] = digest.hexdigest()

@@ -14,6 +14,17 @@ exists whole or not at all, and botocore checksums every request.  A local
 file's bytes are counted as they are sent.  A download is read in chunks and,
 unless it was a multipart upload (whose ETag is not its body's MD5),
 checked against its MD5 at the end.
+
+The ETag of an object is its identity: the MD5 of a single ``PUT``'s body,
+or, for a multipart upload, the MD5 of its parts' binary MD5s and ``-N``
+for N parts.  The part size :meth:`S3Store.write` picks is a function of
+the object's size alone, so :meth:`S3Store.upload_etag` tells from a local
+file, before any upload, the ETag its upload gets: a copy of a local file
+is known up to date by comparing ETags, without the file's MD5 in the
+metadata (which S3 takes only before the first part, and so would have the
+whole file read before its first byte is sent).  Objects S3 encrypts with
+KMS keys or customer keys have other ETags: they never compare equal, and
+are copied again.
 """
 
 import base64
@@ -24,6 +35,7 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.utils import ChunksizeAdjuster
 
 from mlstorlets.client.errors import NotFound, StoreError
 from mlstorlets.client.stores.base import (
@@ -167,12 +179,15 @@ class S3Store(Store):
         metadata = normalize_metadata(metadata)
         extra = {_EXTRA[k]: v for k, v in content_headers(headers).items()}
         extra["Metadata"] = {k.lower(): _ascii(v) for k, v in metadata.items()}
-        part = max(self.part_size or DEFAULT_PART, -(-(size or 0) // MAX_PARTS))
+        part = self._part(size)
         path, count = local_path(body)
         config = TransferConfig(
             multipart_threshold=part,
             multipart_chunksize=part,
             max_concurrency=PART_CONCURRENCY if path is None else FILE_CONCURRENCY,
+            # The CRT client, which boto3 picks on some EC2 instances,
+            # chooses its own part size: ETags upload_etag could not tell.
+            preferred_transfer_client="classic",
         )
         # What bounds the memory of a stream's upload (s3transfer's option,
         # which boto3's constructor does not take).
@@ -209,6 +224,45 @@ class S3Store(Store):
             raise StoreError(self.uri(key), "missing after its upload")
         return entry
 
+    def _part(self, size):
+        """The part size of an upload of ``size`` bytes, which is also the
+        size from which it is a multipart upload."""
+        return max(self.part_size or DEFAULT_PART, -(-(size or 0) // MAX_PARTS))
+
+    def upload_etag(self, entry):
+        """The ETag :meth:`write` gives the local file of ``entry``, read
+        from the file (unless it is one ``PUT`` whose MD5 ``entry`` knows).
+
+        The part size is that of ``write``, as s3transfer adjusts it to
+        S3's limits (5 MiB at least, 10 000 parts at most).  Compared with
+        the ETag of an existing object, it tells whether the object holds
+        the file, whoever uploaded it with the same parts (``aws s3 cp``
+        with its default 8 MiB does).
+
+        Parameters
+        ----------
+        entry : Entry
+            A local file's (with its ``path``) of ``entry.size`` bytes.
+
+        Returns
+        -------
+        str or None
+            None for an entry that is not a local file, or a file whose
+            size changed since ``entry`` was taken.
+        """
+        if entry.path is None:
+            return None
+        part = self._part(entry.size)
+        if entry.size < part:
+            return entry.etag
+        try:
+            with open(entry.path, "rb") as f:
+                return multipart_etag(
+                    f, ChunksizeAdjuster().adjust_chunksize(part, entry.size), entry.size
+                )
+        except OSError as err:
+            raise StoreError("file://" + entry.path, err.strerror or str(err)) from None
+
     def delete(self, key):
         self._call(key, "delete_object", Key=key)
 
@@ -221,6 +275,44 @@ class S3Store(Store):
             raise NotFound(
                 self.uri(), "no such bucket %r at %s" % (self.location, self.endpoint_url)
             ) from None
+
+
+def multipart_etag(f, part_size, size=None):
+    """The ETag of a multipart upload of what ``f`` reads, in parts of
+    ``part_size`` bytes: the MD5 of the parts' binary MD5s, then ``-N``.
+
+    Parameters
+    ----------
+    f : binary file object
+        Read to its end.
+    part_size : int
+    size : int, optional
+        The bytes ``f`` must hold.
+
+    Returns
+    -------
+    str or None
+        None when ``f`` does not hold ``size`` bytes.
+    """
+    digests, total = [], 0
+    while True:
+        part, left = hashlib.md5(usedforsecurity=False), part_size
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                break
+            part.update(chunk)
+            left -= len(chunk)
+        if left == part_size:
+            break
+        digests.append(part.digest())
+        total += part_size - left
+        if left:
+            break
+    if size is not None and total != size:
+        return None
+    whole = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+    return "%s-%d" % (whole, len(digests))
 
 
 def _entry(key, answer):
