@@ -44,6 +44,22 @@ def children(pid):
     return found
 
 
+def has_children():
+    """Whether this process has a child, running or not yet reaped.
+
+    In a subreaper, no child means no descendant at all: the oldest live
+    process of any line of descendants is a child, as its parent either
+    lives (and is a descendant, older in the line) or died and left it
+    to this process.  One system call, where :func:`children` reads
+    ``/proc``.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def kill_descendants(keep=()):
     """SIGKILL every descendant of this process and reap it; the count.
 
@@ -55,6 +71,8 @@ def kill_descendants(keep=()):
     keep : collection of int
         Children to leave alone, with their own descendants.
     """
+    if not keep and not has_children():
+        return 0
     me = os.getpid()
     killed = 0
     while True:
