@@ -30,5 +30,6 @@ def test_escape_syscalls_are_refused(conn, container):
             "perf_event_open",
             "keyctl",
             "mount",
+            "pipe-resize",
         )
     }

@@ -261,6 +261,8 @@ class HostileStorlet(object):
             "perf_event_open": lambda: libc.syscall(298, None, 0, -1, -1, 0),
             "keyctl": lambda: libc.syscall(250, 0, -1, 0),
             "mount": lambda: libc.syscall(165, b"none", b"/tmp", b"tmpfs", 0, None),
+            # F_SETPIPE_SZ, as on its inputs: pipes the host's user pays for.
+            "pipe-resize": lambda: libc.fcntl(os.pipe()[1], 1031, 1 << 20),
         }
         found = []
         for name, call in tried.items():

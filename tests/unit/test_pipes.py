@@ -1,20 +1,71 @@
-"""The gateway's bigger data pipes and the budget they are taken from."""
+"""The gateway's inputs and output: bigger data pipes within a budget, an
+input writer that ends with its reader, and an output that fails when an
+input was cut (no cluster)."""
 
 import fcntl
+import json
 import logging
 import os
 
 import eventlet
 import eventlet.hubs
 import pytest
+from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.common.stob import StorletData, StorletRequest
 
-from mlstorlets.server.gateway import pipes
-from mlstorlets.server.gateway.invocation import BoundedInvocationProtocol, StorletOutputIterator
+from mlstorlets.server.gateway import invocation, pipes
+from mlstorlets.server.gateway.invocation import (
+    BoundedInvocationProtocol,
+    StorletOutputIterator,
+    UnsafeMetadata,
+)
 
 
 def capacity(fd):
     return fcntl.fcntl(fd, pipes.F_GETPIPE_SZ)
+
+
+class Body(object):
+    """A request's body: chunks, and whether it was closed."""
+
+    def __init__(self, chunks, fail=None):
+        self.chunks = iter(chunks)
+        self.fail = fail
+        self.closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self.chunks)
+        except StopIteration:
+            if self.fail:
+                raise self.fail from None
+            raise
+
+    def close(self):
+        self.closed = True
+
+
+def invocation_of(body=None, extras=(), timeout=5):
+    request = StorletRequest(
+        "s-1.0.py",
+        {},
+        StorletData({}, data_iter=body if body is not None else Body([])),
+        extra_data_list=[StorletData({}, data_iter=e) for e in extras],
+    )
+    return BoundedInvocationProtocol(
+        request, "/nonexistent", None, timeout, logging.getLogger("t"), 1, lambda c: None
+    )
+
+
+@pytest.fixture
+def budget(monkeypatch):
+    """A budget of this test's own (the process's may be taken by others)."""
+    fresh = pipes.PipeBudget(total=64 << 20)
+    monkeypatch.setattr(pipes.EnlargedPipes.__init__, "__defaults__", (fresh, 8))
+    return fresh
 
 
 @pytest.fixture
@@ -40,100 +91,112 @@ def test_a_pipe_is_enlarged_while_the_budget_has_room(pipe_pair):
     default = capacity(fds[0])
     taken = [budget.enlarge(fd) for fd in fds]
     assert [capacity(fd) for fd in fds] == [pipes.PIPE_BYTES] * 2 + [default]
-    assert taken == [pipes.PIPE_BYTES - default] * 2 + [0]
+    # The whole capacity counts, as the kernel counts it.
+    assert taken == [pipes.PIPE_BYTES] * 2 + [0] and budget.used == 2 * pipes.PIPE_BYTES
     budget.release(taken[0])
     assert budget.enlarge(fds[2]) and capacity(fds[2]) == pipes.PIPE_BYTES
 
 
 def test_what_is_not_a_pipe_takes_nothing(tmp_path):
-    budget = pipes.PipeBudget()
+    budget = pipes.PipeBudget(total=1 << 20)
     with open(tmp_path / "f", "wb") as f:
         assert budget.enlarge(f.fileno()) == 0
     assert budget.used == 0
 
 
-def test_an_invocation_gives_back_every_pipe_it_enlarged():
-    used = pipes.BUDGET.used
-    request = StorletRequest(
-        "s-1.0.py",
-        {},
-        StorletData({}, data_iter=iter([b"in"])),
-        extra_data_list=[StorletData({}, data_iter=iter([b"x" * 10])) for _ in range(3)],
-    )
-    proto = BoundedInvocationProtocol(
-        request, "/nonexistent", None, 5, logging.getLogger("t"), 1, lambda cancelled: None
-    )
+def test_the_budget_is_a_share_of_the_users_soft_limit(tmp_path):
+    limit = tmp_path / "soft"
+    limit.write_text("16384\n")
+    assert pipes.process_budget(str(limit)) == 16384 * os.sysconf("SC_PAGE_SIZE") // 16
+    limit.write_text("0\n")
+    assert pipes.process_budget(str(limit)) == pipes.UNLIMITED_BUDGET
+    assert pipes.process_budget(str(tmp_path / "absent")) == 0
+
+
+def test_an_invocation_enlarges_a_few_pipes_and_gives_every_one_back(budget):
+    extras = [Body([b"x"]) for _ in range(10)]
+    proto = invocation_of(Body([b"in"]), extras)
     proto._prepare_invocation_descriptors()
     inputs = [proto._input_data_write_fd] + [s["write_fd"] for s in proto.extra_data_sources]
-    assert [capacity(fd) for fd in inputs + [proto.data_read_fd]] == [pipes.PIPE_BYTES] * 5
-    assert pipes.BUDGET.used > used
-    for fd, chunks in zip(inputs, [[b"in"]] + [[b"x"]] * 3):
-        proto._write_input_data(fd, iter(chunks))  # the proxy's writer: closes its end
+    sizes = [capacity(fd) for fd in [proto.data_read_fd] + inputs]
+    # The output, the request's object and the first six others.
+    assert sizes[:8] == [pipes.PIPE_BYTES] * 8
+    assert all(size < pipes.PIPE_BYTES for size in sizes[8:])
+    assert budget.used == 8 * pipes.PIPE_BYTES
+    for fd, body in zip(inputs, [proto.srequest.data.data_iter] + extras):
+        proto._write_input_data(fd, body)  # the proxy's writer: closes its end
     proto._close_remote_side_descriptors()
     output = StorletOutputIterator(
         proto.data_read_fd, 5, None, on_close=lambda: proto.pipes.closed([proto.data_read_fd])
     )
-    assert pipes.BUDGET.used > used
+    assert budget.used == pipes.PIPE_BYTES
     output.close()
     proto._safe_close([proto.metadata_read_fd])
-    assert pipes.BUDGET.used == used
+    assert budget.used == 0
 
 
-def test_a_leaked_pipe_is_given_back_with_its_invocation():
-    used = pipes.BUDGET.used
-    request = StorletRequest("s-1.0.py", {}, StorletData({}, data_iter=iter([])))
-    proto = BoundedInvocationProtocol(
-        request, "/nonexistent", None, 5, logging.getLogger("t"), 1, lambda cancelled: None
-    )
-    proto._prepare_invocation_descriptors()
-    fds = [
-        proto.data_read_fd,
-        proto.data_write_fd,
-        proto.metadata_read_fd,
-        proto.metadata_write_fd,
-        proto._input_data_read_fd,
-        proto._input_data_write_fd,
-    ]
-    assert pipes.BUDGET.used > used
-    del proto
+def test_an_invocation_that_fails_before_writing_closes_its_inputs(budget, monkeypatch):
+    # A datagram refused, a daemon gone: upstream left the inputs' pipes
+    # and backend requests open.
+    extras = [Body([b"x"]) for _ in range(3)]
+    proto = invocation_of(Body([b"in"]), extras)
+
+    def refuse(self):
+        raise invocation.InputsTooLong("too long")
+
+    monkeypatch.setattr(BoundedInvocationProtocol, "_send_execute_command", refuse)
+    with pytest.raises(invocation.InputsTooLong):
+        proto.communicate()
+    fds = [proto._input_data_write_fd] + [s["write_fd"] for s in proto.extra_data_sources]
     for fd in fds:
-        os.close(fd)
-    assert pipes.BUDGET.used == used
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert proto.srequest.data.data_iter.closed and all(e.closed for e in extras)
+    assert budget.used == 0
 
 
-class Body(object):
-    """A request's body: chunks, and whether it was closed."""
-
-    def __init__(self, chunks):
-        self.chunks = iter(chunks)
-        self.closed = False
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.chunks)
-
-    def close(self):
-        self.closed = True
+def test_the_metadata_descriptor_is_closed_once(pipe_pair):
+    proto = invocation_of()
+    r, w = pipe_pair()
+    os.write(w, json.dumps({"Kept": "1"}).encode())
+    proto.metadata_read_fd = r
+    assert proto._read_metadata() == {"Kept": "1"}
+    # Gone from the invocation: its failure path cannot close the number
+    # again, when it may be another request's.
+    assert proto.metadata_read_fd is None
+    with pytest.raises(OSError):
+        os.fstat(r)
 
 
-def writer(timeout=5):
-    request = StorletRequest("s-1.0.py", {}, StorletData({}, data_iter=iter([])))
-    return BoundedInvocationProtocol(
-        request, "/nonexistent", None, timeout, logging.getLogger("t"), 1, lambda c: None
-    )
+def test_metadata_that_is_not_json_breaks_the_protocol(pipe_pair):
+    proto = invocation_of()
+    r, w = pipe_pair()
+    os.write(w, b"{not json")
+    proto.metadata_read_fd = r
+    with pytest.raises(UnsafeMetadata):
+        proto._read_metadata()
+    assert proto.metadata_read_fd is None
 
 
 def test_an_input_whose_reader_is_gone_ends_at_once_and_closes_its_request():
     r, w = os.pipe()
     os.close(r)  # the storlet refused its first input and exited
     body = Body([b"x" * (1 << 20)] * 100)
+    proto = invocation_of()
     with eventlet.Timeout(5):  # upstream's writer spun here forever
-        writer()._write_input_data(w, body)
-    assert body.closed
+        proto._write_input_data(w, body)
+    assert body.closed and proto.input_cut is None
     with pytest.raises(OSError):
         os.fstat(w)
+
+
+def _read_all(r, got):
+    while True:
+        eventlet.hubs.trampoline(r, read=True)
+        data = os.read(r, 1 << 16)
+        if not data:
+            return
+        got.append(data)
 
 
 def test_an_input_is_written_whole_through_a_pipe_smaller_than_it():
@@ -141,27 +204,84 @@ def test_an_input_is_written_whole_through_a_pipe_smaller_than_it():
     chunks = [bytes([i]) * 300_000 for i in range(8)]
     body = Body(chunks)
     got = []
-
-    def read():
-        while True:
-            eventlet.hubs.trampoline(r, read=True)
-            data = os.read(r, 1 << 16)
-            if not data:
-                return
-            got.append(data)
-
-    reader = eventlet.spawn(read)
+    reader = eventlet.spawn(_read_all, r, got)
+    proto = invocation_of()
     with eventlet.Timeout(10):
-        writer()._write_input_data(w, body)
+        proto._write_input_data(w, body)
         reader.wait()
     os.close(r)
-    assert b"".join(got) == b"".join(chunks) and body.closed
+    assert b"".join(got) == b"".join(chunks) and body.closed and proto.input_cut is None
 
 
-def test_a_reader_that_stalls_times_the_input_out():
+def test_a_reader_that_stalls_past_the_storlets_time_cuts_the_input():
     r, w = os.pipe()
     body = Body([b"x" * (4 << 20)])
+    proto = invocation_of(timeout=0.2)
     with eventlet.Timeout(10):
-        writer(timeout=0.2)._write_input_data(w, body)
-    assert body.closed
+        proto._write_input_data(w, body)
+    assert body.closed and "not read within the storlet timeout" in proto.input_cut
     os.close(r)
+
+
+def test_a_backend_that_fails_midway_cuts_the_input():
+    r, w = os.pipe()
+    got = []
+    reader = eventlet.spawn(_read_all, r, got)
+    # What Swift raises when an object server stops sending (an eventlet
+    # Timeout, not an Exception).
+    body = Body([b"x" * 1000], fail=eventlet.Timeout())
+    proto = invocation_of()
+    with eventlet.Timeout(10):
+        proto._write_input_data(w, body)
+        reader.wait()
+    os.close(r)
+    assert b"".join(got) == b"x" * 1000  # what the storlet saw: a clean end
+    assert proto.input_cut.startswith("an input could not be read")
+
+
+def test_an_output_made_from_a_cut_input_fails_instead_of_ending(pipe_pair):
+    r, w = pipe_pair()
+    os.write(w, b"partial result")
+    os.close(w)
+    cut = []
+    output = StorletOutputIterator(r, 5, None, cut=lambda: cut[0] if cut else None)
+    assert next(output) == b"partial result"
+    cut.append("an input could not be read: boom")
+    with pytest.raises(StorletRuntimeException, match="boom"):
+        next(output)
+    assert output.closed
+
+
+def test_a_whole_output_ends(pipe_pair):
+    r, w = pipe_pair()
+    os.write(w, b"result")
+    os.close(w)
+    assert list(StorletOutputIterator(r, 5, None)) == [b"result"]
+
+
+def test_a_writer_never_outlives_the_storlets_time():
+    # A storlet (or a descriptor it duplicated) reading a byte now and then
+    # kept upstream's writer, and its backend request, alive for ever.
+    r, w = os.pipe()
+    body = Body([b"x" * (2 << 20)])
+    proto = invocation_of(timeout=0.5)
+
+    def trickle():
+        while True:
+            eventlet.hubs.trampoline(r, read=True)
+            if not os.read(r, 1024):
+                return
+            eventlet.sleep(0.1)
+
+    reader = eventlet.spawn(trickle)
+    with eventlet.Timeout(10):
+        proto._write_input_data(w, body)
+    assert body.closed and "not read within the storlet timeout" in proto.input_cut
+    reader.kill()
+    os.close(r)
+
+
+def test_a_stalled_output_times_out(pipe_pair):
+    r, _ = pipe_pair()
+    with pytest.raises(StorletTimeout):
+        next(StorletOutputIterator(r, 0.1, None))

@@ -24,6 +24,9 @@ CHILD = textwrap.dedent("""
     found = {'ptrace': code(libc.ptrace(0, 0, None, None)),
              'unshare-user': code(libc.unshare(0x10000000)),
              'getpid': code(libc.getpid())}
+    read, write = os.pipe()
+    found['pipe-resize'] = code(libc.fcntl(write, 1031, 1 << 20))   # F_SETPIPE_SZ
+    found['pipe-size'] = code(libc.fcntl(write, 1032))              # F_GETPIPE_SZ
     # Threads still start (the C library falls back from clone3 to clone).
     box = []
     thread = threading.Thread(target=box.append, args=(1,))
@@ -51,6 +54,8 @@ def test_the_filter_refuses_escapes_and_keeps_the_rest():
                 "ptrace": "EPERM",
                 "unshare-user": "EPERM",
                 "getpid": "ok",
+                "pipe-resize": "EPERM",
+                "pipe-size": "ok",
                 "thread": "ok",
                 "fork": "ok",
             }.items()

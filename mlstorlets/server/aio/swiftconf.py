@@ -17,7 +17,10 @@ SERVER_NAMES = ("proxy-server", "account-server", "container-server")
 # Bytes the proxy and object servers move per read and write; Swift's
 # 64 KiB costs a green-thread switch and a system call per 64 KiB of every
 # object a storlet reads through the proxy (benchmarks/sgd_remote_vs_local.py).
-CHUNK_BYTES = str(1 << 20)
+# Not more: the proxy's writer to a storlet asks for the next chunk once it
+# has written the last, and Swift's client_timeout (60 s) then asks a slow
+# storlet to read a chunk a minute.
+CHUNK_BYTES = str(256 << 10)
 
 PROXY_PIPELINE = (
     "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats "

@@ -280,7 +280,9 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 # A process of the storlet's was killed for memory: what
                 # it answered may miss that process's part.
                 sresp.data.cancel()
-                os.close(sresp.data.data_fd)
+                # Through its iterator, which owns the descriptor: closed
+                # twice, the number could be another request's by then.
+                sresp.data.data_iter.close()
                 raise StorletRuntimeException("over the memory budget")
         except InputsTooLong as err:
             raise self._answer(sreq, protocol.REFUSED, str(err), sprotocol)

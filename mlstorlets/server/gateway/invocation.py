@@ -6,9 +6,10 @@ bigger pipes (:mod:`mlstorlets.server.gateway.pipes`) until the storlet
 stops reading them, and an output that fails, instead of ending, when the
 storlet stalls."""
 
+import json
 import os
 import select
-import weakref
+import time
 
 import eventlet
 import eventlet.hubs
@@ -16,6 +17,7 @@ from eventlet import patcher
 from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.common.stob import FileDescriptorIterator
 from storlets.gateway.gateways.container.runtime import (
+    MAX_METADATA_SIZE,
     StorletInvocationProtocol,
 )
 from storlets.sbus.client.exceptions import (
@@ -62,22 +64,31 @@ class DaemonGone(StorletRuntimeException):
 
 class StorletOutputIterator(FileDescriptorIterator):
     """A storlet's output that fails, instead of ending, when the storlet
-    sends nothing for ``timeout`` seconds.
+    sends nothing for ``timeout`` seconds or was given only part of an
+    input (``cut()`` says why, or None).
 
-    Upstream ends the iteration: a storlet stalled mid-output would give
-    a truncated object that looks whole.  ``on_close`` runs once its pipe
-    is closed.
+    Upstream ends the iteration either way: a truncated object that looks
+    whole.  ``on_close`` runs once its pipe is closed.
     """
 
-    def __init__(self, fd, timeout, cancel_func, on_close=None):
+    def __init__(self, fd, timeout, cancel_func, on_close=None, cut=lambda: None):
         super().__init__(fd, timeout, cancel_func)
         self.on_close = on_close
+        self.cut = cut
 
     def close(self):
         was_open = not self.closed
-        super().close()
-        if was_open and self.on_close:
-            self.on_close()
+        try:
+            super().close()
+        finally:
+            if was_open and self.on_close:
+                self.on_close()
+
+    def _fail(self, exc):
+        if self.cancel_func:
+            self.cancel_func()
+        self.close()
+        raise exc
 
     def next(self, size=PIPE_BYTES):
         if (
@@ -85,11 +96,17 @@ class StorletOutputIterator(FileDescriptorIterator):
             and not self.closed
             and not select.select([self.fd], [], [], self.timeout)[0]
         ):
-            if self.cancel_func:
-                self.cancel_func()
-            self.close()
-            raise StorletTimeout()
-        return super().next(size)
+            self._fail(StorletTimeout())
+        try:
+            chunk = super().next(size)
+        except StopIteration:
+            chunk = None
+        cut = self.cut()
+        if cut:
+            self._fail(StorletRuntimeException(cut))
+        if chunk is None:
+            raise StopIteration
+        return chunk
 
     __next__ = next
 
@@ -126,8 +143,14 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         self.recover = recover
         self.datagram_limit = datagram_limit
         self.pipes = EnlargedPipes()
-        # Whatever path closes (or leaks) a pipe, its budget comes back.
-        weakref.finalize(self, self.pipes.close_all)
+        # Input pipes a writer was started for: it closes them, whatever
+        # happens; the others are closed here if the invocation fails.
+        self._fed = set()
+        # Why an input reached the storlet only in part (None: whole).
+        self.input_cut = None
+        # No writer outlives the storlet's time, however slowly a storlet
+        # (or a descriptor it duplicated) goes on reading.
+        self._writers_deadline = time.monotonic() + timeout
 
     def _send_execute_command(self):
         client = BoundedSBusClient(self.storlet_pipe_path, self.timeout, self.datagram_limit)
@@ -178,7 +201,19 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         return fds
 
     def _read_metadata(self):
-        metadata = super()._read_metadata()
+        # Upstream's reading closes the descriptor and leaves its number
+        # set, for the failure path to close again: by then it may be
+        # another request's.
+        self._wait_for_read_with_timeout(self.metadata_read_fd)
+        fd, self.metadata_read_fd = self.metadata_read_fd, None
+        try:
+            flat = os.read(fd, MAX_METADATA_SIZE)
+        finally:
+            os.close(fd)
+        try:
+            metadata = json.loads(flat)
+        except ValueError:
+            raise UnsafeMetadata("its output metadata is not JSON")
         if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
@@ -204,10 +239,18 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
 
     def _prepare_invocation_descriptors(self):
         super()._prepare_invocation_descriptors()
-        # The pipes that carry data: the output, and the inputs the proxy
-        # writes (an object server hands its object's file itself).
-        fds = [self.data_read_fd, self._input_data_write_fd]
-        self.pipes.enlarge(fds + [source["write_fd"] for source in self.extra_data_sources])
+        # The pipes that carry data, in the order they matter: the output,
+        # the request's object, then the other inputs as the storlet reads
+        # them (an object server hands its own object's file itself).
+        self.pipes.enlarge(
+            [self.data_read_fd, self._input_data_write_fd]
+            + [source["write_fd"] for source in self.extra_data_sources]
+        )
+
+    def _wait_for_write_with_timeout(self, fd):
+        super()._wait_for_write_with_timeout(fd)
+        # Upstream starts the input's writer right after this wait.
+        self._fed.add(fd)
 
     def _write_input_data(self, fd, data_iter):
         """Feed one input to the storlet until it ends or the storlet stops
@@ -217,7 +260,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         full: a storlet that stops reading (one refusing its first input of
         many, or a hostile one) kept a server's CPU busy until the timeout,
         then forever in the writer's final flush.  Here a gone reader ends
-        the input, and the request behind it is closed.
+        the input.  An input that could not be given whole (the backend
+        failed, the storlet stalled past its time) is recorded, so that
+        the output fails instead of ending as if it were complete.
         """
         try:
             os.set_blocking(fd, False)
@@ -227,29 +272,59 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
                     try:
                         view = view[_write(fd, view) :]
                     except BlockingIOError:
+                        left = self._writers_deadline - time.monotonic()
+                        if left <= 0:
+                            raise StorletTimeout()
                         eventlet.hubs.trampoline(
-                            fd, write=True, timeout=self.timeout, timeout_exc=StorletTimeout
+                            fd, write=True, timeout=left, timeout_exc=StorletTimeout
                         )
-        except BrokenPipeError:
-            pass  # the storlet read what it wanted of this input
+                    except BrokenPipeError:
+                        return  # the storlet read what it wanted of this input
         except StorletTimeout:
-            self.logger.warning("storlet read nothing of an input for %ss" % self.timeout)
-        except Exception:
-            # A green thread of its own: nothing above it would log this.
-            self.logger.exception("Unexpected error writing a storlet input")
+            self._cut("an input was not read within the storlet timeout")
+        except (Exception, eventlet.Timeout) as err:
+            # Swift's own timeouts (reading the backend, the client's
+            # watchdog) are eventlet Timeouts, not Exceptions.
+            self._cut("an input could not be read: %s" % protocol.one_line(str(err), 200))
         finally:
-            close_if_possible(data_iter)
-            self._safe_close([fd])
+            try:
+                self._safe_close([fd])
+            finally:
+                close_if_possible(data_iter)
+
+    def _cut(self, reason):
+        self.logger.warning("storlet %s: %s" % (self.srequest.storlet_id, reason))
+        if self.input_cut is None:
+            self.input_cut = reason
 
     def _safe_close(self, fds):
+        fds = [fd for fd in fds if fd is not None]
         self.pipes.closed(fds)
         super()._safe_close(fds)
 
+    def _close_unfed_inputs(self):
+        inputs = [(self._input_data_write_fd, self.srequest.data)]
+        inputs += [(s["write_fd"], s["data_iter"]) for s in self.extra_data_sources]
+        for fd, data in inputs:
+            if fd is not None and fd not in self._fed:
+                self._safe_close([fd])
+                close_if_possible(getattr(data, "data_iter", data))
+
     def communicate(self):
-        sresp = super().communicate()
+        try:
+            sresp = super().communicate()
+        except BaseException:
+            # Upstream closes its own ends only: the inputs it never began
+            # to write would stay open, each with a backend request.
+            self._close_unfed_inputs()
+            raise
         data = sresp.data
         fd = data.data_fd
         data._data_iter = StorletOutputIterator(
-            fd, self.timeout, data.cancel, on_close=lambda: self.pipes.closed([fd])
+            fd,
+            self.timeout,
+            data.cancel,
+            on_close=lambda: self.pipes.closed([fd]),
+            cut=lambda: self.input_cut,
         )
         return sresp

@@ -7,14 +7,16 @@ storlet.  A bigger pipe (``F_SETPIPE_SZ``) lets each side move more per
 wake-up.
 
 Linux counts every pipe's capacity against its user (the swift user, for
-all its workers): past ``/proc/sys/fs/pipe-user-pages-soft`` (64 MiB by
-default) every new pipe of that user is cut to two pages, which would
-slow every invocation, and enlarging fails.  So each process enlarges only
-as many pipes as its budget allows at a time; past it, a pipe keeps the
-default size, which is only slower.
+all its servers' workers): past ``/proc/sys/fs/pipe-user-pages-soft``
+(64 MiB by default) every new pipe of that user is cut to two pages, which
+would slow every invocation, and enlarging fails.  So each process keeps
+its enlarged pipes within a sixteenth of that limit (a host runs many
+workers), and one invocation enlarges a few pipes at most; past either, a
+pipe keeps the default size, which is only slower.
 """
 
 import fcntl
+import os
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
@@ -22,9 +24,24 @@ F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 #: Capacity given to a storlet's data pipe: past it, a bigger pipe gained
 #: little in ``benchmarks/sgd_remote_vs_local.py``.
 PIPE_BYTES = 256 << 10
-#: Capacity one process's enlarged pipes may hold at a time (one proxy's
-#: four workers: a quarter of the default soft limit).
-PROCESS_BUDGET = 16 << 20
+#: Pipes one invocation enlarges at most.
+PIPES_PER_INVOCATION = 8
+#: Share of the user's soft limit one process's enlarged pipes may hold.
+SOFT_LIMIT_SHARE = 16
+#: Budget of a process where the user's pipes have no soft limit.
+UNLIMITED_BUDGET = 8 << 20
+
+
+def process_budget(path="/proc/sys/fs/pipe-user-pages-soft"):
+    """Bytes of capacity this process's enlarged pipes may hold."""
+    try:
+        with open(path) as f:
+            pages = int(f.read())
+    except (OSError, ValueError):
+        return 0
+    if pages == 0:
+        return UNLIMITED_BUDGET
+    return pages * os.sysconf("SC_PAGE_SIZE") // SOFT_LIMIT_SHARE
 
 
 class PipeBudget(object):
@@ -34,8 +51,8 @@ class PipeBudget(object):
     I/O, so the bookkeeping needs no lock.
     """
 
-    def __init__(self, total=PROCESS_BUDGET, size=PIPE_BYTES):
-        self.total = total
+    def __init__(self, total=None, size=PIPE_BYTES):
+        self.total = process_budget() if total is None else total
         self.size = size
         self.used = 0
 
@@ -51,12 +68,11 @@ class PipeBudget(object):
         if self.used + self.size > self.total:
             return 0
         try:
-            before = fcntl.fcntl(fd, F_GETPIPE_SZ)
-            after = fcntl.fcntl(fd, F_SETPIPE_SZ, self.size)
+            taken = fcntl.fcntl(fd, F_SETPIPE_SZ, self.size)
         except OSError:
             # Over the user's limit already, or not a pipe: keep its size.
             return 0
-        taken = max(0, after - before)
+        # The whole capacity: what the kernel counts against the user.
         self.used += taken
         return taken
 
@@ -76,12 +92,17 @@ class EnlargedPipes(object):
     budget : PipeBudget
     """
 
-    def __init__(self, budget=BUDGET):
+    def __init__(self, budget=BUDGET, most=PIPES_PER_INVOCATION):
         self.budget = budget
+        self.most = most
         self.taken = {}
 
     def enlarge(self, fds):
+        """Enlarge ``fds`` in order, while this invocation and the process
+        have room."""
         for fd in fds:
+            if len(self.taken) >= self.most:
+                return
             if fd is not None and fd not in self.taken:
                 taken = self.budget.enlarge(fd)
                 if taken:
@@ -92,8 +113,5 @@ class EnlargedPipes(object):
         for fd in fds:
             self.budget.release(self.taken.pop(fd, 0))
 
-    def close_all(self):
-        self.closed(list(self.taken))
 
-
-__all__ = ["BUDGET", "PIPE_BYTES", "EnlargedPipes", "PipeBudget"]
+__all__ = ["BUDGET", "PIPE_BYTES", "EnlargedPipes", "PipeBudget", "process_budget"]

@@ -8,7 +8,10 @@ new user namespaces (where it would be root again), ``ptrace`` and
 mounts, module loading.  The filter answers those with ``EPERM`` and lets
 everything else through.  ``clone3``, whose flags the filter cannot read
 (they are behind a pointer), answers ``ENOSYS``, so the C library falls back
-to ``clone``, whose ``CLONE_NEWUSER`` flag is refused.
+to ``clone``, whose ``CLONE_NEWUSER`` flag is refused.  ``fcntl`` may not
+resize a pipe (``F_SETPIPE_SZ``): the gateway's pipes are charged to the
+host's swift user, whose every pipe Linux cuts to two pages past its soft
+limit (:mod:`mlstorlets.server.gateway.pipes`).
 
 The program is built with libseccomp (``pyseccomp``) and handed to bwrap,
 which loads it right before it starts the sandbox's first process
@@ -19,6 +22,7 @@ import errno
 import tempfile
 
 CLONE_NEWUSER = 0x10000000
+F_SETPIPE_SZ = 1031
 DENIED = (
     # Other processes' memory and execution.
     "ptrace",
@@ -94,6 +98,9 @@ def program():
             seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER),
         )
         rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+        rules.add_rule(
+            seccomp.ERRNO(errno.EPERM), "fcntl", seccomp.Arg(1, seccomp.EQ, F_SETPIPE_SZ)
+        )
         with tempfile.TemporaryFile() as out:
             rules.export_bpf(out)
             out.seek(0)
