@@ -285,3 +285,21 @@ def test_a_stalled_output_times_out(pipe_pair):
     r, _ = pipe_pair()
     with pytest.raises(StorletTimeout):
         next(StorletOutputIterator(r, 0.1, None))
+
+
+def test_a_daemon_gone_closes_the_pipes_and_keeps_the_requests_for_the_retry(budget, monkeypatch):
+    extras = [Body([b"x"]) for _ in range(2)]
+    proto = invocation_of(Body([b"in"]), extras)
+
+    def gone(self):
+        raise invocation.DaemonGone("no daemon")
+
+    monkeypatch.setattr(BoundedInvocationProtocol, "_send_execute_command", gone)
+    with pytest.raises(invocation.DaemonGone):
+        proto.communicate()
+    fds = [proto._input_data_write_fd] + [s["write_fd"] for s in proto.extra_data_sources]
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert not proto.srequest.data.data_iter.closed and not any(e.closed for e in extras)
+    assert budget.used == 0

@@ -302,21 +302,26 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         self.pipes.closed(fds)
         super()._safe_close(fds)
 
-    def _close_unfed_inputs(self):
+    def _close_unfed_inputs(self, retried):
+        """Close the inputs no writer was started for; their requests too,
+        unless the invocation is ``retried`` with them."""
         inputs = [(self._input_data_write_fd, self.srequest.data)]
         inputs += [(s["write_fd"], s["data_iter"]) for s in self.extra_data_sources]
         for fd, data in inputs:
             if fd is not None and fd not in self._fed:
                 self._safe_close([fd])
-                close_if_possible(getattr(data, "data_iter", data))
+                if not retried:
+                    close_if_possible(getattr(data, "data_iter", data))
 
     def communicate(self):
         try:
             sresp = super().communicate()
-        except BaseException:
+        except BaseException as err:
             # Upstream closes its own ends only: the inputs it never began
-            # to write would stay open, each with a backend request.
-            self._close_unfed_inputs()
+            # to write would stay open, each with a backend request.  A
+            # daemon gone before anything was read is sent the same
+            # request again (BubblewrapStorletGateway.invocation_flow).
+            self._close_unfed_inputs(retried=isinstance(err, DaemonGone))
             raise
         data = sresp.data
         fd = data.data_fd
