@@ -135,23 +135,32 @@ def test_an_invocation_enlarges_a_few_pipes_and_gives_every_one_back(budget):
     assert budget.used == 0
 
 
-def test_an_invocation_that_fails_before_writing_closes_its_inputs(budget, monkeypatch):
+@pytest.mark.parametrize(
+    "failure, retried",
+    [(invocation.InputsTooLong("too long"), False), (invocation.DaemonGone("gone"), True)],
+)
+def test_an_invocation_that_fails_before_writing_closes_its_inputs(
+    budget, monkeypatch, failure, retried
+):
     # A datagram refused, a daemon gone: upstream left the inputs' pipes
-    # and backend requests open.
+    # open, and their backend requests; a daemon gone is sent the same
+    # request again (BubblewrapStorletGateway.invocation_flow), so that
+    # keeps its requests.
     extras = [Body([b"x"]) for _ in range(3)]
     proto = invocation_of(Body([b"in"]), extras)
 
-    def refuse(self):
-        raise invocation.InputsTooLong("too long")
+    def fail(self):
+        raise failure
 
-    monkeypatch.setattr(BoundedInvocationProtocol, "_send_execute_command", refuse)
-    with pytest.raises(invocation.InputsTooLong):
+    monkeypatch.setattr(BoundedInvocationProtocol, "_send_execute_command", fail)
+    with pytest.raises(type(failure)):
         proto.communicate()
     fds = [proto._input_data_write_fd] + [s["write_fd"] for s in proto.extra_data_sources]
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
-    assert proto.srequest.data.data_iter.closed and all(e.closed for e in extras)
+    bodies = [proto.srequest.data.data_iter] + extras
+    assert [body.closed for body in bodies] == [not retried] * 4
     assert budget.used == 0
 
 
@@ -285,21 +294,3 @@ def test_a_stalled_output_times_out(pipe_pair):
     r, _ = pipe_pair()
     with pytest.raises(StorletTimeout):
         next(StorletOutputIterator(r, 0.1, None))
-
-
-def test_a_daemon_gone_closes_the_pipes_and_keeps_the_requests_for_the_retry(budget, monkeypatch):
-    extras = [Body([b"x"]) for _ in range(2)]
-    proto = invocation_of(Body([b"in"]), extras)
-
-    def gone(self):
-        raise invocation.DaemonGone("no daemon")
-
-    monkeypatch.setattr(BoundedInvocationProtocol, "_send_execute_command", gone)
-    with pytest.raises(invocation.DaemonGone):
-        proto.communicate()
-    fds = [proto._input_data_write_fd] + [s["write_fd"] for s in proto.extra_data_sources]
-    for fd in fds:
-        with pytest.raises(OSError):
-            os.fstat(fd)
-    assert not proto.srequest.data.data_iter.closed and not any(e.closed for e in extras)
-    assert budget.used == 0
