@@ -177,13 +177,19 @@ def test_the_metadata_descriptor_is_closed_once(pipe_pair):
         os.fstat(r)
 
 
-def test_metadata_that_is_not_json_breaks_the_protocol(pipe_pair):
+@pytest.mark.parametrize("sent", [b"{not json", b""])
+def test_metadata_that_is_not_json_is_a_failure_the_gateway_explains(pipe_pair, sent):
+    # Nothing at all: the storlet's process died (memory, its sandbox
+    # killed), which the gateway tells apart (bubblewrap.invocation_flow),
+    # not a protocol broken by the storlet.
     proto = invocation_of()
     r, w = pipe_pair()
-    os.write(w, b"{not json")
+    os.write(w, sent)
+    os.close(w)
     proto.metadata_read_fd = r
-    with pytest.raises(UnsafeMetadata):
+    with pytest.raises(StorletRuntimeException) as err:
         proto._read_metadata()
+    assert not isinstance(err.value, UnsafeMetadata)
     assert proto.metadata_read_fd is None
 
 
@@ -256,7 +262,7 @@ def test_an_output_made_from_a_cut_input_fails_instead_of_ending(pipe_pair):
     output = StorletOutputIterator(r, 5, None, cut=lambda: cut[0] if cut else None)
     assert next(output) == b"partial result"
     cut.append("an input could not be read: boom")
-    with pytest.raises(StorletRuntimeException, match="boom"):
+    with pytest.raises(invocation.InputCut, match="boom"):
         next(output)
     assert output.closed
 
@@ -268,12 +274,12 @@ def test_a_whole_output_ends(pipe_pair):
     assert list(StorletOutputIterator(r, 5, None)) == [b"result"]
 
 
-def test_a_writer_never_outlives_the_storlets_time():
+def test_the_writers_end_with_the_output():
     # A storlet (or a descriptor it duplicated) reading a byte now and then
     # kept upstream's writer, and its backend request, alive for ever.
     r, w = os.pipe()
     body = Body([b"x" * (2 << 20)])
-    proto = invocation_of(timeout=0.5)
+    proto = invocation_of(timeout=5)
 
     def trickle():
         while True:
@@ -283,11 +289,31 @@ def test_a_writer_never_outlives_the_storlets_time():
             eventlet.sleep(0.1)
 
     reader = eventlet.spawn(trickle)
-    with eventlet.Timeout(10):
-        proto._write_input_data(w, body)
-    assert body.closed and "not read within the storlet timeout" in proto.input_cut
+    writer = eventlet.spawn(proto._write_input_data, w, body)
+    eventlet.sleep(0.3)
+    assert not body.closed
+    out_r, out_w = os.pipe()
+    os.close(out_w)
+    list(StorletOutputIterator(out_r, 5, None, on_close=proto._end_writers))
+    with eventlet.Timeout(2):
+        writer.wait()
+    assert body.closed and proto.input_cut is None
     reader.kill()
     os.close(r)
+
+
+def test_a_cut_seen_at_the_end_of_the_output_cancels_nothing(pipe_pair):
+    # The task has ended: cancelling it would make the gateway take the
+    # account's sandbox for stuck, and kill it.
+    r, w = pipe_pair()
+    os.close(w)
+    cancelled = []
+    output = StorletOutputIterator(
+        r, 5, lambda: cancelled.append(1), cut=lambda: "an input could not be read: x"
+    )
+    with pytest.raises(StorletRuntimeException):
+        next(output)
+    assert cancelled == [] and output.closed
 
 
 def test_a_stalled_output_times_out(pipe_pair):

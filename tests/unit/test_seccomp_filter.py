@@ -27,6 +27,8 @@ CHILD = textwrap.dedent("""
     read, write = os.pipe()
     found['pipe-resize'] = code(libc.fcntl(write, 1031, 1 << 20))   # F_SETPIPE_SZ
     found['pipe-size'] = code(libc.fcntl(write, 1032))              # F_GETPIPE_SZ
+    libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_ulong, ctypes.c_long]
+    found['pipe-resize-high'] = code(libc.syscall(72, write, (1 << 32) | 1031, 1 << 20))
     # Threads still start (the C library falls back from clone3 to clone).
     box = []
     thread = threading.Thread(target=box.append, args=(1,))
@@ -55,6 +57,7 @@ def test_the_filter_refuses_escapes_and_keeps_the_rest():
                 "unshare-user": "EPERM",
                 "getpid": "ok",
                 "pipe-resize": "EPERM",
+                "pipe-resize-high": "EPERM",
                 "pipe-size": "ok",
                 "thread": "ok",
                 "fork": "ok",

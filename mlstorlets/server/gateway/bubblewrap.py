@@ -130,6 +130,7 @@ from mlstorlets.server.gateway import invocation_log
 from mlstorlets.server.gateway.invocation import (
     BoundedInvocationProtocol,
     DaemonGone,
+    InputCut,
     InputsTooLong,
     StorletFailed,
     UnsafeMetadata,
@@ -295,6 +296,13 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             )
         except StorletFailed as err:
             raise self._answer(sreq, protocol.FAILED, err.reason, sprotocol)
+        except InputCut as err:
+            raise self._answer(
+                sreq,
+                protocol.FAILED,
+                "storlet %s was given only part of an input (%s)" % (sreq.storlet_id, err.reason),
+                sprotocol,
+            )
         except StorletTimeout:
             raise self._answer(
                 sreq,

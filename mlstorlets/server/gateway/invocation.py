@@ -9,7 +9,6 @@ storlet stalls."""
 import json
 import os
 import select
-import time
 
 import eventlet
 import eventlet.hubs
@@ -57,6 +56,20 @@ class StorletFailed(StorletRuntimeException):
         self.reason = reason
 
 
+class InputCut(StorletRuntimeException):
+    """An input reached the storlet only in part (:attr:`reason` says
+    why): whatever it made of it is not the answer."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutputEnded(Exception):
+    """Thrown into an input's writer when the invocation's output is
+    closed: nothing reads that input any more."""
+
+
 class DaemonGone(StorletRuntimeException):
     """The storlet's daemon received no command: it is not running (any
     more).  The request's inputs are untouched, so it may be run again."""
@@ -84,18 +97,19 @@ class StorletOutputIterator(FileDescriptorIterator):
             if was_open and self.on_close:
                 self.on_close()
 
-    def _fail(self, exc):
-        if self.cancel_func:
+    def _fail(self, exc, running=True):
+        # Cancelling a task that has ended would make the daemon answer
+        # "not found", and the gateway take its sandbox for stuck.
+        if running and self.cancel_func:
             self.cancel_func()
         self.close()
         raise exc
 
     def next(self, size=PIPE_BYTES):
-        if (
-            not self.buf
-            and not self.closed
-            and not select.select([self.fd], [], [], self.timeout)[0]
-        ):
+        if self.closed:
+            # Never read a number that may be another request's by now.
+            raise StopIteration
+        if not self.buf and not select.select([self.fd], [], [], self.timeout)[0]:
             self._fail(StorletTimeout())
         try:
             chunk = super().next(size)
@@ -103,7 +117,7 @@ class StorletOutputIterator(FileDescriptorIterator):
             chunk = None
         cut = self.cut()
         if cut:
-            self._fail(StorletRuntimeException(cut))
+            self._fail(InputCut(cut), running=chunk is not None)
         if chunk is None:
             raise StopIteration
         return chunk
@@ -148,9 +162,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         self._fed = set()
         # Why an input reached the storlet only in part (None: whole).
         self.input_cut = None
-        # No writer outlives the storlet's time, however slowly a storlet
-        # (or a descriptor it duplicated) goes on reading.
-        self._writers_deadline = time.monotonic() + timeout
+        # The green threads writing inputs: ended with the output, however
+        # slowly a storlet (or a descriptor it duplicated) goes on reading.
+        self._writers = set()
 
     def _send_execute_command(self):
         client = BoundedSBusClient(self.storlet_pipe_path, self.timeout, self.datagram_limit)
@@ -213,7 +227,8 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         try:
             metadata = json.loads(flat)
         except ValueError:
-            raise UnsafeMetadata("its output metadata is not JSON")
+            # Nothing at all when its process died: the gateway tells why.
+            raise StorletRuntimeException("no output metadata from the storlet")
         if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
@@ -264,6 +279,8 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         failed, the storlet stalled past its time) is recorded, so that
         the output fails instead of ending as if it were complete.
         """
+        writer = eventlet.getcurrent()
+        self._writers.add(writer)
         try:
             os.set_blocking(fd, False)
             for chunk in data_iter:
@@ -272,14 +289,13 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
                     try:
                         view = view[_write(fd, view) :]
                     except BlockingIOError:
-                        left = self._writers_deadline - time.monotonic()
-                        if left <= 0:
-                            raise StorletTimeout()
                         eventlet.hubs.trampoline(
-                            fd, write=True, timeout=left, timeout_exc=StorletTimeout
+                            fd, write=True, timeout=self.timeout, timeout_exc=StorletTimeout
                         )
                     except BrokenPipeError:
                         return  # the storlet read what it wanted of this input
+        except OutputEnded:
+            pass  # the storlet answered without reading all of this input
         except StorletTimeout:
             self._cut("an input was not read within the storlet timeout")
         except (Exception, eventlet.Timeout) as err:
@@ -287,10 +303,15 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # watchdog) are eventlet Timeouts, not Exceptions.
             self._cut("an input could not be read: %s" % protocol.one_line(str(err), 200))
         finally:
+            self._writers.discard(writer)
             try:
                 self._safe_close([fd])
             finally:
                 close_if_possible(data_iter)
+
+    def _end_writers(self):
+        for writer in list(self._writers):
+            eventlet.kill(writer, OutputEnded)
 
     def _cut(self, reason):
         self.logger.warning("storlet %s: %s" % (self.srequest.storlet_id, reason))
@@ -325,11 +346,22 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             raise
         data = sresp.data
         fd = data.data_fd
+
+        def closed():
+            self.pipes.closed([fd])
+            self._end_writers()
+
         data._data_iter = StorletOutputIterator(
             fd,
             self.timeout,
             data.cancel,
-            on_close=lambda: self.pipes.closed([fd]),
+            on_close=closed,
             cut=lambda: self.input_cut,
         )
+        if self.input_cut:
+            # Known before any byte of the output: a 502 of the protocol's,
+            # not an answer that breaks off.  The agent sends the metadata
+            # once the storlet has returned: nothing to cancel.
+            data._data_iter.close()
+            raise InputCut(self.input_cut)
         return sresp

@@ -99,7 +99,10 @@ def program():
         )
         rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         rules.add_rule(
-            seccomp.ERRNO(errno.EPERM), "fcntl", seccomp.Arg(1, seccomp.EQ, F_SETPIPE_SZ)
+            seccomp.ERRNO(errno.EPERM),
+            "fcntl",
+            # The kernel reads the command's low 32 bits only.
+            seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, F_SETPIPE_SZ),
         )
         with tempfile.TemporaryFile() as out:
             rules.export_bpf(out)
