@@ -13,8 +13,10 @@ Which of the two is chosen once, by
 :func:`mlstorlets.client.runners.runner_for`.
 
 Either way every output records its source's hash (metadata
-``Source-Etag``; a local file copied to S3 is known by its ETag instead,
-see :meth:`~mlstorlets.client.stores.s3.S3Store.upload_etag`), so that a
+``Source-Etag``; a local file copied to S3, or to Swift in one ``PUT``,
+is known by its ETag instead, see
+:meth:`~mlstorlets.client.stores.s3.S3Store.upload_etag` and
+:meth:`~mlstorlets.client.stores.swift.SwiftStore.upload_etag`), so that a
 second run skips what is up to date and does the rest: a failure (a
 refusal, a broken connection) is per object, never leaves a partial output,
 and is listed in the summary with its reason.
@@ -129,7 +131,11 @@ def copy(
     Within the cluster the copy is server-side; otherwise the data goes
     through the client.  The outputs keep their sources' metadata and
     record their hashes (``Source-Etag``), but for a local file copied to
-    S3: that would need the file read whole before its upload starts.
+    S3, or to Swift in one ``PUT``: that would need the file read whole
+    before its upload starts.  Swift's copy of a local file is checked
+    instead as it is made (the file's MD5, computed as it is sent, against
+    the ETag Swift answers; the file unchanged meanwhile): a copy that
+    fails a check is removed.
 
     Parameters
     ----------
@@ -138,8 +144,8 @@ def copy(
     concurrency : int
     resume : bool
         Skip outputs that exist with the same content: same hash when the
-        two stores use the same kind of hash (for a local file to S3, the
-        ETag its upload gets), or made from this source's content
+        two stores use the same kind of hash (for a local file to S3 or
+        Swift, the ETag its upload gets), or made from this source's content
         (``Source-Etag``).
     stores : Stores, optional
     progress : bool, optional

@@ -259,6 +259,172 @@ def test_the_etag_of_a_file_is_the_one_boto3s_upload_gives(env, bucket, tmp_path
         assert summary.skipped == [src]
 
 
+@pytest.fixture
+def hashed(monkeypatch):
+    """Every read of a local file for its MD5 (by path: a hash this
+    process knew reads nothing), and whether each Swift upload started
+    with the file's MD5 known ({'md5': [...], 'known_at_upload': [...]})."""
+    from mlstorlets.client.stores import local, swift
+
+    reads = {"md5": [], "known_at_upload": []}
+    md5, write = local._file_md5, swift.SwiftStore.write
+
+    def counted_md5(path, st):
+        if (path, *local._stat_key(st)) not in local._md5s:
+            reads["md5"].append(path)
+        return md5(path, st)
+
+    def upload(self, key, body, *args, **kwargs):
+        path = getattr(body, "path", None)
+        reads["known_at_upload"].append(any(k[0] == path for k in local._md5s))
+        return write(self, key, body, *args, **kwargs)
+
+    monkeypatch.setattr(local, "_file_md5", counted_md5)
+    monkeypatch.setattr(swift.SwiftStore, "write", upload)
+    return reads
+
+
+def plain_file(tmp_path, name, data):
+    """A file without a record (no MD5 known): its path and its URI."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path), "file://" + str(path)
+
+
+def test_a_file_copied_to_swift_is_hashed_as_it_is_sent_and_resumes_by_etag(
+    env, conn, container, tmp_path, hashed
+):
+    from mlstorlets.client.stores import local
+
+    data = os.urandom(3 * MIB + 5)
+    path, src = plain_file(tmp_path, "big.png", data)
+    dest = "swift://%s/in/big.png" % container
+    assert copy(src, dest, stores=Stores(env)).done == [src]
+    # Nothing read the file before its upload, nor after: its MD5 was
+    # computed as it was sent, and is the object's ETag.
+    assert hashed == {"md5": [], "known_at_upload": [False]}
+    headers = conn.head_object(container, "in/big.png")
+    assert headers["etag"] == hashlib.md5(data).hexdigest()
+    assert local._md5s[(path, *local._stat_key(os.stat(path)))] == headers["etag"]
+    # The ETag identifies the copy: no Source-Etag.
+    assert not [k for k in headers if k.endswith("source-etag")]
+    # Skipped, by the MD5 the upload kept: the file is not read again.
+    assert copy(src, dest, stores=Stores(env)).skipped == [src]
+    assert hashed["md5"] == []
+    # In another process, it would be read once for the comparison.
+    local._md5s.clear()
+    assert copy(src, dest, stores=Stores(env)).skipped == [src]
+    assert hashed["md5"] == [path]
+    # The same size, another byte: copied again, then up to date again.
+    with open(path, "r+b") as f:
+        f.seek(len(data) // 2)
+        f.write(bytes([data[len(data) // 2] ^ 1]))
+    assert copy(src, dest, stores=Stores(env)).done == [src]
+    changed = conn.head_object(container, "in/big.png")["etag"]
+    with open(path, "rb") as f:
+        assert changed != headers["etag"] and changed == hashlib.md5(f.read()).hexdigest()
+    assert copy(src, dest, stores=Stores(env)).skipped == [src]
+
+
+def test_a_file_whose_md5_is_known_sends_it_for_swift_to_check(
+    env, conn, container, tmp_path, monkeypatch
+):
+    from mlstorlets.client.stores import swift
+
+    src, data = local_file(tmp_path, "known.png", MIB + 3)  # its record holds its MD5
+    sent = []
+    real = swift._Service.upload
+
+    def upload(self, container, objects, options):
+        sent.append(options["header"])
+        return real(self, container, objects, options)
+
+    monkeypatch.setattr(swift._Service, "upload", upload)
+    assert copy(src, "swift://%s/known.png" % container, stores=Stores(env)).done == [src]
+    assert "Etag: %s" % hashlib.md5(data).hexdigest() in sent[0]
+    headers = conn.head_object(container, "known.png")
+    assert headers["x-object-meta-label"] == "big"
+    assert not [k for k in headers if k.endswith("source-etag")]
+
+
+def test_a_copy_by_an_older_version_with_a_source_etag_resumes(env, conn, container, tmp_path):
+    data = os.urandom(1000)
+    path, src = plain_file(tmp_path, "old.bin", data)
+    md5 = hashlib.md5(data).hexdigest()
+    conn.put_object(container, "old.bin", data, headers={"X-Object-Meta-Source-Etag": md5})
+    dest = "swift://%s/old.bin" % container
+    assert copy(src, dest, stores=Stores(env)).skipped == [src]
+    with open(path, "r+b") as f:
+        f.write(bytes([data[0] ^ 1]))
+    assert copy(src, dest, stores=Stores(env)).done == [src]
+    assert copy(src, dest, stores=Stores(env)).skipped == [src]
+
+
+def test_a_file_written_to_while_it_is_copied_to_swift_leaves_no_object(
+    env, container, tmp_path, monkeypatch
+):
+    from mlstorlets.client.stores import local
+
+    data = os.urandom(2 * MIB)
+    path, src = plain_file(tmp_path, "growing.bin", data)
+    read = local.HashedFile.read
+
+    def appending(self, size=-1):
+        chunk = read(self, size)
+        if chunk and self.f.tell() == len(chunk):
+            with open(path, "ab") as f:  # another writer, after the first read
+                f.write(b"more")
+        return chunk
+
+    monkeypatch.setattr(local.HashedFile, "read", appending)
+    store, uri = Stores(env).open("swift://%s/growing.bin" % container)
+    summary = copy(src, str(uri), stores=Stores(env))
+    assert summary.done == [] and len(summary.failed) == 1
+    name, reason = summary.failed[0]
+    assert (name, reason) == (src, "changed while being copied; %s not kept" % uri)
+    assert store.head("growing.bin") is None
+    # A file touched (its modification time) counts as changed too.
+    monkeypatch.setattr(local.HashedFile, "read", read)
+    with pytest.raises(StoreError, match="changed while being copied") as err:
+        with FileStore().reader(path[1:]) as body:
+            original = local.HashedFile.end
+
+            def touched(self):
+                os.utime(path, ns=(0, 1))
+                return original(self)
+
+            monkeypatch.setattr(local.HashedFile, "end", touched)
+            store.write(uri.key, body)
+    assert err.value.uri == src
+    assert store.head("growing.bin") is None
+
+
+def test_swift_storing_other_bytes_than_were_read_removes_the_object(
+    env, container, tmp_path, monkeypatch
+):
+    from mlstorlets.client.stores import local
+
+    path, src = plain_file(tmp_path, "damaged.bin", os.urandom(MIB + 1))
+    read = local.HashedFile.read
+
+    def misread(self, size=-1):
+        # The hash sees a byte Swift never got.
+        chunk = read(self, size)
+        if chunk and self.f.tell() == len(chunk):
+            self._md5.update(b"x")
+        return chunk
+
+    monkeypatch.setattr(local.HashedFile, "read", misread)
+    store, uri = Stores(env).open("swift://%s/damaged.bin" % container)
+    with pytest.raises(StoreError, match="arrived damaged.*is not the MD5") as err:
+        with FileStore().reader(path[1:]) as body:
+            store.write(uri.key, body)
+    assert err.value.uri == str(uri) and path in err.value.reason
+    assert store.head("damaged.bin") is None
+    # Nor is the wrong MD5 kept for the file.
+    assert not [k for k in local._md5s if k[0] == path]
+
+
 class Breaking:
     """A body that fails after ``limit`` bytes."""
 

@@ -3,6 +3,7 @@ when asked, a sidecar."""
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 
@@ -191,3 +192,69 @@ def test_a_file_replaced_before_its_md5_is_asked_for_is_hashed_as_it_is(tmp_path
     key = (str(path), *local._stat_key(os.stat(path)))
     assert local._md5s[key] == listed.etag
     assert (str(path), *local._stat_key(listed._stat)) not in local._md5s
+
+
+def test_a_hashed_file_gives_its_md5_once_read_if_it_did_not_change(tmp_path):
+    from mlstorlets.client.stores import local
+
+    path = tmp_path / "a"
+    path.write_bytes(b"0123456789")
+    counted = []
+    with open(path, "rb") as f:
+        sent = local.HashedFile(f, str(path), counted.append)
+        assert sent.read(4) == b"0123"
+        # A client that retries reads from the start again: hashed once.
+        sent.seek(0)
+        assert sent.read() == b"0123456789" and sent.read(1) == b""
+        assert sent.end() == hashlib.md5(b"0123456789").hexdigest()
+        with pytest.raises(io.UnsupportedOperation):
+            sent.seek(3)
+    assert sum(counted) == 14  # every byte read, as sent
+    assert [k for k in local._md5s if k[0] == str(path)] == []
+    sent.keep()
+    assert store_md5(tmp_path, "a") == hashlib.md5(b"0123456789").hexdigest()
+
+
+@pytest.mark.parametrize("change", ["append", "touch", "replace", "remove"])
+def test_a_hashed_file_that_changed_while_read_gives_no_md5(tmp_path, change):
+    from mlstorlets.client.stores import local
+
+    path = tmp_path / "a"
+    path.write_bytes(b"0123456789")
+    with open(path, "rb") as f:
+        sent = local.HashedFile(f, str(path), lambda n: None)
+        sent.read()
+        if change == "append":
+            with open(path, "ab") as g:
+                g.write(b"!")
+        elif change == "touch":
+            os.utime(path, ns=(0, 1))
+        elif change == "replace":
+            # Another file of the same size (another inode: f holds its own).
+            os.unlink(path)
+            path.write_bytes(b"abcdefghij")
+        else:
+            os.unlink(path)
+        with pytest.raises(StoreError, match="changed while being copied") as err:
+            sent.end()
+    assert err.value.uri == "file://" + str(path)
+
+
+def test_a_listed_file_knows_its_md5_only_from_its_record_or_a_hash_made(tmp_path):
+    store = FileStore(str(tmp_path))
+    (tmp_path / "plain").write_bytes(b"plain")
+    store.put("put", b"put")
+    assert store.head("put").known_etag == hashlib.md5(b"put").hexdigest()
+    listed = store.head("plain")
+    assert listed.known_etag is None
+    with store.reader("plain") as body:
+        assert body.file_md5 is None
+    assert listed.etag == hashlib.md5(b"plain").hexdigest()  # read now
+    assert store.head("plain").known_etag == listed.etag
+    with store.reader("plain") as body:
+        assert body.file_md5 == listed.etag
+
+
+def store_md5(root, name):
+    """What a later listing of ``root/name`` knows of its MD5 unread."""
+    return FileStore(str(root)).head(name).known_etag

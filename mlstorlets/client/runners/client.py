@@ -308,10 +308,17 @@ class ClientRunner:
         """Every object of ``src`` streamed to ``dest`` through here.
 
         An output records its source's hash (``Source-Etag``), but for a
-        local file copied to S3, whose upload starts without the file read
-        before: a later run compares the object's ETag with the one the
-        file's upload gets (:meth:`S3Store.upload_etag
-        <mlstorlets.client.stores.s3.S3Store.upload_etag>`).
+        local file copied to S3, or to Swift in one ``PUT``, whose upload
+        starts without the file read before: a later run compares the
+        object's ETag with the one the file's upload gets
+        (:meth:`S3Store.upload_etag
+        <mlstorlets.client.stores.s3.S3Store.upload_etag>`,
+        :meth:`SwiftStore.upload_etag
+        <mlstorlets.client.stores.swift.SwiftStore.upload_etag>`: the
+        file's MD5, computed only when the object exists).  Swift's copy is
+        checked as it is made: the file's MD5, computed as it is sent, must
+        be the ETag Swift answers, and the file must not change meanwhile;
+        else the object is removed and the copy fails.
         """
         return self._stream(
             COPY,
@@ -355,13 +362,18 @@ class ClientRunner:
         kinds_match = src_store.etag_kind == dest_store.etag_kind
 
         def by_upload_etag(task):
-            # A local file copied to S3: the object's ETag, which the file's
-            # parts tell, is the copy's identity.  S3 takes metadata only
-            # before the first part, so a Source-Etag would have the file
-            # read whole before its first byte is sent (2.6 s a GiB).
-            return (
-                same_content_is_done and dest_store.scheme == "s3" and task.source.path is not None
-            )
+            # A local file copied to S3, or to Swift in one PUT: the
+            # object's ETag, which the file's bytes tell, is the copy's
+            # identity.  Metadata goes with the first byte (S3 takes it only
+            # before the first part, Swift in the PUT's headers), so a
+            # Source-Etag would have the file read whole before its first
+            # byte is sent (2 s a GiB).  A Static Large Object's ETag is not
+            # its body's MD5: a file copied in segments records one.
+            if not same_content_is_done or task.source.path is None:
+                return False
+            if dest_store.scheme == "swift":
+                return dest_store.one_put(task.source.size)
+            return dest_store.scheme == "s3"
 
         def up_to_date(task):
             entry = found.get(task.dest_key)
@@ -380,7 +392,8 @@ class ClientRunner:
             if entry.metadata is None:
                 entry = dest_store.head(task.dest_key)
             # The source is hashed only for an output that records a hash:
-            # a local file's copy to S3 records none, unless an older one.
+            # a local file's copy to S3, or to Swift in one PUT, records
+            # none, unless an older one.
             recorded = entry.metadata.get(SOURCE_ETAG) if entry is not None else None
             return (
                 recorded is not None

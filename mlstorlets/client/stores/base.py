@@ -34,7 +34,8 @@ from mlstorlets.sandbox.protocol import INTERNAL_PREFIX, is_internal  # noqa: F4
 
 # The user metadata key every output records its source's hash in: an output
 # whose Source-Etag matches its source is up to date (resume, skip).  A local
-# file's copy to S3 records none: its ETag tells (S3Store.upload_etag).
+# file's copy to S3, or to Swift in one PUT, records none: its ETag tells
+# (S3Store.upload_etag, SwiftStore.upload_etag).
 SOURCE_ETAG = protocol.SOURCE_ETAG_KEY
 # The system headers an object keeps across stores, besides user metadata.
 CONTENT_HEADERS = ("Content-Type", "Content-Disposition")
@@ -133,9 +134,14 @@ class Reader(io.RawIOBase):
 
     @property
     def file_md5(self):
-        """The MD5 of the local file the body is (``path``), as its store
-        knows it, for a writer that uploads it by path; else None."""
-        return self.entry.etag if self.path is not None else None
+        """The MD5 of the local file the body is (``path``), when its store
+        knows it without reading the file (its record, or a hash made
+        before), for a writer that sends it; else None."""
+        if self.path is None:
+            return None
+        # A local file's entry computes its etag when asked for it.
+        known = getattr(type(self.entry), "known_etag", None)
+        return self.entry.etag if known is None else self.entry.known_etag
 
     def _fill(self):
         """Make the next chunk pending; False at the body's end."""

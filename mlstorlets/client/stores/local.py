@@ -25,6 +25,7 @@ resumed runs then redo those outputs.  Both are read, and listings never include
 
 import errno
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -36,6 +37,7 @@ from mlstorlets.client.stores.base import (
     CHUNK,
     INTERNAL_PREFIX,
     Entry,
+    Progress,
     Reader,
     Store,
     content_headers,
@@ -307,6 +309,79 @@ class FileEntry(Entry):
     def etag(self, value):
         self._etag = value
 
+    @property
+    def known_etag(self):
+        """The file's MD5 if known without reading the file (its record,
+        or a hash of it this process made); else None."""
+        if self._etag is None:
+            return _md5s.get((self.path, *_stat_key(self._stat)))
+        return self._etag
+
+
+class HashedFile(Progress):
+    """A local file read once, from its start, to be sent: its MD5 is
+    computed as it is read, as ``swift upload`` does, not in a read of its
+    own before (2 s a GiB), and its reads are counted (:class:`Progress`).
+
+    :meth:`end` gives the MD5 once the file was read whole, if the file did
+    not change meanwhile (the same inode, size and modification time before
+    and after): a file written to during the copy would otherwise be
+    stored part old, part new, under the MD5 of what was read.  :meth:`keep`
+    records the MD5 for the file's stat, so that a later check of the copy
+    (resume) does not read the file again.
+
+    Parameters
+    ----------
+    f : binary file object
+        The file, open at its start.
+    path : str
+    count : callable
+        Called with the bytes read, a MiB or so at a time.
+    """
+
+    def __init__(self, f, path, count):
+        super().__init__(f, count)
+        self.path = path
+        self._stat = os.fstat(f.fileno())
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._bytes = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self._md5.update(data)
+        self._bytes += len(data)
+        return data
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        # A client that retries a request reads the body again from its
+        # start: the hash starts again too.  Nothing else would hash it.
+        if (offset, whence) != (0, os.SEEK_SET):
+            raise io.UnsupportedOperation("a file being hashed seeks to its start only")
+        self._md5, self._bytes = hashlib.md5(usedforsecurity=False), 0
+        return super().seek(offset, whence)
+
+    def end(self):
+        """The MD5 of the file, read whole.
+
+        Raises
+        ------
+        StoreError
+            The file changed (or was replaced, or removed) while it was
+            read.
+        """
+        self.finish()
+        try:
+            now = _stat_key(os.stat(self.path))
+        except OSError:
+            now = None
+        if now != _stat_key(self._stat) or self._bytes != self._stat.st_size:
+            raise StoreError("file://" + self.path, "changed while being copied")
+        return self._md5.hexdigest()
+
+    def keep(self):
+        """Record the MD5 :meth:`end` gave, for the file's stat."""
+        _remember(self.path, _stat_key(self._stat), self._md5.hexdigest())
+
 
 def _set_attribute(fd, value):
     """Whether the file system kept ``value`` as the file's record: True,
@@ -360,21 +435,28 @@ def _stat_key(st):
 def _file_md5(path, st):
     """The MD5 of the file at ``path`` whose stat is ``st``, computed once
     a process for the same file (a copy heads its source, then reads it)."""
-    key = (path, *_stat_key(st))
-    found = _md5s.get(key)
+    found = _md5s.get((path, *_stat_key(st)))
     if found is None:
         digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as f:
             # Asked for later than the stat was taken (entries hash when
             # asked): a file replaced since is hashed as it is now, kept
             # under its own stat, not under the one it no longer has.
-            key = (path, *_stat_key(os.fstat(f.fileno())))
+            hashed = _stat_key(os.fstat(f.fileno()))
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
-        found = _md5s[key] = digest.hexdigest()
-        while len(_md5s) > 4096:
-            _md5s.pop(next(iter(_md5s)), None)
+        found = _remember(path, hashed, digest.hexdigest())
     return found
+
+
+def _remember(path, stat_key, md5):
+    """Keep ``md5`` as the MD5 of the file at ``path`` while its stat is
+    the one of ``stat_key`` (:func:`_stat_key`); the oldest of over 4096
+    are dropped."""
+    _md5s[(path, *stat_key)] = md5
+    while len(_md5s) > 4096:
+        _md5s.pop(next(iter(_md5s)), None)
+    return md5
 
 
 def _atomic_write(path, fill):

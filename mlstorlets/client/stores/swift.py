@@ -15,13 +15,19 @@ and the manifest last, so that the object appears whole or not at all.
 Without an explicit ``segment_size``, only objects Swift could not hold
 whole (over ``MAX_OBJECT``, Swift's default ``max_file_size``) are
 segmented, in segments of ``DEFAULT_SEGMENT`` (more if the manifest would
-exceed ``MAX_SEGMENTS``).  A local file of one PUT is read as it is sent,
-its MD5 (which its store knows: a copy hashed it already) sent for Swift to
-check rather than hashed again; a larger one is uploaded by path, its
-segments read from the file, ``SEGMENT_THREADS`` at once.  Either way its
-bytes are counted as they go (each MiB, each segment), and a count that
-raises (Ctrl-C) stops the upload there.  SwiftService buffers one segment
-of any other stream in memory.
+exceed ``MAX_SEGMENTS``).  A local file of one PUT is read as it is sent:
+its MD5, when its store knows it without reading the file, is sent for
+Swift to check; otherwise, as ``swift upload`` does, it is computed as the
+file is sent and compared with the ETag Swift answers, and the file's stat
+compared before and after: an object whose ETag differs, or of a file that
+changed while it was sent, is removed (:meth:`SwiftStore.write` raises).
+The MD5 is then kept for the file, so that a later check of the copy
+(:meth:`SwiftStore.upload_etag`, resume) does not read it again.  No read
+of the file before its first byte is sent.  A larger one is uploaded by
+path, its segments read from the file, ``SEGMENT_THREADS`` at once.  Either
+way its bytes are counted as they go (each MiB, each segment), and a count
+that raises (Ctrl-C) stops the upload there.  SwiftService buffers one
+segment of any other stream in memory.
 
 A server-side copy (``copy_from``) copies a large object's manifest
 (``multipart-manifest=get``) instead of its concatenated body: the copy
@@ -50,6 +56,7 @@ from mlstorlets.client.stores.base import (
     local_path,
     normalize_metadata,
 )
+from mlstorlets.client.stores.local import HashedFile
 from mlstorlets.client.swift import Swift, clone_connection, reason_of
 from mlstorlets.sandbox import protocol
 
@@ -178,8 +185,10 @@ class SwiftStore(Store):
         # stops it at a MiB); a bigger one goes by path, SwiftService
         # reading its segments from the file, several at once, buffering
         # none.  Its MD5, when its store knows it, is sent for Swift to
-        # check instead of hashing it again.
-        single_file = path is not None and (segment is None or size <= segment)
+        # check; otherwise it is computed as the file is sent (HashedFile)
+        # and compared with the ETag Swift answers, as ``swift upload``
+        # does: reading the file whole before would delay its first byte.
+        single_file = path is not None and self.one_put(size)
         md5 = getattr(body, "file_md5", None) if single_file else None
         if md5:
             put["Etag"] = md5
@@ -187,14 +196,17 @@ class SwiftStore(Store):
             "header": ["%s: %s" % kv for kv in put.items()],
             "segment_size": None if single_file else segment,
             "use_slo": True,
-            "checksum": not md5,
+            # SwiftService would hash the file again: HashedFile does.
+            "checksum": not single_file,
             "leave_segments": False,
         }
         try:
             with contextlib.ExitStack() as stack:
                 source = path or body
                 if single_file:
-                    source = Progress(stack.enter_context(open(path, "rb")), count)
+                    f = stack.enter_context(open(path, "rb"))
+                    source = Progress(f, count) if md5 else HashedFile(f, path, count)
+                etag = None
                 with _Service(self.conn) as service:
                     for result in service.upload(
                         self.location, [SwiftUploadObject(source, key)], options
@@ -203,8 +215,12 @@ class SwiftStore(Store):
                             raise result["error"]
                         if path is not None and result.get("action") == "upload_segment":
                             count(result["segment_size"])
-                if single_file:
+                        if result.get("action") == "upload_object":
+                            etag = result.get("response_dict", {}).get("headers", {}).get("etag")
+                if single_file and md5:
                     source.finish()
+                elif single_file:
+                    self._check_sent(key, source, etag)
         except StoreError:
             self._remove_orphans(key)
             raise
@@ -230,6 +246,52 @@ class SwiftStore(Store):
         if entry is None:
             raise StoreError(self.uri(key), "missing after its upload")
         return entry
+
+    def _check_sent(self, key, sent, etag):
+        """After the PUT of the local file ``sent`` (a HashedFile) as
+        ``key``, which Swift answered ``etag``: the object is removed, and
+        StoreError raised, if the file changed while it was sent, or if
+        Swift stored other bytes than the ones read (an ETag other than
+        their MD5).  Else the file's MD5 is kept for a later run's check
+        of the copy."""
+        try:
+            read = sent.end()
+        except StoreError as err:
+            self.delete(key)
+            raise StoreError(err.uri, "%s; %s not kept" % (err.reason, self.uri(key))) from None
+        if (etag or "").strip('"') != read:
+            self.delete(key)
+            raise StoreError(
+                self.uri(key),
+                "the upload arrived damaged (its ETag %s is not the MD5 %s of %s); removed"
+                % (etag, read, sent.path),
+            )
+        sent.keep()
+
+    def one_put(self, size):
+        """Whether an upload of ``size`` bytes is one PUT (else a Static
+        Large Object)."""
+        segment = self._segment(size)
+        return segment is None or (size is not None and size <= segment)
+
+    def upload_etag(self, entry):
+        """The ETag :meth:`write` gives the local file of ``entry``: its
+        MD5 (computed from the file unless known) when it is one PUT.
+
+        Parameters
+        ----------
+        entry : Entry
+            A local file's (with its ``path``).
+
+        Returns
+        -------
+        str or None
+            None for an entry that is not a local file, or one uploaded as
+            a Static Large Object (whose ETag is not its body's MD5).
+        """
+        if entry.path is None or not self.one_put(entry.size):
+            return None
+        return entry.etag
 
     def _segment(self, size):
         """The segment size of an upload of ``size`` bytes, or None for a
