@@ -367,13 +367,12 @@ class ClientRunner:
             # identity.  Metadata goes with the first byte (S3 takes it only
             # before the first part, Swift in the PUT's headers), so a
             # Source-Etag would have the file read whole before its first
-            # byte is sent (2 s a GiB).  A Static Large Object's ETag is not
-            # its body's MD5: a file copied in segments records one.
-            if not same_content_is_done or task.source.path is None:
-                return False
-            if dest_store.scheme == "swift":
-                return dest_store.one_put(task.source.size)
-            return dest_store.scheme == "s3"
+            # byte is sent (2 s a GiB).
+            return (
+                same_content_is_done
+                and task.source.path is not None
+                and dest_store.etag_is_upload_of(task.source.size)
+            )
 
         def up_to_date(task):
             entry = found.get(task.dest_key)

@@ -72,6 +72,12 @@ class Entry:
     headers: dict = None
     path: str = None
 
+    @property
+    def known_etag(self):
+        """``etag``, when knowing it costs nothing (a local file's entry
+        computes it from the file when asked, see its own)."""
+        return self.etag
+
 
 class Reader(io.RawIOBase):
     """The body of one object, read in chunks; a readable file object.
@@ -137,11 +143,7 @@ class Reader(io.RawIOBase):
         """The MD5 of the local file the body is (``path``), when its store
         knows it without reading the file (its record, or a hash made
         before), for a writer that sends it; else None."""
-        if self.path is None:
-            return None
-        # A local file's entry computes its etag when asked for it.
-        known = getattr(type(self.entry), "known_etag", None)
-        return self.entry.etag if known is None else self.entry.known_etag
+        return self.entry.known_etag if self.path is not None else None
 
     def _fill(self):
         """Make the next chunk pending; False at the body's end."""
@@ -397,6 +399,14 @@ class Store:
     # Dropbox's content_hash).
     etag_kind = "md5"
     location = ""
+
+    def etag_is_upload_of(self, size):
+        """Whether the ETag this store gives a local file's upload of
+        ``size`` bytes is told by the file alone (:meth:`upload_etag`),
+        so that the copy is known by it rather than by a ``Source-Etag``,
+        which would need the file read whole before its first byte is
+        sent."""
+        return False
 
     def uri(self, key=""):
         """The URI of ``key`` in this store."""

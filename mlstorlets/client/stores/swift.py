@@ -274,6 +274,10 @@ class SwiftStore(Store):
         segment = self._segment(size)
         return segment is None or (size is not None and size <= segment)
 
+    def etag_is_upload_of(self, size):
+        # One PUT's ETag is its body's MD5; a Static Large Object's is not.
+        return self.one_put(size)
+
     def upload_etag(self, entry):
         """The ETag :meth:`write` gives the local file of ``entry``: its
         MD5 (computed from the file unless known) when it is one PUT.

@@ -164,17 +164,13 @@ def keystone_filters(environ):
 
 
 def _backend(layout, name, kind, port, devices):
+    app = {"use": "egg:swift#%s" % kind}
+    if kind == "object":
+        app.update(network_chunk_size=CHUNK_BYTES, disk_chunk_size=CHUNK_BYTES)
     return {
         "DEFAULT": dict(_common(layout, name), bind_port=str(port), devices=devices),
         "pipeline:main": {"pipeline": "healthcheck recon %s-server" % kind},
-        "app:%s-server" % kind: dict(
-            {"use": "egg:swift#%s" % kind},
-            **(
-                {"network_chunk_size": CHUNK_BYTES, "disk_chunk_size": CHUNK_BYTES}
-                if kind == "object"
-                else {}
-            ),
-        ),
+        "app:%s-server" % kind: app,
         "filter:healthcheck": {"use": "egg:swift#healthcheck"},
         "filter:recon": {"use": "egg:swift#recon", "recon_cache_path": layout.run_dir},
         "%s-replicator" % kind: {},

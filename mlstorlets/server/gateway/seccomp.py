@@ -21,8 +21,9 @@ which loads it right before it starts the sandbox's first process
 import errno
 import tempfile
 
+from mlstorlets.server.gateway import pipes
+
 CLONE_NEWUSER = 0x10000000
-F_SETPIPE_SZ = 1031
 DENIED = (
     # Other processes' memory and execution.
     "ptrace",
@@ -102,7 +103,7 @@ def program():
             seccomp.ERRNO(errno.EPERM),
             "fcntl",
             # The kernel reads the command's low 32 bits only.
-            seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, F_SETPIPE_SZ),
+            seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, pipes.F_SETPIPE_SZ),
         )
         with tempfile.TemporaryFile() as out:
             rules.export_bpf(out)
