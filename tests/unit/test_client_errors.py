@@ -179,3 +179,22 @@ def test_a_refused_parameter_stops_the_batch_once(tmp_path, capsys):
     assert (
         err == "mlstorlets: storlet extract_face.py: parameter size must be an integer, got 'abc'\n"
     )
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(tmp_path):
+    # `mlstorlets ls ... | head -1`: head exits after its line.
+    import subprocess
+    import sys
+
+    for i in range(2000):
+        (tmp_path / ("f%04d" % i)).write_bytes(b"x")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlstorlets.client.cli.__main__", "ls", str(tmp_path) + "/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.READER_GONE, err
+    assert b"Traceback" not in err and b"Broken pipe" not in err, err

@@ -8,12 +8,13 @@ SSL.  :mod:`~mlstorlets.client.cli.parser` holds the arguments,
 :mod:`~mlstorlets.client.cli.commands` what each command does.
 """
 
+import os
 import sys
 
-from mlstorlets.client.cli.commands import ERROR, FAILED, INTERRUPTED
+from mlstorlets.client.cli.commands import ERROR, FAILED, INTERRUPTED, READER_GONE
 from mlstorlets.client.cli.parser import parser
 
-__all__ = ["ERROR", "FAILED", "INTERRUPTED", "main", "parser"]
+__all__ = ["ERROR", "FAILED", "INTERRUPTED", "READER_GONE", "main", "parser"]
 
 
 # The commands that run server code; only they import it.
@@ -50,6 +51,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("mlstorlets: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader of the output (head, less) has gone, with what it
+        # wanted: the shell's status of a writer SIGPIPE ended, and no
+        # second error when the interpreter flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return READER_GONE
     except expected as err:
         print("mlstorlets: %s" % err, file=sys.stderr)
         for note in getattr(err, "__notes__", ()):

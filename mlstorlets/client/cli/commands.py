@@ -16,7 +16,7 @@ from mlstorlets.client.errors import UsageError
 
 # Exit statuses: 1 some objects failed, 2 the command could not run, 130
 # interrupted (Ctrl-C).
-FAILED, ERROR, INTERRUPTED = 1, 2, 130
+FAILED, ERROR, INTERRUPTED, READER_GONE = 1, 2, 130, 141
 
 
 def _cluster(args):
