@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import requests
-from swiftclient.client import Connection
+from swiftclient.client import Connection, resp_header_dict
 from swiftclient.exceptions import ClientException
 
 from mlstorlets.client.errors import StoreError, UsageError
@@ -73,11 +73,16 @@ class Limits:
         parameters).
     extract_members : int or None
         Most objects one extraction writes; None where not published.
+    body_input : int
+        Longest request body a storlet GET takes as an input
+        (:mod:`mlstorlets.server.middleware.body_input`); 0 where not
+        published.
     """
 
     header: int = DEFAULT_HEADER_LIMIT
     datagram: int = protocol.SBUS_DATAGRAM_LIMIT
     extract_members: int = None
+    body_input: int = 0
 
     @classmethod
     def from_info(cls, info):
@@ -87,6 +92,7 @@ class Limits:
             int(swift.get("max_header_size", DEFAULT_HEADER_LIMIT)),
             int(ours.get("sbus_datagram_limit", protocol.SBUS_DATAGRAM_LIMIT)),
             None if members is None else int(members),
+            int(ours.get(protocol.MAX_BODY_INPUT_KEY, 0)),
         )
 
 
@@ -126,6 +132,21 @@ def reason_of(err):
     if reason is None:
         reason = _text(err.http_response_content) or err.http_reason or ""
     return kind, ("%s %s" % (err.http_status, reason)).strip()
+
+
+def _swift_error(name, err):
+    """The :class:`SwiftError` naming ``name`` for swiftclient's ``err``."""
+    kind, reason = reason_of(err)
+    headers = err.http_response_headers
+    return SwiftError(
+        name,
+        reason,
+        err.http_status,
+        kind,
+        protocol.failed_object(headers),
+        protocol.failed_parameter(headers),
+        protocol.failed_detail(headers),
+    )
 
 
 def _text(body):
@@ -198,16 +219,7 @@ class Swift:
         try:
             return getattr(self.conn, method)(*args, **kwargs)
         except ClientException as err:
-            kind, reason = reason_of(err)
-            raise SwiftError(
-                name,
-                reason,
-                err.http_status,
-                kind,
-                protocol.failed_object(err.http_response_headers),
-                protocol.failed_parameter(err.http_response_headers),
-                protocol.failed_detail(err.http_response_headers),
-            ) from None
+            raise _swift_error(name, err) from None
         except OSError as err:
             raise SwiftError(name, "cannot reach Swift: %s" % err) from None
 
@@ -297,15 +309,38 @@ class Swift:
         return declared
 
     def storlet_get(
-        self, container, name, storlet, params=None, extra_resources=None, headers=None, **kwargs
+        self,
+        container,
+        name,
+        storlet,
+        params=None,
+        extra_resources=None,
+        headers=None,
+        body=None,
+        **kwargs,
     ):
         """``GET`` of the storlet's output over ``container/name``:
-        (headers, body); ``kwargs`` go to swiftclient's ``get_object``."""
+        (headers, body); ``kwargs`` go to swiftclient's ``get_object``.
+
+        ``body`` (bytes), when given, is the storlet's second input, before
+        ``extra_resources``: the request's body, which the cluster must take
+        (:attr:`Limits.body_input`)."""
         request = dict(headers or {})
         request.update(storlet_headers(storlet, params, extra_resources))
-        return self.call(
-            "%s/%s" % (container, name), "get_object", container, name, headers=request, **kwargs
+        label = "%s/%s" % (container, name)
+        if body is None:
+            return self.call(label, "get_object", container, name, headers=request, **kwargs)
+        if kwargs:
+            raise TypeError("storlet_get with a body takes no %s" % ", ".join(sorted(kwargs)))
+        request[protocol.BODY_INPUT_HEADER] = "true"
+        # Not sent again after a broken connection: the storlet may have
+        # run already.
+        resp, answer = self._request(
+            label, "GET", [container, name], body, request, retry_broken=False
         )
+        if not 200 <= resp.status < 300:
+            raise _swift_error(label, ClientException.from_response(resp, "storlet GET", answer))
+        return dict(resp_header_dict(resp)), answer
 
     def storlet_copy(
         self,
@@ -369,25 +404,41 @@ class Swift:
         request[protocol.EXTRACT_HEADER] = mode
         request["X-Copy-From"] = quote("/%s/%s" % (container, name))
         # swiftclient's put_object drops the response body, which holds the
-        # answer: the request goes through this thread's connection as is,
-        # retried as swiftclient retries (an expired token: authenticate
-        # again; a connection refused or reset) but never after a timeout,
-        # which a storlet past its time would pay twice.
+        # answer.
+        resp, body = self._request(
+            label, "PUT", [dest_container] + ([dest_prefix] if dest_prefix else []), b"", request
+        )
+        if not 200 <= resp.status < 300:
+            kind, reason = reason_of(ClientException.from_response(resp, "extraction", body))
+            raise SwiftError(label, reason, resp.status, kind)
+        try:
+            return json.loads(body.decode("utf-8", "replace").strip())
+        except ValueError:
+            return {"Response Status": "unreadable answer %r" % body[:200], "Errors": []}
+
+    def _request(self, label, method, names, body, headers, retry_broken=True):
+        """``method`` on the account's ``names`` (container, and object)
+        with ``body``, through this thread's connection as is: (response,
+        its body).
+
+        For what swiftclient's calls do not send or return.  Retried as
+        swiftclient retries (an expired token: authenticate again; a
+        connection refused or reset, unless not ``retry_broken``) but never
+        after a timeout, which a storlet past its time would pay twice.
+        """
         conn = self.conn
         attempts = 1 + max(0, int(getattr(conn, "retries", 0) or 0))
         for attempt in range(1, attempts + 1):
             if not conn.url or not conn.token:
                 conn.url, conn.token = conn.get_auth()
             parsed, http = conn.http_connection()
-            path = "/".join(
-                [parsed.path, quote(dest_container)] + ([quote(dest_prefix)] if dest_prefix else [])
-            )
+            path = "/".join([parsed.path] + [quote(n) for n in names])
             try:
-                http.request("PUT", path, b"", dict(request, **{"X-Auth-Token": conn.token}))
+                http.request(method, path, body, dict(headers, **{"X-Auth-Token": conn.token}))
                 resp = http.getresponse()
-                body = resp.read()
+                answer = resp.read()
             except (ConnectionError, requests.exceptions.ConnectionError) as err:
-                if attempt == attempts:
+                if attempt == attempts or not retry_broken:
                     raise SwiftError(label, "cannot reach Swift: %s" % err) from None
                 time.sleep(min(2 ** (attempt - 1), 8))
                 continue
@@ -398,14 +449,8 @@ class Swift:
             if resp.status == 401 and attempt < attempts:
                 conn.token = None
                 continue
-            break
-        if not 200 <= resp.status < 300:
-            kind, reason = reason_of(ClientException.from_response(resp, "extraction", body))
-            raise SwiftError(label, reason, resp.status, kind)
-        try:
-            return json.loads(body.decode("utf-8", "replace").strip())
-        except ValueError:
-            return {"Response Status": "unreadable answer %r" % body[:200], "Errors": []}
+            return resp, answer
+        return resp, answer
 
     def parallel(self, fn, items, concurrency):
         """``[fn(item) for item in items]``, ``concurrency`` at a time (each

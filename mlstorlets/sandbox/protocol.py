@@ -436,6 +436,21 @@ EXTRACT_TAR = "tar"
 EXTRACT_MANY = "many"
 
 
+# -- the request body as an input -------------------------------------------
+# A GET with X-Run-Storlet and BODY_INPUT_HEADER: true gives the storlet its
+# request body as its second input, before the extra resources, streamed
+# from the client (mlstorlets.server.middleware.body_input): a caller's own
+# data (a model's state) reaches the storlet without being stored.  The
+# proxy publishes the largest body it takes in /info (INFO_KEY), under
+# MAX_BODY_INPUT_KEY; a cluster that publishes none takes none.
+BODY_INPUT_HEADER = "X-Mlstorlets-Body-Input"
+MAX_BODY_INPUT_KEY = "max_body_input_bytes"
+DEFAULT_MAX_BODY_INPUT = 128 << 20
+# On an answer made on an object server (with the extra resources it holds,
+# mlstorlets.server.middleware.local_resources): where the storlet ran.
+RAN_ON_HEADER = "X-Mlstorlets-Ran-On"
+RAN_ON_OBJECT_SERVER = "object-server"
+
 # -- errors ----------------------------------------------------------------
 # Output metadata the sandbox's agent sets, in place of a storlet's, when the
 # storlet raised: ``<exception type>: <message>`` (:func:`one_line`).  The

@@ -88,6 +88,10 @@ OUR_FILTERS = {
     ENABLE_FILTER: "mlstorlets.server.middleware.storlet_enable:filter_factory",
     ORIGIN_FILTER: "mlstorlets.server.middleware.storlet_origin:filter_factory",
 }
+# Upstream's storlet_handler filter, which also takes a request body as a
+# storlet input and runs extra resources where they are
+# (mlstorlets.server.middleware.storlet_handler).
+HANDLER_FACTORY = "mlstorlets.server.middleware.storlet_handler:filter_factory"
 # Seconds a storlet object's metadata is kept in memcache (0: not at all).
 STORLET_CACHE_TIME = "10"
 
@@ -357,7 +361,7 @@ def plan_configure(
 
     pipeline = _edit_pipeline(conf, server_conf, role).split()
     handler = {
-        "use": "egg:storlets#storlet_handler",
+        "paste.filter_factory": HANDLER_FACTORY,
         "execution_server": role,
         "storlet_gateway_module": gateway,
         "storlet_gateway_conf": gateway_conf,

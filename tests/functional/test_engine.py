@@ -96,13 +96,17 @@ def test_copy_with_destination(conn, container, source):
     assert headers[META + "probe-inputs"] == "1"
 
 
-def test_extra_resources_give_several_inputs_on_the_proxy(conn, container, source):
+def test_extra_resources_give_several_inputs(conn, container, source):
     conn.put_object(container, "second.txt", b" and more")
-    headers, body = run(
-        conn, container, source, {"X-Storlet-Extra-Resources": "/%s/second.txt" % container}
-    )
+    resources = {"X-Storlet-Extra-Resources": "/%s/second.txt" % container}
+    # On an object server, which holds both (3 replicas on 3 nodes).
+    headers, body = run(conn, container, source, resources)
     assert body == b"hello storlets and more"
     assert headers[META + "probe-inputs"] == "2"
+    assert headers[META + "probe-host"].startswith("object-server-")
+    # Or on the proxy, when asked.
+    headers, body = run(conn, container, source, dict(resources, **{"X-Storlet-Run-On-Proxy": ""}))
+    assert body == b"hello storlets and more"
     assert headers[META + "probe-host"] == "proxy"
 
 

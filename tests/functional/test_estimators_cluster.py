@@ -8,6 +8,7 @@ temporary object), and must equal local ``partial_fit`` over the same
 mini-batches to 1e-12.
 """
 
+import dataclasses
 import io
 import pickle
 import re
@@ -40,6 +41,8 @@ from mlstorlets.client.incremental import (
 )
 from mlstorlets.client.incremental.transport import STATE_PREFIX, calls_for
 from mlstorlets.client.stores.registry import Stores
+from mlstorlets.client.swift import Swift
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 from mlstorlets.sandbox.incremental import state
 
@@ -131,6 +134,53 @@ def test_a_small_state_runs_on_the_object_server_a_big_one_on_the_proxy(conn, co
     )
     # the first state, unfitted, is small
     assert big.placements[1:] == ["proxy"] * 2
+
+
+class Recorded:
+    """Swift's calls through a runner's gateway, by method name (a GET
+    with a body as ``get_with_body``)."""
+
+    def __init__(self, swift):
+        self.methods = []
+        call, request = swift.call, swift._request
+
+        def recorded_call(name, method, *args, **kwargs):
+            self.methods.append(method)
+            return call(name, method, *args, **kwargs)
+
+        def recorded_request(label, method, names, body, *args, **kwargs):
+            self.methods.append("%s_with_body" % method.lower() if body else method.lower())
+            return request(label, method, names, body, *args, **kwargs)
+
+        swift.call, swift._request = recorded_call, recorded_request
+
+
+def test_a_state_over_the_parameters_rides_in_the_body_with_no_object(conn, container):
+    uris = upload(conn, container, make_parts(3), prefix="cls/")
+
+    def fit(body_input):
+        mlp = MLPClassifier(hidden_layer_sizes=(64, 64), batch_size=8, random_state=0)
+        swift = Swift(conn)
+        swift._limits = dataclasses.replace(swift.limits(), body_input=body_input)
+        recorded = Recorded(swift)
+        for classes in ([0, 1, 2], None):
+            mlp.remote_partial_fit(uris, classes=classes, connection=swift, objects_per_call=1)
+        return mlp, recorded.methods
+
+    in_body, methods = fit(protocol.DEFAULT_MAX_BODY_INPUT)
+    assert len(state.dumps(in_body)) > Swift(conn).limits().datagram
+    # The first call's state, unfitted, is in the parameters; every later
+    # one is over them, and is sent in the request, never stored.
+    assert methods.count("get_object") == 1 and methods.count("get_with_body") == 5
+    assert "put_object" not in methods and "delete_object" not in methods
+    # A cluster that takes no body gets a temporary object per call: the
+    # same model.
+    in_objects, methods = fit(0)
+    assert methods.count("put_object") == methods.count("delete_object") == 5
+    assert "get_with_body" not in methods
+    assert max_difference(in_body.to_sklearn(), in_objects.to_sklearn()) == 0
+    names = [e["name"] for e in conn.get_container(container, full_listing=True)[1]]
+    assert not [n for n in names if n.startswith(STATE_PREFIX)]
 
 
 @pytest.mark.parametrize("kind", sorted(ESTIMATORS))

@@ -75,3 +75,29 @@ def test_the_grants_referrer_opens_nothing_by_itself(cluster, conn, container, c
         with pytest.raises(ClientException) as err:
             swift.get_object(url, token, container, "x.txt", headers={"Referer": referer})
         assert err.value.http_status in (401, 403)
+
+
+def test_a_grant_to_run_a_storlet_is_not_a_grant_to_feed_it(conn, container, shared):
+    # Reading an object only through a storlet gives that storlet's output
+    # over the owner's data, not a say in its inputs.
+    grant(conn, container, "other:admin")
+    url, token = shared
+    with pytest.raises(ClientException) as err:
+        swift.get_object(
+            url,
+            token,
+            container,
+            "x.txt",
+            headers={
+                "X-Run-Storlet": PROBE,
+                "X-Mlstorlets-Body-Input": "true",
+                "Content-Length": "0",
+            },
+        )
+    assert err.value.http_status == 403
+    assert b"needs the right to read the object" in err.value.http_response_content
+    # The owner may.
+    _, body = conn.get_object(
+        container, "x.txt", headers={"X-Run-Storlet": PROBE, "X-Mlstorlets-Body-Input": "true"}
+    )
+    assert body == b"data of mlstorlets"

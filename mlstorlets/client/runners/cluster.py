@@ -2,9 +2,11 @@
 
 A call over several objects (:meth:`ClusterRunner.invoke`) is a ``GET`` of
 the first whose ``X-Storlet-Extra-Resources`` names the others, so the
-storlet reads them in order with its state in memory; storlets runs such a
-request on the proxy: the data moves from object servers to the proxy,
-inside the cluster, never to the client.  :meth:`ClusterRunner.plan`
+storlet reads them in order with its state in memory.  It runs on an object
+server of the first when that server holds them all, reading their files
+(:mod:`mlstorlets.server.middleware.local_resources`), else on the proxy:
+the data moves from object servers to the proxy, inside the cluster, never
+to the client.  :meth:`ClusterRunner.plan`
 splits a pass into such calls, bounded by the engine's 4 KiB SBus datagram
 (each input's user metadata and all the parameters are in it, see
 :mod:`mlstorlets.client.runners.budget`), by the header line and by the bytes
@@ -15,9 +17,12 @@ A *payload* (an estimator's state, the classes of a first call, a group's
 object list: :func:`mlstorlets.sandbox.incremental.state.pack`) rides in
 the parameters (:func:`mlstorlets.sandbox.protocol.state_parameters`) when
 the datagram has room; a call of one object then runs on an object server
-holding it.  Otherwise it is PUT as ``<container>/.mlstorlets-state/<id>``,
-named first among the extra resources (the call then runs on the proxy)
-and deleted whatever happens.
+holding it.  Otherwise it is the request's body, which the proxy gives the
+storlet as its second input (:mod:`mlstorlets.server.middleware.body_input`;
+the call then runs on the proxy).  Only a payload over what the cluster
+takes as a body (or a cluster that takes none) is PUT as
+``<container>/.mlstorlets-state/<id>``, named first among the extra
+resources and deleted whatever happens.
 """
 
 import contextlib
@@ -36,8 +41,8 @@ from mlstorlets.sandbox import protocol
 
 #: Where temporary payloads go, in the container of the call's first object.
 STATE_PREFIX = protocol.INTERNAL_PREFIX + "-state/"
-#: The parameter value that tells a storlet its payload is its first extra
-#: resource (:data:`mlstorlets.sandbox.incremental.training.RESOURCE`).
+#: The parameter value that tells a storlet its payload is its second input
+#: (:data:`mlstorlets.sandbox.incremental.training.RESOURCE`).
 PAYLOAD_RESOURCE = "resource"
 # Datagram bytes assumed for an object whose metadata was not read (a
 # single-object call does not HEAD it): a few short metadata items.
@@ -214,7 +219,11 @@ class ClusterRunner:
 
     def _get(self, storlet, uris, params, payload, extras, placement):
         container, obj = parse_uri(uris[0])
-        temp = None if payload is None else STATE_PREFIX + uuid.uuid4().hex
+        body = payload is not None and len(payload) <= self.swift.limits().body_input
+        # The payload is the storlet's second input: the request's body
+        # where the cluster takes one that long, else an object of its own
+        # for the call.
+        temp = None if payload is None or body else STATE_PREFIX + uuid.uuid4().hex
         extra = [] if temp is None else ["/%s/%s" % (container, temp)]
         extra += ["/%s/%s" % parse_uri(uri) for uri in uris[1:]] + extras
         with contextlib.ExitStack() as stack:
@@ -235,13 +244,18 @@ class ClusterRunner:
                         payload,
                         content_type="application/octet-stream",
                     )
-                headers, body = self.swift.storlet_get(
-                    container, obj, storlet, params, extra_resources=extra or None
+                headers, output = self.swift.storlet_get(
+                    container,
+                    obj,
+                    storlet,
+                    params,
+                    extra_resources=extra or None,
+                    body=payload if body else None,
                 )
             except SwiftError as err:
                 raise _refusal(storlet, uris, err) from None
-        self.placements.append(placement)
-        return user_metadata(headers), body
+        self.placements.append(_placement(headers, placement))
+        return user_metadata(headers), output
 
     @contextlib.contextmanager
     def staged(self, payload, params, sources):
@@ -309,7 +323,7 @@ class ClusterRunner:
         dest_container, dest_obj = parse_uri(self.locate(dest))
         headers = {protocol.OBJECT_META + k: v for k, v in (metadata or {}).items()}
         try:
-            self.swift.storlet_copy(
+            headers = self.swift.storlet_copy(
                 container,
                 obj,
                 dest_container,
@@ -322,7 +336,7 @@ class ClusterRunner:
             )
         except SwiftError as err:
             raise _refusal(storlet, uris, err) from None
-        self.placements.append("proxy" if len(uris) > 1 else "object-server")
+        self.placements.append(_placement(headers, "proxy" if len(uris) > 1 else "object-server"))
 
     def extract_limit(self):
         """Most objects one :meth:`extract` may write: the cluster's bulk
@@ -425,6 +439,13 @@ class ClusterRunner:
             up_to_date,
             dry_run,
         )
+
+
+def _placement(headers, guess):
+    """Where a call ran: an object server when its answer says so (one
+    with extra resources it held), else ``guess``."""
+    ran_on = {k.lower(): v for k, v in headers.items()}.get(protocol.RAN_ON_HEADER.lower())
+    return "object-server" if ran_on == protocol.RAN_ON_OBJECT_SERVER else guess
 
 
 def _refusal(storlet, uris, err):

@@ -28,7 +28,8 @@ Inputs.  The first file is the first data object.  The *payload* (state,
 classes of a first call, one object's sample weights, a group's object
 list: see :func:`~mlstorlets.sandbox.incremental.state.pack`) comes either
 in parameters (:func:`mlstorlets.sandbox.protocol.state_parameters`) or,
-with ``payload=resource``, as the second input file (an extra resource),
+with ``payload=resource``, as the second input file (the request's body,
+or an extra resource),
 the data objects being the first and the third onwards.  Without a job the
 object is named by parameter ``name`` (or ``source``) and weighted by
 ``object_weight``; a job ``[[name, weight, bytes], ...]`` names each data
@@ -147,7 +148,7 @@ def read_inputs(in_files, params):
     -------
     inputs : list of Input
     payload : mlstorlets.sandbox.incremental.state.Payload
-    via : {'parameters', 'extra-resource', None}
+    via : {'parameters', 'input', None}
     """
     name = params.get("name") or params.get("source") or "object"
     limit = int_param(
@@ -158,7 +159,7 @@ def read_inputs(in_files, params):
     if params.get("payload") == RESOURCE:
         if len(files) < 2:
             raise ObjectError(name, "payload=resource but no payload input")
-        blob, via = _read_bounded(files.pop(1), limit, name), "extra-resource"
+        blob, via = _read_bounded(files.pop(1), limit, name), "input"
     else:
         try:
             blob = protocol.read_state_parameters(params, limit)

@@ -147,7 +147,25 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         recover,
         datagram_limit=protocol.SBUS_DATAGRAM_LIMIT,
     ):
-        super().__init__(srequest, storlet_pipe_path, storlet_logger_path, timeout, logger)
+        # Upstream refuses an extra input given as a file; an object server
+        # gives the objects it holds so (mlstorlets.server.middleware.
+        # local_resources): the storlet reads them as it reads the
+        # request's object, with no pipe and no writer.
+        extras, srequest.extra_data_list = srequest.extra_data_list, []
+        try:
+            super().__init__(srequest, storlet_pipe_path, storlet_logger_path, timeout, logger)
+        finally:
+            srequest.extra_data_list = extras
+        self.extra_data_sources = [
+            {
+                "read_fd": source.data_fd if source.has_fd else None,
+                "write_fd": None,
+                "user_metadata": source.user_metadata,
+                "data_iter": None if source.has_fd else source.data_iter,
+                "file": source.has_fd,
+            }
+            for source in extras
+        ]
         # Not upstream's file shared by every invocation of the storlet.
         if getattr(srequest, "generate_log", False):
             self.storlet_logger = InvocationLog(lifetime=timeout + cancel_timeout + LOG_WAIT)
@@ -253,7 +271,14 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         return {str_to_wsgi(k): str_to_wsgi(v) for k, v in metadata.items()}
 
     def _prepare_invocation_descriptors(self):
-        super()._prepare_invocation_descriptors()
+        # Upstream's, but a pipe only for an input that is not a file.
+        if not self.srequest.data.has_fd:
+            self._input_data_read_fd, self._input_data_write_fd = os.pipe()
+        self.data_read_fd, self.data_write_fd = os.pipe()
+        self.metadata_read_fd, self.metadata_write_fd = os.pipe()
+        for source in self.extra_data_sources:
+            if not source["file"]:
+                source["read_fd"], source["write_fd"] = os.pipe()
         # The pipes that carry data, in the order they matter: the output,
         # the request's object, then the other inputs as the storlet reads
         # them (an object server hands its own object's file itself).
@@ -262,7 +287,17 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             + [source["write_fd"] for source in self.extra_data_sources]
         )
 
+    def _close_remote_side_descriptors(self):
+        # Upstream's, but a file input is its server's to close.
+        fds = [self.data_write_fd, self.metadata_write_fd, self._input_data_read_fd]
+        fds += [s["read_fd"] for s in self.extra_data_sources if not s["file"]]
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
     def _wait_for_write_with_timeout(self, fd):
+        if fd is None:
+            return  # a file input: nothing to write (see _write_input_data)
         super()._wait_for_write_with_timeout(fd)
         # Upstream starts the input's writer right after this wait.
         self._fed.add(fd)
@@ -279,6 +314,10 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         failed, the storlet stalled past its time) is recorded, so that
         the output fails instead of ending as if it were complete.
         """
+        if fd is None:
+            # A file input, which upstream's loop over the inputs starts a
+            # writer for as for any other: the storlet reads it itself.
+            return
         writer = eventlet.getcurrent()
         self._writers.add(writer)
         try:

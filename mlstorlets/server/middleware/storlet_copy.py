@@ -416,6 +416,8 @@ class StorletCopyMiddleware(object):
             )(req.environ, start_response)
         put_resp.headers["X-Copied-From"] = _object_name(source)
         put_resp.headers["X-Storlet-Executed"] = storlet
+        if protocol.RAN_ON_HEADER in resp.headers:
+            put_resp.headers[protocol.RAN_ON_HEADER] = resp.headers[protocol.RAN_ON_HEADER]
         put_resp.headers.update(_log_headers(resp.headers))
         return put_resp(req.environ, start_response)
 

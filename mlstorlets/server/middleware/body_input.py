@@ -1,0 +1,199 @@
+"""The request body as a storlet input.
+
+A storlet's inputs are objects: the one a request names, and those that
+``X-Storlet-Extra-Resources`` adds.  A caller whose input is its own (a
+model's state, which ``remote_fit`` sends with every call) had to store it
+as an object first and delete it after: two more requests per call, and an
+object that outlives a client killed between them.
+
+With ``X-Mlstorlets-Body-Input: true``
+(:data:`mlstorlets.sandbox.protocol.BODY_INPUT_HEADER`) on a ``GET`` with
+``X-Run-Storlet`` of an object, the request's body is the storlet's second
+input, after the object and before the extra resources; nothing of it is
+stored.  The storlet runs on the proxy, which holds the body.
+
+* The body must declare its length (none is an empty body): ``411`` for a
+  chunked one, ``413`` over ``max_body_input_bytes`` (default 128 MiB,
+  published in /info under :data:`~mlstorlets.sandbox.protocol.INFO_KEY`),
+  ``400`` for the header on anything but a storlet GET of an object.  The
+  object server's GET is sent without it.
+* The proxy reads the whole body once the object's GET has succeeded, into
+  an unlinked temporary file (in the proxy's temporary directory), and
+  hands the storlet that file, opened read-only.  No one reads the
+  client's connection while the storlet runs, so the connection is whole
+  for its next request whatever the storlet does.  A body that ends short
+  is ``400``, one not sent within Swift's ``client_timeout`` ``408``, and
+  the storlet does not run.
+* A caller allowed to read the object only through the storlet (the
+  storlet ACL, upstream's retry with its referer) may not add an input of
+  its own: ``403``.
+"""
+
+import os
+import tempfile
+
+from storlets.gateway.common.stob import StorletData
+from storlets.swift_middleware.handlers import StorletProxyHandler
+from storlets.swift_middleware.handlers.base import NotStorletRequest
+from storlets.swift_middleware.handlers.proxy import REFERER_PREFIX
+from swift.common.swob import (
+    HTTPBadRequest,
+    HTTPClientDisconnect,
+    HTTPException,
+    HTTPForbidden,
+    HTTPLengthRequired,
+    HTTPRequestEntityTooLarge,
+    HTTPRequestTimeout,
+    WsgiBytesIO,
+)
+from swift.common.utils import close_if_possible, config_true_value
+
+from mlstorlets.sandbox import protocol
+
+# Bytes read from the client at a time.
+CHUNK_BYTES = 256 << 10
+
+
+def body_chunks(body, length, chunk_bytes=CHUNK_BYTES):
+    """The ``length`` bytes of the request body ``body`` (a file), in
+    chunks; a body ending short raises ValueError."""
+    left = length
+    while left:
+        chunk = body.read(min(left, chunk_bytes))
+        if not chunk:
+            raise ValueError(
+                "the request body ended after %d of its %d bytes" % (length - left, length)
+            )
+        left -= len(chunk)
+        yield chunk
+
+
+def check_body(request, limit):
+    """Refuse a request that asks for its body as an input and may not
+    have it: ``400`` for another request, ``411`` for a body without a
+    length, ``413`` for one over ``limit`` bytes (nothing read)."""
+    if request.method != "GET" or "X-Run-Storlet" not in request.headers:
+        raise HTTPBadRequest(
+            body=("%s is for a GET with X-Run-Storlet\n" % protocol.BODY_INPUT_HEADER).encode(),
+            request=request,
+        )
+    if "Transfer-Encoding" in request.headers:
+        raise HTTPLengthRequired(
+            body=b"a request body given as an input must declare its length\n", request=request
+        )
+    length = request.content_length or 0
+    if length > limit:
+        raise HTTPRequestEntityTooLarge(
+            body=(
+                "a request body given as an input is at most %d bytes, not %d\n" % (limit, length)
+            ).encode(),
+            request=request,
+        )
+
+
+def take_body(request):
+    """Detach the body from ``request``, so that the object's GET is sent
+    without it; returns (file, length)."""
+    # Without Content-Length (or Transfer-Encoding), HTTP's request has no
+    # body.
+    length = request.content_length or 0
+    body = request.environ["wsgi.input"]
+    request.environ["wsgi.input"] = WsgiBytesIO(b"")
+    request.headers.pop("Content-Length", None)
+    return body, length
+
+
+def spool(body, length, request):
+    """A read-only descriptor of an unlinked temporary file holding the
+    ``length`` bytes of ``body``, read now.
+
+    Raises
+    ------
+    swift.common.swob.HTTPException
+        ``400`` for a body that ended short, ``408`` for one that stalled,
+        ``499`` for a client gone.
+    """
+    with tempfile.TemporaryFile() as spooled:
+        try:
+            for chunk in body_chunks(body, length):
+                spooled.write(chunk)
+        except ValueError as err:
+            raise HTTPBadRequest(body=("%s\n" % err).encode(), request=request)
+        except TimeoutError:
+            raise HTTPRequestTimeout(request=request)
+        except OSError:
+            raise HTTPClientDisconnect(request=request)
+        spooled.flush()
+        # A descriptor of its own, read-only: the storlet gets a copy of it,
+        # and may not write to the proxy's disk through it.
+        return os.open("/proc/self/fd/%d" % spooled.fileno(), os.O_RDONLY | os.O_CLOEXEC)
+
+
+class BodyInputProxyHandler(StorletProxyHandler):
+    """Upstream's proxy handler, with the request body as an input when the
+    request asks for it."""
+
+    max_body_input = protocol.DEFAULT_MAX_BODY_INPUT
+
+    def __init__(self, request, conf, gateway_conf, app, logger):
+        self.body_wanted = config_true_value(request.headers.get(protocol.BODY_INPUT_HEADER))
+        self.body_input = None
+        self.body_fd = None
+        if self.body_wanted:
+            check_body(request, self.max_body_input)
+            # Read by the object server too, which then leaves the storlet
+            # to the proxy.
+            request.headers["X-Storlet-Run-On-Proxy"] = ""
+        try:
+            super().__init__(request, conf, gateway_conf, app, logger)
+        except NotStorletRequest:
+            if self.body_wanted:
+                raise HTTPBadRequest(
+                    body=b"a request body is an input of a storlet run on an object\n",
+                    request=request,
+                )
+            raise
+        if self.body_wanted:
+            if not self.obj:
+                raise HTTPBadRequest(
+                    body=b"a request body is an input of a storlet run on an object\n",
+                    request=request,
+                )
+            self.body_input = take_body(request)
+
+    def _parse_extra_resources(self):
+        resources = super()._parse_extra_resources()
+        if self.body_wanted and len(resources) + 2 > protocol.MAX_INPUTS:
+            raise HTTPBadRequest(
+                body=(
+                    "at most %d extra resources with a request body as an input\n"
+                    % (protocol.MAX_INPUTS - 2)
+                ).encode(),
+                request=self.request,
+            )
+        return resources
+
+    def apply_storlet(self, resp):
+        if self.body_input is None:
+            return super().apply_storlet(resp)
+        try:
+            if (self.request.referer or "").startswith("//%s." % REFERER_PREFIX):
+                raise HTTPForbidden(
+                    body=b"a request body as an input needs the right to read the object\n",
+                    request=self.request,
+                )
+            self.body_fd = spool(*self.body_input, self.request)
+        except HTTPException:
+            close_if_possible(resp.app_iter)
+            raise
+        try:
+            return super().apply_storlet(resp)
+        finally:
+            # The sandbox has its own descriptor of it by now.
+            os.close(self.body_fd)
+
+    def _build_storlet_request(self, req, sheaders, sbody_iter):
+        sreq = super()._build_storlet_request(req, sheaders, sbody_iter)
+        if self.body_fd is not None:
+            sreq.extra_data_list.insert(0, StorletData({}, data_fd=self.body_fd))
+        return sreq

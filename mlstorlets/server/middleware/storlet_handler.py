@@ -1,0 +1,76 @@
+"""Upstream's ``storlet_handler`` filter, with the project's handlers.
+
+In a proxy, the handler also takes a GET's body as an input
+(:mod:`mlstorlets.server.middleware.body_input`) and sends an invocation
+with extra resources to an object server that holds them
+(:mod:`mlstorlets.server.middleware.local_resources`); in an object server,
+it gives the storlet those resources' files.  Everything else is
+upstream's.
+
+Options (``[filter:storlet_handler]``), besides upstream's:
+``max_body_input_bytes`` (proxy; default 128 MiB, published in /info) and
+``extra_resources_on_object_server`` (proxy; default true).  An object
+server reads its own ``bind_ip``, ``bind_port`` and ``swift_dir``.
+"""
+
+from storlets.swift_middleware import storlet_handler
+from swift.common.registry import register_swift_info
+from swift.common.utils import config_true_value, whataremyips
+
+from mlstorlets.sandbox import protocol
+from mlstorlets.server.middleware.body_input import BodyInputProxyHandler
+from mlstorlets.server.middleware.local_resources import (
+    LocalResourcesObjectHandler,
+    LocalResourcesProxyHandler,
+)
+
+# Swift's default object server port.
+DEFAULT_OBJECT_PORT = 6200
+
+
+class ProxyHandler(BodyInputProxyHandler, LocalResourcesProxyHandler):
+    pass
+
+
+class ObjectHandler(LocalResourcesObjectHandler):
+    pass
+
+
+def handler_for(conf):
+    """The handler class of a server whose filter options are ``conf``."""
+    if conf.get("execution_server") == "proxy":
+        limit = int(conf.get("max_body_input_bytes", protocol.DEFAULT_MAX_BODY_INPUT))
+        if limit < 0:
+            raise ValueError("max_body_input_bytes must be at least 0, not %d" % limit)
+        on_object_server = config_true_value(conf.get("extra_resources_on_object_server", "true"))
+        return type(
+            "ProxyHandler",
+            (ProxyHandler,),
+            {"max_body_input": limit, "on_object_server": on_object_server},
+        )
+    return type(
+        "ObjectHandler",
+        (ObjectHandler,),
+        {
+            "my_ips": tuple(whataremyips(conf.get("bind_ip"))),
+            "my_port": int(conf.get("bind_port", DEFAULT_OBJECT_PORT)),
+            "swift_dir": conf.get("swift_dir", "/etc/swift"),
+        },
+    )
+
+
+def filter_factory(global_conf, **local_conf):
+    conf = dict(global_conf, **local_conf)
+    make_filter = storlet_handler.filter_factory(global_conf, **local_conf)
+    handler = handler_for(conf)
+    if conf.get("execution_server") == "proxy":
+        register_swift_info(
+            protocol.INFO_KEY, **{protocol.MAX_BODY_INPUT_KEY: handler.max_body_input}
+        )
+
+    def storlet_handler_filter(app):
+        middleware = make_filter(app)
+        middleware.handler_class = handler
+        return middleware
+
+    return storlet_handler_filter

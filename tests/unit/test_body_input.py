@@ -1,0 +1,89 @@
+"""The request body as a storlet input: what the proxy takes, and how it
+reads it (the cluster's side is tests/functional/test_body_input.py)."""
+
+import io
+import os
+
+import pytest
+from swift.common.swob import HTTPException, Request
+
+from mlstorlets.server.middleware.body_input import body_chunks, check_body, spool, take_body
+
+
+def storlet_get(body=b"", **headers):
+    headers.setdefault("X-Run-Storlet", "probe.py")
+    return Request.blank("/v1/AUTH_a/c/o", headers=headers, body=body)
+
+
+def test_the_body_is_taken_from_the_request_whole_and_in_chunks():
+    req = storlet_get(b"0123456789")
+    check_body(req, 10)
+    body, length = take_body(req)
+    assert length == 10 and "Content-Length" not in req.headers
+    # The object's GET goes on without it.
+    assert req.environ["wsgi.input"].read() == b""
+    assert list(body_chunks(body, length, chunk_bytes=4)) == [b"0123", b"4567", b"89"]
+
+
+def test_no_length_is_an_empty_body():
+    req = Request.blank("/v1/AUTH_a/c/o", headers={"X-Run-Storlet": "probe.py"})
+    check_body(req, 10)
+    body, length = take_body(req)
+    assert length == 0 and list(body_chunks(body, length)) == []
+
+
+@pytest.mark.parametrize(
+    "make, status",
+    [
+        (lambda: storlet_get(b"x" * 11), 413),
+        (lambda: storlet_get(**{"Transfer-Encoding": "chunked"}), 411),
+        (lambda: Request.blank("/v1/AUTH_a/c/o", body=b"x"), 400),
+        (lambda: Request.blank("/v1/AUTH_a/c/o", body=b"x", method="PUT"), 400),
+    ],
+    ids=["over-the-limit", "chunked", "no-storlet", "put"],
+)
+def test_a_body_the_proxy_does_not_take_is_refused_unread(make, status):
+    req = make()
+    with pytest.raises(HTTPException) as err:
+        check_body(req, 10)
+    assert err.value.status_int == status
+    assert req.environ["wsgi.input"].tell() == 0
+
+
+def test_a_body_ending_short_raises_after_what_it_had():
+    chunks = body_chunks(io.BytesIO(b"abcdef"), 10, chunk_bytes=4)
+    assert next(chunks) == b"abcd"
+    assert next(chunks) == b"ef"
+    with pytest.raises(ValueError, match="ended after 6 of its 10 bytes"):
+        next(chunks)
+
+
+def test_the_spooled_body_is_a_read_only_file_of_its_own():
+    fd = spool(io.BytesIO(b"state" * 100000), 500000, Request.blank("/"))
+    try:
+        assert os.read(fd, 10) == b"statestate"
+        assert os.fstat(fd).st_size == 500000
+        assert os.fstat(fd).st_nlink == 0
+        # What the storlet gets a copy of: not a way to write to the disk.
+        with pytest.raises(OSError):
+            os.write(fd, b"x")
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "failure, status",
+    [(None, 400), (TimeoutError("timed out"), 408), (ConnectionResetError(), 499)],
+    ids=["short", "stalled", "gone"],
+)
+def test_a_body_that_cannot_be_read_whole_is_an_error_of_the_clients(failure, status):
+    class Body(io.BytesIO):
+        def read(self, size=-1):
+            chunk = super().read(size)
+            if not chunk and failure is not None:
+                raise failure
+            return chunk
+
+    with pytest.raises(HTTPException) as err:
+        spool(Body(b"abc"), 10, Request.blank("/"))
+    assert err.value.status_int == status
