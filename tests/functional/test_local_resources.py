@@ -7,6 +7,7 @@ chooses those files.
 
 import glob
 import os
+import urllib.parse
 
 import pytest
 from swift.obj.diskfile import read_metadata
@@ -113,3 +114,23 @@ def test_a_copy_with_extra_resources_runs_on_an_object_server(conn, objects):
         },
     )
     assert conn.get_object(objects, "out.txt")[1] == b"hello r2 r0"
+
+
+def test_names_are_read_as_the_client_quoted_them(conn, objects):
+    conn.put_object(objects, "café 1%.txt", b" accent")
+    headers, body = probe(conn, objects, [urllib.parse.quote("café 1%.txt")])
+    assert body == b"hello accent"
+    assert headers[RAN_ON] == protocol.RAN_ON_OBJECT_SERVER
+
+
+def test_a_symlink_runs_on_the_proxy_where_its_target_was_not_authorized(conn, objects):
+    # The proxy names the resources for the object it was asked for; the
+    # symlink's target (which may be in another account) is another.
+    conn.put_object(objects, "link", b"", headers={"X-Symlink-Target": "%s/source.txt" % objects})
+    headers = {
+        "X-Run-Storlet": PROBE,
+        "X-Storlet-Extra-Resources": "/%s/r0.txt" % objects,
+    }
+    headers, body = conn.get_object(objects, "link", headers=headers)
+    assert body == b"hello r0"
+    assert RAN_ON not in headers

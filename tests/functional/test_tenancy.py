@@ -101,3 +101,39 @@ def test_a_grant_to_run_a_storlet_is_not_a_grant_to_feed_it(conn, container, sha
         container, "x.txt", headers={"X-Run-Storlet": PROBE, "X-Mlstorlets-Body-Input": "true"}
     )
     assert body == b"data of mlstorlets"
+
+
+def test_a_resource_the_caller_may_not_read_is_refused_wherever_it_would_run(
+    conn, container, shared
+):
+    # other:admin may read the container, not the one next to it.
+    conn.post_container(container, {"X-Container-Read": "other:admin"})
+    conn.put_container(container + "-private")
+    try:
+        conn.put_object(container + "-private", "p.txt", b" private")
+        with pytest.raises(ClientException) as err:
+            as_other(
+                shared,
+                container,
+                {
+                    "X-Run-Storlet": PROBE,
+                    "X-Storlet-Extra-Resources": "/%s-private/p.txt" % container,
+                },
+            )
+        assert err.value.http_status == 422
+        assert b" private" not in (err.value.http_response_content or b"")
+        assert "p.txt could not be read: 403" in err.value.http_response_headers[
+            "X-Mlstorlets-Reason"
+        ].replace("%20", " ")
+        # The container it may read: on an object server.
+        conn.put_object(container, "y.txt", b" more")
+        headers, body = as_other(
+            shared,
+            container,
+            {"X-Run-Storlet": PROBE, "X-Storlet-Extra-Resources": "/%s/y.txt" % container},
+        )
+        assert body == b"data of mlstorlets more"
+        assert headers["x-mlstorlets-ran-on"] == "object-server"
+    finally:
+        conn.delete_object(container + "-private", "p.txt")
+        conn.delete_container(container + "-private")

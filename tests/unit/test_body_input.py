@@ -1,12 +1,14 @@
 """The request body as a storlet input: what the proxy takes, and how it
 reads it (the cluster's side is tests/functional/test_body_input.py)."""
 
+import errno
 import io
 import os
 
 import pytest
 from swift.common.swob import HTTPException, Request
 
+from mlstorlets.server.middleware import body_input
 from mlstorlets.server.middleware.body_input import body_chunks, check_body, spool, take_body
 
 
@@ -87,3 +89,15 @@ def test_a_body_that_cannot_be_read_whole_is_an_error_of_the_clients(failure, st
     with pytest.raises(HTTPException) as err:
         spool(Body(b"abc"), 10, Request.blank("/"))
     assert err.value.status_int == status
+
+
+def test_a_body_the_proxy_cannot_hold_is_its_own_failure(monkeypatch):
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(body_input.tempfile, "TemporaryFile", Full)
+    with pytest.raises(HTTPException) as err:
+        spool(io.BytesIO(b"abc"), 3, Request.blank("/"))
+    assert err.value.status_int == 503
+    assert b"cannot hold the request body: No space left on device" in err.value.body

@@ -9,10 +9,15 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.local_resources import parse_resources
 from mlstorlets.server.middleware.storlet_handler import handler_for
 
+TARGET = ["AUTH_a", "c", "o"]
 
-def test_resources_are_container_object_and_policy():
-    value = json.dumps([["c", "o/with/slashes", 0], ["ç", "ö", 2]])
-    assert parse_resources(value) == [("c", "o/with/slashes", 0), ("ç", "ö", 2)]
+
+def test_resources_are_container_object_and_policy_for_one_object():
+    value = json.dumps([TARGET, [["c", "o/with/slashes", 0], ["ç", "ö", 2]]])
+    assert parse_resources(value) == (
+        ("AUTH_a", "c", "o"),
+        [("c", "o/with/slashes", 0), ("ç", "ö", 2)],
+    )
 
 
 @pytest.mark.parametrize(
@@ -20,13 +25,17 @@ def test_resources_are_container_object_and_policy():
     [
         "[]",
         "{}",
-        '[["c", "o"]]',
-        '[["c", "", 0]]',
-        '[["c", "o", -1]]',
-        '[["c", "o", true]]',
-        '[["c", "o", "0"]]',
-        '[["c", 1, 0]]',
-        json.dumps([["c", "o", 0]] * (protocol.MAX_INPUTS + 1)),
+        json.dumps([["c", "o", 0]]),
+        json.dumps([["AUTH_a", "c"], [["c", "o", 0]]]),
+        json.dumps([TARGET, []]),
+        json.dumps([TARGET, [["c", "o"]]]),
+        json.dumps([TARGET, [["c", "", 0]]]),
+        json.dumps([TARGET, [["c", "o", -1]]]),
+        json.dumps([TARGET, [["c", "o", True]]]),
+        json.dumps([TARGET, [["c", "o", "0"]]]),
+        json.dumps([TARGET, [["c", 1, 0]]]),
+        # With the request's object, a sandbox takes MAX_INPUTS inputs.
+        json.dumps([TARGET, [["c", "o", 0]] * protocol.MAX_INPUTS]),
     ],
 )
 def test_anything_else_is_refused(value):
@@ -53,5 +62,17 @@ def test_each_server_gets_its_handler_with_its_options():
         }
     )
     assert (obj.my_ips, obj.my_port, obj.swift_dir) == (("127.0.0.1",), 6210, "/s")
+    # As Swift's replicator: the ring's address first; with a server per
+    # port, any of this host's ports.
+    obj = handler_for(
+        {
+            "execution_server": "object",
+            "ring_ip": "10.0.0.5",
+            "bind_ip": "0.0.0.0",
+            "bind_port": "6210",
+            "servers_per_port": "2",
+        }
+    )
+    assert (obj.my_ips, obj.my_port) == (("10.0.0.5",), None)
     with pytest.raises(ValueError, match="max_body_input_bytes"):
         handler_for({"execution_server": "proxy", "max_body_input_bytes": "-1"})

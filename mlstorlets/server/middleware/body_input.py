@@ -17,13 +17,14 @@ stored.  The storlet runs on the proxy, which holds the body.
   published in /info under :data:`~mlstorlets.sandbox.protocol.INFO_KEY`),
   ``400`` for the header on anything but a storlet GET of an object.  The
   object server's GET is sent without it.
-* The proxy reads the whole body once the object's GET has succeeded, into
-  an unlinked temporary file (in the proxy's temporary directory), and
-  hands the storlet that file, opened read-only.  No one reads the
-  client's connection while the storlet runs, so the connection is whole
-  for its next request whatever the storlet does.  A body that ends short
-  is ``400``, one not sent within Swift's ``client_timeout`` ``408``, and
-  the storlet does not run.
+* Once the caller's right to run the storlet is checked, and before the
+  object is read, the proxy reads the whole body into an unlinked
+  temporary file (in its temporary directory) and hands the storlet that
+  file, opened read-only.  No one reads the client's connection while the
+  storlet runs, so the connection is whole for its next request whatever
+  the storlet does.  A body that ends short is ``400``, one not sent
+  within Swift's ``client_timeout`` ``408``, one the proxy cannot hold
+  ``503``; the storlet does not run.
 * A caller allowed to read the object only through the storlet (the
   storlet ACL, upstream's retry with its referer) may not add an input of
   its own: ``403``.
@@ -39,14 +40,14 @@ from storlets.swift_middleware.handlers.proxy import REFERER_PREFIX
 from swift.common.swob import (
     HTTPBadRequest,
     HTTPClientDisconnect,
-    HTTPException,
     HTTPForbidden,
     HTTPLengthRequired,
     HTTPRequestEntityTooLarge,
     HTTPRequestTimeout,
+    HTTPServiceUnavailable,
     WsgiBytesIO,
 )
-from swift.common.utils import close_if_possible, config_true_value
+from swift.common.utils import close_if_possible, config_true_value, public
 
 from mlstorlets.sandbox import protocol
 
@@ -111,22 +112,32 @@ def spool(body, length, request):
     ------
     swift.common.swob.HTTPException
         ``400`` for a body that ended short, ``408`` for one that stalled,
-        ``499`` for a client gone.
+        ``499`` for a client gone, ``503`` when the proxy cannot hold it.
     """
-    with tempfile.TemporaryFile() as spooled:
-        try:
-            for chunk in body_chunks(body, length):
+    chunks = body_chunks(body, length)
+    try:
+        with tempfile.TemporaryFile() as spooled:
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except ValueError as err:
+                    raise HTTPBadRequest(body=("%s\n" % err).encode(), request=request)
+                except TimeoutError:
+                    raise HTTPRequestTimeout(request=request)
+                except OSError:
+                    raise HTTPClientDisconnect(request=request)
+                if chunk is None:
+                    break
                 spooled.write(chunk)
-        except ValueError as err:
-            raise HTTPBadRequest(body=("%s\n" % err).encode(), request=request)
-        except TimeoutError:
-            raise HTTPRequestTimeout(request=request)
-        except OSError:
-            raise HTTPClientDisconnect(request=request)
-        spooled.flush()
-        # A descriptor of its own, read-only: the storlet gets a copy of it,
-        # and may not write to the proxy's disk through it.
-        return os.open("/proc/self/fd/%d" % spooled.fileno(), os.O_RDONLY | os.O_CLOEXEC)
+            spooled.flush()
+            # A descriptor of its own, read-only: the storlet gets a copy of
+            # it, and may not write to the proxy's disk through it.
+            return os.open("/proc/self/fd/%d" % spooled.fileno(), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise HTTPServiceUnavailable(
+            body=("the proxy cannot hold the request body: %s\n" % err.strerror).encode(),
+            request=request,
+        )
 
 
 class BodyInputProxyHandler(StorletProxyHandler):
@@ -173,24 +184,29 @@ class BodyInputProxyHandler(StorletProxyHandler):
             )
         return resources
 
-    def apply_storlet(self, resp):
+    @public
+    def GET(self):
         if self.body_input is None:
-            return super().apply_storlet(resp)
+            return super().GET()
+        # Nothing is read from a caller who may not run the storlet.
+        self.verify_access_to_storlet()
+        self.body_fd = spool(*self.body_input, self.request)
         try:
-            if (self.request.referer or "").startswith("//%s." % REFERER_PREFIX):
-                raise HTTPForbidden(
-                    body=b"a request body as an input needs the right to read the object\n",
-                    request=self.request,
-                )
-            self.body_fd = spool(*self.body_input, self.request)
-        except HTTPException:
-            close_if_possible(resp.app_iter)
-            raise
-        try:
-            return super().apply_storlet(resp)
+            return super().GET()
         finally:
             # The sandbox has its own descriptor of it by now.
             os.close(self.body_fd)
+
+    def apply_storlet(self, resp):
+        if self.body_fd is not None and (self.request.referer or "").startswith(
+            "//%s." % REFERER_PREFIX
+        ):
+            close_if_possible(resp.app_iter)
+            raise HTTPForbidden(
+                body=b"a request body as an input needs the right to read the object\n",
+                request=self.request,
+            )
+        return super().apply_storlet(resp)
 
     def _build_storlet_request(self, req, sheaders, sbody_iter):
         sreq = super()._build_storlet_request(req, sheaders, sbody_iter)

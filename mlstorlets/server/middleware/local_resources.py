@@ -16,22 +16,30 @@ request's object: the storlet reads them from disk, nothing is relayed.
   (the container's read ACL, through ``swift.authorize``).  A resource the
   caller may not read, or whose container is missing, leaves the call to
   upstream's path, which refuses it by name (``storlet_extra_resources``).
-* It sends the resources as ``[container, object, policy index]`` in
-  ``X-Backend-Storlet-Local-Resources``, always in the request's account;
-  only a storlet proxy can set it (``gatekeeper`` drops ``X-Backend-*``
-  headers from clients, ``storlet_origin`` refuses invocations that did
-  not come through one).
+* It sends, in ``X-Backend-Storlet-Local-Resources``, the request's own
+  account, container and object and each resource as ``[container,
+  object, policy index]`` (always in that account).  Only a storlet proxy
+  can set it (``gatekeeper`` drops ``X-Backend-*`` headers from clients,
+  ``storlet_origin`` refuses invocations that did not come through one),
+  and an object server uses it only on a request for that very object: a
+  symlink followed to another account carries the header there, and runs
+  upstream's way.
 * The object server finds each resource's primary devices in the object
   ring of its policy, and opens it on a device of its own (as Swift's
   replicators tell theirs: ``bind_ip`` and ``bind_port``).  If one is not
-  there (another node's, a handoff, not yet replicated, a large object or
-  a symlink), it runs nothing: it answers the request's object with
+  there (another node's, a handoff, not yet replicated, a large object, a
+  manifest or a symlink), it runs nothing: it answers the request's object with
   ``X-Backend-Storlet-Not-Local``, and the proxy runs the storlet over it
   upstream's way.
 * A request with a body as an input, ``X-Storlet-Run-On-Proxy``, an
-  ``X-Storlet-Range`` or on a proxy with ``storlet_execute_on_proxy`` runs
-  on the proxy as before; so does everything when the proxy's
-  ``extra_resources_on_object_server`` is false.
+  ``X-Storlet-Range``, more inputs than a sandbox takes, an object of an
+  erasure-coded policy (which an object server holds in fragments), or on
+  a proxy with ``storlet_execute_on_proxy`` runs on the proxy as before;
+  so does everything when the proxy's ``extra_resources_on_object_server``
+  is false.
+* The storlet reads the files as the object server stores them: Swift's
+  check of an object's MD5 on a full read (which quarantines a corrupt
+  replica) does not happen, as for the request's own object upstream.
 
 An answer made on an object server carries ``X-Mlstorlets-Ran-On:
 object-server`` (:data:`mlstorlets.sandbox.protocol.RAN_ON_HEADER`).
@@ -43,8 +51,15 @@ from storlets.gateway.common.stob import StorletData
 from storlets.swift_middleware.handlers import StorletObjectHandler, StorletProxyHandler
 from swift.common.http import is_success
 from swift.common.ring.utils import is_local_device
-from swift.common.storage_policy import POLICIES
-from swift.common.swob import HTTPBadRequest, Request, str_to_wsgi, wsgi_quote, wsgi_to_str
+from swift.common.storage_policy import POLICIES, REPL_POLICY
+from swift.common.swob import (
+    HTTPBadRequest,
+    Request,
+    str_to_wsgi,
+    wsgi_quote,
+    wsgi_to_str,
+    wsgi_unquote,
+)
 from swift.common.utils import close_if_possible, public, split_path
 from swift.common.wsgi import make_subrequest
 from swift.proxy.controllers.base import get_container_info
@@ -88,19 +103,25 @@ class LocalResourcesProxyHandler(StorletProxyHandler):
             and not self.has_run_on_proxy_header
             and not self.storlet_execute_on_proxy
             and not self.is_storlet_range_request
+            and len(self.extra_resources) < protocol.MAX_INPUTS
         )
 
     def _authorized_resources(self):
-        """The header naming the resources, or None when one of them is not
-        the caller's to read (or the header would be too long)."""
+        """The header naming the request's object and the resources, or
+        None when one of them is not the caller's to read, an object of an
+        erasure-coded policy, or the header would be too long."""
+        own = get_container_info(self.request.environ, self.app, swift_source=SOURCE)
+        if not _replicated(own):
+            return None
         resources = []
         for path in self.extra_resources:
-            _version, _account, container, obj = split_path(path, 4, 4, True)
+            # Quoted, as the client sent it: upstream's subrequest unquotes.
+            _version, _account, container, obj = split_path(wsgi_unquote(path), 4, 4, True)
             sub = make_subrequest(
-                self.request.environ, method="GET", path=wsgi_quote(path), swift_source=SOURCE
+                self.request.environ, method="GET", path=path, swift_source=SOURCE
             )
             info = get_container_info(sub.environ, self.app, swift_source=SOURCE)
-            if not is_success(info.get("status", 0)):
+            if not is_success(info.get("status", 0)) or not _replicated(info):
                 return None
             authorize = sub.environ.get("swift.authorize")
             if authorize is not None:
@@ -109,22 +130,40 @@ class LocalResourcesProxyHandler(StorletProxyHandler):
                     return None
             policy = int(info.get("storage_policy") or 0)
             resources.append([wsgi_to_str(container), wsgi_to_str(obj), policy])
-        value = json.dumps(resources, separators=(",", ":"))
+        target = [wsgi_to_str(self.account), wsgi_to_str(self.container), wsgi_to_str(self.obj)]
+        value = json.dumps([target, resources], separators=(",", ":"))
         return value if len(value) <= MAX_RESOURCES_HEADER else None
 
 
+def _replicated(container_info):
+    policy = POLICIES.get_by_index(int(container_info.get("storage_policy") or 0))
+    return policy is not None and policy.policy_type == REPL_POLICY
+
+
 def parse_resources(value):
-    """``[(container, object, policy index), ...]`` from the header's
-    value (native strings).
+    """``(account, container, object)`` of the request the header was made
+    for, and ``[(container, object, policy index), ...]``, from its value
+    (native strings).
 
     Raises
     ------
     ValueError
-        Anything but a list of at most MAX_INPUTS such triples.
+        Anything but such a target and a list of 1 to MAX_INPUTS - 1 such
+        triples.
     """
-    found = json.loads(value)
-    if not isinstance(found, list) or not 0 < len(found) <= protocol.MAX_INPUTS:
-        raise ValueError("not a list of 1 to %d resources" % protocol.MAX_INPUTS)
+    try:
+        target, found = json.loads(value)
+    except (TypeError, ValueError):
+        raise ValueError("not [[account, container, object], resources]") from None
+    if not (
+        isinstance(target, list)
+        and len(target) == 3
+        and all(isinstance(n, str) and n for n in target)
+    ):
+        raise ValueError("not [account, container, object]: %r" % (target,))
+    most = protocol.MAX_INPUTS - 1
+    if not isinstance(found, list) or not 0 < len(found) <= most:
+        raise ValueError("not a list of 1 to %d resources" % most)
     resources = []
     for item in found:
         if not (
@@ -137,7 +176,7 @@ def parse_resources(value):
         ):
             raise ValueError("not [container, object, policy index]: %r" % (item,))
         resources.append(tuple(item))
-    return resources
+    return tuple(target), resources
 
 
 class LocalResourcesObjectHandler(StorletObjectHandler):
@@ -151,11 +190,11 @@ class LocalResourcesObjectHandler(StorletObjectHandler):
 
     def __init__(self, request, conf, gateway_conf, app, logger):
         super().__init__(request, conf, gateway_conf, app, logger)
-        self.resources = None
+        self.target = self.resources = None
         self.local = []
         if RESOURCES_HEADER in request.headers:
             try:
-                self.resources = parse_resources(request.headers[RESOURCES_HEADER])
+                self.target, self.resources = parse_resources(request.headers[RESOURCES_HEADER])
             except ValueError as err:
                 raise HTTPBadRequest(
                     body=("bad %s: %s\n" % (RESOURCES_HEADER, err)).encode(), request=request
@@ -196,7 +235,11 @@ class LocalResourcesObjectHandler(StorletObjectHandler):
         """The object server's GET answers of every resource, each from a
         device of this server's, ready to hand over as files; None (and
         none left open) when one is not here."""
-        _device, _partition, account, _container, _obj = self.request.split_path(5, 5, True)
+        _device, _partition, account, container, obj = self.request.split_path(5, 5, True)
+        if self.target != tuple(wsgi_to_str(n) for n in (account, container, obj)):
+            # The header was made for another object (a symlink's): its
+            # resources were authorized in that object's account.
+            return None
         opened = []
         for container, obj, policy in self.resources:
             resp = self._local_get(account, container, obj, policy)
@@ -243,6 +286,7 @@ class LocalResourcesObjectHandler(StorletObjectHandler):
             and not self.is_slo_response(resp)
             and not self.is_symlink_response(resp)
             and not self.is_ec_response(resp)
+            and "X-Object-Manifest" not in resp.headers
         ):
             return resp
         close_if_possible(resp.app_iter)

@@ -10,7 +10,8 @@ upstream's.
 Options (``[filter:storlet_handler]``), besides upstream's:
 ``max_body_input_bytes`` (proxy; default 128 MiB, published in /info) and
 ``extra_resources_on_object_server`` (proxy; default true).  An object
-server reads its own ``bind_ip``, ``bind_port`` and ``swift_dir``.
+server reads its own ``ring_ip`` (or ``bind_ip``), ``bind_port``,
+``servers_per_port`` and ``swift_dir``, as its replicator does.
 """
 
 from storlets.swift_middleware import storlet_handler
@@ -48,12 +49,16 @@ def handler_for(conf):
             (ProxyHandler,),
             {"max_body_input": limit, "on_object_server": on_object_server},
         )
+    # As Swift's replicator finds its devices in the ring.
+    servers_per_port = int(conf.get("servers_per_port", "0") or 0)
     return type(
         "ObjectHandler",
         (ObjectHandler,),
         {
-            "my_ips": tuple(whataremyips(conf.get("bind_ip"))),
-            "my_port": int(conf.get("bind_port", DEFAULT_OBJECT_PORT)),
+            "my_ips": tuple(whataremyips(conf.get("ring_ip", conf.get("bind_ip", "0.0.0.0")))),
+            "my_port": None
+            if servers_per_port
+            else int(conf.get("bind_port", DEFAULT_OBJECT_PORT)),
             "swift_dir": conf.get("swift_dir", "/etc/swift"),
         },
     )
