@@ -59,6 +59,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import cpu  # noqa: E402
+
 CONTAINER = "sgd-bench"
 # The engine reaches each storlet daemon through a Unix socket under the
 # cluster's state directory, and a socket path holds at most 107 bytes: keep
@@ -420,6 +422,11 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
     # Each way runs --repeat times, interleaved so that the machine's load
     # falls on all alike; the run of median wall time is reported.
     runs = {"a": [], "a1": [], "b": []}
+    ways = {
+        "a": lambda: run_remote(args, conn),
+        "a1": lambda: run_remote(args, conn, 1),
+        "b": lambda: run_baseline(args, conn, names),
+    }
     for i in range(args.repeat):
         print(
             "run %d/%d: (a) remote_fit, %d passes over %d objects; (a1) one call per "
@@ -427,13 +434,18 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
             % (i + 1, args.repeat, args.passes, args.objects),
             flush=True,
         )
-        runs["a"].append(run_remote(args, conn))
-        runs["a1"].append(run_remote(args, conn, 1))
-        runs["b"].append(run_baseline(args, conn, names))
-    walls = {way: [run[1] for run in done] for way, done in runs.items()}
-    median = {
-        way: sorted(done, key=lambda run: run[1])[len(done) // 2] for way, done in runs.items()
+        for way, run in ways.items():
+            before, own = cpu.snapshot(), time.process_time()
+            done = run()
+            # The client is this process, not a child of it.
+            after = dict(cpu.snapshot(), client=before["client"] + time.process_time() - own)
+            runs[way].append((done, cpu.per_object(before, after, 1)))
+    walls = {way: [run[0][1] for run in done] for way, done in runs.items()}
+    medians = {
+        way: sorted(done, key=lambda run: run[0][1])[len(done) // 2] for way, done in runs.items()
     }
+    median = {way: run[0] for way, run in medians.items()}
+    cpu_ms = {way: run[1] for way, run in medians.items()}
     remote_est, remote_wall, remote_counts = median["a"]
     per_object_est, per_object_wall, per_object_counts = median["a1"]
     local_est, local_wall, local_counts, dl_time, fit_time = median["b"]
@@ -483,6 +495,9 @@ def measure_client(args, conn, names, stored, n_rows, w, b):
         },
         "setup": {"storlet_sandbox_warmup_s": warmup},
         "wall_s_of_each_run": walls,
+        # Of the median run: milliseconds of CPU by process, for the whole
+        # fit (a client in this process).
+        "cpu_ms_of_one_fit": cpu_ms,
         "remote_fit": remote_section(remote_est, remote_wall, remote_counts),
         "remote_fit_per_object": remote_section(per_object_est, per_object_wall, per_object_counts),
         "baseline": {
@@ -704,6 +719,18 @@ def report(r):
         )
     )
     q = r["ratios"]
+    for way, label in (
+        ("a", "(a) remote_fit"),
+        ("a1", "(a1) one call/object"),
+        ("b", "(b) download + local"),
+    ):
+        print(
+            "CPU of one fit, %s: %s"
+            % (
+                label,
+                cpu.format_cpu(r["cpu_ms_of_one_fit"][way]).replace("ms CPU/object", "ms CPU"),
+            )
+        )
     print("(c) local partial_fit on the data in memory: %.2f s" % r["in_memory"]["wall_s"])
     print(
         "remote_fit: %.2fx faster than download + partial_fit; %.2fx the time of "
