@@ -98,6 +98,7 @@ bench: setup
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/extract_face.py --link 1gbit --rounds 1
 	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py
 	$(VENV)/bin/python benchmarks/sgd_remote_vs_local.py --link 100mbit
+	$(VENV)/bin/python benchmarks/state_in_body.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/load.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/face_fallback.py
 	DATA="$(DATA)" $(VENV)/bin/python benchmarks/apply_model.py
