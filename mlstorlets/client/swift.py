@@ -450,7 +450,6 @@ class Swift:
                 conn.token = None
                 continue
             return resp, answer
-        return resp, answer
 
     def parallel(self, fn, items, concurrency):
         """``[fn(item) for item in items]``, ``concurrency`` at a time (each

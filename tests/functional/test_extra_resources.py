@@ -136,6 +136,9 @@ def test_a_storlet_that_reads_none_of_its_inputs_leaves_the_proxy_idle(cluster, 
                     "X-Run-Storlet": RAISER,
                     "X-Storlet-Parameter-1": "read:none",
                     "X-Storlet-Extra-Resources": resources,
+                    # Where the resources are written to pipes (an object
+                    # server holding them would hand over their files).
+                    "X-Storlet-Run-On-Proxy": "",
                 },
             )
         assert "(ValueError: some detail)" in failure(err.value)[2], failure(err.value)

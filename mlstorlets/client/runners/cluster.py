@@ -444,7 +444,8 @@ class ClusterRunner:
 def _placement(headers, guess):
     """Where a call ran: an object server when its answer says so (one
     with extra resources it held), else ``guess``."""
-    ran_on = {k.lower(): v for k, v in headers.items()}.get(protocol.RAN_ON_HEADER.lower())
+    # swiftclient's headers: names in lower case.
+    ran_on = headers.get(protocol.RAN_ON_HEADER.lower())
     return "object-server" if ran_on == protocol.RAN_ON_OBJECT_SERVER else guess
 
 

@@ -157,15 +157,13 @@ class BodyInputProxyHandler(StorletProxyHandler):
             request.headers["X-Storlet-Run-On-Proxy"] = ""
         try:
             super().__init__(request, conf, gateway_conf, app, logger)
+            on_an_object = bool(self.obj)
         except NotStorletRequest:
-            if self.body_wanted:
-                raise HTTPBadRequest(
-                    body=b"a request body is an input of a storlet run on an object\n",
-                    request=request,
-                )
-            raise
+            if not self.body_wanted:
+                raise
+            on_an_object = False
         if self.body_wanted:
-            if not self.obj:
+            if not on_an_object:
                 raise HTTPBadRequest(
                     body=b"a request body is an input of a storlet run on an object\n",
                     request=request,

@@ -99,7 +99,7 @@ class LocalResourcesProxyHandler(StorletProxyHandler):
         return (
             self.on_object_server
             and bool(self.extra_resources)
-            and getattr(self, "body_input", None) is None
+            # Also a body as an input, which sets it.
             and not self.has_run_on_proxy_header
             and not self.storlet_execute_on_proxy
             and not self.is_storlet_range_request
@@ -223,7 +223,7 @@ class LocalResourcesObjectHandler(StorletObjectHandler):
 
     def _build_storlet_request(self, req, sheaders, sbody_iter):
         sreq = super()._build_storlet_request(req, sheaders, sbody_iter)
-        for local in self.local or ():
+        for local in self.local:
             sreq.extra_data_list.append(
                 StorletData(
                     self._get_user_metadata(local.headers), data_fd=local.app_iter._fp.fileno()
@@ -241,8 +241,8 @@ class LocalResourcesObjectHandler(StorletObjectHandler):
             # resources were authorized in that object's account.
             return None
         opened = []
-        for container, obj, policy in self.resources:
-            resp = self._local_get(account, container, obj, policy)
+        for resource_container, resource, policy in self.resources:
+            resp = self._local_get(account, resource_container, resource, policy)
             if resp is None:
                 for other in opened:
                     close_if_possible(other.app_iter)
