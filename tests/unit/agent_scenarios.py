@@ -213,8 +213,51 @@ def a_storlet_that_cannot_load_fails_the_start(tmp):
     sup._terminate()
 
 
+def an_output_larger_than_the_hosts_pipe_is_sent_whole(pool):
+    import tempfile
+
+    data = os.urandom(4 * 1024 * 1024 + 1)
+    with tempfile.TemporaryFile() as source:
+        source.write(data)
+        source.seek(0)
+        host = Host(b"")
+        os.close(host.in_fd)
+        host.dtg.object_in_fds = [os.dup(source.fileno())]
+        _, md, body = run(pool, host)
+    host.close()
+    assert md["Storlet-Output-Length"] == str(len(data))
+    assert body == data
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def commands_are_answered_and_only_failures_logged_as_info(pool):
+    lines = Lines()
+    LOG.addHandler(lines)
+    LOG.setLevel(logging.DEBUG)
+    answers = []
+    for command in ("SBUS_CMD_PING", "SBUS_CMD_NOPE"):
+        r, w = os.pipe()
+        assert pool.dispatch_command(types.SimpleNamespace(command=command, service_out_fd=w))
+        answers.append(json.loads(os.read(r, 4096)))
+        os.close(r)
+    assert [a["status"] for a in answers] == [True, False]
+    assert "NOPE" in answers[1]["message"]
+    said = [(r.levelno, r.getMessage()) for r in lines.records if "Command:" in r.getMessage()]
+    assert [level for level, _ in said] == [logging.DEBUG, logging.INFO], said
+
+
 WITH_POOL = (
     "consecutive_requests_share_one_worker",
+    "an_output_larger_than_the_hosts_pipe_is_sent_whole",
+    "commands_are_answered_and_only_failures_logged_as_info",
     "a_storlet_that_dies_sends_no_metadata_and_no_body",
     "a_declared_length_that_is_wrong_sends_nothing",
     "cancel_kills_the_worker_and_a_new_one_serves",

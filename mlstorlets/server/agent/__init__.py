@@ -26,7 +26,9 @@ inside the sandbox:
 The supervisor, not the worker, answers the host: only once the storlet
 returned does it send the output metadata, with the exact length of the
 spooled output as ``Storlet-Output-Length``
-(:data:`mlstorlets.sandbox.protocol.LENGTH_KEY`), then the output.  A
+(:data:`mlstorlets.sandbox.protocol.LENGTH_KEY`), then the output (which
+the host answers with that ``Content-Length``,
+:mod:`mlstorlets.server.middleware.output_length`).  A
 storlet that raises, exits or is killed sends nothing: the host sees a
 failed storlet, and a copy (``PUT`` with ``X-Copy-From``, ``COPY``) writes
 no object.  Because the supervisor holds the output descriptors and the

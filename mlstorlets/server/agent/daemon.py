@@ -10,12 +10,16 @@ keeps a pool of :mod:`~mlstorlets.server.agent.worker` processes:
   descriptors stay here.
 * When the worker answers ``done``, the daemon sends the output metadata
   with the exact length of the spool as ``Storlet-Output-Length``, then
-  copies the spool to the host from a thread (the worker is free for the
-  next request meanwhile, however slowly the host reads).  Otherwise it
+  copies the spool to the host: at once what the host's pipe takes (most
+  outputs), the rest from a thread (the worker is free for the next
+  request meanwhile, however slowly the host reads).  Otherwise it
   closes the outputs unwritten: the host sees a storlet that failed before
   producing output.
 * ``CANCEL`` (the host's timeout) kills the task's worker; a worker that
   dies for any reason is replaced.
+* A command's answer is logged at ``DEBUG`` (upstream: ``INFO``, a line
+  per request through the sandbox's log channel), a refused one at
+  ``INFO``.
 
 Started by :mod:`mlstorlets.server.agent.factory`::
 
@@ -44,6 +48,7 @@ from storlets.agent.common.server import (
     EXIT_FAILURE,
     EXIT_SUCCESS,
     CommandFailure,
+    CommandResponse,
     CommandSuccess,
     SBusServer,
     command_handler,
@@ -299,28 +304,45 @@ class PersistentStorletDaemon(SBusServer):
                 return task.fail()
         channel.close_all(task.md_fds)
         task.md_fds = []
+        # Most outputs fit the host's empty pipe: written here, they cost
+        # no thread.  What would block goes on from a thread.
+        try:
+            sent = [
+                _send_without_blocking(fd, spool, size)
+                for fd, (_, spool, size) in zip(task.out_fds, outputs)
+            ]
+        except OSError as err:
+            return self._sent(task, outputs, err)
+        if all(n == size for n, (_, _, size) in zip(sent, outputs)):
+            return self._sent(task, outputs)
         with self.sending_lock:
             self.sending[task.task_id] = task
-        threading.Thread(target=self._send_bodies, daemon=True, args=(task, outputs)).start()
+        threading.Thread(target=self._send_bodies, daemon=True, args=(task, outputs, sent)).start()
 
-    def _send_bodies(self, task, outputs):
+    def _send_bodies(self, task, outputs, sent):
+        err = None
         try:
-            for out_fd, (_, spool, size) in zip(task.out_fds, outputs):
-                sent = 0
-                while sent < size:
-                    n = os.sendfile(out_fd, spool, sent, size - sent)
+            for out_fd, (_, spool, size), done in zip(task.out_fds, outputs, sent):
+                os.set_blocking(out_fd, True)
+                while done < size:
+                    n = os.sendfile(out_fd, spool, done, size - done)
                     if n == 0:
                         raise OSError("the spool of task %s shrank" % task.task_id)
-                    sent += n
-        except OSError as err:
+                    done += n
+        except OSError as exc:
+            err = exc
+        finally:
+            with self.sending_lock:
+                self.sending.pop(task.task_id, None)
+            self._sent(task, outputs, err)
+
+    def _sent(self, task, outputs, err=None):
+        if err is not None:
             # The host stopped reading (it timed out, or its client left);
             # what it got is shorter than declared and is not stored.
             self.logger.info("Task %s: output not sent in full: %s" % (task.task_id, err))
-        finally:
-            channel.close_all([spool for _, spool, _ in outputs])
-            task.fail()
-            with self.sending_lock:
-                self.sending.pop(task.task_id, None)
+        channel.close_all([spool for _, spool, _ in outputs])
+        task.fail()
 
     # -- SBus commands -----------------------------------------------------
     @command_handler
@@ -347,6 +369,29 @@ class PersistentStorletDaemon(SBusServer):
             if task_id in self.sending:
                 return CommandSuccess("Task %s has finished" % task_id)
         return CommandFailure("Task id %s is not found" % task_id)
+
+    def dispatch_command(self, dtg):
+        # Upstream logs every command's answer at INFO: a line per request
+        # through the sandbox's log channel into the server's log.  Here
+        # only what failed is told there.
+        try:
+            resp = self.get_handler(dtg.command)(dtg)
+        except CommandResponse as answer:
+            resp = answer
+        except ValueError as err:
+            resp = CommandFailure(str(err))
+        except Exception:
+            self.logger.exception("Failed to handle %s" % dtg.command)
+            resp = CommandFailure("Internal error")
+        message = resp.report_message
+        level = logging.DEBUG if resp.status else logging.INFO
+        self.logger.log(level, "Command:%s Response:%s", dtg.command, message)
+        with os.fdopen(dtg.service_out_fd, "wb") as answer:
+            try:
+                answer.write(message.encode("utf-8"))
+            except OSError:
+                self.logger.exception("Unable to answer %s" % dtg.command)
+        return resp.iterable
 
     @command_handler
     def halt(self, dtg):
@@ -506,6 +551,22 @@ def _checked_outputs(metadata, fds, expected):
         md[LENGTH_KEY] = str(size)
         outputs.append((md, spool, size))
     return outputs
+
+
+def _send_without_blocking(out_fd, spool, size):
+    """Copy what of ``spool`` (``size`` bytes) the pipe ``out_fd`` takes
+    now; how many bytes that was.  ``out_fd`` is left non-blocking."""
+    os.set_blocking(out_fd, False)
+    sent = 0
+    while sent < size:
+        try:
+            n = os.sendfile(out_fd, spool, sent, size - sent)
+        except BlockingIOError:
+            break
+        if n == 0:
+            raise OSError("the spool shrank")
+        sent += n
+    return sent
 
 
 def failure_metadata(reason):
