@@ -42,6 +42,16 @@ def test_run_on_proxy(conn, container, source):
 
 
 @pytest.mark.parametrize("on_proxy", [False, True])
+def test_an_output_is_answered_with_its_length(conn, container, source, on_proxy):
+    headers, body = run(conn, container, source, {"X-Storlet-Run-On-Proxy": ""} if on_proxy else {})
+    assert body == b"hello storlets"
+    # The agent declares every output's length: not chunked.
+    assert headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in headers
+    assert not [name for name in headers if name.startswith("x-backend")]
+
+
+@pytest.mark.parametrize("on_proxy", [False, True])
 def test_metadata_is_text_in_the_storlet_and_utf8_on_the_wire(conn, container, on_proxy):
     conn.put_object(container, "josé.txt", b"x", headers={"X-Object-Meta-Name": "José Ñúñez"})
     headers, _ = run(

@@ -4,7 +4,9 @@ In a proxy, the handler also takes a GET's body as an input
 (:mod:`mlstorlets.server.middleware.body_input`) and sends an invocation
 with extra resources to an object server that holds them
 (:mod:`mlstorlets.server.middleware.local_resources`); in an object server,
-it gives the storlet those resources' files.  Everything else is
+it gives the storlet those resources' files.  In both, an output whose
+length the storlet declared is answered with that ``Content-Length``
+(:mod:`mlstorlets.server.middleware.output_length`).  Everything else is
 upstream's.
 
 Options (``[filter:storlet_handler]``), besides upstream's:
@@ -24,16 +26,20 @@ from mlstorlets.server.middleware.local_resources import (
     LocalResourcesObjectHandler,
     LocalResourcesProxyHandler,
 )
+from mlstorlets.server.middleware.output_length import (
+    DeclaredLengthHandler,
+    DeclaredLengthProxyHandler,
+)
 
 # Swift's default object server port.
 DEFAULT_OBJECT_PORT = 6200
 
 
-class ProxyHandler(BodyInputProxyHandler, LocalResourcesProxyHandler):
+class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResourcesProxyHandler):
     pass
 
 
-class ObjectHandler(LocalResourcesObjectHandler):
+class ObjectHandler(DeclaredLengthHandler, LocalResourcesObjectHandler):
     pass
 
 

@@ -1,0 +1,133 @@
+"""Answer a storlet's output with ``Content-Length`` when its length is known.
+
+Upstream streams every storlet's output chunked: the proxy, and then the
+client, decode chunk framing for an answer whose length the sandbox knew
+before the first byte.  The project's agent always declares it
+(``Storlet-Output-Length``, the size of the output it spooled), and a
+storlet under another agent may declare it too.
+
+With these handler mixins, a storlet answer whose declared length is a
+number gets that ``Content-Length``, and its body is held to it: an output
+that ends sooner fails mid-body (the server drops the connection, as it
+does for a disk that fails while read, and the client sees a short
+answer, never a whole-looking one), one that runs longer is cut at the
+declared length and the rest is not read.  An answer without a declared
+length stays chunked.
+
+Upstream's proxy drops the ``Content-Length`` of an answer made on an
+object server, so that server also names the length in
+``X-Backend-Storlet-Output-Length``, from which the proxy sets it again.
+Only an object server can set that header (``gatekeeper`` removes
+``X-Backend-*`` from what a client sends and from what it receives, and a
+storlet's metadata becomes ``X-Object-Meta-*`` headers only).
+"""
+
+from swift.common.http import is_success
+from swift.common.swob import Response
+from swift.common.utils import close_if_possible, get_logger, public
+
+from mlstorlets.sandbox import protocol
+
+BACKEND_LENGTH_HEADER = "X-Backend-Storlet-Output-Length"
+# The longest number of bytes taken as a length (an int64's digits).
+MAX_DIGITS = 18
+
+
+class OutputCutShort(IOError):
+    """A storlet's output ended before its declared length."""
+
+
+def length_of(value):
+    """``value`` as a length, or None."""
+    value = (value or "").strip()
+    if value.isdigit() and len(value) <= MAX_DIGITS:
+        return int(value)
+    return None
+
+
+def declared_length(metadata):
+    """The length a storlet's output metadata declares, or None."""
+    for key, value in (metadata or {}).items():
+        if key.lower() == protocol.LENGTH_KEY.lower():
+            return length_of(value)
+    return None
+
+
+def exactly(app_iter, length, what, logger):
+    """The first ``length`` bytes of ``app_iter``; :class:`OutputCutShort`
+    if there are fewer."""
+    left = length
+    try:
+        for chunk in app_iter:
+            if len(chunk) > left:
+                logger.warning("%s: output longer than its declared %d bytes, cut" % (what, length))
+                chunk = chunk[:left]
+            if chunk:
+                left -= len(chunk)
+                yield chunk
+            if not left:
+                return
+        if left:
+            raise OutputCutShort(
+                "%s: output ended %d bytes short of its declared %d" % (what, left, length)
+            )
+    finally:
+        close_if_possible(app_iter)
+
+
+class DeclaredLengthHandler(object):
+    """Storlet handler mixin: a declared output length becomes the
+    answer's ``Content-Length``."""
+
+    _declared = None
+
+    def _call_gateway(self, resp):
+        sresp = super()._call_gateway(resp)
+        self._declared = declared_length(sresp.data.user_metadata)
+        return sresp
+
+    def apply_storlet(self, resp):
+        answer = super().apply_storlet(resp)
+        length, self._declared = self._declared, None
+        if (
+            length is None
+            or not is_success(answer.status_int)
+            or answer.app_iter is None
+            or "Content-Length" in answer.headers
+        ):
+            return answer
+        what = "storlet %s over %s" % (
+            self.request.headers.get("X-Run-Storlet"),
+            self.request.path,
+        )
+        logger = getattr(self, "logger", None) or get_logger({}, log_route="storlet_handler")
+        # A new answer: swob closes the iterator that an assignment to
+        # app_iter replaces.
+        exact = Response(
+            status=answer.status,
+            headers=answer.headers,
+            app_iter=exactly(answer.app_iter, length, what, logger),
+            request=self.request,
+        )
+        exact.content_length = length
+        exact.headers[BACKEND_LENGTH_HEADER] = str(length)
+        return exact
+
+
+class DeclaredLengthProxyHandler(DeclaredLengthHandler):
+    """The proxy's: also an answer made on an object server keeps the
+    length that server gave it."""
+
+    @public
+    def GET(self):
+        answer = super().GET()
+        length = length_of(answer.headers.pop(BACKEND_LENGTH_HEADER, None))
+        if (
+            length is not None
+            and is_success(answer.status_int)
+            and "Content-Length" not in answer.headers
+        ):
+            # What the object server sends is held to it by the proxy's
+            # own reading of a backend answer.
+            answer.content_length = length
+        return answer
