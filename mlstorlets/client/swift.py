@@ -333,11 +333,20 @@ class Swift:
         if kwargs:
             raise TypeError("storlet_get with a body takes no %s" % ", ".join(sorted(kwargs)))
         request[protocol.BODY_INPUT_HEADER] = "true"
-        # Not sent again after a broken connection: the storlet may have
-        # run already.
-        resp, answer = self._request(
-            label, "GET", [container, name], body, request, retry_broken=False
-        )
+        attempts = 1 + BUSY_RETRIES
+        for attempt in range(1, attempts + 1):
+            # Not sent again after a broken connection: the storlet may
+            # have run already.
+            resp, answer = self._request(
+                label, "GET", [container, name], body, request, retry_broken=False
+            )
+            wait = _retry_after(resp)
+            if wait is None or attempt == attempts:
+                break
+            # A proxy holding other callers' bodies read nothing of this
+            # one, and the storlet did not run: asked to wait, longer each
+            # time.
+            time.sleep(min(wait * 2 ** (attempt - 1), MAX_RETRY_AFTER))
         if not 200 <= resp.status < 300:
             raise _swift_error(label, ClientException.from_response(resp, "storlet GET", answer))
         return dict(resp_header_dict(resp)), answer
@@ -458,6 +467,21 @@ class Swift:
             raise UsageError("concurrency must be at least 1")
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             return list(pool.map(fn, items))
+
+
+# The longest wait a Retry-After is taken for, in seconds, and how many
+# times a call the cluster could not take now is sent again (waiting 1, 2,
+# 4 then 8 s for a Retry-After of 1).
+MAX_RETRY_AFTER = 8
+BUSY_RETRIES = 4
+
+
+def _retry_after(resp):
+    """Seconds a ``503`` with ``Retry-After`` asks to wait, else None."""
+    value = dict(resp_header_dict(resp)).get("retry-after", "")
+    if resp.status != 503 or not value.strip().isdigit():
+        return None
+    return min(int(value), MAX_RETRY_AFTER)
 
 
 def user_metadata(headers):

@@ -3,16 +3,20 @@ on the real cluster: in its place among the inputs, bounded, and a body cut
 short fails the call without harming the proxy.
 """
 
+import configparser
 import http.client
 import os
 import socket
+import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from mlstorlets.client.swift import Swift, SwiftError
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.aio import processes
 
 PROBE = "probe.py"
 
@@ -163,3 +167,56 @@ def test_a_refused_call_with_a_body_names_the_object(conn, source):
     assert err.value.name == "%s/source.txt" % source
     assert err.value.status == 502 and err.value.kind == protocol.FAILED
     assert "probe asked to fail" in str(err.value)
+
+
+@pytest.fixture
+def one_body_held(cluster):
+    """The proxy with room for one body of 1 MiB at a time."""
+    path = cluster.layout.conf("proxy-server")
+    with open(path) as f:
+        saved = f.read()
+    parser = configparser.RawConfigParser()
+    parser.optionxform = str
+    parser.read_string(saved)
+    for key in ("max_body_input_bytes", "max_body_input_held_bytes"):
+        parser.set("filter:storlet_handler", key, str(1 << 20))
+    with open(path, "w") as f:
+        parser.write(f)
+    try:
+        assert processes.stop(cluster.layout.run_dir, "proxy-server")
+        cluster.up(log=lambda msg: None)
+        yield 1 << 20
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+        assert processes.stop(cluster.layout.run_dir, "proxy-server")
+        cluster.up(log=lambda msg: None)
+
+
+def test_a_body_past_what_the_proxy_holds_waits_unread(cluster, source, one_body_held):
+    body = os.urandom(one_body_held)
+    counter = {"X-Run-Storlet": "counter.py"}
+    # The proxy's sandbox and the storlet's daemon started: the first call
+    # below holds its body for its storlet's time only.
+    Swift(cluster.connection()).storlet_get(source, "source.txt", "counter.py", body=b"warm")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            Swift(cluster.connection()).storlet_get,
+            source,
+            "source.txt",
+            "counter.py",
+            params={"sleep": "2"},
+            body=body,
+        )
+        time.sleep(0.5)  # its body held, its storlet asleep
+        turned_away = storlet_request(cluster.connection(), source, "source.txt", body, counter)
+        assert turned_away.status_code == 503, turned_away.text
+        assert turned_away.headers["Retry-After"] == "1"
+        assert "holds %d bytes of request bodies" % len(body) in turned_away.text
+        # The client waits as asked and sends it again, once there is room.
+        headers, _ = Swift(cluster.connection()).storlet_get(
+            source, "source.txt", "counter.py", body=body
+        )
+        assert first.done()
+        assert headers["x-object-meta-counter-read"] == str(len(b"hello") + len(body))
+        assert first.result()[0]["x-object-meta-counter-read"] == str(len(b"hello") + len(body))

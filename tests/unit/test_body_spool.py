@@ -101,3 +101,47 @@ def test_a_body_the_proxy_cannot_hold_is_its_own_failure(monkeypatch):
         spool(io.BytesIO(b"abc"), 3, Request.blank("/"))
     assert err.value.status_int == 503
     assert b"cannot hold the request body: No space left on device" in err.value.body
+
+
+def test_a_worker_holds_bodies_within_its_budget():
+    held = body_input.HeldBytes()
+    assert held.take(60, 100) and held.take(40, 100)
+    assert not held.take(1, 100)
+    # An empty body holds nothing, whatever is held.
+    assert held.take(0, 100)
+    held.give_back(60)
+    assert held.take(50, 100) and held.now == 90
+
+
+def test_the_budget_is_four_bodies_unless_set_and_never_under_one():
+    from mlstorlets.server.middleware.storlet_handler import handler_for
+
+    proxy = {"execution_server": "proxy", "max_body_input_bytes": "1000"}
+    assert handler_for(proxy).max_body_input_held == 4000
+    assert handler_for(dict(proxy, max_body_input_held_bytes="1500")).max_body_input_held == 1500
+    with pytest.raises(ValueError, match="max_body_input_held_bytes"):
+        handler_for(dict(proxy, max_body_input_held_bytes="999"))
+
+
+class Answer(object):
+    def __init__(self, status, **headers):
+        self.status, self.headers = status, headers
+
+    def getheaders(self):
+        return list(self.headers.items())
+
+
+@pytest.mark.parametrize(
+    "answer, wait",
+    [
+        (Answer(503, **{"Retry-After": "1"}), 1),
+        (Answer(503, **{"Retry-After": "600"}), 8),
+        (Answer(503, **{"Retry-After": "soon"}), None),
+        (Answer(503), None),
+        (Answer(502, **{"Retry-After": "1"}), None),
+    ],
+)
+def test_the_client_sends_again_only_what_the_cluster_could_not_take_now(answer, wait):
+    from mlstorlets.client.swift import _retry_after
+
+    assert _retry_after(answer) == wait

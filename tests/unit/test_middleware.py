@@ -156,6 +156,16 @@ def test_a_proxy_side_failure_speaks_the_protocol(swift, status, upstream_body, 
     assert error == kind and reason.startswith(text)
 
 
+def test_a_call_the_proxy_could_not_take_now_stays_503_with_its_retry_after(swift):
+    swift.register(
+        "GET", SRC, "503 Service Unavailable", {"Retry-After": "1"}, b"the proxy holds 9 bytes\n"
+    )
+    status, headers, body = call(copy_app(swift), get())
+    assert (status, headers["Retry-After"]) == (503, "1")
+    assert body == b"storlet probe.py did not run over c/src (the proxy holds 9 bytes)\n"
+    assert ERROR not in headers
+
+
 def test_a_missing_source_stays_404(swift):
     swift.register("GET", SRC, "404 Not Found", {}, b"Not Found")
     status, headers, body = call(copy_app(swift), get())

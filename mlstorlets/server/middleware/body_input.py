@@ -25,6 +25,11 @@ stored.  The storlet runs on the proxy, which holds the body.
   the storlet does.  A body that ends short is ``400``, one not sent
   within Swift's ``client_timeout`` ``408``, one the proxy cannot hold
   ``503``; the storlet does not run.
+* A proxy worker holds at most ``max_body_input_held_bytes`` of bodies at
+  once (default 4 times ``max_body_input_bytes``): from the moment one is
+  read until its storlet has answered.  A body that would go past it is
+  not read: ``503`` with ``Retry-After``, and the storlet does not run.
+  Callers sending bodies at once cannot fill the proxy's disk.
 * A caller allowed to read the object only through the storlet (the
   storlet ACL, upstream's retry with its referer) may not add an input of
   its own: ``403``.
@@ -140,11 +145,38 @@ def spool(body, length, request):
         )
 
 
+class HeldBytes(object):
+    """Bytes of request bodies this proxy worker holds for storlets.
+
+    A worker serves its requests from one thread (eventlet's): a count is
+    enough."""
+
+    def __init__(self):
+        self.now = 0
+
+    def take(self, length, budget):
+        """Count ``length`` more bytes held unless that goes past
+        ``budget``; whether they were counted."""
+        if length and self.now + length > budget:
+            return False
+        self.now += length
+        return True
+
+    def give_back(self, length):
+        self.now -= length
+
+
+HELD = HeldBytes()
+# Seconds a caller turned away for the held bytes is told to wait.
+RETRY_AFTER = 1
+
+
 class BodyInputProxyHandler(StorletProxyHandler):
     """Upstream's proxy handler, with the request body as an input when the
     request asks for it."""
 
     max_body_input = protocol.DEFAULT_MAX_BODY_INPUT
+    max_body_input_held = 4 * protocol.DEFAULT_MAX_BODY_INPUT
 
     def __init__(self, request, conf, gateway_conf, app, logger):
         self.body_wanted = config_true_value(request.headers.get(protocol.BODY_INPUT_HEADER))
@@ -188,12 +220,26 @@ class BodyInputProxyHandler(StorletProxyHandler):
             return super().GET()
         # Nothing is read from a caller who may not run the storlet.
         self.verify_access_to_storlet()
-        self.body_fd = spool(*self.body_input, self.request)
+        length = self.body_input[1]
+        if not HELD.take(length, self.max_body_input_held):
+            raise HTTPServiceUnavailable(
+                body=(
+                    "the proxy holds %d bytes of request bodies for storlets already, "
+                    "at most %d: send this one again later\n" % (HELD.now, self.max_body_input_held)
+                ).encode(),
+                headers={"Retry-After": str(RETRY_AFTER)},
+                request=self.request,
+            )
         try:
-            return super().GET()
+            self.body_fd = spool(*self.body_input, self.request)
+            try:
+                return super().GET()
+            finally:
+                # The sandbox has its own descriptor of it by now, and the
+                # storlet has answered.
+                os.close(self.body_fd)
         finally:
-            # The sandbox has its own descriptor of it by now.
-            os.close(self.body_fd)
+            HELD.give_back(length)
 
     def apply_storlet(self, resp):
         if self.body_fd is not None and (self.request.referer or "").startswith(

@@ -356,6 +356,21 @@ class StorletCopyMiddleware(object):
         """The response for a storlet request that Swift did not serve."""
         storlet = req.headers["X-Run-Storlet"]
         body = resp.body.decode("utf8", "replace").strip()
+        if resp.status_int == 503 and "Retry-After" in resp.headers:
+            # Not served now (the proxy holds enough request bodies): the
+            # storlet did not run, and the caller may send it again.
+            text = "storlet %s did not run over %s (%s)" % (
+                storlet,
+                _text_name(source),
+                _reason(resp, body),
+            )
+            return Response(
+                status=503,
+                content_type="text/plain",
+                headers={"Retry-After": resp.headers["Retry-After"]},
+                request=req,
+                body=(text + "\n").encode("utf8"),
+            )
         if resp.status_int >= 500:
             # Swift failed upstream of this proxy (no node, ...).
             return self._error(req, protocol.FAILED, storlet, source, _reason(resp, body), dest)

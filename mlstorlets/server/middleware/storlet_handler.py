@@ -10,8 +10,10 @@ length the storlet declared is answered with that ``Content-Length``
 upstream's.
 
 Options (``[filter:storlet_handler]``), besides upstream's:
-``max_body_input_bytes`` (proxy; default 128 MiB, published in /info) and
-``extra_resources_on_object_server`` (proxy; default true).  An object
+``max_body_input_bytes`` (proxy; default 128 MiB, published in /info),
+``max_body_input_held_bytes`` (proxy; bodies one worker holds at once,
+default 4 times the former) and ``extra_resources_on_object_server``
+(proxy; default true).  An object
 server reads its own ``ring_ip`` (or ``bind_ip``), ``bind_port``,
 ``servers_per_port`` and ``swift_dir``, as its replicator does.
 """
@@ -49,11 +51,21 @@ def handler_for(conf):
         limit = int(conf.get("max_body_input_bytes", protocol.DEFAULT_MAX_BODY_INPUT))
         if limit < 0:
             raise ValueError("max_body_input_bytes must be at least 0, not %d" % limit)
+        held = int(conf.get("max_body_input_held_bytes", 4 * limit))
+        if held < limit:
+            raise ValueError(
+                "max_body_input_held_bytes must be at least max_body_input_bytes (%d), not %d"
+                % (limit, held)
+            )
         on_object_server = config_true_value(conf.get("extra_resources_on_object_server", "true"))
         return type(
             "ProxyHandler",
             (ProxyHandler,),
-            {"max_body_input": limit, "on_object_server": on_object_server},
+            {
+                "max_body_input": limit,
+                "max_body_input_held": held,
+                "on_object_server": on_object_server,
+            },
         )
     # As Swift's replicator finds its devices in the ring.
     servers_per_port = int(conf.get("servers_per_port", "0") or 0)
