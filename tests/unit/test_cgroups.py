@@ -125,3 +125,18 @@ def test_remove_tree_leaves_nothing(v2):
     os.makedirs(group.directories()[0])
     assert cgroups.remove_tree("mlstorlets/aio-1", str(v2)) == []
     assert not (v2 / "mlstorlets" / "aio-1").exists()
+
+
+def test_the_oom_count_is_read_again_through_one_descriptor(v2):
+    group = cgroups.SandboxCgroup("mlstorlets", "kept", "v2", str(v2))
+    group.create(BUDGET)
+    events = v2 / "mlstorlets" / "kept" / "memory.events"
+    assert group.oom_kills() == 0  # no file yet
+    events.write_text("oom 0\noom_kill 1\n")
+    assert group.oom_kills() == 1
+    kept = dict(cgroups._kept_open)
+    events.write_text("oom 2\noom_kill 3\n")  # the kernel's counter moved
+    assert group.oom_kills() == 3 and cgroups._kept_open == kept
+    # Removing the cgroup lets go of its files.
+    assert group.remove(timeout=0.1) in (True, False)
+    assert str(events) not in cgroups._kept_open

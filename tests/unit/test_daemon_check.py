@@ -103,3 +103,38 @@ def test_a_command_a_busy_daemon_did_not_read_may_have_been_received(tmp_path):
         assert not isinstance(caught.value, NotDelivered)
     finally:
         busy.close()
+
+
+def versioned(main="probe.Probe", length="100", timestamp="1.0", dependencies=()):
+    return types.SimpleNamespace(
+        storlet_main=main,
+        storlet_id="probe.py",
+        options={"storlet_content_length": length, "storlet_x_timestamp": timestamp},
+        dependencies=list(dependencies),
+    )
+
+
+def test_a_storlet_brought_up_is_ready_for_its_version_only(tmp_path, asked, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(sandbox_module.time, "monotonic", lambda: clock[0])
+    sbox = sandbox(tmp_path)
+    assert not sbox.ready(versioned())
+    sbox.activate_storlet_daemon(versioned(), cache_updated=False)
+    assert sbox.ready(versioned())
+    # Another version (as the proxy read it), other dependencies, another
+    # account: brought up again first.
+    assert not sbox.ready(versioned(length="101"))
+    assert not sbox.ready(versioned(timestamp="2.0"))
+    assert not sbox.ready(versioned(dependencies=["lib.so"]))
+    assert not sandbox(tmp_path, "AUTH_y").ready(versioned())
+    clock[0] += sbox.daemon_check_time + 0.1
+    assert not sbox.ready(versioned())
+    sbox.activate_storlet_daemon(versioned(), cache_updated=False)
+    sbox.forget_daemons("probe.Probe")
+    assert not sbox.ready(versioned())
+
+
+def test_with_zero_nothing_is_ever_ready(tmp_path, asked):
+    sbox = sandbox(tmp_path, daemon_check_time="0")
+    sbox.activate_storlet_daemon(versioned(), cache_updated=False)
+    assert not sbox.ready(versioned())

@@ -112,6 +112,7 @@ one server worker, one lock per account serialises the sandbox's start and
 the storlet cache updates, so concurrent first requests start one sandbox.
 """
 
+import copy
 import os
 import shutil
 import stat
@@ -145,6 +146,10 @@ from mlstorlets.server.gateway.sandbox import (
 from mlstorlets.server.gateway.sbus import send_without_following_links
 from mlstorlets.server.gateway.scope import account_scope
 
+# The sandbox this worker made for each (class, scope, options), with the
+# options it was made of (held, so that their id names them).
+_sandboxes = {}
+
 
 def _differ(a, b):
     """True when files ``a`` and ``b`` differ in size or modification time
@@ -169,6 +174,18 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         SBus.send = staticmethod(send_without_following_links)
         self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, conf)
         self.cancel_timeout = float(conf.get("storlet_cancel_timeout", DEFAULT_CANCEL_TIMEOUT))
+
+    def _sandbox(self):
+        """The scope's sandbox for one invocation: a copy of one this
+        worker made once for these options (which it parsed, and whose
+        cgroup it found)."""
+        key = (self.sandbox, self.scope, id(self.conf))
+        made = _sandboxes.get(key)
+        if made is None or made[0] is not self.conf:
+            made = _sandboxes[key] = (self.conf, self.sandbox(self.scope, self.conf, self.logger))
+        sandbox = copy.copy(made[1])
+        sandbox.logger = self.logger
+        return sandbox
 
     def bring_from_cache(self, obj_name, sreq, is_storlet):
         """Upstream's, then the copy made readable by the sandbox's group.
@@ -213,9 +230,9 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             self.paths = RunTimePaths(scope, self.conf)
             self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, self.conf)
 
-    def _activated(self, sreq, sandbox, deadline):
-        """The invocation protocol of ``sreq``, its storlet's daemon
-        activated."""
+    def _bring_up(self, sreq, sandbox, deadline):
+        """Under the scope's lock, bring ``sreq``'s storlet into the
+        sandbox from the node's cache and start its daemon if need be."""
         lock = sandbox.lock()
         if not lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
             raise StorletTimeout()
@@ -231,6 +248,12 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             raise
         finally:
             lock.release()
+
+    def _activated(self, sreq, sandbox, deadline):
+        """The invocation protocol of ``sreq``, its storlet's daemon
+        activated."""
+        if not sandbox.ready(sreq):
+            self._bring_up(sreq, sandbox, deadline)
         self._add_system_params(sreq)
         sprotocol = BoundedInvocationProtocol(
             sreq,
@@ -260,7 +283,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         """
         deadline = time.monotonic() + self.storlet_timeout
         self._rescope(sreq)
-        sandbox = self.sandbox(self.scope, self.conf, self.logger)
+        sandbox = self._sandbox()
         sandbox.deadline = deadline
         kills = sandbox_kills[self.scope]
         ooms = sandbox.oom_kills()

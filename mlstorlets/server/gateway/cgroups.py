@@ -188,6 +188,7 @@ class SandboxCgroup(object):
                 pass
         removed = True
         for path in self.directories():
+            _forget_under(path)
             while True:
                 try:
                     os.rmdir(path)
@@ -205,9 +206,9 @@ class SandboxCgroup(object):
     def oom_kills(self):
         """Processes the kernel killed for the memory budget so far."""
         if self.version == "v2":
-            text = _read(os.path.join(self._dir(), "memory.events"))
+            text = _read_again(os.path.join(self._dir(), "memory.events"))
         else:
-            text = _read(os.path.join(self._dir("memory"), "memory.oom_control"))
+            text = _read_again(os.path.join(self._dir("memory"), "memory.oom_control"))
         for line in (text or "").splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
@@ -257,6 +258,34 @@ def _tops(parent, root):
     if os.path.exists(os.path.join(root, "cgroup.controllers")):
         return [os.path.join(root, parent)]
     return [os.path.join(root, c, parent) for c in V1_CONTROLLERS]
+
+
+# The counters this process reads on every invocation, by path: kept open.
+_kept_open = {}
+
+
+def _read_again(path):
+    """What ``path`` holds now, read through a descriptor kept open (a
+    cgroup's counters, read twice per invocation); None when it is gone."""
+    for _ in range(2):
+        fd = _kept_open.get(path)
+        if fd is None:
+            try:
+                fd = _kept_open[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+        try:
+            return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        except OSError:
+            # The cgroup was removed since (and may have been made again).
+            _forget_under(path)
+    return None
+
+
+def _forget_under(path):
+    """Close what is kept open at or below ``path``."""
+    for kept in [k for k in _kept_open if k == path or k.startswith(path + os.sep)]:
+        os.close(_kept_open.pop(kept))
 
 
 def _read(path):

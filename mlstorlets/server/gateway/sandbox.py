@@ -60,11 +60,26 @@ DEFAULT_CANCEL_TIMEOUT = 2.0
 #: sandbox's factory (``daemon_check_time``; 0 asks on every invocation).
 DEFAULT_DAEMON_CHECK_TIME = 10.0
 # Until when (time.monotonic()) this worker takes each (scope, storlet)
-# daemon to run: the factory's SBus round trip is then skipped.
+# daemon to run, and the storlet's version it brought into the sandbox
+# then: the factory's SBus round trip is skipped, and for that version the
+# scope's lock and the storlet's files too.
 _seen_running = {}
 # How many times this worker killed each scope's sandbox to stop a storlet
 # past its timeout: the storlets it ran with it did not fail on their own.
 sandbox_kills = collections.Counter()
+
+
+def storlet_version(sreq):
+    """What names the version of ``sreq``'s storlet: its object, the length
+    and timestamp the proxy read of it (upstream's test of the node's
+    copy), and its dependencies."""
+    options = getattr(sreq, "options", None) or {}
+    return (
+        getattr(sreq, "storlet_id", None),
+        options.get("storlet_content_length"),
+        options.get("storlet_x_timestamp"),
+        tuple(getattr(sreq, "dependencies", None) or ()),
+    )
 
 
 def default_native_lib_dir():
@@ -572,12 +587,20 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         :class:`~mlstorlets.server.gateway.invocation.DaemonGone`, and the
         gateway forgets it and activates it again."""
         key = (self.scope, sreq.storlet_main)
-        if not cache_updated and time.monotonic() < _seen_running.get(key, 0):
+        if not cache_updated and time.monotonic() < _seen_running.get(key, (0, None))[0]:
             return
         _seen_running.pop(key, None)
         super().activate_storlet_daemon(sreq, cache_updated)
         if self.daemon_check_time > 0:
-            _seen_running[key] = time.monotonic() + self.daemon_check_time
+            _seen_running[key] = (time.monotonic() + self.daemon_check_time, storlet_version(sreq))
+
+    def ready(self, sreq):
+        """Whether, within ``daemon_check_time``, this worker brought this
+        version of ``sreq``'s storlet (and dependencies) into the sandbox
+        and saw its daemon running: then nothing is to be checked before
+        the invocation."""
+        until, version = _seen_running.get((self.scope, sreq.storlet_main), (0, None))
+        return time.monotonic() < until and version == storlet_version(sreq)
 
     def forget_daemons(self, storlet_id=None):
         """Ask the factory again before the next invocation of
