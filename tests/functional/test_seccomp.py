@@ -33,3 +33,18 @@ def test_escape_syscalls_are_refused(conn, container):
             "pipe-resize",
         )
     }
+
+
+def test_an_objects_file_shows_no_extended_attributes(conn, container):
+    # On an object server the storlet reads the object's own file, whose
+    # attributes hold the object's whole metadata (system metadata too).
+    conn.put_object(
+        container, "x", b"x", headers={"X-Object-Meta-Own": "shown as metadata, not as xattr"}
+    )
+    headers, body = conn.get_object(
+        container,
+        "x",
+        headers={"X-Run-Storlet": "hostile.py", "X-Storlet-Parameter-1": "action:xattrs"},
+    )
+    assert body == b"x"
+    assert headers[RESULT] == "listxattr=ENOTSUP getxattr=ENOTSUP"

@@ -64,6 +64,10 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 ``tar``
     Output a tar (for an extraction) whose members are named ``ok.txt``,
     ``../../escaped.txt`` and ``a/../b.txt``.
+``xattrs``
+    List and read the extended attributes of its input's file (on an
+    object server, the object's own file, whose attributes hold its whole
+    metadata); reports ``name=ok`` or the errno's name for each.
 ``headers``
     Set output metadata of kind ``kind`` meant to become response headers
     that are not its own: ``value-crlf`` (a ``Set-Cookie`` after a CR/LF
@@ -137,6 +141,26 @@ class HostileStorlet(object):
             data = out.getvalue()
             out_files[0].set_metadata({"Storlet-Output-Length": str(len(data))})
             out_files[0].write(data)
+            in_files[0].close()
+            out_files[0].close()
+            return
+        if action == "xattrs":
+            import errno
+
+            fd, found = in_files[0].fileno(), []
+            for name, call in (
+                ("listxattr", lambda: os.listxattr(fd)),
+                ("getxattr", lambda: os.getxattr(fd, "user.swift.metadata")),
+            ):
+                try:
+                    call()
+                    found.append("%s=ok" % name)
+                except OSError as err:
+                    found.append("%s=%s" % (name, errno.errorcode.get(err.errno, err.errno)))
+            out_files[0].set_metadata(
+                {"Hostile-Result": " ".join(found), "Storlet-Output-Length": str(len(body))}
+            )
+            out_files[0].write(body)
             in_files[0].close()
             out_files[0].close()
             return

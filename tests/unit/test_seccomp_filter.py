@@ -27,6 +27,19 @@ CHILD = textwrap.dedent("""
     read, write = os.pipe()
     found['pipe-resize'] = code(libc.fcntl(write, 1031, 1 << 20))   # F_SETPIPE_SZ
     found['pipe-size'] = code(libc.fcntl(write, 1032))              # F_GETPIPE_SZ
+    import shutil, tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        for name, call in (('listxattr', lambda: os.listxattr(f.fileno())),
+                           ('setxattr', lambda: os.setxattr(f.fileno(), 'user.x', b'1'))):
+            try:
+                call()
+                found[name] = 'ok'
+            except OSError as err:
+                found[name] = errno.errorcode[err.errno]
+        # What copies attributes takes "none here" in its stride.
+        shutil.copy2(f.name, f.name + '.copy')
+        os.unlink(f.name + '.copy')
+        found['copy2'] = 'ok'
     libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_ulong, ctypes.c_long]
     found['pipe-resize-high'] = code(libc.syscall(72, write, (1 << 32) | 1031, 1 << 20))
     # Threads still start (the C library falls back from clone3 to clone).
@@ -59,6 +72,9 @@ def test_the_filter_refuses_escapes_and_keeps_the_rest():
                 "pipe-resize": "EPERM",
                 "pipe-resize-high": "EPERM",
                 "pipe-size": "ok",
+                "listxattr": "ENOTSUP",
+                "setxattr": "ENOTSUP",
+                "copy2": "ok",
                 "thread": "ok",
                 "fork": "ok",
             }.items()

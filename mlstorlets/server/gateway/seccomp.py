@@ -11,7 +11,11 @@ everything else through.  ``clone3``, whose flags the filter cannot read
 to ``clone``, whose ``CLONE_NEWUSER`` flag is refused.  ``fcntl`` may not
 resize a pipe (``F_SETPIPE_SZ``): the gateway's pipes are charged to the
 host's swift user, whose every pipe Linux cuts to two pages past its soft
-limit (:mod:`mlstorlets.server.gateway.pipes`).
+limit (:mod:`mlstorlets.server.gateway.pipes`).  Extended attributes answer
+``ENOTSUP``, as on a file system without them (which every library takes in
+its stride): an object server hands a storlet its objects' own files, whose
+attributes hold the object's whole metadata, system metadata included,
+where the storlet is to see its user metadata only.
 
 The program is built with libseccomp (``pyseccomp``) and handed to bwrap,
 which loads it right before it starts the sandbox's first process
@@ -79,6 +83,22 @@ DENIED = (
     "uselib",
 )
 
+# Read and write alike.
+XATTRS = (
+    "getxattr",
+    "lgetxattr",
+    "fgetxattr",
+    "listxattr",
+    "llistxattr",
+    "flistxattr",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+)
+
 _program = []
 
 
@@ -98,6 +118,8 @@ def program():
             "clone",
             seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER),
         )
+        for name in XATTRS:
+            rules.add_rule(seccomp.ERRNO(errno.ENOTSUP), name)
         rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         rules.add_rule(
             seccomp.ERRNO(errno.EPERM),
