@@ -31,6 +31,7 @@ The API, for the modules that call it::
 
 import dataclasses
 import json
+import random
 import re
 import threading
 import time
@@ -346,7 +347,9 @@ class Swift:
             # A proxy holding other callers' bodies read nothing of this
             # one, and the storlet did not run: asked to wait, longer each
             # time.
-            time.sleep(min(wait * 2 ** (attempt - 1), MAX_RETRY_AFTER))
+            # Spread out, so that callers turned away together do not
+            # all come back at once.
+            time.sleep(min(wait * 2 ** (attempt - 1), MAX_RETRY_AFTER) * random.uniform(0.5, 1.5))
         if not 200 <= resp.status < 300:
             raise _swift_error(label, ClientException.from_response(resp, "storlet GET", answer))
         return dict(resp_header_dict(resp)), answer
@@ -477,11 +480,14 @@ BUSY_RETRIES = 4
 
 
 def _retry_after(resp):
-    """Seconds a ``503`` with ``Retry-After`` asks to wait, else None."""
-    value = dict(resp_header_dict(resp)).get("retry-after", "")
-    if resp.status != 503 or not value.strip().isdigit():
+    """Seconds the engine's ``503`` for a call it did not run
+    (:data:`~mlstorlets.sandbox.protocol.NOT_RUN_HEADER`) asks to wait,
+    else None."""
+    headers = dict(resp_header_dict(resp))
+    value = headers.get("retry-after", "")
+    if resp.status != 503 or protocol.NOT_RUN_HEADER.lower() not in headers:
         return None
-    return min(int(value), MAX_RETRY_AFTER)
+    return min(int(value), MAX_RETRY_AFTER) if value.strip().isdigit() else 1
 
 
 def user_metadata(headers):

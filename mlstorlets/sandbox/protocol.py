@@ -446,6 +446,9 @@ EXTRACT_MANY = "many"
 BODY_INPUT_HEADER = "X-Mlstorlets-Body-Input"
 MAX_BODY_INPUT_KEY = "max_body_input_bytes"
 DEFAULT_MAX_BODY_INPUT = 128 << 20
+# On a 503 with Retry-After: the engine ran nothing of the call (a proxy
+# holding enough bodies read none of this one), which may be sent again.
+NOT_RUN_HEADER = "X-Mlstorlets-Not-Run"
 # On an answer made on an object server (with the extra resources it holds,
 # mlstorlets.server.middleware.local_resources): where the storlet ran.
 RAN_ON_HEADER = "X-Mlstorlets-Ran-On"

@@ -212,6 +212,7 @@ def test_a_body_past_what_the_proxy_holds_waits_unread(cluster, source, one_body
         turned_away = storlet_request(cluster.connection(), source, "source.txt", body, counter)
         assert turned_away.status_code == 503, turned_away.text
         assert turned_away.headers["Retry-After"] == "1"
+        assert turned_away.headers[protocol.NOT_RUN_HEADER] == "true"
         assert "holds %d bytes of request bodies" % len(body) in turned_away.text
         # The client waits as asked and sends it again, once there is room.
         headers, _ = Swift(cluster.connection()).storlet_get(

@@ -47,4 +47,4 @@ def test_an_objects_file_shows_no_extended_attributes(conn, container):
         headers={"X-Run-Storlet": "hostile.py", "X-Storlet-Parameter-1": "action:xattrs"},
     )
     assert body == b"x"
-    assert headers[RESULT] == "listxattr=ENOTSUP getxattr=ENOTSUP"
+    assert headers[RESULT] == "listxattr=ENOTSUP getxattr=ENOTSUP listxattrat=ENOTSUP"

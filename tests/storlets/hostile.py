@@ -145,12 +145,23 @@ class HostileStorlet(object):
             out_files[0].close()
             return
         if action == "xattrs":
+            import ctypes
             import errno
 
+            libc = ctypes.CDLL(None, use_errno=True)
             fd, found = in_files[0].fileno(), []
+            names = ctypes.create_string_buffer(256)
+
+            def listxattrat():
+                # Linux 6.13's, on the file itself (AT_EMPTY_PATH).
+                ctypes.set_errno(0)
+                if libc.syscall(465, fd, b"", 0x1000, names, 256) < 0:
+                    raise OSError(ctypes.get_errno(), "listxattrat")
+
             for name, call in (
                 ("listxattr", lambda: os.listxattr(fd)),
                 ("getxattr", lambda: os.getxattr(fd, "user.swift.metadata")),
+                ("listxattrat", listxattrat),
             ):
                 try:
                     call()

@@ -183,8 +183,13 @@ def cancel_kills_the_worker_and_a_new_one_serves(pool):
     wait_ready(pool, 2)
     assert len(pids & {w.proc.pid for w in pool.workers}) == 1
     host = Host(b"after")
-    assert run(pool, host)[2] == b"after"
+    task_id, _, body = run(pool, host)
+    assert body == b"after"
     host.close()
+    # A late cancel of a task sent whole: finished, not unknown (which the
+    # host would take for a stuck sandbox).
+    late = pool.cancel(types.SimpleNamespace(task_id=task_id))
+    assert late.status and "finished" in late.message
     assert not pool.cancel(types.SimpleNamespace(task_id="nope")).status
 
 

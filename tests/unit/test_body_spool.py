@@ -6,7 +6,7 @@ import io
 import os
 
 import pytest
-from swift.common.swob import HTTPException, Request
+from swift.common.swob import HTTPException, Request, Response
 
 from mlstorlets.server.middleware import body_input
 from mlstorlets.server.middleware.body_input import body_chunks, check_body, spool, take_body
@@ -131,17 +131,55 @@ class Answer(object):
         return list(self.headers.items())
 
 
+NOT_RUN = {"X-Mlstorlets-Not-Run": "true"}
+
+
 @pytest.mark.parametrize(
     "answer, wait",
     [
-        (Answer(503, **{"Retry-After": "1"}), 1),
-        (Answer(503, **{"Retry-After": "600"}), 8),
-        (Answer(503, **{"Retry-After": "soon"}), None),
+        (Answer(503, **{"Retry-After": "1"}, **NOT_RUN), 1),
+        (Answer(503, **{"Retry-After": "600"}, **NOT_RUN), 8),
+        (Answer(503, **{"Retry-After": "soon"}, **NOT_RUN), 1),
+        # Not the engine's "nothing ran": the storlet may have run.
+        (Answer(503, **{"Retry-After": "1"}), None),
         (Answer(503), None),
-        (Answer(502, **{"Retry-After": "1"}), None),
+        (Answer(502, **{"Retry-After": "1"}, **NOT_RUN), None),
     ],
 )
 def test_the_client_sends_again_only_what_the_cluster_could_not_take_now(answer, wait):
     from mlstorlets.client.swift import _retry_after
 
     assert _retry_after(answer) == wait
+
+
+def test_a_held_body_is_emptied_and_let_go_once_its_answer_is_over(tmp_path):
+    req = storlet_get(b"x" * 1000)
+    body, length = take_body(req)
+    start = body_input.HELD.now
+    assert body_input.HELD.take(length, 10**6)
+    held = body_input.HeldBody(length)
+    held.fd = spool(body, length, req)
+    # A storlet that kept a descriptor of its input.
+    kept = os.open("/proc/self/fd/%d" % held.fd, os.O_RDONLY)
+    try:
+        inner = iter([b"out", b"put"])
+        answer = body_input.released_at_close(
+            Response(app_iter=inner, headers={"Content-Length": "6"}), held.release, req
+        )
+        assert answer.content_length == 6 and body_input.HELD.now == start + 1000
+        assert b"".join(answer.app_iter) == b"output"
+        answer.app_iter.close()
+        answer.app_iter.close()
+        assert body_input.HELD.now == start
+        assert os.fstat(kept).st_size == 0  # no disk held past the call
+        with pytest.raises(OSError):
+            os.fstat(held.fd)
+    finally:
+        os.close(kept)
+
+
+def test_an_answer_without_a_body_lets_go_at_once():
+    calls = []
+    answer = Response(body=b"refused", status=403)
+    assert body_input.released_at_close(answer, lambda: calls.append(1), None) is answer
+    assert calls == [1]

@@ -140,3 +140,19 @@ def test_the_oom_count_is_read_again_through_one_descriptor(v2):
     # Removing the cgroup lets go of its files.
     assert group.remove(timeout=0.1) in (True, False)
     assert str(events) not in cgroups._kept_open
+
+
+def test_only_the_counters_read_last_are_kept_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(cgroups, "KEEP_OPEN", 2)
+    monkeypatch.setattr(cgroups, "_kept_open", cgroups.collections.OrderedDict())
+    paths = []
+    for name in ("a", "b", "c"):
+        path = tmp_path / name
+        path.write_text("oom_kill 1\n")
+        paths.append(str(path))
+        assert cgroups._read_again(str(path)) == "oom_kill 1"
+    # Read again, "b" is the most recent; "a" was let go for "c".
+    assert cgroups._read_again(paths[1]) == "oom_kill 1"
+    assert list(cgroups._kept_open) == [paths[2], paths[1]]
+    for fd in cgroups._kept_open.values():
+        os.close(fd)

@@ -134,6 +134,16 @@ def test_a_storlet_brought_up_is_ready_for_its_version_only(tmp_path, asked, mon
     assert not sbox.ready(versioned())
 
 
+def test_a_version_another_worker_brought_becomes_this_ones(tmp_path, asked):
+    sbox = sandbox(tmp_path)
+    sbox.activate_storlet_daemon(versioned(), cache_updated=False)
+    # Another worker brought in version 2 (and restarted the daemon): the
+    # files here are already current, the daemon is not asked again.
+    sbox.activate_storlet_daemon(versioned(timestamp="2.0"), cache_updated=False)
+    assert asked == ["probe.Probe"]
+    assert sbox.ready(versioned(timestamp="2.0")) and not sbox.ready(versioned())
+
+
 def test_with_zero_nothing_is_ever_ready(tmp_path, asked):
     sbox = sandbox(tmp_path, daemon_check_time="0")
     sbox.activate_storlet_daemon(versioned(), cache_updated=False)

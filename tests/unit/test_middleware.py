@@ -158,12 +158,23 @@ def test_a_proxy_side_failure_speaks_the_protocol(swift, status, upstream_body, 
 
 def test_a_call_the_proxy_could_not_take_now_stays_503_with_its_retry_after(swift):
     swift.register(
-        "GET", SRC, "503 Service Unavailable", {"Retry-After": "1"}, b"the proxy holds 9 bytes\n"
+        "GET",
+        SRC,
+        "503 Service Unavailable",
+        {"Retry-After": "1", protocol.NOT_RUN_HEADER: "true"},
+        b"the proxy holds 9 bytes\n",
     )
     status, headers, body = call(copy_app(swift), get())
-    assert (status, headers["Retry-After"]) == (503, "1")
+    assert (status, headers["Retry-After"], headers[protocol.NOT_RUN_HEADER]) == (503, "1", "true")
     assert body == b"storlet probe.py did not run over c/src (the proxy holds 9 bytes)\n"
     assert ERROR not in headers
+
+
+def test_another_503_is_a_failure_whatever_its_retry_after(swift):
+    swift.register("GET", SRC, "503 Service Unavailable", {"Retry-After": "1"}, b"busy\n")
+    status, headers, _ = call(copy_app(swift), get())
+    assert status == 502 and headers[ERROR] == protocol.FAILED
+    assert protocol.NOT_RUN_HEADER not in headers
 
 
 def test_a_missing_source_stays_404(swift):

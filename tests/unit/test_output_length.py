@@ -76,6 +76,12 @@ def test_an_output_that_runs_long_is_cut_and_not_read_further():
     assert source.chunks == [b"and more"] and source.closed
 
 
+def test_an_output_closed_unread_is_closed():
+    source = Chunks(b"hello")
+    exactly(source, 5, "probe", LOG).close()
+    assert source.closed
+
+
 def test_a_client_that_leaves_closes_the_output():
     source = Chunks(b"hello ", b"storlets")
     body = exactly(source, 14, "probe", LOG)
@@ -121,6 +127,26 @@ def test_a_declared_length_becomes_the_content_length_and_the_output_stays_open(
     # still be readable.
     assert not h.output.closed
     assert b"".join(answer.app_iter) == b"hello storlets"
+
+
+def test_a_storlets_answer_never_has_the_objects_etag():
+    # A proxy resumes a short read from a replica with the same ETag: the
+    # storlet would run again there and its output be spliced in.
+    etags = set()
+    for metadata in ({"Storlet-Output-Length": "14"}, {}):
+        h = handler((metadata, 200, {"Etag": "the-objects-etag"}))
+        etags.add(h.apply_storlet(None).headers["Etag"])
+    assert len(etags) == 2 and "the-objects-etag" not in etags
+
+    # Not for what the gateway did not make: the object itself, which an
+    # object server answers for the proxy to run the storlet over.
+    class NotRunHere(Upstream):
+        def apply_storlet(self, resp):
+            return Response(headers=self.headers, app_iter=self.output)
+
+    made = type("Handler", (DeclaredLengthHandler, NotRunHere), {})
+    h = made({}, 200, {"Etag": "the-objects-etag"})
+    assert h.apply_storlet(None).headers["Etag"] == "the-objects-etag"
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,9 @@ CHILD = textwrap.dedent("""
                 found[name] = 'ok'
             except OSError as err:
                 found[name] = errno.errorcode[err.errno]
+        # listxattrat (Linux 6.13), on the file itself (AT_EMPTY_PATH).
+        names = ctypes.create_string_buffer(256)
+        found['listxattrat'] = code(libc.syscall(465, f.fileno(), b'', 0x1000, names, 256))
         # What copies attributes takes "none here" in its stride.
         shutil.copy2(f.name, f.name + '.copy')
         os.unlink(f.name + '.copy')
@@ -74,6 +77,7 @@ def test_the_filter_refuses_escapes_and_keeps_the_rest():
                 "pipe-size": "ok",
                 "listxattr": "ENOTSUP",
                 "setxattr": "ENOTSUP",
+                "listxattrat": "ENOTSUP",
                 "copy2": "ok",
                 "thread": "ok",
                 "fork": "ok",

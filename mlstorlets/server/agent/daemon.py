@@ -64,6 +64,8 @@ from mlstorlets.server.agent import channel, descendants
 # How long the first worker may take to import the storlet before the
 # daemon gives up (the factory waits for the daemon's socket meanwhile).
 START_TIMEOUT = 60.0
+# How many task ids sent whole the daemon remembers, for late cancels.
+FINISHED_KEPT = 256
 # How long a killed worker is waited for before it is left to be reaped.
 KILL_WAIT = 2.0
 # What the host reads of an output's metadata in one read (upstream's
@@ -174,9 +176,13 @@ class PersistentStorletDaemon(SBusServer):
         self.container_id = container_id
         self.workers = []
         self.queue = collections.deque()
-        # Tasks whose output is being copied to the host, by task id.
+        # Tasks whose output is being copied to the host, by task id, and
+        # the last ones sent whole: a host's late cancel of one of those is
+        # answered "finished", not "not found" (which it takes for a
+        # stuck sandbox).
         self.sending = {}
         self.sending_lock = threading.Lock()
+        self.finished = collections.deque(maxlen=FINISHED_KEPT)
         self.load_failed = False
 
     # -- workers -----------------------------------------------------------
@@ -343,6 +349,8 @@ class PersistentStorletDaemon(SBusServer):
             self.logger.info("Task %s: output not sent in full: %s" % (task.task_id, err))
         channel.close_all([spool for _, spool, _ in outputs])
         task.fail()
+        with self.sending_lock:
+            self.finished.append(task.task_id)
 
     # -- SBus commands -----------------------------------------------------
     @command_handler
@@ -366,7 +374,7 @@ class PersistentStorletDaemon(SBusServer):
                 self._drop(worker)
                 return CommandSuccess("Cancelled task %s" % task_id)
         with self.sending_lock:
-            if task_id in self.sending:
+            if task_id in self.sending or task_id in self.finished:
                 return CommandSuccess("Task %s has finished" % task_id)
         return CommandFailure("Task id %s is not found" % task_id)
 

@@ -112,6 +112,7 @@ one server worker, one lock per account serialises the sandbox's start and
 the storlet cache updates, so concurrent first requests start one sandbox.
 """
 
+import collections
 import copy
 import os
 import shutil
@@ -147,8 +148,10 @@ from mlstorlets.server.gateway.sbus import send_without_following_links
 from mlstorlets.server.gateway.scope import account_scope
 
 # The sandbox this worker made for each (class, scope, options), with the
-# options it was made of (held, so that their id names them).
-_sandboxes = {}
+# options it was made of (held, so that their id names them): the most
+# recently used ones.
+_sandboxes = collections.OrderedDict()
+KEEP_SANDBOXES = 1024
 
 
 def _differ(a, b):
@@ -182,7 +185,17 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         key = (self.sandbox, self.scope, id(self.conf))
         made = _sandboxes.get(key)
         if made is None or made[0] is not self.conf:
-            made = _sandboxes[key] = (self.conf, self.sandbox(self.scope, self.conf, self.logger))
+            made = (self.conf, self.sandbox(self.scope, self.conf, self.logger))
+            # One without the cgroup it should have is made again each
+            # time: cgroups may be usable next time.
+            if getattr(made[1], "cgroup", None) is not None or (
+                self.conf.get("sandbox_cgroups") == "off"
+            ):
+                _sandboxes[key] = made
+                while len(_sandboxes) > KEEP_SANDBOXES:
+                    _sandboxes.popitem(last=False)
+        else:
+            _sandboxes.move_to_end(key)
         sandbox = copy.copy(made[1])
         sandbox.logger = self.logger
         return sandbox

@@ -22,6 +22,7 @@ Where neither is usable, :func:`detect` says why and the gateway falls
 back to rlimits, saying so.
 """
 
+import collections
 import dataclasses
 import errno
 import os
@@ -260,8 +261,10 @@ def _tops(parent, root):
     return [os.path.join(root, c, parent) for c in V1_CONTROLLERS]
 
 
-# The counters this process reads on every invocation, by path: kept open.
-_kept_open = {}
+# The counters this process reads on every invocation, by path: kept open,
+# the most recently read ones (a server may serve any number of accounts).
+_kept_open = collections.OrderedDict()
+KEEP_OPEN = 128
 
 
 def _read_again(path):
@@ -274,6 +277,10 @@ def _read_again(path):
                 fd = _kept_open[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return None
+            while len(_kept_open) > KEEP_OPEN:
+                os.close(_kept_open.popitem(last=False)[1])
+        else:
+            _kept_open.move_to_end(path)
         try:
             return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         except OSError:

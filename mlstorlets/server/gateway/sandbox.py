@@ -587,7 +587,10 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         :class:`~mlstorlets.server.gateway.invocation.DaemonGone`, and the
         gateway forgets it and activates it again."""
         key = (self.scope, sreq.storlet_main)
-        if not cache_updated and time.monotonic() < _seen_running.get(key, (0, None))[0]:
+        until = _seen_running.get(key, (0, None))[0]
+        if not cache_updated and time.monotonic() < until:
+            # The sandbox holds this version (another worker brought it).
+            _seen_running[key] = (until, storlet_version(sreq))
             return
         _seen_running.pop(key, None)
         super().activate_storlet_daemon(sreq, cache_updated)

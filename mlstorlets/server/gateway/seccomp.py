@@ -99,6 +99,11 @@ XATTRS = (
     "fremovexattr",
 )
 
+# The same, on a path relative to a directory (Linux 6.13): setxattrat,
+# getxattrat, listxattrat, removexattrat, by number (the same on every
+# architecture), which older libseccomp does not know by name.
+XATTRS_AT = (463, 464, 465, 466)
+
 _program = []
 
 
@@ -118,7 +123,7 @@ def program():
             "clone",
             seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER),
         )
-        for name in XATTRS:
+        for name in XATTRS + XATTRS_AT:
             rules.add_rule(seccomp.ERRNO(errno.ENOTSUP), name)
         rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         rules.add_rule(

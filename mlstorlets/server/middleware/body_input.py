@@ -27,9 +27,11 @@ stored.  The storlet runs on the proxy, which holds the body.
   ``503``; the storlet does not run.
 * A proxy worker holds at most ``max_body_input_held_bytes`` of bodies at
   once (default 4 times ``max_body_input_bytes``): from the moment one is
-  read until its storlet has answered.  A body that would go past it is
-  not read: ``503`` with ``Retry-After``, and the storlet does not run.
-  Callers sending bodies at once cannot fill the proxy's disk.
+  read until its storlet's answer is over.  A body that would go past it
+  is not read: ``503`` with ``Retry-After``, and the storlet does not run.
+  Callers sending bodies at once cannot fill the proxy's disk.  The file
+  is emptied when the answer is over, so a storlet that kept a descriptor
+  of it holds no disk space past its call.
 * A caller allowed to read the object only through the storlet (the
   storlet ACL, upstream's retry with its referer) may not add an input of
   its own: ``403``.
@@ -50,6 +52,7 @@ from swift.common.swob import (
     HTTPRequestEntityTooLarge,
     HTTPRequestTimeout,
     HTTPServiceUnavailable,
+    Response,
     WsgiBytesIO,
 )
 from swift.common.utils import close_if_possible, config_true_value, public
@@ -167,6 +170,71 @@ class HeldBytes(object):
 
 
 HELD = HeldBytes()
+
+
+class HeldBody(object):
+    """One request's body while the proxy holds it: ``release()`` (once)
+    empties its file, closes the proxy's descriptor and counts its bytes
+    no longer held."""
+
+    def __init__(self, length):
+        self.length = length
+        self.fd = None
+        self.released = False
+
+    def release(self):
+        if self.released:
+            return
+        self.released = True
+        if self.fd is not None:
+            try:
+                # Through the descriptor's own inode: the storlet may hold
+                # another descriptor of it, which then reads nothing.
+                os.truncate("/proc/self/fd/%d" % self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)
+        HELD.give_back(self.length)
+
+
+class ReleasedAtClose(object):
+    """``app_iter``, and ``release()`` once it is closed."""
+
+    def __init__(self, app_iter, release):
+        self.app_iter, self.release = app_iter, release
+        self.chunks = iter(app_iter)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.chunks)
+
+    def close(self):
+        try:
+            close_if_possible(self.app_iter)
+        finally:
+            self.release()
+
+
+def released_at_close(answer, release, request):
+    """``answer``, with ``release()`` called when its body is closed (at
+    once for an answer without an iterator)."""
+    if answer.app_iter is None:
+        release()
+        return answer
+    # A new answer: swob closes the iterator that an assignment to
+    # app_iter replaces.
+    released = Response(
+        status=answer.status,
+        headers=answer.headers,
+        app_iter=ReleasedAtClose(answer.app_iter, release),
+        request=request,
+    )
+    released.content_length = answer.content_length
+    return released
+
+
 # Seconds a caller turned away for the held bytes is told to wait.
 RETRY_AFTER = 1
 
@@ -227,19 +295,18 @@ class BodyInputProxyHandler(StorletProxyHandler):
                     "the proxy holds %d bytes of request bodies for storlets already, "
                     "at most %d: send this one again later\n" % (HELD.now, self.max_body_input_held)
                 ).encode(),
-                headers={"Retry-After": str(RETRY_AFTER)},
+                headers={"Retry-After": str(RETRY_AFTER), protocol.NOT_RUN_HEADER: "true"},
                 request=self.request,
             )
+        held = HeldBody(length)
         try:
-            self.body_fd = spool(*self.body_input, self.request)
-            try:
-                return super().GET()
-            finally:
-                # The sandbox has its own descriptor of it by now, and the
-                # storlet has answered.
-                os.close(self.body_fd)
-        finally:
-            HELD.give_back(length)
+            self.body_fd = held.fd = spool(*self.body_input, self.request)
+            answer = super().GET()
+        except BaseException:
+            held.release()
+            raise
+        # The storlet may read its input until its output is over.
+        return released_at_close(answer, held.release, self.request)
 
     def apply_storlet(self, resp):
         if self.body_fd is not None and (self.request.referer or "").startswith(

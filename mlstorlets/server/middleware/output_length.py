@@ -20,7 +20,16 @@ object server, so that server also names the length in
 Only an object server can set that header (``gatekeeper`` removes
 ``X-Backend-*`` from what a client sends and from what it receives, and a
 storlet's metadata becomes ``X-Object-Meta-*`` headers only).
+
+An answer the storlet made also gets an ETag of its own, never the
+object's: a proxy whose read of an object server's answer ends short (or
+stalls) resumes it from another replica with the same ETag, which would run
+the storlet again there and splice the second output into the first.  With
+an ETag no other answer has, the proxy finds no such replica and fails the
+answer.  (``storlet_copy`` gives a client no ETag for a storlet's output.)
 """
+
+import uuid
 
 from swift.common.http import is_success
 from swift.common.swob import Response
@@ -53,26 +62,45 @@ def declared_length(metadata):
     return None
 
 
-def exactly(app_iter, length, what, logger):
+class Exactly(object):
     """The first ``length`` bytes of ``app_iter``; :class:`OutputCutShort`
-    if there are fewer."""
-    left = length
-    try:
-        for chunk in app_iter:
-            if len(chunk) > left:
-                logger.warning("%s: output longer than its declared %d bytes, cut" % (what, length))
-                chunk = chunk[:left]
-            if chunk:
-                left -= len(chunk)
-                yield chunk
-            if not left:
-                return
-        if left:
+    if there are fewer.  Closing it closes ``app_iter``, read or not."""
+
+    def __init__(self, app_iter, length, what, logger):
+        self.app_iter, self.left = app_iter, length
+        self.length, self.what, self.logger = length, what, logger
+        self.chunks = iter(app_iter)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.left:
+            self.close()
+            raise StopIteration
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.close()
             raise OutputCutShort(
-                "%s: output ended %d bytes short of its declared %d" % (what, left, length)
+                "%s: output ended %d bytes short of its declared %d"
+                % (self.what, self.left, self.length)
+            ) from None
+        if len(chunk) > self.left:
+            self.logger.warning(
+                "%s: output longer than its declared %d bytes, cut" % (self.what, self.length)
             )
-    finally:
-        close_if_possible(app_iter)
+            chunk = chunk[: self.left]
+        self.left -= len(chunk)
+        return chunk
+
+    def close(self):
+        close_if_possible(self.app_iter)
+
+
+def exactly(app_iter, length, what, logger):
+    """:class:`Exactly` over ``app_iter``."""
+    return Exactly(app_iter, length, what, logger)
 
 
 class DeclaredLengthHandler(object):
@@ -80,15 +108,19 @@ class DeclaredLengthHandler(object):
     answer's ``Content-Length``."""
 
     _declared = None
+    _ran = False
 
     def _call_gateway(self, resp):
         sresp = super()._call_gateway(resp)
+        self._ran = True
         self._declared = declared_length(sresp.data.user_metadata)
         return sresp
 
     def apply_storlet(self, resp):
         answer = super().apply_storlet(resp)
         length, self._declared = self._declared, None
+        if self._ran and is_success(answer.status_int):
+            answer.headers["Etag"] = uuid.uuid4().hex
         if (
             length is None
             or not is_success(answer.status_int)

@@ -356,9 +356,9 @@ class StorletCopyMiddleware(object):
         """The response for a storlet request that Swift did not serve."""
         storlet = req.headers["X-Run-Storlet"]
         body = resp.body.decode("utf8", "replace").strip()
-        if resp.status_int == 503 and "Retry-After" in resp.headers:
-            # Not served now (the proxy holds enough request bodies): the
-            # storlet did not run, and the caller may send it again.
+        if resp.status_int == 503 and protocol.NOT_RUN_HEADER in resp.headers:
+            # The engine's own "not now" (the proxy holds enough request
+            # bodies): the storlet did not run, the caller may send it again.
             text = "storlet %s did not run over %s (%s)" % (
                 storlet,
                 _text_name(source),
@@ -367,7 +367,10 @@ class StorletCopyMiddleware(object):
             return Response(
                 status=503,
                 content_type="text/plain",
-                headers={"Retry-After": resp.headers["Retry-After"]},
+                headers={
+                    "Retry-After": resp.headers.get("Retry-After", "1"),
+                    protocol.NOT_RUN_HEADER: "true",
+                },
                 request=req,
                 body=(text + "\n").encode("utf8"),
             )
