@@ -29,17 +29,22 @@ class FakeSwift(object):
         self.calls = []
         self.iters = []
         self.stored = {}
+        self.unread = set()
 
-    def register(self, method, path, status, headers=None, body=b""):
+    def register(self, method, path, status, headers=None, body=b"", read=True):
         """Answer ``method path`` with ``status``; ``body`` is bytes or a
-        list of chunks (a body that may end early is a generator)."""
+        list of chunks (a body that may end early is a generator).  A PUT
+        not to ``read`` is answered before its body is read, as a proxy
+        refuses one on its headers."""
         self.responses[(method, path)] = (status, headers or {}, body)
+        if not read:
+            self.unread.add((method, path))
 
     def __call__(self, env, start_response):
         req = Request(env)
         body = b""
         error = None
-        if req.method == "PUT":
+        if req.method == "PUT" and (req.method, req.path) not in self.unread:
             try:
                 body = req.environ["wsgi.input"].read()
             except Exception as err:  # what a proxy does: 499, no object

@@ -231,6 +231,15 @@ def test_a_copy_writes_the_output(swift, method):
     assert "X-Object-Meta-Storlet-Output-Length" not in put_headers
 
 
+def test_an_output_the_put_refused_unread_is_closed(swift):
+    # The swift fixture checks that the GET's output was closed.
+    swift.register("GET", SRC, "200 OK", {"X-Object-Meta-Storlet-Output-Length": "6"}, b"output")
+    swift.register("PUT", DST, "413 Request Entity Too Large", {}, b"", read=False)
+    status, headers, body = call(copy_app(swift), copy_request())
+    assert status == 502 and headers[ERROR] == protocol.FAILED
+    assert b"could not be written" in body and DST not in swift.stored
+
+
 def test_a_refused_copy_writes_nothing(swift):
     swift.register("GET", SRC, "200 OK", {"X-Object-Meta-Storlet-Error": "no face"}, b"")
     status, headers, body = call(copy_app(swift), copy_request())

@@ -313,10 +313,10 @@ class PersistentStorletDaemon(SBusServer):
         # Most outputs fit the host's empty pipe: written here, they cost
         # no thread.  What would block goes on from a thread.
         try:
-            sent = [
-                _send_without_blocking(fd, spool, size)
-                for fd, (_, spool, size) in zip(task.out_fds, outputs)
-            ]
+            sent = []
+            for fd, (_, spool, size) in zip(task.out_fds, outputs):
+                os.set_blocking(fd, False)
+                sent.append(_send(fd, spool, 0, size))
         except OSError as err:
             return self._sent(task, outputs, err)
         if all(n == size for n, (_, _, size) in zip(sent, outputs)):
@@ -330,11 +330,7 @@ class PersistentStorletDaemon(SBusServer):
         try:
             for out_fd, (_, spool, size), done in zip(task.out_fds, outputs, sent):
                 os.set_blocking(out_fd, True)
-                while done < size:
-                    n = os.sendfile(out_fd, spool, done, size - done)
-                    if n == 0:
-                        raise OSError("the spool of task %s shrank" % task.task_id)
-                    done += n
+                _send(out_fd, spool, done, size)
         except OSError as exc:
             err = exc
         finally:
@@ -561,11 +557,9 @@ def _checked_outputs(metadata, fds, expected):
     return outputs
 
 
-def _send_without_blocking(out_fd, spool, size):
-    """Copy what of ``spool`` (``size`` bytes) the pipe ``out_fd`` takes
-    now; how many bytes that was.  ``out_fd`` is left non-blocking."""
-    os.set_blocking(out_fd, False)
-    sent = 0
+def _send(out_fd, spool, sent, size):
+    """Copy ``spool`` from byte ``sent`` to ``size`` into the pipe
+    ``out_fd``, until done or, when it does not block, full; where it got."""
     while sent < size:
         try:
             n = os.sendfile(out_fd, spool, sent, size - sent)

@@ -52,12 +52,12 @@ from swift.common.swob import (
     HTTPRequestEntityTooLarge,
     HTTPRequestTimeout,
     HTTPServiceUnavailable,
-    Response,
     WsgiBytesIO,
 )
 from swift.common.utils import close_if_possible, config_true_value, public
 
 from mlstorlets.sandbox import protocol
+from mlstorlets.server.middleware.output_length import with_body
 
 # Bytes read from the client at a time.
 CHUNK_BYTES = 256 << 10
@@ -223,16 +223,7 @@ def released_at_close(answer, release, request):
     if answer.app_iter is None:
         release()
         return answer
-    # A new answer: swob closes the iterator that an assignment to
-    # app_iter replaces.
-    released = Response(
-        status=answer.status,
-        headers=answer.headers,
-        app_iter=ReleasedAtClose(answer.app_iter, release),
-        request=request,
-    )
-    released.content_length = answer.content_length
-    return released
+    return with_body(answer, ReleasedAtClose(answer.app_iter, release), request)
 
 
 # Seconds a caller turned away for the held bytes is told to wait.

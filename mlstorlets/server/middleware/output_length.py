@@ -103,6 +103,16 @@ def exactly(app_iter, length, what, logger):
     return Exactly(app_iter, length, what, logger)
 
 
+def with_body(answer, app_iter, request):
+    """``answer`` with ``app_iter`` as its body: a new answer, since swob
+    closes the iterator that an assignment to ``app_iter`` replaces."""
+    swapped = Response(
+        status=answer.status, headers=answer.headers, app_iter=app_iter, request=request
+    )
+    swapped.content_length = answer.content_length
+    return swapped
+
+
 class DeclaredLengthHandler(object):
     """Storlet handler mixin: a declared output length becomes the
     answer's ``Content-Length``."""
@@ -133,14 +143,7 @@ class DeclaredLengthHandler(object):
             self.request.path,
         )
         logger = getattr(self, "logger", None) or get_logger({}, log_route="storlet_handler")
-        # A new answer: swob closes the iterator that an assignment to
-        # app_iter replaces.
-        exact = Response(
-            status=answer.status,
-            headers=answer.headers,
-            app_iter=exactly(answer.app_iter, length, what, logger),
-            request=self.request,
-        )
+        exact = with_body(answer, exactly(answer.app_iter, length, what, logger), self.request)
         exact.content_length = length
         exact.headers[BACKEND_LENGTH_HEADER] = str(length)
         return exact

@@ -422,6 +422,9 @@ class StorletCopyMiddleware(object):
                 put_headers[key] = value
         put = _output_put(req, dest, put_headers, resp, length, source, "MLSC")
         put_resp = put.get_response(self.app)
+        # A PUT refused before it read the output leaves it open (Swift's
+        # FileLikeIter does not close what it wraps).
+        close_if_possible(resp.app_iter)
         if not is_success(put_resp.status_int):
             close_if_possible(put_resp.app_iter)
             return self._error(
