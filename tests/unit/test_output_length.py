@@ -10,9 +10,9 @@ from mlstorlets.server.middleware.output_length import (
     BACKEND_LENGTH_HEADER,
     DeclaredLengthHandler,
     DeclaredLengthProxyHandler,
+    Exactly,
     OutputCutShort,
     declared_length,
-    exactly,
 )
 
 LOG = logging.getLogger("test")
@@ -55,13 +55,13 @@ def test_only_a_number_is_a_declared_length(metadata, length):
 
 def test_an_output_of_its_declared_length_is_passed_whole():
     source = Chunks(b"hello ", b"storlets")
-    assert b"".join(exactly(source, 14, "probe", LOG)) == b"hello storlets"
+    assert b"".join(Exactly(source, 14, "probe", LOG)) == b"hello storlets"
     assert source.closed
 
 
 def test_an_output_that_ends_short_fails_after_what_it_had():
     source = Chunks(b"hello ")
-    body = exactly(source, 14, "storlet probe.py over /a/c/o", LOG)
+    body = Exactly(source, 14, "storlet probe.py over /a/c/o", LOG)
     assert next(body) == b"hello "
     with pytest.raises(
         OutputCutShort, match="probe.py over /a/c/o.*8 bytes short of its declared 14"
@@ -72,19 +72,19 @@ def test_an_output_that_ends_short_fails_after_what_it_had():
 
 def test_an_output_that_runs_long_is_cut_and_not_read_further():
     source = Chunks(b"hello ", b"storlets", b"and more")
-    assert b"".join(exactly(source, 10, "probe", LOG)) == b"hello stor"
+    assert b"".join(Exactly(source, 10, "probe", LOG)) == b"hello stor"
     assert source.chunks == [b"and more"] and source.closed
 
 
 def test_an_output_closed_unread_is_closed():
     source = Chunks(b"hello")
-    exactly(source, 5, "probe", LOG).close()
+    Exactly(source, 5, "probe", LOG).close()
     assert source.closed
 
 
 def test_a_client_that_leaves_closes_the_output():
     source = Chunks(b"hello ", b"storlets")
-    body = exactly(source, 14, "probe", LOG)
+    body = Exactly(source, 14, "probe", LOG)
     next(body)
     body.close()
     assert source.closed

@@ -33,7 +33,7 @@ import uuid
 
 from swift.common.http import is_success
 from swift.common.swob import Response
-from swift.common.utils import close_if_possible, get_logger, public
+from swift.common.utils import close_if_possible, public
 
 from mlstorlets.sandbox import protocol
 
@@ -98,11 +98,6 @@ class Exactly(object):
         close_if_possible(self.app_iter)
 
 
-def exactly(app_iter, length, what, logger):
-    """:class:`Exactly` over ``app_iter``."""
-    return Exactly(app_iter, length, what, logger)
-
-
 def with_body(answer, app_iter, request):
     """``answer`` with ``app_iter`` as its body: a new answer, since swob
     closes the iterator that an assignment to ``app_iter`` replaces."""
@@ -142,8 +137,7 @@ class DeclaredLengthHandler(object):
             self.request.headers.get("X-Run-Storlet"),
             self.request.path,
         )
-        logger = getattr(self, "logger", None) or get_logger({}, log_route="storlet_handler")
-        exact = with_body(answer, exactly(answer.app_iter, length, what, logger), self.request)
+        exact = with_body(answer, Exactly(answer.app_iter, length, what, self.logger), self.request)
         exact.content_length = length
         exact.headers[BACKEND_LENGTH_HEADER] = str(length)
         return exact
