@@ -34,7 +34,9 @@ the same way).  The body repeats them for a human.
 
 import base64
 import binascii
+import hashlib
 import math
+import os
 from urllib.parse import quote, unquote
 
 # Names the project keeps for itself inside user containers (shards, job
@@ -57,6 +59,18 @@ SBUS_DATAGRAM_LIMIT = 4096
 # the bubblewrap gateway) receives it into a buffer of this size: room for
 # the inputs of many small objects in one call, or a model's state.
 AGENT_DATAGRAM_LIMIT = 65536
+
+
+def door_path(sbus_path):
+    """The socket beside a storlet's SBus socket ``sbus_path`` from which
+    the workers of the project's agent take ``EXECUTE`` commands
+    themselves (:mod:`mlstorlets.server.agent.daemon`).  Short whatever the
+    storlet's name (a socket's path has at most 107 bytes), and no
+    storlet's: ``@`` is in no class name."""
+    directory, name = os.path.split(sbus_path)
+    return os.path.join(directory, "@" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:16])
+
+
 # Inputs of one invocation (the object and its extra resources): the agent
 # hands a worker at most 64 descriptors, the logger's among them.
 MAX_INPUTS = 60

@@ -9,14 +9,19 @@ an AssertionError.
 import json
 import logging
 import os
-import select
 import sys
 import textwrap
+import threading
 import time
 import types
 
+from storlets.sbus import file_description as sbus_fd
+from storlets.sbus.client.exceptions import SBusClientIOError
+from storlets.sbus.datagram import SBusFileDescriptor
+
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.agent import channel, daemon
+from mlstorlets.server.gateway.sbus import BoundedSBusClient
 
 LOG = logging.getLogger("agent-scenarios")
 STORLETS = textwrap.dedent("""
@@ -75,18 +80,31 @@ class Host(object):
 
     def __init__(self, data, params=None):
         self.in_fd = pipe_with(data)
-        self.md_r, md_w = os.pipe()
-        self.out_r, out_w = os.pipe()
-        self.log_r, log_w = os.pipe()
-        self.dtg = types.SimpleNamespace(
-            params=dict(params or {}),
-            object_in_metadata=[{"Name": "x"}],
-            object_in_storlet_metadata=[{}],
-            object_in_fds=[self.in_fd],
-            logger_out_fd=log_w,
-            object_metadata_out_fds=[md_w],
-            object_out_fds=[out_w],
-        )
+        self.params = dict(params or {})
+        self.md_r, self.md_w = os.pipe()
+        self.out_r, self.out_w = os.pipe()
+        self.log_r, self.log_w = os.pipe()
+
+    def sfds(self):
+        return [
+            SBusFileDescriptor(
+                sbus_fd.SBUS_FD_INPUT_OBJECT, self.in_fd, storage_metadata={"Name": "x"}
+            ),
+            SBusFileDescriptor(sbus_fd.SBUS_FD_OUTPUT_OBJECT, self.out_w),
+            SBusFileDescriptor(sbus_fd.SBUS_FD_OUTPUT_OBJECT_METADATA, self.md_w),
+            SBusFileDescriptor(sbus_fd.SBUS_FD_LOGGER, self.log_w),
+        ]
+
+    def execute(self, path, timeout=60):
+        """Send the command to ``path`` (the door, or the daemon's socket
+        for :meth:`daemon.PersistentStorletDaemon.forward`); the answer.
+        The sandbox has its copies: the host closes its own, as the
+        gateway does."""
+        client = BoundedSBusClient(path, timeout, protocol.AGENT_DATAGRAM_LIMIT)
+        try:
+            return client.execute(self.params, self.sfds())
+        finally:
+            channel.close_all([self.in_fd, self.md_w, self.out_w, self.log_w])
 
     def metadata(self):
         data = os.read(self.md_r, 4096)
@@ -104,16 +122,15 @@ class Host(object):
         channel.close_all([self.md_r, self.out_r, self.log_r])
 
 
+def door(sup):
+    return protocol.door_path(sup.sbus_path)
+
+
 def run(sup, host):
-    """Submit ``host``'s request and pump the daemon until it answered."""
-    task_id = sup.execute(host.dtg).task_id
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([host.md_r], [], [], 0)
-        if ready:
-            break
-        sup._wait_workers(0.05)
-    return task_id, host.metadata(), host.body()
+    """Submit ``host``'s request at the door and read the answer."""
+    answer = host.execute(door(sup))
+    assert answer.status, answer.message
+    return answer.task_id, host.metadata(), host.body()
 
 
 def wait_ready(sup, n):
@@ -144,6 +161,7 @@ def a_storlet_that_dies_sends_no_metadata_and_no_body(pool):
 
 
 def dies(pool, die):
+    pids = {w.proc.pid for w in pool.workers}
     host = Host(b"x" * 60000, {"die": die})
     _, md, body = run(pool, host)
     host.close()
@@ -154,6 +172,12 @@ def dies(pool, die):
         )
     else:
         assert md is None
+        # The daemon replaces the worker that died (as its main loop
+        # does, pumped here).
+        deadline = time.monotonic() + 60
+        while {w.proc.pid for w in pool.workers if w.ready} >= pids:
+            assert time.monotonic() < deadline
+            pool._wait_workers(0.05)
     assert body == b""
     wait_ready(pool, 2)
     host = Host(b"next")
@@ -172,11 +196,10 @@ def cancel_kills_the_worker_and_a_new_one_serves(pool):
     wait_ready(pool, 2)
     pids = {w.proc.pid for w in pool.workers}
     host = Host(b"slow", {"sleep": "30"})
-    task_id = pool.execute(host.dtg).task_id
-    busy = [w for w in pool.workers if w.task is not None]
-    assert len(busy) == 1
-    assert pool.cancel(types.SimpleNamespace(task_id=task_id)).status
-    assert busy[0].proc.poll() is not None
+    cancelled = host.execute(door(pool)).task_id
+    assert pool._busy()
+    assert pool.cancel(types.SimpleNamespace(task_id=cancelled)).status
+    assert len(pids - {w.proc.pid for w in pool.workers}) == 1
     # The host sees its output closed, unwritten.
     assert host.metadata() is None and host.body() == b""
     host.close()
@@ -186,33 +209,92 @@ def cancel_kills_the_worker_and_a_new_one_serves(pool):
     task_id, _, body = run(pool, host)
     assert body == b"after"
     host.close()
-    # A late cancel of a task sent whole: finished, not unknown (which the
-    # host would take for a stuck sandbox).
-    late = pool.cancel(types.SimpleNamespace(task_id=task_id))
-    assert late.status and "finished" in late.message
+    # A late cancel of a task sent whole, or of the killed worker's: finished,
+    # not unknown (which the host would take for a stuck sandbox).
+    for late in (task_id, cancelled):
+        answer = pool.cancel(types.SimpleNamespace(task_id=late))
+        assert answer.status and "finished" in answer.message
     assert not pool.cancel(types.SimpleNamespace(task_id="nope")).status
+    assert {w.proc.pid for w in pool.workers} & pids
 
 
 def requests_beyond_the_pool_wait_their_turn(pool):
     wait_ready(pool, 2)
     hosts = [Host(b"%d" % i, {"sleep": "0.2"}) for i in range(5)]
-    for host in hosts:
-        pool.execute(host.dtg)
-    assert len(pool.queue) == 3
+    answers = []
+    threads = [
+        threading.Thread(target=lambda h=h: answers.append(h.execute(door(pool)))) for h in hosts
+    ]
+    for thread in threads:
+        thread.start()
     bodies = []
-    for i, host in enumerate(hosts):
-        while not select.select([host.md_r], [], [], 0)[0]:
-            pool._wait_workers(0.05)
+    for host in hosts:
         host.metadata()
         bodies.append(host.body())
         host.close()
+    for thread in threads:
+        thread.join()
     assert bodies == [b"%d" % i for i in range(5)]
+    assert len({a.task_id for a in answers}) == 5
+
+
+def a_host_that_stopped_waiting_gets_nothing_run(pool):
+    wait_ready(pool, 2)
+    busy = [Host(b"", {"sleep": "1"}) for _ in range(2)]
+    threads = [threading.Thread(target=h.execute, args=(door(pool),)) for h in busy]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    late = Host(b"late", {"sleep": "0"})
+    try:
+        late.execute(door(pool), timeout=0.2)
+    except SBusClientIOError:
+        pass
+    else:
+        raise AssertionError("a worker answered while both were busy")
+    for host in busy:
+        assert host.metadata() is not None
+        host.body()
+        host.close()
+    for thread in threads:
+        thread.join()
+    # Taken once a worker was free, and dropped: nobody waits for it.
+    assert late.metadata() is None and late.body() == b""
+    late.close()
+    host = Host(b"next")
+    assert run(pool, host)[2] == b"next"
+    host.close()
+
+
+def the_daemon_passes_a_command_on_to_the_door(pool, tmp):
+    import socket
+
+    path = os.path.join(tmp, "sbus")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        host = Host(b"forwarded")
+        reader = threading.Thread(target=lambda: pool.dispatch_command(daemon_receive(sock)))
+        reader.start()
+        answer = host.execute(path)
+        reader.join()
+    assert answer.status and answer.task_id
+    assert host.metadata()["Storlet-Output-Length"] == "9"
+    assert host.body() == b"forwarded"
+    host.close()
+
+
+def daemon_receive(sock):
+    from mlstorlets.server.agent import host_io
+
+    return host_io.receive(sock)
 
 
 def a_storlet_that_cannot_load_fails_the_start(tmp):
     with open(os.path.join(tmp, "broken.py"), "w") as f:
         f.write('raise ImportError("no")\n')
-    sup = daemon.PersistentStorletDaemon("broken.BrokenStorlet", "/nonexistent", LOG, 2, tmp)
+    sup = daemon.PersistentStorletDaemon(
+        "broken.BrokenStorlet", os.path.join(tmp, "sbus-broken"), LOG, 2, tmp
+    )
     assert not sup.start_workers()
     assert sup.load_failed
     sup._terminate()
@@ -227,7 +309,7 @@ def an_output_larger_than_the_hosts_pipe_is_sent_whole(pool):
         source.seek(0)
         host = Host(b"")
         os.close(host.in_fd)
-        host.dtg.object_in_fds = [os.dup(source.fileno())]
+        host.in_fd = os.dup(source.fileno())
         _, md, body = run(pool, host)
     host.close()
     assert md["Storlet-Output-Length"] == str(len(data))
@@ -261,6 +343,8 @@ def commands_are_answered_and_only_failures_logged_as_info(pool):
 
 WITH_POOL = (
     "consecutive_requests_share_one_worker",
+    "a_host_that_stopped_waiting_gets_nothing_run",
+    "the_daemon_passes_a_command_on_to_the_door",
     "an_output_larger_than_the_hosts_pipe_is_sent_whole",
     "commands_are_answered_and_only_failures_logged_as_info",
     "a_storlet_that_dies_sends_no_metadata_and_no_body",
@@ -278,11 +362,14 @@ def main(name):
         if name not in WITH_POOL:
             return globals()[name](tmp)
         sup = daemon.PersistentStorletDaemon(
-            "echo.EchoStorlet", "/nonexistent", LOG, 2, storlet_dir(tmp)
+            "echo.EchoStorlet", os.path.join(tmp, "sbus-echo"), LOG, 2, storlet_dir(tmp)
         )
         assert sup.start_workers()
         try:
-            globals()[name](sup)
+            if name == "the_daemon_passes_a_command_on_to_the_door":
+                globals()[name](sup, tmp)
+            else:
+                globals()[name](sup)
         finally:
             sup._terminate()
 

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import pytest
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.agent.daemon import METADATA_LIMIT, failure_metadata
+from mlstorlets.server.agent.host_io import METADATA_LIMIT, failure_metadata
 from mlstorlets.server.agent.worker import LineLogger, write_traceback
 from mlstorlets.server.gateway import invocation_log
 from mlstorlets.server.gateway.invocation import BoundedInvocationProtocol, StorletFailed

@@ -11,12 +11,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import agent_scenarios
 import pytest
 from agent_scenarios import STORLETS, pipe_with
 
-from mlstorlets.server.agent import channel, daemon, worker
+from mlstorlets.server.agent import channel, host_io, slots, worker
 
 LOG = logging.getLogger("test-agent")
 
@@ -73,19 +74,13 @@ def test_spool_keeps_the_output_after_the_storlet_closed_it(tmp_path):
 
 
 def serve_one(storlet_cls, params, data=b"abcdef"):
-    ours, theirs = channel.pair()
-    w = worker.Worker("echo", storlet_cls, theirs, LOG)
+    w = worker.Worker("echo", storlet_cls, None, LOG, door=None, slot=None)
     log_r, log_w = os.pipe()
-    channel.send(
-        ours,
-        {"task_id": "t", "params": params, "in_md": [{}], "storlet_md": [{}], "outputs": 1},
-        [pipe_with(data), log_w],
-    )
-    os.close(log_w)
-    message, fds = channel.receive(theirs)
-    w.handle(message, fds)
+    answer = w.run(params, [{}], [{}], [pipe_with(data)], log_w, 1)
+    # Every descriptor it was given is closed: the log has no writer left.
+    assert os.read(log_r, 65536) is not None and os.read(log_r, 1) == b""
     os.close(log_r)
-    return channel.receive(ours)
+    return answer
 
 
 def load(storlet_dir, name):
@@ -98,11 +93,11 @@ def load(storlet_dir, name):
 
 
 def test_worker_answers_done_with_the_spool(storlet_dir):
-    answer, fds = serve_one(load(storlet_dir, "EchoStorlet"), {})
-    assert answer["status"] == "done"
-    assert answer["metadata"][0]["Calls"] == "1"
-    assert os.pread(fds[0], 100, 0) == b"abcdef"
-    channel.close_all(fds)
+    metadata, spools, reason = serve_one(load(storlet_dir, "EchoStorlet"), {})
+    assert reason is None
+    assert metadata[0]["Calls"] == "1"
+    assert os.pread(spools[0], 100, 0) == b"abcdef"
+    channel.close_all(spools)
 
 
 @pytest.mark.parametrize(
@@ -113,9 +108,8 @@ def test_worker_answers_done_with_the_spool(storlet_dir):
     ],
 )
 def test_worker_answers_failed_without_output(storlet_dir, cls, params, reason):
-    answer, fds = serve_one(load(storlet_dir, cls), params)
-    assert answer["status"] == "failed" and reason in answer["reason"]
-    assert fds == []
+    metadata, spools, why = serve_one(load(storlet_dir, cls), params)
+    assert metadata is None and spools == [] and reason in why
 
 
 # -- what the daemon sends ----------------------------------------------------
@@ -131,7 +125,7 @@ def spool(data):
 
 def test_every_output_gets_its_exact_length():
     fd = spool(b"12345")
-    [(md, _, size)] = daemon._checked_outputs([{"a": "b"}], [fd], 1)
+    [(md, _, size)] = host_io.checked_outputs([{"a": "b"}], [fd], 1)
     assert md == {"a": "b", "Storlet-Output-Length": "5"} and size == 5
     os.close(fd)
 
@@ -139,13 +133,46 @@ def test_every_output_gets_its_exact_length():
 def test_a_wrong_declared_length_or_a_pipe_is_refused():
     fd = spool(b"12345")
     with pytest.raises(ValueError, match="declared 9"):
-        daemon._checked_outputs([{"storlet-output-length": "9"}], [fd], 1)
+        host_io.checked_outputs([{"storlet-output-length": "9"}], [fd], 1)
     r, w = os.pipe()
     with pytest.raises(ValueError, match="regular file"):
-        daemon._checked_outputs([{}], [r], 1)
+        host_io.checked_outputs([{}], [r], 1)
     with pytest.raises(ValueError):
-        daemon._checked_outputs([{}, {}], [fd], 1)
+        host_io.checked_outputs([{}, {}], [fd], 1)
     channel.close_all([fd, r, w])
+
+
+# -- the workers' records -------------------------------------------------------
+def test_a_slot_tells_the_running_task_and_the_last_finished():
+    fd = slots.create(2)
+    try:
+        slot = slots.Slot(fd, 1)
+        assert slots.read(fd, 1) == ("", [])
+        slot.running("t0")
+        assert slots.read(fd, 1) == ("t0", [])
+        assert slots.read(fd, 0) == ("", [])
+        for i in range(12):
+            slot.done("t%d" % i)
+            slot.running("t%d" % (i + 1))
+        running, finished = slots.read(fd, 1)
+        assert running == "t12"
+        assert finished == ["t%d" % i for i in range(11, 11 - (slots.IDS - 1), -1)]
+        with pytest.raises(ValueError):
+            slot.running("longer-than-eight")
+        slots.clear(fd, 1)
+        assert slots.read(fd, 1) == ("", [])
+    finally:
+        os.close(fd)
+
+
+def test_the_door_is_short_whatever_the_storlet_and_no_storlets_socket():
+    from mlstorlets.sandbox import protocol
+
+    long_name = "a" * 90 + ".B"
+    door = protocol.door_path("/mnt/channels/" + long_name)
+    assert door.startswith("/mnt/channels/@") and len(door) < 40
+    assert door != protocol.door_path("/mnt/channels/other.Storlet")
+    assert protocol.door_path("/x/probe.Probe") == protocol.door_path("/x/probe.Probe")
 
 
 # -- the daemon over real workers ---------------------------------------------
@@ -177,7 +204,7 @@ def test_the_agent_receives_a_command_past_libsbus_buffer(tmp_path):
     from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
 
     from mlstorlets.sandbox import protocol
-    from mlstorlets.server.agent.daemon import receive
+    from mlstorlets.server.agent.host_io import receive
     from mlstorlets.server.gateway.sbus import DatagramTooLong, sbus_send
 
     path, sock = _bound_socket(tmp_path)
@@ -207,7 +234,7 @@ def test_the_agent_drops_a_malformed_command_and_closes_its_descriptors(tmp_path
     import socket
     import struct
 
-    from mlstorlets.server.agent.daemon import receive
+    from mlstorlets.server.agent.host_io import receive
 
     path, sock = _bound_socket(tmp_path)
     read_fd, write_fd = os.pipe()
@@ -228,3 +255,39 @@ def test_the_agent_drops_a_malformed_command_and_closes_its_descriptors(tmp_path
         os.close(read_fd)
         if write_fd is not None:
             os.close(write_fd)
+
+
+def test_a_worker_dies_with_its_daemon(tmp_path):
+    # A "daemon" that starts a worker-like child and exits at once: the
+    # child, armed with die_with, must not outlive it.
+    child = (
+        "import os, sys, time\n"
+        "from mlstorlets.server.agent.worker import die_with\n"
+        "die_with(int(sys.argv[1]))\n"
+        "print('armed', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', %r, str(os.getpid())],"
+        " stdout=subprocess.PIPE, text=True)\n"
+        "assert p.stdout.readline() == 'armed\\n'\n"
+        "print(p.pid, flush=True)\n" % child
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", parent], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the worker outlived its daemon"
+        time.sleep(0.05)
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

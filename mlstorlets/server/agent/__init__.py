@@ -4,35 +4,41 @@ Upstream's storlet daemon (``storlets.agent.daemon``) forks a child per
 request, and the child ends through an interpreter teardown: with numpy,
 OpenCV and scikit-learn loaded that costs more than most invocations.  This
 agent keeps the upstream SBus protocol with the host (the same commands,
-the same file descriptors, the same host code) and changes what happens
-inside the sandbox:
+the same file descriptors; the host sends ``EXECUTE`` to the door, where
+there is one) and changes what happens inside the sandbox:
 
 ``factory`` (:mod:`.factory`)
     upstream's daemon factory, starting :mod:`.daemon` instead of the
     upstream daemon for Python storlets, and waiting for it by pinging
     rather than by a fixed sleep.
 ``daemon`` (:mod:`.daemon`), one per storlet
-    the supervisor: it listens on the storlet's SBus socket, keeps a pool
-    of worker processes, hands each request's input and logger descriptors
-    to an idle worker (``socket.send_fds``), queues requests when all are
-    busy, kills the worker of a cancelled task and replaces any worker that
-    dies.  It never imports the storlet.
+    the supervisor: it listens on the storlet's SBus socket (``CANCEL``,
+    ``PING``, ``HALT``), binds the storlet's door
+    (:func:`mlstorlets.sandbox.protocol.door_path`), keeps a pool of worker
+    processes, kills the worker of a cancelled task (it reads which from
+    the workers' records, :mod:`.slots`) and replaces any worker that
+    dies.  It never imports the storlet, and no request passes through it.
 ``worker`` (:mod:`.worker`), several per storlet
     imports the storlet once and serves requests one after the other in
     the same process, so module-level state (a model loaded once) is
-    reused.  The storlet writes its output to a spool file in the
-    sandbox's private ``/tmp``; the worker hands the spool back.
+    reused.  The first worker takes the host's ``EXECUTE`` commands from
+    the door and passes on to the others those that come while it is
+    busy: back-to-back requests find it warm.  A worker answers the host
+    itself (:mod:`.host_io`): the task id, then, once the storlet returned,
+    the output metadata and the output.
 
-The supervisor, not the worker, answers the host: only once the storlet
-returned does it send the output metadata, with the exact length of the
-spooled output as ``Storlet-Output-Length``
-(:data:`mlstorlets.sandbox.protocol.LENGTH_KEY`), then the output (which
-the host answers with that ``Content-Length``,
-:mod:`mlstorlets.server.middleware.output_length`).  A
-storlet that raises, exits or is killed sends nothing: the host sees a
-failed storlet, and a copy (``PUT`` with ``X-Copy-From``, ``COPY``) writes
-no object.  Because the supervisor holds the output descriptors and the
-worker never sees them, this holds for any storlet, hostile ones included.
+The storlet writes its output to a spool file in the sandbox's private
+``/tmp``; only once the storlet returned does its worker send the output
+metadata, with the exact length of the spool as ``Storlet-Output-Length``
+(:data:`mlstorlets.sandbox.protocol.LENGTH_KEY`), then the spool (which
+the host answers with that ``Content-Length``, and holds to it:
+:mod:`mlstorlets.server.middleware.output_length`).  A storlet that raises
+sends its failure, one that exits or is killed sends no metadata, or a
+body short of the declared length: the host sees a failed storlet, and a
+copy (``PUT`` with ``X-Copy-From``, ``COPY``) writes no object.  A hostile
+storlet runs in the process that holds the host's descriptors and may
+write to them itself: that gives it nothing its own output does not, since
+the host checks the metadata and the length of whatever arrives.
 
 Everything here is engine code, loaded from the read-only environment the
 gateway mounts (never from the storlet and dependency directories, which

@@ -3,23 +3,22 @@
 Speaks upstream's SBus protocol with the host on the storlet's socket
 (``EXECUTE``, ``CANCEL``, ``PING``, ``HALT``) like
 ``storlets.agent.daemon``, but instead of forking a child per request it
-keeps a pool of :mod:`~mlstorlets.server.agent.worker` processes:
+keeps a pool of :mod:`~mlstorlets.server.agent.worker` processes, which
+take the host's ``EXECUTE`` commands themselves from the storlet's door
+socket (:func:`mlstorlets.sandbox.protocol.door_path`, bound here, shared
+by the workers) and answer the host directly: a request costs no hop
+through this process.  An ``EXECUTE`` sent here all the same is passed on
+to the door as it came.
 
-* ``EXECUTE`` answers the task id at once and queues the request; an idle
-  worker gets the inputs' and the logger's descriptors.  The output
-  descriptors stay here.
-* When the worker answers ``done``, the daemon sends the output metadata
-  with the exact length of the spool as ``Storlet-Output-Length``, then
-  copies the spool to the host: at once what the host's pipe takes (most
-  outputs), the rest from a thread (the worker is free for the next
-  request meanwhile, however slowly the host reads).  Otherwise it
-  closes the outputs unwritten: the host sees a storlet that failed before
-  producing output.
-* ``CANCEL`` (the host's timeout) kills the task's worker; a worker that
-  dies for any reason is replaced.
+* ``CANCEL`` (the host's timeout) kills the worker whose record
+  (:mod:`~mlstorlets.server.agent.slots`) says it runs the task; a task
+  it finished is answered "finished".  A worker that dies for any reason
+  is replaced; the kernel closes the host's descriptors it held, unwritten
+  or short of the declared length, which the host takes for a failure.
 * A command's answer is logged at ``DEBUG`` (upstream: ``INFO``, a line
   per request through the sandbox's log channel), a refused one at
   ``INFO``.
+* It exits when no worker ran anything for ``listen_timeout``.
 
 Started by :mod:`mlstorlets.server.agent.factory`::
 
@@ -30,19 +29,14 @@ Started by :mod:`mlstorlets.server.agent.factory`::
 import argparse
 import array
 import collections
-import json
 import logging
 import os
 import select
 import signal
 import socket
-import stat
-import struct
 import subprocess
 import sys
-import threading
 import time
-import uuid
 
 from storlets.agent.common.server import (
     EXIT_FAILURE,
@@ -55,22 +49,18 @@ from storlets.agent.common.server import (
 )
 from storlets.agent.common.utils import get_logger
 from storlets.sbus import SBus
-from storlets.sbus.datagram import build_datagram_from_raw_message
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.sandbox.protocol import AGENT_DATAGRAM_LIMIT, LENGTH_KEY
-from mlstorlets.server.agent import channel, descendants
+from mlstorlets.server.agent import channel, descendants, host_io, slots
 
 # How long the first worker may take to import the storlet before the
 # daemon gives up (the factory waits for the daemon's socket meanwhile).
 START_TIMEOUT = 60.0
-# How many task ids sent whole the daemon remembers, for late cancels.
+# How many task ids of workers that died the daemon remembers, for late
+# cancels.
 FINISHED_KEPT = 256
 # How long a killed worker is waited for before it is left to be reaped.
 KILL_WAIT = 2.0
-# What the host reads of an output's metadata in one read (upstream's
-# MAX_METADATA_SIZE): a failure's metadata must fit whole.
-METADATA_LIMIT = 4096
 
 
 def default_workers():
@@ -78,55 +68,14 @@ def default_workers():
     return len(os.sched_getaffinity(0))
 
 
-class Task(object):
-    """One EXECUTE request: its descriptors until they are handed on."""
-
-    def __init__(self, dtg):
-        self.task_id = str(uuid.uuid4())[:8]
-        self.params = dtg.params
-        self.in_md = dtg.object_in_metadata
-        self.storlet_md = dtg.object_in_storlet_metadata
-        self.in_fds = dtg.object_in_fds
-        self.logger_fd = dtg.logger_out_fd
-        self.md_fds = dtg.object_metadata_out_fds
-        self.out_fds = dtg.object_out_fds
-
-    @property
-    def request(self):
-        return {
-            "task_id": self.task_id,
-            "params": self.params,
-            "in_md": self.in_md,
-            "storlet_md": self.storlet_md,
-            "outputs": len(self.out_fds),
-        }
-
-    @property
-    def worker_fds(self):
-        return self.in_fds + [self.logger_fd]
-
-    def handed_over(self):
-        """The worker has its own copies of the input and logger fds."""
-        channel.close_all(self.worker_fds)
-        self.in_fds, self.logger_fd = [], None
-
-    def fail(self):
-        """Close every descriptor unwritten: the host sees a failure."""
-        channel.close_all(
-            self.md_fds + self.out_fds + self.in_fds + ([self.logger_fd] if self.logger_fd else [])
-        )
-        self.md_fds = self.out_fds = self.in_fds = []
-        self.logger_fd = None
-
-
 class WorkerProcess(object):
     """The daemon's end of one worker."""
 
-    def __init__(self, proc, sock):
+    def __init__(self, proc, sock, index):
         self.proc = proc
         self.sock = sock
+        self.index = index
         self.ready = False
-        self.task = None
 
     def fileno(self):
         return self.sock.fileno()
@@ -175,18 +124,29 @@ class PersistentStorletDaemon(SBusServer):
         self.log_level = log_level
         self.container_id = container_id
         self.workers = []
-        self.queue = collections.deque()
-        # Tasks whose output is being copied to the host, by task id, and
-        # the last ones sent whole: a host's late cancel of one of those is
-        # answered "finished", not "not found" (which it takes for a
+        # Tasks of workers that died: a host's late cancel of one of those
+        # is answered "finished", not "not found" (which it takes for a
         # stuck sandbox).
-        self.sending = {}
-        self.sending_lock = threading.Lock()
         self.finished = collections.deque(maxlen=FINISHED_KEPT)
         self.load_failed = False
+        self.door = None
+        self.others = None
+        self.slots = None
+        self.seen = None
 
     # -- workers -----------------------------------------------------------
-    def _worker_command(self, fd):
+    def _doors(self, index):
+        """``(door, others)`` of worker ``index``: the socket it takes
+        commands from, and the other workers' pair (the first worker's
+        only, when it has others: :class:`~mlstorlets.server.agent.worker.
+        Overflow`)."""
+        take, send = self.others
+        if index:
+            return take, None
+        return self.door, (self.others if self.n_workers > 1 else None)
+
+    def _worker_command(self, fd, index):
+        door, others = self._doors(index)
         return [
             sys.executable,
             "-m",
@@ -194,16 +154,50 @@ class PersistentStorletDaemon(SBusServer):
             self.storlet_name,
             self.storlet_dir,
             str(fd),
+            str(door.fileno()),
+            ",".join(str(s.fileno()) for s in others) if others else "-",
+            str(self.slots),
+            str(index),
+            str(os.getpid()),
             self.log_level,
             self.container_id,
         ]
 
-    def _spawn(self):
+    def _open_door(self):
+        """Bind the storlet's door and create the workers' records."""
+        path = protocol.door_path(self.sbus_path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        door = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        door.bind(path)
+        # As libsbus makes the storlet's socket: the host sends to it.
+        os.chmod(path, 0o777)
+        self.door = door
+        self.others = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.slots = slots.create(self.n_workers)
+
+    def _close_door(self):
+        if self.door is not None:
+            try:
+                os.unlink(protocol.door_path(self.sbus_path))
+            except OSError:
+                pass
+            self.door.close()
+            self.door = None
+            for sock in self.others:
+                sock.close()
+
+    def _spawn(self, index):
         ours, theirs = channel.pair()
+        slots.clear(self.slots, index)
+        door, others = self._doors(index)
         try:
             proc = subprocess.Popen(
-                self._worker_command(theirs.fileno()),
-                pass_fds=[theirs.fileno()],
+                self._worker_command(theirs.fileno(), index),
+                pass_fds=[theirs.fileno(), door.fileno(), self.slots]
+                + [s.fileno() for s in others or ()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 close_fds=True,
@@ -214,7 +208,7 @@ class PersistentStorletDaemon(SBusServer):
             return None
         finally:
             theirs.close()
-        worker = WorkerProcess(proc, ours)
+        worker = WorkerProcess(proc, ours, index)
         self.workers.append(worker)
         self.logger.debug("Started worker %d for %s" % (proc.pid, self.storlet_name))
         return worker
@@ -230,28 +224,11 @@ class PersistentStorletDaemon(SBusServer):
             self.logger.info(
                 "Killed %d processes left by a worker of %s" % (killed, self.storlet_name)
             )
-        if worker.task is not None:
-            worker.task.fail()
-            worker.task = None
+        # Its descriptors closed as it died: the host saw its task fail.
+        running, finished = slots.read(self.slots, worker.index)
+        self.finished.extend(finished + ([running] if running else []))
         if replace and not self.load_failed:
-            self._spawn()
-
-    def _dispatch(self):
-        for worker in self.workers:
-            if not self.queue:
-                return
-            if not worker.ready or worker.task is not None:
-                continue
-            task = self.queue.popleft()
-            try:
-                channel.send(worker.sock, task.request, task.worker_fds)
-            except OSError:
-                self.logger.exception("Worker %d is gone" % worker.proc.pid)
-                self.queue.appendleft(task)
-                self._drop(worker)
-                return self._dispatch()
-            task.handed_over()
-            worker.task = task
+            self._spawn(worker.index)
 
     def _on_worker_message(self, worker):
         try:
@@ -270,111 +247,47 @@ class PersistentStorletDaemon(SBusServer):
             )
             self.load_failed = True
             self._drop(worker, replace=False)
-        elif worker.task is not None:
-            task, worker.task = worker.task, None
-            # The worker that served last goes first: back-to-back
-            # requests find the state it keeps warm.
-            self.workers.remove(worker)
-            self.workers.insert(0, worker)
-            self._answer(task, message, fds)
         else:
+            self.logger.error("Worker %d sent %s" % (worker.proc.pid, sorted(message)[:4]))
             channel.close_all(fds)
-        self._dispatch()
-
-    # -- answers -----------------------------------------------------------
-    def _answer(self, task, message, fds):
-        """Send a finished task's output to the host, or nothing."""
-        if message.get("status") != "done":
-            reason = protocol.one_line(message.get("reason"))
-            self.logger.info("Task %s of %s failed: %s" % (task.task_id, self.storlet_name, reason))
-            channel.close_all(fds)
-            # The host answers the client with what the storlet raised.
-            data = failure_metadata(reason)
-            for md_fd in task.md_fds:
-                try:
-                    os.write(md_fd, data)
-                except OSError:
-                    pass
-            return task.fail()
-        try:
-            outputs = _checked_outputs(message.get("metadata"), fds, len(task.out_fds))
-        except ValueError as err:
-            self.logger.error("Task %s of %s: %s" % (task.task_id, self.storlet_name, err))
-            channel.close_all(fds)
-            return task.fail()
-        for md_fd, (metadata, _, _) in zip(task.md_fds, outputs):
-            try:
-                os.write(md_fd, json.dumps(metadata).encode("utf-8"))
-            except OSError:
-                channel.close_all(fds)
-                return task.fail()
-        channel.close_all(task.md_fds)
-        task.md_fds = []
-        # Most outputs fit the host's empty pipe: written here, they cost
-        # no thread.  What would block goes on from a thread.
-        try:
-            sent = []
-            for fd, (_, spool, size) in zip(task.out_fds, outputs):
-                os.set_blocking(fd, False)
-                sent.append(_send(fd, spool, 0, size))
-        except OSError as err:
-            return self._sent(task, outputs, err)
-        if all(n == size for n, (_, _, size) in zip(sent, outputs)):
-            return self._sent(task, outputs)
-        with self.sending_lock:
-            self.sending[task.task_id] = task
-        threading.Thread(target=self._send_bodies, daemon=True, args=(task, outputs, sent)).start()
-
-    def _send_bodies(self, task, outputs, sent):
-        err = None
-        try:
-            for out_fd, (_, spool, size), done in zip(task.out_fds, outputs, sent):
-                os.set_blocking(out_fd, True)
-                _send(out_fd, spool, done, size)
-        except OSError as exc:
-            err = exc
-        finally:
-            with self.sending_lock:
-                self.sending.pop(task.task_id, None)
-            self._sent(task, outputs, err)
-
-    def _sent(self, task, outputs, err=None):
-        if err is not None:
-            # The host stopped reading (it timed out, or its client left);
-            # what it got is shorter than declared and is not stored.
-            self.logger.info("Task %s: output not sent in full: %s" % (task.task_id, err))
-        channel.close_all([spool for _, spool, _ in outputs])
-        task.fail()
-        with self.sending_lock:
-            self.finished.append(task.task_id)
 
     # -- SBus commands -----------------------------------------------------
-    @command_handler
-    def execute(self, dtg):
-        task = Task(dtg)
-        self.queue.append(task)
-        self._dispatch()
-        return CommandSuccess("OK", task_id=task.task_id)
+    def forward(self, dtg):
+        """Pass an ``EXECUTE`` on to the door, as it came: a worker answers
+        it.  Refused, without blocking, when the door's queue is full."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendmsg(
+                    [dtg.raw],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", dtg.fds))],
+                    socket.MSG_DONTWAIT,
+                    protocol.door_path(self.sbus_path),
+                )
+        except OSError as err:
+            self.logger.info("Could not pass a task on to the workers: %s" % err)
+            host_io.reply(dtg.service_out_fd, CommandFailure("No worker takes tasks: %s" % err))
+            dtg.sfds = [sfd for sfd in dtg.sfds if sfd.fileno != dtg.service_out_fd]
+        channel.close_all(dtg.fds)
+        return True
 
     @command_handler
     def cancel(self, dtg):
         task_id = dtg.task_id
-        for task in list(self.queue):
-            if task.task_id == task_id:
-                self.queue.remove(task)
-                task.fail()
-                return CommandSuccess("Cancelled task %s" % task_id)
         for worker in list(self.workers):
-            if worker.task is not None and worker.task.task_id == task_id:
+            running, finished = slots.read(self.slots, worker.index)
+            if running == task_id:
                 self.logger.info("Cancel task %s: kill worker %d" % (task_id, worker.proc.pid))
                 self._drop(worker)
                 return CommandSuccess("Cancelled task %s" % task_id)
-        with self.sending_lock:
-            if task_id in self.sending or task_id in self.finished:
+            if task_id in finished:
                 return CommandSuccess("Task %s has finished" % task_id)
+        if task_id in self.finished:
+            return CommandSuccess("Task %s has finished" % task_id)
         return CommandFailure("Task id %s is not found" % task_id)
 
     def dispatch_command(self, dtg):
+        if dtg.command == "SBUS_CMD_EXECUTE":
+            return self.forward(dtg)
         # Upstream logs every command's answer at INFO: a line per request
         # through the sandbox's log channel into the server's log.  Here
         # only what failed is told there.
@@ -402,18 +315,19 @@ class PersistentStorletDaemon(SBusServer):
         return CommandSuccess("OK", False)
 
     def _terminate(self):
+        # Closed first: no command reaches a worker that is being killed.
+        self._close_door()
         for worker in list(self.workers):
             self._drop(worker, replace=False)
-        for task in self.queue:
-            task.fail()
-        self.queue.clear()
 
     def _force_terminate(self):
         self._terminate()
 
     # -- main loop ---------------------------------------------------------
     def _busy(self):
-        return bool(self.queue or self.sending or any(w.task for w in self.workers))
+        """Whether a worker runs a task, or ran one since the last look."""
+        seen, self.seen = self.seen, slots.snapshot(self.slots, self.n_workers)
+        return seen != self.seen or any(slots.read(self.slots, w.index)[0] for w in self.workers)
 
     def _wait_workers(self, timeout):
         ready, _, _ = select.select(self.workers, [], [], timeout)
@@ -422,11 +336,13 @@ class PersistentStorletDaemon(SBusServer):
                 self._on_worker_message(worker)
 
     def start_workers(self):
-        """Start the pool; True once one worker has loaded the storlet."""
-        for _ in range(self.n_workers):
-            self._spawn()
+        """Start the pool; True once the first worker (the one that takes
+        from the door) has loaded the storlet."""
+        self._open_door()
+        for index in range(self.n_workers):
+            self._spawn(index)
         deadline = time.monotonic() + START_TIMEOUT
-        while not any(w.ready for w in self.workers):
+        while not any(w.ready for w in self.workers if w.index == 0):
             if self.load_failed or not self.workers or time.monotonic() > deadline:
                 return False
             self._wait_workers(self.loop_timeout)
@@ -458,7 +374,7 @@ class PersistentStorletDaemon(SBusServer):
                     self._on_worker_message(worker)
             if fd in readable:
                 try:
-                    dtg = receive(host)
+                    dtg = host_io.receive(host)
                 except OSError as err:
                     self.logger.error("Failed to receive message (%s). exiting" % err)
                     status = EXIT_FAILURE
@@ -477,111 +393,6 @@ class PersistentStorletDaemon(SBusServer):
                 break
         self._terminate()
         return status
-
-
-def receive(sock):
-    """The next SBus command on ``sock``, in libsbus's format (three native
-    ints: descriptors, lengths of the metadata and of the parameters; the
-    two JSON strings; the descriptors as ``SCM_RIGHTS``), received into
-    :data:`~mlstorlets.sandbox.protocol.AGENT_DATAGRAM_LIMIT` bytes where
-    libsbus has 4096.
-
-    Raises
-    ------
-    ValueError
-        A command cut short, or not of that format; its descriptors are
-        closed.
-    """
-    data, ancdata, flags, _ = sock.recvmsg(
-        AGENT_DATAGRAM_LIMIT, socket.CMSG_SPACE(channel.MAX_FDS * _INT.itemsize)
-    )
-    fds = array.array("i")
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    fds = list(fds)
-    try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise ValueError(
-                "a command over %d bytes or with too many descriptors" % AGENT_DATAGRAM_LIMIT
-            )
-        head = struct.calcsize("iii")
-        if len(data) < head:
-            raise ValueError("a command of %d bytes" % len(data))
-        count, md_length, params_length = struct.unpack_from("iii", data)
-        if count != len(fds) or min(md_length, params_length) < 0:
-            raise ValueError("%d descriptors announced, %d received" % (count, len(fds)))
-        if head + md_length + params_length > len(data):
-            raise ValueError("a command cut short")
-        metadata = data[head : head + md_length].decode("utf-8") or "[]"
-        params = data[head + md_length : head + md_length + params_length].decode("utf-8")
-        return build_datagram_from_raw_message(fds, metadata, params)
-    except (ValueError, TypeError, KeyError) as err:
-        channel.close_all(fds)
-        raise ValueError(str(err)) from None
-
-
-_INT = array.array("i")
-
-
-def _checked_outputs(metadata, fds, expected):
-    """``[(metadata, spool fd, size)]`` of a worker's answer, or ValueError.
-
-    Every output gets ``Storlet-Output-Length``: the spool's size.  A
-    storlet that declared another length wrote something else than it
-    meant, and its output is not sent.
-    """
-    if not isinstance(metadata, list) or len(metadata) != expected or len(fds) != expected:
-        raise ValueError(
-            "answer for %d outputs, %d metadata, %d files"
-            % (expected, len(metadata or ()), len(fds))
-        )
-    outputs = []
-    for md, spool in zip(metadata, fds):
-        if not isinstance(md, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in md.items()
-        ):
-            raise ValueError("output metadata must map str to str")
-        info = os.fstat(spool)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("the output spool is not a regular file")
-        size = info.st_size
-        declared = [v for k, v in md.items() if k.lower() == LENGTH_KEY.lower()]
-        if declared and declared[0].strip() != str(size):
-            raise ValueError(
-                "the storlet declared %s bytes and wrote %d" % (declared[0][:40], size)
-            )
-        md = {k: v for k, v in md.items() if k.lower() != LENGTH_KEY.lower()}
-        md[LENGTH_KEY] = str(size)
-        outputs.append((md, spool, size))
-    return outputs
-
-
-def _send(out_fd, spool, sent, size):
-    """Copy ``spool`` from byte ``sent`` to ``size`` into the pipe
-    ``out_fd``, until done or, when it does not block, full; where it got."""
-    while sent < size:
-        try:
-            n = os.sendfile(out_fd, spool, sent, size - sent)
-        except BlockingIOError:
-            break
-        if n == 0:
-            raise OSError("the spool shrank")
-        sent += n
-    return sent
-
-
-def failure_metadata(reason):
-    """The output metadata, as the host reads it, of a storlet that failed
-    with ``reason``: JSON of :data:`~mlstorlets.sandbox.protocol.FAILURE_KEY`,
-    the reason one line and cut until the whole fits one read of the host
-    (:data:`METADATA_LIMIT` bytes)."""
-    line = protocol.one_line(reason)
-    while True:
-        data = json.dumps({protocol.FAILURE_KEY: line}, ensure_ascii=False).encode("utf-8")
-        if len(data) <= METADATA_LIMIT:
-            return data
-        line = protocol.one_line(line, len(line) // 2)
 
 
 def run_server(role, log_level, container_id, build):

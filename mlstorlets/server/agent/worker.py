@@ -1,30 +1,45 @@
 """A worker process of a storlet daemon: the storlet imported once.
 
 Started by :mod:`mlstorlets.server.agent.daemon` with one end of a socket
-pair.  It imports the storlet's class, says it is ready, then serves one
-request at a time for as long as it lives:
+pair, the socket it takes commands from and the daemon's record file
+(:mod:`~mlstorlets.server.agent.slots`).  It imports the storlet's class,
+says it is ready, then takes the host's ``EXECUTE`` commands one at a
+time, for as long as it lives, and answers the host itself.  The first
+worker takes them from the storlet's door, and passes on those that come
+while it is busy to the others (:class:`Overflow`):
 
-* a request message carries the parameters and the inputs' metadata, with
-  the inputs' descriptors and the storlet logger's attached;
+* it records the task in its slot, then answers the host the task id (a
+  host that stopped waiting gets nothing run);
 * the storlet runs over upstream's input files and a :class:`SpoolOutputFile`
   per output, which keeps the metadata in memory and the body in an
   unlinked file of the private ``/tmp`` (on disk, whatever its size);
-* the answer is ``done`` with each output's metadata and its spool
-  attached, or ``failed`` with a reason.
+* only once the storlet returned does the worker write the output
+  metadata, with the exact length of the spool as ``Storlet-Output-Length``,
+  then the spool: at once what the host's pipe takes (most outputs), the
+  rest from a thread, so the worker is free for the next request however
+  slowly the host reads.  A storlet that raised answers its failure; one
+  that exits or is killed leaves the metadata unwritten.
 
-The worker never holds the host's output descriptors: a storlet that dies
-half-way sends nothing (see :mod:`mlstorlets.server.agent`).
+It dies with the daemon (``PR_SET_PDEATHSIG``): nobody would cancel its
+tasks any more.
 """
 
 import argparse
+import ctypes
 import importlib
+import json
 import logging
 import os
+import select
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import traceback
+import uuid
 
+from storlets.agent.common.server import CommandFailure
 from storlets.agent.common.utils import get_logger
 from storlets.agent.daemon.files import (
     StorletFile,
@@ -34,9 +49,11 @@ from storlets.agent.daemon.files import (
 )
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.agent import channel, descendants
+from mlstorlets.server.agent import channel, descendants, host_io, slots
 
 ENGINE_PACKAGE = "mlstorlets"
+# prctl(2)'s option: the signal this process gets when its parent ends.
+PR_SET_PDEATHSIG = 1
 
 
 class SpoolOutputFile(StorletFile):
@@ -118,6 +135,7 @@ def write_traceback(fd, err):
 
 def input_file(storlet_md, md, fd):
     """Upstream's input file for one input, ranged when asked."""
+    storlet_md = storlet_md or {}
     start, end = storlet_md.get("start"), storlet_md.get("end")
     if start is not None and end is not None:
         return StorletRangeInputFile(md, fd, int(start), int(end))
@@ -149,37 +167,106 @@ def forget_engine():
 
 
 class Worker(object):
-    """Serve requests for one storlet class over ``sock``."""
+    """Serve the host's requests for one storlet class.
 
-    def __init__(self, storlet_name, storlet_cls, sock, logger, spool_dir=None):
+    Parameters
+    ----------
+    storlet_name : str
+    storlet_cls : type
+    sock : socket.socket
+        The worker's end of its pair with the daemon.
+    logger : logging.Logger
+    door : socket.socket
+        Where this worker takes commands: the storlet's door for the
+        first worker, the others' socket for the others.
+    slot : slots.Slot
+    overflow : Overflow, optional
+        The first worker's, when it has others.
+    spool_dir : str, optional
+    """
+
+    def __init__(
+        self, storlet_name, storlet_cls, sock, logger, door, slot, overflow=None, spool_dir=None
+    ):
         self.storlet_name = storlet_name
         self.storlet_cls = storlet_cls
         self.sock = sock
         self.logger = logger
+        self.door = door
+        self.slot = slot
+        self.overflow = overflow
         self.spool_dir = spool_dir
 
     def serve(self):
         channel.send(self.sock, {"ready": os.getpid()})
+        doors = [self.door] + ([self.overflow.to_others] if self.overflow else [])
         while True:
-            message, fds = channel.receive(self.sock)
-            if message is None:
+            try:
+                dtg = self._next(doors)
+            except OSError as err:
+                self.logger.error("The door is gone: %s" % err)
                 return
-            self.handle(message, fds)
+            except ValueError as err:
+                # Never from the host's gateway, which checks what it sends.
+                self.logger.error("Dropped a malformed command: %s" % err)
+                continue
+            if dtg is None:
+                continue
+            if self.overflow is None:
+                self.take(dtg)
+            else:
+                with self.overflow:
+                    self.take(dtg)
 
-    def handle(self, message, fds):
-        n_in = len(message["in_md"])
-        in_fds, logger_fd = fds[:n_in], fds[n_in]
-        in_files = [
-            input_file(smd, md, fd)
-            for smd, md, fd in zip(message["storlet_md"], message["in_md"], in_fds)
-        ]
-        outs = [SpoolOutputFile(self.spool_dir) for _ in range(message["outputs"])]
+    def _next(self, doors):
+        """The next command from ``doors``; None when another worker took
+        it first.  Commands waiting for the other workers go first."""
+        if len(doors) == 1:
+            return host_io.receive(doors[0])
+        readable, _, _ = select.select(doors, [], [])
+        door = doors[1] if doors[1] in readable else doors[0]
+        try:
+            return host_io.receive(door, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+
+    def take(self, dtg):
+        """Run one command from the door: an ``EXECUTE``, or refused."""
+        if dtg.command != "SBUS_CMD_EXECUTE":
+            host_io.reply(dtg.service_out_fd, CommandFailure("%s is the daemon's" % dtg.command))
+            channel.close_all([fd for fd in dtg.fds if fd != dtg.service_out_fd])
+            return
+        task_id = str(uuid.uuid4())[:8]
+        md_fds, out_fds = dtg.object_metadata_out_fds, dtg.object_out_fds
+        self.slot.running(task_id)
+        try:
+            if not host_io.reply(dtg.service_out_fd, host_io.accepted(task_id)):
+                # The host gave up waiting (every worker was busy).
+                channel.close_all(dtg.object_in_fds + [dtg.logger_out_fd] + md_fds + out_fds)
+                return
+            metadata, spools, reason = self.run(
+                dtg.params or {},
+                dtg.object_in_metadata,
+                dtg.object_in_storlet_metadata,
+                dtg.object_in_fds,
+                dtg.logger_out_fd,
+                len(out_fds),
+            )
+        finally:
+            self.slot.done(task_id)
+        self.answer(task_id, md_fds, out_fds, metadata, spools, reason)
+
+    def run(self, params, in_md, storlet_md, in_fds, logger_fd, n_outputs):
+        """Run the storlet: ``(metadata, spool fds, None)``, or ``(None,
+        [], reason)`` when it failed.  Every descriptor given is closed."""
+        in_files = [input_file(smd, md, fd) for smd, md, fd in zip(storlet_md, in_md, in_fds)]
+        outs = [SpoolOutputFile(self.spool_dir) for _ in range(n_outputs)]
         # The storlet may close its logger; the traceback goes to the same
         # log after it.
         log_fd = os.dup(logger_fd)
         try:
             with LineLogger(self.storlet_name, logger_fd) as slogger:
-                self.storlet_cls(slogger)(in_files, outs, message["params"])
+                self.storlet_cls(slogger)(in_files, outs, params)
             for out in outs:
                 if not out.closed:
                     out.flush()
@@ -193,25 +280,78 @@ class Worker(object):
             # Closed before the answer: the host's copy of the log then ends
             # when the answer reaches it.
             channel.close_all([log_fd])
-            self._answer_failed(protocol.one_line("%s: %s" % (type(err).__name__, err)), outs)
+            return self._failed(protocol.one_line("%s: %s" % (type(err).__name__, err)), outs)
         else:
             channel.close_all([log_fd])
             self._end_descendants()
-            missing = [o for o in outs if not o.metadata_set]
-            if missing:
-                self._answer_failed("the storlet set no output metadata", outs)
-            else:
-                channel.send(
-                    self.sock,
-                    {"status": "done", "metadata": [o.get_metadata() for o in outs]},
-                    [o.spool_fd for o in outs],
-                )
-                for out in outs:
-                    out.discard()
+            if not all(o.metadata_set for o in outs):
+                return self._failed("the storlet set no output metadata", outs)
+            metadata = [o.get_metadata() for o in outs]
+            spools = [os.dup(o.spool_fd) for o in outs]
+            for out in outs:
+                out.discard()
+            return metadata, spools, None
         finally:
             for f in in_files:
                 if not f.closed:
                     f.close()
+
+    def answer(self, task_id, md_fds, out_fds, metadata, spools, reason):
+        """Write what the storlet made to the host's descriptors, or its
+        failure; close them all once done."""
+        if reason is None:
+            try:
+                outputs = host_io.checked_outputs(metadata, spools, len(out_fds))
+            except ValueError as err:
+                self.logger.error("Task %s of %s: %s" % (task_id, self.storlet_name, err))
+                return channel.close_all(spools + md_fds + out_fds)
+        else:
+            self.logger.info("Task %s of %s failed: %s" % (task_id, self.storlet_name, reason))
+            data = host_io.failure_metadata(reason)
+            for md_fd in md_fds:
+                try:
+                    os.write(md_fd, data)
+                except OSError:
+                    pass
+            return channel.close_all(md_fds + out_fds)
+        try:
+            for md_fd, (md, _, _) in zip(md_fds, outputs):
+                os.write(md_fd, json.dumps(md).encode("utf-8"))
+        except OSError:
+            return channel.close_all(spools + md_fds + out_fds)
+        channel.close_all(md_fds)
+        # Most outputs fit the host's empty pipe: written here, they cost
+        # no thread.  What would block goes on from a thread.
+        try:
+            sent = []
+            for fd, (_, spool, size) in zip(out_fds, outputs):
+                os.set_blocking(fd, False)
+                sent.append(host_io.send(fd, spool, 0, size))
+        except OSError as err:
+            return self._sent(task_id, spools, out_fds, err)
+        if all(n == size for n, (_, _, size) in zip(sent, outputs)):
+            return self._sent(task_id, spools, out_fds)
+        threading.Thread(
+            target=self._send_rest, daemon=True, args=(task_id, outputs, out_fds, sent)
+        ).start()
+
+    def _send_rest(self, task_id, outputs, out_fds, sent):
+        err = None
+        try:
+            for out_fd, (_, spool, size), done in zip(out_fds, outputs, sent):
+                os.set_blocking(out_fd, True)
+                host_io.send(out_fd, spool, done, size)
+        except OSError as exc:
+            err = exc
+        finally:
+            self._sent(task_id, [spool for _, spool, _ in outputs], out_fds, err)
+
+    def _sent(self, task_id, spools, out_fds, err=None):
+        if err is not None:
+            # The host stopped reading (it timed out, or its client left);
+            # what it got is shorter than declared and is not stored.
+            self.logger.info("Task %s: output not sent in full: %s" % (task_id, err))
+        channel.close_all(spools + out_fds)
 
     def _end_descendants(self):
         killed = descendants.kill_descendants()
@@ -220,10 +360,88 @@ class Worker(object):
                 "Storlet %s left %d processes behind: killed" % (self.storlet_name, killed)
             )
 
-    def _answer_failed(self, reason, outs):
+    def _failed(self, reason, outs):
         for out in outs:
             out.discard()
-        channel.send(self.sock, {"status": "failed", "reason": reason[:1024]})
+        return None, [], reason[:1024]
+
+
+class Overflow(object):
+    """While the first worker runs a task, the commands that reach its
+    door go on to the other workers, from a thread of its own.
+
+    Idle workers waiting on one socket take its commands in turn (the
+    kernel wakes the one that waited longest): every worker would load
+    what a storlet keeps in memory, and a model would be held as many
+    times as there are workers.  Here back-to-back requests find the first
+    worker, warm; only concurrent ones reach the others, through a socket
+    the first worker also takes from once idle.
+
+    Parameters
+    ----------
+    door : socket.socket
+        The storlet's door.
+    to_others, others_send : socket.socket
+        The two ends of the other workers' socket pair: the first worker
+        takes from ``to_others`` and passes commands on through
+        ``others_send``.
+    logger : logging.Logger
+    """
+
+    def __init__(self, door, to_others, others_send, logger):
+        self.door = door
+        self.to_others = to_others
+        self.others_send = others_send
+        self.logger = logger
+        self.active = threading.Event()
+        self.stop_r, self.stop_w = os.pipe()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def __enter__(self):
+        self.active.set()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.active.clear()
+        os.write(self.stop_w, b"x")
+
+    def _run(self):
+        while True:
+            self.active.wait()
+            readable, _, _ = select.select([self.door, self.stop_r], [], [])
+            if self.stop_r in readable:
+                os.read(self.stop_r, 4096)
+                continue
+            if self.active.is_set():
+                self._pass_on()
+
+    def _pass_on(self):
+        try:
+            data, fds, flags, _ = socket.recv_fds(
+                self.door, protocol.AGENT_DATAGRAM_LIMIT, channel.MAX_FDS, socket.MSG_DONTWAIT
+            )
+        except BlockingIOError:
+            return
+        try:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                raise OSError("a command over the agent's bounds")
+            socket.send_fds(self.others_send, [data], fds)
+        except OSError as err:
+            # The host sees its answer pipe close, unanswered: it runs the
+            # request again.
+            self.logger.error("Dropped a command for the other workers: %s" % err)
+        finally:
+            channel.close_all(fds)
+
+
+def die_with(parent):
+    """Be killed when the process ``parent`` ends (``PR_SET_PDEATHSIG``);
+    exit at once if it already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def main(argv=None):
@@ -231,12 +449,26 @@ def main(argv=None):
     parser.add_argument("storlet_name")
     parser.add_argument("storlet_dir")
     parser.add_argument("sock_fd", type=int)
+    parser.add_argument("door_fd", type=int)
+    parser.add_argument("others_fds", help="FROM,TO: the other workers' socket pair, or -")
+    parser.add_argument("slots_fd", type=int)
+    parser.add_argument("slot", type=int)
+    parser.add_argument("daemon_pid", type=int)
     parser.add_argument("log_level")
     parser.add_argument("container_id")
     opts = parser.parse_args(argv)
     logging.raiseExceptions = False
     logger = get_logger("storlets-worker", opts.log_level, opts.container_id)
+    die_with(opts.daemon_pid)
     sock = socket.socket(fileno=opts.sock_fd)
+    door = socket.socket(fileno=opts.door_fd)
+    overflow = None
+    if opts.others_fds != "-":
+        to_others, others_send = (
+            socket.socket(fileno=int(fd)) for fd in opts.others_fds.split(",")
+        )
+        overflow = Overflow(door, to_others, others_send, logger)
+    slot = slots.Slot(opts.slots_fd, opts.slot)
     descendants.become_subreaper()
     forget_engine()
     # Where upstream's daemon finds the storlet and its dependencies.
@@ -247,7 +479,7 @@ def main(argv=None):
         logger.exception("Failed to load storlet %s" % opts.storlet_name)
         channel.send(sock, {"load_error": traceback.format_exc(limit=3)[-1024:]})
         os._exit(1)
-    Worker(opts.storlet_name, storlet_cls, sock, logger).serve()
+    Worker(opts.storlet_name, storlet_cls, sock, logger, door, slot, overflow).serve()
     # Without the interpreter's teardown: nothing here needs it, and with
     # the numerical libraries loaded it is the slow part.
     logger.handlers[0].flush()

@@ -21,6 +21,7 @@ from storlets.gateway.gateways.container.runtime import (
 )
 from storlets.sbus.client.exceptions import (
     SBusClientException,
+    SBusClientMalformedResponse,
 )
 from swift.common import constraints
 from swift.common.swob import str_to_wsgi, wsgi_to_str
@@ -185,23 +186,42 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         self._writers = set()
 
     def _send_execute_command(self):
-        client = BoundedSBusClient(self.storlet_pipe_path, self.timeout, self.datagram_limit)
+        # The project's agent has its workers take the command from the
+        # storlet's door and answer it themselves: no hop through the
+        # daemon.  Upstream's agents have no door.
+        fds = self.remote_fds
+        door = BoundedSBusClient(
+            protocol.door_path(self.storlet_pipe_path), self.timeout, self.datagram_limit
+        )
+        daemon = BoundedSBusClient(self.storlet_pipe_path, self.timeout, self.datagram_limit)
+        client = door
         try:
-            resp = client.execute(self.srequest.params, self.remote_fds)
+            try:
+                resp = door.execute(self.srequest.params, fds)
+            except NotDelivered:
+                client = daemon
+                resp = daemon.execute(self.srequest.params, fds)
         except DatagramTooLong as err:
             # Never sent: the daemon is fine, the request is too big.
             raise InputsTooLong(str(err))
         except NotDelivered as err:
             # Never received: the daemon is gone, nothing was read.
             raise DaemonGone(str(err))
+        except SBusClientMalformedResponse as err:
+            if client is door:
+                # The door closed on the command before a worker answered
+                # it (the daemon ended): the inputs are untouched.
+                raise DaemonGone("%s: %s" % (door.socket_path, err))
+            raise StorletRuntimeException("Failed to send execute command: %s" % err)
         except SBusClientException as err:
-            # A daemon whose pool is full waits for a slot before it
-            # answers: with no answer within the storlet's time, its
-            # storlets are stuck.
             self.logger.warning(
                 "storlet daemon %s took no task: %s" % (self.storlet_pipe_path, err)
             )
-            eventlet.spawn_n(self.recover, False)
+            # At the door, every worker was busy all that time: each of
+            # their tasks has a timeout of its own.  A daemon that queues
+            # answers at once: with no answer in time, it is stuck.
+            if client is daemon:
+                eventlet.spawn_n(self.recover, False)
             raise StorletTimeout()
         if not resp.status:
             raise StorletRuntimeException("Failed to send execute command")

@@ -1,0 +1,136 @@
+"""The host's end of the door (mlstorlets.sandbox.protocol.door_path): an
+``EXECUTE`` goes to the storlet's door when its workers listen there, to
+the daemon's socket otherwise (upstream's agents have no door), and a
+door that closes unanswered, or stays silent, is told apart from a stuck
+daemon (no cluster: a forked process plays the sandbox)."""
+
+import logging
+import os
+import select
+import socket
+
+import eventlet
+import pytest
+from eventlet import patcher
+from storlets.gateway.common.exceptions import StorletTimeout
+from storlets.gateway.common.stob import StorletData
+from storlets.gateway.gateways.container.gateway import ContainerStorletRequest
+
+from mlstorlets.sandbox import protocol
+from mlstorlets.server.agent import channel, host_io
+from mlstorlets.server.gateway.invocation import BoundedInvocationProtocol, DaemonGone
+
+_write = patcher.original("os").write
+
+
+def bound(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    return sock
+
+
+def sandbox(socks, answer, hold=0.0):
+    """Fork a process that takes one command from ``socks`` (name ->
+    socket) and answers the task id ``answer(name)`` (None: closes it
+    unanswered), after ``hold`` seconds."""
+    pid = os.fork()
+    if pid:
+        for sock in socks.values():
+            sock.close()
+        return pid
+    try:
+        readable, _, _ = select.select(list(socks.values()), [], [], 10)
+        name = next(n for n, s in socks.items() if s in readable)
+        dtg = host_io.receive(socks[name])
+        # Not eventlet's: nothing of the parent's hub runs in this process.
+        patcher.original("time").sleep(hold)
+        task_id = answer(name)
+        if task_id is not None:
+            # Not eventlet's write, which retries a pipe whose reader left.
+            try:
+                _write(dtg.service_out_fd, host_io.accepted(task_id).report_message.encode())
+            except OSError:
+                pass
+        channel.close_all(dtg.fds)
+    finally:
+        os._exit(0)
+
+
+def invocation(sbus_path, recovered, timeout=5):
+    options = {"storlet_main": "s.Storlet", "storlet_language": "python", "file_manager": object()}
+    request = ContainerStorletRequest(
+        "s-1.0.py", {}, StorletData({}, data_iter=iter([])), options=options
+    )
+    proto = BoundedInvocationProtocol(
+        request, str(sbus_path), None, timeout, logging.getLogger("t"), 1, recovered.append
+    )
+    return proto
+
+
+@pytest.fixture
+def paths(tmp_path):
+    sbus = tmp_path / "s.Storlet"
+    return sbus, protocol.door_path(str(sbus))
+
+
+def run(proto, pid):
+    try:
+        # What communicate() starts with.
+        proto._invoke()
+    finally:
+        proto._close_local_side_descriptors()
+        os.waitpid(pid, 0)
+
+
+def test_execute_goes_to_the_door_when_workers_listen_there(paths):
+    sbus, door = paths
+    recovered = []
+    proto = invocation(sbus, recovered)
+    pid = sandbox({"door": bound(door), "daemon": bound(sbus)}, lambda name: name)
+    run(proto, pid)
+    assert proto.task_id == "door"
+
+
+@pytest.mark.parametrize("stale_door", [False, True])
+def test_without_a_door_execute_goes_to_the_daemon(paths, stale_door):
+    sbus, door = paths
+    if stale_door:
+        # A door nobody listens on any more (its daemon died).
+        bound(door).close()
+    proto = invocation(sbus, [])
+    pid = sandbox({"daemon": bound(sbus)}, lambda name: name)
+    run(proto, pid)
+    assert proto.task_id == "daemon"
+
+
+def test_a_door_closed_unanswered_is_a_daemon_gone(paths):
+    sbus, door = paths
+    proto = invocation(sbus, [])
+    pid = sandbox({"door": bound(door)}, lambda name: None)
+    with pytest.raises(DaemonGone):
+        run(proto, pid)
+
+
+@pytest.mark.parametrize("listener, recovered", [("door", []), ("daemon", [False])])
+def test_a_silent_door_times_out_and_only_a_silent_daemon_is_recovered(paths, listener, recovered):
+    # At the door, every worker was busy all that time: their own tasks
+    # time out.  A daemon queues and answers at once: silent, it is stuck.
+    sbus, door = paths
+    seen = []
+    proto = invocation(sbus, seen, timeout=0.5)
+    sock = bound(door if listener == "door" else sbus)
+    pid = sandbox({listener: sock}, lambda name: "late", hold=1.5)
+    with pytest.raises(StorletTimeout):
+        run(proto, pid)
+    # The recovery runs in a green thread of its own.
+    eventlet.sleep(0.1)
+    assert seen == recovered
+
+
+def test_the_workers_answer_passes_as_a_task_id(paths):
+    # host_io.accepted is upstream's CommandSuccess: what the gateway parses.
+    sbus, door = paths
+    proto = invocation(sbus, [])
+    pid = sandbox({"door": bound(door)}, lambda name: "t1234567")
+    run(proto, pid)
+    assert proto.task_id == "t1234567"
