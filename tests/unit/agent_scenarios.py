@@ -9,6 +9,7 @@ an AssertionError.
 import json
 import logging
 import os
+import select
 import sys
 import textwrap
 import threading
@@ -133,11 +134,25 @@ def run(sup, host):
     return answer.task_id, host.metadata(), host.body()
 
 
+# Held by the thread that plays the daemon's main loop (pump) while it
+# reads the workers' messages, and by a scenario while it calls the daemon.
+LOCK = threading.Lock()
+
+
+def pump(sup, stop):
+    """The daemon's main loop, as far as the workers are concerned: their
+    messages read, a dead one replaced, the rest of an output sent."""
+    while not stop.is_set():
+        with LOCK:
+            sup._wait_workers(0.02)
+        time.sleep(0.001)
+
+
 def wait_ready(sup, n):
     deadline = time.monotonic() + 60
-    while sum(w.ready for w in sup.workers) < n:
+    while sum(w.ready for w in list(sup.workers)) < n:
         assert time.monotonic() < deadline
-        sup._wait_workers(0.05)
+        time.sleep(0.05)
 
 
 def consecutive_requests_share_one_worker(pool):
@@ -175,9 +190,9 @@ def dies(pool, die):
         # The daemon replaces the worker that died (as its main loop
         # does, pumped here).
         deadline = time.monotonic() + 60
-        while {w.proc.pid for w in pool.workers if w.ready} >= pids:
+        while {w.proc.pid for w in list(pool.workers) if w.ready} >= pids:
             assert time.monotonic() < deadline
-            pool._wait_workers(0.05)
+            time.sleep(0.05)
     assert body == b""
     wait_ready(pool, 2)
     host = Host(b"next")
@@ -198,7 +213,9 @@ def cancel_kills_the_worker_and_a_new_one_serves(pool):
     host = Host(b"slow", {"sleep": "30"})
     cancelled = host.execute(door(pool)).task_id
     assert pool._busy()
-    assert pool.cancel(types.SimpleNamespace(task_id=cancelled)).status
+    time.sleep(0.2)
+    with LOCK:
+        assert pool.cancel(types.SimpleNamespace(task_id=cancelled)).status
     assert len(pids - {w.proc.pid for w in pool.workers}) == 1
     # The host sees its output closed, unwritten.
     assert host.metadata() is None and host.body() == b""
@@ -212,9 +229,13 @@ def cancel_kills_the_worker_and_a_new_one_serves(pool):
     # A late cancel of a task sent whole, or of the killed worker's: finished,
     # not unknown (which the host would take for a stuck sandbox).
     for late in (task_id, cancelled):
-        answer = pool.cancel(types.SimpleNamespace(task_id=late))
+        with LOCK:
+            answer = pool.cancel(types.SimpleNamespace(task_id=late))
         assert answer.status and "finished" in answer.message
-    assert not pool.cancel(types.SimpleNamespace(task_id="nope")).status
+    # Nothing waits in the daemon: a task the host knows of, and that no
+    # worker runs, has finished.
+    with LOCK:
+        assert pool.cancel(types.SimpleNamespace(task_id="nope")).status
     assert {w.proc.pid for w in pool.workers} & pids
 
 
@@ -289,6 +310,64 @@ def daemon_receive(sock):
     return host_io.receive(sock)
 
 
+def without_the_first_worker_the_daemon_passes_the_door_on(pool):
+    from mlstorlets.server.agent import host_io
+
+    wait_ready(pool, 2)
+    with LOCK:
+        pool.load_failed = True  # not started again, for now
+        pool._drop(next(w for w in pool.workers if w.index == 0))
+        assert pool._first_missing()
+    answers = []
+    host = Host(b"passed on")
+    thread = threading.Thread(target=lambda: answers.append(host.execute(door(pool))))
+    thread.start()
+    assert select.select([pool.door], [], [], 10)[0]
+    host_io.pass_on(pool.door, pool.others[1], LOG)
+    thread.join()
+    assert answers[0].status
+    assert host.metadata()["Storlet-Output-Length"] == "9" and host.body() == b"passed on"
+    host.close()
+    with LOCK:
+        pool.load_failed = False
+        assert pool._first_missing()  # started again: not ready yet
+    wait_ready(pool, 2)
+    with LOCK:
+        assert not pool._first_missing()
+
+
+def a_late_output_outlives_its_worker(pool):
+    # The rest of an output past the host's pipe is sent by the daemon: a
+    # cancel of the worker's next task does not cut it.
+    wait_ready(pool, 2)
+    data = os.urandom(4 * 1024 * 1024)
+    big = host_of_file(data)
+    answer = big.execute(door(pool))
+    assert big.metadata()["Storlet-Output-Length"] == str(len(data))
+    deadline = time.monotonic() + 30
+    while not pool.sending:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    slow = Host(b"", {"sleep": "30"})
+    threading.Thread(target=slow.execute, args=(door(pool),), daemon=True).start()
+    while not any(slots_running(pool)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with LOCK:
+        for task_id in slots_running(pool):
+            assert pool.cancel(types.SimpleNamespace(task_id=task_id)).status
+    assert big.body() == data
+    big.close()
+    slow.close()
+    assert answer.status
+
+
+def slots_running(pool):
+    from mlstorlets.server.agent import slots
+
+    return [t for t in (slots.read(pool.slots, w.index)[0] for w in list(pool.workers)) if t]
+
+
 def a_storlet_that_cannot_load_fails_the_start(tmp):
     with open(os.path.join(tmp, "broken.py"), "w") as f:
         f.write('raise ImportError("no")\n')
@@ -300,17 +379,24 @@ def a_storlet_that_cannot_load_fails_the_start(tmp):
     sup._terminate()
 
 
-def an_output_larger_than_the_hosts_pipe_is_sent_whole(pool):
+def host_of_file(data):
+    """A host whose input is a file (as an object server's), of ``data``."""
     import tempfile
 
-    data = os.urandom(4 * 1024 * 1024 + 1)
     with tempfile.TemporaryFile() as source:
         source.write(data)
+        source.flush()
         source.seek(0)
         host = Host(b"")
         os.close(host.in_fd)
         host.in_fd = os.dup(source.fileno())
-        _, md, body = run(pool, host)
+    return host
+
+
+def an_output_larger_than_the_hosts_pipe_is_sent_whole(pool):
+    data = os.urandom(4 * 1024 * 1024 + 1)
+    host = host_of_file(data)
+    _, md, body = run(pool, host)
     host.close()
     assert md["Storlet-Output-Length"] == str(len(data))
     assert body == data
@@ -332,7 +418,8 @@ def commands_are_answered_and_only_failures_logged_as_info(pool):
     answers = []
     for command in ("SBUS_CMD_PING", "SBUS_CMD_NOPE"):
         r, w = os.pipe()
-        assert pool.dispatch_command(types.SimpleNamespace(command=command, service_out_fd=w))
+        with LOCK:
+            assert pool.dispatch_command(types.SimpleNamespace(command=command, service_out_fd=w))
         answers.append(json.loads(os.read(r, 4096)))
         os.close(r)
     assert [a["status"] for a in answers] == [True, False]
@@ -343,6 +430,8 @@ def commands_are_answered_and_only_failures_logged_as_info(pool):
 
 WITH_POOL = (
     "consecutive_requests_share_one_worker",
+    "without_the_first_worker_the_daemon_passes_the_door_on",
+    "a_late_output_outlives_its_worker",
     "a_host_that_stopped_waiting_gets_nothing_run",
     "the_daemon_passes_a_command_on_to_the_door",
     "an_output_larger_than_the_hosts_pipe_is_sent_whole",
@@ -365,12 +454,17 @@ def main(name):
             "echo.EchoStorlet", os.path.join(tmp, "sbus-echo"), LOG, 2, storlet_dir(tmp)
         )
         assert sup.start_workers()
+        stop = threading.Event()
+        pumping = threading.Thread(target=pump, args=(sup, stop), daemon=True)
+        pumping.start()
         try:
             if name == "the_daemon_passes_a_command_on_to_the_door":
                 globals()[name](sup, tmp)
             else:
                 globals()[name](sup)
         finally:
+            stop.set()
+            pumping.join()
             sup._terminate()
 
 

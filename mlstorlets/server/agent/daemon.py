@@ -10,11 +10,19 @@ by the workers) and answer the host directly: a request costs no hop
 through this process.  An ``EXECUTE`` sent here all the same is passed on
 to the door as it came.
 
+* An output that does not fit the host's pipe at once is handed here by
+  its worker, and sent on from a thread: it outlives whatever the
+  worker's next task does (a cancel, a crash).
+* While the first worker is missing or not ready, the daemon passes the
+  door's commands on to the others.
 * ``CANCEL`` (the host's timeout) kills the worker whose record
-  (:mod:`~mlstorlets.server.agent.slots`) says it runs the task; a task
-  it finished is answered "finished".  A worker that dies for any reason
-  is replaced; the kernel closes the host's descriptors it held, unwritten
-  or short of the declared length, which the host takes for a failure.
+  (:mod:`~mlstorlets.server.agent.slots`) says it runs the task, stopped
+  first and the record read again, so that it is never the next task's;
+  any other task is answered "finished" (nothing is queued here: a task
+  the host knows is one a worker took).  A worker that dies for any
+  reason is replaced; the kernel closes the host's descriptors it held,
+  unwritten or short of the declared length, which the host takes for a
+  failure.
 * A command's answer is logged at ``DEBUG`` (upstream: ``INFO``, a line
   per request through the sandbox's log channel), a refused one at
   ``INFO``.
@@ -34,8 +42,10 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 
 from storlets.agent.common.server import (
@@ -128,6 +138,9 @@ class PersistentStorletDaemon(SBusServer):
         # is answered "finished", not "not found" (which it takes for a
         # stuck sandbox).
         self.finished = collections.deque(maxlen=FINISHED_KEPT)
+        # Outputs being sent from here, by task id.
+        self.sending = {}
+        self.sending_lock = threading.Lock()
         self.load_failed = False
         self.door = None
         self.others = None
@@ -247,9 +260,52 @@ class PersistentStorletDaemon(SBusServer):
             )
             self.load_failed = True
             self._drop(worker, replace=False)
+        elif "sending" in message:
+            self._send_on(worker, message, fds)
         else:
             self.logger.error("Worker %d sent %s" % (worker.proc.pid, sorted(message)[:4]))
             channel.close_all(fds)
+
+    # -- outputs -----------------------------------------------------------
+    def _send_on(self, worker, message, fds):
+        """Send the rest of a task's outputs, handed over by its worker:
+        ``sent`` of ``sizes`` bytes of each spool, then the host's pipes."""
+        task_id = str(message["sending"])[: slots.ID_BYTES]
+        sent, sizes = message.get("sent"), message.get("sizes")
+        try:
+            if not (
+                isinstance(sent, list)
+                and isinstance(sizes, list)
+                and len(sent) == len(sizes)
+                and len(fds) == 2 * len(sizes)
+                and all(isinstance(n, int) and 0 <= n <= m for n, m in zip(sent, sizes))
+            ):
+                raise ValueError("not an output's rest: %s" % sorted(message)[:4])
+            spools, out_fds = fds[: len(sizes)], fds[len(sizes) :]
+            if not all(stat.S_ISREG(os.fstat(fd).st_mode) for fd in spools):
+                raise ValueError("the output spool is not a regular file")
+        except (ValueError, OSError) as err:
+            self.logger.error("Worker %d: %s" % (worker.proc.pid, err))
+            return channel.close_all(fds)
+        with self.sending_lock:
+            self.sending[task_id] = fds
+        threading.Thread(
+            target=self._send_bodies, daemon=True, args=(task_id, spools, out_fds, sent, sizes)
+        ).start()
+
+    def _send_bodies(self, task_id, spools, out_fds, sent, sizes):
+        try:
+            for out_fd, spool, done, size in zip(out_fds, spools, sent, sizes):
+                os.set_blocking(out_fd, True)
+                host_io.send(out_fd, spool, done, size)
+        except OSError as err:
+            # The host stopped reading (it timed out, or its client left);
+            # what it got is shorter than declared and is not stored.
+            self.logger.info("Task %s: output not sent in full: %s" % (task_id, err))
+        finally:
+            channel.close_all(spools + out_fds)
+            with self.sending_lock:
+                self.sending.pop(task_id, None)
 
     # -- SBus commands -----------------------------------------------------
     def forward(self, dtg):
@@ -274,16 +330,22 @@ class PersistentStorletDaemon(SBusServer):
     def cancel(self, dtg):
         task_id = dtg.task_id
         for worker in list(self.workers):
-            running, finished = slots.read(self.slots, worker.index)
-            if running == task_id:
-                self.logger.info("Cancel task %s: kill worker %d" % (task_id, worker.proc.pid))
-                self._drop(worker)
-                return CommandSuccess("Cancelled task %s" % task_id)
-            if task_id in finished:
-                return CommandSuccess("Task %s has finished" % task_id)
-        if task_id in self.finished:
-            return CommandSuccess("Task %s has finished" % task_id)
-        return CommandFailure("Task id %s is not found" % task_id)
+            if slots.read(self.slots, worker.index)[0] != task_id:
+                continue
+            # Stopped, then read again: a worker that finished the task
+            # since may have taken the next one, which is not killed.
+            try:
+                worker.proc.send_signal(signal.SIGSTOP)
+            except OSError:
+                pass
+            if slots.read(self.slots, worker.index)[0] != task_id:
+                worker.proc.send_signal(signal.SIGCONT)
+                break
+            self.logger.info("Cancel task %s: kill worker %d" % (task_id, worker.proc.pid))
+            self._drop(worker)
+            return CommandSuccess("Cancelled task %s" % task_id)
+        # The host knows the id from the worker that took the task.
+        return CommandSuccess("Task %s has finished" % task_id)
 
     def dispatch_command(self, dtg):
         if dtg.command == "SBUS_CMD_EXECUTE":
@@ -315,8 +377,15 @@ class PersistentStorletDaemon(SBusServer):
         return CommandSuccess("OK", False)
 
     def _terminate(self):
-        # Closed first: no command reaches a worker that is being killed.
+        # Closed first, and every worker killed before any is waited for:
+        # a command still at the door closes unanswered, which its host
+        # runs again, rather than taken by a worker about to die.
         self._close_door()
+        for worker in self.workers:
+            try:
+                worker.proc.kill()
+            except OSError:
+                pass
         for worker in list(self.workers):
             self._drop(worker, replace=False)
 
@@ -325,9 +394,25 @@ class PersistentStorletDaemon(SBusServer):
 
     # -- main loop ---------------------------------------------------------
     def _busy(self):
-        """Whether a worker runs a task, or ran one since the last look."""
+        """Whether a worker runs a task, ran one since the last look, or
+        an output is being sent from here."""
         seen, self.seen = self.seen, slots.snapshot(self.slots, self.n_workers)
-        return seen != self.seen or any(slots.read(self.slots, w.index)[0] for w in self.workers)
+        return (
+            seen != self.seen
+            or bool(self.sending)
+            or any(slots.read(self.slots, w.index)[0] for w in self.workers)
+        )
+
+    def _first_missing(self):
+        """Whether the first worker, which takes from the door, is missing
+        or not ready yet (then the daemon passes the door's commands on
+        to the others); the missing workers are started again."""
+        present = {w.index for w in self.workers}
+        if not self.load_failed:
+            for index in range(self.n_workers):
+                if index not in present:
+                    self._spawn(index)
+        return not any(w.index == 0 and w.ready for w in self.workers)
 
     def _wait_workers(self, timeout):
         ready, _, _ = select.select(self.workers, [], [], timeout)
@@ -368,9 +453,12 @@ class PersistentStorletDaemon(SBusServer):
             if self.load_failed and not self.workers:
                 status = EXIT_FAILURE
                 break
-            readable, _, _ = select.select([fd] + self.workers, [], [], self.loop_timeout)
+            door = [self.door] if self.n_workers > 1 and self._first_missing() else []
+            readable, _, _ = select.select([fd] + self.workers + door, [], [], self.loop_timeout)
+            if door and self.door in readable:
+                host_io.pass_on(self.door, self.others[1], self.logger)
             for worker in readable:
-                if worker is not fd and worker in self.workers:
+                if worker in self.workers:
                     self._on_worker_message(worker)
             if fd in readable:
                 try:

@@ -44,14 +44,7 @@ def receive(sock, how=0):
         A command cut short, or not of that format; its descriptors are
         closed.
     """
-    data, ancdata, flags, _ = sock.recvmsg(
-        AGENT_DATAGRAM_LIMIT, socket.CMSG_SPACE(channel.MAX_FDS * _INT.itemsize), how
-    )
-    fds = array.array("i")
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    fds = list(fds)
+    data, fds, flags = _receive(sock, how)
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise ValueError(
@@ -73,6 +66,39 @@ def receive(sock, how=0):
         raise ValueError(str(err)) from None
     dtg.raw = data
     return dtg
+
+
+def _receive(sock, how=0):
+    # Descriptors that a storlet's child processes never inherit (recv_fds
+    # takes no flags).
+    data, ancdata, flags, _ = sock.recvmsg(
+        AGENT_DATAGRAM_LIMIT,
+        socket.CMSG_SPACE(channel.MAX_FDS * _INT.itemsize),
+        how | socket.MSG_CMSG_CLOEXEC,
+    )
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds), flags
+
+
+def pass_on(door, to, logger):
+    """Pass the next command on ``door``, if any, on to ``to`` as it
+    came.  A command that cannot be passed on is dropped: its host sees
+    its answer pipe close unanswered, and runs the request again."""
+    try:
+        data, fds, flags = _receive(door, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise OSError("a command over the agent's bounds")
+        to.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    except OSError as err:
+        logger.error("Dropped a command for the other workers: %s" % err)
+    finally:
+        channel.close_all(fds)
 
 
 def reply(fd, response):

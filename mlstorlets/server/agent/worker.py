@@ -36,6 +36,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 
@@ -212,11 +213,15 @@ class Worker(object):
                 continue
             if dtg is None:
                 continue
+            # The answer goes out once the first worker is free again: a
+            # host that has it sends its next request to a warm worker.
             if self.overflow is None:
-                self.take(dtg)
+                answer = self.take(dtg)
             else:
                 with self.overflow:
-                    self.take(dtg)
+                    answer = self.take(dtg)
+            if answer is not None:
+                self.answer(*answer)
 
     def _next(self, doors):
         """The next command from ``doors``; None when another worker took
@@ -231,11 +236,13 @@ class Worker(object):
             return None
 
     def take(self, dtg):
-        """Run one command from the door: an ``EXECUTE``, or refused."""
+        """Run one command from the door: an ``EXECUTE``, or refused.
+        The arguments of :meth:`answer`, or None when there is nothing to
+        answer."""
         if dtg.command != "SBUS_CMD_EXECUTE":
             host_io.reply(dtg.service_out_fd, CommandFailure("%s is the daemon's" % dtg.command))
             channel.close_all([fd for fd in dtg.fds if fd != dtg.service_out_fd])
-            return
+            return None
         task_id = str(uuid.uuid4())[:8]
         md_fds, out_fds = dtg.object_metadata_out_fds, dtg.object_out_fds
         self.slot.running(task_id)
@@ -243,7 +250,7 @@ class Worker(object):
             if not host_io.reply(dtg.service_out_fd, host_io.accepted(task_id)):
                 # The host gave up waiting (every worker was busy).
                 channel.close_all(dtg.object_in_fds + [dtg.logger_out_fd] + md_fds + out_fds)
-                return
+                return None
             metadata, spools, reason = self.run(
                 dtg.params or {},
                 dtg.object_in_metadata,
@@ -254,7 +261,7 @@ class Worker(object):
             )
         finally:
             self.slot.done(task_id)
-        self.answer(task_id, md_fds, out_fds, metadata, spools, reason)
+        return task_id, md_fds, out_fds, metadata, spools, reason
 
     def run(self, params, in_md, storlet_md, in_fds, logger_fd, n_outputs):
         """Run the storlet: ``(metadata, spool fds, None)``, or ``(None,
@@ -299,6 +306,9 @@ class Worker(object):
     def answer(self, task_id, md_fds, out_fds, metadata, spools, reason):
         """Write what the storlet made to the host's descriptors, or its
         failure; close them all once done."""
+        # A storlet may have let a write to a pipe nobody reads kill the
+        # process (and every output still on its way from it).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         if reason is None:
             try:
                 outputs = host_io.checked_outputs(metadata, spools, len(out_fds))
@@ -321,36 +331,24 @@ class Worker(object):
             return channel.close_all(spools + md_fds + out_fds)
         channel.close_all(md_fds)
         # Most outputs fit the host's empty pipe: written here, they cost
-        # no thread.  What would block goes on from a thread.
+        # nothing more.  The rest goes on from the daemon, which runs no
+        # storlet: it outlives this worker's next task, whatever that does.
         try:
             sent = []
             for fd, (_, spool, size) in zip(out_fds, outputs):
                 os.set_blocking(fd, False)
                 sent.append(host_io.send(fd, spool, 0, size))
         except OSError as err:
-            return self._sent(task_id, spools, out_fds, err)
-        if all(n == size for n, (_, _, size) in zip(sent, outputs)):
-            return self._sent(task_id, spools, out_fds)
-        threading.Thread(
-            target=self._send_rest, daemon=True, args=(task_id, outputs, out_fds, sent)
-        ).start()
-
-    def _send_rest(self, task_id, outputs, out_fds, sent):
-        err = None
-        try:
-            for out_fd, (_, spool, size), done in zip(out_fds, outputs, sent):
-                os.set_blocking(out_fd, True)
-                host_io.send(out_fd, spool, done, size)
-        except OSError as exc:
-            err = exc
-        finally:
-            self._sent(task_id, [spool for _, spool, _ in outputs], out_fds, err)
-
-    def _sent(self, task_id, spools, out_fds, err=None):
-        if err is not None:
-            # The host stopped reading (it timed out, or its client left);
-            # what it got is shorter than declared and is not stored.
             self.logger.info("Task %s: output not sent in full: %s" % (task_id, err))
+            return channel.close_all(spools + out_fds)
+        sizes = [size for _, _, size in outputs]
+        if sent != sizes:
+            try:
+                channel.send(
+                    self.sock, {"sending": task_id, "sent": sent, "sizes": sizes}, spools + out_fds
+                )
+            except (OSError, channel.ChannelError) as err:
+                self.logger.error("Task %s: output not handed over: %s" % (task_id, err))
         channel.close_all(spools + out_fds)
 
     def _end_descendants(self):
@@ -407,31 +405,17 @@ class Overflow(object):
 
     def _run(self):
         while True:
-            self.active.wait()
-            readable, _, _ = select.select([self.door, self.stop_r], [], [])
-            if self.stop_r in readable:
-                os.read(self.stop_r, 4096)
-                continue
-            if self.active.is_set():
-                self._pass_on()
-
-    def _pass_on(self):
-        try:
-            data, fds, flags, _ = socket.recv_fds(
-                self.door, protocol.AGENT_DATAGRAM_LIMIT, channel.MAX_FDS, socket.MSG_DONTWAIT
-            )
-        except BlockingIOError:
-            return
-        try:
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                raise OSError("a command over the agent's bounds")
-            socket.send_fds(self.others_send, [data], fds)
-        except OSError as err:
-            # The host sees its answer pipe close, unanswered: it runs the
-            # request again.
-            self.logger.error("Dropped a command for the other workers: %s" % err)
-        finally:
-            channel.close_all(fds)
+            try:
+                self.active.wait()
+                readable, _, _ = select.select([self.door, self.stop_r], [], [])
+                if self.stop_r in readable:
+                    os.read(self.stop_r, 4096)
+                elif self.active.is_set():
+                    host_io.pass_on(self.door, self.others_send, self.logger)
+            except Exception:
+                # Never silently: a dead thread would leave the others idle.
+                self.logger.exception("Passing commands on to the other workers")
+                time.sleep(0.1)
 
 
 def die_with(parent):
@@ -460,6 +444,11 @@ def main(argv=None):
     logging.raiseExceptions = False
     logger = get_logger("storlets-worker", opts.log_level, opts.container_id)
     die_with(opts.daemon_pid)
+    # What a storlet starts inherits none of them.
+    for fd in [opts.sock_fd, opts.door_fd, opts.slots_fd] + (
+        [int(fd) for fd in opts.others_fds.split(",")] if opts.others_fds != "-" else []
+    ):
+        os.set_inheritable(fd, False)
     sock = socket.socket(fileno=opts.sock_fd)
     door = socket.socket(fileno=opts.door_fd)
     overflow = None

@@ -208,11 +208,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # Never received: the daemon is gone, nothing was read.
             raise DaemonGone(str(err))
         except SBusClientMalformedResponse as err:
-            if client is door:
-                # The door closed on the command before a worker answered
-                # it (the daemon ended): the inputs are untouched.
-                raise DaemonGone("%s: %s" % (door.socket_path, err))
-            raise StorletRuntimeException("Failed to send execute command: %s" % err)
+            # The command was dropped unanswered (its daemon ended): the
+            # inputs, fed only once it is answered, are untouched.
+            raise DaemonGone("%s: %s" % (client.socket_path, err))
         except SBusClientException as err:
             self.logger.warning(
                 "storlet daemon %s took no task: %s" % (self.storlet_pipe_path, err)
