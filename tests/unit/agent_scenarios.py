@@ -317,7 +317,8 @@ def without_the_first_worker_the_daemon_passes_the_door_on(pool):
     with LOCK:
         pool.load_failed = True  # not started again, for now
         pool._drop(next(w for w in pool.workers if w.index == 0))
-        assert pool._first_missing()
+        pool._start_missing()
+        assert not pool._first_ready()
     answers = []
     host = Host(b"passed on")
     thread = threading.Thread(target=lambda: answers.append(host.execute(door(pool))))
@@ -330,10 +331,11 @@ def without_the_first_worker_the_daemon_passes_the_door_on(pool):
     host.close()
     with LOCK:
         pool.load_failed = False
-        assert pool._first_missing()  # started again: not ready yet
+        pool._start_missing()
+        assert not pool._first_ready()  # started again: not ready yet
     wait_ready(pool, 2)
     with LOCK:
-        assert not pool._first_missing()
+        assert pool._first_ready()
 
 
 def a_late_output_outlives_its_worker(pool):
@@ -365,7 +367,7 @@ def a_late_output_outlives_its_worker(pool):
 def slots_running(pool):
     from mlstorlets.server.agent import slots
 
-    return [t for t in (slots.read(pool.slots, w.index)[0] for w in list(pool.workers)) if t]
+    return slots.running(slots.snapshot(pool.slots, pool.n_workers))
 
 
 def a_storlet_that_cannot_load_fails_the_start(tmp):

@@ -143,24 +143,28 @@ def test_a_wrong_declared_length_or_a_pipe_is_refused():
 
 
 # -- the workers' records -------------------------------------------------------
-def test_a_slot_tells_the_running_task_and_the_last_finished():
+def test_a_slot_tells_the_running_task_and_every_change():
     fd = slots.create(2)
     try:
         slot = slots.Slot(fd, 1)
-        assert slots.read(fd, 1) == ("", [])
+        assert slots.read(fd, 1) == ""
+        seen = [slots.snapshot(fd, 2)]
         slot.running("t0")
-        assert slots.read(fd, 1) == ("t0", [])
-        assert slots.read(fd, 0) == ("", [])
-        for i in range(12):
-            slot.done("t%d" % i)
-            slot.running("t%d" % (i + 1))
-        running, finished = slots.read(fd, 1)
-        assert running == "t12"
-        assert finished == ["t%d" % i for i in range(11, 11 - (slots.IDS - 1), -1)]
+        assert slots.read(fd, 1) == "t0" and slots.read(fd, 0) == ""
+        assert slots.running(slots.snapshot(fd, 2)) == ["t0"]
+        seen.append(slots.snapshot(fd, 2))
+        slot.done()
+        assert slots.read(fd, 1) == "" and slots.running(slots.snapshot(fd, 2)) == []
+        seen.append(slots.snapshot(fd, 2))
+        # A task taken and ended between two looks still changes the file.
+        slot.running("t1")
+        slot.done()
+        seen.append(slots.snapshot(fd, 2))
+        assert len(set(seen)) == len(seen)
         with pytest.raises(ValueError):
             slot.running("longer-than-eight")
         slots.clear(fd, 1)
-        assert slots.read(fd, 1) == ("", [])
+        assert slots.read(fd, 1) == ""
     finally:
         os.close(fd)
 

@@ -35,8 +35,6 @@ Started by :mod:`mlstorlets.server.agent.factory`::
 """
 
 import argparse
-import array
-import collections
 import logging
 import os
 import select
@@ -66,9 +64,6 @@ from mlstorlets.server.agent import channel, descendants, host_io, slots
 # How long the first worker may take to import the storlet before the
 # daemon gives up (the factory waits for the daemon's socket meanwhile).
 START_TIMEOUT = 60.0
-# How many task ids of workers that died the daemon remembers, for late
-# cancels.
-FINISHED_KEPT = 256
 # How long a killed worker is waited for before it is left to be reaped.
 KILL_WAIT = 2.0
 
@@ -134,10 +129,6 @@ class PersistentStorletDaemon(SBusServer):
         self.log_level = log_level
         self.container_id = container_id
         self.workers = []
-        # Tasks of workers that died: a host's late cancel of one of those
-        # is answered "finished", not "not found" (which it takes for a
-        # stuck sandbox).
-        self.finished = collections.deque(maxlen=FINISHED_KEPT)
         # Outputs being sent from here, by task id.
         self.sending = {}
         self.sending_lock = threading.Lock()
@@ -238,8 +229,6 @@ class PersistentStorletDaemon(SBusServer):
                 "Killed %d processes left by a worker of %s" % (killed, self.storlet_name)
             )
         # Its descriptors closed as it died: the host saw its task fail.
-        running, finished = slots.read(self.slots, worker.index)
-        self.finished.extend(finished + ([running] if running else []))
         if replace and not self.load_failed:
             self._spawn(worker.index)
 
@@ -313,11 +302,8 @@ class PersistentStorletDaemon(SBusServer):
         it.  Refused, without blocking, when the door's queue is full."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendmsg(
-                    [dtg.raw],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", dtg.fds))],
-                    socket.MSG_DONTWAIT,
-                    protocol.door_path(self.sbus_path),
+                host_io.send_command(
+                    sock, dtg.raw, dtg.fds, socket.MSG_DONTWAIT, protocol.door_path(self.sbus_path)
                 )
         except OSError as err:
             self.logger.info("Could not pass a task on to the workers: %s" % err)
@@ -330,7 +316,7 @@ class PersistentStorletDaemon(SBusServer):
     def cancel(self, dtg):
         task_id = dtg.task_id
         for worker in list(self.workers):
-            if slots.read(self.slots, worker.index)[0] != task_id:
+            if slots.read(self.slots, worker.index) != task_id:
                 continue
             # Stopped, then read again: a worker that finished the task
             # since may have taken the next one, which is not killed.
@@ -338,7 +324,7 @@ class PersistentStorletDaemon(SBusServer):
                 worker.proc.send_signal(signal.SIGSTOP)
             except OSError:
                 pass
-            if slots.read(self.slots, worker.index)[0] != task_id:
+            if slots.read(self.slots, worker.index) != task_id:
                 worker.proc.send_signal(signal.SIGCONT)
                 break
             self.logger.info("Cancel task %s: kill worker %d" % (task_id, worker.proc.pid))
@@ -397,22 +383,21 @@ class PersistentStorletDaemon(SBusServer):
         """Whether a worker runs a task, ran one since the last look, or
         an output is being sent from here."""
         seen, self.seen = self.seen, slots.snapshot(self.slots, self.n_workers)
-        return (
-            seen != self.seen
-            or bool(self.sending)
-            or any(slots.read(self.slots, w.index)[0] for w in self.workers)
-        )
+        return seen != self.seen or bool(self.sending) or bool(slots.running(self.seen))
 
-    def _first_missing(self):
-        """Whether the first worker, which takes from the door, is missing
-        or not ready yet (then the daemon passes the door's commands on
-        to the others); the missing workers are started again."""
+    def _start_missing(self):
+        """Start again the workers that died and could not be replaced."""
         present = {w.index for w in self.workers}
         if not self.load_failed:
             for index in range(self.n_workers):
                 if index not in present:
                     self._spawn(index)
-        return not any(w.index == 0 and w.ready for w in self.workers)
+
+    def _first_ready(self):
+        """Whether the first worker, which takes from the door, is there
+        and ready (else the daemon passes the door's commands on to the
+        others)."""
+        return any(w.index == 0 and w.ready for w in self.workers)
 
     def _wait_workers(self, timeout):
         ready, _, _ = select.select(self.workers, [], [], timeout)
@@ -453,7 +438,8 @@ class PersistentStorletDaemon(SBusServer):
             if self.load_failed and not self.workers:
                 status = EXIT_FAILURE
                 break
-            door = [self.door] if self.n_workers > 1 and self._first_missing() else []
+            self._start_missing()
+            door = [self.door] if self.n_workers > 1 and not self._first_ready() else []
             readable, _, _ = select.select([fd] + self.workers + door, [], [], self.loop_timeout)
             if door and self.door in readable:
                 host_io.pass_on(self.door, self.others[1], self.logger)

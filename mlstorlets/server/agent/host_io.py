@@ -83,6 +83,16 @@ def _receive(sock, how=0):
     return data, list(fds), flags
 
 
+def send_command(sock, data, fds, flags=0, address=None):
+    """Send a command's bytes ``data`` with its descriptors ``fds`` on
+    ``sock`` (to ``address``, when it is not connected)."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+    if address is None:
+        sock.sendmsg([data], rights, flags)
+    else:
+        sock.sendmsg([data], rights, flags, address)
+
+
 def pass_on(door, to, logger):
     """Pass the next command on ``door``, if any, on to ``to`` as it
     came.  A command that cannot be passed on is dropped: its host sees
@@ -94,7 +104,7 @@ def pass_on(door, to, logger):
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise OSError("a command over the agent's bounds")
-        to.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        send_command(to, data, fds)
     except OSError as err:
         logger.error("Dropped a command for the other workers: %s" % err)
     finally:

@@ -3,20 +3,20 @@
 Workers take the host's ``EXECUTE`` commands themselves, from the door
 socket (:func:`mlstorlets.sandbox.protocol.door_path`): the daemon learns
 which worker runs which task from a file both share, a record per worker:
-the task it runs, then the last ones it finished, whose output may still
-be on its way to the host (a cancel of one of those is answered
-"finished", never "not found", which the host takes for a stuck
-sandbox).  One ``pwrite`` per change, no message: the daemon reads the
-records only when it is asked to cancel, or to tell whether it is idle.
+the task it runs, and how many it took, so that a look at the file tells
+whether the workers did anything since the last one.  One ``pwrite`` per
+change, no message: the daemon reads the records only when it is asked to
+cancel, or to tell whether it is idle.
 """
 
 import os
+import struct
 import tempfile
 
 ID_BYTES = 8
-# The running task and the last ones finished.
-IDS = 8
-RECORD = ID_BYTES * IDS
+# The running task's id, then the number of tasks taken.
+_RECORD = struct.Struct("%dsQ" % ID_BYTES)
+RECORD = _RECORD.size
 
 
 def create(workers):
@@ -28,44 +28,32 @@ def create(workers):
     return fd
 
 
-def _id(task_id):
-    data = task_id.encode("ascii")
-    if not 0 < len(data) <= ID_BYTES or b"\0" in data:
-        raise ValueError("a task id of 1 to %d characters: %r" % (ID_BYTES, task_id))
-    return data.ljust(ID_BYTES, b"\0")
-
-
-def _ids(record):
-    return [
-        record[i : i + ID_BYTES].rstrip(b"\0").decode("ascii", "replace")
-        for i in range(0, RECORD, ID_BYTES)
-    ]
-
-
 class Slot(object):
     """A worker's record: written by the worker only."""
 
     def __init__(self, fd, index):
         self.fd = fd
         self.offset = index * RECORD
-        self.finished = []
-
-    def _write(self, running):
-        ids = [running] + self.finished
-        os.pwrite(self.fd, b"".join(_id(t) if t else b"\0" * ID_BYTES for t in ids), self.offset)
+        self.taken = 0
 
     def running(self, task_id):
-        self._write(task_id)
+        data = task_id.encode("ascii")
+        if not 0 < len(data) <= ID_BYTES or b"\0" in data:
+            raise ValueError("a task id of 1 to %d characters: %r" % (ID_BYTES, task_id))
+        self.taken += 1
+        os.pwrite(self.fd, _RECORD.pack(data, self.taken), self.offset)
 
-    def done(self, task_id):
-        self.finished = [task_id] + self.finished[: IDS - 2]
-        self._write("")
+    def done(self):
+        os.pwrite(self.fd, _RECORD.pack(b"", self.taken), self.offset)
+
+
+def _running(record):
+    return _RECORD.unpack(record)[0].rstrip(b"\0").decode("ascii", "replace")
 
 
 def read(fd, index):
-    """``(running task id or "", [finished task ids])`` of worker ``index``."""
-    ids = _ids(os.pread(fd, RECORD, index * RECORD).ljust(RECORD, b"\0"))
-    return ids[0], [t for t in ids[1:] if t]
+    """The id of the task worker ``index`` runs, or ""."""
+    return _running(os.pread(fd, RECORD, index * RECORD).ljust(RECORD, b"\0"))
 
 
 def clear(fd, index):
@@ -74,4 +62,10 @@ def clear(fd, index):
 
 def snapshot(fd, workers):
     """Every record's bytes: any change is a worker's activity."""
-    return os.pread(fd, workers * RECORD, 0)
+    return os.pread(fd, workers * RECORD, 0).ljust(workers * RECORD, b"\0")
+
+
+def running(records):
+    """The ids of the tasks running in a :func:`snapshot`."""
+    ids = (_running(records[i : i + RECORD]) for i in range(0, len(records), RECORD))
+    return [task_id for task_id in ids if task_id]

@@ -15,10 +15,11 @@ while it is busy to the others (:class:`Overflow`):
   unlinked file of the private ``/tmp`` (on disk, whatever its size);
 * only once the storlet returned does the worker write the output
   metadata, with the exact length of the spool as ``Storlet-Output-Length``,
-  then the spool: at once what the host's pipe takes (most outputs), the
-  rest from a thread, so the worker is free for the next request however
-  slowly the host reads.  A storlet that raised answers its failure; one
-  that exits or is killed leaves the metadata unwritten.
+  then the spool: at once what the host's pipe takes (most outputs); the
+  rest is handed to the daemon, which sends it from a thread, so the
+  worker is free for the next request however slowly the host reads.
+  A storlet that raised answers its failure; one that exits or is killed
+  leaves the metadata unwritten.
 
 It dies with the daemon (``PR_SET_PDEATHSIG``): nobody would cancel its
 tasks any more.
@@ -104,8 +105,13 @@ class SpoolOutputFile(StorletFile):
 
     def discard(self):
         """Close everything of this file, spool included."""
+        channel.close_all([self.release()])
+
+    def release(self):
+        """Close the storlet's file; the spool's descriptor, the caller's
+        to close."""
         self.close()
-        channel.close_all([self.spool_fd])
+        return self.spool_fd
 
 
 class LineLogger(StorletLogger):
@@ -260,7 +266,7 @@ class Worker(object):
                 len(out_fds),
             )
         finally:
-            self.slot.done(task_id)
+            self.slot.done()
         return task_id, md_fds, out_fds, metadata, spools, reason
 
     def run(self, params, in_md, storlet_md, in_fds, logger_fd, n_outputs):
@@ -294,10 +300,7 @@ class Worker(object):
             if not all(o.metadata_set for o in outs):
                 return self._failed("the storlet set no output metadata", outs)
             metadata = [o.get_metadata() for o in outs]
-            spools = [os.dup(o.spool_fd) for o in outs]
-            for out in outs:
-                out.discard()
-            return metadata, spools, None
+            return metadata, [o.release() for o in outs], None
         finally:
             for f in in_files:
                 if not f.closed:
@@ -444,18 +447,15 @@ def main(argv=None):
     logging.raiseExceptions = False
     logger = get_logger("storlets-worker", opts.log_level, opts.container_id)
     die_with(opts.daemon_pid)
+    others = [int(fd) for fd in opts.others_fds.split(",")] if opts.others_fds != "-" else []
     # What a storlet starts inherits none of them.
-    for fd in [opts.sock_fd, opts.door_fd, opts.slots_fd] + (
-        [int(fd) for fd in opts.others_fds.split(",")] if opts.others_fds != "-" else []
-    ):
+    for fd in [opts.sock_fd, opts.door_fd, opts.slots_fd] + others:
         os.set_inheritable(fd, False)
     sock = socket.socket(fileno=opts.sock_fd)
     door = socket.socket(fileno=opts.door_fd)
     overflow = None
-    if opts.others_fds != "-":
-        to_others, others_send = (
-            socket.socket(fileno=int(fd)) for fd in opts.others_fds.split(",")
-        )
+    if others:
+        to_others, others_send = (socket.socket(fileno=fd) for fd in others)
         overflow = Overflow(door, to_others, others_send, logger)
     slot = slots.Slot(opts.slots_fd, opts.slot)
     descendants.become_subreaper()
