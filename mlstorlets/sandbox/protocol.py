@@ -34,9 +34,11 @@ the same way).  The body repeats them for a human.
 
 import base64
 import binascii
+import functools
 import hashlib
 import math
 import os
+import uuid
 from urllib.parse import quote, unquote
 
 # Names the project keeps for itself inside user containers (shards, job
@@ -59,8 +61,11 @@ SBUS_DATAGRAM_LIMIT = 4096
 # the bubblewrap gateway) receives it into a buffer of this size: room for
 # the inputs of many small objects in one call, or a model's state.
 AGENT_DATAGRAM_LIMIT = 65536
+TASK_ID_LENGTH = 8
 
 
+# Asked on every invocation, for a few storlets at a time.
+@functools.lru_cache(maxsize=4096)
 def door_path(sbus_path):
     """The socket beside a storlet's SBus socket ``sbus_path`` from which
     the workers of the project's agent take ``EXECUTE`` commands
@@ -69,6 +74,21 @@ def door_path(sbus_path):
     storlet's: ``@`` is in no class name."""
     directory, name = os.path.split(sbus_path)
     return os.path.join(directory, "@" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:16])
+
+
+def new_task_id():
+    """A task id as the project's agent gives one (upstream's: the first 8
+    characters of a UUID), for the host to name a task it hands over."""
+    return uuid.uuid4().hex[:TASK_ID_LENGTH]
+
+
+def is_task_id(value):
+    """Whether ``value`` is a task id of :func:`new_task_id`'s form."""
+    return (
+        isinstance(value, str)
+        and len(value) == TASK_ID_LENGTH
+        and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 # Inputs of one invocation (the object and its extra resources): the agent

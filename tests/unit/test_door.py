@@ -4,6 +4,7 @@ the daemon's socket otherwise (upstream's agents have no door), and a
 door that closes unanswered, or stays silent, is told apart from a stuck
 daemon (no cluster: a forked process plays the sandbox)."""
 
+import json
 import logging
 import os
 import select
@@ -12,7 +13,7 @@ import socket
 import eventlet
 import pytest
 from eventlet import patcher
-from storlets.gateway.common.exceptions import StorletTimeout
+from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.common.stob import StorletData
 from storlets.gateway.gateways.container.gateway import ContainerStorletRequest
 
@@ -134,3 +135,125 @@ def test_the_workers_answer_passes_as_a_task_id(paths):
     pid = sandbox({"door": bound(door)}, lambda name: "t1234567")
     run(proto, pid)
     assert proto.task_id == "t1234567"
+
+
+# A request whose inputs are all files (an object server's own objects) is
+# handed over: the host names the task and waits for its output only, and
+# reads the worker's answer once that comes, or fails.
+
+
+def worker(sock, ack=True, metadata=None, hold=0.0, linger=0.0):
+    """Fork a worker that takes one command from ``sock``, answers it
+    (``ack``) after ``hold`` seconds, then writes ``metadata(dtg)`` (None:
+    nothing) to the output's metadata, and closes all after ``linger``
+    seconds.  Exits 3 if its answer found the host gone."""
+    pid = os.fork()
+    if pid:
+        sock.close()
+        return pid
+    status = 0
+    try:
+        select.select([sock], [], [], 10)
+        dtg = host_io.receive(sock)
+        patcher.original("time").sleep(hold)
+        if ack:
+            try:
+                _write(dtg.service_out_fd, host_io.accepted(dtg.task_id).report_message.encode())
+            except OSError:
+                status = 3
+        if metadata is not None and not status:
+            _write(dtg.object_metadata_out_fds[0], json.dumps(metadata(dtg)).encode())
+        patcher.original("time").sleep(linger)
+        channel.close_all(dtg.fds)
+    finally:
+        os._exit(status)
+
+
+@pytest.fixture
+def on_files(paths, tmp_path):
+    """An invocation of the object in a file, and the door's socket."""
+    sbus, door = paths
+    data = tmp_path / "object"
+    data.write_bytes(b"x" * 10)
+    fd = os.open(str(data), os.O_RDONLY)
+    recovered = []
+
+    def make(timeout=5):
+        options = {"storlet_main": "s.Storlet", "storlet_language": "python", "file_manager": 0}
+        request = ContainerStorletRequest(
+            "s-1.0.py", {}, StorletData({}, data_fd=fd), options=options
+        )
+        return BoundedInvocationProtocol(
+            request, str(sbus), None, timeout, logging.getLogger("t"), 1, recovered.append
+        )
+
+    yield make, bound(door), recovered
+    os.close(fd)
+
+
+def handed_over(proto, pid):
+    """What the host reads of the task, and the worker's exit status."""
+    try:
+        proto._invoke()
+        # Sent, not waited for.
+        assert proto.task_id is None and protocol.is_task_id(proto._handed_over)
+        return proto._read_metadata()
+    finally:
+        proto._close_local_side_descriptors()
+        _, status = os.waitpid(pid, 0)
+        proto.worker_status = os.waitstatus_to_exitcode(status)
+
+
+def test_a_task_on_files_is_handed_over_with_the_hosts_id(on_files):
+    make, door, _ = on_files
+    proto = make()
+    pid = worker(door, metadata=lambda dtg: {"Task": dtg.task_id})
+    metadata = handed_over(proto, pid)
+    assert metadata == {"Task": proto._handed_over}
+    assert proto.task_id == proto._handed_over
+
+
+def test_a_task_dropped_untaken_is_a_daemon_gone(on_files):
+    make, door, _ = on_files
+    proto = make()
+    with pytest.raises(DaemonGone):
+        handed_over(proto, worker(door, ack=False))
+    assert proto.task_id is None
+
+
+def test_a_task_taken_and_never_answered_is_the_storlets_failure(on_files):
+    make, door, _ = on_files
+    proto = make()
+    with pytest.raises(StorletRuntimeException) as err:
+        handed_over(proto, worker(door))
+    assert not isinstance(err.value, DaemonGone)
+    assert proto.task_id == proto._handed_over
+
+
+@pytest.mark.parametrize("ack, recovered, status", [(False, [], 3), (True, [False], 0)])
+def test_a_task_past_its_timeout_is_cancelled_only_if_taken(on_files, ack, recovered, status):
+    # Not taken in time: the answer pipe is closed, so a worker that takes
+    # the task later finds the host gone and runs nothing.  Taken: it is
+    # cancelled (here no daemon answers, so the sandbox is recovered).
+    make, door, seen = on_files
+    proto = make(timeout=0.5)
+    pid = worker(door, hold=0.0 if ack else 1.5, linger=1.5 if ack else 0.0)
+    with pytest.raises(StorletTimeout):
+        handed_over(proto, pid)
+    eventlet.sleep(0.1)
+    assert seen == recovered
+    assert proto.worker_status == status
+
+
+def test_a_host_gone_while_waiting_has_nothing_run(on_files):
+    # Swift ends a request's green thread (the client left, a timeout of
+    # its own): the task handed over is not run by a worker taking it later.
+    make, door, _ = on_files
+    proto = make()
+    pid = worker(door, hold=0.5)
+    waiting = eventlet.spawn(proto.communicate)
+    eventlet.sleep(0.1)
+    waiting.kill()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert proto._answer_fd is None

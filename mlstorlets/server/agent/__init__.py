@@ -25,7 +25,11 @@ there is one) and changes what happens inside the sandbox:
     the door and passes on to the others those that come while it is
     busy: back-to-back requests find it warm.  A worker answers the host
     itself (:mod:`.host_io`): the task id, then, once the storlet returned,
-    the output metadata and the output.
+    the output metadata and the output.  When the storlet reads every
+    input itself (an object server's own objects), the host names the task
+    and waits for the output only: the task id tells it, if no output
+    comes, whether a worker took the task (the storlet failed) or nobody
+    did (the daemon is gone; the request is sent again).
 
 The storlet writes its output to a spool file in the sandbox's private
 ``/tmp``; only once the storlet returned does its worker send the output

@@ -13,7 +13,9 @@ import os
 import struct
 import tempfile
 
-ID_BYTES = 8
+from mlstorlets.sandbox.protocol import TASK_ID_LENGTH
+
+ID_BYTES = TASK_ID_LENGTH
 # The running task's id, then the number of tasks taken.
 _RECORD = struct.Struct("%dsQ" % ID_BYTES)
 RECORD = _RECORD.size

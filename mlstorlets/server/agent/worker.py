@@ -8,8 +8,10 @@ time, for as long as it lives, and answers the host itself.  The first
 worker takes them from the storlet's door, and passes on those that come
 while it is busy to the others (:class:`Overflow`):
 
-* it records the task in its slot, then answers the host the task id (a
-  host that stopped waiting gets nothing run);
+* it records the task in its slot, then answers the host the task id: the
+  host's own when it named the task (a request whose inputs are all files,
+  which the host does not wait to see taken), else a new one.  A host
+  that stopped waiting gets nothing run;
 * the storlet runs over upstream's input files and a :class:`SpoolOutputFile`
   per output, which keeps the metadata in memory and the body in an
   unlinked file of the private ``/tmp`` (on disk, whatever its size);
@@ -39,7 +41,6 @@ import tempfile
 import threading
 import time
 import traceback
-import uuid
 
 from storlets.agent.common.server import CommandFailure
 from storlets.agent.common.utils import get_logger
@@ -249,7 +250,8 @@ class Worker(object):
             host_io.reply(dtg.service_out_fd, CommandFailure("%s is the daemon's" % dtg.command))
             channel.close_all([fd for fd in dtg.fds if fd != dtg.service_out_fd])
             return None
-        task_id = str(uuid.uuid4())[:8]
+        # The host names the tasks it does not wait to see taken.
+        task_id = dtg.task_id if protocol.is_task_id(dtg.task_id) else protocol.new_task_id()
         md_fds, out_fds = dtg.object_metadata_out_fds, dtg.object_out_fds
         self.slot.running(task_id)
         try:

@@ -32,9 +32,11 @@ from mlstorlets.server.gateway.invocation_log import LOG_WAIT, DiscardedLog, Inv
 from mlstorlets.server.gateway.pipes import PIPE_BYTES, EnlargedPipes
 from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong, NotDelivered
 
-# The system call itself: eventlet's green ``os.write`` retries a pipe whose
-# reader is gone (EPIPE) as if it were only full.
+# The system calls themselves: eventlet's green ``os.write`` retries a pipe
+# whose reader is gone (EPIPE) as if it were only full, its ``os.read``
+# waits for what a non-blocking read would find missing.
 _write = patcher.original("os").write
+_read = patcher.original("os").read
 
 
 class InputsTooLong(StorletRuntimeException):
@@ -184,6 +186,10 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         # The green threads writing inputs: ended with the output, however
         # slowly a storlet (or a descriptor it duplicated) goes on reading.
         self._writers = set()
+        # A task handed over to the door (_send_execute_command): its id,
+        # and the answer pipe that says whether a worker took it.
+        self._handed_over = None
+        self._answer_fd = None
 
     def _send_execute_command(self):
         # The project's agent has its workers take the command from the
@@ -197,6 +203,13 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         client = door
         try:
             try:
+                if self._all_inputs_files():
+                    # Nothing to feed: the host names the task and waits for
+                    # its output only (see _read_metadata).
+                    task_id = protocol.new_task_id()
+                    self._answer_fd = door.hand_over(self.srequest.params, fds, task_id)
+                    self._handed_over = task_id
+                    return
                 resp = door.execute(self.srequest.params, fds)
             except NotDelivered:
                 client = daemon
@@ -227,6 +240,36 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             raise StorletRuntimeException("Missing task id")
         self.task_id = resp.task_id
 
+    def _all_inputs_files(self):
+        """Whether the storlet reads every input itself (an object
+        server's own objects): a task that nobody took then read nothing,
+        and may be sent again."""
+        return self.srequest.data.has_fd and all(s["file"] for s in self.extra_data_sources)
+
+    def _taken(self):
+        """Whether a worker took the task handed over to the door: its
+        answer is read, without waiting, and the answer pipe closed (a
+        worker that takes the task later runs nothing).  Sets
+        :attr:`task_id` when taken."""
+        fd, self._answer_fd = self._answer_fd, None
+        if fd is None:
+            return self.task_id is not None
+        try:
+            os.set_blocking(fd, False)
+            answer = _read(fd, 4096)
+        except BlockingIOError:
+            answer = b""
+        finally:
+            os.close(fd)
+        try:
+            resp = json.loads(answer)
+        except ValueError:
+            return False
+        if isinstance(resp, dict) and resp.get("status") is True:
+            if resp.get("task_id") == self._handed_over:
+                self.task_id = self._handed_over
+        return self.task_id is not None
+
     def _cancel(self):
         client = BoundedSBusClient(self.storlet_pipe_path, self.cancel_timeout)
         try:
@@ -254,12 +297,24 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         # Upstream's reading closes the descriptor and leaves its number
         # set, for the failure path to close again: by then it may be
         # another request's.
-        self._wait_for_read_with_timeout(self.metadata_read_fd)
+        try:
+            self._wait_for_read_with_timeout(self.metadata_read_fd)
+        except StorletTimeout:
+            # A task handed over is cancelled once known to be taken; one
+            # nobody took in all that time (every worker busy) never runs.
+            if self._answer_fd is not None and self._taken():
+                self._cancel()
+            raise
         fd, self.metadata_read_fd = self.metadata_read_fd, None
         try:
             flat = os.read(fd, MAX_METADATA_SIZE)
         finally:
             os.close(fd)
+        if self._answer_fd is not None and not self._taken():
+            # The command was dropped with its descriptors, unread: the
+            # daemon ended.  The storlet reads its inputs itself, so
+            # none was touched.
+            raise DaemonGone("%s: the task was dropped untaken" % self.storlet_pipe_path)
         try:
             metadata = json.loads(flat)
         except ValueError:
@@ -304,6 +359,15 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             [self.data_read_fd, self._input_data_write_fd]
             + [source["write_fd"] for source in self.extra_data_sources]
         )
+
+    def _close_local_side_descriptors(self):
+        super()._close_local_side_descriptors()
+        self._close_answer()
+
+    def _close_answer(self):
+        fd, self._answer_fd = self._answer_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _close_remote_side_descriptors(self):
         # Upstream's, but a file input is its server's to close.
@@ -400,6 +464,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # daemon gone before anything was read is sent the same
             # request again (BubblewrapStorletGateway.invocation_flow).
             self._close_unfed_inputs(retried=isinstance(err, DaemonGone))
+            # Upstream closes nothing on a GreenletExit or a Timeout of
+            # Swift's: a task handed over must not run for a host gone.
+            self._close_answer()
             raise
         data = sresp.data
         fd = data.data_fd

@@ -8,6 +8,7 @@ its daemons are started and recovered within bounds
 """
 
 import collections
+import functools
 import hashlib
 import os
 import re
@@ -148,10 +149,19 @@ def sandbox_cgroup(conf, pipes_dir, scope, logger):
 
 def sandbox_uid(pipes_dir, scope, conf):
     """The host uid (and gid) a scope's sandbox runs as on one server."""
+    return _uid(
+        pipes_dir,
+        scope,
+        int(conf.get("sandbox_uid_base", UID_BASE)),
+        int(conf.get("sandbox_uid_range", UID_RANGE)),
+    )
+
+
+# Asked on every invocation, for a few accounts at a time.
+@functools.lru_cache(maxsize=4096)
+def _uid(pipes_dir, scope, base, span):
     digest = hashlib.sha256(("%s\0%s" % (pipes_dir, scope)).encode())
-    return int(conf.get("sandbox_uid_base", UID_BASE)) + int.from_bytes(
-        digest.digest()[:8], "big"
-    ) % int(conf.get("sandbox_uid_range", UID_RANGE))
+    return base + int.from_bytes(digest.digest()[:8], "big") % span
 
 
 def _start_time(pid):

@@ -20,6 +20,7 @@ import time
 import eventlet
 from eventlet import patcher
 from storlets.sbus import SBus
+from storlets.sbus import command as sbus_cmd
 from storlets.sbus.client import SBusClient
 from storlets.sbus.client.exceptions import (
     SBusClientIOError,
@@ -141,22 +142,36 @@ class BoundedSBusClient(SBusClient):
         self.timeout = timeout
         self.limit = limit
 
-    def _request(self, command, params=None, task_id=None, extra_fds=None):
-        deadline = time.monotonic() + self.timeout
+    def hand_over(self, params, fds, task_id):
+        """Send ``EXECUTE`` with the host's ``task_id`` and return, without
+        waiting, the read end of its answer pipe: the worker that takes
+        the task answers there before it runs it, and runs nothing if the
+        read end is closed by then (the host gave up)."""
+        return self._send(sbus_cmd.SBUS_CMD_EXECUTE, params, task_id, fds)
+
+    def _send(self, command, params, task_id, extra_fds):
         read_fd, write_fd = os.pipe()
         try:
-            try:
-                datagram = build_datagram(
-                    command,
-                    [SBusFileDescriptor(SBUS_FD_SERVICE_OUT, write_fd)] + (extra_fds or []),
-                    params,
-                    task_id,
-                )
-                sbus_send(self.socket_path, datagram, self.timeout, self.limit)
-            finally:
-                # The other side holds its copy; ours would keep the
-                # reply from ever ending.
-                os.close(write_fd)
+            datagram = build_datagram(
+                command,
+                [SBusFileDescriptor(SBUS_FD_SERVICE_OUT, write_fd)] + (extra_fds or []),
+                params,
+                task_id,
+            )
+            sbus_send(self.socket_path, datagram, self.timeout, self.limit)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            # The other side holds its copy; ours would keep the
+            # reply from ever ending.
+            os.close(write_fd)
+        return read_fd
+
+    def _request(self, command, params=None, task_id=None, extra_fds=None):
+        deadline = time.monotonic() + self.timeout
+        read_fd = self._send(command, params, task_id, extra_fds)
+        try:
             reply = b""
             while True:
                 left = deadline - time.monotonic()

@@ -14,6 +14,7 @@ holds: the storlets are fetched again into the new scope on its first
 request, and the old directories may be removed once no server runs them.
 """
 
+import functools
 import hashlib
 import re
 
@@ -24,6 +25,8 @@ DIGEST = 16
 MAX_LENGTH = READABLE + 1 + DIGEST
 
 
+# Asked on every invocation, for a few accounts at a time.
+@functools.lru_cache(maxsize=4096)
 def account_scope(account):
     """The sandbox scope of ``account`` (``AUTH_x``, reseller prefix kept).
 
