@@ -142,11 +142,12 @@ def test_the_workers_answer_passes_as_a_task_id(paths):
 # reads the worker's answer once that comes, or fails.
 
 
-def worker(sock, ack=True, metadata=None, hold=0.0, linger=0.0):
+def worker(sock, ack=True, metadata=None, hold=0.0, linger=0.0, task_id=None):
     """Fork a worker that takes one command from ``sock``, answers it
-    (``ack``) after ``hold`` seconds, then writes ``metadata(dtg)`` (None:
-    nothing) to the output's metadata, and closes all after ``linger``
-    seconds.  Exits 3 if its answer found the host gone."""
+    (``ack``, with ``task_id`` or the host's) after ``hold`` seconds, then
+    writes ``metadata(dtg)`` (None: nothing) to the output's metadata, and
+    closes all after ``linger`` seconds.  Exits 3 if its answer found the
+    host gone."""
     pid = os.fork()
     if pid:
         sock.close()
@@ -158,7 +159,8 @@ def worker(sock, ack=True, metadata=None, hold=0.0, linger=0.0):
         patcher.original("time").sleep(hold)
         if ack:
             try:
-                _write(dtg.service_out_fd, host_io.accepted(dtg.task_id).report_message.encode())
+                answer = host_io.accepted(task_id or dtg.task_id).report_message
+                _write(dtg.service_out_fd, answer.encode())
             except OSError:
                 status = 3
         if metadata is not None and not status:
@@ -230,12 +232,30 @@ def test_a_task_taken_and_never_answered_is_the_storlets_failure(on_files):
     assert proto.task_id == proto._handed_over
 
 
+def cancels(daemon):
+    """The task ids of the CANCEL commands that reached ``daemon``."""
+    ids = []
+    while True:
+        try:
+            dtg = host_io.receive(daemon, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return ids
+        channel.close_all(dtg.fds)
+        if dtg.command == "SBUS_CMD_CANCEL":
+            ids.append(dtg.task_id)
+
+
 @pytest.mark.parametrize("ack, recovered, status", [(False, [], 3), (True, [False], 0)])
-def test_a_task_past_its_timeout_is_cancelled_only_if_taken(on_files, ack, recovered, status):
-    # Not taken in time: the answer pipe is closed, so a worker that takes
-    # the task later finds the host gone and runs nothing.  Taken: it is
-    # cancelled (here no daemon answers, so the sandbox is recovered).
+def test_a_task_past_its_timeout_is_cancelled_by_the_hosts_id(
+    on_files, paths, ack, recovered, status
+):
+    # Not seen taken: the answer pipe is closed, so a worker that takes the
+    # task later finds the host gone and runs nothing; and one that took it
+    # between the host's last look and the closing is cancelled all the
+    # same.  Only a task known taken whose cancel goes unanswered (no
+    # daemon answers here) has its sandbox recovered.
     make, door, seen = on_files
+    daemon = bound(paths[0])
     proto = make(timeout=0.5)
     pid = worker(door, hold=0.0 if ack else 1.5, linger=1.5 if ack else 0.0)
     with pytest.raises(StorletTimeout):
@@ -243,6 +263,16 @@ def test_a_task_past_its_timeout_is_cancelled_only_if_taken(on_files, ack, recov
     eventlet.sleep(0.1)
     assert seen == recovered
     assert proto.worker_status == status
+    assert cancels(daemon) == [proto._handed_over]
+
+
+def test_a_worker_naming_its_own_task_is_taken(on_files):
+    # A worker of an engine started before the host names tasks.
+    make, door, _ = on_files
+    proto = make()
+    pid = worker(door, metadata=lambda dtg: {"a": "b"}, task_id="0123abcd")
+    assert handed_over(proto, pid) == {"a": "b"}
+    assert proto.task_id == "0123abcd"
 
 
 def test_a_host_gone_while_waiting_has_nothing_run(on_files):
@@ -257,3 +287,21 @@ def test_a_host_gone_while_waiting_has_nothing_run(on_files):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 3
     assert proto._answer_fd is None
+
+
+def test_a_host_gone_after_the_task_was_taken_cancels_it_and_closes_all(on_files, paths):
+    make, door, _ = on_files
+    daemon = bound(paths[0])
+    proto = make()
+    pid = worker(door, linger=1.0)
+    waiting = eventlet.spawn(proto.communicate)
+    eventlet.sleep(0.3)
+    host_ends = [proto.data_read_fd, proto.metadata_read_fd]
+    waiting.kill()
+    # The cancel runs in a green thread of its own.
+    eventlet.sleep(0.2)
+    assert cancels(daemon) == [proto._handed_over]
+    for fd in host_ends:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    os.waitpid(pid, 0)

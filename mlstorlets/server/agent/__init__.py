@@ -29,7 +29,9 @@ there is one) and changes what happens inside the sandbox:
     input itself (an object server's own objects), the host names the task
     and waits for the output only: the task id tells it, if no output
     comes, whether a worker took the task (the storlet failed) or nobody
-    did (the daemon is gone; the request is sent again).
+    did (the command was dropped: the request is sent again).  A task
+    nobody took within the storlet timeout is answered ``504``, and
+    cancelled by its id in case a worker takes it as the host gives up.
 
 The storlet writes its output to a spool file in the sandbox's private
 ``/tmp``; only once the storlet returned does its worker send the output

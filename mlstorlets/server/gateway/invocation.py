@@ -74,8 +74,9 @@ class OutputEnded(Exception):
 
 
 class DaemonGone(StorletRuntimeException):
-    """The storlet's daemon received no command: it is not running (any
-    more).  The request's inputs are untouched, so it may be run again."""
+    """No worker took the command: the storlet's daemon is not running (any
+    more), or dropped the command unanswered.  The request's inputs are
+    untouched, so it may be run again."""
 
 
 class StorletOutputIterator(FileDescriptorIterator):
@@ -249,8 +250,10 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
     def _taken(self):
         """Whether a worker took the task handed over to the door: its
         answer is read, without waiting, and the answer pipe closed (a
-        worker that takes the task later runs nothing).  Sets
-        :attr:`task_id` when taken."""
+        worker that answers later finds it closed and runs nothing).  Sets
+        :attr:`task_id` when taken: the worker's, which is the host's
+        unless the worker's agent names its tasks itself (one started by
+        an earlier version of the engine)."""
         fd, self._answer_fd = self._answer_fd, None
         if fd is None:
             return self.task_id is not None
@@ -266,21 +269,43 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         except ValueError:
             return False
         if isinstance(resp, dict) and resp.get("status") is True:
-            if resp.get("task_id") == self._handed_over:
-                self.task_id = self._handed_over
+            task_id = resp.get("task_id")
+            self.task_id = task_id if isinstance(task_id, str) and task_id else self._handed_over
         return self.task_id is not None
 
-    def _cancel(self):
+    def _cancel(self, task_id=None):
+        """Cancel the task; ``task_id``: one handed over and not seen taken
+        (a worker may have taken it between the host's last look and its
+        closing the answer pipe), whose daemon is not recovered if it does
+        not answer: nothing says the sandbox is stuck."""
         client = BoundedSBusClient(self.storlet_pipe_path, self.cancel_timeout)
         try:
-            cancelled = client.cancel(self.task_id).status
+            cancelled = client.cancel(task_id or self.task_id).status
         except SBusClientException:
             cancelled = False
+        if task_id:
+            return
         if not cancelled:
             self.logger.warning(
                 "task %s of %s could not be cancelled" % (self.task_id, self.storlet_pipe_path)
             )
         eventlet.spawn_n(self.recover, cancelled)
+
+    def _give_up(self, later=False):
+        """Stop waiting for the task: cancel it if taken, and if it was
+        handed over and not seen taken, by the host's id all the same;
+        ``later``, from a green thread of its own."""
+        handed_over = self._answer_fd is not None
+        if self._taken():
+            args = ()
+        elif handed_over:
+            args = (self._handed_over,)
+        else:
+            return
+        if later:
+            eventlet.spawn_n(self._cancel, *args)
+        else:
+            self._cancel(*args)
 
     @property
     def remote_fds(self):
@@ -300,10 +325,11 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         try:
             self._wait_for_read_with_timeout(self.metadata_read_fd)
         except StorletTimeout:
-            # A task handed over is cancelled once known to be taken; one
-            # nobody took in all that time (every worker busy) never runs.
-            if self._answer_fd is not None and self._taken():
-                self._cancel()
+            # Upstream's wait cancels a task it knows the id of; one handed
+            # over is not known to be taken yet (every worker may have been
+            # busy all that time).
+            if self._answer_fd is not None:
+                self._give_up()
             raise
         fd, self.metadata_read_fd = self.metadata_read_fd, None
         try:
@@ -311,9 +337,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         finally:
             os.close(fd)
         if self._answer_fd is not None and not self._taken():
-            # The command was dropped with its descriptors, unread: the
-            # daemon ended.  The storlet reads its inputs itself, so
-            # none was touched.
+            # The command was dropped with its descriptors, unanswered (its
+            # daemon ended, or could not pass it on to a worker).  The
+            # storlet reads its inputs itself: none was touched.
             raise DaemonGone("%s: the task was dropped untaken" % self.storlet_pipe_path)
         try:
             metadata = json.loads(flat)
@@ -464,9 +490,12 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # daemon gone before anything was read is sent the same
             # request again (BubblewrapStorletGateway.invocation_flow).
             self._close_unfed_inputs(retried=isinstance(err, DaemonGone))
-            # Upstream closes nothing on a GreenletExit or a Timeout of
-            # Swift's: a task handed over must not run for a host gone.
-            self._close_answer()
+            if not isinstance(err, Exception):
+                # A GreenletExit, a Timeout of Swift's: upstream closes
+                # nothing, and a storlet would run on for nobody, its
+                # output held in pipes nobody reads.
+                self._give_up(later=True)
+                self._close_local_side_descriptors()
             raise
         data = sresp.data
         fd = data.data_fd
