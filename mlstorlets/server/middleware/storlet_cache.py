@@ -19,6 +19,9 @@ from the cluster's memcache:
 * what is cached is the object's metadata, under a key made of the whole
   path (account, container, object): an entry belongs to one account and
   says nothing about who may read it;
+* an entry the proxy's storlet handler prefetched for the request
+  (:mod:`mlstorlets.server.middleware.prefetch`) is read from its info
+  cache, with no round trip of its own;
 * only a 200 is cached, for ``cache_time`` seconds (default 10; 0 turns the
   cache off).  A PUT, POST or DELETE of a storlet object through a proxy
   sharing the memcache drops its entry at once; a change made any other way
@@ -75,7 +78,10 @@ class StorletCacheMiddleware(object):
             return self.app(env, start_response)
         if self._refused(req):
             return self.app(env, start_response)
-        headers = self._get(memcache, key)
+        # Prefetched with the rest of the invocation's reads, or not.
+        headers = env.get("swift.infocache", {}).get(key)
+        if headers is None:
+            headers = self._get(memcache, key)
         if headers is not None:
             return Response(status=200, headers=headers, request=req)(env, start_response)
         resp = req.get_response(self.app)

@@ -19,6 +19,7 @@ server reads its own ``ring_ip`` (or ``bind_ip``), ``bind_port``,
 """
 
 from storlets.swift_middleware import storlet_handler
+from storlets.swift_middleware.handlers.base import get_container_names
 from swift.common.registry import register_swift_info
 from swift.common.utils import config_true_value, whataremyips
 
@@ -32,13 +33,17 @@ from mlstorlets.server.middleware.output_length import (
     DeclaredLengthHandler,
     DeclaredLengthProxyHandler,
 )
+from mlstorlets.server.middleware.prefetch import prefetch
 
 # Swift's default object server port.
 DEFAULT_OBJECT_PORT = 6200
 
 
 class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResourcesProxyHandler):
-    pass
+    def __init__(self, request, conf, gateway_conf, app, logger):
+        # Before upstream's first read of the account's info.
+        prefetch(request, app, get_container_names(conf)["storlet"])
+        super().__init__(request, conf, gateway_conf, app, logger)
 
 
 class ObjectHandler(DeclaredLengthHandler, LocalResourcesObjectHandler):

@@ -1,0 +1,173 @@
+"""prefetch: a storlet GET's memcache reads in one round trip, then found
+by Swift's info readers and by storlet_cache with no trip of their own
+(fake memcache and fake Swift; tests/functional/test_storlet_cache.py runs
+the same path in the real cluster)."""
+
+import pytest
+from fake_swift import FakeSwift, call
+from swift.common.swob import Request
+from swift.common.wsgi import make_subrequest
+from swift.proxy.controllers.base import get_account_info, get_cache_key, get_container_info
+
+from mlstorlets.server.middleware import prefetch, storlet_cache, storlet_handler
+
+STORLET_HEADERS = {"Content-Length": "120", "X-Timestamp": "1700000000.00000"}
+
+
+class FakeMemcache(object):
+    """Counts round trips; ``servers`` as Swift's ring lists them."""
+
+    def __init__(self, servers=("127.0.0.1:11211",)):
+        self.memcache_servers = list(servers)
+        self.store = {
+            get_cache_key("AUTH_a"): {"status": 204, "meta": {"storlet-enabled": "True"}},
+            get_cache_key("AUTH_a", "photos"): {"status": 204, "read_acl": ""},
+            get_cache_key("AUTH_a", "storlet"): {"status": 204, "read_acl": ".r:*"},
+            storlet_cache.cache_key("/v1/AUTH_a/storlet/probe.py"): STORLET_HEADERS,
+        }
+        self.trips = []
+        self.unreachable = False
+
+    def get(self, key, raise_on_error=False):
+        self.trips.append(("get", key))
+        return self.store.get(key)
+
+    def get_multi(self, keys, server_key):
+        self.trips.append(("get_multi", tuple(keys)))
+        if self.unreachable:
+            return None
+        return [self.store.get(k) for k in keys]
+
+
+class FinalApp(object):
+    account_existence_skip_cache = 0.0
+    container_existence_skip_cache = 0.0
+
+
+class Filter(object):
+    """The next filter in the pipeline, as Swift's loadapp leaves it."""
+
+    def __init__(self, final=None):
+        self._pipeline_final_app = final or FinalApp()
+
+
+def storlet_get(memcache, path="/v1/AUTH_a/photos/cat.jpg", storlet="probe.py", method="GET"):
+    headers = {"X-Run-Storlet": storlet} if storlet else {}
+    return Request.blank(path, environ={"swift.cache": memcache}, method=method, headers=headers)
+
+
+def test_a_storlet_gets_reads_come_in_one_trip():
+    memcache = FakeMemcache()
+    req = storlet_get(memcache)
+    prefetch.prefetch(req, Filter(), "storlet")
+    assert memcache.trips == [("get_multi", tuple(memcache.store))]
+    assert req.environ["swift.infocache"] == memcache.store
+
+
+def test_readers_then_make_no_trip_of_their_own():
+    memcache = FakeMemcache()
+    req = storlet_get(memcache)
+    prefetch.prefetch(req, Filter(), "storlet")
+    del memcache.trips[:]
+    # Nothing behind them: a read that missed would reach this app.
+    backend = FakeSwift()
+    assert get_account_info(req.environ, backend)["meta"]["storlet-enabled"] == "True"
+    assert get_container_info(req.environ, backend)["status"] == 204
+    # Upstream's HEAD of the storlet object, answered by storlet_cache.
+    head = make_subrequest(req.environ, "HEAD", "/v1/AUTH_a/storlet/probe.py", swift_source="ST")
+    status, headers, _ = call(storlet_cache.filter_factory({})(backend), head)
+    assert status == 200
+    assert headers["X-Timestamp"] == STORLET_HEADERS["X-Timestamp"]
+    assert memcache.trips == [] and backend.calls == []
+
+
+def test_what_memcache_lacks_is_left_to_its_reader():
+    memcache = FakeMemcache()
+    del memcache.store[storlet_cache.cache_key("/v1/AUTH_a/storlet/probe.py")]
+    req = storlet_get(memcache)
+    prefetch.prefetch(req, Filter(), "storlet")
+    assert (
+        storlet_cache.cache_key("/v1/AUTH_a/storlet/probe.py") not in req.environ["swift.infocache"]
+    )
+    assert len(req.environ["swift.infocache"]) == 3
+
+
+def test_what_the_request_already_holds_is_not_fetched_again():
+    memcache = FakeMemcache()
+    req = storlet_get(memcache)
+    account = get_cache_key("AUTH_a")
+    req.environ["swift.infocache"] = {account: {"status": 204, "meta": {}}}
+    prefetch.prefetch(req, Filter(), "storlet")
+    (trip,) = memcache.trips
+    assert account not in trip[1] and len(trip[1]) == 3
+    assert req.environ["swift.infocache"][account] == {"status": 204, "meta": {}}
+
+
+@pytest.mark.parametrize(
+    "skips, fetched",
+    [
+        ({"account_existence_skip_cache": 0.1}, 3),
+        ({"container_existence_skip_cache": 0.1}, 2),
+        ({"account_existence_skip_cache": 0.1, "container_existence_skip_cache": 0.1}, 1),
+    ],
+)
+def test_an_info_cache_that_skips_at_random_keeps_its_skips(skips, fetched):
+    final = FinalApp()
+    for name, value in skips.items():
+        setattr(final, name, value)
+    memcache = FakeMemcache()
+    req = storlet_get(memcache)
+    prefetch.prefetch(req, Filter(final), "storlet")
+    (trip,) = memcache.trips
+    assert len(trip[1]) == fetched
+
+
+@pytest.mark.parametrize(
+    "memcache, req",
+    [
+        # Each key on the server its hash names: one trip each, as before.
+        (FakeMemcache(["10.0.0.1:11211", "10.0.0.2:11211"]), None),
+        (None, storlet_get(FakeMemcache(), storlet=None)),
+        (None, storlet_get(FakeMemcache(), method="PUT")),
+        (None, storlet_get(FakeMemcache(), path="/v1/AUTH_a/photos")),
+    ],
+)
+def test_nothing_is_prefetched_for_other_requests_or_several_servers(memcache, req):
+    if req is None:
+        req = storlet_get(memcache)
+    prefetch.prefetch(req, Filter(), "storlet")
+    assert req.environ["swift.cache"].trips == []
+    assert not req.environ.get("swift.infocache")
+
+
+def test_an_unreachable_memcache_leaves_the_reads_to_their_readers():
+    memcache = FakeMemcache()
+    memcache.unreachable = True
+    req = storlet_get(memcache)
+    prefetch.prefetch(req, Filter(), "storlet")
+    assert req.environ["swift.infocache"] == {}
+
+
+@pytest.mark.parametrize("storlet", ["probe.py", "a b.py", "x%41.py", "p.py?x=1"])
+def test_the_storlets_key_is_the_one_of_upstreams_head(storlet):
+    # verify_access_to_storlet joins the header into a path and passes it
+    # to make_subrequest; storlet_cache keys on that request's path.
+    spath = "/".join(["", "v1", "AUTH_a", "storlet", storlet])
+    head = make_subrequest({}, "HEAD", spath, swift_source="ST")
+    assert prefetch.storlet_path("v1", "AUTH_a", "storlet", storlet) == head.path_info
+
+
+def test_the_proxys_handler_prefetches_before_upstreams_first_read(monkeypatch):
+    seen = []
+
+    def stop(req, app, storlet_container):
+        seen.append((req, app, storlet_container))
+        raise RuntimeError("prefetched")
+
+    monkeypatch.setattr(storlet_handler, "prefetch", stop)
+    handler = storlet_handler.handler_for({"execution_server": "proxy"})
+    req = storlet_get(FakeMemcache())
+    app = Filter()
+    with pytest.raises(RuntimeError, match="prefetched"):
+        handler(req, {"storlet_container": "tools"}, {}, app, None)
+    assert seen == [(req, app, "tools")]
