@@ -3,6 +3,8 @@ by Swift's info readers and by storlet_cache with no trip of their own
 (fake memcache and fake Swift; tests/functional/test_storlet_cache.py runs
 the same path in the real cluster)."""
 
+import logging
+
 import pytest
 from fake_swift import FakeSwift, call
 from swift.common.swob import Request
@@ -42,6 +44,8 @@ class FakeMemcache(object):
 class FinalApp(object):
     account_existence_skip_cache = 0.0
     container_existence_skip_cache = 0.0
+    # Swift's info readers count their cache hits with the proxy's logger.
+    logger = None
 
 
 class Filter(object):
@@ -171,3 +175,24 @@ def test_the_proxys_handler_prefetches_before_upstreams_first_read(monkeypatch):
     with pytest.raises(RuntimeError, match="prefetched"):
         handler(req, {"storlet_container": "tools"}, {}, app, None)
     assert seen == [(req, app, "tools")]
+
+
+def test_the_proxy_makes_a_gateway_only_for_a_storlet_it_runs():
+    made = []
+
+    class Gateway(object):
+        request_class = object
+
+        def __init__(self, conf, logger, scope):
+            made.append(scope)
+
+    handler = storlet_handler.handler_for({"execution_server": "proxy"})
+    memcache = FakeMemcache()
+    req = storlet_get(memcache)
+    conf = {"gateway_module": Gateway, "execution_server": "proxy"}
+    proxy = handler(req, conf, {}, Filter(), logging.getLogger("t"))
+    # Prefetched: upstream found the account's storlets enabled.
+    assert memcache.trips == [("get_multi", tuple(memcache.store))]
+    assert made == []
+    assert proxy.gateway is proxy.gateway
+    assert made == [proxy.scope]

@@ -40,10 +40,24 @@ DEFAULT_OBJECT_PORT = 6200
 
 
 class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResourcesProxyHandler):
+    _gateway = None
+
     def __init__(self, request, conf, gateway_conf, app, logger):
         # Before upstream's first read of the account's info.
         prefetch(request, app, get_container_names(conf)["storlet"])
         super().__init__(request, conf, gateway_conf, app, logger)
+
+    def _setup_gateway(self):
+        # The gateway is made for a storlet the proxy runs: most requests
+        # only pass through, to the object server that runs theirs.
+        self._gateway = None
+        self._update_storlet_parameters_from_headers()
+
+    @property
+    def gateway(self):
+        if self._gateway is None:
+            self._gateway = self.gateway_class(self.gateway_conf, self.logger, self.scope)
+        return self._gateway
 
 
 class ObjectHandler(DeclaredLengthHandler, LocalResourcesObjectHandler):
