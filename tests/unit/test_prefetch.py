@@ -11,6 +11,7 @@ from swift.common.swob import Request
 from swift.common.wsgi import make_subrequest
 from swift.proxy.controllers.base import get_account_info, get_cache_key, get_container_info
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware import prefetch, storlet_cache, storlet_handler
 
 STORLET_HEADERS = {"Content-Length": "120", "X-Timestamp": "1700000000.00000"}
@@ -196,3 +197,35 @@ def test_the_proxy_makes_a_gateway_only_for_a_storlet_it_runs():
     assert made == []
     assert proxy.gateway is proxy.gateway
     assert made == [proxy.scope]
+
+
+def test_names_outside_ascii_are_keyed_as_swifts_readers_key_them():
+    memcache = FakeMemcache()
+    memcache.store[get_cache_key("AUTH_a", "café")] = {"status": 204, "read_acl": ""}
+    req = storlet_get(memcache, path="/v1/AUTH_a/caf%C3%A9/cat.jpg")
+    prefetch.prefetch(req, Filter(), "storlet")
+    del memcache.trips[:]
+    info = get_container_info(req.environ, FakeSwift())
+    assert info["status"] == 204 and memcache.trips == []
+
+
+def test_a_get_with_a_body_input_reads_memcache_as_before():
+    # Its storlet is authorized again once the body is in, however long
+    # the client takes: with what memcache holds then.
+    memcache = FakeMemcache()
+    req = storlet_get(memcache)
+    req.headers[protocol.BODY_INPUT_HEADER] = "true"
+    prefetch.prefetch(req, Filter(), "storlet")
+    assert memcache.trips == [] and not req.environ.get("swift.infocache")
+
+
+class Broken(FakeMemcache):
+    def get_multi(self, keys, server_key):
+        raise ValueError("a bug of the cache's")
+
+
+@pytest.mark.parametrize("cache", [object(), Broken()])
+def test_a_cache_unlike_swifts_ring_never_fails_the_request(cache):
+    req = storlet_get(cache)
+    prefetch.prefetch(req, Filter(), "storlet")
+    assert not req.environ.get("swift.infocache")

@@ -59,6 +59,10 @@ class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResou
             self._gateway = self.gateway_class(self.gateway_conf, self.logger, self.scope)
         return self._gateway
 
+    @gateway.setter
+    def gateway(self, gateway):
+        self._gateway = gateway
+
 
 class ObjectHandler(DeclaredLengthHandler, LocalResourcesObjectHandler):
     pass
