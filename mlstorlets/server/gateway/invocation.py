@@ -140,6 +140,11 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
     the account's lock first).
     """
 
+    # A task handed over to the door (_send_execute_command): its id, and
+    # the answer pipe that says whether a worker took it.
+    _handed_over = None
+    _answer_fd = None
+
     def __init__(
         self,
         srequest,
@@ -187,10 +192,6 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         # The green threads writing inputs: ended with the output, however
         # slowly a storlet (or a descriptor it duplicated) goes on reading.
         self._writers = set()
-        # A task handed over to the door (_send_execute_command): its id,
-        # and the answer pipe that says whether a worker took it.
-        self._handed_over = None
-        self._answer_fd = None
 
     def _send_execute_command(self):
         # The project's agent has its workers take the command from the
