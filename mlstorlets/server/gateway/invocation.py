@@ -32,11 +32,9 @@ from mlstorlets.server.gateway.invocation_log import LOG_WAIT, DiscardedLog, Inv
 from mlstorlets.server.gateway.pipes import PIPE_BYTES, EnlargedPipes
 from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong, NotDelivered
 
-# The system calls themselves: eventlet's green ``os.write`` retries a pipe
-# whose reader is gone (EPIPE) as if it were only full, its ``os.read``
-# waits for what a non-blocking read would find missing.
+# The system call itself: eventlet's green ``os.write`` retries a pipe whose
+# reader is gone (EPIPE) as if it were only full.
 _write = patcher.original("os").write
-_read = patcher.original("os").read
 
 
 class InputsTooLong(StorletRuntimeException):
@@ -140,10 +138,11 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
     the account's lock first).
     """
 
-    # A task handed over to the door (_send_execute_command): its id, and
-    # the answer pipe that says whether a worker took it.
+    # A task handed over to the door (_send_execute_command): its id, the
+    # answer pipe that says whether a worker took it, and the door.
     _handed_over = None
     _answer_fd = None
+    _door = None
 
     def __init__(
         self,
@@ -210,7 +209,7 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
                     # its output only (see _read_metadata).
                     task_id = protocol.new_task_id()
                     self._answer_fd = door.hand_over(self.srequest.params, fds, task_id)
-                    self._handed_over = task_id
+                    self._handed_over, self._door = task_id, door
                     return
                 resp = door.execute(self.srequest.params, fds)
             except NotDelivered:
@@ -258,19 +257,9 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         fd, self._answer_fd = self._answer_fd, None
         if fd is None:
             return self.task_id is not None
-        try:
-            os.set_blocking(fd, False)
-            answer = _read(fd, 4096)
-        except BlockingIOError:
-            answer = b""
-        finally:
-            os.close(fd)
-        try:
-            resp = json.loads(answer)
-        except ValueError:
-            return False
-        if isinstance(resp, dict) and resp.get("status") is True:
-            task_id = resp.get("task_id")
+        resp = self._door.answer(fd)
+        if resp is not None and resp.status is True:
+            task_id = resp.task_id
             self.task_id = task_id if isinstance(task_id, str) and task_id else self._handed_over
         return self.task_id is not None
 

@@ -24,6 +24,7 @@ from storlets.sbus import command as sbus_cmd
 from storlets.sbus.client import SBusClient
 from storlets.sbus.client.exceptions import (
     SBusClientIOError,
+    SBusClientMalformedResponse,
     SBusClientSendError,
 )
 from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
@@ -33,6 +34,8 @@ from mlstorlets.sandbox.protocol import SBUS_DATAGRAM_LIMIT
 
 # Not eventlet's green socket: a send that never blocks, and retries.
 _socket = patcher.original("socket")
+# Nor its green read, which waits for what a non-blocking read finds missing.
+_read = patcher.original("os").read
 _upstream_send = SBus.__dict__["send"].__func__
 
 
@@ -148,6 +151,23 @@ class BoundedSBusClient(SBusClient):
         the task answers there before it runs it, and runs nothing if the
         read end is closed by then (the host gave up)."""
         return self._send(sbus_cmd.SBUS_CMD_EXECUTE, params, task_id, fds)
+
+    def answer(self, read_fd):
+        """The answer a worker wrote to ``read_fd``, an answer pipe of
+        :meth:`hand_over`, read without waiting; None if there is none, or
+        none upstream's client would parse.  The pipe is closed: a worker
+        that answers later finds it so."""
+        try:
+            os.set_blocking(read_fd, False)
+            reply = _read(read_fd, 4096)
+        except BlockingIOError:
+            return None
+        finally:
+            os.close(read_fd)
+        try:
+            return self._parse_response(reply.decode("utf-8"))
+        except (SBusClientMalformedResponse, UnicodeDecodeError, TypeError):
+            return None
 
     def _send(self, command, params, task_id, extra_fds):
         read_fd, write_fd = os.pipe()

@@ -50,7 +50,6 @@ class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResou
     def _setup_gateway(self):
         # The gateway is made for a storlet the proxy runs: most requests
         # only pass through, to the object server that runs theirs.
-        self._gateway = None
         self._update_storlet_parameters_from_headers()
 
     @property
