@@ -108,8 +108,10 @@ def test_a_door_closed_unanswered_is_a_daemon_gone(paths):
     sbus, door = paths
     proto = invocation(sbus, [])
     pid = sandbox({"door": bound(door)}, lambda name: None)
-    with pytest.raises(DaemonGone):
+    with pytest.raises(DaemonGone) as err:
         run(proto, pid)
+    # What the gateway logs as it starts the daemon again names SBus.
+    assert str(err.value).startswith("SBus %s: " % door)
 
 
 @pytest.mark.parametrize("listener, recovered", [("door", []), ("daemon", [False])])
@@ -218,9 +220,10 @@ def test_a_task_on_files_is_handed_over_with_the_hosts_id(on_files):
 def test_a_task_dropped_untaken_is_a_daemon_gone(on_files):
     make, door, _ = on_files
     proto = make()
-    with pytest.raises(DaemonGone):
+    with pytest.raises(DaemonGone) as err:
         handed_over(proto, worker(door, ack=False))
     assert proto.task_id is None
+    assert str(err.value).startswith("SBus %s: " % protocol.door_path(proto.storlet_pipe_path))
 
 
 def test_a_task_taken_and_never_answered_is_the_storlets_failure(on_files):

@@ -224,7 +224,7 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
         except SBusClientMalformedResponse as err:
             # The command was dropped unanswered (its daemon ended): the
             # inputs, fed only once it is answered, are untouched.
-            raise DaemonGone("%s: %s" % (client.socket_path, err))
+            raise DaemonGone("SBus %s: dropped unanswered (%s)" % (client.socket_path, err))
         except SBusClientException as err:
             self.logger.warning(
                 "storlet daemon %s took no task: %s" % (self.storlet_pipe_path, err)
@@ -330,7 +330,7 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # The command was dropped with its descriptors, unanswered (its
             # daemon ended, or could not pass it on to a worker).  The
             # storlet reads its inputs itself: none was touched.
-            raise DaemonGone("%s: the task was dropped untaken" % self.storlet_pipe_path)
+            raise DaemonGone("SBus %s: the task was dropped untaken" % self._door.socket_path)
         try:
             metadata = json.loads(flat)
         except ValueError:
