@@ -71,7 +71,8 @@ def test_changing_the_proxy_bind_address_is_refused(cluster):
 
 @pytest.fixture
 def short_tmp():
-    """A state directory short enough for the sandboxes' socket paths."""
+    """A state directory of its own, removed after the test whatever it
+    left there."""
     path = tempfile.mkdtemp(prefix="mls-")
     yield pathlib.Path(path)
     shutil.rmtree(path, ignore_errors=True)
@@ -91,9 +92,37 @@ def test_a_taken_port_is_refused_clearly(short_tmp):
 
 def test_a_state_directory_too_deep_for_sockets_is_refused(tmp_path):
     deep = tmp_path / ("d" * 60)
-    with pytest.raises(ClusterError, match="too long"):
+    with pytest.raises(ClusterError, match="syslog socket .* 107 bytes"):
         Cluster(str(deep)).up(base_port=free_base_port(), log=lambda m: None)
     assert not deep.exists()
+
+
+def test_the_deepest_state_directory_accepted_runs_storlets(short_tmp):
+    """The default state directory lies under the user's home, at any
+    depth: the deepest one accepted runs storlets on the object servers and
+    on the proxy, whose sandboxes' sockets lie deeper still."""
+    name = "run/log.sock"
+    deep = str(short_tmp / "d")
+    deep += "d" * (107 - len(deep) - len("/" + name))
+    cluster = Cluster(deep)
+    quiet = lambda m: None  # noqa: E731
+    cluster.up(base_port=free_base_port(), log=quiet)
+    try:
+        assert len(cluster.layout.log_socket.encode()) == 107
+        conn = cluster.connection()
+        deploy(conn, TEST_STORLETS, library=False, log=quiet)
+        conn.put_container("c")
+        conn.put_object("c", "o", b"deep enough")
+        for where in ({}, {"X-Storlet-Run-On-Proxy": ""}):
+            headers, body = conn.get_object(
+                "c", "o", headers=dict(where, **{"X-Run-Storlet": "probe.py"})
+            )
+            assert body == b"deep enough"
+            assert headers["x-object-meta-probe-inputs"] == "1"
+        sockets = glob.glob(os.path.join(deep, "storlets", "*", "sandboxes", "log-*.sock"))
+        assert len(sockets) == 2 and all(len(s.encode()) > 107 for s in sockets)
+    finally:
+        cluster.down(purge=True, log=quiet)
 
 
 def test_a_missing_prerequisite_is_refused_clearly(tmp_path):

@@ -165,8 +165,8 @@ class Cluster:
             )
             if layout.longest_socket_path() > SUN_PATH_MAX:
                 raise ClusterError(
-                    "the state directory %s is too long: the sandboxes' "
-                    "sockets under it would exceed the %d bytes of a Unix "
+                    "the state directory %s is too long: the servers' syslog "
+                    "socket under it would exceed the %d bytes of a Unix "
                     "socket path; choose a shorter --state-dir" % (self.state_dir, SUN_PATH_MAX)
                 )
             if keystone:

@@ -6,17 +6,13 @@ import json
 import os
 import secrets
 
-from mlstorlets.server.gateway.scope import MAX_LENGTH as SCOPE_MAX_LENGTH
-
 DEFAULT_BASE_PORT = 8080
 ACCOUNT = "mlstorlets"
 USER = "admin"
 # A second account, so that isolation between accounts can be shown.
 OTHER_ACCOUNT = "other"
-# A Unix socket path holds at most 107 bytes (sun_path with its NUL); the
-# engine names a storlet's socket <pipes dir>/<scope>/<module.Class>.
+# A Unix socket path holds at most 107 bytes (sun_path with its NUL).
 SUN_PATH_MAX = 107
-STORLET_ID_MAX = 48
 
 
 def default_state_dir():
@@ -107,27 +103,18 @@ class Layout:
         return self.path("storlets", server)
 
     def longest_socket_path(self):
-        """The longest SBus socket path the cluster's sandboxes may use.
+        """Bytes of the longest socket path the cluster reaches by name.
 
-        Allows storlet ids (``module.Class``) of up to ``STORLET_ID_MAX``
-        characters under any account's scope.
+        Swift's servers log to the syslog sink by its path
+        (``log_address``).  The sandboxes' sockets are bound inside them at
+        short paths, and the host binds or reaches its end of each through
+        a descriptor (``/proc/self/fd/N``), however deep.
         """
-        return max(
-            len(
-                os.path.join(
-                    self.pipes_dir(server), "x" * SCOPE_MAX_LENGTH, "x" * STORLET_ID_MAX
-                ).encode()
-            )
-            for server in ("proxy", "object-server-%d" % self.nodes)
-        )
+        return len(self.log_socket.encode())
 
     def pipes_dir(self, server):
-        """Where a server's sandboxes keep their SBus sockets.
-
-        A Unix socket path holds at most 107 bytes and the engine appends
-        ``/<scope>/<module.Class>`` to this directory, so it is kept short:
-        ``<state>/p/<n>``.
-        """
+        """Where a server's sandboxes keep their SBus sockets:
+        ``<state>/p/<n>``."""
         return self.path("p", "x" if server == "proxy" else server.rsplit("-", 1)[-1])
 
     @property

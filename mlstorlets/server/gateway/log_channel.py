@@ -52,6 +52,21 @@ def tagged(scope, data, max_line=DEFAULT_MAX_LINE):
     return "sandbox %s: %s" % (scope, text)
 
 
+def bind_anywhere(sock, path):
+    """Bind the Unix socket ``sock`` at ``path``, however deep.
+
+    A socket's address holds at most 107 bytes, and the sandboxes' state
+    directory may lie under a home directory of any length: the bind goes
+    through a descriptor of the socket's directory, whose
+    ``/proc/self/fd/N`` names that very directory in a few bytes.
+    """
+    directory = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind("/proc/self/fd/%d/%s" % (directory, os.path.basename(path)))
+    finally:
+        os.close(directory)
+
+
 class LogChannel(object):
     """The socket at ``path`` that a sandbox sees as ``/dev/log``.
 
@@ -116,7 +131,7 @@ class LogChannel(object):
         except FileNotFoundError:
             pass
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
+        bind_anywhere(self.sock, self.path)
         # The sandbox's uid writes to it; nobody else can reach the path.
         os.chmod(self.path, 0o666)
         eventlet.spawn_n(self._serve, self.sock)

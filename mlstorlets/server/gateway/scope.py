@@ -20,9 +20,6 @@ import re
 
 READABLE = 8
 DIGEST = 16
-# The longest scope: the engine puts it in SBus socket paths, which hold at
-# most 107 bytes.
-MAX_LENGTH = READABLE + 1 + DIGEST
 
 
 # Asked on every invocation, for a few accounts at a time.
