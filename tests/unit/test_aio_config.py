@@ -38,3 +38,15 @@ def test_only_the_proxy_takes_another_bind_address(tmp_path):
 def test_the_bind_address_is_kept_with_the_cluster(tmp_path):
     Layout(str(tmp_path), proxy_bind_ip="0.0.0.0").save()
     assert Layout.load(str(tmp_path)).proxy_bind_ip == "0.0.0.0"
+
+
+def test_the_default_state_directory_fits_under_a_long_home(monkeypatch):
+    """``make demo`` boots the cluster in the default state directory,
+    under the user's home: a home of 48 bytes leaves it room."""
+    from mlstorlets.server.aio.layout import SUN_PATH_MAX, default_state_dir
+
+    monkeypatch.delenv("MLSTORLETS_AIO_DIR", raising=False)
+    monkeypatch.setenv("HOME", "/home/" + "u" * 42)
+    state = default_state_dir()
+    assert state.startswith("/home/" + "u" * 42 + "/")
+    assert Layout(state).longest_socket_path() <= SUN_PATH_MAX
