@@ -256,7 +256,7 @@ def execute(
     Returns
     -------
     BatchSummary
-        ``summary``, its lists sorted by name; ``interrupted`` when Ctrl-C
+        ``summary``, its lists in the order of ``tasks``; ``interrupted`` when Ctrl-C
         stopped it.
     """
     if concurrency < 1:
@@ -373,8 +373,12 @@ def execute(
     # Ctrl-C after the last object was under way and finished anyway: the
     # job is complete, and says so.
     summary.interrupted = summary.interrupted and summary.cancelled > 0
-    for names in (summary.done, summary.skipped, summary.failed, summary.planned):
-        names.sort()
+    # In the order of the tasks: a listing's, or a video's frame ranges
+    # (by name, "frames 100-" would come before "frames 50-99").
+    position = {t.label: i for i, t in enumerate(tasks)}
+    for names in (summary.done, summary.skipped, summary.planned):
+        names.sort(key=lambda name: position.get(name, len(position)))
+    summary.failed.sort(key=lambda failure: position.get(failure[0], len(position)))
     summary.seconds = time.monotonic() - started
     if refusals:
         err = refusals[0]

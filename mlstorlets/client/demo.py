@@ -46,10 +46,13 @@ def upload(conn, items, log):
             headers={"X-Object-Meta-Name": item.label},
         )
         sent += len(body)
-    log(
-        "uploaded the data set: %d objects, %d bytes sent (once; steps "
-        "below move no data)" % (len(items), sent)
-    )
+    if sent:
+        log(
+            "uploaded the data set: %d objects, %d bytes sent (once; steps "
+            "below move no data)" % (len(items), sent)
+        )
+    else:
+        log("the data set is in the cluster already: %d objects, 0 bytes sent" % len(items))
     return sent
 
 

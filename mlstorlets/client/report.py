@@ -25,7 +25,7 @@ import json
 
 import numpy as np
 
-from mlstorlets.client.errors import UsageError
+from mlstorlets.client.errors import NotFound, UsageError
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
 
@@ -69,6 +69,10 @@ def write_report(
 
     Raises
     ------
+    mlstorlets.client.errors.NotFound
+        ``src`` or ``compare`` holds nothing to show.
+    mlstorlets.client.errors.UsageError
+        No frame of ``src`` pairs with one of ``compare``.
     mlstorlets.client.stores.base.StoreError
         ``src`` or ``compare`` cannot be listed.
     """
@@ -86,11 +90,17 @@ def write_report(
 
 
 def _listing(stores, uri, max_objects):
+    # An empty page would look like a run that made nothing: say which.
     store, parsed = stores.open(uri)
     if not parsed.is_prefix:
         entry = store.head(parsed.key)
-        return store, [entry] if entry else []
-    return store, sorted(store.list(parsed.key), key=lambda e: e.name)[:max_objects]
+        if entry is None:
+            raise NotFound(uri, "no such object")
+        return store, [entry]
+    entries = sorted(store.list(parsed.key), key=lambda e: e.name)[:max_objects]
+    if not entries:
+        raise NotFound(uri, "no objects under this prefix")
+    return store, entries
 
 
 def _faces(stores, src, max_objects):
@@ -135,6 +145,10 @@ def _frames(stores, src, compare, max_objects):
     store, before = _listing(stores, src, 10**9)
     other, after = _listing(stores, compare, 10**9)
     pairs = _pairs(store, before, other, after)
+    if not pairs:
+        raise UsageError(
+            "%s and %s: no frame pairs (their frames share no Frame-Index)" % (src, compare)
+        )
     if len(pairs) > max_objects:
         step = len(pairs) / max_objects
         pairs = [pairs[int(i * step)] for i in range(max_objects)]

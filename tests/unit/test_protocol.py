@@ -237,6 +237,18 @@ def test_a_dry_run_does_nothing_and_says_what_it_would_do():
     assert summary.as_dict()["planned"] == ["o1", "o2"]
 
 
+def test_a_summary_lists_objects_in_the_order_of_its_tasks():
+    """A video's frame ranges in frame order, whichever finished first
+    (by name, "frames 100-" would come before "frames 50-99")."""
+    labels = ["v.avi frames 0-49", "v.avi frames 50-99", "v.avi frames 100-"]
+
+    tasks = [_Task(n) for n in labels]
+    planned = execute(BatchSummary("s"), tasks, None, dry_run=True).planned
+    assert planned == labels
+    done = execute(BatchSummary("s"), tasks[::-1], lambda task, job: None, concurrency=3).done
+    assert done == labels[::-1]
+
+
 CTRL_C = textwrap.dedent("""
     import os, signal, time
     from mlstorlets.client.batch import BatchSummary, execute
