@@ -184,7 +184,10 @@ class _Run:
 
     def execute(self, label, steps, work):
         """A stage of ``steps``, each ``work(step, job)``."""
-        return execute(
+        # The steps go through the runner, which counts what its calls read
+        # through the client (on the client: the video and the frames).
+        before = self.runner.client_bytes
+        summary = execute(
             BatchSummary(label, placement=self.runner.placement),
             steps,
             work,
@@ -192,6 +195,8 @@ class _Run:
             self.progress,
             dry_run=self.dry_run,
         )
+        summary.client_bytes += self.runner.client_bytes - before
+        return summary
 
 
 def plan_ranges(missing, range_size):

@@ -69,6 +69,9 @@ def test_a_local_video_is_rotoscoped_on_the_client(clip, capsys):
     (segments,) = [d for d in os.listdir(work) if d.startswith("segments-")]
     assert [n for n in os.listdir(work / segments) if n.endswith(".avi")] == ["000000.avi"]
     assert found["stages"][0]["storlet"] == "segments"
+    # The segments read the video here: the bytes that went through the
+    # client say so.
+    assert found["stages"][0]["client_bytes"] >= os.path.getsize(folder / "clip.avi")
 
     # A second run finds every stage done.
     assert main(argv) == 0
