@@ -101,3 +101,5 @@ def test_storlets_lists_the_deployed_storlets_with_parameters(env):
     status, out, _ = cli(env, "storlets")
     header = out.decode().splitlines()[0].split()
     assert header == ["NAME", "PARAMETERS", "OUTPUT", "DESCRIPTION"]
+    # The parameters column stays narrow, however many a storlet has.
+    assert max(len(row.split()[1]) for row in out.decode().splitlines()) <= 50

@@ -217,11 +217,26 @@ def cmd_storlets(args):
         print(json.dumps(found, indent=2))
         return 0
     rows = [("NAME", "PARAMETERS", "OUTPUT", "DESCRIPTION")] + [
-        (s["name"], ",".join(s["parameters"]) or "-", s["output_type"] or "as source", s["doc"])
+        (s["name"], brief(s["parameters"]), s["output_type"] or "as source", s["doc"])
         for s in found
     ]
     print(table(rows))
     return 0
+
+
+def brief(names, width=40):
+    """``names`` joined by commas within about ``width`` characters, with
+    how many there are when cut (``--json`` lists them all): a storlet of
+    many parameters would push the other columns off the screen."""
+    text = ",".join(names)
+    if len(text) <= width:
+        return text or "-"
+    shown = []
+    for name in names:
+        if len(",".join(shown + [name])) > width:
+            break
+        shown.append(name)
+    return "%s,... (%d)" % (",".join(shown), len(names))
 
 
 def cmd_report(args):
