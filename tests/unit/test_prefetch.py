@@ -199,6 +199,33 @@ def test_the_proxy_makes_a_gateway_only_for_a_storlet_it_runs():
     assert made == [proxy.scope]
 
 
+def test_a_storlet_the_proxy_could_not_run_is_answered_in_the_protocol():
+    """Not upstream's 503, which storlet_copy cannot tell from Swift's own
+    when no object server answered."""
+    from storlets.gateway.common.exceptions import StorletRuntimeException
+    from swift.common.swob import Response
+
+    class Gateway(object):
+        request_class = staticmethod(lambda *args, **kwargs: args)
+
+        def __init__(self, conf, logger, scope):
+            pass
+
+        def invocation_flow(self, sreq):
+            raise StorletRuntimeException("the sandbox did not start")
+
+    handler = storlet_handler.handler_for({"execution_server": "proxy"})
+    req = storlet_get(FakeMemcache())
+    conf = {"gateway_module": Gateway, "execution_server": "proxy"}
+    proxy = handler(req, conf, {}, Filter(), logging.getLogger("t"))
+    answer = proxy.apply_storlet(Response(app_iter=[b"input"]))
+    assert answer.status_int == 502
+    assert answer.headers[protocol.ERROR_HEADER] == protocol.FAILED
+    assert "before producing output" in protocol.unquote_reason(
+        answer.headers[protocol.REASON_HEADER]
+    )
+
+
 def test_names_outside_ascii_are_keyed_as_swifts_readers_key_them():
     memcache = FakeMemcache()
     memcache.store[get_cache_key("AUTH_a", "café")] = {"status": 204, "read_acl": ""}

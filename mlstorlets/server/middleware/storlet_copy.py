@@ -294,7 +294,9 @@ class StorletCopyMiddleware(object):
                 protocol.failed_parameter(resp.headers),
             )
         if not is_success(resp.status_int):
-            failure = classify(resp)
+            # A 503 here is Swift's, no object server answered: the proxy's
+            # storlet handler answers its own in the protocol.
+            failure = classify(resp) if resp.status_int != 503 else None
             if failure:
                 # The storlet ran here, on the proxy.
                 kind, what = failure
@@ -578,7 +580,10 @@ def _object_name(path):
 def _reason(resp, body):
     if resp.status_int == 404:
         return "source object not found"
-    return body.splitlines()[0][:200] if body else resp.status
+    if not body or body.startswith("<"):
+        # Swift's stock error pages say no more than their status.
+        return resp.status
+    return body.splitlines()[0][:200]
 
 
 def filter_factory(global_conf, **local_conf):

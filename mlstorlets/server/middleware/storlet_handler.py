@@ -6,8 +6,10 @@ with extra resources to an object server that holds them
 (:mod:`mlstorlets.server.middleware.local_resources`); in an object server,
 it gives the storlet those resources' files.  In both, an output whose
 length the storlet declared is answered with that ``Content-Length``
-(:mod:`mlstorlets.server.middleware.output_length`).  Everything else is
-upstream's.
+(:mod:`mlstorlets.server.middleware.output_length`).  A storlet the engine
+could not run in a proxy is answered in the protocol (``failed``), not with
+upstream's 503, which ``storlet_copy`` could not tell from Swift's own when
+no object server answered.  Everything else is upstream's.
 
 Options (``[filter:storlet_handler]``), besides upstream's:
 ``max_body_input_bytes`` (proxy; default 128 MiB, published in /info),
@@ -21,7 +23,8 @@ server reads its own ``ring_ip`` (or ``bind_ip``), ``bind_port``,
 from storlets.swift_middleware import storlet_handler
 from storlets.swift_middleware.handlers.base import get_container_names
 from swift.common.registry import register_swift_info
-from swift.common.utils import config_true_value, whataremyips
+from swift.common.swob import HTTPBadGateway
+from swift.common.utils import close_if_possible, config_true_value, whataremyips
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.body_input import BodyInputProxyHandler
@@ -61,6 +64,22 @@ class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResou
     @gateway.setter
     def gateway(self, gateway):
         self._gateway = gateway
+
+    def apply_storlet(self, resp):
+        answer = super().apply_storlet(resp)
+        if answer.status_int == 503 and protocol.ERROR_HEADER not in answer.headers:
+            # Upstream's answer to a storlet the engine could not run here
+            # is the very 503 Swift gives when no object server answered:
+            # said in the protocol, the two are told apart.
+            close_if_possible(answer.app_iter)
+            reason = "the storlet failed before producing output"
+            return HTTPBadGateway(
+                body=reason + "\n",
+                content_type="text/plain",
+                headers=protocol.failure_headers(protocol.FAILED, reason),
+                request=self.request,
+            )
+        return answer
 
 
 class ObjectHandler(DeclaredLengthHandler, LocalResourcesObjectHandler):
