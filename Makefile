@@ -85,7 +85,7 @@ evaluate: setup
 	$(VENV)/bin/python -m mlstorlets.client.faces.evaluate "$(DATA)" --json benchmarks/results/face_evaluation.json
 
 # Every benchmark, each against its baseline in the same run; figures and
-# the issue's targets in benchmarks/results/ (about 25 minutes).  The shaped
+# the issue's targets in benchmarks/results/ (about an hour).  The shaped
 # link (two network namespaces) needs root.
 bench: setup
 	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[cluster,test,bench]' \
