@@ -31,7 +31,7 @@ def upload(conn, items, log):
     swift = gateway(conn)
     swift.ensure_container(PHOTOS)
     have = {e["name"]: e["hash"] for e in swift.listing(PHOTOS)}
-    sent = 0
+    sent = uploaded = 0
     for item in items:
         with open(item.path, "rb") as f:
             body = f.read()
@@ -46,10 +46,11 @@ def upload(conn, items, log):
             headers={"X-Object-Meta-Name": item.label},
         )
         sent += len(body)
-    if sent:
+        uploaded += 1
+    if uploaded:
         log(
-            "uploaded the data set: %d objects, %d bytes sent (once; steps "
-            "below move no data)" % (len(items), sent)
+            "uploaded %d of the data set's %d objects, %d bytes sent (once; "
+            "steps below move no data)" % (uploaded, len(items), sent)
         )
     else:
         log("the data set is in the cluster already: %d objects, 0 bytes sent" % len(items))

@@ -95,7 +95,9 @@ def _listing(stores, uri, max_objects):
     if not parsed.is_prefix:
         entry = store.head(parsed.key)
         if entry is None:
-            raise NotFound(uri, "no such object")
+            raise NotFound(
+                uri, "no such object (to name every object under a prefix, end it with /)"
+            )
         return store, [entry]
     entries = sorted(store.list(parsed.key), key=lambda e: e.name)[:max_objects]
     if not entries:

@@ -135,8 +135,9 @@ def test_an_object_servers_protocol_answer_becomes_the_clients(swift, kind, stat
             "storlet probe.py timed out over c/src",
         ),
         (
-            # Swift's own, no object server answered: not the storlet's
-            # failure (the proxy's storlets answer theirs in the protocol).
+            # Swift's own, no object server answered: a failure whose
+            # reason is Swift's status, not words blaming the storlet (the
+            # proxy's storlets answer theirs in the protocol).
             "503 Service Unavailable",
             [b for b in storlet_failure.STORLET_FAILURES if b.startswith(b"<html>")][0],
             protocol.FAILED,

@@ -1,7 +1,9 @@
-"""prefetch: a storlet GET's memcache reads in one round trip, then found
-by Swift's info readers and by storlet_cache with no trip of their own
-(fake memcache and fake Swift; tests/functional/test_storlet_cache.py runs
-the same path in the real cluster)."""
+"""The proxy's storlet handler: its prefetch, a storlet GET's memcache
+reads in one round trip, then found by Swift's info readers and by
+storlet_cache with no trip of their own; its gateway, made only for a
+storlet it runs, and its answer when it cannot run one (fake memcache and
+fake Swift; tests/functional/test_storlet_cache.py runs the same path in
+the real cluster)."""
 
 import logging
 
@@ -218,7 +220,16 @@ def test_a_storlet_the_proxy_could_not_run_is_answered_in_the_protocol():
     req = storlet_get(FakeMemcache())
     conf = {"gateway_module": Gateway, "execution_server": "proxy"}
     proxy = handler(req, conf, {}, Filter(), logging.getLogger("t"))
-    answer = proxy.apply_storlet(Response(app_iter=[b"input"]))
+    closed = []
+
+    class Input(list):
+        def close(self):
+            closed.append(True)
+
+    answer = proxy.apply_storlet(Response(app_iter=Input([b"input"])))
+    # The input is a backend request: closed, not left to the garbage
+    # collector.
+    assert closed
     assert answer.status_int == 502
     assert answer.headers[protocol.ERROR_HEADER] == protocol.FAILED
     assert "before producing output" in protocol.unquote_reason(

@@ -231,11 +231,13 @@ def brief(names, width=40):
     text = ",".join(names)
     if len(text) <= width:
         return text or "-"
-    shown = []
-    for name in names:
+    shown = names[:1]
+    for name in names[1:]:
         if len(",".join(shown + [name])) > width:
             break
         shown.append(name)
+    if len(shown) == len(names):
+        return text
     return "%s,... (%d)" % (",".join(shown), len(names))
 
 

@@ -1,8 +1,10 @@
 """A syslog datagram socket that appends what it receives to a file.
 
-The storlet agent, libsbus and Swift all log to syslog.  A machine without a
-syslog daemon has nothing at ``/dev/log``; the embedded cluster runs this
-sink instead and binds it at ``/dev/log`` inside every sandbox.
+Swift logs to syslog, and a machine without a syslog daemon has nothing at
+``/dev/log``: the embedded cluster runs this sink instead, and its servers
+log to it (``log_address``).  The sandboxes' agents and libsbus log to a
+channel of their own, which the servers read and log through this sink
+(:mod:`mlstorlets.server.gateway.log_channel`).
 
     python -m mlstorlets.server.aio.syslog_sink SOCKET LOGFILE
 """

@@ -72,6 +72,8 @@ class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResou
             # is the very 503 Swift gives when no object server answered:
             # said in the protocol, the two are told apart.
             close_if_possible(answer.app_iter)
+            # Upstream leaves the storlet's input, a backend request, open.
+            close_if_possible(resp.app_iter)
             reason = "the storlet failed before producing output"
             return HTTPBadGateway(
                 body=reason + "\n",
