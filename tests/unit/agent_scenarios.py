@@ -430,6 +430,59 @@ def commands_are_answered_and_only_failures_logged_as_info(pool):
     assert [level for level, _ in said] == [logging.DEBUG, logging.INFO], said
 
 
+def _overflow(delay):
+    """An Overflow between socket pairs: (it, the door's sending end, the
+    other workers' receiving end)."""
+    import socket
+
+    from mlstorlets.server.agent import worker
+
+    door, door_send = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    to_others, others_send = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    return worker.Overflow(door, to_others, others_send, LOG, delay=delay), door_send, to_others
+
+
+def _arrives(sock, timeout):
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def overflow_leaves_a_short_tasks_commands_to_the_first_worker(tmp):
+    overflow, door, others = _overflow(delay=60)
+    for _ in range(3):
+        with overflow:
+            door.send(b"during")
+            assert not _arrives(others, 0.2)
+        assert overflow.door.recv(100) == b"during"
+    assert not overflow.watching
+
+
+def overflow_passes_on_what_comes_during_a_long_task(tmp):
+    overflow, door, others = _overflow(delay=0.05)
+    with overflow:
+        door.send(b"first")
+        assert _arrives(others, 10) and others.recv(100) == b"first"
+        door.send(b"second")
+        assert _arrives(others, 10) and others.recv(100) == b"second"
+    # Idle again: what comes is the first worker's.
+    deadline = time.monotonic() + 10
+    while overflow.watching and time.monotonic() < deadline:
+        time.sleep(0.01)
+    door.send(b"after")
+    assert not _arrives(others, 0.2)
+    assert overflow.door.recv(100) == b"after"
+    # And the next long task is watched again.
+    with overflow:
+        door.send(b"again")
+        assert _arrives(others, 10) and others.recv(100) == b"again"
+
+
+def overflow_passes_on_commands_waiting_when_a_task_begins(tmp):
+    overflow, door, others = _overflow(delay=60)
+    door.send(b"waiting")
+    with overflow:
+        assert _arrives(others, 10) and others.recv(100) == b"waiting"
+
+
 WITH_POOL = (
     "consecutive_requests_share_one_worker",
     "without_the_first_worker_the_daemon_passes_the_door_on",
@@ -443,7 +496,12 @@ WITH_POOL = (
     "cancel_kills_the_worker_and_a_new_one_serves",
     "requests_beyond_the_pool_wait_their_turn",
 )
-SCENARIOS = WITH_POOL + ("a_storlet_that_cannot_load_fails_the_start",)
+SCENARIOS = WITH_POOL + (
+    "a_storlet_that_cannot_load_fails_the_start",
+    "overflow_leaves_a_short_tasks_commands_to_the_first_worker",
+    "overflow_passes_on_what_comes_during_a_long_task",
+    "overflow_passes_on_commands_waiting_when_a_task_begins",
+)
 
 
 def main(name):

@@ -55,6 +55,9 @@ from mlstorlets.sandbox import protocol
 from mlstorlets.server.agent import channel, descendants, host_io, slots
 
 ENGINE_PACKAGE = "mlstorlets"
+# Seconds a task runs before the commands that come meanwhile go on to the
+# other workers, rather than wait for it.
+OVERFLOW_DELAY = 0.002
 # prctl(2)'s option: the signal this process gets when its parent ends.
 PR_SET_PDEATHSIG = 1
 
@@ -369,6 +372,50 @@ class Worker(object):
         return None, [], reason[:1024]
 
 
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class OneShotTimer(object):
+    """A ``timerfd`` (timerfd_create(2)): armed and disarmed by one thread
+    without waking the one that waits on :attr:`fd`, readable once it
+    expires.  (``os.timerfd_create`` only comes with Python 3.13.)"""
+
+    CLOCK_MONOTONIC = 1
+    TFD_NONBLOCK = os.O_NONBLOCK
+    TFD_CLOEXEC = os.O_CLOEXEC
+
+    def __init__(self):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create")
+        self.fd = fd
+
+    def arm(self, seconds):
+        """Expire once, ``seconds`` from now (0 disarms)."""
+        spec = _Itimerspec()
+        spec.it_value.tv_sec = int(seconds)
+        spec.it_value.tv_nsec = int((seconds - int(seconds)) * 1e9)
+        if self._libc.timerfd_settime(self.fd, 0, ctypes.byref(spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime")
+
+    def disarm(self):
+        self.arm(0)
+
+    def consume(self):
+        """Read the expirations, if any: the descriptor is not readable
+        again until the next."""
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+
 class Overflow(object):
     """While the first worker runs a task, the commands that reach its
     door go on to the other workers, from a thread of its own.
@@ -380,6 +427,12 @@ class Overflow(object):
     worker, warm; only concurrent ones reach the others, through a socket
     the first worker also takes from once idle.
 
+    The thread is woken only when it has something to do: commands were
+    already waiting when the task began, or the task ran past ``delay``
+    seconds (a timer the first worker arms and disarms without waking
+    it).  A short task, most requests, costs no thread wake-up; a command
+    that comes during one waits for it, at most ``delay``.
+
     Parameters
     ----------
     door : socket.socket
@@ -389,37 +442,55 @@ class Overflow(object):
         takes from ``to_others`` and passes commands on through
         ``others_send``.
     logger : logging.Logger
+    delay : float, default=OVERFLOW_DELAY
     """
 
-    def __init__(self, door, to_others, others_send, logger):
+    def __init__(self, door, to_others, others_send, logger, delay=None):
         self.door = door
         self.to_others = to_others
         self.others_send = others_send
         self.logger = logger
-        self.active = threading.Event()
+        self.delay = OVERFLOW_DELAY if delay is None else delay
+        self.timer = OneShotTimer()
+        # Plain flags: each is written by one thread and read by the
+        # other, which the GIL orders.
+        self.running = False
+        self.watching = False
         self.stop_r, self.stop_w = os.pipe()
         threading.Thread(target=self._run, daemon=True).start()
 
     def __enter__(self):
-        self.active.set()
+        self.running = True
+        waiting = select.select([self.door], [], [], 0)[0]
+        # 1 ns: at once, without a wake-up of this thread's own.
+        self.timer.arm(1e-9 if waiting else self.delay)
         return self
 
     def __exit__(self, *exc_info):
-        self.active.clear()
-        os.write(self.stop_w, b"x")
+        self.running = False
+        self.timer.disarm()
+        if self.watching:
+            os.write(self.stop_w, b"x")
 
     def _run(self):
         while True:
             try:
-                self.active.wait()
-                readable, _, _ = select.select([self.door, self.stop_r], [], [])
-                if self.stop_r in readable:
-                    os.read(self.stop_r, 4096)
-                elif self.active.is_set():
-                    host_io.pass_on(self.door, self.others_send, self.logger)
+                select.select([self.timer.fd], [], [])
+                self.timer.consume()
+                self.watching = True
+                # Set before this look: a task that ended since, seeing
+                # it, wakes the select below.
+                while self.running:
+                    readable, _, _ = select.select([self.door, self.stop_r], [], [])
+                    if self.stop_r in readable:
+                        os.read(self.stop_r, 4096)
+                    elif self.running:
+                        host_io.pass_on(self.door, self.others_send, self.logger)
+                self.watching = False
             except Exception:
                 # Never silently: a dead thread would leave the others idle.
                 self.logger.exception("Passing commands on to the other workers")
+                self.watching = False
                 time.sleep(0.1)
 
 
