@@ -320,3 +320,23 @@ def test_a_stalled_output_times_out(pipe_pair):
     r, _ = pipe_pair()
     with pytest.raises(StorletTimeout):
         next(StorletOutputIterator(r, 0.1, None))
+
+
+def test_an_output_is_read_as_it_comes(pipe_pair):
+    # Read at once when the pipe holds it, waited for in the hub when not.
+    r, w = pipe_pair()
+    os.write(w, b"first line\nsec")
+
+    def later():
+        eventlet.sleep(0.05)
+        os.write(w, b"ond line\n")
+        eventlet.sleep(0.05)
+        os.write(w, b"third")
+        os.close(w)
+
+    writer = eventlet.spawn(later)
+    output = StorletOutputIterator(r, 5, None)
+    assert output.readline() == b"first line\n"
+    assert b"".join(output) == b"second line\nthird"
+    assert output.closed or not output.buf
+    writer.wait()

@@ -32,9 +32,12 @@ from mlstorlets.server.gateway.invocation_log import LOG_WAIT, DiscardedLog, Inv
 from mlstorlets.server.gateway.pipes import PIPE_BYTES, EnlargedPipes
 from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong, NotDelivered
 
-# The system call itself: eventlet's green ``os.write`` retries a pipe whose
-# reader is gone (EPIPE) as if it were only full.
+# The system calls themselves: eventlet's green ``os.write`` retries a pipe
+# whose reader is gone (EPIPE) as if it were only full, and its green
+# ``os.read`` goes through the hub before every read of a pipe, even one
+# that holds data.
 _write = patcher.original("os").write
+_read = patcher.original("os").read
 
 
 class InputsTooLong(StorletRuntimeException):
@@ -90,6 +93,7 @@ class StorletOutputIterator(FileDescriptorIterator):
         super().__init__(fd, timeout, cancel_func)
         self.on_close = on_close
         self.cut = cut
+        os.set_blocking(fd, False)
 
     def close(self):
         was_open = not self.closed
@@ -111,18 +115,36 @@ class StorletOutputIterator(FileDescriptorIterator):
         if self.closed:
             # Never read a number that may be another request's by now.
             raise StopIteration
-        if not self.buf and not select.select([self.fd], [], [], self.timeout)[0]:
-            self._fail(StorletTimeout())
-        try:
-            chunk = super().next(size)
-        except StopIteration:
-            chunk = None
+        ended = False
+        if len(self.buf) < size:
+            chunk = self._read(size - len(self.buf))
+            ended = not chunk and not self.buf
+            self.buf += chunk
         cut = self.cut()
         if cut:
-            self._fail(InputCut(cut), running=chunk is not None)
-        if chunk is None:
+            self._fail(InputCut(cut), running=not ended)
+        if ended:
             raise StopIteration
-        return chunk
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    def _read(self, size):
+        """What the pipe holds, up to ``size`` bytes; b"" at its end.
+
+        The read comes first: the agent writes most outputs whole right
+        after their metadata, so the pipe is seldom empty by now.  Only an
+        empty one is waited for, in the hub, at most the timeout.
+        """
+        while True:
+            try:
+                return _read(self.fd, size)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.close()
+                raise
+            if not select.select([self.fd], [], [], self.timeout)[0]:
+                self._fail(StorletTimeout())
 
     __next__ = next
 
@@ -323,7 +345,8 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             raise
         fd, self.metadata_read_fd = self.metadata_read_fd, None
         try:
-            flat = os.read(fd, MAX_METADATA_SIZE)
+            # Readable: data, or the end of a pipe its writer closed.
+            flat = _read(fd, MAX_METADATA_SIZE)
         finally:
             os.close(fd)
         if self._answer_fd is not None and not self._taken():
