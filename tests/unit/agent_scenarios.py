@@ -446,6 +446,16 @@ def _arrives(sock, timeout):
     return bool(select.select([sock], [], [], timeout)[0])
 
 
+def _idle_takes_what_comes(overflow, door, others):
+    """Once the thread stopped watching, a command is the first worker's."""
+    deadline = time.monotonic() + 10
+    while overflow.watching and time.monotonic() < deadline:
+        time.sleep(0.01)
+    door.send(b"after")
+    assert not _arrives(others, 0.2)
+    assert overflow.door.recv(100) == b"after"
+
+
 def overflow_leaves_a_short_tasks_commands_to_the_first_worker(tmp):
     overflow, door, others = _overflow(delay=60)
     for _ in range(3):
@@ -463,17 +473,45 @@ def overflow_passes_on_what_comes_during_a_long_task(tmp):
         assert _arrives(others, 10) and others.recv(100) == b"first"
         door.send(b"second")
         assert _arrives(others, 10) and others.recv(100) == b"second"
-    # Idle again: what comes is the first worker's.
-    deadline = time.monotonic() + 10
-    while overflow.watching and time.monotonic() < deadline:
-        time.sleep(0.01)
-    door.send(b"after")
-    assert not _arrives(others, 0.2)
-    assert overflow.door.recv(100) == b"after"
+    _idle_takes_what_comes(overflow, door, others)
     # And the next long task is watched again.
     with overflow:
         door.send(b"again")
         assert _arrives(others, 10) and others.recv(100) == b"again"
+
+
+def overflow_without_a_timerfd_watches_every_task_from_its_start(tmp):
+    from mlstorlets.server.agent import worker
+
+    def refused():
+        raise PermissionError(1, "timerfd_create")
+
+    worker.OneShotTimer = refused
+    overflow, door, others = _overflow(delay=60)
+    assert isinstance(overflow.timer, worker.WakeAtOnce)
+    with overflow:
+        door.send(b"during")
+        assert _arrives(others, 10) and others.recv(100) == b"during"
+    _idle_takes_what_comes(overflow, door, others)
+
+
+def overflow_goes_on_watching_a_long_task_after_an_error(tmp):
+    from mlstorlets.server.agent import host_io
+
+    overflow, door, others = _overflow(delay=0.05)
+    pass_on, failed = host_io.pass_on, []
+
+    def fails_once(*args):
+        if not failed:
+            failed.append(1)
+            raise OSError("once")
+        return pass_on(*args)
+
+    host_io.pass_on = fails_once
+    with overflow:
+        door.send(b"first")
+        assert _arrives(others, 10) and others.recv(100) == b"first"
+    assert failed
 
 
 def overflow_passes_on_commands_waiting_when_a_task_begins(tmp):
@@ -501,6 +539,8 @@ SCENARIOS = WITH_POOL + (
     "overflow_leaves_a_short_tasks_commands_to_the_first_worker",
     "overflow_passes_on_what_comes_during_a_long_task",
     "overflow_passes_on_commands_waiting_when_a_task_begins",
+    "overflow_without_a_timerfd_watches_every_task_from_its_start",
+    "overflow_goes_on_watching_a_long_task_after_an_error",
 )
 
 

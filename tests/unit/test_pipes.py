@@ -322,6 +322,30 @@ def test_a_stalled_output_times_out(pipe_pair):
         next(StorletOutputIterator(r, 0.1, None))
 
 
+@pytest.mark.parametrize(
+    "data, lines",
+    [
+        (b"line\nlast, no newline", [b"line\n", b"last, no newline"]),
+        (b"x" * (200 << 10) + b"\nend", [b"x" * (200 << 10) + b"\n", b"end"]),
+    ],
+)
+def test_readline_ends_at_the_end_of_the_output(pipe_pair, data, lines):
+    # Upstream's readline looped for ever on both.
+    r, w = pipe_pair()
+
+    def write():
+        for i in range(0, len(data), 4096):
+            eventlet.sleep(0)
+            os.write(w, data[i : i + 4096])
+        os.close(w)
+
+    writer = eventlet.spawn(write)
+    output = StorletOutputIterator(r, 5, None)
+    assert output.readlines() == lines
+    assert output.readline() == b""
+    writer.wait()
+
+
 def test_an_output_is_read_as_it_comes(pipe_pair):
     # Read at once when the pipe holds it, waited for in the hub when not.
     r, w = pipe_pair()

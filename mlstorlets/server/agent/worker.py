@@ -416,6 +416,31 @@ class OneShotTimer(object):
             pass
 
 
+class WakeAtOnce(object):
+    """:class:`OneShotTimer`'s stand-in where ``timerfd`` is refused: every
+    arming wakes the waiter at once, whatever the delay."""
+
+    def __init__(self):
+        self.fd, self._w = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._w, False)
+
+    def arm(self, seconds):
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:
+            pass
+
+    def disarm(self):
+        self.consume()
+
+    def consume(self):
+        try:
+            os.read(self.fd, 4096)
+        except BlockingIOError:
+            pass
+
+
 class Overflow(object):
     """While the first worker runs a task, the commands that reach its
     door go on to the other workers, from a thread of its own.
@@ -451,12 +476,19 @@ class Overflow(object):
         self.others_send = others_send
         self.logger = logger
         self.delay = OVERFLOW_DELAY if delay is None else delay
-        self.timer = OneShotTimer()
+        try:
+            self.timer = OneShotTimer()
+        except OSError as err:
+            logger.warning("No timerfd (%s): every task is watched from its start" % err)
+            self.timer = WakeAtOnce()
         # Plain flags: each is written by one thread and read by the
         # other, which the GIL orders.
         self.running = False
         self.watching = False
         self.stop_r, self.stop_w = os.pipe()
+        # A stop byte nobody read (the thread saw the task end first) must
+        # never block the next task's end.
+        os.set_blocking(self.stop_w, False)
         threading.Thread(target=self._run, daemon=True).start()
 
     def __enter__(self):
@@ -470,7 +502,10 @@ class Overflow(object):
         self.running = False
         self.timer.disarm()
         if self.watching:
-            os.write(self.stop_w, b"x")
+            try:
+                os.write(self.stop_w, b"x")
+            except BlockingIOError:
+                pass
 
     def _run(self):
         while True:
@@ -492,6 +527,9 @@ class Overflow(object):
                 self.logger.exception("Passing commands on to the other workers")
                 self.watching = False
                 time.sleep(0.1)
+                if self.running:
+                    # The task's timer is spent: watch the rest of it.
+                    self.timer.arm(1e-9)
 
 
 def die_with(parent):

@@ -128,6 +128,27 @@ class StorletOutputIterator(FileDescriptorIterator):
         data, self.buf = self.buf[:size], self.buf[size:]
         return data
 
+    def readline(self, size=-1):
+        # Upstream's goes through next(), which hands back what it holds at
+        # the end of the pipe: a last line without a newline, or one longer
+        # than a chunk, looped for ever (and, with reads that no longer
+        # wait in the hub, froze the server).
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        while b"\n" not in self.buf and (size < 0 or len(self.buf) < size):
+            chunk = self._read(PIPE_BYTES if size < 0 else size - len(self.buf))
+            cut = self.cut()
+            if cut:
+                self._fail(InputCut(cut), running=bool(chunk))
+            if not chunk:
+                break
+            self.buf += chunk
+        end = self.buf.find(b"\n") + 1 or len(self.buf)
+        if size >= 0:
+            end = min(end, size)
+        line, self.buf = self.buf[:end], self.buf[end:]
+        return line
+
     def _read(self, size):
         """What the pipe holds, up to ``size`` bytes; b"" at its end.
 
