@@ -316,6 +316,22 @@ def test_a_cut_seen_at_the_end_of_the_output_cancels_nothing(pipe_pair):
     assert cancelled == [] and output.closed
 
 
+def test_a_cut_seen_at_the_end_with_bytes_left_cancels_nothing(pipe_pair):
+    # The pipe has ended, whatever the iterator still holds.
+    r, w = pipe_pair()
+    os.write(w, b"a line\nthe rest")
+    os.close(w)
+    cancelled, cut = [], []
+    output = StorletOutputIterator(
+        r, 5, lambda: cancelled.append(1), cut=lambda: cut[0] if cut else None
+    )
+    assert output.readline() == b"a line\n"
+    cut.append("an input could not be read: x")
+    with pytest.raises(invocation.InputCut):
+        next(output)
+    assert cancelled == [] and output.closed
+
+
 def test_a_stalled_output_times_out(pipe_pair):
     r, _ = pipe_pair()
     with pytest.raises(StorletTimeout):

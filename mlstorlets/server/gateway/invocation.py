@@ -115,16 +115,13 @@ class StorletOutputIterator(FileDescriptorIterator):
         if self.closed:
             # Never read a number that may be another request's by now.
             raise StopIteration
-        ended = False
         if len(self.buf) < size:
-            chunk = self._read(size - len(self.buf))
-            ended = not chunk and not self.buf
+            chunk = self._more(size - len(self.buf))
+            if not chunk and not self.buf:
+                raise StopIteration
             self.buf += chunk
-        cut = self.cut()
-        if cut:
-            self._fail(InputCut(cut), running=not ended)
-        if ended:
-            raise StopIteration
+        else:
+            self._check_cut(running=True)
         data, self.buf = self.buf[:size], self.buf[size:]
         return data
 
@@ -136,10 +133,7 @@ class StorletOutputIterator(FileDescriptorIterator):
         if self.closed:
             raise ValueError("I/O operation on closed file")
         while b"\n" not in self.buf and (size < 0 or len(self.buf) < size):
-            chunk = self._read(PIPE_BYTES if size < 0 else size - len(self.buf))
-            cut = self.cut()
-            if cut:
-                self._fail(InputCut(cut), running=bool(chunk))
+            chunk = self._more(PIPE_BYTES if size < 0 else size - len(self.buf))
             if not chunk:
                 break
             self.buf += chunk
@@ -148,6 +142,17 @@ class StorletOutputIterator(FileDescriptorIterator):
             end = min(end, size)
         line, self.buf = self.buf[:end], self.buf[end:]
         return line
+
+    def _more(self, size):
+        """:meth:`_read`, failing when an input was cut meanwhile."""
+        chunk = self._read(size)
+        self._check_cut(running=bool(chunk))
+        return chunk
+
+    def _check_cut(self, running):
+        cut = self.cut()
+        if cut:
+            self._fail(InputCut(cut), running=running)
 
     def _read(self, size):
         """What the pipe holds, up to ``size`` bytes; b"" at its end.
