@@ -416,29 +416,37 @@ class OneShotTimer(object):
             pass
 
 
-class WakeAtOnce(object):
-    """:class:`OneShotTimer`'s stand-in where ``timerfd`` is refused: every
-    arming wakes the waiter at once, whatever the delay."""
+class Wakeup(object):
+    """A pipe another thread selects on :attr:`fd`: readable once woken,
+    until drained.  Neither blocks: wake-ups nobody drained never stop the
+    waker."""
 
     def __init__(self):
         self.fd, self._w = os.pipe()
         os.set_blocking(self.fd, False)
         os.set_blocking(self._w, False)
 
-    def arm(self, seconds):
+    def wake(self):
         try:
             os.write(self._w, b"x")
         except BlockingIOError:
             pass
 
-    def disarm(self):
-        self.consume()
-
-    def consume(self):
+    def drain(self):
         try:
             os.read(self.fd, 4096)
         except BlockingIOError:
             pass
+
+
+class WakeAtOnce(Wakeup):
+    """:class:`OneShotTimer`'s stand-in where ``timerfd`` is refused: every
+    arming wakes the waiter at once, whatever the delay."""
+
+    def arm(self, seconds):
+        self.wake()
+
+    disarm = consume = Wakeup.drain
 
 
 class Overflow(object):
@@ -485,10 +493,9 @@ class Overflow(object):
         # other, which the GIL orders.
         self.running = False
         self.watching = False
-        self.stop_r, self.stop_w = os.pipe()
-        # A stop byte nobody read (the thread saw the task end first) must
-        # never block the next task's end.
-        os.set_blocking(self.stop_w, False)
+        # Woken at a watched task's end; a wake-up the thread never read
+        # (it saw the task end first) is drained at its next watch.
+        self.stop = Wakeup()
         threading.Thread(target=self._run, daemon=True).start()
 
     def __enter__(self):
@@ -502,10 +509,7 @@ class Overflow(object):
         self.running = False
         self.timer.disarm()
         if self.watching:
-            try:
-                os.write(self.stop_w, b"x")
-            except BlockingIOError:
-                pass
+            self.stop.wake()
 
     def _run(self):
         while True:
@@ -516,9 +520,9 @@ class Overflow(object):
                 # Set before this look: a task that ended since, seeing
                 # it, wakes the select below.
                 while self.running:
-                    readable, _, _ = select.select([self.door, self.stop_r], [], [])
-                    if self.stop_r in readable:
-                        os.read(self.stop_r, 4096)
+                    readable, _, _ = select.select([self.door, self.stop.fd], [], [])
+                    if self.stop.fd in readable:
+                        self.stop.drain()
                     elif self.running:
                         host_io.pass_on(self.door, self.others_send, self.logger)
                 self.watching = False
