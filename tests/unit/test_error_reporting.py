@@ -139,6 +139,32 @@ def test_no_log_asked_for_writes_to_nothing():
     assert not log.wanted
 
 
+def test_every_invocation_without_a_log_shares_one_dev_null():
+    seen = set()
+    for _ in range(3):
+        log = invocation_log.DiscardedLog()
+        with log.activate():
+            seen.add(log.getfd())
+        assert log.getfd() is None
+    (fd,) = seen
+    # Still open for the next invocation.
+    assert os.readlink("/proc/self/fd/%d" % fd) == os.devnull
+
+
+def test_a_log_closes_its_end_once_the_command_is_sent():
+    log = invocation_log.InvocationLog(lifetime=5)
+    with log.activate():
+        fd = log.getfd()
+        ino = os.fstat(fd).st_ino
+    try:
+        now = os.fstat(fd).st_ino
+    except OSError:
+        now = None
+    assert now != ino
+    # The reader sees the end of the log: nobody else holds the pipe.
+    assert log.collect(wait=2) == (b"", True)
+
+
 def test_the_log_body_says_who_ran_and_how_it_ended_on_one_line_each():
     body = invocation_log.log_body("s.py", "tx\r\n1", "failed: " + HOSTILE, b"raw\r\n", True)
     head, _, rest = body.partition(b"--- log ---\n")

@@ -43,21 +43,49 @@ def test_nobody_listening_fails_at_once(tmp_path):
 
 
 def test_a_command_longer_than_the_sandbox_receives_is_never_sent():
-    import json
-    import types
+    from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
+    from storlets.sbus.file_description import SBUS_FD_SERVICE_OUT
 
     from mlstorlets.server.gateway import sbus
 
     def datagram(pad):
-        # What libsbus sends of a datagram: its descriptors and two JSON texts.
-        return types.SimpleNamespace(
-            fds=[0],
-            serialized_metadata=json.dumps([{"storage": {"Pad": "p" * pad}}]),
-            serialized_cmd_params=json.dumps({"a": "b"}),
-        )
+        sfd = SBusFileDescriptor(SBUS_FD_SERVICE_OUT, 0, storage_metadata={"Pad": "p" * pad})
+        return build_datagram("SBUS_CMD_PING", [sfd], {"a": "b"}, None)
 
     assert len(sbus._message(datagram(1000))) < 4096
     with pytest.raises(sbus.DatagramTooLong, match="over the 4096 bytes a sandbox receives"):
         sbus._message(datagram(5000))
     with pytest.raises(sbus.DatagramTooLong):
         sbus.send_without_following_links("/nonexistent", datagram(5000))
+
+
+def test_a_command_is_the_bytes_libsbus_sends():
+    """The message the host builds without upstream's deep copies is the
+    one upstream's serialization gives: three native ints, the two JSON
+    texts and a NUL."""
+    import struct
+
+    from storlets.sbus import file_description as sbus_fd
+    from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
+
+    from mlstorlets.server.gateway import sbus
+
+    sfds = [
+        SBusFileDescriptor(sbus_fd.SBUS_FD_SERVICE_OUT, 3),
+        SBusFileDescriptor(
+            sbus_fd.SBUS_FD_INPUT_OBJECT,
+            4,
+            storlets_metadata={"storlet_name": "probe.py"},
+            storage_metadata={"Content-Length": "7", "X-Object-Meta-\u00e9": "\u00e9"},
+        ),
+        SBusFileDescriptor(sbus_fd.SBUS_FD_OUTPUT_OBJECT, 5),
+        SBusFileDescriptor(sbus_fd.SBUS_FD_OUTPUT_OBJECT_METADATA, 6),
+        SBusFileDescriptor(sbus_fd.SBUS_FD_LOGGER, 7),
+    ]
+    dtg = build_datagram("SBUS_CMD_EXECUTE", sfds, {"k": "v"}, "0123abcd")
+    metadata = dtg.serialized_metadata.encode("utf8")
+    params = dtg.serialized_cmd_params.encode("utf8")
+    expected = struct.pack("iii", 5, len(metadata), len(params)) + metadata + params + b"\0"
+    assert sbus._message(dtg) == expected
+    # Nothing of the descriptors' metadata was changed on the way.
+    assert sfds[1].storlets_metadata == {"storlet_name": "probe.py"}

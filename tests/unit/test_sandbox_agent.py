@@ -261,6 +261,97 @@ def test_the_agent_drops_a_malformed_command_and_closes_its_descriptors(tmp_path
             os.close(write_fd)
 
 
+def _send_raw(path, metadata, params, fds):
+    import array
+    import socket
+    import struct
+
+    metadata, params = metadata.encode(), params.encode()
+    message = struct.pack("iii", len(fds), len(metadata), len(params)) + metadata + params + b"\0"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sender.sendmsg([message], rights, 0, path)
+
+
+def test_a_command_is_received_as_upstream_builds_it(tmp_path):
+    import json
+
+    from storlets.sbus.datagram import build_datagram_from_raw_message
+
+    path, sock = _bound_socket(tmp_path)
+    metadata = json.dumps(
+        [
+            {"storlets": {"type": "SBUS_FD_SERVICE_OUT"}, "storage": {}},
+            {
+                "storlets": {"type": "SBUS_FD_INPUT_OBJECT", "storlet_name": "p.py"},
+                "storage": {"Content-Length": "3", "X-Object-Meta-A": {"nested": ["x"]}},
+            },
+            {"storlets": {"type": "SBUS_FD_OUTPUT_OBJECT"}, "storage": {}},
+            {"storlets": {"type": "SBUS_FD_OUTPUT_OBJECT_METADATA"}, "storage": {}},
+            {"storlets": {"type": "SBUS_FD_LOGGER"}, "storage": {}},
+        ]
+    )
+    params = json.dumps({"command": "SBUS_CMD_EXECUTE", "params": {"k": "v"}, "task_id": "ab"})
+    r, w = os.pipe()
+    try:
+        _send_raw(path, metadata, params, [w] * 5)
+        got = host_io.receive(sock)
+        channel.close_all(got.fds)
+        expected = build_datagram_from_raw_message(got.fds, metadata, params)
+        assert (got.command, got.params, got.task_id) == ("SBUS_CMD_EXECUTE", {"k": "v"}, "ab")
+        assert got.metadata == expected.metadata
+        assert got.object_in_storlet_metadata == [{"storlet_name": "p.py"}]
+        assert type(got) is type(expected)
+    finally:
+        sock.close()
+        channel.close_all([r, w])
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        '[{"storlets": "SBUS_FD_SERVICE_OUT", "storage": {}}]',
+        '[{"storlets": ["type"], "storage": {}}]',
+        '[{"storlets": {}, "storage": {}}]',
+        '[["storlets"]]',
+        '[{"storlets": {"type": "SBUS_FD_SERVICE_OUT"}}]',
+    ],
+)
+def test_a_command_whose_descriptors_are_not_described_is_dropped(tmp_path, metadata):
+    path, sock = _bound_socket(tmp_path)
+    read_fd, write_fd = os.pipe()
+    try:
+        _send_raw(path, metadata, '{"command": "SBUS_CMD_PING"}', [write_fd])
+        os.close(write_fd)
+        write_fd = None
+        with pytest.raises(ValueError):
+            host_io.receive(sock)
+        assert os.read(read_fd, 10) == b""
+    finally:
+        sock.close()
+        channel.close_all([read_fd] + ([write_fd] if write_fd is not None else []))
+
+
+def test_a_spool_without_o_tmpfile_is_unlinked_at_once(tmp_path, monkeypatch):
+    import errno
+
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "not here")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(worker.os, "open", no_tmpfile)
+    out = worker.SpoolOutputFile(str(tmp_path))
+    out.set_metadata({})
+    out.write(b"spooled")
+    out.close()
+    assert os.pread(out.spool_fd, 100, 0) == b"spooled"
+    assert os.listdir(tmp_path) == []
+    out.discard()
+
+
 def test_a_worker_dies_with_its_daemon(tmp_path):
     # A "daemon" that starts a worker-like child and exits at once: the
     # child, armed with die_with, must not outlive it.

@@ -17,7 +17,7 @@ import stat
 import struct
 
 from storlets.agent.common.server import CommandSuccess
-from storlets.sbus.datagram import build_datagram_from_raw_message
+from storlets.sbus.datagram import SBusFileDescriptor, build_datagram
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.protocol import AGENT_DATAGRAM_LIMIT, LENGTH_KEY
@@ -60,12 +60,28 @@ def receive(sock, how=0):
             raise ValueError("a command cut short")
         metadata = data[head : head + md_length].decode("utf-8") or "[]"
         params = data[head + md_length : head + md_length + params_length].decode("utf-8")
-        dtg = build_datagram_from_raw_message(fds, metadata, params)
-    except (ValueError, TypeError, KeyError) as err:
+        dtg = _datagram(fds, json.loads(metadata), json.loads(params))
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
         channel.close_all(fds)
         raise ValueError(str(err)) from None
     dtg.raw = data
     return dtg
+
+
+def _datagram(fds, metadata, cmd_params):
+    """Upstream's ``build_datagram_from_raw_message``, given the JSON
+    parsed, without its deep copy of what was just parsed: on the path of
+    every invocation."""
+    if len(fds) != len(metadata):
+        raise ValueError("Length mismatch fds: %d != md %d" % (len(fds), len(metadata)))
+    sfds = []
+    for fd, md in zip(fds, metadata):
+        storlets_md = md["storlets"]
+        fdtype = storlets_md.pop("type")
+        sfds.append(SBusFileDescriptor(fdtype, fd, storlets_md, md["storage"]))
+    return build_datagram(
+        cmd_params.get("command"), sfds, cmd_params.get("params"), cmd_params.get("task_id")
+    )
 
 
 def _receive(sock, how=0):

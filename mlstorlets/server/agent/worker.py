@@ -29,6 +29,7 @@ tasks any more.
 
 import argparse
 import ctypes
+import errno
 import importlib
 import json
 import logging
@@ -72,8 +73,7 @@ class SpoolOutputFile(StorletFile):
     mode = "wb"
 
     def __init__(self, directory=None):
-        fd, path = tempfile.mkstemp(prefix="storlet-output-", dir=directory)
-        os.unlink(path)
+        fd = _unnamed_file(directory or tempfile.gettempdir())
         # The storlet may close its file; the spool stays open for the
         # answer.
         self.spool_fd = fd
@@ -116,6 +116,20 @@ class SpoolOutputFile(StorletFile):
         to close."""
         self.close()
         return self.spool_fd
+
+
+def _unnamed_file(directory):
+    """A new file in ``directory`` that no name reaches: ``O_TMPFILE``
+    where the file system has it (one call), else a temporary file
+    unlinked at once."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    fd, path = tempfile.mkstemp(prefix="storlet-output-", dir=directory)
+    os.unlink(path)
+    return fd
 
 
 class LineLogger(StorletLogger):

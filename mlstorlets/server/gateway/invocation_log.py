@@ -62,20 +62,23 @@ class DiscardedLog(object):
     """
 
     wanted = False
+    # One descriptor of /dev/null for every invocation of this process: the
+    # sandbox gets its own copy with each command.
+    _devnull = None
 
     def __init__(self):
         self._fd = None
 
     def open(self):
-        self._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        if DiscardedLog._devnull is None:
+            DiscardedLog._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        self._fd = DiscardedLog._devnull
 
     def getfd(self):
         return self._fd
 
     def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._fd = None
 
     def activate(self):
         return _Activated(self)
@@ -126,6 +129,11 @@ class InvocationLog(DiscardedLog):
         os.set_blocking(read_fd, False)
         self.opened = True
         eventlet.spawn_n(self._read, read_fd, time.monotonic() + self.lifetime)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _read(self, fd, deadline):
         try:

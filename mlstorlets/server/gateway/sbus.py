@@ -11,6 +11,7 @@ the directory is the sandbox's to write.
 """
 
 import array
+import json
 import os
 import select
 import stat
@@ -50,7 +51,7 @@ def _message(datagram, limit=SBUS_DATAGRAM_LIMIT):
     two JSON strings and a NUL; never longer than the sandbox receives
     (``limit``)."""
     fds = datagram.fds
-    metadata = (datagram.serialized_metadata if fds else "").encode("utf8")
+    metadata = (_serialized_metadata(datagram) if fds else "").encode("utf8")
     params = datagram.serialized_cmd_params.encode("utf8")
     message = struct.pack("iii", len(fds), len(metadata), len(params)) + metadata + params + b"\0"
     if len(message) > limit:
@@ -60,6 +61,17 @@ def _message(datagram, limit=SBUS_DATAGRAM_LIMIT):
             % (len(message), limit)
         )
     return message
+
+
+def _serialized_metadata(datagram):
+    """Upstream's ``serialized_metadata``, without its deep copy of every
+    descriptor's metadata on the way to JSON."""
+    return json.dumps(
+        [
+            {"storlets": dict(s.storlets_metadata, type=s.fdtype), "storage": s.storage_metadata}
+            for s in datagram.sfds
+        ]
+    )
 
 
 class NotDelivered(SBusClientSendError):
