@@ -267,3 +267,118 @@ def test_a_cache_unlike_swifts_ring_never_fails_the_request(cache):
     req = storlet_get(cache)
     prefetch.prefetch(req, Filter(), "storlet")
     assert not req.environ.get("swift.infocache")
+
+
+# -- the HEAD of the storlet object ------------------------------------------
+PROBE = "/v1/AUTH_a/storlet/probe.py"
+PROBE_HEADERS = dict(STORLET_HEADERS, **{"X-Object-Meta-Storlet-Main": "probe.ProbeStorlet"})
+
+
+def pipeline_below_the_handler(backend):
+    """The proxy's filters after upstream's handler, as node.py puts them."""
+    from mlstorlets.server.middleware import extra_resources, storlet_origin
+
+    cache = storlet_cache.filter_factory({})(backend)
+    return storlet_origin.filter_factory({"execution_server": "proxy"})(
+        extra_resources.filter_factory({})(cache)
+    )
+
+
+def proxy_handler(memcache, app, authorize=None):
+    req = storlet_get(memcache)
+    if authorize is not None:
+        req.environ["swift.authorize"] = authorize
+    handler = storlet_handler.handler_for({"execution_server": "proxy"})
+    conf = {"gateway_module": NoGateway, "execution_server": "proxy"}
+    return handler(req, conf, {}, app, logging.getLogger("t"))
+
+
+class NoGateway(object):
+    """A proxy that runs no storlet makes no gateway."""
+
+    request_class = object
+
+
+def test_the_storlets_head_is_answered_from_the_cache_without_a_subrequest(monkeypatch):
+    from storlets.swift_middleware.handlers.proxy import StorletProxyHandler
+
+    from mlstorlets.server.middleware.storlet_origin import StorletOriginMiddleware
+
+    memcache = FakeMemcache()
+    memcache.store[storlet_cache.cache_key(PROBE)] = PROBE_HEADERS
+    backend = FakeSwift()
+    app = pipeline_below_the_handler(backend)
+    down = []
+    passed = StorletOriginMiddleware.__call__
+    monkeypatch.setattr(
+        StorletOriginMiddleware,
+        "__call__",
+        lambda self, env, start_response: down.append(env) or passed(self, env, start_response),
+    )
+    asked = []
+    proxy = proxy_handler(memcache, app, authorize=lambda req: asked.append(req.path))
+    del memcache.trips[:]
+    params = proxy.verify_access_to_storlet()
+    assert params == {
+        "Main": "probe.ProbeStorlet",
+        "Content-Length": "120",
+        "X-Timestamp": "1700000000.00000",
+    }
+    # Authorized as the proxy authorizes the HEAD; no trip to memcache or
+    # to the proxy.
+    assert asked == [PROBE]
+    assert memcache.trips == [] and backend.calls == [] and down == []
+    # What upstream's subrequest down the same filters gives.
+    assert StorletProxyHandler.verify_access_to_storlet(proxy) == params
+    assert len(down) == 1
+
+
+def test_a_caller_who_may_not_read_the_storlet_takes_upstreams_way():
+    from swift.common.swob import HTTPException, HTTPForbidden
+
+    memcache = FakeMemcache()
+    backend = FakeSwift()
+    # What the proxy answers a HEAD its caller may not make.
+    backend.register("HEAD", PROBE, "403 Forbidden")
+    proxy = proxy_handler(
+        memcache, pipeline_below_the_handler(backend), authorize=lambda req: HTTPForbidden()
+    )
+    with pytest.raises(HTTPException) as refused:
+        proxy.verify_access_to_storlet()
+    assert refused.value.status_int == 401
+    assert [(method, path) for method, path, _, _ in backend.calls] == [("HEAD", PROBE)]
+
+
+def test_a_storlet_not_in_the_cache_is_asked_of_the_proxy_and_cached():
+    memcache = FakeMemcache()
+    del memcache.store[storlet_cache.cache_key(PROBE)]
+    memcache.set = lambda key, value, time, raise_on_error: memcache.store.__setitem__(key, value)
+    backend = FakeSwift()
+    backend.register("HEAD", PROBE, "200 OK", PROBE_HEADERS)
+    proxy = proxy_handler(memcache, pipeline_below_the_handler(backend))
+    assert proxy.verify_access_to_storlet()["Main"] == "probe.ProbeStorlet"
+    assert len(backend.calls) == 1
+    assert memcache.store[storlet_cache.cache_key(PROBE)]["X-Timestamp"] == "1700000000.00000"
+
+
+def test_only_filters_that_pass_the_head_on_stand_between_handler_and_cache():
+    from mlstorlets.server.middleware import storlet_origin
+
+    backend = FakeSwift()
+    app = pipeline_below_the_handler(backend)
+    assert isinstance(storlet_handler.storlet_cache_of(app), storlet_cache.StorletCacheMiddleware)
+
+    class Other(object):
+        def __init__(self, app):
+            self.app = app
+
+    other = storlet_origin.filter_factory({"execution_server": "proxy"})(Other(app.app.app))
+    assert storlet_handler.storlet_cache_of(other) is None
+    assert storlet_handler.storlet_cache_of(backend) is None
+
+
+def test_a_handlers_path_follows_its_requests_path():
+    proxy = proxy_handler(FakeMemcache(), Filter())
+    assert proxy.path == "/v1/AUTH_a/photos/cat.jpg"
+    proxy.request.path_info = "/v1/AUTH_a/photos/caf\xc3\xa9 2.jpg"
+    assert proxy.path == "/v1/AUTH_a/photos/caf%C3%A9%202.jpg"

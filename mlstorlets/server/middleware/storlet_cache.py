@@ -19,6 +19,9 @@ from the cluster's memcache:
 * what is cached is the object's metadata, under a key made of the whole
   path (account, container, object): an entry belongs to one account and
   says nothing about who may read it;
+* the proxy's storlet handler asks :meth:`cached_headers` directly, with
+  the HEAD it would send down the pipeline (the same authorization, the
+  same answer), and sends it down only when the cache cannot answer;
 * an entry the proxy's storlet handler prefetched for the request
   (:mod:`mlstorlets.server.middleware.prefetch`) is read from its info
   cache, with no round trip of its own;
@@ -78,10 +81,7 @@ class StorletCacheMiddleware(object):
             return self.app(env, start_response)
         if self._refused(req):
             return self.app(env, start_response)
-        # Prefetched with the rest of the invocation's reads, or not.
-        headers = env.get("swift.infocache", {}).get(key)
-        if headers is None:
-            headers = self._get(memcache, key)
+        headers = self._cached(req, memcache, key)
         if headers is not None:
             return Response(status=200, headers=headers, request=req)(env, start_response)
         resp = req.get_response(self.app)
@@ -92,6 +92,25 @@ class StorletCacheMiddleware(object):
                 {k: v for k, v in resp.headers.items() if k.lower() not in _TRANSIENT},
             )
         return resp(env, start_response)
+
+    def cached_headers(self, req):
+        """The headers this filter answers the storlet HEAD ``req`` with
+        from the cache, or None when the proxy is to answer it: the cache
+        is off or has no entry, or the caller may not read the storlet (the
+        proxy then refuses it as before)."""
+        if not self.cache_time:
+            return None
+        memcache = cache_from_env(req.environ, allow_none=True)
+        if memcache is None or self._refused(req):
+            return None
+        return self._cached(req, memcache, cache_key(req.path_info))
+
+    def _cached(self, req, memcache, key):
+        # Prefetched with the rest of the invocation's reads, or not.
+        headers = req.environ.get("swift.infocache", {}).get(key)
+        if headers is None:
+            headers = self._get(memcache, key)
+        return headers
 
     def _is_storlet_object(self, req):
         try:

@@ -6,28 +6,35 @@ with extra resources to an object server that holds them
 (:mod:`mlstorlets.server.middleware.local_resources`); in an object server,
 it gives the storlet those resources' files.  In both, an output whose
 length the storlet declared is answered with that ``Content-Length``
-(:mod:`mlstorlets.server.middleware.output_length`).  A storlet the engine
-could not run in a proxy is answered in the protocol (``failed``), not with
-upstream's 503, which ``storlet_copy`` could not tell from Swift's own when
-no object server answered.  Everything else is upstream's.
+(:mod:`mlstorlets.server.middleware.output_length`).  The proxy's HEAD of
+the storlet object goes straight to
+:mod:`mlstorlets.server.middleware.storlet_cache`, which authorizes it and
+answers it from the cache, when only filters that let it through stand
+between them.  A storlet the engine could not run in a proxy is answered in
+the protocol (``failed``), not with upstream's 503, which ``storlet_copy``
+could not tell from Swift's own when no object server answered.  Everything
+else is upstream's.
 
 Options (``[filter:storlet_handler]``), besides upstream's:
 ``max_body_input_bytes`` (proxy; default 128 MiB, published in /info),
 ``max_body_input_held_bytes`` (proxy; bodies one worker holds at once,
 default 4 times the former) and ``extra_resources_on_object_server``
-(proxy; default true).  An object
-server reads its own ``ring_ip`` (or ``bind_ip``), ``bind_port``,
-``servers_per_port`` and ``swift_dir``, as its replicator does.
+(proxy; default true).  An object server reads its own ``ring_ip`` (or
+``bind_ip``), ``bind_port``, ``servers_per_port`` and ``swift_dir``, as its
+replicator does.
 """
 
 from storlets.swift_middleware import storlet_handler
 from storlets.swift_middleware.handlers.base import get_container_names
+from swift.common.header_key_dict import HeaderKeyDict
 from swift.common.registry import register_swift_info
-from swift.common.swob import HTTPBadGateway
+from swift.common.swob import HTTPBadGateway, wsgi_quote
 from swift.common.utils import close_if_possible, config_true_value, whataremyips
+from swift.common.wsgi import make_subrequest
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.body_input import BodyInputProxyHandler
+from mlstorlets.server.middleware.extra_resources import ExtraResourcesMiddleware
 from mlstorlets.server.middleware.local_resources import (
     LocalResourcesObjectHandler,
     LocalResourcesProxyHandler,
@@ -37,12 +44,47 @@ from mlstorlets.server.middleware.output_length import (
     DeclaredLengthProxyHandler,
 )
 from mlstorlets.server.middleware.prefetch import prefetch
+from mlstorlets.server.middleware.storlet_cache import StorletCacheMiddleware
+from mlstorlets.server.middleware.storlet_origin import StorletOriginMiddleware
 
 # Swift's default object server port.
 DEFAULT_OBJECT_PORT = 6200
 
 
-class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResourcesProxyHandler):
+# The filters between upstream's handler and storlet_cache in a proxy; each
+# lets the HEAD of a storlet object through untouched.
+PASSING_STORLET_HEADS = (StorletOriginMiddleware, ExtraResourcesMiddleware)
+
+
+def storlet_cache_of(app):
+    """The storlet_cache filter that ``app`` hands a storlet object's HEAD
+    to, or None."""
+    while isinstance(app, PASSING_STORLET_HEADS):
+        app = app.app
+    return app if isinstance(app, StorletCacheMiddleware) else None
+
+
+class PathQuotedOnce(object):
+    """Upstream's handlers read ``path`` (the request's quoted path) for
+    every debug line they format, whether it is logged or not, several
+    times per invocation, and Swift quotes it character by character.
+    Quoted again only when the path changed (a proxy rewrites it for a
+    copy)."""
+
+    _path_of = None
+
+    @property
+    def path(self):
+        env = self.request.environ
+        unquoted = env.get("SCRIPT_NAME", "") + env["PATH_INFO"]
+        if self._path_of is None or self._path_of[0] != unquoted:
+            self._path_of = (unquoted, wsgi_quote(unquoted))
+        return self._path_of[1]
+
+
+class ProxyHandler(
+    PathQuotedOnce, DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResourcesProxyHandler
+):
     _gateway = None
 
     def __init__(self, request, conf, gateway_conf, app, logger):
@@ -65,6 +107,40 @@ class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResou
     def gateway(self, gateway):
         self._gateway = gateway
 
+    def verify_access_to_storlet(self):
+        """Upstream's, but the HEAD of the storlet object goes straight to
+        storlet_cache when the filters before it let it through untouched:
+        authorized there as before, and answered from the cache without a
+        trip down the pipeline and back.  Anything the cache does not
+        answer takes upstream's way."""
+        cache = storlet_cache_of(self.app)
+        if cache is not None:
+            spath = "/".join(
+                [
+                    "",
+                    self.api_version,
+                    self.account,
+                    self.storlet_container,
+                    self.request.headers.get("X-Run-Storlet"),
+                ]
+            )
+            # As upstream makes it (make_env copies no conditional header).
+            head = make_subrequest(
+                self.request.environ,
+                "HEAD",
+                spath,
+                headers={"X-Auth-Token": self.request.headers.get("X-Auth-Token")},
+                swift_source=self.agent,
+            )
+            headers = cache.cached_headers(head)
+            if headers is not None:
+                headers = HeaderKeyDict(headers)
+                params = self._parse_storlet_params(headers)
+                for key in ("Content-Length", "X-Timestamp"):
+                    params[key] = headers[key]
+                return params
+        return super().verify_access_to_storlet()
+
     def apply_storlet(self, resp):
         answer = super().apply_storlet(resp)
         if answer.status_int == 503 and protocol.ERROR_HEADER not in answer.headers:
@@ -84,7 +160,7 @@ class ProxyHandler(DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResou
         return answer
 
 
-class ObjectHandler(DeclaredLengthHandler, LocalResourcesObjectHandler):
+class ObjectHandler(PathQuotedOnce, DeclaredLengthHandler, LocalResourcesObjectHandler):
     pass
 
 
