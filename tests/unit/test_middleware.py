@@ -61,6 +61,37 @@ def test_a_storlet_get_loses_the_sources_etag(swift):
     assert headers["X-Object-Meta-Name"] == "x"
 
 
+def test_what_a_storlet_get_drops_is_dropped_in_any_case(swift):
+    swift.register(
+        "GET",
+        SRC,
+        "200 OK",
+        {"etag": "e", "x-object-meta-storlet-output-length": "6", "x-object-meta-name": "x"},
+        b"output",
+    )
+    status, headers, body = call(copy_app(swift), get())
+    assert (status, body) == (200, b"output")
+    assert set(k.lower() for k in headers) >= {"x-object-meta-name"}
+    assert not {"etag", "x-object-meta-storlet-output-length"} & set(k.lower() for k in headers)
+
+
+def test_where_an_outputs_log_went_becomes_the_protocols_header(swift):
+    from mlstorlets.sandbox import protocol
+
+    swift.register(
+        "GET",
+        SRC,
+        "200 OK",
+        {"X-Object-Meta-Mlstorlets-Log-Object": "log/probe.py/x.log", "X-Object-Meta-Name": "x"},
+        b"output",
+    )
+    status, headers, body = call(copy_app(swift), get())
+    assert (status, body) == (200, b"output")
+    assert headers[protocol.LOG_OBJECT_HEADER] == "log/probe.py/x.log"
+    assert "X-Object-Meta-Mlstorlets-Log-Object" not in headers
+    assert headers["X-Object-Meta-Name"] == "x"
+
+
 def test_a_plain_get_is_left_alone(swift):
     swift.register("GET", SRC, "200 OK", {"Etag": "e"}, b"data")
     status, headers, body = call(copy_app(swift), get(headers={}))

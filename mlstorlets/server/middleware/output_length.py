@@ -118,7 +118,13 @@ class DeclaredLengthHandler(object):
     def _call_gateway(self, resp):
         sresp = super()._call_gateway(resp)
         self._ran = True
-        self._declared = declared_length(sresp.data.user_metadata)
+        length = declared_length(sresp.data.user_metadata)
+        if length is not None:
+            # Held to its length before upstream makes an answer of it:
+            # one made again would copy every header once more.
+            what = "storlet %s over %s" % (self.request.headers.get("X-Run-Storlet"), self.path)
+            sresp.data._data_iter = Exactly(sresp.data.data_iter, length, what, self.logger)
+        self._declared = length
         return sresp
 
     def apply_storlet(self, resp):
@@ -126,21 +132,10 @@ class DeclaredLengthHandler(object):
         length, self._declared = self._declared, None
         if self._ran and is_success(answer.status_int):
             answer.headers["Etag"] = uuid.uuid4().hex
-        if (
-            length is None
-            or not is_success(answer.status_int)
-            or answer.app_iter is None
-            or "Content-Length" in answer.headers
-        ):
-            return answer
-        what = "storlet %s over %s" % (
-            self.request.headers.get("X-Run-Storlet"),
-            self.request.path,
-        )
-        exact = with_body(answer, Exactly(answer.app_iter, length, what, self.logger), self.request)
-        exact.content_length = length
-        exact.headers[BACKEND_LENGTH_HEADER] = str(length)
-        return exact
+        if length is not None and is_success(answer.status_int) and answer.app_iter is not None:
+            answer.content_length = length
+            answer.headers[BACKEND_LENGTH_HEADER] = str(length)
+        return answer
 
 
 class DeclaredLengthProxyHandler(DeclaredLengthHandler):

@@ -69,7 +69,7 @@ from swift.common.swob import (
     wsgi_unquote,
 )
 from swift.common.utils import FileLikeIter, close_if_possible, config_true_value, get_logger
-from swift.common.wsgi import make_subrequest
+from swift.common.wsgi import WSGIContext, make_subrequest
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.middleware.storlet_failure import classify
@@ -89,6 +89,14 @@ INTERNAL = (
     ERROR_PARAMETER_KEY.lower(),
     LENGTH_KEY.lower(),
 ) + tuple(key.lower() for key in LOG_KEYS.values())
+# An answer to a storlet GET with any of these is made again (handle_get);
+# one without only loses the second set.
+ANSWERED_AGAIN = frozenset(
+    (protocol.ERROR_HEADER.lower(), ERROR_KEY.lower())
+    + LOG_HEADERS
+    + tuple(key.lower() for key in LOG_KEYS.values())
+)
+DROPPED_FROM_OUTPUTS = frozenset(("etag", LENGTH_KEY.lower()))
 # What the storlet GET takes from the client's request.
 STORLET_HEADERS = ("x-run-storlet", "x-auth-token", "x-storlet-")
 # Objects one extraction may write (a rotoscope range is at most 2000
@@ -256,7 +264,25 @@ class StorletCopyMiddleware(object):
 
     # -- GET -------------------------------------------------------------
     def handle_get(self, req, start_response):
-        resp = req.get_response(self.app)
+        context = WSGIContext(self.app)
+        app_iter = context._app_call(req.environ)
+        headers = context._response_headers
+        if is_success(context._get_status_int()) and not any(
+            k.lower() in ANSWERED_AGAIN for k, _ in headers
+        ):
+            # The common answer: a storlet's output with nothing to say of
+            # failures or logs.  Passed on as it came, less what
+            # handle_get drops from any answer, without the two copies of
+            # every header that making it a Response again would cost.
+            start_response(
+                context._response_status,
+                [(k, v) for k, v in headers if k.lower() not in DROPPED_FROM_OUTPUTS],
+                context._response_exc_info,
+            )
+            return app_iter
+        resp = Response(
+            status=context._response_status, headers=headers, app_iter=app_iter, request=req
+        )
         if resp.status_int != 416:
             resp = self._unsuccessful(req, req.path_info, resp) or resp
         if is_success(resp.status_int):
