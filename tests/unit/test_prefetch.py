@@ -382,3 +382,30 @@ def test_a_handlers_path_follows_its_requests_path():
     assert proxy.path == "/v1/AUTH_a/photos/cat.jpg"
     proxy.request.path_info = "/v1/AUTH_a/photos/caf\xc3\xa9 2.jpg"
     assert proxy.path == "/v1/AUTH_a/photos/caf%C3%A9%202.jpg"
+
+
+def test_storlet_parameters_are_read_from_their_headers_as_upstream_reads_them():
+    from storlets.swift_middleware.handlers.base import StorletBaseHandler
+
+    proxy = proxy_handler(FakeMemcache(), Filter())
+    for name, value in (
+        ("X-Storlet-Parameter-1", "size:%2032"),
+        ("x-storlet-parameter-b", "mode:a:b"),
+        ("X-Storlet-Parameters", "x:y"),
+        ("X-Storlet-Other", "not:one"),
+    ):
+        proxy.request.headers[name] = value
+    proxy.request.params.clear()
+    proxy._update_storlet_parameters_from_headers()
+    assert proxy.request.params == {"size": " 32", "mode": "a:b", "x": "y"}
+    # Upstream's walk over the headers finds the same.
+    proxy.request.params.clear()
+    StorletBaseHandler._update_storlet_parameters_from_headers(proxy)
+    assert proxy.request.params == {"size": " 32", "mode": "a:b", "x": "y"}
+
+
+def test_a_storlet_parameter_without_a_colon_is_refused_as_upstream_refuses_it():
+    proxy = proxy_handler(FakeMemcache(), Filter())
+    proxy.request.headers["X-Storlet-Parameter-1"] = "no-colon"
+    with pytest.raises(ValueError):
+        proxy._update_storlet_parameters_from_headers()

@@ -24,6 +24,8 @@ default 4 times the former) and ``extra_resources_on_object_server``
 replicator does.
 """
 
+from urllib.parse import unquote
+
 from storlets.swift_middleware import storlet_handler
 from storlets.swift_middleware.handlers.base import get_container_names
 from swift.common.header_key_dict import HeaderKeyDict
@@ -49,6 +51,9 @@ from mlstorlets.server.middleware.storlet_origin import StorletOriginMiddleware
 
 # Swift's default object server port.
 DEFAULT_OBJECT_PORT = 6200
+# The WSGI keys of the headers upstream takes storlet parameters from
+# (any header whose name starts X-Storlet-Parameter, in any case).
+PARAMETER_ENV_PREFIX = "HTTP_X_STORLET_PARAMETER"
 
 
 # The filters between upstream's handler and storlet_cache in a proxy; each
@@ -82,8 +87,27 @@ class PathQuotedOnce(object):
         return self._path_of[1]
 
 
+class ParametersFromEnviron(object):
+    """Upstream's ``X-Storlet-Parameter-*`` headers read into the request's
+    parameters, found in the WSGI environment itself: upstream walks every
+    header through swob's view of it, which makes each name again from its
+    environment key."""
+
+    def _update_storlet_parameters_from_headers(self):
+        parameters = {}
+        for key, keyvalue in self.request.environ.items():
+            if key.startswith(PARAMETER_ENV_PREFIX):
+                name, value = unquote(keyvalue).split(":", 1)
+                parameters[name] = value
+        self.request.params.update(parameters)
+
+
 class ProxyHandler(
-    PathQuotedOnce, DeclaredLengthProxyHandler, BodyInputProxyHandler, LocalResourcesProxyHandler
+    ParametersFromEnviron,
+    PathQuotedOnce,
+    DeclaredLengthProxyHandler,
+    BodyInputProxyHandler,
+    LocalResourcesProxyHandler,
 ):
     _gateway = None
 
@@ -160,7 +184,9 @@ class ProxyHandler(
         return answer
 
 
-class ObjectHandler(PathQuotedOnce, DeclaredLengthHandler, LocalResourcesObjectHandler):
+class ObjectHandler(
+    ParametersFromEnviron, PathQuotedOnce, DeclaredLengthHandler, LocalResourcesObjectHandler
+):
     pass
 
 
