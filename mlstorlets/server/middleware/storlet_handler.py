@@ -88,7 +88,7 @@ class PathQuotedOnce(object):
 
 
 class ParametersFromEnviron(object):
-    """Upstream's ``X-Storlet-Parameter-*`` headers read into the request's
+    """Upstream's storlet parameter headers read into the request's
     parameters, found in the WSGI environment itself: upstream walks every
     header through swob's view of it, which makes each name again from its
     environment key."""
