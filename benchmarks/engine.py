@@ -19,11 +19,14 @@ Measures, in one run on this machine:
   whether the storlet's daemon runs on every invocation
   (``daemon_check_time = 0``) rather than once per 10 s (the default).
   Then, for the first agent, the same GETs in blocks of 50 of each kind
-  (``consecutive``): each storlet GET after another, as a job over many
-  objects sends them.  Interleaved one by one, each storlet GET finds the
-  sandbox's worker idle for a plain GET and a HEAD, and pays for waking
-  it.  Target: identity storlet GET p50 at most 1.3x a plain GET (both
-  ways are checked).
+  (``consecutive``), for information only: the object's page cache
+  favours one kind or the other with the order.  Swift's object server
+  drops an object's pages after it reads them for an authenticated GET
+  (``keep_cache_private`` is false by default); a storlet reads the file
+  through its own descriptor and leaves them.  Interleaved, each storlet
+  GET reads the object from disk and each plain GET from the cache; in
+  blocks, the other way round.  Target: identity storlet GET p50 at most
+  1.3x a plain GET, interleaved.
 
     .venv/bin/python benchmarks/engine.py [--requests 200] [--size 1024] \
         [--agents persistent,upstream]
@@ -98,9 +101,8 @@ def measure(conn, requests):
 
 
 def measure_consecutive(conn, requests, block=BLOCK):
-    """Plain and identity-storlet GETs, ``block`` of each kind in turn:
-    each storlet GET after another, as a job over many objects sends
-    them, rather than after a plain GET and a HEAD."""
+    """Plain and identity-storlet GETs, ``block`` of each kind in turn
+    (see the module on what the page cache makes of it)."""
     storlet = {"X-Run-Storlet": "probe.py"}
     plain, through = [], []
     while len(plain) < requests:
@@ -232,7 +234,7 @@ def main():
     )
     print(
         "consecutive: identity storlet GET p50 %.1f ms, plain %.1f ms, %.2fx, %d of each "
-        "kind in turn (%s agent)"
+        "kind in turn (%s agent; the storlet GETs' reads cached, the plain GETs' not)"
         % (
             consecutive["identity_storlet_get"]["p50_ms"],
             consecutive["plain_get"]["p50_ms"],
@@ -248,13 +250,6 @@ def main():
             1.3,
         )
         for agent, r in by_agent.items()
-    ] + [
-        targets.check(
-            "identity storlet GET p50 / plain GET p50, %d consecutive GETs of each kind "
-            "(%s agent)" % (consecutive["block"], main_agent),
-            consecutive["storlet_over_plain_p50"],
-            1.3,
-        )
     ]
     targets.save("engine", result)
 

@@ -13,7 +13,11 @@ role around each block.
         [--rounds 3] [--requests 400]
 
 Prints both trees' p50 ratios and CPU per request by role, and saves
-benchmarks/results/engine_ab.json.
+benchmarks/results/engine_ab.json.  The ratios compare trees, not the
+engine with a plain GET: in blocks of one kind, each storlet GET reads the
+object from the page cache and each plain GET from disk (Swift's object
+server drops an object's pages after an authenticated GET); the issue's
+target is checked by ``engine.py``, interleaved.
 """
 
 import argparse
@@ -182,13 +186,8 @@ def main():
                 "  %-8s CPU ms/request: %s"
                 % (kind, ", ".join("%s %.2f" % kv for kv in found["cpu_ms"][kind].items()))
             )
-    result["targets"] = [
-        targets.check(
-            "identity storlet GET p50 / plain GET p50, this tree, mean of %d runs" % args.rounds,
-            result["this tree"]["mean_ratio"],
-            1.3,
-        )
-    ]
+    # No target here: blocks of one kind let the storlet GETs read the
+    # object from the page cache, which plain GETs drop (see engine.py).
     targets.save("engine_ab", result)
 
 
