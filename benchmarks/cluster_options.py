@@ -31,6 +31,7 @@ def reconfigure(
     object_workers=None,
     storlet_cache_time=None,
     daemon_check_time=None,
+    keep_cache_private=None,
     log=None,
 ):
     """Stop ``cluster``, change its settings, start it again.
@@ -49,6 +50,9 @@ def reconfigure(
     daemon_check_time : float, optional
         Seconds a worker takes a daemon it saw running to run still
         (gateway option ``daemon_check_time``; 0: asked every time).
+    keep_cache_private : bool, optional
+        Whether object servers keep an object's pages in the page cache
+        after an authenticated GET (Swift's default: they drop them).
     """
     quiet = log or (lambda msg: None)
     cluster.down(log=quiet)
@@ -74,4 +78,11 @@ def reconfigure(
     if object_workers is not None:
         for path in glob.glob(os.path.join(etc, "object-server-*.conf")):
             _edit(path, "DEFAULT", {"workers": object_workers})
+    if keep_cache_private is not None:
+        for path in glob.glob(os.path.join(etc, "object-server-*.conf")):
+            _edit(
+                path,
+                "app:object-server",
+                {"keep_cache_private": "true" if keep_cache_private else "false"},
+            )
     cluster.up(log=quiet)
