@@ -239,27 +239,26 @@ def main():
             main_agent,
         )
     )
-    print(
-        "consecutive: identity storlet GET p50 %.1f ms, plain %.1f ms, %.2fx, %d of each "
-        "kind in turn (%s agent; the storlet GETs' reads cached, the plain GETs' not)"
-        % (
-            consecutive["identity_storlet_get"]["p50_ms"],
-            consecutive["plain_get"]["p50_ms"],
-            consecutive["storlet_over_plain_p50"],
-            consecutive["block"],
-            main_agent,
+    for label, r, how in (
+        (
+            "consecutive",
+            consecutive,
+            "%d of each kind in turn; the storlet GETs' reads cached, the plain GETs' not"
+            % consecutive["block"],
+        ),
+        ("page cache alike", cached, "interleaved, the object's pages kept for both"),
+    ):
+        print(
+            "%s: identity storlet GET p50 %.1f ms, plain %.1f ms, %.2fx (%s; %s agent)"
+            % (
+                label,
+                r["identity_storlet_get"]["p50_ms"],
+                r["plain_get"]["p50_ms"],
+                r["storlet_over_plain_p50"],
+                how,
+                main_agent,
+            )
         )
-    )
-    print(
-        "page cache alike: identity storlet GET p50 %.1f ms, plain %.1f ms, %.2fx, interleaved, "
-        "object servers keeping the object's pages for both (%s agent)"
-        % (
-            cached["identity_storlet_get"]["p50_ms"],
-            cached["plain_get"]["p50_ms"],
-            cached["storlet_over_plain_p50"],
-            main_agent,
-        )
-    )
     result["targets"] = [
         targets.check(
             "identity storlet GET p50 / plain GET p50 (%s agent)" % agent,
