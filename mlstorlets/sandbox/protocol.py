@@ -38,6 +38,7 @@ import functools
 import hashlib
 import math
 import os
+import re
 from urllib.parse import quote, unquote
 
 # Names the project keeps for itself inside user containers (shards, job
@@ -128,7 +129,9 @@ MAX_META_NAME_LENGTH = 128
 MAX_META_VALUE_LENGTH = 256
 MAX_META_COUNT = 90
 MAX_META_OVERALL_SIZE = 4096
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# C0 and C1 controls and DEL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def output_metadata_problem(
@@ -157,22 +160,29 @@ def output_metadata_problem(
         return "more than %d metadata keys (%d)" % (count, len(metadata))
     size = 0
     for key, value in metadata.items():
-        shown = repr(key[:40])
-        if not key or not set(key) <= _TOKEN:
+        if _TOKEN.fullmatch(key) is None:
             return (
                 "metadata key %s is not an HTTP token (letters, digits "
-                "and !#$%%&'*+-.^_`|~ only)" % shown
+                "and !#$%%&'*+-.^_`|~ only)" % repr(key[:40])
             )
-        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-            return "metadata value of %s holds a control character" % shown
-        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        if _CONTROL.search(value):
+            return "metadata value of %s holds a control character" % repr(key[:40])
+        try:
+            key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        except UnicodeEncodeError:
+            # A lone surrogate, which JSON's "\\udc80" decodes to.
+            return "metadata value of %s is not text" % repr(key[:40])
         if key_bytes > name_length:
-            return "metadata key %s is over %d bytes" % (shown, name_length)
+            return "metadata key %s is over %d bytes" % (repr(key[:40]), name_length)
         # A refusal is never stored: it has a bound of its own.
         refusal = key in (ERROR_KEY, ERROR_OBJECT_KEY, ERROR_PARAMETER_KEY)
         limit = 4 * MAX_REASON if refusal else value_length
         if value_bytes > limit:
-            return "metadata value of %s is over %d bytes (%d)" % (shown, limit, value_bytes)
+            return "metadata value of %s is over %d bytes (%d)" % (
+                repr(key[:40]),
+                limit,
+                value_bytes,
+            )
         if not refusal:
             size += key_bytes + value_bytes
     if size > overall:

@@ -3,11 +3,12 @@
 Storlets are shared through ACLs, so one account's storlet answers another
 user's requests.  tests/storlets/hostile.py (action ``headers``) sets
 metadata meant to inject headers or a whole response (a CR/LF in a value or
-a key, a NUL) or to swell the answer (200 keys, a 1000-byte value).  Each
-is refused, closed, by the engine before anything is written: a 502 with
-the protocol's headers naming the storlet and the rule, on the object
-server and on the proxy, for a GET and for a copy (which writes nothing).
-Each attack prints what it achieved.
+a key, a NUL), to break the engine's reading (a lone surrogate) or to swell
+the answer (200 keys, a 1000-byte value).  Each is refused, closed, by the
+engine before anything is written: a 502 with the protocol's headers naming
+the storlet and the rule, on the object server and on the proxy, for a GET
+and for a copy (which writes nothing).  Each attack prints what it
+achieved.
 """
 
 import http.client
@@ -19,7 +20,7 @@ import pytest
 from mlstorlets.sandbox import protocol
 
 HOSTILE = "hostile.py"
-KINDS = ("value-crlf", "key-crlf", "smuggle", "nul", "many", "long")
+KINDS = ("value-crlf", "key-crlf", "smuggle", "nul", "many", "long", "surrogate")
 RULES = {
     "value-crlf": "control character",
     "key-crlf": "HTTP token",
@@ -27,6 +28,7 @@ RULES = {
     "nul": "control character",
     "many": "more than 90 metadata keys",
     "long": "over 256 bytes",
+    "surrogate": "is not text",
 }
 
 

@@ -73,7 +73,7 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     that are not its own: ``value-crlf`` (a ``Set-Cookie`` after a CR/LF
     in a value), ``key-crlf`` (the same in a key), ``smuggle`` (a whole
     second response), ``nul``, ``many`` (200 keys), ``long`` (a 1000-byte
-    value).
+    value), ``surrogate`` (a lone surrogate, which no UTF-8 encodes).
 """
 
 import io
@@ -97,6 +97,7 @@ HEADERS = {
     "nul": {"Hostile-Result": "a\x00b"},
     "many": {"Hostile-%d" % i: "x" for i in range(200)},
     "long": {"Hostile-Result": "x" * 1000},
+    "surrogate": {"Hostile-Result": "x\udc80"},
 }
 
 

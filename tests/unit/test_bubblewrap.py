@@ -302,3 +302,32 @@ def test_workers_and_agent_are_configurable(tmp_path):
     conf["storlet_agent"] = "fork"
     with pytest.raises(ValueError, match="storlet_agent"):
         BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+
+
+def test_a_scopes_paths_are_made_once_for_its_options(tmp_path, monkeypatch):
+    from storlets.gateway.gateways.container.runtime import RunTimePaths
+    from storlets.sbus import SBus
+
+    from mlstorlets.server.gateway import bubblewrap as gateway
+
+    # What a gateway sets on upstream's SBus class, put back afterwards.
+    monkeypatch.setattr(SBus, "send", SBus.__dict__["send"])
+    monkeypatch.setattr(SBus, "SBUS_SO_NAME", SBus.SBUS_SO_NAME)
+    log = logging.getLogger("test")
+    conf = {"host_root": str(tmp_path), "storlet_timeout": "12"}
+    first = gateway.BubblewrapStorletGateway(conf, log, "AUTH_a")
+    assert gateway.BubblewrapStorletGateway(conf, log, "AUTH_a").paths is first.paths
+    # Upstream's paths and the scope's uid, as made on every invocation.
+    assert vars(first.paths) == vars(RunTimePaths("AUTH_a", conf))
+    assert first.sandbox_gid == bubblewrap.sandbox_uid(
+        first.paths.host_pipe_root_dir, "AUTH_a", conf
+    )
+    assert first.storlet_timeout == 12.0
+    assert SBus.SBUS_SO_NAME == os.path.join(bubblewrap.default_native_lib_dir(), "libsbus.so")
+    # Other options, another account: paths of their own.
+    other = dict(conf, pipes_dir=str(tmp_path / "pipes"))
+    assert gateway.BubblewrapStorletGateway(other, log, "AUTH_a").paths.host_pipe_root_dir == (
+        str(tmp_path / "pipes")
+    )
+    second = gateway.BubblewrapStorletGateway(conf, log, "AUTH_b")
+    assert second.paths.scope == "AUTH_b" and second.paths is not first.paths

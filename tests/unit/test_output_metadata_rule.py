@@ -63,3 +63,26 @@ def test_a_refusals_reason_has_a_bound_of_its_own():
     assert output_metadata_problem({"Storlet-Error": "r" * 1000}) is None
     assert "over 4096 bytes" in output_metadata_problem({"Storlet-Error": "r" * 5000})
     assert "control character" in output_metadata_problem({"Storlet-Error": "a\nb"})
+
+
+# HTTP's token characters (RFC 9110), and what a header value may not hold:
+# the C0 and C1 controls and DEL.
+TOKEN_CHARACTERS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+CODE_POINTS = [chr(c) for c in range(0x800)] + ["\u2028", "\ufeff", "\U0001f600"]
+
+
+def test_each_character_of_a_key_or_a_value_is_judged_by_itself():
+    for character in CODE_POINTS:
+        key_problem = output_metadata_problem({"a%sb" % character: "v"})
+        assert (key_problem is None) == (character in TOKEN_CHARACTERS), repr(character)
+        value_problem = output_metadata_problem({"k": "a%sb" % character})
+        if ord(character) < 32 or 127 <= ord(character) < 160:
+            assert "control character" in value_problem, repr(character)
+        else:
+            assert value_problem is None, repr(character)
+
+
+def test_a_lone_surrogate_is_a_problem_not_an_error():
+    # What JSON's "\\udc80" decodes to: no UTF-8 encodes it.
+    assert "not text" in output_metadata_problem({"k": "a\udc80"})
+    assert "not an HTTP token" in output_metadata_problem({"a\udc80": "v"})

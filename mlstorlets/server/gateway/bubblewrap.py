@@ -120,6 +120,7 @@ import stat
 import time
 
 from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
+from storlets.gateway.gateways.base import StorletGatewayBase
 from storlets.gateway.gateways.container.gateway import StorletGatewayContainer
 from storlets.gateway.gateways.container.runtime import (
     RunTimePaths,
@@ -152,6 +153,31 @@ from mlstorlets.server.gateway.scope import account_scope
 # recently used ones.
 _sandboxes = collections.OrderedDict()
 KEEP_SANDBOXES = 1024
+# A scope's paths and sandbox uid for each (scope, options), made once:
+# upstream makes the paths again on every invocation, twice here (the
+# handler's short scope, then the account's).  Held with their options, as
+# _sandboxes.
+_scopes = collections.OrderedDict()
+
+
+def _scope_paths(scope, conf):
+    """``(RunTimePaths, sandbox uid)`` of ``scope`` under the options
+    ``conf``."""
+    key = (scope, id(conf))
+    made = _scopes.get(key)
+    if made is None or made[0] is not conf:
+        paths = RunTimePaths(scope, conf)
+        made = _scopes[key] = (conf, paths, sandbox_uid(paths.host_pipe_root_dir, scope, conf))
+        while len(_scopes) > KEEP_SANDBOXES:
+            _scopes.popitem(last=False)
+    else:
+        _scopes.move_to_end(key)
+    return made[1], made[2]
+
+
+# libsbus's path for each native_lib_dir option.
+_libsbus = {}
+_send_without_following_links = staticmethod(send_without_following_links)
 
 
 def _differ(a, b):
@@ -168,14 +194,18 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
     sandbox = BoundedSandbox
 
     def __init__(self, conf, logger, scope):
-        super().__init__(conf, logger, scope)
+        # Upstream's StorletGatewayContainer.__init__, with the scope's
+        # paths made once.
+        StorletGatewayBase.__init__(self, conf, logger, scope)
+        self.storlet_timeout = float(conf.get("storlet_timeout", 40))
+        self.paths, self.sandbox_gid = _scope_paths(scope, conf)
         # The host side loads libsbus through a path hardcoded upstream, and
         # connects to sockets in directories the sandboxes write to.
-        SBus.SBUS_SO_NAME = os.path.join(
-            conf.get("native_lib_dir", default_native_lib_dir()), "libsbus.so"
-        )
-        SBus.send = staticmethod(send_without_following_links)
-        self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, conf)
+        lib_dir = conf.get("native_lib_dir")
+        if lib_dir not in _libsbus:
+            _libsbus[lib_dir] = os.path.join(lib_dir or default_native_lib_dir(), "libsbus.so")
+        SBus.SBUS_SO_NAME = _libsbus[lib_dir]
+        SBus.send = _send_without_following_links
         self.cancel_timeout = float(conf.get("storlet_cancel_timeout", DEFAULT_CANCEL_TIMEOUT))
 
     def _sandbox(self):
@@ -240,8 +270,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         scope = account_scope(account)
         if scope != self.scope:
             self.scope = scope
-            self.paths = RunTimePaths(scope, self.conf)
-            self.sandbox_gid = sandbox_uid(self.paths.host_pipe_root_dir, scope, self.conf)
+            self.paths, self.sandbox_gid = _scope_paths(scope, self.conf)
 
     def _bring_up(self, sreq, sandbox, deadline):
         """Under the scope's lock, bring ``sreq``'s storlet into the

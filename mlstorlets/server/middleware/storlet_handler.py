@@ -26,11 +26,16 @@ replicator does.
 
 from urllib.parse import unquote
 
+from storlets.gateway.common.exceptions import StorletRuntimeException
 from storlets.swift_middleware import storlet_handler
-from storlets.swift_middleware.handlers.base import get_container_names
+from storlets.swift_middleware.handlers.base import (
+    StorletBaseHandler,
+    SwiftFileManager,
+    get_container_names,
+)
 from swift.common.header_key_dict import HeaderKeyDict
 from swift.common.registry import register_swift_info
-from swift.common.swob import HTTPBadGateway, wsgi_quote
+from swift.common.swob import HTTPBadGateway, HTTPServiceUnavailable, Response, wsgi_quote
 from swift.common.utils import close_if_possible, config_true_value, whataremyips
 from swift.common.wsgi import make_subrequest
 
@@ -54,6 +59,10 @@ DEFAULT_OBJECT_PORT = 6200
 # The WSGI keys of the headers upstream takes storlet parameters from
 # (any header whose name starts X-Storlet-Parameter, in any case).
 PARAMETER_ENV_PREFIX = "HTTP_X_STORLET_PARAMETER"
+# Those upstream makes invocation options of (any header whose name starts
+# X-Storlet-, but two), and the two.
+OPTION_ENV_PREFIX = "HTTP_X_STORLET_"
+NOT_OPTIONS = frozenset(("HTTP_X_STORLET_RANGE", "HTTP_X_STORLET_GENERATE_LOG"))
 
 
 # The filters between upstream's handler and storlet_cache in a proxy; each
@@ -102,12 +111,72 @@ class ParametersFromEnviron(object):
         self.request.params.update(parameters)
 
 
+class OptionsFromEnviron(StorletBaseHandler):
+    """Upstream's invocation options, the headers found in the WSGI
+    environment itself as :class:`ParametersFromEnviron` finds them.
+
+    A base of upstream's base handler, below the proxy's and the object
+    server's own: the object server's adds a storlet range to these.
+    """
+
+    def _get_storlet_invocation_options(self, req):
+        env = req.environ
+        options = {
+            "storlet_" + key[len(OPTION_ENV_PREFIX) :].lower(): value
+            for key, value in env.items()
+            if key.startswith(OPTION_ENV_PREFIX) and key not in NOT_OPTIONS
+        }
+        scope = self.account
+        if scope.rfind(":") > 0:
+            scope = scope[: scope.rfind(":")]
+        options["scope"] = scope
+        options["generate_log"] = config_true_value(env.get("HTTP_X_STORLET_GENERATE_LOG"))
+        options["file_manager"] = SwiftFileManager(
+            self.account,
+            self.storlet_container,
+            self.storlet_dependency,
+            self.log_container,
+            self.ic_conf_path,
+            self.logger,
+        )
+        return options
+
+
+class HeadersCopiedOnce(StorletBaseHandler):
+    """Upstream's answer made of the storlet's output, its headers copied
+    from the object's without making each name again.
+
+    Upstream copies the object's headers into a new dict, then that dict
+    into the answer's, titling every name at each step: names already
+    titled, in a swob ``HeaderKeyDict``.  A base of upstream's base
+    handler, as :class:`OptionsFromEnviron`.
+    """
+
+    def apply_storlet(self, resp):
+        try:
+            sresp = self._call_gateway(resp)
+            headers = HeaderKeyDict()
+            dict.update(headers, resp.headers)
+            headers.pop("Content-Length", None)
+            headers.pop("Transfer-Encoding", None)
+            if "Content-Range" in headers:
+                headers["Storlet-Input-Range"] = headers.pop("Content-Range")
+            self._set_metadata_in_headers(headers, sresp.data.user_metadata)
+            response = Response(app_iter=sresp.data.data_iter, request=self.request)
+            dict.update(response.headers, headers)
+        except StorletRuntimeException:
+            response = HTTPServiceUnavailable()
+        return response
+
+
 class ProxyHandler(
     ParametersFromEnviron,
     PathQuotedOnce,
     DeclaredLengthProxyHandler,
     BodyInputProxyHandler,
     LocalResourcesProxyHandler,
+    OptionsFromEnviron,
+    HeadersCopiedOnce,
 ):
     _gateway = None
 
@@ -185,7 +254,12 @@ class ProxyHandler(
 
 
 class ObjectHandler(
-    ParametersFromEnviron, PathQuotedOnce, DeclaredLengthHandler, LocalResourcesObjectHandler
+    ParametersFromEnviron,
+    PathQuotedOnce,
+    DeclaredLengthHandler,
+    LocalResourcesObjectHandler,
+    OptionsFromEnviron,
+    HeadersCopiedOnce,
 ):
     pass
 
