@@ -112,3 +112,21 @@ def test_a_copy_with_bad_headers_writes_nothing(conn, source, kind):
     assert names == ["in.txt"]
     # The cluster keeps serving, the source untouched.
     assert conn.get_object(source, "in.txt")[1] == b"hello"
+
+
+@pytest.mark.parametrize("where", ["object", "proxy"])
+def test_metadata_a_storlet_forges_in_the_engines_pipe_is_refused(conn, source, where):
+    # The storlet runs in the worker's process: it can write the pipe the
+    # worker writes the output's metadata to, ahead of the worker.  Nested
+    # arrays deep enough to exhaust a JSON parser's recursion.
+    headers = {"X-Run-Storlet": HOSTILE, "X-Storlet-Parameter-1": "action:forge-metadata"}
+    if where == "proxy":
+        headers["X-Storlet-Run-On-Proxy"] = ""
+    status, lines, body, _s, named = raw(conn, "GET", "/%s/in.txt" % source, headers)
+    reason = urllib.parse.unquote(named.get(protocol.REASON_HEADER, ""))
+    print("forged metadata on the %s: %d, %s" % (where, status, reason))
+    assert status == 502 and not injected(lines)
+    assert named[protocol.ERROR_HEADER] == protocol.FAILED
+    # The engine's own answer, not a server's error turned into one.
+    assert "storlet hostile.py" in reason and "failed before producing output" in reason
+    assert conn.get_object(source, "in.txt")[1] == b"hello"

@@ -61,6 +61,10 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
 ``plant-module``, ``find-module``
     Leave ``mark`` in this module's state (what a worker keeps across
     requests); say whether it is there.
+``forge-metadata``
+    Write ``depth`` nested JSON arrays (default 2000) into every pipe this
+    process may write, the engine's metadata pipe among them, before the
+    worker writes the output's metadata there.
 ``tar``
     Output a tar (for an extraction) whose members are named ``ok.txt``,
     ``../../escaped.txt`` and ``a/../b.txt``.
@@ -81,6 +85,7 @@ import json
 import mmap
 import os
 import select
+import stat
 import sys
 import tarfile
 import time
@@ -190,6 +195,20 @@ class HostileStorlet(object):
         out_files[0].write(body)
         in_files[0].close()
         out_files[0].close()
+
+    @staticmethod
+    def forge_metadata(params):
+        depth = int(params.get("depth", 2000))
+        forged = b"[" * depth + b"]" * depth
+        written = 0
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if stat.S_ISFIFO(os.fstat(int(name)).st_mode):
+                    os.write(int(name), forged)
+                    written += 1
+            except OSError:
+                pass
+        return "into %d pipes" % written
 
     @staticmethod
     def whoami(params):

@@ -1,10 +1,16 @@
 """The gateway's SBus client never waits without bound (no cluster)."""
 
+import os
 import socket
 import time
 
 import pytest
-from storlets.sbus.client.exceptions import SBusClientIOError, SBusClientSendError
+from eventlet import patcher
+from storlets.sbus.client.exceptions import (
+    SBusClientIOError,
+    SBusClientMalformedResponse,
+    SBusClientSendError,
+)
 
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
 
@@ -89,3 +95,34 @@ def test_a_command_is_the_bytes_libsbus_sends():
     assert sbus._message(dtg) == expected
     # Nothing of the descriptors' metadata was changed on the way.
     assert sfds[1].storlets_metadata == {"storlet_name": "probe.py"}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"\xff\xfe", b'["status", "message"]', b"[" * 3000 + b"]" * 3000, b'{"status": true}'],
+)
+def test_whatever_a_sandbox_answers_is_an_answer_or_malformed(tmp_path, reply):
+    """A storlet runs inside the sandbox: any bytes may come back."""
+    path = str(tmp_path / "sbus")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    # A process of its own, which blocks as a daemon does: this one is
+    # eventlet's, whose hub a child shares.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            daemon = patcher.original("socket").socket(fileno=os.dup(sock.fileno()))
+            daemon.setblocking(True)
+            # libsbus's message: the descriptors come as SCM_RIGHTS, the
+            # first one the answer pipe.
+            _msg, ancdata, _flags, _addr = daemon.recvmsg(65536, socket.CMSG_SPACE(64))
+            fds = [fd for _l, _t, data in ancdata for fd in memoryview(data).cast("i")]
+            os.write(fds[0], reply)
+        finally:
+            os._exit(0)
+    try:
+        with pytest.raises(SBusClientMalformedResponse):
+            BoundedSBusClient(path, 5).ping()
+    finally:
+        os.waitpid(pid, 0)
+        sock.close()

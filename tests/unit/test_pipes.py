@@ -177,7 +177,7 @@ def test_the_metadata_descriptor_is_closed_once(pipe_pair):
         os.fstat(r)
 
 
-@pytest.mark.parametrize("sent", [b"{not json", b""])
+@pytest.mark.parametrize("sent", [b"{not json", b"", b"[" * 2000 + b"]" * 2000])
 def test_metadata_that_is_not_json_is_a_failure_the_gateway_explains(pipe_pair, sent):
     # Nothing at all: the storlet's process died (memory, its sandbox
     # killed), which the gateway tells apart (bubblewrap.invocation_flow),

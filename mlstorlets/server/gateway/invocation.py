@@ -382,8 +382,11 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             raise DaemonGone("SBus %s: the task was dropped untaken" % self._door.socket_path)
         try:
             metadata = json.loads(flat)
-        except ValueError:
+        except (ValueError, RecursionError):
             # Nothing at all when its process died: the gateway tells why.
+            # Anything else came from the storlet, which runs in the
+            # worker's process and may write this pipe itself (nested deep
+            # enough, JSON exhausts the parser's recursion).
             raise StorletRuntimeException("no output metadata from the storlet")
         if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()

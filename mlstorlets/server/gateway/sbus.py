@@ -177,9 +177,20 @@ class BoundedSBusClient(SBusClient):
         finally:
             os.close(read_fd)
         try:
-            return self._parse_response(reply.decode("utf-8"))
-        except (SBusClientMalformedResponse, UnicodeDecodeError, TypeError):
+            return self._parsed(reply)
+        except SBusClientMalformedResponse:
             return None
+
+    def _parsed(self, reply):
+        """Upstream's parsing of an answer, any bytes a sandbox wrote that
+        it does not take (not UTF-8, not an object, JSON nested past the
+        parser's recursion) malformed too."""
+        try:
+            return self._parse_response(reply.decode("utf-8"))
+        except (UnicodeDecodeError, TypeError, RecursionError) as err:
+            raise SBusClientMalformedResponse(
+                "SBus %s: malformed answer (%s)" % (self.socket_path, type(err).__name__)
+            )
 
     def _send(self, command, params, task_id, extra_fds):
         read_fd, write_fd = os.pipe()
@@ -219,4 +230,4 @@ class BoundedSBusClient(SBusClient):
                 reply += chunk
         finally:
             os.close(read_fd)
-        return self._parse_response(reply.decode("utf-8"))
+        return self._parsed(reply)
