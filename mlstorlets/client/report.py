@@ -21,13 +21,13 @@ import base64
 import collections
 import html
 import io
-import json
 
 import numpy as np
 
 from mlstorlets.client.errors import NotFound, UsageError
 from mlstorlets.client.stores.registry import Stores
 from mlstorlets.client.uri import parse
+from mlstorlets.sandbox import protocol
 
 THUMB_WIDTH = 320
 MAX_OBJECTS = 100
@@ -241,7 +241,7 @@ def _box(text):
 
 def _frame_counts(text):
     try:
-        counts = json.loads(text)
+        counts = protocol.storlet_json(text)
     except ValueError:
         return {}
     return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}

@@ -30,7 +30,6 @@ The API, for the modules that call it::
 """
 
 import dataclasses
-import json
 import random
 import re
 import threading
@@ -424,7 +423,7 @@ class Swift:
             kind, reason = reason_of(ClientException.from_response(resp, "extraction", body))
             raise SwiftError(label, reason, resp.status, kind)
         try:
-            return json.loads(body.decode("utf-8", "replace").strip())
+            return protocol.storlet_json(body.decode("utf-8", "replace").strip())
         except ValueError:
             return {"Response Status": "unreadable answer %r" % body[:200], "Errors": []}
 

@@ -36,6 +36,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import json
 import math
 import os
 import re
@@ -522,6 +523,17 @@ LOG_KEYS = {
     LOG_ERROR_HEADER: "Mlstorlets-Log-Error",
 }
 MAX_LOG = 1 << 20
+
+
+def storlet_json(data):
+    """``json.loads`` of what a storlet wrote, which is never trusted:
+    ValueError for anything JSON cannot take, nesting past the parser's
+    recursion included (a RecursionError from ``json``)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested past the parser's recursion") from None
+
 
 # What a line may hold as it is: printable characters.  C0 and C1 controls,
 # DEL and the Unicode line and paragraph separators would end or fold it.

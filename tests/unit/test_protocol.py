@@ -356,3 +356,20 @@ def _run_in_a_child(script):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+NESTED = "[" * 3000 + "]" * 3000
+
+
+@pytest.mark.parametrize("data", ["{not json", "", NESTED, NESTED.encode(), b"\xff"])
+def test_json_a_storlet_wrote_is_read_or_refused_as_a_value_error(data):
+    with pytest.raises(ValueError):
+        protocol.storlet_json(data)
+    assert protocol.storlet_json('{"a": [1]}') == {"a": [1]}
+
+
+def test_the_clients_readings_of_a_storlets_json_refuse_what_it_cannot_read():
+    from mlstorlets.client import report
+
+    assert report._frame_counts(NESTED) == {}
+    assert report._frame_counts('{"a.jpg": 3}') == {"a.jpg": 3}

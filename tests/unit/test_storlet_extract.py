@@ -198,6 +198,8 @@ def test_many_a_whole_refusal_is_created_nothing_not_an_invalid_tar(swift):
         json.dumps({"refused": [["c/b.jpg", 3]]}).encode(),
         json.dumps({"refused": "c/b.jpg"}).encode(),
         b"x" * (protocol.MAX_MANY_REPORT + 10),
+        # Nested past the parser's recursion.
+        b"[" * 2000 + b"]" * 2000,
     ],
 )
 def test_many_a_report_the_proxy_cannot_trust_fails_the_answer(swift, report):

@@ -6,13 +6,13 @@ public face; ``kind`` is the estimator class a state must be
 (:func:`mlstorlets.sandbox.incremental.state.kind_of`).
 """
 
-import json
 import sys
 import time
 
 import numpy as np
 
 from mlstorlets.client.errors import StorletFailed, UsageError
+from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.incremental import data, state, training
 
 
@@ -98,7 +98,7 @@ def checked_answer(kind, where, body, metadata, sent):
     if hasattr(sent, "classes_") and not np.array_equal(new.classes_, sent.classes_):
         raise StorletFailed(where, "the storlet returned other classes")
     try:
-        report = json.loads(metadata[training.REPORT_KEY.lower()])
+        report = protocol.storlet_json(metadata[training.REPORT_KEY.lower()])
         if not isinstance(report["n_samples"], int) or report["n_samples"] < 1:
             raise ValueError("no samples")
     except (KeyError, ValueError, TypeError) as exc:
@@ -141,7 +141,7 @@ def score_pass(transport, uris, blob, params, weights):
         payload = payload_of(transport, entries, blob, sample_weight=rows)
         _, body = transport.call(entries, params, payload)
         try:
-            sums = json.loads(body)
+            sums = protocol.storlet_json(body)
             if sums.get("format") != training.SCORE_FORMAT:
                 raise ValueError("not a score")
             total = sums if total is None else training.merge_sums(total, sums)
@@ -158,7 +158,7 @@ def discover_classes(transport, uris, params):
     for entries, _ in calls_of(transport, uris, params, {}):
         _, body = transport.call(entries, params, payload_of(transport, entries, None))
         try:
-            answer = json.loads(body)
+            answer = protocol.storlet_json(body)
             if answer.get("format") != training.LABELS_FORMAT:
                 raise ValueError("not a labels answer")
             pairs = list(zip(answer["labels"], answer["counts"], strict=True))

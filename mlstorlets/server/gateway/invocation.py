@@ -6,7 +6,6 @@ bigger pipes (:mod:`mlstorlets.server.gateway.pipes`) until the storlet
 stops reading them, and an output that fails, instead of ending, when the
 storlet stalls."""
 
-import json
 import os
 import select
 
@@ -381,12 +380,11 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
             # storlet reads its inputs itself: none was touched.
             raise DaemonGone("SBus %s: the task was dropped untaken" % self._door.socket_path)
         try:
-            metadata = json.loads(flat)
-        except (ValueError, RecursionError):
+            # The storlet runs in the worker's process: it may write this
+            # pipe itself.
+            metadata = protocol.storlet_json(flat)
+        except ValueError:
             # Nothing at all when its process died: the gateway tells why.
-            # Anything else came from the storlet, which runs in the
-            # worker's process and may write this pipe itself (nested deep
-            # enough, JSON exhausts the parser's recursion).
             raise StorletRuntimeException("no output metadata from the storlet")
         if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()

@@ -539,7 +539,7 @@ def with_report(summary, report, inputs):
     else:
         answer["Number Files Created"] = max(0, answer.get("Number Files Created", 0) - 1)
         try:
-            entries = json.loads(report)["refused"]
+            entries = protocol.storlet_json(report)["refused"]
             for name, reason in entries:
                 if name not in inputs or not isinstance(reason, str):
                     raise ValueError(name)
