@@ -158,3 +158,20 @@ def test_the_objects_headers_are_left_as_they_were():
     answer = handler.apply_storlet(resp)
     assert dict(resp.headers) == before
     assert answer.headers["X-Object-Meta-Faces"] == "3"
+
+
+def test_an_answer_whose_headers_are_a_plain_dict_is_the_same():
+    made = []
+    for plain in (True, False):
+        handler = object_handler(INVOCATION)
+        Gateway.answer = StorletResponse(StorletData({"Faces": "3"}, data_iter=iter([b"out"])))
+        resp = Request.blank("/").get_response(Upstream(HeaderKeyDict(OBJECT_HEADERS)))
+        if plain:
+            # Names as a filter below may have left them: not titled.
+            resp.headers = {k.lower(): v for k, v in OBJECT_HEADERS.items()}
+            made.append(storlet_handler.HeadersCopiedOnce.apply_storlet(handler, resp))
+        else:
+            made.append(StorletBaseHandler.apply_storlet(handler, resp))
+    ours, theirs = made
+    assert list(ours.headers.items()) == list(theirs.headers.items())
+    assert "Content-Length" not in ours.headers and ours.headers["X-Object-Meta-Faces"] == "3"

@@ -12,8 +12,10 @@ the storlet object goes straight to
 answers it from the cache, when only filters that let it through stand
 between them.  A storlet the engine could not run in a proxy is answered in
 the protocol (``failed``), not with upstream's 503, which ``storlet_copy``
-could not tell from Swift's own when no object server answered.  Everything
-else is upstream's.
+could not tell from Swift's own when no object server answered.  Both
+servers' handlers read the request's storlet headers from the WSGI
+environment and copy the object's headers into the answer once, where
+upstream makes every header name again.  Everything else is upstream's.
 
 Options (``[filter:storlet_handler]``), besides upstream's:
 ``max_body_input_bytes`` (proxy; default 128 MiB, published in /info),
@@ -59,8 +61,8 @@ DEFAULT_OBJECT_PORT = 6200
 # The WSGI keys of the headers upstream takes storlet parameters from
 # (any header whose name starts X-Storlet-Parameter, in any case).
 PARAMETER_ENV_PREFIX = "HTTP_X_STORLET_PARAMETER"
-# Those upstream makes invocation options of (any header whose name starts
-# X-Storlet-, but two), and the two.
+# The WSGI keys of the headers upstream makes invocation options of (any
+# header whose name starts X-Storlet-), and the two it leaves out.
 OPTION_ENV_PREFIX = "HTTP_X_STORLET_"
 NOT_OPTIONS = frozenset(("HTTP_X_STORLET_RANGE", "HTTP_X_STORLET_GENERATE_LOG"))
 
@@ -115,8 +117,9 @@ class OptionsFromEnviron(StorletBaseHandler):
     """Upstream's invocation options, the headers found in the WSGI
     environment itself as :class:`ParametersFromEnviron` finds them.
 
-    A base of upstream's base handler, below the proxy's and the object
-    server's own: the object server's adds a storlet range to these.
+    Both servers' handlers put it between upstream's handler and its
+    base, so that the object server's handler still adds a storlet range
+    to these options.
     """
 
     def _get_storlet_invocation_options(self, req):
@@ -148,15 +151,18 @@ class HeadersCopiedOnce(StorletBaseHandler):
 
     Upstream copies the object's headers into a new dict, then that dict
     into the answer's, titling every name at each step: names already
-    titled, in a swob ``HeaderKeyDict``.  A base of upstream's base
-    handler, as :class:`OptionsFromEnviron`.
+    titled, in a swob ``HeaderKeyDict``.  Placed as
+    :class:`OptionsFromEnviron` is.
     """
 
     def apply_storlet(self, resp):
         try:
             sresp = self._call_gateway(resp)
             headers = HeaderKeyDict()
-            dict.update(headers, resp.headers)
+            if isinstance(resp.headers, HeaderKeyDict):
+                dict.update(headers, resp.headers)
+            else:
+                headers.update(resp.headers)
             headers.pop("Content-Length", None)
             headers.pop("Transfer-Encoding", None)
             if "Content-Range" in headers:
