@@ -331,3 +331,29 @@ def test_a_scopes_paths_are_made_once_for_its_options(tmp_path, monkeypatch):
     )
     second = gateway.BubblewrapStorletGateway(conf, log, "AUTH_b")
     assert second.paths.scope == "AUTH_b" and second.paths is not first.paths
+
+
+def test_what_is_made_for_options_is_made_once_and_bounded(monkeypatch):
+    import collections
+
+    from mlstorlets.server.gateway import bubblewrap as gateway
+
+    made, calls = collections.OrderedDict(), []
+
+    def make():
+        calls.append(1)
+        return object()
+
+    conf = {}
+    first = gateway._made_for(made, ("a",), conf, make)
+    assert gateway._made_for(made, ("a",), conf, make) is first and len(calls) == 1
+    # Other options, even equal ones: made again.
+    assert gateway._made_for(made, ("a",), {}, make) is not first
+    # Not kept: made on every call.
+    for _ in range(2):
+        gateway._made_for(made, ("b",), conf, make, kept=lambda value: False)
+    assert len(calls) == 4 and ("b", id(conf)) not in made
+    monkeypatch.setattr(gateway, "KEEP_SANDBOXES", 2)
+    for name in "cde":
+        gateway._made_for(made, (name,), conf, make)
+    assert [key[0] for key in made] == ["d", "e"]

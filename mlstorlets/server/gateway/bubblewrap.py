@@ -148,31 +148,41 @@ from mlstorlets.server.gateway.sandbox import (
 from mlstorlets.server.gateway.sbus import send_without_following_links
 from mlstorlets.server.gateway.scope import account_scope
 
-# The sandbox this worker made for each (class, scope, options), with the
-# options it was made of (held, so that their id names them): the most
-# recently used ones.
+# The sandbox this worker made for each (class, scope, options).
 _sandboxes = collections.OrderedDict()
-KEEP_SANDBOXES = 1024
-# A scope's paths and sandbox uid for each (scope, options), made once:
-# upstream makes the paths again on every invocation, twice here (the
-# handler's short scope, then the account's).  Held with their options, as
-# _sandboxes.
+# A scope's paths and sandbox uid for each (scope, options): upstream makes
+# the paths again on every invocation, twice here (the handler's short
+# scope, then the account's).
 _scopes = collections.OrderedDict()
+KEEP_SANDBOXES = 1024
+
+
+def _made_for(made, key, conf, make, kept=lambda value: True):
+    """What ``make()`` made for ``key`` under the options ``conf``, made
+    once: held in ``made`` with the options (so that their id names them),
+    the most recently used ones, when ``kept(value)``."""
+    key += (id(conf),)
+    held = made.get(key)
+    if held is not None and held[0] is conf:
+        made.move_to_end(key)
+        return held[1]
+    value = make()
+    if kept(value):
+        made[key] = (conf, value)
+        while len(made) > KEEP_SANDBOXES:
+            made.popitem(last=False)
+    return value
 
 
 def _scope_paths(scope, conf):
     """``(RunTimePaths, sandbox uid)`` of ``scope`` under the options
     ``conf``."""
-    key = (scope, id(conf))
-    made = _scopes.get(key)
-    if made is None or made[0] is not conf:
+
+    def make():
         paths = RunTimePaths(scope, conf)
-        made = _scopes[key] = (conf, paths, sandbox_uid(paths.host_pipe_root_dir, scope, conf))
-        while len(_scopes) > KEEP_SANDBOXES:
-            _scopes.popitem(last=False)
-    else:
-        _scopes.move_to_end(key)
-    return made[1], made[2]
+        return paths, sandbox_uid(paths.host_pipe_root_dir, scope, conf)
+
+    return _made_for(_scopes, (scope,), conf, make)
 
 
 # libsbus's path for each native_lib_dir option.
@@ -212,21 +222,19 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         """The scope's sandbox for one invocation: a copy of one this
         worker made once for these options (which it parsed, and whose
         cgroup it found)."""
-        key = (self.sandbox, self.scope, id(self.conf))
-        made = _sandboxes.get(key)
-        if made is None or made[0] is not self.conf:
-            made = (self.conf, self.sandbox(self.scope, self.conf, self.logger))
+        made = _made_for(
+            _sandboxes,
+            (self.sandbox, self.scope),
+            self.conf,
+            lambda: self.sandbox(self.scope, self.conf, self.logger),
             # One without the cgroup it should have is made again each
             # time: cgroups may be usable next time.
-            if getattr(made[1], "cgroup", None) is not None or (
-                self.conf.get("sandbox_cgroups") == "off"
-            ):
-                _sandboxes[key] = made
-                while len(_sandboxes) > KEEP_SANDBOXES:
-                    _sandboxes.popitem(last=False)
-        else:
-            _sandboxes.move_to_end(key)
-        sandbox = copy.copy(made[1])
+            lambda made: (
+                getattr(made, "cgroup", None) is not None
+                or self.conf.get("sandbox_cgroups") == "off"
+            ),
+        )
+        sandbox = copy.copy(made)
         sandbox.logger = self.logger
         return sandbox
 

@@ -83,18 +83,17 @@ LENGTH_KEY = protocol.OBJECT_META + protocol.LENGTH_KEY
 LOG_HEADERS = tuple(header.lower() for header in protocol.LOG_HEADERS)
 # Where the engine said the invocation's log went, on an output.
 LOG_KEYS = {header: protocol.OBJECT_META + key for header, key in protocol.LOG_KEYS.items()}
+_LOG_KEY_NAMES = tuple(key.lower() for key in LOG_KEYS.values())
 INTERNAL = (
     ERROR_KEY.lower(),
     ERROR_OBJECT_KEY.lower(),
     ERROR_PARAMETER_KEY.lower(),
     LENGTH_KEY.lower(),
-) + tuple(key.lower() for key in LOG_KEYS.values())
+) + _LOG_KEY_NAMES
 # An answer to a storlet GET with any of these is made again (handle_get);
 # one without only loses the second set.
 ANSWERED_AGAIN = frozenset(
-    (protocol.ERROR_HEADER.lower(), ERROR_KEY.lower())
-    + LOG_HEADERS
-    + tuple(key.lower() for key in LOG_KEYS.values())
+    (protocol.ERROR_HEADER.lower(), ERROR_KEY.lower()) + LOG_HEADERS + _LOG_KEY_NAMES
 )
 DROPPED_FROM_OUTPUTS = frozenset(("etag", LENGTH_KEY.lower()))
 # What the storlet GET takes from the client's request.
