@@ -17,11 +17,15 @@ import time
 import types
 
 from storlets.sbus import file_description as sbus_fd
-from storlets.sbus.client.exceptions import SBusClientIOError
+from storlets.sbus.client.exceptions import (
+    SBusClientException,
+    SBusClientIOError,
+    SBusClientMalformedResponse,
+)
 from storlets.sbus.datagram import SBusFileDescriptor
 
 from mlstorlets.sandbox import protocol
-from mlstorlets.server.agent import channel, daemon
+from mlstorlets.server.agent import channel, daemon, slots
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
 
 LOG = logging.getLogger("agent-scenarios")
@@ -287,6 +291,43 @@ def a_host_that_stopped_waiting_gets_nothing_run(pool):
     host.close()
 
 
+def an_idle_exit_never_ends_a_task_a_worker_accepted(pool):
+    wait_ready(pool, 2)
+    host = Host(b"slow", {"sleep": "0.5"})
+    host.execute(door(pool))
+    # A task runs: the daemon does not go, and keeps no record locked.
+    assert not slots.close_if_idle(pool.slots, pool.n_workers)
+    assert host.metadata() is not None and host.body() == b"slow"
+    host.close()
+    # Its worker lets its record go once the answer is out.
+    deadline = time.monotonic() + 10
+    while not slots.close_if_idle(pool.slots, pool.n_workers):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    late = Host(b"late")
+    outcome = []
+
+    def send():
+        try:
+            outcome.append(late.execute(door(pool), timeout=30))
+        except SBusClientException as err:
+            outcome.append(err)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.3)
+    # Received by a worker that waits for its record: not accepted.
+    assert not outcome
+    with LOCK:
+        pool._terminate()
+    sender.join()
+    # Dropped untaken, which the host sends again; never accepted and
+    # then cut off with its worker.
+    assert isinstance(outcome[0], SBusClientMalformedResponse), outcome
+    assert late.metadata() is None and late.body() == b""
+    late.close()
+
+
 def the_daemon_passes_a_command_on_to_the_door(pool, tmp):
     import socket
 
@@ -365,9 +406,60 @@ def a_late_output_outlives_its_worker(pool):
 
 
 def slots_running(pool):
-    from mlstorlets.server.agent import slots
-
     return slots.running(slots.snapshot(pool.slots, pool.n_workers))
+
+
+def an_idle_daemon_stays_while_a_worker_holds_its_record(tmp):
+    import fcntl
+
+    from storlets.sbus import SBus
+
+    # Where `make setup` builds it for the host (the sandbox has its own).
+    SBus.SBUS_SO_NAME = os.path.join(sys.prefix, "lib", "storlets", "libsbus.so")
+    sup = daemon.PersistentStorletDaemon(
+        "echo.EchoStorlet", os.path.join(tmp, "sbus-echo"), LOG, 2, storlet_dir(tmp)
+    )
+    sup.listen_timeout = 0.3
+    sup.loop_timeout = 0.05
+    held_r, held_w = os.pipe()
+    go_r, go_w = os.pipe()
+    seen = {}
+
+    def hold_a_record():
+        # A worker between a command's receipt and its answer, in a
+        # process of its own: record locks are a process's.
+        while getattr(sup, "slots", None) is None or sup.sbus_path is None:
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:
+            fcntl.lockf(sup.slots, fcntl.LOCK_EX, slots.RECORD, slots.RECORD)
+            os.write(held_w, b"x")
+            os.read(go_r, 1)
+            os._exit(0)
+        os.read(held_r, 1)
+        time.sleep(1.5)
+        seen["ended while held"] = ended.is_set()
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+
+    ended = threading.Event()
+    holder = threading.Thread(target=hold_a_record)
+    sup.slots = None
+    holder.start()
+    assert sup.main_loop() == 0
+    ended.set()
+    holder.join()
+    assert seen == {"ended while held": False}
+    # Gone: nothing waits for an answer at its door or at its socket.
+    assert not os.path.exists(door(sup))
+    started = time.monotonic()
+    try:
+        BoundedSBusClient(sup.sbus_path, 10).ping()
+    except SBusClientException:
+        pass
+    else:
+        raise AssertionError("a daemon that exited answered")
+    assert time.monotonic() - started < 5
 
 
 def a_storlet_that_cannot_load_fails_the_start(tmp):
@@ -533,8 +625,10 @@ WITH_POOL = (
     "a_declared_length_that_is_wrong_sends_nothing",
     "cancel_kills_the_worker_and_a_new_one_serves",
     "requests_beyond_the_pool_wait_their_turn",
+    "an_idle_exit_never_ends_a_task_a_worker_accepted",
 )
 SCENARIOS = WITH_POOL + (
+    "an_idle_daemon_stays_while_a_worker_holds_its_record",
     "a_storlet_that_cannot_load_fails_the_start",
     "overflow_leaves_a_short_tasks_commands_to_the_first_worker",
     "overflow_passes_on_what_comes_during_a_long_task",

@@ -8,6 +8,7 @@ pass.
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -167,6 +168,43 @@ def test_a_slot_tells_the_running_task_and_every_change():
         assert slots.read(fd, 1) == ""
     finally:
         os.close(fd)
+
+
+def test_a_daemon_going_idle_locks_every_record_only_when_no_worker_holds_one():
+    fd = slots.create(2)
+    held, go_on = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        # A worker of its own process: record locks are a process's.
+        try:
+            slots.Slot(fd, 1).hold()
+            os.write(held[1], b"x")
+            os.read(go_on[0], 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(held[0], 1)
+        assert not slots.close_if_idle(fd, 2)
+        # Nothing kept: the worker whose record was free takes its next.
+        probe = os.fork()
+        if probe == 0:
+            slots.Slot(fd, 0).hold()
+            os._exit(0)
+        assert os.waitpid(probe, 0)[1] == 0
+        os.write(go_on[1], b"x")
+        os.waitpid(pid, 0)
+        assert slots.close_if_idle(fd, 2)
+        # Kept: a worker that received a command waits, unanswered.
+        waiter = os.fork()
+        if waiter == 0:
+            slots.Slot(fd, 0).hold()
+            os._exit(0)
+        time.sleep(0.2)
+        assert os.waitpid(waiter, os.WNOHANG) == (0, 0)
+        os.kill(waiter, signal.SIGKILL)
+        os.waitpid(waiter, 0)
+    finally:
+        channel.close_all([fd, *held, *go_on])
 
 
 def test_the_door_is_short_whatever_the_storlet_and_no_storlets_socket():
@@ -386,3 +424,43 @@ def _alive(pid):
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+# -- the factory --------------------------------------------------------------
+@pytest.mark.parametrize("ends", [True, False])
+def test_the_factory_takes_a_daemon_whose_door_closed_for_gone(tmp_path, monkeypatch, ends):
+    from mlstorlets.sandbox import protocol
+    from mlstorlets.server.agent import factory
+
+    monkeypatch.setattr(factory, "DAEMON_END_WAIT", 2.0)
+    made = factory.PersistentDaemonFactory(str(tmp_path / "factory"), LOG, "c")
+    # Stand-ins for the daemon: ending within the wait, or running on.
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(%g)" % (0.5 if ends else 60)]
+    )
+    made.storlet_name_to_pid["echo"] = daemon.pid
+    made.doors["echo"] = protocol.door_path(str(tmp_path / "sbus-echo"))
+    open(made.doors["echo"], "w").close()
+    try:
+        # Its door open: running (upstream's look).
+        assert made.get_process_status_by_name("echo") is True
+        os.unlink(made.doors["echo"])
+        started = time.monotonic()
+        assert made.get_process_status_by_name("echo") is False
+        waited = time.monotonic() - started
+        assert "echo" not in made.storlet_name_to_pid
+        # Gone either way: waited for, or killed once the wait was over.
+        with pytest.raises(ProcessLookupError):
+            os.kill(daemon.pid, 0)
+        assert (waited < 2.0) is ends
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    # An upstream daemon has no door: upstream's look alone.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        made.storlet_name_to_pid["java"] = other.pid
+        assert made.get_process_status_by_name("java") is True
+    finally:
+        other.kill()
+        other.wait()

@@ -26,7 +26,10 @@ to the door as it came.
 * A command's answer is logged at ``DEBUG`` (upstream: ``INFO``, a line
   per request through the sandbox's log channel), a refused one at
   ``INFO``.
-* It exits when no worker ran anything for ``listen_timeout``.
+* It exits when no worker ran anything for ``listen_timeout``, never
+  ending a worker between its accepting a task and the end of its answer
+  (:func:`~mlstorlets.server.agent.slots.close_if_idle`): a command it
+  drops on the way out is one nobody took, which the host sends again.
 
 Started by :mod:`mlstorlets.server.agent.factory`::
 
@@ -463,8 +466,14 @@ class PersistentStorletDaemon(SBusServer):
             if self._busy() or readable:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.listen_timeout:
-                self.logger.debug("Idle for %ds. exiting." % self.listen_timeout)
-                break
+                if slots.close_if_idle(self.slots, self.n_workers):
+                    self.logger.debug("Idle for %ds. exiting." % self.listen_timeout)
+                    break
+                # A worker received a command since the last look.
+                idle_since = time.monotonic()
+        # Refused from here on: a host that finds the door closed sends its
+        # command here, and would wait for an answer while the workers end.
+        host.close()
         self._terminate()
         return status
 

@@ -4,7 +4,10 @@ Upstream's factory (``storlets.agent.daemon_factory``), with two changes
 for Python storlets: the daemon it starts is
 :mod:`mlstorlets.server.agent.daemon` (a supervisor over persistent
 workers), and it waits for the daemon by pinging it every few milliseconds
-instead of sleeping a second first.  Java storlets are left to upstream.
+instead of sleeping a second first.  Such a daemon that closed its door
+is ending (its workers were idle): it is waited for, then taken for gone,
+so that the host starts another at once rather than sending its command
+again to one that no longer answers.  Java storlets are left to upstream.
 
 The bubblewrap gateway starts it inside the sandbox::
 
@@ -14,6 +17,7 @@ The bubblewrap gateway starts it inside the sandbox::
 
 import argparse
 import os
+import signal
 import subprocess
 import time
 
@@ -21,13 +25,17 @@ from storlets.agent.daemon_factory.server import SDaemonError, StorletDaemonFact
 from storlets.sbus.client import SBusClient
 from storlets.sbus.client.exceptions import SBusClientException
 
-from mlstorlets.server.agent.daemon import run_server
+from mlstorlets.sandbox import protocol
+from mlstorlets.server.agent.daemon import KILL_WAIT, run_server
 
 SANDBOX_STORLET_DIR = "/var/lib/storlets"
 # How long a new daemon may take to load its storlet (numpy, OpenCV,
 # scikit-learn) and answer a ping.
 DAEMON_START_TIMEOUT = 30.0
 PING_INTERVAL = 0.02
+# How long a daemon that closed its door may take to end its workers and
+# exit before it is killed.
+DAEMON_END_WAIT = 2 * KILL_WAIT
 
 
 class PersistentDaemonFactory(StorletDaemonFactory):
@@ -42,6 +50,28 @@ class PersistentDaemonFactory(StorletDaemonFactory):
     def __init__(self, sbus_path, logger, container_id, workers=0):
         super().__init__(sbus_path, logger, container_id)
         self.workers = workers
+        # The door of each storlet whose daemon is the project's.
+        self.doors = {}
+
+    def get_process_status_by_name(self, storlet_name):
+        running = super().get_process_status_by_name(storlet_name)
+        door = self.doors.get(storlet_name)
+        if not running or door is None or os.path.exists(door):
+            return running
+        pid = self.storlet_name_to_pid[storlet_name]
+        deadline = time.monotonic() + DAEMON_END_WAIT
+        while time.monotonic() < deadline:
+            if not self.get_process_status_by_pid(pid, storlet_name):
+                self.storlet_name_to_pid.pop(storlet_name, None)
+                return False
+            time.sleep(PING_INTERVAL)
+        self.logger.warning(
+            "The storlet daemon %s closed its door and runs on: killed" % storlet_name
+        )
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        self.storlet_name_to_pid.pop(storlet_name, None)
+        return False
 
     def get_python_args(
         self,
@@ -83,6 +113,7 @@ class PersistentDaemonFactory(StorletDaemonFactory):
             self.logger.exception("Unable to start subprocess")
             raise SDaemonError("Unable to start the storlet daemon %s" % storlet_name)
         self.storlet_name_to_pid[storlet_name] = proc.pid
+        self.doors[storlet_name] = protocol.door_path(pargs[4])
         client = SBusClient(self.storlet_name_to_pipe_name[storlet_name])
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:

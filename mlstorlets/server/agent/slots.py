@@ -7,8 +7,14 @@ the task it runs, and how many it took, so that a look at the file tells
 whether the workers did anything since the last one.  One ``pwrite`` per
 change, no message: the daemon reads the records only when it is asked to
 cancel, or to tell whether it is idle.
+
+A worker also locks its record (``lockf``) from a command's receipt to the
+end of its answer, and a daemon about to end its workers for idleness
+locks every record first (:func:`close_if_idle`): no worker is ended
+between accepting a task and answering it.
 """
 
+import fcntl
 import os
 import struct
 import tempfile
@@ -48,6 +54,14 @@ class Slot(object):
     def done(self):
         os.pwrite(self.fd, _RECORD.pack(b"", self.taken), self.offset)
 
+    def hold(self):
+        """Lock the record until :meth:`release`, waiting for a daemon
+        that locked it to end this worker (see :func:`close_if_idle`)."""
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, RECORD, self.offset)
+
+    def release(self):
+        fcntl.lockf(self.fd, fcntl.LOCK_UN, RECORD, self.offset)
+
 
 def _running(record):
     return _RECORD.unpack(record)[0].rstrip(b"\0").decode("ascii", "replace")
@@ -60,6 +74,22 @@ def read(fd, index):
 
 def clear(fd, index):
     os.pwrite(fd, b"\0" * RECORD, index * RECORD)
+
+
+def close_if_idle(fd, workers):
+    """Lock every worker's record, for a daemon about to end its workers;
+    False, and none kept, when a worker holds its own: it received a
+    command it has not answered in full.  Kept until the daemon's exit: a
+    worker that receives a command after waits for its record before it
+    accepts it, and is ended first; its host sees the command dropped
+    untaken, and sends it again."""
+    for index in range(workers):
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, RECORD, index * RECORD)
+        except OSError:
+            fcntl.lockf(fd, fcntl.LOCK_UN, workers * RECORD, 0)
+            return False
+    return True
 
 
 def snapshot(fd, workers):

@@ -237,15 +237,20 @@ class Worker(object):
                 continue
             if dtg is None:
                 continue
-            # The answer goes out once the first worker is free again: a
-            # host that has it sends its next request to a warm worker.
-            if self.overflow is None:
-                answer = self.take(dtg)
-            else:
-                with self.overflow:
+            self.slot.hold()
+            try:
+                # The answer goes out once the first worker is free again:
+                # a host that has it sends its next request to a warm
+                # worker.
+                if self.overflow is None:
                     answer = self.take(dtg)
-            if answer is not None:
-                self.answer(*answer)
+                else:
+                    with self.overflow:
+                        answer = self.take(dtg)
+                if answer is not None:
+                    self.answer(*answer)
+            finally:
+                self.slot.release()
 
     def _next(self, doors):
         """The next command from ``doors``; None when another worker took
