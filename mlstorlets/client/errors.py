@@ -30,6 +30,7 @@ _OUTCOME = {
     protocol.FAILED: "failed",
     protocol.TIMED_OUT: "timed out",
     protocol.OUT_OF_MEMORY: "ran out of memory",
+    protocol.UNAVAILABLE: "could not run",
 }
 
 
@@ -53,7 +54,7 @@ class ObjectFailed(Error, ObjectError):
         One line, for a human.
     status : int or None
         The HTTP status of the answer, when there was one.
-    kind : {'refused', 'failed', 'timed-out', 'out-of-memory'} or None
+    kind : {'refused', 'failed', 'timed-out', 'out-of-memory', 'unavailable'} or None
         For a storlet's work, what became of it
         (:data:`mlstorlets.sandbox.protocol.STATUS`).
     obj : str or None
@@ -103,8 +104,9 @@ class Refused(ObjectFailed):
 
 
 class StorletFailed(ObjectFailed):
-    """A storlet raised, timed out, ran out of memory, or answered what the
-    engine would not store; the cluster answers it 502, 504 or 507."""
+    """A storlet raised, timed out, ran out of memory, answered what the
+    engine would not store, or could not run (its account's sandbox did
+    not start); the cluster answers it 502, 504, 507 or 503."""
 
 
 def storlet_failure(

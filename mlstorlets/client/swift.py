@@ -105,7 +105,7 @@ class SwiftError(StoreError):
         ``container/object`` (or ``container``) the request was about.
     status : int or None
         The HTTP status; None when Swift could not be reached.
-    kind : {'refused', 'failed', 'timed-out', 'out-of-memory'} or None
+    kind : {'refused', 'failed', 'timed-out', 'out-of-memory', 'unavailable'} or None
         For a storlet request, what became of the storlet
         (:data:`mlstorlets.sandbox.protocol.STATUS`); the runners turn it
         into a :class:`~mlstorlets.client.errors.Refused` or

@@ -117,7 +117,10 @@ OBJECT_META = "X-Object-Meta-"
 SOURCE_ETAG_KEY = "Source-Etag"
 REFUSED, FAILED, TIMED_OUT = "refused", "failed", "timed-out"
 OUT_OF_MEMORY = "out-of-memory"
-STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504, OUT_OF_MEMORY: 507}
+# The server could not run the storlet at all (its account's sandbox did not
+# start there): nothing of the storlet's doing.
+UNAVAILABLE = "unavailable"
+STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504, OUT_OF_MEMORY: 507, UNAVAILABLE: 503}
 
 # -- output metadata -------------------------------------------------------
 # What a storlet's output metadata may hold before it becomes response

@@ -60,6 +60,7 @@ def test_a_value_error_around_a_call_does_not_swallow_a_store_failure():
         (502, "failed", StorletFailed, "failed"),
         (504, "timed-out", StorletFailed, "timed out"),
         (507, "out-of-memory", StorletFailed, "ran out of memory"),
+        (503, "unavailable", StorletFailed, "could not run"),
         (422, "refused", Refused, "refused it"),
     ],
 )

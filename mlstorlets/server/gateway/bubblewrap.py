@@ -141,6 +141,7 @@ from mlstorlets.server.gateway.invocation import (
 from mlstorlets.server.gateway.sandbox import (
     DEFAULT_CANCEL_TIMEOUT,
     BoundedSandbox,
+    SandboxUnavailable,
     default_native_lib_dir,
     sandbox_kills,
     sandbox_uid,
@@ -292,7 +293,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         except StorletTimeout:
             if time.monotonic() < deadline:
                 # Upstream's wait for a new sandbox, not ours.
-                raise StorletRuntimeException(
+                raise SandboxUnavailable(
                     "the sandbox did not start in %g s" % sandbox.sandbox_wait_timeout
                 )
             raise
@@ -326,8 +327,9 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
             ``502`` with the protocol's headers for a storlet that raised
             (the reason is its exception's type and message) or failed
             before producing output, or whose sandbox was killed to stop
-            another; ``504`` for a storlet (or its sandbox's start) past the
-            storlet timeout.  With ``X-Storlet-Generate-Log: True``, each
+            another; ``503`` (``unavailable``) when the account's sandbox
+            could not start; ``504`` for a storlet (or its sandbox's start)
+            past the storlet timeout.  With ``X-Storlet-Generate-Log: True``, each
             answer after the storlet was sent its request names the
             invocation's log object (on an output, in its metadata).
         """
@@ -383,7 +385,7 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 "no output within the storlet timeout of %g s" % self.storlet_timeout,
                 sprotocol,
             )
-        except StorletRuntimeException:
+        except StorletRuntimeException as err:
             if sandbox.over_memory_since(ooms):
                 raise self._answer(
                     sreq,
@@ -398,6 +400,16 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                     protocol.FAILED,
                     "its sandbox was killed to stop another storlet of the account past its "
                     "timeout",
+                    sprotocol,
+                )
+            if isinstance(err, SandboxUnavailable):
+                # Why is the server's business: a tenant is told where to
+                # look, not the host's paths.
+                self.logger.error("the sandbox of scope %s could not start: %s" % (self.scope, err))
+                raise self._answer(
+                    sreq,
+                    protocol.UNAVAILABLE,
+                    "the account's sandbox could not start on this server (its log says why)",
                     sprotocol,
                 )
             if sprotocol is None or sprotocol.task_id is None:

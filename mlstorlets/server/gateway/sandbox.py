@@ -574,6 +574,11 @@ def _parse_cpuset(spec):
     return cpus
 
 
+class SandboxUnavailable(StorletRuntimeException):
+    """The scope's sandbox could not start: the server's fault, not the
+    storlet's."""
+
+
 class BoundedSandbox(BubblewrapRunTimeSandbox):
     """The bubblewrap sandbox, whose daemon factory commands are bounded.
 
@@ -626,7 +631,12 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         # Logged: one start per account and worker is what the lock is for.
         self.logger.info("starting the sandbox of scope %s" % self.scope)
         self.forget_daemons()
-        super().restart()
+        try:
+            super().restart()
+        except StorletTimeout:
+            raise
+        except (StorletRuntimeException, OSError) as err:
+            raise SandboxUnavailable(str(err)) from err
 
     def _factory(self, timeout):
         if self.deadline is not None:

@@ -359,6 +359,8 @@ class StorletCopyMiddleware(object):
             text = "storlet %s refused %s: %s" % (storlet, name, reason)
         elif kind == protocol.TIMED_OUT:
             text = "storlet %s timed out over %s (%s)" % (storlet, name, reason)
+        elif kind == protocol.UNAVAILABLE:
+            text = "storlet %s could not run over %s (%s)" % (storlet, name, reason)
         else:
             text = "storlet %s failed over %s (%s)" % (storlet, name, reason)
         if dest:
