@@ -357,3 +357,48 @@ def test_what_is_made_for_options_is_made_once_and_bounded(monkeypatch):
     for name in "cde":
         gateway._made_for(made, (name,), conf, make)
     assert [key[0] for key in made] == ["d", "e"]
+
+
+def test_inputs_are_closed_when_the_sandbox_does_not_start(tmp_path, monkeypatch):
+    from storlets.gateway.common.stob import StorletData
+    from storlets.sbus import SBus
+
+    from mlstorlets.server.gateway import bubblewrap as gateway
+    from mlstorlets.server.gateway.sandbox import SandboxUnavailable
+
+    monkeypatch.setattr(SBus, "send", SBus.__dict__["send"])
+    monkeypatch.setattr(SBus, "SBUS_SO_NAME", SBus.SBUS_SO_NAME)
+    conf = {"host_root": str(tmp_path)}
+    made = gateway.BubblewrapStorletGateway(conf, logging.getLogger("test"), "AUTH_a")
+
+    class Backend(object):
+        """A proxy's backend response, as a storlet's input."""
+
+        closed = False
+
+        def __iter__(self):
+            return iter([b"data"])
+
+        def close(self):
+            self.closed = True
+
+    def fails(sreq, sandbox, deadline):
+        raise SandboxUnavailable("no bubblewrap")
+
+    monkeypatch.setattr(made, "_bring_up", fails)
+    source, extra = Backend(), Backend()
+    r, w = os.pipe()
+    try:
+        sreq = types.SimpleNamespace(
+            data=StorletData({}, data_iter=source),
+            extra_data_list=[StorletData({}, data_iter=extra), StorletData({}, data_fd=r)],
+        )
+        sandbox = types.SimpleNamespace(ready=lambda sreq: False)
+        with pytest.raises(SandboxUnavailable):
+            made._activated(sreq, sandbox, 0)
+        assert source.closed and extra.closed
+        # A file is its server's, untouched.
+        os.fstat(r)
+    finally:
+        os.close(r)
+        os.close(w)

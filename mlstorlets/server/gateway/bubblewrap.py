@@ -127,6 +127,7 @@ from storlets.gateway.gateways.container.runtime import (
 )
 from storlets.sbus import SBus
 from swift.common.swob import status_map
+from swift.common.utils import close_if_possible
 
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.gateway import invocation_log
@@ -199,6 +200,15 @@ def _differ(a, b):
     except FileNotFoundError:
         return True
     return (sa.st_size, sa.st_mtime_ns) != (sb.st_size, sb.st_mtime_ns)
+
+
+def _close_unfed(sreq):
+    """Close the inputs of an invocation that failed before any was fed: a
+    backend request given as an input (on a proxy) would stay open until
+    collected.  A file the storlet would have read is its server's."""
+    for data in [sreq.data] + list(sreq.extra_data_list):
+        if not data.has_fd:
+            close_if_possible(data.data_iter)
 
 
 class BubblewrapStorletGateway(StorletGatewayContainer):
@@ -304,7 +314,11 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
         """The invocation protocol of ``sreq``, its storlet's daemon
         activated."""
         if not sandbox.ready(sreq):
-            self._bring_up(sreq, sandbox, deadline)
+            try:
+                self._bring_up(sreq, sandbox, deadline)
+            except BaseException:
+                _close_unfed(sreq)
+                raise
         self._add_system_params(sreq)
         sprotocol = BoundedInvocationProtocol(
             sreq,
