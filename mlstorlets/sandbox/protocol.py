@@ -24,6 +24,8 @@ status      ``kind``    meaning
 504         timed-out   the storlet ran past the engine's storlet timeout
 507         out-of-     the account's sandbox went over its memory budget
             memory      (the kernel killed a process of it)
+503         unavailable the account's sandbox could not start on the server
+                        that was to run it (its log says why)
 ==========  ==========  ====================================================
 
 ``X-Mlstorlets-Error`` carries the kind, ``X-Mlstorlets-Reason`` the
@@ -645,7 +647,9 @@ def storlet_error(status, headers):
     """(kind, reason) of a proxy's answer to a storlet request, or None.
 
     Reads :data:`ERROR_HEADER` and :data:`REASON_HEADER`; a proxy that does
-    not send them is read from the status alone (reason ``None``).
+    not send them is read from the status alone (reason ``None``), but for
+    a ``503``: Swift's own, or the engine's for a call it did not run
+    (:data:`NOT_RUN_HEADER`), say nothing of a storlet.
 
     Parameters
     ----------
@@ -659,7 +663,7 @@ def storlet_error(status, headers):
         reason = lower.get(REASON_HEADER.lower())
         return kind, unquote_reason(reason) if reason else None
     for kind, code in STATUS.items():
-        if status == code:
+        if status == code and kind != UNAVAILABLE:
             return kind, None
     return None
 

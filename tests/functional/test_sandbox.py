@@ -92,6 +92,14 @@ def test_a_planted_wrapper_symlink_writes_nothing(cluster, conn, target, tmp_pat
     assert stat.S_IMODE(canary.stat().st_mode) == 0o600
 
 
+def test_a_planted_factory_path_does_not_keep_the_sandbox_down(cluster, conn, target):
+    assert attack(conn, target, "block-factory", ON_PROXY).startswith("allowed")
+    restart_proxy(cluster)
+    # The host clears the factory's path before the sandbox starts: the
+    # tenant's own sandbox is not down for good, nor the server blamed.
+    assert attack(conn, target, "whoami", ON_PROXY).startswith("allowed")
+
+
 def test_a_socket_symlink_does_not_reach_another_account(
     cluster, conn, other_conn, target, other_target
 ):

@@ -1,7 +1,7 @@
 """A server that cannot start an account's sandbox, on a cluster of its own.
 
-The proxy's gateway is given a bubblewrap that does not exist; the object
-server's is intact.  A storlet run on the proxy then answers ``503`` with
+The proxy's gateway is given a bubblewrap that does not exist, then the
+object server's.  A storlet run there then answers ``503`` with
 ``X-Mlstorlets-Error: unavailable``: the server's fault, not the
 storlet's, and the reason sends the tenant to the server's log, which
 says why, rather than showing the host's paths.
@@ -39,18 +39,24 @@ def broken():
         deploy(conn, os.path.join(os.path.dirname(HERE), "storlets"), library=False, log=quiet)
         conn.put_container("t")
         conn.put_object("t", "src.txt", SOURCE)
-        etc = os.path.dirname(cluster.layout.conf("proxy-server"))
-        path = os.path.join(etc, "storlet-gateway-proxy.conf")
-        conf = configparser.ConfigParser(interpolation=None)
-        conf.read(path)
-        conf["DEFAULT"]["bwrap_path"] = missing
-        with open(path, "w") as f:
-            conf.write(f)
-        assert processes.stop(cluster.layout.run_dir, "proxy-server")
-        cluster.up(log=quiet)
+        without_bubblewrap(cluster, "proxy", missing)
         yield cluster, missing
     finally:
         cluster.down(purge=True, log=quiet)
+
+
+def without_bubblewrap(cluster, server, missing):
+    """Restart ``server`` (``proxy`` or ``object-server-0``) with a
+    bubblewrap that does not exist."""
+    etc = os.path.dirname(cluster.layout.conf("proxy-server"))
+    path = os.path.join(etc, "storlet-gateway-%s.conf" % server)
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read(path)
+    conf["DEFAULT"]["bwrap_path"] = missing
+    with open(path, "w") as f:
+        conf.write(f)
+    assert processes.stop(cluster.layout.run_dir, server.replace("proxy", "proxy-server"))
+    cluster.up(log=lambda msg: None)
 
 
 def connect(cluster):
@@ -104,4 +110,15 @@ def test_a_copy_run_where_the_sandbox_cannot_start_writes_nothing(broken):
     assert "t/src.txt" in reason
     names = [o["name"] for o in conn.get_container("t")[1]]
     assert names == ["src.txt"]
+    assert conn.get_object("t", "src.txt")[1] == SOURCE
+
+
+def test_an_object_server_whose_sandbox_cannot_start_answers_unavailable(broken):
+    # Last: the cluster runs no storlet after it.
+    cluster, missing = broken
+    without_bubblewrap(cluster, "object-server-0", missing)
+    conn = connect(cluster)
+    # Through the object server's storlet_failure and the proxy's
+    # storlet_copy, as a storlet's failure there is.
+    unavailable(lambda: conn.get_object("t", "src.txt", headers={"X-Run-Storlet": PROBE}), missing)
     assert conn.get_object("t", "src.txt")[1] == SOURCE

@@ -17,6 +17,10 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     Spoil the interpreter wrapper the host once wrote in the channel
     directory, and plant ``python3.tmp``, which the host wrote the new one
     to, as a symlink to the host path ``target``.
+``block-factory``
+    Replace the daemon factory's socket, ``/mnt/channels/factory_pipe``,
+    by a directory that is not empty, where the sandbox's next factory
+    binds its socket.
 ``redirect``
     Replace this account's socket of storlet ``storlet`` by a symlink to
     the host path ``target`` (another account's socket).
@@ -448,6 +452,15 @@ class HostileStorlet(object):
         with open("/mnt/channels/sandbox.pid", "w") as f:
             f.write("%s\n" % params["pid"])
         return "pid"
+
+    @staticmethod
+    def block_factory(params):
+        path = "/mnt/channels/factory_pipe"
+        os.unlink(path)
+        os.mkdir(path)
+        with open(os.path.join(path, "kept"), "w"):
+            pass
+        return "blocked"
 
     @staticmethod
     def plant_wrapper(params):

@@ -291,6 +291,32 @@ def a_host_that_stopped_waiting_gets_nothing_run(pool):
     host.close()
 
 
+def ended_unaccepted(pool):
+    """A command sent once the daemon locked the records: received by a
+    worker that waits for its record, never accepted; the workers ended,
+    it was dropped untaken (which the host sends again), not accepted and
+    then cut off with its worker."""
+    late = Host(b"late")
+    outcome = []
+
+    def send():
+        try:
+            outcome.append(late.execute(door(pool), timeout=30))
+        except SBusClientException as err:
+            outcome.append(err)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.3)
+    assert not outcome
+    with LOCK:
+        pool._terminate()
+    sender.join()
+    assert isinstance(outcome[0], SBusClientMalformedResponse), outcome
+    assert late.metadata() is None and late.body() == b""
+    late.close()
+
+
 def an_idle_exit_never_ends_a_task_a_worker_accepted(pool):
     wait_ready(pool, 2)
     host = Host(b"slow", {"sleep": "0.5"})
@@ -304,28 +330,38 @@ def an_idle_exit_never_ends_a_task_a_worker_accepted(pool):
     while not slots.close_if_idle(pool.slots, pool.n_workers):
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    late = Host(b"late")
-    outcome = []
+    ended_unaccepted(pool)
 
-    def send():
-        try:
-            outcome.append(late.execute(door(pool), timeout=30))
-        except SBusClientException as err:
-            outcome.append(err)
 
-    sender = threading.Thread(target=send)
-    sender.start()
-    time.sleep(0.3)
-    # Received by a worker that waits for its record: not accepted.
-    assert not outcome
+def released(pool):
+    """Wait for every worker to let its record go (its answer sent)."""
+    deadline = time.monotonic() + 10
+    while not slots.close_if_idle(pool.slots, pool.n_workers):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    slots.open_again(pool.slots, pool.n_workers)
+
+
+def a_task_run_whole_since_the_last_look_keeps_the_daemon(pool):
+    wait_ready(pool, 2)
     with LOCK:
-        pool._terminate()
-    sender.join()
-    # Dropped untaken, which the host sends again; never accepted and
-    # then cut off with its worker.
-    assert isinstance(outcome[0], SBusClientMalformedResponse), outcome
-    assert late.metadata() is None and late.body() == b""
-    late.close()
+        pool._busy()  # the main loop's last look
+    host = Host(b"between")
+    assert run(pool, host)[2] == b"between"
+    host.close()
+    released(pool)
+    with LOCK:
+        assert not pool._may_exit()
+    # Nothing kept locked: the next command is taken and answered.
+    host = Host(b"after")
+    assert run(pool, host)[2] == b"after"
+    host.close()
+    released(pool)
+    with LOCK:
+        pool._busy()
+        # Nothing since the last look: it may go, no task can begin.
+        assert pool._may_exit()
+    ended_unaccepted(pool)
 
 
 def the_daemon_passes_a_command_on_to_the_door(pool, tmp):
@@ -626,6 +662,7 @@ WITH_POOL = (
     "cancel_kills_the_worker_and_a_new_one_serves",
     "requests_beyond_the_pool_wait_their_turn",
     "an_idle_exit_never_ends_a_task_a_worker_accepted",
+    "a_task_run_whole_since_the_last_look_keeps_the_daemon",
 )
 SCENARIOS = WITH_POOL + (
     "an_idle_daemon_stays_while_a_worker_holds_its_record",

@@ -373,3 +373,16 @@ def test_the_clients_readings_of_a_storlets_json_refuse_what_it_cannot_read():
 
     assert report._frame_counts(NESTED) == {}
     assert report._frame_counts('{"a.jpg": 3}') == {"a.jpg": 3}
+
+
+def test_a_storlet_error_is_read_from_the_headers_or_the_status_but_a_503():
+    reason = protocol.quote_reason("storlet s.py could not run over c/o (…)")
+    unavailable = {protocol.ERROR_HEADER: protocol.UNAVAILABLE, protocol.REASON_HEADER: reason}
+    assert protocol.storlet_error(503, unavailable) == (
+        protocol.UNAVAILABLE,
+        "storlet s.py could not run over c/o (…)",
+    )
+    assert protocol.storlet_error(502, {}) == (protocol.FAILED, None)
+    # Swift's own 503, or the engine's for a call it did not run: no storlet's.
+    assert protocol.storlet_error(503, {}) is None
+    assert protocol.storlet_error(503, {protocol.NOT_RUN_HEADER: "true"}) is None

@@ -388,6 +388,20 @@ class PersistentStorletDaemon(SBusServer):
         seen, self.seen = self.seen, slots.snapshot(self.slots, self.n_workers)
         return seen != self.seen or bool(self.sending) or bool(slots.running(self.seen))
 
+    def _may_exit(self):
+        """Whether the workers are idle still, their records locked so
+        that none accepts a task any more (see
+        :func:`~mlstorlets.server.agent.slots.close_if_idle`); when not,
+        nothing is kept locked.  A task may have run whole between the
+        last look and the locks: it changed its record, and what it left
+        for the daemon to send on waits on its worker's socket."""
+        if not slots.close_if_idle(self.slots, self.n_workers):
+            return False
+        if self._busy() or select.select(self.workers, [], [], 0)[0]:
+            slots.open_again(self.slots, self.n_workers)
+            return False
+        return True
+
     def _start_missing(self):
         """Start again the workers that died and could not be replaced."""
         present = {w.index for w in self.workers}
@@ -466,10 +480,9 @@ class PersistentStorletDaemon(SBusServer):
             if self._busy() or readable:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.listen_timeout:
-                if slots.close_if_idle(self.slots, self.n_workers):
+                if self._may_exit():
                     self.logger.debug("Idle for %ds. exiting." % self.listen_timeout)
                     break
-                # A worker received a command since the last look.
                 idle_since = time.monotonic()
         # Refused from here on: a host that finds the door closed sends its
         # command here, and would wait for an answer while the workers end.

@@ -102,6 +102,7 @@ class PersistentDaemonFactory(StorletDaemonFactory):
 
     def spawn_subprocess(self, pargs, env, storlet_name):
         if pargs[1:3] != ["-m", "mlstorlets.server.agent.daemon"]:
+            self.doors.pop(storlet_name, None)
             return super().spawn_subprocess(pargs, env, storlet_name)
         if not (os.path.isfile(pargs[0]) and os.access(pargs[0], os.X_OK)):
             raise SDaemonError("Requested runtime is unavailable")

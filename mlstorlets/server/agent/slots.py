@@ -87,9 +87,14 @@ def close_if_idle(fd, workers):
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, RECORD, index * RECORD)
         except OSError:
-            fcntl.lockf(fd, fcntl.LOCK_UN, workers * RECORD, 0)
+            open_again(fd, workers)
             return False
     return True
+
+
+def open_again(fd, workers):
+    """Let go of the records :func:`close_if_idle` locked."""
+    fcntl.lockf(fd, fcntl.LOCK_UN, workers * RECORD, 0)
 
 
 def snapshot(fd, workers):

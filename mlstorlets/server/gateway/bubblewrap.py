@@ -400,6 +400,16 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 sprotocol,
             )
         except StorletRuntimeException as err:
+            if isinstance(err, SandboxUnavailable):
+                # Why is the server's business: a tenant is told where to
+                # look, not the host's paths.
+                self.logger.error("the sandbox of scope %s could not start: %s" % (self.scope, err))
+                raise self._answer(
+                    sreq,
+                    protocol.UNAVAILABLE,
+                    "the account's sandbox could not start on this server (its log says why)",
+                    sprotocol,
+                )
             if sandbox.over_memory_since(ooms):
                 raise self._answer(
                     sreq,
@@ -414,16 +424,6 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                     protocol.FAILED,
                     "its sandbox was killed to stop another storlet of the account past its "
                     "timeout",
-                    sprotocol,
-                )
-            if isinstance(err, SandboxUnavailable):
-                # Why is the server's business: a tenant is told where to
-                # look, not the host's paths.
-                self.logger.error("the sandbox of scope %s could not start: %s" % (self.scope, err))
-                raise self._answer(
-                    sreq,
-                    protocol.UNAVAILABLE,
-                    "the account's sandbox could not start on this server (its log says why)",
                     sprotocol,
                 )
             if sprotocol is None or sprotocol.task_id is None:

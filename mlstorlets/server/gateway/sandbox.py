@@ -13,7 +13,9 @@ import hashlib
 import os
 import re
 import resource
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -479,6 +481,23 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         os.chown(pipe_dir, self.uid, self.uid, follow_symlinks=False)
         os.chmod(pipe_dir, 0o700, follow_symlinks=False)
 
+    def _clear_factory_path(self):
+        """Remove what is where the new factory binds its socket.  The
+        channel directory is the sandbox user's and outlives a restart: a
+        storlet may have left there what libsbus cannot bind over (a
+        directory), which would keep the account's sandbox from starting.
+        The sandbox is stopped: nothing inside can swap the path meanwhile,
+        and ``rmtree`` follows no link."""
+        path = self.paths.host_factory_pipe
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
     def _mount_writable_dirs(self):
         """Fresh bounded tmpfs for the channel directory and ``/tmp``
         (:mod:`mlstorlets.server.gateway.mounts`)."""
@@ -508,6 +527,7 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             self._mount_writable_dirs()
         except OSError as err:
             raise StorletRuntimeException("Cannot mount the sandbox's file systems: %s" % err)
+        self._clear_factory_path()
         previous = _log_channels.pop(self.scope, None)
         if previous:
             previous.close()

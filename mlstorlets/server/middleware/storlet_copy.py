@@ -33,8 +33,9 @@ in the summary's ``Errors``), and past ``max_extract_members`` members
 written.
 
 A storlet that produced no output is answered in the protocol of
-:mod:`mlstorlets.sandbox.protocol`: ``422`` (refused), ``502`` (failed) or
-``504`` (timed out), with ``X-Mlstorlets-Error`` and ``X-Mlstorlets-Reason``
+:mod:`mlstorlets.sandbox.protocol`: ``422`` (refused), ``502`` (failed),
+``504`` (timed out), ``507`` (out of memory) or ``503`` (the account's
+sandbox could not start), with ``X-Mlstorlets-Error`` and ``X-Mlstorlets-Reason``
 and the same text in the body, whether it ran here or on an object server
 (whose ``storlet_failure`` filter reports it in the same headers).  A plain
 ``GET`` with ``X-Run-Storlet`` that succeeds loses the source's ``ETag``,

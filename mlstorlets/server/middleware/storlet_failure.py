@@ -11,12 +11,15 @@ storlet.
 
 Placed right before ``storlet_handler`` in the object pipeline, this
 filter turns exactly those answers into ``200 OK`` with an empty body and
-the protocol's ``X-Mlstorlets-Error`` (``failed`` or ``timed-out``) and
-``X-Mlstorlets-Reason`` headers (the gateway's, when it answered in the
-protocol: what the storlet raised, and where the invocation's log went).
-The proxy takes a 200 as its source and asks no other replica;
-``storlet_copy``, in the proxy, turns it into the client's ``502`` or
-``504``.  Every other response is left alone.
+the protocol's ``X-Mlstorlets-Error`` (``failed``, ``timed-out``, or the
+gateway's own kind) and ``X-Mlstorlets-Reason`` headers (the gateway's,
+when it answered in the protocol: what the storlet raised, and where the
+invocation's log went).  The proxy takes a 200 as its source and asks no
+other replica; ``storlet_copy``, in the proxy, turns it into the client's
+status (``502``, ``504``; ``503`` for a sandbox that could not start
+there, which is not tried on another replica either: a 5xx would count
+against the node for every request).  Every other response is left
+alone.
 """
 
 from swift.common.swob import Request, Response
