@@ -104,6 +104,9 @@ INFO_KEY = "mlstorlets"
 # Swift stores metadata in xattrs and caps a header at 8 KiB: a reason is
 # for a human to read, not a dump.
 MAX_REASON = 1024
+# How a sandbox's daemon factory begins its answer when the storlet's module
+# could not be loaded; what follows is the storlet's own exception, one line.
+NOT_LOADED = "the storlet could not be loaded: "
 
 # The proxy's answer to the client when a storlet produced no output.
 ERROR_HEADER = "X-Mlstorlets-Error"

@@ -238,3 +238,56 @@ def test_a_log_over_its_bound_is_cut_and_says_so(conn, source):
     assert "raiser line 0 %s" % mark in text
     assert "bytes of the log left out here" in text
     assert text.endswith("ValueError: some detail\n")
+
+
+UNLOADABLE = {
+    # A module that does not exist, and an import that raises the hostile
+    # message: CR/LF, a Set-Cookie, 100 KB.
+    "unloadable.py": "import no_such_module_of_the_tenant\n",
+    "unloadable_hostile.py": (
+        'raise RuntimeError("bad\\r\\nSet-Cookie: stolen=1\\r\\n" + "y" * 100000)\n'
+    ),
+}
+CLASS = """
+
+class {name}Storlet(object):
+    def __init__(self, logger):
+        pass
+
+    def __call__(self, in_files, out_files, params):
+        pass
+"""
+
+
+@pytest.fixture(scope="module")
+def unloadable(conn):
+    with tempfile.TemporaryDirectory() as directory:
+        for name, head in UNLOADABLE.items():
+            title = "".join(part.title() for part in name[:-3].split("_"))
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(head + CLASS.format(name=title))
+        deploy(conn, directory, library=False, log=lambda msg: None)
+
+
+@pytest.mark.parametrize("where", ["object", "proxy"])
+def test_a_storlet_that_cannot_be_loaded_says_what_it_raised(conn, source, unloadable, where):
+    headers = {"X-Run-Storlet": "unloadable.py"}
+    if where == "proxy":
+        headers["X-Storlet-Run-On-Proxy"] = ""
+    status, _, body, named = raw(conn, "GET", "/%s/in.txt" % source, headers)
+    print("GET on the %s: %d %s" % (where, status, body.strip()))
+    detail = "ModuleNotFoundError: No module named 'no_such_module_of_the_tenant'"
+    assert status == 502 and named[protocol.ERROR_HEADER] == protocol.FAILED
+    reason = urllib.parse.unquote(named[protocol.REASON_HEADER])
+    assert protocol.NOT_LOADED + detail in reason
+    assert detail.encode() in body
+    headers["X-Run-Storlet"] = "unloadable_hostile.py"
+    status, block, body, named = raw(conn, "GET", "/%s/in.txt" % source, headers)
+    assert status == 502 and named[protocol.ERROR_HEADER] == protocol.FAILED
+    # One line, bounded: no header of the storlet's.
+    assert not any(line.lower().startswith("set-cookie") for line in block.splitlines())
+    assert len(block) < 8192
+    reason = urllib.parse.unquote(named[protocol.REASON_HEADER])
+    assert protocol.NOT_LOADED + "RuntimeError: bad\\r\\nSet-Cookie" in reason
+    assert len(reason) <= protocol.MAX_REASON
+    assert len(body) < 4 * protocol.MAX_REASON

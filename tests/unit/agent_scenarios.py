@@ -500,13 +500,20 @@ def an_idle_daemon_stays_while_a_worker_holds_its_record(tmp):
 
 def a_storlet_that_cannot_load_fails_the_start(tmp):
     with open(os.path.join(tmp, "broken.py"), "w") as f:
-        f.write('raise ImportError("no")\n')
+        f.write('raise ImportError("no\\r\\nSet-Cookie: x")\n')
+    report, write = os.pipe()
     sup = daemon.PersistentStorletDaemon(
-        "broken.BrokenStorlet", os.path.join(tmp, "sbus-broken"), LOG, 2, tmp
+        "broken.BrokenStorlet", os.path.join(tmp, "sbus-broken"), LOG, 2, tmp, report_fd=write
     )
+    # What main_loop does when no worker loads the storlet.
     assert not sup.start_workers()
     assert sup.load_failed
+    sup._report(sup.load_reason)
     sup._terminate()
+    # The factory reads why, one line: what the storlet raised.
+    assert os.read(report, 4096) == b"ImportError: no\\r\\nSet-Cookie: x"
+    assert os.read(report, 4096) == b""
+    os.close(report)
 
 
 def host_of_file(data):

@@ -124,8 +124,12 @@ class PersistentStorletDaemon(SBusServer):
         storlet_dir,
         log_level="INFO",
         container_id="",
+        report_fd=None,
     ):
         super().__init__(sbus_path, logger)
+        self.report_fd = report_fd
+        # What the storlet raised as it was loaded, one line.
+        self.load_reason = None
         self.storlet_name = storlet_name
         self.n_workers = workers or default_workers()
         self.storlet_dir = storlet_dir
@@ -251,6 +255,7 @@ class PersistentStorletDaemon(SBusServer):
                 "Storlet %s cannot be loaded: %s" % (self.storlet_name, message["load_error"])
             )
             self.load_failed = True
+            self.load_reason = protocol.one_line(str(message.get("reason", "")))
             self._drop(worker, replace=False)
         elif "sending" in message:
             self._send_on(worker, message, fds)
@@ -402,6 +407,20 @@ class PersistentStorletDaemon(SBusServer):
             return False
         return True
 
+    def _report(self, reason):
+        """Tell the factory why the storlet could not be loaded (``reason``),
+        or nothing: the report pipe is closed either way, once."""
+        fd, self.report_fd = self.report_fd, None
+        if fd is None:
+            return
+        try:
+            if reason:
+                os.write(fd, reason.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
     def _start_missing(self):
         """Start again the workers that died and could not be replaced."""
         present = {w.index for w in self.workers}
@@ -438,6 +457,7 @@ class PersistentStorletDaemon(SBusServer):
     def main_loop(self):
         if not self.start_workers():
             self.logger.error("No worker could load %s" % self.storlet_name)
+            self._report(self.load_reason)
             self._terminate()
             return EXIT_FAILURE
         sbus = SBus()
@@ -446,6 +466,7 @@ class PersistentStorletDaemon(SBusServer):
             self.logger.error("Failed to create SBus. exiting.")
             self._terminate()
             return EXIT_FAILURE
+        self._report(None)
         host = socket.socket(fileno=fd)
         signal.signal(signal.SIGHUP, self._graceful_shutdown)
         signal.signal(signal.SIGTERM, self._force_shutdown)
@@ -516,6 +537,9 @@ def main(argv=None):
     parser.add_argument("workers", type=int)
     parser.add_argument("container_id")
     parser.add_argument("storlet_dir")
+    parser.add_argument(
+        "--report-fd", type=int, help="a pipe to tell the factory why the storlet did not load"
+    )
     opts = parser.parse_args(argv)
     descendants.become_subreaper()
     run_server(
@@ -530,6 +554,7 @@ def main(argv=None):
             opts.storlet_dir,
             opts.log_level,
             opts.container_id,
+            opts.report_fd,
         ),
     )
 

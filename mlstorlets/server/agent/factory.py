@@ -106,20 +106,40 @@ class PersistentDaemonFactory(StorletDaemonFactory):
             return super().spawn_subprocess(pargs, env, storlet_name)
         if not (os.path.isfile(pargs[0]) and os.access(pargs[0], os.X_OK)):
             raise SDaemonError("Requested runtime is unavailable")
+        # Where the daemon says why the storlet did not load, if it did not.
+        report, write = os.pipe()
         try:
             proc = subprocess.Popen(
-                pargs, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True
+                pargs + ["--report-fd", str(write)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                close_fds=True,
+                pass_fds=[write],
             )
         except OSError:
+            os.close(report)
             self.logger.exception("Unable to start subprocess")
             raise SDaemonError("Unable to start the storlet daemon %s" % storlet_name)
+        finally:
+            os.close(write)
+        try:
+            self._wait_started(proc, storlet_name, report)
+        finally:
+            os.close(report)
+
+    def _wait_started(self, proc, storlet_name, report):
         self.storlet_name_to_pid[storlet_name] = proc.pid
-        self.doors[storlet_name] = protocol.door_path(pargs[4])
+        self.doors[storlet_name] = protocol.door_path(proc.args[4])
         client = SBusClient(self.storlet_name_to_pipe_name[storlet_name])
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self.storlet_name_to_pid.pop(storlet_name, None)
+                # Ended: the pipe holds all it wrote.
+                reason = os.read(report, 4 * protocol.MAX_REASON).decode("utf-8", "replace")
+                if reason:
+                    raise SDaemonError(protocol.NOT_LOADED + protocol.one_line(reason))
                 raise SDaemonError("The storlet daemon %s is terminated" % storlet_name)
             try:
                 if client.ping().status:

@@ -598,9 +598,15 @@ def main(argv=None):
     sys.path.insert(0, opts.storlet_dir)
     try:
         storlet_cls = load_storlet(opts.storlet_name)
-    except Exception:
+    except Exception as err:
         logger.exception("Failed to load storlet %s" % opts.storlet_name)
-        channel.send(sock, {"load_error": traceback.format_exc(limit=3)[-1024:]})
+        channel.send(
+            sock,
+            {
+                "load_error": traceback.format_exc(limit=3)[-1024:],
+                "reason": protocol.one_line("%s: %s" % (type(err).__name__, err)),
+            },
+        )
         os._exit(1)
     Worker(opts.storlet_name, storlet_cls, sock, logger, door, slot, overflow).serve()
     # Without the interpreter's teardown: nothing here needs it, and with

@@ -143,6 +143,7 @@ from mlstorlets.server.gateway.sandbox import (
     DEFAULT_CANCEL_TIMEOUT,
     BoundedSandbox,
     SandboxUnavailable,
+    StorletNotLoaded,
     default_native_lib_dir,
     sandbox_kills,
     sandbox_uid,
@@ -409,6 +410,10 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                     protocol.UNAVAILABLE,
                     "the account's sandbox could not start on this server (its log says why)",
                     sprotocol,
+                )
+            if isinstance(err, StorletNotLoaded):
+                raise self._answer(
+                    sreq, protocol.FAILED, "%s%s" % (protocol.NOT_LOADED, err), sprotocol
                 )
             if sandbox.over_memory_since(ooms):
                 raise self._answer(

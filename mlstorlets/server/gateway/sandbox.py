@@ -29,6 +29,7 @@ from storlets.sbus.client.exceptions import (
     SBusClientException,
 )
 
+from mlstorlets.sandbox import protocol
 from mlstorlets.server.gateway import cgroups, log_channel, mounts, runtime_view, seccomp
 from mlstorlets.server.gateway.sbus import BoundedSBusClient
 from mlstorlets.server.gateway.scope_lock import scope_lock
@@ -599,6 +600,11 @@ class SandboxUnavailable(StorletRuntimeException):
     storlet's."""
 
 
+class StorletNotLoaded(StorletRuntimeException):
+    """The storlet's module could not be loaded: what it raised, one line
+    (the storlet's own words, from inside the sandbox)."""
+
+
 class BoundedSandbox(BubblewrapRunTimeSandbox):
     """The bubblewrap sandbox, whose daemon factory commands are bounded.
 
@@ -694,6 +700,9 @@ class BoundedSandbox(BubblewrapRunTimeSandbox):
         except SBusClientException as err:
             raise StorletRuntimeException("Daemon start failed: %s" % err)
         if not resp.status and not self._started_late(storlet_id):
+            message = str(resp.message)
+            if message.startswith(protocol.NOT_LOADED):
+                raise StorletNotLoaded(protocol.one_line(message[len(protocol.NOT_LOADED) :]))
             raise StorletRuntimeException("Daemon start failed: %s" % resp.message)
 
     def _started_late(self, storlet_id):
