@@ -400,21 +400,21 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 "no output within the storlet timeout of %g s" % self.storlet_timeout,
                 sprotocol,
             )
-        except StorletRuntimeException as err:
-            if isinstance(err, SandboxUnavailable):
-                # Why is the server's business: a tenant is told where to
-                # look, not the host's paths.
-                self.logger.error("the sandbox of scope %s could not start: %s" % (self.scope, err))
-                raise self._answer(
-                    sreq,
-                    protocol.UNAVAILABLE,
-                    "the account's sandbox could not start on this server (its log says why)",
-                    sprotocol,
-                )
-            if isinstance(err, StorletNotLoaded):
-                raise self._answer(
-                    sreq, protocol.FAILED, "%s%s" % (protocol.NOT_LOADED, err), sprotocol
-                )
+        except SandboxUnavailable as err:
+            # Why is the server's business: a tenant is told where to look,
+            # not the host's paths.
+            self.logger.error("the sandbox of scope %s could not start: %s" % (self.scope, err))
+            raise self._answer(
+                sreq,
+                protocol.UNAVAILABLE,
+                "the account's sandbox could not start on this server (its log says why)",
+                sprotocol,
+            )
+        except StorletNotLoaded as err:
+            raise self._answer(
+                sreq, protocol.FAILED, "%s%s" % (protocol.NOT_LOADED, err), sprotocol
+            )
+        except StorletRuntimeException:
             if sandbox.over_memory_since(ooms):
                 raise self._answer(
                     sreq,
