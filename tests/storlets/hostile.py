@@ -35,8 +35,12 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     Start two processes that detach (a double fork and ``setsid``), one
     sleeping and one spinning, and return while they run; reports their
     pids.
+``threads``
+    Start a thread that waits, one through ``threading`` and one through
+    ``_thread`` running a builtin, and return while they run; reports this
+    process's pid.
 ``alive``
-    Which of ``pids`` (comma-separated) still run.
+    Which of ``pids`` (comma-separated) still run (a zombie does not).
 ``hog-procs``
     Fork ``n`` processes that each allocate and touch ``gb`` GB, and wait
     until all have (or died).
@@ -244,8 +248,24 @@ class HostileStorlet(object):
         return pids.decode().strip(",")
 
     @staticmethod
+    def threads(params):
+        import _thread
+        import threading
+
+        threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+        _thread.start_new_thread(time.sleep, (600,))
+        return str(os.getpid())
+
+    @staticmethod
     def alive(params):
-        found = [pid for pid in params["pids"].split(",") if os.path.exists("/proc/%s" % pid)]
+        def runs(pid):
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+
+        found = [pid for pid in params["pids"].split(",") if runs(pid)]
         return ",".join(found) or "none"
 
     @staticmethod

@@ -30,7 +30,7 @@ from mlstorlets.server.gateway.sbus import BoundedSBusClient
 
 LOG = logging.getLogger("agent-scenarios")
 STORLETS = textwrap.dedent("""
-    import os, signal, sys, time
+    import _thread, os, signal, sys, threading, time
     CALLS = 0
 
     class EchoStorlet(object):
@@ -55,6 +55,14 @@ STORLETS = textwrap.dedent("""
                 raise ValueError('asked to')
             out.write(body[len(body) // 2:])
             out.close()
+            if params.get('thread') == 'left':
+                threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+            elif params.get('thread') == 'raw':
+                _thread.start_new_thread(time.sleep, (600,))
+            elif params.get('thread') == 'joined':
+                done = threading.Thread(target=time.sleep, args=(0.01,))
+                done.start()
+                done.join()
 
     class SilentStorlet(object):
         def __init__(self, logger):
@@ -202,6 +210,47 @@ def dies(pool, die):
     host = Host(b"next")
     assert run(pool, host)[2] == b"next"
     host.close()
+
+
+def a_thread_left_running_ends_its_worker_after_the_answer(pool):
+    wait_ready(pool, 2)
+    host = Host(b"data", {"thread": "joined"})
+    first = run(pool, host)[1]["Pid"]
+    host.close()
+    for thread in ("left", "raw"):
+        host = Host(b"data", {"thread": thread})
+        _, md, body = run(pool, host)
+        host.close()
+        # Answered in full all the same.
+        assert body == b"data" and md["Pid"] == first
+        deadline = time.monotonic() + 10
+        while os.path.exists("/proc/%s" % first) and _state(first) != "Z":
+            assert time.monotonic() < deadline, "the worker runs on with its storlet's thread"
+            time.sleep(0.01)
+        # Replaced by a worker that imported the storlet afresh.
+        wait_ready(pool, 2)
+        host = Host(b"next")
+        _, md, body = run(pool, host)
+        host.close()
+        assert body == b"next" and md["Pid"] != first and md["Calls"] == "1"
+        first = md["Pid"]
+
+
+def _state(pid):
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def a_thread_the_storlet_joined_keeps_its_worker(pool):
+    pids = set()
+    for _ in range(3):
+        host = Host(b"data", {"thread": "joined"})
+        pids.add(run(pool, host)[1]["Pid"])
+        host.close()
+    assert len(pids) == 1
 
 
 def a_declared_length_that_is_wrong_sends_nothing(pool):
@@ -666,6 +715,8 @@ WITH_POOL = (
     "commands_are_answered_and_only_failures_logged_as_info",
     "a_storlet_that_dies_sends_no_metadata_and_no_body",
     "a_declared_length_that_is_wrong_sends_nothing",
+    "a_thread_left_running_ends_its_worker_after_the_answer",
+    "a_thread_the_storlet_joined_keeps_its_worker",
     "cancel_kills_the_worker_and_a_new_one_serves",
     "requests_beyond_the_pool_wait_their_turn",
     "an_idle_exit_never_ends_a_task_a_worker_accepted",

@@ -21,7 +21,13 @@ while it is busy to the others (:class:`Overflow`):
   rest is handed to the daemon, which sends it from a thread, so the
   worker is free for the next request however slowly the host reads.
   A storlet that raised answers its failure; one that exits or is killed
-  leaves the metadata unwritten.
+  leaves the metadata unwritten;
+* a storlet that leaves a thread running past its request (one it did
+  not join, a pool it did not shut down) ends its worker once the answer
+  is out: the thread goes with it, and the daemon starts another worker.
+  Threads of native libraries (OpenCV's, a BLAS pool) run no Python
+  between tasks and are left alone; the processes a storlet starts are
+  killed before the answer (:mod:`~mlstorlets.server.agent.descendants`).
 
 It dies with the daemon (``PR_SET_PDEATHSIG``): nobody would cancel its
 tasks any more.
@@ -167,6 +173,36 @@ def input_file(storlet_md, md, fd):
     return StorletInputFile(md, fd)
 
 
+def _thread_states():
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    return api
+
+
+_API = _thread_states()
+
+
+def python_threads():
+    """The threads of this interpreter, from its list of thread states.
+
+    Every thread that Python started, or that entered Python, is there,
+    whether it runs Python code now, a builtin (``sys._current_frames``
+    misses those) or waits, and whichever module started it
+    (``threading.enumerate`` misses ``_thread``'s).  Called with the GIL,
+    which a thread holds as it leaves the list.
+    """
+    count = 0
+    state = _API.PyInterpreterState_ThreadHead(_API.PyInterpreterState_Get())
+    while state:
+        count += 1
+        state = _API.PyThreadState_Next(state)
+    return count
+
+
 def load_storlet(storlet_name):
     """The storlet class named ``module.Class``."""
     try:
@@ -221,6 +257,8 @@ class Worker(object):
         self.slot = slot
         self.overflow = overflow
         self.spool_dir = spool_dir
+        # This one, and the overflow's.
+        self.own_threads = 1 if overflow is None else 2
 
     def serve(self):
         channel.send(self.sock, {"ready": os.getpid()})
@@ -251,6 +289,13 @@ class Worker(object):
                     self.answer(*answer)
             finally:
                 self.slot.release()
+            left = python_threads() - self.own_threads
+            if left > 0:
+                self.logger.warning(
+                    "Storlet %s left %d threads running after its request: this worker ends"
+                    % (self.storlet_name, left)
+                )
+                return
 
     def _next(self, doors):
         """The next command from ``doors``; None when another worker took
