@@ -25,14 +25,6 @@ from collections.abc import Callable, Iterator
 from mlstorlets.sandbox import protocol
 from mlstorlets.sandbox.errors import ObjectError
 
-# What became of a storlet that produced no output, in words.
-_OUTCOME = {
-    protocol.FAILED: "failed",
-    protocol.TIMED_OUT: "timed out",
-    protocol.OUT_OF_MEMORY: "ran out of memory",
-    protocol.UNAVAILABLE: "could not run",
-}
-
 
 class Error(Exception):
     """A failure the client expects and reports."""
@@ -127,7 +119,11 @@ def storlet_failure(
         subject = "it" if not obj or name == obj or name.endswith("/" + obj) else obj
         words = "storlet %s refused %s: %s" % (storlet, subject, reason)
         return Refused(name, words, status, kind, obj, parameter, reason)
-    words = "storlet %s %s: %s" % (storlet, _OUTCOME.get(kind, "failed"), reason)
+    words = "storlet %s %s: %s" % (
+        storlet,
+        protocol.OUTCOME.get(kind, protocol.OUTCOME[protocol.FAILED]),
+        reason,
+    )
     return StorletFailed(name, words, status, kind, obj, parameter, reason)
 
 

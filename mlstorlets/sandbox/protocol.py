@@ -126,6 +126,15 @@ OUT_OF_MEMORY = "out-of-memory"
 # start there): nothing of the storlet's doing.
 UNAVAILABLE = "unavailable"
 STATUS = {REFUSED: 422, FAILED: 502, TIMED_OUT: 504, OUT_OF_MEMORY: 507, UNAVAILABLE: 503}
+# What became of a storlet that produced no output, in the words of the
+# proxy's reason and of the client's errors alike ("storlet x timed out
+# over c/o"); a refusal is worded with what it refused.
+OUTCOME = {
+    FAILED: "failed",
+    TIMED_OUT: "timed out",
+    OUT_OF_MEMORY: "ran out of memory",
+    UNAVAILABLE: "could not run",
+}
 
 # -- output metadata -------------------------------------------------------
 # What a storlet's output metadata may hold before it becomes response

@@ -146,14 +146,23 @@ def test_a_refusal_of_the_source_names_it(swift):
     assert protocol_of(headers)[1] == "storlet probe.py refused c/src: not an image"
 
 
-@pytest.mark.parametrize("kind,status", [(protocol.TIMED_OUT, 504), (protocol.FAILED, 502)])
-def test_an_object_servers_protocol_answer_becomes_the_clients(swift, kind, status):
+@pytest.mark.parametrize(
+    "kind,status,words",
+    [
+        (protocol.TIMED_OUT, 504, "timed out"),
+        (protocol.FAILED, 502, "failed"),
+        (protocol.OUT_OF_MEMORY, 507, "ran out of memory"),
+        (protocol.UNAVAILABLE, 503, "could not run"),
+    ],
+)
+def test_an_object_servers_protocol_answer_becomes_the_clients(swift, kind, status, words):
     swift.register("GET", SRC, "200 OK", {ERROR: kind, REASON: "the%20storlet%20x"}, b"")
     got, headers, body = call(copy_app(swift), get())
     assert got == status
     error, reason = protocol_of(headers)
-    assert error == kind and "probe.py" in reason and "c/src" in reason
-    assert "(the storlet x)" in reason and reason.encode() in body
+    # In the words the client's errors use for the same kind.
+    assert error == kind and reason == "storlet probe.py %s over c/src (the storlet x)" % words
+    assert reason.encode() in body
 
 
 @pytest.mark.parametrize(

@@ -358,12 +358,9 @@ class StorletCopyMiddleware(object):
             )
         elif kind == protocol.REFUSED:
             text = "storlet %s refused %s: %s" % (storlet, name, reason)
-        elif kind == protocol.TIMED_OUT:
-            text = "storlet %s timed out over %s (%s)" % (storlet, name, reason)
-        elif kind == protocol.UNAVAILABLE:
-            text = "storlet %s could not run over %s (%s)" % (storlet, name, reason)
         else:
-            text = "storlet %s failed over %s (%s)" % (storlet, name, reason)
+            outcome = protocol.OUTCOME.get(kind, protocol.OUTCOME[protocol.FAILED])
+            text = "storlet %s %s over %s (%s)" % (storlet, outcome, name, reason)
         if dest:
             text += ": nothing was written to %s" % _text_name(dest)
         if kind != protocol.REFUSED:
