@@ -359,6 +359,18 @@ def test_what_is_made_for_options_is_made_once_and_bounded(monkeypatch):
     assert [key[0] for key in made] == ["d", "e"]
 
 
+class Backend(object):
+    """A proxy's backend response, as a storlet's input."""
+
+    closed = False
+
+    def __iter__(self):
+        return iter([b"data"])
+
+    def close(self):
+        self.closed = True
+
+
 def test_inputs_are_closed_when_the_sandbox_does_not_start(tmp_path, monkeypatch):
     from storlets.gateway.common.stob import StorletData
     from storlets.sbus import SBus
@@ -370,17 +382,6 @@ def test_inputs_are_closed_when_the_sandbox_does_not_start(tmp_path, monkeypatch
     monkeypatch.setattr(SBus, "SBUS_SO_NAME", SBus.SBUS_SO_NAME)
     conf = {"host_root": str(tmp_path)}
     made = gateway.BubblewrapStorletGateway(conf, logging.getLogger("test"), "AUTH_a")
-
-    class Backend(object):
-        """A proxy's backend response, as a storlet's input."""
-
-        closed = False
-
-        def __iter__(self):
-            return iter([b"data"])
-
-        def close(self):
-            self.closed = True
 
     def fails(sreq, sandbox, deadline):
         raise SandboxUnavailable("no bubblewrap")
@@ -402,3 +403,44 @@ def test_inputs_are_closed_when_the_sandbox_does_not_start(tmp_path, monkeypatch
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_inputs_are_closed_when_no_daemon_takes_the_command_twice(tmp_path, monkeypatch):
+    from storlets.gateway.common.stob import StorletData
+    from storlets.sbus import SBus
+
+    from mlstorlets.server.gateway import bubblewrap as gateway
+    from mlstorlets.server.gateway.invocation import DaemonGone
+
+    monkeypatch.setattr(SBus, "send", SBus.__dict__["send"])
+    monkeypatch.setattr(SBus, "SBUS_SO_NAME", SBus.SBUS_SO_NAME)
+    made = gateway.BubblewrapStorletGateway(
+        {"host_root": str(tmp_path)}, logging.getLogger("test"), "AUTH_a"
+    )
+    tries = []
+
+    class Untaken(object):
+        task_id = None
+
+        def communicate(self):
+            tries.append(1)
+            raise DaemonGone("nobody took it")
+
+    sandbox = types.SimpleNamespace(
+        oom_kills=lambda: 0,
+        over_memory_since=lambda ooms: False,
+        forget_daemons=lambda name: None,
+    )
+    monkeypatch.setattr(made, "_sandbox", lambda: sandbox)
+    monkeypatch.setattr(made, "_activated", lambda sreq, sandbox, deadline: Untaken())
+    source, extra = Backend(), Backend()
+    sreq = types.SimpleNamespace(
+        options={"scope": "AUTH_a"},
+        storlet_id="s.py",
+        storlet_main="s.S",
+        data=StorletData({}, data_iter=source),
+        extra_data_list=[StorletData({}, data_iter=extra)],
+    )
+    with pytest.raises(DaemonGone):
+        made.invocation_flow(sreq)
+    assert len(tries) == 2 and source.closed and extra.closed

@@ -366,7 +366,12 @@ class BubblewrapStorletGateway(StorletGatewayContainer):
                 self.logger.info("storlet %s: %s; activating it again" % (sreq.storlet_id, err))
                 sandbox.forget_daemons(sreq.storlet_main)
                 sprotocol = self._activated(sreq, sandbox, deadline)
-                sresp = sprotocol.communicate()
+                try:
+                    sresp = sprotocol.communicate()
+                except DaemonGone:
+                    # Twice untaken: nothing fed the inputs this time either.
+                    _close_unfed(sreq)
+                    raise
             if sandbox.over_memory_since(ooms):
                 # A process of the storlet's was killed for memory: what
                 # it answered may miss that process's part.
