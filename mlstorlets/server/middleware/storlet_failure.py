@@ -24,6 +24,7 @@ alone.
 
 from swift.common.swob import Request, Response
 from swift.common.utils import close_if_possible
+from swift.common.wsgi import WSGIContext
 
 from mlstorlets.sandbox import protocol
 
@@ -57,12 +58,23 @@ class StorletFailureMiddleware(object):
         self.app = app
 
     def __call__(self, env, start_response):
-        req = Request(env)
-        if req.method != "GET" or "X-Run-Storlet" not in req.headers:
+        if env["REQUEST_METHOD"] != "GET" or "HTTP_X_RUN_STORLET" not in env:
             return self.app(env, start_response)
-        resp = req.get_response(self.app)
-        if resp.status_int == 200:
-            return resp(env, start_response)
+        context = WSGIContext(self.app)
+        app_iter = context._app_call(env)
+        if context._get_status_int() == 200:
+            # The storlet's output, passed on as it came: most answers.
+            start_response(
+                context._response_status, context._response_headers, context._response_exc_info
+            )
+            return app_iter
+        req = Request(env)
+        resp = Response(
+            status=context._response_status,
+            headers=context._response_headers,
+            app_iter=app_iter,
+            request=req,
+        )
         if protocol.ERROR_HEADER in resp.headers:
             # The gateway's own answer (a storlet that raised or ran past
             # its timeout), with where the invocation's log went.

@@ -32,9 +32,9 @@ class StorletOriginMiddleware(object):
             raise ValueError("execution_server must be proxy or object, not %r" % self.role)
 
     def __call__(self, env, start_response):
-        req = Request(env)
-        if "X-Run-Storlet" not in req.headers:
+        if "HTTP_X_RUN_STORLET" not in env:
             return self.app(env, start_response)
+        req = Request(env)
         if self.role == "proxy":
             req.headers[CHECKED_HEADER] = "true"
             return self.app(env, start_response)
