@@ -39,6 +39,10 @@ the output's ``Hostile-Result`` metadata (``allowed ...`` or ``denied:
     Start a thread that waits, one through ``threading`` and one through
     ``_thread`` running a builtin, and return while they run; reports this
     process's pid.
+``native-spin``
+    Start a thread of native code only (``pthread_create`` through
+    ``ctypes``) that spins on a held lock, and return while it runs;
+    reports this process's pid.
 ``alive``
     Which of ``pids`` (comma-separated) still run (a zombie does not).
 ``hog-procs``
@@ -122,6 +126,8 @@ def errno_name(err):
 
 # Module state, which a worker keeps from one request to the next.
 MARKS = set()
+# Locks a native thread spins on, kept alive with the module.
+HELD = []
 
 
 class HostileStorlet(object):
@@ -254,6 +260,19 @@ class HostileStorlet(object):
 
         threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
         _thread.start_new_thread(time.sleep, (600,))
+        return str(os.getpid())
+
+    @staticmethod
+    def native_spin(params):
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        lock = ctypes.c_int(0)
+        HELD.append(lock)
+        libc.pthread_spin_init(ctypes.byref(lock), 0)
+        libc.pthread_spin_lock(ctypes.byref(lock))
+        start = ctypes.cast(libc.pthread_spin_lock, ctypes.c_void_p)
+        libc.pthread_create(ctypes.byref(ctypes.c_ulong()), None, start, ctypes.byref(lock))
         return str(os.getpid())
 
     @staticmethod

@@ -30,8 +30,9 @@ from mlstorlets.server.gateway.sbus import BoundedSBusClient
 
 LOG = logging.getLogger("agent-scenarios")
 STORLETS = textwrap.dedent("""
-    import _thread, os, signal, sys, threading, time
+    import _thread, ctypes, os, signal, sys, threading, time
     CALLS = 0
+    SPIN = ctypes.c_int(0)
 
     class EchoStorlet(object):
         def __init__(self, logger):
@@ -55,11 +56,24 @@ STORLETS = textwrap.dedent("""
                 raise ValueError('asked to')
             out.write(body[len(body) // 2:])
             out.close()
-            if params.get('thread') == 'left':
+            leave = params.get('leave')
+            if leave == 'thread':
                 threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
-            elif params.get('thread') == 'raw':
+            elif leave == 'raw-thread':
                 _thread.start_new_thread(time.sleep, (600,))
-            elif params.get('thread') == 'joined':
+            elif leave == 'timer':
+                signal.setitimer(signal.ITIMER_REAL, 600)
+            elif leave == 'native-spin':
+                # A thread of native code only, spinning on a held lock:
+                # no thread state of Python's.
+                import ctypes
+                libc = ctypes.CDLL(None)
+                libc.pthread_spin_init(ctypes.byref(SPIN), 0)
+                libc.pthread_spin_lock(ctypes.byref(SPIN))
+                libc.pthread_create(ctypes.byref(ctypes.c_ulong()), None,
+                                    ctypes.cast(libc.pthread_spin_lock, ctypes.c_void_p),
+                                    ctypes.byref(SPIN))
+            elif leave == 'joined-thread':
                 done = threading.Thread(target=time.sleep, args=(0.01,))
                 done.start()
                 done.join()
@@ -212,20 +226,20 @@ def dies(pool, die):
     host.close()
 
 
-def a_thread_left_running_ends_its_worker_after_the_answer(pool):
+def what_a_storlet_leaves_running_ends_its_worker_after_the_answer(pool):
     wait_ready(pool, 2)
-    host = Host(b"data", {"thread": "joined"})
+    host = Host(b"data", {"leave": "joined-thread"})
     first = run(pool, host)[1]["Pid"]
     host.close()
-    for thread in ("left", "raw"):
-        host = Host(b"data", {"thread": thread})
+    for leave in ("thread", "raw-thread", "timer"):
+        host = Host(b"data", {"leave": leave})
         _, md, body = run(pool, host)
         host.close()
         # Answered in full all the same.
         assert body == b"data" and md["Pid"] == first
         deadline = time.monotonic() + 10
         while os.path.exists("/proc/%s" % first) and _state(first) != "Z":
-            assert time.monotonic() < deadline, "the worker runs on with its storlet's thread"
+            assert time.monotonic() < deadline, "the worker runs on with its storlet's " + leave
             time.sleep(0.01)
         # Replaced by a worker that imported the storlet afresh.
         wait_ready(pool, 2)
@@ -234,6 +248,51 @@ def a_thread_left_running_ends_its_worker_after_the_answer(pool):
         host.close()
         assert body == b"next" and md["Pid"] != first and md["Calls"] == "1"
         first = md["Pid"]
+
+
+def a_worker_that_burns_cpu_with_no_task_is_ended(pool):
+    wait_ready(pool, 2)
+    pool.watch_interval = 0.3
+    others = {w.proc.pid for w in pool.workers}
+    host = Host(b"data", {"leave": "native-spin"})
+    _, md, body = run(pool, host)
+    host.close()
+    spinning = int(md["Pid"])
+    assert body == b"data"
+    # The worker's own look cannot see a thread that never entered
+    # Python: it serves on, spinning, until the daemon looks.
+    assert _state(spinning) not in ("Z", "gone")
+    deadline = time.monotonic() + 20
+    while _state(spinning) not in ("Z", "gone"):
+        assert time.monotonic() < deadline, "the daemon left a spinning worker"
+        with LOCK:
+            pool.watch_idle_workers()
+        time.sleep(0.05)
+    # The worker that was idle indeed is left alone.
+    assert others - {spinning} <= {w.proc.pid for w in pool.workers}
+    wait_ready(pool, 2)
+    host = Host(b"next")
+    assert run(pool, host)[2] == b"next"
+    host.close()
+
+
+def a_storlet_whose_import_leaves_a_thread_cannot_load(tmp):
+    with open(os.path.join(tmp, "lingering.py"), "w") as f:
+        f.write(
+            "import threading, time\n"
+            "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+            "class LingeringStorlet(object):\n"
+            "    pass\n"
+        )
+    report, write = os.pipe()
+    sup = daemon.PersistentStorletDaemon(
+        "lingering.LingeringStorlet", os.path.join(tmp, "sbus-l"), LOG, 2, tmp, report_fd=write
+    )
+    assert not sup.start_workers()
+    sup._report(sup.load_reason)
+    sup._terminate()
+    assert os.read(report, 4096) == b"RuntimeError: its import left 1 thread running"
+    os.close(report)
 
 
 def _state(pid):
@@ -247,7 +306,7 @@ def _state(pid):
 def a_thread_the_storlet_joined_keeps_its_worker(pool):
     pids = set()
     for _ in range(3):
-        host = Host(b"data", {"thread": "joined"})
+        host = Host(b"data", {"leave": "joined-thread"})
         pids.add(run(pool, host)[1]["Pid"])
         host.close()
     assert len(pids) == 1
@@ -715,7 +774,8 @@ WITH_POOL = (
     "commands_are_answered_and_only_failures_logged_as_info",
     "a_storlet_that_dies_sends_no_metadata_and_no_body",
     "a_declared_length_that_is_wrong_sends_nothing",
-    "a_thread_left_running_ends_its_worker_after_the_answer",
+    "what_a_storlet_leaves_running_ends_its_worker_after_the_answer",
+    "a_worker_that_burns_cpu_with_no_task_is_ended",
     "a_thread_the_storlet_joined_keeps_its_worker",
     "cancel_kills_the_worker_and_a_new_one_serves",
     "requests_beyond_the_pool_wait_their_turn",
@@ -725,6 +785,7 @@ WITH_POOL = (
 SCENARIOS = WITH_POOL + (
     "an_idle_daemon_stays_while_a_worker_holds_its_record",
     "a_storlet_that_cannot_load_fails_the_start",
+    "a_storlet_whose_import_leaves_a_thread_cannot_load",
     "overflow_leaves_a_short_tasks_commands_to_the_first_worker",
     "overflow_passes_on_what_comes_during_a_long_task",
     "overflow_passes_on_commands_waiting_when_a_task_begins",

@@ -26,6 +26,9 @@ to the door as it came.
 * A command's answer is logged at ``DEBUG`` (upstream: ``INFO``, a line
   per request through the sandbox's log channel), a refused one at
   ``INFO``.
+* A worker that burns CPU while it has no task (a native thread its
+  storlet left, which the worker's own look after each task cannot see)
+  is ended and replaced (:meth:`PersistentStorletDaemon.watch_idle_workers`).
 * It exits when no worker ran anything for ``listen_timeout``, never
   ending a worker between its accepting a task and the end of its answer
   (:func:`~mlstorlets.server.agent.slots.close_if_idle`): a command it
@@ -69,6 +72,13 @@ from mlstorlets.server.agent import channel, descendants, host_io, slots
 START_TIMEOUT = 60.0
 # How long a killed worker is waited for before it is left to be reaped.
 KILL_WAIT = 2.0
+# A worker that takes no task between two looks at least WATCH_INTERVAL
+# seconds apart, yet uses more than IDLE_CPU_SHARE of a core meanwhile, runs
+# what its storlet left behind (a thread of native code): it is ended.  A
+# numerical library's pool spins for a moment after a task, never that long.
+WATCH_INTERVAL = 2.0
+IDLE_CPU_SHARE = 0.5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def default_workers():
@@ -144,6 +154,9 @@ class PersistentStorletDaemon(SBusServer):
         self.others = None
         self.slots = None
         self.seen = None
+        self.watch_interval = WATCH_INTERVAL
+        self.watched_at = time.monotonic()
+        self.watched = {}
 
     # -- workers -----------------------------------------------------------
     def _doors(self, index):
@@ -407,6 +420,41 @@ class PersistentStorletDaemon(SBusServer):
             return False
         return True
 
+    def watch_idle_workers(self):
+        """End the workers that used more than ``IDLE_CPU_SHARE`` of a
+        core since the last look without taking a task: their record did
+        not change, and reads idle.  A worker is ended with its record
+        locked (see :func:`~mlstorlets.server.agent.slots.lock_if_idle`):
+        a command it received meanwhile is dropped untaken, which the host
+        sends again."""
+        now = time.monotonic()
+        elapsed = now - self.watched_at
+        if elapsed < self.watch_interval:
+            return
+        self.watched_at = now
+        records = slots.snapshot(self.slots, self.n_workers)
+        last, self.watched = self.watched, {}
+        for worker in list(self.workers):
+            pid = worker.proc.pid
+            record = records[worker.index * slots.RECORD : (worker.index + 1) * slots.RECORD]
+            cpu = _cpu_seconds(pid)
+            if not worker.ready or cpu is None:
+                continue
+            self.watched[pid] = (record, cpu)
+            if pid not in last or last[pid][0] != record or slots.running(record):
+                continue
+            share = (cpu - last[pid][1]) / elapsed
+            if share <= IDLE_CPU_SHARE or not slots.lock_if_idle(self.slots, worker.index, record):
+                continue
+            try:
+                self.logger.warning(
+                    "Worker %d of %s used %d%% of a core with no task: its storlet left something "
+                    "running; ended" % (pid, self.storlet_name, 100 * share)
+                )
+                self._drop(worker)
+            finally:
+                slots.open_again(self.slots, 1, worker.index)
+
     def _report(self, reason):
         """Tell the factory why the storlet could not be loaded (``reason``),
         or nothing: the report pipe is closed either way, once."""
@@ -498,6 +546,7 @@ class PersistentStorletDaemon(SBusServer):
                     continue
                 if not self.dispatch_command(dtg):
                     break
+            self.watch_idle_workers()
             if self._busy() or readable:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.listen_timeout:
@@ -510,6 +559,16 @@ class PersistentStorletDaemon(SBusServer):
         host.close()
         self._terminate()
         return status
+
+
+def _cpu_seconds(pid):
+    """The CPU time process ``pid`` used, all its threads, or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def run_server(role, log_level, container_id, build):

@@ -92,9 +92,24 @@ def close_if_idle(fd, workers):
     return True
 
 
-def open_again(fd, workers):
-    """Let go of the records :func:`close_if_idle` locked."""
-    fcntl.lockf(fd, fcntl.LOCK_UN, workers * RECORD, 0)
+def lock_if_idle(fd, index, record):
+    """Lock worker ``index``'s record, for a daemon about to end it, if
+    it holds no task and still reads ``record``; False, and nothing kept,
+    when not.  Let go of it with :func:`open_again` (one worker)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, RECORD, index * RECORD)
+    except OSError:
+        return False
+    if os.pread(fd, RECORD, index * RECORD).ljust(RECORD, b"\0") != record:
+        open_again(fd, 1, index)
+        return False
+    return True
+
+
+def open_again(fd, workers, first=0):
+    """Let go of the records :func:`close_if_idle` locked (``workers``
+    of them from ``first``)."""
+    fcntl.lockf(fd, fcntl.LOCK_UN, workers * RECORD, first * RECORD)
 
 
 def snapshot(fd, workers):

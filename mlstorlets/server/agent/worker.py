@@ -22,12 +22,15 @@ while it is busy to the others (:class:`Overflow`):
   worker is free for the next request however slowly the host reads.
   A storlet that raised answers its failure; one that exits or is killed
   leaves the metadata unwritten;
-* a storlet that leaves a thread running past its request (one it did
-  not join, a pool it did not shut down) ends its worker once the answer
-  is out: the thread goes with it, and the daemon starts another worker.
-  Threads of native libraries (OpenCV's, a BLAS pool) run no Python
-  between tasks and are left alone; the processes a storlet starts are
-  killed before the answer (:mod:`~mlstorlets.server.agent.descendants`).
+* a storlet that leaves a thread of Python's running past its request
+  (one it did not join, a pool it did not shut down), or an interval
+  timer armed, ends its worker once the answer is out: they go with it,
+  and the daemon starts another worker.  One whose import leaves them
+  cannot be loaded.  Threads of native libraries (OpenCV's, a BLAS pool)
+  hold no thread state and are left alone; a worker that burns CPU
+  between its tasks all the same is the daemon's to end.  The processes
+  a storlet starts are killed before the answer
+  (:mod:`~mlstorlets.server.agent.descendants`).
 
 It dies with the daemon (``PR_SET_PDEATHSIG``): nobody would cancel its
 tasks any more.
@@ -174,33 +177,73 @@ def input_file(storlet_md, md, fd):
 
 
 def _thread_states():
-    api = ctypes.pythonapi
-    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    # A library of the interpreter's own, not ctypes.pythonapi, whose
+    # functions' types any module in the process may change.
+    api = ctypes.PyDLL(None)
+    for name in ("PyInterpreterState_Head", "PyInterpreterState_Next"):
+        getattr(api, name).restype = ctypes.c_void_p
+    api.PyInterpreterState_Next.argtypes = [ctypes.c_void_p]
     api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
     api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
     api.PyThreadState_Next.restype = ctypes.c_void_p
     api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
-    return api
+    return (
+        api.PyInterpreterState_Head,
+        api.PyInterpreterState_Next,
+        api.PyInterpreterState_ThreadHead,
+        api.PyThreadState_Next,
+    )
 
 
-_API = _thread_states()
+_HEAD, _NEXT_INTERPRETER, _THREAD_HEAD, _NEXT_THREAD = _thread_states()
 
 
 def python_threads():
-    """The threads of this interpreter, from its list of thread states.
+    """The threads of this process's interpreters, from their lists of
+    thread states.
 
     Every thread that Python started, or that entered Python, is there,
     whether it runs Python code now, a builtin (``sys._current_frames``
-    misses those) or waits, and whichever module started it
-    (``threading.enumerate`` misses ``_thread``'s).  Called with the GIL,
-    which a thread holds as it leaves the list.
+    misses those) or waits, whichever module started it
+    (``threading.enumerate`` misses ``_thread``'s), in a sub-interpreter
+    too.  Called with the GIL, which a thread holds as it leaves a list.
+    A thread that never entered Python (a native library's pool, or one
+    a storlet started through ``ctypes``) is not there: the daemon ends a
+    worker that burns CPU between its tasks
+    (:meth:`~mlstorlets.server.agent.daemon.PersistentStorletDaemon.watch_idle_workers`).
     """
     count = 0
-    state = _API.PyInterpreterState_ThreadHead(_API.PyInterpreterState_Get())
-    while state:
-        count += 1
-        state = _API.PyThreadState_Next(state)
+    interpreter = _HEAD()
+    while interpreter:
+        state = _THREAD_HEAD(interpreter)
+        while state:
+            count += 1
+            state = _NEXT_THREAD(state)
+        interpreter = _NEXT_INTERPRETER(interpreter)
     return count
+
+
+# The interval timers a storlet may arm (signal.alarm arms the first).
+ITIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+
+
+def armed_timers():
+    """How many of this process's interval timers are armed: each would
+    deliver its signal, and run its handler, after the request."""
+    return sum(1 for which in ITIMERS if signal.getitimer(which)[0] > 0)
+
+
+def left_running(own_threads):
+    """What the storlet left running past its request, in words, or None."""
+    left = [
+        "%d %s%s" % (n, what, "s" if n > 1 else "")
+        for n, what in (
+            (python_threads() - own_threads, "thread"),
+            (armed_timers(), "interval timer"),
+        )
+        if n > 0
+    ]
+    return " and ".join(left) or None
 
 
 def load_storlet(storlet_name):
@@ -257,8 +300,9 @@ class Worker(object):
         self.slot = slot
         self.overflow = overflow
         self.spool_dir = spool_dir
-        # This one, and the overflow's.
-        self.own_threads = 1 if overflow is None else 2
+        # This one and the overflow's: the storlet's import left none
+        # (see main).
+        self.own_threads = python_threads()
 
     def serve(self):
         channel.send(self.sock, {"ready": os.getpid()})
@@ -289,10 +333,10 @@ class Worker(object):
                     self.answer(*answer)
             finally:
                 self.slot.release()
-            left = python_threads() - self.own_threads
-            if left > 0:
+            left = left_running(self.own_threads)
+            if left:
                 self.logger.warning(
-                    "Storlet %s left %d threads running after its request: this worker ends"
+                    "Storlet %s left %s running after its request: this worker ends"
                     % (self.storlet_name, left)
                 )
                 return
@@ -641,8 +685,14 @@ def main(argv=None):
     forget_engine()
     # Where upstream's daemon finds the storlet and its dependencies.
     sys.path.insert(0, opts.storlet_dir)
+    own_threads = python_threads()
     try:
         storlet_cls = load_storlet(opts.storlet_name)
+        # Nothing a storlet starts outlives a request, and its import is
+        # none: what it left would run in every worker, between requests.
+        left = left_running(own_threads)
+        if left:
+            raise RuntimeError("its import left %s running" % left)
     except Exception as err:
         logger.exception("Failed to load storlet %s" % opts.storlet_name)
         channel.send(
