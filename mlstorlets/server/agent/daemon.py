@@ -563,11 +563,10 @@ class PersistentStorletDaemon(SBusServer):
 
 def _cpu_seconds(pid):
     """The CPU time process ``pid`` used, all its threads, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
+    fields = descendants.stat_fields(pid)
+    if fields is None:
         return None
+    # utime and stime.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 

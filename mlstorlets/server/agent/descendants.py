@@ -26,20 +26,26 @@ def become_subreaper():
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+def stat_fields(pid):
+    """The fields of ``/proc/<pid>/stat`` after the command name (the
+    first is the state), or None when the process is gone."""
+    try:
+        with open("/proc/%s/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces and ')'.
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
 def children(pid):
     """The pids whose parent is ``pid``, from ``/proc``."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        # The command name, in parentheses, may hold spaces and ')'.
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[1]) == pid:
+        fields = stat_fields(name)
+        if fields is not None and int(fields[1]) == pid:
             found.append(int(name))
     return found
 
