@@ -332,6 +332,37 @@ def test_a_cut_seen_at_the_end_with_bytes_left_cancels_nothing(pipe_pair):
     assert cancelled == [] and output.closed
 
 
+def test_a_pipe_holding_data_is_not_waited_for_in_the_hub(pipe_pair, monkeypatch):
+    # Upstream waits for the output in the hub even when it is there (it
+    # mostly is, once the metadata is read): a trip through the hub for
+    # nothing on every invocation.
+    r, w = pipe_pair()
+    os.write(w, b"output")
+    hub = eventlet.hubs.get_hub()
+    monkeypatch.setattr(hub, "switch", lambda: pytest.fail("waited in the hub"))
+    invocation_of()._wait_for_read_with_timeout(r)
+
+
+def test_an_empty_pipe_is_waited_for_until_written(pipe_pair):
+    r, w = pipe_pair()
+    proto = invocation_of()
+    eventlet.spawn_after(0.05, os.write, w, b"metadata")
+    proto._wait_for_read_with_timeout(r)
+    assert os.read(r, 100) == b"metadata"
+
+
+@pytest.mark.parametrize("task_id, cancels", [(None, []), ("t1", ["t1"])])
+def test_a_silent_pipe_times_out_and_cancels_a_task_known_taken(pipe_pair, task_id, cancels):
+    r, _ = pipe_pair()
+    proto = invocation_of(timeout=0.1)
+    proto.task_id = task_id
+    cancelled = []
+    proto._cancel = lambda: cancelled.append(proto.task_id)
+    with pytest.raises(StorletTimeout):
+        proto._wait_for_read_with_timeout(r)
+    assert cancelled == cancels
+
+
 def test_a_stalled_output_times_out(pipe_pair):
     r, _ = pipe_pair()
     with pytest.raises(StorletTimeout):

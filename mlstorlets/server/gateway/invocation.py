@@ -34,9 +34,10 @@ from mlstorlets.server.gateway.sbus import BoundedSBusClient, DatagramTooLong, N
 # The system calls themselves: eventlet's green ``os.write`` retries a pipe
 # whose reader is gone (EPIPE) as if it were only full, and its green
 # ``os.read`` goes through the hub before every read of a pipe, even one
-# that holds data.
+# that holds data; its green ``select`` always does.
 _write = patcher.original("os").write
 _read = patcher.original("os").read
+_poll = patcher.original("select").poll
 
 
 class InputsTooLong(StorletRuntimeException):
@@ -354,6 +355,26 @@ class BoundedInvocationProtocol(StorletInvocationProtocol):
                 wsgi_to_str(k): wsgi_to_str(v) for k, v in fd.storage_metadata.items()
             }
         return fds
+
+    def _wait_for_read_with_timeout(self, fd):
+        """Upstream's wait for ``fd`` to be readable, cancelling a task
+        that leaves it silent past the timeout, but with no trip through
+        the hub for a pipe that holds data already (the output, mostly,
+        once its metadata is read), and one listener, not a green select
+        inside a timeout, for one that does not."""
+        ready = _poll()
+        ready.register(fd, select.POLLIN)
+        if ready.poll(0):
+            return
+        try:
+            eventlet.hubs.trampoline(
+                fd, read=True, timeout=self.timeout, timeout_exc=StorletTimeout
+            )
+        except StorletTimeout:
+            # A task the daemon named: a worker took it.
+            if self.task_id:
+                self._cancel()
+            raise
 
     def _read_metadata(self):
         # Upstream's reading closes the descriptor and leaves its number
