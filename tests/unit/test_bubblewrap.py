@@ -289,19 +289,52 @@ def test_the_persistent_agent_is_started_from_the_read_only_engine(sandbox):
     assert path.split(":")[0] == SANDBOX_ENGINE_DIR
     tail = argv[len(argv) - argv[::-1].index("/usr/bin/python3") :]
     assert tail[:2] == ["-m", "mlstorlets.server.agent.factory"]
-    assert tail[-2:] == ["--workers", "0"]
+    assert tail[-4:] == ["--workers", "0", "--daemon-idle-time", "300.0"]
 
 
 def test_workers_and_agent_are_configurable(tmp_path):
     conf = {"host_root": str(tmp_path), "native_lib_dir": str(tmp_path), "storlet_workers": "3"}
     sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
-    assert sbox._get_container_command("c")[-2:] == ["--workers", "3"]
+    assert sbox._get_container_command("c")[-4:-2] == ["--workers", "3"]
     conf["storlet_agent"] = "upstream"
     sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
     assert sbox._get_container_command("c")[:2] == ["-m", "storlets.agent.daemon_factory"]
     conf["storlet_agent"] = "fork"
     with pytest.raises(ValueError, match="storlet_agent"):
         BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+
+
+@pytest.mark.parametrize("value, passed", [("2", "2.0"), ("0.5", "0.5"), ("0", None), ("-1", None)])
+def test_a_daemons_idle_time_goes_to_the_factory_and_must_be_positive(tmp_path, value, passed):
+    conf = {"host_root": str(tmp_path), "native_lib_dir": str(tmp_path), "daemon_idle_time": value}
+    if passed is None:
+        with pytest.raises(
+            ValueError, match="daemon_idle_time must be .* above 0, not '%s'" % value
+        ):
+            BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+        return
+    sbox = BubblewrapRunTimeSandbox("AUTH_x", conf, logging.getLogger())
+    assert sbox._get_container_command("c")[-2:] == ["--daemon-idle-time", passed]
+
+
+def test_the_factory_starts_each_daemon_with_its_idle_time():
+    from mlstorlets.server.agent import daemon, factory
+
+    made = factory.PersistentDaemonFactory("/x/factory", logging.getLogger(), "c", 2, 2.5)
+    argv, _ = made.get_python_args("python", "/s", "echo.EchoStorlet", 4, "/x/echo", "INFO", "3")
+    assert argv[1:3] == ["-m", "mlstorlets.server.agent.daemon"]
+    assert argv[-2:] == ["--idle-time", "2.5"]
+    # Without one, upstream's.
+    made = factory.PersistentDaemonFactory("/x/factory", logging.getLogger(), "c", 2)
+    argv, _ = made.get_python_args("python", "/s", "echo.EchoStorlet", 4, "/x/echo", "INFO", "3")
+    assert "--idle-time" not in argv
+    upstream = daemon.PersistentStorletDaemon(
+        "echo.EchoStorlet", "/x/echo", logging.getLogger(), 1, "/s"
+    )
+    given = daemon.PersistentStorletDaemon(
+        "echo.EchoStorlet", "/x/echo", logging.getLogger(), 1, "/s", idle_time=2.5
+    )
+    assert (upstream.listen_timeout, given.listen_timeout) == (300, 2.5)
 
 
 def test_a_scopes_paths_are_made_once_for_its_options(tmp_path, monkeypatch):

@@ -29,7 +29,8 @@ to the door as it came.
 * A worker that burns CPU while it has no task (a native thread its
   storlet left, which the worker's own look after each task cannot see)
   is ended and replaced (:meth:`PersistentStorletDaemon.watch_idle_workers`).
-* It exits when no worker ran anything for ``listen_timeout``, never
+* It exits when no worker ran anything for ``idle_time`` (upstream's
+  ``listen_timeout`` unless given; the gateway's ``daemon_idle_time``), never
   ending a worker between its accepting a task and the end of its answer
   (:func:`~mlstorlets.server.agent.slots.close_if_idle`): a command it
   drops on the way out is one nobody took, which the host sends again.
@@ -37,7 +38,7 @@ to the door as it came.
 Started by :mod:`mlstorlets.server.agent.factory`::
 
     python -m mlstorlets.server.agent.daemon STORLET SBUS_PATH LOG_LEVEL \\
-        WORKERS CONTAINER_ID STORLET_DIR
+        WORKERS CONTAINER_ID STORLET_DIR [--idle-time SECONDS]
 """
 
 import argparse
@@ -123,6 +124,11 @@ class PersistentStorletDaemon(SBusServer):
         Directory of the storlet and its dependencies.
     log_level, container_id : str
         Passed to the workers for their logs.
+    report_fd : int, optional
+        Where to tell the factory why the storlet did not load.
+    idle_time : float, optional
+        Seconds with nothing run before the daemon exits (upstream's
+        ``listen_timeout`` if None).
     """
 
     def __init__(
@@ -135,8 +141,11 @@ class PersistentStorletDaemon(SBusServer):
         log_level="INFO",
         container_id="",
         report_fd=None,
+        idle_time=None,
     ):
         super().__init__(sbus_path, logger)
+        if idle_time is not None:
+            self.listen_timeout = idle_time
         self.report_fd = report_fd
         # What the storlet raised as it was loaded, one line.
         self.load_reason = None
@@ -551,7 +560,7 @@ class PersistentStorletDaemon(SBusServer):
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.listen_timeout:
                 if self._may_exit():
-                    self.logger.debug("Idle for %ds. exiting." % self.listen_timeout)
+                    self.logger.info("Idle for %g s: exiting" % self.listen_timeout)
                     break
                 idle_since = time.monotonic()
         # Refused from here on: a host that finds the door closed sends its
@@ -598,6 +607,9 @@ def main(argv=None):
     parser.add_argument(
         "--report-fd", type=int, help="a pipe to tell the factory why the storlet did not load"
     )
+    parser.add_argument(
+        "--idle-time", type=float, help="seconds with nothing run before the daemon exits"
+    )
     opts = parser.parse_args(argv)
     descendants.become_subreaper()
     run_server(
@@ -613,6 +625,7 @@ def main(argv=None):
             opts.log_level,
             opts.container_id,
             opts.report_fd,
+            opts.idle_time,
         ),
     )
 

@@ -47,9 +47,10 @@ class PersistentDaemonFactory(StorletDaemonFactory):
         Worker processes per storlet; 0 for the cores available.
     """
 
-    def __init__(self, sbus_path, logger, container_id, workers=0):
+    def __init__(self, sbus_path, logger, container_id, workers=0, daemon_idle_time=None):
         super().__init__(sbus_path, logger, container_id)
         self.workers = workers
+        self.daemon_idle_time = daemon_idle_time
         # The door of each storlet whose daemon is the project's.
         self.doors = {}
 
@@ -95,6 +96,8 @@ class PersistentDaemonFactory(StorletDaemonFactory):
             self.container_id,
             os.path.join(SANDBOX_STORLET_DIR, storlet_name),
         ]
+        if self.daemon_idle_time is not None:
+            pargs += ["--idle-time", repr(self.daemon_idle_time)]
         # Only the engine's read-only paths: the storlet's directory, which
         # holds what the tenant uploaded, is for the workers alone.
         env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
@@ -161,13 +164,18 @@ def main(argv=None):
         default=0,
         help="worker processes per storlet (0: the cores available)",
     )
+    parser.add_argument(
+        "--daemon-idle-time",
+        type=float,
+        help="seconds a storlet's daemon runs with nothing to do before it exits",
+    )
     opts = parser.parse_args(argv)
     run_server(
         "daemon-factory",
         opts.log_level,
         opts.container_id,
         lambda logger: PersistentDaemonFactory(
-            opts.sbus_path, logger, opts.container_id, opts.workers
+            opts.sbus_path, logger, opts.container_id, opts.workers, opts.daemon_idle_time
         ),
     )
 

@@ -97,6 +97,10 @@ top of the upstream ones (``host_root``, ``storlet_timeout``, ...):
     10; 0 asks every time).  A daemon that died meanwhile receives no
     command: the invocation asks the factory, starts it again and sends the
     request once more, its inputs untouched.
+``daemon_idle_time``
+    Seconds a storlet's daemon runs with no request before it exits, its
+    workers and their memory with it (default 300, upstream's; persistent
+    agent).  The next request starts it again, as it does one that died.
 
 Every wait of the invocation is bounded.  Upstream waits on SBus without a
 timeout for the daemon factory's and the daemon's answers (a daemon whose

@@ -21,6 +21,7 @@ import sys
 import time
 
 import eventlet
+from storlets.agent.common.server import LISTEN_TIMEOUT
 from storlets.gateway.common.exceptions import StorletRuntimeException, StorletTimeout
 from storlets.gateway.gateways.container.runtime import (
     RunTimeSandbox,
@@ -63,6 +64,9 @@ DEFAULT_CANCEL_TIMEOUT = 2.0
 #: Seconds a daemon seen running is taken to run without asking the
 #: sandbox's factory (``daemon_check_time``; 0 asks on every invocation).
 DEFAULT_DAEMON_CHECK_TIME = 10.0
+#: Seconds a storlet's daemon runs with nothing to do before it exits
+#: (``daemon_idle_time``): upstream's agents' own.
+DEFAULT_DAEMON_IDLE_TIME = float(LISTEN_TIMEOUT)
 # Until when (time.monotonic()) this worker takes each (scope, storlet)
 # daemon to run, and the storlet's version it brought into the sandbox
 # then: the factory's SBus round trip is skipped, and for that version the
@@ -204,6 +208,12 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
         self.log_channel_path = os.path.join(self.state_dir, "log-%s.sock" % scope)
         self.bwrap = conf.get("bwrap_path", "/usr/bin/bwrap")
         self.storlet_workers = int(conf.get("storlet_workers", 0))
+        self.daemon_idle_time = float(conf.get("daemon_idle_time", DEFAULT_DAEMON_IDLE_TIME))
+        if not self.daemon_idle_time > 0:
+            raise ValueError(
+                "daemon_idle_time must be a number of seconds above 0, not %r"
+                % conf.get("daemon_idle_time")
+            )
         self.agent = conf.get("storlet_agent", "persistent")
         if self.agent not in AGENTS:
             raise ValueError("storlet_agent must be one of %s, not %r" % (AGENTS, self.agent))
@@ -388,6 +398,8 @@ class BubblewrapRunTimeSandbox(RunTimeSandbox):
             container_name,
             "--workers",
             str(self.storlet_workers),
+            "--daemon-idle-time",
+            repr(self.daemon_idle_time),
         ]
 
     def _limits(self):
