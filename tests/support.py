@@ -5,9 +5,12 @@ import re
 import signal
 import subprocess
 
+from mlstorlets.server.agent import descendants
 from mlstorlets.server.aio.processes import port_in_use
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The storlets the functional tests deploy.
+TEST_STORLETS = os.path.join(REPO, "tests", "storlets")
 
 
 NETNS_DIR = "/run/netns"
@@ -35,31 +38,22 @@ def free_base_port(span=20, start=21000, stop=40000):
     raise RuntimeError("no free block of %d ports" % span)
 
 
-def _stat(pid):
-    with open("/proc/%s/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
 def children(pid):
     """The live children of process ``pid``."""
     found = []
     for entry in os.listdir("/proc"):
-        try:
-            fields = _stat(entry)
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
+        fields = descendants.stat_fields(entry) if entry.isdigit() else None
+        if fields is not None and int(fields[1]) == pid and fields[0] != b"Z":
             found.append(int(entry))
     return found
 
 
 def cpu_seconds(pids):
     """User and system CPU seconds the processes ``pids`` have used."""
-    ticks = 0
-    for pid in pids:
-        fields = _stat(pid)
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    used = [descendants.cpu_seconds(pid) for pid in pids]
+    if None in used:
+        raise ProcessLookupError("a process of %s is gone" % (pids,))
+    return sum(used)
 
 
 def default_sigint():
@@ -67,6 +61,18 @@ def default_sigint():
     background job with SIGINT ignored, and a child inherits that, so
     Python would install no KeyboardInterrupt handler in it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def deploy_source(conn, data):
+    """Deploy the test storlets to ``conn``'s account, with ``data`` as
+    ``t/src.txt``: what a test on a cluster of its own runs them over."""
+    # Not at the top: the client's modules are imported after whatever
+    # monkey-patches threads (ThreadPoolExecutor's locks must be green).
+    from mlstorlets.client.deploy import deploy
+
+    deploy(conn, TEST_STORLETS, library=False, log=lambda msg: None)
+    conn.put_container("t")
+    conn.put_object("t", "src.txt", data)
 
 
 def hostile(conn, container, action, obj="x", **params):

@@ -119,11 +119,7 @@ def storlet_failure(
         subject = "it" if not obj or name == obj or name.endswith("/" + obj) else obj
         words = "storlet %s refused %s: %s" % (storlet, subject, reason)
         return Refused(name, words, status, kind, obj, parameter, reason)
-    words = "storlet %s %s: %s" % (
-        storlet,
-        protocol.OUTCOME.get(kind, protocol.OUTCOME[protocol.FAILED]),
-        reason,
-    )
+    words = "storlet %s %s: %s" % (storlet, protocol.outcome(kind), reason)
     return StorletFailed(name, words, status, kind, obj, parameter, reason)
 
 

@@ -136,6 +136,13 @@ OUTCOME = {
     UNAVAILABLE: "could not run",
 }
 
+
+def outcome(kind):
+    """What became of a storlet whose failure is of ``kind``, in words
+    (:data:`OUTCOME`); an unknown kind reads as a failure."""
+    return OUTCOME.get(kind, OUTCOME[FAILED])
+
+
 # -- output metadata -------------------------------------------------------
 # What a storlet's output metadata may hold before it becomes response
 # headers (``X-Object-Meta-<key>: <value>``) on the object server and the

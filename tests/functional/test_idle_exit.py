@@ -16,12 +16,10 @@ import tempfile
 import time
 
 import pytest
-from support import free_base_port
+from support import deploy_source, free_base_port
 
-from mlstorlets.client.deploy import deploy
 from mlstorlets.server.aio import Cluster
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 IDLE_TIME = 3
 COUNTER = {"X-Run-Storlet": "counter.py", "X-Storlet-Run-On-Proxy": ""}
 IDLE_EXIT = "Idle for %d s: exiting" % IDLE_TIME
@@ -44,10 +42,7 @@ def idle():
             with open(path, "w") as f:
                 conf.write(f)
         cluster.up(log=quiet)
-        conn = cluster.connection()
-        deploy(conn, os.path.join(os.path.dirname(HERE), "storlets"), library=False, log=quiet)
-        conn.put_container("t")
-        conn.put_object("t", "src.txt", b"some input")
+        deploy_source(cluster.connection(), b"some input")
         yield cluster
     finally:
         cluster.down(purge=True, log=quiet)

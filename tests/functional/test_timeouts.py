@@ -11,15 +11,13 @@ import os
 import tempfile
 
 import pytest
-from support import free_base_port
+from support import deploy_source, free_base_port
 from swiftclient.exceptions import ClientException
 
-from mlstorlets.client.deploy import deploy
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.aio import Cluster
 from mlstorlets.server.gateway.scope import account_scope
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 STORLET_TIMEOUT = 8
 PROBE = "probe.py"
 ON_PROXY = {"X-Storlet-Run-On-Proxy": ""}
@@ -33,10 +31,7 @@ def short():
     cluster.up(base_port=free_base_port(), nodes=3, log=quiet, storlet_timeout=STORLET_TIMEOUT)
     try:
         for account in ("main", "other"):
-            conn = cluster.connection(account)
-            deploy(conn, os.path.join(os.path.dirname(HERE), "storlets"), library=False, log=quiet)
-            conn.put_container("t")
-            conn.put_object("t", "src.txt", b"hello storlets")
+            deploy_source(cluster.connection(account), b"hello storlets")
         yield cluster
     finally:
         cluster.down(purge=True, log=quiet)

@@ -13,14 +13,12 @@ import tempfile
 from urllib.parse import unquote
 
 import pytest
-from support import free_base_port
+from support import deploy_source, free_base_port
 from swiftclient.exceptions import ClientException
 
-from mlstorlets.client.deploy import deploy
 from mlstorlets.sandbox import protocol
 from mlstorlets.server.aio import Cluster, processes
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = "probe.py"
 ON_PROXY = {"X-Storlet-Run-On-Proxy": ""}
 SOURCE = b"hello storlets"
@@ -35,10 +33,7 @@ def broken():
     missing = os.path.join(cluster.state_dir, "no-such-bwrap")
     cluster.up(base_port=free_base_port(), nodes=1, log=quiet)
     try:
-        conn = cluster.connection()
-        deploy(conn, os.path.join(os.path.dirname(HERE), "storlets"), library=False, log=quiet)
-        conn.put_container("t")
-        conn.put_object("t", "src.txt", SOURCE)
+        deploy_source(cluster.connection(), SOURCE)
         without_bubblewrap(cluster, "proxy", missing)
         yield cluster, missing
     finally:

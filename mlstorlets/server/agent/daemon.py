@@ -79,7 +79,6 @@ KILL_WAIT = 2.0
 # numerical library's pool spins for a moment after a task, never that long.
 WATCH_INTERVAL = 2.0
 IDLE_CPU_SHARE = 0.5
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def default_workers():
@@ -444,11 +443,13 @@ class PersistentStorletDaemon(SBusServer):
         records = slots.snapshot(self.slots, self.n_workers)
         last, self.watched = self.watched, {}
         for worker in list(self.workers):
-            pid = worker.proc.pid
-            record = records[worker.index * slots.RECORD : (worker.index + 1) * slots.RECORD]
-            cpu = _cpu_seconds(pid)
-            if not worker.ready or cpu is None:
+            if not worker.ready:
                 continue
+            pid = worker.proc.pid
+            cpu = descendants.cpu_seconds(pid)
+            if cpu is None:
+                continue
+            record = slots.record_of(records, worker.index)
             self.watched[pid] = (record, cpu)
             if pid not in last or last[pid][0] != record or slots.running(record):
                 continue
@@ -568,15 +569,6 @@ class PersistentStorletDaemon(SBusServer):
         host.close()
         self._terminate()
         return status
-
-
-def _cpu_seconds(pid):
-    """The CPU time process ``pid`` used, all its threads, or None."""
-    fields = descendants.stat_fields(pid)
-    if fields is None:
-        return None
-    # utime and stime.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def run_server(role, log_level, container_id, build):

@@ -16,6 +16,7 @@ import os
 import signal
 
 PR_SET_CHILD_SUBREAPER = 36
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def become_subreaper():
@@ -36,6 +37,16 @@ def stat_fields(pid):
         return None
     # The command name, in parentheses, may hold spaces and ')'.
     return stat[stat.rindex(b")") + 2 :].split()
+
+
+def cpu_seconds(pid):
+    """The CPU time process ``pid`` used, all its threads, or None when
+    it is gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    # utime and stime.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def children(pid):

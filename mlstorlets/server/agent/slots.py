@@ -63,13 +63,26 @@ class Slot(object):
         fcntl.lockf(self.fd, fcntl.LOCK_UN, RECORD, self.offset)
 
 
+def _record(fd, index):
+    return os.pread(fd, RECORD, index * RECORD).ljust(RECORD, b"\0")
+
+
+def _try_lock(fd, index):
+    """Lock worker ``index``'s record unless someone holds it."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, RECORD, index * RECORD)
+    except OSError:
+        return False
+    return True
+
+
 def _running(record):
     return _RECORD.unpack(record)[0].rstrip(b"\0").decode("ascii", "replace")
 
 
 def read(fd, index):
     """The id of the task worker ``index`` runs, or ""."""
-    return _running(os.pread(fd, RECORD, index * RECORD).ljust(RECORD, b"\0"))
+    return _running(_record(fd, index))
 
 
 def clear(fd, index):
@@ -84,9 +97,7 @@ def close_if_idle(fd, workers):
     accepts it, and is ended first; its host sees the command dropped
     untaken, and sends it again."""
     for index in range(workers):
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, RECORD, index * RECORD)
-        except OSError:
+        if not _try_lock(fd, index):
             open_again(fd, workers)
             return False
     return True
@@ -96,11 +107,9 @@ def lock_if_idle(fd, index, record):
     """Lock worker ``index``'s record, for a daemon about to end it, if
     it holds no task and still reads ``record``; False, and nothing kept,
     when not.  Let go of it with :func:`open_again` (one worker)."""
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, RECORD, index * RECORD)
-    except OSError:
+    if not _try_lock(fd, index):
         return False
-    if os.pread(fd, RECORD, index * RECORD).ljust(RECORD, b"\0") != record:
+    if _record(fd, index) != record:
         open_again(fd, 1, index)
         return False
     return True
@@ -117,7 +126,12 @@ def snapshot(fd, workers):
     return os.pread(fd, workers * RECORD, 0).ljust(workers * RECORD, b"\0")
 
 
+def record_of(records, index):
+    """Worker ``index``'s record in a :func:`snapshot`."""
+    return records[index * RECORD : (index + 1) * RECORD]
+
+
 def running(records):
     """The ids of the tasks running in a :func:`snapshot`."""
-    ids = (_running(records[i : i + RECORD]) for i in range(0, len(records), RECORD))
+    ids = (_running(record_of(records, i)) for i in range(len(records) // RECORD))
     return [task_id for task_id in ids if task_id]

@@ -359,8 +359,7 @@ class StorletCopyMiddleware(object):
         elif kind == protocol.REFUSED:
             text = "storlet %s refused %s: %s" % (storlet, name, reason)
         else:
-            outcome = protocol.OUTCOME.get(kind, protocol.OUTCOME[protocol.FAILED])
-            text = "storlet %s %s over %s (%s)" % (storlet, outcome, name, reason)
+            text = "storlet %s %s over %s (%s)" % (storlet, protocol.outcome(kind), name, reason)
         if dest:
             text += ": nothing was written to %s" % _text_name(dest)
         if kind != protocol.REFUSED:
