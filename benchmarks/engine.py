@@ -19,14 +19,14 @@ Measures, in one run on this machine:
   whether the storlet's daemon runs on every invocation
   (``daemon_check_time = 0``) rather than once per 10 s (the default).
   Then, for the first agent, the same GETs in blocks of 50 of each kind
-  (``consecutive``), for information only: the object's page cache
-  favours one kind or the other with the order.  Swift's object server
-  drops an object's pages after it reads them for an authenticated GET
-  (``keep_cache_private`` is false by default); a storlet reads the file
-  through its own descriptor and leaves them.  Interleaved, each storlet
-  GET reads the object from disk and each plain GET from the cache; in
-  blocks, the other way round.  So, for the first agent, the interleaved
-  GETs once more with the object servers keeping the pages for both
+  (``consecutive``), for information only.  Swift's object server drops
+  an object's pages after it reads them for an authenticated GET
+  (``keep_cache_private`` is false by default), and so does its storlet
+  middleware once a storlet read the object
+  (:mod:`mlstorlets.server.middleware.page_cache`): each GET of either
+  kind reads the object from disk.  So, for the first agent, the
+  interleaved GETs once more with the object servers keeping the pages
+  for both, each GET reading them from the cache
   (``keep_cache_private = true``: ``page_cache_alike``).  Target: identity
   storlet GET p50 at most 1.3x a plain GET, interleaved, checked both
   ways.
@@ -243,8 +243,7 @@ def main():
         (
             "consecutive",
             consecutive,
-            "%d of each kind in turn; the storlet GETs' reads cached, the plain GETs' not"
-            % consecutive["block"],
+            "%d of each kind in turn" % consecutive["block"],
         ),
         ("page cache alike", cached, "interleaved, the object's pages kept for both"),
     ):

@@ -14,10 +14,12 @@ role around each block.
 
 Prints both trees' p50 ratios and CPU per request by role, and saves
 benchmarks/results/engine_ab.json.  The ratios compare trees, not the
-engine with a plain GET: in blocks of one kind, each storlet GET reads the
-object from the page cache and each plain GET from disk (Swift's object
-server drops an object's pages after an authenticated GET); the issue's
-target is checked by ``engine.py``, interleaved.
+engine with a plain GET: the issue's target is checked by ``engine.py``,
+interleaved.  In a tree from before
+:mod:`mlstorlets.server.middleware.page_cache`, each storlet GET of a
+block reads the object from the page cache and each plain GET from disk
+(Swift's object server drops an object's pages after an authenticated
+GET, and that tree's storlets left them).
 """
 
 import argparse
@@ -186,8 +188,7 @@ def main():
                 "  %-8s CPU ms/request: %s"
                 % (kind, ", ".join("%s %.2f" % kv for kv in found["cpu_ms"][kind].items()))
             )
-    # No target here: blocks of one kind let the storlet GETs read the
-    # object from the page cache, which plain GETs drop (see engine.py).
+    # No target here: the issue's is interleaved (see engine.py).
     targets.save("engine_ab", result)
 
 

@@ -6,8 +6,11 @@ storlet (tests/storlets/probe.py).
 """
 
 import os
+import subprocess
+import time
 
 import pytest
+from swift.obj.diskfile import read_metadata
 from swiftclient.exceptions import ClientException
 
 PROBE = "probe.py"
@@ -141,6 +144,52 @@ def test_a_storlet_may_write_its_private_tmp(conn, container, source):
     headers, _ = run(conn, container, source, query="action=write&path=/tmp/scratch")
     assert headers[META + "probe-result"] == "allowed"
     assert not os.path.exists("/tmp/scratch")
+
+
+def data_files(cluster, container, obj):
+    """The object's data files, on every object server's devices."""
+    found = []
+    for top, _, files in os.walk(cluster.layout.path("srv")):
+        for name in files:
+            path = os.path.join(top, name)
+            if name.endswith(".data"):
+                with open(path, "rb") as f:
+                    if read_metadata(f)["name"].endswith("/%s/%s" % (container, obj)):
+                        found.append(path)
+    return found
+
+
+def cached_bytes(path):
+    """How much of the file at ``path`` is in the page cache."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out)
+
+
+@pytest.mark.parametrize("storlet", [False, True], ids=["plain", "storlet"])
+def test_a_storlet_leaves_the_page_cache_as_swift_does(cluster, conn, container, source, storlet):
+    # Swift's object server drops an object's pages once an authenticated
+    # GET read them (keep_cache_private is false): so does its storlet
+    # middleware once the storlet read the object through the sandbox.
+    paths = data_files(cluster, container, source)
+    assert paths
+    for path in paths:
+        with open(path, "rb") as f:
+            f.read()
+    assert all(cached_bytes(path) for path in paths)
+    _, body = run(conn, container, source) if storlet else conn.get_object(container, source)
+    assert body == b"hello storlets"
+    # The server drops them once it closed its answer, which the client
+    # may have read whole a moment before.
+    deadline = time.monotonic() + 10
+    while all(cached_bytes(path) for path in paths) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The replica that answered has none left.
+    assert not all(cached_bytes(path) for path in paths)
 
 
 def test_a_storlet_cannot_read_swift_data(cluster, conn, container, source):

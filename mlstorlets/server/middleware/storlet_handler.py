@@ -6,7 +6,9 @@ with extra resources to an object server that holds them
 (:mod:`mlstorlets.server.middleware.local_resources`); in an object server,
 it gives the storlet those resources' files.  In both, an output whose
 length the storlet declared is answered with that ``Content-Length``
-(:mod:`mlstorlets.server.middleware.output_length`).  The proxy's HEAD of
+(:mod:`mlstorlets.server.middleware.output_length`).  In an object server,
+the object a storlet read leaves the page cache as after Swift's own GET
+(:mod:`mlstorlets.server.middleware.page_cache`).  The proxy's HEAD of
 the storlet object goes straight to
 :mod:`mlstorlets.server.middleware.storlet_cache`, which authorizes it and
 answers it from the cache, when only filters that let it through stand
@@ -52,6 +54,7 @@ from mlstorlets.server.middleware.output_length import (
     DeclaredLengthHandler,
     DeclaredLengthProxyHandler,
 )
+from mlstorlets.server.middleware.page_cache import InputPagesDroppedHandler
 from mlstorlets.server.middleware.prefetch import prefetch
 from mlstorlets.server.middleware.storlet_cache import StorletCacheMiddleware
 from mlstorlets.server.middleware.storlet_origin import StorletOriginMiddleware
@@ -263,6 +266,7 @@ class ObjectHandler(
     ParametersFromEnviron,
     PathQuotedOnce,
     DeclaredLengthHandler,
+    InputPagesDroppedHandler,
     LocalResourcesObjectHandler,
     OptionsFromEnviron,
     HeadersCopiedOnce,
