@@ -170,26 +170,35 @@ def cached_bytes(path):
     return int(out)
 
 
-@pytest.mark.parametrize("storlet", [False, True], ids=["plain", "storlet"])
-def test_a_storlet_leaves_the_page_cache_as_swift_does(cluster, conn, container, source, storlet):
+def dropped_after(paths, get):
+    """Which of the files at ``paths``, all read into the page cache
+    first, have none of their pages left after ``get()``."""
+    for path in paths:
+        with open(path, "rb") as f:
+            f.read()
+    kept = [bool(cached_bytes(path)) for path in paths]
+    get()
+    # A server drops them once it closed its answer, which the client may
+    # have read whole a moment before.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = [bool(cached_bytes(path)) for path in paths]
+        if now != kept:
+            break
+        time.sleep(0.05)
+    return [not cached_bytes(path) for path in paths]
+
+
+def test_a_storlet_leaves_the_page_cache_as_a_plain_get_does(cluster, conn, container, source):
     # Swift's object server drops an object's pages once an authenticated
     # GET read them (keep_cache_private is false): so does its storlet
     # middleware once the storlet read the object through the sandbox.
     paths = data_files(cluster, container, source)
     assert paths
-    for path in paths:
-        with open(path, "rb") as f:
-            f.read()
-    assert all(cached_bytes(path) for path in paths)
-    _, body = run(conn, container, source) if storlet else conn.get_object(container, source)
-    assert body == b"hello storlets"
-    # The server drops them once it closed its answer, which the client
-    # may have read whole a moment before.
-    deadline = time.monotonic() + 10
-    while all(cached_bytes(path) for path in paths) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # The replica that answered has none left.
-    assert not all(cached_bytes(path) for path in paths)
+    # The replica that answered (any one: the proxy shuffles them) has
+    # none left, on a file system whose pages can be dropped (not tmpfs).
+    assert dropped_after(paths, lambda: conn.get_object(container, source)).count(True) == 1
+    assert dropped_after(paths, lambda: run(conn, container, source)).count(True) == 1
 
 
 def test_a_storlet_cannot_read_swift_data(cluster, conn, container, source):
