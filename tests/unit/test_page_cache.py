@@ -7,6 +7,7 @@ import hashlib
 import logging
 
 import pytest
+from storlets.gateway.common.exceptions import StorletRuntimeException
 from storlets.gateway.common.stob import StorletData, StorletResponse
 from storlets.gateway.gateways.container.gateway import ContainerStorletRequest
 from swift.common.storage_policy import POLICIES
@@ -96,9 +97,11 @@ def open_reader(tmp_path, dropped):
 
 
 class Gateway(object):
-    """Runs nothing: the output is the test's."""
+    """Runs nothing: the output is the test's, or its failure."""
 
     def _call_gateway(self, resp):
+        if isinstance(self.output, Exception):
+            raise self.output
         return StorletResponse(StorletData({}, data_iter=self.output))
 
 
@@ -153,6 +156,13 @@ def test_an_output_that_fails_to_close_still_drops_and_closes(open_reader, dropp
     answer = storlet_output(reader, Output(b"out", fail_on_close=True))
     with pytest.raises(IOError):
         answer.close()
+    assert dropped == [(0, 0)] and reader._fp is None
+
+
+def test_a_storlet_that_failed_before_any_output_still_drops_and_closes(open_reader, dropped):
+    reader = open_reader(keep_cache=False)
+    with pytest.raises(StorletRuntimeException):
+        storlet_output(reader, StorletRuntimeException("the storlet failed"))
     assert dropped == [(0, 0)] and reader._fp is None
 
 

@@ -11,7 +11,8 @@ server's reader, and upstream keeps every page it read: a storlet run over
 millions of images would fill the cache with them whatever the operator set.
 
 With this object server handler mixin, once the storlet's output is closed
-(read to its end, failed or abandoned), the server drops the pages of the
+(read to its end, failed or abandoned), or the storlet failed before any,
+the server drops the pages of the
 object the storlet was given, whole, as its reader would have dropped the
 ones it read, and closes that reader.  Extra resources read on the object
 server are left to their own readers (their internal GETs keep their
@@ -58,7 +59,14 @@ class InputPagesDroppedHandler(object):
     page cache as Swift's own GET would have."""
 
     def _call_gateway(self, resp):
-        sresp = super()._call_gateway(resp)
-        if is_disk_reader(resp.app_iter):
-            sresp.data._data_iter = PagesDropped(sresp.data.data_iter, resp.app_iter)
+        if not is_disk_reader(resp.app_iter):
+            return super()._call_gateway(resp)
+        try:
+            sresp = super()._call_gateway(resp)
+        except BaseException:
+            # No output: the storlet may have read some of it before it
+            # failed.
+            PagesDropped(None, resp.app_iter).close()
+            raise
+        sresp.data._data_iter = PagesDropped(sresp.data.data_iter, resp.app_iter)
         return sresp
