@@ -1,5 +1,6 @@
 """Helpers for tests that need a cluster or the sample data."""
 
+import glob
 import os
 import re
 import signal
@@ -54,6 +55,21 @@ def cpu_seconds(pids):
     if None in used:
         raise ProcessLookupError("a process of %s is gone" % (pids,))
     return sum(used)
+
+
+def data_files(cluster, account, container, name):
+    """The .data files of an object, on every node's disk."""
+    # Not at the top: every test and benchmark imports this module, few
+    # need Swift's disk code.
+    from swift.obj.diskfile import read_metadata
+
+    found = []
+    for path in glob.glob(
+        os.path.join(cluster.state_dir, "srv", "node*", "*", "objects*", "*", "*", "*", "*.data")
+    ):
+        if read_metadata(path).get("name") == "/%s/%s/%s" % (account, container, name):
+            found.append(path)
+    return found
 
 
 def default_sigint():

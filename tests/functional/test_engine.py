@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from swift.obj.diskfile import read_metadata
+from support import data_files
 from swiftclient.exceptions import ClientException
 
 PROBE = "probe.py"
@@ -146,19 +146,6 @@ def test_a_storlet_may_write_its_private_tmp(conn, container, source):
     assert not os.path.exists("/tmp/scratch")
 
 
-def data_files(cluster, container, obj):
-    """The object's data files, on every object server's devices."""
-    found = []
-    for top, _, files in os.walk(cluster.layout.path("srv")):
-        for name in files:
-            path = os.path.join(top, name)
-            if name.endswith(".data"):
-                with open(path, "rb") as f:
-                    if read_metadata(f)["name"].endswith("/%s/%s" % (container, obj)):
-                        found.append(path)
-    return found
-
-
 def cached_bytes(path):
     """How much of the file at ``path`` is in the page cache."""
     out = subprocess.run(
@@ -193,7 +180,8 @@ def test_a_storlet_leaves_the_page_cache_as_a_plain_get_does(cluster, conn, cont
     # Swift's object server drops an object's pages once an authenticated
     # GET read them (keep_cache_private is false): so does its storlet
     # middleware once the storlet read the object through the sandbox.
-    paths = data_files(cluster, container, source)
+    account = conn.url.rstrip("/").rsplit("/", 1)[1]
+    paths = data_files(cluster, account, container, source)
     assert paths
     # The replica that answered (any one: the proxy shuffles them) has
     # none left, on a file system whose pages can be dropped (not tmpfs).

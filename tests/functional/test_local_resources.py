@@ -5,12 +5,11 @@ a node lacks sends the call back to the proxy; nothing a client sends
 chooses those files.
 """
 
-import glob
 import os
 import urllib.parse
 
 import pytest
-from swift.obj.diskfile import read_metadata
+from support import data_files
 
 from mlstorlets.sandbox import protocol
 
@@ -35,17 +34,6 @@ def probe(conn, container, resources, **params):
         ("X-Storlet-Parameter-%d" % i, "%s:%s" % kv) for i, kv in enumerate(params.items())
     )
     return conn.get_object(container, "source.txt", headers=headers)
-
-
-def data_files(cluster, account, container, name):
-    """The .data files of an object, on every node's disk."""
-    found = []
-    for path in glob.glob(
-        os.path.join(cluster.state_dir, "srv", "node*", "*", "objects*", "*", "*", "*", "*.data")
-    ):
-        if read_metadata(path).get("name") == "/%s/%s/%s" % (account, container, name):
-            found.append(path)
-    return found
 
 
 def test_extra_resources_are_read_on_an_object_server(conn, objects):

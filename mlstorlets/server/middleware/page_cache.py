@@ -12,20 +12,30 @@ millions of images would fill the cache with them whatever the operator set.
 
 With this object server handler mixin, once the storlet's output is closed
 (read to its end, failed or abandoned), or the storlet failed before any,
-the server drops the pages of the
-object the storlet was given, whole, as its reader would have dropped the
-ones it read, and closes that reader.  Extra resources read on the object
-server are left to their own readers (their internal GETs keep their
-pages, as Swift keeps those of every GET without a token).
+the server drops the pages of the object the storlet was given, whole, as
+its reader would have dropped the ones it read, and closes that reader.
+Extra resources read on the object server are left to their own readers
+(their internal GETs keep their pages, as Swift keeps those of every GET
+without a token).
 """
 
 from swift.common.utils import close_if_possible
 
 
+def drop_and_close(reader):
+    """Drop the object's pages if ``reader``, the object server's reader
+    of a storlet's input, would have; then close it."""
+    try:
+        # Length 0: to the end of the file, whatever range the storlet
+        # read.
+        reader._drop_cache(reader._fp.fileno(), 0, 0)
+    finally:
+        reader.close()
+
+
 class PagesDropped(object):
-    """A storlet's output; closing it closes ``reader``, the object
-    server's reader of the storlet's input, after dropping the object's
-    pages if ``reader`` would have."""
+    """A storlet's output; closing it closes ``reader`` as
+    :func:`drop_and_close` does."""
 
     def __init__(self, app_iter, reader):
         self.app_iter, self.reader = app_iter, reader
@@ -40,12 +50,7 @@ class PagesDropped(object):
             close_if_possible(self.app_iter)
         finally:
             if reader is not None:
-                try:
-                    # Length 0: to the end of the file, whatever range
-                    # the storlet read.
-                    reader._drop_cache(reader._fp.fileno(), 0, 0)
-                finally:
-                    reader.close()
+                drop_and_close(reader)
 
 
 def is_disk_reader(app_iter):
@@ -66,7 +71,7 @@ class InputPagesDroppedHandler(object):
         except BaseException:
             # No output: the storlet may have read some of it before it
             # failed.
-            PagesDropped(None, resp.app_iter).close()
+            drop_and_close(resp.app_iter)
             raise
         sresp.data._data_iter = PagesDropped(sresp.data.data_iter, resp.app_iter)
         return sresp
